@@ -1,0 +1,506 @@
+//! The `iot-authz` command line (SPEC §8). Every command returns its exit code; `main`
+//! only maps it to the process.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::demo;
+use crate::policy::queries::HttpRequest;
+use crate::policy::source::{self, DEFAULT_MAX_POLICY_BYTES};
+use crate::policy::syntax::{self, Instant};
+use crate::policy::{CheckRequest, Decision, PolicyError, Reason, Snapshot, compile_sources};
+use crate::testing::{self, Outcome};
+
+/// Exit code: allowed / valid / all tests passed.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: denied / may not / a test failed.
+pub const EXIT_DENY: u8 = 1;
+/// Exit code: bad arguments or an invalid policy.
+pub const EXIT_ERROR: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "iot-authz", version, about = "Azure-style RBAC authorization for IoT platforms")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the native gRPC API, Envoy ext_authz and the HTTP endpoints.
+    Serve(crate::cli::ServeArgs),
+    /// Decide one request and explain the decision.
+    Check(CheckArgs),
+    /// Validate policy documents and print every problem.
+    Validate(ValidateArgs),
+    /// Run the `tests:` cases of a policy.
+    Test(TestArgs),
+    /// Convert Azure role definitions and assignments (az CLI JSON) to policy YAML.
+    ImportAzure(ImportArgs),
+    /// List the effective permissions of a principal at a scope.
+    Permissions(PermissionsArgs),
+    /// List the principals and groups allowed an action at a scope.
+    WhoCan(WhoCanArgs),
+    /// May an actor assign a role at a scope?
+    CanAssign(CanAssignArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PolicyArgs {
+    /// Policy file or directory (repeatable); without it, the embedded demo policy.
+    #[arg(long = "policy", value_name = "PATH")]
+    pub policy: Vec<PathBuf>,
+    /// Machine-readable JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// The principal (TYPE:VALUE); in the method/path form, identity comes from headers
+    /// when it is absent.
+    #[arg(long)]
+    pub principal: Option<String>,
+    #[arg(long, requires = "scope", conflicts_with_all = ["method", "path"])]
+    pub action: Option<String>,
+    #[arg(long, requires = "action")]
+    pub scope: Option<String>,
+    #[arg(long, requires = "action")]
+    pub data_action: bool,
+    #[arg(long, requires = "path")]
+    pub method: Option<String>,
+    #[arg(long, requires = "method")]
+    pub path: Option<String>,
+    /// A request header NAME:VALUE (repeatable).
+    #[arg(long = "header", value_name = "NAME:VALUE")]
+    pub headers: Vec<String>,
+    /// An extra group of the caller, a full `group:` id (repeatable).
+    #[arg(long = "group", value_name = "GROUP")]
+    pub groups: Vec<String>,
+    /// Evaluate at this RFC 3339 time instead of now.
+    #[arg(long)]
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Print the policy as JSON instead of YAML.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PermissionsArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[arg(long)]
+    pub principal: String,
+    #[arg(long)]
+    pub scope: String,
+    #[arg(long = "group", value_name = "GROUP")]
+    pub groups: Vec<String>,
+    #[arg(long)]
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WhoCanArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[arg(long)]
+    pub action: String,
+    #[arg(long)]
+    pub scope: String,
+    #[arg(long)]
+    pub data_action: bool,
+    #[arg(long)]
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CanAssignArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[arg(long)]
+    pub actor: String,
+    #[arg(long)]
+    pub role: String,
+    #[arg(long)]
+    pub scope: String,
+    #[arg(long)]
+    pub at: Option<String>,
+}
+
+/// A command's failure: a message for stderr and exit code 2.
+#[derive(Debug)]
+pub struct CliError(pub String);
+
+impl From<PolicyError> for CliError {
+    fn from(e: PolicyError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+impl From<crate::policy::RequestError> for CliError {
+    fn from(e: crate::policy::RequestError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+type CliResult = Result<u8, CliError>;
+
+/// Loads the policy the arguments name, or the embedded demo.
+pub fn load_policy(paths: &[PathBuf]) -> Result<Snapshot, PolicyError> {
+    let sources = if paths.is_empty() {
+        demo::sources()
+    } else {
+        source::read_paths(paths, DEFAULT_MAX_POLICY_BYTES)?
+    };
+    compile_sources(&sources)
+}
+
+fn parse_at(at: &Option<String>) -> Result<Instant, CliError> {
+    match at {
+        Some(t) => syntax::parse_time(t).map_err(|e| CliError(format!("--at: {e}"))),
+        None => Ok(syntax::now()),
+    }
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!("{value}");
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve(args) => serve_unavailable(&args),
+        Command::Check(args) => check(&args),
+        Command::Validate(args) => validate(&args),
+        Command::Test(args) => test(&args),
+        Command::ImportAzure(args) => import_azure(&args),
+        Command::Permissions(args) => permissions(&args),
+        Command::WhoCan(args) => who_can(&args),
+        Command::CanAssign(args) => can_assign(&args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(CliError(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn serve_unavailable(_args: &ServeArgs) -> CliResult {
+    Err(CliError("serve is not available in this build".into()))
+}
+
+fn reason_text(reason: &Reason<'_>) -> String {
+    match reason {
+        Reason::RoleAssignment {
+            role,
+            assignment_id,
+            scope,
+            via,
+        } => format!(
+            "roleAssignment: role `{role}` at `{scope}` held by `{via}`{}",
+            assignment_id.map(|id| format!(" (assignment {id})")).unwrap_or_default()
+        ),
+        Reason::DenyAssignment { deny_assignment } => {
+            format!("denyAssignment: `{deny_assignment}`")
+        }
+        Reason::Malformed { message } => format!("malformed: {message}"),
+        other => other.kind().to_owned(),
+    }
+}
+
+/// The `check --json` reason object (SPEC §8).
+pub fn reason_json(reason: &Reason<'_>) -> serde_json::Value {
+    let mut out = json!({"kind": reason.kind()});
+    match reason {
+        Reason::RoleAssignment {
+            role,
+            assignment_id,
+            scope,
+            via,
+        } => {
+            out["role"] = json!(role);
+            out["assignmentId"] = json!(assignment_id);
+            out["scope"] = json!(scope);
+            out["via"] = json!(via);
+        }
+        Reason::DenyAssignment { deny_assignment } => out["denyAssignment"] = json!(deny_assignment),
+        Reason::Malformed { message } => out["message"] = json!(message),
+        _ => {}
+    }
+    out
+}
+
+fn check(args: &CheckArgs) -> CliResult {
+    let at = parse_at(&args.at)?;
+    for g in &args.groups {
+        syntax::group_id(g).map_err(|e| CliError(format!("--group: {e}")))?;
+    }
+    let snapshot = load_policy(&args.policy.policy)?;
+    let (decision, action, scope, principal): (Decision<'_>, Option<String>, Option<String>, Option<String>) =
+        match (&args.action, &args.method) {
+            (Some(action), None) => {
+                let Some(principal) = &args.principal else {
+                    return Err(CliError("--action needs --principal".into()));
+                };
+                let scope = args.scope.clone().unwrap_or_default();
+                let decision = snapshot.check(&CheckRequest {
+                    principal,
+                    groups: &args.groups,
+                    action,
+                    data_action: args.data_action,
+                    scope: &scope,
+                    at,
+                })?;
+                (decision, Some(action.clone()), Some(scope), Some(principal.clone()))
+            }
+            (None, Some(method)) => {
+                let mut headers = Vec::new();
+                for h in &args.headers {
+                    let (name, value) = h
+                        .split_once(':')
+                        .ok_or_else(|| CliError(format!("--header `{}` is not NAME:VALUE", syntax::escape(h))))?;
+                    headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+                }
+                let path = args.path.clone().unwrap_or_default();
+                let out = snapshot.check_http(&HttpRequest {
+                    method,
+                    path: &path,
+                    headers: &headers,
+                    principal: args.principal.as_deref(),
+                    groups: &args.groups,
+                    metadata: None,
+                    peer_principal: None,
+                    at,
+                })?;
+                (out.decision, out.action, out.scope, out.principal)
+            }
+            _ => return Err(CliError("give either --action and --scope, or --method and --path".into())),
+        };
+    if args.policy.json {
+        print_json(&json!({
+            "allowed": decision.allowed,
+            "reason": reason_json(&decision.reason),
+            "action": action,
+            "scope": scope,
+            "principal": principal,
+            "revision": snapshot.revision,
+        }));
+    } else {
+        println!(
+            "{}: {}",
+            if decision.allowed { "allow" } else { "deny" },
+            reason_text(&decision.reason)
+        );
+        if let (Some(a), Some(s)) = (&action, &scope) {
+            println!("action `{a}` at `{s}`");
+        }
+        println!("revision {}", snapshot.revision);
+    }
+    Ok(if decision.allowed { EXIT_OK } else { EXIT_DENY })
+}
+
+fn validate(args: &ValidateArgs) -> CliResult {
+    let result = source::read_paths(&args.paths, DEFAULT_MAX_POLICY_BYTES).and_then(|s| compile_sources(&s));
+    match result {
+        Ok(snapshot) => {
+            if args.json {
+                print_json(&json!({"valid": true, "problems": [], "revision": snapshot.revision, "counts": snapshot.counts}));
+            } else {
+                println!(
+                    "valid: {} document(s), {} role(s), {} assignment(s), revision {}",
+                    snapshot.counts.documents, snapshot.counts.roles, snapshot.counts.assignments, snapshot.revision
+                );
+            }
+            Ok(EXIT_OK)
+        }
+        Err(e) => {
+            if args.json {
+                let problems: Vec<_> = e
+                    .problems
+                    .iter()
+                    .map(|p| json!({"document": p.document, "object": p.object, "message": p.message}))
+                    .collect();
+                print_json(&json!({"valid": false, "problems": problems}));
+            } else {
+                for p in &e.problems {
+                    println!("{p}");
+                }
+                println!("invalid: {} problem(s)", e.problems.len());
+            }
+            Ok(EXIT_ERROR)
+        }
+    }
+}
+
+fn test(args: &TestArgs) -> CliResult {
+    let sources = source::read_paths(&args.paths, DEFAULT_MAX_POLICY_BYTES)?;
+    let snapshot = compile_sources(&sources)?;
+    let results = testing::run(&snapshot, syntax::now());
+    let passed = results.iter().filter(|r| r.outcome == Outcome::Passed).count();
+    let errors = results.iter().filter(|r| matches!(r.outcome, Outcome::Error(_))).count();
+    let failed = results.len() - passed;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let cases: Vec<_> = results
+            .iter()
+            .map(|r| {
+                let (status, detail) = match &r.outcome {
+                    Outcome::Passed => ("passed", None),
+                    Outcome::Failed(d) => ("failed", Some(d)),
+                    Outcome::Error(d) => ("error", Some(d)),
+                };
+                json!({"document": r.document, "name": r.name, "status": status, "detail": detail})
+            })
+            .collect();
+        let _ = writeln!(out, "{}", json!({"passed": passed, "failed": failed, "cases": cases, "revision": snapshot.revision}));
+    } else {
+        for r in &results {
+            match &r.outcome {
+                Outcome::Passed => {}
+                Outcome::Failed(d) => {
+                    let _ = writeln!(out, "FAIL {}: {}: {d}", r.document, r.name);
+                }
+                Outcome::Error(d) => {
+                    let _ = writeln!(out, "ERROR {}: {}: {d}", r.document, r.name);
+                }
+            }
+        }
+        let _ = writeln!(out, "{passed} passed, {failed} failed");
+    }
+    Ok(if errors > 0 {
+        EXIT_ERROR
+    } else if failed > 0 {
+        EXIT_DENY
+    } else {
+        EXIT_OK
+    })
+}
+
+fn import_azure(args: &ImportArgs) -> CliResult {
+    let mut files = Vec::new();
+    for f in &args.files {
+        let bytes = std::fs::read(f).map_err(|e| CliError(format!("{}: cannot be read: {e}", f.display())))?;
+        files.push((f.display().to_string(), bytes));
+    }
+    let doc = crate::import_azure::import(&files).map_err(|e| CliError(e.to_string()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&doc).map_err(|e| CliError(e.to_string()))?);
+    } else {
+        print!("{}", crate::import_azure::to_yaml(&doc).map_err(|e| CliError(e.to_string()))?);
+    }
+    Ok(EXIT_OK)
+}
+
+fn permissions(args: &PermissionsArgs) -> CliResult {
+    let at = parse_at(&args.at)?;
+    let snapshot = load_policy(&args.policy.policy)?;
+    let perms = snapshot.permissions(&args.principal, &args.groups, &args.scope, at)?;
+    if args.policy.json {
+        let actions: Vec<_> = perms
+            .iter()
+            .map(|p| {
+                json!({
+                    "action": p.action,
+                    "dataAction": p.data_action,
+                    "assignments": p.assignments.iter().map(reason_json).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        print_json(&json!({"actions": actions, "revision": snapshot.revision}));
+    } else {
+        for p in &perms {
+            let via: Vec<String> = p.assignments.iter().map(reason_text).collect();
+            println!(
+                "{}{}  <- {}",
+                p.action,
+                if p.data_action { " (data)" } else { "" },
+                via.join("; ")
+            );
+        }
+        println!("{} action(s), revision {}", perms.len(), snapshot.revision);
+    }
+    Ok(EXIT_OK)
+}
+
+fn who_can(args: &WhoCanArgs) -> CliResult {
+    let at = parse_at(&args.at)?;
+    let snapshot = load_policy(&args.policy.policy)?;
+    let who = snapshot.who_can(&args.action, args.data_action, &args.scope, at)?;
+    if args.policy.json {
+        print_json(&json!({"principals": who.principals, "groups": who.groups, "revision": snapshot.revision}));
+    } else {
+        for p in &who.principals {
+            println!("principal {p}");
+        }
+        for g in &who.groups {
+            println!("group {g}");
+        }
+        println!(
+            "{} principal(s), {} group(s), revision {}",
+            who.principals.len(),
+            who.groups.len(),
+            snapshot.revision
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+fn can_assign(args: &CanAssignArgs) -> CliResult {
+    let at = parse_at(&args.at)?;
+    let snapshot = load_policy(&args.policy.policy)?;
+    let answer = snapshot.check_assign(&args.actor, &args.role, &args.scope, at)?;
+    if args.policy.json {
+        print_json(&json!({
+            "allowed": answer.allowed,
+            "missingActions": answer.missing_actions,
+            "message": answer.message,
+            "revision": snapshot.revision,
+        }));
+    } else {
+        println!("{}", if answer.allowed { "may assign" } else { "may not assign" });
+        if let Some(m) = &answer.message {
+            println!("{m}");
+        }
+        for a in &answer.missing_actions {
+            println!("missing {a}");
+        }
+        println!("revision {}", snapshot.revision);
+    }
+    Ok(if answer.allowed { EXIT_OK } else { EXIT_DENY })
+}

@@ -1,0 +1,18 @@
+//! iot-authz: an Azure-style RBAC policy decision point for IoT platforms.
+//!
+//! Module map:
+//! - [`policy`]: the pure core. Policy documents ([`policy::document`]), checked value
+//!   types ([`policy::syntax`]), validation and compilation ([`policy::compile`]) into an
+//!   immutable [`policy::Snapshot`], evaluation ([`policy::snapshot`]), routes and path
+//!   canonicalisation ([`policy::route`]), identity sources ([`policy::identity`]) and the
+//!   queries beyond one check ([`policy::queries`]). Only [`policy::source`] reads files.
+//! - [`demo`]: the embedded demo policy (role packs plus demo principals and routes).
+//! - [`import_azure`]: Azure role definitions and assignments to policy YAML.
+//! - [`testing`]: runs the `tests:` cases of a policy.
+//! - [`cli`]: the `iot-authz` command line.
+
+pub mod cli;
+pub mod demo;
+pub mod import_azure;
+pub mod policy;
+pub mod testing;

@@ -1,0 +1,767 @@
+//! Validation and compilation: parsed documents in, one immutable [`Snapshot`] out
+//! (SPEC §2). Every problem found is reported, each naming its document and object.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use super::document::{Document, RouteDoc};
+use super::error::{PolicyError, Problem};
+use super::identity::IdentityConfig;
+use super::route::RouteTable;
+use super::snapshot::{
+    Assignment, CatalogAction, Counts, DenyAssignment, PrincipalIdx, Role, RoleIdx, Rows,
+    ScopeIdx, Selector, Snapshot,
+};
+use super::source::{self, SourceDocument};
+use super::syntax::{
+    self, ActionPattern, PrincipalSelector, Scope, escape, parse_time, scope_prefixes,
+};
+
+/// The deepest group nesting accepted (a group inside a group inside ...).
+pub const MAX_GROUP_DEPTH: usize = 64;
+
+/// Parses, validates and compiles policy sources into a snapshot.
+pub fn compile_sources(sources: &[SourceDocument]) -> Result<Snapshot, PolicyError> {
+    let mut problems = Vec::new();
+    let mut docs = Vec::new();
+    for source in sources {
+        match source.parse() {
+            Ok(doc) => docs.push((source.name.clone(), doc)),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(PolicyError { problems });
+    }
+    let mut snapshot = compile_documents(&docs)?;
+    snapshot.revision = source::revision(sources);
+    Ok(snapshot)
+}
+
+/// Interns values to dense indices.
+struct Interner<K> {
+    index: HashMap<K, u32>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Interner<K> {
+    fn new() -> Self {
+        Self {
+            index: HashMap::new(),
+        }
+    }
+
+    fn intern(&mut self, key: K, values: &mut Vec<K>) -> u32 {
+        if let Some(&i) = self.index.get(&key) {
+            return i;
+        }
+        let i = u32::try_from(values.len()).unwrap_or(u32::MAX);
+        values.push(key.clone());
+        self.index.insert(key, i);
+        i
+    }
+}
+
+/// Collects problems with their place.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, document: &str, object: impl Into<String>, message: String) {
+        self.0.push(Problem::new(document, object, message));
+    }
+}
+
+fn named(kind: &str, index: usize, name: &str) -> String {
+    format!("{kind}[{index}] `{}`", escape(name))
+}
+
+struct ScopeTable {
+    index: HashMap<Box<str>, ScopeIdx>,
+    scopes: Vec<Scope>,
+}
+
+impl ScopeTable {
+    fn intern(&mut self, scope: &Scope) -> ScopeIdx {
+        if let Some(&i) = self.index.get(scope.key()) {
+            return i;
+        }
+        let i = u32::try_from(self.scopes.len()).unwrap_or(u32::MAX);
+        self.scopes.push(scope.clone());
+        self.index.insert(scope.key().into(), i);
+        i
+    }
+
+    /// The longest known path prefix of a key, itself included or not.
+    fn longest_known(&self, key: &str, include_self: bool) -> Option<ScopeIdx> {
+        scope_prefixes(key)
+            .skip(usize::from(!include_self))
+            .find_map(|p| self.index.get(p).copied())
+    }
+}
+
+fn parse_patterns(
+    problems: &mut Problems,
+    doc: &str,
+    object: &str,
+    field: &str,
+    patterns: &[String],
+) -> Box<[ActionPattern]> {
+    patterns
+        .iter()
+        .filter_map(|p| match ActionPattern::parse(p) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                problems.push(doc, object, format!("{field}: {e}"));
+                None
+            }
+        })
+        .collect()
+}
+
+fn parse_scope(problems: &mut Problems, doc: &str, object: &str, field: &str, text: &str) -> Option<Scope> {
+    match Scope::parse(text) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            problems.push(doc, object, format!("{field}: {e}"));
+            None
+        }
+    }
+}
+
+/// Validates and compiles parsed documents (`(name, document)` in load order).
+pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, PolicyError> {
+    let mut problems = Problems::default();
+    let mut scopes = ScopeTable {
+        index: HashMap::new(),
+        scopes: Vec::new(),
+    };
+    let mut principal_names: Vec<Box<str>> = Vec::new();
+    let mut principals: Interner<Box<str>> = Interner::new();
+    let mut intern_principal =
+        |name: &str, names: &mut Vec<Box<str>>| principals.intern(name.into(), names);
+
+    // Catalog.
+    let mut catalog = Vec::new();
+    let mut catalog_seen: HashMap<String, String> = HashMap::new();
+    for (doc, d) in docs {
+        for (i, a) in d.actions.iter().enumerate() {
+            let object = named("actions", i, &a.name);
+            if let Err(e) = syntax::check_action(&a.name) {
+                problems.push(doc, &object, e);
+                continue;
+            }
+            if let Some(first) = catalog_seen.insert(a.name.to_ascii_lowercase(), doc.clone()) {
+                problems.push(doc, &object, format!("action `{}` is defined twice (first in {first})", escape(&a.name)));
+                continue;
+            }
+            for implied in &a.implies {
+                if let Err(e) = syntax::check_action(implied) {
+                    problems.push(doc, &object, format!("implies: {e}"));
+                }
+            }
+            catalog.push(CatalogAction {
+                name: a.name.as_str().into(),
+                description: a.description.as_deref().map(Into::into),
+                data_action: a.data_action,
+                implies: a.implies.iter().map(|s| s.as_str().into()).collect(),
+            });
+        }
+    }
+    let catalog_by_key: HashMap<String, usize> = catalog
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.name.to_ascii_lowercase(), i))
+        .collect();
+
+    // Roles.
+    let mut roles: Vec<Role> = Vec::new();
+    let mut role_origin: Vec<(String, String)> = Vec::new();
+    let mut role_lookup: HashMap<Box<str>, RoleIdx> = HashMap::new();
+    for (doc, d) in docs {
+        for (i, r) in d.roles.iter().enumerate() {
+            let object = named("roles", i, &r.name);
+            if r.name.trim().is_empty() {
+                problems.push(doc, &object, "role `name` must not be empty".into());
+                continue;
+            }
+            let index = u32::try_from(roles.len()).unwrap_or(u32::MAX);
+            let mut keys = vec![r.name.to_ascii_lowercase()];
+            if let Some(id) = &r.id {
+                if id.trim().is_empty() {
+                    problems.push(doc, &object, "role `id` must not be empty".into());
+                }
+                keys.push(id.to_ascii_lowercase());
+            }
+            let mut duplicate = false;
+            for key in &keys {
+                if let Some(&other) = role_lookup.get(key.as_str()) {
+                    let (odoc, oobj) = &role_origin[other as usize];
+                    problems.push(doc, &object, format!("role name or id `{}` is defined twice (also {oobj} in {odoc})", escape(key)));
+                    duplicate = true;
+                }
+            }
+            if duplicate {
+                continue;
+            }
+            for key in keys {
+                role_lookup.insert(key.into(), index);
+            }
+            let actions = parse_patterns(&mut problems, doc, &object, "actions", &r.actions);
+            let not_actions = parse_patterns(&mut problems, doc, &object, "notActions", &r.not_actions);
+            let data_actions = parse_patterns(&mut problems, doc, &object, "dataActions", &r.data_actions);
+            let not_data_actions =
+                parse_patterns(&mut problems, doc, &object, "notDataActions", &r.not_data_actions);
+            let assignable_texts = r.assignable_scopes.clone().unwrap_or_else(|| vec!["/".to_owned()]);
+            if assignable_texts.is_empty() {
+                problems.push(doc, &object, "assignableScopes must list at least one scope (omit it for `/`)".into());
+            }
+            let assignable_scopes = assignable_texts
+                .iter()
+                .filter_map(|s| parse_scope(&mut problems, doc, &object, "assignableScopes", s))
+                .map(|s| scopes.intern(&s))
+                .collect();
+            roles.push(Role {
+                name: r.name.as_str().into(),
+                id: r.id.as_deref().map(Into::into),
+                description: r.description.as_deref().map(Into::into),
+                actions,
+                not_actions,
+                data_actions,
+                not_data_actions,
+                implied: HashSet::new(),
+                implied_data: HashSet::new(),
+                assignable_scopes,
+            });
+            role_origin.push((doc.clone(), object));
+        }
+    }
+
+    // Implied actions through the catalog, transitively; a role's notActions may not
+    // remove what its own grants imply.
+    for (r, role) in roles.iter_mut().enumerate() {
+        let (doc, object) = &role_origin[r];
+        let mut implied = HashSet::new();
+        let mut implied_data = HashSet::new();
+        for entry in &catalog {
+            let key = entry.name.to_ascii_lowercase();
+            if !role.grants_directly(&key, entry.data_action) {
+                continue;
+            }
+            let mut queue: VecDeque<(Box<str>, bool)> = entry
+                .implies
+                .iter()
+                .map(|i| (i.to_ascii_lowercase().into(), entry.data_action))
+                .collect();
+            while let Some((action, inherited)) = queue.pop_front() {
+                let next = catalog_by_key.get(&*action).map(|&c| &catalog[c]);
+                let data = next.map_or(inherited, |c| c.data_action);
+                let set = if data { &mut implied_data } else { &mut implied };
+                if !set.insert(action.clone()) {
+                    continue;
+                }
+                let remove = if data { &role.not_data_actions } else { &role.not_actions };
+                if let Some(p) = remove.iter().find(|p| p.matches_lower(&action)) {
+                    problems.push(doc, object, format!(
+                        "action `{}` implied by `{}` is removed by {} `{}`",
+                        escape(&action), escape(&entry.name),
+                        if data { "notDataActions" } else { "notActions" }, escape(p.as_str())
+                    ));
+                }
+                if let Some(c) = next {
+                    queue.extend(c.implies.iter().map(|i| (i.to_ascii_lowercase().into(), c.data_action)));
+                }
+            }
+        }
+        role.implied = implied;
+        role.implied_data = implied_data;
+    }
+
+    // Groups.
+    let mut group_members: HashMap<PrincipalIdx, Vec<PrincipalIdx>> = HashMap::new();
+    let mut group_origin: HashMap<PrincipalIdx, String> = HashMap::new();
+    for (doc, d) in docs {
+        for (i, g) in d.groups.iter().enumerate() {
+            let object = named("groups", i, &g.id);
+            if let Err(e) = syntax::group_id(&g.id) {
+                problems.push(doc, &object, e);
+                continue;
+            }
+            let gi = intern_principal(&g.id, &mut principal_names);
+            if let Some(first) = group_origin.insert(gi, doc.clone()) {
+                problems.push(doc, &object, format!("group `{}` is defined twice (first in {first})", escape(&g.id)));
+                continue;
+            }
+            let mut members = Vec::new();
+            for m in &g.members {
+                match syntax::principal_type(m) {
+                    Ok(_) => members.push(intern_principal(m, &mut principal_names)),
+                    Err(e) => problems.push(doc, &object, format!("members: {e}")),
+                }
+            }
+            group_members.insert(gi, members);
+        }
+    }
+
+    // Scope links.
+    let mut links: HashMap<ScopeIdx, Vec<ScopeIdx>> = HashMap::new();
+    for (doc, d) in docs {
+        for (i, l) in d.scope_links.iter().enumerate() {
+            let object = named("scopeLinks", i, &l.scope);
+            let Some(child) = parse_scope(&mut problems, doc, &object, "scope", &l.scope) else {
+                continue;
+            };
+            let child = scopes.intern(&child);
+            if links.contains_key(&child) {
+                problems.push(doc, &object, format!("scope `{}` has links defined twice", escape(&l.scope)));
+                continue;
+            }
+            let parents = l
+                .parents
+                .iter()
+                .filter_map(|p| parse_scope(&mut problems, doc, &object, "parents", p))
+                .map(|p| scopes.intern(&p))
+                .collect();
+            links.insert(child, parents);
+        }
+    }
+
+    // Assignments (scopes interned before the closure is computed).
+    struct Pending {
+        doc: String,
+        object: String,
+        assignment: Assignment,
+    }
+    let mut pending = Vec::new();
+    let mut assignment_ids: HashMap<String, String> = HashMap::new();
+    for (doc, d) in docs {
+        for (i, a) in d.assignments.iter().enumerate() {
+            let object = match &a.id {
+                Some(id) => format!("assignments[{i}] (id `{}`)", escape(id)),
+                None => format!("assignments[{i}] (`{}` as `{}`)", escape(&a.principal), escape(&a.role)),
+            };
+            let mut ok = true;
+            if let Err(e) = syntax::principal_type(&a.principal) {
+                problems.push(doc, &object, format!("principal: {e}"));
+                ok = false;
+            }
+            let role = role_lookup.get(a.role.to_ascii_lowercase().as_str()).copied();
+            if role.is_none() {
+                problems.push(doc, &object, format!("role `{}` is not defined", escape(&a.role)));
+                ok = false;
+            }
+            let scope = parse_scope(&mut problems, doc, &object, "scope", &a.scope);
+            let mut time = |field: &str, value: &Option<String>, default: i64| match value {
+                None => Some(default),
+                Some(t) => match parse_time(t) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        problems.push(doc, &object, format!("{field}: {e}"));
+                        None
+                    }
+                },
+            };
+            let not_before = time("notBefore", &a.not_before, i64::MIN);
+            let not_after = time("notAfter", &a.not_after, i64::MAX);
+            if let (Some(nb), Some(na)) = (not_before, not_after)
+                && na < nb
+            {
+                problems.push(doc, &object, "notAfter is before notBefore".into());
+                ok = false;
+            }
+            if let Some(id) = &a.id
+                && let Some(first) = assignment_ids.insert(id.clone(), doc.clone())
+            {
+                problems.push(doc, &object, format!("assignment id `{}` is defined twice (first in {first})", escape(id)));
+                ok = false;
+            }
+            let (Some(role), Some(scope), Some(not_before), Some(not_after), true) =
+                (role, scope, not_before, not_after, ok)
+            else {
+                continue;
+            };
+            pending.push(Pending {
+                doc: doc.clone(),
+                object,
+                assignment: Assignment {
+                    principal: intern_principal(&a.principal, &mut principal_names),
+                    role,
+                    scope: scopes.intern(&scope),
+                    id: a.id.as_deref().map(Into::into),
+                    not_before,
+                    not_after,
+                },
+            });
+        }
+    }
+
+    // Deny assignments.
+    let mut denies = Vec::new();
+    let mut deny_names: HashMap<String, String> = HashMap::new();
+    for (doc, d) in docs {
+        for (i, x) in d.deny_assignments.iter().enumerate() {
+            let object = named("denyAssignments", i, &x.name);
+            if x.name.trim().is_empty() {
+                problems.push(doc, &object, "deny assignment `name` must not be empty".into());
+                continue;
+            }
+            if let Some(first) = deny_names.insert(x.name.to_ascii_lowercase(), doc.clone()) {
+                problems.push(doc, &object, format!("deny assignment `{}` is defined twice (first in {first})", escape(&x.name)));
+                continue;
+            }
+            if x.principals.is_empty() {
+                problems.push(doc, &object, "principals must name at least one principal, `TYPE:*` or `*`".into());
+            }
+            let mut selectors = |field: &str, list: &[String], names: &mut Vec<Box<str>>| -> Box<[Selector]> {
+                list.iter()
+                    .filter_map(|s| match PrincipalSelector::parse(s) {
+                        Ok(PrincipalSelector::Everyone) => Some(Selector::Everyone),
+                        Ok(PrincipalSelector::Type(t)) => Some(Selector::Type(t.into())),
+                        Ok(PrincipalSelector::Id(id)) => Some(Selector::Id(intern_principal(&id, names))),
+                        Err(e) => {
+                            problems.push(doc, &object, format!("{field}: {e}"));
+                            None
+                        }
+                    })
+                    .collect()
+            };
+            let principals_sel = selectors("principals", &x.principals, &mut principal_names);
+            let exclude = selectors("excludePrincipals", &x.exclude_principals, &mut principal_names);
+            let actions = parse_patterns(&mut problems, doc, &object, "actions", &x.actions);
+            let not_actions = parse_patterns(&mut problems, doc, &object, "notActions", &x.not_actions);
+            let data_actions = parse_patterns(&mut problems, doc, &object, "dataActions", &x.data_actions);
+            let not_data_actions = parse_patterns(&mut problems, doc, &object, "notDataActions", &x.not_data_actions);
+            let Some(scope) = parse_scope(&mut problems, doc, &object, "scope", &x.scope) else {
+                continue;
+            };
+            denies.push(DenyAssignment {
+                name: x.name.as_str().into(),
+                principals: principals_sel,
+                exclude,
+                actions,
+                not_actions,
+                data_actions,
+                not_data_actions,
+                scope: scopes.intern(&scope),
+            });
+        }
+    }
+
+    // Constraints (scopes interned now, checked after the closure).
+    let mut constraints = Vec::new();
+    for (doc, d) in docs {
+        for (i, c) in d.constraints.iter().enumerate() {
+            let m = &c.min_assignments;
+            let object = format!("constraints[{i}] (minAssignments `{}` at `{}`)", escape(&m.role), escape(&m.scope));
+            let role = role_lookup.get(m.role.to_ascii_lowercase().as_str()).copied();
+            if role.is_none() {
+                problems.push(doc, &object, format!("role `{}` is not defined", escape(&m.role)));
+            }
+            let scope = parse_scope(&mut problems, doc, &object, "scope", &m.scope).map(|s| scopes.intern(&s));
+            if let (Some(role), Some(scope)) = (role, scope) {
+                constraints.push((doc.clone(), object, role, scope, m.count));
+            }
+        }
+    }
+
+    // Routes and identity.
+    let route_docs: Vec<(String, &RouteDoc)> = docs
+        .iter()
+        .flat_map(|(doc, d)| d.routes.iter().enumerate().map(move |(i, r)| (format!("{doc}: routes[{i}] `{}`", escape(&r.path)), r)))
+        .collect();
+    let routes = match RouteTable::compile(&route_docs) {
+        Ok(t) => t,
+        Err(list) => {
+            for (origin, message) in list {
+                let (doc, object) = origin.split_once(": ").unwrap_or((origin.as_str(), "routes"));
+                problems.push(doc, object, message);
+            }
+            RouteTable::default()
+        }
+    };
+    let mut identity = IdentityConfig::default();
+    let mut identity_doc: Option<&str> = None;
+    for (doc, d) in docs {
+        let Some(id) = &d.identity else { continue };
+        if let Some(first) = identity_doc {
+            problems.push(doc, "identity", format!("identity is defined twice (first in {first})"));
+            continue;
+        }
+        identity_doc = Some(doc);
+        match IdentityConfig::compile(id) {
+            Ok(c) => identity = c,
+            Err(list) => {
+                for (object, message) in list {
+                    problems.push(doc, object, message);
+                }
+            }
+        }
+    }
+
+    // Group closure: member -> every containing group; cycles are errors.
+    let principal_count = principal_names.len();
+    let mut direct_parents: Vec<Vec<PrincipalIdx>> = vec![Vec::new(); principal_count];
+    for (&g, members) in &group_members {
+        for &m in members {
+            direct_parents[m as usize].push(g);
+        }
+    }
+    let member_of = match close_over(&direct_parents, MAX_GROUP_DEPTH) {
+        Ok(rows) => rows,
+        Err((node, kind)) => {
+            let name = escape(&principal_names[node as usize]);
+            let doc = group_origin.get(&node).cloned().unwrap_or_default();
+            let message = match kind {
+                Closure::Cycle => format!("group membership cycle through `{name}`"),
+                Closure::TooDeep => format!("groups nest deeper than {MAX_GROUP_DEPTH} levels at `{name}`"),
+            };
+            problems.push(&doc, format!("groups `{name}`"), message);
+            Rows::build(principal_count, Vec::new())
+        }
+    };
+
+    // Scope closure: each known scope's parents are its longest known proper prefix and
+    // the longest known prefix of each linked parent.
+    let scope_count = scopes.scopes.len();
+    let mut scope_parents: Vec<Vec<ScopeIdx>> = vec![Vec::new(); scope_count];
+    for s in 0..scope_count {
+        let key = scopes.scopes[s].key().to_owned();
+        if let Some(p) = scopes.longest_known(&key, false) {
+            scope_parents[s].push(p);
+        }
+    }
+    for (&child, parents) in &links {
+        for &p in parents {
+            scope_parents[child as usize].push(p);
+        }
+    }
+    let ancestors = match close_over(&scope_parents, usize::MAX) {
+        Ok(rows) => add_self(rows, scope_count),
+        Err((node, _)) => {
+            let name = escape(scopes.scopes[node as usize].as_str());
+            let doc = docs.iter().find(|(_, d)| !d.scope_links.is_empty()).map(|(n, _)| n.clone()).unwrap_or_default();
+            problems.push(&doc, "scopeLinks", format!("scope graph has a cycle through `{name}`"));
+            Rows::build(scope_count, Vec::new())
+        }
+    };
+
+    // Assignable scopes.
+    let mut assignments = Vec::with_capacity(pending.len());
+    for p in pending {
+        let role = &roles[p.assignment.role as usize];
+        let anc = ancestors.row(p.assignment.scope);
+        if !role.assignable_scopes.iter().any(|s| anc.binary_search(s).is_ok()) {
+            problems.push(&p.doc, &p.object, format!(
+                "scope `{}` is outside the assignable scopes of role `{}` ({})",
+                escape(scopes.scopes[p.assignment.scope as usize].as_str()),
+                escape(&role.name),
+                role.assignable_scopes.iter().map(|&s| format!("`{}`", escape(scopes.scopes[s as usize].as_str()))).collect::<Vec<_>>().join(", ")
+            ));
+            continue;
+        }
+        assignments.push(p.assignment);
+    }
+
+    // Constraints.
+    for (doc, object, role, scope, count) in constraints {
+        let anc = ancestors.row(scope);
+        let found = assignments
+            .iter()
+            .filter(|a| a.role == role && anc.binary_search(&a.scope).is_ok())
+            .count();
+        if found < count as usize {
+            problems.push(&doc, object, format!(
+                "needs at least {count} assignment(s) of role `{}` at `{}` or above, found {found}",
+                escape(&roles[role as usize].name),
+                escape(scopes.scopes[scope as usize].as_str())
+            ));
+        }
+    }
+
+    if !problems.0.is_empty() {
+        return Err(PolicyError { problems: problems.0 });
+    }
+
+    let assignments_by_principal = Rows::build(
+        principal_count,
+        assignments
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.principal, u32::try_from(i).unwrap_or(u32::MAX)))
+            .collect(),
+    );
+    let denies_by_scope = Rows::build(
+        scope_count,
+        denies
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.scope, u32::try_from(i).unwrap_or(u32::MAX)))
+            .collect(),
+    );
+    let mut boundaries: Vec<i64> = assignments
+        .iter()
+        .flat_map(|a| [a.not_before, a.not_after])
+        .filter(|&t| t != i64::MIN && t != i64::MAX)
+        .collect();
+    boundaries.sort_unstable();
+    boundaries.dedup();
+
+    let universe = build_universe(docs, &catalog, &routes, &identity.assign_action);
+    let counts = Counts {
+        documents: docs.len(),
+        roles: roles.len(),
+        assignments: assignments.len(),
+        deny_assignments: denies.len(),
+        groups: group_members.len(),
+        principals: principal_count,
+        scopes: scope_count,
+        catalog_actions: catalog.len(),
+        routes: routes.len(),
+    };
+    let tests = docs
+        .iter()
+        .flat_map(|(doc, d)| d.tests.iter().map(move |t| (doc.clone(), t.clone())))
+        .collect();
+    Ok(Snapshot {
+        revision: String::new(),
+        sources: docs.iter().map(|(n, _)| n.clone()).collect(),
+        routes,
+        identity,
+        tests,
+        counts,
+        principal_index: principals.index,
+        principal_names,
+        member_of,
+        scope_index: scopes.index,
+        scopes: scopes.scopes,
+        ancestors,
+        roles,
+        role_lookup,
+        assignments,
+        assignments_by_principal,
+        denies,
+        denies_by_scope,
+        catalog,
+        universe,
+        boundaries,
+    })
+}
+
+enum Closure {
+    Cycle,
+    TooDeep,
+}
+
+/// Transitive closure of a parent relation (`parents[n]` are n's direct parents), as rows
+/// of sorted ancestors (n excluded). Iterative, so deep graphs cannot overflow the stack.
+fn close_over(parents: &[Vec<u32>], max_depth: usize) -> Result<Rows, (u32, Closure)> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum State {
+        New,
+        Open,
+        Done,
+    }
+    let n = parents.len();
+    let mut state = vec![State::New; n];
+    let mut closure: Vec<Vec<u32>> = vec![Vec::new(); n];
+    let mut depth = vec![0usize; n];
+    for start in 0..n {
+        if state[start] != State::New {
+            continue;
+        }
+        // (node, next parent to visit)
+        let mut stack = vec![(start, 0usize)];
+        state[start] = State::Open;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            if let Some(&p) = parents[node].get(*next) {
+                *next += 1;
+                match state[p as usize] {
+                    State::Open => return Err((p, Closure::Cycle)),
+                    State::New => {
+                        state[p as usize] = State::Open;
+                        stack.push((p as usize, 0));
+                    }
+                    State::Done => {}
+                }
+                continue;
+            }
+            let mut all: Vec<u32> = Vec::new();
+            let mut d = 0;
+            for &p in &parents[node] {
+                all.push(p);
+                all.extend_from_slice(&closure[p as usize]);
+                d = d.max(depth[p as usize] + 1);
+            }
+            all.sort_unstable();
+            all.dedup();
+            if d > max_depth {
+                return Err((u32::try_from(node).unwrap_or(u32::MAX), Closure::TooDeep));
+            }
+            closure[node] = all;
+            depth[node] = d;
+            state[node] = State::Done;
+            stack.pop();
+        }
+    }
+    let pairs = closure
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, row)| {
+            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            row.into_iter().map(move |p| (i, p))
+        })
+        .collect();
+    Ok(Rows::build(n, pairs))
+}
+
+fn add_self(rows: Rows, n: usize) -> Rows {
+    let mut pairs = Vec::with_capacity(rows.items.len() + n);
+    for i in 0..n {
+        let i = u32::try_from(i).unwrap_or(u32::MAX);
+        pairs.push((i, i));
+        pairs.extend(rows.row(i).iter().map(|&p| (i, p)));
+    }
+    Rows::build(n, pairs)
+}
+
+/// The action universe for delegation and ListPermissions: the catalog plus every literal
+/// action string in the policy, each with its data flag, first spelling kept.
+fn build_universe(
+    docs: &[(String, Document)],
+    catalog: &[CatalogAction],
+    routes: &RouteTable,
+    assign_action: &str,
+) -> Vec<(Box<str>, bool)> {
+    let mut seen: HashSet<(String, bool)> = HashSet::new();
+    let mut out = Vec::new();
+    let mut add = |name: &str, data: bool| {
+        if name.contains('*') || syntax::check_action(name).is_err() {
+            return;
+        }
+        if seen.insert((name.to_ascii_lowercase(), data)) {
+            out.push((Box::<str>::from(name), data));
+        }
+    };
+    for c in catalog {
+        add(&c.name, c.data_action);
+    }
+    let catalog_flag: HashMap<String, bool> = catalog.iter().map(|c| (c.name.to_ascii_lowercase(), c.data_action)).collect();
+    for c in catalog {
+        for i in c.implies.iter() {
+            add(i, catalog_flag.get(&i.to_ascii_lowercase()).copied().unwrap_or(c.data_action));
+        }
+    }
+    for (_, d) in docs {
+        for r in &d.roles {
+            r.actions.iter().chain(&r.not_actions).for_each(|a| add(a, false));
+            r.data_actions.iter().chain(&r.not_data_actions).for_each(|a| add(a, true));
+        }
+        for x in &d.deny_assignments {
+            x.actions.iter().chain(&x.not_actions).for_each(|a| add(a, false));
+            x.data_actions.iter().chain(&x.not_data_actions).for_each(|a| add(a, true));
+        }
+    }
+    add(assign_action, false);
+    for (a, data) in routes.literal_actions() {
+        add(a, data);
+    }
+    out
+}

@@ -1,0 +1,18 @@
+//! The policy: documents, validation, the compiled snapshot and its evaluation.
+//!
+//! Nothing here does I/O except [`source`], which reads files.
+
+pub mod compile;
+pub mod document;
+pub mod error;
+pub mod identity;
+pub mod queries;
+pub mod route;
+pub mod snapshot;
+pub mod source;
+pub mod syntax;
+
+pub use compile::{compile_documents, compile_sources};
+pub use error::{PolicyError, Problem};
+pub use snapshot::{CheckRequest, Decision, Reason, RequestError, Snapshot};
+pub use source::SourceDocument;

@@ -1,0 +1,249 @@
+//! Questions beyond a single check: HTTP requests (route + identity + evaluation),
+//! ListPermissions, WhoCan and the delegation check CheckAssign (SPEC §3, §6).
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::identity::IdentityInput;
+use super::route::{HeaderLookup, Route, RouteOutcome};
+use super::snapshot::{CheckRequest, Decision, LowerBuf, Reason, RequestError, Snapshot, lower_into};
+use super::syntax::{self, Instant};
+
+/// An HTTP request to authorize (ext_authz, CheckHttp, `check --method --path`).
+#[derive(Clone, Copy)]
+pub struct HttpRequest<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub headers: &'a dyn HeaderLookup,
+    /// A principal given by the caller; when absent, the identity sources decide.
+    pub principal: Option<&'a str>,
+    /// Extra groups given by the caller.
+    pub groups: &'a [String],
+    pub metadata: Option<&'a Value>,
+    pub peer_principal: Option<&'a str>,
+    pub at: Instant,
+}
+
+/// The answer to an HTTP request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpDecision<'s> {
+    pub decision: Decision<'s>,
+    /// 200 allow, 400 malformed, 401 no identity, 403 deny.
+    pub status: u16,
+    pub action: Option<String>,
+    pub scope: Option<String>,
+    pub data_action: bool,
+    pub principal: Option<String>,
+    pub route: Option<&'s Route>,
+}
+
+/// One effective permission and the grants behind it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Permission<'s> {
+    pub action: &'s str,
+    pub data_action: bool,
+    pub assignments: Vec<Reason<'s>>,
+}
+
+/// Who may perform an action.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WhoCan<'s> {
+    pub principals: Vec<&'s str>,
+    pub groups: Vec<&'s str>,
+}
+
+/// The answer to CheckAssign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignCheck {
+    pub allowed: bool,
+    pub missing_actions: Vec<String>,
+    /// Set when the role may not be assigned at the scope at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Snapshot {
+    /// Authorizes an HTTP request: canonical path → route → identity → evaluation.
+    pub fn check_http(&self, req: &HttpRequest<'_>) -> Result<HttpDecision<'_>, RequestError> {
+        let mut out = HttpDecision {
+            decision: Decision::deny(Reason::NoRoute),
+            status: 403,
+            action: None,
+            scope: None,
+            data_action: false,
+            principal: req.principal.map(str::to_owned),
+            route: None,
+        };
+        if let Some(p) = req.principal {
+            syntax::principal_type(p).map_err(RequestError::Principal)?;
+        }
+        let (route, action, scope) = match self.routes.resolve(req.method, req.path, req.headers) {
+            RouteOutcome::Malformed(message) => {
+                out.decision = Decision::deny(Reason::Malformed { message });
+                out.status = 400;
+                return Ok(out);
+            }
+            RouteOutcome::NoRoute => return Ok(out),
+            RouteOutcome::Matched { route, action, scope } => (route, action, scope),
+        };
+        out.route = Some(route);
+        out.data_action = route.data_action;
+        out.action = action;
+        out.scope = scope;
+        if route.public {
+            out.decision = Decision {
+                allowed: true,
+                reason: Reason::Public,
+            };
+            out.status = 200;
+            return Ok(out);
+        }
+        let identity = match req.principal {
+            Some(p) => Some((p.to_owned(), Vec::new())),
+            None => self
+                .identity
+                .identify(&IdentityInput {
+                    headers: Some(req.headers),
+                    metadata: req.metadata,
+                    peer_principal: req.peer_principal,
+                })
+                .map(|i| (i.principal, i.groups)),
+        };
+        let Some((principal, mut groups)) = identity else {
+            out.decision = Decision::deny(Reason::NoIdentity);
+            out.status = 401;
+            return Ok(out);
+        };
+        groups.extend(req.groups.iter().cloned());
+        let (Some(action), Some(scope)) = (out.action.as_deref(), out.scope.as_deref()) else {
+            return Ok(out);
+        };
+        let decision = self.check(&CheckRequest {
+            principal: &principal,
+            groups: &groups,
+            action,
+            data_action: route.data_action,
+            scope,
+            at: req.at,
+        })?;
+        out.status = if decision.allowed { 200 } else { 403 };
+        out.decision = decision;
+        out.principal = Some(principal);
+        Ok(out)
+    }
+
+    /// ListPermissions: every action of the universe allowed to the principal at the scope
+    /// (denies applied), with every active grant behind it.
+    pub fn permissions(
+        &self,
+        principal: &str,
+        groups: &[String],
+        scope: &str,
+        at: Instant,
+    ) -> Result<Vec<Permission<'_>>, RequestError> {
+        let principal_type = syntax::principal_type(principal).map_err(RequestError::Principal)?;
+        for g in groups {
+            syntax::group_id(g).map_err(RequestError::Group)?;
+        }
+        let scope = syntax::normalize_scope(scope).map_err(RequestError::Scope)?;
+        let subjects = self.subjects(principal, groups);
+        let ancestors = self.ancestors_of(scope);
+        let mut buf = LowerBuf::new();
+        let mut out = Vec::new();
+        for (name, data) in &self.universe {
+            let lower = lower_into(name, &mut buf);
+            if !self.evaluate(&subjects, principal_type, lower, *data, ancestors, at).allowed {
+                continue;
+            }
+            let assignments = subjects
+                .iter()
+                .flat_map(|&s| self.assignments_by_principal.row(s))
+                .map(|&a| &self.assignments[a as usize])
+                .filter(|a| {
+                    ancestors.binary_search(&a.scope).is_ok()
+                        && a.active(at)
+                        && self.roles[a.role as usize].grants(lower, *data)
+                })
+                .map(|a| self.grant_reason(a))
+                .collect();
+            out.push(Permission {
+                action: name,
+                data_action: *data,
+                assignments,
+            });
+        }
+        Ok(out)
+    }
+
+    /// WhoCan: every principal and group the policy knows that is allowed the action at the
+    /// scope, denies applied. Principals are judged with their policy groups only.
+    pub fn who_can(&self, action: &str, data: bool, scope: &str, at: Instant) -> Result<WhoCan<'_>, RequestError> {
+        syntax::check_action(action).map_err(RequestError::Action)?;
+        syntax::normalize_scope(scope).map_err(RequestError::Scope)?;
+        let mut out = WhoCan::default();
+        for p in 0..self.principal_names.len() {
+            let name = self.principal_name(u32::try_from(p).unwrap_or(u32::MAX));
+            let decision = self.check(&CheckRequest {
+                principal: name,
+                groups: &[],
+                action,
+                data_action: data,
+                scope,
+                at,
+            })?;
+            if decision.allowed {
+                if name.starts_with("group:") {
+                    out.groups.push(name);
+                } else {
+                    out.principals.push(name);
+                }
+            }
+        }
+        out.principals.sort_unstable();
+        out.groups.sort_unstable();
+        Ok(out)
+    }
+
+    /// CheckAssign: may `actor` assign `role` at `scope`? (SPEC §3 Delegation.)
+    pub fn check_assign(&self, actor: &str, role: &str, scope: &str, at: Instant) -> Result<AssignCheck, RequestError> {
+        let actor_type = syntax::principal_type(actor).map_err(RequestError::Principal)?;
+        let scope = syntax::normalize_scope(scope).map_err(RequestError::Scope)?;
+        let Some(target) = self.role(role) else {
+            return Err(RequestError::Role(format!("role `{}` is not defined", syntax::escape(role))));
+        };
+        let subjects = self.subjects(actor, &[]);
+        let ancestors = self.ancestors_of(scope);
+        let mut buf = LowerBuf::new();
+        let mut missing = Vec::new();
+        let assign = self.identity.assign_action.as_str();
+        let assign_lower = lower_into(assign, &mut buf).to_owned();
+        if !self.evaluate(&subjects, actor_type, &assign_lower, false, ancestors, at).allowed {
+            missing.push(assign.to_owned());
+        }
+        let assignable = target
+            .assignable_scopes
+            .iter()
+            .any(|s| ancestors.binary_search(s).is_ok() || self.scopes[*s as usize].key() == "/");
+        for (name, data) in &self.universe {
+            let lower = lower_into(name, &mut buf);
+            if lower == assign_lower && !*data {
+                continue;
+            }
+            if target.grants(lower, *data)
+                && !self.evaluate(&subjects, actor_type, lower, *data, ancestors, at).allowed
+            {
+                missing.push(name.to_string());
+            }
+        }
+        let message = (!assignable).then(|| {
+            format!("role `{}` is not assignable at `{}`", target.name, syntax::escape(scope))
+        });
+        Ok(AssignCheck {
+            allowed: missing.is_empty() && assignable,
+            missing_actions: missing,
+            message,
+        })
+    }
+}

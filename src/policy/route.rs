@@ -1,0 +1,625 @@
+//! From an HTTP request to `(action, scope)`: path canonicalisation and the route table
+//! (SPEC §4).
+//!
+//! Architecture invariant: a route only ever sees a canonical path, and every captured value
+//! is checked to be one plain segment before it reaches an action or a scope.
+
+use std::cmp::Ordering;
+
+use super::document::RouteDoc;
+use super::syntax::{self, escape};
+
+/// The longest path (after cutting query and fragment) that is accepted.
+pub const MAX_PATH_BYTES: usize = 4096;
+
+/// Looks up a request header by its lowercase name.
+pub trait HeaderLookup {
+    fn header(&self, lowercase_name: &str) -> Option<&str>;
+}
+
+impl<K: AsRef<str>, V: AsRef<str>> HeaderLookup for [(K, V)] {
+    fn header(&self, lowercase_name: &str) -> Option<&str> {
+        self.iter()
+            .find(|(k, _)| k.as_ref().eq_ignore_ascii_case(lowercase_name))
+            .map(|(_, v)| v.as_ref())
+    }
+}
+
+impl<K: AsRef<str>, V: AsRef<str>> HeaderLookup for Vec<(K, V)> {
+    fn header(&self, lowercase_name: &str) -> Option<&str> {
+        self.as_slice().header(lowercase_name)
+    }
+}
+
+impl<V: AsRef<str>> HeaderLookup for std::collections::HashMap<String, V> {
+    fn header(&self, lowercase_name: &str) -> Option<&str> {
+        self.get(lowercase_name).map(AsRef::as_ref).or_else(|| {
+            self.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(lowercase_name))
+                .map(|(_, v)| v.as_ref())
+        })
+    }
+}
+
+impl<V: AsRef<str>> HeaderLookup for std::collections::BTreeMap<String, V> {
+    fn header(&self, lowercase_name: &str) -> Option<&str> {
+        self.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(lowercase_name))
+            .map(|(_, v)| v.as_ref())
+    }
+}
+
+/// A canonical request path: checked, decoded, without query, fragment or trailing slash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanonicalPath {
+    path: String,
+}
+
+impl CanonicalPath {
+    pub fn as_str(&self) -> &str {
+        &self.path
+    }
+
+    /// The path's segments (none for `/`).
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.path[1..].split('/').filter(|s| !s.is_empty())
+    }
+}
+
+/// Checks and canonicalises a request path (SPEC §4), or says why it is malformed.
+pub fn canonicalize(raw: &str) -> Result<CanonicalPath, String> {
+    let end = raw.find(['?', '#']).unwrap_or(raw.len());
+    let path = &raw[..end];
+    if path.len() > MAX_PATH_BYTES {
+        return Err(format!("path is longer than {MAX_PATH_BYTES} bytes"));
+    }
+    if !path.starts_with('/') {
+        return Err("path must start with `/` (origin form)".into());
+    }
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'%' => {
+                let decoded = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|hex| std::str::from_utf8(hex).ok())
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+                match decoded {
+                    Some(c) if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'~') => {
+                        out.push(char::from(c));
+                        i += 3;
+                        continue;
+                    }
+                    Some(_) => {
+                        return Err(format!(
+                            "path contains the reserved escape `{}`",
+                            escape(&path[i..i + 3])
+                        ));
+                    }
+                    None => return Err("path contains an invalid percent-escape".into()),
+                }
+            }
+            b'\\' => return Err("path contains a backslash".into()),
+            b';' => return Err("path contains `;` (matrix parameters are refused)".into()),
+            0..=0x1f | 0x7f => return Err("path contains a control byte".into()),
+            0x80.. => return Err("path contains a non-ASCII byte".into()),
+            _ => out.push(char::from(b)),
+        }
+        i += 1;
+    }
+    if out.len() > 1 && out.ends_with('/') {
+        out.pop();
+    }
+    if out != "/" {
+        for segment in out[1..].split('/') {
+            match segment {
+                "" => return Err("path contains an empty segment (`//`)".into()),
+                "." | ".." => return Err("path contains a `.` or `..` segment".into()),
+                _ => {}
+            }
+        }
+    }
+    Ok(CanonicalPath { path: out })
+}
+
+/// Checks that a captured value is one plain segment.
+fn check_captured(value: &str, what: &str) -> Result<(), String> {
+    let problem = if value.is_empty() {
+        Some("is empty")
+    } else if value == "." || value == ".." {
+        Some("is a `.` or `..` segment")
+    } else if value.contains(['/', '\\', '*']) {
+        Some("contains `/`, `\\` or `*`")
+    } else if value.bytes().any(|b| b.is_ascii_control() || !b.is_ascii()) {
+        Some("contains a control or non-ASCII byte")
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(format!("{what} {p}")),
+        None => Ok(()),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PathSegment {
+    Static(Box<str>),
+    Capture(Box<str>),
+    Rest(Box<str>),
+}
+
+impl PathSegment {
+    fn rank(&self) -> u8 {
+        match self {
+            Self::Static(_) => 0,
+            Self::Capture(_) => 1,
+            Self::Rest(_) => 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TemplatePart {
+    Literal(Box<str>),
+    /// Index into the route's path segments.
+    Capture(usize),
+    /// Lowercase header name.
+    Header(Box<str>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Template {
+    parts: Box<[TemplatePart]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Methods {
+    Any,
+    List(Box<[Box<str>]>),
+}
+
+impl Methods {
+    fn matches(&self, method: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::List(list) => list.iter().any(|m| m.eq_ignore_ascii_case(method)),
+        }
+    }
+
+    fn overlaps(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Any, _) | (_, Self::Any) => true,
+            (Self::List(a), Self::List(b)) => a.iter().any(|m| b.contains(m)),
+        }
+    }
+}
+
+/// One compiled route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The route's path as written, for messages.
+    pub path: String,
+    /// Where the route was defined: document and index.
+    pub origin: String,
+    methods: Methods,
+    segments: Box<[PathSegment]>,
+    action: Option<Template>,
+    scope: Option<Template>,
+    pub data_action: bool,
+    pub public: bool,
+}
+
+/// What a request maps to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteOutcome<'r> {
+    /// A route matched; `action` and `scope` are filled in (absent only on public routes
+    /// that name none).
+    Matched {
+        route: &'r Route,
+        action: Option<String>,
+        scope: Option<String>,
+    },
+    /// No route matches: deny, reason `noRoute`.
+    NoRoute,
+    /// The request is malformed: deny with status 400.
+    Malformed(String),
+}
+
+/// The compiled route table, ordered by precedence.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// Every literal action the routes can produce (templates without placeholders).
+    pub fn literal_actions(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.routes.iter().filter_map(|r| match r.action.as_ref()?.parts.as_ref() {
+            [TemplatePart::Literal(text)] => Some((&**text, r.data_action)),
+            _ => None,
+        })
+    }
+
+    /// Compiles routes, checking each and the table for conflicts. Problems are returned as
+    /// `(origin, message)` pairs.
+    pub fn compile(docs: &[(String, &RouteDoc)]) -> Result<Self, Vec<(String, String)>> {
+        let mut routes = Vec::new();
+        let mut problems = Vec::new();
+        for (origin, doc) in docs {
+            match compile_route(origin, doc) {
+                Ok(route) => routes.push(route),
+                Err(message) => problems.push((origin.clone(), message)),
+            }
+        }
+        for (i, a) in routes.iter().enumerate() {
+            for b in &routes[i + 1..] {
+                if same_shape(a, b) && a.methods.overlaps(&b.methods) {
+                    problems.push((
+                        b.origin.clone(),
+                        format!(
+                            "route `{}` conflicts with route `{}` ({}): same path shape and overlapping methods",
+                            escape(&b.path),
+                            escape(&a.path),
+                            a.origin
+                        ),
+                    ));
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        // Precedence: segment by segment from the left, static < capture < rest. A stable
+        // sort keeps file order among routes that cannot match the same request anyway.
+        routes.sort_by(|a, b| precedence(a, b));
+        Ok(Self { routes })
+    }
+
+    /// Maps a request to its route, action and scope.
+    pub fn resolve<H: HeaderLookup + ?Sized>(
+        &self,
+        method: &str,
+        raw_path: &str,
+        headers: &H,
+    ) -> RouteOutcome<'_> {
+        let path = match canonicalize(raw_path) {
+            Ok(p) => p,
+            Err(e) => return RouteOutcome::Malformed(e),
+        };
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return RouteOutcome::Malformed("method is empty or not a token".into());
+        }
+        let segments: Vec<&str> = path.segments().collect();
+        for route in &self.routes {
+            if !route.methods.matches(method) {
+                continue;
+            }
+            let Some(captures) = match_segments(&route.segments, &segments) else {
+                continue;
+            };
+            let render = |template: &Option<Template>, what: &str| -> Result<Option<String>, String> {
+                template
+                    .as_ref()
+                    .map(|t| render(t, &captures, &segments, headers, what))
+                    .transpose()
+            };
+            let action = match render(&route.action, "action") {
+                Ok(a) => a,
+                Err(e) => return RouteOutcome::Malformed(e),
+            };
+            let scope = match render(&route.scope, "scope") {
+                Ok(s) => s,
+                Err(e) => return RouteOutcome::Malformed(e),
+            };
+            if let Some(action) = &action
+                && let Err(e) = syntax::check_action(action)
+            {
+                return RouteOutcome::Malformed(e);
+            }
+            if let Some(scope) = &scope
+                && let Err(e) = syntax::normalize_scope(scope)
+            {
+                return RouteOutcome::Malformed(e);
+            }
+            return RouteOutcome::Matched {
+                route,
+                action,
+                scope,
+            };
+        }
+        RouteOutcome::NoRoute
+    }
+}
+
+/// For each route segment, the range of request segments it covers.
+fn match_segments(pattern: &[PathSegment], segments: &[&str]) -> Option<Vec<(usize, usize)>> {
+    let mut spans = Vec::with_capacity(pattern.len());
+    for (i, seg) in pattern.iter().enumerate() {
+        match seg {
+            PathSegment::Static(text) => {
+                if !segments.get(i)?.eq_ignore_ascii_case(text) {
+                    return None;
+                }
+                spans.push((i, i + 1));
+            }
+            PathSegment::Capture(_) => {
+                segments.get(i)?;
+                spans.push((i, i + 1));
+            }
+            PathSegment::Rest(_) => {
+                if segments.len() <= i {
+                    return None;
+                }
+                spans.push((i, segments.len()));
+                return Some(spans);
+            }
+        }
+    }
+    (segments.len() == pattern.len()).then_some(spans)
+}
+
+fn render<H: HeaderLookup + ?Sized>(
+    template: &Template,
+    spans: &[(usize, usize)],
+    segments: &[&str],
+    headers: &H,
+    what: &str,
+) -> Result<String, String> {
+    let mut out = String::new();
+    for part in template.parts.iter() {
+        match part {
+            TemplatePart::Literal(text) => out.push_str(text),
+            TemplatePart::Capture(index) => {
+                let (start, end) = spans.get(*index).copied().unwrap_or((0, 0));
+                for (n, seg) in segments[start..end].iter().enumerate() {
+                    check_captured(seg, &format!("captured path segment for the {what}"))?;
+                    if n > 0 {
+                        out.push('/');
+                    }
+                    out.push_str(seg);
+                }
+            }
+            TemplatePart::Header(name) => {
+                let value = headers
+                    .header(name)
+                    .ok_or_else(|| format!("header `{name}` needed for the {what} is missing"))?;
+                check_captured(value, &format!("header `{name}` captured for the {what}"))?;
+                out.push_str(value);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn same_shape(a: &Route, b: &Route) -> bool {
+    a.segments.len() == b.segments.len()
+        && a.segments.iter().zip(b.segments.iter()).all(|(x, y)| match (x, y) {
+            (PathSegment::Static(p), PathSegment::Static(q)) => p.eq_ignore_ascii_case(q),
+            (x, y) => x.rank() == y.rank(),
+        })
+}
+
+fn precedence(a: &Route, b: &Route) -> Ordering {
+    let ranks = |r: &Route| r.segments.iter().map(PathSegment::rank).collect::<Vec<_>>();
+    ranks(a).cmp(&ranks(b))
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn compile_route(origin: &str, doc: &RouteDoc) -> Result<Route, String> {
+    let methods = if doc.methods.iter().any(|m| m == "*") {
+        if doc.methods.len() > 1 {
+            return Err("methods: `*` must stand alone".into());
+        }
+        Methods::Any
+    } else if doc.methods.is_empty() {
+        return Err("methods: must list at least one method or `*`".into());
+    } else {
+        let mut list = Vec::new();
+        for m in &doc.methods {
+            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+                return Err(format!("method `{}` is not an HTTP method", escape(m)));
+            }
+            list.push(m.to_ascii_uppercase().into_boxed_str());
+        }
+        Methods::List(list.into())
+    };
+    let canonical = canonicalize(&doc.path)
+        .map_err(|e| format!("path `{}`: {e}", escape(&doc.path)))?;
+    if canonical.as_str() != doc.path.strip_suffix('/').unwrap_or(&doc.path) && doc.path != "/" {
+        return Err(format!(
+            "path `{}` is not canonical (write it decoded, without query or fragment)",
+            escape(&doc.path)
+        ));
+    }
+    let raw_segments: Vec<&str> = canonical.segments().collect();
+    let mut segments = Vec::new();
+    for (i, seg) in raw_segments.iter().enumerate() {
+        let parsed = if let Some(inner) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            if let Some(name) = inner.strip_suffix("...") {
+                if i + 1 != raw_segments.len() {
+                    return Err(format!(
+                        "path `{}`: `{{{name}...}}` must be the last segment",
+                        escape(&doc.path)
+                    ));
+                }
+                PathSegment::Rest(name.into())
+            } else {
+                PathSegment::Capture(inner.into())
+            }
+        } else {
+            if seg.contains(['{', '}']) {
+                return Err(format!(
+                    "path `{}`: a capture must be a whole segment",
+                    escape(&doc.path)
+                ));
+            }
+            PathSegment::Static(seg.to_ascii_lowercase().into())
+        };
+        if let PathSegment::Capture(name) | PathSegment::Rest(name) = &parsed {
+            if name.starts_with("header:") {
+                return Err(format!(
+                    "path `{}`: `{{header:...}}` may appear in action and scope only",
+                    escape(&doc.path)
+                ));
+            }
+            if !valid_name(name) {
+                return Err(format!(
+                    "path `{}`: capture name `{}` must be letters, digits, `_` or `-`",
+                    escape(&doc.path),
+                    escape(name)
+                ));
+            }
+            let duplicate = segments.iter().any(|s| {
+                matches!(s, PathSegment::Capture(n) | PathSegment::Rest(n) if n == name)
+            });
+            if duplicate {
+                return Err(format!(
+                    "path `{}`: capture `{}` is used twice",
+                    escape(&doc.path),
+                    escape(name)
+                ));
+            }
+        }
+        segments.push(parsed);
+    }
+    let action = doc
+        .action
+        .as_deref()
+        .map(|a| compile_template(a, &segments, "action"))
+        .transpose()?;
+    let scope = doc
+        .scope
+        .as_deref()
+        .map(|s| compile_template(s, &segments, "scope"))
+        .transpose()?;
+    if !doc.public && (action.is_none() || scope.is_none()) {
+        return Err(format!(
+            "route `{}` needs an `action` and a `scope` (or `public: true`)",
+            escape(&doc.path)
+        ));
+    }
+    if let Some(t) = &action {
+        check_template_literals(t, "action")?;
+    }
+    if let Some(t) = &scope {
+        check_template_literals(t, "scope")?;
+    }
+    Ok(Route {
+        path: doc.path.clone(),
+        origin: origin.to_owned(),
+        methods,
+        segments: segments.into(),
+        action,
+        scope,
+        data_action: doc.data_action,
+        public: doc.public,
+    })
+}
+
+/// A template's literal text must already be valid, with each placeholder standing for
+/// one plain segment: check it by rendering with a harmless value.
+fn check_template_literals(template: &Template, what: &str) -> Result<(), String> {
+    let sample: String = template
+        .parts
+        .iter()
+        .map(|p| match p {
+            TemplatePart::Literal(text) => text.to_string(),
+            _ => "x".to_owned(),
+        })
+        .collect();
+    match what {
+        "action" => syntax::check_action(&sample),
+        _ => syntax::normalize_scope(&sample).map(|_| ()),
+    }
+    .map_err(|e| format!("{what} template: {e}"))
+}
+
+fn compile_template(text: &str, segments: &[PathSegment], what: &str) -> Result<Template, String> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        match rest.find('{') {
+            Some(0) => {
+                let close = rest
+                    .find('}')
+                    .ok_or_else(|| format!("{what} `{}` has an unclosed `{{`", escape(text)))?;
+                let name = &rest[1..close];
+                if let Some(header) = name.strip_prefix("header:") {
+                    if !valid_name(header) {
+                        return Err(format!(
+                            "{what} `{}`: bad header name `{}`",
+                            escape(text),
+                            escape(header)
+                        ));
+                    }
+                    parts.push(TemplatePart::Header(header.to_ascii_lowercase().into()));
+                } else {
+                    let name = name.strip_suffix("...").unwrap_or(name);
+                    let index = segments
+                        .iter()
+                        .position(|s| matches!(s, PathSegment::Capture(n) | PathSegment::Rest(n) if **n == *name))
+                        .ok_or_else(|| {
+                            format!(
+                                "{what} `{}` uses `{{{}}}`, which the path does not capture",
+                                escape(text),
+                                escape(name)
+                            )
+                        })?;
+                    parts.push(TemplatePart::Capture(index));
+                }
+                rest = &rest[close + 1..];
+            }
+            Some(at) => {
+                parts.push(TemplatePart::Literal(rest[..at].into()));
+                rest = &rest[at..];
+            }
+            None => {
+                if rest.contains('}') {
+                    return Err(format!("{what} `{}` has a stray `}}`", escape(text)));
+                }
+                parts.push(TemplatePart::Literal(rest.into()));
+                rest = "";
+            }
+        }
+    }
+    if parts.iter().any(|p| matches!(p, TemplatePart::Literal(t) if t.contains('}'))) {
+        return Err(format!("{what} `{}` has a stray `}}`", escape(text)));
+    }
+    Ok(Template {
+        parts: parts.into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonicalisation_follows_the_spec() {
+        assert_eq!(canonicalize("/a/b/?x=1").unwrap().as_str(), "/a/b");
+        assert_eq!(canonicalize("/%79es").unwrap().as_str(), "/yes");
+        assert_eq!(canonicalize("/").unwrap().as_str(), "/");
+        for bad in [
+            "/a/%2e%2e/b", "/a/%2E", "/a%2Fb", "/a%5Cb", "/a%25", "/a%00", "/a%zz", "/a%4",
+            "/a//b", "/a/./b", "/a/../b", "/a\\b", "/admin;x/", "/a\u{7f}", "/caf\u{e9}",
+            "a/b", "*", "http://host/a",
+        ] {
+            assert!(canonicalize(bad).is_err(), "{bad} should be malformed");
+        }
+        assert!(canonicalize(&format!("/{}", "a".repeat(MAX_PATH_BYTES))).is_err());
+    }
+}

@@ -1,0 +1,437 @@
+//! The compiled policy and its evaluation (SPEC §3).
+//!
+//! A [`Snapshot`] is immutable: every lookup structure is built once by
+//! [`crate::policy::compile`] and `check` only reads it. Architecture invariant: `check`
+//! does no I/O and no heap allocation on its allow/deny path; it borrows names from the
+//! snapshot for the reason it returns.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+use smallvec::SmallVec;
+
+use super::document::TestCaseDoc;
+use super::identity::IdentityConfig;
+use super::route::RouteTable;
+use super::syntax::{self, ActionPattern, Instant, Scope, escape, scope_prefixes};
+
+pub(crate) type PrincipalIdx = u32;
+pub(crate) type ScopeIdx = u32;
+pub(crate) type RoleIdx = u32;
+
+/// A compiled role definition.
+#[derive(Debug, Clone)]
+pub struct Role {
+    pub name: Box<str>,
+    pub id: Option<Box<str>>,
+    pub description: Option<Box<str>>,
+    pub(crate) actions: Box<[ActionPattern]>,
+    pub(crate) not_actions: Box<[ActionPattern]>,
+    pub(crate) data_actions: Box<[ActionPattern]>,
+    pub(crate) not_data_actions: Box<[ActionPattern]>,
+    /// Lowercase actions implied, through the catalog, by actions the role grants.
+    pub(crate) implied: HashSet<Box<str>>,
+    pub(crate) implied_data: HashSet<Box<str>>,
+    pub(crate) assignable_scopes: Box<[ScopeIdx]>,
+}
+
+impl Role {
+    /// Whether the role grants a (lowercase) action by its own patterns only.
+    pub(crate) fn grants_directly(&self, lower: &str, data: bool) -> bool {
+        let (allow, remove) = if data {
+            (&self.data_actions, &self.not_data_actions)
+        } else {
+            (&self.actions, &self.not_actions)
+        };
+        allow.iter().any(|p| p.matches_lower(lower)) && !remove.iter().any(|p| p.matches_lower(lower))
+    }
+
+    /// Whether the role grants a (lowercase) action: by its patterns or through `implies`.
+    pub(crate) fn grants(&self, lower: &str, data: bool) -> bool {
+        self.grants_directly(lower, data)
+            || if data {
+                self.implied_data.contains(lower)
+            } else {
+                self.implied.contains(lower)
+            }
+    }
+}
+
+/// A compiled role assignment. Absent times are `i64::MIN` / `i64::MAX`.
+#[derive(Debug, Clone)]
+pub(crate) struct Assignment {
+    pub principal: PrincipalIdx,
+    pub role: RoleIdx,
+    pub scope: ScopeIdx,
+    pub id: Option<Box<str>>,
+    pub not_before: Instant,
+    pub not_after: Instant,
+}
+
+impl Assignment {
+    pub fn active(&self, at: Instant) -> bool {
+        self.not_before <= at && at < self.not_after
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Selector {
+    Everyone,
+    Type(Box<str>),
+    Id(PrincipalIdx),
+}
+
+impl Selector {
+    fn matches(&self, subjects: &[PrincipalIdx], principal_type: &str) -> bool {
+        match self {
+            Self::Everyone => true,
+            Self::Type(t) => **t == *principal_type,
+            Self::Id(p) => subjects.binary_search(p).is_ok(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct DenyAssignment {
+    pub name: Box<str>,
+    pub principals: Box<[Selector]>,
+    pub exclude: Box<[Selector]>,
+    pub actions: Box<[ActionPattern]>,
+    pub not_actions: Box<[ActionPattern]>,
+    pub data_actions: Box<[ActionPattern]>,
+    pub not_data_actions: Box<[ActionPattern]>,
+    pub scope: ScopeIdx,
+}
+
+impl DenyAssignment {
+    fn applies(&self, subjects: &[PrincipalIdx], principal_type: &str) -> bool {
+        self.principals.iter().any(|s| s.matches(subjects, principal_type))
+            && !self.exclude.iter().any(|s| s.matches(subjects, principal_type))
+    }
+
+    fn covers(&self, lower: &str, data: bool) -> bool {
+        let (hit, miss) = if data {
+            (&self.data_actions, &self.not_data_actions)
+        } else {
+            (&self.actions, &self.not_actions)
+        };
+        hit.iter().any(|p| p.matches_lower(lower)) && !miss.iter().any(|p| p.matches_lower(lower))
+    }
+}
+
+/// An entry of the action catalog.
+#[derive(Debug, Clone)]
+pub struct CatalogAction {
+    pub name: Box<str>,
+    pub description: Option<Box<str>>,
+    pub data_action: bool,
+    pub implies: Box<[Box<str>]>,
+}
+
+/// Compressed rows: `items[offsets[i]..offsets[i + 1]]` belongs to row `i`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Rows {
+    pub offsets: Vec<u32>,
+    pub items: Vec<u32>,
+}
+
+impl Rows {
+    /// Builds rows from `(row, item)` pairs.
+    pub fn build(rows: usize, mut pairs: Vec<(u32, u32)>) -> Self {
+        pairs.sort_unstable();
+        let mut offsets = Vec::with_capacity(rows + 1);
+        let mut items = Vec::with_capacity(pairs.len());
+        let mut next = 0;
+        for row in 0..rows {
+            offsets.push(u32::try_from(items.len()).unwrap_or(u32::MAX));
+            while next < pairs.len() && pairs[next].0 as usize == row {
+                items.push(pairs[next].1);
+                next += 1;
+            }
+        }
+        offsets.push(u32::try_from(items.len()).unwrap_or(u32::MAX));
+        Self { offsets, items }
+    }
+
+    pub fn row(&self, row: u32) -> &[u32] {
+        let row = row as usize;
+        match (self.offsets.get(row), self.offsets.get(row + 1)) {
+            (Some(&a), Some(&b)) => &self.items[a as usize..b as usize],
+            _ => &[],
+        }
+    }
+}
+
+/// Sizes of a loaded policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    pub documents: usize,
+    pub roles: usize,
+    pub assignments: usize,
+    pub deny_assignments: usize,
+    pub groups: usize,
+    pub principals: usize,
+    pub scopes: usize,
+    pub catalog_actions: usize,
+    pub routes: usize,
+}
+
+/// One compiled, immutable policy.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Lowercase hex SHA-256 of the sources' bytes in load order.
+    pub revision: String,
+    /// Names of the documents, in load order.
+    pub sources: Vec<String>,
+    pub routes: RouteTable,
+    pub identity: IdentityConfig,
+    /// The `tests:` cases with the document each came from.
+    pub tests: Vec<(String, TestCaseDoc)>,
+    pub counts: Counts,
+    pub(crate) principal_index: HashMap<Box<str>, PrincipalIdx>,
+    pub(crate) principal_names: Vec<Box<str>>,
+    /// For each principal, every group that contains it, transitively (sorted).
+    pub(crate) member_of: Rows,
+    pub(crate) scope_index: HashMap<Box<str>, ScopeIdx>,
+    pub(crate) scopes: Vec<Scope>,
+    /// For each known scope, its ancestors among known scopes, itself included (sorted).
+    pub(crate) ancestors: Rows,
+    pub(crate) roles: Vec<Role>,
+    pub(crate) role_lookup: HashMap<Box<str>, RoleIdx>,
+    pub(crate) assignments: Vec<Assignment>,
+    pub(crate) assignments_by_principal: Rows,
+    pub(crate) denies: Vec<DenyAssignment>,
+    pub(crate) denies_by_scope: Rows,
+    pub(crate) catalog: Vec<CatalogAction>,
+    /// Catalog actions plus every literal action in the policy: `(spelling, data)`.
+    pub(crate) universe: Vec<(Box<str>, bool)>,
+    /// Every `notBefore` / `notAfter` instant, sorted.
+    pub(crate) boundaries: Vec<Instant>,
+}
+
+/// A question for [`Snapshot::check`].
+#[derive(Debug, Clone, Copy)]
+pub struct CheckRequest<'a> {
+    pub principal: &'a str,
+    /// Caller-supplied groups (from a token), full `group:` ids.
+    pub groups: &'a [String],
+    pub action: &'a str,
+    pub data_action: bool,
+    pub scope: &'a str,
+    pub at: Instant,
+}
+
+/// A request the engine cannot evaluate: the caller's mistake, never a decision.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("invalid principal: {0}")]
+    Principal(String),
+    #[error("invalid group: {0}")]
+    Group(String),
+    #[error("invalid action: {0}")]
+    Action(String),
+    #[error("invalid scope: {0}")]
+    Scope(String),
+    #[error("unknown role: {0}")]
+    Role(String),
+}
+
+/// Why a decision came out as it did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Reason<'s> {
+    #[serde(rename_all = "camelCase")]
+    RoleAssignment {
+        role: &'s str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        assignment_id: Option<&'s str>,
+        scope: &'s str,
+        via: &'s str,
+    },
+    Public,
+    #[serde(rename_all = "camelCase")]
+    DenyAssignment { deny_assignment: &'s str },
+    NoGrant,
+    NoRoute,
+    Malformed { message: String },
+    NoIdentity,
+}
+
+impl Reason<'_> {
+    /// The reason kind as SPEC §8 spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::RoleAssignment { .. } => "roleAssignment",
+            Self::Public => "public",
+            Self::DenyAssignment { .. } => "denyAssignment",
+            Self::NoGrant => "noGrant",
+            Self::NoRoute => "noRoute",
+            Self::Malformed { .. } => "malformed",
+            Self::NoIdentity => "noIdentity",
+        }
+    }
+}
+
+/// An allow or a deny, with its reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision<'s> {
+    pub allowed: bool,
+    pub reason: Reason<'s>,
+}
+
+impl<'s> Decision<'s> {
+    pub fn deny(reason: Reason<'s>) -> Self {
+        Self {
+            allowed: false,
+            reason,
+        }
+    }
+}
+
+/// A small on-stack buffer for ASCII-lowercasing request strings without allocating.
+pub(crate) type LowerBuf = SmallVec<[u8; 192]>;
+
+pub(crate) fn lower_into<'b>(text: &str, buf: &'b mut LowerBuf) -> &'b str {
+    buf.clear();
+    buf.extend(text.bytes().map(|b| b.to_ascii_lowercase()));
+    // ASCII lowercasing keeps UTF-8 valid, so this never fails.
+    std::str::from_utf8(buf.as_slice()).unwrap_or_default()
+}
+
+/// The subjects of a request: the principal, its token groups and every containing group.
+pub(crate) type Subjects = SmallVec<[PrincipalIdx; 16]>;
+
+impl Snapshot {
+    /// Evaluates one request (SPEC §3).
+    pub fn check(&self, req: &CheckRequest<'_>) -> Result<Decision<'_>, RequestError> {
+        let principal_type = syntax::principal_type(req.principal).map_err(RequestError::Principal)?;
+        for group in req.groups {
+            syntax::group_id(group).map_err(RequestError::Group)?;
+        }
+        syntax::check_action(req.action).map_err(RequestError::Action)?;
+        let scope = syntax::normalize_scope(req.scope).map_err(RequestError::Scope)?;
+        let subjects = self.subjects(req.principal, req.groups);
+        let mut action_buf = LowerBuf::new();
+        let action = lower_into(req.action, &mut action_buf);
+        let ancestors = self.ancestors_of(scope);
+        Ok(self.evaluate(&subjects, principal_type, action, req.data_action, ancestors, req.at))
+    }
+
+    /// Subjects(P) ∪ G, closed under group membership, sorted and deduplicated.
+    pub(crate) fn subjects(&self, principal: &str, groups: &[String]) -> Subjects {
+        let mut subjects = Subjects::new();
+        for name in std::iter::once(principal).chain(groups.iter().map(String::as_str)) {
+            if let Some(&p) = self.principal_index.get(name) {
+                subjects.push(p);
+                subjects.extend_from_slice(self.member_of.row(p));
+            }
+        }
+        subjects.sort_unstable();
+        subjects.dedup();
+        subjects
+    }
+
+    /// Ancestors(S) among the scopes the policy knows: the closure of S's longest known
+    /// path prefix, which already holds every shorter prefix and every linked parent.
+    pub(crate) fn ancestors_of(&self, scope: &str) -> &[ScopeIdx] {
+        let mut buf = LowerBuf::new();
+        let key = lower_into(scope, &mut buf);
+        scope_prefixes(key)
+            .find_map(|prefix| self.scope_index.get(prefix))
+            .map_or(&[], |&s| self.ancestors.row(s))
+    }
+
+    /// Steps 3 to 5 of SPEC §3 over precomputed subjects and ancestors.
+    pub(crate) fn evaluate(
+        &self,
+        subjects: &[PrincipalIdx],
+        principal_type: &str,
+        action: &str,
+        data: bool,
+        ancestors: &[ScopeIdx],
+        at: Instant,
+    ) -> Decision<'_> {
+        for &scope in ancestors {
+            for &d in self.denies_by_scope.row(scope) {
+                let deny = &self.denies[d as usize];
+                if deny.covers(action, data) && deny.applies(subjects, principal_type) {
+                    return Decision::deny(Reason::DenyAssignment {
+                        deny_assignment: &deny.name,
+                    });
+                }
+            }
+        }
+        match self.find_grant(subjects, action, data, ancestors, at) {
+            Some(a) => Decision {
+                allowed: true,
+                reason: self.grant_reason(a),
+            },
+            None => Decision::deny(Reason::NoGrant),
+        }
+    }
+
+    /// The first active assignment that grants the action at one of the ancestors.
+    pub(crate) fn find_grant(
+        &self,
+        subjects: &[PrincipalIdx],
+        action: &str,
+        data: bool,
+        ancestors: &[ScopeIdx],
+        at: Instant,
+    ) -> Option<&Assignment> {
+        subjects.iter().find_map(|&s| {
+            self.assignments_by_principal
+                .row(s)
+                .iter()
+                .map(|&a| &self.assignments[a as usize])
+                .find(|a| {
+                    ancestors.binary_search(&a.scope).is_ok()
+                        && a.active(at)
+                        && self.roles[a.role as usize].grants(action, data)
+                })
+        })
+    }
+
+    pub(crate) fn grant_reason<'s>(&'s self, a: &'s Assignment) -> Reason<'s> {
+        Reason::RoleAssignment {
+            role: &self.roles[a.role as usize].name,
+            assignment_id: a.id.as_deref(),
+            scope: self.scopes[a.scope as usize].as_str(),
+            via: &self.principal_names[a.principal as usize],
+        }
+    }
+
+    /// Finds a role by name (case-insensitive) or id.
+    pub fn role(&self, name_or_id: &str) -> Option<&Role> {
+        let key = name_or_id.to_ascii_lowercase();
+        self.role_lookup
+            .get(key.as_str())
+            .map(|&r| &self.roles[r as usize])
+    }
+
+    pub fn roles(&self) -> &[Role] {
+        &self.roles
+    }
+
+    pub fn catalog(&self) -> &[CatalogAction] {
+        &self.catalog
+    }
+
+    /// The next `notBefore`/`notAfter` boundary strictly after `at`, if any: a decision
+    /// made at `at` stays valid until then (for caches).
+    pub fn next_boundary(&self, at: Instant) -> Option<Instant> {
+        let i = self.boundaries.partition_point(|&b| b <= at);
+        self.boundaries.get(i).copied()
+    }
+
+    /// The spelling of a known principal.
+    pub(crate) fn principal_name(&self, p: PrincipalIdx) -> &str {
+        &self.principal_names[p as usize]
+    }
+
+    /// Describes a scope for messages.
+    pub fn describe_scope(scope: &str) -> String {
+        escape(scope)
+    }
+}

@@ -1,0 +1,145 @@
+//! Reading policy sources: files and directories, in the order SPEC §2 gives, and parsing
+//! each into a [`Document`]. This is the only part of the policy module that touches the
+//! file system.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::document::Document;
+use super::error::{PolicyError, Problem};
+
+/// The largest policy the loader accepts, summed over all documents (64 MiB).
+pub const DEFAULT_MAX_POLICY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The bytes of one policy document and the name it is reported under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceDocument {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+impl SourceDocument {
+    pub fn new(name: impl Into<String>, bytes: impl Into<Vec<u8>>) -> Self {
+        Self {
+            name: name.into(),
+            bytes: bytes.into(),
+        }
+    }
+
+    /// Parses the document: JSON when the name ends in `.json`, YAML otherwise.
+    pub fn parse(&self) -> Result<Document, Problem> {
+        let problem = |message: String| Problem::new(&self.name, "document", message);
+        let text = std::str::from_utf8(&self.bytes)
+            .map_err(|e| problem(format!("is not valid UTF-8: {e}")))?;
+        if text.trim().is_empty() {
+            return Err(problem("is empty (expected at least `version: 1`)".into()));
+        }
+        let doc: Document = if self.name.to_ascii_lowercase().ends_with(".json") {
+            serde_json::from_str(text).map_err(|e| problem(format!("invalid JSON: {e}")))?
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| problem(format!("invalid YAML: {e}")))?
+        };
+        match doc.version {
+            Some(1) => Ok(doc),
+            Some(other) => Err(problem(format!(
+                "unsupported `version: {other}` (this build reads version 1)"
+            ))),
+            None => Err(problem("missing required key `version` (use `version: 1`)".into())),
+        }
+    }
+}
+
+/// The revision of a policy: lowercase hex SHA-256 of the sources' bytes in load order.
+pub fn revision(sources: &[SourceDocument]) -> String {
+    let mut hasher = Sha256::new();
+    for source in sources {
+        hasher.update(&source.bytes);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn is_policy_file(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    if name.starts_with('.') {
+        return false;
+    }
+    let lower = name.to_ascii_lowercase();
+    lower.ends_with(".yaml") || lower.ends_with(".yml") || lower.ends_with(".json")
+}
+
+/// Lists the files a source path stands for: the file itself, or the policy files of a
+/// directory (sorted by name, not recursive, hidden names skipped, symlinks followed).
+pub fn expand_path(path: &Path) -> Result<Vec<PathBuf>, Problem> {
+    let shown = path.display().to_string();
+    let meta = fs::metadata(path)
+        .map_err(|e| Problem::new(&shown, "source", format!("cannot be read: {e}")))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let entries = fs::read_dir(path)
+        .map_err(|e| Problem::new(&shown, "source", format!("cannot list directory: {e}")))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry
+            .map_err(|e| Problem::new(&shown, "source", format!("cannot list directory: {e}")))?;
+        let file = entry.path();
+        if !is_policy_file(&file) {
+            continue;
+        }
+        // Follow symlinks (ConfigMap volumes are symlinks into `..data`); skip directories
+        // that happen to carry a policy-like name.
+        match fs::metadata(&file) {
+            Ok(m) if m.is_file() => files.push(file),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Problem::new(
+                    file.display().to_string(),
+                    "source",
+                    format!("cannot be read: {e}"),
+                ));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Reads every source path, in order, refusing policies larger than `max_bytes` in all.
+pub fn read_paths(paths: &[PathBuf], max_bytes: u64) -> Result<Vec<SourceDocument>, PolicyError> {
+    let mut docs = Vec::new();
+    let mut total: u64 = 0;
+    for path in paths {
+        let files = expand_path(path).map_err(PolicyError::one)?;
+        if files.is_empty() {
+            return Err(PolicyError::one(Problem::new(
+                path.display().to_string(),
+                "source",
+                "directory holds no *.yaml, *.yml or *.json policy file".into(),
+            )));
+        }
+        for file in files {
+            let shown = file.display().to_string();
+            let bytes = fs::read(&file).map_err(|e| {
+                PolicyError::one(Problem::new(&shown, "source", format!("cannot be read: {e}")))
+            })?;
+            total = total.saturating_add(bytes.len() as u64);
+            if total > max_bytes {
+                return Err(PolicyError::one(Problem::new(
+                    &shown,
+                    "source",
+                    format!("policy exceeds the size limit of {max_bytes} bytes"),
+                )));
+            }
+            docs.push(SourceDocument::new(shown, bytes));
+        }
+    }
+    Ok(docs)
+}

@@ -1,0 +1,401 @@
+//! Checked value types of the policy language: principal ids, scopes, action patterns and
+//! instants. Each has one parser that returns a lowercase problem description on bad input;
+//! the compiler adds the document and object to it.
+
+use std::fmt;
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The principal types SPEC §2 knows.
+pub const PRINCIPAL_TYPES: [&str; 6] = [
+    "user",
+    "group",
+    "servicePrincipal",
+    "application",
+    "device",
+    "gateway",
+];
+
+/// Checks a `TYPE:VALUE` principal id and returns its type.
+pub fn principal_type(id: &str) -> Result<&str, String> {
+    let Some((kind, value)) = id.split_once(':') else {
+        return Err(format!(
+            "principal `{}` is not of the form TYPE:VALUE",
+            escape(id)
+        ));
+    };
+    if !PRINCIPAL_TYPES.contains(&kind) {
+        return Err(format!(
+            "principal `{}` has unknown type `{}` (expected one of {})",
+            escape(id),
+            escape(kind),
+            PRINCIPAL_TYPES.join(", ")
+        ));
+    }
+    if value.is_empty() {
+        return Err(format!("principal `{}` has an empty value", escape(id)));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!(
+            "principal `{}` contains a control character",
+            escape(id)
+        ));
+    }
+    Ok(kind)
+}
+
+/// Checks that `id` is a full `group:` principal id.
+pub fn group_id(id: &str) -> Result<(), String> {
+    match principal_type(id)? {
+        "group" => Ok(()),
+        _ => Err(format!("`{}` is not a group id (group:NAME)", escape(id))),
+    }
+}
+
+/// A principal selector of a deny assignment: an id, `TYPE:*` or `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrincipalSelector {
+    Everyone,
+    Type(String),
+    Id(String),
+}
+
+impl PrincipalSelector {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text == "*" {
+            return Ok(Self::Everyone);
+        }
+        if let Some(kind) = text.strip_suffix(":*") {
+            principal_type(&format!("{kind}:x"))?;
+            return Ok(Self::Type(kind.to_owned()));
+        }
+        principal_type(text)?;
+        Ok(Self::Id(text.to_owned()))
+    }
+}
+
+/// A checked scope: `/` or `/seg/seg/...`.
+///
+/// `display` keeps the policy's spelling (without a trailing slash); `key` is the ASCII
+/// lowercase form every comparison uses.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    display: Box<str>,
+    key: Box<str>,
+}
+
+impl Scope {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let trimmed = normalize_scope(text)?;
+        Ok(Self {
+            display: trimmed.into(),
+            key: trimmed.to_ascii_lowercase().into(),
+        })
+    }
+
+    pub fn root() -> Self {
+        Self {
+            display: "/".into(),
+            key: "/".into(),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.display
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+/// Checks a scope and returns it without its one optional trailing slash.
+pub fn normalize_scope(text: &str) -> Result<&str, String> {
+    if !text.starts_with('/') {
+        return Err(format!(
+            "scope `{}` must be an absolute path starting with `/`",
+            escape(text)
+        ));
+    }
+    if text == "/" {
+        return Ok(text);
+    }
+    let trimmed = text.strip_suffix('/').unwrap_or(text);
+    for segment in trimmed[1..].split('/') {
+        let problem = match segment {
+            "" => Some("an empty segment"),
+            "." | ".." => Some("a `.` or `..` segment"),
+            s if s.bytes().any(|b| b.is_ascii_control()) => Some("a control character"),
+            s if s.contains('\\') => Some("a backslash"),
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            return Err(format!("scope `{}` contains {problem}", escape(text)));
+        }
+    }
+    Ok(trimmed)
+}
+
+/// Iterates over the path prefixes of a normalized lowercase scope key, longest first,
+/// ending with `/`: `/a/b` yields `/a/b`, `/a`, `/`.
+pub fn scope_prefixes(key: &str) -> impl Iterator<Item = &str> {
+    let mut next = Some(key.len());
+    std::iter::from_fn(move || {
+        let end = next?;
+        if end == 0 || key == "/" {
+            next = None;
+            return Some("/");
+        }
+        let prefix = &key[..end];
+        next = prefix.rfind('/');
+        if next == Some(0) {
+            next = Some(0);
+        }
+        Some(prefix)
+    })
+}
+
+/// Checks the text of an action pattern (`*` is the only metacharacter).
+pub fn check_pattern(text: &str) -> Result<(), String> {
+    if text.is_empty() {
+        return Err("action pattern is empty".into());
+    }
+    if let Some(c) = text
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || !c.is_ascii())
+    {
+        return Err(format!(
+            "action pattern `{}` contains {}",
+            escape(text),
+            describe_char(c)
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a literal action name (a pattern without `*`).
+pub fn check_action(text: &str) -> Result<(), String> {
+    check_pattern(text)?;
+    if text.contains('*') {
+        return Err(format!(
+            "action `{}` must not contain `*` here",
+            escape(text)
+        ));
+    }
+    Ok(())
+}
+
+fn describe_char(c: char) -> String {
+    if c.is_whitespace() {
+        "whitespace".into()
+    } else if c.is_control() {
+        "a control character".into()
+    } else {
+        format!("the non-ASCII character `{c}`")
+    }
+}
+
+/// A compiled action pattern: ASCII-lowercase literal parts between `*`s.
+///
+/// Matching is greedy leftmost search of each middle part, which is exact for patterns whose
+/// only metacharacter is `*` and never backtracks: linear in the input for each part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionPattern {
+    source: Box<str>,
+    kind: PatternKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PatternKind {
+    Exact(Box<str>),
+    Any,
+    Glob {
+        first: Box<str>,
+        middle: Box<[Box<str>]>,
+        last: Box<str>,
+    },
+}
+
+impl ActionPattern {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        check_pattern(text)?;
+        let lower = text.to_ascii_lowercase();
+        let kind = if !lower.contains('*') {
+            PatternKind::Exact(lower.into())
+        } else if lower.bytes().all(|b| b == b'*') {
+            PatternKind::Any
+        } else {
+            let mut parts: Vec<&str> = lower.split('*').collect();
+            let last = parts.pop().unwrap_or_default();
+            let first = if parts.is_empty() {
+                ""
+            } else {
+                parts.remove(0)
+            };
+            let middle: Vec<Box<str>> = parts
+                .into_iter()
+                .filter(|p| !p.is_empty())
+                .map(Into::into)
+                .collect();
+            PatternKind::Glob {
+                first: first.into(),
+                middle: middle.into(),
+                last: last.into(),
+            }
+        };
+        Ok(Self {
+            source: text.into(),
+            kind,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    pub fn is_literal(&self) -> bool {
+        matches!(self.kind, PatternKind::Exact(_))
+    }
+
+    /// Matches an action that the caller already lowercased (ASCII).
+    pub fn matches_lower(&self, action: &str) -> bool {
+        match &self.kind {
+            PatternKind::Exact(exact) => **exact == *action,
+            PatternKind::Any => true,
+            PatternKind::Glob {
+                first,
+                middle,
+                last,
+            } => {
+                if action.len() < first.len() + last.len()
+                    || !action.starts_with(&**first)
+                    || !action.ends_with(&**last)
+                {
+                    return false;
+                }
+                let mut rest = &action[first.len()..action.len() - last.len()];
+                for part in middle.iter() {
+                    match rest.find(&**part) {
+                        Some(at) => rest = &rest[at + part.len()..],
+                        None => return false,
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    /// Matches an action in any ASCII case.
+    pub fn matches(&self, action: &str) -> bool {
+        if action.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.matches_lower(&action.to_ascii_lowercase())
+        } else {
+            self.matches_lower(action)
+        }
+    }
+}
+
+/// An instant as Unix nanoseconds (covers the years 1678 to 2262).
+pub type Instant = i64;
+
+/// Parses an RFC 3339 time.
+pub fn parse_time(text: &str) -> Result<Instant, String> {
+    let parsed = OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|e| format!("time `{}` is not RFC 3339: {e}", escape(text)))?;
+    i64::try_from(parsed.unix_timestamp_nanos())
+        .map_err(|_| format!("time `{}` is out of range", escape(text)))
+}
+
+/// Formats an instant as RFC 3339 (UTC).
+pub fn format_time(at: Instant) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(at))
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| at.to_string())
+}
+
+/// The current time.
+pub fn now() -> Instant {
+    i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Renders user-supplied text safely inside a message: control characters and non-ASCII
+/// are escaped, and long values are cut, so that error messages never carry raw input.
+pub fn escape(text: &str) -> String {
+    const LIMIT: usize = 200;
+    let mut out = String::with_capacity(text.len().min(LIMIT + 8));
+    for (count, c) in text.chars().enumerate() {
+        if count == LIMIT {
+            out.push_str("...");
+            break;
+        }
+        if c.is_ascii() && !c.is_ascii_control() && c != '`' {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_walk_to_root() {
+        assert_eq!(
+            scope_prefixes("/a/b/c").collect::<Vec<_>>(),
+            vec!["/a/b/c", "/a/b", "/a", "/"]
+        );
+        assert_eq!(scope_prefixes("/").collect::<Vec<_>>(), vec!["/"]);
+        assert_eq!(scope_prefixes("/a").collect::<Vec<_>>(), vec!["/a", "/"]);
+    }
+
+    #[test]
+    fn scopes_are_checked_and_trimmed() {
+        assert_eq!(Scope::parse("/A/b/").unwrap().key(), "/a/b");
+        assert_eq!(Scope::parse("/A/b/").unwrap().as_str(), "/A/b");
+        assert!(Scope::parse("a/b").is_err());
+        assert!(Scope::parse("/a//b").is_err());
+        assert!(Scope::parse("/a/./b").is_err());
+        assert!(Scope::parse("/a/../b").is_err());
+        assert!(Scope::parse("/a/b//").is_err());
+    }
+
+    #[test]
+    fn patterns_match_like_globs() {
+        let p = ActionPattern::parse("*/read").unwrap();
+        assert!(p.matches("Microsoft.Edge/targets/READ"));
+        assert!(!p.matches("Microsoft.Edge/targets/write"));
+        let p = ActionPattern::parse("Microsoft.Security/*").unwrap();
+        assert!(p.matches("microsoft.security/alerts/read"));
+        assert!(!p.matches("Microsoft.SecurityX"));
+        let p = ActionPattern::parse("a*b*a").unwrap();
+        assert!(p.matches("aba"));
+        assert!(!p.matches("ab"));
+        assert!(p.matches("abba"));
+        let p = ActionPattern::parse("*a*a*a*a*b").unwrap();
+        assert!(!p.matches(&"a".repeat(10_000)));
+        assert!(p.matches(&format!("{}b", "a".repeat(10))));
+    }
+
+    #[test]
+    fn principals_are_typed() {
+        assert_eq!(principal_type("user:alice").unwrap(), "user");
+        assert!(principal_type("alice").is_err());
+        assert!(principal_type("robot:x").is_err());
+        assert!(principal_type("user:").is_err());
+        assert_eq!(
+            PrincipalSelector::parse("application:*").unwrap(),
+            PrincipalSelector::Type("application".into())
+        );
+    }
+}

@@ -1,0 +1,108 @@
+//! Runs the `tests:` cases of a policy (SPEC §8, `iot-authz test`).
+
+use crate::policy::document::{Expectation, TestCaseDoc};
+use crate::policy::queries::HttpRequest;
+use crate::policy::syntax::{self, Instant};
+use crate::policy::{CheckRequest, Decision, Snapshot};
+
+/// The result of one case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Passed,
+    /// The decision differs from the expectation.
+    Failed(String),
+    /// The case itself is invalid (missing fields, bad values).
+    Error(String),
+}
+
+/// One case's name, document and outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseResult {
+    pub document: String,
+    pub name: String,
+    pub outcome: Outcome,
+}
+
+/// Runs every case of the snapshot; `now` is used for cases without `at`.
+pub fn run(snapshot: &Snapshot, now: Instant) -> Vec<CaseResult> {
+    snapshot
+        .tests
+        .iter()
+        .map(|(document, case)| CaseResult {
+            document: document.clone(),
+            name: case.name.clone(),
+            outcome: run_case(snapshot, case, now),
+        })
+        .collect()
+}
+
+fn run_case(snapshot: &Snapshot, case: &TestCaseDoc, now: Instant) -> Outcome {
+    let at = match case.at.as_deref().map(syntax::parse_time).transpose() {
+        Ok(at) => at.unwrap_or(now),
+        Err(e) => return Outcome::Error(format!("at: {e}")),
+    };
+    let decision: Decision<'_> = match (&case.action, &case.method) {
+        (Some(action), None) => {
+            let (Some(principal), Some(scope)) = (&case.principal, &case.scope) else {
+                return Outcome::Error("an action case needs `principal`, `action` and `scope`".into());
+            };
+            match snapshot.check(&CheckRequest {
+                principal,
+                groups: &case.groups,
+                action,
+                data_action: case.data_action,
+                scope,
+                at,
+            }) {
+                Ok(d) => d,
+                Err(e) => return Outcome::Error(e.to_string()),
+            }
+        }
+        (None, Some(method)) => {
+            let Some(path) = &case.path else {
+                return Outcome::Error("a method case needs `path`".into());
+            };
+            let headers: Vec<(String, String)> = case
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect();
+            match snapshot.check_http(&HttpRequest {
+                method,
+                path,
+                headers: &headers,
+                principal: case.principal.as_deref(),
+                groups: &case.groups,
+                metadata: None,
+                peer_principal: None,
+                at,
+            }) {
+                Ok(d) => d.decision,
+                Err(e) => return Outcome::Error(e.to_string()),
+            }
+        }
+        _ => {
+            return Outcome::Error("a case needs either `action` + `scope` or `method` + `path`".into());
+        }
+    };
+    let expected_allow = case.expect == Expectation::Allow;
+    let mut problems = Vec::new();
+    if decision.allowed != expected_allow {
+        problems.push(format!(
+            "expected {}, got {}",
+            if expected_allow { "allow" } else { "deny" },
+            if decision.allowed { "allow" } else { "deny" }
+        ));
+    }
+    if let Some(reason) = &case.reason
+        && reason != decision.reason.kind()
+    {
+        problems.push(format!("expected reason `{reason}`, got `{}`", decision.reason.kind()));
+    }
+    if problems.is_empty() {
+        Outcome::Passed
+    } else {
+        let detail = serde_json::to_string(&decision.reason).unwrap_or_default();
+        Outcome::Failed(format!("{} (reason {detail})", problems.join("; ")))
+    }
+}

@@ -1,0 +1,197 @@
+//! The `iot-authz` command line, run as a real process: exit codes and JSON output
+//! (SPEC §8).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_iot-authz")).args(args).output().unwrap()
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap()
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn small() -> String {
+    fixture("cli/small.yaml").display().to_string()
+}
+
+#[test]
+fn check_allow_exits_0_with_the_spec_json() {
+    let out = run(&[
+        "check", "--policy", &small(), "--principal", "user:ann", "--action", "Fleet/devices/read",
+        "--scope", "/apps/fleet/devices/d1", "--json",
+    ]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    let v = json(&out);
+    assert_eq!(v["allowed"], true);
+    assert_eq!(v["reason"]["kind"], "roleAssignment");
+    assert_eq!(v["reason"]["role"], "Device Reader");
+    assert_eq!(v["reason"]["assignmentId"], "a-1");
+    assert_eq!(v["reason"]["scope"], "/apps/fleet");
+    assert_eq!(v["reason"]["via"], "group:ops");
+    assert_eq!(v["action"], "Fleet/devices/read");
+    assert_eq!(v["scope"], "/apps/fleet/devices/d1");
+    assert_eq!(v["revision"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn check_deny_exits_1() {
+    let out = run(&[
+        "check", "--policy", &small(), "--principal", "user:ann", "--action", "Fleet/devices/update",
+        "--scope", "/apps/fleet", "--json",
+    ]);
+    assert_eq!(code(&out), 1);
+    assert_eq!(json(&out)["reason"]["kind"], "noGrant");
+}
+
+#[test]
+fn check_method_path_form_covers_every_deny_kind() {
+    let base = ["check", "--policy", &small(), "--json"].map(String::from);
+    let cases: [(&[&str], i32, &str); 5] = [
+        (&["--principal", "user:ann", "--method", "GET", "--path", "/apps/fleet/devices/d1"], 0, "roleAssignment"),
+        (&["--principal", "user:ann", "--method", "GET", "--path", "/apps/fleet/devices/%2e%2e"], 1, "malformed"),
+        (&["--principal", "user:ann", "--method", "GET", "--path", "/nowhere"], 1, "noRoute"),
+        (&["--method", "GET", "--path", "/apps/fleet/devices/d1"], 1, "noIdentity"),
+        (&["--method", "GET", "--path", "/apps/fleet/devices/d1", "--header", "x-iotauthz-principal: user:ann"], 0, "roleAssignment"),
+    ];
+    for (extra, want, kind) in cases {
+        let mut args: Vec<&str> = base.iter().map(String::as_str).collect();
+        args.extend_from_slice(extra);
+        let out = run(&args);
+        assert_eq!(code(&out), want, "{extra:?}: {out:?}");
+        assert_eq!(json(&out)["reason"]["kind"], kind, "{extra:?}");
+    }
+}
+
+#[test]
+fn check_errors_exit_2() {
+    for args in [
+        &["check", "--policy", &small(), "--principal", "ann", "--action", "a/b", "--scope", "/"][..],
+        &["check", "--policy", &small(), "--principal", "user:ann", "--action", "a/b", "--scope", "no-slash"],
+        &["check", "--policy", "/does/not/exist.yaml", "--principal", "user:a", "--action", "a/b", "--scope", "/"],
+        &["check", "--principal", "user:a", "--action", "a/b"],
+        &["check", "--principal", "user:a", "--action", "a/b", "--scope", "/", "--at", "yesterday"],
+    ] {
+        let out = run(args);
+        assert_eq!(code(&out), 2, "{args:?}: {out:?}");
+    }
+}
+
+#[test]
+fn check_uses_the_embedded_demo_without_policy() {
+    let out = run(&[
+        "check", "--principal", "user:alice@contoso.com", "--method", "GET", "--path",
+        "/subscriptions/s1/resourceGroups/factory/providers/Microsoft.Edge/targets/line-1", "--json",
+    ]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    assert_eq!(json(&out)["action"], "Microsoft.Edge/targets/read");
+}
+
+#[test]
+fn check_honours_at_and_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(
+        &file,
+        "version: 1\nroles:\n  - {name: R, actions: ['*']}\nassignments:\n  - {principal: 'group:g', role: R, scope: /, notAfter: '2026-01-01T00:00:00Z'}\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let args = |at: &str| {
+        run(&["check", "--policy", file, "--principal", "user:x", "--group", "group:g", "--action", "a/b", "--scope", "/", "--at", at])
+    };
+    assert_eq!(code(&args("2025-06-01T00:00:00Z")), 0);
+    assert_eq!(code(&args("2026-06-01T00:00:00Z")), 1);
+}
+
+#[test]
+fn validate_exit_codes_and_problems() {
+    assert_eq!(code(&run(&["validate", &small()])), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "version: 1\nroles:\n  - {name: R, notAction: [x]}\nassignments:\n  - {principal: 'user:a', role: Nope, scope: /}\n").unwrap();
+    let out = run(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(code(&out), 2);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("bad.yaml") && text.contains("notAction"), "{text}");
+    let out = run(&["validate", "--json", bad.to_str().unwrap()]);
+    assert_eq!(code(&out), 2);
+    assert_eq!(json(&out)["valid"], false);
+}
+
+#[test]
+fn test_command_counts_and_exit_codes() {
+    let out = run(&["test", &small()]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().last(), Some("2 passed, 0 failed"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let failing = dir.path().join("f.yaml");
+    std::fs::write(
+        &failing,
+        "version: 1\ntests:\n  - {name: nobody may, principal: 'user:a', action: a/b, scope: /, expect: allow}\n  - {name: fine, principal: 'user:a', action: a/b, scope: /, expect: deny, reason: noGrant}\n",
+    )
+    .unwrap();
+    let out = run(&["test", failing.to_str().unwrap()]);
+    assert_eq!(code(&out), 1);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("FAIL") && text.contains("nobody may"), "{text}");
+    assert_eq!(text.lines().last(), Some("1 passed, 1 failed"));
+
+    let broken = dir.path().join("b.yaml");
+    std::fs::write(&broken, "version: 1\ntests:\n  - {name: no scope, principal: 'user:a', action: a/b, expect: allow}\n").unwrap();
+    assert_eq!(code(&run(&["test", broken.to_str().unwrap()])), 2);
+    assert_eq!(code(&run(&["test", "/does/not/exist"])), 2);
+}
+
+#[test]
+fn permissions_lists_catalog_expanded_actions() {
+    let out = run(&["permissions", "--policy", &small(), "--principal", "user:ed", "--scope", "/apps/fleet/x", "--json"]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    let v = json(&out);
+    let actions: Vec<&str> = v["actions"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+    assert!(actions.contains(&"Fleet/devices/update"), "{actions:?}");
+    assert!(actions.contains(&"Fleet/devices/read"), "{actions:?}");
+    let read = v["actions"].as_array().unwrap().iter().find(|a| a["action"] == "Fleet/devices/read").unwrap();
+    assert_eq!(read["assignments"].as_array().unwrap().len(), 2, "{read}");
+    assert_eq!(code(&run(&["permissions", "--policy", &small(), "--principal", "bad", "--scope", "/"])), 2);
+}
+
+#[test]
+fn who_can_lists_principals_and_groups() {
+    let out = run(&["who-can", "--policy", &small(), "--action", "Fleet/devices/read", "--scope", "/apps/fleet/d", "--json"]);
+    assert_eq!(code(&out), 0);
+    let v = json(&out);
+    assert_eq!(v["groups"], serde_json::json!(["group:ops"]));
+    assert_eq!(v["principals"], serde_json::json!(["user:ann", "user:ed", "user:ra"]));
+}
+
+#[test]
+fn can_assign_follows_delegation() {
+    let p = small();
+    // ed holds roleAssignments/write and everything Device Editor grants.
+    let out = run(&["can-assign", "--policy", &p, "--actor", "user:ed", "--role", "Device Editor", "--scope", "/apps/fleet", "--json"]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    assert_eq!(json(&out)["missingActions"], serde_json::json!([]));
+    // ra may assign but lacks the update permission.
+    let out = run(&["can-assign", "--policy", &p, "--actor", "user:ra", "--role", "Device Editor", "--scope", "/apps/fleet", "--json"]);
+    assert_eq!(code(&out), 1);
+    assert_eq!(json(&out)["missingActions"], serde_json::json!(["Fleet/devices/update"]));
+    // ann lacks the assign action itself.
+    let out = run(&["can-assign", "--policy", &p, "--actor", "user:ann", "--role", "Device Reader", "--scope", "/apps/fleet", "--json"]);
+    assert_eq!(code(&out), 1);
+    assert_eq!(json(&out)["missingActions"], serde_json::json!(["Microsoft.Authorization/roleAssignments/write"]));
+    assert_eq!(code(&run(&["can-assign", "--policy", &p, "--actor", "user:ed", "--role", "Nope", "--scope", "/"])), 2);
+}

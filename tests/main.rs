@@ -1,0 +1,7 @@
+//! The integration tests, in one binary: decision fixtures, validation rules, the command
+//! line, and property tests against a reference model.
+
+mod cli;
+mod decisions;
+mod properties;
+mod validation;

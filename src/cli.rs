@@ -23,7 +23,11 @@ pub const EXIT_DENY: u8 = 1;
 pub const EXIT_ERROR: u8 = 2;
 
 #[derive(Debug, Parser)]
-#[command(name = "iot-authz", version, about = "Azure-style RBAC authorization for IoT platforms")]
+#[command(
+    name = "iot-authz",
+    version,
+    about = "Azure-style RBAC authorization for IoT platforms"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -61,8 +65,48 @@ pub struct PolicyArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    #[command(flatten)]
-    pub policy: PolicyArgs,
+    /// Policy file or directory (repeatable); without it, the embedded demo policy.
+    #[arg(
+        long = "policy",
+        value_name = "PATH",
+        env = "IOT_AUTHZ_POLICY",
+        value_delimiter = ','
+    )]
+    pub policy: Vec<PathBuf>,
+    /// gRPC listen address (native API, ext_authz, health, reflection).
+    #[arg(long, env = "IOT_AUTHZ_GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: String,
+    /// HTTP listen address (/healthz, /readyz, /metrics).
+    #[arg(long, env = "IOT_AUTHZ_HTTP_ADDR", default_value = "0.0.0.0:8181")]
+    pub http_addr: String,
+    /// PEM certificate chain for TLS on the gRPC listener.
+    #[arg(long, env = "IOT_AUTHZ_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS on the gRPC listener.
+    #[arg(long, env = "IOT_AUTHZ_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: require client certificates signed by it (mTLS).
+    #[arg(long, env = "IOT_AUTHZ_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Largest gRPC message accepted, in bytes.
+    #[arg(long, env = "IOT_AUTHZ_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// Requests running longer are cancelled (milliseconds).
+    #[arg(long, env = "IOT_AUTHZ_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
+    pub request_timeout_ms: u64,
+    /// Concurrent requests per client connection.
+    #[arg(
+        long,
+        env = "IOT_AUTHZ_CONCURRENCY_PER_CONNECTION",
+        default_value_t = 1024
+    )]
+    pub concurrency_per_connection: usize,
+    /// Concurrent HTTP/2 streams per client connection.
+    #[arg(long, env = "IOT_AUTHZ_MAX_CONCURRENT_STREAMS", default_value_t = 1024)]
+    pub max_concurrent_streams: u32,
+    /// Log format: text or json.
+    #[arg(long, env = "IOT_AUTHZ_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
 }
 
 #[derive(Debug, Args)]
@@ -203,7 +247,7 @@ fn print_json(value: &serde_json::Value) {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Serve(args) => serve_unavailable(&args),
+        Command::Serve(args) => serve(&args),
         Command::Check(args) => check(&args),
         Command::Validate(args) => validate(&args),
         Command::Test(args) => test(&args),
@@ -221,8 +265,8 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn serve_unavailable(_args: &ServeArgs) -> CliResult {
-    Err(CliError("serve is not available in this build".into()))
+fn serve(args: &ServeArgs) -> CliResult {
+    crate::server::cli::serve(args).map_err(|e| CliError(format!("{e:#}")))
 }
 
 fn reason_text(reason: &Reason<'_>) -> String {
@@ -234,7 +278,9 @@ fn reason_text(reason: &Reason<'_>) -> String {
             via,
         } => format!(
             "roleAssignment: role `{role}` at `{scope}` held by `{via}`{}",
-            assignment_id.map(|id| format!(" (assignment {id})")).unwrap_or_default()
+            assignment_id
+                .map(|id| format!(" (assignment {id})"))
+                .unwrap_or_default()
         ),
         Reason::DenyAssignment { deny_assignment } => {
             format!("denyAssignment: `{deny_assignment}`")
@@ -259,7 +305,9 @@ pub fn reason_json(reason: &Reason<'_>) -> serde_json::Value {
             out["scope"] = json!(scope);
             out["via"] = json!(via);
         }
-        Reason::DenyAssignment { deny_assignment } => out["denyAssignment"] = json!(deny_assignment),
+        Reason::DenyAssignment { deny_assignment } => {
+            out["denyAssignment"] = json!(deny_assignment)
+        }
         Reason::Malformed { message } => out["message"] = json!(message),
         _ => {}
     }
@@ -272,46 +320,62 @@ fn check(args: &CheckArgs) -> CliResult {
         syntax::group_id(g).map_err(|e| CliError(format!("--group: {e}")))?;
     }
     let snapshot = load_policy(&args.policy.policy)?;
-    let (decision, action, scope, principal): (Decision<'_>, Option<String>, Option<String>, Option<String>) =
-        match (&args.action, &args.method) {
-            (Some(action), None) => {
-                let Some(principal) = &args.principal else {
-                    return Err(CliError("--action needs --principal".into()));
-                };
-                let scope = args.scope.clone().unwrap_or_default();
-                let decision = snapshot.check(&CheckRequest {
-                    principal,
-                    groups: &args.groups,
-                    action,
-                    data_action: args.data_action,
-                    scope: &scope,
-                    at,
+    let (decision, action, scope, principal): (
+        Decision<'_>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ) = match (&args.action, &args.method) {
+        (Some(action), None) => {
+            let Some(principal) = &args.principal else {
+                return Err(CliError("--action needs --principal".into()));
+            };
+            let scope = args.scope.clone().unwrap_or_default();
+            let decision = snapshot.check(&CheckRequest {
+                principal,
+                groups: &args.groups,
+                action,
+                data_action: args.data_action,
+                scope: &scope,
+                at,
+            })?;
+            (
+                decision,
+                Some(action.clone()),
+                Some(scope),
+                Some(principal.clone()),
+            )
+        }
+        (None, Some(method)) => {
+            let mut headers = Vec::new();
+            for h in &args.headers {
+                let (name, value) = h.split_once(':').ok_or_else(|| {
+                    CliError(format!(
+                        "--header `{}` is not NAME:VALUE",
+                        syntax::escape(h)
+                    ))
                 })?;
-                (decision, Some(action.clone()), Some(scope), Some(principal.clone()))
+                headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
             }
-            (None, Some(method)) => {
-                let mut headers = Vec::new();
-                for h in &args.headers {
-                    let (name, value) = h
-                        .split_once(':')
-                        .ok_or_else(|| CliError(format!("--header `{}` is not NAME:VALUE", syntax::escape(h))))?;
-                    headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-                }
-                let path = args.path.clone().unwrap_or_default();
-                let out = snapshot.check_http(&HttpRequest {
-                    method,
-                    path: &path,
-                    headers: &headers,
-                    principal: args.principal.as_deref(),
-                    groups: &args.groups,
-                    metadata: None,
-                    peer_principal: None,
-                    at,
-                })?;
-                (out.decision, out.action, out.scope, out.principal)
-            }
-            _ => return Err(CliError("give either --action and --scope, or --method and --path".into())),
-        };
+            let path = args.path.clone().unwrap_or_default();
+            let out = snapshot.check_http(&HttpRequest {
+                method,
+                path: &path,
+                headers: &headers,
+                principal: args.principal.as_deref(),
+                groups: &args.groups,
+                metadata: None,
+                peer_principal: None,
+                at,
+            })?;
+            (out.decision, out.action, out.scope, out.principal)
+        }
+        _ => {
+            return Err(CliError(
+                "give either --action and --scope, or --method and --path".into(),
+            ));
+        }
+    };
     if args.policy.json {
         print_json(&json!({
             "allowed": decision.allowed,
@@ -336,15 +400,21 @@ fn check(args: &CheckArgs) -> CliResult {
 }
 
 fn validate(args: &ValidateArgs) -> CliResult {
-    let result = source::read_paths(&args.paths, DEFAULT_MAX_POLICY_BYTES).and_then(|s| compile_sources(&s));
+    let result =
+        source::read_paths(&args.paths, DEFAULT_MAX_POLICY_BYTES).and_then(|s| compile_sources(&s));
     match result {
         Ok(snapshot) => {
             if args.json {
-                print_json(&json!({"valid": true, "problems": [], "revision": snapshot.revision, "counts": snapshot.counts}));
+                print_json(
+                    &json!({"valid": true, "problems": [], "revision": snapshot.revision, "counts": snapshot.counts}),
+                );
             } else {
                 println!(
                     "valid: {} document(s), {} role(s), {} assignment(s), revision {}",
-                    snapshot.counts.documents, snapshot.counts.roles, snapshot.counts.assignments, snapshot.revision
+                    snapshot.counts.documents,
+                    snapshot.counts.roles,
+                    snapshot.counts.assignments,
+                    snapshot.revision
                 );
             }
             Ok(EXIT_OK)
@@ -372,8 +442,14 @@ fn test(args: &TestArgs) -> CliResult {
     let sources = source::read_paths(&args.paths, DEFAULT_MAX_POLICY_BYTES)?;
     let snapshot = compile_sources(&sources)?;
     let results = testing::run(&snapshot, syntax::now());
-    let passed = results.iter().filter(|r| r.outcome == Outcome::Passed).count();
-    let errors = results.iter().filter(|r| matches!(r.outcome, Outcome::Error(_))).count();
+    let passed = results
+        .iter()
+        .filter(|r| r.outcome == Outcome::Passed)
+        .count();
+    let errors = results
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Error(_)))
+        .count();
     let failed = results.len() - passed;
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -388,7 +464,11 @@ fn test(args: &TestArgs) -> CliResult {
                 json!({"document": r.document, "name": r.name, "status": status, "detail": detail})
             })
             .collect();
-        let _ = writeln!(out, "{}", json!({"passed": passed, "failed": failed, "cases": cases, "revision": snapshot.revision}));
+        let _ = writeln!(
+            out,
+            "{}",
+            json!({"passed": passed, "failed": failed, "cases": cases, "revision": snapshot.revision})
+        );
     } else {
         for r in &results {
             match &r.outcome {
@@ -415,14 +495,21 @@ fn test(args: &TestArgs) -> CliResult {
 fn import_azure(args: &ImportArgs) -> CliResult {
     let mut files = Vec::new();
     for f in &args.files {
-        let bytes = std::fs::read(f).map_err(|e| CliError(format!("{}: cannot be read: {e}", f.display())))?;
+        let bytes = std::fs::read(f)
+            .map_err(|e| CliError(format!("{}: cannot be read: {e}", f.display())))?;
         files.push((f.display().to_string(), bytes));
     }
     let doc = crate::import_azure::import(&files).map_err(|e| CliError(e.to_string()))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&doc).map_err(|e| CliError(e.to_string()))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(|e| CliError(e.to_string()))?
+        );
     } else {
-        print!("{}", crate::import_azure::to_yaml(&doc).map_err(|e| CliError(e.to_string()))?);
+        print!(
+            "{}",
+            crate::import_azure::to_yaml(&doc).map_err(|e| CliError(e.to_string()))?
+        );
     }
     Ok(EXIT_OK)
 }
@@ -463,7 +550,9 @@ fn who_can(args: &WhoCanArgs) -> CliResult {
     let snapshot = load_policy(&args.policy.policy)?;
     let who = snapshot.who_can(&args.action, args.data_action, &args.scope, at)?;
     if args.policy.json {
-        print_json(&json!({"principals": who.principals, "groups": who.groups, "revision": snapshot.revision}));
+        print_json(
+            &json!({"principals": who.principals, "groups": who.groups, "revision": snapshot.revision}),
+        );
     } else {
         for p in &who.principals {
             println!("principal {p}");
@@ -493,7 +582,14 @@ fn can_assign(args: &CanAssignArgs) -> CliResult {
             "revision": snapshot.revision,
         }));
     } else {
-        println!("{}", if answer.allowed { "may assign" } else { "may not assign" });
+        println!(
+            "{}",
+            if answer.allowed {
+                "may assign"
+            } else {
+                "may not assign"
+            }
+        );
         if let Some(m) = &answer.message {
             println!("{m}");
         }

@@ -7,11 +7,26 @@ use crate::policy::SourceDocument;
 
 /// `(name, text)` of each embedded document, in load order.
 pub const DOCUMENTS: [(&str, &str); 6] = [
-    ("packs/defender-for-iot.yaml", include_str!("../packs/defender-for-iot.yaml")),
-    ("packs/iot-central.yaml", include_str!("../packs/iot-central.yaml")),
-    ("packs/iot-platform.yaml", include_str!("../packs/iot-platform.yaml")),
-    ("packs/operations-dashboard.yaml", include_str!("../packs/operations-dashboard.yaml")),
-    ("packs/workload-orchestration.yaml", include_str!("../packs/workload-orchestration.yaml")),
+    (
+        "packs/defender-for-iot.yaml",
+        include_str!("../packs/defender-for-iot.yaml"),
+    ),
+    (
+        "packs/iot-central.yaml",
+        include_str!("../packs/iot-central.yaml"),
+    ),
+    (
+        "packs/iot-platform.yaml",
+        include_str!("../packs/iot-platform.yaml"),
+    ),
+    (
+        "packs/operations-dashboard.yaml",
+        include_str!("../packs/operations-dashboard.yaml"),
+    ),
+    (
+        "packs/workload-orchestration.yaml",
+        include_str!("../packs/workload-orchestration.yaml"),
+    ),
     ("demo/demo.yaml", include_str!("../demo/demo.yaml")),
 ];
 

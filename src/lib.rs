@@ -9,10 +9,15 @@
 //! - [`demo`]: the embedded demo policy (role packs plus demo principals and routes).
 //! - [`import_azure`]: Azure role definitions and assignments to policy YAML.
 //! - [`testing`]: runs the `tests:` cases of a policy.
+//! - [`server`]: the service: native gRPC API, Envoy ext_authz, health, reflection, and
+//!   the HTTP endpoints, over a live [`server::state::PolicyState`].
+//! - [`proto`]: generated protobuf code, kept at the edge.
 //! - [`cli`]: the `iot-authz` command line.
 
 pub mod cli;
 pub mod demo;
 pub mod import_azure;
 pub mod policy;
+pub mod proto;
+pub mod server;
 pub mod testing;

@@ -44,7 +44,9 @@ fn run_case(snapshot: &Snapshot, case: &TestCaseDoc, now: Instant) -> Outcome {
     let decision: Decision<'_> = match (&case.action, &case.method) {
         (Some(action), None) => {
             let (Some(principal), Some(scope)) = (&case.principal, &case.scope) else {
-                return Outcome::Error("an action case needs `principal`, `action` and `scope`".into());
+                return Outcome::Error(
+                    "an action case needs `principal`, `action` and `scope`".into(),
+                );
             };
             match snapshot.check(&CheckRequest {
                 principal,
@@ -82,7 +84,9 @@ fn run_case(snapshot: &Snapshot, case: &TestCaseDoc, now: Instant) -> Outcome {
             }
         }
         _ => {
-            return Outcome::Error("a case needs either `action` + `scope` or `method` + `path`".into());
+            return Outcome::Error(
+                "a case needs either `action` + `scope` or `method` + `path`".into(),
+            );
         }
     };
     let expected_allow = case.expect == Expectation::Allow;
@@ -97,7 +101,10 @@ fn run_case(snapshot: &Snapshot, case: &TestCaseDoc, now: Instant) -> Outcome {
     if let Some(reason) = &case.reason
         && reason != decision.reason.kind()
     {
-        problems.push(format!("expected reason `{reason}`, got `{}`", decision.reason.kind()));
+        problems.push(format!(
+            "expected reason `{reason}`, got `{}`",
+            decision.reason.kind()
+        ));
     }
     if problems.is_empty() {
         Outcome::Passed

@@ -7,11 +7,16 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_iot-authz")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_iot-authz"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn code(out: &Output) -> i32 {
@@ -30,8 +35,16 @@ fn small() -> String {
 #[test]
 fn check_allow_exits_0_with_the_spec_json() {
     let out = run(&[
-        "check", "--policy", &small(), "--principal", "user:ann", "--action", "Fleet/devices/read",
-        "--scope", "/apps/fleet/devices/d1", "--json",
+        "check",
+        "--policy",
+        &small(),
+        "--principal",
+        "user:ann",
+        "--action",
+        "Fleet/devices/read",
+        "--scope",
+        "/apps/fleet/devices/d1",
+        "--json",
     ]);
     assert_eq!(code(&out), 0, "{out:?}");
     let v = json(&out);
@@ -49,8 +62,16 @@ fn check_allow_exits_0_with_the_spec_json() {
 #[test]
 fn check_deny_exits_1() {
     let out = run(&[
-        "check", "--policy", &small(), "--principal", "user:ann", "--action", "Fleet/devices/update",
-        "--scope", "/apps/fleet", "--json",
+        "check",
+        "--policy",
+        &small(),
+        "--principal",
+        "user:ann",
+        "--action",
+        "Fleet/devices/update",
+        "--scope",
+        "/apps/fleet",
+        "--json",
     ]);
     assert_eq!(code(&out), 1);
     assert_eq!(json(&out)["reason"]["kind"], "noGrant");
@@ -60,11 +81,59 @@ fn check_deny_exits_1() {
 fn check_method_path_form_covers_every_deny_kind() {
     let base = ["check", "--policy", &small(), "--json"].map(String::from);
     let cases: [(&[&str], i32, &str); 5] = [
-        (&["--principal", "user:ann", "--method", "GET", "--path", "/apps/fleet/devices/d1"], 0, "roleAssignment"),
-        (&["--principal", "user:ann", "--method", "GET", "--path", "/apps/fleet/devices/%2e%2e"], 1, "malformed"),
-        (&["--principal", "user:ann", "--method", "GET", "--path", "/nowhere"], 1, "noRoute"),
-        (&["--method", "GET", "--path", "/apps/fleet/devices/d1"], 1, "noIdentity"),
-        (&["--method", "GET", "--path", "/apps/fleet/devices/d1", "--header", "x-iotauthz-principal: user:ann"], 0, "roleAssignment"),
+        (
+            &[
+                "--principal",
+                "user:ann",
+                "--method",
+                "GET",
+                "--path",
+                "/apps/fleet/devices/d1",
+            ],
+            0,
+            "roleAssignment",
+        ),
+        (
+            &[
+                "--principal",
+                "user:ann",
+                "--method",
+                "GET",
+                "--path",
+                "/apps/fleet/devices/%2e%2e",
+            ],
+            1,
+            "malformed",
+        ),
+        (
+            &[
+                "--principal",
+                "user:ann",
+                "--method",
+                "GET",
+                "--path",
+                "/nowhere",
+            ],
+            1,
+            "noRoute",
+        ),
+        (
+            &["--method", "GET", "--path", "/apps/fleet/devices/d1"],
+            1,
+            "noIdentity",
+        ),
+        (
+            &[
+                "--method",
+                "GET",
+                "--path",
+                "/apps/fleet/devices/d1",
+                "--header",
+                "x-iotauthz-principal: user:ann",
+            ],
+            0,
+            "roleAssignment",
+        ),
     ];
     for (extra, want, kind) in cases {
         let mut args: Vec<&str> = base.iter().map(String::as_str).collect();
@@ -78,11 +147,51 @@ fn check_method_path_form_covers_every_deny_kind() {
 #[test]
 fn check_errors_exit_2() {
     for args in [
-        &["check", "--policy", &small(), "--principal", "ann", "--action", "a/b", "--scope", "/"][..],
-        &["check", "--policy", &small(), "--principal", "user:ann", "--action", "a/b", "--scope", "no-slash"],
-        &["check", "--policy", "/does/not/exist.yaml", "--principal", "user:a", "--action", "a/b", "--scope", "/"],
+        &[
+            "check",
+            "--policy",
+            &small(),
+            "--principal",
+            "ann",
+            "--action",
+            "a/b",
+            "--scope",
+            "/",
+        ][..],
+        &[
+            "check",
+            "--policy",
+            &small(),
+            "--principal",
+            "user:ann",
+            "--action",
+            "a/b",
+            "--scope",
+            "no-slash",
+        ],
+        &[
+            "check",
+            "--policy",
+            "/does/not/exist.yaml",
+            "--principal",
+            "user:a",
+            "--action",
+            "a/b",
+            "--scope",
+            "/",
+        ],
         &["check", "--principal", "user:a", "--action", "a/b"],
-        &["check", "--principal", "user:a", "--action", "a/b", "--scope", "/", "--at", "yesterday"],
+        &[
+            "check",
+            "--principal",
+            "user:a",
+            "--action",
+            "a/b",
+            "--scope",
+            "/",
+            "--at",
+            "yesterday",
+        ],
     ] {
         let out = run(args);
         assert_eq!(code(&out), 2, "{args:?}: {out:?}");
@@ -92,8 +201,14 @@ fn check_errors_exit_2() {
 #[test]
 fn check_uses_the_embedded_demo_without_policy() {
     let out = run(&[
-        "check", "--principal", "user:alice@contoso.com", "--method", "GET", "--path",
-        "/subscriptions/s1/resourceGroups/factory/providers/Microsoft.Edge/targets/line-1", "--json",
+        "check",
+        "--principal",
+        "user:alice@contoso.com",
+        "--method",
+        "GET",
+        "--path",
+        "/subscriptions/s1/resourceGroups/factory/providers/Microsoft.Edge/targets/line-1",
+        "--json",
     ]);
     assert_eq!(code(&out), 0, "{out:?}");
     assert_eq!(json(&out)["action"], "Microsoft.Edge/targets/read");
@@ -110,7 +225,21 @@ fn check_honours_at_and_groups() {
     .unwrap();
     let file = file.to_str().unwrap();
     let args = |at: &str| {
-        run(&["check", "--policy", file, "--principal", "user:x", "--group", "group:g", "--action", "a/b", "--scope", "/", "--at", at])
+        run(&[
+            "check",
+            "--policy",
+            file,
+            "--principal",
+            "user:x",
+            "--group",
+            "group:g",
+            "--action",
+            "a/b",
+            "--scope",
+            "/",
+            "--at",
+            at,
+        ])
     };
     assert_eq!(code(&args("2025-06-01T00:00:00Z")), 0);
     assert_eq!(code(&args("2026-06-01T00:00:00Z")), 1);
@@ -125,7 +254,10 @@ fn validate_exit_codes_and_problems() {
     let out = run(&["validate", bad.to_str().unwrap()]);
     assert_eq!(code(&out), 2);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("bad.yaml") && text.contains("notAction"), "{text}");
+    assert!(
+        text.contains("bad.yaml") && text.contains("notAction"),
+        "{text}"
+    );
     let out = run(&["validate", "--json", bad.to_str().unwrap()]);
     assert_eq!(code(&out), 2);
     assert_eq!(json(&out)["valid"], false);
@@ -135,7 +267,10 @@ fn validate_exit_codes_and_problems() {
 fn test_command_counts_and_exit_codes() {
     let out = run(&["test", &small()]);
     assert_eq!(code(&out), 0, "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().last(), Some("2 passed, 0 failed"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().last(),
+        Some("2 passed, 0 failed")
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let failing = dir.path().join("f.yaml");
@@ -147,7 +282,10 @@ fn test_command_counts_and_exit_codes() {
     let out = run(&["test", failing.to_str().unwrap()]);
     assert_eq!(code(&out), 1);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("FAIL") && text.contains("nobody may"), "{text}");
+    assert!(
+        text.contains("FAIL") && text.contains("nobody may"),
+        "{text}"
+    );
     assert_eq!(text.lines().last(), Some("1 passed, 1 failed"));
 
     let broken = dir.path().join("b.yaml");
@@ -158,40 +296,134 @@ fn test_command_counts_and_exit_codes() {
 
 #[test]
 fn permissions_lists_catalog_expanded_actions() {
-    let out = run(&["permissions", "--policy", &small(), "--principal", "user:ed", "--scope", "/apps/fleet/x", "--json"]);
+    let out = run(&[
+        "permissions",
+        "--policy",
+        &small(),
+        "--principal",
+        "user:ed",
+        "--scope",
+        "/apps/fleet/x",
+        "--json",
+    ]);
     assert_eq!(code(&out), 0, "{out:?}");
     let v = json(&out);
-    let actions: Vec<&str> = v["actions"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = v["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
     assert!(actions.contains(&"Fleet/devices/update"), "{actions:?}");
     assert!(actions.contains(&"Fleet/devices/read"), "{actions:?}");
-    let read = v["actions"].as_array().unwrap().iter().find(|a| a["action"] == "Fleet/devices/read").unwrap();
+    let read = v["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == "Fleet/devices/read")
+        .unwrap();
     assert_eq!(read["assignments"].as_array().unwrap().len(), 2, "{read}");
-    assert_eq!(code(&run(&["permissions", "--policy", &small(), "--principal", "bad", "--scope", "/"])), 2);
+    assert_eq!(
+        code(&run(&[
+            "permissions",
+            "--policy",
+            &small(),
+            "--principal",
+            "bad",
+            "--scope",
+            "/"
+        ])),
+        2
+    );
 }
 
 #[test]
 fn who_can_lists_principals_and_groups() {
-    let out = run(&["who-can", "--policy", &small(), "--action", "Fleet/devices/read", "--scope", "/apps/fleet/d", "--json"]);
+    let out = run(&[
+        "who-can",
+        "--policy",
+        &small(),
+        "--action",
+        "Fleet/devices/read",
+        "--scope",
+        "/apps/fleet/d",
+        "--json",
+    ]);
     assert_eq!(code(&out), 0);
     let v = json(&out);
     assert_eq!(v["groups"], serde_json::json!(["group:ops"]));
-    assert_eq!(v["principals"], serde_json::json!(["user:ann", "user:ed", "user:ra"]));
+    assert_eq!(
+        v["principals"],
+        serde_json::json!(["user:ann", "user:ed", "user:ra"])
+    );
 }
 
 #[test]
 fn can_assign_follows_delegation() {
     let p = small();
     // ed holds roleAssignments/write and everything Device Editor grants.
-    let out = run(&["can-assign", "--policy", &p, "--actor", "user:ed", "--role", "Device Editor", "--scope", "/apps/fleet", "--json"]);
+    let out = run(&[
+        "can-assign",
+        "--policy",
+        &p,
+        "--actor",
+        "user:ed",
+        "--role",
+        "Device Editor",
+        "--scope",
+        "/apps/fleet",
+        "--json",
+    ]);
     assert_eq!(code(&out), 0, "{out:?}");
     assert_eq!(json(&out)["missingActions"], serde_json::json!([]));
     // ra may assign but lacks the update permission.
-    let out = run(&["can-assign", "--policy", &p, "--actor", "user:ra", "--role", "Device Editor", "--scope", "/apps/fleet", "--json"]);
+    let out = run(&[
+        "can-assign",
+        "--policy",
+        &p,
+        "--actor",
+        "user:ra",
+        "--role",
+        "Device Editor",
+        "--scope",
+        "/apps/fleet",
+        "--json",
+    ]);
     assert_eq!(code(&out), 1);
-    assert_eq!(json(&out)["missingActions"], serde_json::json!(["Fleet/devices/update"]));
+    assert_eq!(
+        json(&out)["missingActions"],
+        serde_json::json!(["Fleet/devices/update"])
+    );
     // ann lacks the assign action itself.
-    let out = run(&["can-assign", "--policy", &p, "--actor", "user:ann", "--role", "Device Reader", "--scope", "/apps/fleet", "--json"]);
+    let out = run(&[
+        "can-assign",
+        "--policy",
+        &p,
+        "--actor",
+        "user:ann",
+        "--role",
+        "Device Reader",
+        "--scope",
+        "/apps/fleet",
+        "--json",
+    ]);
     assert_eq!(code(&out), 1);
-    assert_eq!(json(&out)["missingActions"], serde_json::json!(["Microsoft.Authorization/roleAssignments/write"]));
-    assert_eq!(code(&run(&["can-assign", "--policy", &p, "--actor", "user:ed", "--role", "Nope", "--scope", "/"])), 2);
+    assert_eq!(
+        json(&out)["missingActions"],
+        serde_json::json!(["Microsoft.Authorization/roleAssignments/write"])
+    );
+    assert_eq!(
+        code(&run(&[
+            "can-assign",
+            "--policy",
+            &p,
+            "--actor",
+            "user:ed",
+            "--role",
+            "Nope",
+            "--scope",
+            "/"
+        ])),
+        2
+    );
 }

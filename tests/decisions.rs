@@ -25,14 +25,22 @@ fn run_all(snapshot: &Snapshot) -> usize {
         .filter(|r| r.outcome != Outcome::Passed)
         .map(|r| format!("{}: {}: {:?}", r.document, r.name, r.outcome))
         .collect();
-    assert!(failures.is_empty(), "{} failing case(s):\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failing case(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     results.len()
 }
 
 #[test]
 fn evaluation_fixtures() {
     let dir = root().join("tests/fixtures/decisions");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     assert!(!files.is_empty());
     for file in files {

@@ -37,7 +37,11 @@ fn version_is_required() {
 #[test]
 fn unknown_keys_are_errors_everywhere() {
     rejects("version: 1\nrole: []\n", "document", "role");
-    rejects("version: 1\nroles:\n  - name: R\n    notAction: ['x/y']\n", "document", "notAction");
+    rejects(
+        "version: 1\nroles:\n  - name: R\n    notAction: ['x/y']\n",
+        "document",
+        "notAction",
+    );
     rejects(
         "version: 1\nassignments:\n  - {principal: 'user:a', role: R, scope: /, expires: x}\n",
         "document",
@@ -54,7 +58,11 @@ fn unknown_keys_are_errors_everywhere() {
 
 #[test]
 fn duplicate_names_and_ids_are_errors() {
-    rejects(&format!("{BASE}  - name: reader\n"), "roles[1] `reader`", "defined twice");
+    rejects(
+        &format!("{BASE}  - name: reader\n"),
+        "roles[1] `reader`",
+        "defined twice",
+    );
     rejects(
         "version: 1\nroles:\n  - {name: A, id: x1}\n  - {name: B, id: X1}\n",
         "roles[1] `B`",
@@ -66,7 +74,9 @@ fn duplicate_names_and_ids_are_errors() {
         "defined twice",
     );
     rejects(
-        &format!("{BASE}assignments:\n  - {{id: a1, principal: 'user:a', role: Reader, scope: /}}\n  - {{id: a1, principal: 'user:b', role: Reader, scope: /}}\n"),
+        &format!(
+            "{BASE}assignments:\n  - {{id: a1, principal: 'user:a', role: Reader, scope: /}}\n  - {{id: a1, principal: 'user:b', role: Reader, scope: /}}\n"
+        ),
         "assignments[1] (id `a1`)",
         "defined twice",
     );
@@ -131,14 +141,21 @@ fn group_cycles_are_errors() {
         "groups",
         "cycle",
     );
-    rejects("version: 1\ngroups:\n  - {id: 'group:a', members: ['group:a']}\n", "groups", "cycle");
+    rejects(
+        "version: 1\ngroups:\n  - {id: 'group:a', members: ['group:a']}\n",
+        "groups",
+        "cycle",
+    );
 }
 
 #[test]
 fn group_nesting_is_bounded() {
     let mut text = String::from("version: 1\ngroups:\n");
     for i in 0..100 {
-        text.push_str(&format!("  - {{id: 'group:g{i}', members: ['group:g{}']}}\n", i + 1));
+        text.push_str(&format!(
+            "  - {{id: 'group:g{i}', members: ['group:g{}']}}\n",
+            i + 1
+        ));
     }
     rejects(&text, "groups", "deeper than");
 }
@@ -150,7 +167,11 @@ fn scope_graph_cycles_are_errors() {
         "scopeLinks",
         "cycle",
     );
-    rejects("version: 1\nscopeLinks:\n  - {scope: /a/b, parents: [/a/b/c]}\n", "scopeLinks", "cycle");
+    rejects(
+        "version: 1\nscopeLinks:\n  - {scope: /a/b, parents: [/a/b/c]}\n",
+        "scopeLinks",
+        "cycle",
+    );
 }
 
 #[test]
@@ -189,15 +210,33 @@ fn malformed_values_are_errors() {
         "assignments[0]",
         "`..`",
     );
-    rejects("version: 1\nroles:\n  - {name: R, actions: ['']}\n", "roles[0]", "empty");
-    rejects("version: 1\nroles:\n  - {name: R, actions: ['a b']}\n", "roles[0]", "whitespace");
     rejects(
-        &format!("{BASE}assignments:\n  - {{principal: 'user:a', role: Reader, scope: /, notBefore: tomorrow}}\n"),
+        "version: 1\nroles:\n  - {name: R, actions: ['']}\n",
+        "roles[0]",
+        "empty",
+    );
+    rejects(
+        "version: 1\nroles:\n  - {name: R, actions: ['a b']}\n",
+        "roles[0]",
+        "whitespace",
+    );
+    rejects(
+        &format!(
+            "{BASE}assignments:\n  - {{principal: 'user:a', role: Reader, scope: /, notBefore: tomorrow}}\n"
+        ),
         "assignments[0]",
         "RFC 3339",
     );
-    rejects("version: 1\ngroups:\n  - {id: ops}\n", "groups[0]", "TYPE:VALUE");
-    rejects("version: 1\ngroups:\n  - {id: 'user:ops'}\n", "groups[0]", "not a group id");
+    rejects(
+        "version: 1\ngroups:\n  - {id: ops}\n",
+        "groups[0]",
+        "TYPE:VALUE",
+    );
+    rejects(
+        "version: 1\ngroups:\n  - {id: 'user:ops'}\n",
+        "groups[0]",
+        "not a group id",
+    );
     rejects(
         "version: 1\ndenyAssignments:\n  - {name: d, principals: ['robot:*'], scope: /}\n",
         "denyAssignments[0]",
@@ -208,7 +247,9 @@ fn malformed_values_are_errors() {
 #[test]
 fn not_after_before_not_before_is_an_error() {
     rejects(
-        &format!("{BASE}assignments:\n  - {{principal: 'user:a', role: Reader, scope: /, notBefore: '2026-02-01T00:00:00Z', notAfter: '2026-01-01T00:00:00Z'}}\n"),
+        &format!(
+            "{BASE}assignments:\n  - {{principal: 'user:a', role: Reader, scope: /, notBefore: '2026-02-01T00:00:00Z', notAfter: '2026-01-01T00:00:00Z'}}\n"
+        ),
         "assignments[0]",
         "notAfter is before notBefore",
     );
@@ -243,7 +284,11 @@ fn malformed_routes_are_errors() {
         "routes[0]",
         "last segment",
     );
-    rejects("version: 1\nroutes:\n  - {methods: [GET], path: /t}\n", "routes[0]", "needs an `action`");
+    rejects(
+        "version: 1\nroutes:\n  - {methods: [GET], path: /t}\n",
+        "routes[0]",
+        "needs an `action`",
+    );
     rejects(
         "version: 1\nroutes:\n  - {methods: [GET], path: '/t/%2e', action: x/read, scope: /}\n",
         "routes[0]",
@@ -256,10 +301,14 @@ fn violated_constraints_are_errors() {
     let base = "version: 1\nroles:\n  - {name: App Administrator, actions: ['*']}\nconstraints:\n  - minAssignments: {role: App Administrator, scope: /apps/fleet, count: 1}\n";
     rejects(base, "constraints[0]", "at least 1");
     // An assignment above the scope counts.
-    let ok = format!("{base}assignments:\n  - {{principal: 'user:a', role: App Administrator, scope: /apps}}\n");
+    let ok = format!(
+        "{base}assignments:\n  - {{principal: 'user:a', role: App Administrator, scope: /apps}}\n"
+    );
     compile_sources(&[SourceDocument::new("p.yaml", ok.as_bytes())]).unwrap();
     // One below the scope does not.
-    let low = format!("{base}assignments:\n  - {{principal: 'user:a', role: App Administrator, scope: /apps/fleet/orgs/x}}\n");
+    let low = format!(
+        "{base}assignments:\n  - {{principal: 'user:a', role: App Administrator, scope: /apps/fleet/orgs/x}}\n"
+    );
     rejects(&low, "constraints[0]", "found 0");
 }
 
@@ -286,6 +335,9 @@ fn every_problem_is_reported() {
 
 #[test]
 fn messages_never_carry_raw_control_bytes() {
-    let error = problems("p.yaml", "version: 1\ngroups:\n  - {id: \"group:\\u001b[31mred\"}\n");
+    let error = problems(
+        "p.yaml",
+        "version: 1\ngroups:\n  - {id: \"group:\\u001b[31mred\"}\n",
+    );
     assert!(!error.to_string().contains('\u{1b}'), "{error}");
 }

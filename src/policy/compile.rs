@@ -8,8 +8,8 @@ use super::error::{PolicyError, Problem};
 use super::identity::IdentityConfig;
 use super::route::RouteTable;
 use super::snapshot::{
-    Assignment, CatalogAction, Counts, DenyAssignment, PrincipalIdx, Role, RoleIdx, Rows,
-    ScopeIdx, Selector, Snapshot,
+    Assignment, CatalogAction, Counts, DenyAssignment, PrincipalIdx, Role, RoleIdx, Rows, ScopeIdx,
+    Selector, Snapshot,
 };
 use super::source::{self, SourceDocument};
 use super::syntax::{
@@ -117,7 +117,13 @@ fn parse_patterns(
         .collect()
 }
 
-fn parse_scope(problems: &mut Problems, doc: &str, object: &str, field: &str, text: &str) -> Option<Scope> {
+fn parse_scope(
+    problems: &mut Problems,
+    doc: &str,
+    object: &str,
+    field: &str,
+    text: &str,
+) -> Option<Scope> {
     match Scope::parse(text) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -150,7 +156,14 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
                 continue;
             }
             if let Some(first) = catalog_seen.insert(a.name.to_ascii_lowercase(), doc.clone()) {
-                problems.push(doc, &object, format!("action `{}` is defined twice (first in {first})", escape(&a.name)));
+                problems.push(
+                    doc,
+                    &object,
+                    format!(
+                        "action `{}` is defined twice (first in {first})",
+                        escape(&a.name)
+                    ),
+                );
                 continue;
             }
             for implied in &a.implies {
@@ -195,7 +208,14 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             for key in &keys {
                 if let Some(&other) = role_lookup.get(key.as_str()) {
                     let (odoc, oobj) = &role_origin[other as usize];
-                    problems.push(doc, &object, format!("role name or id `{}` is defined twice (also {oobj} in {odoc})", escape(key)));
+                    problems.push(
+                        doc,
+                        &object,
+                        format!(
+                            "role name or id `{}` is defined twice (also {oobj} in {odoc})",
+                            escape(key)
+                        ),
+                    );
                     duplicate = true;
                 }
             }
@@ -206,13 +226,27 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
                 role_lookup.insert(key.into(), index);
             }
             let actions = parse_patterns(&mut problems, doc, &object, "actions", &r.actions);
-            let not_actions = parse_patterns(&mut problems, doc, &object, "notActions", &r.not_actions);
-            let data_actions = parse_patterns(&mut problems, doc, &object, "dataActions", &r.data_actions);
-            let not_data_actions =
-                parse_patterns(&mut problems, doc, &object, "notDataActions", &r.not_data_actions);
-            let assignable_texts = r.assignable_scopes.clone().unwrap_or_else(|| vec!["/".to_owned()]);
+            let not_actions =
+                parse_patterns(&mut problems, doc, &object, "notActions", &r.not_actions);
+            let data_actions =
+                parse_patterns(&mut problems, doc, &object, "dataActions", &r.data_actions);
+            let not_data_actions = parse_patterns(
+                &mut problems,
+                doc,
+                &object,
+                "notDataActions",
+                &r.not_data_actions,
+            );
+            let assignable_texts = r
+                .assignable_scopes
+                .clone()
+                .unwrap_or_else(|| vec!["/".to_owned()]);
             if assignable_texts.is_empty() {
-                problems.push(doc, &object, "assignableScopes must list at least one scope (omit it for `/`)".into());
+                problems.push(
+                    doc,
+                    &object,
+                    "assignableScopes must list at least one scope (omit it for `/`)".into(),
+                );
             }
             let assignable_scopes = assignable_texts
                 .iter()
@@ -254,20 +288,38 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             while let Some((action, inherited)) = queue.pop_front() {
                 let next = catalog_by_key.get(&*action).map(|&c| &catalog[c]);
                 let data = next.map_or(inherited, |c| c.data_action);
-                let set = if data { &mut implied_data } else { &mut implied };
+                let set = if data {
+                    &mut implied_data
+                } else {
+                    &mut implied
+                };
                 if !set.insert(action.clone()) {
                     continue;
                 }
-                let remove = if data { &role.not_data_actions } else { &role.not_actions };
+                let remove = if data {
+                    &role.not_data_actions
+                } else {
+                    &role.not_actions
+                };
                 if let Some(p) = remove.iter().find(|p| p.matches_lower(&action)) {
-                    problems.push(doc, object, format!(
-                        "action `{}` implied by `{}` is removed by {} `{}`",
-                        escape(&action), escape(&entry.name),
-                        if data { "notDataActions" } else { "notActions" }, escape(p.as_str())
-                    ));
+                    problems.push(
+                        doc,
+                        object,
+                        format!(
+                            "action `{}` implied by `{}` is removed by {} `{}`",
+                            escape(&action),
+                            escape(&entry.name),
+                            if data { "notDataActions" } else { "notActions" },
+                            escape(p.as_str())
+                        ),
+                    );
                 }
                 if let Some(c) = next {
-                    queue.extend(c.implies.iter().map(|i| (i.to_ascii_lowercase().into(), c.data_action)));
+                    queue.extend(
+                        c.implies
+                            .iter()
+                            .map(|i| (i.to_ascii_lowercase().into(), c.data_action)),
+                    );
                 }
             }
         }
@@ -287,7 +339,14 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             }
             let gi = intern_principal(&g.id, &mut principal_names);
             if let Some(first) = group_origin.insert(gi, doc.clone()) {
-                problems.push(doc, &object, format!("group `{}` is defined twice (first in {first})", escape(&g.id)));
+                problems.push(
+                    doc,
+                    &object,
+                    format!(
+                        "group `{}` is defined twice (first in {first})",
+                        escape(&g.id)
+                    ),
+                );
                 continue;
             }
             let mut members = Vec::new();
@@ -311,7 +370,11 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             };
             let child = scopes.intern(&child);
             if links.contains_key(&child) {
-                problems.push(doc, &object, format!("scope `{}` has links defined twice", escape(&l.scope)));
+                problems.push(
+                    doc,
+                    &object,
+                    format!("scope `{}` has links defined twice", escape(&l.scope)),
+                );
                 continue;
             }
             let parents = l
@@ -336,16 +399,26 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         for (i, a) in d.assignments.iter().enumerate() {
             let object = match &a.id {
                 Some(id) => format!("assignments[{i}] (id `{}`)", escape(id)),
-                None => format!("assignments[{i}] (`{}` as `{}`)", escape(&a.principal), escape(&a.role)),
+                None => format!(
+                    "assignments[{i}] (`{}` as `{}`)",
+                    escape(&a.principal),
+                    escape(&a.role)
+                ),
             };
             let mut ok = true;
             if let Err(e) = syntax::principal_type(&a.principal) {
                 problems.push(doc, &object, format!("principal: {e}"));
                 ok = false;
             }
-            let role = role_lookup.get(a.role.to_ascii_lowercase().as_str()).copied();
+            let role = role_lookup
+                .get(a.role.to_ascii_lowercase().as_str())
+                .copied();
             if role.is_none() {
-                problems.push(doc, &object, format!("role `{}` is not defined", escape(&a.role)));
+                problems.push(
+                    doc,
+                    &object,
+                    format!("role `{}` is not defined", escape(&a.role)),
+                );
                 ok = false;
             }
             let scope = parse_scope(&mut problems, doc, &object, "scope", &a.scope);
@@ -370,7 +443,14 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             if let Some(id) = &a.id
                 && let Some(first) = assignment_ids.insert(id.clone(), doc.clone())
             {
-                problems.push(doc, &object, format!("assignment id `{}` is defined twice (first in {first})", escape(id)));
+                problems.push(
+                    doc,
+                    &object,
+                    format!(
+                        "assignment id `{}` is defined twice (first in {first})",
+                        escape(id)
+                    ),
+                );
                 ok = false;
             }
             let (Some(role), Some(scope), Some(not_before), Some(not_after), true) =
@@ -400,35 +480,65 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         for (i, x) in d.deny_assignments.iter().enumerate() {
             let object = named("denyAssignments", i, &x.name);
             if x.name.trim().is_empty() {
-                problems.push(doc, &object, "deny assignment `name` must not be empty".into());
+                problems.push(
+                    doc,
+                    &object,
+                    "deny assignment `name` must not be empty".into(),
+                );
                 continue;
             }
             if let Some(first) = deny_names.insert(x.name.to_ascii_lowercase(), doc.clone()) {
-                problems.push(doc, &object, format!("deny assignment `{}` is defined twice (first in {first})", escape(&x.name)));
+                problems.push(
+                    doc,
+                    &object,
+                    format!(
+                        "deny assignment `{}` is defined twice (first in {first})",
+                        escape(&x.name)
+                    ),
+                );
                 continue;
             }
             if x.principals.is_empty() {
-                problems.push(doc, &object, "principals must name at least one principal, `TYPE:*` or `*`".into());
+                problems.push(
+                    doc,
+                    &object,
+                    "principals must name at least one principal, `TYPE:*` or `*`".into(),
+                );
             }
-            let mut selectors = |field: &str, list: &[String], names: &mut Vec<Box<str>>| -> Box<[Selector]> {
-                list.iter()
-                    .filter_map(|s| match PrincipalSelector::parse(s) {
-                        Ok(PrincipalSelector::Everyone) => Some(Selector::Everyone),
-                        Ok(PrincipalSelector::Type(t)) => Some(Selector::Type(t.into())),
-                        Ok(PrincipalSelector::Id(id)) => Some(Selector::Id(intern_principal(&id, names))),
-                        Err(e) => {
-                            problems.push(doc, &object, format!("{field}: {e}"));
-                            None
-                        }
-                    })
-                    .collect()
-            };
+            let mut selectors =
+                |field: &str, list: &[String], names: &mut Vec<Box<str>>| -> Box<[Selector]> {
+                    list.iter()
+                        .filter_map(|s| match PrincipalSelector::parse(s) {
+                            Ok(PrincipalSelector::Everyone) => Some(Selector::Everyone),
+                            Ok(PrincipalSelector::Type(t)) => Some(Selector::Type(t.into())),
+                            Ok(PrincipalSelector::Id(id)) => {
+                                Some(Selector::Id(intern_principal(&id, names)))
+                            }
+                            Err(e) => {
+                                problems.push(doc, &object, format!("{field}: {e}"));
+                                None
+                            }
+                        })
+                        .collect()
+                };
             let principals_sel = selectors("principals", &x.principals, &mut principal_names);
-            let exclude = selectors("excludePrincipals", &x.exclude_principals, &mut principal_names);
+            let exclude = selectors(
+                "excludePrincipals",
+                &x.exclude_principals,
+                &mut principal_names,
+            );
             let actions = parse_patterns(&mut problems, doc, &object, "actions", &x.actions);
-            let not_actions = parse_patterns(&mut problems, doc, &object, "notActions", &x.not_actions);
-            let data_actions = parse_patterns(&mut problems, doc, &object, "dataActions", &x.data_actions);
-            let not_data_actions = parse_patterns(&mut problems, doc, &object, "notDataActions", &x.not_data_actions);
+            let not_actions =
+                parse_patterns(&mut problems, doc, &object, "notActions", &x.not_actions);
+            let data_actions =
+                parse_patterns(&mut problems, doc, &object, "dataActions", &x.data_actions);
+            let not_data_actions = parse_patterns(
+                &mut problems,
+                doc,
+                &object,
+                "notDataActions",
+                &x.not_data_actions,
+            );
             let Some(scope) = parse_scope(&mut problems, doc, &object, "scope", &x.scope) else {
                 continue;
             };
@@ -450,12 +560,23 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     for (doc, d) in docs {
         for (i, c) in d.constraints.iter().enumerate() {
             let m = &c.min_assignments;
-            let object = format!("constraints[{i}] (minAssignments `{}` at `{}`)", escape(&m.role), escape(&m.scope));
-            let role = role_lookup.get(m.role.to_ascii_lowercase().as_str()).copied();
+            let object = format!(
+                "constraints[{i}] (minAssignments `{}` at `{}`)",
+                escape(&m.role),
+                escape(&m.scope)
+            );
+            let role = role_lookup
+                .get(m.role.to_ascii_lowercase().as_str())
+                .copied();
             if role.is_none() {
-                problems.push(doc, &object, format!("role `{}` is not defined", escape(&m.role)));
+                problems.push(
+                    doc,
+                    &object,
+                    format!("role `{}` is not defined", escape(&m.role)),
+                );
             }
-            let scope = parse_scope(&mut problems, doc, &object, "scope", &m.scope).map(|s| scopes.intern(&s));
+            let scope = parse_scope(&mut problems, doc, &object, "scope", &m.scope)
+                .map(|s| scopes.intern(&s));
             if let (Some(role), Some(scope)) = (role, scope) {
                 constraints.push((doc.clone(), object, role, scope, m.count));
             }
@@ -465,13 +586,20 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     // Routes and identity.
     let route_docs: Vec<(String, &RouteDoc)> = docs
         .iter()
-        .flat_map(|(doc, d)| d.routes.iter().enumerate().map(move |(i, r)| (format!("{doc}: routes[{i}] `{}`", escape(&r.path)), r)))
+        .flat_map(|(doc, d)| {
+            d.routes
+                .iter()
+                .enumerate()
+                .map(move |(i, r)| (format!("{doc}: routes[{i}] `{}`", escape(&r.path)), r))
+        })
         .collect();
     let routes = match RouteTable::compile(&route_docs) {
         Ok(t) => t,
         Err(list) => {
             for (origin, message) in list {
-                let (doc, object) = origin.split_once(": ").unwrap_or((origin.as_str(), "routes"));
+                let (doc, object) = origin
+                    .split_once(": ")
+                    .unwrap_or((origin.as_str(), "routes"));
                 problems.push(doc, object, message);
             }
             RouteTable::default()
@@ -482,7 +610,11 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     for (doc, d) in docs {
         let Some(id) = &d.identity else { continue };
         if let Some(first) = identity_doc {
-            problems.push(doc, "identity", format!("identity is defined twice (first in {first})"));
+            problems.push(
+                doc,
+                "identity",
+                format!("identity is defined twice (first in {first})"),
+            );
             continue;
         }
         identity_doc = Some(doc);
@@ -511,7 +643,9 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             let doc = group_origin.get(&node).cloned().unwrap_or_default();
             let message = match kind {
                 Closure::Cycle => format!("group membership cycle through `{name}`"),
-                Closure::TooDeep => format!("groups nest deeper than {MAX_GROUP_DEPTH} levels at `{name}`"),
+                Closure::TooDeep => {
+                    format!("groups nest deeper than {MAX_GROUP_DEPTH} levels at `{name}`")
+                }
             };
             problems.push(&doc, format!("groups `{name}`"), message);
             Rows::build(principal_count, Vec::new())
@@ -537,8 +671,16 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         Ok(rows) => add_self(rows, scope_count),
         Err((node, _)) => {
             let name = escape(scopes.scopes[node as usize].as_str());
-            let doc = docs.iter().find(|(_, d)| !d.scope_links.is_empty()).map(|(n, _)| n.clone()).unwrap_or_default();
-            problems.push(&doc, "scopeLinks", format!("scope graph has a cycle through `{name}`"));
+            let doc = docs
+                .iter()
+                .find(|(_, d)| !d.scope_links.is_empty())
+                .map(|(n, _)| n.clone())
+                .unwrap_or_default();
+            problems.push(
+                &doc,
+                "scopeLinks",
+                format!("scope graph has a cycle through `{name}`"),
+            );
             Rows::build(scope_count, Vec::new())
         }
     };
@@ -548,13 +690,25 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     for p in pending {
         let role = &roles[p.assignment.role as usize];
         let anc = ancestors.row(p.assignment.scope);
-        if !role.assignable_scopes.iter().any(|s| anc.binary_search(s).is_ok()) {
-            problems.push(&p.doc, &p.object, format!(
-                "scope `{}` is outside the assignable scopes of role `{}` ({})",
-                escape(scopes.scopes[p.assignment.scope as usize].as_str()),
-                escape(&role.name),
-                role.assignable_scopes.iter().map(|&s| format!("`{}`", escape(scopes.scopes[s as usize].as_str()))).collect::<Vec<_>>().join(", ")
-            ));
+        if !role
+            .assignable_scopes
+            .iter()
+            .any(|s| anc.binary_search(s).is_ok())
+        {
+            problems.push(
+                &p.doc,
+                &p.object,
+                format!(
+                    "scope `{}` is outside the assignable scopes of role `{}` ({})",
+                    escape(scopes.scopes[p.assignment.scope as usize].as_str()),
+                    escape(&role.name),
+                    role.assignable_scopes
+                        .iter()
+                        .map(|&s| format!("`{}`", escape(scopes.scopes[s as usize].as_str())))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
             continue;
         }
         assignments.push(p.assignment);
@@ -577,7 +731,9 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     }
 
     if !problems.0.is_empty() {
-        return Err(PolicyError { problems: problems.0 });
+        return Err(PolicyError {
+            problems: problems.0,
+        });
     }
 
     let assignments_by_principal = Rows::build(
@@ -743,20 +899,41 @@ fn build_universe(
     for c in catalog {
         add(&c.name, c.data_action);
     }
-    let catalog_flag: HashMap<String, bool> = catalog.iter().map(|c| (c.name.to_ascii_lowercase(), c.data_action)).collect();
+    let catalog_flag: HashMap<String, bool> = catalog
+        .iter()
+        .map(|c| (c.name.to_ascii_lowercase(), c.data_action))
+        .collect();
     for c in catalog {
         for i in c.implies.iter() {
-            add(i, catalog_flag.get(&i.to_ascii_lowercase()).copied().unwrap_or(c.data_action));
+            add(
+                i,
+                catalog_flag
+                    .get(&i.to_ascii_lowercase())
+                    .copied()
+                    .unwrap_or(c.data_action),
+            );
         }
     }
     for (_, d) in docs {
         for r in &d.roles {
-            r.actions.iter().chain(&r.not_actions).for_each(|a| add(a, false));
-            r.data_actions.iter().chain(&r.not_data_actions).for_each(|a| add(a, true));
+            r.actions
+                .iter()
+                .chain(&r.not_actions)
+                .for_each(|a| add(a, false));
+            r.data_actions
+                .iter()
+                .chain(&r.not_data_actions)
+                .for_each(|a| add(a, true));
         }
         for x in &d.deny_assignments {
-            x.actions.iter().chain(&x.not_actions).for_each(|a| add(a, false));
-            x.data_actions.iter().chain(&x.not_data_actions).for_each(|a| add(a, true));
+            x.actions
+                .iter()
+                .chain(&x.not_actions)
+                .for_each(|a| add(a, false));
+            x.data_actions
+                .iter()
+                .chain(&x.not_data_actions)
+                .for_each(|a| add(a, true));
         }
     }
     add(assign_action, false);

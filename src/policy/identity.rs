@@ -20,7 +20,9 @@ pub enum IdentitySource {
     Header(String),
     Jwt(JwtSource),
     /// The peer certificate's principal as Envoy reports it, given this principal type.
-    PeerCertificate { principal_type: String },
+    PeerCertificate {
+        principal_type: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,8 +91,15 @@ impl IdentityConfig {
                     .map_err(|_| format!("`principalType: {}` is not a principal type", escape(t)))
             };
             if let Some(header) = &source.header {
-                if header.is_empty() || !header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                    problems.push((object, format!("`header: {}` is not a header name", escape(header))));
+                if header.is_empty()
+                    || !header
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    problems.push((
+                        object,
+                        format!("`header: {}` is not a header name", escape(header)),
+                    ));
                 } else {
                     sources.push(IdentitySource::Header(header.to_ascii_lowercase()));
                 }

@@ -6,7 +6,9 @@ use serde_json::Value;
 
 use super::identity::IdentityInput;
 use super::route::{HeaderLookup, Route, RouteOutcome};
-use super::snapshot::{CheckRequest, Decision, LowerBuf, Reason, RequestError, Snapshot, lower_into};
+use super::snapshot::{
+    CheckRequest, Decision, LowerBuf, Reason, RequestError, Snapshot, lower_into,
+};
 use super::syntax::{self, Instant};
 
 /// An HTTP request to authorize (ext_authz, CheckHttp, `check --method --path`).
@@ -86,7 +88,11 @@ impl Snapshot {
                 return Ok(out);
             }
             RouteOutcome::NoRoute => return Ok(out),
-            RouteOutcome::Matched { route, action, scope } => (route, action, scope),
+            RouteOutcome::Matched {
+                route,
+                action,
+                scope,
+            } => (route, action, scope),
         };
         out.route = Some(route);
         out.data_action = route.data_action;
@@ -154,7 +160,10 @@ impl Snapshot {
         let mut out = Vec::new();
         for (name, data) in &self.universe {
             let lower = lower_into(name, &mut buf);
-            if !self.evaluate(&subjects, principal_type, lower, *data, ancestors, at).allowed {
+            if !self
+                .evaluate(&subjects, principal_type, lower, *data, ancestors, at)
+                .allowed
+            {
                 continue;
             }
             let assignments = subjects
@@ -179,7 +188,13 @@ impl Snapshot {
 
     /// WhoCan: every principal and group the policy knows that is allowed the action at the
     /// scope, denies applied. Principals are judged with their policy groups only.
-    pub fn who_can(&self, action: &str, data: bool, scope: &str, at: Instant) -> Result<WhoCan<'_>, RequestError> {
+    pub fn who_can(
+        &self,
+        action: &str,
+        data: bool,
+        scope: &str,
+        at: Instant,
+    ) -> Result<WhoCan<'_>, RequestError> {
         syntax::check_action(action).map_err(RequestError::Action)?;
         syntax::normalize_scope(scope).map_err(RequestError::Scope)?;
         let mut out = WhoCan::default();
@@ -207,11 +222,20 @@ impl Snapshot {
     }
 
     /// CheckAssign: may `actor` assign `role` at `scope`? (SPEC §3 Delegation.)
-    pub fn check_assign(&self, actor: &str, role: &str, scope: &str, at: Instant) -> Result<AssignCheck, RequestError> {
+    pub fn check_assign(
+        &self,
+        actor: &str,
+        role: &str,
+        scope: &str,
+        at: Instant,
+    ) -> Result<AssignCheck, RequestError> {
         let actor_type = syntax::principal_type(actor).map_err(RequestError::Principal)?;
         let scope = syntax::normalize_scope(scope).map_err(RequestError::Scope)?;
         let Some(target) = self.role(role) else {
-            return Err(RequestError::Role(format!("role `{}` is not defined", syntax::escape(role))));
+            return Err(RequestError::Role(format!(
+                "role `{}` is not defined",
+                syntax::escape(role)
+            )));
         };
         let subjects = self.subjects(actor, &[]);
         let ancestors = self.ancestors_of(scope);
@@ -219,7 +243,10 @@ impl Snapshot {
         let mut missing = Vec::new();
         let assign = self.identity.assign_action.as_str();
         let assign_lower = lower_into(assign, &mut buf).to_owned();
-        if !self.evaluate(&subjects, actor_type, &assign_lower, false, ancestors, at).allowed {
+        if !self
+            .evaluate(&subjects, actor_type, &assign_lower, false, ancestors, at)
+            .allowed
+        {
             missing.push(assign.to_owned());
         }
         let assignable = target
@@ -232,13 +259,19 @@ impl Snapshot {
                 continue;
             }
             if target.grants(lower, *data)
-                && !self.evaluate(&subjects, actor_type, lower, *data, ancestors, at).allowed
+                && !self
+                    .evaluate(&subjects, actor_type, lower, *data, ancestors, at)
+                    .allowed
             {
                 missing.push(name.to_string());
             }
         }
         let message = (!assignable).then(|| {
-            format!("role `{}` is not assignable at `{}`", target.name, syntax::escape(scope))
+            format!(
+                "role `{}` is not assignable at `{}`",
+                target.name,
+                syntax::escape(scope)
+            )
         });
         Ok(AssignCheck {
             allowed: missing.is_empty() && assignable,

@@ -245,10 +245,12 @@ impl RouteTable {
 
     /// Every literal action the routes can produce (templates without placeholders).
     pub fn literal_actions(&self) -> impl Iterator<Item = (&str, bool)> {
-        self.routes.iter().filter_map(|r| match r.action.as_ref()?.parts.as_ref() {
-            [TemplatePart::Literal(text)] => Some((&**text, r.data_action)),
-            _ => None,
-        })
+        self.routes
+            .iter()
+            .filter_map(|r| match r.action.as_ref()?.parts.as_ref() {
+                [TemplatePart::Literal(text)] => Some((&**text, r.data_action)),
+                _ => None,
+            })
     }
 
     /// Compiles routes, checking each and the table for conflicts. Problems are returned as
@@ -308,12 +310,13 @@ impl RouteTable {
             let Some(captures) = match_segments(&route.segments, &segments) else {
                 continue;
             };
-            let render = |template: &Option<Template>, what: &str| -> Result<Option<String>, String> {
-                template
-                    .as_ref()
-                    .map(|t| render(t, &captures, &segments, headers, what))
-                    .transpose()
-            };
+            let render =
+                |template: &Option<Template>, what: &str| -> Result<Option<String>, String> {
+                    template
+                        .as_ref()
+                        .map(|t| render(t, &captures, &segments, headers, what))
+                        .transpose()
+                };
             let action = match render(&route.action, "action") {
                 Ok(a) => a,
                 Err(e) => return RouteOutcome::Malformed(e),
@@ -404,10 +407,13 @@ fn render<H: HeaderLookup + ?Sized>(
 
 fn same_shape(a: &Route, b: &Route) -> bool {
     a.segments.len() == b.segments.len()
-        && a.segments.iter().zip(b.segments.iter()).all(|(x, y)| match (x, y) {
-            (PathSegment::Static(p), PathSegment::Static(q)) => p.eq_ignore_ascii_case(q),
-            (x, y) => x.rank() == y.rank(),
-        })
+        && a.segments
+            .iter()
+            .zip(b.segments.iter())
+            .all(|(x, y)| match (x, y) {
+                (PathSegment::Static(p), PathSegment::Static(q)) => p.eq_ignore_ascii_case(q),
+                (x, y) => x.rank() == y.rank(),
+            })
 }
 
 fn precedence(a: &Route, b: &Route) -> Ordering {
@@ -416,7 +422,10 @@ fn precedence(a: &Route, b: &Route) -> Ordering {
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn compile_route(origin: &str, doc: &RouteDoc) -> Result<Route, String> {
@@ -437,8 +446,8 @@ fn compile_route(origin: &str, doc: &RouteDoc) -> Result<Route, String> {
         }
         Methods::List(list.into())
     };
-    let canonical = canonicalize(&doc.path)
-        .map_err(|e| format!("path `{}`: {e}", escape(&doc.path)))?;
+    let canonical =
+        canonicalize(&doc.path).map_err(|e| format!("path `{}`: {e}", escape(&doc.path)))?;
     if canonical.as_str() != doc.path.strip_suffix('/').unwrap_or(&doc.path) && doc.path != "/" {
         return Err(format!(
             "path `{}` is not canonical (write it decoded, without query or fragment)",
@@ -483,9 +492,9 @@ fn compile_route(origin: &str, doc: &RouteDoc) -> Result<Route, String> {
                     escape(name)
                 ));
             }
-            let duplicate = segments.iter().any(|s| {
-                matches!(s, PathSegment::Capture(n) | PathSegment::Rest(n) if n == name)
-            });
+            let duplicate = segments
+                .iter()
+                .any(|s| matches!(s, PathSegment::Capture(n) | PathSegment::Rest(n) if n == name));
             if duplicate {
                 return Err(format!(
                     "path `{}`: capture `{}` is used twice",
@@ -596,7 +605,10 @@ fn compile_template(text: &str, segments: &[PathSegment], what: &str) -> Result<
             }
         }
     }
-    if parts.iter().any(|p| matches!(p, TemplatePart::Literal(t) if t.contains('}'))) {
+    if parts
+        .iter()
+        .any(|p| matches!(p, TemplatePart::Literal(t) if t.contains('}')))
+    {
         return Err(format!("{what} `{}` has a stray `}}`", escape(text)));
     }
     Ok(Template {
@@ -614,9 +626,24 @@ mod tests {
         assert_eq!(canonicalize("/%79es").unwrap().as_str(), "/yes");
         assert_eq!(canonicalize("/").unwrap().as_str(), "/");
         for bad in [
-            "/a/%2e%2e/b", "/a/%2E", "/a%2Fb", "/a%5Cb", "/a%25", "/a%00", "/a%zz", "/a%4",
-            "/a//b", "/a/./b", "/a/../b", "/a\\b", "/admin;x/", "/a\u{7f}", "/caf\u{e9}",
-            "a/b", "*", "http://host/a",
+            "/a/%2e%2e/b",
+            "/a/%2E",
+            "/a%2Fb",
+            "/a%5Cb",
+            "/a%25",
+            "/a%00",
+            "/a%zz",
+            "/a%4",
+            "/a//b",
+            "/a/./b",
+            "/a/../b",
+            "/a\\b",
+            "/admin;x/",
+            "/a\u{7f}",
+            "/caf\u{e9}",
+            "a/b",
+            "*",
+            "http://host/a",
         ] {
             assert!(canonicalize(bad).is_err(), "{bad} should be malformed");
         }

@@ -43,7 +43,8 @@ impl Role {
         } else {
             (&self.actions, &self.not_actions)
         };
-        allow.iter().any(|p| p.matches_lower(lower)) && !remove.iter().any(|p| p.matches_lower(lower))
+        allow.iter().any(|p| p.matches_lower(lower))
+            && !remove.iter().any(|p| p.matches_lower(lower))
     }
 
     /// Whether the role grants a (lowercase) action: by its patterns or through `implies`.
@@ -105,8 +106,13 @@ pub(crate) struct DenyAssignment {
 
 impl DenyAssignment {
     fn applies(&self, subjects: &[PrincipalIdx], principal_type: &str) -> bool {
-        self.principals.iter().any(|s| s.matches(subjects, principal_type))
-            && !self.exclude.iter().any(|s| s.matches(subjects, principal_type))
+        self.principals
+            .iter()
+            .any(|s| s.matches(subjects, principal_type))
+            && !self
+                .exclude
+                .iter()
+                .any(|s| s.matches(subjects, principal_type))
     }
 
     fn covers(&self, lower: &str, data: bool) -> bool {
@@ -251,10 +257,14 @@ pub enum Reason<'s> {
     },
     Public,
     #[serde(rename_all = "camelCase")]
-    DenyAssignment { deny_assignment: &'s str },
+    DenyAssignment {
+        deny_assignment: &'s str,
+    },
     NoGrant,
     NoRoute,
-    Malformed { message: String },
+    Malformed {
+        message: String,
+    },
     NoIdentity,
 }
 
@@ -305,7 +315,8 @@ pub(crate) type Subjects = SmallVec<[PrincipalIdx; 16]>;
 impl Snapshot {
     /// Evaluates one request (SPEC §3).
     pub fn check(&self, req: &CheckRequest<'_>) -> Result<Decision<'_>, RequestError> {
-        let principal_type = syntax::principal_type(req.principal).map_err(RequestError::Principal)?;
+        let principal_type =
+            syntax::principal_type(req.principal).map_err(RequestError::Principal)?;
         for group in req.groups {
             syntax::group_id(group).map_err(RequestError::Group)?;
         }
@@ -315,7 +326,14 @@ impl Snapshot {
         let mut action_buf = LowerBuf::new();
         let action = lower_into(req.action, &mut action_buf);
         let ancestors = self.ancestors_of(scope);
-        Ok(self.evaluate(&subjects, principal_type, action, req.data_action, ancestors, req.at))
+        Ok(self.evaluate(
+            &subjects,
+            principal_type,
+            action,
+            req.data_action,
+            ancestors,
+            req.at,
+        ))
     }
 
     /// Subjects(P) ∪ G, closed under group membership, sorted and deduplicated.

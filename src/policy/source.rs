@@ -46,7 +46,9 @@ impl SourceDocument {
             Some(other) => Err(problem(format!(
                 "unsupported `version: {other}` (this build reads version 1)"
             ))),
-            None => Err(problem("missing required key `version` (use `version: 1`)".into())),
+            None => Err(problem(
+                "missing required key `version` (use `version: 1`)".into(),
+            )),
         }
     }
 }
@@ -128,7 +130,11 @@ pub fn read_paths(paths: &[PathBuf], max_bytes: u64) -> Result<Vec<SourceDocumen
         for file in files {
             let shown = file.display().to_string();
             let bytes = fs::read(&file).map_err(|e| {
-                PolicyError::one(Problem::new(&shown, "source", format!("cannot be read: {e}")))
+                PolicyError::one(Problem::new(
+                    &shown,
+                    "source",
+                    format!("cannot be read: {e}"),
+                ))
             })?;
             total = total.saturating_add(bytes.len() as u64);
             if total > max_bytes {

@@ -1,0 +1,26 @@
+//! Compiles the native API proto (no system `protoc`: `protox` parses it) and writes the
+//! descriptor sets that server reflection serves, for the native API and for Envoy's
+//! `envoy.service.auth.v3.Authorization` (whose Rust types come from `envoy-types`).
+
+use std::path::PathBuf;
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+
+    let native = protox::compile(["iotauthz/v1/authz.proto"], ["proto"])?;
+    std::fs::write(out.join("iotauthz_descriptor.bin"), native.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(native)?;
+
+    let envoy = protox::compile(
+        ["envoy/service/auth/v3/external_auth.proto"],
+        ["proto/vendor"],
+    )?;
+    std::fs::write(out.join("envoy_auth_descriptor.bin"), envoy.encode_to_vec())?;
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! Envoy's external authorization API (`envoy.service.auth.v3.Authorization/Check`),
+//! SPEC §6: canonicalise and map the request, identify the caller, evaluate.
+
+use std::sync::Arc;
+use std::time::Instant as Clock;
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
+    HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+};
+use envoy_types::pb::google::protobuf::{ListValue, Struct, Value as PbValue, value::Kind};
+use envoy_types::pb::google::rpc;
+use serde_json::Value;
+use tonic::{Request, Response, Status};
+
+use super::App;
+use super::response::{self, HEADER_PREFIX};
+use crate::policy::queries::{HttpDecision, HttpRequest};
+use crate::policy::syntax;
+
+/// The ext_authz gRPC service.
+#[derive(Debug, Clone)]
+pub struct ExtAuthz {
+    app: Arc<App>,
+}
+
+impl ExtAuthz {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+}
+
+/// gRPC codes in `CheckResponse.status`.
+const OK: i32 = 0;
+const PERMISSION_DENIED: i32 = 7;
+const UNAUTHENTICATED: i32 = 16;
+
+#[tonic::async_trait]
+impl Authorization for ExtAuthz {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let started = Clock::now();
+        let Some(policy) = self.app.policy.current() else {
+            return Err(Status::unavailable("no policy loaded"));
+        };
+        let snapshot = &policy.snapshot;
+        let check = request.into_inner();
+        let attributes = check.attributes.unwrap_or_default();
+        let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
+        let metadata = attributes.metadata_context.map(|m| {
+            Value::Object(
+                m.filter_metadata
+                    .into_iter()
+                    .map(|(namespace, s)| (namespace, struct_to_json(&s)))
+                    .collect(),
+            )
+        });
+        let peer = attributes.source.map(|s| s.principal).unwrap_or_default();
+        let headers: Vec<(&str, &str)> = http
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let decision_id = self.app.ids.next();
+        let outcome = snapshot.check_http(&HttpRequest {
+            method: &http.method,
+            path: &http.path,
+            headers: &headers,
+            principal: None,
+            groups: &[],
+            metadata: metadata.as_ref(),
+            peer_principal: (!peer.is_empty()).then_some(peer.as_str()),
+            at: syntax::now(),
+        });
+        // Only an explicit principal can make check_http fail; ext_authz never passes one.
+        let outcome = outcome.map_err(|e| Status::internal(e.to_string()))?;
+        let reason = outcome.decision.reason.kind();
+        let response = if outcome.decision.allowed {
+            allow_response(&outcome, &http.headers, &decision_id, &snapshot.revision)
+        } else {
+            deny_response(&outcome, &decision_id, &snapshot.revision)
+        };
+        self.app.metrics.observe(
+            "ext_authz",
+            outcome.decision.allowed,
+            reason,
+            started.elapsed(),
+        );
+        Ok(Response::new(response))
+    }
+}
+
+fn header(key: &str, value: &str, action: HeaderAppendAction) -> HeaderValueOption {
+    #[allow(deprecated)]
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            raw_value: Vec::new(),
+        }),
+        append: None,
+        append_action: action.into(),
+        keep_empty_value: false,
+    }
+}
+
+fn allow_response(
+    outcome: &HttpDecision<'_>,
+    client_headers: &std::collections::HashMap<String, String>,
+    decision_id: &str,
+    revision: &str,
+) -> CheckResponse {
+    let set = response::allow_headers(outcome);
+    let headers = set
+        .iter()
+        .map(|(k, v)| header(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
+        .collect();
+    // Remove every client-sent x-iotauthz-* header we do not overwrite.
+    let headers_to_remove = client_headers
+        .keys()
+        .filter(|k| k.to_ascii_lowercase().starts_with(HEADER_PREFIX))
+        .filter(|k| !set.iter().any(|(s, _)| s.eq_ignore_ascii_case(k)))
+        .cloned()
+        .collect();
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: OK,
+            message: String::new(),
+            details: Vec::new(),
+        }),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            headers,
+            headers_to_remove,
+            ..Default::default()
+        })),
+        dynamic_metadata: Some(decision_metadata(outcome, decision_id, revision)),
+    }
+}
+
+fn deny_response(outcome: &HttpDecision<'_>, decision_id: &str, revision: &str) -> CheckResponse {
+    let code = if outcome.status == 401 {
+        UNAUTHENTICATED
+    } else {
+        PERMISSION_DENIED
+    };
+    CheckResponse {
+        status: Some(rpc::Status {
+            code,
+            message: outcome.decision.reason.kind().to_owned(),
+            details: Vec::new(),
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: i32::from(outcome.status),
+            }),
+            headers: vec![
+                header(
+                    "content-type",
+                    "application/json",
+                    HeaderAppendAction::OverwriteIfExistsOrAdd,
+                ),
+                header(
+                    "x-iotauthz-decision-id",
+                    decision_id,
+                    HeaderAppendAction::OverwriteIfExistsOrAdd,
+                ),
+            ],
+            body: response::deny_body(outcome, decision_id),
+        })),
+        dynamic_metadata: Some(decision_metadata(outcome, decision_id, revision)),
+    }
+}
+
+/// The decision as Envoy dynamic metadata (for access logs and later filters).
+fn decision_metadata(outcome: &HttpDecision<'_>, decision_id: &str, revision: &str) -> Struct {
+    let string = |s: &str| PbValue {
+        kind: Some(Kind::StringValue(s.to_owned())),
+    };
+    let mut fields = std::collections::HashMap::new();
+    fields.insert(
+        "allowed".to_owned(),
+        PbValue {
+            kind: Some(Kind::BoolValue(outcome.decision.allowed)),
+        },
+    );
+    fields.insert("reason".to_owned(), string(outcome.decision.reason.kind()));
+    fields.insert("decisionId".to_owned(), string(decision_id));
+    fields.insert("revision".to_owned(), string(revision));
+    for (key, value) in [
+        ("principal", &outcome.principal),
+        ("action", &outcome.action),
+        ("scope", &outcome.scope),
+    ] {
+        if let Some(v) = value {
+            fields.insert(key.to_owned(), string(v));
+        }
+    }
+    Struct { fields }
+}
+
+/// Converts Envoy metadata (a protobuf `Struct`) to JSON for the identity sources.
+fn struct_to_json(s: &Struct) -> Value {
+    Value::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), value_to_json(v)))
+            .collect(),
+    )
+}
+
+fn value_to_json(v: &PbValue) -> Value {
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::NumberValue(n)) => {
+            serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number)
+        }
+        Some(Kind::StringValue(s)) => Value::String(s.clone()),
+        Some(Kind::BoolValue(b)) => Value::Bool(*b),
+        Some(Kind::StructValue(s)) => struct_to_json(s),
+        Some(Kind::ListValue(ListValue { values })) => {
+            Value::Array(values.iter().map(value_to_json).collect())
+        }
+    }
+}

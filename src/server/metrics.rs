@@ -1,0 +1,147 @@
+//! Prometheus metrics (`iot_authz_*`, base units, `_total` counters).
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    pub api: &'static str,
+    pub decision: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    pub api: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevisionLabels {
+    pub revision: String,
+}
+
+/// Every metric the server exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub checks: Family<CheckLabels, Counter>,
+    pub check_duration: Family<ApiLabels, Histogram>,
+    pub rpc_errors: Family<ApiLabels, Counter>,
+    pub reloads: Family<ResultLabels, Counter>,
+    pub policy_loaded: Gauge<f64, AtomicU64>,
+    pub policy_info: Family<RevisionLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("iot_authz");
+        let checks = Family::<CheckLabels, Counter>::default();
+        registry.register(
+            "checks",
+            "Authorization decisions by API, decision and reason",
+            checks.clone(),
+        );
+        let check_duration = Family::<ApiLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_005, 2.0, 20))
+        });
+        registry.register(
+            "check_duration_seconds",
+            "Time to answer one authorization request, by API",
+            check_duration.clone(),
+        );
+        let rpc_errors = Family::<ApiLabels, Counter>::default();
+        registry.register(
+            "request_errors",
+            "Requests rejected as invalid, by API",
+            rpc_errors.clone(),
+        );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "policy_reloads",
+            "Policy loads by result (success, failure)",
+            reloads.clone(),
+        );
+        let policy_loaded = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "policy_loaded_timestamp_seconds",
+            "Unix time the current policy was loaded",
+            policy_loaded.clone(),
+        );
+        let policy_info = Family::<RevisionLabels, Gauge>::default();
+        registry.register(
+            "policy_info",
+            "The current policy revision (value 1)",
+            policy_info.clone(),
+        );
+        Self {
+            registry,
+            checks,
+            check_duration,
+            rpc_errors,
+            reloads,
+            policy_loaded,
+            policy_info,
+        }
+    }
+
+    /// Counts one decision and its latency.
+    pub fn observe(
+        &self,
+        api: &'static str,
+        allowed: bool,
+        reason: &'static str,
+        elapsed: Duration,
+    ) {
+        self.checks
+            .get_or_create(&CheckLabels {
+                api,
+                decision: if allowed { "allow" } else { "deny" },
+                reason,
+            })
+            .inc();
+        self.check_duration
+            .get_or_create(&ApiLabels { api })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records a newly installed policy.
+    pub fn policy_installed(&self, revision: &str, loaded_unix_seconds: f64) {
+        self.reloads
+            .get_or_create(&ResultLabels { result: "success" })
+            .inc();
+        self.policy_loaded.set(loaded_unix_seconds);
+        self.policy_info.clear();
+        self.policy_info
+            .get_or_create(&RevisionLabels {
+                revision: revision.to_owned(),
+            })
+            .set(1);
+    }
+
+    /// Renders the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

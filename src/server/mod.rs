@@ -1,0 +1,234 @@
+//! The service: the native gRPC API, Envoy ext_authz, gRPC health and reflection on one
+//! listener, and health, readiness and metrics on an HTTP listener.
+//!
+//! [`run`] takes bound listeners, a policy state and a shutdown future, so tests start
+//! the real server in-process on port 0.
+
+pub mod cli;
+pub mod ext_authz;
+pub mod http;
+pub mod metrics;
+pub mod native;
+pub mod response;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::proto::iotauthz::v1::authorizer_server::AuthorizerServer;
+use crate::proto::{ENVOY_AUTH_DESCRIPTOR, IOTAUTHZ_DESCRIPTOR};
+use metrics::Metrics;
+use state::PolicyState;
+
+/// Limits and TLS settings of the gRPC listener.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Largest gRPC message accepted or sent.
+    pub max_message_bytes: usize,
+    /// A request still running after this is cancelled with `DEADLINE_EXCEEDED`
+    /// (a shorter `grpc-timeout` from the client wins).
+    pub request_timeout: Duration,
+    /// Concurrent requests per connection.
+    pub concurrency_per_connection: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    pub tls: Option<TlsFiles>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(5),
+            concurrency_per_connection: 1024,
+            max_concurrent_streams: 1024,
+            tls: None,
+        }
+    }
+}
+
+/// PEM files for TLS; with `client_ca`, clients must present a certificate it signed.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Unique ids for decisions: a per-process prefix and a counter.
+#[derive(Debug)]
+pub struct DecisionIds {
+    prefix: u64,
+    counter: AtomicU64,
+}
+
+impl Default for DecisionIds {
+    fn default() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        Self {
+            prefix: nanos ^ (u64::from(std::process::id()) << 40),
+            counter: AtomicU64::new(0),
+        }
+    }
+}
+
+impl DecisionIds {
+    pub fn next(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}-{n:x}", self.prefix)
+    }
+}
+
+/// What every service shares.
+#[derive(Debug, Default)]
+pub struct App {
+    pub policy: Arc<PolicyState>,
+    pub metrics: Metrics,
+    pub ids: DecisionIds,
+    /// Set when shutdown starts: readiness turns false.
+    pub draining: AtomicBool,
+}
+
+impl App {
+    pub fn new(policy: Arc<PolicyState>) -> Self {
+        let app = Self {
+            policy,
+            ..Self::default()
+        };
+        if let Some(p) = app.policy.current() {
+            let loaded = p
+                .loaded_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            app.metrics.policy_installed(&p.snapshot.revision, loaded);
+        }
+        app
+    }
+}
+
+/// Addresses the server is listening on.
+#[derive(Debug, Clone, Copy)]
+pub struct BoundAddrs {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+}
+
+/// Runs the gRPC and HTTP listeners until `shutdown` completes, then drains: health turns
+/// NOT_SERVING, readiness false, and in-flight requests finish.
+pub async fn run(
+    app: Arc<App>,
+    options: ServerOptions,
+    grpc: TcpListener,
+    http: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let authorizer = AuthorizerServer::new(native::Authorizer::new(app.clone()))
+        .max_decoding_message_size(options.max_message_bytes)
+        .max_encoding_message_size(options.max_message_bytes);
+    let ext_authz = AuthorizationServer::new(ext_authz::ExtAuthz::new(app.clone()))
+        .max_decoding_message_size(options.max_message_bytes)
+        .max_encoding_message_size(options.max_message_bytes);
+    if app.policy.is_ready() {
+        health_reporter
+            .set_serving::<AuthorizerServer<native::Authorizer>>()
+            .await;
+        health_reporter
+            .set_serving::<AuthorizationServer<ext_authz::ExtAuthz>>()
+            .await;
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+    } else {
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    }
+    let reflection = |b: tonic_reflection::server::Builder<'static>| {
+        b.register_encoded_file_descriptor_set(IOTAUTHZ_DESCRIPTOR)
+            .register_encoded_file_descriptor_set(ENVOY_AUTH_DESCRIPTOR)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1()
+        .context("building reflection v1")?;
+    let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1alpha()
+        .context("building reflection v1alpha")?;
+
+    let mut builder = Server::builder()
+        .timeout(options.request_timeout)
+        .concurrency_limit_per_connection(options.concurrency_per_connection)
+        .max_concurrent_streams(options.max_concurrent_streams)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_nodelay(true);
+    if let Some(tls) = &options.tls {
+        builder = builder
+            .tls_config(tls_config(tls)?)
+            .context("configuring TLS")?;
+    }
+
+    // One shutdown signal fans out to both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let drain_app = app.clone();
+    let drain_health = health_reporter.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        drain_app.draining.store(true, Ordering::Relaxed);
+        drain_health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        drain_health
+            .set_not_serving::<AuthorizerServer<native::Authorizer>>()
+            .await;
+        drain_health
+            .set_not_serving::<AuthorizationServer<ext_authz::ExtAuthz>>()
+            .await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let grpc_server = builder
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(authorizer)
+        .add_service(ext_authz)
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(grpc).with_nodelay(Some(true)),
+            stopped(stop_rx.clone()),
+        );
+    let http_server =
+        axum::serve(http, http::router(app.clone())).with_graceful_shutdown(stopped(stop_rx));
+    let (g, h) = tokio::join!(grpc_server, http_server);
+    g.context("gRPC server")?;
+    h.context("HTTP server")?;
+    Ok(())
+}
+
+fn tls_config(tls: &TlsFiles) -> anyhow::Result<ServerTlsConfig> {
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let mut config =
+        ServerTlsConfig::new().identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?));
+    if let Some(ca) = &tls.client_ca {
+        config = config.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(config)
+}

@@ -1,0 +1,305 @@
+//! The native `iotauthz.v1.Authorizer` service (SPEC §6). Requests are converted to engine
+//! calls here; the engine never sees generated types.
+
+use std::sync::Arc;
+use std::time::{Instant as Clock, UNIX_EPOCH};
+
+use tonic::{Request, Response, Status};
+
+use super::App;
+use super::state::LoadedPolicy;
+use crate::policy::queries::HttpRequest;
+use crate::policy::syntax::{self, Instant};
+use crate::policy::{CheckRequest as EngineCheck, Reason as EngineReason, RequestError};
+use crate::proto::iotauthz::v1 as pb;
+use crate::proto::{instant_to_timestamp, timestamp_to_instant};
+
+/// The most checks one BatchCheck may carry.
+pub const MAX_BATCH: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct Authorizer {
+    app: Arc<App>,
+}
+
+impl Authorizer {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+
+    fn policy(&self) -> Result<Arc<LoadedPolicy>, Status> {
+        self.app
+            .policy
+            .current()
+            .ok_or_else(|| Status::unavailable("no policy loaded"))
+    }
+
+    /// Counts an invalid request and turns it into `INVALID_ARGUMENT`.
+    fn invalid(&self, api: &'static str, message: impl std::fmt::Display) -> Status {
+        self.app
+            .metrics
+            .rpc_errors
+            .get_or_create(&super::metrics::ApiLabels { api })
+            .inc();
+        Status::invalid_argument(message.to_string())
+    }
+}
+
+fn at_or_now(at: Option<&prost_types::Timestamp>) -> Instant {
+    at.map_or_else(syntax::now, timestamp_to_instant)
+}
+
+fn reason(r: &EngineReason<'_>) -> pb::Reason {
+    let mut out = pb::Reason {
+        kind: r.kind().to_owned(),
+        ..Default::default()
+    };
+    match r {
+        EngineReason::RoleAssignment {
+            role,
+            assignment_id,
+            scope,
+            via,
+        } => {
+            out.role = (*role).to_owned();
+            out.assignment_id = assignment_id.unwrap_or_default().to_owned();
+            out.assignment_scope = (*scope).to_owned();
+            out.via = (*via).to_owned();
+        }
+        EngineReason::DenyAssignment { deny_assignment } => {
+            out.deny_assignment = (*deny_assignment).to_owned();
+        }
+        EngineReason::Malformed { message } => out.message = message.clone(),
+        _ => {}
+    }
+    out
+}
+
+/// One check and its reason kind (for metrics).
+fn check_one(
+    policy: &LoadedPolicy,
+    req: &pb::CheckRequest,
+) -> Result<(pb::CheckResponse, &'static str), RequestError> {
+    let decision = policy.snapshot.check(&EngineCheck {
+        principal: &req.principal,
+        groups: &req.groups,
+        action: &req.action,
+        data_action: req.data_action,
+        scope: &req.scope,
+        at: at_or_now(req.at.as_ref()),
+    })?;
+    let response = pb::CheckResponse {
+        allowed: decision.allowed,
+        reason: Some(reason(&decision.reason)),
+        revision: policy.snapshot.revision.clone(),
+    };
+    Ok((response, decision.reason.kind()))
+}
+
+#[tonic::async_trait]
+impl pb::authorizer_server::Authorizer for Authorizer {
+    async fn check(
+        &self,
+        request: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
+        let started = Clock::now();
+        let policy = self.policy()?;
+        let (out, kind) =
+            check_one(&policy, request.get_ref()).map_err(|e| self.invalid("check", e))?;
+        self.app
+            .metrics
+            .observe("check", out.allowed, kind, started.elapsed());
+        Ok(Response::new(out))
+    }
+
+    async fn batch_check(
+        &self,
+        request: Request<pb::BatchCheckRequest>,
+    ) -> Result<Response<pb::BatchCheckResponse>, Status> {
+        let started = Clock::now();
+        let checks = &request.get_ref().checks;
+        if checks.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "batch has {} checks; at most {MAX_BATCH} are allowed",
+                checks.len()
+            )));
+        }
+        let policy = self.policy()?;
+        let mut results = Vec::with_capacity(checks.len());
+        for (i, c) in checks.iter().enumerate() {
+            let (out, _) = check_one(&policy, c)
+                .map_err(|e| self.invalid("batch_check", format!("checks[{i}]: {e}")))?;
+            results.push(out);
+        }
+        let allowed = results.iter().filter(|r| r.allowed).count();
+        self.app.metrics.observe(
+            "batch_check",
+            allowed == results.len(),
+            "batch",
+            started.elapsed(),
+        );
+        Ok(Response::new(pb::BatchCheckResponse {
+            results,
+            revision: policy.snapshot.revision.clone(),
+        }))
+    }
+
+    async fn check_http(
+        &self,
+        request: Request<pb::CheckHttpRequest>,
+    ) -> Result<Response<pb::CheckHttpResponse>, Status> {
+        let started = Clock::now();
+        let policy = self.policy()?;
+        let req = request.get_ref();
+        let headers: Vec<(String, &str)> = req
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
+            .collect();
+        let outcome = policy
+            .snapshot
+            .check_http(&HttpRequest {
+                method: &req.method,
+                path: &req.path,
+                headers: &headers,
+                principal: (!req.principal.is_empty()).then_some(req.principal.as_str()),
+                groups: &req.groups,
+                metadata: None,
+                peer_principal: None,
+                at: at_or_now(req.at.as_ref()),
+            })
+            .map_err(|e| self.invalid("check_http", e))?;
+        self.app.metrics.observe(
+            "check_http",
+            outcome.decision.allowed,
+            outcome.decision.reason.kind(),
+            started.elapsed(),
+        );
+        Ok(Response::new(pb::CheckHttpResponse {
+            allowed: outcome.decision.allowed,
+            status: u32::from(outcome.status),
+            action: outcome.action.clone().unwrap_or_default(),
+            scope: outcome.scope.clone().unwrap_or_default(),
+            reason: Some(reason(&outcome.decision.reason)),
+            revision: policy.snapshot.revision.clone(),
+            principal: outcome.principal.clone().unwrap_or_default(),
+        }))
+    }
+
+    async fn list_permissions(
+        &self,
+        request: Request<pb::ListPermissionsRequest>,
+    ) -> Result<Response<pb::ListPermissionsResponse>, Status> {
+        let policy = self.policy()?;
+        let req = request.get_ref();
+        let perms = policy
+            .snapshot
+            .permissions(
+                &req.principal,
+                &req.groups,
+                &req.scope,
+                at_or_now(req.at.as_ref()),
+            )
+            .map_err(|e| self.invalid("list_permissions", e))?;
+        Ok(Response::new(pb::ListPermissionsResponse {
+            permissions: perms
+                .iter()
+                .map(|p| pb::Permission {
+                    action: p.action.to_owned(),
+                    data_action: p.data_action,
+                    grants: p.assignments.iter().map(reason).collect(),
+                })
+                .collect(),
+            revision: policy.snapshot.revision.clone(),
+        }))
+    }
+
+    async fn who_can(
+        &self,
+        request: Request<pb::WhoCanRequest>,
+    ) -> Result<Response<pb::WhoCanResponse>, Status> {
+        let policy = self.policy()?;
+        let req = request.get_ref();
+        let who = policy
+            .snapshot
+            .who_can(
+                &req.action,
+                req.data_action,
+                &req.scope,
+                at_or_now(req.at.as_ref()),
+            )
+            .map_err(|e| self.invalid("who_can", e))?;
+        Ok(Response::new(pb::WhoCanResponse {
+            principals: who.principals.iter().map(|s| (*s).to_owned()).collect(),
+            groups: who.groups.iter().map(|s| (*s).to_owned()).collect(),
+            revision: policy.snapshot.revision.clone(),
+        }))
+    }
+
+    async fn check_assign(
+        &self,
+        request: Request<pb::CheckAssignRequest>,
+    ) -> Result<Response<pb::CheckAssignResponse>, Status> {
+        let policy = self.policy()?;
+        let req = request.get_ref();
+        let answer = policy
+            .snapshot
+            .check_assign(
+                &req.actor,
+                &req.role,
+                &req.scope,
+                at_or_now(req.at.as_ref()),
+            )
+            .map_err(|e| self.invalid("check_assign", e))?;
+        Ok(Response::new(pb::CheckAssignResponse {
+            allowed: answer.allowed,
+            missing_actions: answer.missing_actions,
+            message: answer.message.unwrap_or_default(),
+            revision: policy.snapshot.revision.clone(),
+        }))
+    }
+
+    async fn get_policy_status(
+        &self,
+        _request: Request<pb::GetPolicyStatusRequest>,
+    ) -> Result<Response<pb::PolicyStatus>, Status> {
+        let current = self.app.policy.current();
+        let error = self.app.policy.last_error();
+        let mut status = pb::PolicyStatus {
+            last_error: error
+                .as_ref()
+                .map(|e| e.message.clone())
+                .unwrap_or_default(),
+            last_error_at: error
+                .as_ref()
+                .map(|e| instant_to_timestamp(system_time_nanos(e.at))),
+            ..Default::default()
+        };
+        if let Some(p) = current {
+            let c = p.snapshot.counts;
+            status.revision = p.snapshot.revision.clone();
+            status.loaded_at = Some(instant_to_timestamp(system_time_nanos(p.loaded_at)));
+            status.sources = p.snapshot.sources.clone();
+            status.counts = Some(pb::PolicyCounts {
+                documents: c.documents as u64,
+                roles: c.roles as u64,
+                assignments: c.assignments as u64,
+                deny_assignments: c.deny_assignments as u64,
+                groups: c.groups as u64,
+                principals: c.principals as u64,
+                scopes: c.scopes as u64,
+                catalog_actions: c.catalog_actions as u64,
+                routes: c.routes as u64,
+            });
+        }
+        Ok(Response::new(status))
+    }
+}
+
+/// Unix nanoseconds of a system time (0 before the epoch).
+pub fn system_time_nanos(t: std::time::SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_nanos()).ok())
+        .unwrap_or(0)
+}

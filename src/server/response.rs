@@ -1,0 +1,83 @@
+//! What a denied request gets back: the JSON body shared by ext_authz and the HTTP modes,
+//! and the headers an allowed request carries upstream.
+
+use serde_json::json;
+
+use crate::policy::queries::HttpDecision;
+
+/// Headers iot-authz sets on allowed requests; client-sent copies are removed first.
+pub const PRINCIPAL_HEADER: &str = "x-iotauthz-principal";
+pub const ACTION_HEADER: &str = "x-iotauthz-action";
+pub const SCOPE_HEADER: &str = "x-iotauthz-scope";
+/// Every header with this prefix that a client sends is removed before the request goes on.
+pub const HEADER_PREFIX: &str = "x-iotauthz-";
+
+/// The short error text for a denied status.
+pub fn error_text(status: u16) -> &'static str {
+    match status {
+        400 => "bad request",
+        401 => "unauthenticated",
+        _ => "forbidden",
+    }
+}
+
+/// The JSON body of a denied request: `{"error","action","scope","principal","reason",
+/// "decisionId"}`. JSON-escaped, and `<`, `>`, `&` escaped too so that no raw request
+/// text can turn into markup wherever the body is shown.
+pub fn deny_body(outcome: &HttpDecision<'_>, decision_id: &str) -> String {
+    let mut body = json!({
+        "error": error_text(outcome.status),
+        "action": outcome.action,
+        "scope": outcome.scope,
+        "principal": outcome.principal,
+        "reason": outcome.decision.reason.kind(),
+        "decisionId": decision_id,
+    });
+    if let crate::policy::Reason::Malformed { message } = &outcome.decision.reason {
+        body["message"] = json!(message);
+    }
+    escape_markup(&body.to_string())
+}
+
+fn escape_markup(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The `x-iotauthz-*` headers to set on an allowed request.
+pub fn allow_headers<'a>(outcome: &'a HttpDecision<'_>) -> Vec<(&'static str, &'a str)> {
+    let mut headers = Vec::with_capacity(3);
+    if let Some(p) = &outcome.principal {
+        headers.push((PRINCIPAL_HEADER, p.as_str()));
+    }
+    if let Some(a) = &outcome.action {
+        headers.push((ACTION_HEADER, a.as_str()));
+    }
+    if let Some(s) = &outcome.scope {
+        headers.push((SCOPE_HEADER, s.as_str()));
+    }
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markup_is_escaped() {
+        assert_eq!(
+            escape_markup(r#"{"a":"<b>&"}"#),
+            r#"{"a":"\u003cb\u003e\u0026"}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&escape_markup(r#"{"a":"<b>&"}"#)).unwrap();
+        assert_eq!(v["a"], "<b>&");
+    }
+}

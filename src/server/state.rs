@@ -1,0 +1,80 @@
+//! The live policy: the current snapshot behind an atomic pointer, and its status.
+//!
+//! Architecture invariant: readers take an `Arc` of the current snapshot and drop it when
+//! their request ends; a reload builds a whole new snapshot off the request path and swaps
+//! it in with one store, so a request never sees half a policy.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+
+use crate::policy::Snapshot;
+
+/// A snapshot and when it was loaded.
+#[derive(Debug)]
+pub struct LoadedPolicy {
+    pub snapshot: Snapshot,
+    pub loaded_at: SystemTime,
+}
+
+/// The last failed load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub message: String,
+    pub at: SystemTime,
+}
+
+/// The policy the server answers from.
+#[derive(Debug, Default)]
+pub struct PolicyState {
+    current: ArcSwapOption<LoadedPolicy>,
+    last_error: Mutex<Option<LoadError>>,
+}
+
+impl PolicyState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A state already holding a snapshot.
+    pub fn with_snapshot(snapshot: Snapshot) -> Self {
+        let state = Self::new();
+        state.install(snapshot);
+        state
+    }
+
+    /// The current policy, if one is loaded.
+    pub fn current(&self) -> Option<Arc<LoadedPolicy>> {
+        self.current.load_full()
+    }
+
+    /// Swaps in a new snapshot and clears the last error.
+    pub fn install(&self, snapshot: Snapshot) {
+        self.current.store(Some(Arc::new(LoadedPolicy {
+            snapshot,
+            loaded_at: SystemTime::now(),
+        })));
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = None;
+        }
+    }
+
+    /// Records a failed load; the current snapshot keeps serving.
+    pub fn record_error(&self, message: String) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(LoadError {
+                message,
+                at: SystemTime::now(),
+            });
+        }
+    }
+
+    pub fn last_error(&self) -> Option<LoadError> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.current.load().is_some()
+    }
+}

@@ -3,5 +3,8 @@
 
 mod cli;
 mod decisions;
+mod envoy;
+mod grpc;
 mod properties;
+mod support;
 mod validation;

@@ -1,1 +1,1466 @@
-// property tests: written separately
+//! Property tests: the engine against a naive reference model of SPEC §3.
+//!
+//! [`reference`] is written straight from the spec text and shares no code with the engine
+//! beyond the document types and `parse_time`: plain loops over the raw documents, its own
+//! glob matcher (a DP over bytes), its own scope ancestors and group closure. The strategies
+//! below generate random but (mostly) valid policies over a deliberately tiny alphabet, so
+//! that names, scopes and patterns collide often, in every ASCII case.
+
+use std::collections::BTreeSet;
+
+use iot_authz::policy::compile_documents;
+use iot_authz::policy::document::{
+    AssignmentDoc, CatalogActionDoc, DenyAssignmentDoc, Document, GroupDoc, RoleDoc, ScopeLinkDoc,
+};
+use iot_authz::policy::snapshot::{CheckRequest, Reason, Snapshot};
+use iot_authz::policy::syntax::{ActionPattern, Instant, parse_time};
+use proptest::prelude::*;
+use proptest::sample::{Index, select};
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
+
+// ---------------------------------------------------------------------------------------
+// The reference model.
+// ---------------------------------------------------------------------------------------
+
+mod reference {
+    use std::collections::BTreeSet;
+
+    use iot_authz::policy::document::{Document, RoleDoc};
+    use iot_authz::policy::syntax::{Instant, parse_time};
+
+    /// `*` matches any sequence (`/` included); everything else matches itself, ASCII
+    /// case-insensitively. `m[i][j]`: does `pattern[i..]` match `text[j..]`?
+    pub fn glob(pattern: &str, text: &str) -> bool {
+        let p: Vec<u8> = pattern.bytes().map(|b| b.to_ascii_lowercase()).collect();
+        let t: Vec<u8> = text.bytes().map(|b| b.to_ascii_lowercase()).collect();
+        let mut m = vec![vec![false; t.len() + 1]; p.len() + 1];
+        m[p.len()][t.len()] = true;
+        for i in (0..p.len()).rev() {
+            for j in (0..=t.len()).rev() {
+                m[i][j] = if p[i] == b'*' {
+                    m[i + 1][j] || (j < t.len() && m[i][j + 1])
+                } else {
+                    j < t.len() && p[i] == t[j] && m[i + 1][j + 1]
+                };
+            }
+        }
+        m[0][0]
+    }
+
+    fn any_glob(patterns: &[String], text: &str) -> bool {
+        patterns.iter().any(|p| glob(p, text))
+    }
+
+    /// A scope's comparison key: ASCII lowercase, one trailing slash dropped.
+    pub fn key(scope: &str) -> String {
+        let lower = scope.to_ascii_lowercase();
+        match lower.strip_suffix('/') {
+            Some(s) if !s.is_empty() => s.to_owned(),
+            _ => lower,
+        }
+    }
+
+    /// `/a/b` -> `/a/b`, `/a`, `/`.
+    pub fn prefixes(key: &str) -> Vec<String> {
+        let mut out = vec![key.to_owned()];
+        let mut cur = key.to_owned();
+        while cur != "/" {
+            cur = match cur.rfind('/') {
+                Some(0) | None => "/".to_owned(),
+                Some(i) => cur[..i].to_owned(),
+            };
+            out.push(cur.clone());
+        }
+        out
+    }
+
+    /// Ancestors(S): S's path prefixes, closed under scopeLinks (a linked parent brings its
+    /// own prefixes and links).
+    pub fn ancestors(docs: &[(String, Document)], scope: &str) -> BTreeSet<String> {
+        let mut set = BTreeSet::new();
+        let mut work = prefixes(&key(scope));
+        while let Some(s) = work.pop() {
+            if !set.insert(s.clone()) {
+                continue;
+            }
+            for (_, d) in docs {
+                for link in &d.scope_links {
+                    if key(&link.scope) == s {
+                        for p in &link.parents {
+                            work.extend(prefixes(&key(p)));
+                        }
+                    }
+                }
+            }
+        }
+        set
+    }
+
+    /// Subjects(P) = {P} ∪ G ∪ every group containing one of them, transitively.
+    pub fn subjects(
+        docs: &[(String, Document)],
+        principal: &str,
+        groups: &[String],
+    ) -> BTreeSet<String> {
+        let mut set: BTreeSet<String> = groups.iter().cloned().collect();
+        set.insert(principal.to_owned());
+        loop {
+            let mut grew = false;
+            for (_, d) in docs {
+                for g in &d.groups {
+                    if !set.contains(&g.id) && g.members.iter().any(|m| set.contains(m)) {
+                        set.insert(g.id.clone());
+                        grew = true;
+                    }
+                }
+            }
+            if !grew {
+                return set;
+            }
+        }
+    }
+
+    fn principal_type(id: &str) -> &str {
+        id.split_once(':').map_or(id, |(t, _)| t)
+    }
+
+    /// A deny selector: an id naming a subject, `TYPE:*` for P's type, or `*`.
+    fn selects(selector: &str, principal: &str, subjects: &BTreeSet<String>) -> bool {
+        if selector == "*" {
+            return true;
+        }
+        if let Some(t) = selector.strip_suffix(":*") {
+            return t == principal_type(principal);
+        }
+        subjects.contains(selector)
+    }
+
+    fn find_role<'d>(docs: &'d [(String, Document)], name_or_id: &str) -> Option<&'d RoleDoc> {
+        docs.iter().flat_map(|(_, d)| &d.roles).find(|r| {
+            r.name.eq_ignore_ascii_case(name_or_id) || r.id.as_deref() == Some(name_or_id)
+        })
+    }
+
+    /// The role's own patterns: matches one of actions (dataActions) and none of
+    /// notActions (notDataActions).
+    fn grants_directly(role: &RoleDoc, action: &str, data: bool) -> bool {
+        let (yes, no) = if data {
+            (&role.data_actions, &role.not_data_actions)
+        } else {
+            (&role.actions, &role.not_actions)
+        };
+        any_glob(yes, action) && !any_glob(no, action)
+    }
+
+    /// Every (lowercase action, data flag) implied, transitively through the catalog, by a
+    /// catalog action the role grants (with the catalog entry's own flag).
+    pub fn implied(docs: &[(String, Document)], role: &RoleDoc) -> BTreeSet<(String, bool)> {
+        let catalog: Vec<_> = docs.iter().flat_map(|(_, d)| &d.actions).collect();
+        let entry = |name: &str| catalog.iter().find(|c| c.name.eq_ignore_ascii_case(name));
+        let mut out = BTreeSet::new();
+        let mut work: Vec<(String, bool)> = Vec::new();
+        for c in &catalog {
+            if grants_directly(role, &c.name, c.data_action) {
+                for i in &c.implies {
+                    work.push((i.clone(), c.data_action));
+                }
+            }
+        }
+        while let Some((name, implying_flag)) = work.pop() {
+            let flag = entry(&name).map_or(implying_flag, |c| c.data_action);
+            if !out.insert((name.to_ascii_lowercase(), flag)) {
+                continue;
+            }
+            if let Some(c) = entry(&name) {
+                for i in &c.implies {
+                    work.push((i.clone(), c.data_action));
+                }
+            }
+        }
+        out
+    }
+
+    fn role_grants(docs: &[(String, Document)], role: &RoleDoc, action: &str, data: bool) -> bool {
+        grants_directly(role, action, data)
+            || implied(docs, role).contains(&(action.to_ascii_lowercase(), data))
+    }
+
+    fn time(t: &Option<String>, default: Instant) -> Instant {
+        t.as_deref().map_or(default, |t| parse_time(t).unwrap())
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Grant {
+        pub role: String,
+        pub scope_key: String,
+        pub id: Option<String>,
+        pub via: String,
+    }
+
+    #[derive(Debug, Clone)]
+    pub struct Decision {
+        pub allowed: bool,
+        pub kind: &'static str,
+        /// Every deny assignment that applies (names).
+        pub denies: Vec<String>,
+        /// Every assignment that grants.
+        pub grants: Vec<Grant>,
+    }
+
+    pub struct Request<'a> {
+        pub principal: &'a str,
+        pub groups: &'a [String],
+        pub action: &'a str,
+        pub data: bool,
+        pub scope: &'a str,
+        pub at: Instant,
+    }
+
+    /// SPEC §3, steps 1 to 5.
+    pub fn check(docs: &[(String, Document)], req: &Request<'_>) -> Decision {
+        let subjects = subjects(docs, req.principal, req.groups);
+        let ancestors = ancestors(docs, req.scope);
+        let mut denies = Vec::new();
+        for (_, d) in docs {
+            for x in &d.deny_assignments {
+                if !ancestors.contains(&key(&x.scope)) {
+                    continue;
+                }
+                let applies = x
+                    .principals
+                    .iter()
+                    .any(|s| selects(s, req.principal, &subjects))
+                    && !x
+                        .exclude_principals
+                        .iter()
+                        .any(|s| selects(s, req.principal, &subjects));
+                let (yes, no) = if req.data {
+                    (&x.data_actions, &x.not_data_actions)
+                } else {
+                    (&x.actions, &x.not_actions)
+                };
+                if applies && any_glob(yes, req.action) && !any_glob(no, req.action) {
+                    denies.push(x.name.clone());
+                }
+            }
+        }
+        let mut grants = Vec::new();
+        for (_, d) in docs {
+            for a in &d.assignments {
+                let active = time(&a.not_before, Instant::MIN) <= req.at
+                    && req.at < time(&a.not_after, Instant::MAX);
+                if !active
+                    || !subjects.contains(&a.principal)
+                    || !ancestors.contains(&key(&a.scope))
+                {
+                    continue;
+                }
+                let Some(role) = find_role(docs, &a.role) else {
+                    continue;
+                };
+                if role_grants(docs, role, req.action, req.data) {
+                    grants.push(Grant {
+                        role: role.name.clone(),
+                        scope_key: key(&a.scope),
+                        id: a.id.clone(),
+                        via: a.principal.clone(),
+                    });
+                }
+            }
+        }
+        let (allowed, kind) = if !denies.is_empty() {
+            (false, "denyAssignment")
+        } else if !grants.is_empty() {
+            (true, "roleAssignment")
+        } else {
+            (false, "noGrant")
+        };
+        Decision {
+            allowed,
+            kind,
+            denies,
+            grants,
+        }
+    }
+
+    /// The validation rules of SPEC §2 that the generator below can break: cycles in the
+    /// scope graph, assignments outside assignable scopes, implied actions removed by the
+    /// same role's notActions. (It never breaks the others.)
+    pub fn validate(docs: &[(String, Document)]) -> Result<(), String> {
+        // Scope graph: every mentioned scope and its prefixes; edges to the path parent and
+        // to linked parents. Peel off nodes whose parents are all peeled; a rest is a cycle.
+        let mut nodes = BTreeSet::new();
+        let mut mention = |s: &str| nodes.extend(prefixes(&key(s)));
+        for (_, d) in docs {
+            for l in &d.scope_links {
+                mention(&l.scope);
+                l.parents.iter().for_each(|p| mention(p));
+            }
+            d.assignments.iter().for_each(|a| mention(&a.scope));
+            d.deny_assignments.iter().for_each(|x| mention(&x.scope));
+            for r in &d.roles {
+                r.assignable_scopes
+                    .iter()
+                    .flatten()
+                    .for_each(|s| mention(s));
+            }
+        }
+        let parents = |n: &str| -> Vec<String> {
+            let mut out: Vec<String> = prefixes(n).into_iter().nth(1).into_iter().collect();
+            for (_, d) in docs {
+                for l in &d.scope_links {
+                    if key(&l.scope) == n {
+                        out.extend(l.parents.iter().map(|p| key(p)));
+                    }
+                }
+            }
+            out
+        };
+        let mut left = nodes;
+        loop {
+            let free: Vec<String> = left
+                .iter()
+                .filter(|n| parents(n).iter().all(|p| !left.contains(p)))
+                .cloned()
+                .collect();
+            if free.is_empty() {
+                break;
+            }
+            for n in free {
+                left.remove(&n);
+            }
+        }
+        if !left.is_empty() {
+            return Err(format!("scope cycle through {left:?}"));
+        }
+        for (_, d) in docs {
+            for a in &d.assignments {
+                let role = find_role(docs, &a.role).ok_or("unknown role")?;
+                let anc = ancestors(docs, &a.scope);
+                let assignable = role
+                    .assignable_scopes
+                    .clone()
+                    .unwrap_or_else(|| vec!["/".into()]);
+                if !assignable.iter().any(|s| anc.contains(&key(s))) {
+                    return Err(format!(
+                        "{} outside assignable scopes of {}",
+                        a.scope, role.name
+                    ));
+                }
+            }
+            for r in &d.roles {
+                for (action, data) in implied(docs, r) {
+                    let no = if data {
+                        &r.not_data_actions
+                    } else {
+                        &r.not_actions
+                    };
+                    if any_glob(no, &action) {
+                        return Err(format!("{action} implied in {} is removed", r.name));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Strategies: a tiny alphabet so that everything collides.
+// ---------------------------------------------------------------------------------------
+
+const PROVIDERS: &[&str] = &["P.A", "Q.B"];
+const RESOURCES: &[&str] = &["x", "y", "x/y"];
+const VERBS: &[&str] = &["read", "write"];
+
+/// Scopes that policies mention: a small tree, a second branch, service groups, and two
+/// segments that differ only in a non-ASCII case (distinct under ASCII case-folding).
+const SCOPES: &[&str] = &[
+    "/",
+    "/s",
+    "/s/s1",
+    "/s/s1/rg",
+    "/s/s1/rg/r1",
+    "/s/s1/rg/r1/t",
+    "/s/s1/rg/r1/t/t1",
+    "/s/s1/rg/r2",
+    "/s/s2",
+    "/s/s2/rg/r1",
+    "/providers",
+    "/providers/sg",
+    "/providers/sg/g1",
+    "/providers/sg/g2",
+    "/s/s1/rg/r1/t/\u{fc}",
+    "/s/s1/rg/r1/t/\u{dc}",
+];
+
+/// Scopes that requests name: the above plus unknown ones, deeper and elsewhere.
+const REQUEST_SCOPES: &[&str] = &[
+    "/",
+    "/s",
+    "/s/s1",
+    "/s/s1/rg",
+    "/s/s1/rg/r1",
+    "/s/s1/rg/r1/t",
+    "/s/s1/rg/r1/t/t1",
+    "/s/s1/rg/r1/t/t1/deep",
+    "/s/s1/rg/r1/t/t1/deep/deeper",
+    "/s/s1/rg/r2",
+    "/s/s2",
+    "/s/s2/rg/r1",
+    "/s/s2/rg/r1/t/t9",
+    "/s/s3",
+    "/providers",
+    "/providers/sg",
+    "/providers/sg/g1",
+    "/providers/sg/g2/x",
+    "/s/s1/rg/r1/t/\u{fc}",
+    "/s/s1/rg/r1/t/\u{dc}",
+    "/zz",
+];
+
+/// Non-group principals; ids compare case-sensitively, so `user:Alice` is someone else.
+const PEOPLE: &[&str] = &[
+    "user:alice",
+    "user:Alice",
+    "user:bob",
+    "device:d1",
+    "application:app1",
+    "servicePrincipal:sp1",
+    "gateway:gw1",
+];
+/// Groups g0..g3 may be defined; `group:ext` and `group:G0` never are.
+const GROUPS: &[&str] = &[
+    "group:g0",
+    "group:g1",
+    "group:g2",
+    "group:g3",
+    "group:ext",
+    "group:G0",
+];
+const TYPE_SELECTORS: &[&str] = &[
+    "*",
+    "user:*",
+    "group:*",
+    "device:*",
+    "application:*",
+    "servicePrincipal:*",
+    "gateway:*",
+];
+
+fn flip_case(s: &str, bits: u64) -> String {
+    s.chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if (bits >> (i % 64)) & 1 == 1 {
+                if c.is_ascii_lowercase() {
+                    c.to_ascii_uppercase()
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// The same text in some ASCII spelling.
+fn spelled(s: String) -> BoxedStrategy<String> {
+    let (lower, upper) = (s.to_ascii_lowercase(), s.to_ascii_uppercase());
+    prop_oneof![
+        3 => Just(s.clone()),
+        1 => Just(lower),
+        1 => Just(upper),
+        2 => any::<u64>().prop_map(move |bits| flip_case(&s, bits)),
+    ]
+    .boxed()
+}
+
+fn action() -> BoxedStrategy<String> {
+    (select(PROVIDERS), select(RESOURCES), select(VERBS))
+        .prop_map(|(p, r, v)| format!("{p}/{r}/{v}"))
+        .prop_flat_map(spelled)
+        .boxed()
+}
+
+fn pattern() -> BoxedStrategy<String> {
+    prop_oneof![
+        3 => action(),
+        1 => Just("*".to_owned()),
+        1 => select(VERBS).prop_map(|v| format!("*/{v}")),
+        1 => select(PROVIDERS).prop_map(|p| format!("{p}/*")),
+        1 => (select(PROVIDERS), select(RESOURCES)).prop_map(|(p, r)| format!("{p}/{r}/*")),
+        1 => select(RESOURCES).prop_map(|r| format!("*/{r}/*")),
+        // a random piece of an action replaced by `*`
+        2 => (action(), any::<Index>(), any::<Index>()).prop_map(|(a, i, j)| {
+            let i = i.index(a.len() + 1);
+            let j = i + j.index(a.len() + 1 - i);
+            format!("{}*{}", &a[..i], &a[j..])
+        }),
+    ]
+    .prop_flat_map(spelled)
+    .boxed()
+}
+
+/// A scope in some spelling, sometimes with a trailing slash.
+fn scope_in(list: &'static [&'static str]) -> BoxedStrategy<String> {
+    (
+        select(list).prop_flat_map(|s| spelled(s.to_owned())),
+        prop::bool::weighted(0.25),
+    )
+        .prop_map(|(s, slash)| if slash && s != "/" { s + "/" } else { s })
+        .boxed()
+}
+
+fn segments(scope: &str) -> usize {
+    reference::key(scope)
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .count()
+}
+
+/// The base instant; times are whole hours after it.
+fn t0() -> Instant {
+    parse_time("2026-01-01T00:00:00Z").unwrap()
+}
+const HOUR: i64 = 3_600_000_000_000;
+
+/// Hour `h` after [`t0`] in one of several equivalent RFC 3339 spellings.
+fn time_text(h: u32, style: u8) -> String {
+    match style % 3 {
+        0 => format!("2026-01-01T{h:02}:00:00Z"),
+        1 => format!("2026-01-01T{:02}:00:00+01:00", h + 1),
+        _ => format!("2026-01-01T{h:02}:00:00.000000000Z"),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct RawRole {
+    id: bool,
+    actions: Vec<String>,
+    not_actions: Vec<String>,
+    data_actions: Vec<String>,
+    not_data_actions: Vec<String>,
+    assignable: Option<Vec<String>>,
+}
+
+fn raw_role() -> BoxedStrategy<RawRole> {
+    (
+        any::<bool>(),
+        prop::collection::vec(pattern(), 0..3),
+        prop::collection::vec(pattern(), 0..2),
+        prop::collection::vec(pattern(), 0..3),
+        prop::collection::vec(pattern(), 0..2),
+        prop::option::weighted(0.15, prop::collection::vec(scope_in(SCOPES), 1..3)),
+    )
+        .prop_map(
+            |(id, actions, not_actions, data_actions, not_data_actions, assignable)| RawRole {
+                id,
+                actions,
+                not_actions,
+                data_actions,
+                not_data_actions,
+                assignable,
+            },
+        )
+        .boxed()
+}
+
+#[derive(Debug, Clone)]
+struct RawAssignment {
+    principal: String,
+    role: Index,
+    by_id: bool,
+    role_spelling: u64,
+    scope: String,
+    id: bool,
+    not_before: Option<(u32, u8)>,
+    not_after: Option<(u32, u8)>,
+}
+
+fn raw_assignment() -> BoxedStrategy<RawAssignment> {
+    (
+        prop_oneof![2 => select(PEOPLE), 1 => select(GROUPS)],
+        any::<Index>(),
+        any::<bool>(),
+        any::<u64>(),
+        scope_in(SCOPES),
+        any::<bool>(),
+        prop::option::weighted(0.3, (0..5u32, any::<u8>())),
+        prop::option::weighted(0.3, (0..5u32, any::<u8>())),
+    )
+        .prop_map(
+            |(principal, role, by_id, role_spelling, scope, id, not_before, not_after)| {
+                RawAssignment {
+                    principal: principal.to_owned(),
+                    role,
+                    by_id,
+                    role_spelling,
+                    scope,
+                    id,
+                    not_before,
+                    not_after,
+                }
+            },
+        )
+        .boxed()
+}
+
+fn selector() -> BoxedStrategy<String> {
+    prop_oneof![
+        3 => select(PEOPLE).prop_map(str::to_owned),
+        2 => select(GROUPS).prop_map(str::to_owned),
+        2 => select(TYPE_SELECTORS).prop_map(str::to_owned),
+    ]
+    .boxed()
+}
+
+fn raw_deny() -> BoxedStrategy<DenyAssignmentDoc> {
+    (
+        prop::collection::vec(selector(), 1..3),
+        prop::collection::vec(selector(), 0..2),
+        prop::collection::vec(pattern(), 0..2),
+        prop::collection::vec(pattern(), 0..2),
+        prop::collection::vec(pattern(), 0..2),
+        prop::collection::vec(pattern(), 0..2),
+        scope_in(SCOPES),
+    )
+        .prop_map(
+            |(
+                principals,
+                exclude_principals,
+                actions,
+                not_actions,
+                data_actions,
+                not_data_actions,
+                scope,
+            )| {
+                DenyAssignmentDoc {
+                    name: String::new(),
+                    principals,
+                    exclude_principals,
+                    actions,
+                    not_actions,
+                    data_actions,
+                    not_data_actions,
+                    scope,
+                }
+            },
+        )
+        .boxed()
+}
+
+/// A link: the child scope and its parents, each parent either shallower than the child
+/// (always acyclic: every edge then loses a segment) or, rarely, any scope at all.
+fn raw_link() -> BoxedStrategy<(String, Vec<(String, bool)>)> {
+    (
+        scope_in(SCOPES),
+        prop::collection::vec((scope_in(SCOPES), prop::bool::weighted(0.08)), 1..3),
+    )
+        .boxed()
+}
+
+fn raw_catalog() -> BoxedStrategy<Vec<CatalogActionDoc>> {
+    prop::collection::vec(
+        (
+            action(),
+            prop::bool::weighted(0.35),
+            prop::collection::vec(action(), 0..3),
+        ),
+        0..5,
+    )
+    .prop_map(|entries| {
+        entries
+            .into_iter()
+            .map(|(name, data_action, implies)| CatalogActionDoc {
+                name,
+                description: None,
+                data_action,
+                implies,
+            })
+            .collect()
+    })
+    .boxed()
+}
+
+type Policy = Vec<(String, Document)>;
+
+#[allow(clippy::too_many_arguments)]
+fn build(
+    mut catalog: Vec<CatalogActionDoc>,
+    raw_roles: Vec<RawRole>,
+    raw_groups: Vec<Vec<String>>,
+    raw_links: Vec<(String, Vec<(String, bool)>)>,
+    raw_assignments: Vec<RawAssignment>,
+    mut denies: Vec<DenyAssignmentDoc>,
+    split: u64,
+) -> Policy {
+    // Catalog names are unique, case-insensitively.
+    let mut seen = BTreeSet::new();
+    catalog.retain(|c| seen.insert(c.name.to_ascii_lowercase()));
+    let roles: Vec<RoleDoc> = raw_roles
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| RoleDoc {
+            name: format!("Role{i}"),
+            id: r.id.then(|| format!("rid-{i}")),
+            description: None,
+            actions: r.actions,
+            not_actions: r.not_actions,
+            data_actions: r.data_actions,
+            not_data_actions: r.not_data_actions,
+            assignable_scopes: r.assignable,
+        })
+        .collect();
+    // Group gi only contains groups gj with j > i: no cycles.
+    let groups: Vec<GroupDoc> = raw_groups
+        .into_iter()
+        .enumerate()
+        .map(|(i, members)| GroupDoc {
+            id: format!("group:g{i}"),
+            members: members
+                .into_iter()
+                .filter(|m| {
+                    match m
+                        .strip_prefix("group:g")
+                        .and_then(|n| n.parse::<usize>().ok())
+                    {
+                        Some(j) => j > i,
+                        None => true,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    let mut linked = BTreeSet::new();
+    let scope_links: Vec<ScopeLinkDoc> = raw_links
+        .into_iter()
+        .filter(|(child, _)| reference::key(child) != "/" && linked.insert(reference::key(child)))
+        .map(|(child, parents)| {
+            let depth = segments(&child);
+            let parents = parents
+                .into_iter()
+                .map(|(p, anywhere)| {
+                    if anywhere || segments(&p) < depth {
+                        p
+                    } else {
+                        // the same spelling, cut to fewer segments than the child
+                        let keep = segments(&p).min(depth - 1);
+                        let cut: Vec<&str> =
+                            p.split('/').filter(|s| !s.is_empty()).take(keep).collect();
+                        format!("/{}", cut.join("/"))
+                    }
+                })
+                .collect();
+            ScopeLinkDoc {
+                scope: child,
+                parents,
+            }
+        })
+        .collect();
+    let assignments: Vec<AssignmentDoc> = raw_assignments
+        .into_iter()
+        .enumerate()
+        .map(|(k, a)| {
+            let r = a.role.index(roles.len());
+            let role = match (&roles[r].id, a.by_id) {
+                (Some(id), true) => id.clone(),
+                _ => flip_case(&roles[r].name, a.role_spelling),
+            };
+            let (mut nb, mut na) = (a.not_before, a.not_after);
+            if let (Some(b), Some(e)) = (nb, na)
+                && e.0 < b.0
+            {
+                (nb, na) = (na, nb);
+            }
+            AssignmentDoc {
+                principal: a.principal,
+                role,
+                scope: a.scope,
+                id: a.id.then(|| format!("a{k}")),
+                not_before: nb.map(|(h, s)| time_text(h, s)),
+                not_after: na.map(|(h, s)| time_text(h, s)),
+            }
+        })
+        .collect();
+    for (i, d) in denies.iter_mut().enumerate() {
+        d.name = format!("deny{i}");
+    }
+
+    // Spread the objects over two documents.
+    let mut docs = [
+        Document {
+            version: Some(1),
+            ..Document::default()
+        },
+        Document {
+            version: Some(1),
+            ..Document::default()
+        },
+    ];
+    let mut bit = 0u32;
+    let mut next = || {
+        bit += 1;
+        usize::from((split >> (bit % 64)) & 1 == 1)
+    };
+    for c in catalog {
+        docs[next()].actions.push(c);
+    }
+    for r in roles {
+        docs[next()].roles.push(r);
+    }
+    for g in groups {
+        docs[next()].groups.push(g);
+    }
+    for l in scope_links {
+        docs[next()].scope_links.push(l);
+    }
+    for a in assignments {
+        docs[next()].assignments.push(a);
+    }
+    for d in denies {
+        docs[next()].deny_assignments.push(d);
+    }
+    let [a, b] = docs;
+    vec![("a.yaml".to_owned(), a), ("b.yaml".to_owned(), b)]
+}
+
+fn policy() -> BoxedStrategy<Policy> {
+    (
+        raw_catalog(),
+        prop::collection::vec(raw_role(), 1..4),
+        prop::collection::vec(
+            prop::collection::vec(
+                prop_oneof![select(PEOPLE), select(GROUPS)].prop_map(str::to_owned),
+                0..4,
+            ),
+            0..4,
+        ),
+        prop::collection::vec(raw_link(), 0..3),
+        prop::collection::vec(raw_assignment(), 0..7),
+        prop::collection::vec(raw_deny(), 0..3),
+        any::<u64>(),
+    )
+        .prop_map(|(c, r, g, l, a, d, split)| build(c, r, g, l, a, d, split))
+        .boxed()
+}
+
+#[derive(Debug, Clone)]
+struct Request {
+    principal: String,
+    groups: Vec<String>,
+    action: String,
+    data: bool,
+    scope: String,
+    at: Instant,
+}
+
+fn request() -> BoxedStrategy<Request> {
+    (
+        prop_oneof![
+            4 => select(PEOPLE),
+            1 => select(GROUPS),
+            1 => Just("user:nobody"),
+        ],
+        prop::collection::vec(select(GROUPS).prop_map(str::to_owned), 0..3),
+        action(),
+        prop::bool::weighted(0.35),
+        scope_in(REQUEST_SCOPES),
+        // half hours from -1 h to 5 h, give or take a nanosecond: every boundary is hit
+        (-2i64..12, -1i64..=1),
+    )
+        .prop_map(
+            |(principal, groups, action, data, scope, (half_hours, nanos))| Request {
+                principal: principal.to_owned(),
+                groups,
+                action,
+                data,
+                scope,
+                at: t0() + half_hours * HOUR / 2 + nanos,
+            },
+        )
+        .boxed()
+}
+
+// ---------------------------------------------------------------------------------------
+// Comparing the two.
+// ---------------------------------------------------------------------------------------
+
+fn engine_check<'s>(snapshot: &'s Snapshot, r: &'s Request) -> iot_authz::policy::Decision<'s> {
+    snapshot
+        .check(&CheckRequest {
+            principal: &r.principal,
+            groups: &r.groups,
+            action: &r.action,
+            data_action: r.data,
+            scope: &r.scope,
+            at: r.at,
+        })
+        .unwrap_or_else(|e| panic!("valid request rejected: {e}: {r:?}"))
+}
+
+fn reference_check(docs: &Policy, r: &Request) -> reference::Decision {
+    reference::check(
+        docs,
+        &reference::Request {
+            principal: &r.principal,
+            groups: &r.groups,
+            action: &r.action,
+            data: r.data,
+            scope: &r.scope,
+            at: r.at,
+        },
+    )
+}
+
+/// Engine and reference agree on the decision, and the engine's reason names a deny
+/// assignment or a grant that the reference also found.
+fn agree(docs: &Policy, snapshot: &Snapshot, r: &Request) -> Result<(), String> {
+    let got = engine_check(snapshot, r);
+    let want = reference_check(docs, r);
+    if got.allowed != want.allowed || got.reason.kind() != want.kind {
+        return Err(format!(
+            "engine: {} {:?}, reference: {} {} (denies {:?}, grants {:?})\nrequest: {r:?}",
+            got.allowed, got.reason, want.allowed, want.kind, want.denies, want.grants
+        ));
+    }
+    match &got.reason {
+        Reason::DenyAssignment { deny_assignment }
+            if !want.denies.iter().any(|d| d == deny_assignment) =>
+        {
+            Err(format!(
+                "engine names deny `{deny_assignment}`, reference found {:?}\nrequest: {r:?}",
+                want.denies
+            ))
+        }
+        Reason::RoleAssignment {
+            role,
+            assignment_id,
+            scope,
+            via,
+        } => {
+            let found = want.grants.iter().any(|g| {
+                g.role == *role
+                    && g.scope_key == reference::key(scope)
+                    && g.id.as_deref() == *assignment_id
+                    && g.via == *via
+            });
+            if found {
+                Ok(())
+            } else {
+                Err(format!(
+                    "engine reason {:?} is not among the reference's grants {:?}\nrequest: {r:?}",
+                    got.reason, want.grants
+                ))
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        // never write proptest-regressions/ files into the repository
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    /// The main property: the engine decides every request exactly as SPEC §3 says, and it
+    /// accepts exactly the policies that SPEC §2 allows (for the rules the generator can
+    /// break).
+    #[test]
+    fn engine_agrees_with_reference(docs in policy(), requests in prop::collection::vec(request(), 8)) {
+        let valid = reference::validate(&docs);
+        let snapshot = match (compile_documents(&docs), valid) {
+            (Ok(s), Ok(())) => s,
+            (Err(_), Err(_)) => return Ok(()),
+            (Err(e), Ok(())) => return Err(TestCaseError::fail(format!("engine rejects a valid policy: {e}"))),
+            (Ok(_), Err(why)) => return Err(TestCaseError::fail(format!("engine accepts an invalid policy: {why}"))),
+        };
+        for r in &requests {
+            agree(&docs, &snapshot, r).map_err(TestCaseError::fail)?;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Focused properties.
+// ---------------------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(config(2048))]
+
+    /// The engine's pattern matcher is the naive glob, on a tiny alphabet where greedy
+    /// search would go wrong if it could.
+    #[test]
+    fn pattern_matching_is_a_glob(
+        pattern in "[abAB/*]{1,8}",
+        text in "[abAB/]{0,10}",
+    ) {
+        let compiled = ActionPattern::parse(&pattern).unwrap();
+        prop_assert_eq!(compiled.matches(&text), reference::glob(&pattern, &text), "pattern {:?} text {:?}", pattern, text);
+    }
+}
+
+/// Every spelling of the same thing: ASCII case flipped, a trailing slash added or dropped.
+fn respell_scope(scope: &str, bits: u64) -> String {
+    let s = flip_case(scope, bits);
+    match s.strip_suffix('/') {
+        Some(t) if !t.is_empty() => t.to_owned(),
+        _ if s != "/" => s + "/",
+        _ => s,
+    }
+}
+
+/// The policy with every scope, pattern, catalog name and role name respelled in ASCII
+/// case (principals and role ids are left alone).
+fn respell_policy(docs: &Policy, bits: u64) -> Policy {
+    let mut k = 0u64;
+    let mut next = || {
+        k += 1;
+        bits.rotate_left((k * 7 % 64) as u32) ^ k.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    };
+    let mut out = docs.clone();
+    for (_, d) in &mut out {
+        for c in &mut d.actions {
+            c.name = flip_case(&c.name, next());
+            c.implies.iter_mut().for_each(|i| *i = flip_case(i, next()));
+        }
+        for r in &mut d.roles {
+            r.name = flip_case(&r.name, next());
+            for list in [
+                &mut r.actions,
+                &mut r.not_actions,
+                &mut r.data_actions,
+                &mut r.not_data_actions,
+            ] {
+                list.iter_mut().for_each(|p| *p = flip_case(p, next()));
+            }
+            r.assignable_scopes
+                .iter_mut()
+                .flatten()
+                .for_each(|s| *s = respell_scope(s, next()));
+        }
+        for l in &mut d.scope_links {
+            l.scope = respell_scope(&l.scope, next());
+            l.parents
+                .iter_mut()
+                .for_each(|p| *p = respell_scope(p, next()));
+        }
+        for a in &mut d.assignments {
+            if !a.role.starts_with("rid-") {
+                a.role = flip_case(&a.role, next());
+            }
+            a.scope = respell_scope(&a.scope, next());
+        }
+        for x in &mut d.deny_assignments {
+            for list in [
+                &mut x.actions,
+                &mut x.not_actions,
+                &mut x.data_actions,
+                &mut x.not_data_actions,
+            ] {
+                list.iter_mut().for_each(|p| *p = flip_case(p, next()));
+            }
+            x.scope = respell_scope(&x.scope, next());
+        }
+    }
+    out
+}
+
+fn same(a: &iot_authz::policy::Decision<'_>, b: &iot_authz::policy::Decision<'_>) -> bool {
+    a.allowed == b.allowed && a.reason.kind() == b.reason.kind()
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// Scopes and actions compare ASCII case-insensitively, in requests and in policies;
+    /// one trailing slash is ignored. (Engine against itself, no reference involved.)
+    #[test]
+    fn scopes_and_actions_are_case_insensitive(
+        docs in policy(),
+        requests in prop::collection::vec(request(), 6),
+        bits in any::<u64>(),
+    ) {
+        let Ok(snapshot) = compile_documents(&docs) else { return Ok(()) };
+        let respelled = compile_documents(&respell_policy(&docs, bits))
+            .map_err(|e| TestCaseError::fail(format!("respelled policy rejected: {e}")))?;
+        for (i, r) in requests.iter().enumerate() {
+            let bits = bits.rotate_left(i as u32 * 13);
+            let mut r2 = r.clone();
+            r2.action = flip_case(&r.action, bits);
+            r2.scope = respell_scope(&r.scope, bits.rotate_left(29));
+            let base = engine_check(&snapshot, r);
+            let request_respelled = engine_check(&snapshot, &r2);
+            let policy_respelled = engine_check(&respelled, r);
+            prop_assert!(same(&base, &request_respelled), "{:?} vs {:?}: {:?} / {:?}", base, request_respelled, r, r2);
+            prop_assert!(same(&base, &policy_respelled), "{:?} vs {:?} (policy respelled): {:?}", base, policy_respelled, r);
+        }
+    }
+
+    /// A deny of `*` for everyone at `/` denies every request it covers; one with only
+    /// `actions: ["*"]` leaves data actions alone; one that excludes `*` never applies.
+    #[test]
+    fn deny_everything_at_root_denies_everything(
+        docs in policy(),
+        requests in prop::collection::vec(request(), 6),
+        which in 0usize..2,
+    ) {
+        let Ok(before) = compile_documents(&docs) else { return Ok(()) };
+        let deny = |name: &str, data: bool, exclude: Vec<String>| DenyAssignmentDoc {
+            name: name.to_owned(),
+            principals: vec!["*".into()],
+            exclude_principals: exclude,
+            actions: vec!["*".into()],
+            data_actions: if data { vec!["*".into()] } else { vec![] },
+            scope: "/".into(),
+            ..DenyAssignmentDoc::default()
+        };
+        let with = |x: DenyAssignmentDoc| {
+            let mut d = docs.clone();
+            d[which].1.deny_assignments.push(x);
+            compile_documents(&d).unwrap()
+        };
+        let all = with(deny("deny-all", true, vec![]));
+        let control = with(deny("deny-control", false, vec![]));
+        let nobody = with(deny("deny-nobody", true, vec!["*".into()]));
+        for r in &requests {
+            let base = engine_check(&before, r);
+            let d = engine_check(&all, r);
+            prop_assert!(!d.allowed && d.reason.kind() == "denyAssignment", "{:?} for {:?}", d, r);
+            let c = engine_check(&control, r);
+            if r.data {
+                prop_assert!(same(&c, &base), "control-plane deny changed a data request: {:?} vs {:?}", c, base);
+            } else {
+                prop_assert!(!c.allowed && c.reason.kind() == "denyAssignment", "{:?} for {:?}", c, r);
+            }
+            prop_assert!(same(&engine_check(&nobody, r), &base), "a deny excluding `*` applied to {:?}", r);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The generator is worth something: most policies compile and every outcome occurs.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn generated_cases_cover_every_outcome() {
+    let mut runner = TestRunner::deterministic();
+    let strategy = (policy(), prop::collection::vec(request(), 8));
+    let (mut compiled, mut total) = (0usize, 0usize);
+    let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+    let mut linked = 0usize;
+    let mut grouped = 0usize;
+    for _ in 0..300 {
+        let (docs, requests) = strategy.new_tree(&mut runner).unwrap().current();
+        total += 1;
+        let Ok(snapshot) = compile_documents(&docs) else {
+            continue;
+        };
+        compiled += 1;
+        linked += usize::from(docs.iter().any(|(_, d)| !d.scope_links.is_empty()));
+        grouped += usize::from(docs.iter().any(|(_, d)| !d.groups.is_empty()));
+        for r in &requests {
+            *kinds
+                .entry(engine_check(&snapshot, r).reason.kind())
+                .or_default() += 1;
+        }
+    }
+    eprintln!(
+        "generator: {compiled}/{total} policies compile ({linked} with links, {grouped} with groups); outcomes {kinds:?}"
+    );
+    assert!(
+        compiled * 10 >= total * 7,
+        "only {compiled} of {total} generated policies compile"
+    );
+    let decided: usize = kinds.values().sum();
+    for kind in ["roleAssignment", "denyAssignment", "noGrant"] {
+        let n = kinds.get(kind).copied().unwrap_or(0);
+        assert!(n * 10 >= decided, "{kind}: only {n} of {decided} decisions");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Unit tests of the reference itself and of spec examples.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn reference_glob_follows_the_spec_examples() {
+    use reference::glob;
+    assert!(glob("*/read", "Microsoft.Edge/targets/read"));
+    assert!(glob(
+        "Microsoft.Security/*",
+        "microsoft.security/alerts/READ"
+    ));
+    assert!(!glob("Microsoft.Security/*", "Microsoft.SecurityX"));
+    assert!(glob("a*b*a", "abba"));
+    assert!(!glob("a*a", "a"));
+    assert!(glob("*", ""));
+    assert!(!glob("a", ""));
+}
+
+#[test]
+fn reference_ancestors_follow_links_and_prefixes() {
+    let doc = Document {
+        version: Some(1),
+        scope_links: vec![
+            ScopeLinkDoc {
+                scope: "/S/s1/rg/R1/".into(),
+                parents: vec!["/providers/sg/G1".into()],
+            },
+            ScopeLinkDoc {
+                scope: "/providers/SG/g1".into(),
+                parents: vec!["/providers/sg/g2".into()],
+            },
+        ],
+        ..Document::default()
+    };
+    let docs = vec![("a".to_owned(), doc)];
+    let got = reference::ancestors(&docs, "/s/s1/rg/r1/t/T1/");
+    let want: BTreeSet<String> = [
+        "/",
+        "/s",
+        "/s/s1",
+        "/s/s1/rg",
+        "/s/s1/rg/r1",
+        "/s/s1/rg/r1/t",
+        "/s/s1/rg/r1/t/t1",
+        "/providers",
+        "/providers/sg",
+        "/providers/sg/g1",
+        "/providers/sg/g2",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(got, want);
+}
+
+/// A hand-written policy exercising each clause, checked against both implementations.
+#[test]
+fn engine_and_reference_agree_on_a_hand_written_policy() {
+    let yaml = r#"
+version: 1
+actions:
+  - name: P.A/x/write
+    implies: [P.A/x/read]
+  - name: P.A/x/read
+    implies: [P.A/blob/read]
+  - name: P.A/blob/read
+    dataAction: true
+roles:
+  - name: Writer
+    actions: ["p.a/X/write"]
+  - name: Reader
+    actions: ["*/read"]
+    notActions: ["Q.B/*"]
+groups:
+  - id: group:inner
+    members: [user:alice]
+  - id: group:outer
+    members: [group:inner]
+scopeLinks:
+  - scope: /s/s1/rg/r1
+    parents: [/providers/sg/g1]
+assignments:
+  - {principal: group:outer, role: writer, scope: /providers/SG/g1/, id: w1}
+  - {principal: user:bob, role: Reader, scope: /s, notBefore: "2026-01-01T01:00:00Z", notAfter: "2026-01-01T02:00:00Z"}
+denyAssignments:
+  - name: no-devices
+    principals: ["device:*"]
+    actions: ["*"]
+    scope: /
+  - name: no-bob-data
+    principals: [user:bob]
+    dataActions: ["*"]
+    scope: /s/s1
+"#;
+    let doc: Document = parse_yaml(yaml);
+    let docs = vec![("hand.yaml".to_owned(), doc)];
+    let snapshot = compile_documents(&docs).unwrap();
+    let t = |h: i64| t0() + h * HOUR / 2;
+    let cases: &[(&str, &[&str], &str, bool, &str, Instant, bool, &str)] = &[
+        (
+            "user:alice",
+            &[],
+            "P.A/x/write",
+            false,
+            "/s/s1/rg/r1/t/t1",
+            t(0),
+            true,
+            "roleAssignment",
+        ),
+        (
+            "user:alice",
+            &[],
+            "p.a/x/READ",
+            false,
+            "/S/S1/RG/R1",
+            t(0),
+            true,
+            "roleAssignment",
+        ),
+        (
+            "user:alice",
+            &[],
+            "P.A/blob/read",
+            true,
+            "/s/s1/rg/r1/",
+            t(0),
+            true,
+            "roleAssignment",
+        ),
+        (
+            "user:alice",
+            &[],
+            "P.A/blob/read",
+            false,
+            "/s/s1/rg/r1",
+            t(0),
+            false,
+            "noGrant",
+        ),
+        (
+            "user:alice",
+            &[],
+            "P.A/x/write",
+            false,
+            "/s/s1/rg/r2",
+            t(0),
+            false,
+            "noGrant",
+        ),
+        (
+            "user:Alice",
+            &[],
+            "P.A/x/write",
+            false,
+            "/s/s1/rg/r1",
+            t(0),
+            false,
+            "noGrant",
+        ),
+        (
+            "user:x",
+            &["group:inner"],
+            "P.A/x/write",
+            false,
+            "/s/s1/rg/r1",
+            t(0),
+            true,
+            "roleAssignment",
+        ),
+        (
+            "device:d",
+            &["group:outer"],
+            "P.A/x/write",
+            false,
+            "/s/s1/rg/r1",
+            t(0),
+            false,
+            "denyAssignment",
+        ),
+        (
+            "device:d",
+            &["group:outer"],
+            "P.A/blob/read",
+            true,
+            "/s/s1/rg/r1",
+            t(0),
+            true,
+            "roleAssignment",
+        ),
+        (
+            "user:bob",
+            &[],
+            "Q.C/y/read",
+            false,
+            "/s/s2",
+            t(1),
+            false,
+            "noGrant",
+        ),
+        (
+            "user:bob",
+            &[],
+            "Q.C/y/read",
+            false,
+            "/s/s2",
+            t(2),
+            true,
+            "roleAssignment",
+        ),
+        (
+            "user:bob",
+            &[],
+            "Q.C/y/read",
+            false,
+            "/s/s2",
+            t(3),
+            true,
+            "roleAssignment",
+        ),
+        (
+            "user:bob",
+            &[],
+            "Q.C/y/read",
+            false,
+            "/s/s2",
+            t(4),
+            false,
+            "noGrant",
+        ),
+        (
+            "user:bob",
+            &[],
+            "Q.B/y/read",
+            false,
+            "/s/s2",
+            t(2),
+            false,
+            "noGrant",
+        ),
+        (
+            "user:bob",
+            &[],
+            "P.A/blob/read",
+            true,
+            "/s/s1/x",
+            t(2),
+            false,
+            "denyAssignment",
+        ),
+    ];
+    for &(principal, groups, action, data, scope, at, allowed, kind) in cases {
+        let r = Request {
+            principal: principal.into(),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            action: action.into(),
+            data,
+            scope: scope.into(),
+            at,
+        };
+        let want = reference_check(&docs, &r);
+        assert_eq!(
+            (want.allowed, want.kind),
+            (allowed, kind),
+            "reference on {r:?}"
+        );
+        agree(&docs, &snapshot, &r).unwrap();
+    }
+}
+
+/// Parses a YAML document through the crate's own source loader.
+fn parse_yaml(yaml: &str) -> Document {
+    iot_authz::policy::SourceDocument::new("hand.yaml", yaml.as_bytes())
+        .parse()
+        .unwrap()
+}

@@ -1,0 +1,481 @@
+//! The native API and the gRPC plumbing: the generated tonic client for every RPC, the
+//! real grpcurl through server reflection only, health, limits and shutdown.
+
+use iot_authz::proto::iotauthz::v1 as pb;
+use iot_authz::proto::iotauthz::v1::authorizer_client::AuthorizerClient;
+use serde_json::json;
+use tonic::Code;
+
+use crate::support::{TestServer, demo, grpcurl, grpcurl_raw, policy};
+
+const LINE_1: &str =
+    "/subscriptions/s1/resourceGroups/factory/providers/Microsoft.Edge/targets/line-1";
+
+async fn client(server: &TestServer) -> AuthorizerClient<tonic::transport::Channel> {
+    AuthorizerClient::connect(server.grpc_url()).await.unwrap()
+}
+
+fn check(principal: &str, action: &str, scope: &str) -> pb::CheckRequest {
+    pb::CheckRequest {
+        principal: principal.into(),
+        action: action.into(),
+        scope: scope.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn check_answers_with_reason_and_revision() {
+    let server = TestServer::start(demo()).await;
+    let mut c = client(&server).await;
+    let r = c
+        .check(check(
+            "user:alice@contoso.com",
+            "Microsoft.Edge/targets/read",
+            LINE_1,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.allowed);
+    let reason = r.reason.unwrap();
+    assert_eq!(reason.kind, "roleAssignment");
+    assert_eq!(reason.role, "Reader");
+    assert_eq!(reason.assignment_id, "demo-1");
+    assert_eq!(reason.via, "group:factory-operators");
+    assert_eq!(r.revision, demo().revision);
+    let r = c
+        .check(check(
+            "user:alice@contoso.com",
+            "Microsoft.Edge/targets/write",
+            LINE_1,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.allowed);
+    assert_eq!(r.reason.unwrap().kind, "noGrant");
+}
+
+#[tokio::test]
+async fn check_honours_at_and_token_groups() {
+    let server = TestServer::start(policy(
+        "version: 1\nroles:\n  - {name: R, actions: ['*']}\nassignments:\n  - {principal: 'group:g', role: R, scope: /, notAfter: '2026-01-01T00:00:00Z'}\n",
+    ))
+    .await;
+    let mut c = client(&server).await;
+    let mut req = check("user:x", "a/b", "/s");
+    req.groups = vec!["group:g".into()];
+    req.at = Some(prost_types::Timestamp {
+        seconds: 1_750_000_000,
+        nanos: 0,
+    });
+    assert!(c.check(req.clone()).await.unwrap().into_inner().allowed);
+    req.at = Some(prost_types::Timestamp {
+        seconds: 1_800_000_000,
+        nanos: 0,
+    });
+    assert!(!c.check(req).await.unwrap().into_inner().allowed);
+}
+
+#[tokio::test]
+async fn invalid_arguments_are_rejected_with_a_message() {
+    let server = TestServer::start(demo()).await;
+    let mut c = client(&server).await;
+    for (req, needle) in [
+        (check("", "a/b", "/"), "principal"),
+        (check("alice", "a/b", "/"), "TYPE:VALUE"),
+        (check("user:a", "a/b", "no-slash"), "scope"),
+        (check("user:a", "a/b", "/a/../b"), "scope"),
+        (check("user:a", "", "/"), "action"),
+    ] {
+        let e = c.check(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains(needle), "{}", e.message());
+    }
+    let mut req = check("user:a", "a/b", "/");
+    req.groups = vec!["ops".into()];
+    assert_eq!(
+        c.check(req).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+}
+
+#[tokio::test]
+async fn batch_check_answers_in_order_up_to_the_limit() {
+    let server = TestServer::start(demo()).await;
+    let mut c = client(&server).await;
+    let checks: Vec<_> = (0..1000)
+        .map(|i| {
+            let action = if i % 2 == 0 {
+                "Microsoft.Edge/targets/read"
+            } else {
+                "Microsoft.Edge/targets/write"
+            };
+            check("user:alice@contoso.com", action, LINE_1)
+        })
+        .collect();
+    let r = c
+        .batch_check(pb::BatchCheckRequest {
+            checks: checks.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.results.len(), 1000);
+    assert!(
+        r.results
+            .iter()
+            .enumerate()
+            .all(|(i, x)| x.allowed == (i % 2 == 0))
+    );
+    let mut too_many = checks.clone();
+    too_many.push(check("user:a", "a/b", "/"));
+    let e = c
+        .batch_check(pb::BatchCheckRequest { checks: too_many })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let mut bad = checks[..3].to_vec();
+    bad[2].scope = "nope".into();
+    let e = c
+        .batch_check(pb::BatchCheckRequest { checks: bad })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("checks[2]"), "{}", e.message());
+}
+
+#[tokio::test]
+async fn check_http_maps_identifies_and_decides() {
+    let server = TestServer::start(demo()).await;
+    let mut c = client(&server).await;
+    let req = |principal: &str, method: &str, path: &str, headers: &[(&str, &str)]| {
+        pb::CheckHttpRequest {
+            principal: principal.into(),
+            method: method.into(),
+            path: path.into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+            ..Default::default()
+        }
+    };
+    let r = c
+        .check_http(req(
+            "",
+            "GET",
+            LINE_1,
+            &[("X-IotAuthz-Principal", "user:alice@contoso.com")],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.allowed);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.action, "Microsoft.Edge/targets/read");
+    assert_eq!(r.scope, LINE_1);
+    assert_eq!(r.principal, "user:alice@contoso.com");
+    for (r, status, kind) in [
+        (req("", "GET", LINE_1, &[]), 401, "noIdentity"),
+        (
+            req("user:alice@contoso.com", "GET", "/a/%2e%2e/b", &[]),
+            400,
+            "malformed",
+        ),
+        (
+            req("user:alice@contoso.com", "GET", "/nothing", &[]),
+            403,
+            "noRoute",
+        ),
+        (
+            req("user:alice@contoso.com", "PUT", LINE_1, &[]),
+            403,
+            "noGrant",
+        ),
+    ] {
+        let out = c.check_http(r).await.unwrap().into_inner();
+        assert!(!out.allowed);
+        assert_eq!(out.status, status);
+        assert_eq!(out.reason.unwrap().kind, kind);
+    }
+}
+
+#[tokio::test]
+async fn list_permissions_who_can_and_check_assign() {
+    let server = TestServer::start(demo()).await;
+    let mut c = client(&server).await;
+    let perms = c
+        .list_permissions(pb::ListPermissionsRequest {
+            principal: "user:carol@contoso.com".into(),
+            scope: LINE_1.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let write = perms
+        .permissions
+        .iter()
+        .find(|p| p.action == "Microsoft.Edge/targets/write")
+        .unwrap();
+    assert_eq!(write.grants[0].role, "Contributor");
+    assert!(
+        !perms
+            .permissions
+            .iter()
+            .any(|p| p.action == "Microsoft.Edge/targets/delete"),
+        "the deny applies"
+    );
+    let who = c
+        .who_can(pb::WhoCanRequest {
+            action: "Microsoft.Edge/targets/write".into(),
+            scope: LINE_1.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        who.principals
+            .contains(&"user:carol@contoso.com".to_owned())
+    );
+    assert!(who.principals.contains(&"user:dave@contoso.com".to_owned()));
+    assert!(who.groups.contains(&"group:line-leads".to_owned()));
+    assert!(
+        !who.principals
+            .contains(&"user:alice@contoso.com".to_owned())
+    );
+    let assign = c
+        .check_assign(pb::CheckAssignRequest {
+            actor: "user:dave@contoso.com".into(),
+            role: "Reader".into(),
+            scope: LINE_1.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(assign.allowed, "{assign:?}");
+    let assign = c
+        .check_assign(pb::CheckAssignRequest {
+            actor: "user:carol@contoso.com".into(),
+            role: "Reader".into(),
+            scope: LINE_1.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!assign.allowed);
+    assert_eq!(
+        assign.missing_actions,
+        vec!["Microsoft.Authorization/roleAssignments/write"]
+    );
+    let e = c
+        .check_assign(pb::CheckAssignRequest {
+            actor: "user:x".into(),
+            role: "No Such Role".into(),
+            scope: "/".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn policy_status_reports_the_loaded_policy() {
+    let server = TestServer::start(demo()).await;
+    let s = client(&server)
+        .await
+        .get_policy_status(pb::GetPolicyStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.revision, demo().revision);
+    assert_eq!(s.sources.len(), 6);
+    assert!(s.counts.unwrap().roles >= 30);
+    assert!(s.loaded_at.is_some());
+    assert!(s.last_error.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpcurl_uses_reflection_only() {
+    let server = TestServer::start(demo()).await;
+    let addr = server.grpc;
+    let (ok, listing, err) = grpcurl_raw(&["-plaintext", &addr.to_string(), "list"]);
+    assert!(ok, "{err}");
+    for service in [
+        "iotauthz.v1.Authorizer",
+        "envoy.service.auth.v3.Authorization",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(listing.lines().any(|l| l == service), "{listing}");
+    }
+    let (ok, described, err) = grpcurl_raw(&[
+        "-plaintext",
+        &addr.to_string(),
+        "describe",
+        "envoy.service.auth.v3.Authorization",
+    ]);
+    assert!(ok && described.contains("rpc Check"), "{described}{err}");
+    let r = grpcurl(
+        addr,
+        "iotauthz.v1.Authorizer/Check",
+        &json!({
+        "principal": "user:alice@contoso.com", "action": "Microsoft.Edge/targets/read", "scope": LINE_1}),
+    );
+    assert_eq!(r["allowed"], true);
+    assert_eq!(r["reason"]["assignmentId"], "demo-1");
+    let r = grpcurl(
+        addr,
+        "iotauthz.v1.Authorizer/CheckHttp",
+        &json!({
+        "method": "DELETE", "path": LINE_1, "headers": {"x-iotauthz-principal": "user:carol@contoso.com"}}),
+    );
+    assert_eq!(r["status"], 403);
+    assert_eq!(r["reason"]["kind"], "denyAssignment");
+    let r = grpcurl(addr, "iotauthz.v1.Authorizer/GetPolicyStatus", &json!({}));
+    assert_eq!(r["revision"], demo().revision);
+    let r = grpcurl(
+        addr,
+        "grpc.health.v1.Health/Check",
+        &json!({"service": "iotauthz.v1.Authorizer"}),
+    );
+    assert_eq!(r["status"], "SERVING");
+    let r = grpcurl(
+        addr,
+        "grpc.health.v1.Health/Check",
+        &json!({"service": "envoy.service.auth.v3.Authorization"}),
+    );
+    assert_eq!(r["status"], "SERVING");
+}
+
+#[tokio::test]
+async fn health_is_not_serving_without_a_policy_and_http_endpoints_answer() {
+    use iot_authz::server::state::PolicyState;
+    crate::support::crypto();
+    let server =
+        TestServer::start_with(std::sync::Arc::new(PolicyState::new()), Default::default()).await;
+    let channel = tonic::transport::Channel::from_shared(server.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    );
+    let http = reqwest::Client::new();
+    let get = |p: &str| http.get(format!("http://{}{p}", server.http)).send();
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(get("/readyz").await.unwrap().status(), 503);
+    let e = client(&server)
+        .await
+        .check(check("user:a", "a/b", "/"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+}
+
+#[tokio::test]
+async fn metrics_count_decisions_by_api_and_reason() {
+    crate::support::crypto();
+    let server = TestServer::start(demo()).await;
+    let mut c = client(&server).await;
+    c.check(check(
+        "user:alice@contoso.com",
+        "Microsoft.Edge/targets/read",
+        LINE_1,
+    ))
+    .await
+    .unwrap();
+    c.check(check(
+        "user:alice@contoso.com",
+        "Microsoft.Edge/targets/write",
+        LINE_1,
+    ))
+    .await
+    .unwrap();
+    c.check(check(
+        "user:alice@contoso.com",
+        "Microsoft.Edge/targets/write",
+        LINE_1,
+    ))
+    .await
+    .unwrap();
+    let text = reqwest::get(format!("http://{}/metrics", server.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            r#"iot_authz_checks_total{api="check",decision="allow",reason="roleAssignment"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"iot_authz_checks_total{api="check",decision="deny",reason="noGrant"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"iot_authz_check_duration_seconds_count{api="check"} 3"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            r#"iot_authz_policy_info{{revision="{}"}} 1"#,
+            demo().revision
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_messages_are_refused() {
+    use iot_authz::server::{ServerOptions, state::PolicyState};
+    let options = ServerOptions {
+        max_message_bytes: 1024,
+        ..Default::default()
+    };
+    let server = TestServer::start_with(
+        std::sync::Arc::new(PolicyState::with_snapshot(demo())),
+        options,
+    )
+    .await;
+    let mut c = client(&server).await;
+    let e = c
+        .check(check("user:a", &"a".repeat(4096), "/"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    assert!(c.check(check("user:a", "a/b", "/")).await.is_ok());
+}
+
+#[tokio::test]
+async fn shutdown_drains_and_turns_unready() {
+    crate::support::crypto();
+    let mut server = TestServer::start(demo()).await;
+    let mut c = client(&server).await;
+    assert!(c.check(check("user:a", "a/b", "/")).await.is_ok());
+    server.stop().await;
+    assert!(c.check(check("user:a", "a/b", "/")).await.is_err());
+    assert!(
+        server
+            .app
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+}

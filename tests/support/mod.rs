@@ -1,0 +1,360 @@
+//! Shared test support: the real server in-process on port 0, a recording upstream, the
+//! real Envoy and grpcurl binaries, and JWT signing.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use iot_authz::policy::{Snapshot, SourceDocument, compile_sources};
+use iot_authz::server::state::PolicyState;
+use iot_authz::server::{self, App, ServerOptions};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+/// Finds a real tool: `$IOT_AUTHZ_<NAME>`, the project's `.venv/bin`, or `PATH`. A missing
+/// tool fails the test: the test script installs every tool, and tests never skip.
+pub fn tool(name: &str) -> PathBuf {
+    let var = format!("IOT_AUTHZ_{}", name.to_ascii_uppercase());
+    if let Ok(p) = std::env::var(&var) {
+        return PathBuf::from(p);
+    }
+    let venv = root().join(".venv/bin").join(name);
+    if venv.exists() {
+        return venv;
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    panic!("`{name}` not found (set {var}, or run scripts/test.sh, which installs it into .venv)");
+}
+
+/// Installs rustls' ring provider once (reqwest is built without a default provider).
+pub fn crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub fn demo() -> Snapshot {
+    compile_sources(&iot_authz::demo::sources()).unwrap()
+}
+
+pub fn policy(text: &str) -> Snapshot {
+    compile_sources(&[SourceDocument::new("test.yaml", text.as_bytes())])
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The real server running in-process on 127.0.0.1:0.
+pub struct TestServer {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub app: Arc<App>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(snapshot: Snapshot) -> Self {
+        Self::start_with(
+            Arc::new(PolicyState::with_snapshot(snapshot)),
+            ServerOptions::default(),
+        )
+        .await
+    }
+
+    pub async fn start_with(state: Arc<PolicyState>, options: ServerOptions) -> Self {
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (grpc_addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
+        let app = Arc::new(App::new(state));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::run(app.clone(), options, grpc, http, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            grpc: grpc_addr,
+            http: http_addr,
+            app,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// Graceful shutdown; waits until both listeners have stopped.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// What the upstream received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: BTreeMap<String, Vec<String>>,
+}
+
+/// An HTTP upstream that records every request and answers 200 with it as JSON.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let record = seen.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let record = record.clone();
+            async move {
+                let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for (k, v) in req.headers() {
+                    headers
+                        .entry(k.as_str().to_owned())
+                        .or_default()
+                        .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+                }
+                let s = Seen {
+                    method: req.method().to_string(),
+                    path: req
+                        .uri()
+                        .path_and_query()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
+                    headers,
+                };
+                let body =
+                    json!({"method": s.method, "path": s.path, "headers": s.headers}).to_string();
+                record.lock().unwrap().push(s);
+                body
+            }
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, seen }
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// A real Envoy started from one of the configs in `deploy/envoy/`, with the ports (and
+/// anything else the test needs) substituted.
+pub struct Envoy {
+    child: Child,
+    pub listener: SocketAddr,
+    pub admin: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Envoy {
+    /// Starts Envoy from `deploy/envoy/<file>`, pointing it at `authz` and `upstream`.
+    pub async fn start(
+        file: &str,
+        authz: SocketAddr,
+        upstream: SocketAddr,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        let text = std::fs::read_to_string(root().join("deploy/envoy").join(file)).unwrap();
+        let mut config = text
+            .replace(
+                "address: 0.0.0.0, port_value: 10000",
+                "address: 127.0.0.1, port_value: 0",
+            )
+            .replace(
+                "address: 0.0.0.0, port_value: 10443",
+                "address: 127.0.0.1, port_value: 0",
+            )
+            .replace("port_value: 9901", "port_value: 0")
+            .replace(
+                "port_value: 50051",
+                &format!("port_value: {}", authz.port()),
+            )
+            .replace(
+                "port_value: 8080",
+                &format!("port_value: {}", upstream.port()),
+            );
+        for (from, to) in extra {
+            assert!(config.contains(from), "config has no `{from}`");
+            config = config.replace(from, to);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("envoy.yaml");
+        std::fs::write(&config_path, config).unwrap();
+        let admin_path = dir.path().join("admin-address");
+        let child = Command::new(tool("envoy"))
+            .arg("-c")
+            .arg(&config_path)
+            .arg("--use-dynamic-base-id")
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .args(["--log-level", "warn", "--concurrency", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut envoy = Self {
+            child,
+            listener: "127.0.0.1:0".parse().unwrap(),
+            admin: "127.0.0.1:0".parse().unwrap(),
+            _dir: dir,
+        };
+        // Ready signal: the admin address file, then the listener Envoy reports bound.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let admin = loop {
+            assert!(
+                envoy.child.try_wait().unwrap().is_none(),
+                "envoy exited during start-up"
+            );
+            if let Ok(text) = std::fs::read_to_string(&admin_path)
+                && let Ok(addr) = text.trim().parse::<SocketAddr>()
+            {
+                break addr;
+            }
+            assert!(Instant::now() < deadline, "envoy did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        envoy.admin = admin;
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(resp) = client
+                .get(format!("http://{admin}/listeners?format=json"))
+                .send()
+                .await
+                && let Ok(v) = resp.json::<Value>().await
+                && let Some(port) =
+                    v["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
+                        .as_u64()
+                && port != 0
+            {
+                envoy.listener = SocketAddr::from(([127, 0, 0, 1], u16::try_from(port).unwrap()));
+                break;
+            }
+            assert!(Instant::now() < deadline, "envoy listener did not come up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        envoy
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.listener)
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the real grpcurl (reflection only, no proto files) and returns its stdout as JSON.
+pub fn grpcurl(addr: SocketAddr, method: &str, data: &Value) -> Value {
+    let out = Command::new(tool("grpcurl"))
+        .args([
+            "-plaintext",
+            "-d",
+            &data.to_string(),
+            &addr.to_string(),
+            method,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "grpcurl {method} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Runs grpcurl with raw arguments; returns (success, stdout, stderr).
+pub fn grpcurl_raw(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(tool("grpcurl")).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn b64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+/// An ES256 signing key and its JWKS.
+pub struct JwtKey {
+    key: ring::signature::EcdsaKeyPair,
+    rng: ring::rand::SystemRandom,
+}
+
+impl JwtKey {
+    pub fn generate() -> Self {
+        use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        Self { key, rng }
+    }
+
+    pub fn jwks(&self) -> String {
+        use ring::signature::KeyPair;
+        let public = self.key.public_key().as_ref();
+        json!({"keys": [{"kty": "EC", "crv": "P-256", "alg": "ES256", "kid": "test",
+            "x": b64url(&public[1..33]), "y": b64url(&public[33..65])}]})
+        .to_string()
+    }
+
+    pub fn token(&self, claims: &Value) -> String {
+        let header = b64url(
+            json!({"alg": "ES256", "typ": "JWT", "kid": "test"})
+                .to_string()
+                .as_bytes(),
+        );
+        let payload = b64url(claims.to_string().as_bytes());
+        let input = format!("{header}.{payload}");
+        let sig = self.key.sign(&self.rng, input.as_bytes()).unwrap();
+        format!("{input}.{}", b64url(sig.as_ref()))
+    }
+}

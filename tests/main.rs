@@ -1,6 +1,8 @@
 //! The integration tests, in one binary: decision fixtures, validation rules, the command
 //! line, and property tests against a reference model.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod cli;
 mod decisions;
 mod envoy;

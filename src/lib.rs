@@ -11,6 +11,8 @@
 //! - [`testing`]: runs the `tests:` cases of a policy.
 //! - [`server`]: the service: native gRPC API, Envoy ext_authz, health, reflection, and
 //!   the HTTP endpoints, over a live [`server::state::PolicyState`].
+//! - [`sources`]: live policy sources: watched files and directories, and an HTTP bundle
+//!   poller, feeding validated snapshots into the server's policy state.
 //! - [`proto`]: generated protobuf code, kept at the edge.
 //! - [`cli`]: the `iot-authz` command line.
 
@@ -20,4 +22,11 @@ pub mod import_azure;
 pub mod policy;
 pub mod proto;
 pub mod server;
+pub mod sources;
 pub mod testing;
+
+/// Installs rustls' `ring` provider as the process default (idempotent). HTTPS clients
+/// need it: the build carries no other provider.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -970,23 +970,37 @@ fn request_for(docs: &Policy) -> BoxedStrategy<Request> {
             scope,
             at,
         });
-    let targets = targets(docs);
-    if targets.is_empty() {
-        return prop_oneof![4 => aimed, 1 => request()].boxed();
+    let (grants, denies) = targets(docs);
+    let targeted = |targets: Vec<Target>| {
+        select(targets)
+            .prop_flat_map(|t| {
+                (
+                    select(t.who),
+                    instantiated(t.actions),
+                    below(vec![t.scope]),
+                    at(),
+                )
+                    .prop_map(
+                        |((principal, groups), (action, data), scope, at)| Request {
+                            principal,
+                            groups,
+                            action,
+                            data,
+                            scope,
+                            at,
+                        },
+                    )
+            })
+            .boxed()
+    };
+    let mut choices = vec![(2, aimed.boxed()), (1, request())];
+    if !grants.is_empty() {
+        choices.push((6, targeted(grants)));
     }
-    let targeted = select(targets).prop_flat_map(|t| {
-        (select(t.who), instantiated(t.actions), below(vec![t.scope]), at()).prop_map(
-            |((principal, groups), (action, data), scope, at)| Request {
-                principal,
-                groups,
-                action,
-                data,
-                scope,
-                at,
-            },
-        )
-    });
-    prop_oneof![4 => targeted, 3 => aimed, 1 => request()].boxed()
+    if !denies.is_empty() {
+        choices.push((3, targeted(denies)));
+    }
+    prop::strategy::Union::new_weighted(choices).boxed()
 }
 
 /// Half hours from -1 h to 6 h after [`t0`], give or take a nanosecond: every
@@ -1048,8 +1062,14 @@ struct Target {
     actions: Vec<(String, Option<bool>)>,
 }
 
-fn targets(docs: &Policy) -> Vec<Target> {
-    let pool: Vec<&str> = PEOPLE.iter().chain(GROUPS).copied().chain(["user:nobody"]).collect();
+/// The targets of the assignments and of the deny assignments.
+fn targets(docs: &Policy) -> (Vec<Target>, Vec<Target>) {
+    let pool: Vec<&str> = PEOPLE
+        .iter()
+        .chain(GROUPS)
+        .copied()
+        .chain(["user:nobody"])
+        .collect();
     let catalog: Vec<(String, Option<bool>)> = docs
         .iter()
         .flat_map(|(_, d)| &d.actions)
@@ -1058,13 +1078,13 @@ fn targets(docs: &Policy) -> Vec<Target> {
                 .chain(c.implies.iter().map(|i| (i.clone(), None)))
         })
         .collect();
-    let patterns = |lists: [(&Vec<String>, bool); 4]| -> Vec<(String, Option<bool>)> {
+    let patterns = |lists: &[(&Vec<String>, bool)]| -> Vec<(String, Option<bool>)> {
         lists
-            .into_iter()
-            .flat_map(|(list, data)| list.iter().map(move |p| (p.clone(), Some(data))))
+            .iter()
+            .flat_map(|&(list, data)| list.iter().map(move |p| (p.clone(), Some(data))))
             .collect()
     };
-    let mut out = Vec::new();
+    let (mut grants, mut denies) = (Vec::new(), Vec::new());
     for (_, d) in docs {
         for a in &d.assignments {
             let mut who: Vec<(String, Vec<String>)> = pool
@@ -1080,15 +1100,22 @@ fn targets(docs: &Policy) -> Vec<Target> {
             let Some(role) = reference::find_role(docs, &a.role) else {
                 continue;
             };
-            let mut actions = patterns([
+            // what the role grants, twice as likely as what it removes
+            let mut actions = patterns(&[
                 (&role.actions, false),
-                (&role.not_actions, false),
                 (&role.data_actions, true),
+                (&role.actions, false),
+                (&role.data_actions, true),
+                (&role.not_actions, false),
                 (&role.not_data_actions, true),
             ]);
             actions.extend(catalog.iter().cloned());
             if !actions.is_empty() {
-                out.push(Target { who, scope: a.scope.clone(), actions });
+                grants.push(Target {
+                    who,
+                    scope: a.scope.clone(),
+                    actions,
+                });
             }
         }
         for x in &d.deny_assignments {
@@ -1096,7 +1123,9 @@ fn targets(docs: &Policy) -> Vec<Target> {
                 .iter()
                 .filter(|p| {
                     let subjects = reference::subjects(docs, p, &[]);
-                    x.principals.iter().any(|s| reference::selects(s, p, &subjects))
+                    x.principals
+                        .iter()
+                        .any(|s| reference::selects(s, p, &subjects))
                 })
                 .map(|p| ((*p).to_owned(), vec![]))
                 .collect();
@@ -1106,18 +1135,22 @@ fn targets(docs: &Policy) -> Vec<Target> {
                     .filter(|s| s.starts_with("group:") && !s.ends_with(":*"))
                     .map(|g| ("user:nobody".to_owned(), vec![g.clone()])),
             );
-            let actions = patterns([
+            let actions = patterns(&[
                 (&x.actions, false),
                 (&x.not_actions, false),
                 (&x.data_actions, true),
                 (&x.not_data_actions, true),
             ]);
             if !who.is_empty() && !actions.is_empty() {
-                out.push(Target { who, scope: x.scope.clone(), actions });
+                denies.push(Target {
+                    who,
+                    scope: x.scope.clone(),
+                    actions,
+                });
             }
         }
     }
-    out
+    (grants, denies)
 }
 
 /// A policy with `n` requests aimed at it.

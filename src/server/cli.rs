@@ -6,10 +6,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
 
 use super::state::PolicyState;
 use super::{App, ServerOptions, TlsFiles};
 use crate::cli::{EXIT_ERROR, EXIT_OK, ServeArgs, load_policy};
+use crate::policy::compile_sources;
+use crate::sources::Loader;
+use crate::sources::bundle::{BundleClient, BundleOptions, Fetched};
+use crate::sources::files::{self, WatchOptions};
 
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -24,22 +29,79 @@ fn init_logging(format: &str) {
     };
 }
 
+/// The first policy, before the listeners open: files are read and compiled now (invalid is
+/// fatal); a bundle is fetched once (unreachable is not fatal: the server starts unready and
+/// keeps polling; a fetched but invalid bundle is fatal).
+enum FirstPolicy {
+    Ready(crate::policy::Snapshot),
+    Pending,
+    Invalid(String),
+}
+
+fn first_policy(
+    args: &ServeArgs,
+    runtime: &tokio::runtime::Runtime,
+    bundle: &mut Option<BundleClient>,
+) -> anyhow::Result<FirstPolicy> {
+    let Some(url) = &args.policy_url else {
+        if args.policy.is_empty() {
+            tracing::info!(
+                "serving the embedded demo policy (built-in role packs plus demo principals and routes); pass --policy to serve your own"
+            );
+            return Ok(match load_policy(&[]) {
+                Ok(s) => FirstPolicy::Ready(s),
+                Err(e) => FirstPolicy::Invalid(e.to_string()),
+            });
+        }
+        return Ok(
+            match crate::policy::source::read_paths(&args.policy, args.max_policy_bytes)
+                .and_then(|s| compile_sources(&s))
+            {
+                Ok(s) => FirstPolicy::Ready(s),
+                Err(e) => FirstPolicy::Invalid(e.to_string()),
+            },
+        );
+    };
+    let mut options = BundleOptions::new(url.clone());
+    options.interval = Duration::from_secs(args.policy_url_interval_seconds.max(1));
+    options.token_file = args.policy_url_token_file.clone();
+    options.max_bytes = args.max_policy_bytes;
+    let mut client = BundleClient::new(options).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let first = match runtime.block_on(client.fetch()) {
+        Ok(Fetched::Bundle { documents, etag }) => match compile_sources(&documents) {
+            Ok(s) => {
+                client.accept(etag);
+                FirstPolicy::Ready(s)
+            }
+            Err(e) => FirstPolicy::Invalid(e.to_string()),
+        },
+        Ok(Fetched::NotModified) => FirstPolicy::Pending,
+        Err(e) => {
+            tracing::warn!(error = %e, "policy bundle not reachable yet; not ready until it is");
+            FirstPolicy::Pending
+        }
+    };
+    *bundle = Some(client);
+    Ok(first)
+}
+
 /// Runs the server until SIGTERM or SIGINT. An invalid policy at start-up exits 2.
 pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
     init_logging(&args.log_format);
-    let snapshot = match load_policy(&args.policy) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
+    crate::install_crypto_provider();
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    let mut bundle = None;
+    let snapshot = match first_policy(args, &runtime, &mut bundle)? {
+        FirstPolicy::Ready(s) => {
+            tracing::info!(revision = %s.revision, documents = s.counts.documents, assignments = s.counts.assignments, "policy loaded");
+            Some(s)
+        }
+        FirstPolicy::Pending => None,
+        FirstPolicy::Invalid(message) => {
+            eprintln!("error: {message}");
             return Ok(EXIT_ERROR);
         }
     };
-    if args.policy.is_empty() {
-        tracing::info!(
-            "serving the embedded demo policy (built-in role packs plus demo principals and routes); pass --policy to serve your own"
-        );
-    }
-    tracing::info!(revision = %snapshot.revision, documents = snapshot.counts.documents, assignments = snapshot.counts.assignments, "policy loaded");
     let options = ServerOptions {
         max_message_bytes: args.max_message_bytes,
         request_timeout: Duration::from_millis(args.request_timeout_ms),
@@ -55,7 +117,6 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
                 client_ca: args.tls_client_ca.clone(),
             }),
     };
-    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async {
         let grpc = TcpListener::bind(&args.grpc_addr)
             .await
@@ -63,7 +124,40 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
         let http = TcpListener::bind(&args.http_addr)
             .await
             .with_context(|| format!("binding HTTP address {}", args.http_addr))?;
-        let app = Arc::new(App::new(Arc::new(PolicyState::with_snapshot(snapshot))));
+        let state = match snapshot {
+            Some(s) => PolicyState::with_snapshot(s),
+            None => PolicyState::new(),
+        };
+        let app = Arc::new(App::new(Arc::new(state)));
+        let loader = Loader::new(app.clone());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        // SIGHUP forces a reload of the sources.
+        let (hup_tx, hup_rx) = mpsc::channel::<()>(1);
+        spawn_sighup(hup_tx);
+        if let Some(client) = bundle.take() {
+            tokio::spawn(crate::sources::bundle::poll(client, loader, stopped()));
+        } else if !args.policy.is_empty() {
+            let options = WatchOptions {
+                debounce: Duration::from_millis(args.policy_debounce_ms),
+                poll_interval: (args.policy_poll_seconds > 0)
+                    .then(|| Duration::from_secs(args.policy_poll_seconds)),
+                notify: !args.no_watch,
+                max_bytes: args.max_policy_bytes,
+            };
+            tokio::spawn(files::watch(
+                loader,
+                args.policy.clone(),
+                options,
+                hup_rx,
+                stopped(),
+            ));
+        }
         // The ready line: scripts and tests wait for it instead of sleeping.
         println!(
             "iot-authz listening grpc={} http={}",
@@ -71,10 +165,32 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
             http.local_addr()?
         );
         tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, "listening");
-        super::run(app, options, grpc, http, shutdown_signal()).await
+        let result = super::run(app, options, grpc, http, async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+        result
     })?;
     tracing::info!("stopped");
     Ok(EXIT_OK)
+}
+
+/// Forwards SIGHUP to the reload trigger.
+fn spawn_sighup(trigger: mpsc::Sender<()>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the policy");
+            let _ = trigger.try_send(());
+        }
+    });
+    #[cfg(not(unix))]
+    drop(trigger);
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -109,15 +109,36 @@ impl App {
             ..Self::default()
         };
         if let Some(p) = app.policy.current() {
-            let loaded = p
-                .loaded_at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0);
-            app.metrics.policy_installed(&p.snapshot.revision, loaded);
+            app.metrics
+                .policy_installed(&p.snapshot.revision, unix_seconds(p.loaded_at));
         }
         app
     }
+
+    /// Swaps in a new policy: one atomic store; requests in flight keep the old one.
+    pub fn install(&self, snapshot: crate::policy::Snapshot) {
+        let revision = snapshot.revision.clone();
+        self.policy.install(snapshot);
+        self.metrics
+            .policy_installed(&revision, unix_seconds(std::time::SystemTime::now()));
+        tracing::info!(%revision, "policy installed");
+    }
+
+    /// Records a rejected policy; the last good one keeps serving.
+    pub fn reject(&self, message: String) {
+        tracing::warn!(error = %message, "policy rejected; the last good policy keeps serving");
+        self.metrics
+            .reloads
+            .get_or_create(&metrics::ResultLabels { result: "failure" })
+            .inc();
+        self.policy.record_error(message);
+    }
+}
+
+fn unix_seconds(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// Addresses the server is listening on.
@@ -143,20 +164,20 @@ pub async fn run(
     let ext_authz = AuthorizationServer::new(ext_authz::ExtAuthz::new(app.clone()))
         .max_decoding_message_size(options.max_message_bytes)
         .max_encoding_message_size(options.max_message_bytes);
+    // Health follows the policy: NOT_SERVING until the first good policy is loaded.
     if app.policy.is_ready() {
-        health_reporter
-            .set_serving::<AuthorizerServer<native::Authorizer>>()
-            .await;
-        health_reporter
-            .set_serving::<AuthorizationServer<ext_authz::ExtAuthz>>()
-            .await;
-        health_reporter
-            .set_service_status("", tonic_health::ServingStatus::Serving)
-            .await;
+        mark_serving(&health_reporter).await;
     } else {
         health_reporter
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
+        let mut revisions = app.policy.subscribe();
+        let ready_health = health_reporter.clone();
+        tokio::spawn(async move {
+            if revisions.wait_for(Option::is_some).await.is_ok() {
+                mark_serving(&ready_health).await;
+            }
+        });
     }
     let reflection = |b: tonic_reflection::server::Builder<'static>| {
         b.register_encoded_file_descriptor_set(IOTAUTHZ_DESCRIPTOR)
@@ -221,6 +242,18 @@ pub async fn run(
     g.context("gRPC server")?;
     h.context("HTTP server")?;
     Ok(())
+}
+
+async fn mark_serving(health: &tonic_health::server::HealthReporter) {
+    health
+        .set_serving::<AuthorizerServer<native::Authorizer>>()
+        .await;
+    health
+        .set_serving::<AuthorizationServer<ext_authz::ExtAuthz>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
 }
 
 fn tls_config(tls: &TlsFiles) -> anyhow::Result<ServerTlsConfig> {

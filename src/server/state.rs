@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
+use tokio::sync::watch;
 
 use crate::policy::Snapshot;
 
@@ -26,15 +27,32 @@ pub struct LoadError {
 }
 
 /// The policy the server answers from.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PolicyState {
     current: ArcSwapOption<LoadedPolicy>,
     last_error: Mutex<Option<LoadError>>,
+    /// The current revision, for whoever waits on changes (health, tests).
+    revision: watch::Sender<Option<String>>,
+}
+
+impl Default for PolicyState {
+    fn default() -> Self {
+        Self {
+            current: ArcSwapOption::empty(),
+            last_error: Mutex::new(None),
+            revision: watch::Sender::new(None),
+        }
+    }
 }
 
 impl PolicyState {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Follows the current revision: `None` until a policy is loaded.
+    pub fn subscribe(&self) -> watch::Receiver<Option<String>> {
+        self.revision.subscribe()
     }
 
     /// A state already holding a snapshot.
@@ -51,6 +69,7 @@ impl PolicyState {
 
     /// Swaps in a new snapshot and clears the last error.
     pub fn install(&self, snapshot: Snapshot) {
+        let revision = snapshot.revision.clone();
         self.current.store(Some(Arc::new(LoadedPolicy {
             snapshot,
             loaded_at: SystemTime::now(),
@@ -58,6 +77,7 @@ impl PolicyState {
         if let Ok(mut e) = self.last_error.lock() {
             *e = None;
         }
+        self.revision.send_replace(Some(revision));
     }
 
     /// Records a failed load; the current snapshot keeps serving.

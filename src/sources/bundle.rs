@@ -1,0 +1,257 @@
+//! A policy bundle polled over HTTP(S): one YAML/JSON document, or a `.tar.gz` of documents.
+//! Conditional requests (`ETag` / `If-None-Match`), a poll interval, exponential backoff
+//! with jitter on failure, an optional bearer token read from a file on every poll, and the
+//! same validate-then-swap and last-good rules as files.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{LoadOutcome, Loader};
+use crate::policy::{PolicyError, Problem, SourceDocument};
+
+/// How to poll a bundle.
+#[derive(Debug, Clone)]
+pub struct BundleOptions {
+    pub url: String,
+    pub interval: Duration,
+    /// Longest wait between attempts after failures.
+    pub max_backoff: Duration,
+    /// Time limit for one request, body included.
+    pub timeout: Duration,
+    /// A file holding a bearer token (re-read on every poll, so it can rotate).
+    pub token_file: Option<PathBuf>,
+    /// Largest bundle accepted, compressed or not, in bytes.
+    pub max_bytes: u64,
+}
+
+impl BundleOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            interval: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(300),
+            timeout: Duration::from_secs(30),
+            token_file: None,
+            max_bytes: crate::policy::source::DEFAULT_MAX_POLICY_BYTES,
+        }
+    }
+}
+
+/// The result of one poll.
+#[derive(Debug)]
+pub enum Fetched {
+    NotModified,
+    Bundle {
+        documents: Vec<SourceDocument>,
+        etag: Option<String>,
+    },
+}
+
+fn problem(url: &str, message: String) -> PolicyError {
+    PolicyError::one(Problem::new(url, "bundle", message))
+}
+
+/// A bundle poller: keeps the HTTP client and the last `ETag`.
+#[derive(Debug)]
+pub struct BundleClient {
+    options: BundleOptions,
+    client: reqwest::Client,
+    etag: Option<String>,
+}
+
+impl BundleClient {
+    pub fn new(options: BundleOptions) -> Result<Self, PolicyError> {
+        crate::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout.min(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| problem(&options.url, format!("cannot build an HTTP client: {e}")))?;
+        Ok(Self {
+            options,
+            client,
+            etag: None,
+        })
+    }
+
+    /// Fetches the bundle once.
+    pub async fn fetch(&mut self) -> Result<Fetched, PolicyError> {
+        let url = self.options.url.clone();
+        let mut request = self.client.get(&url);
+        if let Some(etag) = &self.etag {
+            request = request.header(reqwest::header::IF_NONE_MATCH, etag);
+        }
+        if let Some(file) = &self.options.token_file {
+            let token = tokio::fs::read_to_string(file).await.map_err(|e| {
+                problem(
+                    &url,
+                    format!("cannot read token file {}: {e}", file.display()),
+                )
+            })?;
+            request = request.bearer_auth(token.trim());
+        }
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| problem(&url, format!("request failed: {e}")))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_MODIFIED {
+            return Ok(Fetched::NotModified);
+        }
+        if !status.is_success() {
+            return Err(problem(&url, format!("server answered {status}")));
+        }
+        let etag = response
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let max = self.options.max_bytes;
+        if response.content_length().is_some_and(|n| n > max) {
+            return Err(problem(
+                &url,
+                format!("bundle exceeds the size limit of {max} bytes"),
+            ));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| problem(&url, format!("reading the body failed: {e}")))?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() as u64 > max {
+                return Err(problem(
+                    &url,
+                    format!("bundle exceeds the size limit of {max} bytes"),
+                ));
+            }
+        }
+        let documents = unpack(&url, &body, max)?;
+        Ok(Fetched::Bundle { documents, etag })
+    }
+
+    /// Remembers the `ETag` of a bundle that was installed (or found unchanged).
+    pub fn accept(&mut self, etag: Option<String>) {
+        self.etag = etag;
+    }
+}
+
+/// Splits a bundle into documents: a gzip'd tar of `*.yaml|*.yml|*.json` files (sorted by
+/// path, hidden names skipped), or one document.
+pub fn unpack(url: &str, body: &[u8], max_bytes: u64) -> Result<Vec<SourceDocument>, PolicyError> {
+    if !body.starts_with(&[0x1f, 0x8b]) {
+        let name = url.split(['?', '#']).next().unwrap_or(url).to_owned();
+        return Ok(vec![SourceDocument::new(name, body.to_vec())]);
+    }
+    // Decompression is bounded too: a small bomb cannot exhaust memory.
+    let decoder = flate2::read::GzDecoder::new(body).take(max_bytes + 1);
+    let mut archive = tar::Archive::new(decoder);
+    let entries = archive
+        .entries()
+        .map_err(|e| problem(url, format!("not a tar.gz bundle: {e}")))?;
+    let mut documents = Vec::new();
+    let mut total: u64 = 0;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| problem(url, format!("corrupt tar.gz bundle: {e}")))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry
+            .path()
+            .map_err(|e| problem(url, format!("bad path in bundle: {e}")))?
+            .to_string_lossy()
+            .into_owned();
+        let file_name = path.rsplit('/').next().unwrap_or(&path);
+        let lower = file_name.to_ascii_lowercase();
+        if file_name.starts_with('.')
+            || !(lower.ends_with(".yaml") || lower.ends_with(".yml") || lower.ends_with(".json"))
+        {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| problem(url, format!("corrupt tar.gz bundle at `{path}`: {e}")))?;
+        total += bytes.len() as u64;
+        if total > max_bytes {
+            return Err(problem(
+                url,
+                format!("bundle exceeds the size limit of {max_bytes} bytes"),
+            ));
+        }
+        documents.push(SourceDocument::new(format!("{url}#{path}"), bytes));
+    }
+    if documents.is_empty() {
+        return Err(problem(
+            url,
+            "bundle holds no *.yaml, *.yml or *.json document".into(),
+        ));
+    }
+    documents.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(documents)
+}
+
+/// A pseudo-random factor in [0.5, 1.0) for backoff jitter.
+fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mut x = u64::from(nanos) ^ 0x9e37_79b9_7f4a_7c15;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    0.5 + (x % 1000) as f64 / 2000.0
+}
+
+/// The wait after `failures` consecutive failures: the interval doubled per failure, capped,
+/// with jitter so that replicas do not poll in step.
+pub fn backoff(options: &BundleOptions, failures: u32) -> Duration {
+    if failures == 0 {
+        return options.interval;
+    }
+    let factor = 2f64.powi(i32::try_from(failures.min(20)).unwrap_or(20));
+    let base = (options.interval.as_secs_f64() * factor).min(options.max_backoff.as_secs_f64());
+    Duration::from_secs_f64(base * jitter())
+}
+
+/// Fetches once and loads what was fetched. Returns the outcome, or the fetch error.
+pub async fn poll_once(client: &mut BundleClient, loader: &Loader) -> LoadOutcome {
+    match client.fetch().await {
+        Ok(Fetched::NotModified) => LoadOutcome::Unchanged,
+        Ok(Fetched::Bundle { documents, etag }) => {
+            let outcome = loader.load(move || Ok(documents)).await;
+            if !matches!(outcome, LoadOutcome::Rejected(_)) {
+                client.accept(etag);
+            }
+            outcome
+        }
+        Err(e) => {
+            let message = e.to_string();
+            loader.app().reject(message.clone());
+            LoadOutcome::Rejected(message)
+        }
+    }
+}
+
+/// Polls until `shutdown` resolves.
+pub async fn poll(
+    mut client: BundleClient,
+    loader: Loader,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut failures = 0u32;
+    loop {
+        match poll_once(&mut client, &loader).await {
+            LoadOutcome::Rejected(_) => failures = failures.saturating_add(1),
+            _ => failures = 0,
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(backoff(&client.options, failures)) => {}
+        }
+    }
+}

@@ -8,5 +8,6 @@ mod decisions;
 mod envoy;
 mod grpc;
 mod properties;
+mod reload;
 mod support;
 mod validation;

@@ -150,13 +150,9 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
                 notify: !args.no_watch,
                 max_bytes: args.max_policy_bytes,
             };
-            tokio::spawn(files::watch(
-                loader,
-                args.policy.clone(),
-                options,
-                hup_rx,
-                stopped(),
-            ));
+            // Watches are in place before the ready line is printed.
+            let watcher = files::FileWatcher::start(loader, args.policy.clone(), options);
+            tokio::spawn(watcher.run(hup_rx, stopped()));
         }
         // The ready line: scripts and tests wait for it instead of sleeping.
         println!(

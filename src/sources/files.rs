@@ -86,11 +86,11 @@ fn watch_targets(sources: &[PathBuf]) -> Vec<PathBuf> {
     targets
 }
 
-/// (Re)creates the watcher over the targets that exist now.
+/// Creates the watcher (one per source set: inotify instances are a scarce resource).
 fn make_watcher(sources: &[PathBuf], events: &mpsc::Sender<()>) -> Option<RecommendedWatcher> {
     let tx = events.clone();
     let owned: Vec<PathBuf> = sources.to_vec();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<Event>| {
+    notify::recommended_watcher(move |res: notify::Result<Event>| {
         if let Ok(event) = res
             && mutates(&event)
             && (event.paths.is_empty() || event.paths.iter().any(|p| relevant(p, &owned)))
@@ -100,67 +100,103 @@ fn make_watcher(sources: &[PathBuf], events: &mpsc::Sender<()>) -> Option<Recomm
         }
     })
     .map_err(|e| tracing::warn!(error = %e, "file watching unavailable; relying on polling"))
-    .ok()?;
+    .ok()
+}
+
+/// Watches the targets that exist now. Watching a path again is harmless, and a deleted
+/// directory's watch is gone with it, so this runs after every reload.
+fn rewatch(watcher: &mut RecommendedWatcher, sources: &[PathBuf]) {
     for target in watch_targets(sources) {
         if let Err(e) = watcher.watch(&target, RecursiveMode::NonRecursive) {
             tracing::debug!(path = %target.display(), error = %e, "cannot watch (yet)");
         }
     }
-    Some(watcher)
 }
 
-/// Watches `paths` and reloads on change until `shutdown` resolves.
-pub async fn watch(
+/// A file watcher whose watches are in place: changes from now on are seen.
+pub struct FileWatcher {
     loader: Loader,
     paths: Vec<PathBuf>,
+    sources: Vec<PathBuf>,
     options: WatchOptions,
-    mut trigger: mpsc::Receiver<()>,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    let sources: Vec<PathBuf> = paths
-        .iter()
-        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
-        .collect();
-    let (events_tx, mut events) = mpsc::channel::<()>(1);
-    let mut _watcher = if options.notify {
-        make_watcher(&sources, &events_tx)
-    } else {
-        None
-    };
-    let poll = options
-        .poll_interval
-        .unwrap_or(Duration::from_secs(u64::MAX / 4));
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return,
-            Some(()) = events.recv() => {
-                // Debounce: wait for a quiet period so that multi-chunk writes settle.
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(options.debounce) => break,
-                        Some(()) = events.recv() => {}
+    watcher: Option<RecommendedWatcher>,
+    events_tx: mpsc::Sender<()>,
+    events: mpsc::Receiver<()>,
+}
+
+impl FileWatcher {
+    /// Sets up the watches now (synchronously), so that a change made after this returns
+    /// is never missed.
+    pub fn start(loader: Loader, paths: Vec<PathBuf>, options: WatchOptions) -> Self {
+        let sources: Vec<PathBuf> = paths
+            .iter()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+            .collect();
+        let (events_tx, events) = mpsc::channel::<()>(1);
+        let mut watcher = if options.notify {
+            make_watcher(&sources, &events_tx)
+        } else {
+            None
+        };
+        if let Some(w) = watcher.as_mut() {
+            rewatch(w, &sources);
+        }
+        Self {
+            loader,
+            paths,
+            sources,
+            options,
+            watcher,
+            events_tx,
+            events,
+        }
+    }
+
+    /// Reloads on change, on `trigger` and on the poll interval until `shutdown` resolves.
+    /// The first pass reloads at once, closing the gap between the caller's first read and
+    /// the watches.
+    pub async fn run(
+        mut self,
+        mut trigger: mpsc::Receiver<()>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let poll = self
+            .options
+            .poll_interval
+            .unwrap_or(Duration::from_secs(u64::MAX / 4));
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        let mut first = true;
+        loop {
+            if !first {
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    Some(()) = self.events.recv() => {
+                        // Debounce: wait for a quiet period so that multi-chunk writes settle.
+                        loop {
+                            tokio::select! {
+                                _ = tokio::time::sleep(self.options.debounce) => break,
+                                Some(()) = self.events.recv() => {}
+                            }
+                        }
                     }
+                    Some(()) = trigger.recv() => {}
+                    _ = ticker.tick() => {}
                 }
             }
-            Some(()) = trigger.recv() => {}
-            _ = ticker.tick() => {}
-        }
-        let read_paths_owned = paths.clone();
-        let max = options.max_bytes;
-        let outcome = loader
-            .load(move || read_paths(&read_paths_owned, max))
-            .await;
-        if let LoadOutcome::Installed(revision) = &outcome {
-            tracing::info!(%revision, "policy reloaded from files");
-        }
-        // Directories may have been replaced: watch what exists now.
-        if options.notify {
-            // The new watcher is live before the old one goes, so no change slips between.
-            let fresh = make_watcher(&sources, &events_tx);
-            _watcher = fresh;
+            first = false;
+            let paths = self.paths.clone();
+            let max = self.options.max_bytes;
+            let outcome = self.loader.load(move || read_paths(&paths, max)).await;
+            if let LoadOutcome::Installed(revision) = &outcome {
+                tracing::info!(%revision, "policy reloaded from files");
+            }
+            if let Some(w) = self.watcher.as_mut() {
+                rewatch(w, &self.sources);
+            }
+            // Keep the sender alive for the watcher callback's clone.
+            let _ = &self.events_tx;
         }
     }
 }

@@ -1,0 +1,686 @@
+//! Live policy sources (SPEC §7) with real files, a real HTTP bundle server and the real
+//! binary: every change pattern is picked up, every fault keeps the last good policy, and
+//! answers under reload always match the revision they report.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use iot_authz::policy::source::{read_paths, revision};
+use iot_authz::policy::{SourceDocument, compile_sources};
+use iot_authz::proto::iotauthz::v1 as pb;
+use iot_authz::proto::iotauthz::v1::authorizer_client::AuthorizerClient;
+use iot_authz::server::state::PolicyState;
+use iot_authz::sources::bundle::{self, BundleClient, BundleOptions};
+use iot_authz::sources::files::{self, WatchOptions};
+use iot_authz::sources::{LoadOutcome, Loader};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::support::{TestServer, crypto};
+
+/// Policy A denies `b/c` to user:x; policy B allows it.
+const A: &str = "version: 1\nroles: [{name: R, actions: ['a/*']}]\nassignments: [{principal: 'user:x', role: R, scope: /}]\n";
+const B: &str = "version: 1\nroles: [{name: R, actions: ['*']}]\nassignments: [{principal: 'user:x', role: R, scope: /}]\n";
+
+fn rev(text: &str) -> String {
+    revision(&[SourceDocument::new("x", text.as_bytes())])
+}
+
+struct Live {
+    server: TestServer,
+    client: AuthorizerClient<tonic::transport::Channel>,
+    trigger: mpsc::Sender<()>,
+    _stop: oneshot::Sender<()>,
+}
+
+/// The real server on the policy at `paths`, with the real file watcher.
+async fn live(paths: &[PathBuf], notify: bool) -> Live {
+    let snapshot = compile_sources(&read_paths(paths, u64::MAX).unwrap()).unwrap();
+    let server = TestServer::start(snapshot).await;
+    let loader = Loader::new(server.app.clone());
+    let (trigger, trigger_rx) = mpsc::channel(1);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let options = WatchOptions {
+        debounce: Duration::from_millis(50),
+        poll_interval: None,
+        notify,
+        max_bytes: 1024 * 1024,
+    };
+    let watcher = files::FileWatcher::start(loader, paths.to_vec(), options);
+    tokio::spawn(watcher.run(trigger_rx, async {
+        let _ = stopped.await;
+    }));
+    let client = AuthorizerClient::connect(server.grpc_url()).await.unwrap();
+    Live {
+        server,
+        client,
+        trigger,
+        _stop: stop,
+    }
+}
+
+async fn check_bc(client: &mut AuthorizerClient<tonic::transport::Channel>) -> pb::CheckResponse {
+    client
+        .check(pb::CheckRequest {
+            principal: "user:x".into(),
+            action: "b/c".into(),
+            scope: "/".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn status(client: &mut AuthorizerClient<tonic::transport::Channel>) -> pb::PolicyStatus {
+    client
+        .get_policy_status(pb::GetPolicyStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Polls the status until `pred` holds, failing after a deadline (no fixed sleeps).
+async fn wait_status(
+    client: &mut AuthorizerClient<tonic::transport::Channel>,
+    what: &str,
+    pred: impl Fn(&pb::PolicyStatus) -> bool,
+) -> pb::PolicyStatus {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = status(client).await;
+        if pred(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; status: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_revision(client: &mut AuthorizerClient<tonic::transport::Channel>, text: &str) {
+    let want = rev(text);
+    wait_status(client, "the new revision", |s| s.revision == want).await;
+}
+
+async fn wait_error(
+    client: &mut AuthorizerClient<tonic::transport::Channel>,
+    needle: &str,
+) -> String {
+    wait_status(client, needle, |s| s.last_error.contains(needle))
+        .await
+        .last_error
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+/// Editors write a temporary file and rename it over the original.
+fn write_then_rename(path: &Path, text: &str) {
+    let tmp = path.with_extension("yaml.swp");
+    write(&tmp, text);
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn editor_write_then_rename_is_picked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    write(&file, A);
+    let mut live = live(&[file.clone()], true).await;
+    assert!(!check_bc(&mut live.client).await.allowed);
+    write_then_rename(&file, B);
+    wait_revision(&mut live.client, B).await;
+    let r = check_bc(&mut live.client).await;
+    assert!(r.allowed);
+    assert_eq!(r.revision, rev(B));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_written_in_chunks_is_read_complete() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    write(&file, A);
+    let mut live = live(&[file.clone()], true).await;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&file)
+        .unwrap();
+    let (first, rest) = B.split_at(B.len() / 2);
+    f.write_all(first.as_bytes()).unwrap();
+    f.flush().unwrap();
+    f.write_all(rest.as_bytes()).unwrap();
+    drop(f);
+    let s = wait_status(&mut live.client, "the complete file", |s| {
+        s.revision == rev(B)
+    })
+    .await;
+    assert!(s.last_error.is_empty(), "{s:?}");
+    assert!(check_bc(&mut live.client).await.allowed);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_and_recreated_file_keeps_the_last_good_policy_in_between() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    write(&file, A);
+    let mut live = live(&[file.clone()], true).await;
+    std::fs::remove_file(&file).unwrap();
+    let error = wait_error(&mut live.client, "policy.yaml").await;
+    assert!(error.contains("cannot be read"), "{error}");
+    let r = check_bc(&mut live.client).await;
+    assert!(!r.allowed);
+    assert_eq!(r.revision, rev(A));
+    write(&file, B);
+    wait_revision(&mut live.client, B).await;
+    assert!(check_bc(&mut live.client).await.allowed);
+    assert!(status(&mut live.client).await.last_error.is_empty());
+}
+
+/// A Kubernetes ConfigMap volume: `policy.yaml -> ..data/policy.yaml`, `..data ->
+/// ..<timestamp>`, and an update swaps `..data` atomically to a new directory.
+#[tokio::test(flavor = "multi_thread")]
+async fn configmap_symlink_swaps_are_picked_up() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let v1 = root.join("..2026_11_22_00_00_00.1");
+    std::fs::create_dir(&v1).unwrap();
+    write(&v1.join("policy.yaml"), A);
+    symlink("..2026_11_22_00_00_00.1", root.join("..data")).unwrap();
+    symlink("..data/policy.yaml", root.join("policy.yaml")).unwrap();
+    let mut live = live(&[root.to_path_buf()], true).await;
+    assert!(!check_bc(&mut live.client).await.allowed);
+    let v2 = root.join("..2026_11_22_00_01_00.2");
+    std::fs::create_dir(&v2).unwrap();
+    write(&v2.join("policy.yaml"), B);
+    symlink("..2026_11_22_00_01_00.2", root.join("..data_tmp")).unwrap();
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    std::fs::remove_dir_all(&v1).unwrap();
+    wait_revision(&mut live.client, B).await;
+    assert!(check_bc(&mut live.client).await.allowed);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directory_gaining_and_losing_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("00-roles.yaml"),
+        "version: 1\nroles: [{name: R, actions: ['*']}]\n",
+    );
+    let mut live = live(&[dir.path().to_path_buf()], true).await;
+    assert!(!check_bc(&mut live.client).await.allowed);
+    let extra = dir.path().join("10-assignments.yaml");
+    write(
+        &extra,
+        "version: 1\nassignments: [{principal: 'user:x', role: R, scope: /}]\n",
+    );
+    wait_status(&mut live.client, "the added file", |s| s.sources.len() == 2).await;
+    assert!(check_bc(&mut live.client).await.allowed);
+    std::fs::remove_file(&extra).unwrap();
+    wait_status(&mut live.client, "the removed file", |s| {
+        s.sources.len() == 1
+    })
+    .await;
+    assert!(!check_bc(&mut live.client).await.allowed);
+    // Hidden files and other extensions are not policy.
+    write(&dir.path().join(".hidden.yaml"), "not: [valid");
+    write(&dir.path().join("notes.txt"), "not: [valid");
+    live.trigger.send(()).await.unwrap();
+    let s = wait_status(&mut live.client, "a quiet reload", |s| s.sources.len() == 1).await;
+    assert!(s.last_error.is_empty(), "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_keep_the_last_good_policy_and_show_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    write(&file, A);
+    let mut live = live(&[file.clone()], true).await;
+    let faults: [(&str, Box<dyn Fn(&Path)>, &str); 5] = [
+        (
+            "invalid YAML",
+            Box::new(|f: &Path| write(f, "version: 1\nroles: [{name: R\n")),
+            "invalid YAML",
+        ),
+        (
+            "unknown key",
+            Box::new(|f: &Path| write(f, &A.replace("actions", "actionz"))),
+            "actionz",
+        ),
+        (
+            "half-written file",
+            Box::new(|f: &Path| write(f, &B[..B.len() - 20])),
+            "policy.yaml",
+        ),
+        (
+            "file replaced by a directory",
+            Box::new(|f: &Path| {
+                std::fs::remove_file(f).unwrap();
+                std::fs::create_dir(f).unwrap();
+            }),
+            "no *.yaml",
+        ),
+        (
+            // Tests run as root, which reads any file whatever its mode: an unreadable file is
+            // made with a dangling symlink instead.
+            "unreadable file",
+            Box::new(|f: &Path| {
+                if f.is_dir() {
+                    std::fs::remove_dir(f).unwrap();
+                } else {
+                    std::fs::remove_file(f).unwrap();
+                }
+                std::os::unix::fs::symlink("/nonexistent/policy.yaml", f).unwrap();
+            }),
+            "cannot be read",
+        ),
+    ];
+    for (name, break_it, needle) in faults.iter() {
+        break_it(&file);
+        let error = wait_error(&mut live.client, needle).await;
+        assert!(error.contains("policy.yaml"), "{name}: {error}");
+        let r = check_bc(&mut live.client).await;
+        assert!(!r.allowed, "{name}");
+        assert_eq!(r.revision, rev(A), "{name}");
+        // Restore A for the next fault (the same revision, so nothing is installed).
+        if file.is_dir() {
+            std::fs::remove_dir(&file).unwrap();
+        } else {
+            std::fs::remove_file(&file).unwrap();
+        }
+        write(&file, A);
+        wait_status(&mut live.client, "the error to clear", |s| {
+            s.last_error.is_empty() || s.revision == rev(A)
+        })
+        .await;
+    }
+    let metrics = reqwest_metrics(&live.server).await;
+    assert!(
+        metrics.contains(r#"iot_authz_policy_reloads_total{result="failure"}"#),
+        "{metrics}"
+    );
+    // A later good version is picked up as usual.
+    write_then_rename(&file, B);
+    wait_revision(&mut live.client, B).await;
+}
+
+async fn reqwest_metrics(server: &TestServer) -> String {
+    crypto();
+    reqwest::get(format!("http://{}/metrics", server.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_directory_keeps_the_last_good_policy() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("policies");
+    std::fs::create_dir(&dir).unwrap();
+    write(&dir.join("p.yaml"), A);
+    let mut live = live(&[dir.clone()], true).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+    let error = wait_error(&mut live.client, "policies").await;
+    assert!(error.contains("cannot be read"), "{error}");
+    assert_eq!(check_bc(&mut live.client).await.revision, rev(A));
+    std::fs::create_dir(&dir).unwrap();
+    write(&dir.join("p.yaml"), B);
+    wait_revision(&mut live.client, B).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_over_the_size_limit_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    write(&file, A);
+    let mut live = live(&[file.clone()], true).await;
+    let big = format!("{B}# {}\n", "x".repeat(2 * 1024 * 1024));
+    write(&file, &big);
+    let error = wait_error(&mut live.client, "size limit").await;
+    assert!(error.contains("policy.yaml"), "{error}");
+    assert_eq!(check_bc(&mut live.client).await.revision, rev(A));
+}
+
+/// Checks hammer the server while the file is swapped 50 times: no request fails, and every
+/// answer is the one its reported revision gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reload_under_load_never_fails_or_mixes_revisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    write(&file, A);
+    let mut live = live(&[file.clone()], true).await;
+    let (rev_a, rev_b) = (rev(A), rev(B));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let mut client = AuthorizerClient::connect(live.server.grpc_url())
+            .await
+            .unwrap();
+        let (done, answered, rev_a, rev_b) =
+            (done.clone(), answered.clone(), rev_a.clone(), rev_b.clone());
+        workers.push(tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                let r = check_bc(&mut client).await;
+                assert!(
+                    r.revision == rev_a || r.revision == rev_b,
+                    "unknown revision {}",
+                    r.revision
+                );
+                assert_eq!(
+                    r.allowed,
+                    r.revision == rev_b,
+                    "answer does not match revision {}",
+                    r.revision
+                );
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for i in 0..50 {
+        let text = if i % 2 == 0 { B } else { A };
+        write_then_rename(&file, text);
+        wait_revision(&mut live.client, text).await;
+    }
+    done.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert!(answered.load(Ordering::Relaxed) > 50);
+}
+
+/// A tiny bundle server whose answers the test sets.
+#[derive(Clone, Default)]
+struct BundleServer {
+    response: Arc<std::sync::Mutex<(u16, Vec<u8>, Option<String>)>>,
+    conditional_hits: Arc<AtomicUsize>,
+    hang: Arc<std::sync::atomic::AtomicBool>,
+    auth: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl BundleServer {
+    async fn start(&self) -> String {
+        let state = self.clone();
+        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+            let state = state.clone();
+            async move {
+                *state.auth.lock().unwrap() = headers
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                if state.hang.load(Ordering::Relaxed) {
+                    std::future::pending::<()>().await;
+                }
+                let (code, body, etag) = state.response.lock().unwrap().clone();
+                let mut response = axum::response::Response::builder().status(code);
+                if let Some(tag) = &etag {
+                    if headers.get("if-none-match").and_then(|v| v.to_str().ok())
+                        == Some(tag.as_str())
+                    {
+                        state.conditional_hits.fetch_add(1, Ordering::Relaxed);
+                        return response
+                            .status(304)
+                            .body(axum::body::Body::empty())
+                            .unwrap();
+                    }
+                    response = response.header("etag", tag);
+                }
+                response.body(axum::body::Body::from(body)).unwrap()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        format!("http://{addr}/bundle")
+    }
+
+    fn set(&self, code: u16, body: impl Into<Vec<u8>>, etag: Option<&str>) {
+        *self.response.lock().unwrap() = (code, body.into(), etag.map(str::to_owned));
+    }
+}
+
+fn tar_gz(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    for (name, text) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, name, text.as_bytes())
+            .unwrap();
+    }
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bundles_are_fetched_conditionally_and_faults_keep_the_last_good_policy() {
+    crypto();
+    let bundles = BundleServer::default();
+    let url = bundles.start().await;
+    let server = TestServer::start_with(Arc::new(PolicyState::new()), Default::default()).await;
+    let loader = Loader::new(server.app.clone());
+    let token = tempfile::NamedTempFile::new().unwrap();
+    write(token.path(), "s3cret\n");
+    let mut options = BundleOptions::new(url.clone());
+    options.timeout = Duration::from_millis(500);
+    options.token_file = Some(token.path().to_path_buf());
+    let mut client = BundleClient::new(options).unwrap();
+    let http = reqwest::Client::new();
+    let ready = |http: &reqwest::Client| http.get(format!("http://{}/readyz", server.http)).send();
+
+    // Unreachable (500) before any policy: not ready.
+    bundles.set(500, "oops", None);
+    assert!(
+        matches!(bundle::poll_once(&mut client, &loader).await, LoadOutcome::Rejected(m) if m.contains("500"))
+    );
+    assert_eq!(ready(&http).await.unwrap().status(), 503);
+    // A single YAML document.
+    bundles.set(200, A, Some("\"v1\""));
+    assert_eq!(
+        bundle::poll_once(&mut client, &loader).await,
+        LoadOutcome::Installed(rev(A))
+    );
+    assert_eq!(
+        bundles.auth.lock().unwrap().as_deref(),
+        Some("Bearer s3cret")
+    );
+    assert_eq!(ready(&http).await.unwrap().status(), 200);
+    // Not modified: the ETag is sent back.
+    assert_eq!(
+        bundle::poll_once(&mut client, &loader).await,
+        LoadOutcome::Unchanged
+    );
+    assert_eq!(bundles.conditional_hits.load(Ordering::Relaxed), 1);
+    // A tar.gz of documents.
+    let roles = "version: 1\nroles: [{name: R, actions: ['*']}]\n";
+    let assignments = "version: 1\nassignments: [{principal: 'user:x', role: R, scope: /}]\n";
+    let tgz = tar_gz(&[
+        ("policy/10-assignments.yaml", assignments),
+        ("policy/00-roles.yaml", roles),
+        ("policy/.hidden.yaml", "x: ["),
+    ]);
+    bundles.set(200, tgz.clone(), Some("\"v2\""));
+    assert!(matches!(
+        bundle::poll_once(&mut client, &loader).await,
+        LoadOutcome::Installed(_)
+    ));
+    let good = server
+        .app
+        .policy
+        .current()
+        .unwrap()
+        .snapshot
+        .revision
+        .clone();
+    assert!(server.app.policy.current().unwrap().snapshot.sources[0].ends_with("00-roles.yaml"));
+    // Faults: 500, garbage, truncated tar.gz, an invalid policy, a hanging server.
+    let faults: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("server error", b"oops".to_vec(), "500"),
+        ("garbage", vec![0xff, 0x00, 0x13, 0x37], "UTF-8"),
+        ("truncated tar.gz", tgz[..tgz.len() / 2].to_vec(), "bundle"),
+        (
+            "invalid policy",
+            b"version: 1\nroles: [{nam: R}]\n".to_vec(),
+            "nam",
+        ),
+    ];
+    for (i, (name, body, needle)) in faults.into_iter().enumerate() {
+        let code = if name == "server error" { 500 } else { 200 };
+        bundles.set(code, body, Some(&format!("\"bad{i}\"")));
+        let outcome = bundle::poll_once(&mut client, &loader).await;
+        assert!(
+            matches!(&outcome, LoadOutcome::Rejected(m) if m.contains(needle)),
+            "{name}: {outcome:?}"
+        );
+        assert_eq!(
+            server.app.policy.current().unwrap().snapshot.revision,
+            good,
+            "{name}"
+        );
+        assert_eq!(
+            ready(&http).await.unwrap().status(),
+            200,
+            "{name}: a failing source must not make us unready"
+        );
+    }
+    bundles.hang.store(true, Ordering::Relaxed);
+    let outcome = bundle::poll_once(&mut client, &loader).await;
+    assert!(
+        matches!(&outcome, LoadOutcome::Rejected(m) if m.contains("request failed")),
+        "{outcome:?}"
+    );
+    assert_eq!(server.app.policy.current().unwrap().snapshot.revision, good);
+    assert!(server.app.policy.last_error().is_some());
+    bundles.hang.store(false, Ordering::Relaxed);
+    // A later good bundle is installed and clears the error.
+    bundles.set(200, B, Some("\"v3\""));
+    assert_eq!(
+        bundle::poll_once(&mut client, &loader).await,
+        LoadOutcome::Installed(rev(B))
+    );
+    assert!(server.app.policy.last_error().is_none());
+}
+
+#[test]
+fn backoff_grows_with_jitter_and_is_capped() {
+    let mut options = BundleOptions::new("http://x");
+    options.interval = Duration::from_secs(10);
+    options.max_backoff = Duration::from_secs(60);
+    assert_eq!(bundle::backoff(&options, 0), Duration::from_secs(10));
+    let first = bundle::backoff(&options, 1);
+    assert!(
+        first >= Duration::from_secs(10) && first < Duration::from_secs(20),
+        "{first:?}"
+    );
+    for failures in [5, 50, u32::MAX] {
+        let b = bundle::backoff(&options, failures);
+        assert!(
+            b >= Duration::from_secs(30) && b < Duration::from_secs(60),
+            "{b:?}"
+        );
+    }
+}
+
+/// The real binary: SIGHUP reloads even with file watching and polling off.
+#[test]
+fn sighup_forces_a_reload_in_the_real_binary() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    write(&file, A);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iot-authz"))
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--no-watch",
+            "--policy-poll-seconds",
+            "0",
+            "--policy",
+        ])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let grpc = line
+        .split("grpc=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = AuthorizerClient::connect(format!("http://{grpc}"))
+            .await
+            .unwrap();
+        assert_eq!(status(&mut client).await.revision, rev(A));
+        write(&file, B);
+        let pid = child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        wait_revision(&mut client, B).await;
+        assert!(check_bc(&mut client).await.allowed);
+    });
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn an_invalid_policy_at_start_up_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    write(&file, "version: 1\nroles: [{name: R, actionz: []}]\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_iot-authz"))
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--policy",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("policy.yaml") && stderr.contains("actionz"),
+        "{stderr}"
+    );
+}

@@ -130,6 +130,17 @@ pub struct ServeArgs {
     /// Do not use file-system notifications (reload on SIGHUP and polls only).
     #[arg(long, env = "IOT_AUTHZ_NO_WATCH")]
     pub no_watch: bool,
+    /// Decision cache entries (0 turns the cache off).
+    #[arg(long, env = "IOT_AUTHZ_DECISION_CACHE_SIZE", default_value_t = 0)]
+    pub decision_cache_size: u64,
+    /// Longest a cached decision lives (seconds); policy swaps and time windows end
+    /// entries earlier.
+    #[arg(
+        long,
+        env = "IOT_AUTHZ_DECISION_CACHE_TTL_SECONDS",
+        default_value_t = 60
+    )]
+    pub decision_cache_ttl_seconds: u64,
     /// Log format: text or json.
     #[arg(long, env = "IOT_AUTHZ_LOG_FORMAT", default_value = "text")]
     pub log_format: String,

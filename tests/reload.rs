@@ -684,3 +684,155 @@ fn an_invalid_policy_at_start_up_exits_2() {
         "{stderr}"
     );
 }
+
+mod cache {
+    use super::*;
+    use iot_authz::server::cache::CacheOptions;
+    use iot_authz::server::{App, ServerOptions};
+
+    fn at(seconds: i64) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos: 0 })
+    }
+
+    /// A cache with a long TTL: a policy swap and a time-window boundary both take effect at
+    /// once, and repeated questions are hits.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_cache_never_serves_a_stale_answer() {
+        crypto();
+        const T: i64 = 1_800_000_000; // 2027-01-15T08:00:00Z
+        let windowed = "version: 1\nroles: [{name: R, actions: ['*']}]\nassignments:\n  - {principal: 'user:x', role: R, scope: /, notBefore: '2027-01-15T08:00:00Z', notAfter: '2027-01-15T09:00:00Z'}\n";
+        let state = Arc::new(PolicyState::with_snapshot(crate::support::policy(windowed)));
+        let app = Arc::new(App::with_cache(
+            state.clone(),
+            Some(CacheOptions {
+                capacity: 10_000,
+                ttl: Duration::from_secs(3600),
+            }),
+        ));
+        let server = TestServer::start_app(app.clone(), ServerOptions::default()).await;
+        let mut client = AuthorizerClient::connect(server.grpc_url()).await.unwrap();
+        let ask = |seconds: i64| pb::CheckRequest {
+            principal: "user:x".into(),
+            action: "b/c".into(),
+            scope: "/".into(),
+            at: at(seconds),
+            ..Default::default()
+        };
+        // Before, inside and after the window; each asked twice (the second is a hit).
+        for (seconds, allowed) in [
+            (T - 1, false),
+            (T, true),
+            (T + 3599, true),
+            (T + 3600, false),
+            (T - 1, false),
+        ] {
+            for _ in 0..2 {
+                let r = client.check(ask(seconds)).await.unwrap().into_inner();
+                assert_eq!(r.allowed, allowed, "at {seconds}");
+            }
+        }
+        let hits = app.metrics.cache.hits.get();
+        assert!(hits >= 4, "hits {hits}");
+        // A policy swap takes effect at once, however long the TTL.
+        app.install(crate::support::policy(A));
+        let r = client.check(ask(T)).await.unwrap().into_inner();
+        assert!(!r.allowed);
+        assert_eq!(r.revision, crate::support::policy(A).revision);
+        let metrics = reqwest::get(format!("http://{}/metrics", server.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("iot_authz_decision_cache_hits_total"),
+            "{metrics}"
+        );
+    }
+
+    /// The cache is keyed by every input: changing any one of them is a miss with its own
+    /// answer.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn every_input_is_part_of_the_key() {
+        let policy = "version: 1\nroles: [{name: R, actions: ['a/*'], dataActions: ['d/*']}]\nassignments:\n  - {principal: 'group:g', role: R, scope: /s}\n";
+        let state = Arc::new(PolicyState::with_snapshot(crate::support::policy(policy)));
+        let app = Arc::new(App::with_cache(
+            state,
+            Some(CacheOptions {
+                capacity: 100,
+                ttl: Duration::from_secs(3600),
+            }),
+        ));
+        let server = TestServer::start_app(app.clone(), ServerOptions::default()).await;
+        let mut client = AuthorizerClient::connect(server.grpc_url()).await.unwrap();
+        let base = pb::CheckRequest {
+            principal: "user:x".into(),
+            action: "a/b".into(),
+            scope: "/s/t".into(),
+            groups: vec!["group:g".into()],
+            ..Default::default()
+        };
+        let cases: Vec<(pb::CheckRequest, bool)> = vec![
+            (base.clone(), true),
+            (
+                pb::CheckRequest {
+                    groups: vec![],
+                    ..base.clone()
+                },
+                false,
+            ),
+            (
+                pb::CheckRequest {
+                    principal: "user:y".into(),
+                    ..base.clone()
+                },
+                true,
+            ),
+            (
+                pb::CheckRequest {
+                    action: "d/b".into(),
+                    ..base.clone()
+                },
+                false,
+            ),
+            (
+                pb::CheckRequest {
+                    action: "d/b".into(),
+                    data_action: true,
+                    ..base.clone()
+                },
+                true,
+            ),
+            (
+                pb::CheckRequest {
+                    scope: "/other".into(),
+                    ..base.clone()
+                },
+                false,
+            ),
+            (
+                pb::CheckRequest {
+                    action: "A/B".into(),
+                    scope: "/S/T".into(),
+                    ..base.clone()
+                },
+                true,
+            ),
+        ];
+        for round in 0..2 {
+            for (req, allowed) in &cases {
+                assert_eq!(
+                    client
+                        .check(req.clone())
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .allowed,
+                    *allowed,
+                    "round {round}: {req:?}"
+                );
+            }
+        }
+        assert!(app.metrics.cache.hits.get() >= cases.len() as u64);
+    }
+}

@@ -14,5 +14,5 @@ pub mod syntax;
 
 pub use compile::{compile_documents, compile_sources};
 pub use error::{PolicyError, Problem};
-pub use snapshot::{CheckRequest, Decision, Reason, RequestError, Snapshot};
+pub use snapshot::{CheckRequest, Decision, Reason, RequestError, Snapshot, Verdict};
 pub use source::SourceDocument;

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::identity::IdentityInput;
 use super::route::{HeaderLookup, Route, RouteOutcome};
 use super::snapshot::{
-    CheckRequest, Decision, LowerBuf, Reason, RequestError, Snapshot, lower_into,
+    CheckRequest, Decision, LowerBuf, Reason, RequestError, Snapshot, Verdict, lower_into,
 };
 use super::syntax::{self, Instant};
 
@@ -69,6 +69,18 @@ pub struct AssignCheck {
 impl Snapshot {
     /// Authorizes an HTTP request: canonical path → route → identity → evaluation.
     pub fn check_http(&self, req: &HttpRequest<'_>) -> Result<HttpDecision<'_>, RequestError> {
+        self.check_http_with(req, Snapshot::verdict)
+    }
+
+    /// [`Snapshot::check_http`] with the evaluation step supplied by the caller (a cache).
+    pub fn check_http_with<F>(
+        &self,
+        req: &HttpRequest<'_>,
+        decide: F,
+    ) -> Result<HttpDecision<'_>, RequestError>
+    where
+        F: FnOnce(&Snapshot, &CheckRequest<'_>) -> Result<Verdict, RequestError>,
+    {
         let mut out = HttpDecision {
             decision: Decision::deny(Reason::NoRoute),
             status: 403,
@@ -126,14 +138,18 @@ impl Snapshot {
         let (Some(action), Some(scope)) = (out.action.as_deref(), out.scope.as_deref()) else {
             return Ok(out);
         };
-        let decision = self.check(&CheckRequest {
-            principal: &principal,
-            groups: &groups,
-            action,
-            data_action: route.data_action,
-            scope,
-            at: req.at,
-        })?;
+        let verdict = decide(
+            self,
+            &CheckRequest {
+                principal: &principal,
+                groups: &groups,
+                action,
+                data_action: route.data_action,
+                scope,
+                at: req.at,
+            },
+        )?;
+        let decision = self.explain(verdict);
         out.status = if decision.allowed { 200 } else { 403 };
         out.decision = decision;
         out.principal = Some(principal);
@@ -162,7 +178,7 @@ impl Snapshot {
             let lower = lower_into(name, &mut buf);
             if !self
                 .evaluate(&subjects, principal_type, lower, *data, ancestors, at)
-                .allowed
+                .allowed()
             {
                 continue;
             }
@@ -245,7 +261,7 @@ impl Snapshot {
         let assign_lower = lower_into(assign, &mut buf).to_owned();
         if !self
             .evaluate(&subjects, actor_type, &assign_lower, false, ancestors, at)
-            .allowed
+            .allowed()
         {
             missing.push(assign.to_owned());
         }
@@ -261,7 +277,7 @@ impl Snapshot {
             if target.grants(lower, *data)
                 && !self
                     .evaluate(&subjects, actor_type, lower, *data, ancestors, at)
-                    .allowed
+                    .allowed()
             {
                 missing.push(name.to_string());
             }

@@ -283,6 +283,24 @@ impl Reason<'_> {
     }
 }
 
+/// A decision as indices into the snapshot that made it: `Copy`, lifetime-free, and only
+/// meaningful with that snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Allowed by this assignment (index into the snapshot's assignments).
+    Grant { assignment: u32 },
+    /// Denied by this deny assignment.
+    Deny { deny: u32 },
+    /// Nothing grants it.
+    NoGrant,
+}
+
+impl Verdict {
+    pub fn allowed(self) -> bool {
+        matches!(self, Self::Grant { .. })
+    }
+}
+
 /// An allow or a deny, with its reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Decision<'s> {
@@ -315,6 +333,12 @@ pub(crate) type Subjects = SmallVec<[PrincipalIdx; 16]>;
 impl Snapshot {
     /// Evaluates one request (SPEC §3).
     pub fn check(&self, req: &CheckRequest<'_>) -> Result<Decision<'_>, RequestError> {
+        self.verdict(req).map(|v| self.explain(v))
+    }
+
+    /// Evaluates one request to a [`Verdict`]: the decision as indices into this snapshot,
+    /// which [`Snapshot::explain`] turns into names. Caches keep verdicts.
+    pub fn verdict(&self, req: &CheckRequest<'_>) -> Result<Verdict, RequestError> {
         let principal_type =
             syntax::principal_type(req.principal).map_err(RequestError::Principal)?;
         for group in req.groups {
@@ -334,6 +358,33 @@ impl Snapshot {
             ancestors,
             req.at,
         ))
+    }
+
+    /// The decision a verdict stands for, with names from this snapshot.
+    pub fn explain(&self, verdict: Verdict) -> Decision<'_> {
+        match verdict {
+            Verdict::Grant { assignment } => Decision {
+                allowed: true,
+                reason: self.grant_reason(&self.assignments[assignment as usize]),
+            },
+            Verdict::Deny { deny } => Decision::deny(Reason::DenyAssignment {
+                deny_assignment: &self.denies[deny as usize].name,
+            }),
+            Verdict::NoGrant => Decision::deny(Reason::NoGrant),
+        }
+    }
+
+    /// The window of time around `at` in which no assignment starts or ends: a decision made
+    /// at `at` holds for every instant in `[from, until)`.
+    pub fn validity(&self, at: Instant) -> (Instant, Instant) {
+        let i = self.boundaries.partition_point(|&b| b <= at);
+        let from = if i == 0 {
+            i64::MIN
+        } else {
+            self.boundaries[i - 1]
+        };
+        let until = self.boundaries.get(i).copied().unwrap_or(i64::MAX);
+        (from, until)
     }
 
     /// Subjects(P) ∪ G, closed under group membership, sorted and deduplicated.
@@ -369,23 +420,18 @@ impl Snapshot {
         data: bool,
         ancestors: &[ScopeIdx],
         at: Instant,
-    ) -> Decision<'_> {
+    ) -> Verdict {
         for &scope in ancestors {
             for &d in self.denies_by_scope.row(scope) {
                 let deny = &self.denies[d as usize];
                 if deny.covers(action, data) && deny.applies(subjects, principal_type) {
-                    return Decision::deny(Reason::DenyAssignment {
-                        deny_assignment: &deny.name,
-                    });
+                    return Verdict::Deny { deny: d };
                 }
             }
         }
         match self.find_grant(subjects, action, data, ancestors, at) {
-            Some(a) => Decision {
-                allowed: true,
-                reason: self.grant_reason(a),
-            },
-            None => Decision::deny(Reason::NoGrant),
+            Some(assignment) => Verdict::Grant { assignment },
+            None => Verdict::NoGrant,
         }
     }
 
@@ -397,13 +443,14 @@ impl Snapshot {
         data: bool,
         ancestors: &[ScopeIdx],
         at: Instant,
-    ) -> Option<&Assignment> {
+    ) -> Option<u32> {
         subjects.iter().find_map(|&s| {
             self.assignments_by_principal
                 .row(s)
                 .iter()
-                .map(|&a| &self.assignments[a as usize])
-                .find(|a| {
+                .copied()
+                .find(|&i| {
+                    let a = &self.assignments[i as usize];
                     ancestors.binary_search(&a.scope).is_ok()
                         && a.active(at)
                         && self.roles[a.role as usize].grants(action, data)
@@ -434,13 +481,6 @@ impl Snapshot {
 
     pub fn catalog(&self) -> &[CatalogAction] {
         &self.catalog
-    }
-
-    /// The next `notBefore`/`notAfter` boundary strictly after `at`, if any: a decision
-    /// made at `at` stays valid until then (for caches).
-    pub fn next_boundary(&self, at: Instant) -> Option<Instant> {
-        let i = self.boundaries.partition_point(|&b| b <= at);
-        self.boundaries.get(i).copied()
     }
 
     /// The spelling of a known principal.

@@ -8,6 +8,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use super::cache::CacheOptions;
 use super::state::PolicyState;
 use super::{App, ServerOptions, TlsFiles};
 use crate::cli::{EXIT_ERROR, EXIT_OK, ServeArgs, load_policy};
@@ -128,7 +129,11 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
             Some(s) => PolicyState::with_snapshot(s),
             None => PolicyState::new(),
         };
-        let app = Arc::new(App::new(Arc::new(state)));
+        let cache = CacheOptions {
+            capacity: args.decision_cache_size,
+            ttl: Duration::from_secs(args.decision_cache_ttl_seconds.max(1)),
+        };
+        let app = Arc::new(App::with_cache(Arc::new(state), Some(cache)));
         let loader = Loader::new(app.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = move || {

@@ -64,16 +64,19 @@ impl Authorization for ExtAuthz {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let decision_id = self.app.ids.next();
-        let outcome = snapshot.check_http(&HttpRequest {
-            method: &http.method,
-            path: &http.path,
-            headers: &headers,
-            principal: None,
-            groups: &[],
-            metadata: metadata.as_ref(),
-            peer_principal: (!peer.is_empty()).then_some(peer.as_str()),
-            at: syntax::now(),
-        });
+        let outcome = snapshot.check_http_with(
+            &HttpRequest {
+                method: &http.method,
+                path: &http.path,
+                headers: &headers,
+                principal: None,
+                groups: &[],
+                metadata: metadata.as_ref(),
+                peer_principal: (!peer.is_empty()).then_some(peer.as_str()),
+                at: syntax::now(),
+            },
+            |_, r| self.app.decide(&policy, r),
+        );
         // Only an explicit principal can make check_http fail; ext_authz never passes one.
         let outcome = outcome.map_err(|e| Status::internal(e.to_string()))?;
         let reason = outcome.decision.reason.kind();

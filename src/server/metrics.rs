@@ -42,6 +42,7 @@ pub struct Metrics {
     pub reloads: Family<ResultLabels, Counter>,
     pub policy_loaded: Gauge<f64, AtomicU64>,
     pub policy_info: Family<RevisionLabels, Gauge>,
+    pub cache: super::cache::CacheCounters,
 }
 
 impl Default for Metrics {
@@ -91,7 +92,24 @@ impl Metrics {
             "The current policy revision (value 1)",
             policy_info.clone(),
         );
+        let cache = super::cache::CacheCounters::default();
+        registry.register(
+            "decision_cache_hits",
+            "Decisions answered from the cache",
+            cache.hits.clone(),
+        );
+        registry.register(
+            "decision_cache_misses",
+            "Decisions evaluated because the cache had no valid entry",
+            cache.misses.clone(),
+        );
+        registry.register(
+            "decision_cache_evictions",
+            "Cache entries evicted for size or age",
+            cache.evictions.clone(),
+        );
         Self {
+            cache,
             registry,
             checks,
             check_duration,

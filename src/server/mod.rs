@@ -4,6 +4,7 @@
 //! [`run`] takes bound listeners, a policy state and a shutdown future, so tests start
 //! the real server in-process on port 0.
 
+pub mod cache;
 pub mod cli;
 pub mod ext_authz;
 pub mod http;
@@ -100,12 +101,25 @@ pub struct App {
     pub ids: DecisionIds,
     /// Set when shutdown starts: readiness turns false.
     pub draining: AtomicBool,
+    pub cache: Option<cache::DecisionCache>,
 }
 
 impl App {
+    /// An app without a decision cache.
     pub fn new(policy: Arc<PolicyState>) -> Self {
+        Self::with_cache(policy, None)
+    }
+
+    /// An app with a decision cache when `cache` is given with a non-zero capacity.
+    pub fn with_cache(policy: Arc<PolicyState>, cache: Option<cache::CacheOptions>) -> Self {
+        let metrics = Metrics::new();
+        let cache = cache
+            .filter(|c| c.capacity > 0)
+            .map(|c| cache::DecisionCache::new(c, metrics.cache.clone()));
         let app = Self {
             policy,
+            metrics,
+            cache,
             ..Self::default()
         };
         if let Some(p) = app.policy.current() {
@@ -119,9 +133,24 @@ impl App {
     pub fn install(&self, snapshot: crate::policy::Snapshot) {
         let revision = snapshot.revision.clone();
         self.policy.install(snapshot);
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
         self.metrics
             .policy_installed(&revision, unix_seconds(std::time::SystemTime::now()));
         tracing::info!(%revision, "policy installed");
+    }
+
+    /// Evaluates one request on `policy`, through the decision cache when there is one.
+    pub fn decide(
+        &self,
+        policy: &state::LoadedPolicy,
+        req: &crate::policy::CheckRequest<'_>,
+    ) -> Result<crate::policy::Verdict, crate::policy::RequestError> {
+        match &self.cache {
+            Some(cache) => cache.decide(policy.generation, &policy.snapshot, req),
+            None => policy.snapshot.verdict(req),
+        }
     }
 
     /// Records a rejected policy; the last good one keeps serving.

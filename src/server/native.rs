@@ -77,17 +77,22 @@ fn reason(r: &EngineReason<'_>) -> pb::Reason {
 
 /// One check and its reason kind (for metrics).
 fn check_one(
+    app: &App,
     policy: &LoadedPolicy,
     req: &pb::CheckRequest,
 ) -> Result<(pb::CheckResponse, &'static str), RequestError> {
-    let decision = policy.snapshot.check(&EngineCheck {
-        principal: &req.principal,
-        groups: &req.groups,
-        action: &req.action,
-        data_action: req.data_action,
-        scope: &req.scope,
-        at: at_or_now(req.at.as_ref()),
-    })?;
+    let verdict = app.decide(
+        policy,
+        &EngineCheck {
+            principal: &req.principal,
+            groups: &req.groups,
+            action: &req.action,
+            data_action: req.data_action,
+            scope: &req.scope,
+            at: at_or_now(req.at.as_ref()),
+        },
+    )?;
+    let decision = policy.snapshot.explain(verdict);
     let response = pb::CheckResponse {
         allowed: decision.allowed,
         reason: Some(reason(&decision.reason)),
@@ -104,8 +109,8 @@ impl pb::authorizer_server::Authorizer for Authorizer {
     ) -> Result<Response<pb::CheckResponse>, Status> {
         let started = Clock::now();
         let policy = self.policy()?;
-        let (out, kind) =
-            check_one(&policy, request.get_ref()).map_err(|e| self.invalid("check", e))?;
+        let (out, kind) = check_one(&self.app, &policy, request.get_ref())
+            .map_err(|e| self.invalid("check", e))?;
         self.app
             .metrics
             .observe("check", out.allowed, kind, started.elapsed());
@@ -127,7 +132,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         let policy = self.policy()?;
         let mut results = Vec::with_capacity(checks.len());
         for (i, c) in checks.iter().enumerate() {
-            let (out, _) = check_one(&policy, c)
+            let (out, _) = check_one(&self.app, &policy, c)
                 .map_err(|e| self.invalid("batch_check", format!("checks[{i}]: {e}")))?;
             results.push(out);
         }
@@ -158,16 +163,19 @@ impl pb::authorizer_server::Authorizer for Authorizer {
             .collect();
         let outcome = policy
             .snapshot
-            .check_http(&HttpRequest {
-                method: &req.method,
-                path: &req.path,
-                headers: &headers,
-                principal: (!req.principal.is_empty()).then_some(req.principal.as_str()),
-                groups: &req.groups,
-                metadata: None,
-                peer_principal: None,
-                at: at_or_now(req.at.as_ref()),
-            })
+            .check_http_with(
+                &HttpRequest {
+                    method: &req.method,
+                    path: &req.path,
+                    headers: &headers,
+                    principal: (!req.principal.is_empty()).then_some(req.principal.as_str()),
+                    groups: &req.groups,
+                    metadata: None,
+                    peer_principal: None,
+                    at: at_or_now(req.at.as_ref()),
+                },
+                |_, r| self.app.decide(&policy, r),
+            )
             .map_err(|e| self.invalid("check_http", e))?;
         self.app.metrics.observe(
             "check_http",

@@ -4,6 +4,7 @@
 //! their request ends; a reload builds a whole new snapshot off the request path and swaps
 //! it in with one store, so a request never sees half a policy.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -12,11 +13,12 @@ use tokio::sync::watch;
 
 use crate::policy::Snapshot;
 
-/// A snapshot and when it was loaded.
+/// A snapshot, when it was loaded, and its generation (a number unique to this install).
 #[derive(Debug)]
 pub struct LoadedPolicy {
     pub snapshot: Snapshot,
     pub loaded_at: SystemTime,
+    pub generation: u64,
 }
 
 /// The last failed load.
@@ -33,6 +35,7 @@ pub struct PolicyState {
     last_error: Mutex<Option<LoadError>>,
     /// The current revision, for whoever waits on changes (health, tests).
     revision: watch::Sender<Option<String>>,
+    generations: AtomicU64,
 }
 
 impl Default for PolicyState {
@@ -41,6 +44,7 @@ impl Default for PolicyState {
             current: ArcSwapOption::empty(),
             last_error: Mutex::new(None),
             revision: watch::Sender::new(None),
+            generations: AtomicU64::new(0),
         }
     }
 }
@@ -73,6 +77,7 @@ impl PolicyState {
         self.current.store(Some(Arc::new(LoadedPolicy {
             snapshot,
             loaded_at: SystemTime::now(),
+            generation: self.generations.fetch_add(1, Ordering::Relaxed) + 1,
         })));
         if let Ok(mut e) = self.last_error.lock() {
             *e = None;

@@ -76,10 +76,13 @@ impl TestServer {
     }
 
     pub async fn start_with(state: Arc<PolicyState>, options: ServerOptions) -> Self {
+        Self::start_app(Arc::new(App::new(state)), options).await
+    }
+
+    pub async fn start_app(app: Arc<App>, options: ServerOptions) -> Self {
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (grpc_addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
-        let app = Arc::new(App::new(state));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server::run(app.clone(), options, grpc, http, async {
             let _ = stopped.await;

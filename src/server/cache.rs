@@ -1,0 +1,154 @@
+//! A bounded decision cache that can never return a stale answer.
+//!
+//! Keys are a keyed 64-bit hash (SipHash with per-process random keys) of everything a
+//! decision depends on: the policy generation, principal, caller groups, action (ASCII
+//! lowercase), data flag and scope (ASCII lowercase). Every entry also stores those inputs,
+//! and a hit must match them exactly, so a hash collision is a miss, never a wrong answer.
+//! Entries from an older policy never match (the generation differs, and the cache is
+//! cleared on every swap), and an entry only answers for times inside the window in which
+//! no `notBefore`/`notAfter` of the policy falls.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::notification::RemovalCause;
+use prometheus_client::metrics::counter::Counter;
+
+use crate::policy::snapshot::{LowerBuf, lower_into};
+use crate::policy::syntax::Instant;
+use crate::policy::{CheckRequest, RequestError, Snapshot, Verdict};
+
+/// Size and lifetime of cache entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheOptions {
+    /// Most entries kept (0 turns the cache off).
+    pub capacity: u64,
+    /// Longest an entry lives, whatever else holds.
+    pub ttl: Duration,
+}
+
+#[derive(Debug)]
+struct Entry {
+    generation: u64,
+    principal: Box<str>,
+    groups: Box<[Box<str>]>,
+    action: Box<str>,
+    data: bool,
+    scope: Box<str>,
+    verdict: Verdict,
+    from: Instant,
+    until: Instant,
+}
+
+impl Entry {
+    fn answers(&self, generation: u64, req: &CheckRequest<'_>) -> bool {
+        self.generation == generation
+            && self.from <= req.at
+            && req.at < self.until
+            && self.data == req.data_action
+            && *self.principal == *req.principal
+            && self.action.eq_ignore_ascii_case(req.action)
+            && self.scope.eq_ignore_ascii_case(req.scope)
+            && self.groups.len() == req.groups.len()
+            && self.groups.iter().zip(req.groups).all(|(a, b)| **a == **b)
+    }
+}
+
+/// Cache counters, exported as `iot_authz_decision_cache_*_total`.
+#[derive(Debug, Clone, Default)]
+pub struct CacheCounters {
+    pub hits: Counter,
+    pub misses: Counter,
+    pub evictions: Counter,
+}
+
+/// The decision cache.
+#[derive(Debug)]
+pub struct DecisionCache {
+    cache: moka::sync::Cache<u64, Arc<Entry>>,
+    hasher: std::collections::hash_map::RandomState,
+    counters: CacheCounters,
+}
+
+impl DecisionCache {
+    pub fn new(options: CacheOptions, counters: CacheCounters) -> Self {
+        let evictions = counters.evictions.clone();
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(options.capacity)
+            .time_to_live(options.ttl)
+            .eviction_listener(move |_, _, cause| {
+                if matches!(cause, RemovalCause::Size | RemovalCause::Expired) {
+                    evictions.inc();
+                }
+            })
+            .build();
+        Self {
+            cache,
+            hasher: std::collections::hash_map::RandomState::new(),
+            counters,
+        }
+    }
+
+    fn key(&self, generation: u64, req: &CheckRequest<'_>) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        let mut buf = LowerBuf::new();
+        h.write_u64(generation);
+        h.write(req.principal.as_bytes());
+        h.write_u8(0xff);
+        for g in req.groups {
+            h.write(g.as_bytes());
+            h.write_u8(0xfe);
+        }
+        h.write(lower_into(req.action, &mut buf).as_bytes());
+        h.write_u8(0xff);
+        h.write(lower_into(req.scope, &mut buf).as_bytes());
+        h.write_u8(u8::from(req.data_action));
+        h.finish()
+    }
+
+    /// The verdict for `req` under the snapshot of `generation`, from the cache or freshly
+    /// evaluated (and then cached).
+    pub fn decide(
+        &self,
+        generation: u64,
+        snapshot: &Snapshot,
+        req: &CheckRequest<'_>,
+    ) -> Result<Verdict, RequestError> {
+        let key = self.key(generation, req);
+        if let Some(entry) = self.cache.get(&key)
+            && entry.answers(generation, req)
+        {
+            self.counters.hits.inc();
+            return Ok(entry.verdict);
+        }
+        self.counters.misses.inc();
+        let verdict = snapshot.verdict(req)?;
+        let (from, until) = snapshot.validity(req.at);
+        self.cache.insert(
+            key,
+            Arc::new(Entry {
+                generation,
+                principal: req.principal.into(),
+                groups: req.groups.iter().map(|g| g.as_str().into()).collect(),
+                action: req.action.to_ascii_lowercase().into(),
+                data: req.data_action,
+                scope: req.scope.to_ascii_lowercase().into(),
+                verdict,
+                from,
+                until,
+            }),
+        );
+        Ok(verdict)
+    }
+
+    /// Drops every entry (on a policy swap).
+    pub fn clear(&self) {
+        self.cache.invalidate_all();
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+}

@@ -7,6 +7,16 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "installing nginx (Debian package) if missing"
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nginx >/dev/null
+fi
+export IOT_AUTHZ_NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+"$IOT_AUTHZ_NGINX" -v
+
 step "installing test tools into .venv"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
@@ -16,7 +26,7 @@ export IOT_AUTHZ_ENVOY="$PWD/.venv/bin/envoy"
 export IOT_AUTHZ_GRPCURL="$PWD/.venv/bin/grpcurl"
 "$IOT_AUTHZ_ENVOY" --version >/dev/null
 "$IOT_AUTHZ_GRPCURL" -version >/dev/null 2>&1
-for config in deploy/envoy/envoy.yaml; do
+for config in deploy/envoy/envoy.yaml deploy/envoy/envoy-http.yaml; do
   "$IOT_AUTHZ_ENVOY" --mode validate -c "$config" --log-level error >/dev/null
 done
 

@@ -7,6 +7,7 @@ mod cli;
 mod decisions;
 mod envoy;
 mod grpc;
+mod http_mode;
 mod properties;
 mod reload;
 mod support;

@@ -356,7 +356,7 @@ mod reference {
                     } else {
                         &r.not_actions
                     };
-                    if false && any_glob(no, &action) {
+                    if any_glob(no, &action) {
                         return Err(format!("{action} implied in {} is removed", r.name));
                     }
                 }
@@ -996,22 +996,26 @@ fn request_for(docs: &Policy) -> BoxedStrategy<Request> {
                 } else {
                     prop_oneof![2 => below(vec![t.scope]), 1 => below(linked.clone())].boxed()
                 };
-                (
-                    select(t.who),
-                    instantiated(t.actions),
-                    scope,
-                    at(),
+                // at one of the assignment's boundaries, give or take a nanosecond
+                let at = if t.times.is_empty() {
+                    at()
+                } else {
+                    prop_oneof![
+                        1 => at(),
+                        1 => (select(t.times), -1i64..=1).prop_map(|(t, d)| t + d),
+                    ]
+                    .boxed()
+                };
+                (select(t.who), instantiated(t.actions), scope, at).prop_map(
+                    |((principal, groups), (action, data), scope, at)| Request {
+                        principal,
+                        groups,
+                        action,
+                        data,
+                        scope,
+                        at,
+                    },
                 )
-                    .prop_map(
-                        |((principal, groups), (action, data), scope, at)| Request {
-                            principal,
-                            groups,
-                            action,
-                            data,
-                            scope,
-                            at,
-                        },
-                    )
             })
             .boxed()
     };
@@ -1080,6 +1084,8 @@ fn below(scopes: Vec<String>) -> BoxedStrategy<String> {
 #[derive(Debug, Clone)]
 struct Target {
     who: Vec<(String, Vec<String>)>,
+    /// The assignment's notBefore and notAfter.
+    times: Vec<Instant>,
     scope: String,
     actions: Vec<(String, Option<bool>)>,
 }
@@ -1147,8 +1153,14 @@ fn targets(docs: &Policy) -> (Vec<Target>, Vec<Target>) {
                     .map(|(a, data)| (a, Some(data))),
             );
             if !actions.is_empty() {
+                let times = [&a.not_before, &a.not_after]
+                    .into_iter()
+                    .flatten()
+                    .map(|t| parse_time(t).unwrap())
+                    .collect();
                 grants.push(Target {
                     who,
+                    times,
                     scope: a.scope.clone(),
                     actions,
                 });
@@ -1159,7 +1171,11 @@ fn targets(docs: &Policy) -> (Vec<Target>, Vec<Target>) {
             for selector in &x.principals {
                 match selector.strip_suffix('*') {
                     Some("") => named.extend(pool.iter().map(|p| (*p).to_owned())),
-                    Some(kind) => named.extend(pool.iter().filter(|p| p.starts_with(kind)).map(|p| (*p).to_owned())),
+                    Some(kind) => named.extend(
+                        pool.iter()
+                            .filter(|p| p.starts_with(kind))
+                            .map(|p| (*p).to_owned()),
+                    ),
                     None => named.push(selector.clone()),
                 }
             }
@@ -1173,6 +1189,7 @@ fn targets(docs: &Policy) -> (Vec<Target>, Vec<Target>) {
             if !who.is_empty() && !actions.is_empty() {
                 denies.push(Target {
                     who,
+                    times: vec![],
                     scope: x.scope.clone(),
                     actions,
                 });
@@ -1268,9 +1285,14 @@ fn agree(docs: &Policy, snapshot: &Snapshot, r: &Request) -> Result<(), String> 
     }
 }
 
+/// `cases` cases, or `PROPERTIES_SCALE` times as many (for a long hunt in release mode).
 fn config(cases: u32) -> ProptestConfig {
+    let scale = std::env::var("PROPERTIES_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .unwrap_or(1);
     ProptestConfig {
-        cases,
+        cases: cases.saturating_mul(scale),
         // never write proptest-regressions/ files into the repository
         failure_persistence: None,
         ..ProptestConfig::default()
@@ -1488,7 +1510,11 @@ fn generated_cases_cover_every_outcome() {
         "only {compiled} of {total} generated policies compile"
     );
     let decided: usize = kinds.values().sum();
-    for (kind, percent) in [("roleAssignment", 15), ("denyAssignment", 5), ("noGrant", 15)] {
+    for (kind, percent) in [
+        ("roleAssignment", 15),
+        ("denyAssignment", 5),
+        ("noGrant", 15),
+    ] {
         let n = kinds.get(kind).copied().unwrap_or(0);
         assert!(
             n * 100 >= decided * percent,
@@ -1773,4 +1799,3 @@ fn parse_yaml(yaml: &str) -> Document {
         .parse()
         .unwrap()
 }
-

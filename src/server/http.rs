@@ -1,5 +1,6 @@
 //! The HTTP listener: `/healthz` (alive), `/readyz` (a policy is loaded and the server is
-//! not draining) and `/metrics` (Prometheus text format).
+//! not draining), `/metrics` (Prometheus text format) and the HTTP authorization endpoints
+//! of [`super::forward_auth`].
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -8,9 +9,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{any, get};
 
-use super::App;
+use super::{App, forward_auth};
 
 /// The HTTP routes.
 pub fn router(app: Arc<App>) -> Router {
@@ -18,6 +19,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(forward_auth::ENVOY_PREFIX, any(forward_auth::envoy))
+        .route(
+            &format!("{}/{{*rest}}", forward_auth::ENVOY_PREFIX),
+            any(forward_auth::envoy),
+        )
+        .route(forward_auth::NGINX_PATH, any(forward_auth::nginx))
+        .route(forward_auth::TRAEFIK_PATH, any(forward_auth::traefik))
         .with_state(app)
 }
 

@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod cli;
 pub mod ext_authz;
+pub mod forward_auth;
 pub mod http;
 pub mod metrics;
 pub mod native;

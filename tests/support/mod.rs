@@ -33,7 +33,8 @@ pub fn tool(name: &str) -> PathBuf {
         return venv;
     }
     if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
+        let extra = [PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")];
+        for dir in std::env::split_paths(&paths).chain(extra) {
             let candidate = dir.join(name);
             if candidate.is_file() {
                 return candidate;
@@ -359,5 +360,75 @@ impl JwtKey {
         let input = format!("{header}.{payload}");
         let sig = self.key.sign(&self.rng, input.as_bytes()).unwrap();
         format!("{input}.{}", b64url(sig.as_ref()))
+    }
+}
+
+/// A real nginx (Debian's package) started from `deploy/nginx/nginx.conf` with the ports
+/// substituted, in its own prefix directory.
+pub struct Nginx {
+    child: Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    pub async fn start(authz_http: SocketAddr, upstream: SocketAddr) -> Self {
+        let text = std::fs::read_to_string(root().join("deploy/nginx/nginx.conf")).unwrap();
+        // nginx cannot report a port-0 bind, so pick a free port and retry if it is taken
+        // before nginx binds it.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let config = text
+                .replace(
+                    "listen 127.0.0.1:8000;",
+                    &format!("listen 127.0.0.1:{port};"),
+                )
+                .replace("server 127.0.0.1:8080;", &format!("server {upstream};"))
+                .replace("http://127.0.0.1:8181/", &format!("http://{authz_http}/"));
+            let dir = tempfile::tempdir().unwrap();
+            let conf = dir.path().join("nginx.conf");
+            std::fs::write(&conf, config).unwrap();
+            let mut child = Command::new(tool("nginx"))
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break; // Exited: most likely the port was taken; try another.
+                }
+                if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                    return Self {
+                        child,
+                        addr,
+                        _dir: dir,
+                    };
+                }
+                assert!(Instant::now() < deadline, "nginx did not start");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        panic!("nginx could not start");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -1,0 +1,211 @@
+//! HTTP authorization mode for proxies that cannot speak gRPC ext_authz: Envoy's HTTP
+//! ext_authz service (`/v1/authz/envoy/<original path>`, the original method), nginx
+//! `auth_request` (`/v1/authz/nginx` with `X-Original-Method` and `X-Original-URI`) and
+//! Traefik ForwardAuth (`/v1/authz/traefik` with `X-Forwarded-Method` and
+//! `X-Forwarded-Uri`). Same canonicalisation, routes, identity and decisions as gRPC mode.
+//!
+//! Answers: 200 with `x-iotauthz-*` headers on allow; 401, 403 or 400 with the JSON deny
+//! body otherwise. nginx treats only 2xx, 401 and 403 specially (anything else becomes a
+//! 500), so its endpoint answers a malformed request with 403 and says 400 in
+//! `x-iotauthz-status`; the deny body is also in `x-iotauthz-body`, since nginx does not
+//! pass an auth subrequest's body on. The example config turns both back into the real
+//! status and body.
+
+use std::sync::Arc;
+use std::time::Instant as Clock;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Response, StatusCode};
+
+use super::App;
+use super::response;
+use crate::policy::queries::{HttpDecision, HttpRequest};
+use crate::policy::syntax;
+
+/// Where the endpoints live.
+pub const ENVOY_PREFIX: &str = "/v1/authz/envoy";
+pub const NGINX_PATH: &str = "/v1/authz/nginx";
+pub const TRAEFIK_PATH: &str = "/v1/authz/traefik";
+
+/// The proxy whose contract a request follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proxy {
+    Envoy,
+    Nginx,
+    Traefik,
+}
+
+impl Proxy {
+    fn api(self) -> &'static str {
+        match self {
+            Self::Envoy => "http_envoy",
+            Self::Nginx => "http_nginx",
+            Self::Traefik => "http_traefik",
+        }
+    }
+}
+
+/// The original method and path, as each proxy reports them.
+fn original(proxy: Proxy, req: &Request) -> Result<(String, String), String> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .map(|v| {
+                v.to_str()
+                    .map(str::to_owned)
+                    .map_err(|_| format!("`{name}` is not visible ASCII"))
+            })
+            .transpose()?
+            .ok_or_else(|| format!("`{name}` is missing"))
+    };
+    match proxy {
+        Proxy::Envoy => {
+            // The raw request target: never the decoded form.
+            let raw = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let rest = raw.strip_prefix(ENVOY_PREFIX).unwrap_or(raw);
+            let path = if rest.is_empty() || rest.starts_with('?') {
+                format!("/{rest}")
+            } else {
+                rest.to_owned()
+            };
+            Ok((req.method().as_str().to_owned(), path))
+        }
+        Proxy::Nginx => Ok((header("x-original-method")?, header("x-original-uri")?)),
+        Proxy::Traefik => Ok((header("x-forwarded-method")?, header("x-forwarded-uri")?)),
+    }
+}
+
+/// Headers as `(lowercase name, value)`; values that are not visible ASCII are dropped, so
+/// they can identify no one.
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect()
+}
+
+pub async fn envoy(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
+    authorize(&app, Proxy::Envoy, req)
+}
+
+pub async fn nginx(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
+    authorize(&app, Proxy::Nginx, req)
+}
+
+pub async fn traefik(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
+    authorize(&app, Proxy::Traefik, req)
+}
+
+fn authorize(app: &App, proxy: Proxy, req: Request) -> Response<Body> {
+    let started = Clock::now();
+    let Some(policy) = app.policy.current() else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "no policy loaded\n");
+    };
+    let decision_id = app.ids.next();
+    let headers = header_pairs(req.headers());
+    let (method, path) = match original(proxy, &req) {
+        Ok(x) => x,
+        Err(message) => {
+            // Without the original request there is nothing to authorize: malformed.
+            let outcome = HttpDecision {
+                decision: crate::policy::Decision::deny(crate::policy::Reason::Malformed {
+                    message,
+                }),
+                status: 400,
+                action: None,
+                scope: None,
+                data_action: false,
+                principal: None,
+                route: None,
+            };
+            app.metrics
+                .observe(proxy.api(), false, "malformed", started.elapsed());
+            return deny(proxy, &outcome, &decision_id);
+        }
+    };
+    let outcome = policy.snapshot.check_http_with(
+        &HttpRequest {
+            method: &method,
+            path: &path,
+            headers: &headers,
+            principal: None,
+            groups: &[],
+            metadata: None,
+            peer_principal: None,
+            at: syntax::now(),
+        },
+        |_, r| app.decide(&policy, r),
+    );
+    let Ok(outcome) = outcome else {
+        // Only an explicit principal can fail; none is passed here.
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+    };
+    app.metrics.observe(
+        proxy.api(),
+        outcome.decision.allowed,
+        outcome.decision.reason.kind(),
+        started.elapsed(),
+    );
+    if outcome.decision.allowed {
+        allow(proxy, &outcome, &headers, &decision_id)
+    } else {
+        deny(proxy, &outcome, &decision_id)
+    }
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut r = Response::new(Body::from(text));
+    *r.status_mut() = status;
+    r
+}
+
+fn set(r: &mut Response<Body>, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        r.headers_mut().insert(name, v);
+    }
+}
+
+fn allow(
+    proxy: Proxy,
+    outcome: &HttpDecision<'_>,
+    request_headers: &[(String, String)],
+    decision_id: &str,
+) -> Response<Body> {
+    let mut r = Response::new(Body::empty());
+    let set_headers = response::allow_headers(outcome);
+    for (name, value) in &set_headers {
+        set(&mut r, name, value);
+    }
+    set(&mut r, "x-iotauthz-decision-id", decision_id);
+    if proxy == Proxy::Envoy {
+        // Client-sent x-iotauthz-* headers that the decision does not overwrite.
+        let stale: Vec<&str> = request_headers
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| k.starts_with(response::HEADER_PREFIX))
+            .filter(|k| !set_headers.iter().any(|(s, _)| s == k))
+            .collect();
+        if !stale.is_empty() {
+            set(&mut r, "x-envoy-auth-headers-to-remove", &stale.join(","));
+        }
+    }
+    r
+}
+
+fn deny(proxy: Proxy, outcome: &HttpDecision<'_>, decision_id: &str) -> Response<Body> {
+    let body = response::deny_body(outcome, decision_id);
+    let status = match (proxy, outcome.status) {
+        (Proxy::Nginx, 400) => 403,
+        (_, s) => s,
+    };
+    let mut r = Response::new(Body::from(body.clone()));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+    set(&mut r, "content-type", "application/json");
+    set(&mut r, "x-iotauthz-decision-id", decision_id);
+    if proxy == Proxy::Nginx {
+        set(&mut r, "x-iotauthz-status", &outcome.status.to_string());
+        set(&mut r, "x-iotauthz-body", &body);
+    }
+    r
+}

@@ -141,6 +141,16 @@ pub struct ServeArgs {
         default_value_t = 60
     )]
     pub decision_cache_ttl_seconds: u64,
+    /// Write one JSON line per decision to this file, or `-` for stdout.
+    #[arg(long, env = "IOT_AUTHZ_DECISION_LOG")]
+    pub decision_log: Option<String>,
+    /// Fraction of allowed decisions logged (denies are always logged), 0 to 1.
+    #[arg(long, env = "IOT_AUTHZ_DECISION_LOG_SAMPLE", default_value_t = 1.0)]
+    pub decision_log_sample: f64,
+    /// Shadow mode for every route: evaluate and log as usual, but let every request
+    /// through, marking would-be denials with `x-iotauthz-shadow-decision: deny`.
+    #[arg(long, env = "IOT_AUTHZ_SHADOW")]
+    pub shadow: bool,
     /// Log format: text or json.
     #[arg(long, env = "IOT_AUTHZ_LOG_FORMAT", default_value = "text")]
     pub log_format: String,

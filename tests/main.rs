@@ -8,6 +8,7 @@ mod decisions;
 mod envoy;
 mod grpc;
 mod http_mode;
+mod observability;
 mod properties;
 mod reload;
 mod support;

@@ -144,6 +144,25 @@ pub struct RouteDoc {
     pub scope: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub public: bool,
+    /// `enforce` (the default) or `shadow`: evaluate and log as usual, but let the request
+    /// through, marking would-be denials.
+    #[serde(default, skip_serializing_if = "RouteMode::is_enforce")]
+    pub mode: RouteMode,
+}
+
+/// How a route's decisions are applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteMode {
+    #[default]
+    Enforce,
+    Shadow,
+}
+
+impl RouteMode {
+    pub fn is_enforce(&self) -> bool {
+        *self == Self::Enforce
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -210,6 +210,8 @@ pub struct Route {
     scope: Option<Template>,
     pub data_action: bool,
     pub public: bool,
+    /// Shadow mode: decisions are logged but not enforced.
+    pub shadow: bool,
 }
 
 /// What a request maps to.
@@ -536,6 +538,7 @@ fn compile_route(origin: &str, doc: &RouteDoc) -> Result<Route, String> {
         scope,
         data_action: doc.data_action,
         public: doc.public,
+        shadow: doc.mode == super::document::RouteMode::Shadow,
     })
 }
 

@@ -9,8 +9,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use super::cache::CacheOptions;
+use super::decision_log::LogTarget;
 use super::state::PolicyState;
-use super::{App, ServerOptions, TlsFiles};
+use super::{App, AppOptions, ServerOptions, TlsFiles};
 use crate::cli::{EXIT_ERROR, EXIT_OK, ServeArgs, load_policy};
 use crate::policy::compile_sources;
 use crate::sources::Loader;
@@ -133,7 +134,20 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
             capacity: args.decision_cache_size,
             ttl: Duration::from_secs(args.decision_cache_ttl_seconds.max(1)),
         };
-        let app = Arc::new(App::with_cache(Arc::new(state), Some(cache)));
+        let app_options = AppOptions {
+            cache: Some(cache),
+            decision_log: args
+                .decision_log
+                .as_deref()
+                .map(|t| (LogTarget::parse(t), args.decision_log_sample)),
+            shadow: args.shadow,
+        };
+        let app = Arc::new(
+            App::with_options(Arc::new(state), &app_options).context("opening the decision log")?,
+        );
+        if args.shadow {
+            tracing::warn!("shadow mode: every request is let through; would-be denials are only logged and marked");
+        }
         let loader = Loader::new(app.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = move || {

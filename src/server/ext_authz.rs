@@ -13,8 +13,8 @@ use envoy_types::pb::google::rpc;
 use serde_json::Value;
 use tonic::{Request, Response, Status};
 
-use super::App;
 use super::response::{self, HEADER_PREFIX};
+use super::{App, decision_log};
 use crate::policy::queries::{HttpDecision, HttpRequest};
 use crate::policy::syntax;
 
@@ -79,18 +79,29 @@ impl Authorization for ExtAuthz {
         );
         // Only an explicit principal can make check_http fail; ext_authz never passes one.
         let outcome = outcome.map_err(|e| Status::internal(e.to_string()))?;
-        let reason = outcome.decision.reason.kind();
-        let response = if outcome.decision.allowed {
-            allow_response(&outcome, &http.headers, &decision_id, &snapshot.revision)
+        let trace_id = http
+            .headers
+            .get("traceparent")
+            .and_then(|t| decision_log::trace_id(t));
+        let shadowed = self.app.conclude_http(
+            "ext_authz",
+            &outcome,
+            &decision_id,
+            &snapshot.revision,
+            started,
+            trace_id,
+        );
+        let response = if outcome.decision.allowed || shadowed {
+            allow_response(
+                &outcome,
+                shadowed,
+                &http.headers,
+                &decision_id,
+                &snapshot.revision,
+            )
         } else {
             deny_response(&outcome, &decision_id, &snapshot.revision)
         };
-        self.app.metrics.observe(
-            "ext_authz",
-            outcome.decision.allowed,
-            reason,
-            started.elapsed(),
-        );
         Ok(Response::new(response))
     }
 }
@@ -111,11 +122,12 @@ fn header(key: &str, value: &str, action: HeaderAppendAction) -> HeaderValueOpti
 
 fn allow_response(
     outcome: &HttpDecision<'_>,
+    shadowed: bool,
     client_headers: &std::collections::HashMap<String, String>,
     decision_id: &str,
     revision: &str,
 ) -> CheckResponse {
-    let set = response::allow_headers(outcome);
+    let set = response::allow_headers(outcome, shadowed);
     let headers = set
         .iter()
         .map(|(k, v)| header(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd))

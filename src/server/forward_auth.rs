@@ -18,8 +18,8 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Response, StatusCode};
 
-use super::App;
 use super::response;
+use super::{App, decision_log};
 use crate::policy::queries::{HttpDecision, HttpRequest};
 use crate::policy::syntax;
 
@@ -104,6 +104,11 @@ fn authorize(app: &App, proxy: Proxy, req: Request) -> Response<Body> {
     };
     let decision_id = app.ids.next();
     let headers = header_pairs(req.headers());
+    let req_trace = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let (method, path) = match original(proxy, &req) {
         Ok(x) => x,
         Err(message) => {
@@ -119,8 +124,10 @@ fn authorize(app: &App, proxy: Proxy, req: Request) -> Response<Body> {
                 principal: None,
                 route: None,
             };
-            app.metrics
-                .observe(proxy.api(), false, "malformed", started.elapsed());
+            let revision = policy.snapshot.revision.as_str();
+            if app.conclude_http(proxy.api(), &outcome, &decision_id, revision, started, None) {
+                return allow(proxy, &outcome, true, &headers, &decision_id);
+            }
             return deny(proxy, &outcome, &decision_id);
         }
     };
@@ -141,14 +148,17 @@ fn authorize(app: &App, proxy: Proxy, req: Request) -> Response<Body> {
         // Only an explicit principal can fail; none is passed here.
         return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
     };
-    app.metrics.observe(
+    let trace_id = req_trace.as_deref().and_then(decision_log::trace_id);
+    let shadowed = app.conclude_http(
         proxy.api(),
-        outcome.decision.allowed,
-        outcome.decision.reason.kind(),
-        started.elapsed(),
+        &outcome,
+        &decision_id,
+        &policy.snapshot.revision,
+        started,
+        trace_id,
     );
-    if outcome.decision.allowed {
-        allow(proxy, &outcome, &headers, &decision_id)
+    if outcome.decision.allowed || shadowed {
+        allow(proxy, &outcome, shadowed, &headers, &decision_id)
     } else {
         deny(proxy, &outcome, &decision_id)
     }
@@ -169,11 +179,12 @@ fn set(r: &mut Response<Body>, name: &'static str, value: &str) {
 fn allow(
     proxy: Proxy,
     outcome: &HttpDecision<'_>,
+    shadowed: bool,
     request_headers: &[(String, String)],
     decision_id: &str,
 ) -> Response<Body> {
     let mut r = Response::new(Body::empty());
-    let set_headers = response::allow_headers(outcome);
+    let set_headers = response::allow_headers(outcome, shadowed);
     for (name, value) in &set_headers {
         set(&mut r, name, value);
     }

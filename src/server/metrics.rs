@@ -43,6 +43,7 @@ pub struct Metrics {
     pub policy_loaded: Gauge<f64, AtomicU64>,
     pub policy_info: Family<RevisionLabels, Gauge>,
     pub cache: super::cache::CacheCounters,
+    pub decision_log: super::decision_log::LogCounters,
 }
 
 impl Default for Metrics {
@@ -108,7 +109,24 @@ impl Metrics {
             "Cache entries evicted for size or age",
             cache.evictions.clone(),
         );
+        let decision_log = super::decision_log::LogCounters::default();
+        registry.register(
+            "decision_log_lines_written",
+            "Decision log lines written",
+            decision_log.written.clone(),
+        );
+        registry.register(
+            "decision_log_lines_dropped",
+            "Decision log lines dropped because the writer fell behind",
+            decision_log.dropped.clone(),
+        );
+        registry.register(
+            "decision_log_write_errors",
+            "Decision log write or flush failures",
+            decision_log.write_errors.clone(),
+        );
         Self {
+            decision_log,
             cache,
             registry,
             checks,
@@ -132,6 +150,20 @@ impl Metrics {
             .get_or_create(&CheckLabels {
                 api,
                 decision: if allowed { "allow" } else { "deny" },
+                reason,
+            })
+            .inc();
+        self.check_duration
+            .get_or_create(&ApiLabels { api })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a would-be denial that shadow mode let through.
+    pub fn observe_shadow_deny(&self, api: &'static str, reason: &'static str, elapsed: Duration) {
+        self.checks
+            .get_or_create(&CheckLabels {
+                api,
+                decision: "shadow_deny",
                 reason,
             })
             .inc();

@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod decision_log;
 pub mod ext_authz;
 pub mod forward_auth;
 pub mod http;
@@ -103,6 +104,18 @@ pub struct App {
     /// Set when shutdown starts: readiness turns false.
     pub draining: AtomicBool,
     pub cache: Option<cache::DecisionCache>,
+    pub decision_log: Option<decision_log::DecisionLog>,
+    /// `--shadow`: every route is in shadow mode.
+    pub shadow: bool,
+}
+
+/// Optional parts of an [`App`].
+#[derive(Debug, Clone, Default)]
+pub struct AppOptions {
+    pub cache: Option<cache::CacheOptions>,
+    /// Where decision lines go, and the fraction of allows logged.
+    pub decision_log: Option<(decision_log::LogTarget, f64)>,
+    pub shadow: bool,
 }
 
 impl App {
@@ -113,21 +126,119 @@ impl App {
 
     /// An app with a decision cache when `cache` is given with a non-zero capacity.
     pub fn with_cache(policy: Arc<PolicyState>, cache: Option<cache::CacheOptions>) -> Self {
+        let options = AppOptions {
+            cache,
+            ..AppOptions::default()
+        };
+        // Without a decision log nothing can fail.
+        Self::with_options(policy, &options).unwrap_or_else(|_| Self::new(Arc::default()))
+    }
+
+    /// An app with every optional part; fails only when the decision log cannot be opened.
+    pub fn with_options(policy: Arc<PolicyState>, options: &AppOptions) -> std::io::Result<Self> {
         let metrics = Metrics::new();
-        let cache = cache
+        let cache = options
+            .cache
             .filter(|c| c.capacity > 0)
             .map(|c| cache::DecisionCache::new(c, metrics.cache.clone()));
+        let decision_log = options
+            .decision_log
+            .as_ref()
+            .map(|(target, sample)| {
+                decision_log::DecisionLog::start(target, *sample, metrics.decision_log.clone())
+            })
+            .transpose()?;
         let app = Self {
             policy,
             metrics,
             cache,
+            decision_log,
+            shadow: options.shadow,
             ..Self::default()
         };
         if let Some(p) = app.policy.current() {
             app.metrics
                 .policy_installed(&p.snapshot.revision, unix_seconds(p.loaded_at));
         }
-        app
+        Ok(app)
+    }
+
+    /// Counts, logs and (for shadow mode) softens a decision on an HTTP-facing path
+    /// (ext_authz and the HTTP modes). Returns whether a would-be denial is let through.
+    pub fn conclude_http(
+        &self,
+        api: &'static str,
+        outcome: &crate::policy::queries::HttpDecision<'_>,
+        decision_id: &str,
+        revision: &str,
+        started: std::time::Instant,
+        trace_id: Option<&str>,
+    ) -> bool {
+        let allowed = outcome.decision.allowed;
+        let shadowed = !allowed && (self.shadow || outcome.route.is_some_and(|r| r.shadow));
+        let reason = outcome.decision.reason.kind();
+        let elapsed = started.elapsed();
+        if shadowed {
+            self.metrics.observe_shadow_deny(api, reason, elapsed);
+        } else {
+            self.metrics.observe(api, allowed, reason, elapsed);
+        }
+        if let Some(log) = &self.decision_log {
+            let (role, assignment_id, deny_assignment) = reason_names(&outcome.decision.reason);
+            log.record(&decision_log::DecisionRecord {
+                decision_id,
+                time: crate::policy::syntax::format_time(crate::policy::syntax::now()),
+                api,
+                principal: outcome.principal.as_deref(),
+                action: outcome.action.as_deref(),
+                scope: outcome.scope.as_deref(),
+                allowed,
+                reason,
+                role,
+                assignment_id,
+                deny_assignment,
+                shadow: shadowed,
+                revision,
+                latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                trace_id,
+            });
+        }
+        shadowed
+    }
+
+    /// Counts and logs a decision of the native API.
+    pub fn conclude_check(
+        &self,
+        api: &'static str,
+        req: &crate::policy::CheckRequest<'_>,
+        decision: &crate::policy::Decision<'_>,
+        revision: &str,
+        started: std::time::Instant,
+        trace_id: Option<&str>,
+    ) {
+        let reason = decision.reason.kind();
+        let elapsed = started.elapsed();
+        self.metrics.observe(api, decision.allowed, reason, elapsed);
+        if let Some(log) = &self.decision_log {
+            let (role, assignment_id, deny_assignment) = reason_names(&decision.reason);
+            log.record(&decision_log::DecisionRecord {
+                decision_id: &self.ids.next(),
+                time: crate::policy::syntax::format_time(crate::policy::syntax::now()),
+                api,
+                principal: Some(req.principal),
+                action: Some(req.action),
+                scope: Some(req.scope),
+                allowed: decision.allowed,
+                reason,
+                role,
+                assignment_id,
+                deny_assignment,
+                shadow: false,
+                revision,
+                latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                trace_id,
+            });
+        }
     }
 
     /// Swaps in a new policy: one atomic store; requests in flight keep the old one.
@@ -162,6 +273,23 @@ impl App {
             .get_or_create(&metrics::ResultLabels { result: "failure" })
             .inc();
         self.policy.record_error(message);
+    }
+}
+
+/// The role, assignment id and deny assignment a reason names.
+fn reason_names<'r>(
+    reason: &'r crate::policy::Reason<'_>,
+) -> (Option<&'r str>, Option<&'r str>, Option<&'r str>) {
+    match reason {
+        crate::policy::Reason::RoleAssignment {
+            role,
+            assignment_id,
+            ..
+        } => (Some(role), *assignment_id, None),
+        crate::policy::Reason::DenyAssignment { deny_assignment } => {
+            (None, None, Some(deny_assignment))
+        }
+        _ => (None, None, None),
     }
 }
 

@@ -6,8 +6,8 @@ use std::time::{Instant as Clock, UNIX_EPOCH};
 
 use tonic::{Request, Response, Status};
 
-use super::App;
 use super::state::LoadedPolicy;
+use super::{App, decision_log};
 use crate::policy::queries::HttpRequest;
 use crate::policy::syntax::{self, Instant};
 use crate::policy::{CheckRequest as EngineCheck, Reason as EngineReason, RequestError};
@@ -75,30 +75,47 @@ fn reason(r: &EngineReason<'_>) -> pb::Reason {
     out
 }
 
-/// One check and its reason kind (for metrics).
+/// One check: evaluated (through the cache), counted and logged.
 fn check_one(
     app: &App,
     policy: &LoadedPolicy,
     req: &pb::CheckRequest,
-) -> Result<(pb::CheckResponse, &'static str), RequestError> {
-    let verdict = app.decide(
-        policy,
-        &EngineCheck {
-            principal: &req.principal,
-            groups: &req.groups,
-            action: &req.action,
-            data_action: req.data_action,
-            scope: &req.scope,
-            at: at_or_now(req.at.as_ref()),
-        },
-    )?;
+    api: &'static str,
+    trace_id: Option<&str>,
+) -> Result<pb::CheckResponse, RequestError> {
+    let started = Clock::now();
+    let engine = EngineCheck {
+        principal: &req.principal,
+        groups: &req.groups,
+        action: &req.action,
+        data_action: req.data_action,
+        scope: &req.scope,
+        at: at_or_now(req.at.as_ref()),
+    };
+    let verdict = app.decide(policy, &engine)?;
     let decision = policy.snapshot.explain(verdict);
-    let response = pb::CheckResponse {
+    app.conclude_check(
+        api,
+        &engine,
+        &decision,
+        &policy.snapshot.revision,
+        started,
+        trace_id,
+    );
+    Ok(pb::CheckResponse {
         allowed: decision.allowed,
         reason: Some(reason(&decision.reason)),
         revision: policy.snapshot.revision.clone(),
-    };
-    Ok((response, decision.reason.kind()))
+    })
+}
+
+/// The caller's trace id, from the W3C `traceparent` gRPC metadata.
+fn trace_id<T>(request: &Request<T>) -> Option<&str> {
+    request
+        .metadata()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(decision_log::trace_id)
 }
 
 #[tonic::async_trait]
@@ -107,13 +124,15 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         &self,
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
-        let started = Clock::now();
         let policy = self.policy()?;
-        let (out, kind) = check_one(&self.app, &policy, request.get_ref())
-            .map_err(|e| self.invalid("check", e))?;
-        self.app
-            .metrics
-            .observe("check", out.allowed, kind, started.elapsed());
+        let out = check_one(
+            &self.app,
+            &policy,
+            request.get_ref(),
+            "check",
+            trace_id(&request),
+        )
+        .map_err(|e| self.invalid("check", e))?;
         Ok(Response::new(out))
     }
 
@@ -121,7 +140,6 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         &self,
         request: Request<pb::BatchCheckRequest>,
     ) -> Result<Response<pb::BatchCheckResponse>, Status> {
-        let started = Clock::now();
         let checks = &request.get_ref().checks;
         if checks.len() > MAX_BATCH {
             return Err(Status::invalid_argument(format!(
@@ -131,18 +149,12 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         }
         let policy = self.policy()?;
         let mut results = Vec::with_capacity(checks.len());
+        let trace = trace_id(&request);
         for (i, c) in checks.iter().enumerate() {
-            let (out, _) = check_one(&self.app, &policy, c)
+            let out = check_one(&self.app, &policy, c, "batch_check", trace)
                 .map_err(|e| self.invalid("batch_check", format!("checks[{i}]: {e}")))?;
             results.push(out);
         }
-        let allowed = results.iter().filter(|r| r.allowed).count();
-        self.app.metrics.observe(
-            "batch_check",
-            allowed == results.len(),
-            "batch",
-            started.elapsed(),
-        );
         Ok(Response::new(pb::BatchCheckResponse {
             results,
             revision: policy.snapshot.revision.clone(),

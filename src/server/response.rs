@@ -52,9 +52,21 @@ fn escape_markup(json: &str) -> String {
     out
 }
 
-/// The `x-iotauthz-*` headers to set on an allowed request.
-pub fn allow_headers<'a>(outcome: &'a HttpDecision<'_>) -> Vec<(&'static str, &'a str)> {
-    let mut headers = Vec::with_capacity(3);
+/// Set on requests that shadow mode lets through although the policy denies them.
+pub const SHADOW_DECISION_HEADER: &str = "x-iotauthz-shadow-decision";
+pub const SHADOW_REASON_HEADER: &str = "x-iotauthz-shadow-reason";
+
+/// The `x-iotauthz-*` headers to set on a request that goes on: an allowed one, or a
+/// would-be denial that shadow mode lets through (`shadowed`), which is marked.
+pub fn allow_headers<'a>(
+    outcome: &'a HttpDecision<'_>,
+    shadowed: bool,
+) -> Vec<(&'static str, &'a str)> {
+    let mut headers = Vec::with_capacity(5);
+    if shadowed {
+        headers.push((SHADOW_DECISION_HEADER, "deny"));
+        headers.push((SHADOW_REASON_HEADER, outcome.decision.reason.kind()));
+    }
     if let Some(p) = &outcome.principal {
         headers.push((PRINCIPAL_HEADER, p.as_str()));
     }

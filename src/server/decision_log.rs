@@ -1,0 +1,196 @@
+//! Decision logs: one JSON line per decision, to stdout or a file. Denies are always
+//! logged, allows at a sample rate. A line never carries a token or a header dump: only the
+//! decision id, time, API, principal, action, scope, outcome, reason, revision, latency and
+//! the caller's trace id.
+//!
+//! Lines go through a bounded channel to a writer thread, so a slow or full disk never
+//! blocks a request: when the channel is full the line is dropped and counted.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use serde::Serialize;
+
+/// Lines buffered between requests and the writer thread.
+const QUEUE: usize = 16 * 1024;
+
+/// Where decision lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+impl LogTarget {
+    /// `-` is stdout; anything else a file (appended to).
+    pub fn parse(text: &str) -> Self {
+        if text == "-" {
+            Self::Stdout
+        } else {
+            Self::File(PathBuf::from(text))
+        }
+    }
+}
+
+/// Counters exported as `iot_authz_decision_log_*_total`.
+#[derive(Debug, Clone, Default)]
+pub struct LogCounters {
+    pub written: Counter,
+    pub dropped: Counter,
+    pub write_errors: Counter,
+}
+
+/// One decision, as logged.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionRecord<'a> {
+    pub decision_id: &'a str,
+    pub time: String,
+    pub api: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<&'a str>,
+    pub allowed: bool,
+    pub reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignment_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deny_assignment: Option<&'a str>,
+    /// True when a shadow-mode route or `--shadow` let a would-be denial through.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
+    pub revision: &'a str,
+    pub latency_us: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<&'a str>,
+}
+
+/// The decision logger.
+#[derive(Debug)]
+pub struct DecisionLog {
+    tx: SyncSender<String>,
+    /// Allows logged per 10,000.
+    allow_per_10k: u64,
+    seen_allows: AtomicU64,
+    counters: LogCounters,
+}
+
+impl DecisionLog {
+    /// Opens the target and starts the writer thread. `sample` is the fraction of allows
+    /// logged (0 to 1).
+    pub fn start(target: &LogTarget, sample: f64, counters: LogCounters) -> std::io::Result<Self> {
+        let writer: Box<dyn Write + Send> = match target {
+            LogTarget::Stdout => Box::new(std::io::stdout()),
+            LogTarget::File(path) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+        };
+        let (tx, rx) = sync_channel::<String>(QUEUE);
+        let thread_counters = counters.clone();
+        std::thread::Builder::new()
+            .name("decision-log".into())
+            .spawn(move || write_loop(rx, writer, &thread_counters))?;
+        let sample = if sample.is_finite() {
+            sample.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        Ok(Self {
+            tx,
+            allow_per_10k: (sample * 10_000.0).round() as u64,
+            seen_allows: AtomicU64::new(0),
+            counters,
+        })
+    }
+
+    /// Logs a decision: every deny, and allows at the sample rate (spread evenly).
+    pub fn record(&self, record: &DecisionRecord<'_>) {
+        if record.allowed && !record.shadow {
+            let n = self.seen_allows.fetch_add(1, Ordering::Relaxed) % 10_000;
+            // Spread the sampled allows over each block of 10,000.
+            if (n * self.allow_per_10k) % 10_000 >= self.allow_per_10k {
+                return;
+            }
+        }
+        let Ok(line) = serde_json::to_string(record) else {
+            return;
+        };
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(line) {
+            self.counters.dropped.inc();
+        }
+    }
+}
+
+fn write_loop(rx: Receiver<String>, writer: Box<dyn Write + Send>, counters: &LogCounters) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, writer);
+    loop {
+        // Block for the first line, then drain what is queued, then flush once.
+        let Ok(first) = rx.recv() else {
+            let _ = out.flush();
+            return;
+        };
+        let mut batch = vec![first];
+        while let Ok(line) = rx.try_recv() {
+            batch.push(line);
+            if batch.len() >= 1024 {
+                break;
+            }
+        }
+        for line in &batch {
+            if writeln!(out, "{line}").is_ok() {
+                counters.written.inc();
+            } else {
+                counters.write_errors.inc();
+            }
+        }
+        if out.flush().is_err() {
+            counters.write_errors.inc();
+            // Drop what the failed flush held; a full disk must not grow memory.
+            out = std::io::BufWriter::with_capacity(64 * 1024, out.into_parts().0);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// The trace id of a W3C `traceparent` header (`00-<trace id>-<span id>-<flags>`).
+pub fn trace_id(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.split('-');
+    let (version, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
+    let valid = version.len() == 2
+        && trace.len() == 32
+        && span.len() == 16
+        && trace.bytes().all(|b| b.is_ascii_hexdigit())
+        && trace.bytes().any(|b| b != b'0');
+    valid.then_some(trace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_parsed_strictly() {
+        assert_eq!(
+            trace_id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(
+            trace_id("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(trace_id("garbage"), None);
+        assert_eq!(trace_id("00-4bf92f35<script>-00f067aa0ba902b7-01"), None);
+    }
+}

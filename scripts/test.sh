@@ -39,5 +39,8 @@ cargo clippy --all-targets --quiet -- -D warnings
 step "cargo test"
 cargo test --quiet
 
+step "Helm chart: render, lint and validate offline"
+.venv/bin/python scripts/test_chart.py
+
 step "policy test suites (role packs, fixtures, demo)"
 cargo run --quiet -- test packs/ packs/fixtures/ demo/

@@ -202,8 +202,8 @@ def chart_metadata_is_v2_with_a_draft07_schema() -> None:
     assert schema["$schema"] == "http://json-schema.org/draft-07/schema#", schema["$schema"]
     assert schema["additionalProperties"] is False
     for key in ("image", "policy", "bundle", "service", "autoscaling", "podDisruptionBudget",
-                "serviceMonitor", "networkPolicy", "decisionCache", "server", "tls",
-                "serviceAccount"):
+                "serviceMonitor", "networkPolicy", "decisionCache", "decisionLog", "server",
+                "tls", "serviceAccount"):
         assert schema["properties"][key]["additionalProperties"] is False, key
     assert chart().values["replicaCount"] == 2
     assert chart().values["demo"] is False
@@ -538,12 +538,28 @@ def decision_cache_and_server_flags() -> None:
     }
     for name, value in expected.items():
         assert flag(args, name) == value, (name, args)
+    assert flag(args, "--decision-log") == "-", args
+    assert flag(args, "--decision-log-sample") == "0.25", args
+    assert "--shadow" not in args, args
     args = args_of(render({"decisionCache": {"size": 5000}}))
     assert flag(args, "--decision-cache-size") == "5000", args
     assert flag(args, "--decision-cache-ttl-seconds") == "60", args
     assert flag(args, "--max-message-bytes") is None, args
+    assert "--decision-log" not in args and "--shadow" not in args, args
     args = args_of(render({"extraArgs": ["--no-watch"], "server": {"logFormat": "text"}}))
     assert args[-1] == "--no-watch" and flag(args, "--log-format") == "text", args
+
+
+@test
+def shadow_mode_is_explicit_and_loud() -> None:
+    r = render({"shadow": True, "decisionLog": {"enabled": True}})
+    args = args_of(r)
+    assert "--shadow" in args and flag(args, "--decision-log") == "-", args
+    assert flag(args, "--decision-log-sample") == "1", args
+    assert "SHADOW MODE" in r.notes, r.notes
+    assert "SHADOW" not in render().notes
+    schema_rejects({"decisionLog": {"sample": 2}})
+    schema_rejects({"shadow": "yes"})
 
 
 @test

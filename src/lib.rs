@@ -13,6 +13,7 @@
 //!   the HTTP endpoints, over a live [`server::state::PolicyState`].
 //! - [`sources`]: live policy sources: watched files and directories, and an HTTP bundle
 //!   poller, feeding validated snapshots into the server's policy state.
+//! - [`telemetry`]: logs, and OTLP traces parented on the caller's `traceparent`.
 //! - [`proto`]: generated protobuf code, kept at the edge.
 //! - [`cli`]: the `iot-authz` command line.
 
@@ -23,6 +24,7 @@ pub mod policy;
 pub mod proto;
 pub mod server;
 pub mod sources;
+pub mod telemetry;
 pub mod testing;
 
 /// Installs rustls' `ring` provider as the process default (idempotent). HTTPS clients

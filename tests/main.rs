@@ -12,4 +12,5 @@ mod observability;
 mod properties;
 mod reload;
 mod support;
+mod tracing;
 mod validation;

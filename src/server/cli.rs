@@ -18,19 +18,6 @@ use crate::sources::Loader;
 use crate::sources::bundle::{BundleClient, BundleOptions, Fetched};
 use crate::sources::files::{self, WatchOptions};
 
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-}
-
 /// The first policy, before the listeners open: files are read and compiled now (invalid is
 /// fatal); a bundle is fetched once (unreachable is not fatal: the server starts unready and
 /// keeps polling; a fetched but invalid bundle is fatal).
@@ -89,9 +76,12 @@ fn first_policy(
 
 /// Runs the server until SIGTERM or SIGINT. An invalid policy at start-up exits 2.
 pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
-    init_logging(&args.log_format);
     crate::install_crypto_provider();
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    let telemetry = {
+        let _entered = runtime.enter();
+        crate::telemetry::init(&args.log_format)
+    };
     let mut bundle = None;
     let snapshot = match first_policy(args, &runtime, &mut bundle)? {
         FirstPolicy::Ready(s) => {
@@ -187,6 +177,10 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
         .await;
         result
     })?;
+    {
+        let _entered = runtime.enter();
+        telemetry.shutdown();
+    }
     tracing::info!("stopped");
     Ok(EXIT_OK)
 }

@@ -83,6 +83,8 @@ impl Authorization for ExtAuthz {
             .headers
             .get("traceparent")
             .and_then(|t| decision_log::trace_id(t));
+        let span =
+            crate::telemetry::check_span("ext_authz", |k| http.headers.get(k).map(String::as_str));
         let shadowed = self.app.conclude_http(
             "ext_authz",
             &outcome,
@@ -90,6 +92,7 @@ impl Authorization for ExtAuthz {
             &snapshot.revision,
             started,
             trace_id,
+            &span,
         );
         let response = if outcome.decision.allowed || shadowed {
             allow_response(

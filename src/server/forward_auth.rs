@@ -125,7 +125,15 @@ fn authorize(app: &App, proxy: Proxy, req: Request) -> Response<Body> {
                 route: None,
             };
             let revision = policy.snapshot.revision.as_str();
-            if app.conclude_http(proxy.api(), &outcome, &decision_id, revision, started, None) {
+            if app.conclude_http(
+                proxy.api(),
+                &outcome,
+                &decision_id,
+                revision,
+                started,
+                None,
+                &None,
+            ) {
                 return allow(proxy, &outcome, true, &headers, &decision_id);
             }
             return deny(proxy, &outcome, &decision_id);
@@ -149,6 +157,12 @@ fn authorize(app: &App, proxy: Proxy, req: Request) -> Response<Body> {
         return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
     };
     let trace_id = req_trace.as_deref().and_then(decision_log::trace_id);
+    let span = crate::telemetry::check_span(proxy.api(), |k| {
+        headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    });
     let shadowed = app.conclude_http(
         proxy.api(),
         &outcome,
@@ -156,6 +170,7 @@ fn authorize(app: &App, proxy: Proxy, req: Request) -> Response<Body> {
         &policy.snapshot.revision,
         started,
         trace_id,
+        &span,
     );
     if outcome.decision.allowed || shadowed {
         allow(proxy, &outcome, shadowed, &headers, &decision_id)

@@ -173,10 +173,24 @@ impl App {
         revision: &str,
         started: std::time::Instant,
         trace_id: Option<&str>,
+        span: &Option<tracing::Span>,
     ) -> bool {
         let allowed = outcome.decision.allowed;
         let shadowed = !allowed && (self.shadow || outcome.route.is_some_and(|r| r.shadow));
         let reason = outcome.decision.reason.kind();
+        let decision = match (allowed, shadowed) {
+            (true, _) => "allow",
+            (false, true) => "shadow_deny",
+            (false, false) => "deny",
+        };
+        crate::telemetry::record(
+            span,
+            decision,
+            reason,
+            outcome.action.as_deref(),
+            outcome.scope.as_deref(),
+            revision,
+        );
         let elapsed = started.elapsed();
         if shadowed {
             self.metrics.observe_shadow_deny(api, reason, elapsed);
@@ -215,8 +229,18 @@ impl App {
         revision: &str,
         started: std::time::Instant,
         trace_id: Option<&str>,
+        span: &Option<tracing::Span>,
     ) {
         let reason = decision.reason.kind();
+        let verdict = if decision.allowed { "allow" } else { "deny" };
+        crate::telemetry::record(
+            span,
+            verdict,
+            reason,
+            Some(req.action),
+            Some(req.scope),
+            revision,
+        );
         let elapsed = started.elapsed();
         self.metrics.observe(api, decision.allowed, reason, elapsed);
         if let Some(log) = &self.decision_log {

@@ -82,6 +82,7 @@ fn check_one(
     req: &pb::CheckRequest,
     api: &'static str,
     trace_id: Option<&str>,
+    span: &Option<tracing::Span>,
 ) -> Result<pb::CheckResponse, RequestError> {
     let started = Clock::now();
     let engine = EngineCheck {
@@ -101,6 +102,7 @@ fn check_one(
         &policy.snapshot.revision,
         started,
         trace_id,
+        span,
     );
     Ok(pb::CheckResponse {
         allowed: decision.allowed,
@@ -109,13 +111,14 @@ fn check_one(
     })
 }
 
+/// A gRPC metadata value as text.
+fn metadata<'r, T>(request: &'r Request<T>, key: &str) -> Option<&'r str> {
+    request.metadata().get(key).and_then(|v| v.to_str().ok())
+}
+
 /// The caller's trace id, from the W3C `traceparent` gRPC metadata.
 fn trace_id<T>(request: &Request<T>) -> Option<&str> {
-    request
-        .metadata()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(decision_log::trace_id)
+    metadata(request, "traceparent").and_then(decision_log::trace_id)
 }
 
 #[tonic::async_trait]
@@ -125,12 +128,14 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
         let policy = self.policy()?;
+        let span = crate::telemetry::check_span("check", |k| metadata(&request, k));
         let out = check_one(
             &self.app,
             &policy,
             request.get_ref(),
             "check",
             trace_id(&request),
+            &span,
         )
         .map_err(|e| self.invalid("check", e))?;
         Ok(Response::new(out))
@@ -151,7 +156,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         let mut results = Vec::with_capacity(checks.len());
         let trace = trace_id(&request);
         for (i, c) in checks.iter().enumerate() {
-            let out = check_one(&self.app, &policy, c, "batch_check", trace)
+            let out = check_one(&self.app, &policy, c, "batch_check", trace, &None)
                 .map_err(|e| self.invalid("batch_check", format!("checks[{i}]: {e}")))?;
             results.push(out);
         }

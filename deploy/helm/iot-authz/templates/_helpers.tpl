@@ -129,7 +129,7 @@ Which policy source the release uses, after checking that at most one is given:
 {{- define "iot-authz.policyDocuments" -}}
 {{- if .Values.policy.documents }}
 {{- toYaml .Values.policy.documents }}
-{{- else }}
+{{- else -}}
 00-deny-all.yaml: |
   # No policy was configured (policy.documents, policy.existingConfigMap, bundle.url).
   # This document defines no routes, so iot-authz denies every request (noRoute, 403).
@@ -139,7 +139,7 @@ Which policy source the release uses, after checking that at most one is given:
 
 {{/* The `iot-authz serve` arguments ----------------------------------------------------- */}}
 {{- define "iot-authz.args" -}}
-{{- $mode := include "iot-authz.policyMode" . }}
+{{- $mode := include "iot-authz.policyMode" . -}}
 - serve
 - --grpc-addr
 - 0.0.0.0:{{ include "iot-authz.grpcContainerPort" . }}
@@ -178,6 +178,15 @@ Which policy source the release uses, after checking that at most one is given:
 - {{ .Values.decisionCache.size | int64 | quote }}
 - --decision-cache-ttl-seconds
 - {{ .Values.decisionCache.ttlSeconds | int64 | quote }}
+{{- if .Values.decisionLog.enabled }}
+- --decision-log
+- "-"
+- --decision-log-sample
+- {{ .Values.decisionLog.sample | toString | quote }}
+{{- end }}
+{{- if .Values.shadow }}
+- --shadow
+{{- end }}
 {{- with .Values.server }}
 {{- if not (kindIs "invalid" .maxMessageBytes) }}
 - --max-message-bytes

@@ -224,7 +224,7 @@ async fn jwt_claims_from_envoy_identify_the_caller() {
     };
     // An unknown user, allowed through the groups claim.
     let resp = client
-        .get(format!("{}", envoy.url(LINE_1)))
+        .get(envoy.url(LINE_1))
         .bearer_auth(token("zed@contoso.com", &["factory-operators"]))
         .send()
         .await

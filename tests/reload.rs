@@ -35,8 +35,8 @@ struct Live {
 }
 
 /// The real server on the policy at `paths`, with the real file watcher.
-async fn live(paths: &[PathBuf], notify: bool) -> Live {
-    let snapshot = compile_sources(&read_paths(paths, u64::MAX).unwrap()).unwrap();
+async fn live(paths: Vec<PathBuf>, notify: bool) -> Live {
+    let snapshot = compile_sources(&read_paths(&paths, u64::MAX).unwrap()).unwrap();
     let server = TestServer::start(snapshot).await;
     let loader = Loader::new(server.app.clone());
     let (trigger, trigger_rx) = mpsc::channel(1);
@@ -47,7 +47,7 @@ async fn live(paths: &[PathBuf], notify: bool) -> Live {
         notify,
         max_bytes: 1024 * 1024,
     };
-    let watcher = files::FileWatcher::start(loader, paths.to_vec(), options);
+    let watcher = files::FileWatcher::start(loader, paths, options);
     tokio::spawn(watcher.run(trigger_rx, async {
         let _ = stopped.await;
     }));
@@ -131,7 +131,7 @@ async fn editor_write_then_rename_is_picked_up() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("policy.yaml");
     write(&file, A);
-    let mut live = live(&[file.clone()], true).await;
+    let mut live = live(vec![file.clone()], true).await;
     assert!(!check_bc(&mut live.client).await.allowed);
     write_then_rename(&file, B);
     wait_revision(&mut live.client, B).await;
@@ -146,7 +146,7 @@ async fn a_file_written_in_chunks_is_read_complete() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("policy.yaml");
     write(&file, A);
-    let mut live = live(&[file.clone()], true).await;
+    let mut live = live(vec![file.clone()], true).await;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .truncate(true)
@@ -170,7 +170,7 @@ async fn a_deleted_and_recreated_file_keeps_the_last_good_policy_in_between() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("policy.yaml");
     write(&file, A);
-    let mut live = live(&[file.clone()], true).await;
+    let mut live = live(vec![file.clone()], true).await;
     std::fs::remove_file(&file).unwrap();
     let error = wait_error(&mut live.client, "policy.yaml").await;
     assert!(error.contains("cannot be read"), "{error}");
@@ -195,7 +195,7 @@ async fn configmap_symlink_swaps_are_picked_up() {
     write(&v1.join("policy.yaml"), A);
     symlink("..2026_11_22_00_00_00.1", root.join("..data")).unwrap();
     symlink("..data/policy.yaml", root.join("policy.yaml")).unwrap();
-    let mut live = live(&[root.to_path_buf()], true).await;
+    let mut live = live(vec![root.to_path_buf()], true).await;
     assert!(!check_bc(&mut live.client).await.allowed);
     let v2 = root.join("..2026_11_22_00_01_00.2");
     std::fs::create_dir(&v2).unwrap();
@@ -214,7 +214,7 @@ async fn a_directory_gaining_and_losing_a_file() {
         &dir.path().join("00-roles.yaml"),
         "version: 1\nroles: [{name: R, actions: ['*']}]\n",
     );
-    let mut live = live(&[dir.path().to_path_buf()], true).await;
+    let mut live = live(vec![dir.path().to_path_buf()], true).await;
     assert!(!check_bc(&mut live.client).await.allowed);
     let extra = dir.path().join("10-assignments.yaml");
     write(
@@ -237,13 +237,16 @@ async fn a_directory_gaining_and_losing_a_file() {
     assert!(s.last_error.is_empty(), "{s:?}");
 }
 
+/// A fault: its name, how to cause it, and what the error must say.
+type Fault = (&'static str, Box<dyn Fn(&Path)>, &'static str);
+
 #[tokio::test(flavor = "multi_thread")]
 async fn faults_keep_the_last_good_policy_and_show_the_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("policy.yaml");
     write(&file, A);
-    let mut live = live(&[file.clone()], true).await;
-    let faults: [(&str, Box<dyn Fn(&Path)>, &str); 5] = [
+    let mut live = live(vec![file.clone()], true).await;
+    let faults: [Fault; 5] = [
         (
             "invalid YAML",
             Box::new(|f: &Path| write(f, "version: 1\nroles: [{name: R\n")),
@@ -327,7 +330,7 @@ async fn a_deleted_directory_keeps_the_last_good_policy() {
     let dir = parent.path().join("policies");
     std::fs::create_dir(&dir).unwrap();
     write(&dir.join("p.yaml"), A);
-    let mut live = live(&[dir.clone()], true).await;
+    let mut live = live(vec![dir.clone()], true).await;
     std::fs::remove_dir_all(&dir).unwrap();
     let error = wait_error(&mut live.client, "policies").await;
     assert!(error.contains("cannot be read"), "{error}");
@@ -342,7 +345,7 @@ async fn a_policy_over_the_size_limit_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("policy.yaml");
     write(&file, A);
-    let mut live = live(&[file.clone()], true).await;
+    let mut live = live(vec![file.clone()], true).await;
     let big = format!("{B}# {}\n", "x".repeat(2 * 1024 * 1024));
     write(&file, &big);
     let error = wait_error(&mut live.client, "size limit").await;
@@ -357,7 +360,7 @@ async fn reload_under_load_never_fails_or_mixes_revisions() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("policy.yaml");
     write(&file, A);
-    let mut live = live(&[file.clone()], true).await;
+    let mut live = live(vec![file.clone()], true).await;
     let (rev_a, rev_b) = (rev(A), rev(B));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let answered = Arc::new(AtomicUsize::new(0));
@@ -398,10 +401,13 @@ async fn reload_under_load_never_fails_or_mixes_revisions() {
     assert!(answered.load(Ordering::Relaxed) > 50);
 }
 
+/// A canned answer: status, body, ETag.
+type Canned = (u16, Vec<u8>, Option<String>);
+
 /// A tiny bundle server whose answers the test sets.
 #[derive(Clone, Default)]
 struct BundleServer {
-    response: Arc<std::sync::Mutex<(u16, Vec<u8>, Option<String>)>>,
+    response: Arc<std::sync::Mutex<Canned>>,
     conditional_hits: Arc<AtomicUsize>,
     hang: Arc<std::sync::atomic::AtomicBool>,
     auth: Arc<std::sync::Mutex<Option<String>>>,

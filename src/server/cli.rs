@@ -22,7 +22,7 @@ use crate::sources::files::{self, WatchOptions};
 /// fatal); a bundle is fetched once (unreachable is not fatal: the server starts unready and
 /// keeps polling; a fetched but invalid bundle is fatal).
 enum FirstPolicy {
-    Ready(crate::policy::Snapshot),
+    Ready(Box<crate::policy::Snapshot>),
     Pending,
     Invalid(String),
 }
@@ -38,7 +38,7 @@ fn first_policy(
                 "serving the embedded demo policy (built-in role packs plus demo principals and routes); pass --policy to serve your own"
             );
             return Ok(match load_policy(&[]) {
-                Ok(s) => FirstPolicy::Ready(s),
+                Ok(s) => FirstPolicy::Ready(Box::new(s)),
                 Err(e) => FirstPolicy::Invalid(e.to_string()),
             });
         }
@@ -46,7 +46,7 @@ fn first_policy(
             match crate::policy::source::read_paths(&args.policy, args.max_policy_bytes)
                 .and_then(|s| compile_sources(&s))
             {
-                Ok(s) => FirstPolicy::Ready(s),
+                Ok(s) => FirstPolicy::Ready(Box::new(s)),
                 Err(e) => FirstPolicy::Invalid(e.to_string()),
             },
         );
@@ -60,7 +60,7 @@ fn first_policy(
         Ok(Fetched::Bundle { documents, etag }) => match compile_sources(&documents) {
             Ok(s) => {
                 client.accept(etag);
-                FirstPolicy::Ready(s)
+                FirstPolicy::Ready(Box::new(s))
             }
             Err(e) => FirstPolicy::Invalid(e.to_string()),
         },
@@ -86,7 +86,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
     let snapshot = match first_policy(args, &runtime, &mut bundle)? {
         FirstPolicy::Ready(s) => {
             tracing::info!(revision = %s.revision, documents = s.counts.documents, assignments = s.counts.assignments, "policy loaded");
-            Some(s)
+            Some(*s)
         }
         FirstPolicy::Pending => None,
         FirstPolicy::Invalid(message) => {
@@ -170,12 +170,11 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
             http.local_addr()?
         );
         tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, "listening");
-        let result = super::run(app, options, grpc, http, async move {
+        super::run(app, options, grpc, http, async move {
             shutdown_signal().await;
             let _ = stop_tx.send(true);
         })
-        .await;
-        result
+        .await
     })?;
     {
         let _entered = runtime.enter();

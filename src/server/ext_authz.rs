@@ -2,7 +2,6 @@
 //! SPEC §6: canonicalise and map the request, identify the caller, evaluate.
 
 use std::sync::Arc;
-use std::time::Instant as Clock;
 
 use envoy_types::ext_authz::v3::pb::{
     Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
@@ -14,7 +13,7 @@ use serde_json::Value;
 use tonic::{Request, Response, Status};
 
 use super::response::{self, HEADER_PREFIX};
-use super::{App, decision_log};
+use super::{App, RequestContext};
 use crate::policy::queries::{HttpDecision, HttpRequest};
 use crate::policy::syntax;
 
@@ -41,7 +40,6 @@ impl Authorization for ExtAuthz {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        let started = Clock::now();
         let Some(policy) = self.app.policy.current() else {
             return Err(Status::unavailable("no policy loaded"));
         };
@@ -49,6 +47,7 @@ impl Authorization for ExtAuthz {
         let check = request.into_inner();
         let attributes = check.attributes.unwrap_or_default();
         let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
+        let ctx = RequestContext::begin("ext_authz", |k| http.headers.get(k).map(String::as_str));
         let metadata = attributes.metadata_context.map(|m| {
             Value::Object(
                 m.filter_metadata
@@ -79,21 +78,9 @@ impl Authorization for ExtAuthz {
         );
         // Only an explicit principal can make check_http fail; ext_authz never passes one.
         let outcome = outcome.map_err(|e| Status::internal(e.to_string()))?;
-        let trace_id = http
-            .headers
-            .get("traceparent")
-            .and_then(|t| decision_log::trace_id(t));
-        let span =
-            crate::telemetry::check_span("ext_authz", |k| http.headers.get(k).map(String::as_str));
-        let shadowed = self.app.conclude_http(
-            "ext_authz",
-            &outcome,
-            &decision_id,
-            &snapshot.revision,
-            started,
-            trace_id,
-            &span,
-        );
+        let shadowed = self
+            .app
+            .conclude_http(&ctx, &outcome, &decision_id, &snapshot.revision);
         let response = if outcome.decision.allowed || shadowed {
             allow_response(
                 &outcome,

@@ -12,16 +12,16 @@
 //! status and body.
 
 use std::sync::Arc;
-use std::time::Instant as Clock;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use super::response;
-use super::{App, decision_log};
+use super::{App, RequestContext};
 use crate::policy::queries::{HttpDecision, HttpRequest};
 use crate::policy::syntax;
+use crate::policy::{Decision, Reason};
 
 /// Where the endpoints live.
 pub const ENVOY_PREFIX: &str = "/v1/authz/envoy";
@@ -98,80 +98,47 @@ pub async fn traefik(State(app): State<Arc<App>>, req: Request) -> Response<Body
 }
 
 fn authorize(app: &App, proxy: Proxy, req: Request) -> Response<Body> {
-    let started = Clock::now();
-    let Some(policy) = app.policy.current() else {
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "no policy loaded\n");
-    };
-    let decision_id = app.ids.next();
     let headers = header_pairs(req.headers());
-    let req_trace = req
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let (method, path) = match original(proxy, &req) {
-        Ok(x) => x,
-        Err(message) => {
-            // Without the original request there is nothing to authorize: malformed.
-            let outcome = HttpDecision {
-                decision: crate::policy::Decision::deny(crate::policy::Reason::Malformed {
-                    message,
-                }),
-                status: 400,
-                action: None,
-                scope: None,
-                data_action: false,
-                principal: None,
-                route: None,
-            };
-            let revision = policy.snapshot.revision.as_str();
-            if app.conclude_http(
-                proxy.api(),
-                &outcome,
-                &decision_id,
-                revision,
-                started,
-                None,
-                &None,
-            ) {
-                return allow(proxy, &outcome, true, &headers, &decision_id);
-            }
-            return deny(proxy, &outcome, &decision_id);
-        }
-    };
-    let outcome = policy.snapshot.check_http_with(
-        &HttpRequest {
-            method: &method,
-            path: &path,
-            headers: &headers,
-            principal: None,
-            groups: &[],
-            metadata: None,
-            peer_principal: None,
-            at: syntax::now(),
-        },
-        |_, r| app.decide(&policy, r),
-    );
-    let Ok(outcome) = outcome else {
-        // Only an explicit principal can fail; none is passed here.
-        return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
-    };
-    let trace_id = req_trace.as_deref().and_then(decision_log::trace_id);
-    let span = crate::telemetry::check_span(proxy.api(), |k| {
+    let ctx = RequestContext::begin(proxy.api(), |k| {
         headers
             .iter()
             .find(|(n, _)| n == k)
             .map(|(_, v)| v.as_str())
     });
-    let shadowed = app.conclude_http(
-        proxy.api(),
-        &outcome,
-        &decision_id,
-        &policy.snapshot.revision,
-        started,
-        trace_id,
-        &span,
-    );
+    let Some(policy) = app.policy.current() else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "no policy loaded\n");
+    };
+    let decision_id = app.ids.next();
+    let outcome = match original(proxy, &req) {
+        Ok((method, path)) => policy.snapshot.check_http_with(
+            &HttpRequest {
+                method: &method,
+                path: &path,
+                headers: &headers,
+                principal: None,
+                groups: &[],
+                metadata: None,
+                peer_principal: None,
+                at: syntax::now(),
+            },
+            |_, r| app.decide(&policy, r),
+        ),
+        // Without the original request there is nothing to authorize: malformed.
+        Err(message) => Ok(HttpDecision {
+            decision: Decision::deny(Reason::Malformed { message }),
+            status: 400,
+            action: None,
+            scope: None,
+            data_action: false,
+            principal: None,
+            route: None,
+        }),
+    };
+    let Ok(outcome) = outcome else {
+        // Only an explicit principal can fail; none is passed here.
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+    };
+    let shadowed = app.conclude_http(&ctx, &outcome, &decision_id, &policy.snapshot.revision);
     if outcome.decision.allowed || shadowed {
         allow(proxy, &outcome, shadowed, &headers, &decision_id)
     } else {

@@ -167,13 +167,10 @@ impl App {
     /// (ext_authz and the HTTP modes). Returns whether a would-be denial is let through.
     pub fn conclude_http(
         &self,
-        api: &'static str,
+        ctx: &RequestContext<'_>,
         outcome: &crate::policy::queries::HttpDecision<'_>,
         decision_id: &str,
         revision: &str,
-        started: std::time::Instant,
-        trace_id: Option<&str>,
-        span: &Option<tracing::Span>,
     ) -> bool {
         let allowed = outcome.decision.allowed;
         let shadowed = !allowed && (self.shadow || outcome.route.is_some_and(|r| r.shadow));
@@ -183,26 +180,26 @@ impl App {
             (false, true) => "shadow_deny",
             (false, false) => "deny",
         };
+        let elapsed = ctx.started.elapsed();
         crate::telemetry::record(
-            span,
+            &ctx.span,
             decision,
             reason,
             outcome.action.as_deref(),
             outcome.scope.as_deref(),
             revision,
         );
-        let elapsed = started.elapsed();
         if shadowed {
-            self.metrics.observe_shadow_deny(api, reason, elapsed);
+            self.metrics.observe_shadow_deny(ctx.api, reason, elapsed);
         } else {
-            self.metrics.observe(api, allowed, reason, elapsed);
+            self.metrics.observe(ctx.api, allowed, reason, elapsed);
         }
         if let Some(log) = &self.decision_log {
             let (role, assignment_id, deny_assignment) = reason_names(&outcome.decision.reason);
             log.record(&decision_log::DecisionRecord {
                 decision_id,
                 time: crate::policy::syntax::format_time(crate::policy::syntax::now()),
-                api,
+                api: ctx.api,
                 principal: outcome.principal.as_deref(),
                 action: outcome.action.as_deref(),
                 scope: outcome.scope.as_deref(),
@@ -214,7 +211,7 @@ impl App {
                 shadow: shadowed,
                 revision,
                 latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-                trace_id,
+                trace_id: ctx.trace_id,
             });
         }
         shadowed
@@ -223,32 +220,30 @@ impl App {
     /// Counts and logs a decision of the native API.
     pub fn conclude_check(
         &self,
-        api: &'static str,
+        ctx: &RequestContext<'_>,
         req: &crate::policy::CheckRequest<'_>,
         decision: &crate::policy::Decision<'_>,
         revision: &str,
-        started: std::time::Instant,
-        trace_id: Option<&str>,
-        span: &Option<tracing::Span>,
     ) {
         let reason = decision.reason.kind();
+        let elapsed = ctx.started.elapsed();
         let verdict = if decision.allowed { "allow" } else { "deny" };
         crate::telemetry::record(
-            span,
+            &ctx.span,
             verdict,
             reason,
             Some(req.action),
             Some(req.scope),
             revision,
         );
-        let elapsed = started.elapsed();
-        self.metrics.observe(api, decision.allowed, reason, elapsed);
+        self.metrics
+            .observe(ctx.api, decision.allowed, reason, elapsed);
         if let Some(log) = &self.decision_log {
             let (role, assignment_id, deny_assignment) = reason_names(&decision.reason);
             log.record(&decision_log::DecisionRecord {
                 decision_id: &self.ids.next(),
                 time: crate::policy::syntax::format_time(crate::policy::syntax::now()),
-                api,
+                api: ctx.api,
                 principal: Some(req.principal),
                 action: Some(req.action),
                 scope: Some(req.scope),
@@ -260,7 +255,7 @@ impl App {
                 shadow: false,
                 revision,
                 latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-                trace_id,
+                trace_id: ctx.trace_id,
             });
         }
     }
@@ -321,6 +316,33 @@ fn unix_seconds(t: std::time::SystemTime) -> f64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+/// What one authorization request carries besides its question: the API, when it started,
+/// the caller's trace id (from `traceparent`) and, when tracing is on, its span.
+#[derive(Debug)]
+pub struct RequestContext<'a> {
+    pub api: &'static str,
+    pub started: std::time::Instant,
+    pub trace_id: Option<&'a str>,
+    pub span: Option<tracing::Span>,
+}
+
+impl<'a> RequestContext<'a> {
+    /// Starts the clock; `lookup` reads the caller's headers or gRPC metadata.
+    pub fn begin(api: &'static str, lookup: impl Fn(&str) -> Option<&'a str>) -> Self {
+        Self {
+            api,
+            started: std::time::Instant::now(),
+            trace_id: lookup("traceparent").and_then(decision_log::trace_id),
+            span: crate::telemetry::check_span(api, lookup),
+        }
+    }
+
+    /// A context without caller headers.
+    pub fn bare(api: &'static str) -> Self {
+        Self::begin(api, |_| None)
+    }
 }
 
 /// Addresses the server is listening on.

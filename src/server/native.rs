@@ -7,7 +7,7 @@ use std::time::{Instant as Clock, UNIX_EPOCH};
 use tonic::{Request, Response, Status};
 
 use super::state::LoadedPolicy;
-use super::{App, decision_log};
+use super::{App, RequestContext, decision_log};
 use crate::policy::queries::HttpRequest;
 use crate::policy::syntax::{self, Instant};
 use crate::policy::{CheckRequest as EngineCheck, Reason as EngineReason, RequestError};
@@ -80,11 +80,8 @@ fn check_one(
     app: &App,
     policy: &LoadedPolicy,
     req: &pb::CheckRequest,
-    api: &'static str,
-    trace_id: Option<&str>,
-    span: &Option<tracing::Span>,
+    ctx: &RequestContext<'_>,
 ) -> Result<pb::CheckResponse, RequestError> {
-    let started = Clock::now();
     let engine = EngineCheck {
         principal: &req.principal,
         groups: &req.groups,
@@ -95,15 +92,7 @@ fn check_one(
     };
     let verdict = app.decide(policy, &engine)?;
     let decision = policy.snapshot.explain(verdict);
-    app.conclude_check(
-        api,
-        &engine,
-        &decision,
-        &policy.snapshot.revision,
-        started,
-        trace_id,
-        span,
-    );
+    app.conclude_check(ctx, &engine, &decision, &policy.snapshot.revision);
     Ok(pb::CheckResponse {
         allowed: decision.allowed,
         reason: Some(reason(&decision.reason)),
@@ -116,11 +105,6 @@ fn metadata<'r, T>(request: &'r Request<T>, key: &str) -> Option<&'r str> {
     request.metadata().get(key).and_then(|v| v.to_str().ok())
 }
 
-/// The caller's trace id, from the W3C `traceparent` gRPC metadata.
-fn trace_id<T>(request: &Request<T>) -> Option<&str> {
-    metadata(request, "traceparent").and_then(decision_log::trace_id)
-}
-
 #[tonic::async_trait]
 impl pb::authorizer_server::Authorizer for Authorizer {
     async fn check(
@@ -128,16 +112,9 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
         let policy = self.policy()?;
-        let span = crate::telemetry::check_span("check", |k| metadata(&request, k));
-        let out = check_one(
-            &self.app,
-            &policy,
-            request.get_ref(),
-            "check",
-            trace_id(&request),
-            &span,
-        )
-        .map_err(|e| self.invalid("check", e))?;
+        let ctx = RequestContext::begin("check", |k| metadata(&request, k));
+        let out = check_one(&self.app, &policy, request.get_ref(), &ctx)
+            .map_err(|e| self.invalid("check", e))?;
         Ok(Response::new(out))
     }
 
@@ -154,9 +131,16 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         }
         let policy = self.policy()?;
         let mut results = Vec::with_capacity(checks.len());
-        let trace = trace_id(&request);
+        let trace_id = metadata(&request, "traceparent").and_then(decision_log::trace_id);
         for (i, c) in checks.iter().enumerate() {
-            let out = check_one(&self.app, &policy, c, "batch_check", trace, &None)
+            // One context per item (its own latency), without a span per item.
+            let ctx = RequestContext {
+                api: "batch_check",
+                started: Clock::now(),
+                trace_id,
+                span: None,
+            };
+            let out = check_one(&self.app, &policy, c, &ctx)
                 .map_err(|e| self.invalid("batch_check", format!("checks[{i}]: {e}")))?;
             results.push(out);
         }

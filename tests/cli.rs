@@ -427,3 +427,106 @@ fn can_assign_follows_delegation() {
         2
     );
 }
+
+#[test]
+fn import_azure_converts_and_refuses_conditions() {
+    let azure = |f: &str| fixture(&format!("azure/{f}")).display().to_string();
+    let out = run(&[
+        "import-azure",
+        &azure("role-definitions.json"),
+        &azure("role-assignments.json"),
+    ]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        yaml.contains("acdd72a7-3385-48ef-bd42-f606fba81ae7"),
+        "{yaml}"
+    );
+    // The output is a policy document (it names Owner, which these files do not define).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("imported.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let out = run(&["validate", file.to_str().unwrap()]);
+    let problems = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        problems
+            .lines()
+            .filter(|l| l.contains("imported.yaml"))
+            .all(|l| l.contains("Owner")),
+        "{problems}"
+    );
+    let out = run(&["import-azure", "--json", &azure("role-definitions.json")]);
+    assert_eq!(code(&out), 0);
+    assert_eq!(json(&out)["version"], 1);
+    let out = run(&[
+        "import-azure",
+        &azure("role-definitions.json"),
+        &azure("assignment-with-condition.json"),
+    ]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("condition"),
+        "{out:?}"
+    );
+    assert_eq!(code(&run(&["import-azure", "/does/not/exist.json"])), 2);
+}
+
+/// IoT Central: "a user may only grant roles with the same or fewer permissions", with the
+/// app's own user-management permission as the assign action.
+#[test]
+fn iot_central_delegation_through_can_assign() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("zz-identity.yaml"),
+        "version: 1\nidentity:\n  assignAction: IoTCentral/users/add\n",
+    )
+    .unwrap();
+    let packs = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("packs")
+        .display()
+        .to_string();
+    let extra = dir.path().display().to_string();
+    let snapshot_has = |actor: &str, role: &str, scope: &str| {
+        let out = run(&[
+            "can-assign",
+            "--policy",
+            &packs,
+            "--policy",
+            &extra,
+            "--actor",
+            actor,
+            "--role",
+            role,
+            "--scope",
+            scope,
+            "--json",
+        ]);
+        (code(&out), json(&out))
+    };
+    // The pack's example users: alice is App Administrator, bob App Builder, carol App
+    // Operator, olivia Org Administrator at Contoso.
+    let (c, v) = snapshot_has("user:ioc-alice", "App Operator", "/apps/fleet");
+    assert_eq!(c, 0, "{v}");
+    let (c, v) = snapshot_has("user:ioc-bob", "App Administrator", "/apps/fleet");
+    assert_eq!(c, 1, "{v}");
+    assert!(
+        v["missingActions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_str().unwrap().contains("billing")),
+        "{v}"
+    );
+    let seattle = "/apps/fleet/organizations/contoso/organizations/seattle";
+    let (c, v) = snapshot_has("user:ioc-olivia", "Org Viewer", seattle);
+    assert_eq!(c, 0, "{v}");
+    let (c, v) = snapshot_has(
+        "user:ioc-olivia",
+        "Org Viewer",
+        "/apps/fleet/organizations/fabrikam",
+    );
+    assert_eq!(c, 1, "{v}");
+    assert_eq!(v["missingActions"][0], "IoTCentral/users/add", "{v}");
+    let (c, _) = snapshot_has("user:ioc-carol", "Org Viewer", seattle);
+    assert_eq!(c, 1);
+}

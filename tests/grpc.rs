@@ -479,3 +479,159 @@ async fn shutdown_drains_and_turns_unready() {
             .load(std::sync::atomic::Ordering::Relaxed)
     );
 }
+
+/// Writes a CA, a server certificate for `localhost` and a client certificate, as PEM files.
+fn pki(dir: &std::path::Path) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client = rcgen::CertificateParams::new(vec!["client.example".to_owned()])
+        .unwrap()
+        .signed_by(&client_key, &ca)
+        .unwrap();
+    std::fs::write(dir.join("ca.crt"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.join("server.crt"), server.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+    (ca_cert.pem(), client.pem(), client_key.serialize_pem())
+}
+
+async fn tls_channel(
+    port: u16,
+    ca: &str,
+    identity: Option<(&str, &str)>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    tonic::transport::Channel::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+#[tokio::test]
+async fn tls_and_mutual_tls_on_the_grpc_listener() {
+    use iot_authz::server::state::PolicyState;
+    use iot_authz::server::{ServerOptions, TlsFiles};
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, client_cert, client_key) = pki(dir.path());
+    let files = |client_ca: bool| TlsFiles {
+        cert: dir.path().join("server.crt"),
+        key: dir.path().join("server.key"),
+        client_ca: client_ca.then(|| dir.path().join("ca.crt")),
+    };
+    // TLS: a client that trusts the CA is served; a plaintext client is not.
+    let options = ServerOptions {
+        tls: Some(files(false)),
+        ..Default::default()
+    };
+    let server = TestServer::start_with(
+        std::sync::Arc::new(PolicyState::with_snapshot(demo())),
+        options,
+    )
+    .await;
+    let channel = tls_channel(server.grpc.port(), &ca, None).await.unwrap();
+    let r = AuthorizerClient::new(channel)
+        .check(check(
+            "user:alice@contoso.com",
+            "Microsoft.Edge/targets/read",
+            LINE_1,
+        ))
+        .await
+        .unwrap();
+    assert!(r.into_inner().allowed);
+    let plain = AuthorizerClient::connect(server.grpc_url()).await;
+    let refused = match plain {
+        Err(_) => true,
+        Ok(mut c) => c.check(check("user:a", "a/b", "/")).await.is_err(),
+    };
+    assert!(refused, "plaintext must not be served on a TLS listener");
+
+    // mTLS: without a client certificate the call fails; with one signed by the CA it works.
+    let options = ServerOptions {
+        tls: Some(files(true)),
+        ..Default::default()
+    };
+    let server = TestServer::start_with(
+        std::sync::Arc::new(PolicyState::with_snapshot(demo())),
+        options,
+    )
+    .await;
+    let anonymous = match tls_channel(server.grpc.port(), &ca, None).await {
+        Err(_) => true,
+        Ok(channel) => AuthorizerClient::new(channel)
+            .check(check("user:a", "a/b", "/"))
+            .await
+            .is_err(),
+    };
+    assert!(anonymous, "a client without a certificate must be refused");
+    let channel = tls_channel(server.grpc.port(), &ca, Some((&client_cert, &client_key)))
+        .await
+        .unwrap();
+    assert!(
+        AuthorizerClient::new(channel)
+            .check(check("user:a", "a/b", "/"))
+            .await
+            .is_ok()
+    );
+}
+
+#[test]
+fn serve_is_configured_by_environment_variables() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(&file, "version: 1\n").unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_iot-authz"))
+        .arg("serve")
+        .env("IOT_AUTHZ_GRPC_ADDR", "127.0.0.1:0")
+        .env("IOT_AUTHZ_HTTP_ADDR", "127.0.0.1:0")
+        .env("IOT_AUTHZ_POLICY", &file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("iot-authz listening grpc=127.0.0.1:"),
+        "{line}"
+    );
+    let grpc = line
+        .split("grpc=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let status = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut c = AuthorizerClient::connect(format!("http://{grpc}"))
+            .await
+            .unwrap();
+        c.get_policy_status(pb::GetPolicyStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    });
+    assert_eq!(status.sources, vec![file.display().to_string()]);
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}

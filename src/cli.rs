@@ -51,6 +51,39 @@ pub enum Command {
     WhoCan(WhoCanArgs),
     /// May an actor assign a role at a scope?
     CanAssign(CanAssignArgs),
+    /// Generate load against a running service and report throughput and latency.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// What to drive.
+    #[arg(long, value_enum, default_value = "check")]
+    pub target: crate::loadgen::Target,
+    /// gRPC `host:port`, or a base URL for `--target http`.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub addr: String,
+    /// Connections (gRPC channels, or the HTTP pool size).
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Seconds to measure (after the warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of warm-up, not measured.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Requests per second (fixed rate, latency from the intended send time); without it,
+    /// closed loop.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Checks per BatchCheck call.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -302,6 +335,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Permissions(args) => permissions(&args),
         Command::WhoCan(args) => who_can(&args),
         Command::CanAssign(args) => can_assign(&args),
+        Command::Load(args) => load(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -646,4 +680,49 @@ fn can_assign(args: &CanAssignArgs) -> CliResult {
         println!("revision {}", snapshot.revision);
     }
     Ok(if answer.allowed { EXIT_OK } else { EXIT_DENY })
+}
+
+fn load(args: &LoadArgs) -> CliResult {
+    let options = crate::loadgen::LoadOptions {
+        target: args.target,
+        addr: args.addr.clone(),
+        connections: args.connections.max(1),
+        concurrency: args.concurrency.max(1),
+        duration: std::time::Duration::from_secs_f64(args.duration.max(0.1)),
+        rate: args.rate,
+        batch: args.batch.clamp(1, crate::server::native::MAX_BATCH),
+        warmup: std::time::Duration::from_secs_f64(args.warmup.max(0.0)),
+    };
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| CliError(e.to_string()))?;
+    let report = runtime
+        .block_on(crate::loadgen::run(options))
+        .map_err(|e| CliError(format!("{e:#}")))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| CliError(e.to_string()))?
+        );
+    } else {
+        println!(
+            "{} {} conns={} inflight={}: {:.0} req/s, {:.0} checks/s, errors {}, allowed {}/{}",
+            report.target,
+            report.mode,
+            report.connections,
+            report.concurrency,
+            report.requests_per_second,
+            report.checks_per_second,
+            report.errors,
+            report.allowed,
+            report.checks
+        );
+        println!(
+            "latency us: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+            report.p50_us, report.p90_us, report.p99_us, report.p999_us, report.max_us
+        );
+    }
+    Ok(if report.errors == 0 {
+        EXIT_OK
+    } else {
+        EXIT_DENY
+    })
 }

@@ -8,6 +8,7 @@
 //!   queries beyond one check ([`policy::queries`]). Only [`policy::source`] reads files.
 //! - [`demo`]: the embedded demo policy (role packs plus demo principals and routes).
 //! - [`import_azure`]: Azure role definitions and assignments to policy YAML.
+//! - [`loadgen`]: `iot-authz load`, a load generator for benchmarks over loopback.
 //! - [`testing`]: runs the `tests:` cases of a policy.
 //! - [`server`]: the service: native gRPC API, Envoy ext_authz, health, reflection, and
 //!   the HTTP endpoints, over a live [`server::state::PolicyState`].
@@ -20,6 +21,7 @@
 pub mod cli;
 pub mod demo;
 pub mod import_azure;
+pub mod loadgen;
 pub mod policy;
 pub mod proto;
 pub mod server;

@@ -7,6 +7,7 @@ mod cli;
 mod decisions;
 mod envoy;
 mod grpc;
+mod hostile;
 mod http_mode;
 mod observability;
 mod properties;

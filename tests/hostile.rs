@@ -1,0 +1,450 @@
+//! Hostile requests through the real Envoy into the real iot-authz and on to a recording
+//! upstream, with Envoy's path normalisation in three settings. For every attack, the
+//! upstream either never sees the request, or sees exactly a request the policy allows for
+//! the principal it was told about: the decision is re-derived from what the upstream
+//! received, and must be an allow for the same action and scope.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use iot_authz::policy::Snapshot;
+use iot_authz::policy::queries::HttpRequest;
+
+use crate::support::{Envoy, JwtKey, Seen, TestServer, Upstream, crypto, demo};
+
+/// Sends raw bytes as one HTTP/1.1 request and returns the response status (None when the
+/// connection closed without one).
+fn raw(addr: SocketAddr, request: &[u8]) -> Option<u16> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(request).ok()?;
+    let mut buf = [0u8; 512];
+    let n = stream.read(&mut buf).ok()?;
+    let head = String::from_utf8_lossy(&buf[..n]);
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn request(method: &str, target: &[u8], headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target);
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: factory.example\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+const ALICE: (&str, &str) = ("x-iotauthz-principal", "user:alice@contoso.com");
+const RG: &str = "/subscriptions/s1/resourceGroups";
+const TGT: &str = "providers/Microsoft.Edge/targets";
+
+/// The attack corpus: (name, method, raw request target, extra headers). Alice may read
+/// targets in resource group `factory` and nothing else.
+fn corpus() -> Vec<(String, &'static str, Vec<u8>, Vec<(&'static str, String)>)> {
+    let mut cases: Vec<(String, &'static str, Vec<u8>, Vec<(&'static str, String)>)> = Vec::new();
+    let mut add = |name: &str, method: &'static str, target: Vec<u8>| {
+        cases.push((name.to_owned(), method, target, Vec::new()))
+    };
+    let b = |s: String| s.into_bytes();
+    add(
+        "baseline allowed read",
+        "GET",
+        b(format!("{RG}/factory/{TGT}/line-1")),
+    );
+    add(
+        "baseline denied write",
+        "PUT",
+        b(format!("{RG}/factory/{TGT}/line-1")),
+    );
+    add(
+        "dot-dot raw",
+        "GET",
+        b(format!("{RG}/factory/../other/{TGT}/x")),
+    );
+    add(
+        "dot-dot into factory",
+        "PUT",
+        b(format!("{RG}/other/../factory/{TGT}/line-1")),
+    );
+    add("dot raw", "GET", b(format!("{RG}/./other/{TGT}/x")));
+    add(
+        "encoded dot-dot lower",
+        "GET",
+        b(format!("{RG}/factory/%2e%2e/other/{TGT}/x")),
+    );
+    add(
+        "encoded dot-dot upper",
+        "GET",
+        b(format!("{RG}/factory/%2E%2E/other/{TGT}/x")),
+    );
+    add(
+        "half-encoded dot-dot",
+        "GET",
+        b(format!("{RG}/factory/.%2e/other/{TGT}/x")),
+    );
+    add(
+        "double-encoded dot-dot",
+        "GET",
+        b(format!("{RG}/factory/%252e%252e/other/{TGT}/x")),
+    );
+    add(
+        "encoded slash",
+        "GET",
+        b(format!("{RG}/factory%2F..%2Fother/{TGT}/x")),
+    );
+    add(
+        "encoded slash lower",
+        "GET",
+        b(format!("{RG}/factory%2f..%2fother/{TGT}/x")),
+    );
+    add(
+        "encoded backslash",
+        "GET",
+        b(format!("{RG}/factory%5C..%5Cother/{TGT}/x")),
+    );
+    add(
+        "raw backslash",
+        "GET",
+        b(format!("{RG}/factory\\..\\other/{TGT}/x")),
+    );
+    add(
+        "double-encoded slash",
+        "GET",
+        b(format!("{RG}/factory%252F..%252Fother/{TGT}/x")),
+    );
+    add(
+        "matrix parameter",
+        "GET",
+        b(format!("{RG}/other;x/{TGT}/x")),
+    );
+    add("matrix admin", "GET", b("/admin;x/".into()));
+    add(
+        "matrix on allowed",
+        "GET",
+        b(format!("{RG}/factory;jsessionid=1/{TGT}/line-1")),
+    );
+    add(
+        "double slash leading",
+        "GET",
+        b(format!("/{RG}/other/{TGT}/x")),
+    );
+    add(
+        "double slash inside",
+        "GET",
+        b(format!("{RG}//other/{TGT}/x")),
+    );
+    add(
+        "slash run to factory",
+        "PUT",
+        b(format!("{RG}/factory//{TGT}/line-1")),
+    );
+    add(
+        "mixed case other",
+        "GET",
+        b(format!("/SUBSCRIPTIONS/s1/RESOURCEGROUPS/OTHER/{TGT}/x")),
+    );
+    add(
+        "mixed case factory",
+        "GET",
+        b(format!(
+            "/Subscriptions/S1/ResourceGroups/FACTORY/{TGT}/LINE-1"
+        )),
+    );
+    add(
+        "overlong utf-8 dot",
+        "GET",
+        b(format!("{RG}/factory/%c0%ae%c0%ae/other/{TGT}/x")),
+    );
+    add(
+        "raw invalid utf-8",
+        "GET",
+        [
+            format!("{RG}/factory/").as_bytes(),
+            b"\xc0\xae\xc0\xae/other",
+        ]
+        .concat(),
+    );
+    add(
+        "raw non-ascii",
+        "GET",
+        [format!("{RG}/f").as_bytes(), "actöry".as_bytes()].concat(),
+    );
+    add(
+        "encoded nul",
+        "GET",
+        b(format!("{RG}/factory%00/{TGT}/line-1")),
+    );
+    add(
+        "raw control",
+        "GET",
+        [
+            format!("{RG}/factory").as_bytes(),
+            b"\x01",
+            format!("/{TGT}/line-1").as_bytes(),
+        ]
+        .concat(),
+    );
+    add(
+        "query dot-dot",
+        "GET",
+        b(format!("{RG}/other/{TGT}/x?/../../factory/{TGT}/line-1")),
+    );
+    add(
+        "query on allowed",
+        "GET",
+        b(format!("{RG}/factory/{TGT}/line-1?x=%2e%2e")),
+    );
+    add(
+        "fragment",
+        "GET",
+        b(format!("{RG}/other/{TGT}/x#/../../factory")),
+    );
+    add(
+        "absolute-form uri",
+        "GET",
+        b(format!("http://evil.example{RG}/factory/{TGT}/line-1")),
+    );
+    add(
+        "absolute-form other",
+        "GET",
+        b(format!("http://factory.example{RG}/other/{TGT}/x")),
+    );
+    add("asterisk-form", "OPTIONS", b("*".into()));
+    add(
+        "very long path",
+        "GET",
+        b(format!("{RG}/factory/{TGT}/{}", "a".repeat(5000))),
+    );
+    add(
+        "long but allowed",
+        "GET",
+        b(format!("{RG}/factory/{TGT}/{}", "a".repeat(200))),
+    );
+    add("unrouted", "GET", b("/internal/admin".into()));
+    add("empty path", "GET", b("".into()));
+    add(
+        "trailing slash",
+        "GET",
+        b(format!("{RG}/factory/{TGT}/line-1/")),
+    );
+    add(
+        "encoded unreserved",
+        "GET",
+        b(format!("{RG}/f%61ctory/{TGT}/line-1")),
+    );
+    add("star in segment", "GET", b(format!("{RG}/*/{TGT}/x")));
+    cases.push((
+        "forged decision headers".into(),
+        "PUT",
+        b(format!("{RG}/factory/{TGT}/line-1")),
+        vec![
+            ("x-iotauthz-action", "Microsoft.Edge/targets/read".into()),
+            ("x-iotauthz-scope", "/".into()),
+        ],
+    ));
+    cases.push((
+        "duplicate identity headers".into(),
+        "PUT",
+        b(format!("{RG}/factory/{TGT}/line-1")),
+        vec![("x-iotauthz-principal", "user:dave@contoso.com".into())],
+    ));
+    cases.push((
+        "many headers".into(),
+        "GET",
+        b(format!("{RG}/factory/{TGT}/line-1")),
+        (0..200).map(|i| ("x-filler", format!("v{i}"))).collect(),
+    ));
+    cases.push((
+        "huge header".into(),
+        "GET",
+        b(format!("{RG}/factory/{TGT}/line-1")),
+        vec![("x-big", "a".repeat(70_000))],
+    ));
+    cases.push((
+        "forged original uri".into(),
+        "PUT",
+        b(format!("{RG}/factory/{TGT}/line-1")),
+        vec![
+            ("x-original-uri", "/healthz".into()),
+            ("x-envoy-original-path", "/healthz".into()),
+        ],
+    ));
+    cases.push((
+        "host trick".into(),
+        "GET",
+        b(format!("{RG}/other/{TGT}/x")),
+        vec![("x-forwarded-host", "factory.example".into())],
+    ));
+    cases
+}
+
+/// Re-derives the decision from what the upstream saw: it must be an allow for exactly the
+/// action and scope the upstream was told.
+fn assert_upstream_saw_only_allowed(snapshot: &Snapshot, seen: &[Seen], context: &str) {
+    for s in seen {
+        let principal = s.headers.get("x-iotauthz-principal").map(|v| v.join(","));
+        let out = snapshot
+            .check_http(&HttpRequest {
+                method: &s.method,
+                path: &s.path,
+                headers: &Vec::<(String, String)>::new(),
+                principal: principal.as_deref(),
+                groups: &[],
+                metadata: None,
+                peer_principal: None,
+                at: iot_authz::policy::syntax::now(),
+            })
+            .unwrap_or_else(|e| {
+                panic!("{context}: upstream saw an invalid principal {principal:?}: {e}")
+            });
+        assert!(
+            out.decision.allowed,
+            "{context}: upstream saw {} {} as {principal:?}, which the policy denies ({:?})",
+            s.method, s.path, out.decision.reason
+        );
+        if !out.route.is_some_and(|r| r.public) {
+            assert_eq!(
+                s.headers.get("x-iotauthz-action"),
+                out.action.map(|a| vec![a]).as_ref(),
+                "{context}: {}",
+                s.path
+            );
+            assert_eq!(
+                s.headers.get("x-iotauthz-scope"),
+                out.scope.map(|a| vec![a]).as_ref(),
+                "{context}: {}",
+                s.path
+            );
+        }
+    }
+}
+
+async fn run_corpus(variant: &str, replacements: &[(&str, &str)]) {
+    crypto();
+    let snapshot = demo();
+    let server = TestServer::start(demo()).await;
+    let upstream = Upstream::start().await;
+    let envoy = Envoy::start("envoy.yaml", server.grpc, upstream.addr, replacements).await;
+    let mut reached = 0;
+    for (name, method, target, extra) in corpus() {
+        let mut headers: Vec<(&str, &str)> = vec![ALICE];
+        headers.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
+        let before = upstream.requests().len();
+        let status = tokio::task::spawn_blocking({
+            let bytes = request(method, &target, &headers);
+            let addr = envoy.listener;
+            move || raw(addr, &bytes)
+        })
+        .await
+        .unwrap();
+        let after = upstream.requests();
+        let new = &after[before..];
+        assert_upstream_saw_only_allowed(
+            &snapshot,
+            new,
+            &format!("{variant}: {name} (status {status:?})"),
+        );
+        if !new.is_empty() {
+            reached += 1;
+            assert_eq!(status, Some(200), "{variant}: {name}");
+        }
+    }
+    // The allowed baselines did get through (the test is not vacuous).
+    assert!(
+        reached >= 3,
+        "{variant}: only {reached} requests reached the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attacks_with_the_recommended_normalisation() {
+    run_corpus("recommended", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attacks_with_normalisation_off() {
+    run_corpus(
+        "normalisation off",
+        &[("normalize_path: true", "normalize_path: false")],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attacks_with_every_normalisation_on() {
+    run_corpus(
+        "all normalisation on",
+        &[
+            ("merge_slashes: false", "merge_slashes: true"),
+            (
+                "path_with_escaped_slashes_action: KEEP_UNCHANGED",
+                "path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD",
+            ),
+        ],
+    )
+    .await;
+}
+
+/// With JWT as the only identity source, a forged identity header identifies no one, and a
+/// valid token wins over it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_identity_header_is_ignored_when_identity_comes_from_jwt() {
+    crypto();
+    let key = JwtKey::generate();
+    let policy = "version: 1\nroles: [{name: R, actions: ['x/*']}]\nassignments:\n  - {principal: 'user:dave', role: R, scope: /}\n  - {principal: 'user:bob', role: R, scope: /b}\nroutes:\n  - {methods: [GET], path: '/t/{id}', action: x/read, scope: '/t/{id}'}\n  - {methods: [GET], path: '/b/{id}', action: x/read, scope: '/b/{id}'}\nidentity:\n  sources:\n    - jwt: {principalType: user}\n";
+    let snapshot = crate::support::policy(policy);
+    let server = TestServer::start(crate::support::policy(policy)).await;
+    let upstream = Upstream::start().await;
+    let config =
+        std::fs::read_to_string(crate::support::root().join("deploy/envoy/envoy.yaml")).unwrap();
+    let demo_jwks = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("inline_string: "))
+        .unwrap()
+        .to_owned();
+    let jwks = format!("'{}'", key.jwks());
+    let envoy = Envoy::start(
+        "envoy.yaml",
+        server.grpc,
+        upstream.addr,
+        &[(demo_jwks.as_str(), jwks.as_str())],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let resp = client
+        .get(envoy.url("/t/1"))
+        .header("x-iotauthz-principal", "user:dave")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let token = key.token(&serde_json::json!({"iss": "https://issuer.iot-authz.example", "aud": "iot-authz-demo", "sub": "bob"}));
+    let resp = client
+        .get(envoy.url("/t/1"))
+        .bearer_auth(&token)
+        .header("x-iotauthz-principal", "user:dave")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        403,
+        "bob may not read /t, whatever the header says"
+    );
+    let resp = client
+        .get(envoy.url("/b/1"))
+        .bearer_auth(&token)
+        .header("x-iotauthz-principal", "user:dave")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].headers["x-iotauthz-principal"], vec!["user:bob"]);
+    assert_upstream_saw_only_allowed(&snapshot, &seen, "jwt");
+}

@@ -42,10 +42,13 @@ const ALICE: (&str, &str) = ("x-iotauthz-principal", "user:alice@contoso.com");
 const RG: &str = "/subscriptions/s1/resourceGroups";
 const TGT: &str = "providers/Microsoft.Edge/targets";
 
+/// One attack: name, method, raw request target, extra headers.
+type Attack = (String, &'static str, Vec<u8>, Vec<(&'static str, String)>);
+
 /// The attack corpus: (name, method, raw request target, extra headers). Alice may read
 /// targets in resource group `factory` and nothing else.
-fn corpus() -> Vec<(String, &'static str, Vec<u8>, Vec<(&'static str, String)>)> {
-    let mut cases: Vec<(String, &'static str, Vec<u8>, Vec<(&'static str, String)>)> = Vec::new();
+fn corpus() -> Vec<Attack> {
+    let mut cases: Vec<Attack> = Vec::new();
     let mut add = |name: &str, method: &'static str, target: Vec<u8>| {
         cases.push((name.to_owned(), method, target, Vec::new()))
     };

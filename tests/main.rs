@@ -6,6 +6,7 @@
 mod cli;
 mod decisions;
 mod envoy;
+mod faults;
 mod grpc;
 mod hostile;
 mod http_mode;

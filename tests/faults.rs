@@ -1,0 +1,237 @@
+//! Faults: iot-authz killed and restarted under load behind the real Envoy, a full disk for
+//! the decision log, slow clients holding connections open, and a flood of BatchChecks at
+//! the size limit. Nothing crashes, nothing is allowed that should not be.
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use iot_authz::proto::iotauthz::v1 as pb;
+use iot_authz::proto::iotauthz::v1::authorizer_client::AuthorizerClient;
+use iot_authz::server::decision_log::LogTarget;
+use iot_authz::server::state::PolicyState;
+use iot_authz::server::{App, AppOptions, ServerOptions};
+
+use crate::support::{Envoy, TestServer, Upstream, crypto, demo};
+
+const LINE_1: &str =
+    "/subscriptions/s1/resourceGroups/factory/providers/Microsoft.Edge/targets/line-1";
+
+fn check(action: &str) -> pb::CheckRequest {
+    pb::CheckRequest {
+        principal: "user:alice@contoso.com".into(),
+        action: action.into(),
+        scope: LINE_1.into(),
+        ..Default::default()
+    }
+}
+
+/// Starts the real binary on the demo policy at a given gRPC port; waits for its ready line.
+fn start_binary(grpc_port: u16) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iot-authz"))
+        .args([
+            "serve",
+            "--grpc-addr",
+            &format!("127.0.0.1:{grpc_port}"),
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.contains(&format!("grpc=127.0.0.1:{grpc_port}")),
+        "{line}"
+    );
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_and_restart_under_load_denies_while_down_and_recovers() {
+    crypto();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = start_binary(port);
+    let upstream = Upstream::start().await;
+    let envoy = Envoy::start(
+        "envoy.yaml",
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        upstream.addr,
+        &[],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let send = |method: reqwest::Method| {
+        client
+            .request(method, envoy.url(LINE_1))
+            .header("x-iotauthz-principal", "user:alice@contoso.com")
+            .send()
+    };
+    // Load: alternate an allowed read and a denied write.
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push((
+            send(reqwest::Method::GET).await.unwrap().status().as_u16(),
+            "GET",
+        ));
+        statuses.push((
+            send(reqwest::Method::PUT).await.unwrap().status().as_u16(),
+            "PUT",
+        ));
+    }
+    assert!(
+        statuses
+            .iter()
+            .all(|(s, m)| (*m == "GET" && *s == 200) || (*m == "PUT" && *s == 403)),
+        "{statuses:?}"
+    );
+    // kill -9: no graceful anything.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for _ in 0..20 {
+        assert_eq!(
+            send(reqwest::Method::GET).await.unwrap().status(),
+            403,
+            "Envoy must deny while iot-authz is down"
+        );
+        assert_eq!(send(reqwest::Method::PUT).await.unwrap().status(), 403);
+    }
+    let seen_while_down = upstream.requests().len();
+    assert_eq!(
+        seen_while_down, 20,
+        "only the allowed reads before the kill reached the upstream"
+    );
+    // Restart on the same port: Envoy recovers without a restart of its own.
+    let mut child = start_binary(port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if send(reqwest::Method::GET).await.unwrap().status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Envoy did not recover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(send(reqwest::Method::PUT).await.unwrap().status(), 403);
+    assert!(
+        upstream.requests().iter().all(|s| s.method == "GET"),
+        "a denied write reached the upstream"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_for_the_decision_log_loses_no_decision() {
+    let options = AppOptions {
+        decision_log: Some((LogTarget::File("/dev/full".into()), 1.0)),
+        ..AppOptions::default()
+    };
+    let app = Arc::new(
+        App::with_options(Arc::new(PolicyState::with_snapshot(demo())), &options).unwrap(),
+    );
+    let server = TestServer::start_app(app.clone(), ServerOptions::default()).await;
+    let mut c = AuthorizerClient::connect(server.grpc_url()).await.unwrap();
+    for i in 0..300 {
+        let r = c
+            .check(check(if i % 2 == 0 {
+                "Microsoft.Edge/targets/read"
+            } else {
+                "Microsoft.Edge/targets/write"
+            }))
+            .await
+            .unwrap();
+        assert_eq!(r.into_inner().allowed, i % 2 == 0);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.metrics.decision_log.write_errors.get() == 0 {
+        assert!(Instant::now() < deadline, "the full disk was never noticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_clients_holding_connections_do_not_block_others() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start(demo()).await;
+    let mut idle = Vec::new();
+    for i in 0..200 {
+        let mut s = tokio::net::TcpStream::connect(server.grpc).await.unwrap();
+        if i % 2 == 0 {
+            // Half an HTTP/2 preface, then silence.
+            s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        }
+        idle.push(s);
+    }
+    let answered = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut c = AuthorizerClient::connect(server.grpc_url()).await.unwrap();
+        c.check(check("Microsoft.Edge/targets/read"))
+            .await
+            .unwrap()
+            .into_inner()
+            .allowed
+    })
+    .await
+    .expect("a normal client was blocked by slow ones");
+    assert!(answered);
+    drop(idle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_batch_checks_at_the_size_limit() {
+    let server = TestServer::start(demo()).await;
+    let batch: Vec<pb::CheckRequest> = (0..1000)
+        .map(|i| {
+            check(if i % 2 == 0 {
+                "Microsoft.Edge/targets/read"
+            } else {
+                "Microsoft.Edge/targets/write"
+            })
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let url = server.grpc_url();
+        let batch = batch.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = AuthorizerClient::connect(url).await.unwrap();
+            for _ in 0..5 {
+                let r = c
+                    .batch_check(pb::BatchCheckRequest {
+                        checks: batch.clone(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(r.results.len(), 1000);
+                assert_eq!(r.results.iter().filter(|x| x.allowed).count(), 500);
+            }
+            let mut over = batch.clone();
+            over.push(batch[0].clone());
+            let e = c
+                .batch_check(pb::BatchCheckRequest { checks: over })
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut c = AuthorizerClient::connect(server.grpc_url()).await.unwrap();
+    assert!(
+        c.check(check("Microsoft.Edge/targets/read"))
+            .await
+            .unwrap()
+            .into_inner()
+            .allowed
+    );
+}

@@ -36,8 +36,8 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 
-step "cargo test"
-cargo test --quiet
+step "cargo test (the soak test runs for two minutes)"
+IOT_AUTHZ_SOAK_SECONDS=120 cargo test --quiet
 
 step "Helm chart: render, lint and validate offline"
 .venv/bin/python scripts/test_chart.py

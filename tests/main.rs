@@ -13,6 +13,7 @@ mod http_mode;
 mod observability;
 mod properties;
 mod reload;
+mod soak;
 mod support;
 mod tracing;
 mod validation;

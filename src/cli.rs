@@ -82,6 +82,9 @@ pub struct LoadArgs {
     /// Checks per BatchCheck call.
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
+    /// Only requests the demo policy allows (reads by alice), for proxy A/B comparisons.
+    #[arg(long)]
+    pub only_allowed: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -692,6 +695,7 @@ fn load(args: &LoadArgs) -> CliResult {
         rate: args.rate,
         batch: args.batch.clamp(1, crate::server::native::MAX_BATCH),
         warmup: std::time::Duration::from_secs_f64(args.warmup.max(0.0)),
+        only_allowed: args.only_allowed,
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| CliError(e.to_string()))?;
     let report = runtime

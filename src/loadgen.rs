@@ -49,6 +49,9 @@ pub struct LoadOptions {
     pub rate: Option<f64>,
     pub batch: usize,
     pub warmup: Duration,
+    /// Send only requests the demo policy allows (reads by alice), so that a proxy with and
+    /// without authorization does the same work.
+    pub only_allowed: bool,
 }
 
 /// The figures of a run. Latencies in microseconds.
@@ -83,9 +86,15 @@ const TARGETS: [&str; 3] = ["line-1", "line-2", "line-3"];
 
 /// The i-th request of the mix over the demo policy: reads, writes and deletes of targets by
 /// four principals (about half allowed).
-fn mix(i: u64) -> (&'static str, &'static str, String) {
-    let principal = PRINCIPALS[(i % 4) as usize];
-    let method = ["GET", "PUT", "DELETE"][((i / 4) % 3) as usize];
+fn mix(i: u64, only_allowed: bool) -> (&'static str, &'static str, String) {
+    let (principal, method) = if only_allowed {
+        (PRINCIPALS[0], "GET")
+    } else {
+        (
+            PRINCIPALS[(i % 4) as usize],
+            ["GET", "PUT", "DELETE"][((i / 4) % 3) as usize],
+        )
+    };
     let target = TARGETS[((i / 12) % 3) as usize];
     let path = format!(
         "/subscriptions/s1/resourceGroups/factory/providers/Microsoft.Edge/targets/{target}"
@@ -109,12 +118,18 @@ enum Client {
 
 impl Client {
     /// Sends request `i`; returns (checks answered, checks allowed).
-    async fn send(&mut self, target: Target, batch: usize, i: u64) -> Result<(u64, u64), String> {
+    async fn send(
+        &mut self,
+        target: Target,
+        batch: usize,
+        only_allowed: bool,
+        i: u64,
+    ) -> Result<(u64, u64), String> {
         match self {
             Client::Native(c) if target == Target::BatchCheck => {
                 let checks = (0..batch as u64)
                     .map(|k| {
-                        let (principal, method, scope) = mix(i * batch as u64 + k);
+                        let (principal, method, scope) = mix(i * batch as u64 + k, only_allowed);
                         pb::CheckRequest {
                             principal: principal.into(),
                             action: action_of(method).into(),
@@ -134,7 +149,7 @@ impl Client {
                 ))
             }
             Client::Native(c) => {
-                let (principal, method, scope) = mix(i);
+                let (principal, method, scope) = mix(i, only_allowed);
                 let r = c
                     .check(pb::CheckRequest {
                         principal: principal.into(),
@@ -147,7 +162,7 @@ impl Client {
                 Ok((1, u64::from(r.into_inner().allowed)))
             }
             Client::Envoy(c) => {
-                let (principal, method, path) = mix(i);
+                let (principal, method, path) = mix(i, only_allowed);
                 let mut headers = HashMap::new();
                 headers.insert("x-iotauthz-principal".to_owned(), principal.to_owned());
                 headers.insert(":authority".to_owned(), "factory.example".to_owned());
@@ -169,7 +184,7 @@ impl Client {
                 Ok((1, u64::from(r.status.is_some_and(|s| s.code == 0))))
             }
             Client::Http(c, base) => {
-                let (principal, method, path) = mix(i);
+                let (principal, method, path) = mix(i, only_allowed);
                 let method =
                     reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
                 let r = c
@@ -254,7 +269,9 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
                 if intended >= end {
                     break;
                 }
-                let result = client.send(options.target, options.batch, i).await;
+                let result = client
+                    .send(options.target, options.batch, options.only_allowed, i)
+                    .await;
                 let done = Instant::now();
                 if intended < start {
                     continue; // warm-up

@@ -200,21 +200,7 @@ async fn jwt_claims_from_envoy_identify_the_caller() {
     let key = JwtKey::generate();
     let server = TestServer::start(demo()).await;
     let upstream = Upstream::start().await;
-    let config =
-        std::fs::read_to_string(crate::support::root().join("deploy/envoy/envoy.yaml")).unwrap();
-    let demo_jwks = config
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("inline_string: "))
-        .unwrap()
-        .to_owned();
-    let test_jwks = format!("'{}'", key.jwks());
-    let envoy = Envoy::start(
-        "envoy.yaml",
-        server.grpc,
-        upstream.addr,
-        &[(demo_jwks.as_str(), test_jwks.as_str())],
-    )
-    .await;
+    let envoy = Envoy::start_with_jwks(server.grpc, upstream.addr, &key).await;
     let client = reqwest::Client::new();
     let token = |sub: &str, groups: &[&str]| {
         key.token(

@@ -402,21 +402,7 @@ async fn a_forged_identity_header_is_ignored_when_identity_comes_from_jwt() {
     let snapshot = crate::support::policy(policy);
     let server = TestServer::start(crate::support::policy(policy)).await;
     let upstream = Upstream::start().await;
-    let config =
-        std::fs::read_to_string(crate::support::root().join("deploy/envoy/envoy.yaml")).unwrap();
-    let demo_jwks = config
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("inline_string: "))
-        .unwrap()
-        .to_owned();
-    let jwks = format!("'{}'", key.jwks());
-    let envoy = Envoy::start(
-        "envoy.yaml",
-        server.grpc,
-        upstream.addr,
-        &[(demo_jwks.as_str(), jwks.as_str())],
-    )
-    .await;
+    let envoy = Envoy::start_with_jwks(server.grpc, upstream.addr, &key).await;
     let client = reqwest::Client::new();
     let resp = client
         .get(envoy.url("/t/1"))

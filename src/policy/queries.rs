@@ -268,7 +268,7 @@ impl Snapshot {
         let assignable = target
             .assignable_scopes
             .iter()
-            .any(|s| ancestors.binary_search(s).is_ok() || self.scopes[*s as usize].key() == "/");
+            .any(|s| ancestors.binary_search(s).is_ok());
         for (name, data) in &self.universe {
             let lower = lower_into(name, &mut buf);
             if lower == assign_lower && !*data {

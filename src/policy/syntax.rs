@@ -155,9 +155,6 @@ pub fn scope_prefixes(key: &str) -> impl Iterator<Item = &str> {
         }
         let prefix = &key[..end];
         next = prefix.rfind('/');
-        if next == Some(0) {
-            next = Some(0);
-        }
         Some(prefix)
     })
 }

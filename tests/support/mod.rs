@@ -269,6 +269,24 @@ impl Envoy {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.listener)
     }
+
+    /// Starts `deploy/envoy/envoy.yaml` with its demo JWKS replaced by `key`'s.
+    pub async fn start_with_jwks(authz: SocketAddr, upstream: SocketAddr, key: &JwtKey) -> Self {
+        let config = std::fs::read_to_string(root().join("deploy/envoy/envoy.yaml")).unwrap();
+        let demo_jwks = config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("inline_string: "))
+            .unwrap()
+            .to_owned();
+        let jwks = format!("'{}'", key.jwks());
+        Self::start(
+            "envoy.yaml",
+            authz,
+            upstream,
+            &[(demo_jwks.as_str(), jwks.as_str())],
+        )
+        .await
+    }
 }
 
 impl Drop for Envoy {

@@ -167,7 +167,7 @@ pub struct ServeArgs {
     #[arg(long, env = "IOT_AUTHZ_NO_WATCH")]
     pub no_watch: bool,
     /// Decision cache entries (0 turns the cache off).
-    #[arg(long, env = "IOT_AUTHZ_DECISION_CACHE_SIZE", default_value_t = 0)]
+    #[arg(long, env = "IOT_AUTHZ_DECISION_CACHE_SIZE", default_value_t = 100_000)]
     pub decision_cache_size: u64,
     /// Longest a cached decision lives (seconds); policy swaps and time windows end
     /// entries earlier.

@@ -694,7 +694,7 @@ fn an_invalid_policy_at_start_up_exits_2() {
 mod cache {
     use super::*;
     use iot_authz::server::cache::CacheOptions;
-    use iot_authz::server::{App, ServerOptions};
+    use iot_authz::server::{App, AppOptions, ServerOptions};
 
     fn at(seconds: i64) -> Option<prost_types::Timestamp> {
         Some(prost_types::Timestamp { seconds, nanos: 0 })
@@ -708,13 +708,19 @@ mod cache {
         const T: i64 = 1_800_000_000; // 2027-01-15T08:00:00Z
         let windowed = "version: 1\nroles: [{name: R, actions: ['*']}]\nassignments:\n  - {principal: 'user:x', role: R, scope: /, notBefore: '2027-01-15T08:00:00Z', notAfter: '2027-01-15T09:00:00Z'}\n";
         let state = Arc::new(PolicyState::with_snapshot(crate::support::policy(windowed)));
-        let app = Arc::new(App::with_cache(
-            state.clone(),
-            Some(CacheOptions {
-                capacity: 10_000,
-                ttl: Duration::from_secs(3600),
-            }),
-        ));
+        let app = Arc::new(
+            App::with_options(
+                state.clone(),
+                &AppOptions {
+                    cache: Some(CacheOptions {
+                        capacity: 10_000,
+                        ttl: Duration::from_secs(3600),
+                    }),
+                    ..AppOptions::default()
+                },
+            )
+            .unwrap(),
+        );
         let server = TestServer::start_app(app.clone(), ServerOptions::default()).await;
         let mut client = AuthorizerClient::connect(server.grpc_url()).await.unwrap();
         let ask = |seconds: i64| pb::CheckRequest {
@@ -762,13 +768,19 @@ mod cache {
     async fn every_input_is_part_of_the_key() {
         let policy = "version: 1\nroles: [{name: R, actions: ['a/*'], dataActions: ['d/*']}]\nassignments:\n  - {principal: 'group:g', role: R, scope: /s}\n";
         let state = Arc::new(PolicyState::with_snapshot(crate::support::policy(policy)));
-        let app = Arc::new(App::with_cache(
-            state,
-            Some(CacheOptions {
-                capacity: 100,
-                ttl: Duration::from_secs(3600),
-            }),
-        ));
+        let app = Arc::new(
+            App::with_options(
+                state,
+                &AppOptions {
+                    cache: Some(CacheOptions {
+                        capacity: 100,
+                        ttl: Duration::from_secs(3600),
+                    }),
+                    ..AppOptions::default()
+                },
+            )
+            .unwrap(),
+        );
         let server = TestServer::start_app(app.clone(), ServerOptions::default()).await;
         let mut client = AuthorizerClient::connect(server.grpc_url()).await.unwrap();
         let base = pb::CheckRequest {

@@ -119,28 +119,14 @@ pub struct AppOptions {
 }
 
 impl App {
-    /// An app without a decision cache.
+    /// An app with no cache, no decision log and no shadow mode.
     pub fn new(policy: Arc<PolicyState>) -> Self {
-        Self::with_cache(policy, None)
-    }
-
-    /// An app with a decision cache when `cache` is given with a non-zero capacity.
-    pub fn with_cache(policy: Arc<PolicyState>, cache: Option<cache::CacheOptions>) -> Self {
-        let options = AppOptions {
-            cache,
-            ..AppOptions::default()
-        };
-        // Without a decision log nothing can fail.
-        Self::with_options(policy, &options).unwrap_or_else(|_| Self::new(Arc::default()))
+        Self::assemble(policy, &AppOptions::default(), Metrics::new(), None)
     }
 
     /// An app with every optional part; fails only when the decision log cannot be opened.
     pub fn with_options(policy: Arc<PolicyState>, options: &AppOptions) -> std::io::Result<Self> {
         let metrics = Metrics::new();
-        let cache = options
-            .cache
-            .filter(|c| c.capacity > 0)
-            .map(|c| cache::DecisionCache::new(c, metrics.cache.clone()));
         let decision_log = options
             .decision_log
             .as_ref()
@@ -148,6 +134,19 @@ impl App {
                 decision_log::DecisionLog::start(target, *sample, metrics.decision_log.clone())
             })
             .transpose()?;
+        Ok(Self::assemble(policy, options, metrics, decision_log))
+    }
+
+    fn assemble(
+        policy: Arc<PolicyState>,
+        options: &AppOptions,
+        metrics: Metrics,
+        decision_log: Option<decision_log::DecisionLog>,
+    ) -> Self {
+        let cache = options
+            .cache
+            .filter(|c| c.capacity > 0)
+            .map(|c| cache::DecisionCache::new(c, metrics.cache.clone()));
         let app = Self {
             policy,
             metrics,
@@ -160,7 +159,7 @@ impl App {
             app.metrics
                 .policy_installed(&p.snapshot.revision, unix_seconds(p.loaded_at));
         }
-        Ok(app)
+        app
     }
 
     /// Counts, logs and (for shadow mode) softens a decision on an HTTP-facing path

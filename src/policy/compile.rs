@@ -8,8 +8,8 @@ use super::error::{PolicyError, Problem};
 use super::identity::IdentityConfig;
 use super::route::RouteTable;
 use super::snapshot::{
-    Assignment, CatalogAction, Counts, DenyAssignment, PrincipalIdx, Role, RoleIdx, Rows, ScopeIdx,
-    Selector, Snapshot,
+    Assignment, CatalogAction, Counts, DenyAssignment, FastMap, FastSet, PrincipalIdx, Role,
+    RoleIdx, Rows, ScopeIdx, Selector, Snapshot,
 };
 use super::source::{self, SourceDocument};
 use super::syntax::{
@@ -39,13 +39,13 @@ pub fn compile_sources(sources: &[SourceDocument]) -> Result<Snapshot, PolicyErr
 
 /// Interns values to dense indices.
 struct Interner<K> {
-    index: HashMap<K, u32>,
+    index: FastMap<K, u32>,
 }
 
 impl<K: std::hash::Hash + Eq + Clone> Interner<K> {
     fn new() -> Self {
         Self {
-            index: HashMap::new(),
+            index: FastMap::default(),
         }
     }
 
@@ -75,7 +75,7 @@ fn named(kind: &str, index: usize, name: &str) -> String {
 }
 
 struct ScopeTable {
-    index: HashMap<Box<str>, ScopeIdx>,
+    index: FastMap<Box<str>, ScopeIdx>,
     scopes: Vec<Scope>,
 }
 
@@ -137,7 +137,7 @@ fn parse_scope(
 pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, PolicyError> {
     let mut problems = Problems::default();
     let mut scopes = ScopeTable {
-        index: HashMap::new(),
+        index: FastMap::default(),
         scopes: Vec::new(),
     };
     let mut principal_names: Vec<Box<str>> = Vec::new();
@@ -188,7 +188,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     // Roles.
     let mut roles: Vec<Role> = Vec::new();
     let mut role_origin: Vec<(String, String)> = Vec::new();
-    let mut role_lookup: HashMap<Box<str>, RoleIdx> = HashMap::new();
+    let mut role_lookup: FastMap<Box<str>, RoleIdx> = FastMap::default();
     for (doc, d) in docs {
         for (i, r) in d.roles.iter().enumerate() {
             let object = named("roles", i, &r.name);
@@ -261,8 +261,8 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
                 not_actions,
                 data_actions,
                 not_data_actions,
-                implied: HashSet::new(),
-                implied_data: HashSet::new(),
+                implied: FastSet::default(),
+                implied_data: FastSet::default(),
                 assignable_scopes,
             });
             role_origin.push((doc.clone(), object));
@@ -273,8 +273,8 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     // remove what its own grants imply.
     for (r, role) in roles.iter_mut().enumerate() {
         let (doc, object) = &role_origin[r];
-        let mut implied = HashSet::new();
-        let mut implied_data = HashSet::new();
+        let mut implied = FastSet::default();
+        let mut implied_data = FastSet::default();
         for entry in &catalog {
             let key = entry.name.to_ascii_lowercase();
             if !role.grants_directly(&key, entry.data_action) {

@@ -5,9 +5,13 @@
 //! does no I/O and no heap allocation on its allow/deny path; it borrows names from the
 //! snapshot for the reason it returns.
 
-use std::collections::{HashMap, HashSet};
-
 use serde::Serialize;
+
+/// Maps and sets keyed by strings from the policy. foldhash is several times faster than
+/// SipHash on the long keys scopes make, and is seeded per process; only lookups (never
+/// inserts) ever see request data, so colliding keys cannot degrade them.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use smallvec::SmallVec;
 
 use super::document::TestCaseDoc;
@@ -30,8 +34,8 @@ pub struct Role {
     pub(crate) data_actions: Box<[ActionPattern]>,
     pub(crate) not_data_actions: Box<[ActionPattern]>,
     /// Lowercase actions implied, through the catalog, by actions the role grants.
-    pub(crate) implied: HashSet<Box<str>>,
-    pub(crate) implied_data: HashSet<Box<str>>,
+    pub(crate) implied: FastSet<Box<str>>,
+    pub(crate) implied_data: FastSet<Box<str>>,
     pub(crate) assignable_scopes: Box<[ScopeIdx]>,
 }
 
@@ -195,16 +199,16 @@ pub struct Snapshot {
     /// The `tests:` cases with the document each came from.
     pub tests: Vec<(String, TestCaseDoc)>,
     pub counts: Counts,
-    pub(crate) principal_index: HashMap<Box<str>, PrincipalIdx>,
+    pub(crate) principal_index: FastMap<Box<str>, PrincipalIdx>,
     pub(crate) principal_names: Vec<Box<str>>,
     /// For each principal, every group that contains it, transitively (sorted).
     pub(crate) member_of: Rows,
-    pub(crate) scope_index: HashMap<Box<str>, ScopeIdx>,
+    pub(crate) scope_index: FastMap<Box<str>, ScopeIdx>,
     pub(crate) scopes: Vec<Scope>,
     /// For each known scope, its ancestors among known scopes, itself included (sorted).
     pub(crate) ancestors: Rows,
     pub(crate) roles: Vec<Role>,
-    pub(crate) role_lookup: HashMap<Box<str>, RoleIdx>,
+    pub(crate) role_lookup: FastMap<Box<str>, RoleIdx>,
     pub(crate) assignments: Vec<Assignment>,
     pub(crate) assignments_by_principal: Rows,
     pub(crate) denies: Vec<DenyAssignment>,

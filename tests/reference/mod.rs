@@ -120,9 +120,13 @@ pub fn selects(selector: &str, principal: &str, subjects: &BTreeSet<String>) -> 
 }
 
 pub fn find_role<'d>(docs: &'d [(String, Document)], name_or_id: &str) -> Option<&'d RoleDoc> {
-    docs.iter()
-        .flat_map(|(_, d)| &d.roles)
-        .find(|r| r.name.eq_ignore_ascii_case(name_or_id) || r.id.as_deref() == Some(name_or_id))
+    docs.iter().flat_map(|(_, d)| &d.roles).find(|r| {
+        // Names and ids both compare ASCII case-insensitively (README, "Roles").
+        r.name.eq_ignore_ascii_case(name_or_id)
+            || r.id
+                .as_deref()
+                .is_some_and(|id| id.eq_ignore_ascii_case(name_or_id))
+    })
 }
 
 /// The role's own patterns: matches one of actions (dataActions) and none of

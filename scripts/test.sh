@@ -43,4 +43,11 @@ step "Helm chart: render, lint and validate offline"
 .venv/bin/python scripts/test_chart.py
 
 step "policy test suites (role packs, fixtures, demo)"
-cargo run --quiet -- test packs/ packs/fixtures/ demo/
+# The binary `cargo test` built (a plain `cargo run` would rebuild the dependencies without
+# the dev-dependencies' features).
+target/debug/iot-authz test packs/ packs/fixtures/ demo/
+
+step "fuzz targets, ${IOT_AUTHZ_FUZZ_SECONDS:-15} seconds each (cargo fuzz; see fuzz/README.md)"
+# Without AddressSanitizer here: the crate forbids unsafe code, and the sanitizer build of
+# the whole dependency tree would double this step. `bash scripts/fuzz.sh` alone uses it.
+FUZZ_SANITIZER="${FUZZ_SANITIZER:-none}" bash scripts/fuzz.sh "${IOT_AUTHZ_FUZZ_SECONDS:-15}"

@@ -85,6 +85,10 @@ pub struct LoadArgs {
     /// Only requests the demo policy allows (reads by alice), for proxy A/B comparisons.
     #[arg(long)]
     pub only_allowed: bool,
+    /// Client worker threads. One leaves the other cores to the server when both run on
+    /// the same machine.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
     #[arg(long)]
     pub json: bool,
 }
@@ -697,7 +701,11 @@ fn load(args: &LoadArgs) -> CliResult {
         warmup: std::time::Duration::from_secs_f64(args.warmup.max(0.0)),
         only_allowed: args.only_allowed,
     };
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| CliError(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| CliError(e.to_string()))?;
     let report = runtime
         .block_on(crate::loadgen::run(options))
         .map_err(|e| CliError(format!("{e:#}")))?;

@@ -110,7 +110,55 @@ fn action_of(method: &str) -> &'static str {
     }
 }
 
+/// A BatchCheckRequest whose items were encoded once up front: `repeated bytes` has the
+/// same wire format as `repeated CheckRequest`, so the generator spends no time building
+/// and encoding requests (as with h2load and a prebuilt body).
+#[derive(Clone, PartialEq, prost::Message)]
+struct PreEncodedBatch {
+    #[prost(bytes = "bytes", repeated, tag = "1")]
+    checks: Vec<prost::bytes::Bytes>,
+}
+
+/// The only part of a BatchCheckResponse the generator reads: each result's `allowed`. The
+/// decoder skips the reasons and revisions without allocating them.
+#[derive(Clone, PartialEq, prost::Message)]
+struct AllowedOnly {
+    #[prost(message, repeated, tag = "1")]
+    results: Vec<AllowedField>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct AllowedField {
+    #[prost(bool, tag = "1")]
+    allowed: bool,
+}
+
+/// Distinct prebuilt batches the generator cycles through.
+const BATCH_VARIANTS: u64 = 8;
+
+fn prebuilt_batches(batch: usize, only_allowed: bool) -> Vec<PreEncodedBatch> {
+    use prost::Message as _;
+    (0..BATCH_VARIANTS)
+        .map(|v| PreEncodedBatch {
+            checks: (0..batch as u64)
+                .map(|k| {
+                    let (principal, method, scope) = mix(v * batch as u64 + k, only_allowed);
+                    pb::CheckRequest {
+                        principal: principal.into(),
+                        action: action_of(method).into(),
+                        scope,
+                        ..Default::default()
+                    }
+                    .encode_to_vec()
+                    .into()
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 enum Client {
+    Batch(tonic::client::Grpc<Channel>, Arc<Vec<PreEncodedBatch>>),
     Native(AuthorizerClient<Channel>),
     Envoy(AuthorizationClient<Channel>),
     Http(reqwest::Client, String),
@@ -120,29 +168,26 @@ impl Client {
     /// Sends request `i`; returns (checks answered, checks allowed).
     async fn send(
         &mut self,
-        target: Target,
         batch: usize,
         only_allowed: bool,
         i: u64,
     ) -> Result<(u64, u64), String> {
         match self {
-            Client::Native(c) if target == Target::BatchCheck => {
-                let checks = (0..batch as u64)
-                    .map(|k| {
-                        let (principal, method, scope) = mix(i * batch as u64 + k, only_allowed);
-                        pb::CheckRequest {
-                            principal: principal.into(),
-                            action: action_of(method).into(),
-                            scope,
-                            ..Default::default()
-                        }
-                    })
-                    .collect();
-                let r = c
-                    .batch_check(pb::BatchCheckRequest { checks })
+            Client::Batch(grpc, batches) => {
+                let body = batches[(i % BATCH_VARIANTS) as usize].clone();
+                grpc.ready().await.map_err(|e| e.to_string())?;
+                let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+                    "/iotauthz.v1.Authorizer/BatchCheck",
+                );
+                let codec = tonic_prost::ProstCodec::<PreEncodedBatch, AllowedOnly>::default();
+                let r = grpc
+                    .unary(tonic::Request::new(body), path, codec)
                     .await
                     .map_err(|e| e.to_string())?;
                 let results = r.into_inner().results;
+                if results.len() != batch {
+                    return Err(format!("{} results for {batch} checks", results.len()));
+                }
                 Ok((
                     results.len() as u64,
                     results.iter().filter(|x| x.allowed).count() as u64,
@@ -215,6 +260,11 @@ async fn connect(options: &LoadOptions) -> anyhow::Result<Vec<Client>> {
         ));
         return Ok(clients);
     }
+    let batches = Arc::new(if options.target == Target::BatchCheck {
+        prebuilt_batches(options.batch, options.only_allowed)
+    } else {
+        Vec::new()
+    });
     for _ in 0..options.connections.max(1) {
         let channel = Channel::from_shared(format!("http://{}", options.addr))?
             .tcp_nodelay(true)
@@ -222,26 +272,83 @@ async fn connect(options: &LoadOptions) -> anyhow::Result<Vec<Client>> {
             .await?;
         clients.push(match options.target {
             Target::ExtAuthz => Client::Envoy(AuthorizationClient::new(channel)),
+            Target::BatchCheck => Client::Batch(
+                tonic::client::Grpc::new(channel).max_decoding_message_size(64 << 20),
+                batches.clone(),
+            ),
             _ => Client::Native(AuthorizerClient::new(channel).max_decoding_message_size(64 << 20)),
         });
     }
     Ok(clients)
 }
 
+/// Sleeps the calling OS thread until `due` with microsecond precision: the kernel sleep
+/// for all but the last stretch (its wake-up is late by tens of microseconds), then yields
+/// until the deadline. Tokio's timer cannot pace a fixed rate: it rounds every deadline up
+/// to the next millisecond, which would add up to 1 ms to every latency measured from the
+/// intended send time.
+fn sleep_until_precise(due: Instant) {
+    const SPIN: Duration = Duration::from_micros(150);
+    loop {
+        let now = Instant::now();
+        if now >= due {
+            return;
+        }
+        let left = due - now;
+        if left > SPIN {
+            std::thread::sleep(left - SPIN);
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Request `i`'s intended send time at a fixed rate.
+fn due_time(origin: Instant, i: u64, rate: f64) -> Instant {
+    origin + Duration::from_secs_f64(i as f64 / rate)
+}
+
 /// Runs the load and reports.
 pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let clients = connect(&options).await?;
-    let next = Arc::new(AtomicU64::new(0));
     let total_checks = Arc::new(AtomicU64::new(0));
     let total_allowed = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    let start = Instant::now() + options.warmup;
+    let origin = Instant::now();
+    let start = origin + options.warmup;
     let end = start + options.duration;
+    // Closed loop: each worker takes the next request number as soon as it is free. Fixed
+    // rate: a pacing thread releases request `i` at its due time into a queue the workers
+    // drain, so a stall (all workers busy) leaves requests waiting in the queue and their
+    // latency, measured from the due time, shows it.
+    let next = Arc::new(AtomicU64::new(0));
+    let paced = match options.rate {
+        Some(rate) if rate > 0.0 => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+            std::thread::Builder::new()
+                .name("load-pacer".into())
+                .spawn(move || {
+                    for i in 0u64.. {
+                        let due = due_time(origin, i, rate);
+                        if due >= end {
+                            break;
+                        }
+                        sleep_until_precise(due);
+                        if tx.send(i).is_err() {
+                            break;
+                        }
+                    }
+                })?;
+            Some((rate, Arc::new(tokio::sync::Mutex::new(rx))))
+        }
+        _ => None,
+    };
     let mut tasks = Vec::new();
     let workers = options.concurrency.max(1);
     for w in 0..workers {
         // Clients (connections) are shared round-robin between workers.
         let mut client = match &clients[w % clients.len()] {
+            Client::Batch(c, b) => Client::Batch(c.clone(), b.clone()),
             Client::Native(c) => Client::Native(c.clone()),
             Client::Envoy(c) => Client::Envoy(c.clone()),
             Client::Http(c, b) => Client::Http(c.clone(), b.clone()),
@@ -252,26 +359,25 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
             total_allowed.clone(),
             errors.clone(),
         );
+        let paced = paced.clone();
         let options = options.clone();
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).ok();
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                // The intended send time: fixed-rate schedule, or now (closed loop).
-                let intended = match options.rate {
-                    Some(rate) if rate > 0.0 => {
-                        let due = start - options.warmup + Duration::from_secs_f64(i as f64 / rate);
-                        tokio::time::sleep_until(due.into()).await;
-                        due
+                // The intended send time: the fixed-rate schedule, or now (closed loop).
+                let (i, intended) = match &paced {
+                    Some((rate, queue)) => {
+                        let Some(i) = queue.lock().await.recv().await else {
+                            break;
+                        };
+                        (i, due_time(origin, i, *rate))
                     }
-                    _ => Instant::now(),
+                    None => (next.fetch_add(1, Ordering::Relaxed), Instant::now()),
                 };
                 if intended >= end {
                     break;
                 }
-                let result = client
-                    .send(options.target, options.batch, options.only_allowed, i)
-                    .await;
+                let result = client.send(options.batch, options.only_allowed, i).await;
                 let done = Instant::now();
                 if intended < start {
                     continue; // warm-up

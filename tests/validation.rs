@@ -341,3 +341,22 @@ fn messages_never_carry_raw_control_bytes() {
     );
     assert!(!error.to_string().contains('\u{1b}'), "{error}");
 }
+
+/// Found by the `policy_parse` fuzz target: the JSON parser quotes an unknown key verbatim,
+/// so an escape sequence in a key reached the message raw.
+#[test]
+fn parser_messages_escape_control_characters_in_keys() {
+    for (name, text) in [
+        ("p.json", "{\"version\": 1, \"\\u001b[31mred\": 1}"),
+        ("p.yaml", "version: 1\n\"\\e[31mred\": 1\n"),
+    ] {
+        let error = problems(name, text);
+        let message = &error.problems[0].message;
+        assert!(message.contains("unknown field"), "{name}: {message}");
+        assert!(message.contains("[31mred"), "{name}: {message}");
+        assert!(
+            !message.chars().any(|c| c.is_control() && c != '\n'),
+            "{name}: raw control character in {message:?}"
+        );
+    }
+}

@@ -37,9 +37,11 @@ impl SourceDocument {
             return Err(problem("is empty (expected at least `version: 1`)".into()));
         }
         let doc: Document = if self.name.to_ascii_lowercase().ends_with(".json") {
-            serde_json::from_str(text).map_err(|e| problem(format!("invalid JSON: {e}")))?
+            serde_json::from_str(text)
+                .map_err(|e| problem(printable(format!("invalid JSON: {e}"))))?
         } else {
-            serde_saphyr::from_str(text).map_err(|e| problem(format!("invalid YAML: {e}")))?
+            serde_saphyr::from_str(text)
+                .map_err(|e| problem(printable(format!("invalid YAML: {e}"))))?
         };
         match doc.version {
             Some(1) => Ok(doc),
@@ -148,4 +150,26 @@ pub fn read_paths(paths: &[PathBuf], max_bytes: u64) -> Result<Vec<SourceDocumen
         }
     }
     Ok(docs)
+}
+
+/// A parser's message with control characters other than newline and tab escaped: the
+/// parsers quote unknown keys and source lines verbatim, and a key such as `"\u001b[31m"`
+/// must not reach a terminal or a log as a raw escape sequence.
+fn printable(message: String) -> String {
+    if !message
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return message;
+    }
+    message
+        .chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }

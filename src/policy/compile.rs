@@ -3,13 +3,14 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use super::document::AssignmentDoc;
 use super::document::{Document, RouteDoc};
 use super::error::{PolicyError, Problem};
 use super::identity::IdentityConfig;
 use super::route::RouteTable;
 use super::snapshot::{
-    Assignment, CatalogAction, Counts, DenyAssignment, FastMap, FastSet, PrincipalIdx, Role,
-    RoleIdx, Rows, ScopeIdx, Selector, Snapshot,
+    ALWAYS, Assignment, AssignmentIds, CatalogAction, Counts, DenyAssignment, FastMap, FastSet,
+    LowerBuf, PrincipalIdx, Role, RoleIdx, Rows, ScopeIdx, Selector, Snapshot, Window, lower_into,
 };
 use super::source::{self, SourceDocument};
 use super::syntax::{
@@ -37,25 +38,22 @@ pub fn compile_sources(sources: &[SourceDocument]) -> Result<Snapshot, PolicyErr
     Ok(snapshot)
 }
 
-/// Interns values to dense indices.
-struct Interner<K> {
-    index: FastMap<K, u32>,
+/// Interns principal ids to dense indices, looking a name up before copying it.
+#[derive(Default)]
+struct Principals {
+    index: FastMap<Box<str>, PrincipalIdx>,
+    names: Vec<Box<str>>,
 }
 
-impl<K: std::hash::Hash + Eq + Clone> Interner<K> {
-    fn new() -> Self {
-        Self {
-            index: FastMap::default(),
-        }
-    }
-
-    fn intern(&mut self, key: K, values: &mut Vec<K>) -> u32 {
-        if let Some(&i) = self.index.get(&key) {
+impl Principals {
+    fn intern(&mut self, name: &str) -> PrincipalIdx {
+        if let Some(&i) = self.index.get(name) {
             return i;
         }
-        let i = u32::try_from(values.len()).unwrap_or(u32::MAX);
-        values.push(key.clone());
-        self.index.insert(key, i);
+        let i = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        let name: Box<str> = name.into();
+        self.names.push(name.clone());
+        self.index.insert(name, i);
         i
     }
 }
@@ -88,6 +86,13 @@ impl ScopeTable {
         self.scopes.push(scope.clone());
         self.index.insert(scope.key().into(), i);
         i
+    }
+
+    /// Looks a scope up by its text without allocating; `Err` describes a bad scope and
+    /// `Ok(None)` is a valid scope not interned yet.
+    fn lookup(&self, text: &str, buf: &mut LowerBuf) -> Result<Option<ScopeIdx>, String> {
+        let trimmed = syntax::normalize_scope(text)?;
+        Ok(self.index.get(lower_into(trimmed, buf)).copied())
     }
 
     /// The longest known path prefix of a key, itself included or not.
@@ -140,10 +145,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         index: FastMap::default(),
         scopes: Vec::new(),
     };
-    let mut principal_names: Vec<Box<str>> = Vec::new();
-    let mut principals: Interner<Box<str>> = Interner::new();
-    let mut intern_principal =
-        |name: &str, names: &mut Vec<Box<str>>| principals.intern(name.into(), names);
+    let mut principals = Principals::default();
 
     // Catalog.
     let mut catalog = Vec::new();
@@ -337,7 +339,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
                 problems.push(doc, &object, e);
                 continue;
             }
-            let gi = intern_principal(&g.id, &mut principal_names);
+            let gi = principals.intern(&g.id);
             if let Some(first) = group_origin.insert(gi, doc.clone()) {
                 problems.push(
                     doc,
@@ -352,7 +354,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             let mut members = Vec::new();
             for m in &g.members {
                 match syntax::principal_type(m) {
-                    Ok(_) => members.push(intern_principal(m, &mut principal_names)),
+                    Ok(_) => members.push(principals.intern(m)),
                     Err(e) => problems.push(doc, &object, format!("members: {e}")),
                 }
             }
@@ -387,47 +389,55 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         }
     }
 
-    // Assignments (scopes interned before the closure is computed).
+    // Assignments (scopes interned before the closure is computed). Nothing is allocated
+    // per assignment unless it has a problem: names are looked up before they are copied
+    // and object names are built only to report a problem.
     struct Pending {
-        doc: String,
-        object: String,
         assignment: Assignment,
+        doc: u32,
+        item: u32,
     }
-    let mut pending = Vec::new();
-    let mut assignment_ids: HashMap<String, String> = HashMap::new();
-    for (doc, d) in docs {
+    let total: usize = docs.iter().map(|(_, d)| d.assignments.len()).sum();
+    let mut pending: Vec<Pending> = Vec::with_capacity(total);
+    let mut ids = AssignmentIds::with_capacity(total);
+    let mut ids_overflow = false;
+    let mut assignment_ids: FastMap<&str, usize> = FastMap::default();
+    assignment_ids.reserve(total);
+    let mut windows: Vec<Window> = vec![ALWAYS];
+    let mut window_index: FastMap<Window, u32> = FastMap::default();
+    window_index.insert(ALWAYS, 0);
+    let mut role_buf = LowerBuf::new();
+    let mut scope_buf = LowerBuf::new();
+    for (di, (doc, d)) in docs.iter().enumerate() {
         for (i, a) in d.assignments.iter().enumerate() {
-            let object = match &a.id {
-                Some(id) => format!("assignments[{i}] (id `{}`)", escape(id)),
-                None => format!(
-                    "assignments[{i}] (`{}` as `{}`)",
-                    escape(&a.principal),
-                    escape(&a.role)
-                ),
-            };
+            let object = || assignment_object(i, a);
             let mut ok = true;
             if let Err(e) = syntax::principal_type(&a.principal) {
-                problems.push(doc, &object, format!("principal: {e}"));
+                problems.push(doc, object(), format!("principal: {e}"));
                 ok = false;
             }
-            let role = role_lookup
-                .get(a.role.to_ascii_lowercase().as_str())
-                .copied();
+            let role = role_lookup.get(lower_into(&a.role, &mut role_buf)).copied();
             if role.is_none() {
                 problems.push(
                     doc,
-                    &object,
+                    object(),
                     format!("role `{}` is not defined", escape(&a.role)),
                 );
                 ok = false;
             }
-            let scope = parse_scope(&mut problems, doc, &object, "scope", &a.scope);
+            let scope = match scopes.lookup(&a.scope, &mut scope_buf) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    problems.push(doc, object(), format!("scope: {e}"));
+                    None
+                }
+            };
             let mut time = |field: &str, value: &Option<String>, default: i64| match value {
                 None => Some(default),
                 Some(t) => match parse_time(t) {
                     Ok(t) => Some(t),
                     Err(e) => {
-                        problems.push(doc, &object, format!("{field}: {e}"));
+                        problems.push(doc, object(), format!("{field}: {e}"));
                         None
                     }
                 },
@@ -437,18 +447,19 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             if let (Some(nb), Some(na)) = (not_before, not_after)
                 && na < nb
             {
-                problems.push(doc, &object, "notAfter is before notBefore".into());
+                problems.push(doc, object(), "notAfter is before notBefore".into());
                 ok = false;
             }
             if let Some(id) = &a.id
-                && let Some(first) = assignment_ids.insert(id.clone(), doc.clone())
+                && let Some(first) = assignment_ids.insert(id.as_str(), di)
             {
                 problems.push(
                     doc,
-                    &object,
+                    object(),
                     format!(
-                        "assignment id `{}` is defined twice (first in {first})",
-                        escape(id)
+                        "assignment id `{}` is defined twice (first in {})",
+                        escape(id),
+                        docs[first].0
                     ),
                 );
                 ok = false;
@@ -458,20 +469,46 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             else {
                 continue;
             };
-            pending.push(Pending {
-                doc: doc.clone(),
-                object,
-                assignment: Assignment {
-                    principal: intern_principal(&a.principal, &mut principal_names),
-                    role,
-                    scope: scopes.intern(&scope),
-                    id: a.id.as_deref().map(Into::into),
-                    not_before,
-                    not_after,
+            let scope = match scope {
+                Some(s) => s,
+                // Valid, so parsing again cannot fail.
+                None => match Scope::parse(&a.scope) {
+                    Ok(s) => scopes.intern(&s),
+                    Err(e) => {
+                        problems.push(doc, object(), format!("scope: {e}"));
+                        continue;
+                    }
                 },
+            };
+            let window = if (not_before, not_after) == ALWAYS {
+                0
+            } else {
+                let next = u32::try_from(windows.len()).unwrap_or(u32::MAX);
+                *window_index
+                    .entry((not_before, not_after))
+                    .or_insert_with(|| {
+                        windows.push((not_before, not_after));
+                        next
+                    })
+            };
+            if !ids.push(a.id.as_deref()) && !ids_overflow {
+                ids_overflow = true;
+                problems.push(doc, object(), "assignment ids exceed 4 GiB in total".into());
+            }
+            pending.push(Pending {
+                assignment: Assignment {
+                    scope,
+                    role,
+                    window,
+                    principal: principals.intern(&a.principal),
+                },
+                doc: u32::try_from(di).unwrap_or(u32::MAX),
+                item: u32::try_from(i).unwrap_or(u32::MAX),
             });
         }
     }
+    drop(assignment_ids);
+    drop(window_index);
 
     // Deny assignments.
     let mut denies = Vec::new();
@@ -505,28 +542,24 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
                     "principals must name at least one principal, `TYPE:*` or `*`".into(),
                 );
             }
-            let mut selectors =
-                |field: &str, list: &[String], names: &mut Vec<Box<str>>| -> Box<[Selector]> {
-                    list.iter()
-                        .filter_map(|s| match PrincipalSelector::parse(s) {
-                            Ok(PrincipalSelector::Everyone) => Some(Selector::Everyone),
-                            Ok(PrincipalSelector::Type(t)) => Some(Selector::Type(t.into())),
-                            Ok(PrincipalSelector::Id(id)) => {
-                                Some(Selector::Id(intern_principal(&id, names)))
-                            }
-                            Err(e) => {
-                                problems.push(doc, &object, format!("{field}: {e}"));
-                                None
-                            }
-                        })
-                        .collect()
-                };
-            let principals_sel = selectors("principals", &x.principals, &mut principal_names);
-            let exclude = selectors(
-                "excludePrincipals",
-                &x.exclude_principals,
-                &mut principal_names,
-            );
+            let mut selectors = |field: &str,
+                                 list: &[String],
+                                 principals: &mut Principals|
+             -> Box<[Selector]> {
+                list.iter()
+                    .filter_map(|s| match PrincipalSelector::parse(s) {
+                        Ok(PrincipalSelector::Everyone) => Some(Selector::Everyone),
+                        Ok(PrincipalSelector::Type(t)) => Some(Selector::Type(t.into())),
+                        Ok(PrincipalSelector::Id(id)) => Some(Selector::Id(principals.intern(&id))),
+                        Err(e) => {
+                            problems.push(doc, &object, format!("{field}: {e}"));
+                            None
+                        }
+                    })
+                    .collect()
+            };
+            let principals_sel = selectors("principals", &x.principals, &mut principals);
+            let exclude = selectors("excludePrincipals", &x.exclude_principals, &mut principals);
             let actions = parse_patterns(&mut problems, doc, &object, "actions", &x.actions);
             let not_actions =
                 parse_patterns(&mut problems, doc, &object, "notActions", &x.not_actions);
@@ -629,6 +662,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     }
 
     // Group closure: member -> every containing group; cycles are errors.
+    let principal_names = principals.names;
     let principal_count = principal_names.len();
     let mut direct_parents: Vec<Vec<PrincipalIdx>> = vec![Vec::new(); principal_count];
     for (&g, members) in &group_members {
@@ -683,41 +717,57 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         }
     };
 
-    // Assignable scopes.
-    let mut assignments = Vec::with_capacity(pending.len());
-    for p in pending {
-        let role = &roles[p.assignment.role as usize];
-        let anc = ancestors.row(p.assignment.scope);
-        if !role
-            .assignable_scopes
-            .iter()
-            .any(|s| anc.binary_search(s).is_ok())
-        {
-            problems.push(
-                &p.doc,
-                &p.object,
-                format!(
-                    "scope `{}` is outside the assignable scopes of role `{}` ({})",
-                    escape(scopes.scopes[p.assignment.scope as usize].as_str()),
-                    escape(&role.name),
-                    role.assignable_scopes
-                        .iter()
-                        .map(|&s| format!("`{}`", escape(scopes.scopes[s as usize].as_str())))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            );
+    // Assignable scopes, checked once per distinct (role, scope).
+    let mut rejected: Vec<usize> = Vec::new();
+    let mut assignable: FastMap<(RoleIdx, ScopeIdx), bool> = FastMap::default();
+    for (n, p) in pending.iter().enumerate() {
+        let a = &p.assignment;
+        let role = &roles[a.role as usize];
+        let ok = *assignable.entry((a.role, a.scope)).or_insert_with(|| {
+            let anc = ancestors.row(a.scope);
+            role.assignable_scopes
+                .iter()
+                .any(|s| anc.binary_search(s).is_ok())
+        });
+        if ok {
             continue;
         }
-        assignments.push(p.assignment);
+        let (doc, d) = &docs[p.doc as usize];
+        let item = p.item as usize;
+        let object = d
+            .assignments
+            .get(item)
+            .map(|x| assignment_object(item, x))
+            .unwrap_or_default();
+        problems.push(
+            doc,
+            object,
+            format!(
+                "scope `{}` is outside the assignable scopes of role `{}` ({})",
+                escape(scopes.scopes[a.scope as usize].as_str()),
+                escape(&role.name),
+                role.assignable_scopes
+                    .iter()
+                    .map(|&s| format!("`{}`", escape(scopes.scopes[s as usize].as_str())))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        rejected.push(n);
     }
+    drop(assignable);
 
     // Constraints.
     for (doc, object, role, scope, count) in constraints {
         let anc = ancestors.row(scope);
-        let found = assignments
+        let found = pending
             .iter()
-            .filter(|a| a.role == role && anc.binary_search(&a.scope).is_ok())
+            .enumerate()
+            .filter(|(n, p)| {
+                p.assignment.role == role
+                    && anc.binary_search(&p.assignment.scope).is_ok()
+                    && rejected.binary_search(n).is_err()
+            })
             .count();
         if found < count as usize {
             problems.push(&doc, object, format!(
@@ -734,14 +784,34 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         });
     }
 
-    let assignments_by_principal = Rows::build(
-        principal_count,
-        assignments
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (a.principal, u32::try_from(i).unwrap_or(u32::MAX)))
-            .collect(),
-    );
+    // Assignments grouped by principal (a counting sort, which keeps policy order), then
+    // each principal's row sorted by scope, ties in policy order.
+    let mut assignment_rows = vec![0u32; principal_count + 1];
+    for p in &pending {
+        assignment_rows[p.assignment.principal as usize + 1] += 1;
+    }
+    for i in 1..assignment_rows.len() {
+        assignment_rows[i] += assignment_rows[i - 1];
+    }
+    let mut cursor = assignment_rows.clone();
+    let mut slots: Vec<(ScopeIdx, u32)> = vec![(0, 0); pending.len()];
+    for (n, p) in pending.iter().enumerate() {
+        let c = &mut cursor[p.assignment.principal as usize];
+        slots[*c as usize] = (p.assignment.scope, u32::try_from(n).unwrap_or(u32::MAX));
+        *c += 1;
+    }
+    drop(cursor);
+    for w in assignment_rows.windows(2) {
+        slots[w[0] as usize..w[1] as usize].sort_unstable();
+    }
+    let assignments: Vec<Assignment> = slots
+        .iter()
+        .map(|&(_, n)| pending[n as usize].assignment)
+        .collect();
+    drop(pending);
+    let assignment_order: Vec<u32> = slots.iter().map(|&(_, n)| n).collect();
+    drop(slots);
+    ids.shrink_to_fit();
     let denies_by_scope = Rows::build(
         scope_count,
         denies
@@ -750,9 +820,9 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             .map(|(i, d)| (d.scope, u32::try_from(i).unwrap_or(u32::MAX)))
             .collect(),
     );
-    let mut boundaries: Vec<i64> = assignments
+    let mut boundaries: Vec<i64> = windows
         .iter()
-        .flat_map(|a| [a.not_before, a.not_after])
+        .flat_map(|&(from, until)| [from, until])
         .filter(|&t| t != i64::MIN && t != i64::MAX)
         .collect();
     boundaries.sort_unstable();
@@ -790,7 +860,10 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         roles,
         role_lookup,
         assignments,
-        assignments_by_principal,
+        assignment_rows,
+        assignment_order,
+        assignment_ids: ids,
+        windows,
         denies,
         denies_by_scope,
         catalog,
@@ -939,4 +1012,16 @@ fn build_universe(
         add(a, data);
     }
     out
+}
+
+/// The object name of an assignment in problems: `assignments[i] (id `…`)`.
+fn assignment_object(i: usize, a: &AssignmentDoc) -> String {
+    match &a.id {
+        Some(id) => format!("assignments[{i}] (id `{}`)", escape(id)),
+        None => format!(
+            "assignments[{i}] (`{}` as `{}`)",
+            escape(&a.principal),
+            escape(&a.role)
+        ),
+    }
 }

@@ -184,14 +184,8 @@ impl Snapshot {
             }
             let assignments = subjects
                 .iter()
-                .flat_map(|&s| self.assignments_by_principal.row(s))
-                .map(|&a| &self.assignments[a as usize])
-                .filter(|a| {
-                    ancestors.binary_search(&a.scope).is_ok()
-                        && a.active(at)
-                        && self.roles[a.role as usize].grants(lower, *data)
-                })
-                .map(|a| self.grant_reason(a))
+                .flat_map(|&s| self.grants_of(s, lower, *data, ancestors, at))
+                .map(|i| self.grant_reason(i))
                 .collect();
             out.push(Permission {
                 action: name,

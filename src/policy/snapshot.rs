@@ -62,20 +62,85 @@ impl Role {
     }
 }
 
-/// A compiled role assignment. Absent times are `i64::MIN` / `i64::MAX`.
-#[derive(Debug, Clone)]
+/// A compiled role assignment: 16 bytes, everything a check reads. Its id is in
+/// [`AssignmentIds`] and its time window in [`Snapshot::windows`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Assignment {
-    pub principal: PrincipalIdx,
-    pub role: RoleIdx,
     pub scope: ScopeIdx,
-    pub id: Option<Box<str>>,
-    pub not_before: Instant,
-    pub not_after: Instant,
+    pub role: RoleIdx,
+    /// Index into [`Snapshot::windows`]; 0 is "always".
+    pub window: u32,
+    pub principal: PrincipalIdx,
 }
 
-impl Assignment {
-    pub fn active(&self, at: Instant) -> bool {
-        self.not_before <= at && at < self.not_after
+/// The `[notBefore, notAfter)` window of an assignment. Absent times are `i64::MIN` /
+/// `i64::MAX`.
+pub(crate) type Window = (Instant, Instant);
+
+/// The window of assignments without `notBefore` and `notAfter`, always at index 0.
+pub(crate) const ALWAYS: Window = (i64::MIN, i64::MAX);
+
+/// Assignment ids in policy order, as one text with offsets (no allocation per id).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AssignmentIds {
+    text: String,
+    /// `text[ends[i - 1]..ends[i]]` is the id of assignment `i` (`ends[-1]` = 0).
+    ends: Vec<u32>,
+    /// Bit `i` set: assignment `i` has no id.
+    missing: Vec<u64>,
+}
+
+impl AssignmentIds {
+    pub fn with_capacity(count: usize) -> Self {
+        Self {
+            text: String::new(),
+            ends: Vec::with_capacity(count),
+            missing: Vec::new(),
+        }
+    }
+
+    /// Appends the id of the next assignment; `false` if the text outgrew `u32` offsets.
+    pub fn push(&mut self, id: Option<&str>) -> bool {
+        let i = self.ends.len();
+        if let Some(id) = id {
+            self.text.push_str(id);
+        } else {
+            let word = i / 64;
+            if self.missing.len() <= word {
+                self.missing.resize(word + 1, 0);
+            }
+            self.missing[word] |= 1 << (i % 64);
+        }
+        match u32::try_from(self.text.len()) {
+            Ok(end) => {
+                self.ends.push(end);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub fn get(&self, i: u32) -> Option<&str> {
+        let i = i as usize;
+        if self
+            .missing
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+        {
+            return None;
+        }
+        let end = *self.ends.get(i)? as usize;
+        let start = match i.checked_sub(1) {
+            Some(j) => *self.ends.get(j)? as usize,
+            None => 0,
+        };
+        self.text.get(start..end)
+    }
+
+    pub fn shrink_to_fit(&mut self) {
+        self.text.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        self.missing.shrink_to_fit();
     }
 }
 
@@ -209,8 +274,18 @@ pub struct Snapshot {
     pub(crate) ancestors: Rows,
     pub(crate) roles: Vec<Role>,
     pub(crate) role_lookup: FastMap<Box<str>, RoleIdx>,
+    /// Assignments grouped by principal; within a principal sorted by scope, then by
+    /// policy order. `assignments[assignment_rows[p]..assignment_rows[p + 1]]` are those
+    /// of principal `p`.
     pub(crate) assignments: Vec<Assignment>,
-    pub(crate) assignments_by_principal: Rows,
+    pub(crate) assignment_rows: Vec<u32>,
+    /// The policy (load) order of each assignment: among the grants of a subject, the
+    /// first in this order is reported.
+    pub(crate) assignment_order: Vec<u32>,
+    /// Assignment ids, indexed by policy order.
+    pub(crate) assignment_ids: AssignmentIds,
+    /// Distinct time windows of assignments; `windows[0]` is [`ALWAYS`].
+    pub(crate) windows: Vec<Window>,
     pub(crate) denies: Vec<DenyAssignment>,
     pub(crate) denies_by_scope: Rows,
     pub(crate) catalog: Vec<CatalogAction>,
@@ -369,7 +444,7 @@ impl Snapshot {
         match verdict {
             Verdict::Grant { assignment } => Decision {
                 allowed: true,
-                reason: self.grant_reason(&self.assignments[assignment as usize]),
+                reason: self.grant_reason(assignment),
             },
             Verdict::Deny { deny } => Decision::deny(Reason::DenyAssignment {
                 deny_assignment: &self.denies[deny as usize].name,
@@ -394,6 +469,17 @@ impl Snapshot {
     /// Subjects(P) ∪ G, closed under group membership, sorted and deduplicated.
     pub(crate) fn subjects(&self, principal: &str, groups: &[String]) -> Subjects {
         let mut subjects = Subjects::new();
+        if groups.is_empty() {
+            // The closure of one principal is already sorted and never holds the principal.
+            if let Some(&p) = self.principal_index.get(principal) {
+                let row = self.member_of.row(p);
+                let at = row.partition_point(|&g| g < p);
+                subjects.extend_from_slice(&row[..at]);
+                subjects.push(p);
+                subjects.extend_from_slice(&row[at..]);
+            }
+            return subjects;
+        }
         for name in std::iter::once(principal).chain(groups.iter().map(String::as_str)) {
             if let Some(&p) = self.principal_index.get(name) {
                 subjects.push(p);
@@ -439,7 +525,9 @@ impl Snapshot {
         }
     }
 
-    /// The first active assignment that grants the action at one of the ancestors.
+    /// The first active assignment that grants the action at one of the ancestors: the
+    /// first subject (in index order) holding one, and of its grants the first in policy
+    /// order. Returns a position in `assignments`.
     pub(crate) fn find_grant(
         &self,
         subjects: &[PrincipalIdx],
@@ -449,23 +537,103 @@ impl Snapshot {
         at: Instant,
     ) -> Option<u32> {
         subjects.iter().find_map(|&s| {
-            self.assignments_by_principal
-                .row(s)
-                .iter()
-                .copied()
-                .find(|&i| {
-                    let a = &self.assignments[i as usize];
-                    ancestors.binary_search(&a.scope).is_ok()
-                        && a.active(at)
-                        && self.roles[a.role as usize].grants(action, data)
-                })
+            let mut best: Option<u32> = None;
+            for group in self.rows_at(s, ancestors) {
+                // Within one scope the row is in policy order: the first grant is the
+                // earliest of the group.
+                let Some(i) = group
+                    .into_iter()
+                    .find(|&i| self.grants(i, action, data, at))
+                else {
+                    continue;
+                };
+                best = match best {
+                    Some(b)
+                        if self.assignment_order[b as usize]
+                            < self.assignment_order[i as usize] =>
+                    {
+                        Some(b)
+                    }
+                    _ => Some(i),
+                };
+            }
+            best
         })
     }
 
-    pub(crate) fn grant_reason<'s>(&'s self, a: &'s Assignment) -> Reason<'s> {
+    /// Every active assignment of subject `s` granting the action at one of the ancestors,
+    /// in policy order (positions in `assignments`).
+    pub(crate) fn grants_of(
+        &self,
+        s: PrincipalIdx,
+        action: &str,
+        data: bool,
+        ancestors: &[ScopeIdx],
+        at: Instant,
+    ) -> SmallVec<[u32; 8]> {
+        let mut out: SmallVec<[u32; 8]> = self
+            .rows_at(s, ancestors)
+            .flatten()
+            .filter(|&i| self.grants(i, action, data, at))
+            .collect();
+        out.sort_unstable_by_key(|&i| self.assignment_order[i as usize]);
+        out
+    }
+
+    /// For each ancestor, the positions of subject `s`'s assignments at that scope: a
+    /// binary search in the principal's row, so independent of how many it holds.
+    fn rows_at<'a>(
+        &'a self,
+        s: PrincipalIdx,
+        ancestors: &'a [ScopeIdx],
+    ) -> impl Iterator<Item = std::ops::Range<u32>> + 'a {
+        let s = s as usize;
+        let (start, end) = match (self.assignment_rows.get(s), self.assignment_rows.get(s + 1)) {
+            (Some(&a), Some(&b)) => (a, b),
+            _ => (0, 0),
+        };
+        let row = self
+            .assignments
+            .get(start as usize..end as usize)
+            .unwrap_or_default();
+        let mut rest = row;
+        let mut base = start;
+        ancestors.iter().map_while(move |&scope| {
+            if rest.is_empty() {
+                return None;
+            }
+            // Ancestors are sorted, so the search resumes where the previous one ended.
+            let skip = rest.partition_point(|a| a.scope < scope);
+            rest = &rest[skip..];
+            base += skip as u32;
+            let len = rest.iter().take_while(|a| a.scope == scope).count();
+            let group = base..base + len as u32;
+            rest = &rest[len..];
+            base += len as u32;
+            Some(group)
+        })
+    }
+
+    /// Whether the assignment at position `i` is active at `at` and its role grants the
+    /// (lowercase) action.
+    fn grants(&self, i: u32, action: &str, data: bool, at: Instant) -> bool {
+        let a = &self.assignments[i as usize];
+        self.active(a, at) && self.roles[a.role as usize].grants(action, data)
+    }
+
+    pub(crate) fn active(&self, a: &Assignment, at: Instant) -> bool {
+        a.window == 0 || {
+            let (from, until) = self.windows[a.window as usize];
+            from <= at && at < until
+        }
+    }
+
+    /// The reason for a grant by the assignment at position `i`.
+    pub(crate) fn grant_reason(&self, i: u32) -> Reason<'_> {
+        let a = &self.assignments[i as usize];
         Reason::RoleAssignment {
             role: &self.roles[a.role as usize].name,
-            assignment_id: a.id.as_deref(),
+            assignment_id: self.assignment_ids.get(self.assignment_order[i as usize]),
             scope: self.scopes[a.scope as usize].as_str(),
             via: &self.principal_names[a.principal as usize],
         }

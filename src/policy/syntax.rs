@@ -19,6 +19,26 @@ pub const PRINCIPAL_TYPES: [&str; 6] = [
 
 /// Checks a `TYPE:VALUE` principal id and returns its type.
 pub fn principal_type(id: &str) -> Result<&str, String> {
+    // Fast path on bytes: a known type, a non-empty printable ASCII value.
+    let bytes = id.as_bytes();
+    if let Some(colon) = bytes.iter().position(|&b| b == b':') {
+        let (kind, value) = (&id[..colon], &bytes[colon + 1..]);
+        if !value.is_empty()
+            && value.iter().all(|&b| (0x20..0x7f).contains(&b))
+            && let Some(kind) = known_type(kind)
+        {
+            return Ok(kind);
+        }
+    }
+    principal_type_slow(id)
+}
+
+/// The static spelling of a known principal type.
+fn known_type(kind: &str) -> Option<&'static str> {
+    PRINCIPAL_TYPES.iter().copied().find(|&t| t == kind)
+}
+
+fn principal_type_slow(id: &str) -> Result<&str, String> {
     let Some((kind, value)) = id.split_once(':') else {
         return Err(format!(
             "principal `{}` is not of the form TYPE:VALUE",
@@ -118,6 +138,48 @@ impl fmt::Display for Scope {
 
 /// Checks a scope and returns it without its one optional trailing slash.
 pub fn normalize_scope(text: &str) -> Result<&str, String> {
+    // Fast path: one pass over the bytes; any problem is described by the slow path.
+    if text == "/" {
+        return Ok(text);
+    }
+    let trimmed = text.strip_suffix('/').unwrap_or(text);
+    if scope_bytes_ok(trimmed.as_bytes()) {
+        return Ok(trimmed);
+    }
+    normalize_scope_slow(text)
+}
+
+/// Whether `/seg/.../seg` (no trailing slash) has only valid segments.
+fn scope_bytes_ok(bytes: &[u8]) -> bool {
+    let Some((&b'/', rest)) = bytes.split_first() else {
+        return false;
+    };
+    if rest.is_empty() {
+        return false;
+    }
+    let mut segment = 0usize; // length of the current segment
+    let mut dots = 0usize; // leading dots of the current segment
+    for &b in rest {
+        if b == b'/' {
+            if segment == 0 || dots == segment && segment <= 2 {
+                return false;
+            }
+            segment = 0;
+            dots = 0;
+            continue;
+        }
+        if b < 0x20 || b == 0x7f || b == b'\\' {
+            return false;
+        }
+        if b == b'.' && dots == segment {
+            dots += 1;
+        }
+        segment += 1;
+    }
+    !(segment == 0 || dots == segment && segment <= 2)
+}
+
+fn normalize_scope_slow(text: &str) -> Result<&str, String> {
     if !text.starts_with('/') {
         return Err(format!(
             "scope `{}` must be an absolute path starting with `/`",
@@ -161,6 +223,14 @@ pub fn scope_prefixes(key: &str) -> impl Iterator<Item = &str> {
 
 /// Checks the text of an action pattern (`*` is the only metacharacter).
 pub fn check_pattern(text: &str) -> Result<(), String> {
+    // Fast path: printable ASCII other than space is always valid.
+    if !text.is_empty() && text.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+        return Ok(());
+    }
+    check_pattern_slow(text)
+}
+
+fn check_pattern_slow(text: &str) -> Result<(), String> {
     if text.is_empty() {
         return Err("action pattern is empty".into());
     }
@@ -179,6 +249,9 @@ pub fn check_pattern(text: &str) -> Result<(), String> {
 
 /// Checks a literal action name (a pattern without `*`).
 pub fn check_action(text: &str) -> Result<(), String> {
+    if !text.is_empty() && text.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'*') {
+        return Ok(());
+    }
     check_pattern(text)?;
     if text.contains('*') {
         return Err(format!(

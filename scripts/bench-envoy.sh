@@ -47,7 +47,9 @@ s = open("deploy/envoy/envoy.yaml").read()
 s = s.replace("address: 0.0.0.0, port_value: 10000", f"address: 127.0.0.1, port_value: {port}")
 s = s.replace("port_value: 9901", "port_value: 0").replace("port_value: 50051", f"port_value: {grpc}").replace("port_value: 8080", f"port_value: {up}")
 if authz == "no":
-    i = s.index("                  - name: envoy.filters.http.jwt_authn"); j = s.index("                  - name: envoy.filters.http.router")
+    # Only the ext_authz filter goes: both sides keep jwt_authn, so the difference is
+    # the authorization call alone.
+    i = s.index("                  - name: envoy.filters.http.ext_authz"); j = s.index("                  - name: envoy.filters.http.router")
     s = s[:i] + s[j:]
 open(f"{work}/envoy-{name}.yaml", "w").write(s)
 PY
@@ -70,6 +72,22 @@ for r in $(seq "$rounds"); do
     rps=$(wrk -t1 -c32 -d"${seconds}s" -H "$hdr" "http://127.0.0.1:$port$path" | awk '/Requests\/sec/ {print $2}')
     # Fixed rate through the same Envoy: GETs by alice (allowed) only.
     fixed=$("$bin" load --target http --addr "http://127.0.0.1:$port" --rate "$rate" --duration "$seconds" --concurrency 32 --connections 32 --json --only-allowed 2>/dev/null || true)
-    echo "round=$r side=$side saturation_rps=$rps fixed=$fixed"
+    echo "round=$r side=$side saturation_rps=$rps fixed=$fixed" | tee -a "$work/rounds"
   done
 done
+python3 - "$work/rounds" <<'PY'
+import json, statistics, sys
+sides = {"plain": [], "authz": []}
+for line in open(sys.argv[1]):
+    head, fixed = line.split(" fixed=", 1)
+    f = dict(kv.split("=") for kv in head.split())
+    sides[f["side"]].append((float(f["saturation_rps"] or 0), json.loads(fixed) if fixed.strip() else None))
+def med(side, key):
+    return statistics.median(x[1][key] for x in sides[side] if x[1])
+sat = {k: statistics.median(x[0] for x in v) for k, v in sides.items()}
+print(f"saturation (median of rounds): Envoy alone {sat['plain']:.0f} req/s, with ext_authz {sat['authz']:.0f} req/s: ratio {sat['authz'] / sat['plain']:.2f} (target >= 0.60)")
+for q in ("p50_us", "p99_us"):
+    a, b = med("plain", q), med("authz", q)
+    print(f"fixed rate {q[:-3]}: Envoy alone {a:.0f} us, with ext_authz {b:.0f} us: added {b - a:.0f} us = {100 * (b - a) / a:.0f}% of Envoy's own")
+print("target: added p99 <= 25% of Envoy's own p99")
+PY

@@ -115,6 +115,7 @@ pub fn check_span<'a>(api: &'static str, lookup: impl Fn(&str) -> Option<&'a str
         action = tracing::field::Empty,
         scope = tracing::field::Empty,
         revision = tracing::field::Empty,
+        checks = tracing::field::Empty,
     );
     let carrier: std::collections::HashMap<String, String> = ["traceparent", "tracestate"]
         .into_iter()
@@ -123,6 +124,15 @@ pub fn check_span<'a>(api: &'static str, lookup: impl Fn(&str) -> Option<&'a str
     let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
     let _ = span.set_parent(parent);
     Some(span)
+}
+
+/// Records a BatchCheck on its span: how many checks it answered, on which revision (the
+/// decisions themselves are counted in metrics and, when enabled, in the decision log).
+pub fn record_batch(span: &Option<Span>, checks: usize, revision: &str) {
+    if let Some(span) = span {
+        span.record("checks", checks);
+        span.record("revision", revision);
+    }
 }
 
 /// Records a decision on a check span.

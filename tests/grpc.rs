@@ -103,6 +103,7 @@ async fn invalid_arguments_are_rejected_with_a_message() {
 
 #[tokio::test]
 async fn batch_check_answers_in_order_up_to_the_limit() {
+    crate::support::crypto();
     let server = TestServer::start(demo()).await;
     let mut c = client(&server).await;
     let checks: Vec<_> = (0..1000)
@@ -129,6 +130,20 @@ async fn batch_check_answers_in_order_up_to_the_limit() {
             .enumerate()
             .all(|(i, x)| x.allowed == (i % 2 == 0))
     );
+    // Every check is counted by its decision; the latency histogram holds one call.
+    let text = reqwest::get(format!("http://{}/metrics", server.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"iot_authz_checks_total{api="batch_check",decision="allow",reason="roleAssignment"} 500"#,
+        r#"iot_authz_checks_total{api="batch_check",decision="deny",reason="noGrant"} 500"#,
+        r#"iot_authz_check_duration_seconds_count{api="batch_check"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
     let mut too_many = checks.clone();
     too_many.push(check("user:a", "a/b", "/"));
     let e = c

@@ -66,8 +66,10 @@ pub struct CacheCounters {
 /// The decision cache.
 #[derive(Debug)]
 pub struct DecisionCache {
-    cache: moka::sync::Cache<u64, Arc<Entry>>,
-    hasher: std::collections::hash_map::RandomState,
+    cache: moka::sync::Cache<u64, Arc<Entry>, foldhash::fast::RandomState>,
+    /// Randomly seeded per process: keys cannot be chosen to collide (and a collision
+    /// would only cost a miss: an entry is used only when it answers the exact request).
+    hasher: foldhash::fast::RandomState,
     counters: CacheCounters,
 }
 
@@ -82,10 +84,10 @@ impl DecisionCache {
                     evictions.inc();
                 }
             })
-            .build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
         Self {
             cache,
-            hasher: std::collections::hash_map::RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
             counters,
         }
     }

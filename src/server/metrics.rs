@@ -146,13 +146,23 @@ impl Metrics {
         reason: &'static str,
         elapsed: Duration,
     ) {
+        self.count_checks(api, allowed, reason, 1);
+        self.observe_latency(api, elapsed);
+    }
+
+    /// Counts `n` decisions of one kind.
+    pub fn count_checks(&self, api: &'static str, allowed: bool, reason: &'static str, n: u64) {
         self.checks
             .get_or_create(&CheckLabels {
                 api,
                 decision: if allowed { "allow" } else { "deny" },
                 reason,
             })
-            .inc();
+            .inc_by(n);
+    }
+
+    /// Observes the time one request (one call, for BatchCheck) took.
+    pub fn observe_latency(&self, api: &'static str, elapsed: Duration) {
         self.check_duration
             .get_or_create(&ApiLabels { api })
             .observe(elapsed.as_secs_f64());
@@ -193,5 +203,31 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// Decisions counted locally and added to the metrics once, for requests that carry many
+/// checks.
+#[derive(Debug, Default)]
+pub struct DecisionTally {
+    counts: Vec<(bool, &'static str, u64)>,
+}
+
+impl DecisionTally {
+    pub fn add(&mut self, allowed: bool, reason: &'static str) {
+        match self
+            .counts
+            .iter_mut()
+            .find(|(a, r, _)| *a == allowed && *r == reason)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => self.counts.push((allowed, reason, 1)),
+        }
+    }
+
+    pub fn flush(self, metrics: &Metrics, api: &'static str) {
+        for (allowed, reason, n) in self.counts {
+            metrics.count_checks(api, allowed, reason, n);
+        }
     }
 }

@@ -237,7 +237,20 @@ impl App {
         );
         self.metrics
             .observe(ctx.api, decision.allowed, reason, elapsed);
+        self.log_check(ctx, req, decision, revision);
+    }
+
+    /// Writes the decision log line of one native-API decision (when the log is on).
+    pub fn log_check(
+        &self,
+        ctx: &RequestContext<'_>,
+        req: &crate::policy::CheckRequest<'_>,
+        decision: &crate::policy::Decision<'_>,
+        revision: &str,
+    ) {
         if let Some(log) = &self.decision_log {
+            let reason = decision.reason.kind();
+            let elapsed = ctx.started.elapsed();
             let (role, assignment_id, deny_assignment) = reason_names(&decision.reason);
             log.record(&decision_log::DecisionRecord {
                 decision_id: &self.ids.next(),

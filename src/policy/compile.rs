@@ -9,8 +9,9 @@ use super::error::{PolicyError, Problem};
 use super::identity::IdentityConfig;
 use super::route::RouteTable;
 use super::snapshot::{
-    ALWAYS, Assignment, AssignmentIds, CatalogAction, Counts, DenyAssignment, FastMap, FastSet,
-    LowerBuf, PrincipalIdx, Role, RoleIdx, Rows, ScopeIdx, Selector, Snapshot, Window, lower_into,
+    ALWAYS, Assignment, CatalogAction, Counts, DenyAssignment, FastMap, FastSet, IdText, LowerBuf,
+    PrincipalIdx, PrincipalRows, Role, RoleIdx, Rows, ScopeIdx, Selector, Snapshot, Window,
+    lower_into,
 };
 use super::source::{self, SourceDocument};
 use super::syntax::{
@@ -394,12 +395,15 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     // and object names are built only to report a problem.
     struct Pending {
         assignment: Assignment,
+        scope: ScopeIdx,
         doc: u32,
         item: u32,
     }
     let total: usize = docs.iter().map(|(_, d)| d.assignments.len()).sum();
     let mut pending: Vec<Pending> = Vec::with_capacity(total);
-    let mut ids = AssignmentIds::with_capacity(total);
+    // Ids in policy order: `id_ends[n]` ends the id of pending assignment `n`.
+    let mut ids = IdText::default();
+    let mut id_ends: Vec<u32> = Vec::with_capacity(total);
     let mut ids_overflow = false;
     let mut assignment_ids: FastMap<&str, usize> = FastMap::default();
     assignment_ids.reserve(total);
@@ -491,17 +495,20 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
                         next
                     })
             };
-            if !ids.push(a.id.as_deref()) && !ids_overflow {
+            let end = ids.push(pending.len(), a.id.as_deref());
+            id_ends.push(end.unwrap_or(0));
+            if end.is_none() && !ids_overflow {
                 ids_overflow = true;
                 problems.push(doc, object(), "assignment ids exceed 4 GiB in total".into());
             }
             pending.push(Pending {
                 assignment: Assignment {
-                    scope,
                     role,
                     window,
                     principal: principals.intern(&a.principal),
+                    id_end: 0,
                 },
+                scope,
                 doc: u32::try_from(di).unwrap_or(u32::MAX),
                 item: u32::try_from(i).unwrap_or(u32::MAX),
             });
@@ -723,8 +730,8 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     for (n, p) in pending.iter().enumerate() {
         let a = &p.assignment;
         let role = &roles[a.role as usize];
-        let ok = *assignable.entry((a.role, a.scope)).or_insert_with(|| {
-            let anc = ancestors.row(a.scope);
+        let ok = *assignable.entry((a.role, p.scope)).or_insert_with(|| {
+            let anc = ancestors.row(p.scope);
             role.assignable_scopes
                 .iter()
                 .any(|s| anc.binary_search(s).is_ok())
@@ -744,7 +751,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             object,
             format!(
                 "scope `{}` is outside the assignable scopes of role `{}` ({})",
-                escape(scopes.scopes[a.scope as usize].as_str()),
+                escape(scopes.scopes[p.scope as usize].as_str()),
                 escape(&role.name),
                 role.assignable_scopes
                     .iter()
@@ -765,7 +772,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             .enumerate()
             .filter(|(n, p)| {
                 p.assignment.role == role
-                    && anc.binary_search(&p.assignment.scope).is_ok()
+                    && anc.binary_search(&p.scope).is_ok()
                     && rejected.binary_search(n).is_err()
             })
             .count();
@@ -797,21 +804,53 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     let mut slots: Vec<(ScopeIdx, u32)> = vec![(0, 0); pending.len()];
     for (n, p) in pending.iter().enumerate() {
         let c = &mut cursor[p.assignment.principal as usize];
-        slots[*c as usize] = (p.assignment.scope, u32::try_from(n).unwrap_or(u32::MAX));
+        slots[*c as usize] = (p.scope, u32::try_from(n).unwrap_or(u32::MAX));
         *c += 1;
     }
     drop(cursor);
     for w in assignment_rows.windows(2) {
         slots[w[0] as usize..w[1] as usize].sort_unstable();
     }
-    let assignments: Vec<Assignment> = slots
-        .iter()
-        .map(|&(_, n)| pending[n as usize].assignment)
-        .collect();
+    // Ids laid out in the order of the assignments, each record holding where its id ends.
+    let mut assignment_ids = IdText::with_capacity(ids.len());
+    let mut assignments: Vec<Assignment> = Vec::with_capacity(slots.len());
+    for (i, &(_, n)) in slots.iter().enumerate() {
+        let n = n as usize;
+        let start = n.checked_sub(1).map_or(0, |m| id_ends[m]);
+        let mut a = pending[n].assignment;
+        a.id_end = assignment_ids
+            .push(i, ids.get(n, start, id_ends[n]))
+            .unwrap_or(0);
+        assignments.push(a);
+    }
     drop(pending);
+    drop(ids);
+    drop(id_ends);
+    let assignment_scopes: Vec<ScopeIdx> = slots.iter().map(|&(s, _)| s).collect();
     let assignment_order: Vec<u32> = slots.iter().map(|&(_, n)| n).collect();
     drop(slots);
-    ids.shrink_to_fit();
+    let principal_rows: Vec<PrincipalRows> = member_of
+        .offsets
+        .iter()
+        .zip(&assignment_rows)
+        .map(|(&groups, &assignments)| PrincipalRows {
+            groups,
+            assignments,
+        })
+        .collect();
+    drop(assignment_rows);
+    let scope_index: FastMap<Box<str>, (u32, u32)> = scopes
+        .index
+        .into_iter()
+        .map(|(key, s)| {
+            let s = s as usize;
+            let range = match (ancestors.offsets.get(s), ancestors.offsets.get(s + 1)) {
+                (Some(&a), Some(&b)) => (a, b),
+                _ => (0, 0),
+            };
+            (key, range)
+        })
+        .collect();
     let denies_by_scope = Rows::build(
         scope_count,
         denies
@@ -854,15 +893,16 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         principal_index: principals.index,
         principal_names,
         member_of,
-        scope_index: scopes.index,
+        principal_rows,
+        scope_index,
         scopes: scopes.scopes,
         ancestors,
         roles,
         role_lookup,
         assignments,
-        assignment_rows,
+        assignment_scopes,
         assignment_order,
-        assignment_ids: ids,
+        assignment_ids,
         windows,
         denies,
         denies_by_scope,

@@ -62,15 +62,16 @@ impl Role {
     }
 }
 
-/// A compiled role assignment: 16 bytes, everything a check reads. Its id is in
-/// [`AssignmentIds`] and its time window in [`Snapshot::windows`].
+/// A compiled role assignment (16 bytes). Its scope is in [`Snapshot::assignment_scopes`],
+/// its time window in [`Snapshot::windows`] and its id in [`Snapshot::assignment_ids`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Assignment {
-    pub scope: ScopeIdx,
     pub role: RoleIdx,
     /// Index into [`Snapshot::windows`]; 0 is "always".
     pub window: u32,
     pub principal: PrincipalIdx,
+    /// Where the id ends in the id text; it starts where the previous assignment's ends.
+    pub id_end: u32,
 }
 
 /// The `[notBefore, notAfter)` window of an assignment. Absent times are `i64::MIN` /
@@ -80,28 +81,25 @@ pub(crate) type Window = (Instant, Instant);
 /// The window of assignments without `notBefore` and `notAfter`, always at index 0.
 pub(crate) const ALWAYS: Window = (i64::MIN, i64::MAX);
 
-/// Assignment ids in policy order, as one text with offsets (no allocation per id).
+/// Assignment ids as one text (no allocation per id); the caller keeps the offsets.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct AssignmentIds {
+pub(crate) struct IdText {
     text: String,
-    /// `text[ends[i - 1]..ends[i]]` is the id of assignment `i` (`ends[-1]` = 0).
-    ends: Vec<u32>,
     /// Bit `i` set: assignment `i` has no id.
     missing: Vec<u64>,
 }
 
-impl AssignmentIds {
-    pub fn with_capacity(count: usize) -> Self {
+impl IdText {
+    pub fn with_capacity(bytes: usize) -> Self {
         Self {
-            text: String::new(),
-            ends: Vec::with_capacity(count),
+            text: String::with_capacity(bytes),
             missing: Vec::new(),
         }
     }
 
-    /// Appends the id of the next assignment; `false` if the text outgrew `u32` offsets.
-    pub fn push(&mut self, id: Option<&str>) -> bool {
-        let i = self.ends.len();
+    /// Appends the id of assignment `i` (ids are pushed in order) and returns where it
+    /// ends; `None` once the text outgrows `u32` offsets.
+    pub fn push(&mut self, i: usize, id: Option<&str>) -> Option<u32> {
         if let Some(id) = id {
             self.text.push_str(id);
         } else {
@@ -111,17 +109,11 @@ impl AssignmentIds {
             }
             self.missing[word] |= 1 << (i % 64);
         }
-        match u32::try_from(self.text.len()) {
-            Ok(end) => {
-                self.ends.push(end);
-                true
-            }
-            Err(_) => false,
-        }
+        u32::try_from(self.text.len()).ok()
     }
 
-    pub fn get(&self, i: u32) -> Option<&str> {
-        let i = i as usize;
+    /// The id of assignment `i`, which spans `start..end` of the text.
+    pub fn get(&self, i: usize, start: u32, end: u32) -> Option<&str> {
         if self
             .missing
             .get(i / 64)
@@ -129,19 +121,20 @@ impl AssignmentIds {
         {
             return None;
         }
-        let end = *self.ends.get(i)? as usize;
-        let start = match i.checked_sub(1) {
-            Some(j) => *self.ends.get(j)? as usize,
-            None => 0,
-        };
-        self.text.get(start..end)
+        self.text.get(start as usize..end as usize)
     }
 
-    pub fn shrink_to_fit(&mut self) {
-        self.text.shrink_to_fit();
-        self.ends.shrink_to_fit();
-        self.missing.shrink_to_fit();
+    pub fn len(&self) -> usize {
+        self.text.len()
     }
+}
+
+/// Where a principal's rows start: in `member_of` and in the assignments. Entry `p + 1`
+/// ends the rows of `p`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PrincipalRows {
+    pub groups: u32,
+    pub assignments: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -268,22 +261,27 @@ pub struct Snapshot {
     pub(crate) principal_names: Vec<Box<str>>,
     /// For each principal, every group that contains it, transitively (sorted).
     pub(crate) member_of: Rows,
-    pub(crate) scope_index: FastMap<Box<str>, ScopeIdx>,
+    /// For each principal and one more, where its rows start (adjacent, so one cache line
+    /// gives both rows of a principal).
+    pub(crate) principal_rows: Vec<PrincipalRows>,
+    /// Each known scope's lowercase key to the range of its row in `ancestors.items`.
+    pub(crate) scope_index: FastMap<Box<str>, (u32, u32)>,
     pub(crate) scopes: Vec<Scope>,
     /// For each known scope, its ancestors among known scopes, itself included (sorted).
     pub(crate) ancestors: Rows,
     pub(crate) roles: Vec<Role>,
     pub(crate) role_lookup: FastMap<Box<str>, RoleIdx>,
     /// Assignments grouped by principal; within a principal sorted by scope, then by
-    /// policy order. `assignments[assignment_rows[p]..assignment_rows[p + 1]]` are those
-    /// of principal `p`.
+    /// policy order; `principal_rows` gives the range of each principal. The
+    /// `assignment_*` vectors are parallel to it.
     pub(crate) assignments: Vec<Assignment>,
-    pub(crate) assignment_rows: Vec<u32>,
+    /// The scope of each assignment: a principal's row of scopes is contiguous and sorted,
+    /// so a probe for one scope reads a cache line or two.
+    pub(crate) assignment_scopes: Vec<ScopeIdx>,
     /// The policy (load) order of each assignment: among the grants of a subject, the
     /// first in this order is reported.
     pub(crate) assignment_order: Vec<u32>,
-    /// Assignment ids, indexed by policy order.
-    pub(crate) assignment_ids: AssignmentIds,
+    pub(crate) assignment_ids: IdText,
     /// Distinct time windows of assignments; `windows[0]` is [`ALWAYS`].
     pub(crate) windows: Vec<Window>,
     pub(crate) denies: Vec<DenyAssignment>,
@@ -472,7 +470,7 @@ impl Snapshot {
         if groups.is_empty() {
             // The closure of one principal is already sorted and never holds the principal.
             if let Some(&p) = self.principal_index.get(principal) {
-                let row = self.member_of.row(p);
+                let row = self.groups_of(p);
                 let at = row.partition_point(|&g| g < p);
                 subjects.extend_from_slice(&row[..at]);
                 subjects.push(p);
@@ -483,12 +481,25 @@ impl Snapshot {
         for name in std::iter::once(principal).chain(groups.iter().map(String::as_str)) {
             if let Some(&p) = self.principal_index.get(name) {
                 subjects.push(p);
-                subjects.extend_from_slice(self.member_of.row(p));
+                subjects.extend_from_slice(self.groups_of(p));
             }
         }
         subjects.sort_unstable();
         subjects.dedup();
         subjects
+    }
+
+    /// Every group that contains principal `p`, transitively (sorted).
+    fn groups_of(&self, p: PrincipalIdx) -> &[PrincipalIdx] {
+        let p = p as usize;
+        match (self.principal_rows.get(p), self.principal_rows.get(p + 1)) {
+            (Some(a), Some(b)) => self
+                .member_of
+                .items
+                .get(a.groups as usize..b.groups as usize)
+                .unwrap_or_default(),
+            _ => &[],
+        }
     }
 
     /// Ancestors(S) among the scopes the policy knows: the closure of S's longest known
@@ -498,7 +509,8 @@ impl Snapshot {
         let key = lower_into(scope, &mut buf);
         scope_prefixes(key)
             .find_map(|prefix| self.scope_index.get(prefix))
-            .map_or(&[], |&s| self.ancestors.row(s))
+            .and_then(|&(a, b)| self.ancestors.items.get(a as usize..b as usize))
+            .unwrap_or_default()
     }
 
     /// Steps 3 to 5 of SPEC §3 over precomputed subjects and ancestors.
@@ -588,25 +600,30 @@ impl Snapshot {
         ancestors: &'a [ScopeIdx],
     ) -> impl Iterator<Item = std::ops::Range<u32>> + 'a {
         let s = s as usize;
-        let (start, end) = match (self.assignment_rows.get(s), self.assignment_rows.get(s + 1)) {
-            (Some(&a), Some(&b)) => (a, b),
+        let (start, end) = match (self.principal_rows.get(s), self.principal_rows.get(s + 1)) {
+            (Some(a), Some(b)) => (a.assignments, b.assignments),
             _ => (0, 0),
         };
-        let row = self
-            .assignments
+        let mut rest = self
+            .assignment_scopes
             .get(start as usize..end as usize)
             .unwrap_or_default();
-        let mut rest = row;
         let mut base = start;
         ancestors.iter().map_while(move |&scope| {
             if rest.is_empty() {
                 return None;
             }
-            // Ancestors are sorted, so the search resumes where the previous one ended.
-            let skip = rest.partition_point(|a| a.scope < scope);
+            // Ancestors are sorted, so the search resumes where the previous one ended: a
+            // merge on short rows, a binary search on long ones.
+            let skip = if rest.len() <= 64 {
+                // Sorted, so this counts a prefix; without an early exit it vectorizes.
+                rest.iter().filter(|&&x| x < scope).count()
+            } else {
+                rest.partition_point(|&x| x < scope)
+            };
             rest = &rest[skip..];
             base += skip as u32;
-            let len = rest.iter().take_while(|a| a.scope == scope).count();
+            let len = rest.iter().take_while(|&&x| x == scope).count();
             let group = base..base + len as u32;
             rest = &rest[len..];
             base += len as u32;
@@ -633,10 +650,20 @@ impl Snapshot {
         let a = &self.assignments[i as usize];
         Reason::RoleAssignment {
             role: &self.roles[a.role as usize].name,
-            assignment_id: self.assignment_ids.get(self.assignment_order[i as usize]),
-            scope: self.scopes[a.scope as usize].as_str(),
+            assignment_id: self.assignment_id(i),
+            scope: self.scopes[self.assignment_scopes[i as usize] as usize].as_str(),
             via: &self.principal_names[a.principal as usize],
         }
+    }
+
+    fn assignment_id(&self, i: u32) -> Option<&str> {
+        let i = i as usize;
+        let start = match i.checked_sub(1) {
+            Some(j) => self.assignments.get(j)?.id_end,
+            None => 0,
+        };
+        let end = self.assignments.get(i)?.id_end;
+        self.assignment_ids.get(i, start, end)
     }
 
     /// Finds a role by name (case-insensitive) or id.

@@ -9,6 +9,14 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use crate::demo;
+
+/// `println!` without the panic when stdout is closed early (`iot-authz ... | head -1`):
+/// output that nobody reads is dropped.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
 use crate::policy::queries::HttpRequest;
 use crate::policy::source::{self, DEFAULT_MAX_POLICY_BYTES};
 use crate::policy::syntax::{self, Instant};
@@ -194,6 +202,9 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "IOT_AUTHZ_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// Worker threads of the runtime (0: one per CPU core).
+    #[arg(long, env = "IOT_AUTHZ_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
 }
 
 #[derive(Debug, Args)]
@@ -328,7 +339,7 @@ fn parse_at(at: &Option<String>) -> Result<Instant, CliError> {
 }
 
 fn print_json(value: &serde_json::Value) {
-    println!("{value}");
+    out!("{value}");
 }
 
 /// Runs a parsed command line.
@@ -474,15 +485,15 @@ fn check(args: &CheckArgs) -> CliResult {
             "revision": snapshot.revision,
         }));
     } else {
-        println!(
+        out!(
             "{}: {}",
             if decision.allowed { "allow" } else { "deny" },
             reason_text(&decision.reason)
         );
         if let (Some(a), Some(s)) = (&action, &scope) {
-            println!("action `{a}` at `{s}`");
+            out!("action `{a}` at `{s}`");
         }
-        println!("revision {}", snapshot.revision);
+        out!("revision {}", snapshot.revision);
     }
     Ok(if decision.allowed { EXIT_OK } else { EXIT_DENY })
 }
@@ -497,7 +508,7 @@ fn validate(args: &ValidateArgs) -> CliResult {
                     &json!({"valid": true, "problems": [], "revision": snapshot.revision, "counts": snapshot.counts}),
                 );
             } else {
-                println!(
+                out!(
                     "valid: {} document(s), {} role(s), {} assignment(s), revision {}",
                     snapshot.counts.documents,
                     snapshot.counts.roles,
@@ -517,9 +528,9 @@ fn validate(args: &ValidateArgs) -> CliResult {
                 print_json(&json!({"valid": false, "problems": problems}));
             } else {
                 for p in &e.problems {
-                    println!("{p}");
+                    out!("{p}");
                 }
-                println!("invalid: {} problem(s)", e.problems.len());
+                out!("invalid: {} problem(s)", e.problems.len());
             }
             Ok(EXIT_ERROR)
         }
@@ -589,7 +600,7 @@ fn import_azure(args: &ImportArgs) -> CliResult {
     }
     let doc = crate::import_azure::import(&files).map_err(|e| CliError(e.to_string()))?;
     if args.json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&doc).map_err(|e| CliError(e.to_string()))?
         );
@@ -621,14 +632,14 @@ fn permissions(args: &PermissionsArgs) -> CliResult {
     } else {
         for p in &perms {
             let via: Vec<String> = p.assignments.iter().map(reason_text).collect();
-            println!(
+            out!(
                 "{}{}  <- {}",
                 p.action,
                 if p.data_action { " (data)" } else { "" },
                 via.join("; ")
             );
         }
-        println!("{} action(s), revision {}", perms.len(), snapshot.revision);
+        out!("{} action(s), revision {}", perms.len(), snapshot.revision);
     }
     Ok(EXIT_OK)
 }
@@ -643,12 +654,12 @@ fn who_can(args: &WhoCanArgs) -> CliResult {
         );
     } else {
         for p in &who.principals {
-            println!("principal {p}");
+            out!("principal {p}");
         }
         for g in &who.groups {
-            println!("group {g}");
+            out!("group {g}");
         }
-        println!(
+        out!(
             "{} principal(s), {} group(s), revision {}",
             who.principals.len(),
             who.groups.len(),
@@ -670,7 +681,7 @@ fn can_assign(args: &CanAssignArgs) -> CliResult {
             "revision": snapshot.revision,
         }));
     } else {
-        println!(
+        out!(
             "{}",
             if answer.allowed {
                 "may assign"
@@ -679,12 +690,12 @@ fn can_assign(args: &CanAssignArgs) -> CliResult {
             }
         );
         if let Some(m) = &answer.message {
-            println!("{m}");
+            out!("{m}");
         }
         for a in &answer.missing_actions {
-            println!("missing {a}");
+            out!("missing {a}");
         }
-        println!("revision {}", snapshot.revision);
+        out!("revision {}", snapshot.revision);
     }
     Ok(if answer.allowed { EXIT_OK } else { EXIT_DENY })
 }
@@ -710,12 +721,12 @@ fn load(args: &LoadArgs) -> CliResult {
         .block_on(crate::loadgen::run(options))
         .map_err(|e| CliError(format!("{e:#}")))?;
     if args.json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string(&report).map_err(|e| CliError(e.to_string()))?
         );
     } else {
-        println!(
+        out!(
             "{} {} conns={} inflight={}: {:.0} req/s, {:.0} checks/s, errors {}, allowed {}/{}",
             report.target,
             report.mode,
@@ -727,9 +738,13 @@ fn load(args: &LoadArgs) -> CliResult {
             report.allowed,
             report.checks
         );
-        println!(
+        out!(
             "latency us: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
-            report.p50_us, report.p90_us, report.p99_us, report.p999_us, report.max_us
+            report.p50_us,
+            report.p90_us,
+            report.p99_us,
+            report.p999_us,
+            report.max_us
         );
     }
     Ok(if report.errors == 0 {

@@ -77,7 +77,14 @@ fn first_policy(
 /// Runs the server until SIGTERM or SIGINT. An invalid policy at start-up exits 2.
 pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
     crate::install_crypto_provider();
-    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if args.worker_threads > 0 {
+        builder.worker_threads(args.worker_threads);
+    }
+    let runtime = builder
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     let telemetry = {
         let _entered = runtime.enter();
         crate::telemetry::init(&args.log_format)

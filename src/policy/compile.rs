@@ -10,8 +10,8 @@ use super::identity::IdentityConfig;
 use super::route::RouteTable;
 use super::snapshot::{
     ALWAYS, Assignment, CatalogAction, Counts, DenyAssignment, FastMap, FastSet, IdText, LowerBuf,
-    PrincipalIdx, PrincipalRows, Role, RoleIdx, Rows, ScopeIdx, Selector, Snapshot, Window,
-    lower_into,
+    PrincipalIdx, PrincipalRows, Role, RoleIdx, Rows, ScopeIdx, Selector, Snapshot, TagIndex,
+    Window, lower_into,
 };
 use super::source::{self, SourceDocument};
 use super::syntax::{
@@ -785,6 +785,27 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         }
     }
 
+    // Principal ids and scope keys as one text each, with `u32` offsets.
+    let mut principal_text = String::new();
+    let mut name_starts: Vec<u32> = Vec::with_capacity(principal_count + 1);
+    for name in principal_names.iter().map(|n| &**n).chain([""]) {
+        name_starts.push(u32::try_from(principal_text.len()).unwrap_or(u32::MAX));
+        principal_text.push_str(name);
+    }
+    let mut scope_text = String::new();
+    let mut key_starts: Vec<u32> = Vec::with_capacity(scope_count + 1);
+    for key in scopes.scopes.iter().map(Scope::key).chain([""]) {
+        key_starts.push(u32::try_from(scope_text.len()).unwrap_or(u32::MAX));
+        scope_text.push_str(key);
+    }
+    if u32::try_from(principal_text.len()).is_err() || u32::try_from(scope_text.len()).is_err() {
+        problems.push(
+            docs.first().map_or("", |(n, _)| n.as_str()),
+            "policy",
+            "principal ids or scopes exceed 4 GiB in total".into(),
+        );
+    }
+
     if !problems.0.is_empty() {
         return Err(PolicyError {
             problems: problems.0,
@@ -829,28 +850,34 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     let assignment_scopes: Vec<ScopeIdx> = slots.iter().map(|&(s, _)| s).collect();
     let assignment_order: Vec<u32> = slots.iter().map(|&(_, n)| n).collect();
     drop(slots);
-    let principal_rows: Vec<PrincipalRows> = member_of
-        .offsets
+    let principal_rows: Vec<PrincipalRows> = name_starts
         .iter()
+        .zip(&member_of.offsets)
         .zip(&assignment_rows)
-        .map(|(&groups, &assignments)| PrincipalRows {
+        .map(|((&name, &groups), &assignments)| PrincipalRows {
+            name,
             groups,
             assignments,
         })
         .collect();
     drop(assignment_rows);
-    let scope_index: FastMap<Box<str>, (u32, u32)> = scopes
-        .index
-        .into_iter()
-        .map(|(key, s)| {
-            let s = s as usize;
-            let range = match (ancestors.offsets.get(s), ancestors.offsets.get(s + 1)) {
-                (Some(&a), Some(&b)) => (a, b),
-                _ => (0, 0),
-            };
-            (key, range)
-        })
-        .collect();
+    let principal_index = TagIndex::build(
+        &principal_text,
+        name_starts
+            .iter()
+            .zip(&name_starts[1..])
+            .map(|(&a, &b)| (a, b)),
+    );
+    drop(principal_names);
+    drop(principals.index);
+    let scope_index = TagIndex::build(
+        &scope_text,
+        key_starts
+            .iter()
+            .zip(&key_starts[1..])
+            .map(|(&a, &b)| (a, b)),
+    );
+    drop(scopes.index);
     let denies_by_scope = Rows::build(
         scope_count,
         denies
@@ -890,10 +917,11 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         identity,
         tests,
         counts,
-        principal_index: principals.index,
-        principal_names,
+        principal_text,
+        principal_index,
         member_of,
         principal_rows,
+        scope_text,
         scope_index,
         scopes: scopes.scopes,
         ancestors,

@@ -208,7 +208,7 @@ impl Snapshot {
         syntax::check_action(action).map_err(RequestError::Action)?;
         syntax::normalize_scope(scope).map_err(RequestError::Scope)?;
         let mut out = WhoCan::default();
-        for p in 0..self.principal_names.len() {
+        for p in 0..self.principal_count() {
             let name = self.principal_name(u32::try_from(p).unwrap_or(u32::MAX));
             let decision = self.check(&CheckRequest {
                 principal: name,

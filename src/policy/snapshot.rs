@@ -129,12 +129,73 @@ impl IdText {
     }
 }
 
-/// Where a principal's rows start: in `member_of` and in the assignments. Entry `p + 1`
-/// ends the rows of `p`.
+/// Where a principal's id and rows start: in [`Snapshot::principal_text`], in
+/// `member_of` and in the assignments. Entry `p + 1` ends those of `p`.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct PrincipalRows {
+    pub name: u32,
     pub groups: u32,
     pub assignments: u32,
+}
+
+/// A string-keyed open-addressing index to dense `u32` values whose keys are spans of one
+/// text held by the caller. A slot is 16 bytes: a 32-bit hash tag, the value and the span
+/// of its key, so a lookup reads one slot and then the key, with no pointer in between.
+/// Built once from policy keys; lookups never insert.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TagIndex {
+    /// `[tag, value + 1, key start, key end]`; a zero second word is an empty slot. At
+    /// most half full.
+    slots: Vec<[u32; 4]>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl TagIndex {
+    /// Indexes keys given as `text[start..end]` spans: key `i` maps to `i`. The keys must
+    /// be distinct.
+    pub fn build(text: &str, spans: impl ExactSizeIterator<Item = (u32, u32)>) -> Self {
+        let size = (spans.len() * 2).next_power_of_two().max(8);
+        let mut index = Self {
+            slots: vec![[0; 4]; size],
+            hasher: foldhash::fast::RandomState::default(),
+        };
+        let mask = size - 1;
+        for (value, (start, end)) in spans.enumerate() {
+            let key = text.get(start as usize..end as usize).unwrap_or_default();
+            let (tag, mut i) = index.hash(key, mask);
+            while index.slots[i][1] != 0 {
+                i = (i + 1) & mask;
+            }
+            let value = u32::try_from(value + 1).unwrap_or(u32::MAX);
+            index.slots[i] = [tag, value, start, end];
+        }
+        index
+    }
+
+    /// The tag and the first slot of a key.
+    fn hash(&self, key: &str, mask: usize) -> (u32, usize) {
+        use std::hash::BuildHasher;
+        let h = self.hasher.hash_one(key);
+        ((h >> 32) as u32, h as usize & mask)
+    }
+
+    /// The value of `key`, whose candidates are compared against `text`.
+    pub fn get(&self, key: &str, text: &str) -> Option<u32> {
+        let mask = self.slots.len().checked_sub(1)?;
+        let (tag, mut i) = self.hash(key, mask);
+        for _ in 0..self.slots.len() {
+            let [t, value, start, end] = self.slots[i];
+            if value == 0 {
+                return None;
+            }
+            if t == tag && text.as_bytes().get(start as usize..end as usize) == Some(key.as_bytes())
+            {
+                return Some(value - 1);
+            }
+            i = (i + 1) & mask;
+        }
+        None
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -257,15 +318,17 @@ pub struct Snapshot {
     /// The `tests:` cases with the document each came from.
     pub tests: Vec<(String, TestCaseDoc)>,
     pub counts: Counts,
-    pub(crate) principal_index: FastMap<Box<str>, PrincipalIdx>,
-    pub(crate) principal_names: Vec<Box<str>>,
+    /// Principal ids by index, as one text (see [`PrincipalRows`]).
+    pub(crate) principal_text: String,
+    pub(crate) principal_index: TagIndex,
     /// For each principal, every group that contains it, transitively (sorted).
     pub(crate) member_of: Rows,
-    /// For each principal and one more, where its rows start (adjacent, so one cache line
-    /// gives both rows of a principal).
+    /// For each principal and one more, where its id and rows start (adjacent, so one
+    /// cache line gives all of them).
     pub(crate) principal_rows: Vec<PrincipalRows>,
-    /// Each known scope's lowercase key to the range of its row in `ancestors.items`.
-    pub(crate) scope_index: FastMap<Box<str>, (u32, u32)>,
+    /// Lowercase scope keys by index, as one text (spans in `scope_index`).
+    pub(crate) scope_text: String,
+    pub(crate) scope_index: TagIndex,
     pub(crate) scopes: Vec<Scope>,
     /// For each known scope, its ancestors among known scopes, itself included (sorted).
     pub(crate) ancestors: Rows,
@@ -469,7 +532,7 @@ impl Snapshot {
         let mut subjects = Subjects::new();
         if groups.is_empty() {
             // The closure of one principal is already sorted and never holds the principal.
-            if let Some(&p) = self.principal_index.get(principal) {
+            if let Some(p) = self.principal_index(principal) {
                 let row = self.groups_of(p);
                 let at = row.partition_point(|&g| g < p);
                 subjects.extend_from_slice(&row[..at]);
@@ -479,7 +542,7 @@ impl Snapshot {
             return subjects;
         }
         for name in std::iter::once(principal).chain(groups.iter().map(String::as_str)) {
-            if let Some(&p) = self.principal_index.get(name) {
+            if let Some(p) = self.principal_index(name) {
                 subjects.push(p);
                 subjects.extend_from_slice(self.groups_of(p));
             }
@@ -487,6 +550,11 @@ impl Snapshot {
         subjects.sort_unstable();
         subjects.dedup();
         subjects
+    }
+
+    /// The index of a known principal.
+    fn principal_index(&self, name: &str) -> Option<PrincipalIdx> {
+        self.principal_index.get(name, &self.principal_text)
     }
 
     /// Every group that contains principal `p`, transitively (sorted).
@@ -508,9 +576,8 @@ impl Snapshot {
         let mut buf = LowerBuf::new();
         let key = lower_into(scope, &mut buf);
         scope_prefixes(key)
-            .find_map(|prefix| self.scope_index.get(prefix))
-            .and_then(|&(a, b)| self.ancestors.items.get(a as usize..b as usize))
-            .unwrap_or_default()
+            .find_map(|prefix| self.scope_index.get(prefix, &self.scope_text))
+            .map_or(&[], |s| self.ancestors.row(s))
     }
 
     /// Steps 3 to 5 of SPEC §3 over precomputed subjects and ancestors.
@@ -652,7 +719,7 @@ impl Snapshot {
             role: &self.roles[a.role as usize].name,
             assignment_id: self.assignment_id(i),
             scope: self.scopes[self.assignment_scopes[i as usize] as usize].as_str(),
-            via: &self.principal_names[a.principal as usize],
+            via: self.principal_name(a.principal),
         }
     }
 
@@ -684,7 +751,19 @@ impl Snapshot {
 
     /// The spelling of a known principal.
     pub(crate) fn principal_name(&self, p: PrincipalIdx) -> &str {
-        &self.principal_names[p as usize]
+        let p = p as usize;
+        match (self.principal_rows.get(p), self.principal_rows.get(p + 1)) {
+            (Some(a), Some(b)) => self
+                .principal_text
+                .get(a.name as usize..b.name as usize)
+                .unwrap_or_default(),
+            _ => "",
+        }
+    }
+
+    /// How many principals the policy knows.
+    pub(crate) fn principal_count(&self) -> usize {
+        self.principal_rows.len().saturating_sub(1)
     }
 
     /// Describes a scope for messages.

@@ -458,6 +458,70 @@ mod tests {
     }
 
     #[test]
+    fn fast_paths_agree_with_the_full_checks() {
+        let samples = [
+            "",
+            "/",
+            "//",
+            "///",
+            "/a",
+            "/a/",
+            "/a//",
+            "/A/b",
+            "/a/./b",
+            "/a/../b",
+            "/./",
+            "/..",
+            "/...",
+            "/.a",
+            "/a.",
+            "/a\\b",
+            "/a\u{7f}",
+            "/a\tb",
+            "/é",
+            "a/b",
+            "/a/b/",
+            "user:alice",
+            "user:",
+            ":x",
+            "robot:x",
+            "group:g1",
+            "user:a\u{85}b",
+            "user:a b",
+            "user:é",
+            "user:a:b",
+            "Microsoft.Edge/*",
+            "a*b",
+            "*",
+            "a b",
+            "a\u{a0}b",
+            "\t",
+            "ab\u{7f}",
+            "x/read",
+        ];
+        for text in samples {
+            assert_eq!(
+                normalize_scope(text),
+                normalize_scope_slow(text),
+                "{text:?}"
+            );
+            assert_eq!(principal_type(text), principal_type_slow(text), "{text:?}");
+            assert_eq!(check_pattern(text), check_pattern_slow(text), "{text:?}");
+            let full = check_pattern_slow(text).and_then(|()| {
+                if text.contains('*') {
+                    Err(format!(
+                        "action `{}` must not contain `*` here",
+                        escape(text)
+                    ))
+                } else {
+                    Ok(())
+                }
+            });
+            assert_eq!(check_action(text), full, "{text:?}");
+        }
+    }
+
+    #[test]
     fn principals_are_typed() {
         assert_eq!(principal_type("user:alice").unwrap(), "user");
         assert!(principal_type("alice").is_err());

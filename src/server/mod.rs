@@ -272,16 +272,18 @@ impl App {
         }
     }
 
-    /// Swaps in a new policy: one atomic store; requests in flight keep the old one.
-    pub fn install(&self, snapshot: crate::policy::Snapshot) {
+    /// Swaps in a new policy: one atomic store; requests in flight keep the old one, which
+    /// is returned (see [`state::retire`]).
+    pub fn install(&self, snapshot: crate::policy::Snapshot) -> Option<Arc<state::LoadedPolicy>> {
         let revision = snapshot.revision.clone();
-        self.policy.install(snapshot);
+        let previous = self.policy.install(snapshot);
         if let Some(cache) = &self.cache {
             cache.clear();
         }
         self.metrics
             .policy_installed(&revision, unix_seconds(std::time::SystemTime::now()));
         tracing::info!(%revision, "policy installed");
+        previous
     }
 
     /// Evaluates one request on `policy`, through the decision cache when there is one.

@@ -71,10 +71,11 @@ impl PolicyState {
         self.current.load_full()
     }
 
-    /// Swaps in a new snapshot and clears the last error.
-    pub fn install(&self, snapshot: Snapshot) {
+    /// Swaps in a new snapshot and clears the last error. Returns the snapshot it replaced,
+    /// so that the caller decides on which thread its memory is freed.
+    pub fn install(&self, snapshot: Snapshot) -> Option<Arc<LoadedPolicy>> {
         let revision = snapshot.revision.clone();
-        self.current.store(Some(Arc::new(LoadedPolicy {
+        let previous = self.current.swap(Some(Arc::new(LoadedPolicy {
             snapshot,
             loaded_at: SystemTime::now(),
             generation: self.generations.fetch_add(1, Ordering::Relaxed) + 1,
@@ -83,6 +84,7 @@ impl PolicyState {
             *e = None;
         }
         self.revision.send_replace(Some(revision));
+        previous
     }
 
     /// Records a failed load; the current snapshot keeps serving.
@@ -102,4 +104,20 @@ impl PolicyState {
     pub fn is_ready(&self) -> bool {
         self.current.load().is_some()
     }
+}
+
+/// Frees a replaced policy off the request path. Requests in flight may still hold it; the
+/// last of them would otherwise free it on a runtime worker, and freeing a policy of a
+/// million assignments takes long enough to show in the latency tail. So the caller (the
+/// thread that compiled its successor) waits until it holds the only reference, up to
+/// `patience`, then frees it. After that a straggler frees it, which is still correct.
+pub fn retire(previous: Option<Arc<LoadedPolicy>>, patience: std::time::Duration) {
+    let Some(previous) = previous else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + patience;
+    while Arc::strong_count(&previous) > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    drop(previous);
 }

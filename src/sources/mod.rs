@@ -9,6 +9,10 @@ use std::sync::Arc;
 
 use crate::policy::{PolicyError, SourceDocument, compile_sources, source};
 use crate::server::App;
+use crate::server::state::retire;
+
+/// How long a load waits for requests in flight to let go of the policy it replaced.
+const RETIRE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What one load attempt did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,32 +40,29 @@ impl Loader {
         &self.app
     }
 
-    /// Reads with `read`, then compiles and installs, all on a blocking thread so that the
-    /// request path never waits for it.
+    /// Reads with `read`, then compiles and installs, all on a thread of its own so that
+    /// the request path never waits for it; that thread also frees the policy it replaced.
     pub async fn load<F>(&self, read: F) -> LoadOutcome
     where
         F: FnOnce() -> Result<Vec<SourceDocument>, PolicyError> + Send + 'static,
     {
-        let current = self
-            .app
-            .policy
-            .current()
-            .map(|p| p.snapshot.revision.clone());
-        let result = tokio::task::spawn_blocking(move || -> Result<Option<_>, PolicyError> {
+        let app = self.app.clone();
+        let current = app.policy.current().map(|p| p.snapshot.revision.clone());
+        let result = tokio::task::spawn_blocking(move || -> Result<LoadOutcome, PolicyError> {
             let sources = read()?;
             if current.as_deref() == Some(source::revision(&sources).as_str()) {
-                return Ok(None);
+                return Ok(LoadOutcome::Unchanged);
             }
-            compile_sources(&sources).map(Some)
+            let snapshot = compile_sources(&sources)?;
+            drop(sources);
+            let revision = snapshot.revision.clone();
+            let previous = app.install(snapshot);
+            retire(previous, RETIRE_PATIENCE);
+            Ok(LoadOutcome::Installed(revision))
         })
         .await;
         match result {
-            Ok(Ok(None)) => LoadOutcome::Unchanged,
-            Ok(Ok(Some(snapshot))) => {
-                let revision = snapshot.revision.clone();
-                self.app.install(snapshot);
-                LoadOutcome::Installed(revision)
-            }
+            Ok(Ok(outcome)) => outcome,
             Ok(Err(e)) => {
                 let message = e.to_string();
                 self.app.reject(message.clone());

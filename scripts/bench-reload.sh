@@ -27,13 +27,12 @@ wait_ready() { # http_port timeout_seconds
 }
 reloads() { curl -sf "http://127.0.0.1:$http/metrics" | awk '/^iot_authz_policy_reloads_total\{result="success"\}/ {print $2}'; }
 
-# A large policy beside the demo: users u0..uN-1 with built-in roles at every level of a
-# 10 subscription x 10 resource group x 100 target tree. Generation G changes one
-# assignment id, so every rewrite is a new revision that must be compiled and swapped in.
-gen() { # generation
-  python3 - "$assignments" "$1" > "$work/big.tmp" <<'PY'
+# A large policy beside the demo: users u0..u99999 with built-in roles at every level of a
+# 10 subscription x 10 resource group x 100 target tree.
+gen() {
+  python3 - "$assignments" > "$work/big.tmp" <<'PY'
 import json, random, sys
-n, generation = int(sys.argv[1]), int(sys.argv[2])
+n = int(sys.argv[1])
 rnd = random.Random(7)
 roles = ["Reader", "Contributor", "Owner", "Deployment Viewer", "Security Reader"]
 out = []
@@ -45,16 +44,23 @@ for i in range(n):
         scope += f"/resourceGroups/rg{g}"
     if level > 0.25:
         scope += f"/providers/Microsoft.Edge/targets/t{t}"
-    out.append({"id": f"big-{generation}-{i}" if i == 0 else f"big-{i}",
-                "principal": f"user:u{rnd.randrange(100000)}@contoso.com",
+    out.append({"id": f"big-{i}", "principal": f"user:u{rnd.randrange(100000)}@contoso.com",
                 "role": roles[rnd.randrange(len(roles))], "scope": scope})
 json.dump({"version": 1, "assignments": out}, sys.stdout, separators=(",", ":"))
 PY
   mv "$work/big.tmp" "$work/policy/big.json"
 }
+# Generation G: a one-assignment document beside it, written then renamed. Any change to
+# the watched directory reloads every document in it, so each generation is a new revision
+# of the whole 1M-assignment policy: read, parsed, validated, compiled and swapped in.
+touch_generation() { # G
+  printf 'version: 1\nassignments:\n  - {id: generation-%s, principal: "user:gen@contoso.com", role: Reader, scope: /subscriptions/b0}\n' "$1" > "$work/gen.tmp"
+  mv "$work/gen.tmp" "$work/policy/generation.yaml"
+}
 mkdir -p "$work/policy"
 t0=$(date +%s.%N)
-gen 0
+gen
+touch_generation 0
 echo "# generated $assignments assignments ($(du -h "$work/policy/big.json" | cut -f1)) in $(python3 -c "print(round($(date +%s.%N)-$t0,1))") s"
 
 grpc=$(free_port); http=$(free_port)
@@ -75,7 +81,7 @@ echo "steady:  $steady"
 
 before=$(reloads)
 # The rewriter: a new revision every $every seconds while the load runs.
-( g=1; while :; do sleep "$every"; gen "$g"; g=$((g + 1)); done ) & rewriter=$!; pids+=($rewriter)
+( g=1; while :; do sleep "$every"; touch_generation "$g"; g=$((g + 1)); done ) & rewriter=$!; pids+=($rewriter)
 during=$(load)
 kill "$rewriter" 2>/dev/null || true
 after=$(reloads)

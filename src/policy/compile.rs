@@ -10,8 +10,8 @@ use super::identity::IdentityConfig;
 use super::route::RouteTable;
 use super::snapshot::{
     ALWAYS, Assignment, CatalogAction, Counts, DenyAssignment, FastMap, FastSet, IdText, LowerBuf,
-    PrincipalIdx, PrincipalRows, Role, RoleIdx, Rows, ScopeIdx, Selector, Snapshot, TagIndex,
-    Window, lower_into,
+    PrincipalIdx, PrincipalIndex, PrincipalRows, Role, RoleIdx, Rows, ScopeIdx, Selector, Snapshot,
+    TagIndex, Window, assignment_key, lower_into,
 };
 use super::source::{self, SourceDocument};
 use super::syntax::{
@@ -847,7 +847,11 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     drop(pending);
     drop(ids);
     drop(id_ends);
-    let assignment_scopes: Vec<ScopeIdx> = slots.iter().map(|&(s, _)| s).collect();
+    let assignment_keys: Vec<u64> = slots
+        .iter()
+        .zip(&assignments)
+        .map(|(&(s, _), a)| assignment_key(s, a))
+        .collect();
     let assignment_order: Vec<u32> = slots.iter().map(|&(_, n)| n).collect();
     drop(slots);
     let principal_rows: Vec<PrincipalRows> = name_starts
@@ -861,13 +865,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         })
         .collect();
     drop(assignment_rows);
-    let principal_index = TagIndex::build(
-        &principal_text,
-        name_starts
-            .iter()
-            .zip(&name_starts[1..])
-            .map(|(&a, &b)| (a, b)),
-    );
+    let principal_index = PrincipalIndex::build(&principal_text, &principal_rows);
     drop(principal_names);
     drop(principals.index);
     let scope_index = TagIndex::build(
@@ -928,7 +926,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         roles,
         role_lookup,
         assignments,
-        assignment_scopes,
+        assignment_keys,
         assignment_order,
         assignment_ids,
         windows,

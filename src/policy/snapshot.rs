@@ -62,7 +62,7 @@ impl Role {
     }
 }
 
-/// A compiled role assignment (16 bytes). Its scope is in [`Snapshot::assignment_scopes`],
+/// A compiled role assignment (16 bytes). Its scope is in [`Snapshot::assignment_keys`],
 /// its time window in [`Snapshot::windows`] and its id in [`Snapshot::assignment_ids`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Assignment {
@@ -198,6 +198,116 @@ impl TagIndex {
     }
 }
 
+/// Principal ids up to this many bytes are held in their index slot.
+const INLINE_KEY: usize = 32;
+
+/// One slot of a [`PrincipalIndex`]: a cache line holding everything a check needs from
+/// the principal before it reads its rows (its group and assignment row bounds, and the
+/// id itself when it is short), so finding a principal costs one line.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(64))]
+pub(crate) struct PrincipalSlot {
+    tag: u32,
+    /// The principal's index plus one; 0 is an empty slot.
+    value: u32,
+    /// The span of the principal's groups in `member_of.items`.
+    pub groups: [u32; 2],
+    /// The span of the principal's assignments.
+    pub assignments: [u32; 2],
+    key_len: u32,
+    /// Where the id starts in the principal text (read only for ids longer than
+    /// [`INLINE_KEY`]).
+    key_start: u32,
+    inline: [u8; INLINE_KEY],
+}
+
+impl PrincipalSlot {
+    pub fn principal(&self) -> PrincipalIdx {
+        self.value.wrapping_sub(1)
+    }
+
+    fn holds(&self, key: &[u8], text: &str) -> bool {
+        if key.len() <= INLINE_KEY {
+            self.inline.get(..key.len()) == Some(key)
+        } else {
+            let start = self.key_start as usize;
+            text.as_bytes().get(start..start + key.len()) == Some(key)
+        }
+    }
+}
+
+/// The principal index: open addressing over [`PrincipalSlot`]s (at most half full).
+/// Built once from the policy; lookups never insert.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PrincipalIndex {
+    slots: Vec<PrincipalSlot>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl PrincipalIndex {
+    /// Indexes the principals of `rows` (one more entry than principals), whose ids are
+    /// spans of `text` and rows spans of `member_of` and the assignments.
+    pub fn build(text: &str, rows: &[PrincipalRows]) -> Self {
+        let count = rows.len().saturating_sub(1);
+        let size = (count * 2).next_power_of_two().max(8);
+        let mut index = Self {
+            slots: vec![PrincipalSlot::default(); size],
+            hasher: foldhash::fast::RandomState::default(),
+        };
+        let mask = size - 1;
+        for (p, w) in rows.windows(2).enumerate() {
+            let (a, b) = (w[0], w[1]);
+            let key = text
+                .get(a.name as usize..b.name as usize)
+                .unwrap_or_default();
+            let (tag, mut i) = index.hash(key, mask);
+            while index.slots[i].value != 0 {
+                i = (i + 1) & mask;
+            }
+            let mut slot = PrincipalSlot {
+                tag,
+                value: u32::try_from(p + 1).unwrap_or(u32::MAX),
+                groups: [a.groups, b.groups],
+                assignments: [a.assignments, b.assignments],
+                key_len: u32::try_from(key.len()).unwrap_or(u32::MAX),
+                key_start: a.name,
+                inline: [0; INLINE_KEY],
+            };
+            if let Some(dst) = slot.inline.get_mut(..key.len()) {
+                dst.copy_from_slice(key.as_bytes());
+            }
+            index.slots[i] = slot;
+        }
+        index
+    }
+
+    fn hash(&self, key: &str, mask: usize) -> (u32, usize) {
+        use std::hash::BuildHasher;
+        let h = self.hasher.hash_one(key);
+        ((h >> 32) as u32, h as usize & mask)
+    }
+
+    /// The slot of principal `key`, whose long ids are compared against `text`.
+    pub fn get(&self, key: &str, text: &str) -> Option<&PrincipalSlot> {
+        let mask = self.slots.len().checked_sub(1)?;
+        let (tag, mut i) = self.hash(key, mask);
+        for _ in 0..self.slots.len() {
+            let slot = &self.slots[i];
+            if slot.value == 0 {
+                return None;
+            }
+            if slot.tag == tag
+                && slot.key_len as usize == key.len()
+                && slot.holds(key.as_bytes(), text)
+            {
+                return Some(slot);
+            }
+            i = (i + 1) & mask;
+        }
+        None
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) enum Selector {
     Everyone,
@@ -320,7 +430,7 @@ pub struct Snapshot {
     pub counts: Counts,
     /// Principal ids by index, as one text (see [`PrincipalRows`]).
     pub(crate) principal_text: String,
-    pub(crate) principal_index: TagIndex,
+    pub(crate) principal_index: PrincipalIndex,
     /// For each principal, every group that contains it, transitively (sorted).
     pub(crate) member_of: Rows,
     /// For each principal and one more, where its id and rows start (adjacent, so one
@@ -338,9 +448,11 @@ pub struct Snapshot {
     /// policy order; `principal_rows` gives the range of each principal. The
     /// `assignment_*` vectors are parallel to it.
     pub(crate) assignments: Vec<Assignment>,
-    /// The scope of each assignment: a principal's row of scopes is contiguous and sorted,
-    /// so a probe for one scope reads a cache line or two.
-    pub(crate) assignment_scopes: Vec<ScopeIdx>,
+    /// The scope of each assignment (high 32 bits) and, when it is always active, its
+    /// role (low 32 bits; [`u32::MAX`] when the record must be read): a principal's row is
+    /// contiguous and sorted, so a probe for one scope reads a cache line or two, and a
+    /// candidate whose role does not grant the action is rejected without its record.
+    pub(crate) assignment_keys: Vec<u64>,
     /// The policy (load) order of each assignment: among the grants of a subject, the
     /// first in this order is reported.
     pub(crate) assignment_order: Vec<u32>,
@@ -467,8 +579,27 @@ pub(crate) fn lower_into<'b>(text: &str, buf: &'b mut LowerBuf) -> &'b str {
     std::str::from_utf8(buf.as_slice()).unwrap_or_default()
 }
 
-/// The subjects of a request: the principal, its token groups and every containing group.
-pub(crate) type Subjects = SmallVec<[PrincipalIdx; 16]>;
+/// The subjects of a request: the principal, its token groups and every containing group
+/// (sorted), with the requesting principal's assignment row when it is known.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Subjects {
+    list: SmallVec<[PrincipalIdx; 16]>,
+    principal: Option<(PrincipalIdx, [u32; 2])>,
+}
+
+impl std::ops::Deref for Subjects {
+    type Target = [PrincipalIdx];
+
+    fn deref(&self) -> &[PrincipalIdx] {
+        &self.list
+    }
+}
+
+/// The key of an assignment in [`Snapshot::assignment_keys`].
+pub(crate) fn assignment_key(scope: ScopeIdx, a: &Assignment) -> u64 {
+    let role = if a.window == 0 { a.role } else { u32::MAX };
+    (u64::from(scope) << 32) | u64::from(role)
+}
 
 impl Snapshot {
     /// Evaluates one request (SPEC §3).
@@ -529,44 +660,56 @@ impl Snapshot {
 
     /// Subjects(P) ∪ G, closed under group membership, sorted and deduplicated.
     pub(crate) fn subjects(&self, principal: &str, groups: &[String]) -> Subjects {
-        let mut subjects = Subjects::new();
+        let mut subjects = Subjects::default();
         if groups.is_empty() {
             // The closure of one principal is already sorted and never holds the principal.
-            if let Some(p) = self.principal_index(principal) {
-                let row = self.groups_of(p);
+            if let Some(slot) = self.principal_slot(principal) {
+                let p = slot.principal();
+                let row = self
+                    .member_of
+                    .items
+                    .get(slot.groups[0] as usize..slot.groups[1] as usize)
+                    .unwrap_or_default();
                 let at = row.partition_point(|&g| g < p);
-                subjects.extend_from_slice(&row[..at]);
-                subjects.push(p);
-                subjects.extend_from_slice(&row[at..]);
+                subjects.list.extend_from_slice(&row[..at]);
+                subjects.list.push(p);
+                subjects.list.extend_from_slice(&row[at..]);
+                subjects.principal = Some((p, slot.assignments));
             }
             return subjects;
         }
         for name in std::iter::once(principal).chain(groups.iter().map(String::as_str)) {
-            if let Some(p) = self.principal_index(name) {
-                subjects.push(p);
-                subjects.extend_from_slice(self.groups_of(p));
+            if let Some(slot) = self.principal_slot(name) {
+                subjects.list.push(slot.principal());
+                subjects.list.extend_from_slice(
+                    self.member_of
+                        .items
+                        .get(slot.groups[0] as usize..slot.groups[1] as usize)
+                        .unwrap_or_default(),
+                );
             }
         }
-        subjects.sort_unstable();
-        subjects.dedup();
+        subjects.list.sort_unstable();
+        subjects.list.dedup();
         subjects
     }
 
-    /// The index of a known principal.
-    fn principal_index(&self, name: &str) -> Option<PrincipalIdx> {
+    /// The index slot of a known principal.
+    fn principal_slot(&self, name: &str) -> Option<&PrincipalSlot> {
         self.principal_index.get(name, &self.principal_text)
     }
 
-    /// Every group that contains principal `p`, transitively (sorted).
-    fn groups_of(&self, p: PrincipalIdx) -> &[PrincipalIdx] {
-        let p = p as usize;
-        match (self.principal_rows.get(p), self.principal_rows.get(p + 1)) {
-            (Some(a), Some(b)) => self
-                .member_of
-                .items
-                .get(a.groups as usize..b.groups as usize)
-                .unwrap_or_default(),
-            _ => &[],
+    /// The span of subject `s`'s assignments.
+    fn assignment_row(&self, subjects: &Subjects, s: PrincipalIdx) -> [u32; 2] {
+        if let Some((p, row)) = subjects.principal
+            && p == s
+        {
+            return row;
+        }
+        let s = s as usize;
+        match (self.principal_rows.get(s), self.principal_rows.get(s + 1)) {
+            (Some(a), Some(b)) => [a.assignments, b.assignments],
+            _ => [0, 0],
         }
     }
 
@@ -583,7 +726,7 @@ impl Snapshot {
     /// Steps 3 to 5 of SPEC §3 over precomputed subjects and ancestors.
     pub(crate) fn evaluate(
         &self,
-        subjects: &[PrincipalIdx],
+        subjects: &Subjects,
         principal_type: &str,
         action: &str,
         data: bool,
@@ -609,7 +752,7 @@ impl Snapshot {
     /// order. Returns a position in `assignments`.
     pub(crate) fn find_grant(
         &self,
-        subjects: &[PrincipalIdx],
+        subjects: &Subjects,
         action: &str,
         data: bool,
         ancestors: &[ScopeIdx],
@@ -617,12 +760,12 @@ impl Snapshot {
     ) -> Option<u32> {
         subjects.iter().find_map(|&s| {
             let mut best: Option<u32> = None;
-            for group in self.rows_at(s, ancestors) {
+            for group in self.rows_at(self.assignment_row(subjects, s), ancestors) {
                 // Within one scope the row is in policy order: the first grant is the
                 // earliest of the group.
                 let Some(i) = group
                     .into_iter()
-                    .find(|&i| self.grants(i, action, data, at))
+                    .find(|&i| self.grants_keyed(i, action, data, at))
                 else {
                     continue;
                 };
@@ -650,8 +793,15 @@ impl Snapshot {
         ancestors: &[ScopeIdx],
         at: Instant,
     ) -> SmallVec<[u32; 8]> {
+        let row = match (
+            self.principal_rows.get(s as usize),
+            self.principal_rows.get(s as usize + 1),
+        ) {
+            (Some(a), Some(b)) => [a.assignments, b.assignments],
+            _ => [0, 0],
+        };
         let mut out: SmallVec<[u32; 8]> = self
-            .rows_at(s, ancestors)
+            .rows_at(row, ancestors)
             .flatten()
             .filter(|&i| self.grants(i, action, data, at))
             .collect();
@@ -659,20 +809,15 @@ impl Snapshot {
         out
     }
 
-    /// For each ancestor, the positions of subject `s`'s assignments at that scope: a
-    /// binary search in the principal's row, so independent of how many it holds.
+    /// For each ancestor, the positions of the assignments of row `start..end` at that
+    /// scope: a binary search in the principal's row, so independent of how many it holds.
     fn rows_at<'a>(
         &'a self,
-        s: PrincipalIdx,
+        [start, end]: [u32; 2],
         ancestors: &'a [ScopeIdx],
     ) -> impl Iterator<Item = std::ops::Range<u32>> + 'a {
-        let s = s as usize;
-        let (start, end) = match (self.principal_rows.get(s), self.principal_rows.get(s + 1)) {
-            (Some(a), Some(b)) => (a.assignments, b.assignments),
-            _ => (0, 0),
-        };
         let mut rest = self
-            .assignment_scopes
+            .assignment_keys
             .get(start as usize..end as usize)
             .unwrap_or_default();
         let mut base = start;
@@ -680,22 +825,36 @@ impl Snapshot {
             if rest.is_empty() {
                 return None;
             }
+            let low = u64::from(scope) << 32;
             // Ancestors are sorted, so the search resumes where the previous one ended: a
             // merge on short rows, a binary search on long ones.
             let skip = if rest.len() <= 64 {
                 // Sorted, so this counts a prefix; without an early exit it vectorizes.
-                rest.iter().filter(|&&x| x < scope).count()
+                rest.iter().filter(|&&x| x < low).count()
             } else {
-                rest.partition_point(|&x| x < scope)
+                rest.partition_point(|&x| x < low)
             };
             rest = &rest[skip..];
             base += skip as u32;
-            let len = rest.iter().take_while(|&&x| x == scope).count();
+            let len = rest
+                .iter()
+                .take_while(|&&x| x >> 32 == u64::from(scope))
+                .count();
             let group = base..base + len as u32;
             rest = &rest[len..];
             base += len as u32;
             Some(group)
         })
+    }
+
+    /// [`Snapshot::grants`], reading the record only for assignments with a time window.
+    fn grants_keyed(&self, i: u32, action: &str, data: bool, at: Instant) -> bool {
+        match self.assignment_keys.get(i as usize) {
+            Some(&key) if key as u32 != u32::MAX => {
+                self.roles[key as u32 as usize].grants(action, data)
+            }
+            _ => self.grants(i, action, data, at),
+        }
     }
 
     /// Whether the assignment at position `i` is active at `at` and its role grants the
@@ -718,7 +877,7 @@ impl Snapshot {
         Reason::RoleAssignment {
             role: &self.roles[a.role as usize].name,
             assignment_id: self.assignment_id(i),
-            scope: self.scopes[self.assignment_scopes[i as usize] as usize].as_str(),
+            scope: self.scopes[(self.assignment_keys[i as usize] >> 32) as usize].as_str(),
             via: self.principal_name(a.principal),
         }
     }

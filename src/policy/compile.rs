@@ -854,6 +854,17 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         .collect();
     let assignment_order: Vec<u32> = slots.iter().map(|&(_, n)| n).collect();
     drop(slots);
+    let member_rows: Vec<[u32; 2]> = member_of
+        .items
+        .iter()
+        .map(|&g| {
+            let g = g as usize;
+            match (assignment_rows.get(g), assignment_rows.get(g + 1)) {
+                (Some(&a), Some(&b)) => [a, b],
+                _ => [0, 0],
+            }
+        })
+        .collect();
     let principal_rows: Vec<PrincipalRows> = name_starts
         .iter()
         .zip(&member_of.offsets)
@@ -918,6 +929,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         principal_text,
         principal_index,
         member_of,
+        member_rows,
         principal_rows,
         scope_text,
         scope_index,

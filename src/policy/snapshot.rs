@@ -226,6 +226,18 @@ impl PrincipalSlot {
         self.value.wrapping_sub(1)
     }
 
+    /// The principal's id (`text` is the principal text).
+    pub fn name<'t>(&'t self, text: &'t str) -> &'t str {
+        let len = self.key_len as usize;
+        match self.inline.get(..len) {
+            Some(bytes) => std::str::from_utf8(bytes).unwrap_or_default(),
+            None => {
+                let start = self.key_start as usize;
+                text.get(start..start + len).unwrap_or_default()
+            }
+        }
+    }
+
     fn holds(&self, key: &[u8], text: &str) -> bool {
         if key.len() <= INLINE_KEY {
             self.inline.get(..key.len()) == Some(key)
@@ -433,6 +445,9 @@ pub struct Snapshot {
     pub(crate) principal_index: PrincipalIndex,
     /// For each principal, every group that contains it, transitively (sorted).
     pub(crate) member_of: Rows,
+    /// The assignment row of each group in `member_of.items` (parallel to it), so a
+    /// principal's groups come with their rows.
+    pub(crate) member_rows: Vec<[u32; 2]>,
     /// For each principal and one more, where its id and rows start (adjacent, so one
     /// cache line gives all of them).
     pub(crate) principal_rows: Vec<PrincipalRows>,
@@ -584,7 +599,8 @@ pub(crate) fn lower_into<'b>(text: &str, buf: &'b mut LowerBuf) -> &'b str {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Subjects {
     list: SmallVec<[PrincipalIdx; 16]>,
-    principal: Option<(PrincipalIdx, [u32; 2])>,
+    /// The assignment row of each subject (parallel to `list`).
+    rows: SmallVec<[[u32; 2]; 16]>,
 }
 
 impl std::ops::Deref for Subjects {
@@ -604,39 +620,63 @@ pub(crate) fn assignment_key(scope: ScopeIdx, a: &Assignment) -> u64 {
 impl Snapshot {
     /// Evaluates one request (SPEC §3).
     pub fn check(&self, req: &CheckRequest<'_>) -> Result<Decision<'_>, RequestError> {
-        self.verdict(req).map(|v| self.explain(v))
+        self.decide(req).map(|(v, slot)| self.explain_with(v, slot))
     }
 
     /// Evaluates one request to a [`Verdict`]: the decision as indices into this snapshot,
     /// which [`Snapshot::explain`] turns into names. Caches keep verdicts.
     pub fn verdict(&self, req: &CheckRequest<'_>) -> Result<Verdict, RequestError> {
+        self.decide(req).map(|(v, _)| v)
+    }
+
+    /// The verdict, with the requesting principal's index slot when it is known.
+    fn decide(
+        &self,
+        req: &CheckRequest<'_>,
+    ) -> Result<(Verdict, Option<&PrincipalSlot>), RequestError> {
         let principal_type =
             syntax::principal_type(req.principal).map_err(RequestError::Principal)?;
+        // Looked up before the rest is validated, so its cache misses overlap that work.
+        let slot = self.principal_slot(req.principal);
         for group in req.groups {
             syntax::group_id(group).map_err(RequestError::Group)?;
         }
         syntax::check_action(req.action).map_err(RequestError::Action)?;
         let scope = syntax::normalize_scope(req.scope).map_err(RequestError::Scope)?;
-        let subjects = self.subjects(req.principal, req.groups);
+        let ancestors = self.ancestors_of(scope);
+        let subjects = if req.groups.is_empty() {
+            self.subjects_of(slot)
+        } else {
+            self.subjects(req.principal, req.groups)
+        };
         let mut action_buf = LowerBuf::new();
         let action = lower_into(req.action, &mut action_buf);
-        let ancestors = self.ancestors_of(scope);
-        Ok(self.evaluate(
+        let verdict = self.evaluate(
             &subjects,
             principal_type,
             action,
             req.data_action,
             ancestors,
             req.at,
-        ))
+        );
+        Ok((verdict, slot))
     }
 
     /// The decision a verdict stands for, with names from this snapshot.
     pub fn explain(&self, verdict: Verdict) -> Decision<'_> {
+        self.explain_with(verdict, None)
+    }
+
+    /// [`Snapshot::explain`], taking the requesting principal's id from its slot.
+    fn explain_with<'s>(
+        &'s self,
+        verdict: Verdict,
+        slot: Option<&'s PrincipalSlot>,
+    ) -> Decision<'s> {
         match verdict {
             Verdict::Grant { assignment } => Decision {
                 allowed: true,
-                reason: self.grant_reason(assignment),
+                reason: self.grant_reason_with(assignment, slot),
             },
             Verdict::Deny { deny } => Decision::deny(Reason::DenyAssignment {
                 deny_assignment: &self.denies[deny as usize].name,
@@ -660,24 +700,10 @@ impl Snapshot {
 
     /// Subjects(P) ∪ G, closed under group membership, sorted and deduplicated.
     pub(crate) fn subjects(&self, principal: &str, groups: &[String]) -> Subjects {
-        let mut subjects = Subjects::default();
         if groups.is_empty() {
-            // The closure of one principal is already sorted and never holds the principal.
-            if let Some(slot) = self.principal_slot(principal) {
-                let p = slot.principal();
-                let row = self
-                    .member_of
-                    .items
-                    .get(slot.groups[0] as usize..slot.groups[1] as usize)
-                    .unwrap_or_default();
-                let at = row.partition_point(|&g| g < p);
-                subjects.list.extend_from_slice(&row[..at]);
-                subjects.list.push(p);
-                subjects.list.extend_from_slice(&row[at..]);
-                subjects.principal = Some((p, slot.assignments));
-            }
-            return subjects;
+            return self.subjects_of(self.principal_slot(principal));
         }
+        let mut subjects = Subjects::default();
         for name in std::iter::once(principal).chain(groups.iter().map(String::as_str)) {
             if let Some(slot) = self.principal_slot(name) {
                 subjects.list.push(slot.principal());
@@ -691,26 +717,47 @@ impl Snapshot {
         }
         subjects.list.sort_unstable();
         subjects.list.dedup();
+        let rows = subjects
+            .list
+            .iter()
+            .map(|&s| {
+                let s = s as usize;
+                match (self.principal_rows.get(s), self.principal_rows.get(s + 1)) {
+                    (Some(a), Some(b)) => [a.assignments, b.assignments],
+                    _ => [0, 0],
+                }
+            })
+            .collect();
+        subjects.rows = rows;
+        subjects
+    }
+
+    /// The subjects of one principal without token groups: it and its groups, whose rows
+    /// come with them.
+    fn subjects_of(&self, slot: Option<&PrincipalSlot>) -> Subjects {
+        let mut subjects = Subjects::default();
+        let Some(slot) = slot else {
+            return subjects;
+        };
+        let p = slot.principal();
+        let span = slot.groups[0] as usize..slot.groups[1] as usize;
+        let groups = self.member_of.items.get(span.clone()).unwrap_or_default();
+        let rows = self.member_rows.get(span).unwrap_or_default();
+        // The closure of one principal is already sorted and never holds the principal.
+        let at = groups.partition_point(|&g| g < p);
+        subjects.list.extend_from_slice(&groups[..at]);
+        subjects.list.push(p);
+        subjects.list.extend_from_slice(&groups[at..]);
+        let at = at.min(rows.len());
+        subjects.rows.extend_from_slice(&rows[..at]);
+        subjects.rows.push(slot.assignments);
+        subjects.rows.extend_from_slice(&rows[at..]);
         subjects
     }
 
     /// The index slot of a known principal.
     fn principal_slot(&self, name: &str) -> Option<&PrincipalSlot> {
         self.principal_index.get(name, &self.principal_text)
-    }
-
-    /// The span of subject `s`'s assignments.
-    fn assignment_row(&self, subjects: &Subjects, s: PrincipalIdx) -> [u32; 2] {
-        if let Some((p, row)) = subjects.principal
-            && p == s
-        {
-            return row;
-        }
-        let s = s as usize;
-        match (self.principal_rows.get(s), self.principal_rows.get(s + 1)) {
-            (Some(a), Some(b)) => [a.assignments, b.assignments],
-            _ => [0, 0],
-        }
     }
 
     /// Ancestors(S) among the scopes the policy knows: the closure of S's longest known
@@ -758,9 +805,27 @@ impl Snapshot {
         ancestors: &[ScopeIdx],
         at: Instant,
     ) -> Option<u32> {
-        subjects.iter().find_map(|&s| {
+        let (Some(&low), Some(&high)) = (ancestors.first(), ancestors.last()) else {
+            return None;
+        };
+        // First the rows whose scope range meets the ancestors': one tight pass over the
+        // rows' ends, so their cache misses overlap.
+        let mut live: SmallVec<[[u32; 2]; 16]> = SmallVec::new();
+        for &[start, end] in &subjects.rows {
+            let row = self
+                .assignment_keys
+                .get(start as usize..end as usize)
+                .unwrap_or_default();
+            if let (Some(&first), Some(&last)) = (row.first(), row.last())
+                && (first >> 32) as u32 <= high
+                && (last >> 32) as u32 >= low
+            {
+                live.push([start, end]);
+            }
+        }
+        live.into_iter().find_map(|row| {
             let mut best: Option<u32> = None;
-            for group in self.rows_at(self.assignment_row(subjects, s), ancestors) {
+            for group in self.rows_at(row, ancestors) {
                 // Within one scope the row is in policy order: the first grant is the
                 // earliest of the group.
                 let Some(i) = group
@@ -873,12 +938,21 @@ impl Snapshot {
 
     /// The reason for a grant by the assignment at position `i`.
     pub(crate) fn grant_reason(&self, i: u32) -> Reason<'_> {
+        self.grant_reason_with(i, None)
+    }
+
+    /// [`Snapshot::grant_reason`], taking the holder's id from `slot` when it is theirs.
+    fn grant_reason_with<'s>(&'s self, i: u32, slot: Option<&'s PrincipalSlot>) -> Reason<'s> {
         let a = &self.assignments[i as usize];
+        let via = match slot {
+            Some(slot) if slot.principal() == a.principal => slot.name(&self.principal_text),
+            _ => self.principal_name(a.principal),
+        };
         Reason::RoleAssignment {
             role: &self.roles[a.role as usize].name,
             assignment_id: self.assignment_id(i),
             scope: self.scopes[(self.assignment_keys[i as usize] >> 32) as usize].as_str(),
-            via: self.principal_name(a.principal),
+            via,
         }
     }
 

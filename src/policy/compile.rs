@@ -854,14 +854,14 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         .collect();
     let assignment_order: Vec<u32> = slots.iter().map(|&(_, n)| n).collect();
     drop(slots);
-    let member_rows: Vec<[u32; 2]> = member_of
+    let member_rows: Vec<[u32; 3]> = member_of
         .items
         .iter()
         .map(|&g| {
-            let g = g as usize;
-            match (assignment_rows.get(g), assignment_rows.get(g + 1)) {
-                (Some(&a), Some(&b)) => [a, b],
-                _ => [0, 0],
+            let i = g as usize;
+            match (assignment_rows.get(i), assignment_rows.get(i + 1)) {
+                (Some(&a), Some(&b)) => [g, a, b],
+                _ => [g, 0, 0],
             }
         })
         .collect();

@@ -445,9 +445,9 @@ pub struct Snapshot {
     pub(crate) principal_index: PrincipalIndex,
     /// For each principal, every group that contains it, transitively (sorted).
     pub(crate) member_of: Rows,
-    /// The assignment row of each group in `member_of.items` (parallel to it), so a
-    /// principal's groups come with their rows.
-    pub(crate) member_rows: Vec<[u32; 2]>,
+    /// Each group in `member_of.items` (parallel to it) with its assignment row
+    /// `[group, start, end]`, so a principal's groups come with their rows in one read.
+    pub(crate) member_rows: Vec<[u32; 3]>,
     /// For each principal and one more, where its id and rows start (adjacent, so one
     /// cache line gives all of them).
     pub(crate) principal_rows: Vec<PrincipalRows>,
@@ -741,17 +741,19 @@ impl Snapshot {
         };
         let p = slot.principal();
         let span = slot.groups[0] as usize..slot.groups[1] as usize;
-        let groups = self.member_of.items.get(span.clone()).unwrap_or_default();
-        let rows = self.member_rows.get(span).unwrap_or_default();
+        let groups = self.member_rows.get(span).unwrap_or_default();
         // The closure of one principal is already sorted and never holds the principal.
-        let at = groups.partition_point(|&g| g < p);
-        subjects.list.extend_from_slice(&groups[..at]);
+        let at = groups.partition_point(|&[g, _, _]| g < p);
+        for &[g, start, end] in &groups[..at] {
+            subjects.list.push(g);
+            subjects.rows.push([start, end]);
+        }
         subjects.list.push(p);
-        subjects.list.extend_from_slice(&groups[at..]);
-        let at = at.min(rows.len());
-        subjects.rows.extend_from_slice(&rows[..at]);
         subjects.rows.push(slot.assignments);
-        subjects.rows.extend_from_slice(&rows[at..]);
+        for &[g, start, end] in &groups[at..] {
+            subjects.list.push(g);
+            subjects.rows.push([start, end]);
+        }
         subjects
     }
 
@@ -823,7 +825,7 @@ impl Snapshot {
                 live.push([start, end]);
             }
         }
-        live.into_iter().find_map(|row| {
+        live.iter().find_map(|&row| {
             let mut best: Option<u32> = None;
             for group in self.rows_at(row, ancestors) {
                 // Within one scope the row is in policy order: the first grant is the

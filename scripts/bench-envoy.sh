@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The real cost of authorization behind Envoy: the same HTTP load through Envoy with and
-# without the ext_authz filter, in the same run, alternating A/B several rounds.
+# The real cost of authorization behind Envoy: the same HTTP load through Envoy alone and
+# through Envoy with ext_authz (gRPC, and iot-authz's HTTP mode), in the same run,
+# alternating the sides for several rounds.
 #   - saturation: wrk (closed loop), requests/s, A/B ratio;
 #   - fixed moderate rate: `iot-authz load --target http --rate R` (latency from the
 #     intended send time), p50 and p99 added by authorization.
@@ -34,50 +35,78 @@ NGINX
 wait_port "$up"
 
 # iot-authz on the embedded demo policy.
-grpc=$(free_port)
-"$bin" serve --grpc-addr 127.0.0.1:"$grpc" --http-addr 127.0.0.1:0 > "$work/authz.out" 2>/dev/null & pids+=($!)
-wait_port "$grpc"
+grpc=$(free_port); http=$(free_port)
+"$bin" serve --grpc-addr 127.0.0.1:"$grpc" --http-addr 127.0.0.1:"$http" > "$work/authz.out" 2>/dev/null & pids+=($!)
+wait_port "$grpc"; wait_port "$http"
 
-# Envoy A (with ext_authz, the shipped config) and B (the same without the filter).
-mk_envoy() { # name listen_port with_authz
-  python3 - "$1" "$2" "$3" "$grpc" "$up" "$work" <<'PY'
-import sys, re
-name, port, authz, grpc, up, work = sys.argv[1:]
-s = open("deploy/envoy/envoy.yaml").read()
+# Three Envoys, one worker each, differing only in the authorization step:
+#   plain: the router alone;
+#   grpc:  the gRPC ext_authz filter of deploy/envoy/envoy.yaml (its jwt_authn filter is
+#          left out here: requests carry the identity header, so it would only add cost);
+#   http:  the HTTP ext_authz filter of deploy/envoy/envoy-http.yaml (iot-authz's HTTP mode).
+mk_envoy() { # side listen_port
+  python3 - "$1" "$2" "$grpc" "$http" "$up" "$work" <<'PY'
+import sys
+side, port, grpc, http, up, work = sys.argv[1:]
+src = "deploy/envoy/envoy-http.yaml" if side == "http" else "deploy/envoy/envoy.yaml"
+s = open(src).read()
 s = s.replace("address: 0.0.0.0, port_value: 10000", f"address: 127.0.0.1, port_value: {port}")
-s = s.replace("port_value: 9901", "port_value: 0").replace("port_value: 50051", f"port_value: {grpc}").replace("port_value: 8080", f"port_value: {up}")
-if authz == "no":
-    # Only the ext_authz filter goes: both sides keep jwt_authn, so the difference is
-    # the authorization call alone.
-    i = s.index("                  - name: envoy.filters.http.ext_authz"); j = s.index("                  - name: envoy.filters.http.router")
-    s = s[:i] + s[j:]
-open(f"{work}/envoy-{name}.yaml", "w").write(s)
+s = s.replace("port_value: 9901", "port_value: 0").replace("port_value: 50051", f"port_value: {grpc}")
+s = s.replace("port_value: 8181", f"port_value: {http}").replace("port_value: 8080", f"port_value: {up}")
+def cut(s, start, end):
+    i = s.index(f"                  - name: {start}"); j = s.index(f"                  - name: {end}")
+    return s[:i] + s[j:]
+if side == "grpc":
+    s = cut(s, "envoy.filters.http.jwt_authn", "envoy.filters.http.ext_authz")
+if side == "plain":
+    s = cut(s, "envoy.filters.http.jwt_authn", "envoy.filters.http.router")
+open(f"{work}/envoy-{side}.yaml", "w").write(s)
 PY
 }
-pa=$(free_port); pb=$(free_port)
-mk_envoy authz "$pa" yes; mk_envoy plain "$pb" no
-.venv/bin/envoy -c "$work/envoy-authz.yaml" --use-dynamic-base-id --concurrency 1 --log-level error & pids+=($!)
-.venv/bin/envoy -c "$work/envoy-plain.yaml" --use-dynamic-base-id --concurrency 1 --log-level error & pids+=($!)
-wait_port "$pa"; wait_port "$pb"
+sides=(plain grpc http)
+declare -A port envoy_pid
+for side in "${sides[@]}"; do
+  port[$side]=$(free_port)
+  mk_envoy "$side" "${port[$side]}"
+  .venv/bin/envoy -c "$work/envoy-$side.yaml" --use-dynamic-base-id --concurrency 1 --log-level error & pids+=($!)
+  envoy_pid[$side]=$!
+done
+for side in "${sides[@]}"; do wait_port "${port[$side]}"; done
 
 path=/subscriptions/s1/resourceGroups/factory/providers/Microsoft.Edge/targets/line-1
 hdr='x-iotauthz-principal: user:alice@contoso.com'
-curl -sf -H "$hdr" "http://127.0.0.1:$pa$path" >/dev/null || { echo "authz path not allowed" >&2; exit 1; }
+for side in grpc http; do
+  curl -sf -H "$hdr" "http://127.0.0.1:${port[$side]}$path" >/dev/null || { echo "$side: allowed path denied" >&2; exit 1; }
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H 'x-iotauthz-principal: user:nobody@contoso.com' "http://127.0.0.1:${port[$side]}$path")
+  [ "$code" = 403 ] || { echo "$side: denied path answered $code" >&2; exit 1; }
+done
 
-echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+cpu_ticks() { for p in "$@"; do awk '{printf "%d ", $14 + $15}' /proc/"$p"/stat; done; }
+echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# rounds=$rounds seconds=$seconds rate=$rate"
 for r in $(seq "$rounds"); do
-  for side in plain authz; do
-    port=$pb; [ "$side" = authz ] && port=$pa
-    rps=$(wrk -t1 -c32 -d"${seconds}s" -H "$hdr" "http://127.0.0.1:$port$path" | awk '/Requests\/sec/ {print $2}')
+  for side in "${sides[@]}"; do
+    p=${port[$side]}
+    before=$(cpu_ticks "${envoy_pid[$side]}" "${pids[1]}" "${pids[0]}")
+    out=$(wrk -t1 -c32 -d"${seconds}s" -H "$hdr" "http://127.0.0.1:$p$path")
+    after=$(cpu_ticks "${envoy_pid[$side]}" "${pids[1]}" "${pids[0]}")
+    rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    total=$(echo "$out" | awk '/requests in/ {print $1}')
+    # CPU per request of each process at saturation (microseconds).
+    python3 -c "
+import sys
+b, a, n, hz = [int(x) for x in sys.argv[1].split()], [int(x) for x in sys.argv[2].split()], int(sys.argv[3]), int(sys.argv[4])
+names = ['envoy', 'iot-authz', 'nginx']
+print('cpu_us_per_request', ' '.join(f'{k}={(y - x) / hz * 1e6 / max(n, 1):.1f}' for k, x, y in zip(names, b, a)))
+" "$before" "$after" "$total" "$(getconf CLK_TCK)" | sed "s/^/round=$r side=$side /" | tee -a "$work/cpu"
     # Fixed rate through the same Envoy: GETs by alice (allowed) only.
-    fixed=$("$bin" load --target http --addr "http://127.0.0.1:$port" --rate "$rate" --duration "$seconds" --concurrency 32 --connections 32 --json --only-allowed 2>/dev/null || true)
+    fixed=$("$bin" load --target http --addr "http://127.0.0.1:$p" --rate "$rate" --duration "$seconds" --concurrency 32 --connections 32 --json --only-allowed 2>/dev/null || true)
     echo "round=$r side=$side saturation_rps=$rps fixed=$fixed" | tee -a "$work/rounds"
   done
 done
 python3 - "$work/rounds" <<'PY'
 import json, statistics, sys
-sides = {"plain": [], "authz": []}
+sides = {"plain": [], "grpc": [], "http": []}
 for line in open(sys.argv[1]):
     head, fixed = line.split(" fixed=", 1)
     f = dict(kv.split("=") for kv in head.split())
@@ -85,9 +114,12 @@ for line in open(sys.argv[1]):
 def med(side, key):
     return statistics.median(x[1][key] for x in sides[side] if x[1])
 sat = {k: statistics.median(x[0] for x in v) for k, v in sides.items()}
-print(f"saturation (median of rounds): Envoy alone {sat['plain']:.0f} req/s, with ext_authz {sat['authz']:.0f} req/s: ratio {sat['authz'] / sat['plain']:.2f} (target >= 0.60)")
-for q in ("p50_us", "p99_us"):
-    a, b = med("plain", q), med("authz", q)
-    print(f"fixed rate {q[:-3]}: Envoy alone {a:.0f} us, with ext_authz {b:.0f} us: added {b - a:.0f} us = {100 * (b - a) / a:.0f}% of Envoy's own")
+print(f"saturation (median of rounds): Envoy alone {sat['plain']:.0f} req/s")
+for side in ("grpc", "http"):
+    print(f"  with {side} ext_authz {sat[side]:.0f} req/s: ratio {sat[side] / sat['plain']:.2f} (target >= 0.60)")
+for side in ("grpc", "http"):
+    for q in ("p50_us", "p99_us"):
+        a, b = med("plain", q), med(side, q)
+        print(f"fixed rate {q[:-3]}, {side}: Envoy alone {a:.0f} us, with ext_authz {b:.0f} us: added {b - a:.0f} us = {100 * (b - a) / a:.0f}% of Envoy's own")
 print("target: added p99 <= 25% of Envoy's own p99")
 PY

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::document::Document;
 use super::error::{PolicyError, Problem};
+use super::syntax;
 
 /// The largest policy the loader accepts, summed over all documents (64 MiB).
 pub const DEFAULT_MAX_POLICY_BYTES: u64 = 64 * 1024 * 1024;
@@ -37,11 +38,13 @@ impl SourceDocument {
             return Err(problem("is empty (expected at least `version: 1`)".into()));
         }
         let doc: Document = if self.name.to_ascii_lowercase().ends_with(".json") {
-            serde_json::from_str(text)
-                .map_err(|e| problem(printable(format!("invalid JSON: {e}"))))?
+            serde_json::from_str(text).map_err(|e| {
+                problem(syntax::escape_controls(&format!("invalid JSON: {e}")).into_owned())
+            })?
         } else {
-            serde_saphyr::from_str(text)
-                .map_err(|e| problem(printable(format!("invalid YAML: {e}"))))?
+            serde_saphyr::from_str(text).map_err(|e| {
+                problem(syntax::escape_controls(&format!("invalid YAML: {e}")).into_owned())
+            })?
         };
         match doc.version {
             Some(1) => Ok(doc),
@@ -150,26 +153,4 @@ pub fn read_paths(paths: &[PathBuf], max_bytes: u64) -> Result<Vec<SourceDocumen
         }
     }
     Ok(docs)
-}
-
-/// A parser's message with control characters other than newline and tab escaped: the
-/// parsers quote unknown keys and source lines verbatim, and a key such as `"\u001b[31m"`
-/// must not reach a terminal or a log as a raw escape sequence.
-fn printable(message: String) -> String {
-    if !message
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return message;
-    }
-    message
-        .chars()
-        .map(|c| {
-            if c.is_control() && c != '\n' && c != '\t' {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }

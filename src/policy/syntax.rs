@@ -415,9 +415,35 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// Renders a message that quotes user text verbatim (a parser's error, which names unknown
+/// keys and shows source lines) safely: control characters other than newline and tab are
+/// escaped, everything else, and the message's length, is kept. Use [`escape`] for a single
+/// value.
+pub fn escape_controls(message: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !message.chars().any(unsafe_char) {
+        return message.into();
+    }
+    let mut out = String::with_capacity(message.len() + 8);
+    for c in message.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escape_controls_keeps_structure_and_escapes_control_characters() {
+        assert_eq!(escape_controls("line `a`\n\tb"), "line `a`\n\tb");
+        assert_eq!(escape_controls("key `\u{1b}[31m`"), "key `\\u{1b}[31m`");
+    }
 
     #[test]
     fn prefixes_walk_to_root() {

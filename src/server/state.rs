@@ -110,14 +110,17 @@ impl PolicyState {
 /// last of them would otherwise free it on a runtime worker, and freeing a policy of a
 /// million assignments takes long enough to show in the latency tail. So the caller (the
 /// thread that compiled its successor) waits until it holds the only reference, up to
-/// `patience`, then frees it. After that a straggler frees it, which is still correct.
-pub fn retire(previous: Option<Arc<LoadedPolicy>>, patience: std::time::Duration) {
+/// `patience`, then lets go. Returns whether it freed the policy itself (false: there was
+/// none, or a request still held it after `patience` and will free it).
+pub fn retire(previous: Option<Arc<LoadedPolicy>>, patience: std::time::Duration) -> bool {
     let Some(previous) = previous else {
-        return;
+        return false;
     };
     let deadline = std::time::Instant::now() + patience;
     while Arc::strong_count(&previous) > 1 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    drop(previous);
+    // `into_inner` yields the policy only to the last owner, so this is exact even if a
+    // request lets go between the check above and here.
+    Arc::into_inner(previous).is_some()
 }

@@ -57,7 +57,7 @@ impl Loader {
             drop(sources);
             let revision = snapshot.revision.clone();
             let previous = app.install(snapshot);
-            retire(previous, RETIRE_PATIENCE);
+            let _freed_here = retire(previous, RETIRE_PATIENCE);
             Ok(LoadOutcome::Installed(revision))
         })
         .await;

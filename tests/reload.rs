@@ -872,14 +872,18 @@ fn a_replaced_policy_is_freed_off_the_request_path_after_its_last_reader() {
     // No patience: the retiring thread lets go, the request keeps the policy alive.
     assert!(!retire(previous, Duration::ZERO));
     assert!(weak.upgrade().is_some());
-    // With patience, the retiring thread waits for the request and frees it itself.
-    let previous = weak.upgrade();
-    let retiring = std::thread::spawn(move || retire(previous, Duration::from_secs(600)));
-    drop(in_flight);
+    // With patience, the retiring thread waits for the request, however long it takes, and
+    // frees the policy itself. (The request finishes a little later so that a retire that
+    // did not wait would be caught; the pass does not depend on that timing.)
+    let request = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        drop(in_flight);
+    });
     assert!(
-        retiring.join().unwrap(),
+        retire(weak.upgrade(), Duration::from_secs(600)),
         "the retiring thread freed the policy"
     );
+    request.join().unwrap();
     assert!(weak.upgrade().is_none());
     assert!(!retire(None, Duration::ZERO));
 }

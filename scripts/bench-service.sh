@@ -10,28 +10,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-20}"; rate="${2:-5000}"; shift $(($# > 2 ? 2 : $#))
-cargo build --release --quiet
-bin=target/release/iot-authz
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source scripts/bench-common.sh
 
 grpc=$(free_port); http=$(free_port)
 "$bin" serve --grpc-addr 127.0.0.1:"$grpc" --http-addr 127.0.0.1:"$http" "$@" > "$work/authz.log" 2>&1 & pids+=($!)
 server=${pids[0]}
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$http/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-curl -sf "http://127.0.0.1:$http/readyz" >/dev/null
+wait_ready "$http" 10
 
-ticks() { awk '{print $14 + $15}' /proc/"$server"/stat; }
 hz=$(getconf CLK_TCK)
 run() { # label, load arguments...
   local label=$1; shift
   local before after out
-  before=$(ticks)
+  before=$(cpu_ticks "$server")
   out=$("$bin" load --addr 127.0.0.1:"$grpc" --duration "$seconds" --json "$@")
-  after=$(ticks)
+  after=$(cpu_ticks "$server")
   python3 - "$label" "$out" "$((after - before))" "$hz" "$seconds" <<'PY'
 import json, sys
 label, out, ticks, hz, seconds = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
@@ -44,7 +36,7 @@ print(f"{label}: {out['requests_per_second']:.0f} req/s, {out['checks_per_second
 PY
 }
 
-echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
+machine
 echo "# seconds=$seconds rate=$rate serve flags: ${*:-none}"
 run "ext_authz fixed ${rate}/s" --target ext-authz --rate "$rate" --connections 4 --concurrency 64
 run "Check closed loop" --target check --connections 4 --concurrency 32

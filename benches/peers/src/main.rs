@@ -5,6 +5,9 @@
 //! cargo run --release -p iot-authz-peers -- --json peers.json
 //! ```
 
+// Shared with the other benchmark tool, which uses a different part of it.
+#[allow(dead_code)]
+#[path = "../../alloc/mod.rs"]
 mod alloc;
 mod engines;
 mod reference;

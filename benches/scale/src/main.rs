@@ -23,7 +23,7 @@
 //!   the first compile, then a few more (`--compiles`, default 5 up to 100k assignments,
 //!   2 up to 1M, 1 above); the median is over those repeats; the drop of a snapshot is not
 //!   timed.
-//! - **Memory**: a counting `#[global_allocator]` (`alloc.rs`). *Snapshot heap* = the live
+//! - **Memory**: a counting `#[global_allocator]` (`benches/alloc/mod.rs`). *Snapshot heap* = the live
 //!   heap the first compile leaves behind (everything it allocated and did not free: the
 //!   snapshot, nothing else, since the documents are only borrowed); the tool checks it
 //!   against the heap freed when the snapshot is dropped at the end. *Compile peak* = the
@@ -43,6 +43,9 @@
 #[path = "../../workload/mod.rs"]
 mod workload;
 
+// Shared with the other benchmark tool, which uses a different part of it.
+#[allow(dead_code)]
+#[path = "../../alloc/mod.rs"]
 mod alloc;
 mod plot;
 mod report;

@@ -1,8 +1,9 @@
-//! A counting global allocator (the idea of `benches/peers/src/alloc.rs`): every allocation
-//! and free updates the live heap, its peak and an allocation count while counting is on.
-//! It is on from the start of the process, so the live total is the exact heap of
-//! everything alive; the scale tool switches it off while checks are timed, where it would
-//! cost two atomic updates per allocation, and on again for one counted pass.
+//! A counting global allocator, shared by the peer-engine benchmark (`benches/peers/`) and
+//! the scale tool (`benches/scale/`) through `#[path]`: every allocation and free updates
+//! the live heap, its peak and an allocation count while counting is on. It is on from the
+//! start of the process, so the live total is the exact heap of everything alive; the tools
+//! switch it off while checks are timed, where it would cost two atomic updates per
+//! allocation (off, it costs one relaxed load and a predictable branch).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -93,4 +94,28 @@ pub fn peak() -> i64 {
 /// Allocation calls (`alloc` and `alloc_zeroed`, not `realloc`) counted so far.
 pub fn allocations() -> u64 {
     ALLOCS.load(Relaxed)
+}
+
+/// Heap figures of one measured window, in bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HeapWindow {
+    /// The highest live heap above the start of the window.
+    pub peak: i64,
+    /// The live heap at the end of the window, above its start.
+    pub retained: i64,
+}
+
+/// Runs `f` with counting on, then leaves counting off; returns `f`'s result with the heap
+/// figures of the window.
+pub fn measure<T>(f: impl FnOnce() -> T) -> (T, HeapWindow) {
+    counting(true);
+    let start = live();
+    reset_peak();
+    let out = f();
+    counting(false);
+    let window = HeapWindow {
+        peak: peak() - start,
+        retained: live() - start,
+    };
+    (out, window)
 }

@@ -117,17 +117,7 @@ fn main() {
         exit(2);
     };
     let requests = model.requests(REQUESTS, seed ^ 0x5eed);
-    let checks: Vec<CheckRequest<'_>> = requests
-        .iter()
-        .map(|r| CheckRequest {
-            principal: &r.principal,
-            groups: &r.groups,
-            action: &r.action,
-            data_action: r.data_action,
-            scope: &r.scope,
-            at,
-        })
-        .collect();
+    let checks: Vec<CheckRequest<'_>> = requests.iter().map(|r| r.check(at)).collect();
     let mut allowed = Vec::new();
     let mut denied = Vec::new();
     for req in &checks {

@@ -349,6 +349,23 @@ pub struct Request {
     pub held: usize,
 }
 
+impl Request {
+    /// The engine's request, evaluated at `at`.
+    pub fn check(
+        &self,
+        at: iot_authz::policy::syntax::Instant,
+    ) -> iot_authz::policy::CheckRequest<'_> {
+        iot_authz::policy::CheckRequest {
+            principal: &self.principal,
+            groups: &self.groups,
+            action: &self.action,
+            data_action: self.data_action,
+            scope: &self.scope,
+            at,
+        }
+    }
+}
+
 /// A synthetic policy.
 #[derive(Debug, Clone)]
 pub struct Workload {

@@ -295,17 +295,7 @@ fn child(args: &Args, assignments: usize) -> Result<(), String> {
 
     // Requests.
     let at = parse_time(workload::AT).map_err(|e| format!("reference time: {e}"))?;
-    let checks: Vec<CheckRequest<'_>> = requests
-        .iter()
-        .map(|r| CheckRequest {
-            principal: &r.principal,
-            groups: &r.groups,
-            action: &r.action,
-            data_action: r.data_action,
-            scope: &r.scope,
-            at,
-        })
-        .collect();
+    let checks: Vec<CheckRequest<'_>> = requests.iter().map(|r| r.check(at)).collect();
     let mut held: Vec<usize> = requests.iter().map(|r| r.held).collect();
     held.sort_unstable();
     let held_mean = held.iter().sum::<usize>() as f64 / held.len().max(1) as f64;

@@ -638,3 +638,45 @@ fn serve_is_configured_by_environment_variables() {
         .status();
     assert!(child.wait().unwrap().success());
 }
+
+/// The load generator (`iot-authz load`) against the real server: a fixed-rate run sends
+/// exactly the requests its schedule holds, each answered; BatchCheck counts every check of
+/// its prebuilt bodies and reads their answers (the demo mix is about half allowed).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_load_generator_keeps_its_schedule_and_counts_answers() {
+    use iot_authz::loadgen::{LoadOptions, Target, run};
+    let server = TestServer::start(demo()).await;
+    let options = |target, rate, batch| LoadOptions {
+        target,
+        addr: server.grpc.to_string(),
+        connections: 2,
+        concurrency: 8,
+        duration: std::time::Duration::from_millis(500),
+        rate,
+        batch,
+        warmup: std::time::Duration::ZERO,
+        only_allowed: false,
+    };
+    let fixed = run(options(Target::ExtAuthz, Some(400.0), 1))
+        .await
+        .unwrap();
+    assert_eq!((fixed.requests, fixed.checks, fixed.errors), (200, 200, 0));
+    assert!(
+        fixed.allowed > 0 && fixed.allowed < fixed.checks,
+        "{fixed:?}"
+    );
+    let batch = run(options(Target::BatchCheck, None, 10)).await.unwrap();
+    assert_eq!(batch.errors, 0);
+    assert!(batch.requests > 0);
+    assert_eq!(batch.checks, batch.requests * 10);
+    assert!(
+        batch.allowed > 0 && batch.allowed < batch.checks,
+        "{batch:?}"
+    );
+    // An unreachable server is an error at once, not a hang.
+    let unreachable = LoadOptions {
+        addr: "127.0.0.1:1".into(),
+        ..options(Target::Check, Some(100.0), 1)
+    };
+    assert!(run(unreachable).await.is_err());
+}

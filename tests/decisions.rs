@@ -64,3 +64,106 @@ fn embedded_demo_passes_its_tests_and_matches_the_files() {
     assert_eq!(embedded.revision, from_files.revision);
     assert!(embedded.counts.roles >= 30);
 }
+
+/// The engine skips validating a principal, action or scope that the policy knows (they
+/// were validated when it was compiled), and looks them up in any ASCII case without a
+/// lowercase copy. Unknown and malformed values must still get the same answers and errors.
+#[test]
+fn known_and_unknown_request_values_get_the_same_answers_and_errors() {
+    use iot_authz::policy::source::SourceDocument;
+    use iot_authz::policy::{CheckRequest, RequestError};
+
+    let yaml = "version: 1
+actions:
+  - {name: Microsoft.Edge/targets/read}
+roles:
+  - {name: Reader, actions: ['*/read']}
+  - {name: Writer, actions: [Microsoft.Edge/targets/write]}
+assignments:
+  - {principal: 'user:alice', role: Reader, scope: /}
+  - {principal: 'user:bob', role: Writer, scope: /subscriptions/s1}
+";
+    let snapshot = compile_sources(&[SourceDocument::new("t.yaml", yaml)]).unwrap();
+    let check = |principal: &str, action: &str, scope: &str| {
+        snapshot
+            .check(&CheckRequest {
+                principal,
+                groups: &[],
+                action,
+                data_action: false,
+                scope,
+                at: 0,
+            })
+            .map(|d| d.allowed)
+    };
+    // Known action (in the catalog) and unknown action (matched by pattern), in any case.
+    assert_eq!(
+        check("user:alice", "MICROSOFT.EDGE/TARGETS/READ", "/x"),
+        Ok(true)
+    );
+    assert_eq!(
+        check("user:alice", "Other.Provider/things/Read", "/x"),
+        Ok(true)
+    );
+    assert_eq!(
+        check("user:alice", "Other.Provider/things/write", "/x"),
+        Ok(false)
+    );
+    // Known scope in another case and with its one trailing slash; unknown scope below it.
+    assert_eq!(
+        check(
+            "user:bob",
+            "microsoft.edge/targets/write",
+            "/SUBSCRIPTIONS/S1/"
+        ),
+        Ok(true)
+    );
+    assert_eq!(
+        check(
+            "user:bob",
+            "Microsoft.Edge/targets/write",
+            "/subscriptions/S1/rg/a"
+        ),
+        Ok(true)
+    );
+    assert_eq!(
+        check(
+            "user:bob",
+            "Microsoft.Edge/targets/write",
+            "/subscriptions/s10"
+        ),
+        Ok(false)
+    );
+    // `/` is known, but `//` is an empty segment, not `/`.
+    assert!(matches!(
+        check("user:alice", "a/read", "//"),
+        Err(RequestError::Scope(_))
+    ));
+    assert!(matches!(
+        check("user:alice", "a/read", "/subscriptions/s1//"),
+        Err(RequestError::Scope(_))
+    ));
+    assert!(matches!(
+        check("user:alice", "a/read", "/subscriptions/./s1"),
+        Err(RequestError::Scope(_))
+    ));
+    // Principal ids compare exactly: another case is an unknown (valid) principal.
+    assert_eq!(check("user:Alice", "a/read", "/"), Ok(false));
+    assert!(matches!(
+        check("robot:alice", "a/read", "/"),
+        Err(RequestError::Principal(_))
+    ));
+    assert!(matches!(
+        check("user:alice", "a/re ad", "/"),
+        Err(RequestError::Action(_))
+    ));
+    // Errors keep their order: the principal before the action before the scope.
+    assert!(matches!(
+        check("robot:x", "a*", "//"),
+        Err(RequestError::Principal(_))
+    ));
+    assert!(matches!(
+        check("user:alice", "a*", "//"),
+        Err(RequestError::Action(_))
+    ));
+}

@@ -9,9 +9,9 @@ use super::error::{PolicyError, Problem};
 use super::identity::IdentityConfig;
 use super::route::RouteTable;
 use super::snapshot::{
-    ALWAYS, Assignment, CatalogAction, Counts, DenyAssignment, FastMap, FastSet, IdText, LowerBuf,
-    PrincipalIdx, PrincipalIndex, PrincipalRows, Role, RoleIdx, Rows, ScopeIdx, Selector, Snapshot,
-    TagIndex, Window, assignment_key, lower_into,
+    ALWAYS, Assignment, CatalogAction, Counts, DenyAssignment, FastMap, FastSet, GrantTable,
+    IdText, LowerBuf, PrincipalIdx, PrincipalIndex, PrincipalRows, Role, RoleIdx, Rows, ScopeIdx,
+    Selector, Snapshot, TagIndex, Window, assignment_key, lower_into,
 };
 use super::source::{self, SourceDocument};
 use super::syntax::{
@@ -904,6 +904,17 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     boundaries.dedup();
 
     let universe = build_universe(docs, &catalog, &routes, &identity.assign_action);
+    let mut known: Vec<String> = universe
+        .iter()
+        .map(|(name, _)| name.to_ascii_lowercase())
+        .collect();
+    known.sort_unstable();
+    known.dedup();
+    let grant_table = GrantTable::build(
+        &roles,
+        &known.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    drop(known);
     let counts = Counts {
         documents: docs.len(),
         roles: roles.len(),
@@ -946,6 +957,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         denies_by_scope,
         catalog,
         universe,
+        grant_table,
         boundaries,
     })
 }

@@ -175,16 +175,16 @@ impl Snapshot {
         let mut buf = LowerBuf::new();
         let mut out = Vec::new();
         for (name, data) in &self.universe {
-            let lower = lower_into(name, &mut buf);
+            let action = self.action(lower_into(name, &mut buf), *data);
             if !self
-                .evaluate(&subjects, principal_type, lower, *data, ancestors, at)
+                .evaluate(&subjects, principal_type, action, ancestors, at)
                 .allowed()
             {
                 continue;
             }
             let assignments = subjects
                 .iter()
-                .flat_map(|&s| self.grants_of(s, lower, *data, ancestors, at))
+                .flat_map(|&s| self.grants_of(s, action, ancestors, at))
                 .map(|i| self.grant_reason(i))
                 .collect();
             out.push(Permission {
@@ -254,7 +254,13 @@ impl Snapshot {
         let assign = self.identity.assign_action.as_str();
         let assign_lower = lower_into(assign, &mut buf).to_owned();
         if !self
-            .evaluate(&subjects, actor_type, &assign_lower, false, ancestors, at)
+            .evaluate(
+                &subjects,
+                actor_type,
+                self.action(&assign_lower, false),
+                ancestors,
+                at,
+            )
             .allowed()
         {
             missing.push(assign.to_owned());
@@ -270,7 +276,13 @@ impl Snapshot {
             }
             if target.grants(lower, *data)
                 && !self
-                    .evaluate(&subjects, actor_type, lower, *data, ancestors, at)
+                    .evaluate(
+                        &subjects,
+                        actor_type,
+                        self.action(lower, *data),
+                        ancestors,
+                        at,
+                    )
                     .allowed()
             {
                 missing.push(name.to_string());

@@ -17,7 +17,7 @@ use smallvec::SmallVec;
 use super::document::TestCaseDoc;
 use super::identity::IdentityConfig;
 use super::route::RouteTable;
-use super::syntax::{self, ActionPattern, Instant, Scope, escape, scope_prefixes};
+use super::syntax::{self, ActionPattern, Instant, Scope, escape, scope_key_prefixes};
 
 pub(crate) type PrincipalIdx = u32;
 pub(crate) type ScopeIdx = u32;
@@ -138,16 +138,19 @@ pub(crate) struct PrincipalRows {
     pub assignments: u32,
 }
 
-/// A string-keyed open-addressing index to dense `u32` values whose keys are spans of one
-/// text held by the caller. A slot is 16 bytes: a 32-bit hash tag, the value and the span
-/// of its key, so a lookup reads one slot and then the key, with no pointer in between.
-/// Built once from policy keys; lookups never insert.
+/// An ASCII-case-insensitive, string-keyed open-addressing index to dense `u32` values
+/// whose (lowercase) keys are spans of one text held by the caller. A slot is 16 bytes: a
+/// 32-bit hash tag, the value and the span of its key, so a lookup reads one slot and then
+/// the key, with no pointer in between. A lookup takes the key in any case and never copies
+/// it: hashing and comparing lowercase it eight bytes at a time. Built once from policy
+/// keys; lookups never insert, so request data cannot lengthen a probe.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TagIndex {
     /// `[tag, value + 1, key start, key end]`; a zero second word is an empty slot. At
     /// most half full.
     slots: Vec<[u32; 4]>,
-    hasher: foldhash::fast::RandomState,
+    /// Per-process random seed of the hash.
+    seed: u64,
 }
 
 impl TagIndex {
@@ -157,11 +160,17 @@ impl TagIndex {
         let size = (spans.len() * 2).next_power_of_two().max(8);
         let mut index = Self {
             slots: vec![[0; 4]; size],
-            hasher: foldhash::fast::RandomState::default(),
+            seed: {
+                use std::hash::BuildHasher;
+                foldhash::fast::RandomState::default().hash_one(size)
+            },
         };
         let mask = size - 1;
         for (value, (start, end)) in spans.enumerate() {
-            let key = text.get(start as usize..end as usize).unwrap_or_default();
+            let key = text
+                .as_bytes()
+                .get(start as usize..end as usize)
+                .unwrap_or_default();
             let (tag, mut i) = index.hash(key, mask);
             while index.slots[i][1] != 0 {
                 i = (i + 1) & mask;
@@ -173,14 +182,18 @@ impl TagIndex {
     }
 
     /// The tag and the first slot of a key.
-    fn hash(&self, key: &str, mask: usize) -> (u32, usize) {
-        use std::hash::BuildHasher;
-        let h = self.hasher.hash_one(key);
+    fn hash(&self, key: &[u8], mask: usize) -> (u32, usize) {
+        let h = folded_hash(self.seed, key);
         ((h >> 32) as u32, h as usize & mask)
     }
 
     /// The value of `key`, whose candidates are compared against `text`.
-    pub fn get(&self, key: &str, text: &str) -> Option<u32> {
+    pub fn get(&self, key: &[u8], text: &str) -> Option<u32> {
+        self.entry(key, text).map(|(value, _)| value)
+    }
+
+    /// The value of `key` and where the key is in `text`.
+    pub fn entry(&self, key: &[u8], text: &str) -> Option<(u32, std::ops::Range<usize>)> {
         let mask = self.slots.len().checked_sub(1)?;
         let (tag, mut i) = self.hash(key, mask);
         for _ in 0..self.slots.len() {
@@ -188,9 +201,14 @@ impl TagIndex {
             if value == 0 {
                 return None;
             }
-            if t == tag && text.as_bytes().get(start as usize..end as usize) == Some(key.as_bytes())
+            let span = start as usize..end as usize;
+            if t == tag
+                && text
+                    .as_bytes()
+                    .get(span.clone())
+                    .is_some_and(|lower| folded_eq(key, lower))
             {
-                return Some(value - 1);
+                return Some((value - 1, span));
             }
             i = (i + 1) & mask;
         }
@@ -479,6 +497,8 @@ pub struct Snapshot {
     pub(crate) catalog: Vec<CatalogAction>,
     /// Catalog actions plus every literal action in the policy: `(spelling, data)`.
     pub(crate) universe: Vec<(Box<str>, bool)>,
+    /// The roles granting each action of the universe.
+    pub(crate) grant_table: GrantTable,
     /// Every `notBefore` / `notAfter` instant, sorted.
     pub(crate) boundaries: Vec<Instant>,
 }
@@ -588,10 +608,168 @@ impl<'s> Decision<'s> {
 pub(crate) type LowerBuf = SmallVec<[u8; 192]>;
 
 pub(crate) fn lower_into<'b>(text: &str, buf: &'b mut LowerBuf) -> &'b str {
-    buf.clear();
-    buf.extend(text.bytes().map(|b| b.to_ascii_lowercase()));
     // ASCII lowercasing keeps UTF-8 valid, so this never fails.
-    std::str::from_utf8(buf.as_slice()).unwrap_or_default()
+    std::str::from_utf8(lower_bytes(text, buf)).unwrap_or_default()
+}
+
+/// [`lower_into`] without the UTF-8 check: a copy, then eight bytes at a time in place.
+pub(crate) fn lower_bytes<'b>(text: &str, buf: &'b mut LowerBuf) -> &'b [u8] {
+    buf.clear();
+    buf.extend_from_slice(text.as_bytes());
+    let mut words = buf.chunks_exact_mut(8);
+    for chunk in &mut words {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        chunk.copy_from_slice(&lower_word(u64::from_le_bytes(word)).to_le_bytes());
+    }
+    words.into_remainder().make_ascii_lowercase();
+    buf
+}
+
+/// A hash of the ASCII-lowercase form of `key`, taken eight bytes at a time.
+pub(crate) fn folded_hash(seed: u64, key: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = seed ^ (key.len() as u64).wrapping_mul(K);
+    let mut words = key.chunks_exact(8);
+    for chunk in &mut words {
+        h = folded_multiply(h ^ lower_word(word_of(chunk)), K);
+    }
+    if !words.remainder().is_empty() {
+        h = folded_multiply(h ^ lower_word(last_word(key)), K);
+    }
+    folded_multiply(h, seed | 1)
+}
+
+/// Whether `key`, lowercased, equals `lower`.
+pub(crate) fn folded_eq(key: &[u8], lower: &[u8]) -> bool {
+    key.len() == lower.len()
+        && key
+            .chunks_exact(8)
+            .zip(lower.chunks_exact(8))
+            .all(|(k, l)| lower_word(word_of(k)) == word_of(l))
+        && (key.len().is_multiple_of(8) || lower_word(last_word(key)) == last_word(lower))
+}
+
+/// Eight bytes as a little-endian word.
+fn word_of(chunk: &[u8]) -> u64 {
+    u64::from_le_bytes(chunk.try_into().unwrap_or_default())
+}
+
+/// The last eight bytes of `bytes` as a word (overlapping the previous word), or all of
+/// them, zero-padded, when there are fewer.
+fn last_word(bytes: &[u8]) -> u64 {
+    match bytes.len().checked_sub(8) {
+        Some(start) => word_of(&bytes[start..]),
+        None => {
+            let mut word = [0; 8];
+            for (w, b) in word.iter_mut().zip(bytes) {
+                *w = *b;
+            }
+            u64::from_le_bytes(word)
+        }
+    }
+}
+
+/// The 128-bit product of two words, folded to 64 bits by XOR.
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    (product as u64) ^ ((product >> 64) as u64)
+}
+
+/// ASCII-lowercases the eight bytes of a word (bytes at or above 0x80 are kept).
+fn lower_word(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let low7 = word & (ONES * 0x7f);
+    // The top bit of each byte: at least `A`, and above `Z`, for bytes below 0x80.
+    let at_least_a = low7 + ONES * (0x80 - b'A' as u64);
+    let above_z = low7 + ONES * (0x80 - b'Z' as u64 - 1);
+    let upper = at_least_a & !above_z & !word & (ONES * 0x80);
+    word | (upper >> 2)
+}
+
+/// Which roles grant each action the policy knows (the catalog and every literal action
+/// in it), computed once at compile time so that a check tests one bit per candidate
+/// assignment instead of matching the role's patterns. An action outside the table is
+/// matched against the patterns, as before.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GrantTable {
+    /// The lowercase actions, as one text (spans in `index`).
+    text: String,
+    index: TagIndex,
+    /// `u64` words per row: one bit per role.
+    words: usize,
+    /// Row `2 * action + data` holds the roles granting that action as a control-plane
+    /// (`data` 0) or data action (`data` 1).
+    bits: Vec<u64>,
+}
+
+impl GrantTable {
+    /// At most this many (action, role) pairs are evaluated at compile time; a policy with
+    /// more gets no table (every check matches patterns).
+    pub const BUDGET: usize = 1 << 22;
+
+    /// Builds the table for distinct lowercase actions.
+    pub fn build(roles: &[Role], actions: &[&str]) -> Self {
+        if actions.len().saturating_mul(roles.len()) > Self::BUDGET || roles.is_empty() {
+            return Self::default();
+        }
+        let words = roles.len().div_ceil(64);
+        let mut text = String::with_capacity(actions.iter().map(|a| a.len()).sum());
+        let mut spans = Vec::with_capacity(actions.len());
+        let mut bits = vec![0u64; actions.len() * 2 * words];
+        for (i, action) in actions.iter().enumerate() {
+            let start = u32::try_from(text.len()).unwrap_or(u32::MAX);
+            text.push_str(action);
+            spans.push((start, u32::try_from(text.len()).unwrap_or(u32::MAX)));
+            for data in [false, true] {
+                let row = (2 * i + usize::from(data)) * words;
+                for (r, role) in roles.iter().enumerate() {
+                    if role.grants(action, data) {
+                        bits[row + r / 64] |= 1 << (r % 64);
+                    }
+                }
+            }
+        }
+        let index = TagIndex::build(&text, spans.into_iter());
+        Self {
+            text,
+            index,
+            words,
+            bits,
+        }
+    }
+
+    /// A known (lowercase) action: its spelling in the table and the roles granting it.
+    pub fn get(&self, lower: &[u8], data: bool) -> Option<(&str, &[u64])> {
+        if self.words == 0 {
+            return None;
+        }
+        let (i, span) = self.index.entry(lower, &self.text)?;
+        let row = (2 * i as usize + usize::from(data)) * self.words;
+        Some((self.text.get(span)?, self.bits.get(row..row + self.words)?))
+    }
+}
+
+/// The action of a check, lowercase, with the roles that grant it when the policy knows it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ActionRef<'a> {
+    pub lower: &'a str,
+    pub data: bool,
+    roles: Option<&'a [u64]>,
+}
+
+impl ActionRef<'_> {
+    /// Whether role `r` grants the action.
+    fn granted_by(&self, roles: &[Role], r: RoleIdx) -> bool {
+        match self.roles {
+            Some(bits) => bits
+                .get(r as usize / 64)
+                .is_some_and(|w| w >> (r % 64) & 1 != 0),
+            None => roles
+                .get(r as usize)
+                .is_some_and(|role| role.grants(self.lower, self.data)),
+        }
+    }
 }
 
 /// The subjects of a request: the principal, its token groups and every containing group
@@ -634,31 +812,42 @@ impl Snapshot {
         &self,
         req: &CheckRequest<'_>,
     ) -> Result<(Verdict, Option<&PrincipalSlot>), RequestError> {
-        let principal_type =
-            syntax::principal_type(req.principal).map_err(RequestError::Principal)?;
-        // Looked up before the rest is validated, so its cache misses overlap that work.
+        // A principal, action or scope the policy knows is valid (the policy's own were
+        // checked when it was compiled), so only unknown ones are validated here: the
+        // errors, and their order (principal, groups, action, scope), are the same.
         let slot = self.principal_slot(req.principal);
+        let principal_type = match slot {
+            Some(_) => memchr::memchr(b':', req.principal.as_bytes())
+                .and_then(|colon| req.principal.get(..colon))
+                .unwrap_or_default(),
+            None => syntax::principal_type(req.principal).map_err(RequestError::Principal)?,
+        };
         for group in req.groups {
             syntax::group_id(group).map_err(RequestError::Group)?;
         }
-        syntax::check_action(req.action).map_err(RequestError::Action)?;
-        let scope = syntax::normalize_scope(req.scope).map_err(RequestError::Scope)?;
-        let ancestors = self.ancestors_of(scope);
+        let mut action_buf = LowerBuf::new();
+        let action = match self.grant_table.get(req.action.as_bytes(), req.data_action) {
+            Some((lower, roles)) => ActionRef {
+                lower,
+                data: req.data_action,
+                roles: Some(roles),
+            },
+            None => {
+                syntax::check_action(req.action).map_err(RequestError::Action)?;
+                ActionRef {
+                    lower: lower_into(req.action, &mut action_buf),
+                    data: req.data_action,
+                    roles: None,
+                }
+            }
+        };
+        let ancestors = self.request_ancestors(req.scope)?;
         let subjects = if req.groups.is_empty() {
             self.subjects_of(slot)
         } else {
             self.subjects(req.principal, req.groups)
         };
-        let mut action_buf = LowerBuf::new();
-        let action = lower_into(req.action, &mut action_buf);
-        let verdict = self.evaluate(
-            &subjects,
-            principal_type,
-            action,
-            req.data_action,
-            ancestors,
-            req.at,
-        );
+        let verdict = self.evaluate(&subjects, principal_type, action, ancestors, req.at);
         Ok((verdict, slot))
     }
 
@@ -765,11 +954,41 @@ impl Snapshot {
     /// Ancestors(S) among the scopes the policy knows: the closure of S's longest known
     /// path prefix, which already holds every shorter prefix and every linked parent.
     pub(crate) fn ancestors_of(&self, scope: &str) -> &[ScopeIdx] {
-        let mut buf = LowerBuf::new();
-        let key = lower_into(scope, &mut buf);
-        scope_prefixes(key)
+        self.ancestors_of_key(scope.as_bytes())
+    }
+
+    /// [`Snapshot::ancestors_of`] a normalized scope in any case.
+    fn ancestors_of_key(&self, key: &[u8]) -> &[ScopeIdx] {
+        scope_key_prefixes(key)
             .find_map(|prefix| self.scope_index.get(prefix, &self.scope_text))
             .map_or(&[], |s| self.ancestors.row(s))
+    }
+
+    /// [`Snapshot::ancestors_of`] a request's scope, which is validated unless the policy
+    /// knows it (a known scope is valid: the policy's scopes were checked when compiled).
+    fn request_ancestors(&self, scope: &str) -> Result<&[ScopeIdx], RequestError> {
+        // The one trailing slash that `normalize_scope` drops; `//` is not `/`.
+        let key = match scope.as_bytes() {
+            [trimmed @ .., b'/'] if trimmed.len() > 1 => trimmed,
+            bytes => bytes,
+        };
+        if let Some(s) = self.scope_index.get(key, &self.scope_text) {
+            return Ok(self.ancestors.row(s));
+        }
+        syntax::normalize_scope(scope).map_err(RequestError::Scope)?;
+        Ok(self.ancestors_of_key(key))
+    }
+
+    /// The action of a query, with the roles that grant it when the policy knows it.
+    pub(crate) fn action<'a>(&'a self, lower: &'a str, data: bool) -> ActionRef<'a> {
+        ActionRef {
+            lower,
+            data,
+            roles: self
+                .grant_table
+                .get(lower.as_bytes(), data)
+                .map(|(_, roles)| roles),
+        }
     }
 
     /// Steps 3 to 5 of SPEC §3 over precomputed subjects and ancestors.
@@ -777,20 +996,23 @@ impl Snapshot {
         &self,
         subjects: &Subjects,
         principal_type: &str,
-        action: &str,
-        data: bool,
+        action: ActionRef<'_>,
         ancestors: &[ScopeIdx],
         at: Instant,
     ) -> Verdict {
-        for &scope in ancestors {
-            for &d in self.denies_by_scope.row(scope) {
-                let deny = &self.denies[d as usize];
-                if deny.covers(action, data) && deny.applies(subjects, principal_type) {
-                    return Verdict::Deny { deny: d };
+        if !self.denies.is_empty() {
+            for &scope in ancestors {
+                for &d in self.denies_by_scope.row(scope) {
+                    let deny = &self.denies[d as usize];
+                    if deny.covers(action.lower, action.data)
+                        && deny.applies(subjects, principal_type)
+                    {
+                        return Verdict::Deny { deny: d };
+                    }
                 }
             }
         }
-        match self.find_grant(subjects, action, data, ancestors, at) {
+        match self.find_grant(subjects, action, ancestors, at) {
             Some(assignment) => Verdict::Grant { assignment },
             None => Verdict::NoGrant,
         }
@@ -802,8 +1024,7 @@ impl Snapshot {
     pub(crate) fn find_grant(
         &self,
         subjects: &Subjects,
-        action: &str,
-        data: bool,
+        action: ActionRef<'_>,
         ancestors: &[ScopeIdx],
         at: Instant,
     ) -> Option<u32> {
@@ -832,7 +1053,7 @@ impl Snapshot {
                 // earliest of the group.
                 let Some(i) = group
                     .into_iter()
-                    .find(|&i| self.grants_keyed(i, action, data, at))
+                    .find(|&i| self.grants_keyed(i, action, at))
                 else {
                     continue;
                 };
@@ -855,8 +1076,7 @@ impl Snapshot {
     pub(crate) fn grants_of(
         &self,
         s: PrincipalIdx,
-        action: &str,
-        data: bool,
+        action: ActionRef<'_>,
         ancestors: &[ScopeIdx],
         at: Instant,
     ) -> SmallVec<[u32; 8]> {
@@ -870,7 +1090,7 @@ impl Snapshot {
         let mut out: SmallVec<[u32; 8]> = self
             .rows_at(row, ancestors)
             .flatten()
-            .filter(|&i| self.grants(i, action, data, at))
+            .filter(|&i| self.grants(i, action, at))
             .collect();
         out.sort_unstable_by_key(|&i| self.assignment_order[i as usize]);
         out
@@ -915,20 +1135,18 @@ impl Snapshot {
     }
 
     /// [`Snapshot::grants`], reading the record only for assignments with a time window.
-    fn grants_keyed(&self, i: u32, action: &str, data: bool, at: Instant) -> bool {
+    fn grants_keyed(&self, i: u32, action: ActionRef<'_>, at: Instant) -> bool {
         match self.assignment_keys.get(i as usize) {
-            Some(&key) if key as u32 != u32::MAX => {
-                self.roles[key as u32 as usize].grants(action, data)
-            }
-            _ => self.grants(i, action, data, at),
+            Some(&key) if key as u32 != u32::MAX => action.granted_by(&self.roles, key as u32),
+            _ => self.grants(i, action, at),
         }
     }
 
     /// Whether the assignment at position `i` is active at `at` and its role grants the
     /// (lowercase) action.
-    fn grants(&self, i: u32, action: &str, data: bool, at: Instant) -> bool {
+    fn grants(&self, i: u32, action: ActionRef<'_>, at: Instant) -> bool {
         let a = &self.assignments[i as usize];
-        self.active(a, at) && self.roles[a.role as usize].grants(action, data)
+        self.active(a, at) && action.granted_by(&self.roles, a.role)
     }
 
     pub(crate) fn active(&self, a: &Assignment, at: Instant) -> bool {
@@ -1004,5 +1222,140 @@ impl Snapshot {
     /// Describes a scope for messages.
     pub fn describe_scope(scope: &str) -> String {
         escape(scope)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every byte value at every position of words, tails and overlapping tails.
+    fn samples() -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for len in 0..=19 {
+            for b in 0..=255u8 {
+                for at in 0..len {
+                    let mut key = vec![b'q'; len];
+                    key[at] = b;
+                    out.push(key);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn words_lowercase_exactly_as_ascii_does() {
+        for key in samples() {
+            let expected = key.to_ascii_lowercase();
+            let mut word = [0u8; 8];
+            for chunk in key.chunks(8) {
+                word[..chunk.len()].copy_from_slice(chunk);
+                let lowered = lower_word(u64::from_le_bytes(word)).to_le_bytes();
+                let want: Vec<u8> = word.iter().map(u8::to_ascii_lowercase).collect();
+                assert_eq!(lowered.as_slice(), want.as_slice(), "{key:?}");
+            }
+            assert!(folded_eq(&key, &expected), "{key:?}");
+            assert_eq!(
+                folded_hash(7, &key),
+                folded_hash(7, &expected),
+                "{key:?} hashes apart from its lowercase form"
+            );
+        }
+    }
+
+    #[test]
+    fn folded_comparison_tells_different_keys_apart() {
+        let keys = samples();
+        for key in keys.iter().filter(|k| !k.is_empty()).step_by(37) {
+            let lower = key.to_ascii_lowercase();
+            for at in 0..key.len() {
+                let mut other = lower.clone();
+                other[at] = other[at].wrapping_add(1);
+                if other.to_ascii_lowercase() != lower {
+                    assert!(!folded_eq(key, &other.to_ascii_lowercase()), "{key:?}");
+                }
+            }
+            let mut longer = lower.clone();
+            longer.push(b'x');
+            assert!(!folded_eq(key, &longer));
+        }
+    }
+
+    #[test]
+    fn lower_bytes_matches_ascii_lowercase() {
+        let mut buf = LowerBuf::new();
+        for text in [
+            "",
+            "A",
+            "Microsoft.Edge/Targets/READ",
+            "/Subscriptions/S1/resourceGroups/RG-Ünïcode/x",
+        ] {
+            assert_eq!(
+                lower_bytes(text, &mut buf),
+                text.to_ascii_lowercase().as_bytes()
+            );
+            assert_eq!(lower_into(text, &mut buf), text.to_ascii_lowercase());
+        }
+    }
+
+    #[test]
+    fn tag_index_finds_keys_in_any_case_and_nothing_else() {
+        let keys = [
+            "/",
+            "/subscriptions/s1",
+            "/subscriptions/s1/resourcegroups/rg-1",
+        ];
+        let text: String = keys.concat();
+        let mut spans = Vec::new();
+        let mut at = 0u32;
+        for k in keys {
+            spans.push((at, at + k.len() as u32));
+            at += k.len() as u32;
+        }
+        let index = TagIndex::build(&text, spans.into_iter());
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(index.get(k.as_bytes(), &text), Some(i as u32));
+            assert_eq!(
+                index.get(k.to_ascii_uppercase().as_bytes(), &text),
+                Some(i as u32)
+            );
+        }
+        for miss in [
+            "",
+            "/subscriptions",
+            "/subscriptions/s1/",
+            "/subscriptions/s2",
+        ] {
+            assert_eq!(index.get(miss.as_bytes(), &text), None, "{miss}");
+        }
+    }
+
+    #[test]
+    fn a_grant_table_is_skipped_beyond_its_budget() {
+        let role = Role {
+            name: "r".into(),
+            id: None,
+            description: None,
+            actions: vec![ActionPattern::parse("a/*").unwrap_or_else(|e| panic!("{e}"))].into(),
+            not_actions: Box::new([]),
+            data_actions: Box::new([]),
+            not_data_actions: Box::new([]),
+            implied: FastSet::default(),
+            implied_data: FastSet::default(),
+            assignable_scopes: Box::new([]),
+        };
+        let table = GrantTable::build(std::slice::from_ref(&role), &["a/b", "c/d"]);
+        assert_eq!(
+            table.get(b"A/B", false).map(|(a, r)| (a, r[0])),
+            Some(("a/b", 1))
+        );
+        assert_eq!(table.get(b"a/b", true).map(|(_, r)| r[0]), Some(0));
+        assert_eq!(table.get(b"c/d", false).map(|(_, r)| r[0]), Some(0));
+        assert_eq!(table.get(b"e/f", false), None);
+        let many: Vec<String> = (0..=GrantTable::BUDGET).map(|i| format!("a/{i}")).collect();
+        let names: Vec<&str> = many.iter().map(String::as_str).collect();
+        let skipped = GrantTable::build(std::slice::from_ref(&role), &names);
+        assert_eq!(skipped.get(b"a/1", false), None);
     }
 }

@@ -32,7 +32,7 @@ usage: iot-authz-peers [options]
   --runs N            timed runs over all checks per engine (default 5)
   --batch N           checks per timed batch, for the per-check median (default 100)
   --load-runs N       loads per engine for the load-time median (default 3)
-  --engines LIST      comma-separated subset of: iot-authz,cedar,casbin,regorus
+  --engines LIST      comma-separated subset of: iot-authz,iot-authz-patterns,cedar,casbin,regorus
                       (default all; cedar also reports `cedar (prebuilt requests)`)
   --seed N            workload seed (default 0x1a2b3c4d5e6f7081)
   --users N           users (default 10000)
@@ -107,7 +107,13 @@ fn options() -> Options {
     o
 }
 
-const ALL: [&str; 4] = ["iot-authz", "cedar", "casbin", "regorus"];
+const ALL: [&str; 5] = [
+    "iot-authz",
+    "iot-authz-patterns",
+    "cedar",
+    "casbin",
+    "regorus",
+];
 
 /// An engine behind one type, so the harness can hold them together.
 enum Loaded {
@@ -119,7 +125,8 @@ enum Loaded {
 
 fn load(name: &str, w: &Workload) -> Result<Loaded, String> {
     Ok(match name {
-        "iot-authz" => Loaded::IotAuthz(engines::iot_authz::load(w)?),
+        "iot-authz" => Loaded::IotAuthz(engines::iot_authz::load(w, true)?),
+        "iot-authz-patterns" => Loaded::IotAuthz(engines::iot_authz::load(w, false)?),
         "cedar" => Loaded::Cedar(engines::cedar::load(w)?),
         "casbin" => Loaded::Casbin(engines::casbin::load(w)?),
         "regorus" => Loaded::Rego(engines::rego::load(w)?),
@@ -428,7 +435,10 @@ fn report(o: &Options, w: &Workload, allowed: usize, rows: &mut [Row], started: 
         .map(|r| median(&mut r.load_ms.clone()))
         .collect();
     let ours = rows.iter().position(|r| r.name == "iot-authz");
-    let peers: Vec<usize> = (0..rows.len()).filter(|&i| Some(i) != ours).collect();
+    // Every other engine is a peer; iot-authz's own variants are reported, not compared.
+    let peers: Vec<usize> = (0..rows.len())
+        .filter(|&i| !rows[i].name.starts_with("iot-authz"))
+        .collect();
     let fastest_peer = peers.iter().copied().min_by(|&a, &b| {
         rows[a]
             .timing
@@ -469,7 +479,7 @@ fn report(o: &Options, w: &Workload, allowed: usize, rows: &mut [Row], started: 
     let mut verdicts = json!({});
     if let Some(us) = ours {
         println!();
-        for &p in &peers {
+        for p in (0..rows.len()).filter(|&i| Some(i) != ours) {
             println!(
                 "{:<26} per check {:>9.1}x slower than iot-authz (batch medians {:.1}x); load {:>8.1}x slower",
                 rows[p].name,

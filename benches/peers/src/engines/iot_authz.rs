@@ -1,8 +1,13 @@
-//! iot-authz, as a user writes it: one policy document with the roles as Azure defines them
-//! (wildcards and notActions as written) and the role assignments, compiled by
-//! `compile_documents`. No action catalog is needed: patterns are matched directly.
+//! iot-authz, as a user writes it: one policy document with the action catalog (the
+//! provider operations, which Cedar's encoding also expands wildcards against), the roles as
+//! Azure defines them (wildcards and notActions as written) and the role assignments,
+//! compiled by `compile_documents`.
+//!
+//! iot-authz does not need the catalog to be correct: without it every check matches the
+//! role patterns, and with it the compiler precomputes which roles grant each catalog action.
+//! `iot-authz-patterns` is the same policy without the catalog, reported as its own row.
 
-use iot_authz::policy::document::{AssignmentDoc, Document, RoleDoc};
+use iot_authz::policy::document::{AssignmentDoc, CatalogActionDoc, Document, RoleDoc};
 use iot_authz::policy::syntax::{Instant, parse_time};
 use iot_authz::policy::{CheckRequest, Snapshot, compile_documents};
 
@@ -13,10 +18,25 @@ pub struct IotAuthz {
     at: Instant,
 }
 
-/// The policy document for the workload (the in-memory form of the YAML a user would write).
-pub fn document(w: &Workload) -> Document {
+/// The policy document for the workload (the in-memory form of the YAML a user would write),
+/// with or without the action catalog.
+pub fn document(w: &Workload, catalog: bool) -> Document {
+    let actions = if catalog {
+        w.catalog
+            .iter()
+            .map(|name| CatalogActionDoc {
+                name: name.clone(),
+                description: None,
+                data_action: false,
+                implies: Vec::new(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     Document {
         version: Some(1),
+        actions,
         roles: w
             .roles
             .iter()
@@ -42,8 +62,8 @@ pub fn document(w: &Workload) -> Document {
     }
 }
 
-pub fn load(w: &Workload) -> Result<IotAuthz, String> {
-    let docs = vec![("workload.yaml".to_owned(), document(w))];
+pub fn load(w: &Workload, catalog: bool) -> Result<IotAuthz, String> {
+    let docs = vec![("workload.yaml".to_owned(), document(w, catalog))];
     let snapshot = compile_documents(&docs).map_err(|e| e.to_string())?;
     Ok(IotAuthz {
         snapshot,

@@ -117,7 +117,7 @@ const ALL: [&str; 5] = [
 
 /// An engine behind one type, so the harness can hold them together.
 enum Loaded {
-    IotAuthz(engines::iot_authz::IotAuthz),
+    IotAuthz(Box<engines::iot_authz::IotAuthz>),
     Cedar(engines::cedar::Cedar),
     Casbin(engines::casbin::Casbin),
     Rego(engines::rego::Rego),
@@ -125,8 +125,8 @@ enum Loaded {
 
 fn load(name: &str, w: &Workload) -> Result<Loaded, String> {
     Ok(match name {
-        "iot-authz" => Loaded::IotAuthz(engines::iot_authz::load(w, true)?),
-        "iot-authz-patterns" => Loaded::IotAuthz(engines::iot_authz::load(w, false)?),
+        "iot-authz" => Loaded::IotAuthz(Box::new(engines::iot_authz::load(w, true)?)),
+        "iot-authz-patterns" => Loaded::IotAuthz(Box::new(engines::iot_authz::load(w, false)?)),
         "cedar" => Loaded::Cedar(engines::cedar::load(w)?),
         "casbin" => Loaded::Casbin(engines::casbin::load(w)?),
         "regorus" => Loaded::Rego(engines::rego::load(w)?),
@@ -137,7 +137,7 @@ fn load(name: &str, w: &Workload) -> Result<Loaded, String> {
 impl Loaded {
     fn engine(&mut self) -> &mut dyn Engine {
         match self {
-            Self::IotAuthz(e) => e,
+            Self::IotAuthz(e) => &mut **e,
             Self::Cedar(e) => e,
             Self::Casbin(e) => e,
             Self::Rego(e) => e,

@@ -167,3 +167,68 @@ assignments:
         Err(RequestError::Action(_))
     ));
 }
+
+/// A principal's assignments are searched by a merge when it holds few and by a binary
+/// search per ancestor when it holds many (more than 64). Both must report the same grant:
+/// of the grants at the request's ancestors, the first in policy order.
+#[test]
+fn long_and_short_assignment_rows_report_the_same_grant() {
+    use iot_authz::policy::source::SourceDocument;
+    use iot_authz::policy::{CheckRequest, Reason};
+
+    // `grants` are (id, scope) of Writer assignments, placed at the given policy positions
+    // among `fillers` Other assignments at sibling scopes.
+    let policy = |fillers: usize, grants: &[(usize, &str, &str)]| {
+        let mut yaml = String::from(
+            "version: 1\nroles:\n  - {name: Writer, actions: [x/write]}\n  - {name: Other, actions: [y/write]}\nassignments:\n",
+        );
+        for i in 0..fillers {
+            for (at, id, scope) in grants {
+                if *at == i {
+                    yaml.push_str(&format!(
+                        "  - {{id: {id}, principal: 'user:u', role: Writer, scope: '{scope}'}}\n"
+                    ));
+                }
+            }
+            yaml.push_str(&format!(
+                "  - {{principal: 'user:u', role: Other, scope: /s/{i}}}\n"
+            ));
+        }
+        compile_sources(&[SourceDocument::new("rows.yaml", yaml)]).unwrap()
+    };
+    let granted = |snapshot: &Snapshot| {
+        let decision = snapshot
+            .check(&CheckRequest {
+                principal: "user:u",
+                groups: &[],
+                action: "x/write",
+                data_action: false,
+                scope: "/s/7/x/y",
+                at: 0,
+            })
+            .unwrap();
+        match decision.reason {
+            Reason::RoleAssignment { assignment_id, .. } => assignment_id.map(str::to_owned),
+            other => panic!("not granted: {other:?}"),
+        }
+    };
+    let orders: [&[(usize, &str, &str)]; 3] = [
+        &[(2, "deep", "/s/7/x"), (3, "mid", "/s/7"), (4, "root", "/")],
+        &[(2, "root", "/"), (3, "deep", "/s/7/x"), (4, "mid", "/s/7")],
+        &[
+            (2, "mid", "/S/7"),
+            (3, "elsewhere", "/s/8"),
+            (4, "deep", "/s/7/x"),
+        ],
+    ];
+    for grants in orders {
+        let expected = grants
+            .iter()
+            .find(|(_, _, scope)| *scope != "/s/8")
+            .map(|(_, id, _)| (*id).to_owned());
+        let short = policy(8, grants);
+        let long = policy(150, grants);
+        assert_eq!(granted(&short), expected, "short row, {grants:?}");
+        assert_eq!(granted(&long), expected, "long row, {grants:?}");
+    }
+}

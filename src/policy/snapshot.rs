@@ -626,28 +626,42 @@ pub(crate) fn lower_bytes<'b>(text: &str, buf: &'b mut LowerBuf) -> &'b [u8] {
     buf
 }
 
-/// A hash of the ASCII-lowercase form of `key`, taken eight bytes at a time.
+/// A hash of `key` that ignores ASCII case, sixteen bytes per multiply. ASCII upper and
+/// lower case letters differ only in bit 5 (0x20), and lowercasing changes nothing else, so
+/// hashing every byte with that bit set is case-insensitive without lowercasing (other
+/// bytes that differ only in that bit collide, and the comparison tells them apart).
 pub(crate) fn folded_hash(seed: u64, key: &[u8]) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut h = seed ^ (key.len() as u64).wrapping_mul(K);
-    let mut words = key.chunks_exact(8);
-    for chunk in &mut words {
-        h = folded_multiply(h ^ lower_word(word_of(chunk)), K);
+    const CASE: u64 = 0x2020_2020_2020_2020;
+    // Every byte has bit 5 clear, so `word | CASE` xor this is never zero.
+    const K: u64 = 0x1f0f_9f8f_5b47_1d03;
+    let mix = |h: u64, a: u64, b: u64| folded_multiply((a | CASE) ^ h, (b | CASE) ^ K);
+    let mut h = seed ^ (key.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut pairs = key.chunks_exact(16);
+    for pair in &mut pairs {
+        h = mix(h, word_of(&pair[..8]), word_of(&pair[8..]));
     }
-    if !words.remainder().is_empty() {
-        h = folded_multiply(h ^ lower_word(last_word(key)), K);
+    if !pairs.remainder().is_empty() {
+        // The last sixteen bytes (or fewer), overlapping what the loop already took.
+        let (a, b) = match key.len() {
+            n if n >= 16 => (word_of(&key[n - 16..n - 8]), word_of(&key[n - 8..])),
+            n if n >= 8 => (word_of(&key[..8]), word_of(&key[n - 8..])),
+            _ => (last_word(key), 0),
+        };
+        h = mix(h, a, b);
     }
     folded_multiply(h, seed | 1)
 }
 
-/// Whether `key`, lowercased, equals `lower`.
+/// Whether `key`, lowercased, equals `lower`: a word that is already equal (a lowercase
+/// part of the key) needs no lowercasing.
 pub(crate) fn folded_eq(key: &[u8], lower: &[u8]) -> bool {
+    let same = |k: u64, l: u64| k == l || lower_word(k) == l;
     key.len() == lower.len()
         && key
             .chunks_exact(8)
             .zip(lower.chunks_exact(8))
-            .all(|(k, l)| lower_word(word_of(k)) == word_of(l))
-        && (key.len().is_multiple_of(8) || lower_word(last_word(key)) == last_word(lower))
+            .all(|(k, l)| same(word_of(k), word_of(l)))
+        && (key.len().is_multiple_of(8) || same(last_word(key), last_word(lower)))
 }
 
 /// Eight bytes as a little-endian word.
@@ -817,9 +831,13 @@ impl Snapshot {
         // errors, and their order (principal, groups, action, scope), are the same.
         let slot = self.principal_slot(req.principal);
         let principal_type = match slot {
-            Some(_) => memchr::memchr(b':', req.principal.as_bytes())
-                .and_then(|colon| req.principal.get(..colon))
-                .unwrap_or_default(),
+            // Types are short: a plain scan beats `memchr`'s set-up.
+            Some(_) => {
+                let colon = req.principal.bytes().position(|b| b == b':');
+                colon
+                    .and_then(|colon| req.principal.get(..colon))
+                    .unwrap_or_default()
+            }
             None => syntax::principal_type(req.principal).map_err(RequestError::Principal)?,
         };
         for group in req.groups {
@@ -1046,29 +1064,63 @@ impl Snapshot {
                 live.push([start, end]);
             }
         }
-        live.iter().find_map(|&row| {
-            let mut best: Option<u32> = None;
+        live.iter()
+            .find_map(|&row| self.first_grant_in_row(row, action, ancestors, at))
+    }
+
+    /// The grant of one subject's row: of its active assignments granting the action at
+    /// one of the ancestors, the first in policy order.
+    fn first_grant_in_row(
+        &self,
+        row: [u32; 2],
+        action: ActionRef<'_>,
+        ancestors: &[ScopeIdx],
+        at: Instant,
+    ) -> Option<u32> {
+        let earliest = |best: Option<u32>, i: u32| match best {
+            Some(b) if self.assignment_order[b as usize] < self.assignment_order[i as usize] => {
+                Some(b)
+            }
+            _ => Some(i),
+        };
+        let keys = self
+            .assignment_keys
+            .get(row[0] as usize..row[1] as usize)
+            .unwrap_or_default();
+        let mut best: Option<u32> = None;
+        if keys.len() > 64 {
+            // A long row: a binary search per ancestor.
             for group in self.rows_at(row, ancestors) {
                 // Within one scope the row is in policy order: the first grant is the
                 // earliest of the group.
-                let Some(i) = group
+                if let Some(i) = group
                     .into_iter()
                     .find(|&i| self.grants_keyed(i, action, at))
-                else {
-                    continue;
-                };
-                best = match best {
-                    Some(b)
-                        if self.assignment_order[b as usize]
-                            < self.assignment_order[i as usize] =>
-                    {
-                        Some(b)
-                    }
-                    _ => Some(i),
-                };
+                {
+                    best = earliest(best, i);
+                }
             }
-            best
-        })
+            return best;
+        }
+        // A short row: one merge of the row (sorted by scope) with the sorted ancestors.
+        let mut next = ancestors.iter().copied().peekable();
+        let mut granted_scope = None;
+        for (i, &key) in (row[0]..).zip(keys) {
+            let scope = (key >> 32) as u32;
+            while next.next_if(|&a| a < scope).is_some() {}
+            match next.peek() {
+                None => break,
+                Some(&a) if a != scope || granted_scope == Some(scope) => continue,
+                Some(_) => {}
+            }
+            // Within one scope the row is in policy order: the first grant is the
+            // earliest of the scope.
+            if self.grants_keyed(i, action, at) {
+                granted_scope = Some(scope);
+                best = earliest(best, i);
+            }
+        }
+        best
     }
 
     /// Every active assignment of subject `s` granting the action at one of the ancestors,

@@ -168,9 +168,9 @@ assignments:
     ));
 }
 
-/// A principal's assignments are searched by a merge when it holds few and by a binary
-/// search per ancestor when it holds many (more than 64). Both must report the same grant:
-/// of the grants at the request's ancestors, the first in policy order.
+/// A principal's assignments are searched by a merge when it holds few (up to 64) and by a
+/// binary search per ancestor beyond. Both must report the same grant: of the grants at
+/// the request's ancestors, the first in policy order.
 #[test]
 fn long_and_short_assignment_rows_report_the_same_grant() {
     use iot_authz::policy::source::SourceDocument;
@@ -227,8 +227,10 @@ fn long_and_short_assignment_rows_report_the_same_grant() {
             .find(|(_, _, scope)| *scope != "/s/8")
             .map(|(_, id, _)| (*id).to_owned());
         let short = policy(8, grants);
+        let medium = policy(40, grants);
         let long = policy(150, grants);
         assert_eq!(granted(&short), expected, "short row, {grants:?}");
+        assert_eq!(granted(&medium), expected, "medium row, {grants:?}");
         assert_eq!(granted(&long), expected, "long row, {grants:?}");
     }
 }

@@ -10,8 +10,8 @@ use super::identity::IdentityConfig;
 use super::route::RouteTable;
 use super::snapshot::{
     ALWAYS, Assignment, CatalogAction, Counts, DenyAssignment, FastMap, FastSet, GrantTable,
-    IdText, LowerBuf, PrincipalIdx, PrincipalIndex, PrincipalRows, Role, RoleIdx, Rows, ScopeIdx,
-    Selector, Snapshot, TagIndex, Window, assignment_key, lower_into,
+    IdText, KeyLayout, LowerBuf, PrincipalIdx, PrincipalIndex, PrincipalRows, Role, RoleIdx, Rows,
+    ScopeIdx, Selector, Snapshot, TagIndex, Window, lower_into,
 };
 use super::source::{self, SourceDocument};
 use super::syntax::{
@@ -847,10 +847,11 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     drop(pending);
     drop(ids);
     drop(id_ends);
-    let assignment_keys: Vec<u64> = slots
+    let key_layout = KeyLayout::new(scope_count, roles.len());
+    let assignment_keys: Vec<u32> = slots
         .iter()
         .zip(&assignments)
-        .map(|(&(s, _), a)| assignment_key(s, a))
+        .map(|(&(s, _), a)| key_layout.key(s, a))
         .collect();
     let assignment_order: Vec<u32> = slots.iter().map(|&(_, n)| n).collect();
     drop(slots);
@@ -950,6 +951,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         role_lookup,
         assignments,
         assignment_keys,
+        key_layout,
         assignment_order,
         assignment_ids,
         windows,

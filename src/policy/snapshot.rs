@@ -481,11 +481,13 @@ pub struct Snapshot {
     /// policy order; `principal_rows` gives the range of each principal. The
     /// `assignment_*` vectors are parallel to it.
     pub(crate) assignments: Vec<Assignment>,
-    /// The scope of each assignment (high 32 bits) and, when it is always active, its
-    /// role (low 32 bits; [`u32::MAX`] when the record must be read): a principal's row is
-    /// contiguous and sorted, so a probe for one scope reads a cache line or two, and a
-    /// candidate whose role does not grant the action is rejected without its record.
-    pub(crate) assignment_keys: Vec<u64>,
+    /// The scope of each assignment (high bits) and, when it is always active and the
+    /// role fits, its role (the low [`KeyLayout::role_bits`]; all ones when the record
+    /// must be read), in 4 bytes: a principal's row is contiguous and sorted by scope, so a
+    /// probe for one scope reads a cache line or two, and a candidate whose role does not
+    /// grant the action is rejected without its record.
+    pub(crate) assignment_keys: Vec<u32>,
+    pub(crate) key_layout: KeyLayout,
     /// The policy (load) order of each assignment: among the grants of a subject, the
     /// first in this order is reported.
     pub(crate) assignment_order: Vec<u32>,
@@ -803,10 +805,55 @@ impl std::ops::Deref for Subjects {
     }
 }
 
-/// The key of an assignment in [`Snapshot::assignment_keys`].
-pub(crate) fn assignment_key(scope: ScopeIdx, a: &Assignment) -> u64 {
-    let role = if a.window == 0 { a.role } else { u32::MAX };
-    (u64::from(scope) << 32) | u64::from(role)
+/// How [`Snapshot::assignment_keys`] split their 32 bits: the scope above, as few bits
+/// as the policy's scopes need, and the role below, in the bits left.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct KeyLayout {
+    role_bits: u32,
+    /// Whether every role index fits below the all-ones "read the record" value.
+    roles_fit: bool,
+}
+
+impl KeyLayout {
+    pub fn new(scopes: usize, roles: usize) -> Self {
+        // At least one scope bit, so shifts stay below 32.
+        let scope_bits = (usize::BITS - scopes.saturating_sub(1).leading_zeros()).max(1);
+        let role_bits = 32u32.saturating_sub(scope_bits);
+        Self {
+            role_bits,
+            roles_fit: (roles as u64) < (1u64 << role_bits) - 1,
+        }
+    }
+
+    fn role_mask(self) -> u32 {
+        ((1u64 << self.role_bits) - 1) as u32
+    }
+
+    /// The key of an assignment at `scope`.
+    pub fn key(self, scope: ScopeIdx, a: &Assignment) -> u32 {
+        let role = if a.window == 0 && self.roles_fit {
+            a.role
+        } else {
+            self.role_mask()
+        };
+        self.first_key(scope) | role
+    }
+
+    /// The scope of a key.
+    pub fn scope(self, key: u32) -> ScopeIdx {
+        key >> (self.role_bits & 31)
+    }
+
+    /// The smallest key at `scope`.
+    fn first_key(self, scope: ScopeIdx) -> u32 {
+        scope << (self.role_bits & 31)
+    }
+
+    /// The role of a key, when the key holds it (always active, and the role fits).
+    fn role(self, key: u32) -> Option<RoleIdx> {
+        let role = key & self.role_mask();
+        (role != self.role_mask()).then_some(role)
+    }
 }
 
 impl Snapshot {
@@ -1058,8 +1105,8 @@ impl Snapshot {
                 .get(start as usize..end as usize)
                 .unwrap_or_default();
             if let (Some(&first), Some(&last)) = (row.first(), row.last())
-                && (first >> 32) as u32 <= high
-                && (last >> 32) as u32 >= low
+                && self.key_layout.scope(first) <= high
+                && self.key_layout.scope(last) >= low
             {
                 live.push([start, end]);
             }
@@ -1106,7 +1153,7 @@ impl Snapshot {
         let mut next = ancestors.iter().copied().peekable();
         let mut granted_scope = None;
         for (i, &key) in (row[0]..).zip(keys) {
-            let scope = (key >> 32) as u32;
+            let scope = self.key_layout.scope(key);
             while next.next_if(|&a| a < scope).is_some() {}
             match next.peek() {
                 None => break,
@@ -1160,11 +1207,12 @@ impl Snapshot {
             .get(start as usize..end as usize)
             .unwrap_or_default();
         let mut base = start;
+        let layout = self.key_layout;
         ancestors.iter().map_while(move |&scope| {
             if rest.is_empty() {
                 return None;
             }
-            let low = u64::from(scope) << 32;
+            let low = layout.first_key(scope);
             // Ancestors are sorted, so the search resumes where the previous one ended: a
             // merge on short rows, a binary search on long ones.
             let skip = if rest.len() <= 64 {
@@ -1177,7 +1225,7 @@ impl Snapshot {
             base += skip as u32;
             let len = rest
                 .iter()
-                .take_while(|&&x| x >> 32 == u64::from(scope))
+                .take_while(|&&x| layout.scope(x) == scope)
                 .count();
             let group = base..base + len as u32;
             rest = &rest[len..];
@@ -1188,9 +1236,13 @@ impl Snapshot {
 
     /// [`Snapshot::grants`], reading the record only for assignments with a time window.
     fn grants_keyed(&self, i: u32, action: ActionRef<'_>, at: Instant) -> bool {
-        match self.assignment_keys.get(i as usize) {
-            Some(&key) if key as u32 != u32::MAX => action.granted_by(&self.roles, key as u32),
-            _ => self.grants(i, action, at),
+        match self
+            .assignment_keys
+            .get(i as usize)
+            .and_then(|&key| self.key_layout.role(key))
+        {
+            Some(role) => action.granted_by(&self.roles, role),
+            None => self.grants(i, action, at),
         }
     }
 
@@ -1223,7 +1275,8 @@ impl Snapshot {
         Reason::RoleAssignment {
             role: &self.roles[a.role as usize].name,
             assignment_id: self.assignment_id(i),
-            scope: self.scopes[(self.assignment_keys[i as usize] >> 32) as usize].as_str(),
+            scope: self.scopes[self.key_layout.scope(self.assignment_keys[i as usize]) as usize]
+                .as_str(),
             via,
         }
     }
@@ -1380,6 +1433,43 @@ mod tests {
             "/subscriptions/s2",
         ] {
             assert_eq!(index.get(miss.as_bytes(), &text), None, "{miss}");
+        }
+    }
+
+    #[test]
+    fn assignment_keys_hold_the_scope_and_the_role_when_it_fits() {
+        let record = |role: u32, window: u32| Assignment {
+            role,
+            window,
+            principal: 0,
+            id_end: 0,
+        };
+        for (scopes, roles) in [
+            (0, 0),
+            (1, 5),
+            (2, 3),
+            (10_000, 200),
+            (1 << 20, 4094),
+            (1 << 20, 4095),
+            (usize::MAX >> 1, 1),
+        ] {
+            let layout = KeyLayout::new(scopes, roles);
+            let last_scope = u32::try_from(scopes.saturating_sub(1)).unwrap_or(u32::MAX);
+            let fits = (roles as u64) < (1u64 << layout.role_bits) - 1;
+            for scope in [0, last_scope / 2, last_scope] {
+                for role in [0, roles.saturating_sub(1) as u32] {
+                    let key = layout.key(scope, &record(role, 0));
+                    assert_eq!(layout.scope(key), scope, "{scopes} scopes, {roles} roles");
+                    assert_eq!(layout.role(key), fits.then_some(role));
+                    assert!(layout.first_key(scope) <= key);
+                    // A timed assignment's role is always read from its record.
+                    assert_eq!(layout.role(layout.key(scope, &record(role, 1))), None);
+                }
+            }
+            if last_scope > 0 {
+                let below = layout.key(last_scope - 1, &record(0, 1));
+                assert!(below < layout.first_key(last_scope));
+            }
         }
     }
 

@@ -724,27 +724,70 @@ impl GrantTable {
     /// more gets no table (every check matches patterns).
     pub const BUDGET: usize = 1 << 22;
 
-    /// Builds the table for distinct lowercase actions.
+    /// Builds the table for distinct lowercase actions: per role, its patterns are applied
+    /// to the actions at once (a literal through an index, a wildcard by one scan), so the
+    /// cost is the roles' wildcards times the actions, not every role times every action.
     pub fn build(roles: &[Role], actions: &[&str]) -> Self {
         if actions.len().saturating_mul(roles.len()) > Self::BUDGET || roles.is_empty() {
             return Self::default();
         }
         let words = roles.len().div_ceil(64);
-        let mut text = String::with_capacity(actions.iter().map(|a| a.len()).sum());
-        let mut spans = Vec::with_capacity(actions.len());
-        let mut bits = vec![0u64; actions.len() * 2 * words];
-        for (i, action) in actions.iter().enumerate() {
-            let start = u32::try_from(text.len()).unwrap_or(u32::MAX);
-            text.push_str(action);
-            spans.push((start, u32::try_from(text.len()).unwrap_or(u32::MAX)));
-            for data in [false, true] {
-                let row = (2 * i + usize::from(data)) * words;
-                for (r, role) in roles.iter().enumerate() {
-                    if role.grants(action, data) {
-                        bits[row + r / 64] |= 1 << (r % 64);
+        let index: FastMap<&str, usize> =
+            actions.iter().enumerate().map(|(i, a)| (*a, i)).collect();
+        let mark = |flags: &mut [bool], patterns: &[ActionPattern]| {
+            for p in patterns {
+                match p.literal() {
+                    Some(literal) => {
+                        if let Some(&i) = index.get(literal) {
+                            flags[i] = true;
+                        }
+                    }
+                    None => {
+                        for (flag, action) in flags.iter_mut().zip(actions) {
+                            *flag |= p.matches_lower(action);
+                        }
                     }
                 }
             }
+        };
+        let mut bits = vec![0u64; actions.len() * 2 * words];
+        let mut allowed = vec![false; actions.len()];
+        let mut removed = vec![false; actions.len()];
+        for (r, role) in roles.iter().enumerate() {
+            for data in [false, true] {
+                let (allow, remove, implied) = if data {
+                    (
+                        &role.data_actions,
+                        &role.not_data_actions,
+                        &role.implied_data,
+                    )
+                } else {
+                    (&role.actions, &role.not_actions, &role.implied)
+                };
+                allowed.fill(false);
+                removed.fill(false);
+                mark(&mut allowed, allow);
+                mark(&mut removed, remove);
+                // `Role::grants`: granted by its patterns, or implied.
+                for (a, gone) in allowed.iter_mut().zip(&removed) {
+                    *a &= !*gone;
+                }
+                for action in implied {
+                    if let Some(&i) = index.get(&**action) {
+                        allowed[i] = true;
+                    }
+                }
+                for (i, _) in allowed.iter().enumerate().filter(|(_, a)| **a) {
+                    bits[(2 * i + usize::from(data)) * words + r / 64] |= 1 << (r % 64);
+                }
+            }
+        }
+        let mut text = String::with_capacity(actions.iter().map(|a| a.len()).sum());
+        let mut spans = Vec::with_capacity(actions.len());
+        for action in actions {
+            let start = u32::try_from(text.len()).unwrap_or(u32::MAX);
+            text.push_str(action);
+            spans.push((start, u32::try_from(text.len()).unwrap_or(u32::MAX)));
         }
         let index = TagIndex::build(&text, spans.into_iter());
         Self {
@@ -1469,6 +1512,77 @@ mod tests {
             if last_scope > 0 {
                 let below = layout.key(last_scope - 1, &record(0, 1));
                 assert!(below < layout.first_key(last_scope));
+            }
+        }
+    }
+
+    #[test]
+    fn the_grant_table_agrees_with_role_grants() {
+        let patterns = |list: &[&str]| -> Box<[ActionPattern]> {
+            list.iter()
+                .map(|p| ActionPattern::parse(p).unwrap_or_else(|e| panic!("{e}")))
+                .collect()
+        };
+        let implied = |list: &[&str]| -> FastSet<Box<str>> {
+            list.iter().map(|a| Box::<str>::from(*a)).collect()
+        };
+        let role =
+            |actions: &[&str], not: &[&str], data: &[&str], not_data: &[&str], imp: &[&str]| Role {
+                name: "r".into(),
+                id: None,
+                description: None,
+                actions: patterns(actions),
+                not_actions: patterns(not),
+                data_actions: patterns(data),
+                not_data_actions: patterns(not_data),
+                implied: implied(imp),
+                implied_data: implied(&["p/q/read"]),
+                assignable_scopes: Box::new([]),
+            };
+        let roles: Vec<Role> = (0..70)
+            .map(|i| match i % 5 {
+                0 => role(&["*"], &["a/*/delete", "B/X/WRITE"], &[], &[], &[]),
+                1 => role(
+                    &["a/*", "p/q/read"],
+                    &["a/x/*"],
+                    &["a/*"],
+                    &["*/read"],
+                    &["c/d/read"],
+                ),
+                2 => role(&["*/read"], &[], &["*"], &[], &["a/x/delete"]),
+                3 => role(
+                    &["A/X/Read", "b/x/write", "zz/none"],
+                    &["a/x/read"],
+                    &[],
+                    &[],
+                    &[],
+                ),
+                _ => role(&[], &[], &[], &[], &[]),
+            })
+            .collect();
+        let actions = [
+            "a/x/read",
+            "a/x/delete",
+            "a/y/read",
+            "a/y/delete",
+            "b/x/write",
+            "c/d/read",
+            "p/q/read",
+            "p/q/write",
+        ];
+        let table = GrantTable::build(&roles, &actions);
+        for action in actions {
+            for data in [false, true] {
+                let Some((_, bits)) = table.get(action.as_bytes(), data) else {
+                    panic!("{action} is not in the table");
+                };
+                for (r, role) in roles.iter().enumerate() {
+                    assert_eq!(
+                        bits[r / 64] >> (r % 64) & 1 != 0,
+                        role.grants(action, data),
+                        "role {r}, {action}, data {data}"
+                    );
+                }
             }
         }
     }

@@ -334,6 +334,14 @@ impl ActionPattern {
         matches!(self.kind, PatternKind::Exact(_))
     }
 
+    /// The lowercase action a pattern without `*` matches.
+    pub fn literal(&self) -> Option<&str> {
+        match &self.kind {
+            PatternKind::Exact(exact) => Some(exact),
+            _ => None,
+        }
+    }
+
     /// Matches an action that the caller already lowercased (ASCII).
     pub fn matches_lower(&self, action: &str) -> bool {
         match &self.kind {

@@ -20,7 +20,7 @@ use iot_authz::policy::compile_documents;
 use iot_authz::policy::document::{
     AssignmentDoc, CatalogActionDoc, DenyAssignmentDoc, Document, GroupDoc, RoleDoc, ScopeLinkDoc,
 };
-use iot_authz::policy::snapshot::{CheckRequest, Reason, Snapshot};
+use iot_authz::policy::snapshot::{CheckRequest, Snapshot};
 use iot_authz::policy::syntax::{ActionPattern, Instant, parse_time};
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
@@ -912,46 +912,9 @@ fn reference_check(docs: &Policy, r: &Request) -> reference::Decision {
 /// Engine and reference agree on the decision, and the engine's reason names a deny
 /// assignment or a grant that the reference also found.
 fn agree(docs: &Policy, snapshot: &Snapshot, r: &Request) -> Result<(), String> {
-    let got = engine_check(snapshot, r);
-    let want = reference_check(docs, r);
-    if got.allowed != want.allowed || got.reason.kind() != want.kind {
-        return Err(format!(
-            "engine: {} {:?}, reference: {} {} (denies {:?}, grants {:?})\nrequest: {r:?}",
-            got.allowed, got.reason, want.allowed, want.kind, want.denies, want.grants
-        ));
-    }
-    match &got.reason {
-        Reason::DenyAssignment { deny_assignment }
-            if !want.denies.iter().any(|d| d == deny_assignment) =>
-        {
-            Err(format!(
-                "engine names deny `{deny_assignment}`, reference found {:?}\nrequest: {r:?}",
-                want.denies
-            ))
-        }
-        Reason::RoleAssignment {
-            role,
-            assignment_id,
-            scope,
-            via,
-        } => {
-            let found = want.grants.iter().any(|g| {
-                g.role == *role
-                    && g.scope_key == reference::key(scope)
-                    && g.id.as_deref() == *assignment_id
-                    && g.via == *via
-            });
-            if found {
-                Ok(())
-            } else {
-                Err(format!(
-                    "engine reason {:?} is not among the reference's grants {:?}\nrequest: {r:?}",
-                    got.reason, want.grants
-                ))
-            }
-        }
-        _ => Ok(()),
-    }
+    reference_check(docs, r)
+        .admits(&engine_check(snapshot, r))
+        .map_err(|e| format!("{e}\nrequest: {r:?}"))
 }
 
 /// `cases` cases, or `PROPERTIES_SCALE` times as many (for a long hunt in release mode).

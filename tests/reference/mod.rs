@@ -195,6 +195,45 @@ pub struct Decision {
     pub grants: Vec<Grant>,
 }
 
+impl Decision {
+    /// Whether the engine's decision is one this reference admits: the same allow or deny
+    /// and reason kind, and the grant or deny assignment it names among those found here.
+    pub fn admits(&self, got: &iot_authz::policy::Decision<'_>) -> Result<(), String> {
+        use iot_authz::policy::Reason;
+        let mismatch = |what: &str| {
+            Err(format!(
+                "{what}: engine {} {:?}, reference {} {} (denies {:?}, grants {:?})",
+                got.allowed, got.reason, self.allowed, self.kind, self.denies, self.grants
+            ))
+        };
+        if got.allowed != self.allowed || got.reason.kind() != self.kind {
+            return mismatch("the decision differs");
+        }
+        match &got.reason {
+            Reason::DenyAssignment { deny_assignment }
+                if !self.denies.iter().any(|d| d == deny_assignment) =>
+            {
+                mismatch("the engine's deny is not one the reference finds")
+            }
+            Reason::RoleAssignment {
+                role,
+                assignment_id,
+                scope,
+                via,
+            } if !self.grants.iter().any(|g| {
+                g.role == *role
+                    && g.scope_key == key(scope)
+                    && g.id.as_deref() == *assignment_id
+                    && g.via == *via
+            }) =>
+            {
+                mismatch("the engine's grant is not one the reference finds")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 pub struct Request<'a> {
     pub principal: &'a str,
     pub groups: &'a [String],

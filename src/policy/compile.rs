@@ -888,6 +888,12 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             .map(|(&a, &b)| (a, b)),
     );
     drop(scopes.index);
+    let mut deny_scopes = vec![0u64; scope_count.div_ceil(64)];
+    for d in &denies {
+        if let Some(word) = deny_scopes.get_mut(d.scope as usize / 64) {
+            *word |= 1 << (d.scope % 64);
+        }
+    }
     let denies_by_scope = Rows::build(
         scope_count,
         denies
@@ -957,6 +963,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         windows,
         denies,
         denies_by_scope,
+        deny_scopes,
         catalog,
         universe,
         grant_table,

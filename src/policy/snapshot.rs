@@ -496,6 +496,9 @@ pub struct Snapshot {
     pub(crate) windows: Vec<Window>,
     pub(crate) denies: Vec<DenyAssignment>,
     pub(crate) denies_by_scope: Rows,
+    /// Bit `s` set: scope `s` has deny assignments (a few bytes that stay in cache, so a
+    /// check reads `denies_by_scope` only at the scopes that have some).
+    pub(crate) deny_scopes: Vec<u64>,
     pub(crate) catalog: Vec<CatalogAction>,
     /// Catalog actions plus every literal action in the policy: `(spelling, data)`.
     pub(crate) universe: Vec<(Box<str>, bool)>,
@@ -1109,7 +1112,12 @@ impl Snapshot {
         at: Instant,
     ) -> Verdict {
         if !self.denies.is_empty() {
-            for &scope in ancestors {
+            let has_denies = |s: ScopeIdx| {
+                self.deny_scopes
+                    .get(s as usize / 64)
+                    .is_some_and(|w| w >> (s % 64) & 1 != 0)
+            };
+            for &scope in ancestors.iter().filter(|&&s| has_denies(s)) {
                 for &d in self.denies_by_scope.row(scope) {
                     let deny = &self.denies[d as usize];
                     if deny.covers(action.lower, action.data)

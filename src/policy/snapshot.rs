@@ -142,8 +142,9 @@ pub(crate) struct PrincipalRows {
 /// whose (lowercase) keys are spans of one text held by the caller. A slot is 16 bytes: a
 /// 32-bit hash tag, the value and the span of its key, so a lookup reads one slot and then
 /// the key, with no pointer in between. A lookup takes the key in any case and never copies
-/// it: hashing and comparing lowercase it eight bytes at a time. Built once from policy
-/// keys; lookups never insert, so request data cannot lengthen a probe.
+/// it: the hash ignores case ([`folded_hash`]) and the comparison lowercases eight bytes at
+/// a time where the words differ ([`folded_eq`]). Built once from policy keys; lookups
+/// never insert, so request data cannot lengthen a probe.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TagIndex {
     /// `[tag, value + 1, key start, key end]`; a zero second word is an empty slot. At
@@ -482,7 +483,7 @@ pub struct Snapshot {
     /// `assignment_*` vectors are parallel to it.
     pub(crate) assignments: Vec<Assignment>,
     /// The scope of each assignment (high bits) and, when it is always active and the
-    /// role fits, its role (the low [`KeyLayout::role_bits`]; all ones when the record
+    /// role fits, its role (the low bits of the [`KeyLayout`]; all ones when the record
     /// must be read), in 4 bytes: a principal's row is contiguous and sorted by scope, so a
     /// probe for one scope reads a cache line or two, and a candidate whose role does not
     /// grant the action is rejected without its record.

@@ -614,22 +614,11 @@ impl<'s> Decision<'s> {
 pub(crate) type LowerBuf = SmallVec<[u8; 192]>;
 
 pub(crate) fn lower_into<'b>(text: &str, buf: &'b mut LowerBuf) -> &'b str {
-    // ASCII lowercasing keeps UTF-8 valid, so this never fails.
-    std::str::from_utf8(lower_bytes(text, buf)).unwrap_or_default()
-}
-
-/// [`lower_into`] without the UTF-8 check: a copy, then eight bytes at a time in place.
-pub(crate) fn lower_bytes<'b>(text: &str, buf: &'b mut LowerBuf) -> &'b [u8] {
     buf.clear();
     buf.extend_from_slice(text.as_bytes());
-    let mut words = buf.chunks_exact_mut(8);
-    for chunk in &mut words {
-        let mut word = [0; 8];
-        word.copy_from_slice(chunk);
-        chunk.copy_from_slice(&lower_word(u64::from_le_bytes(word)).to_le_bytes());
-    }
-    words.into_remainder().make_ascii_lowercase();
-    buf
+    buf.make_ascii_lowercase();
+    // ASCII lowercasing keeps UTF-8 valid, so this never fails.
+    std::str::from_utf8(buf.as_slice()).unwrap_or_default()
 }
 
 /// A hash of `key` that ignores ASCII case, sixteen bytes per multiply. ASCII upper and
@@ -1436,23 +1425,6 @@ mod tests {
             let mut longer = lower.clone();
             longer.push(b'x');
             assert!(!folded_eq(key, &longer));
-        }
-    }
-
-    #[test]
-    fn lower_bytes_matches_ascii_lowercase() {
-        let mut buf = LowerBuf::new();
-        for text in [
-            "",
-            "A",
-            "Microsoft.Edge/Targets/READ",
-            "/Subscriptions/S1/resourceGroups/RG-Ünïcode/x",
-        ] {
-            assert_eq!(
-                lower_bytes(text, &mut buf),
-                text.to_ascii_lowercase().as_bytes()
-            );
-            assert_eq!(lower_into(text, &mut buf), text.to_ascii_lowercase());
         }
     }
 

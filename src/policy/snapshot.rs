@@ -1068,11 +1068,7 @@ impl Snapshot {
     /// [`Snapshot::ancestors_of`] a request's scope, which is validated unless the policy
     /// knows it (a known scope is valid: the policy's scopes were checked when compiled).
     fn request_ancestors(&self, scope: &str) -> Result<&[ScopeIdx], RequestError> {
-        // The one trailing slash that `normalize_scope` drops; `//` is not `/`.
-        let key = match scope.as_bytes() {
-            [trimmed @ .., b'/'] if trimmed.len() > 1 => trimmed,
-            bytes => bytes,
-        };
+        let key = syntax::trim_scope(scope).as_bytes();
         if let Some(s) = self.scope_index.get(key, &self.scope_text) {
             return Ok(self.ancestors.row(s));
         }

@@ -136,13 +136,23 @@ impl fmt::Display for Scope {
     }
 }
 
+/// A scope without its one optional trailing slash: `/a/b/` is `/a/b`, `/` stays `/`, and
+/// `//` stays `//` (an empty segment, not the root). Scope keys are the lowercase form of
+/// this.
+pub fn trim_scope(text: &str) -> &str {
+    match text.strip_suffix('/') {
+        Some(trimmed) if trimmed.len() > 1 => trimmed,
+        _ => text,
+    }
+}
+
 /// Checks a scope and returns it without its one optional trailing slash.
 pub fn normalize_scope(text: &str) -> Result<&str, String> {
     // Fast path: one pass over the bytes; any problem is described by the slow path.
     if text == "/" {
         return Ok(text);
     }
-    let trimmed = text.strip_suffix('/').unwrap_or(text);
+    let trimmed = trim_scope(text);
     if scope_bytes_ok(trimmed.as_bytes()) {
         return Ok(trimmed);
     }
@@ -183,7 +193,7 @@ fn normalize_scope_slow(text: &str) -> Result<&str, String> {
     if text == "/" {
         return Ok(text);
     }
-    let trimmed = text.strip_suffix('/').unwrap_or(text);
+    let trimmed = trim_scope(text);
     for segment in trimmed[1..].split('/') {
         let problem = match segment {
             "" => Some("an empty segment"),
@@ -515,6 +525,8 @@ mod tests {
             "/é",
             "a/b",
             "/a/b/",
+            "a/",
+            "/ab/",
             "user:alice",
             "user:",
             ":x",
@@ -539,6 +551,10 @@ mod tests {
                 normalize_scope_slow(text),
                 "{text:?}"
             );
+            // A valid scope normalizes to its trimmed form, the form scope keys are made of.
+            if let Ok(normalized) = normalize_scope(text) {
+                assert_eq!(trim_scope(text), normalized, "{text:?}");
+            }
             assert_eq!(principal_type(text), principal_type_slow(text), "{text:?}");
             assert_eq!(check_pattern(text), check_pattern_slow(text), "{text:?}");
             let full = check_pattern_slow(text).and_then(|()| {

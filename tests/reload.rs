@@ -837,6 +837,19 @@ mod cache {
             }
         }
         assert!(app.metrics.cache.hits.get() >= cases.len() as u64);
+        // Action and scope are keyed ignoring ASCII case: another spelling of a cached
+        // request is a hit, not a miss.
+        let (hits, misses) = (app.metrics.cache.hits.get(), app.metrics.cache.misses.get());
+        let respelled = pb::CheckRequest {
+            action: "A/b".into(),
+            scope: "/s/T/".into(),
+            ..base.clone()
+        };
+        assert!(client.check(respelled).await.unwrap().into_inner().allowed);
+        assert_eq!(
+            (app.metrics.cache.hits.get(), app.metrics.cache.misses.get()),
+            (hits + 1, misses)
+        );
     }
 }
 

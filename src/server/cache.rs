@@ -1,9 +1,11 @@
 //! A bounded decision cache that can never return a stale answer.
 //!
-//! Keys are a keyed 64-bit hash (SipHash with per-process random keys) of everything a
-//! decision depends on: the policy generation, principal, caller groups, action (ASCII
-//! lowercase), data flag and scope (ASCII lowercase). Every entry also stores those inputs,
-//! and a hit must match them exactly, so a hash collision is a miss, never a wrong answer.
+//! Keys are a 64-bit hash, seeded per process, of everything a decision depends on: the
+//! policy generation, principal, caller groups, action and scope (both hashed ignoring ASCII
+//! case, in place, with the engine's [`folded_hash`]; the scope without its optional
+//! trailing slash, as the engine reads it) and data flag. Every entry also stores those
+//! inputs, and a hit must match them exactly (action and scope in any ASCII case), so a
+//! hash collision is a miss, never a wrong answer.
 //! Entries from an older policy never match (the generation differs, and the cache is
 //! cleared on every swap), and an entry only answers for times inside the window in which
 //! no `notBefore`/`notAfter` of the policy falls.
@@ -15,8 +17,8 @@ use std::time::Duration;
 use moka::notification::RemovalCause;
 use prometheus_client::metrics::counter::Counter;
 
-use crate::policy::snapshot::{LowerBuf, lower_into};
-use crate::policy::syntax::Instant;
+use crate::policy::snapshot::folded_hash;
+use crate::policy::syntax::{Instant, trim_scope};
 use crate::policy::{CheckRequest, RequestError, Snapshot, Verdict};
 
 /// Size and lifetime of cache entries.
@@ -49,7 +51,7 @@ impl Entry {
             && self.data == req.data_action
             && *self.principal == *req.principal
             && self.action.eq_ignore_ascii_case(req.action)
-            && self.scope.eq_ignore_ascii_case(req.scope)
+            && self.scope.eq_ignore_ascii_case(trim_scope(req.scope))
             && self.groups.len() == req.groups.len()
             && self.groups.iter().zip(req.groups).all(|(a, b)| **a == **b)
     }
@@ -70,6 +72,8 @@ pub struct DecisionCache {
     /// Randomly seeded per process: keys cannot be chosen to collide (and a collision
     /// would only cost a miss: an entry is used only when it answers the exact request).
     hasher: foldhash::fast::RandomState,
+    /// Seed of the case-insensitive hash of actions and scopes.
+    seed: u64,
     counters: CacheCounters,
 }
 
@@ -85,16 +89,17 @@ impl DecisionCache {
                 }
             })
             .build_with_hasher(foldhash::fast::RandomState::default());
+        let hasher = foldhash::fast::RandomState::default();
         Self {
             cache,
-            hasher: foldhash::fast::RandomState::default(),
+            seed: hasher.hash_one(0u64),
+            hasher,
             counters,
         }
     }
 
     fn key(&self, generation: u64, req: &CheckRequest<'_>) -> u64 {
         let mut h = self.hasher.build_hasher();
-        let mut buf = LowerBuf::new();
         h.write_u64(generation);
         h.write(req.principal.as_bytes());
         h.write_u8(0xff);
@@ -102,9 +107,8 @@ impl DecisionCache {
             h.write(g.as_bytes());
             h.write_u8(0xfe);
         }
-        h.write(lower_into(req.action, &mut buf).as_bytes());
-        h.write_u8(0xff);
-        h.write(lower_into(req.scope, &mut buf).as_bytes());
+        h.write_u64(folded_hash(self.seed, req.action.as_bytes()));
+        h.write_u64(folded_hash(self.seed, trim_scope(req.scope).as_bytes()));
         h.write_u8(u8::from(req.data_action));
         h.finish()
     }
@@ -135,7 +139,7 @@ impl DecisionCache {
                 groups: req.groups.iter().map(|g| g.as_str().into()).collect(),
                 action: req.action.to_ascii_lowercase().into(),
                 data: req.data_action,
-                scope: req.scope.to_ascii_lowercase().into(),
+                scope: trim_scope(req.scope).to_ascii_lowercase().into(),
                 verdict,
                 from,
                 until,

@@ -1586,9 +1586,17 @@ mod tests {
         assert_eq!(table.get(b"a/b", true).map(|(_, r)| r[0]), Some(0));
         assert_eq!(table.get(b"c/d", false).map(|(_, r)| r[0]), Some(0));
         assert_eq!(table.get(b"e/f", false), None);
-        let many: Vec<String> = (0..=GrantTable::BUDGET).map(|i| format!("a/{i}")).collect();
-        let names: Vec<&str> = many.iter().map(String::as_str).collect();
-        let skipped = GrantTable::build(std::slice::from_ref(&role), &names);
+        // 64 roles times just over BUDGET / 64 actions: one pair over the budget, without
+        // four million action names.
+        let roles = vec![role; 64];
+        let within: Vec<String> = (0..GrantTable::BUDGET / 64)
+            .map(|i| format!("a/{i}"))
+            .collect();
+        let mut names: Vec<&str> = within.iter().map(String::as_str).collect();
+        let kept = GrantTable::build(&roles, &names);
+        assert_eq!(kept.get(b"a/1", false).map(|(_, r)| r[0]), Some(u64::MAX));
+        names.push("a/over");
+        let skipped = GrantTable::build(&roles, &names);
         assert_eq!(skipped.get(b"a/1", false), None);
     }
 }

@@ -771,7 +771,7 @@ impl GrantTable {
                     }
                 }
                 for (i, _) in allowed.iter().enumerate().filter(|(_, a)| **a) {
-                    bits[(2 * i + usize::from(data)) * words + r / 64] |= 1 << (r % 64);
+                    bits[Self::row(i, data, words) + r / 64] |= 1 << (r % 64);
                 }
             }
         }
@@ -797,8 +797,13 @@ impl GrantTable {
             return None;
         }
         let (i, span) = self.index.entry(lower, &self.text)?;
-        let row = (2 * i as usize + usize::from(data)) * self.words;
+        let row = Self::row(i as usize, data, self.words);
         Some((self.text.get(span)?, self.bits.get(row..row + self.words)?))
+    }
+
+    /// Where the row of action `i` as a control-plane or data action starts in `bits`.
+    fn row(i: usize, data: bool, words: usize) -> usize {
+        (2 * i + usize::from(data)) * words
     }
 }
 

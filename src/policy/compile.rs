@@ -877,6 +877,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         })
         .collect();
     drop(assignment_rows);
+    drop(member_of);
     let principal_index = PrincipalIndex::build(&principal_text, &principal_rows);
     drop(principal_names);
     drop(principals.index);
@@ -946,7 +947,6 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         counts,
         principal_text,
         principal_index,
-        member_of,
         member_rows,
         principal_rows,
         scope_text,

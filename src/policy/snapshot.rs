@@ -130,7 +130,7 @@ impl IdText {
 }
 
 /// Where a principal's id and rows start: in [`Snapshot::principal_text`], in
-/// `member_of` and in the assignments. Entry `p + 1` ends those of `p`.
+/// [`Snapshot::member_rows`] and in the assignments. Entry `p + 1` ends those of `p`.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct PrincipalRows {
     pub name: u32,
@@ -229,7 +229,7 @@ pub(crate) struct PrincipalSlot {
     tag: u32,
     /// The principal's index plus one; 0 is an empty slot.
     value: u32,
-    /// The span of the principal's groups in `member_of.items`.
+    /// The span of the principal's groups in [`Snapshot::member_rows`].
     pub groups: [u32; 2],
     /// The span of the principal's assignments.
     pub assignments: [u32; 2],
@@ -277,7 +277,7 @@ pub(crate) struct PrincipalIndex {
 
 impl PrincipalIndex {
     /// Indexes the principals of `rows` (one more entry than principals), whose ids are
-    /// spans of `text` and rows spans of `member_of` and the assignments.
+    /// spans of `text` and rows spans of `member_rows` and the assignments.
     pub fn build(text: &str, rows: &[PrincipalRows]) -> Self {
         let count = rows.len().saturating_sub(1);
         let size = (count * 2).next_power_of_two().max(8);
@@ -462,10 +462,10 @@ pub struct Snapshot {
     /// Principal ids by index, as one text (see [`PrincipalRows`]).
     pub(crate) principal_text: String,
     pub(crate) principal_index: PrincipalIndex,
-    /// For each principal, every group that contains it, transitively (sorted).
-    pub(crate) member_of: Rows,
-    /// Each group in `member_of.items` (parallel to it) with its assignment row
-    /// `[group, start, end]`, so a principal's groups come with their rows in one read.
+    /// For each principal, every group that contains it, transitively (sorted), each with
+    /// its assignment row: `[group, start, end]`, so a principal's groups come with their
+    /// rows in one read. A principal's span is in its [`PrincipalSlot`] and
+    /// [`PrincipalRows`].
     pub(crate) member_rows: Vec<[u32; 3]>,
     /// For each principal and one more, where its id and rows start (adjacent, so one
     /// cache line gives all of them).
@@ -1002,11 +1002,12 @@ impl Snapshot {
         for name in std::iter::once(principal).chain(groups.iter().map(String::as_str)) {
             if let Some(slot) = self.principal_slot(name) {
                 subjects.list.push(slot.principal());
-                subjects.list.extend_from_slice(
-                    self.member_of
-                        .items
+                subjects.list.extend(
+                    self.member_rows
                         .get(slot.groups[0] as usize..slot.groups[1] as usize)
-                        .unwrap_or_default(),
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|&[g, _, _]| g),
                 );
             }
         }

@@ -202,6 +202,9 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "IOT_AUTHZ_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// Machine-readable output: log lines as JSON, the same as `--log-format json`.
+    #[arg(long)]
+    pub json: bool,
     /// Worker threads of the runtime (0: one per CPU core).
     #[arg(long, env = "IOT_AUTHZ_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
@@ -236,20 +239,39 @@ pub struct CheckArgs {
     pub at: Option<String>,
 }
 
+/// The policy of `validate` and `test`: paths as arguments, `--policy` paths, or neither
+/// for the embedded demo policy.
 #[derive(Debug, Args)]
-pub struct ValidateArgs {
-    #[arg(required = true)]
+pub struct PolicyPaths {
+    /// Policy files or directories.
+    #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// Policy file or directory (repeatable), read after the PATH arguments; with neither,
+    /// the embedded demo policy.
+    #[arg(long = "policy", value_name = "PATH")]
+    pub policy: Vec<PathBuf>,
+    /// Machine-readable JSON output.
     #[arg(long)]
     pub json: bool,
 }
 
+impl PolicyPaths {
+    /// Every path, the arguments first.
+    fn all(&self) -> Vec<PathBuf> {
+        self.paths.iter().chain(&self.policy).cloned().collect()
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub policy: PolicyPaths,
+}
+
 #[derive(Debug, Args)]
 pub struct TestArgs {
-    #[arg(required = true)]
-    pub paths: Vec<PathBuf>,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub policy: PolicyPaths,
 }
 
 #[derive(Debug, Args)]
@@ -499,11 +521,10 @@ fn check(args: &CheckArgs) -> CliResult {
 }
 
 fn validate(args: &ValidateArgs) -> CliResult {
-    let result =
-        source::read_paths(&args.paths, DEFAULT_MAX_POLICY_BYTES).and_then(|s| compile_sources(&s));
+    let result = load_policy(&args.policy.all());
     match result {
         Ok(snapshot) => {
-            if args.json {
+            if args.policy.json {
                 print_json(
                     &json!({"valid": true, "problems": [], "revision": snapshot.revision, "counts": snapshot.counts}),
                 );
@@ -519,7 +540,7 @@ fn validate(args: &ValidateArgs) -> CliResult {
             Ok(EXIT_OK)
         }
         Err(e) => {
-            if args.json {
+            if args.policy.json {
                 let problems: Vec<_> = e
                     .problems
                     .iter()
@@ -538,8 +559,7 @@ fn validate(args: &ValidateArgs) -> CliResult {
 }
 
 fn test(args: &TestArgs) -> CliResult {
-    let sources = source::read_paths(&args.paths, DEFAULT_MAX_POLICY_BYTES)?;
-    let snapshot = compile_sources(&sources)?;
+    let snapshot = load_policy(&args.policy.all())?;
     let results = testing::run(&snapshot, syntax::now());
     let passed = results
         .iter()
@@ -551,7 +571,7 @@ fn test(args: &TestArgs) -> CliResult {
         .count();
     let failed = results.len() - passed;
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if args.policy.json {
         let cases: Vec<_> = results
             .iter()
             .map(|r| {

@@ -295,6 +295,102 @@ fn test_command_counts_and_exit_codes() {
 }
 
 #[test]
+fn validate_and_test_take_paths_policy_options_or_the_demo() {
+    // `--policy` works like a path argument (SPEC §8: every command that reads a policy
+    // takes it), and both may be given: the documents are read arguments first.
+    let out = run(&["validate", "--policy", &small(), "--json"]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    assert_eq!(json(&out)["counts"]["documents"], 1);
+    let dir = tempfile::tempdir().unwrap();
+    let extra = dir.path().join("extra.yaml");
+    std::fs::write(
+        &extra,
+        "version: 1\ntests:\n  - {name: ed reads, principal: 'user:ed', action: Fleet/devices/read, scope: /apps/fleet/d, expect: allow}\n",
+    )
+    .unwrap();
+    let extra = extra.to_str().unwrap();
+    let out = run(&["validate", &small(), "--policy", extra, "--json"]);
+    assert_eq!(json(&out)["counts"]["documents"], 2, "{out:?}");
+    let out = run(&["test", &small(), "--policy", extra]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().last(),
+        Some("3 passed, 0 failed")
+    );
+    // Neither: the embedded demo policy, whose packs carry their own test suites.
+    let out = run(&["validate", "--json"]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    assert!(json(&out)["counts"]["documents"].as_u64().unwrap() > 1);
+    let out = run(&["test", "--json"]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    let v = json(&out);
+    assert!(v["passed"].as_u64().unwrap() > 1000, "{v}");
+    assert_eq!(v["failed"], 0);
+}
+
+#[test]
+fn an_empty_identity_source_list_trusts_no_header() {
+    // Only an absent `sources` means the default header source; `sources: []` is no
+    // source at all, so a client's header cannot become the principal.
+    let dir = tempfile::tempdir().unwrap();
+    let with = |identity: &str| {
+        let path = dir.path().join(format!("p{}.yaml", identity.len()));
+        let base = std::fs::read_to_string(small()).unwrap();
+        std::fs::write(&path, format!("{base}identity: {identity}\n")).unwrap();
+        let out = run(&[
+            "check",
+            "--policy",
+            path.to_str().unwrap(),
+            "--method",
+            "GET",
+            "--path",
+            "/apps/fleet/devices/d1",
+            "--header",
+            "x-iotauthz-principal: user:ann",
+            "--json",
+        ]);
+        (code(&out), json(&out)["reason"]["kind"].clone())
+    };
+    assert_eq!(with("{sources: []}"), (1, "noIdentity".into()));
+    assert_eq!(
+        with("{assignAction: Microsoft.Authorization/roleAssignments/write}"),
+        (0, "roleAssignment".into())
+    );
+    assert_eq!(
+        with("{sources: [{header: x-iotauthz-principal}]}"),
+        (0, "roleAssignment".into())
+    );
+}
+
+#[test]
+fn serve_json_logs_one_json_object_per_line() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_iot-authz"))
+        .args(["serve", "--json", "--grpc-addr", "127.0.0.1:0"])
+        .args(["--http-addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    // Up to the `listening` line, every line is one JSON object.
+    let mut messages = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let message = v["fields"]["message"].as_str().unwrap().to_owned();
+        assert_eq!(v["level"], "INFO", "{line}");
+        messages.push(message);
+        if messages.last().is_some_and(|m| m == "listening") {
+            break;
+        }
+    }
+    assert!(messages[0].contains("embedded demo policy"), "{messages:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
 fn permissions_lists_catalog_expanded_actions() {
     let out = run(&[
         "permissions",

@@ -168,8 +168,10 @@ impl RouteMode {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct IdentityDoc {
-    #[serde(default)]
-    pub sources: Vec<IdentitySourceDoc>,
+    /// Absent: the header source `x-iotauthz-principal`. Present and empty: no source, so
+    /// every request that needs an identity is `noIdentity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<IdentitySourceDoc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assign_action: Option<String>,
 }

@@ -73,7 +73,7 @@ impl IdentityConfig {
     pub fn compile(doc: &IdentityDoc) -> Result<Self, Vec<(String, String)>> {
         let mut problems = Vec::new();
         let mut sources = Vec::new();
-        for (i, source) in doc.sources.iter().enumerate() {
+        for (i, source) in doc.sources.iter().flatten().enumerate() {
             let object = format!("identity.sources[{i}]");
             let given = usize::from(source.header.is_some())
                 + usize::from(source.jwt.is_some())
@@ -133,7 +133,9 @@ impl IdentityConfig {
         if let Err(e) = syntax::check_action(&assign_action) {
             problems.push(("identity.assignAction".to_owned(), e));
         }
-        if sources.is_empty() && problems.is_empty() {
+        // Only an absent `sources` means the default header source: an empty list is no
+        // source at all, never the forgeable header by surprise.
+        if doc.sources.is_none() {
             sources = IdentityConfig::default().sources;
         }
         if problems.is_empty() {

@@ -152,6 +152,10 @@ pub(crate) struct TagIndex {
     slots: Vec<[u32; 4]>,
     /// Per-process random seed of the hash.
     seed: u64,
+    /// The length of the longest key: a longer key is answered without being hashed, so
+    /// the cost of looking up every prefix of a request's scope (see
+    /// [`Snapshot::ancestors_of`]) is bounded by the policy, not by the request.
+    longest: usize,
 }
 
 impl TagIndex {
@@ -165,6 +169,7 @@ impl TagIndex {
                 use std::hash::BuildHasher;
                 foldhash::fast::RandomState::default().hash_one(size)
             },
+            longest: 0,
         };
         let mask = size - 1;
         for (value, (start, end)) in spans.enumerate() {
@@ -178,6 +183,7 @@ impl TagIndex {
             }
             let value = u32::try_from(value + 1).unwrap_or(u32::MAX);
             index.slots[i] = [tag, value, start, end];
+            index.longest = index.longest.max(key.len());
         }
         index
     }
@@ -195,6 +201,9 @@ impl TagIndex {
 
     /// The value of `key` and where the key is in `text`.
     pub fn entry(&self, key: &[u8], text: &str) -> Option<(u32, std::ops::Range<usize>)> {
+        if key.len() > self.longest {
+            return None;
+        }
         let mask = self.slots.len().checked_sub(1)?;
         let (tag, mut i) = self.hash(key, mask);
         for _ in 0..self.slots.len() {

@@ -78,8 +78,8 @@ fn is_policy_file(path: &Path) -> bool {
     if name.starts_with('.') {
         return false;
     }
-    let lower = name.to_ascii_lowercase();
-    lower.ends_with(".yaml") || lower.ends_with(".yml") || lower.ends_with(".json")
+    // Exactly SPEC §2's `*.yaml|*.yml|*.json`: `policy.YAML` in a directory is not read.
+    name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json")
 }
 
 /// Lists the files a source path stands for: the file itself, or the policy files of a
@@ -153,4 +153,25 @@ pub fn read_paths(paths: &[PathBuf], max_bytes: u64) -> Result<Vec<SourceDocumen
         }
     }
     Ok(docs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_reads_the_three_extensions_exactly() {
+        for (name, read) in [
+            ("a.yaml", true),
+            ("a.yml", true),
+            ("a.json", true),
+            ("a.YAML", false),
+            ("a.Json", false),
+            ("a.yaml.bak", false),
+            (".a.yaml", false),
+            ("yaml", false),
+        ] {
+            assert_eq!(is_policy_file(Path::new(name)), read, "{name}");
+        }
+    }
 }

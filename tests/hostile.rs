@@ -8,8 +8,15 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{
+    AttributeContext, CheckRequest, attribute_context,
+};
 use iot_authz::policy::Snapshot;
 use iot_authz::policy::queries::HttpRequest;
+use iot_authz::proto::iotauthz::v1 as pb;
+use iot_authz::proto::iotauthz::v1::authorizer_client::AuthorizerClient;
 
 use crate::support::{Envoy, JwtKey, Seen, TestServer, Upstream, crypto, demo};
 
@@ -436,4 +443,214 @@ async fn a_forged_identity_header_is_ignored_when_identity_comes_from_jwt() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].headers["x-iotauthz-principal"], vec!["user:bob"]);
     assert_upstream_saw_only_allowed(&snapshot, &seen, "jwt");
+}
+
+const SOLUTIONS: &str =
+    "/subscriptions/s1/resourceGroups/factory/providers/Microsoft.Edge/targets/line-1/solutions";
+
+/// CheckHttp on the native API; headers are sent exactly as given (names keep their case).
+async fn check_http(
+    server: &TestServer,
+    principal: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> pb::CheckHttpResponse {
+    let mut client = AuthorizerClient::connect(server.grpc_url()).await.unwrap();
+    client
+        .check_http(pb::CheckHttpRequest {
+            principal: principal.into(),
+            method: method.into(),
+            path: path.into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Envoy's ext_authz Check, called directly; returns (gRPC code, HTTP status of a denial).
+async fn ext_authz(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (i32, Option<i32>) {
+    let mut client = AuthorizationClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let response = client
+        .check(CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(attribute_context::Request {
+                    http: Some(attribute_context::HttpRequest {
+                        method: method.into(),
+                        path: path.into(),
+                        headers: headers
+                            .iter()
+                            .map(|(k, v)| ((*k).into(), (*v).into()))
+                            .collect(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = match response.http_response {
+        Some(HttpResponse::DeniedResponse(denied)) => denied.status.map(|s| s.code),
+        _ => None,
+    };
+    (response.status.map_or(-1, |s| s.code), status)
+}
+
+/// A `{name...}` capture that neither the action nor the scope uses is still checked, segment
+/// by segment: `*` (or any other character a segment may not hold) makes the request
+/// malformed, as it does in a capture a template uses.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unused_rest_capture_is_checked_like_any_other() {
+    crypto();
+    let snapshot = demo();
+    let server = TestServer::start(demo()).await;
+    let alice = "user:alice@contoso.com";
+    let fine = format!("{SOLUTIONS}/s-1/versions/3");
+    let out = check_http(&server, alice, "GET", &fine, &[]).await;
+    assert!(out.allowed, "{out:?}");
+    assert_eq!(ext_authz(&server, "GET", &fine, &[ALICE]).await, (0, None));
+    for bad in [
+        format!("{SOLUTIONS}/*"),
+        format!("{SOLUTIONS}/s-1/*/3"),
+        format!("{SOLUTIONS}/s-1/versions/a*b"),
+    ] {
+        let out = check_http(&server, alice, "GET", &bad, &[]).await;
+        assert!(!out.allowed, "{bad}: {out:?}");
+        assert_eq!(out.status, 400, "{bad}: {out:?}");
+        let reason = out.reason.unwrap();
+        assert_eq!(reason.kind, "malformed", "{bad}");
+        assert!(reason.message.contains("{rest...}"), "{bad}: {reason:?}");
+        assert_eq!(
+            ext_authz(&server, "GET", &bad, &[ALICE]).await,
+            (7, Some(400)),
+            "{bad}"
+        );
+        let local = snapshot
+            .check_http(&HttpRequest {
+                method: "GET",
+                path: &bad,
+                headers: &vec![ALICE],
+                principal: None,
+                groups: &[],
+                metadata: None,
+                peer_principal: None,
+                at: iot_authz::policy::syntax::now(),
+            })
+            .unwrap();
+        assert_eq!(local.status, 400, "{bad}");
+    }
+    // And through the real Envoy: the upstream never sees it.
+    let upstream = Upstream::start().await;
+    let envoy = Envoy::start("envoy.yaml", server.grpc, upstream.addr, &[]).await;
+    let status = tokio::task::spawn_blocking({
+        let bytes = request("GET", format!("{SOLUTIONS}/*").as_bytes(), &[ALICE]);
+        let addr = envoy.listener;
+        move || raw(addr, &bytes)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, Some(400));
+    assert!(upstream.requests().is_empty());
+}
+
+/// HTTP header names are case-insensitive: a looked-up header (identity or `{header:...}`)
+/// given under two spellings with different values is ambiguous, so the request is malformed,
+/// every time, on CheckHttp and on ext_authz alike. The same value twice is fine.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_header_in_two_spellings_with_different_values_is_malformed() {
+    crypto();
+    let server = TestServer::start(demo()).await;
+    let line_1 = "/subscriptions/s1/resourceGroups/factory/providers/Microsoft.Edge/targets/line-1";
+    let conflicting = [
+        ("x-iotauthz-principal", "user:dave@contoso.com"),
+        ("X-Iotauthz-Principal", "user:alice@contoso.com"),
+    ];
+    // The map's order is random: ask often enough that a random pick would show.
+    for _ in 0..20 {
+        let out = check_http(&server, "", "GET", line_1, &conflicting).await;
+        assert!(!out.allowed, "{out:?}");
+        assert_eq!(out.status, 400, "{out:?}");
+        let reason = out.reason.unwrap();
+        assert_eq!(reason.kind, "malformed");
+        assert!(
+            reason.message.contains("x-iotauthz-principal")
+                && reason.message.contains("more than once"),
+            "{reason:?}"
+        );
+        assert_eq!(
+            ext_authz(&server, "GET", line_1, &conflicting).await,
+            (7, Some(400))
+        );
+    }
+    let same = [
+        ("x-iotauthz-principal", "user:alice@contoso.com"),
+        ("X-Iotauthz-Principal", "user:alice@contoso.com"),
+    ];
+    let out = check_http(&server, "", "GET", line_1, &same).await;
+    assert!(out.allowed, "{out:?}");
+    assert_eq!(out.principal, "user:alice@contoso.com");
+    assert_eq!(ext_authz(&server, "GET", line_1, &same).await, (0, None));
+    // An explicit principal means no identity header is looked up.
+    let out = check_http(
+        &server,
+        "user:alice@contoso.com",
+        "GET",
+        line_1,
+        &conflicting,
+    )
+    .await;
+    assert!(out.allowed, "{out:?}");
+
+    // A `{header:...}` capture.
+    let devices = "/iot.devices.v1.Devices/List";
+    for _ in 0..20 {
+        let out = check_http(
+            &server,
+            "user:alice@contoso.com",
+            "POST",
+            devices,
+            &[("x-app-id", "app-1"), ("X-App-Id", "app-2")],
+        )
+        .await;
+        assert_eq!(out.status, 400, "{out:?}");
+        assert!(
+            out.reason.unwrap().message.contains("more than once"),
+            "x-app-id"
+        );
+        assert_eq!(
+            ext_authz(
+                &server,
+                "POST",
+                devices,
+                &[ALICE, ("x-app-id", "app-1"), ("X-App-Id", "app-2")]
+            )
+            .await,
+            (7, Some(400))
+        );
+    }
+    let out = check_http(
+        &server,
+        "user:alice@contoso.com",
+        "POST",
+        devices,
+        &[("x-app-id", "app-1"), ("X-App-Id", "app-1")],
+    )
+    .await;
+    assert_ne!(out.status, 400, "{out:?}");
+    assert_eq!(out.scope, "/apps/app-1");
 }

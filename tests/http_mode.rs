@@ -34,8 +34,12 @@ async fn nginx_rig() -> Rig {
 }
 
 async fn envoy_http_rig() -> Rig {
+    envoy_http_rig_with(demo()).await
+}
+
+async fn envoy_http_rig_with(snapshot: iot_authz::policy::Snapshot) -> Rig {
     crypto();
-    let server = TestServer::start(demo()).await;
+    let server = TestServer::start(snapshot).await;
     let upstream = Upstream::start().await;
     let http_port = format!("port_value: {}", server.http.port());
     let envoy = Envoy::start(
@@ -262,4 +266,64 @@ async fn nginx_endpoint_maps_malformed_to_403_with_the_real_status_in_a_header()
     let body: Value =
         serde_json::from_str(resp.headers()["x-iotauthz-body"].to_str().unwrap()).unwrap();
     assert_eq!(body["reason"], "malformed");
+}
+
+/// The root path is a path like any other in HTTP mode: Envoy asks for `<prefix>/`, and the
+/// answer is a decision (here a `noRoute` deny with the usual JSON body), not a bare 404.
+#[tokio::test(flavor = "multi_thread")]
+async fn envoy_http_mode_decides_the_root_path() {
+    let rig = envoy_http_rig().await;
+    let client = reqwest::Client::new();
+    let resp = client
+        .get(format!("{}/", rig.base))
+        .header(ALICE.0, ALICE.1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let body = json_body(resp).await;
+    assert_eq!(body["reason"], "noRoute");
+    assert!(body["decisionId"].as_str().is_some_and(|d| !d.is_empty()));
+    assert!(rig.upstream.requests().is_empty());
+
+    // Directly, with and without the trailing slash, and with a query.
+    let server = TestServer::start(demo()).await;
+    for target in [
+        "/v1/authz/envoy/",
+        "/v1/authz/envoy",
+        "/v1/authz/envoy/?a=1",
+    ] {
+        let resp = client
+            .get(format!("http://{}{target}", server.http))
+            .header(ALICE.0, ALICE.1)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{target}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/json",
+            "{target}"
+        );
+        assert_eq!(json_body(resp).await["reason"], "noRoute", "{target}");
+    }
+
+    // A policy that routes `/` allows it, through Envoy and directly.
+    let policy = "version: 1\nroles: [{name: R, actions: ['x/*']}]\nassignments:\n  - {principal: 'user:alice@contoso.com', role: R, scope: /}\nroutes:\n  - {methods: [GET], path: /, action: x/read, scope: /}\n";
+    let rig = envoy_http_rig_with(crate::support::policy(policy)).await;
+    let resp = client
+        .get(format!("{}/", rig.base))
+        .header(ALICE.0, ALICE.1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen = rig.upstream.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/");
+    assert_eq!(seen[0].headers["x-iotauthz-action"], vec!["x/read"]);
+    assert_eq!(seen[0].headers["x-iotauthz-scope"], vec!["/"]);
+    let resp = client.get(format!("{}/", rig.base)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(json_body(resp).await["reason"], "noIdentity");
 }

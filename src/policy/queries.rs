@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::identity::IdentityInput;
-use super::route::{HeaderLookup, Route, RouteOutcome};
+use super::route::{HeaderFound, HeaderLookup, Route, RouteOutcome, conflicting_header_message};
 use super::snapshot::{
     CheckRequest, Decision, LowerBuf, Reason, RequestError, Snapshot, Verdict, lower_into,
 };
@@ -116,6 +116,19 @@ impl Snapshot {
                 reason: Reason::Public,
             };
             out.status = 200;
+            return Ok(out);
+        }
+        if req.principal.is_none()
+            && let Some(name) = self
+                .identity
+                .identity_headers()
+                .find(|name| req.headers.lookup(name) == HeaderFound::Conflicting)
+        {
+            // Which value would identify the caller is ambiguous: fail closed.
+            out.decision = Decision::deny(Reason::Malformed {
+                message: conflicting_header_message(name),
+            });
+            out.status = 400;
             return Ok(out);
         }
         let identity = match req.principal {

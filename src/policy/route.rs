@@ -12,40 +12,101 @@ use super::syntax::{self, escape};
 /// The longest path (after cutting query and fragment) that is accepted.
 pub const MAX_PATH_BYTES: usize = 4096;
 
+/// What looking a header up found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderFound<'a> {
+    /// No header of that name.
+    Missing,
+    /// The header's value (every spelling of the name that occurs carries this value).
+    Value(&'a str),
+    /// The name occurs more than once (in any ASCII case) with different values: the
+    /// request is ambiguous, so it is malformed (fail closed).
+    Conflicting,
+}
+
+impl<'a> HeaderFound<'a> {
+    /// The value, when there is exactly one.
+    pub fn value(self) -> Option<&'a str> {
+        match self {
+            Self::Value(v) => Some(v),
+            Self::Missing | Self::Conflicting => None,
+        }
+    }
+}
+
+/// Looks up a header among `(name, value)` pairs, comparing names ASCII
+/// case-insensitively (HTTP header names are case-insensitive). The answer never depends
+/// on the pairs' order: one value repeated is that value, different values conflict.
+/// Every [`HeaderLookup`] implementation goes through here.
+pub fn lookup_header<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    lowercase_name: &str,
+) -> HeaderFound<'a> {
+    let mut found = HeaderFound::Missing;
+    for (name, value) in pairs {
+        if !name.eq_ignore_ascii_case(lowercase_name) {
+            continue;
+        }
+        match found {
+            HeaderFound::Missing => found = HeaderFound::Value(value),
+            HeaderFound::Value(seen) if seen == value => {}
+            HeaderFound::Value(_) | HeaderFound::Conflicting => {
+                return HeaderFound::Conflicting;
+            }
+        }
+    }
+    found
+}
+
+/// The message for a header given more than once with different values.
+pub fn conflicting_header_message(lowercase_name: &str) -> String {
+    format!(
+        "header `{}` is given more than once with different values",
+        escape(lowercase_name)
+    )
+}
+
 /// Looks up a request header by its lowercase name.
 pub trait HeaderLookup {
-    fn header(&self, lowercase_name: &str) -> Option<&str>;
+    /// Every occurrence of the header, in any ASCII case (see [`lookup_header`]).
+    fn lookup(&self, lowercase_name: &str) -> HeaderFound<'_>;
+
+    /// The header's value; `None` when it is missing or given with different values.
+    fn header(&self, lowercase_name: &str) -> Option<&str> {
+        self.lookup(lowercase_name).value()
+    }
 }
 
 impl<K: AsRef<str>, V: AsRef<str>> HeaderLookup for [(K, V)] {
-    fn header(&self, lowercase_name: &str) -> Option<&str> {
-        self.iter()
-            .find(|(k, _)| k.as_ref().eq_ignore_ascii_case(lowercase_name))
-            .map(|(_, v)| v.as_ref())
+    fn lookup(&self, lowercase_name: &str) -> HeaderFound<'_> {
+        lookup_header(
+            self.iter().map(|(k, v)| (k.as_ref(), v.as_ref())),
+            lowercase_name,
+        )
     }
 }
 
 impl<K: AsRef<str>, V: AsRef<str>> HeaderLookup for Vec<(K, V)> {
-    fn header(&self, lowercase_name: &str) -> Option<&str> {
-        self.as_slice().header(lowercase_name)
+    fn lookup(&self, lowercase_name: &str) -> HeaderFound<'_> {
+        self.as_slice().lookup(lowercase_name)
     }
 }
 
 impl<V: AsRef<str>> HeaderLookup for std::collections::HashMap<String, V> {
-    fn header(&self, lowercase_name: &str) -> Option<&str> {
-        self.get(lowercase_name).map(AsRef::as_ref).or_else(|| {
-            self.iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(lowercase_name))
-                .map(|(_, v)| v.as_ref())
-        })
+    fn lookup(&self, lowercase_name: &str) -> HeaderFound<'_> {
+        lookup_header(
+            self.iter().map(|(k, v)| (k.as_str(), v.as_ref())),
+            lowercase_name,
+        )
     }
 }
 
 impl<V: AsRef<str>> HeaderLookup for std::collections::BTreeMap<String, V> {
-    fn header(&self, lowercase_name: &str) -> Option<&str> {
-        self.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(lowercase_name))
-            .map(|(_, v)| v.as_ref())
+    fn lookup(&self, lowercase_name: &str) -> HeaderFound<'_> {
+        lookup_header(
+            self.iter().map(|(k, v)| (k.as_str(), v.as_ref())),
+            lowercase_name,
+        )
     }
 }
 
@@ -312,6 +373,10 @@ impl RouteTable {
             let Some(captures) = match_segments(&route.segments, &segments) else {
                 continue;
             };
+            // Every capture of the route, whether a template uses it or not.
+            if let Err(e) = check_captures(route, &captures, &segments, headers) {
+                return RouteOutcome::Malformed(e);
+            }
             let render =
                 |template: &Option<Template>, what: &str| -> Result<Option<String>, String> {
                     template
@@ -374,6 +439,57 @@ fn match_segments(pattern: &[PathSegment], segments: &[&str]) -> Option<Vec<(usi
     (segments.len() == pattern.len()).then_some(spans)
 }
 
+/// Checks every value the route captures: each request segment a `{name}` or `{name...}`
+/// spans, and each header a `{header:NAME}` of the action or scope reads.
+fn check_captures<H: HeaderLookup + ?Sized>(
+    route: &Route,
+    spans: &[(usize, usize)],
+    segments: &[&str],
+    headers: &H,
+) -> Result<(), String> {
+    for (pattern, &(start, end)) in route.segments.iter().zip(spans) {
+        let (PathSegment::Capture(name) | PathSegment::Rest(name)) = pattern else {
+            continue;
+        };
+        let what = match pattern {
+            PathSegment::Rest(_) => format!("path capture `{{{name}...}}`"),
+            _ => format!("path capture `{{{name}}}`"),
+        };
+        let spanned = segments.get(start..end).unwrap_or_default();
+        if spanned.is_empty() {
+            return Err(format!("{what} is empty"));
+        }
+        for segment in spanned {
+            check_captured(segment, &what)?;
+        }
+    }
+    for (what, template) in [("action", &route.action), ("scope", &route.scope)] {
+        for part in template.iter().flat_map(|t| t.parts.iter()) {
+            if let TemplatePart::Header(name) = part {
+                header_capture(headers, name, what)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The value of a `{header:NAME}` capture, checked.
+fn header_capture<'h, H: HeaderLookup + ?Sized>(
+    headers: &'h H,
+    name: &str,
+    what: &str,
+) -> Result<&'h str, String> {
+    let value = match headers.lookup(name) {
+        HeaderFound::Value(v) => v,
+        HeaderFound::Missing => {
+            return Err(format!("header `{name}` needed for the {what} is missing"));
+        }
+        HeaderFound::Conflicting => return Err(conflicting_header_message(name)),
+    };
+    check_captured(value, &format!("header `{name}` captured for the {what}"))?;
+    Ok(value)
+}
+
 fn render<H: HeaderLookup + ?Sized>(
     template: &Template,
     spans: &[(usize, usize)],
@@ -387,7 +503,11 @@ fn render<H: HeaderLookup + ?Sized>(
             TemplatePart::Literal(text) => out.push_str(text),
             TemplatePart::Capture(index) => {
                 let (start, end) = spans.get(*index).copied().unwrap_or((0, 0));
-                for (n, seg) in segments[start..end].iter().enumerate() {
+                let spanned = segments.get(start..end).unwrap_or_default();
+                if spanned.is_empty() {
+                    return Err(format!("captured path segment for the {what} is empty"));
+                }
+                for (n, seg) in spanned.iter().enumerate() {
                     check_captured(seg, &format!("captured path segment for the {what}"))?;
                     if n > 0 {
                         out.push('/');
@@ -395,13 +515,7 @@ fn render<H: HeaderLookup + ?Sized>(
                     out.push_str(seg);
                 }
             }
-            TemplatePart::Header(name) => {
-                let value = headers
-                    .header(name)
-                    .ok_or_else(|| format!("header `{name}` needed for the {what} is missing"))?;
-                check_captured(value, &format!("header `{name}` captured for the {what}"))?;
-                out.push_str(value);
-            }
+            TemplatePart::Header(name) => out.push_str(header_capture(headers, name, what)?),
         }
     }
     Ok(out)
@@ -651,5 +765,81 @@ mod tests {
             assert!(canonicalize(bad).is_err(), "{bad} should be malformed");
         }
         assert!(canonicalize(&format!("/{}", "a".repeat(MAX_PATH_BYTES))).is_err());
+    }
+
+    fn table(routes: &[(&str, Option<&str>, Option<&str>, bool)]) -> RouteTable {
+        let docs: Vec<RouteDoc> = routes
+            .iter()
+            .map(|(path, action, scope, public)| RouteDoc {
+                methods: vec!["GET".into()],
+                path: (*path).into(),
+                action: action.map(Into::into),
+                scope: scope.map(Into::into),
+                public: *public,
+                ..RouteDoc::default()
+            })
+            .collect();
+        let named: Vec<(String, &RouteDoc)> = docs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (format!("routes[{i}]"), d))
+            .collect();
+        RouteTable::compile(&named).unwrap()
+    }
+
+    fn resolve(table: &RouteTable, path: &str, headers: &[(&str, &str)]) -> Result<(), String> {
+        match table.resolve("GET", path, headers) {
+            RouteOutcome::Matched { .. } => Ok(()),
+            RouteOutcome::NoRoute => Err("noRoute".into()),
+            RouteOutcome::Malformed(e) => Err(e),
+        }
+    }
+
+    #[test]
+    fn every_capture_is_checked_whether_a_template_uses_it_or_not() {
+        let table = table(&[
+            (
+                "/used/{a}/{rest...}",
+                Some("x/read"),
+                Some("/u/{a}/{rest}"),
+                false,
+            ),
+            ("/unused/{a}/{rest...}", Some("x/read"), Some("/u"), false),
+            ("/public/{a}/{rest...}", None, None, true),
+        ]);
+        for prefix in ["/used", "/unused", "/public"] {
+            assert_eq!(resolve(&table, &format!("{prefix}/a/b/c"), &[]), Ok(()));
+            for bad in ["*/b", "a/*", "a/b/*/d", "a/b/x*y", "a*/b"] {
+                let path = format!("{prefix}/{bad}");
+                let e = resolve(&table, &path, &[]).unwrap_err();
+                assert!(e.contains("path capture"), "{path}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn header_lookup_is_case_insensitive_and_order_free() {
+        use std::collections::{BTreeMap, HashMap};
+        let pairs = vec![("X-Who", "a"), ("x-other", "z"), ("x-who", "b")];
+        let reversed: Vec<(&str, &str)> = pairs.iter().rev().copied().collect();
+        let hash: HashMap<String, &str> = pairs.iter().map(|(k, v)| ((*k).into(), *v)).collect();
+        let tree: BTreeMap<String, &str> = pairs.iter().map(|(k, v)| ((*k).into(), *v)).collect();
+        let lookups: [&dyn HeaderLookup; 4] = [&pairs, &reversed, &hash, &tree];
+        for headers in lookups {
+            assert_eq!(headers.lookup("x-who"), HeaderFound::Conflicting);
+            assert_eq!(headers.header("x-who"), None);
+            assert_eq!(headers.lookup("x-other"), HeaderFound::Value("z"));
+            assert_eq!(headers.lookup("x-none"), HeaderFound::Missing);
+        }
+        let same = [("X-Who", "a"), ("x-who", "a"), ("x-WHO", "a")];
+        assert_eq!(same[..].lookup("x-who"), HeaderFound::Value("a"));
+
+        let table = table(&[("/h", Some("x/read"), Some("/apps/{header:x-app}"), false)]);
+        let e = resolve(&table, "/h", &[("x-app", "a"), ("X-App", "b")]).unwrap_err();
+        assert!(e.contains("more than once"), "{e}");
+        assert_eq!(
+            resolve(&table, "/h", &[("x-app", "a"), ("X-App", "a")]),
+            Ok(())
+        );
     }
 }

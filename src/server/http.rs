@@ -19,7 +19,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        // Envoy appends the original path to the prefix: `/` becomes `<prefix>/`, which
+        // `{*rest}` (one or more characters) does not match.
         .route(forward_auth::ENVOY_PREFIX, any(forward_auth::envoy))
+        .route(
+            &format!("{}/", forward_auth::ENVOY_PREFIX),
+            any(forward_auth::envoy),
+        )
         .route(
             &format!("{}/{{*rest}}", forward_auth::ENVOY_PREFIX),
             any(forward_auth::envoy),

@@ -360,3 +360,253 @@ fn parser_messages_escape_control_characters_in_keys() {
         );
     }
 }
+
+/// Compiles several documents, which must be invalid, and returns every problem.
+fn problems_of(docs: &[(&str, &str)]) -> Vec<iot_authz::policy::Problem> {
+    let sources: Vec<SourceDocument> = docs
+        .iter()
+        .map(|(name, text)| SourceDocument::new(*name, text.as_bytes()))
+        .collect();
+    match compile_sources(&sources) {
+        Ok(_) => panic!("should be invalid: {docs:?}"),
+        Err(e) => e.problems,
+    }
+}
+
+fn show(problems: &[iot_authz::policy::Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("\n  {p}"))
+        .collect::<String>()
+}
+
+#[test]
+fn a_scope_cycle_names_the_link_that_closes_it() {
+    let problems = problems_of(&[
+        (
+            "a.yaml",
+            "version: 1\nscopeLinks: [{scope: /site/plant-1, parents: [/sg/north]}]\n",
+        ),
+        (
+            "b.yaml",
+            "version: 1\nscopeLinks: [{scope: /x, parents: [/x/y]}]\n",
+        ),
+    ]);
+    assert_eq!(problems.len(), 1, "{}", show(&problems));
+    let p = &problems[0];
+    assert_eq!(p.document, "b.yaml", "{p}");
+    assert_eq!(p.object, "scopeLinks[0] `/x`", "{p}");
+    assert!(p.message.contains("cycle through `/x`"), "{p}");
+    assert!(p.message.contains("`/x` -> `/x/y` -> `/x`"), "{p}");
+
+    // The link named is one in the cycle, whichever document comes first.
+    let problems = problems_of(&[
+        (
+            "a.yaml",
+            "version: 1\nscopeLinks:\n  - {scope: /p, parents: [/q]}\n  - {scope: /m, parents: [/n]}\n",
+        ),
+        (
+            "b.yaml",
+            "version: 1\nscopeLinks:\n  - {scope: /s, parents: [/t]}\n  - {scope: /n, parents: [/m/k]}\n",
+        ),
+    ]);
+    assert_eq!(problems.len(), 1, "{}", show(&problems));
+    let p = &problems[0];
+    assert!(
+        (p.document == "a.yaml" && p.object == "scopeLinks[1] `/m`")
+            || (p.document == "b.yaml" && p.object == "scopeLinks[1] `/n`"),
+        "{p}"
+    );
+    assert!(
+        p.message.contains("`/m`") && p.message.contains("`/n`"),
+        "{p}"
+    );
+}
+
+#[test]
+fn a_scope_cycle_causes_no_false_follow_on_problems() {
+    let text = "version: 1\nroles:\n  - {name: R, actions: ['*']}\n  - {name: Site Admin, actions: ['*'], assignableScopes: [/sites]}\nscopeLinks:\n  - {scope: /x, parents: [/x/y]}\nassignments:\n  - {principal: 'user:a', role: R, scope: /}\n  - {principal: 'user:b', role: R, scope: /x/y/z}\n  - {principal: 'user:c', role: Site Admin, scope: /subs/s1}\nconstraints:\n  - minAssignments: {role: R, scope: /apps, count: 1}\n  - minAssignments: {role: R, scope: /x/y, count: 1}\n";
+    let problems = problems_of(&[("p.yaml", text)]);
+    // The cycle, and the one real problem that does not depend on it.
+    assert_eq!(problems.len(), 2, "{}", show(&problems));
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.object == "scopeLinks[0] `/x`" && p.message.contains("cycle")),
+        "{}",
+        show(&problems)
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.object.starts_with("assignments[2]")
+                && p.message
+                    .contains("outside the assignable scopes of role `Site Admin`")),
+        "{}",
+        show(&problems)
+    );
+}
+
+#[test]
+fn a_group_cycle_causes_no_follow_on_problems() {
+    let text = "version: 1\nroles:\n  - {name: R, actions: ['*']}\ngroups:\n  - {id: 'group:a', members: ['group:b', 'user:u']}\n  - {id: 'group:b', members: ['group:a']}\nassignments:\n  - {principal: 'group:a', role: R, scope: /}\n  - {principal: 'user:u', role: R, scope: /apps}\nconstraints:\n  - minAssignments: {role: R, scope: /apps, count: 2}\n";
+    let problems = problems_of(&[("p.yaml", text)]);
+    assert_eq!(problems.len(), 1, "{}", show(&problems));
+    assert!(problems[0].message.contains("cycle"), "{}", show(&problems));
+}
+
+#[test]
+fn every_cycle_is_reported_once() {
+    let text = "version: 1\ngroups:\n  - {id: 'group:a', members: ['group:b']}\n  - {id: 'group:b', members: ['group:a', 'group:a']}\n  - {id: 'group:c', members: ['group:d']}\n  - {id: 'group:d', members: ['group:e']}\n  - {id: 'group:e', members: ['group:c']}\n  - {id: 'group:f', members: ['group:f']}\nscopeLinks:\n  - {scope: /a, parents: [/b, /b/]}\n  - {scope: /b, parents: [/a/x]}\n  - {scope: /c, parents: [/c/d]}\n";
+    let problems = problems_of(&[("p.yaml", text)]);
+    let groups: Vec<_> = problems
+        .iter()
+        .filter(|p| p.message.starts_with("group membership cycle"))
+        .collect();
+    let scopes: Vec<_> = problems
+        .iter()
+        .filter(|p| p.message.starts_with("scope graph has a cycle"))
+        .collect();
+    assert_eq!(groups.len(), 3, "{}", show(&problems));
+    assert_eq!(scopes.len(), 2, "{}", show(&problems));
+    assert_eq!(problems.len(), 5, "{}", show(&problems));
+    // Each cycle once, named at one of its groups, shown in full and closed.
+    for cycle in [
+        &["group:a", "group:b"][..],
+        &["group:c", "group:d", "group:e"],
+        &["group:f"],
+    ] {
+        let hits: Vec<_> = groups
+            .iter()
+            .filter(|p| cycle.iter().all(|g| p.message.contains(&format!("`{g}`"))))
+            .collect();
+        assert_eq!(hits.len(), 1, "{cycle:?}: {}", show(&problems));
+        let p = hits[0];
+        let named = cycle
+            .iter()
+            .find(|g| p.object.ends_with(&format!("`{g}`")))
+            .unwrap_or_else(|| panic!("{cycle:?}: {p}"));
+        assert!(
+            p.message
+                .contains(&format!("cycle through `{named}`: `{named}` -> "))
+                && p.message.contains(&format!(" -> `{named}` (each")),
+            "{p}"
+        );
+        assert_eq!(p.message.matches(" -> ").count(), cycle.len(), "{p}");
+    }
+    assert!(
+        scopes
+            .iter()
+            .any(|p| p.message.contains("`/c` -> `/c/d` -> `/c`")),
+        "{}",
+        show(&problems)
+    );
+    assert!(
+        scopes.iter().any(|p| p.message.contains("`/a`")
+            && p.message.contains("`/b`")
+            && p.message.contains("`/a/x`")),
+        "{}",
+        show(&problems)
+    );
+}
+
+#[test]
+fn a_long_cycle_is_shown_shortened() {
+    let mut text = String::from("version: 1\ngroups:\n");
+    for i in 0..40 {
+        text.push_str(&format!(
+            "  - {{id: 'group:g{i}', members: ['group:g{}']}}\n",
+            (i + 1) % 40
+        ));
+    }
+    let problems = problems_of(&[("p.yaml", &text)]);
+    assert_eq!(problems.len(), 1, "{}", show(&problems));
+    assert!(problems[0].message.contains("more)"), "{}", show(&problems));
+}
+
+#[test]
+fn too_deep_nesting_names_a_group_definition() {
+    let mut text = String::from("version: 1\ngroups:\n");
+    for i in 0..65 {
+        let member = if i == 64 {
+            "user:u".to_owned()
+        } else {
+            format!("group:g{}", i + 1)
+        };
+        text.push_str(&format!(
+            "  - {{id: 'group:g{i}', members: ['{member}']}}\n"
+        ));
+    }
+    let problems = problems_of(&[("p.yaml", &text)]);
+    assert_eq!(problems.len(), 1, "{}", show(&problems));
+    let p = &problems[0];
+    assert_eq!(p.document, "p.yaml", "{p}");
+    assert_eq!(p.object, "groups[64] `group:g64`", "{p}");
+    assert!(
+        p.message.contains("deeper than 64 levels at `user:u`"),
+        "{p}"
+    );
+}
+
+#[test]
+fn every_duplicate_role_is_reported_in_one_run() {
+    let text =
+        "version: 1\nroles:\n  - {name: R, id: r1}\n  - {name: Q, id: R1}\n  - {name: S, id: Q}\n";
+    let problems = problems_of(&[("p.yaml", text)]);
+    assert_eq!(problems.len(), 2, "{}", show(&problems));
+    assert!(
+        problems[0].object == "roles[1] `Q`" && problems[0].message.contains("`r1`"),
+        "{}",
+        show(&problems)
+    );
+    assert!(
+        problems[1].object == "roles[2] `S`" && problems[1].message.contains("`q`"),
+        "{}",
+        show(&problems)
+    );
+}
+
+#[test]
+fn a_duplicate_role_is_checked_in_full() {
+    let text = "version: 1\nroles:\n  - {name: R}\n  - {name: r, actions: [''], assignableScopes: [bad]}\n";
+    let problems = problems_of(&[("p.yaml", text)]);
+    for message in ["defined twice", "actions:", "assignableScopes:"] {
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.object == "roles[1] `r`" && p.message.contains(message)),
+            "{message}: {}",
+            show(&problems)
+        );
+    }
+}
+
+#[test]
+fn a_duplicate_deny_assignment_is_checked_in_full() {
+    let text = "version: 1\ndenyAssignments:\n  - {name: d, principals: ['*'], scope: /}\n  - {name: D, principals: ['robot:x'], actions: [''], scope: bad}\n";
+    let problems = problems_of(&[("p.yaml", text)]);
+    for message in ["defined twice", "principals:", "actions:", "scope:"] {
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.object == "denyAssignments[1] `D`" && p.message.contains(message)),
+            "{message}: {}",
+            show(&problems)
+        );
+    }
+}
+
+#[test]
+fn selector_problems_quote_the_selector_as_written() {
+    for (selector, quoted) in [("robot:*", "`robot:*`"), (":*", "`:*`")] {
+        let text = format!(
+            "version: 1\ndenyAssignments:\n  - {{name: d, principals: ['*'], excludePrincipals: ['{selector}'], scope: /}}\n"
+        );
+        let problems = problems_of(&[("p.yaml", &text)]);
+        assert_eq!(problems.len(), 1, "{}", show(&problems));
+        let p = &problems[0];
+        assert!(p.message.starts_with("excludePrincipals:"), "{p}");
+        assert!(p.message.contains(quoted), "{p}");
+        assert!(!p.message.contains(":x`"), "{p}");
+    }
+}

@@ -158,7 +158,13 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
                 problems.push(doc, &object, e);
                 continue;
             }
-            if let Some(first) = catalog_seen.insert(a.name.to_ascii_lowercase(), doc.clone()) {
+            for implied in &a.implies {
+                if let Err(e) = syntax::check_action(implied) {
+                    problems.push(doc, &object, format!("implies: {e}"));
+                }
+            }
+            let key = a.name.to_ascii_lowercase();
+            if let Some(first) = catalog_seen.get(&key) {
                 problems.push(
                     doc,
                     &object,
@@ -169,11 +175,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
                 );
                 continue;
             }
-            for implied in &a.implies {
-                if let Err(e) = syntax::check_action(implied) {
-                    problems.push(doc, &object, format!("implies: {e}"));
-                }
-            }
+            catalog_seen.insert(key, doc.clone());
             catalog.push(CatalogAction {
                 name: a.name.as_str().into(),
                 description: a.description.as_deref().map(Into::into),
@@ -195,38 +197,41 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     for (doc, d) in docs {
         for (i, r) in d.roles.iter().enumerate() {
             let object = named("roles", i, &r.name);
+            // A role with a problem is still checked in full and keeps the keys no other
+            // role holds, so that a later role clashing with it is reported in the same run.
+            let index = u32::try_from(roles.len()).unwrap_or(u32::MAX);
+            let mut keys = Vec::with_capacity(2);
             if r.name.trim().is_empty() {
                 problems.push(doc, &object, "role `name` must not be empty".into());
-                continue;
+            } else {
+                keys.push(r.name.to_ascii_lowercase());
             }
-            let index = u32::try_from(roles.len()).unwrap_or(u32::MAX);
-            let mut keys = vec![r.name.to_ascii_lowercase()];
             if let Some(id) = &r.id {
                 if id.trim().is_empty() {
                     problems.push(doc, &object, "role `id` must not be empty".into());
+                } else {
+                    keys.push(id.to_ascii_lowercase());
                 }
-                keys.push(id.to_ascii_lowercase());
-            }
-            let mut duplicate = false;
-            for key in &keys {
-                if let Some(&other) = role_lookup.get(key.as_str()) {
-                    let (odoc, oobj) = &role_origin[other as usize];
-                    problems.push(
-                        doc,
-                        &object,
-                        format!(
-                            "role name or id `{}` is defined twice (also {oobj} in {odoc})",
-                            escape(key)
-                        ),
-                    );
-                    duplicate = true;
-                }
-            }
-            if duplicate {
-                continue;
             }
             for key in keys {
-                role_lookup.insert(key.into(), index);
+                match role_lookup.get(key.as_str()) {
+                    // Its name and id may be spelt alike.
+                    Some(&other) if other == index => {}
+                    Some(&other) => {
+                        let (odoc, oobj) = &role_origin[other as usize];
+                        problems.push(
+                            doc,
+                            &object,
+                            format!(
+                                "role name or id `{}` is defined twice (also {oobj} in {odoc})",
+                                escape(&key)
+                            ),
+                        );
+                    }
+                    None => {
+                        role_lookup.insert(key.into(), index);
+                    }
+                }
             }
             let actions = parse_patterns(&mut problems, doc, &object, "actions", &r.actions);
             let not_actions =
@@ -332,8 +337,9 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
 
     // Groups.
     let mut group_members: HashMap<PrincipalIdx, Vec<PrincipalIdx>> = HashMap::new();
-    let mut group_origin: HashMap<PrincipalIdx, String> = HashMap::new();
-    for (doc, d) in docs {
+    // Where each group is defined: (document index, item index).
+    let mut group_origin: HashMap<PrincipalIdx, (usize, usize)> = HashMap::new();
+    for (di, (doc, d)) in docs.iter().enumerate() {
         for (i, g) in d.groups.iter().enumerate() {
             let object = named("groups", i, &g.id);
             if let Err(e) = syntax::group_id(&g.id) {
@@ -341,52 +347,62 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
                 continue;
             }
             let gi = principals.intern(&g.id);
-            if let Some(first) = group_origin.insert(gi, doc.clone()) {
+            let first = group_origin.get(&gi).map(|&(first, _)| first);
+            if let Some(first) = first {
                 problems.push(
                     doc,
                     &object,
                     format!(
-                        "group `{}` is defined twice (first in {first})",
-                        escape(&g.id)
+                        "group `{}` is defined twice (first in {})",
+                        escape(&g.id),
+                        docs[first].0
                     ),
                 );
-                continue;
             }
             let mut members = Vec::new();
             for m in &g.members {
                 match syntax::principal_type(m) {
-                    Ok(_) => members.push(principals.intern(m)),
+                    Ok(_) if first.is_none() => members.push(principals.intern(m)),
+                    Ok(_) => {}
                     Err(e) => problems.push(doc, &object, format!("members: {e}")),
                 }
             }
-            group_members.insert(gi, members);
+            if first.is_none() {
+                group_origin.insert(gi, (di, i));
+                group_members.insert(gi, members);
+            }
         }
     }
 
     // Scope links.
-    let mut links: HashMap<ScopeIdx, Vec<ScopeIdx>> = HashMap::new();
-    for (doc, d) in docs {
+    // Each linked scope's parents (sorted, distinct) and where they are defined:
+    // (document index, item index).
+    let mut links: HashMap<ScopeIdx, (Vec<ScopeIdx>, (usize, usize))> = HashMap::new();
+    for (di, (doc, d)) in docs.iter().enumerate() {
         for (i, l) in d.scope_links.iter().enumerate() {
             let object = named("scopeLinks", i, &l.scope);
-            let Some(child) = parse_scope(&mut problems, doc, &object, "scope", &l.scope) else {
-                continue;
-            };
-            let child = scopes.intern(&child);
-            if links.contains_key(&child) {
+            let child = parse_scope(&mut problems, doc, &object, "scope", &l.scope)
+                .map(|c| scopes.intern(&c));
+            let duplicate = child.is_some_and(|c| links.contains_key(&c));
+            if duplicate {
                 problems.push(
                     doc,
                     &object,
                     format!("scope `{}` has links defined twice", escape(&l.scope)),
                 );
-                continue;
             }
-            let parents = l
+            let mut parents: Vec<ScopeIdx> = l
                 .parents
                 .iter()
                 .filter_map(|p| parse_scope(&mut problems, doc, &object, "parents", p))
                 .map(|p| scopes.intern(&p))
                 .collect();
-            links.insert(child, parents);
+            let (Some(child), false) = (child, duplicate) else {
+                continue;
+            };
+            parents.sort_unstable();
+            parents.dedup();
+            links.insert(child, (parents, (di, i)));
         }
     }
 
@@ -523,24 +539,30 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     for (doc, d) in docs {
         for (i, x) in d.deny_assignments.iter().enumerate() {
             let object = named("denyAssignments", i, &x.name);
+            // A deny assignment with a bad name is still checked in full.
+            let mut named_ok = true;
             if x.name.trim().is_empty() {
                 problems.push(
                     doc,
                     &object,
                     "deny assignment `name` must not be empty".into(),
                 );
-                continue;
-            }
-            if let Some(first) = deny_names.insert(x.name.to_ascii_lowercase(), doc.clone()) {
-                problems.push(
-                    doc,
-                    &object,
-                    format!(
-                        "deny assignment `{}` is defined twice (first in {first})",
-                        escape(&x.name)
-                    ),
-                );
-                continue;
+                named_ok = false;
+            } else {
+                let key = x.name.to_ascii_lowercase();
+                if let Some(first) = deny_names.get(&key) {
+                    problems.push(
+                        doc,
+                        &object,
+                        format!(
+                            "deny assignment `{}` is defined twice (first in {first})",
+                            escape(&x.name)
+                        ),
+                    );
+                    named_ok = false;
+                } else {
+                    deny_names.insert(key, doc.clone());
+                }
             }
             if x.principals.is_empty() {
                 problems.push(
@@ -582,6 +604,9 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             let Some(scope) = parse_scope(&mut problems, doc, &object, "scope", &x.scope) else {
                 continue;
             };
+            if !named_ok {
+                continue;
+            }
             denies.push(DenyAssignment {
                 name: x.name.as_str().into(),
                 principals: principals_sel,
@@ -672,57 +697,116 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     let principal_names = principals.names;
     let principal_count = principal_names.len();
     let mut direct_parents: Vec<Vec<PrincipalIdx>> = vec![Vec::new(); principal_count];
-    for (&g, members) in &group_members {
+    // In a fixed order, so that the same policy reports the same cycles.
+    let mut defined: Vec<(&PrincipalIdx, &Vec<PrincipalIdx>)> = group_members.iter().collect();
+    defined.sort_unstable_by_key(|&(&g, _)| g);
+    for (&g, members) in defined {
         for &m in members {
             direct_parents[m as usize].push(g);
         }
     }
-    let member_of = match close_over(&direct_parents, MAX_GROUP_DEPTH) {
-        Ok(rows) => rows,
-        Err((node, kind)) => {
-            let name = escape(&principal_names[node as usize]);
-            let doc = group_origin.get(&node).cloned().unwrap_or_default();
-            let message = match kind {
-                Closure::Cycle => format!("group membership cycle through `{name}`"),
-                Closure::TooDeep => {
-                    format!("groups nest deeper than {MAX_GROUP_DEPTH} levels at `{name}`")
-                }
-            };
-            problems.push(&doc, format!("groups `{name}`"), message);
-            Rows::build(principal_count, Vec::new())
+    let Closed {
+        rows: member_of,
+        faults,
+        ..
+    } = close_over(&direct_parents, MAX_GROUP_DEPTH, |_| 0);
+    // A problem names a group definition: the group itself, or the group holding a member.
+    let group_object = |g: u32| -> (&str, String) {
+        let name = &principal_names[g as usize];
+        match group_origin.get(&g) {
+            Some(&(di, i)) => (docs[di].0.as_str(), named("groups", i, name)),
+            None => (
+                docs.first().map_or("", |(n, _)| n.as_str()),
+                format!("groups `{}`", escape(name)),
+            ),
         }
     };
+    for fault in faults {
+        match fault {
+            Fault::Cycle { edge, path, len } => {
+                let (doc, object) = group_object(edge.0);
+                problems.push(
+                    doc,
+                    object,
+                    format!(
+                        "group membership cycle through `{}`: {} (each is a member of the next)",
+                        escape(&principal_names[edge.0 as usize]),
+                        show_cycle(&path, len, |g| &principal_names[g as usize])
+                    ),
+                );
+            }
+            Fault::TooDeep { node, parent } => {
+                let at = if group_origin.contains_key(&node) {
+                    node
+                } else {
+                    parent
+                };
+                let (doc, object) = group_object(at);
+                problems.push(
+                    doc,
+                    object,
+                    format!(
+                        "groups nest deeper than {MAX_GROUP_DEPTH} levels at `{}`",
+                        escape(&principal_names[node as usize])
+                    ),
+                );
+            }
+        }
+    }
 
     // Scope closure: each known scope's parents are its longest known proper prefix and
-    // the longest known prefix of each linked parent.
+    // its linked parents (known scopes too).
     let scope_count = scopes.scopes.len();
     let mut scope_parents: Vec<Vec<ScopeIdx>> = scopes
         .scopes
         .iter()
         .map(|s| scopes.longest_known(s.key(), false).into_iter().collect())
         .collect();
-    for (&child, parents) in &links {
-        for &p in parents {
-            scope_parents[child as usize].push(p);
-        }
+    // A scope's path parent comes first in its row; the edges after it are links.
+    let has_path_parent: Vec<bool> = scope_parents.iter().map(|r| !r.is_empty()).collect();
+    for (&child, (parents, _)) in &links {
+        let row = &mut scope_parents[child as usize];
+        let path_parent = row.first().copied();
+        row.extend(parents.iter().filter(|&&p| Some(p) != path_parent));
     }
-    let ancestors = match close_over(&scope_parents, usize::MAX) {
-        Ok(rows) => add_self(rows, scope_count),
-        Err((node, _)) => {
-            let name = escape(scopes.scopes[node as usize].as_str());
-            let doc = docs
-                .iter()
-                .find(|(_, d)| !d.scope_links.is_empty())
-                .map(|(n, _)| n.clone())
-                .unwrap_or_default();
-            problems.push(
-                &doc,
-                "scopeLinks",
-                format!("scope graph has a cycle through `{name}`"),
-            );
-            Rows::build(scope_count, Vec::new())
-        }
-    };
+    let Closed {
+        rows: ancestors,
+        faults,
+        cyclic,
+    } = close_over(&scope_parents, usize::MAX, |n| {
+        usize::from(has_path_parent[n])
+    });
+    let ancestors = add_self(ancestors, scope_count);
+    for fault in faults {
+        // Scope depth is unbounded, so every fault is a cycle.
+        let Fault::Cycle { edge, path, len } = fault else {
+            continue;
+        };
+        let name = scopes.scopes[edge.0 as usize].as_str();
+        let (doc, object) = match links.get(&edge.0) {
+            Some((_, (di, i))) => {
+                let (doc, d) = &docs[*di];
+                let text = d.scope_links.get(*i).map_or(name, |l| l.scope.as_str());
+                (doc.as_str(), named("scopeLinks", *i, text))
+            }
+            None => (
+                docs.first().map_or("", |(n, _)| n.as_str()),
+                "scopeLinks".to_owned(),
+            ),
+        };
+        problems.push(
+            doc,
+            object,
+            format!(
+                "scope graph has a cycle through `{}`: {} (each scope's parent is the next)",
+                escape(name),
+                show_cycle(&path, len, |s| scopes.scopes[s as usize].as_str())
+            ),
+        );
+    }
+    // Scopes at or below a cycle have no true ancestor set: checks that need one are
+    // skipped for them rather than reported on a guess.
+    let unsure = |s: ScopeIdx| cyclic.get(s as usize).copied().unwrap_or(false);
 
     // Assignable scopes, checked once per distinct (role, scope).
     let mut rejected: Vec<usize> = Vec::new();
@@ -731,6 +815,9 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         let a = &p.assignment;
         let role = &roles[a.role as usize];
         let ok = *assignable.entry((a.role, p.scope)).or_insert_with(|| {
+            if unsure(p.scope) {
+                return true;
+            }
             let anc = ancestors.row(p.scope);
             role.assignable_scopes
                 .iter()
@@ -766,6 +853,9 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
 
     // Constraints.
     for (doc, object, role, scope, count) in constraints {
+        if unsure(scope) {
+            continue;
+        }
         let anc = ancestors.row(scope);
         let found = pending
             .iter()
@@ -971,55 +1061,170 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     })
 }
 
-enum Closure {
-    Cycle,
-    TooDeep,
+/// A problem found while closing a parent relation.
+enum Fault {
+    /// The edge `edge` (child to parent) closes a cycle: `path` is the cycle from
+    /// `edge.0` on (at most [`CYCLE_SHOWN`] nodes), `len` its length.
+    Cycle {
+        edge: (u32, u32),
+        path: Vec<u32>,
+        len: usize,
+    },
+    /// `node` lies deeper than allowed, first so below `parent`.
+    TooDeep { node: u32, parent: u32 },
+}
+
+/// A closed parent relation.
+struct Closed {
+    /// Each node's ancestors, sorted (the node excluded).
+    rows: Rows,
+    faults: Vec<Fault>,
+    /// The nodes on or below a cycle (that reach one), whose rows are left empty.
+    cyclic: Vec<bool>,
+}
+
+/// The most nodes of a cycle a problem shows.
+const CYCLE_SHOWN: usize = 16;
+
+/// A cycle as `` `a` -> `b` -> `a` ``, shortened when long.
+fn show_cycle<'a>(path: &[u32], len: usize, name: impl Fn(u32) -> &'a str) -> String {
+    let mut out: Vec<String> = path
+        .iter()
+        .map(|&n| format!("`{}`", escape(name(n))))
+        .collect();
+    if len > path.len() {
+        out.push(format!("... ({} more)", len - path.len()));
+    }
+    if let Some(&first) = path.first() {
+        out.push(format!("`{}`", escape(name(first))));
+    }
+    out.join(" -> ")
 }
 
 /// Transitive closure of a parent relation (`parents[n]` are n's direct parents), as rows
 /// of sorted ancestors (n excluded). Iterative, so deep graphs cannot overflow the stack.
-fn close_over(parents: &[Vec<u32>], max_depth: usize) -> Result<Rows, (u32, Closure)> {
+///
+/// Every cycle is reported once for each edge that closes it in a depth-first search
+/// (so removing the reported edges leaves no cycle), and a node deeper than `max_depth`
+/// (not on or below a cycle) is reported where the depth is first exceeded. Rows are
+/// exact for the other nodes; nothing is collected for these, so a hostile graph costs
+/// no more than a valid one. A cycle is reported at its first edge back from the closing
+/// one that `blame_from` allows (edges `parents[n][blame_from(n)..]`), or at the closing
+/// edge when none is.
+fn close_over(
+    parents: &[Vec<u32>],
+    max_depth: usize,
+    blame_from: impl Fn(usize) -> usize,
+) -> Closed {
     #[derive(Clone, Copy, PartialEq)]
     enum State {
         New,
         Open,
         Done,
     }
+    /// A node on the search path, the next of its parents to visit, and the stack
+    /// position of the nearest edge below it that a cycle may be blamed on.
+    #[derive(Clone, Copy)]
+    struct Frame {
+        node: usize,
+        next: usize,
+        blame: Option<usize>,
+    }
+    let id = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     let n = parents.len();
     let mut state = vec![State::New; n];
     let mut closure: Vec<Vec<u32>> = vec![Vec::new(); n];
     let mut depth = vec![0usize; n];
+    let mut cyclic = vec![false; n];
+    // Where each open node is on the stack.
+    let mut position = vec![0usize; n];
+    let mut faults = Vec::new();
+    let mut closing: HashSet<(usize, usize)> = HashSet::new();
+    let mut stack: Vec<Frame> = Vec::new();
     for start in 0..n {
         if state[start] != State::New {
             continue;
         }
-        // (node, next parent to visit)
-        let mut stack = vec![(start, 0usize)];
         state[start] = State::Open;
-        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
-            if let Some(&p) = parents[node].get(*next) {
-                *next += 1;
-                match state[p as usize] {
-                    State::Open => return Err((p, Closure::Cycle)),
+        position[start] = 0;
+        stack.push(Frame {
+            node: start,
+            next: 0,
+            blame: None,
+        });
+        while let Some(top) = stack.len().checked_sub(1) {
+            let Frame { node, next, blame } = stack[top];
+            if let Some(&p) = parents[node].get(next) {
+                stack[top].next += 1;
+                let p = p as usize;
+                let blameable = next >= blame_from(node);
+                match state[p] {
                     State::New => {
-                        state[p as usize] = State::Open;
-                        stack.push((p as usize, 0));
+                        state[p] = State::Open;
+                        position[p] = top + 1;
+                        stack.push(Frame {
+                            node: p,
+                            next: 0,
+                            blame: if blameable { Some(top) } else { blame },
+                        });
+                    }
+                    // A parent listed twice closes the same cycle again.
+                    State::Open if !closing.insert((node, p)) => {}
+                    State::Open => {
+                        cyclic[node] = true;
+                        // The cycle is the stack from p up to node, then back to p.
+                        let from = position[p];
+                        let len = top - from + 1;
+                        let at = if blameable {
+                            top
+                        } else {
+                            blame.filter(|&k| k >= from).unwrap_or(top)
+                        };
+                        let nth = |o: usize| id(stack[from + (at - from + o) % len].node);
+                        faults.push(Fault::Cycle {
+                            edge: (nth(0), nth(1)),
+                            path: (0..len.min(CYCLE_SHOWN)).map(nth).collect(),
+                            len,
+                        });
                     }
                     State::Done => {}
                 }
                 continue;
             }
+            // A parent still open closed a cycle, marked above; a parent below a cycle
+            // was marked when it was done.
+            if parents[node].iter().any(|&p| cyclic[p as usize]) {
+                cyclic[node] = true;
+            }
+            if cyclic[node] {
+                state[node] = State::Done;
+                stack.pop();
+                continue;
+            }
             let mut all: Vec<u32> = Vec::new();
             let mut d = 0;
+            let mut deepest = None;
             for &p in &parents[node] {
                 all.push(p);
                 all.extend_from_slice(&closure[p as usize]);
-                d = d.max(depth[p as usize] + 1);
+                if depth[p as usize] + 1 > d {
+                    d = depth[p as usize] + 1;
+                    deepest = Some(p);
+                }
             }
-            all.sort_unstable();
-            all.dedup();
             if d > max_depth {
-                return Err((u32::try_from(node).unwrap_or(u32::MAX), Closure::TooDeep));
+                // Reported once where the bound is first passed; nothing is collected
+                // below, so a long chain costs no more than a short one.
+                if d - 1 == max_depth {
+                    faults.push(Fault::TooDeep {
+                        node: id(node),
+                        parent: deepest.unwrap_or(id(node)),
+                    });
+                }
+                all = Vec::new();
+            } else {
+                all.sort_unstable();
+                all.dedup();
             }
             closure[node] = all;
             depth[node] = d;
@@ -1031,11 +1236,15 @@ fn close_over(parents: &[Vec<u32>], max_depth: usize) -> Result<Rows, (u32, Clos
         .into_iter()
         .enumerate()
         .flat_map(|(i, row)| {
-            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            let i = id(i);
             row.into_iter().map(move |p| (i, p))
         })
         .collect();
-    Ok(Rows::build(n, pairs))
+    Closed {
+        rows: Rows::build(n, pairs),
+        faults,
+        cyclic,
+    }
 }
 
 fn add_self(rows: Rows, n: usize) -> Rows {

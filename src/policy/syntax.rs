@@ -87,8 +87,19 @@ impl PrincipalSelector {
             return Ok(Self::Everyone);
         }
         if let Some(kind) = text.strip_suffix(":*") {
-            principal_type(&format!("{kind}:x"))?;
-            return Ok(Self::Type(kind.to_owned()));
+            // Problems quote the selector as written, not a made-up id.
+            return match known_type(kind) {
+                Some(kind) => Ok(Self::Type(kind.to_owned())),
+                None if kind.is_empty() => {
+                    Err(format!("principal `{}` has an empty type", escape(text)))
+                }
+                None => Err(format!(
+                    "principal `{}` has unknown type `{}` (expected one of {})",
+                    escape(text),
+                    escape(kind),
+                    PRINCIPAL_TYPES.join(", ")
+                )),
+            };
         }
         principal_type(text)?;
         Ok(Self::Id(text.to_owned()))
@@ -580,6 +591,28 @@ mod tests {
         assert_eq!(
             PrincipalSelector::parse("application:*").unwrap(),
             PrincipalSelector::Type("application".into())
+        );
+    }
+
+    #[test]
+    fn selector_problems_quote_the_selector_as_written() {
+        for (text, quoted) in [
+            ("robot:*", "`robot:*` has unknown type `robot`"),
+            (":*", "`:*` has an empty type"),
+            ("User:*", "`User:*` has unknown type `User`"),
+            ("user:a:*", "`user:a:*` has unknown type `user:a`"),
+        ] {
+            let e = PrincipalSelector::parse(text).unwrap_err();
+            assert!(e.contains(quoted), "{text}: {e}");
+            assert!(!e.contains(":x`"), "{text}: {e}");
+        }
+        assert_eq!(
+            PrincipalSelector::parse("*").unwrap(),
+            PrincipalSelector::Everyone
+        );
+        assert_eq!(
+            PrincipalSelector::parse("gateway:g-1").unwrap(),
+            PrincipalSelector::Id("gateway:g-1".into())
         );
     }
 }

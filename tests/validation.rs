@@ -36,24 +36,32 @@ fn version_is_required() {
 
 #[test]
 fn unknown_keys_are_errors_everywhere() {
-    rejects("version: 1\nrole: []\n", "document", "role");
+    // The object is where the unknown key is in the document.
+    rejects("version: 1\nrole: []\n", "role", "role");
     rejects(
         "version: 1\nroles:\n  - name: R\n    notAction: ['x/y']\n",
-        "document",
+        "roles[0].notAction",
         "notAction",
     );
     rejects(
-        "version: 1\nassignments:\n  - {principal: 'user:a', role: R, scope: /, expires: x}\n",
-        "document",
+        "version: 1\nassignments:\n  - {principal: 'user:a', role: R, scope: /}\n  - {principal: 'user:a', role: R, scope: /, expires: x}\n",
+        "assignments[1].expires",
         "expires",
     );
     rejects(
         "version: 1\nidentity:\n  sources:\n    - jwt: {principalType: user, clam: sub}\n",
-        "document",
+        "identity.sources[0].jwt.clam",
         "clam",
     );
-    let json = problems("p.json", r#"{"version": 1, "denyAssignment": []}"#);
-    assert!(json.to_string().contains("denyAssignment"), "{json}");
+    let json = problems(
+        "p.json",
+        r#"{"version": 1, "groups": [{"id": "group:g", "members": [], "member": ["user:x"]}]}"#,
+    );
+    assert_eq!(json.problems.len(), 1, "{json}");
+    assert_eq!(json.problems[0].object, "groups[0].member", "{json}");
+    assert!(json.problems[0].message.contains("member"), "{json}");
+    // A problem that is not at a key still names the document as a whole.
+    rejects("- 1\n", "document", "YAML");
 }
 
 #[test]

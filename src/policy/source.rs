@@ -37,15 +37,38 @@ impl SourceDocument {
         if text.trim().is_empty() {
             return Err(problem("is empty (expected at least `version: 1`)".into()));
         }
-        let doc: Document = if self.name.to_ascii_lowercase().ends_with(".json") {
-            serde_json::from_str(text).map_err(|e| {
-                problem(syntax::escape_controls(&format!("invalid JSON: {e}")).into_owned())
-            })?
+        // The parsers stop at the first error; `serde_path_to_error` says where in the
+        // document it was (`groups[0].member`), which becomes the problem's object.
+        let mut path = String::new();
+        let parsed = if self.name.to_ascii_lowercase().ends_with(".json") {
+            let mut de = serde_json::Deserializer::from_str(text);
+            serde_path_to_error::deserialize(&mut de)
+                .map_err(|e| {
+                    path = e.path().to_string();
+                    e.into_inner()
+                })
+                .and_then(|doc| de.end().map(|()| doc))
+                .map_err(|e| format!("invalid JSON: {e}"))
         } else {
-            serde_saphyr::from_str(text).map_err(|e| {
-                problem(syntax::escape_controls(&format!("invalid YAML: {e}")).into_owned())
-            })?
+            serde_saphyr::with_deserializer_from_str(text, |de| {
+                serde_path_to_error::deserialize(de).map_err(|e| {
+                    path = e.path().to_string();
+                    e.into_inner()
+                })
+            })
+            .map_err(|e| format!("invalid YAML: {e}"))
         };
+        let doc: Document = parsed.map_err(|message| {
+            let object = match path.as_str() {
+                "" | "." => "document",
+                path => path,
+            };
+            Problem::new(
+                &self.name,
+                syntax::escape_controls(object).into_owned(),
+                syntax::escape_controls(&message).into_owned(),
+            )
+        })?;
         match doc.version {
             Some(1) => Ok(doc),
             Some(other) => Err(problem(format!(

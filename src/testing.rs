@@ -3,7 +3,7 @@
 use crate::policy::document::{Expectation, TestCaseDoc};
 use crate::policy::queries::HttpRequest;
 use crate::policy::syntax::{self, Instant};
-use crate::policy::{CheckRequest, Decision, Snapshot};
+use crate::policy::{CheckRequest, Decision, Reason, Snapshot};
 
 /// The result of one case.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +41,16 @@ fn run_case(snapshot: &Snapshot, case: &TestCaseDoc, now: Instant) -> Outcome {
         Ok(at) => at.unwrap_or(now),
         Err(e) => return Outcome::Error(format!("at: {e}")),
     };
+    // A misspelt expected reason would make the case fail forever: the case is invalid.
+    if let Some(reason) = &case.reason
+        && !Reason::KINDS.contains(&reason.as_str())
+    {
+        return Outcome::Error(format!(
+            "reason: unknown kind `{}` (one of {})",
+            syntax::escape(reason),
+            Reason::KINDS.join(", ")
+        ));
+    }
     let decision: Decision<'_> = match (&case.action, &case.method) {
         (Some(action), None) => {
             let (Some(principal), Some(scope)) = (&case.principal, &case.scope) else {

@@ -292,6 +292,16 @@ fn test_command_counts_and_exit_codes() {
     std::fs::write(&broken, "version: 1\ntests:\n  - {name: no scope, principal: 'user:a', action: a/b, expect: allow}\n").unwrap();
     assert_eq!(code(&run(&["test", broken.to_str().unwrap()])), 2);
     assert_eq!(code(&run(&["test", "/does/not/exist"])), 2);
+    // An expected reason that is not a reason kind (here in the wrong case) makes the case
+    // invalid, not failed: it could never pass.
+    let misspelt = dir.path().join("m.yaml");
+    std::fs::write(&misspelt, "version: 1\ntests:\n  - {name: spelling, principal: 'user:a', action: a/b, scope: /, expect: deny, reason: nogrant}\n").unwrap();
+    let out = run(&["test", misspelt.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("unknown kind `nogrant`"),
+        "{out:?}"
+    );
 }
 
 #[test]

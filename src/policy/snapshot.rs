@@ -572,6 +572,17 @@ pub enum Reason<'s> {
 
 impl Reason<'_> {
     /// The reason kind as SPEC §8 spells it.
+    /// Every value [`Reason::kind`] takes (SPEC §8).
+    pub const KINDS: [&'static str; 7] = [
+        "roleAssignment",
+        "public",
+        "denyAssignment",
+        "noGrant",
+        "noRoute",
+        "malformed",
+        "noIdentity",
+    ];
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::RoleAssignment { .. } => "roleAssignment",

@@ -158,18 +158,7 @@ async fn batch_check_answers_in_order_up_to_the_limit() {
 async fn check_http_maps_identifies_and_decides() {
     let server = TestServer::start(demo()).await;
     let mut c = client(&server).await;
-    let req = |principal: &str, method: &str, path: &str, headers: &[(&str, &str)]| {
-        pb::CheckHttpRequest {
-            principal: principal.into(),
-            method: method.into(),
-            path: path.into(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| ((*k).into(), (*v).into()))
-                .collect(),
-            ..Default::default()
-        }
-    };
+    let req = crate::support::check_http_request;
     let r = c
         .check_http(req(
             "",

@@ -458,16 +458,9 @@ async fn check_http(
 ) -> pb::CheckHttpResponse {
     let mut client = AuthorizerClient::connect(server.grpc_url()).await.unwrap();
     client
-        .check_http(pb::CheckHttpRequest {
-            principal: principal.into(),
-            method: method.into(),
-            path: path.into(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| ((*k).into(), (*v).into()))
-                .collect(),
-            ..Default::default()
-        })
+        .check_http(crate::support::check_http_request(
+            principal, method, path, headers,
+        ))
         .await
         .unwrap()
         .into_inner()

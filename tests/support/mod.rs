@@ -17,6 +17,25 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+/// A native CheckHttp request; headers are sent exactly as given (names keep their case).
+pub fn check_http_request(
+    principal: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> iot_authz::proto::iotauthz::v1::CheckHttpRequest {
+    iot_authz::proto::iotauthz::v1::CheckHttpRequest {
+        principal: principal.into(),
+        method: method.into(),
+        path: path.into(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }

@@ -152,6 +152,14 @@ pub struct ServeArgs {
     /// Concurrent HTTP/2 streams per client connection.
     #[arg(long, env = "IOT_AUTHZ_MAX_CONCURRENT_STREAMS", default_value_t = 1024)]
     pub max_concurrent_streams: u32,
+    /// On SIGTERM or SIGINT, keep serving this long with health NOT_SERVING and `/readyz`
+    /// 503 before the listeners close, so load balancers stop routing here (milliseconds).
+    #[arg(long, env = "IOT_AUTHZ_SHUTDOWN_DELAY_MS", default_value_t = 0)]
+    pub shutdown_delay_ms: u64,
+    /// Once the listeners close, the longest requests and streams in flight (such as
+    /// health Watch) may take; connections still open then are closed (milliseconds).
+    #[arg(long, env = "IOT_AUTHZ_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
     /// Poll an HTTP(S) policy bundle (one YAML/JSON document or a .tar.gz of documents)
     /// instead of reading --policy files.
     #[arg(long, env = "IOT_AUTHZ_POLICY_URL", conflicts_with = "policy")]

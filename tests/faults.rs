@@ -235,3 +235,169 @@ async fn a_flood_of_batch_checks_at_the_size_limit() {
             .allowed
     );
 }
+
+/// Starts the real binary on the demo policy with `extra` arguments, both listeners on
+/// port 0; returns it with its gRPC and HTTP addresses, read from its ready line.
+fn start_serving(extra: &[&str]) -> (Child, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iot-authz"))
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = |key: &str| {
+        line.split(key)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+            .to_owned()
+    };
+    let (grpc, http) = (addr("grpc="), addr("http="));
+    (child, grpc, http)
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits for the process to exit; a hang detector, so the bound is generous.
+async fn wait_for_exit(child: Child) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    let mut child = child;
+    let waited = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || child.wait()),
+    )
+    .await;
+    match waited {
+        Ok(status) => status.unwrap().unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            panic!("iot-authz did not exit within 20 s of SIGTERM");
+        }
+    }
+}
+
+async fn health_client(
+    grpc: &str,
+) -> tonic_health::pb::health_client::HealthClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    tonic_health::pb::health_client::HealthClient::new(channel)
+}
+
+async fn health_status(grpc: &str, service: &str) -> i32 {
+    health_client(grpc)
+        .await
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+const SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+const NOT_SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_with_a_health_watch_open_exits_after_the_grace_period() {
+    let (child, grpc, _) = start_serving(&["--shutdown-grace-ms", "300"]);
+    let mut watch = health_client(&grpc)
+        .await
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The first message: the stream is open.
+    assert_eq!(watch.message().await.unwrap().unwrap().status, SERVING);
+    // An ordinary request on another connection still works.
+    let mut c = AuthorizerClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    assert!(
+        c.check(check("Microsoft.Edge/targets/read"))
+            .await
+            .unwrap()
+            .into_inner()
+            .allowed
+    );
+    sigterm(&child);
+    // The watcher hears the drain before its connection is closed.
+    assert_eq!(watch.message().await.unwrap().unwrap().status, NOT_SERVING);
+    let status = wait_for_exit(child).await;
+    assert!(status.success(), "{status}");
+    // The stream ends (an error or the end) once the grace period is over.
+    assert!(!matches!(watch.message().await, Ok(Some(_))));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_with_a_shutdown_delay_turns_unready_while_still_serving() {
+    crypto();
+    let (child, grpc, http) = start_serving(&["--shutdown-delay-ms", "2000"]);
+    let client = reqwest::Client::new();
+    let readyz = || client.get(format!("http://{http}/readyz")).send();
+    assert_eq!(readyz().await.unwrap().status(), 200);
+    assert_eq!(health_status(&grpc, "").await, SERVING);
+    sigterm(&child);
+    // The signal is handled asynchronously: wait until readiness changes. During the delay
+    // the listener is still open, so every answer is an answer, never a refused connection.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = readyz()
+            .await
+            .expect("the HTTP listener closed during the delay");
+        if status.status() != 200 {
+            assert_eq!(status.status(), 503);
+            assert_eq!(status.text().await.unwrap(), "draining\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz never turned 503");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A new connection during the delay is still served, and hears NOT_SERVING.
+    for service in [
+        "",
+        "iotauthz.v1.Authorizer",
+        "envoy.service.auth.v3.Authorization",
+    ] {
+        assert_eq!(
+            health_status(&grpc, service).await,
+            NOT_SERVING,
+            "{service:?}"
+        );
+    }
+    let mut c = AuthorizerClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    assert!(
+        c.check(check("Microsoft.Edge/targets/read"))
+            .await
+            .unwrap()
+            .into_inner()
+            .allowed
+    );
+    let status = wait_for_exit(child).await;
+    assert!(status.success(), "{status}");
+}

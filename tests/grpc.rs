@@ -387,6 +387,53 @@ async fn health_is_not_serving_without_a_policy_and_http_endpoints_answer() {
 }
 
 #[tokio::test]
+async fn every_health_service_is_not_serving_until_a_policy_loads() {
+    use iot_authz::server::state::PolicyState;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let state = std::sync::Arc::new(PolicyState::new());
+    let server = TestServer::start_with(state.clone(), Default::default()).await;
+    let channel = tonic::transport::Channel::from_shared(server.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let services = [
+        "",
+        "iotauthz.v1.Authorizer",
+        "envoy.service.auth.v3.Authorization",
+    ];
+    for service in services {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{service:?}: {e:?}"))
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::NotServing as i32, "{service:?}");
+    }
+    // Once the policy loads, every one of them turns SERVING.
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: "envoy.service.auth.v3.Authorization".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status,
+        ServingStatus::NotServing as i32
+    );
+    server.app.install(demo());
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status,
+        ServingStatus::Serving as i32
+    );
+}
+
+#[tokio::test]
 async fn metrics_count_decisions_by_api_and_reason() {
     let server = TestServer::start(demo()).await;
     let mut c = client(&server).await;
@@ -469,6 +516,45 @@ async fn shutdown_drains_and_turns_unready() {
             .app
             .draining
             .load(std::sync::atomic::Ordering::Relaxed)
+    );
+}
+
+#[tokio::test]
+async fn shutdown_cuts_a_health_watch_after_the_grace_period() {
+    use iot_authz::server::{ServerOptions, state::PolicyState};
+    let options = ServerOptions {
+        shutdown_grace: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    let mut server = TestServer::start_with(
+        std::sync::Arc::new(PolicyState::with_snapshot(demo())),
+        options,
+    )
+    .await;
+    let channel = tonic::transport::Channel::from_shared(server.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut watch = tonic_health::pb::health_client::HealthClient::new(channel)
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(watch.message().await.unwrap().is_some());
+    // A hang detector: without the grace period, stop() waits for the stream forever.
+    tokio::time::timeout(std::time::Duration::from_secs(20), server.stop())
+        .await
+        .expect("shutdown waited for the Watch stream");
+    let mut rest = Vec::new();
+    while let Ok(Some(m)) = watch.message().await {
+        rest.push(m.status);
+    }
+    assert_eq!(
+        rest,
+        vec![tonic_health::pb::health_check_response::ServingStatus::NotServing as i32]
     );
 }
 
@@ -668,4 +754,50 @@ async fn the_load_generator_keeps_its_schedule_and_counts_answers() {
         ..options(Target::Check, Some(100.0), 1)
     };
     assert!(run(unreachable).await.is_err());
+}
+
+#[tokio::test]
+async fn rejected_batches_count_as_one_request_error_each() {
+    let server = TestServer::start(demo()).await;
+    let mut c = client(&server).await;
+    let read = check(
+        "user:alice@contoso.com",
+        "Microsoft.Edge/targets/read",
+        LINE_1,
+    );
+    let too_many = vec![read.clone(); 1001];
+    let e = c
+        .batch_check(pb::BatchCheckRequest { checks: too_many })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("at most 1000"), "{}", e.message());
+    let text = server.metrics().await;
+    assert!(
+        text.contains(r#"iot_authz_request_errors_total{api="batch_check"} 1"#),
+        "{text}"
+    );
+    // Two invalid checks in one batch: still one rejected request, and no decision counted.
+    let mut bad = vec![read; 4];
+    bad[1].scope = "nope".into();
+    bad[3].action = "".into();
+    let e = c
+        .batch_check(pb::BatchCheckRequest { checks: bad })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("checks[1]"), "{}", e.message());
+    let text = server.metrics().await;
+    assert!(
+        text.contains(r#"iot_authz_request_errors_total{api="batch_check"} 2"#),
+        "{text}"
+    );
+    assert!(
+        !text.contains(r#"iot_authz_checks_total{api="batch_check""#),
+        "{text}"
+    );
+    assert!(
+        !text.contains(r#"iot_authz_check_duration_seconds_count{api="batch_check"}"#),
+        "{text}"
+    );
 }

@@ -106,6 +106,8 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         concurrency_per_connection: args.concurrency_per_connection,
         max_concurrent_streams: args.max_concurrent_streams,
+        shutdown_delay: Duration::from_millis(args.shutdown_delay_ms),
+        shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
         tls: args
             .tls_cert
             .as_ref()

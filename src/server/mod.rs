@@ -18,20 +18,26 @@ pub mod state;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
+use tonic::codegen::tokio_stream::StreamExt;
+use tonic::server::NamedService;
+use tonic::transport::server::{Connected, TcpIncoming};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::proto::iotauthz::v1::authorizer_server::AuthorizerServer;
 use crate::proto::{ENVOY_AUTH_DESCRIPTOR, IOTAUTHZ_DESCRIPTOR};
 use metrics::Metrics;
 use state::PolicyState;
+use tonic_health::ServingStatus;
 
 /// Limits and TLS settings of the gRPC listener.
 #[derive(Debug, Clone)]
@@ -45,6 +51,12 @@ pub struct ServerOptions {
     pub concurrency_per_connection: usize,
     /// Concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
+    /// After the shutdown signal, how long to keep serving (health NOT_SERVING, readiness
+    /// false) before the listeners close, so load balancers stop sending new requests.
+    pub shutdown_delay: Duration,
+    /// Once the listeners close, how long requests and streams in flight may take to
+    /// finish; connections still open then are cut.
+    pub shutdown_grace: Duration,
     pub tls: Option<TlsFiles>,
 }
 
@@ -55,6 +67,8 @@ impl Default for ServerOptions {
             request_timeout: Duration::from_secs(5),
             concurrency_per_connection: 1024,
             max_concurrent_streams: 1024,
+            shutdown_delay: Duration::ZERO,
+            shutdown_grace: Duration::from_secs(10),
             tls: None,
         }
     }
@@ -362,7 +376,9 @@ pub struct BoundAddrs {
 }
 
 /// Runs the gRPC and HTTP listeners until `shutdown` completes, then drains: health turns
-/// NOT_SERVING, readiness false, and in-flight requests finish.
+/// NOT_SERVING and readiness false at once, both listeners keep serving for
+/// [`ServerOptions::shutdown_delay`], then stop accepting; requests and streams in flight
+/// get [`ServerOptions::shutdown_grace`] to finish before their connections are cut.
 pub async fn run(
     app: Arc<App>,
     options: ServerOptions,
@@ -377,18 +393,24 @@ pub async fn run(
     let ext_authz = AuthorizationServer::new(ext_authz::ExtAuthz::new(app.clone()))
         .max_decoding_message_size(options.max_message_bytes)
         .max_encoding_message_size(options.max_message_bytes);
-    // Health follows the policy: NOT_SERVING until the first good policy is loaded.
+    // Health follows the policy: NOT_SERVING until the first good policy is loaded, and
+    // again once draining starts. The lock keeps a late first policy from turning a
+    // draining server SERVING again.
+    let health_lock = Arc::new(tokio::sync::Mutex::new(()));
     if app.policy.is_ready() {
-        mark_serving(&health_reporter).await;
+        set_health(&health_reporter, ServingStatus::Serving).await;
     } else {
-        health_reporter
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
+        set_health(&health_reporter, ServingStatus::NotServing).await;
         let mut revisions = app.policy.subscribe();
         let ready_health = health_reporter.clone();
+        let ready_app = app.clone();
+        let ready_lock = health_lock.clone();
         tokio::spawn(async move {
             if revisions.wait_for(Option::is_some).await.is_ok() {
-                mark_serving(&ready_health).await;
+                let _guard = ready_lock.lock().await;
+                if !ready_app.draining.load(Ordering::Relaxed) {
+                    set_health(&ready_health, ServingStatus::Serving).await;
+                }
             }
         });
     }
@@ -417,56 +439,191 @@ pub async fn run(
             .context("configuring TLS")?;
     }
 
-    // One shutdown signal fans out to both listeners.
+    // One shutdown signal fans out to both listeners: draining at once, the listeners
+    // close after the delay, and connections still open after the grace period are cut.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (cut_tx, cut_rx) = tokio::sync::watch::channel(false);
     let drain_app = app.clone();
     let drain_health = health_reporter.clone();
+    let (delay, grace) = (options.shutdown_delay, options.shutdown_grace);
     tokio::spawn(async move {
         shutdown.await;
-        drain_app.draining.store(true, Ordering::Relaxed);
-        drain_health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-        drain_health
-            .set_not_serving::<AuthorizerServer<native::Authorizer>>()
-            .await;
-        drain_health
-            .set_not_serving::<AuthorizationServer<ext_authz::ExtAuthz>>()
-            .await;
+        {
+            let _guard = health_lock.lock().await;
+            drain_app.draining.store(true, Ordering::Relaxed);
+            set_health(&drain_health, ServingStatus::NotServing).await;
+        }
+        if !delay.is_zero() {
+            tracing::info!(
+                delay_ms = delay.as_millis(),
+                "draining: still serving until the delay ends"
+            );
+            tokio::time::sleep(delay).await;
+        }
         let _ = stop_tx.send(true);
+        tokio::time::sleep(grace).await;
+        if cut_tx.send(true).is_ok() {
+            tracing::info!(
+                grace_ms = grace.as_millis(),
+                "grace period over: closing the connections still open"
+            );
+        }
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
 
+    let grpc_cut = cut_rx.clone();
+    let grpc_incoming = TcpIncoming::from(grpc)
+        .with_nodelay(Some(true))
+        .map(move |io| io.map(|io| Severable::new(io, &grpc_cut)));
     let grpc_server = builder
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(authorizer)
         .add_service(ext_authz)
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(grpc).with_nodelay(Some(true)),
-            stopped(stop_rx.clone()),
-        );
-    let http_server =
-        axum::serve(http, http::router(app.clone())).with_graceful_shutdown(stopped(stop_rx));
+        .serve_with_incoming_shutdown(grpc_incoming, stopped(stop_rx.clone()));
+    let http_listener = SeverableListener {
+        inner: http,
+        cut: cut_rx,
+    };
+    let http_server = axum::serve(http_listener, http::router(app.clone()))
+        .with_graceful_shutdown(stopped(stop_rx));
     let (g, h) = tokio::join!(grpc_server, http_server);
     g.context("gRPC server")?;
     h.context("HTTP server")?;
     Ok(())
 }
 
-async fn mark_serving(health: &tonic_health::server::HealthReporter) {
-    health
-        .set_serving::<AuthorizerServer<native::Authorizer>>()
-        .await;
-    health
-        .set_serving::<AuthorizationServer<ext_authz::ExtAuthz>>()
-        .await;
-    health
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
+/// Every health service name: the server as a whole (`""`) and each service it serves.
+const HEALTH_SERVICES: [&str; 3] = [
+    <AuthorizerServer<native::Authorizer> as NamedService>::NAME,
+    <AuthorizationServer<ext_authz::ExtAuthz> as NamedService>::NAME,
+    "",
+];
+
+async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    for service in HEALTH_SERVICES {
+        health.set_service_status(service, status).await;
+    }
+}
+
+/// A connection that fails its reads and writes once `cut` turns true, so the server
+/// drops it (with whatever streams it still carries) at the end of the grace period.
+struct Severable<T> {
+    io: T,
+    cut: Pin<Box<dyn Future<Output = ()> + Send>>,
+    severed: bool,
+}
+
+impl<T> Severable<T> {
+    fn new(io: T, cut: &tokio::sync::watch::Receiver<bool>) -> Self {
+        let mut cut = cut.clone();
+        Self {
+            io,
+            // A dropped sender (the server has returned) cuts as well.
+            cut: Box::pin(async move {
+                let _ = cut.wait_for(|c| *c).await;
+            }),
+            severed: false,
+        }
+    }
+
+    /// Whether the connection is cut; registers the task to be woken when it is.
+    fn is_cut(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.severed && self.cut.as_mut().poll(cx).is_ready() {
+            self.severed = true;
+        }
+        self.severed
+    }
+}
+
+fn severed() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "shutdown grace period over",
+    )
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Severable<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.is_cut(cx) {
+            return Poll::Ready(Err(severed()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Severable<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.is_cut(cx) {
+            return Poll::Ready(Err(severed()));
+        }
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.is_cut(cx) {
+            return Poll::Ready(Err(severed()));
+        }
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.is_cut(cx) {
+            return Poll::Ready(Err(severed()));
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl<T: Connected> Connected for Severable<T> {
+    type ConnectInfo = T::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.io.connect_info()
+    }
+}
+
+/// The HTTP listener, its connections [`Severable`].
+struct SeverableListener {
+    inner: TcpListener,
+    cut: tokio::sync::watch::Receiver<bool>,
+}
+
+impl axum::serve::Listener for SeverableListener {
+    type Io = Severable<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        (Severable::new(io, &self.cut), addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
 }
 
 fn tls_config(tls: &TlsFiles) -> anyhow::Result<ServerTlsConfig> {

@@ -204,6 +204,14 @@ Which policy source the release uses, after checking that at most one is given:
 - --max-concurrent-streams
 - {{ .maxConcurrentStreams | int64 | quote }}
 {{- end }}
+{{- if not (kindIs "invalid" .shutdownDelayMs) }}
+- --shutdown-delay-ms
+- {{ .shutdownDelayMs | int64 | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" .shutdownGraceMs) }}
+- --shutdown-grace-ms
+- {{ .shutdownGraceMs | int64 | quote }}
+{{- end }}
 {{- end }}
 {{- if .Values.tls.enabled }}
 - --tls-cert

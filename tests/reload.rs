@@ -571,6 +571,31 @@ async fn bundles_are_fetched_conditionally_and_faults_keep_the_last_good_policy(
     assert!(server.app.policy.last_error().is_none());
 }
 
+/// A pre-signed bundle URL carries its credential in the query (and some in the user
+/// information). Problems, logs and document names show the URL without them, including
+/// the HTTP client's own error text.
+#[tokio::test]
+async fn bundle_urls_are_shown_without_their_credentials() {
+    assert_eq!(
+        bundle::shown_url(
+            "https://user:pw@example.com/p/policy.tar.gz?X-Amz-Signature=SECRET123#x"
+        ),
+        "https://example.com/p/policy.tar.gz"
+    );
+    assert_eq!(bundle::shown_url("not a url?sig=SECRET123"), "not a url");
+    // Port 1 on loopback refuses the connection at once.
+    let url = "http://127.0.0.1:1/policy.yaml?X-Amz-Signature=SECRET123";
+    let mut client = BundleClient::new(BundleOptions::new(url)).unwrap();
+    let error = client.fetch().await.unwrap_err();
+    let shown = format!("{error} {error:?}");
+    assert!(!shown.contains("SECRET123"), "{shown}");
+    assert!(shown.contains("http://127.0.0.1:1/policy.yaml"), "{shown}");
+    assert!(shown.contains("request failed"), "{shown}");
+    // Documents of a bundle are named after the shown URL.
+    let docs = bundle::unpack(url, b"version: 1\n", 1 << 20).unwrap();
+    assert_eq!(docs[0].name, "http://127.0.0.1:1/policy.yaml");
+}
+
 #[test]
 fn backoff_grows_with_jitter_and_is_capped() {
     let mut options = BundleOptions::new("http://x");

@@ -52,6 +52,29 @@ fn problem(url: &str, message: String) -> PolicyError {
     PolicyError::one(Problem::new(url, "bundle", message))
 }
 
+/// The URL as it may be shown in logs, problems and document names: without user
+/// information, query and fragment, where pre-signed URLs carry their credentials
+/// (`?X-Amz-Signature=...`, `?sig=...`).
+pub fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            // Both only fail for URLs that cannot have them, which then have none.
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            parsed.into()
+        }
+        // Not a URL: keep the part before anything that could be a credential.
+        Err(_) => url
+            .split(['?', '#'])
+            .next()
+            .map(|head| head.rsplit('@').next().unwrap_or(head))
+            .unwrap_or_default()
+            .to_owned(),
+    }
+}
+
 /// A bundle poller: keeps the HTTP client and the last `ETag`.
 #[derive(Debug)]
 pub struct BundleClient {
@@ -67,7 +90,12 @@ impl BundleClient {
             .timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))
             .build()
-            .map_err(|e| problem(&options.url, format!("cannot build an HTTP client: {e}")))?;
+            .map_err(|e| {
+                problem(
+                    &shown_url(&options.url),
+                    format!("cannot build an HTTP client: {e}"),
+                )
+            })?;
         Ok(Self {
             options,
             client,
@@ -77,8 +105,10 @@ impl BundleClient {
 
     /// Fetches the bundle once.
     pub async fn fetch(&mut self) -> Result<Fetched, PolicyError> {
-        let url = self.options.url.clone();
-        let mut request = self.client.get(&url);
+        let mut request = self.client.get(&self.options.url);
+        // Everything shown (problems, logs, document names) names the URL without its
+        // credentials, and reqwest's errors are stripped of the URL they quote.
+        let url = shown_url(&self.options.url);
         if let Some(etag) = &self.etag {
             request = request.header(reqwest::header::IF_NONE_MATCH, etag);
         }
@@ -94,7 +124,7 @@ impl BundleClient {
         let mut response = request
             .send()
             .await
-            .map_err(|e| problem(&url, format!("request failed: {e}")))?;
+            .map_err(|e| problem(&url, format!("request failed: {}", e.without_url())))?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_MODIFIED {
             return Ok(Fetched::NotModified);
@@ -115,11 +145,12 @@ impl BundleClient {
             ));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| problem(&url, format!("reading the body failed: {e}")))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            problem(
+                &url,
+                format!("reading the body failed: {}", e.without_url()),
+            )
+        })? {
             body.extend_from_slice(&chunk);
             if body.len() as u64 > max {
                 return Err(problem(
@@ -141,8 +172,9 @@ impl BundleClient {
 /// Splits a bundle into documents: a gzip'd tar of `*.yaml|*.yml|*.json` files (sorted by
 /// path, hidden names skipped), or one document.
 pub fn unpack(url: &str, body: &[u8], max_bytes: u64) -> Result<Vec<SourceDocument>, PolicyError> {
+    let url = &shown_url(url);
     if !body.starts_with(&[0x1f, 0x8b]) {
-        let name = url.split(['?', '#']).next().unwrap_or(url).to_owned();
+        let name = url.clone();
         return Ok(vec![SourceDocument::new(name, body.to_vec())]);
     }
     // Decompression is bounded too: a small bomb cannot exhaust memory.

@@ -2,13 +2,13 @@
 //! calls here; the engine never sees generated types.
 
 use std::sync::Arc;
-use std::time::{Instant as Clock, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use tonic::{Request, Response, Status};
 
 use super::state::LoadedPolicy;
 use super::{App, RequestContext};
-use crate::policy::queries::HttpRequest;
+use crate::policy::queries::{HttpDecision, HttpRequest};
 use crate::policy::syntax::{self, Instant};
 use crate::policy::{CheckRequest as EngineCheck, Reason as EngineReason, RequestError};
 use crate::proto::iotauthz::v1 as pb;
@@ -89,6 +89,48 @@ fn check_one(
     Ok(check_response(&decision, &policy.snapshot.revision))
 }
 
+/// Counts, traces and logs one CheckHttp decision. Unlike the proxy-facing paths
+/// ([`App::conclude_http`]) shadow mode never applies: CheckHttp reports the real decision.
+fn conclude_http_check(
+    app: &App,
+    ctx: &RequestContext<'_>,
+    outcome: &HttpDecision<'_>,
+    revision: &str,
+) {
+    let allowed = outcome.decision.allowed;
+    let reason = outcome.decision.reason.kind();
+    let elapsed = ctx.started.elapsed();
+    crate::telemetry::record(
+        &ctx.span,
+        if allowed { "allow" } else { "deny" },
+        reason,
+        outcome.action.as_deref(),
+        outcome.scope.as_deref(),
+        revision,
+    );
+    app.metrics.observe(ctx.api, allowed, reason, elapsed);
+    if let Some(log) = &app.decision_log {
+        let (role, assignment_id, deny_assignment) = super::reason_names(&outcome.decision.reason);
+        log.record(&super::decision_log::DecisionRecord {
+            decision_id: &app.ids.next(),
+            time: syntax::format_time(syntax::now()),
+            api: ctx.api,
+            principal: outcome.principal.as_deref(),
+            action: outcome.action.as_deref(),
+            scope: outcome.scope.as_deref(),
+            allowed,
+            reason,
+            role,
+            assignment_id,
+            deny_assignment,
+            shadow: false,
+            revision,
+            latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            trace_id: ctx.trace_id,
+        });
+    }
+}
+
 /// The engine's view of a CheckRequest; `now` gives the time when the request has no `at`.
 fn engine_check(req: &pb::CheckRequest, now: impl FnOnce() -> Instant) -> EngineCheck<'_> {
     EngineCheck {
@@ -133,10 +175,13 @@ impl pb::authorizer_server::Authorizer for Authorizer {
     ) -> Result<Response<pb::BatchCheckResponse>, Status> {
         let checks = &request.get_ref().checks;
         if checks.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!(
-                "batch has {} checks; at most {MAX_BATCH} are allowed",
-                checks.len()
-            )));
+            return Err(self.invalid(
+                "batch_check",
+                format!(
+                    "batch has {} checks; at most {MAX_BATCH} are allowed",
+                    checks.len()
+                ),
+            ));
         }
         let policy = self.policy()?;
         let revision = policy.snapshot.revision.as_str();
@@ -144,17 +189,24 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         // kind for the whole batch: per-item bookkeeping would cost more than the checks.
         let ctx = RequestContext::begin("batch_check", |k| metadata(&request, k));
         let now = syntax::now();
+        // Every check is decided (and so validated) before any is counted or logged: one
+        // invalid check rejects the whole batch, which then leaves no decision behind.
+        let verdicts = checks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                self.app
+                    .decide(&policy, &engine_check(c, || now))
+                    .map_err(|e| self.invalid("batch_check", format!("checks[{i}]: {e}")))
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
         let mut results = Vec::with_capacity(checks.len());
         let mut tally = super::metrics::DecisionTally::default();
-        for (i, c) in checks.iter().enumerate() {
-            let engine = engine_check(c, || now);
-            let verdict = self
-                .app
-                .decide(&policy, &engine)
-                .map_err(|e| self.invalid("batch_check", format!("checks[{i}]: {e}")))?;
+        for (c, verdict) in checks.iter().zip(verdicts) {
             let decision = policy.snapshot.explain(verdict);
             tally.add(decision.allowed, decision.reason.kind());
-            self.app.log_check(&ctx, &engine, &decision, revision);
+            self.app
+                .log_check(&ctx, &engine_check(c, || now), &decision, revision);
             results.push(check_response(&decision, revision));
         }
         let elapsed = ctx.started.elapsed();
@@ -171,8 +223,8 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         &self,
         request: Request<pb::CheckHttpRequest>,
     ) -> Result<Response<pb::CheckHttpResponse>, Status> {
-        let started = Clock::now();
         let policy = self.policy()?;
+        let ctx = RequestContext::begin("check_http", |k| metadata(&request, k));
         let req = request.get_ref();
         let headers: Vec<(String, &str)> = req
             .headers
@@ -195,12 +247,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
                 |_, r| self.app.decide(&policy, r),
             )
             .map_err(|e| self.invalid("check_http", e))?;
-        self.app.metrics.observe(
-            "check_http",
-            outcome.decision.allowed,
-            outcome.decision.reason.kind(),
-            started.elapsed(),
-        );
+        conclude_http_check(&self.app, &ctx, &outcome, &policy.snapshot.revision);
         Ok(Response::new(pb::CheckHttpResponse {
             allowed: outcome.decision.allowed,
             status: u32::from(outcome.status),

@@ -185,8 +185,22 @@ impl App {
         decision_id: &str,
         revision: &str,
     ) -> bool {
+        let shadowed =
+            !outcome.decision.allowed && (self.shadow || outcome.route.is_some_and(|r| r.shadow));
+        self.record_http(ctx, outcome, decision_id, revision, shadowed);
+        shadowed
+    }
+
+    /// Traces, counts and logs an HTTP decision; `shadowed` marks a denial let through.
+    pub fn record_http(
+        &self,
+        ctx: &RequestContext<'_>,
+        outcome: &crate::policy::queries::HttpDecision<'_>,
+        decision_id: &str,
+        revision: &str,
+        shadowed: bool,
+    ) {
         let allowed = outcome.decision.allowed;
-        let shadowed = !allowed && (self.shadow || outcome.route.is_some_and(|r| r.shadow));
         let reason = outcome.decision.reason.kind();
         let decision = match (allowed, shadowed) {
             (true, _) => "allow",
@@ -227,7 +241,6 @@ impl App {
                 trace_id: ctx.trace_id,
             });
         }
-        shadowed
     }
 
     /// Counts and logs a decision of the native API.

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::state::LoadedPolicy;
 use super::{App, RequestContext};
-use crate::policy::queries::{HttpDecision, HttpRequest};
+use crate::policy::queries::HttpRequest;
 use crate::policy::syntax::{self, Instant};
 use crate::policy::{CheckRequest as EngineCheck, Reason as EngineReason, RequestError};
 use crate::proto::iotauthz::v1 as pb;
@@ -87,48 +87,6 @@ fn check_one(
     let decision = policy.snapshot.explain(verdict);
     app.conclude_check(ctx, &engine, &decision, &policy.snapshot.revision);
     Ok(check_response(&decision, &policy.snapshot.revision))
-}
-
-/// Counts, traces and logs one CheckHttp decision. Unlike the proxy-facing paths
-/// ([`App::conclude_http`]) shadow mode never applies: CheckHttp reports the real decision.
-fn conclude_http_check(
-    app: &App,
-    ctx: &RequestContext<'_>,
-    outcome: &HttpDecision<'_>,
-    revision: &str,
-) {
-    let allowed = outcome.decision.allowed;
-    let reason = outcome.decision.reason.kind();
-    let elapsed = ctx.started.elapsed();
-    crate::telemetry::record(
-        &ctx.span,
-        if allowed { "allow" } else { "deny" },
-        reason,
-        outcome.action.as_deref(),
-        outcome.scope.as_deref(),
-        revision,
-    );
-    app.metrics.observe(ctx.api, allowed, reason, elapsed);
-    if let Some(log) = &app.decision_log {
-        let (role, assignment_id, deny_assignment) = super::reason_names(&outcome.decision.reason);
-        log.record(&super::decision_log::DecisionRecord {
-            decision_id: &app.ids.next(),
-            time: syntax::format_time(syntax::now()),
-            api: ctx.api,
-            principal: outcome.principal.as_deref(),
-            action: outcome.action.as_deref(),
-            scope: outcome.scope.as_deref(),
-            allowed,
-            reason,
-            role,
-            assignment_id,
-            deny_assignment,
-            shadow: false,
-            revision,
-            latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            trace_id: ctx.trace_id,
-        });
-    }
 }
 
 /// The engine's view of a CheckRequest; `now` gives the time when the request has no `at`.
@@ -247,7 +205,15 @@ impl pb::authorizer_server::Authorizer for Authorizer {
                 |_, r| self.app.decide(&policy, r),
             )
             .map_err(|e| self.invalid("check_http", e))?;
-        conclude_http_check(&self.app, &ctx, &outcome, &policy.snapshot.revision);
+        // Unlike the proxy-facing paths (`App::conclude_http`), shadow mode never applies:
+        // CheckHttp reports the real decision.
+        self.app.record_http(
+            &ctx,
+            &outcome,
+            &self.app.ids.next(),
+            &policy.snapshot.revision,
+            false,
+        );
         Ok(Response::new(pb::CheckHttpResponse {
             allowed: outcome.decision.allowed,
             status: u32::from(outcome.status),

@@ -801,3 +801,19 @@ async fn rejected_batches_count_as_one_request_error_each() {
         "{text}"
     );
 }
+
+/// A caller-supplied group is an argument of CheckHttp like its principal: a malformed one
+/// is INVALID_ARGUMENT whatever the path, not only on a path whose route needs an identity.
+#[tokio::test]
+async fn check_http_rejects_a_malformed_group_on_every_path() {
+    let server = TestServer::start(demo()).await;
+    let mut c = client(&server).await;
+    for path in [LINE_1, "/nothing/here", "/healthz"] {
+        let mut req =
+            crate::support::check_http_request("user:alice@contoso.com", "GET", path, &[]);
+        req.groups = vec!["factory-operators".into()];
+        let e = c.check_http(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{path}: {e:?}");
+        assert!(e.message().contains("group"), "{path}: {}", e.message());
+    }
+}

@@ -90,8 +90,13 @@ impl Snapshot {
             principal: req.principal.map(str::to_owned),
             route: None,
         };
+        // Caller-supplied arguments are invalid or not whatever the path: checked first, so
+        // the same bad argument is the same error on every route (or none).
         if let Some(p) = req.principal {
             syntax::principal_type(p).map_err(RequestError::Principal)?;
+        }
+        for group in req.groups {
+            syntax::group_id(group).map_err(RequestError::Group)?;
         }
         let (route, action, scope) = match self.routes.resolve(req.method, req.path, req.headers) {
             RouteOutcome::Malformed(message) => {

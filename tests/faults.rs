@@ -239,32 +239,8 @@ async fn a_flood_of_batch_checks_at_the_size_limit() {
 /// Starts the real binary on the demo policy with `extra` arguments, both listeners on
 /// port 0; returns it with its gRPC and HTTP addresses, read from its ready line.
 fn start_serving(extra: &[&str]) -> (Child, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_iot-authz"))
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = |key: &str| {
-        line.split(key)
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-            .to_owned()
-    };
-    let (grpc, http) = (addr("grpc="), addr("http="));
-    (child, grpc, http)
+    let (child, grpc, http) = crate::support::serve_binary(extra, &[]);
+    (child, grpc.to_string(), http.to_string())
 }
 
 fn sigterm(child: &Child) {

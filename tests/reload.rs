@@ -619,40 +619,20 @@ fn backoff_grows_with_jitter_and_is_capped() {
 /// The real binary: SIGHUP reloads even with file watching and polling off.
 #[test]
 fn sighup_forces_a_reload_in_the_real_binary() {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("policy.yaml");
     write(&file, A);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_iot-authz"))
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--no-watch",
-            "--policy-poll-seconds",
-            "0",
-            "--policy",
-        ])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let grpc = line
-        .split("grpc=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let (mut child, grpc, _) = crate::support::serve_binary(
+        [
+            std::ffi::OsStr::new("--no-watch"),
+            std::ffi::OsStr::new("--policy-poll-seconds"),
+            std::ffi::OsStr::new("0"),
+            std::ffi::OsStr::new("--policy"),
+            file.as_os_str(),
+        ],
+        &[],
+    );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut client = AuthorizerClient::connect(format!("http://{grpc}"))

@@ -7,9 +7,8 @@
 //! versions; the property tests tie that engine to the independent reference model of
 //! SPEC §3. An answer is wrong when it matches neither version's decision.
 
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -95,35 +94,15 @@ async fn soak_through_envoy_with_reloads() {
         compile_sources(&read_paths(&[dir.path().to_path_buf()], u64::MAX).unwrap()).unwrap();
     std::fs::write(&extra, EXTRA_A).unwrap();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_iot-authz"))
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--policy-debounce-ms",
-            "50",
-            "--policy",
-        ])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let grpc: std::net::SocketAddr = line
-        .split("grpc=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (mut child, grpc, _) = crate::support::serve_binary(
+        [
+            std::ffi::OsStr::new("--policy-debounce-ms"),
+            std::ffi::OsStr::new("50"),
+            std::ffi::OsStr::new("--policy"),
+            dir.path().as_os_str(),
+        ],
+        &[],
+    );
     let upstream = Upstream::start().await;
     let envoy = Envoy::start("envoy.yaml", grpc, upstream.addr, &[]).await;
 

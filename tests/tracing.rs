@@ -2,8 +2,7 @@
 //! `traceparent` (gRPC metadata on the native API, a request header on ext_authz) is the
 //! parent of the check's span, which carries the decision and never a token.
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,33 +81,15 @@ async fn check_spans_join_the_callers_trace() {
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_iot-authz"))
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
-        .env("OTEL_SERVICE_NAME", "iot-authz-under-test")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let grpc = format!(
-        "http://{}",
-        line.split("grpc=")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
+    let otlp = format!("http://{otlp}");
+    let (mut child, grpc, _) = crate::support::serve_binary(
+        [""; 0],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp),
+            ("OTEL_SERVICE_NAME", "iot-authz-under-test"),
+        ],
     );
+    let grpc = format!("http://{grpc}");
 
     // Native API: traceparent in gRPC metadata.
     let native_trace = "0af7651916cd43dd8448eb211c80319c";

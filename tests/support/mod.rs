@@ -36,6 +36,43 @@ pub fn check_http_request(
     }
 }
 
+/// The real binary serving, both listeners on port 0, with `args` after them and `env`
+/// set; waits for its ready line and returns it with the addresses the line names.
+pub fn serve_binary<I, A>(args: I, env: &[(&str, &str)]) -> (Child, SocketAddr, SocketAddr)
+where
+    I: IntoIterator<Item = A>,
+    A: AsRef<std::ffi::OsStr>,
+{
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iot-authz"))
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = |key: &str| -> SocketAddr {
+        line.split(key)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} address in {line:?}"))
+    };
+    let (grpc, http) = (addr("grpc="), addr("http="));
+    (child, grpc, http)
+}
+
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }

@@ -19,6 +19,23 @@ async fn server_with(snapshot: iot_authz::policy::Snapshot, options: AppOptions)
     TestServer::start_app(Arc::new(app), ServerOptions::default()).await
 }
 
+/// The demo served with a decision log in a new temporary directory, allows sampled at
+/// `sample`, on top of `options`; returns the directory (keep it alive), the log's path
+/// and the server.
+async fn logged_server(
+    options: AppOptions,
+    sample: f64,
+) -> (tempfile::TempDir, std::path::PathBuf, TestServer) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.jsonl");
+    let options = AppOptions {
+        decision_log: Some((LogTarget::File(log.clone()), sample)),
+        ..options
+    };
+    let server = server_with(demo(), options).await;
+    (dir, log, server)
+}
+
 /// Reads the decision log until `count` lines are there (bounded wait for the writer thread).
 async fn log_lines(path: &std::path::Path, count: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -43,13 +60,7 @@ async fn log_lines(path: &std::path::Path, count: usize) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn decision_logs_carry_ids_that_match_deny_bodies_and_never_tokens() {
     crypto();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("decisions.jsonl");
-    let options = AppOptions {
-        decision_log: Some((LogTarget::File(log.clone()), 0.0)),
-        ..AppOptions::default()
-    };
-    let server = server_with(demo(), options).await;
+    let (_dir, log, server) = logged_server(AppOptions::default(), 0.0).await;
     let upstream = Upstream::start().await;
     let envoy = Envoy::start("envoy.yaml", server.grpc, upstream.addr, &[]).await;
     let client = reqwest::Client::new();
@@ -100,13 +111,7 @@ async fn decision_logs_carry_ids_that_match_deny_bodies_and_never_tokens() {
 #[tokio::test(flavor = "multi_thread")]
 async fn allows_are_sampled_and_native_checks_are_logged() {
     use iot_authz::proto::iotauthz::v1 as pb;
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("decisions.jsonl");
-    let options = AppOptions {
-        decision_log: Some((LogTarget::File(log.clone()), 0.5)),
-        ..AppOptions::default()
-    };
-    let server = server_with(demo(), options).await;
+    let (_dir, log, server) = logged_server(AppOptions::default(), 0.5).await;
     let mut c = pb::authorizer_client::AuthorizerClient::connect(server.grpc_url())
         .await
         .unwrap();
@@ -216,13 +221,7 @@ fn traced<T>(message: T, traceparent: &str) -> tonic::Request<T> {
 #[tokio::test(flavor = "multi_thread")]
 async fn check_http_decisions_are_logged_and_counted_like_checks() {
     use iot_authz::proto::iotauthz::v1 as pb;
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("decisions.jsonl");
-    let options = AppOptions {
-        decision_log: Some((LogTarget::File(log.clone()), 1.0)),
-        ..AppOptions::default()
-    };
-    let server = server_with(demo(), options).await;
+    let (_dir, log, server) = logged_server(AppOptions::default(), 1.0).await;
     let mut c = pb::authorizer_client::AuthorizerClient::connect(server.grpc_url())
         .await
         .unwrap();
@@ -311,13 +310,7 @@ async fn check_http_decisions_are_logged_and_counted_like_checks() {
 #[tokio::test(flavor = "multi_thread")]
 async fn check_http_denials_without_a_route_or_identity_are_logged() {
     use iot_authz::proto::iotauthz::v1 as pb;
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("decisions.jsonl");
-    let options = AppOptions {
-        decision_log: Some((LogTarget::File(log.clone()), 0.0)),
-        ..AppOptions::default()
-    };
-    let server = server_with(demo(), options).await;
+    let (_dir, log, server) = logged_server(AppOptions::default(), 0.0).await;
     let mut c = pb::authorizer_client::AuthorizerClient::connect(server.grpc_url())
         .await
         .unwrap();
@@ -344,13 +337,7 @@ async fn check_http_denials_without_a_route_or_identity_are_logged() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_with_an_invalid_check_logs_no_decision() {
     use iot_authz::proto::iotauthz::v1 as pb;
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("decisions.jsonl");
-    let options = AppOptions {
-        decision_log: Some((LogTarget::File(log.clone()), 1.0)),
-        ..AppOptions::default()
-    };
-    let server = server_with(demo(), options).await;
+    let (_dir, log, server) = logged_server(AppOptions::default(), 1.0).await;
     let mut c = pb::authorizer_client::AuthorizerClient::connect(server.grpc_url())
         .await
         .unwrap();
@@ -393,14 +380,14 @@ async fn a_batch_with_an_invalid_check_logs_no_decision() {
 #[tokio::test(flavor = "multi_thread")]
 async fn check_http_reports_and_logs_the_real_decision_under_global_shadow() {
     use iot_authz::proto::iotauthz::v1 as pb;
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("decisions.jsonl");
-    let options = AppOptions {
-        decision_log: Some((LogTarget::File(log.clone()), 0.0)),
-        shadow: true,
-        ..AppOptions::default()
-    };
-    let server = server_with(demo(), options).await;
+    let (_dir, log, server) = logged_server(
+        AppOptions {
+            shadow: true,
+            ..AppOptions::default()
+        },
+        0.0,
+    )
+    .await;
     let mut c = pb::authorizer_client::AuthorizerClient::connect(server.grpc_url())
         .await
         .unwrap();

@@ -323,7 +323,12 @@ async fn a_deleted_directory_keeps_the_last_good_policy() {
     let mut live = live(vec![dir.clone()], true).await;
     std::fs::remove_dir_all(&dir).unwrap();
     let error = wait_error(&mut live.client, "policies").await;
-    assert!(error.contains("cannot be read"), "{error}");
+    // `remove_dir_all` deletes the file before the directory, so a reload may see the
+    // directory empty or gone: either is a failed load that keeps the last good policy.
+    assert!(
+        error.contains("cannot be read") || error.contains("holds no"),
+        "{error}"
+    );
     assert_eq!(check_bc(&mut live.client).await.revision, rev(A));
     std::fs::create_dir(&dir).unwrap();
     write(&dir.join("p.yaml"), B);

@@ -187,8 +187,9 @@ pub fn canonicalize(raw: &str) -> Result<CanonicalPath, String> {
 }
 
 /// Checks that a captured value is one plain segment.
-fn check_captured(value: &str, what: &str) -> Result<(), String> {
-    let problem = if value.is_empty() {
+/// What is wrong with a captured value, if anything: it must be one plain segment.
+fn capture_problem(value: &str) -> Option<&'static str> {
+    if value.is_empty() {
         Some("is empty")
     } else if value == "." || value == ".." {
         Some("is a `.` or `..` segment")
@@ -198,10 +199,6 @@ fn check_captured(value: &str, what: &str) -> Result<(), String> {
         Some("contains a control or non-ASCII byte")
     } else {
         None
-    };
-    match problem {
-        Some(p) => Err(format!("{what} {p}")),
-        None => Ok(()),
     }
 }
 
@@ -373,25 +370,20 @@ impl RouteTable {
             let Some(captures) = match_segments(&route.segments, &segments) else {
                 continue;
             };
-            // Every capture of the route, whether a template uses it or not.
-            if let Err(e) = check_captures(route, &captures, &segments, headers) {
-                return RouteOutcome::Malformed(e);
-            }
-            let render =
-                |template: &Option<Template>, what: &str| -> Result<Option<String>, String> {
-                    template
-                        .as_ref()
-                        .map(|t| render(t, &captures, &segments, headers, what))
-                        .transpose()
-                };
-            let action = match render(&route.action, "action") {
-                Ok(a) => a,
+            // Every capture of the route, whether a template uses it or not, is checked
+            // once here; rendering only copies the checked values.
+            let header_values = match check_captures(route, &captures, &segments, headers) {
+                Ok(values) => values,
                 Err(e) => return RouteOutcome::Malformed(e),
             };
-            let scope = match render(&route.scope, "scope") {
-                Ok(s) => s,
-                Err(e) => return RouteOutcome::Malformed(e),
+            let mut header_values = header_values.into_iter();
+            let mut render = |template: &Option<Template>| {
+                template
+                    .as_ref()
+                    .map(|t| render(t, &captures, &segments, &mut header_values))
             };
+            let action = render(&route.action);
+            let scope = render(&route.scope);
             if let Some(action) = &action
                 && let Err(e) = syntax::check_action(action)
             {
@@ -440,63 +432,63 @@ fn match_segments(pattern: &[PathSegment], segments: &[&str]) -> Option<Vec<(usi
 }
 
 /// Checks every value the route captures: each request segment a `{name}` or `{name...}`
-/// spans, and each header a `{header:NAME}` of the action or scope reads.
-fn check_captures<H: HeaderLookup + ?Sized>(
+/// spans, and each header a `{header:NAME}` of the action or scope reads. Returns the
+/// header values in the order [`render`] uses them (the action's, then the scope's).
+fn check_captures<'h, H: HeaderLookup + ?Sized>(
     route: &Route,
     spans: &[(usize, usize)],
     segments: &[&str],
-    headers: &H,
-) -> Result<(), String> {
+    headers: &'h H,
+) -> Result<Vec<&'h str>, String> {
     for (pattern, &(start, end)) in route.segments.iter().zip(spans) {
         let (PathSegment::Capture(name) | PathSegment::Rest(name)) = pattern else {
             continue;
         };
-        let what = match pattern {
+        let what = || match pattern {
             PathSegment::Rest(_) => format!("path capture `{{{name}...}}`"),
             _ => format!("path capture `{{{name}}}`"),
         };
         let spanned = segments.get(start..end).unwrap_or_default();
         if spanned.is_empty() {
-            return Err(format!("{what} is empty"));
+            return Err(format!("{} is empty", what()));
         }
-        for segment in spanned {
-            check_captured(segment, &what)?;
+        if let Some(problem) = spanned.iter().find_map(|s| capture_problem(s)) {
+            return Err(format!("{} {problem}", what()));
         }
     }
+    let mut values = Vec::new();
     for (what, template) in [("action", &route.action), ("scope", &route.scope)] {
         for part in template.iter().flat_map(|t| t.parts.iter()) {
-            if let TemplatePart::Header(name) = part {
-                header_capture(headers, name, what)?;
+            let TemplatePart::Header(name) = part else {
+                continue;
+            };
+            let value = match headers.lookup(name) {
+                HeaderFound::Value(v) => v,
+                HeaderFound::Missing => {
+                    return Err(format!("header `{name}` needed for the {what} is missing"));
+                }
+                HeaderFound::Conflicting => return Err(conflicting_header_message(name)),
+            };
+            if let Some(problem) = capture_problem(value) {
+                return Err(format!(
+                    "header `{name}` captured for the {what} {problem}"
+                ));
             }
+            values.push(value);
         }
     }
-    Ok(())
+    Ok(values)
 }
 
-/// The value of a `{header:NAME}` capture, checked.
-fn header_capture<'h, H: HeaderLookup + ?Sized>(
-    headers: &'h H,
-    name: &str,
-    what: &str,
-) -> Result<&'h str, String> {
-    let value = match headers.lookup(name) {
-        HeaderFound::Value(v) => v,
-        HeaderFound::Missing => {
-            return Err(format!("header `{name}` needed for the {what} is missing"));
-        }
-        HeaderFound::Conflicting => return Err(conflicting_header_message(name)),
-    };
-    check_captured(value, &format!("header `{name}` captured for the {what}"))?;
-    Ok(value)
-}
-
-fn render<H: HeaderLookup + ?Sized>(
+/// A template with the route's captures in place: path segments from `spans`, header
+/// values from `header_values` in template order. Every value was checked by
+/// [`check_captures`].
+fn render<'h>(
     template: &Template,
     spans: &[(usize, usize)],
     segments: &[&str],
-    headers: &H,
-    what: &str,
-) -> Result<String, String> {
+    header_values: &mut impl Iterator<Item = &'h str>,
+) -> String {
     let mut out = String::new();
     for part in template.parts.iter() {
         match part {
@@ -504,21 +496,17 @@ fn render<H: HeaderLookup + ?Sized>(
             TemplatePart::Capture(index) => {
                 let (start, end) = spans.get(*index).copied().unwrap_or((0, 0));
                 let spanned = segments.get(start..end).unwrap_or_default();
-                if spanned.is_empty() {
-                    return Err(format!("captured path segment for the {what} is empty"));
-                }
                 for (n, seg) in spanned.iter().enumerate() {
-                    check_captured(seg, &format!("captured path segment for the {what}"))?;
                     if n > 0 {
                         out.push('/');
                     }
                     out.push_str(seg);
                 }
             }
-            TemplatePart::Header(name) => out.push_str(header_capture(headers, name, what)?),
+            TemplatePart::Header(_) => out.push_str(header_values.next().unwrap_or_default()),
         }
     }
-    Ok(out)
+    out
 }
 
 fn same_shape(a: &Route, b: &Route) -> bool {

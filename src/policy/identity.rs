@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::document::IdentityDoc;
-use super::route::HeaderLookup;
+use super::route::{HeaderFound, HeaderLookup, conflicting_header_message};
 use super::syntax::{self, escape};
 
 /// The header source used when a policy has no `identity` section.
@@ -148,25 +148,36 @@ impl IdentityConfig {
         }
     }
 
-    /// The header names that carry identity; proxies must strip them from clients.
-    pub fn identity_headers(&self) -> impl Iterator<Item = &str> {
-        self.sources.iter().filter_map(|s| match s {
-            IdentitySource::Header(h) => Some(h.as_str()),
-            _ => None,
-        })
+    /// Tries each source in order; the first that yields a valid principal wins. A header
+    /// source whose header arrives with different values is ambiguous: an error (the
+    /// request is malformed), never a fall-through to the next source.
+    pub fn identify(&self, input: &IdentityInput<'_>) -> Result<Option<Identity>, String> {
+        self.sources
+            .iter()
+            .find_map(|source| Self::try_source(source, input))
+            .transpose()
     }
 
-    /// Tries each source in order; the first that yields a valid principal wins.
-    pub fn identify(&self, input: &IdentityInput<'_>) -> Option<Identity> {
-        self.sources.iter().find_map(|source| match source {
+    /// What one source says: nothing, an identity, or an ambiguous header.
+    fn try_source(
+        source: &IdentitySource,
+        input: &IdentityInput<'_>,
+    ) -> Option<Result<Identity, String>> {
+        let identity = match source {
             IdentitySource::Header(name) => {
-                let value = input.headers?.header(name)?;
+                let value = match input.headers?.lookup(name) {
+                    HeaderFound::Value(value) => value,
+                    HeaderFound::Missing => return None,
+                    HeaderFound::Conflicting => {
+                        return Some(Err(conflicting_header_message(name)));
+                    }
+                };
                 syntax::principal_type(value).ok()?;
-                Some(Identity {
+                Identity {
                     principal: value.to_owned(),
                     groups: Vec::new(),
                     source: "header",
-                })
+                }
             }
             IdentitySource::Jwt(jwt) => {
                 let payload = input.metadata?.get(&jwt.namespace)?.get(&jwt.key)?;
@@ -183,23 +194,24 @@ impl IdentityConfig {
                     .map(|g| format!("group:{g}"))
                     .filter(|g| syntax::group_id(g).is_ok())
                     .collect();
-                Some(Identity {
+                Identity {
                     principal,
                     groups,
                     source: "jwt",
-                })
+                }
             }
             IdentitySource::PeerCertificate { principal_type } => {
                 let peer = input.peer_principal.filter(|p| !p.is_empty())?;
                 let principal = format!("{principal_type}:{peer}");
                 syntax::principal_type(&principal).ok()?;
-                Some(Identity {
+                Identity {
                     principal,
                     groups: Vec::new(),
                     source: "peerCertificate",
-                })
+                }
             }
-        })
+        };
+        Some(Ok(identity))
     }
 }
 

@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::identity::IdentityInput;
-use super::route::{HeaderFound, HeaderLookup, Route, RouteOutcome, conflicting_header_message};
+use super::route::{HeaderLookup, Route, RouteOutcome};
 use super::snapshot::{
     CheckRequest, Decision, LowerBuf, Reason, RequestError, Snapshot, Verdict, lower_into,
 };
@@ -123,29 +123,21 @@ impl Snapshot {
             out.status = 200;
             return Ok(out);
         }
-        if req.principal.is_none()
-            && let Some(name) = self
-                .identity
-                .identity_headers()
-                .find(|name| req.headers.lookup(name) == HeaderFound::Conflicting)
-        {
-            // Which value would identify the caller is ambiguous: fail closed.
-            out.decision = Decision::deny(Reason::Malformed {
-                message: conflicting_header_message(name),
-            });
-            out.status = 400;
-            return Ok(out);
-        }
         let identity = match req.principal {
             Some(p) => Some((p.to_owned(), Vec::new())),
-            None => self
-                .identity
-                .identify(&IdentityInput {
-                    headers: Some(req.headers),
-                    metadata: req.metadata,
-                    peer_principal: req.peer_principal,
-                })
-                .map(|i| (i.principal, i.groups)),
+            None => match self.identity.identify(&IdentityInput {
+                headers: Some(req.headers),
+                metadata: req.metadata,
+                peer_principal: req.peer_principal,
+            }) {
+                Ok(found) => found.map(|i| (i.principal, i.groups)),
+                // Which value would identify the caller is ambiguous: fail closed.
+                Err(message) => {
+                    out.decision = Decision::deny(Reason::Malformed { message });
+                    out.status = 400;
+                    return Ok(out);
+                }
+            },
         };
         let Some((principal, mut groups)) = identity else {
             out.decision = Decision::deny(Reason::NoIdentity);

@@ -470,9 +470,7 @@ fn check_captures<'h, H: HeaderLookup + ?Sized>(
                 HeaderFound::Conflicting => return Err(conflicting_header_message(name)),
             };
             if let Some(problem) = capture_problem(value) {
-                return Err(format!(
-                    "header `{name}` captured for the {what} {problem}"
-                ));
+                return Err(format!("header `{name}` captured for the {what} {problem}"));
             }
             values.push(value);
         }

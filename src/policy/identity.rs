@@ -148,6 +148,14 @@ impl IdentityConfig {
         }
     }
 
+    /// The header names that carry identity; proxies must strip them from clients.
+    pub fn identity_headers(&self) -> impl Iterator<Item = &str> {
+        self.sources.iter().filter_map(|s| match s {
+            IdentitySource::Header(h) => Some(h.as_str()),
+            _ => None,
+        })
+    }
+
     /// Tries each source in order; the first that yields a valid principal wins. A header
     /// source whose header arrives with different values is ambiguous: an error (the
     /// request is malformed), never a fall-through to the next source.

@@ -187,16 +187,17 @@ impl App {
     ) -> bool {
         let shadowed =
             !outcome.decision.allowed && (self.shadow || outcome.route.is_some_and(|r| r.shadow));
-        self.record_http(ctx, outcome, decision_id, revision, shadowed);
+        self.record_http(ctx, outcome, Some(decision_id), revision, shadowed);
         shadowed
     }
 
     /// Traces, counts and logs an HTTP decision; `shadowed` marks a denial let through.
+    /// Without a `decision_id` (no deny body carries one), one is made only for the log.
     pub fn record_http(
         &self,
         ctx: &RequestContext<'_>,
         outcome: &crate::policy::queries::HttpDecision<'_>,
-        decision_id: &str,
+        decision_id: Option<&str>,
         revision: &str,
         shadowed: bool,
     ) {
@@ -224,7 +225,8 @@ impl App {
         if let Some(log) = &self.decision_log {
             let (role, assignment_id, deny_assignment) = reason_names(&outcome.decision.reason);
             log.record(&decision_log::DecisionRecord {
-                decision_id,
+                decision_id: &decision_id
+                    .map_or_else(|| std::borrow::Cow::Owned(self.ids.next()), Into::into),
                 time: crate::policy::syntax::format_time(crate::policy::syntax::now()),
                 api: ctx.api,
                 principal: outcome.principal.as_deref(),

@@ -207,13 +207,8 @@ impl pb::authorizer_server::Authorizer for Authorizer {
             .map_err(|e| self.invalid("check_http", e))?;
         // Unlike the proxy-facing paths (`App::conclude_http`), shadow mode never applies:
         // CheckHttp reports the real decision.
-        self.app.record_http(
-            &ctx,
-            &outcome,
-            &self.app.ids.next(),
-            &policy.snapshot.revision,
-            false,
-        );
+        self.app
+            .record_http(&ctx, &outcome, None, &policy.snapshot.revision, false);
         Ok(Response::new(pb::CheckHttpResponse {
             allowed: outcome.decision.allowed,
             status: u32::from(outcome.status),

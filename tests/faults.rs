@@ -331,7 +331,8 @@ async fn sigterm_with_a_health_watch_open_exits_after_the_grace_period() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_with_a_shutdown_delay_turns_unready_while_still_serving() {
     crypto();
-    let (child, grpc, http) = start_serving(&["--shutdown-delay-ms", "2000"]);
+    // The checks below must all happen within the delay: generous, for a loaded machine.
+    let (child, grpc, http) = start_serving(&["--shutdown-delay-ms", "6000"]);
     let client = reqwest::Client::new();
     let readyz = || client.get(format!("http://{http}/readyz")).send();
     assert_eq!(readyz().await.unwrap().status(), 200);

@@ -243,6 +243,18 @@ fn start_serving(extra: &[&str]) -> (Child, String, String) {
     (child, grpc.to_string(), http.to_string())
 }
 
+/// A read the demo allows, asked on a new connection to `grpc`.
+async fn read_allowed_on_a_new_connection(grpc: &str) -> bool {
+    let mut c = AuthorizerClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    c.check(check("Microsoft.Edge/targets/read"))
+        .await
+        .unwrap()
+        .into_inner()
+        .allowed
+}
+
 fn sigterm(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -309,16 +321,7 @@ async fn sigterm_with_a_health_watch_open_exits_after_the_grace_period() {
     // The first message: the stream is open.
     assert_eq!(watch.message().await.unwrap().unwrap().status, SERVING);
     // An ordinary request on another connection still works.
-    let mut c = AuthorizerClient::connect(format!("http://{grpc}"))
-        .await
-        .unwrap();
-    assert!(
-        c.check(check("Microsoft.Edge/targets/read"))
-            .await
-            .unwrap()
-            .into_inner()
-            .allowed
-    );
+    assert!(read_allowed_on_a_new_connection(&grpc).await);
     sigterm(&child);
     // The watcher hears the drain before its connection is closed.
     assert_eq!(watch.message().await.unwrap().unwrap().status, NOT_SERVING);
@@ -365,16 +368,7 @@ async fn sigterm_with_a_shutdown_delay_turns_unready_while_still_serving() {
             "{service:?}"
         );
     }
-    let mut c = AuthorizerClient::connect(format!("http://{grpc}"))
-        .await
-        .unwrap();
-    assert!(
-        c.check(check("Microsoft.Edge/targets/read"))
-            .await
-            .unwrap()
-            .into_inner()
-            .allowed
-    );
+    assert!(read_allowed_on_a_new_connection(&grpc).await);
     let status = wait_for_exit(child).await;
     assert!(status.success(), "{status}");
 }

@@ -67,6 +67,11 @@ fn model_canonicalize(raw: &str) -> Option<String> {
         }
     }
     let mut s = String::from_utf8(out).ok()?;
+    // `//` is an empty segment wherever it is, even where dropping a trailing slash would
+    // leave `/`.
+    if s.contains("//") {
+        return None;
+    }
     if s.len() > 1 && s.ends_with('/') {
         s.pop();
     }

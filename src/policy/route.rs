@@ -171,17 +171,20 @@ pub fn canonicalize(raw: &str) -> Result<CanonicalPath, String> {
         }
         i += 1;
     }
+    // Empty segments first: `//` is one, even though dropping its trailing slash would
+    // leave `/`.
+    if out.contains("//") {
+        return Err("path contains an empty segment (`//`)".into());
+    }
     if out.len() > 1 && out.ends_with('/') {
         out.pop();
     }
-    if out != "/" {
-        for segment in out[1..].split('/') {
-            match segment {
-                "" => return Err("path contains an empty segment (`//`)".into()),
-                "." | ".." => return Err("path contains a `.` or `..` segment".into()),
-                _ => {}
-            }
-        }
+    if out != "/"
+        && out[1..]
+            .split('/')
+            .any(|segment| matches!(segment, "." | ".."))
+    {
+        return Err("path contains a `.` or `..` segment".into());
     }
     Ok(CanonicalPath { path: out })
 }
@@ -738,6 +741,10 @@ mod tests {
             "/a%zz",
             "/a%4",
             "/a//b",
+            "//",
+            "//?q=1",
+            "///",
+            "/a//",
             "/a/./b",
             "/a/../b",
             "/a\\b",

@@ -253,3 +253,59 @@ fn a_scope_of_a_million_segments_is_answered_in_one_pass() {
     let answers = rx.recv_timeout(std::time::Duration::from_secs(120));
     assert_eq!(answers, Ok((Ok(true), Ok(false))));
 }
+
+/// Scopes compare in any case, but output keeps the policy's spelling (SPEC §2): a reason
+/// names the scope as the assignment that granted it spells it, even when another object
+/// mentioned the same scope first in another case (here a scope link and an assignment).
+#[test]
+fn a_reason_spells_the_scope_as_its_assignment_does() {
+    use iot_authz::policy::Reason;
+    let policy = "version: 1
+roles:
+  - {name: R, actions: [x/read]}
+scopeLinks:
+  - {scope: /Other, parents: [/M]}
+assignments:
+  - {id: first, principal: 'user:a', role: R, scope: /Apps/Fleet}
+  - {id: second, principal: 'user:b', role: R, scope: /apps/fleet/}
+  - {id: third, principal: 'user:c', role: R, scope: /m/}
+";
+    let snapshot =
+        iot_authz::policy::compile_sources(&[iot_authz::policy::source::SourceDocument::new(
+            "spelling.yaml",
+            policy,
+        )])
+        .unwrap();
+    for (principal, scope, id, shown) in [
+        ("user:a", "/APPS/FLEET/x", "first", "/Apps/Fleet"),
+        ("user:b", "/apps/fleet/x", "second", "/apps/fleet"),
+        ("user:c", "/m/y", "third", "/m"),
+    ] {
+        let decision = ask(&snapshot, principal, "x/read", scope).unwrap();
+        assert!(decision.allowed, "{principal}");
+        match decision.reason {
+            Reason::RoleAssignment {
+                assignment_id,
+                scope,
+                ..
+            } => {
+                assert_eq!(assignment_id, Some(id));
+                assert_eq!(scope, shown, "{principal}");
+            }
+            other => panic!("{principal}: {other:?}"),
+        }
+        let permissions = snapshot
+            .permissions(principal, &[], scope, 0)
+            .unwrap()
+            .into_iter()
+            .flat_map(|p| p.assignments)
+            .collect::<Vec<_>>();
+        assert!(
+            permissions
+                .iter()
+                .all(|r| matches!(r, Reason::RoleAssignment { scope, .. } if *scope == shown)),
+            "{principal}: {permissions:?}"
+        );
+        assert!(!permissions.is_empty(), "{principal}");
+    }
+}

@@ -428,6 +428,9 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     window_index.insert(ALWAYS, 0);
     let mut role_buf = LowerBuf::new();
     let mut scope_buf = LowerBuf::new();
+    // Pending assignments whose scope is spelled otherwise than the scope's first mention
+    // (`/Apps/Fleet` against `/apps/fleet`): their reasons show their own spelling.
+    let mut respelled: Vec<(usize, Box<str>)> = Vec::new();
     for (di, (doc, d)) in docs.iter().enumerate() {
         for (i, a) in d.assignments.iter().enumerate() {
             let object = || assignment_object(i, a);
@@ -511,6 +514,10 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
                         next
                     })
             };
+            let written = syntax::trim_scope(&a.scope);
+            if scopes.scopes[scope as usize].as_str() != written {
+                respelled.push((pending.len(), written.into()));
+            }
             let end = ids.push(pending.len(), a.id.as_deref());
             id_ends.push(end.unwrap_or(0));
             if end.is_none() && !ids_overflow {
@@ -945,6 +952,18 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         .collect();
     let assignment_order: Vec<u32> = slots.iter().map(|&(_, n)| n).collect();
     drop(slots);
+    let scope_spellings: FastMap<u32, Box<str>> = if respelled.is_empty() {
+        FastMap::default()
+    } else {
+        let mut position = vec![0u32; assignment_order.len()];
+        for (i, &n) in assignment_order.iter().enumerate() {
+            position[n as usize] = u32::try_from(i).unwrap_or(u32::MAX);
+        }
+        respelled
+            .into_iter()
+            .map(|(n, written)| (position[n], written))
+            .collect()
+    };
     let member_rows: Vec<[u32; 3]> = member_of
         .items
         .iter()
@@ -1050,6 +1069,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         key_layout,
         assignment_order,
         assignment_ids,
+        scope_spellings,
         windows,
         denies,
         denies_by_scope,

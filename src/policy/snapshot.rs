@@ -502,6 +502,9 @@ pub struct Snapshot {
     /// first in this order is reported.
     pub(crate) assignment_order: Vec<u32>,
     pub(crate) assignment_ids: IdText,
+    /// The scope of each assignment that spells it otherwise than the scope's first mention
+    /// in the policy (usually none), so that a reason shows the assignment's own spelling.
+    pub(crate) scope_spellings: FastMap<u32, Box<str>>,
     /// Distinct time windows of assignments; `windows[0]` is [`ALWAYS`].
     pub(crate) windows: Vec<Window>,
     pub(crate) denies: Vec<DenyAssignment>,
@@ -1338,10 +1341,19 @@ impl Snapshot {
         Reason::RoleAssignment {
             role: &self.roles[a.role as usize].name,
             assignment_id: self.assignment_id(i),
-            scope: self.scopes[self.key_layout.scope(self.assignment_keys[i as usize]) as usize]
-                .as_str(),
+            scope: self.assignment_scope(i),
             via,
         }
+    }
+
+    /// The scope of the assignment at position `i`, as that assignment spells it.
+    fn assignment_scope(&self, i: u32) -> &str {
+        if !self.scope_spellings.is_empty()
+            && let Some(written) = self.scope_spellings.get(&i)
+        {
+            return written;
+        }
+        self.scopes[self.key_layout.scope(self.assignment_keys[i as usize]) as usize].as_str()
     }
 
     fn assignment_id(&self, i: u32) -> Option<&str> {

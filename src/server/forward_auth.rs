@@ -140,7 +140,7 @@ fn authorize(app: &App, proxy: Proxy, req: Request) -> Response<Body> {
     };
     let shadowed = app.conclude_http(&ctx, &outcome, &decision_id, &policy.snapshot.revision);
     if outcome.decision.allowed || shadowed {
-        allow(proxy, &outcome, shadowed, &headers, &decision_id)
+        allow(proxy, &outcome, shadowed, req.headers(), &decision_id)
     } else {
         deny(proxy, &outcome, &decision_id)
     }
@@ -162,7 +162,7 @@ fn allow(
     proxy: Proxy,
     outcome: &HttpDecision<'_>,
     shadowed: bool,
-    request_headers: &[(String, String)],
+    request_headers: &HeaderMap,
     decision_id: &str,
 ) -> Response<Body> {
     let mut r = Response::new(Body::empty());
@@ -172,10 +172,12 @@ fn allow(
     }
     set(&mut r, "x-iotauthz-decision-id", decision_id);
     if proxy == Proxy::Envoy {
-        // Client-sent x-iotauthz-* headers that the decision does not overwrite.
+        // Client-sent x-iotauthz-* headers that the decision does not overwrite, every one
+        // of them: also those whose value is not visible ASCII (which identify no one, but
+        // would still reach the upstream).
         let stale: Vec<&str> = request_headers
-            .iter()
-            .map(|(k, _)| k.as_str())
+            .keys()
+            .map(|k| k.as_str())
             .filter(|k| k.starts_with(response::HEADER_PREFIX))
             .filter(|k| !set_headers.iter().any(|(s, _)| s == k))
             .collect();

@@ -207,6 +207,25 @@ async fn a_shadow_route_is_not_enforced_while_others_are() {
     let seen = upstream.requests();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].headers["x-iotauthz-shadow-decision"], vec!["deny"]);
+    // A shadow route does not let a malformed request through, even one found malformed
+    // after its route matched: two different identity headers (HTTP mode, which sees every
+    // copy).
+    let ambiguous = client
+        .get(format!("http://{}/v1/authz/envoy/new/1", server.http))
+        .header("x-iotauthz-principal", "user:a")
+        .header("x-iotauthz-principal", "user:b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ambiguous.status(), StatusCode::BAD_REQUEST);
+    let single = client
+        .get(format!("http://{}/v1/authz/envoy/new/1", server.http))
+        .header("x-iotauthz-principal", "user:a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(single.status(), StatusCode::OK);
+    assert_eq!(single.headers()["x-iotauthz-shadow-decision"], "deny");
 }
 
 /// A native request carrying the caller's W3C trace context as gRPC metadata.

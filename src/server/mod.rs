@@ -185,8 +185,14 @@ impl App {
         decision_id: &str,
         revision: &str,
     ) -> bool {
-        let shadowed =
-            !outcome.decision.allowed && (self.shadow || outcome.route.is_some_and(|r| r.shadow));
+        // A shadow route lets through what it decides, not what is malformed: a request
+        // whose identity is ambiguous is refused after its route matched, and stays refused.
+        let route_shadow = outcome.route.is_some_and(|r| r.shadow)
+            && !matches!(
+                outcome.decision.reason,
+                crate::policy::Reason::Malformed { .. }
+            );
+        let shadowed = !outcome.decision.allowed && (self.shadow || route_shadow);
         self.record_http(ctx, outcome, Some(decision_id), revision, shadowed);
         shadowed
     }

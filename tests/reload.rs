@@ -299,8 +299,9 @@ async fn faults_keep_the_last_good_policy_and_show_the_error() {
             std::fs::remove_file(&file).unwrap();
         }
         write(&file, A);
+        // The sources are the serving policy again: the error no longer describes them.
         wait_status(&mut live.client, "the error to clear", |s| {
-            s.last_error.is_empty() || s.revision == rev(A)
+            s.last_error.is_empty()
         })
         .await;
     }
@@ -333,6 +334,32 @@ async fn a_deleted_directory_keeps_the_last_good_policy() {
     std::fs::create_dir(&dir).unwrap();
     write(&dir.join("p.yaml"), B);
     wait_revision(&mut live.client, B).await;
+}
+
+/// A file in a watched directory rewritten without pause (more often than the 50 ms
+/// debounce) delays a reload by at most ten debounce periods; it cannot hold reloads back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_rewritten_without_pause_does_not_hold_reloads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("p.yaml"), A);
+    let mut live = live(vec![dir.path().to_path_buf()], true).await;
+    let noisy = dir.path().join("noise.txt");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                std::fs::write(&noisy, n.to_string()).unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    write_then_rename(&dir.path().join("p.yaml"), B);
+    wait_revision(&mut live.client, B).await;
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -567,6 +594,19 @@ async fn bundles_are_fetched_conditionally_and_faults_keep_the_last_good_policy(
     assert_eq!(server.app.policy.current().unwrap().snapshot.revision, good);
     assert!(server.app.policy.last_error().is_some());
     bundles.hang.store(false, Ordering::Relaxed);
+    // The server is back with the bundle that is serving: 304, and the error is cleared
+    // (it no longer describes the source).
+    bundles.set(200, tgz.clone(), Some("\"v2\""));
+    assert_eq!(
+        bundle::poll_once(&mut client, &loader).await,
+        LoadOutcome::Unchanged
+    );
+    assert!(server.app.policy.last_error().is_none());
+    bundles.set(500, "oops", None);
+    assert!(matches!(
+        bundle::poll_once(&mut client, &loader).await,
+        LoadOutcome::Rejected(_)
+    ));
     // A later good bundle is installed and clears the error.
     bundles.set(200, B, Some("\"v3\""));
     assert_eq!(
@@ -574,6 +614,35 @@ async fn bundles_are_fetched_conditionally_and_faults_keep_the_last_good_policy(
         LoadOutcome::Installed(rev(B))
     );
     assert!(server.app.policy.last_error().is_none());
+}
+
+/// SIGHUP's trigger makes the bundle poller fetch at once instead of at its next interval
+/// (an hour here).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trigger_fetches_the_bundle_at_once() {
+    crypto();
+    let bundles = BundleServer::default();
+    let url = bundles.start().await;
+    bundles.set(200, A, Some("\"a\""));
+    let server = TestServer::start_with(Arc::new(PolicyState::new()), Default::default()).await;
+    let mut options = BundleOptions::new(url);
+    options.interval = Duration::from_secs(3600);
+    let client = BundleClient::new(options).unwrap();
+    let (trigger, trigger_rx) = mpsc::channel(1);
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(bundle::poll(
+        client,
+        Loader::new(server.app.clone()),
+        trigger_rx,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let mut grpc = AuthorizerClient::connect(server.grpc_url()).await.unwrap();
+    wait_revision(&mut grpc, A).await;
+    bundles.set(200, B, Some("\"b\""));
+    trigger.send(()).await.unwrap();
+    wait_revision(&mut grpc, B).await;
 }
 
 /// A pre-signed bundle URL carries its credential in the query (and some in the user

@@ -155,11 +155,17 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
                 let _ = rx.wait_for(|s| *s).await;
             }
         };
-        // SIGHUP forces a reload of the sources.
+        // SIGHUP forces a reload of the sources (a fetch of the bundle); the embedded demo
+        // has nothing to reload.
         let (hup_tx, hup_rx) = mpsc::channel::<()>(1);
-        spawn_sighup(hup_tx);
+        spawn_sighup((bundle.is_some() || !args.policy.is_empty()).then_some(hup_tx));
         if let Some(client) = bundle.take() {
-            tokio::spawn(crate::sources::bundle::poll(client, loader, stopped()));
+            tokio::spawn(crate::sources::bundle::poll(
+                client,
+                loader,
+                hup_rx,
+                stopped(),
+            ));
         } else if !args.policy.is_empty() {
             let options = WatchOptions {
                 debounce: Duration::from_millis(args.policy_debounce_ms),
@@ -193,8 +199,9 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
-/// Forwards SIGHUP to the reload trigger.
-fn spawn_sighup(trigger: mpsc::Sender<()>) {
+/// Forwards SIGHUP to the reload trigger; without one (the embedded demo), SIGHUP is
+/// logged and ignored rather than ending the process.
+fn spawn_sighup(trigger: Option<mpsc::Sender<()>>) {
     #[cfg(unix)]
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -202,8 +209,14 @@ fn spawn_sighup(trigger: mpsc::Sender<()>) {
             return;
         };
         while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the policy");
-            let _ = trigger.try_send(());
+            match &trigger {
+                Some(trigger) => {
+                    tracing::info!("SIGHUP: reloading the policy");
+                    // A full queue means a reload is already pending.
+                    let _ = trigger.try_send(());
+                }
+                None => tracing::info!("SIGHUP ignored: the embedded demo policy has no source"),
+            }
         }
     });
     #[cfg(not(unix))]

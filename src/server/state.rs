@@ -97,6 +97,13 @@ impl PolicyState {
         }
     }
 
+    /// Forgets the last error: the sources read again are the policy that is serving.
+    pub fn clear_error(&self) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = None;
+        }
+    }
+
     pub fn last_error(&self) -> Option<LoadError> {
         self.last_error.lock().ok().and_then(|e| e.clone())
     }

@@ -252,7 +252,11 @@ pub fn backoff(options: &BundleOptions, failures: u32) -> Duration {
 /// Fetches once and loads what was fetched. Returns the outcome, or the fetch error.
 pub async fn poll_once(client: &mut BundleClient, loader: &Loader) -> LoadOutcome {
     match client.fetch().await {
-        Ok(Fetched::NotModified) => LoadOutcome::Unchanged,
+        Ok(Fetched::NotModified) => {
+            // The bundle is the one serving: an earlier failed fetch no longer applies.
+            loader.app().policy.clear_error();
+            LoadOutcome::Unchanged
+        }
         Ok(Fetched::Bundle { documents, etag }) => {
             let outcome = loader.load(move || Ok(documents)).await;
             if !matches!(outcome, LoadOutcome::Rejected(_)) {
@@ -268,10 +272,11 @@ pub async fn poll_once(client: &mut BundleClient, loader: &Loader) -> LoadOutcom
     }
 }
 
-/// Polls until `shutdown` resolves.
+/// Polls until `shutdown` resolves; `trigger` (SIGHUP) fetches at once.
 pub async fn poll(
     mut client: BundleClient,
     loader: Loader,
+    mut trigger: tokio::sync::mpsc::Receiver<()>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -284,6 +289,7 @@ pub async fn poll(
         tokio::select! {
             _ = &mut shutdown => return,
             _ = tokio::time::sleep(backoff(&client.options, failures)) => {}
+            Some(()) = trigger.recv() => {}
         }
     }
 }

@@ -104,7 +104,7 @@ fn make_watcher(sources: &[PathBuf], events: &mpsc::Sender<()>) -> Option<Recomm
 }
 
 /// Watches the targets that exist now. Watching a path again is harmless, and a deleted
-/// directory's watch is gone with it, so this runs after every reload.
+/// directory's watch is gone with it, so this runs before every read.
 fn rewatch(watcher: &mut RecommendedWatcher, sources: &[PathBuf]) {
     for target in watch_targets(sources) {
         if let Err(e) = watcher.watch(&target, RecursiveMode::NonRecursive) {
@@ -173,10 +173,15 @@ impl FileWatcher {
                 tokio::select! {
                     _ = &mut shutdown => return,
                     Some(()) = self.events.recv() => {
-                        // Debounce: wait for a quiet period so that multi-chunk writes settle.
+                        // Debounce: wait for a quiet period so that multi-chunk writes
+                        // settle, but no longer than ten periods, so that a file rewritten
+                        // without pause cannot hold every reload back.
+                        let limit = tokio::time::sleep(self.options.debounce * 10);
+                        tokio::pin!(limit);
                         loop {
                             tokio::select! {
                                 _ = tokio::time::sleep(self.options.debounce) => break,
+                                _ = &mut limit => break,
                                 Some(()) = self.events.recv() => {}
                             }
                         }
@@ -186,14 +191,17 @@ impl FileWatcher {
                 }
             }
             first = false;
+            // Watch before reading: a directory deleted and made again since the last pass
+            // is watched before its files are read, so a file written after this read still
+            // sends an event.
+            if let Some(w) = self.watcher.as_mut() {
+                rewatch(w, &self.sources);
+            }
             let paths = self.paths.clone();
             let max = self.options.max_bytes;
             let outcome = self.loader.load(move || read_paths(&paths, max)).await;
             if let LoadOutcome::Installed(revision) = &outcome {
                 tracing::info!(%revision, "policy reloaded from files");
-            }
-            if let Some(w) = self.watcher.as_mut() {
-                rewatch(w, &self.sources);
             }
             // Keep the sender alive for the watcher callback's clone.
             let _ = &self.events_tx;

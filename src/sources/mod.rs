@@ -19,7 +19,8 @@ const RETIRE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 pub enum LoadOutcome {
     /// A new policy is serving (its revision).
     Installed(String),
-    /// The sources hash to the revision already serving: nothing to do.
+    /// The sources hash to the revision already serving: nothing to do, and an earlier
+    /// error no longer describes them (it is cleared).
     Unchanged,
     /// Rejected; the last good policy keeps serving.
     Rejected(String),
@@ -62,6 +63,10 @@ impl Loader {
         })
         .await;
         match result {
+            Ok(Ok(LoadOutcome::Unchanged)) => {
+                self.app.policy.clear_error();
+                LoadOutcome::Unchanged
+            }
             Ok(Ok(outcome)) => outcome,
             Ok(Err(e)) => {
                 let message = e.to_string();

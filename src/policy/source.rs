@@ -107,16 +107,39 @@ pub fn is_policy_name(name: &str) -> bool {
         && (name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json"))
 }
 
+/// A policy file to read: the name it is shown under, and where its bytes are read from
+/// (the same path, except in a Kubernetes ConfigMap volume; see [`expand_path`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyFile {
+    pub shown: PathBuf,
+    pub read: PathBuf,
+}
+
 /// Lists the files a source path stands for: the file itself, or the policy files of a
 /// directory (sorted by name, not recursive, hidden names skipped, symlinks followed).
-pub fn expand_path(path: &Path) -> Result<Vec<PathBuf>, Problem> {
+///
+/// A directory holding a `..data` symlink is a ConfigMap volume: the kubelet swaps
+/// `..data` to a new directory in one step, and every visible file is a symlink through
+/// it. Such a directory is listed and read in the directory `..data` points to when it is
+/// listed, so that a read overlapping a swap sees one version of every file, never a mix.
+/// Files are still shown under the directory the user gave.
+pub fn expand_path(path: &Path) -> Result<Vec<PolicyFile>, Problem> {
     let shown = path.display().to_string();
     let meta = fs::metadata(path)
         .map_err(|e| Problem::new(&shown, "source", format!("cannot be read: {e}")))?;
     if !meta.is_dir() {
-        return Ok(vec![path.to_path_buf()]);
+        return Ok(vec![PolicyFile {
+            shown: path.to_path_buf(),
+            read: path.to_path_buf(),
+        }]);
     }
-    let entries = fs::read_dir(path)
+    let data = path.join("..data");
+    let listed = match fs::symlink_metadata(&data) {
+        Ok(m) if m.file_type().is_symlink() => fs::canonicalize(&data)
+            .map_err(|e| Problem::new(&shown, "source", format!("cannot resolve `..data`: {e}")))?,
+        _ => path.to_path_buf(),
+    };
+    let entries = fs::read_dir(&listed)
         .map_err(|e| Problem::new(&shown, "source", format!("cannot list directory: {e}")))?;
     let mut files = Vec::new();
     for entry in entries {
@@ -126,21 +149,23 @@ pub fn expand_path(path: &Path) -> Result<Vec<PathBuf>, Problem> {
         if !is_policy_file(&file) {
             continue;
         }
-        // Follow symlinks (ConfigMap volumes are symlinks into `..data`); skip directories
-        // that happen to carry a policy-like name.
+        // Follow symlinks; skip directories that happen to carry a policy-like name.
         match fs::metadata(&file) {
-            Ok(m) if m.is_file() => files.push(file),
+            Ok(m) if m.is_file() => files.push(PolicyFile {
+                shown: path.join(entry.file_name()),
+                read: file,
+            }),
             Ok(_) => {}
             Err(e) => {
                 return Err(Problem::new(
-                    file.display().to_string(),
+                    path.join(entry.file_name()).display().to_string(),
                     "source",
                     format!("cannot be read: {e}"),
                 ));
             }
         }
     }
-    files.sort();
+    files.sort_by(|a, b| a.shown.cmp(&b.shown));
     Ok(files)
 }
 
@@ -158,8 +183,8 @@ pub fn read_paths(paths: &[PathBuf], max_bytes: u64) -> Result<Vec<SourceDocumen
             )));
         }
         for file in files {
-            let shown = file.display().to_string();
-            let bytes = fs::read(&file).map_err(|e| {
+            let shown = file.shown.display().to_string();
+            let bytes = fs::read(&file.read).map_err(|e| {
                 PolicyError::one(Problem::new(
                     &shown,
                     "source",

@@ -241,7 +241,11 @@ fn a_configmap_read_never_mixes_two_versions() {
         std::thread::spawn(move || {
             let mut swaps = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let version = if swaps % 2 == 0 { "..v2" } else { "..v1" };
+                let version = if swaps.is_multiple_of(2) {
+                    "..v2"
+                } else {
+                    "..v1"
+                };
                 symlink(version, root.join("..data_tmp")).unwrap();
                 std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
                 swaps += 1;

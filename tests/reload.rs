@@ -277,6 +277,29 @@ fn a_configmap_read_never_mixes_two_versions() {
     );
 }
 
+/// A file behind a symlinked directory (`current` → `release-1`): replacing the symlink
+/// is seen as a change (no polling here).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swapped_symlink_above_a_file_is_picked_up() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for (release, text) in [("release-1", A), ("release-2", B)] {
+        std::fs::create_dir(root.join(release)).unwrap();
+        write(&root.join(release).join("policy.yaml"), text);
+    }
+    symlink("release-1", root.join("current")).unwrap();
+    let mut live = live(vec![root.join("current/policy.yaml")], true).await;
+    assert_eq!(status(&mut live.client).await.revision, rev(A));
+    symlink("release-2", root.join("current.tmp")).unwrap();
+    std::fs::rename(root.join("current.tmp"), root.join("current")).unwrap();
+    wait_revision(&mut live.client, B).await;
+    // And back, through the watch renewed on the new target's path.
+    symlink("release-1", root.join("current.tmp")).unwrap();
+    std::fs::rename(root.join("current.tmp"), root.join("current")).unwrap();
+    wait_revision(&mut live.client, A).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_directory_gaining_and_losing_a_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -65,7 +65,10 @@ fn relevant(path: &Path, sources: &[PathBuf]) -> bool {
     })
 }
 
-/// The directories to watch: each source directory and the parent of every source.
+/// The directories to watch: each source directory, the parent of every source, and the
+/// parent of every symlink on the way to a source (`/srv/current` → `release-7` in
+/// `/srv/current/policy.yaml`), so that replacing that symlink is seen too; a watch on a
+/// path follows its symlinks to the directory they name when it is added.
 fn watch_targets(sources: &[PathBuf]) -> Vec<PathBuf> {
     let mut targets = Vec::new();
     for s in sources {
@@ -79,6 +82,12 @@ fn watch_targets(sources: &[PathBuf]) -> Vec<PathBuf> {
                 parent.to_path_buf()
             };
             targets.push(parent);
+        }
+        for ancestor in s.ancestors().skip(1) {
+            let linked = std::fs::symlink_metadata(ancestor).is_ok_and(|m| m.is_symlink());
+            if let (true, Some(parent)) = (linked, ancestor.parent()) {
+                targets.push(parent.to_path_buf());
+            }
         }
     }
     targets.sort();

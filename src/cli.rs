@@ -621,9 +621,18 @@ fn test(args: &TestArgs) -> CliResult {
 
 fn import_azure(args: &ImportArgs) -> CliResult {
     let mut files = Vec::new();
+    let mut left = DEFAULT_MAX_POLICY_BYTES;
     for f in &args.files {
-        let bytes = std::fs::read(f)
-            .map_err(|e| CliError(format!("{}: cannot be read: {e}", f.display())))?;
+        let bytes = source::read_limited(f, left).map_err(|e| {
+            CliError(match e {
+                source::ReadError::TooBig => format!(
+                    "{}: the input exceeds the size limit of {DEFAULT_MAX_POLICY_BYTES} bytes",
+                    f.display()
+                ),
+                source::ReadError::Failed(message) => format!("{}: {message}", f.display()),
+            })
+        })?;
+        left = left.saturating_sub(bytes.len() as u64);
         files.push((f.display().to_string(), bytes));
     }
     let doc = crate::import_azure::import(&files).map_err(|e| CliError(e.to_string()))?;

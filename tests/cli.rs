@@ -577,6 +577,70 @@ fn import_azure_converts_and_refuses_conditions() {
     assert_eq!(code(&run(&["import-azure", "/does/not/exist.json"])), 2);
 }
 
+/// Runs the binary, failing the test if it has not exited within `limit` (a regression
+/// that waits on a FIFO would otherwise hang the test run).
+fn run_within(args: &[&str], limit: std::time::Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iot-authz"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "`iot-authz {}` still running after {limit:?}",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A FIFO or a device under a policy name is refused at once: opening a FIFO would wait for
+/// a writer, and `/dev/zero` never ends. Directories holding one refuse it too.
+#[test]
+fn files_that_are_not_regular_are_refused_without_reading_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("policy.yaml");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let fifo = fifo.to_str().unwrap();
+    let dir_path = dir.path().to_str().unwrap();
+    let limit = std::time::Duration::from_secs(30);
+    for args in [
+        vec!["validate", fifo],
+        vec!["validate", "/dev/zero"],
+        vec!["validate", dir_path],
+        vec!["test", fifo],
+        vec![
+            "check",
+            "--policy",
+            "/dev/zero",
+            "--principal",
+            "user:a",
+            "--action",
+            "a/b",
+            "--scope",
+            "/",
+        ],
+        vec!["import-azure", fifo],
+        vec!["import-azure", "/dev/zero"],
+    ] {
+        let out = run_within(&args, limit);
+        assert_eq!(code(&out), 2, "{args:?}: {out:?}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("not a regular file"), "{args:?}: {text}");
+    }
+}
+
 /// IoT Central: "a user may only grant roles with the same or fewer permissions", with the
 /// app's own user-management permission as the assign action.
 #[test]

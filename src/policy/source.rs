@@ -155,7 +155,15 @@ pub fn expand_path(path: &Path) -> Result<Vec<PolicyFile>, Problem> {
                 shown: path.join(entry.file_name()),
                 read: file,
             }),
-            Ok(_) => {}
+            Ok(m) if m.is_dir() => {}
+            // A FIFO, device or socket under a policy name is a mistake, not a policy.
+            Ok(_) => {
+                return Err(Problem::new(
+                    path.join(entry.file_name()).display().to_string(),
+                    "source",
+                    "is not a regular file".into(),
+                ));
+            }
             Err(e) => {
                 return Err(Problem::new(
                     path.join(entry.file_name()).display().to_string(),
@@ -184,25 +192,53 @@ pub fn read_paths(paths: &[PathBuf], max_bytes: u64) -> Result<Vec<SourceDocumen
         }
         for file in files {
             let shown = file.shown.display().to_string();
-            let bytes = fs::read(&file.read).map_err(|e| {
-                PolicyError::one(Problem::new(
-                    &shown,
-                    "source",
-                    format!("cannot be read: {e}"),
-                ))
+            let bytes = read_limited(&file.read, max_bytes.saturating_sub(total)).map_err(|e| {
+                let message = match e {
+                    ReadError::TooBig => {
+                        format!("policy exceeds the size limit of {max_bytes} bytes")
+                    }
+                    ReadError::Failed(message) => message,
+                };
+                PolicyError::one(Problem::new(&shown, "source", message))
             })?;
             total = total.saturating_add(bytes.len() as u64);
-            if total > max_bytes {
-                return Err(PolicyError::one(Problem::new(
-                    &shown,
-                    "source",
-                    format!("policy exceeds the size limit of {max_bytes} bytes"),
-                )));
-            }
             docs.push(SourceDocument::new(shown, bytes));
         }
     }
     Ok(docs)
+}
+
+/// Why [`read_limited`] returned no bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadError {
+    /// More than the limit.
+    TooBig,
+    /// Not a regular file, or an I/O error (the message says which).
+    Failed(String),
+}
+
+/// Reads a regular file of at most `limit` bytes. A FIFO, a device or a socket is refused
+/// before it is opened (opening a FIFO would wait for a writer, and `/dev/zero` never
+/// ends), and no more than `limit + 1` bytes are ever read, so a file growing while it is
+/// read cannot exhaust memory either.
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    let failed = |e: std::io::Error| ReadError::Failed(format!("cannot be read: {e}"));
+    let meta = fs::metadata(path).map_err(failed)?;
+    if !meta.is_file() {
+        return Err(ReadError::Failed("is not a regular file".into()));
+    }
+    if meta.len() > limit {
+        return Err(ReadError::TooBig);
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    fs::File::open(path)
+        .and_then(|f| f.take(limit.saturating_add(1)).read_to_end(&mut bytes))
+        .map_err(failed)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadError::TooBig);
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

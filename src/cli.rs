@@ -636,6 +636,12 @@ fn import_azure(args: &ImportArgs) -> CliResult {
         files.push((f.display().to_string(), bytes));
     }
     let doc = crate::import_azure::import(&files).map_err(|e| CliError(e.to_string()))?;
+    crate::import_azure::check_self_contained(&doc).map_err(|e| {
+        CliError(format!(
+            "the imported policy does not validate (import the role definitions and the \
+             assignments separately to edit them, for example to add `scopeLinks`):\n{e}"
+        ))
+    })?;
     if args.json {
         out!(
             "{}",

@@ -150,7 +150,7 @@ pub fn import(files: &[(String, Vec<u8>)]) -> Result<Document, ImportError> {
             file: file.clone(),
             problem,
         })?;
-        let value: Value = serde_json::from_str(&text).map_err(|error| ImportError::Json {
+        let Strict(value) = serde_json::from_str(&text).map_err(|error| ImportError::Json {
             file: file.clone(),
             error,
         })?;
@@ -216,6 +216,29 @@ pub fn import(files: &[(String, Vec<u8>)]) -> Result<Document, ImportError> {
         assignments: out,
         ..Document::default()
     })
+}
+
+/// Validates an imported document on its own when it defines every role its assignments
+/// name (otherwise the roles come from elsewhere, such as a role pack, and only the
+/// combined policy can be validated). An import that would not load is an error rather
+/// than output: for example a role assignable at a management group, assigned at a
+/// subscription, which the exported JSON cannot show to be below that group.
+pub fn check_self_contained(doc: &Document) -> Result<(), crate::policy::PolicyError> {
+    let defined: std::collections::HashSet<String> = doc
+        .roles
+        .iter()
+        .flat_map(|r| std::iter::once(&r.name).chain(r.id.as_ref()))
+        .map(|n| n.to_ascii_lowercase())
+        .collect();
+    if doc
+        .assignments
+        .iter()
+        .any(|a| !defined.contains(&a.role.to_ascii_lowercase()))
+    {
+        return Ok(());
+    }
+    crate::policy::compile::compile_documents(&[("imported policy".into(), doc.clone())])
+        .map(|_| ())
 }
 
 /// Renders an imported document as policy YAML, headed by a comment saying where it came from.
@@ -701,17 +724,101 @@ fn objects<'a>(file: &str, value: &'a Value) -> Result<Vec<(String, &'a Object)>
             .collect(),
         Value::Object(object) => match object.get("value") {
             // An ARM list response: `{"value": [...], "nextLink": ...}`.
-            Some(Value::Array(items)) if classify(Fields::new(object)).is_err() => items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| element(format!("value[{i}]"), item))
-                .collect(),
+            Some(Value::Array(items)) if classify(Fields::new(object)).is_err() => {
+                // One page of a longer list: importing it alone would silently drop the
+                // rest.
+                if let Some(next) = object.get("nextLink").filter(|v| !v.is_null()) {
+                    return Err(ImportError::Invalid {
+                        file: file.to_string(),
+                        object: "nextLink".into(),
+                        message: format!(
+                            "this is one page of a longer list (`nextLink` {}): import every \
+                             page (the Azure CLI's list commands print them all)",
+                            escape(&next.to_string())
+                        ),
+                    });
+                }
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| element(format!("value[{i}]"), item))
+                    .collect()
+            }
             _ => Ok(vec![(String::new(), object)]),
         },
         other => Err(ImportError::Shape {
             file: file.to_string(),
             found: kind(other),
         }),
+    }
+}
+
+/// A JSON value read with duplicate object keys refused. `serde_json::Value` keeps the last
+/// copy of a key, which could silently drop a `condition` or a `notActions` list and import
+/// a policy that grants more than Azure does.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        serde::Deserialize::deserialize(d).map(|Strict(v)| v)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Object::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate key `{}`",
+                    escape(&key)
+                )));
+            }
+            let Strict(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -1324,6 +1431,55 @@ mod tests {
             matches!(&e, ImportError::Condition { object, .. } if object == "role definition [0] `Conditional` permissions[0]"),
             "{e:?}"
         );
+    }
+
+    /// JSON with a key written twice is refused: keeping either copy could drop a condition
+    /// or a `notActions` list.
+    #[test]
+    fn a_key_written_twice_is_an_error() {
+        for (name, json) in [
+            (
+                "condition.json",
+                r#"[{"principalId": "p", "principalType": "User", "roleDefinitionName": "Reader",
+                     "scope": "/", "condition": "@Resource[x] StringEquals 'y'", "condition": null}]"#,
+            ),
+            (
+                "not-actions.json",
+                r#"[{"roleName": "R1", "name": "r1", "permissions": [{"actions": ["*"],
+                     "notActions": ["Microsoft.Authorization/*"], "notActions": []}]}]"#,
+            ),
+        ] {
+            let e = import_err(&[inline(name, json)]);
+            let msg = e.to_string();
+            assert!(
+                matches!(e, ImportError::Json { .. }) && msg.contains("duplicate key"),
+                "{name}: {msg}"
+            );
+            assert!(msg.starts_with(name), "{msg}");
+        }
+    }
+
+    /// An ARM list response with a `nextLink` is one page of a longer list: importing it
+    /// alone would silently drop the other pages.
+    #[test]
+    fn one_page_of_a_paged_list_is_an_error() {
+        let e = import_err(&[inline(
+            "page.json",
+            r#"{"value": [{"roleName": "R1", "name": "r1", "permissions": [{"actions": ["*"]}]}],
+                "nextLink": "https://management.azure.com/x?$skiptoken=abc"}"#,
+        )]);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("nextLink") && msg.contains("every page"),
+            "{msg}"
+        );
+        // The last page (no `nextLink`, or null) imports.
+        let doc = import_ok(&[inline(
+            "last.json",
+            r#"{"value": [{"roleName": "R1", "name": "r1", "permissions": [{"actions": ["*"]}]}],
+                "nextLink": null}"#,
+        )]);
+        assert_eq!(doc.roles.len(), 1);
     }
 
     #[test]

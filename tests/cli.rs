@@ -575,6 +575,36 @@ fn import_azure_converts_and_refuses_conditions() {
         "{out:?}"
     );
     assert_eq!(code(&run(&["import-azure", "/does/not/exist.json"])), 2);
+
+    // A self-contained import that would not load is an error, not output: a role
+    // assignable at a management group, assigned at a subscription (the JSON cannot show
+    // that the subscription is below the group). Imported apart, each file converts.
+    let roles = dir.path().join("mg-roles.json");
+    std::fs::write(
+        &roles,
+        r#"[{"roleName": "Plant MG Reader", "name": "9a1b2c3d-0000-4000-8000-000000000001",
+            "assignableScopes": ["/providers/Microsoft.Management/managementGroups/mg-plants"],
+            "permissions": [{"actions": ["*/read"]}]}]"#,
+    )
+    .unwrap();
+    let assignments = dir.path().join("mg-assignments.json");
+    std::fs::write(
+        &assignments,
+        r#"[{"principalId": "a1", "principalType": "User", "roleDefinitionName": "Plant MG Reader",
+            "scope": "/subscriptions/6f2e0000-0000-4000-8000-000000000001", "name": "x1"}]"#,
+    )
+    .unwrap();
+    let (roles, assignments) = (roles.to_str().unwrap(), assignments.to_str().unwrap());
+    let out = run(&["import-azure", roles, assignments]);
+    assert_eq!(code(&out), 2, "{out:?}");
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not validate") && err.contains("assignable scopes"),
+        "{err}"
+    );
+    assert_eq!(code(&run(&["import-azure", roles])), 0);
+    assert_eq!(code(&run(&["import-azure", assignments])), 0);
 }
 
 /// Runs the binary, failing the test if it has not exited within `limit` (a regression

@@ -617,6 +617,10 @@ def tls_swaps_the_grpc_startup_probe() -> None:
     assert flag(args, "--tls-key") == tls_dir + "/tls.key", args
     assert flag(args, "--tls-client-ca") == tls_dir + "/ca.crt", args
     assert volume(r, "tls")["secret"]["secretName"] == "iot-authz-tls"
+    # The NOTES' grpcurl line speaks TLS when the server does.
+    assert "-plaintext" not in r.notes, r.notes
+    assert "grpcurl -cacert ca.crt -cert tls.crt -key tls.key" in r.notes, r.notes
+    assert "grpcurl -plaintext" in render().notes
     validate_k8s(r)
     render_fails({"tls": {"enabled": True}}, "tls.secretName")
 

@@ -478,12 +478,15 @@ fn check(args: &CheckArgs) -> CliResult {
         (None, Some(method)) => {
             let mut headers = Vec::new();
             for h in &args.headers {
-                let (name, value) = h.split_once(':').ok_or_else(|| {
-                    CliError(format!(
-                        "--header `{}` is not NAME:VALUE",
-                        syntax::escape(h)
-                    ))
-                })?;
+                let (name, value) = h
+                    .split_once(':')
+                    .filter(|(name, _)| !name.trim().is_empty())
+                    .ok_or_else(|| {
+                        CliError(format!(
+                            "--header `{}` is not NAME:VALUE",
+                            syntax::escape(h)
+                        ))
+                    })?;
                 headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
             }
             let path = args.path.clone().unwrap_or_default();

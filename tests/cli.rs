@@ -192,6 +192,11 @@ fn check_errors_exit_2() {
             "--at",
             "yesterday",
         ],
+        // A header without a name, or without a colon.
+        &["check", "--method", "GET", "--path", "/", "--header", ":v"],
+        &[
+            "check", "--method", "GET", "--path", "/", "--header", "novalue",
+        ],
     ] {
         let out = run(args);
         assert_eq!(code(&out), 2, "{args:?}: {out:?}");

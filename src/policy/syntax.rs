@@ -404,12 +404,14 @@ impl ActionPattern {
 /// An instant as Unix nanoseconds (covers the years 1678 to 2262).
 pub type Instant = i64;
 
-/// Parses an RFC 3339 time.
+/// Parses an RFC 3339 time. Times beyond the range of [`Instant`] are clamped to its ends:
+/// every instant that can be compared with them is on the same side, so a `notAfter` of
+/// `9999-12-31T23:59:59Z` (a common "never") means what it says.
 pub fn parse_time(text: &str) -> Result<Instant, String> {
     let parsed = OffsetDateTime::parse(text, &Rfc3339)
         .map_err(|e| format!("time `{}` is not RFC 3339: {e}", escape(text)))?;
-    i64::try_from(parsed.unix_timestamp_nanos())
-        .map_err(|_| format!("time `{}` is out of range", escape(text)))
+    let nanos = parsed.unix_timestamp_nanos();
+    Ok(i64::try_from(nanos).unwrap_or(if nanos < 0 { i64::MIN } else { i64::MAX }))
 }
 
 /// Formats an instant as RFC 3339 (UTC).
@@ -472,6 +474,14 @@ mod tests {
     fn escape_controls_keeps_structure_and_escapes_control_characters() {
         assert_eq!(escape_controls("line `a`\n\tb"), "line `a`\n\tb");
         assert_eq!(escape_controls("key `\u{1b}[31m`"), "key `\\u{1b}[31m`");
+    }
+
+    #[test]
+    fn times_beyond_the_instant_range_are_clamped_to_its_ends() {
+        assert_eq!(parse_time("9999-12-31T23:59:59Z"), Ok(i64::MAX));
+        assert_eq!(parse_time("0001-01-01T00:00:00Z"), Ok(i64::MIN));
+        assert_eq!(parse_time("1970-01-01T00:00:01Z"), Ok(1_000_000_000));
+        assert!(parse_time("2026-13-01T00:00:00Z").is_err());
     }
 
     #[test]

@@ -192,6 +192,25 @@ async fn envoy_http_mode_removes_other_client_sent_iotauthz_headers() {
         .collect();
     removed.sort_unstable();
     assert_eq!(removed, ["x-iotauthz-other", "x-iotauthz-shadow-decision"]);
+    // An identity header sent twice, one copy not visible ASCII, is ambiguous: malformed.
+    // Alone, such a copy identifies no one.
+    let endpoint = format!("http://{}/v1/authz/envoy{LINE_1}", rig.server.http);
+    let unreadable = reqwest::header::HeaderValue::from_bytes(b"user:\xff").unwrap();
+    let resp = reqwest::Client::new()
+        .get(&endpoint)
+        .header(ALICE.0, ALICE.1)
+        .header(ALICE.0, unreadable.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let resp = reqwest::Client::new()
+        .get(&endpoint)
+        .header(ALICE.0, unreadable)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 }
 
 /// nginx passes shadow mode's markers upstream, and removes client-sent copies of them.

@@ -935,6 +935,55 @@ mod cache {
         );
     }
 
+    /// A request whose strings are long (here 200 caller groups) is answered without the
+    /// cache, so callers cannot make the cache hold megabytes per entry: the same request
+    /// asked again is not a hit, and its answer is still right.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_request_with_long_strings_is_answered_without_the_cache() {
+        crypto();
+        let app = Arc::new(
+            App::with_options(
+                Arc::new(PolicyState::with_snapshot(crate::support::policy(B))),
+                &AppOptions {
+                    cache: Some(CacheOptions {
+                        capacity: 10_000,
+                        ttl: Duration::from_secs(3600),
+                    }),
+                    ..AppOptions::default()
+                },
+            )
+            .unwrap(),
+        );
+        let server = TestServer::start_app(app.clone(), ServerOptions::default()).await;
+        let mut client = AuthorizerClient::connect(server.grpc_url()).await.unwrap();
+        let groups: Vec<String> = (0..200)
+            .map(|i| format!("group:caller-supplied-group-number-{i:04}"))
+            .collect();
+        let ask = |groups: Vec<String>| pb::CheckRequest {
+            principal: "user:x".into(),
+            action: "b/c".into(),
+            scope: "/".into(),
+            groups,
+            ..Default::default()
+        };
+        for _ in 0..3 {
+            let r = client
+                .check(ask(groups.clone()))
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(r.allowed);
+        }
+        assert_eq!(app.metrics.cache.hits.get(), 0);
+        assert_eq!(app.metrics.cache.misses.get(), 3);
+        // A short request is cached as usual.
+        for _ in 0..2 {
+            let r = client.check(ask(Vec::new())).await.unwrap().into_inner();
+            assert!(r.allowed);
+        }
+        assert_eq!(app.metrics.cache.hits.get(), 1);
+    }
+
     /// The cache is keyed by every input: changing any one of them is a miss with its own
     /// answer.
     #[tokio::test(flavor = "multi_thread")]

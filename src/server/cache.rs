@@ -21,6 +21,10 @@ use crate::policy::snapshot::folded_hash;
 use crate::policy::syntax::{Instant, trim_scope};
 use crate::policy::{CheckRequest, RequestError, Snapshot, Verdict};
 
+/// The most request bytes (principal, action, scope and caller groups) a cache entry keeps;
+/// larger requests are evaluated without the cache.
+pub const MAX_ENTRY_BYTES: usize = 4096;
+
 /// Size and lifetime of cache entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheOptions {
@@ -121,6 +125,17 @@ impl DecisionCache {
         snapshot: &Snapshot,
         req: &CheckRequest<'_>,
     ) -> Result<Verdict, RequestError> {
+        // An entry holds the request's strings, so a request whose strings are long (many
+        // caller groups, say) is answered without the cache: the cache's memory stays
+        // bounded by its entry count times this size, whatever callers send.
+        let bytes = req.principal.len()
+            + req.action.len()
+            + req.scope.len()
+            + req.groups.iter().map(String::len).sum::<usize>();
+        if bytes > MAX_ENTRY_BYTES {
+            self.counters.misses.inc();
+            return snapshot.verdict(req);
+        }
         let key = self.key(generation, req);
         if let Some(entry) = self.cache.get(&key)
             && entry.answers(generation, req)

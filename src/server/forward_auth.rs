@@ -76,12 +76,21 @@ fn original(proxy: Proxy, req: &Request) -> Result<(String, String), String> {
     }
 }
 
-/// Headers as `(lowercase name, value)`; values that are not visible ASCII are dropped, so
-/// they can identify no one.
+/// A header value that is not visible ASCII, as the decision sees it: a control character,
+/// which no principal, group or route capture accepts.
+const UNREADABLE: &str = "\u{1}";
+
+/// Headers as `(lowercase name, value)`. A value that is not visible ASCII becomes
+/// [`UNREADABLE`]: it identifies no one and fills no capture, yet still counts as a copy, so
+/// a second, different copy of a header the decision reads makes the request malformed, as
+/// any other conflicting copy does.
 fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .map(|(k, v)| {
+            let value = v.to_str().unwrap_or(UNREADABLE).to_owned();
+            (k.as_str().to_owned(), value)
+        })
         .collect()
 }
 

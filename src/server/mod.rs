@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod deadline;
 pub mod decision_log;
 pub mod ext_authz;
 pub mod forward_auth;
@@ -44,8 +45,9 @@ use tonic_health::ServingStatus;
 pub struct ServerOptions {
     /// Largest gRPC message accepted or sent.
     pub max_message_bytes: usize,
-    /// A request still running after this is cancelled with `DEADLINE_EXCEEDED`
-    /// (a shorter `grpc-timeout` from the client wins).
+    /// A request still running after this is answered with `DEADLINE_EXCEEDED`
+    /// ([`deadline`]). A shorter `grpc-timeout` from the client still ends it earlier (tonic
+    /// answers that one `CANCELLED`, when the client has already given up itself).
     pub request_timeout: Duration,
     /// Concurrent requests per connection.
     pub concurrency_per_connection: usize,
@@ -448,7 +450,6 @@ pub async fn run(
         .context("building reflection v1alpha")?;
 
     let mut builder = Server::builder()
-        .timeout(options.request_timeout)
         .concurrency_limit_per_connection(options.concurrency_per_connection)
         .max_concurrent_streams(options.max_concurrent_streams)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -499,6 +500,7 @@ pub async fn run(
         .with_nodelay(Some(true))
         .map(move |io| io.map(|io| Severable::new(io, &grpc_cut)));
     let grpc_server = builder
+        .layer(deadline::DeadlineLayer::new(options.request_timeout))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

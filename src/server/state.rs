@@ -80,9 +80,7 @@ impl PolicyState {
             loaded_at: SystemTime::now(),
             generation: self.generations.fetch_add(1, Ordering::Relaxed) + 1,
         })));
-        if let Ok(mut e) = self.last_error.lock() {
-            *e = None;
-        }
+        self.clear_error();
         self.revision.send_replace(Some(revision));
         previous
     }

@@ -254,11 +254,8 @@ pub fn backoff(options: &BundleOptions, failures: u32) -> Duration {
 /// Fetches once and loads what was fetched. Returns the outcome, or the fetch error.
 pub async fn poll_once(client: &mut BundleClient, loader: &Loader) -> LoadOutcome {
     match client.fetch().await {
-        Ok(Fetched::NotModified) => {
-            // The bundle is the one serving: an earlier failed fetch no longer applies.
-            loader.app().policy.clear_error();
-            LoadOutcome::Unchanged
-        }
+        // The bundle is the one serving: an earlier failed fetch no longer applies.
+        Ok(Fetched::NotModified) => loader.unchanged(),
         Ok(Fetched::Bundle { documents, etag }) => {
             let outcome = loader.load(move || Ok(documents)).await;
             if !matches!(outcome, LoadOutcome::Rejected(_)) {

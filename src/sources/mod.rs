@@ -41,6 +41,13 @@ impl Loader {
         &self.app
     }
 
+    /// The sources are the policy serving: nothing to load, and an earlier error no longer
+    /// describes them.
+    pub fn unchanged(&self) -> LoadOutcome {
+        self.app.policy.clear_error();
+        LoadOutcome::Unchanged
+    }
+
     /// Reads with `read`, then compiles and installs, all on a thread of its own so that
     /// the request path never waits for it; that thread also frees the policy it replaced.
     pub async fn load<F>(&self, read: F) -> LoadOutcome
@@ -71,10 +78,7 @@ impl Loader {
         })
         .await;
         match result {
-            Ok(Ok(LoadOutcome::Unchanged)) => {
-                self.app.policy.clear_error();
-                LoadOutcome::Unchanged
-            }
+            Ok(Ok(LoadOutcome::Unchanged)) => self.unchanged(),
             Ok(Ok(outcome)) => outcome,
             Ok(Err(e)) => {
                 let message = e.to_string();

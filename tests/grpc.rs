@@ -669,35 +669,18 @@ async fn tls_and_mutual_tls_on_the_grpc_listener() {
 
 #[test]
 fn serve_is_configured_by_environment_variables() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("p.yaml");
     std::fs::write(&file, "version: 1\n").unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_iot-authz"))
-        .arg("serve")
-        .env("IOT_AUTHZ_GRPC_ADDR", "127.0.0.1:0")
-        .env("IOT_AUTHZ_HTTP_ADDR", "127.0.0.1:0")
-        .env("IOT_AUTHZ_POLICY", &file)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(
-        line.starts_with("iot-authz listening grpc=127.0.0.1:"),
-        "{line}"
+    let (mut child, grpc, _) = crate::support::spawn_serve(
+        std::iter::empty::<&str>(),
+        &[
+            ("IOT_AUTHZ_GRPC_ADDR", "127.0.0.1:0"),
+            ("IOT_AUTHZ_HTTP_ADDR", "127.0.0.1:0"),
+            ("IOT_AUTHZ_POLICY", file.to_str().unwrap()),
+        ],
     );
-    let grpc = line
-        .split("grpc=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    assert!(grpc.ip().is_loopback() && grpc.port() != 0, "{grpc}");
     let status = tokio::runtime::Runtime::new().unwrap().block_on(async {
         let mut c = AuthorizerClient::connect(format!("http://{grpc}"))
             .await
@@ -816,4 +799,42 @@ async fn check_http_rejects_a_malformed_group_on_every_path() {
         assert_eq!(e.code(), Code::InvalidArgument, "{path}: {e:?}");
         assert!(e.message().contains("group"), "{path}: {}", e.message());
     }
+}
+
+/// The server's deadline reaches the client as `DEADLINE_EXCEEDED`: a Check whose request
+/// message never arrives (sent as a stream that never yields) is answered when
+/// `--request-timeout-ms` runs out, with that code.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_past_the_server_deadline_is_deadline_exceeded() {
+    use iot_authz::server::ServerOptions;
+    use iot_authz::server::state::PolicyState;
+    let server = TestServer::start_with(
+        std::sync::Arc::new(PolicyState::with_snapshot(demo())),
+        ServerOptions {
+            request_timeout: std::time::Duration::from_millis(200),
+            ..ServerOptions::default()
+        },
+    )
+    .await;
+    let channel = tonic::transport::Channel::from_shared(server.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let never = tonic::codegen::tokio_stream::pending::<pb::CheckRequest>();
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        grpc.client_streaming(
+            tonic::Request::new(never),
+            tonic::codegen::http::uri::PathAndQuery::from_static("/iotauthz.v1.Authorizer/Check"),
+            tonic_prost::ProstCodec::<pb::CheckRequest, pb::CheckResponse>::default(),
+        ),
+    )
+    .await
+    .expect("the server answers within its deadline");
+    let status = answer.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("200 ms"), "{}", status.message());
 }

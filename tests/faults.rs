@@ -2,16 +2,13 @@
 //! the decision log, slow clients holding connections open, and a flood of BatchChecks at
 //! the size limit. Nothing crashes, nothing is allowed that should not be.
 
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use iot_authz::proto::iotauthz::v1 as pb;
 use iot_authz::proto::iotauthz::v1::authorizer_client::AuthorizerClient;
+use iot_authz::server::AppOptions;
 use iot_authz::server::decision_log::LogTarget;
-use iot_authz::server::state::PolicyState;
-use iot_authz::server::{App, AppOptions, ServerOptions};
 
 use crate::support::{Envoy, TestServer, Upstream, crypto, demo};
 
@@ -29,26 +26,12 @@ fn check(action: &str) -> pb::CheckRequest {
 
 /// Starts the real binary on the demo policy at a given gRPC port; waits for its ready line.
 fn start_binary(grpc_port: u16) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_iot-authz"))
-        .args([
-            "serve",
-            "--grpc-addr",
-            &format!("127.0.0.1:{grpc_port}"),
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(
-        line.contains(&format!("grpc=127.0.0.1:{grpc_port}")),
-        "{line}"
+    let grpc = format!("127.0.0.1:{grpc_port}");
+    let (child, bound, _) = crate::support::spawn_serve(
+        ["--grpc-addr", grpc.as_str(), "--http-addr", "127.0.0.1:0"],
+        &[],
     );
+    assert_eq!(bound.port(), grpc_port);
     child
 }
 
@@ -135,10 +118,8 @@ async fn a_full_disk_for_the_decision_log_loses_no_decision() {
         decision_log: Some((LogTarget::File("/dev/full".into()), 1.0)),
         ..AppOptions::default()
     };
-    let app = Arc::new(
-        App::with_options(Arc::new(PolicyState::with_snapshot(demo())), &options).unwrap(),
-    );
-    let server = TestServer::start_app(app.clone(), ServerOptions::default()).await;
+    let server = TestServer::start_options(demo(), &options).await;
+    let app = server.app.clone();
     let mut c = AuthorizerClient::connect(server.grpc_url()).await.unwrap();
     for i in 0..300 {
         let r = c

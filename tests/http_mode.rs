@@ -216,18 +216,15 @@ async fn envoy_http_mode_removes_other_client_sent_iotauthz_headers() {
 /// nginx passes shadow mode's markers upstream, and removes client-sent copies of them.
 #[tokio::test(flavor = "multi_thread")]
 async fn nginx_passes_shadow_markers_and_drops_forged_ones() {
-    use iot_authz::server::state::PolicyState;
-    use iot_authz::server::{App, AppOptions};
     crypto();
-    let app = App::with_options(
-        std::sync::Arc::new(PolicyState::with_snapshot(demo())),
-        &AppOptions {
+    let server = TestServer::start_options(
+        demo(),
+        &iot_authz::server::AppOptions {
             shadow: true,
-            ..AppOptions::default()
+            ..Default::default()
         },
     )
-    .unwrap();
-    let server = TestServer::start_app(std::sync::Arc::new(app), Default::default()).await;
+    .await;
     let upstream = Upstream::start().await;
     let nginx = Nginx::start(server.http, upstream.addr).await;
     let client = reqwest::Client::new();

@@ -1,11 +1,9 @@
 //! Decision logs and shadow mode, through the real Envoy where a proxy is involved.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use iot_authz::server::AppOptions;
 use iot_authz::server::decision_log::LogTarget;
-use iot_authz::server::state::PolicyState;
-use iot_authz::server::{App, AppOptions, ServerOptions};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -13,11 +11,6 @@ use crate::support::{Envoy, TestServer, Upstream, crypto, demo, policy};
 
 const LINE_1: &str =
     "/subscriptions/s1/resourceGroups/factory/providers/Microsoft.Edge/targets/line-1";
-
-async fn server_with(snapshot: iot_authz::policy::Snapshot, options: AppOptions) -> TestServer {
-    let app = App::with_options(Arc::new(PolicyState::with_snapshot(snapshot)), &options).unwrap();
-    TestServer::start_app(Arc::new(app), ServerOptions::default()).await
-}
 
 /// The demo served with a decision log in a new temporary directory, allows sampled at
 /// `sample`, on top of `options`; returns the directory (keep it alive), the log's path
@@ -32,7 +25,7 @@ async fn logged_server(
         decision_log: Some((LogTarget::File(log.clone()), sample)),
         ..options
     };
-    let server = server_with(demo(), options).await;
+    let server = TestServer::start_options(demo(), &options).await;
     (dir, log, server)
 }
 
@@ -137,9 +130,9 @@ async fn allows_are_sampled_and_native_checks_are_logged() {
 #[tokio::test(flavor = "multi_thread")]
 async fn global_shadow_mode_lets_denials_through_marked() {
     crypto();
-    let server = server_with(
+    let server = TestServer::start_options(
         demo(),
-        AppOptions {
+        &AppOptions {
             shadow: true,
             ..AppOptions::default()
         },
@@ -192,7 +185,7 @@ async fn global_shadow_mode_lets_denials_through_marked() {
 async fn a_shadow_route_is_not_enforced_while_others_are() {
     crypto();
     let text = "version: 1\nroles: [{name: R, actions: ['x/read']}]\nassignments: [{principal: 'user:a', role: R, scope: /}]\nroutes:\n  - {methods: [GET], path: '/new/{id}', action: x/new, scope: '/n/{id}', mode: shadow}\n  - {methods: [GET], path: '/old/{id}', action: x/old, scope: '/o/{id}'}\n";
-    let server = server_with(policy(text), AppOptions::default()).await;
+    let server = TestServer::start_options(policy(text), &AppOptions::default()).await;
     let upstream = Upstream::start().await;
     let envoy = Envoy::start("envoy.yaml", server.grpc, upstream.addr, &[]).await;
     let client = reqwest::Client::new();

@@ -871,11 +871,24 @@ fn an_invalid_policy_at_start_up_exits_2() {
 
 mod cache {
     use super::*;
+    use iot_authz::server::AppOptions;
     use iot_authz::server::cache::CacheOptions;
-    use iot_authz::server::{App, AppOptions, ServerOptions};
 
     fn at(seconds: i64) -> Option<prost_types::Timestamp> {
         Some(prost_types::Timestamp { seconds, nanos: 0 })
+    }
+
+    /// The policy `text` served with a decision cache of `capacity` entries and a long TTL.
+    async fn cached(text: &str, capacity: u64) -> TestServer {
+        let cache = CacheOptions {
+            capacity,
+            ttl: Duration::from_secs(3600),
+        };
+        let options = AppOptions {
+            cache: Some(cache),
+            ..AppOptions::default()
+        };
+        TestServer::start_options(crate::support::policy(text), &options).await
     }
 
     /// A cache with a long TTL: a policy swap and a time-window boundary both take effect at
@@ -885,21 +898,8 @@ mod cache {
         crypto();
         const T: i64 = 1_800_000_000; // 2027-01-15T08:00:00Z
         let windowed = "version: 1\nroles: [{name: R, actions: ['*']}]\nassignments:\n  - {principal: 'user:x', role: R, scope: /, notBefore: '2027-01-15T08:00:00Z', notAfter: '2027-01-15T09:00:00Z'}\n";
-        let state = Arc::new(PolicyState::with_snapshot(crate::support::policy(windowed)));
-        let app = Arc::new(
-            App::with_options(
-                state.clone(),
-                &AppOptions {
-                    cache: Some(CacheOptions {
-                        capacity: 10_000,
-                        ttl: Duration::from_secs(3600),
-                    }),
-                    ..AppOptions::default()
-                },
-            )
-            .unwrap(),
-        );
-        let server = TestServer::start_app(app.clone(), ServerOptions::default()).await;
+        let server = cached(windowed, 10_000).await;
+        let app = server.app.clone();
         let mut client = AuthorizerClient::connect(server.grpc_url()).await.unwrap();
         let ask = |seconds: i64| pb::CheckRequest {
             principal: "user:x".into(),
@@ -941,20 +941,8 @@ mod cache {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_request_with_long_strings_is_answered_without_the_cache() {
         crypto();
-        let app = Arc::new(
-            App::with_options(
-                Arc::new(PolicyState::with_snapshot(crate::support::policy(B))),
-                &AppOptions {
-                    cache: Some(CacheOptions {
-                        capacity: 10_000,
-                        ttl: Duration::from_secs(3600),
-                    }),
-                    ..AppOptions::default()
-                },
-            )
-            .unwrap(),
-        );
-        let server = TestServer::start_app(app.clone(), ServerOptions::default()).await;
+        let server = cached(B, 10_000).await;
+        let app = server.app.clone();
         let mut client = AuthorizerClient::connect(server.grpc_url()).await.unwrap();
         let groups: Vec<String> = (0..200)
             .map(|i| format!("group:caller-supplied-group-number-{i:04}"))
@@ -989,21 +977,8 @@ mod cache {
     #[tokio::test(flavor = "multi_thread")]
     async fn every_input_is_part_of_the_key() {
         let policy = "version: 1\nroles: [{name: R, actions: ['a/*'], dataActions: ['d/*']}]\nassignments:\n  - {principal: 'group:g', role: R, scope: /s}\n";
-        let state = Arc::new(PolicyState::with_snapshot(crate::support::policy(policy)));
-        let app = Arc::new(
-            App::with_options(
-                state,
-                &AppOptions {
-                    cache: Some(CacheOptions {
-                        capacity: 100,
-                        ttl: Duration::from_secs(3600),
-                    }),
-                    ..AppOptions::default()
-                },
-            )
-            .unwrap(),
-        );
-        let server = TestServer::start_app(app.clone(), ServerOptions::default()).await;
+        let server = cached(policy, 100).await;
+        let app = server.app.clone();
         let mut client = AuthorizerClient::connect(server.grpc_url()).await.unwrap();
         let base = pb::CheckRequest {
             principal: "user:x".into(),

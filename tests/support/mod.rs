@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use iot_authz::policy::{Snapshot, SourceDocument, compile_sources};
 use iot_authz::server::state::PolicyState;
-use iot_authz::server::{self, App, ServerOptions};
+use iot_authz::server::{self, App, AppOptions, ServerOptions};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -37,21 +37,31 @@ pub fn check_http_request(
 }
 
 /// The real binary serving, both listeners on port 0, with `args` after them and `env`
-/// set; waits for its ready line and returns it with the addresses the line names.
+/// set; waits for its ready line and returns the addresses the line names.
 pub fn serve_binary<I, A>(args: I, env: &[(&str, &str)]) -> (Child, SocketAddr, SocketAddr)
+where
+    I: IntoIterator<Item = A>,
+    A: AsRef<std::ffi::OsStr>,
+{
+    let mut all: Vec<std::ffi::OsString> =
+        ["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"]
+            .iter()
+            .map(Into::into)
+            .collect();
+    all.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+    spawn_serve(all, env)
+}
+
+/// `iot-authz serve` with exactly `args` and `env` (listener addresses included, from
+/// either); waits for its ready line and returns the gRPC and HTTP addresses it names.
+pub fn spawn_serve<I, A>(args: I, env: &[(&str, &str)]) -> (Child, SocketAddr, SocketAddr)
 where
     I: IntoIterator<Item = A>,
     A: AsRef<std::ffi::OsStr>,
 {
     use std::io::BufRead;
     let mut child = Command::new(env!("CARGO_BIN_EXE_iot-authz"))
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
+        .arg("serve")
         .args(args)
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
@@ -134,6 +144,13 @@ impl TestServer {
 
     pub async fn start_with(state: Arc<PolicyState>, options: ServerOptions) -> Self {
         Self::start_app(Arc::new(App::new(state)), options).await
+    }
+
+    /// Serves `snapshot` with these app options (cache, decision log, shadow mode).
+    pub async fn start_options(snapshot: Snapshot, options: &AppOptions) -> Self {
+        let app = App::with_options(Arc::new(PolicyState::with_snapshot(snapshot)), options)
+            .expect("app options");
+        Self::start_app(Arc::new(app), ServerOptions::default()).await
     }
 
     pub async fn start_app(app: Arc<App>, options: ServerOptions) -> Self {

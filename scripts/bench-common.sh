@@ -22,5 +22,7 @@ wait_ready() {
 }
 # User plus system CPU clock ticks of each pid given, space-separated.
 cpu_ticks() { for p in "$@"; do awk '{printf "%d ", $14 + $15}' /proc/"$p"/stat; done; }
+# User and system CPU clock ticks of each pid given: "user system" pairs, space-separated.
+cpu_split_ticks() { for p in "$@"; do awk '{printf "%d %d ", $14, $15}' /proc/"$p"/stat; done; }
 # The machine line every report starts with.
 machine() { echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"; }

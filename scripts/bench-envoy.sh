@@ -8,6 +8,7 @@
 # Usage: scripts/bench-envoy.sh [ROUNDS] [SECONDS] [RATE]   (defaults 3 10 1000)
 # CPUS=LIST (a taskset CPU list, e.g. CPUS=0) runs every process (load generators, Envoys,
 # iot-authz, nginx) on those CPUs only; unset, the scheduler places them.
+# ENVOY_CONCURRENCY=N runs every Envoy with N worker threads (default 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-3}"; seconds="${2:-10}"; rate="${3:-1000}"
@@ -64,7 +65,7 @@ declare -A port envoy_pid
 for side in "${sides[@]}"; do
   port[$side]=$(free_port)
   mk_envoy "$side" "${port[$side]}"
-  "${place[@]}" .venv/bin/envoy -c "$work/envoy-$side.yaml" --use-dynamic-base-id --concurrency 1 --log-level error & pids+=($!)
+  "${place[@]}" .venv/bin/envoy -c "$work/envoy-$side.yaml" --use-dynamic-base-id --concurrency "${ENVOY_CONCURRENCY:-1}" --log-level error & pids+=($!)
   envoy_pid[$side]=$!
 done
 for side in "${sides[@]}"; do wait_port "${port[$side]}"; done
@@ -78,21 +79,26 @@ for side in grpc http; do
 done
 
 machine
-echo "# rounds=$rounds seconds=$seconds rate=$rate cpus=${CPUS:-any}"
+echo "# rounds=$rounds seconds=$seconds rate=$rate cpus=${CPUS:-any} envoy_concurrency=${ENVOY_CONCURRENCY:-1}"
 for r in $(seq "$rounds"); do
   for side in "${sides[@]}"; do
     p=${port[$side]}
-    before=$(cpu_ticks "${envoy_pid[$side]}" "${pids[1]}" "${pids[0]}")
+    before=$(cpu_split_ticks "${envoy_pid[$side]}" "${pids[1]}" "${pids[0]}")
     out=$("${place[@]}" wrk -t1 -c32 -d"${seconds}s" -H "$hdr" "http://127.0.0.1:$p$path")
-    after=$(cpu_ticks "${envoy_pid[$side]}" "${pids[1]}" "${pids[0]}")
+    after=$(cpu_split_ticks "${envoy_pid[$side]}" "${pids[1]}" "${pids[0]}")
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     total=$(echo "$out" | awk '/requests in/ {print $1}')
-    # CPU per request of each process at saturation (microseconds).
+    # CPU per request of each process at saturation (microseconds): user + system, and
+    # the two apart (Envoy's extra work for ext_authz is mostly user space).
     python3 -c "
 import sys
 b, a, n, hz = [int(x) for x in sys.argv[1].split()], [int(x) for x in sys.argv[2].split()], int(sys.argv[3]), int(sys.argv[4])
-names = ['envoy', 'iot-authz', 'nginx']
-print('cpu_us_per_request', ' '.join(f'{k}={(y - x) / hz * 1e6 / max(n, 1):.1f}' for k, x, y in zip(names, b, a)))
+us = lambda ticks: ticks / hz * 1e6 / max(n, 1)
+out = []
+for i, k in enumerate(['envoy', 'iot-authz', 'nginx']):
+    user, system = a[2 * i] - b[2 * i], a[2 * i + 1] - b[2 * i + 1]
+    out.append(f'{k}={us(user + system):.1f} ({us(user):.1f}u+{us(system):.1f}s)')
+print('cpu_us_per_request', ' '.join(out))
 " "$before" "$after" "$total" "$(getconf CLK_TCK)" | sed "s/^/round=$r side=$side /" | tee -a "$work/cpu"
     # Fixed rate through the same Envoy: GETs by alice (allowed) only.
     fixed=$("${place[@]}" "$bin" load --target http --addr "http://127.0.0.1:$p" --rate "$rate" --duration "$seconds" --concurrency 32 --connections 32 --json --only-allowed 2>/dev/null || true)

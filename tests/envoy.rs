@@ -72,6 +72,51 @@ async fn allowed_requests_reach_the_upstream_with_trusted_headers_only() {
     assert_eq!(seen[0].path, LINE_1);
 }
 
+/// Envoy joins repeated request headers into one comma-separated value before it asks
+/// ext_authz. Two different copies of a header the decision reads stay malformed (400)
+/// through that join, never decided on the joined text; the same copy twice is one value.
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_headers_joined_by_envoy_are_still_copies() {
+    let rig = rig().await;
+    let alice = ("x-iotauthz-principal", "user:alice@contoso.com");
+    let reboot = rig.envoy.url("/iot.devices.v1.Devices/Reboot");
+    let post = |app_ids: &[&str]| {
+        let mut request = rig.client.post(&reboot).header(alice.0, alice.1);
+        for id in app_ids {
+            request = request.header("x-app-id", *id);
+        }
+        request.send()
+    };
+    // One copy is decided (nobody in the demo may reboot devices).
+    let resp = post(&["a2"]).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(deny_body(resp).await["scope"], "/apps/a2");
+    // Two different copies: malformed, whichever way Envoy joined them.
+    let resp = post(&["a2", "a1"]).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body = deny_body(resp).await;
+    assert_eq!(body["reason"], "malformed");
+    // The same copy twice is that one value.
+    let resp = post(&["a2", "a2"]).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(deny_body(resp).await["scope"], "/apps/a2");
+
+    // The identity header: two different principals are malformed, one repeated is one.
+    let get = |principals: &[&str]| {
+        let mut request = rig.client.get(rig.envoy.url(LINE_1));
+        for p in principals {
+            request = request.header(alice.0, *p);
+        }
+        request.send()
+    };
+    let resp = get(&[alice.1, "user:bob@contoso.com"]).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(deny_body(resp).await["reason"], "malformed");
+    let resp = get(&[alice.1, alice.1]).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(rig.upstream.requests().len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_deny_kind_gets_its_status_and_json_body() {
     let rig = rig().await;

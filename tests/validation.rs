@@ -261,6 +261,19 @@ fn not_after_before_not_before_is_an_error() {
         "assignments[0]",
         "notAfter is before notBefore",
     );
+    // Beyond 2262 both times clamp to the same instant, yet the order is still checked.
+    rejects(
+        &format!(
+            "{BASE}assignments:\n  - {{principal: 'user:a', role: Reader, scope: /, notBefore: '9999-12-31T00:00:00Z', notAfter: '9000-01-01T00:00:00Z'}}\n"
+        ),
+        "assignments[0]",
+        "notAfter is before notBefore",
+    );
+    // An absent bound is unbounded, beyond any time written.
+    let open = format!(
+        "{BASE}assignments:\n  - {{principal: 'user:a', role: Reader, scope: /, notBefore: '9999-12-31T00:00:00Z'}}\n  - {{principal: 'user:b', role: Reader, scope: /, notAfter: '0001-01-01T00:00:00Z'}}\n"
+    );
+    compile_sources(&[SourceDocument::new("p.yaml", open.as_bytes())]).unwrap();
 }
 
 #[test]
@@ -332,6 +345,19 @@ fn identity_is_checked() {
         "identity.sources[0]",
         "robot",
     );
+    // A `sources` list or an `identity` section emptied by commenting out its entries is
+    // null: an error, never the default (forgeable) header source.
+    rejects(
+        "version: 1\nidentity:\n  sources:\n    # - peerCertificate: {principalType: device}\n",
+        "identity.sources",
+        "is null",
+    );
+    rejects(
+        "{\"version\": 1, \"identity\": {\"sources\": null}}",
+        "identity.sources",
+        "is null",
+    );
+    rejects("version: 1\nidentity:\n", "identity", "is null");
 }
 
 #[test]

@@ -15,7 +15,8 @@ use super::snapshot::{
 };
 use super::source::{self, SourceDocument};
 use super::syntax::{
-    self, ActionPattern, PrincipalSelector, Scope, escape, parse_time, scope_prefixes,
+    self, ActionPattern, PrincipalSelector, Scope, clamp_time, escape, parse_time_exact,
+    scope_prefixes,
 };
 
 /// The deepest group nesting accepted (a group inside a group inside ...).
@@ -455,9 +456,11 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
                     None
                 }
             };
-            let mut time = |field: &str, value: &Option<String>, default: i64| match value {
+            // Compared exactly, then clamped: two times beyond 2262 clamp to the same
+            // instant but must still be in order.
+            let mut time = |field: &str, value: &Option<String>, default: i128| match value {
                 None => Some(default),
-                Some(t) => match parse_time(t) {
+                Some(t) => match parse_time_exact(t) {
                     Ok(t) => Some(t),
                     Err(e) => {
                         problems.push(doc, object(), format!("{field}: {e}"));
@@ -465,14 +468,16 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
                     }
                 },
             };
-            let not_before = time("notBefore", &a.not_before, i64::MIN);
-            let not_after = time("notAfter", &a.not_after, i64::MAX);
+            // Absent is unbounded, so beyond every time written.
+            let not_before = time("notBefore", &a.not_before, i128::MIN);
+            let not_after = time("notAfter", &a.not_after, i128::MAX);
             if let (Some(nb), Some(na)) = (not_before, not_after)
                 && na < nb
             {
                 problems.push(doc, object(), "notAfter is before notBefore".into());
                 ok = false;
             }
+            let (not_before, not_after) = (not_before.map(clamp_time), not_after.map(clamp_time));
             if let Some(id) = &a.id
                 && let Some(first) = assignment_ids.insert(id.as_str(), di)
             {

@@ -30,7 +30,13 @@ pub struct Document {
     pub constraints: Vec<ConstraintDoc>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteDoc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Present and null (`identity:` with its whole body commented out) is an error, as
+    /// for [`IdentityDoc::sources`]: leaving the key out is how the default is chosen.
+    #[serde(
+        default,
+        deserialize_with = "present_identity",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub identity: Option<IdentityDoc>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tests: Vec<TestCaseDoc>,
@@ -169,8 +175,14 @@ impl RouteMode {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct IdentityDoc {
     /// Absent: the header source `x-iotauthz-principal`. Present and empty: no source, so
-    /// every request that needs an identity is `noIdentity`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// every request that needs an identity is `noIdentity`. Present and null (`sources:`
+    /// with every entry commented out) is an error, never the default: the default is the
+    /// forgeable header source, and a list emptied by hand must not bring it back.
+    #[serde(
+        default,
+        deserialize_with = "present_list",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sources: Option<Vec<IdentitySourceDoc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assign_action: Option<String>,
@@ -242,4 +254,37 @@ pub enum Expectation {
     #[default]
     Allow,
     Deny,
+}
+
+/// A present key that must not be null, with the message to give when it is. Only called
+/// when the key is present; an absent key takes the field's default.
+fn not_null<'de, D, T>(deserializer: D, message: &'static str) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer)?
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(message))
+}
+
+fn present_list<'de, D, T>(deserializer: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    not_null(
+        deserializer,
+        "is null: write `[]` for no identity source, or leave the key out for the default header source",
+    )
+}
+
+fn present_identity<'de, D>(deserializer: D) -> Result<Option<IdentityDoc>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    not_null(
+        deserializer,
+        "is null: leave the key out for the default identity (the `x-iotauthz-principal` header), or give its `sources`",
+    )
 }

@@ -38,6 +38,11 @@ impl<'a> HeaderFound<'a> {
 /// case-insensitively (HTTP header names are case-insensitive). The answer never depends
 /// on the pairs' order: one value repeated is that value, different values conflict.
 /// Every [`HeaderLookup`] implementation goes through here.
+///
+/// A comma separates copies too: a proxy may join repeated header lines into one line,
+/// comma-separated (RFC 9110 §5.3), and Envoy does so before it asks ext_authz. So
+/// `x-app-id: a2, a1` is two different copies, and conflicts, exactly like the two lines
+/// it was joined from; a single-valued header the decision reads never holds a comma.
 pub fn lookup_header<'a>(
     pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
     lowercase_name: &str,
@@ -47,11 +52,13 @@ pub fn lookup_header<'a>(
         if !name.eq_ignore_ascii_case(lowercase_name) {
             continue;
         }
-        match found {
-            HeaderFound::Missing => found = HeaderFound::Value(value),
-            HeaderFound::Value(seen) if seen == value => {}
-            HeaderFound::Value(_) | HeaderFound::Conflicting => {
-                return HeaderFound::Conflicting;
+        for copy in value.split(',').map(|c| c.trim_matches([' ', '\t'])) {
+            match found {
+                HeaderFound::Missing => found = HeaderFound::Value(copy),
+                HeaderFound::Value(seen) if seen == copy => {}
+                HeaderFound::Value(_) | HeaderFound::Conflicting => {
+                    return HeaderFound::Conflicting;
+                }
             }
         }
     }
@@ -834,5 +841,25 @@ mod tests {
             resolve(&table, "/h", &[("x-app", "a"), ("X-App", "a")]),
             Ok(())
         );
+    }
+
+    /// Envoy joins repeated header lines with commas before it asks ext_authz: the joined
+    /// line conflicts exactly like the lines it came from.
+    #[test]
+    fn a_comma_joined_header_is_its_copies() {
+        let joined = [("x-app", "a2,a1")];
+        assert_eq!(joined[..].lookup("x-app"), HeaderFound::Conflicting);
+        let spaced = [("x-app", "a2 ,\ta1")];
+        assert_eq!(spaced[..].lookup("x-app"), HeaderFound::Conflicting);
+        let trailing = [("x-app", "a2,")];
+        assert_eq!(trailing[..].lookup("x-app"), HeaderFound::Conflicting);
+        let repeated = [("x-app", "a2, a2"), ("X-App", "a2")];
+        assert_eq!(repeated[..].lookup("x-app"), HeaderFound::Value("a2"));
+        let mixed = [("x-app", "a2"), ("X-App", "a2, a1")];
+        assert_eq!(mixed[..].lookup("x-app"), HeaderFound::Conflicting);
+
+        let table = table(&[("/h", Some("x/read"), Some("/apps/{header:x-app}"), false)]);
+        let e = resolve(&table, "/h", &[("x-app", "a2,a1")]).unwrap_err();
+        assert!(e.contains("more than once"), "{e}");
     }
 }

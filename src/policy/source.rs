@@ -94,17 +94,22 @@ pub fn revision(sources: &[SourceDocument]) -> String {
         .collect()
 }
 
+/// Whether a directory entry is read, judged on the name's bytes: a name that is not
+/// UTF-8 (`deny-\xff.yaml`) is still a policy file, never silently left out.
 fn is_policy_file(path: &Path) -> bool {
     path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(is_policy_name)
+        .is_some_and(|n| is_policy_name_bytes(n.as_encoded_bytes()))
 }
 
 /// Whether a file name is one a directory (or a bundle) is read for: not hidden, and
 /// exactly SPEC §2's `*.yaml|*.yml|*.json` (`policy.YAML` is not read).
 pub fn is_policy_name(name: &str) -> bool {
-    !name.starts_with('.')
-        && (name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json"))
+    is_policy_name_bytes(name.as_bytes())
+}
+
+fn is_policy_name_bytes(name: &[u8]) -> bool {
+    !name.starts_with(b".")
+        && (name.ends_with(b".yaml") || name.ends_with(b".yml") || name.ends_with(b".json"))
 }
 
 /// A policy file to read: the name it is shown under, and where its bytes are read from
@@ -178,34 +183,56 @@ pub fn expand_path(path: &Path) -> Result<Vec<PolicyFile>, Problem> {
 }
 
 /// Reads every source path, in order, refusing policies larger than `max_bytes` in all.
+///
+/// A source that cannot be read does not stop the others from being read: the error
+/// lists every source that failed, so `validate` prints every problem at once. The size
+/// limit is the exception: past it nothing more is read.
 pub fn read_paths(paths: &[PathBuf], max_bytes: u64) -> Result<Vec<SourceDocument>, PolicyError> {
     let mut docs = Vec::new();
+    let mut problems = Vec::new();
     let mut total: u64 = 0;
     for path in paths {
-        let files = expand_path(path).map_err(PolicyError::one)?;
-        if files.is_empty() {
-            return Err(PolicyError::one(Problem::new(
-                path.display().to_string(),
-                "source",
-                "directory holds no *.yaml, *.yml or *.json policy file".into(),
-            )));
-        }
+        let files = match expand_path(path) {
+            Ok(files) if files.is_empty() => {
+                problems.push(Problem::new(
+                    path.display().to_string(),
+                    "source",
+                    "directory holds no *.yaml, *.yml or *.json policy file".into(),
+                ));
+                continue;
+            }
+            Ok(files) => files,
+            Err(problem) => {
+                problems.push(problem);
+                continue;
+            }
+        };
         for file in files {
             let shown = file.shown.display().to_string();
-            let bytes = read_limited(&file.read, max_bytes.saturating_sub(total)).map_err(|e| {
-                let message = match e {
-                    ReadError::TooBig => {
-                        format!("policy exceeds the size limit of {max_bytes} bytes")
-                    }
-                    ReadError::Failed(message) => message,
-                };
-                PolicyError::one(Problem::new(&shown, "source", message))
-            })?;
-            total = total.saturating_add(bytes.len() as u64);
-            docs.push(SourceDocument::new(shown, bytes));
+            match read_limited(&file.read, max_bytes.saturating_sub(total)) {
+                Ok(bytes) => {
+                    total = total.saturating_add(bytes.len() as u64);
+                    docs.push(SourceDocument::new(shown, bytes));
+                }
+                Err(ReadError::TooBig) => {
+                    problems.push(Problem::new(
+                        &shown,
+                        "source",
+                        format!("policy exceeds the size limit of {max_bytes} bytes"),
+                    ));
+                    return Err(PolicyError { problems });
+                }
+                Err(ReadError::Failed(message)) => {
+                    problems.push(Problem::new(&shown, "source", message));
+                }
+            }
         }
     }
-    Ok(docs)
+    if problems.is_empty() {
+        Ok(docs)
+    } else {
+        Err(PolicyError { problems })
+    }
 }
 
 /// Why [`read_limited`] returned no bytes.
@@ -259,5 +286,33 @@ mod tests {
         ] {
             assert_eq!(is_policy_file(Path::new(name)), read, "{name}");
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_name_that_is_not_utf8_is_still_a_policy_file() {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::ffi::OsStr::from_bytes(b"deny-\xff.yaml");
+        assert!(is_policy_file(Path::new(name)));
+        let hidden = std::ffi::OsStr::from_bytes(b".deny-\xff.yaml");
+        assert!(!is_policy_file(Path::new(hidden)));
+    }
+
+    #[test]
+    fn every_unreadable_source_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.yaml");
+        fs::write(&good, "version: 1\n").unwrap();
+        let missing = [dir.path().join("one.yaml"), dir.path().join("two.yaml")];
+        let paths = [missing[0].clone(), good, missing[1].clone()];
+        let err = read_paths(&paths, 1 << 20).unwrap_err();
+        let documents: Vec<&str> = err.problems.iter().map(|p| p.document.as_str()).collect();
+        assert_eq!(
+            documents,
+            [
+                missing[0].display().to_string(),
+                missing[1].display().to_string()
+            ]
+        );
     }
 }

@@ -408,10 +408,20 @@ pub type Instant = i64;
 /// every instant that can be compared with them is on the same side, so a `notAfter` of
 /// `9999-12-31T23:59:59Z` (a common "never") means what it says.
 pub fn parse_time(text: &str) -> Result<Instant, String> {
+    parse_time_exact(text).map(clamp_time)
+}
+
+/// [`parse_time`] without the clamping: nanoseconds since the epoch over the whole range
+/// RFC 3339 allows, so that two times beyond 2262 still compare as written.
+pub fn parse_time_exact(text: &str) -> Result<i128, String> {
     let parsed = OffsetDateTime::parse(text, &Rfc3339)
         .map_err(|e| format!("time `{}` is not RFC 3339: {e}", escape(text)))?;
-    let nanos = parsed.unix_timestamp_nanos();
-    Ok(i64::try_from(nanos).unwrap_or(if nanos < 0 { i64::MIN } else { i64::MAX }))
+    Ok(parsed.unix_timestamp_nanos())
+}
+
+/// An exact time as an [`Instant`], clamped to the range an instant holds.
+pub fn clamp_time(nanos: i128) -> Instant {
+    i64::try_from(nanos).unwrap_or(if nanos < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// Formats an instant as RFC 3339 (UTC).

@@ -1,7 +1,5 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// mimalloc instead of the system allocator: the request path (protobuf strings, reasons,
 /// cache entries) and policy compiles allocate many small objects, which it serves faster
 /// and with less fragmentation than glibc's malloc (BENCHMARKS.md).
@@ -9,5 +7,5 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    iot_authz::cli::run(iot_authz::cli::Cli::parse())
+    iot_authz::cli::run(iot_authz::cli::Cli::parse_process())
 }

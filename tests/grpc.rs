@@ -667,19 +667,9 @@ async fn tls_and_mutual_tls_on_the_grpc_listener() {
     );
 }
 
-#[test]
-fn serve_is_configured_by_environment_variables() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("p.yaml");
-    std::fs::write(&file, "version: 1\n").unwrap();
-    let (mut child, grpc, _) = crate::support::spawn_serve(
-        std::iter::empty::<&str>(),
-        &[
-            ("IOT_AUTHZ_GRPC_ADDR", "127.0.0.1:0"),
-            ("IOT_AUTHZ_HTTP_ADDR", "127.0.0.1:0"),
-            ("IOT_AUTHZ_POLICY", file.to_str().unwrap()),
-        ],
-    );
+/// The sources a running `serve` reports, stopping it afterwards.
+fn served_sources(args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+    let (mut child, grpc, _) = crate::support::spawn_serve(args, env);
     assert!(grpc.ip().is_loopback() && grpc.port() != 0, "{grpc}");
     let status = tokio::runtime::Runtime::new().unwrap().block_on(async {
         let mut c = AuthorizerClient::connect(format!("http://{grpc}"))
@@ -690,11 +680,53 @@ fn serve_is_configured_by_environment_variables() {
             .unwrap()
             .into_inner()
     });
-    assert_eq!(status.sources, vec![file.display().to_string()]);
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     assert!(child.wait().unwrap().success());
+    status.sources
+}
+
+#[test]
+fn serve_is_configured_by_environment_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = [dir.path().join("p.yaml"), dir.path().join("q.yaml")];
+    for file in &files {
+        std::fs::write(file, "version: 1\n").unwrap();
+    }
+    let shown: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    // IOT_AUTHZ_POLICY is a comma-separated list.
+    let sources = served_sources(
+        &[],
+        &[
+            ("IOT_AUTHZ_GRPC_ADDR", "127.0.0.1:0"),
+            ("IOT_AUTHZ_HTTP_ADDR", "127.0.0.1:0"),
+            ("IOT_AUTHZ_POLICY", &shown.join(",")),
+        ],
+    );
+    assert_eq!(sources, shown);
+}
+
+/// Each `--policy` flag is one path, commas included: only the environment variable is a
+/// list.
+#[test]
+fn a_policy_flag_is_one_path_even_with_a_comma() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("my,policy.yaml");
+    std::fs::write(&file, "version: 1\n").unwrap();
+    let path = file.to_str().unwrap();
+    let sources = served_sources(
+        &[
+            "--policy",
+            path,
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert_eq!(sources, vec![path.to_owned()]);
 }
 
 /// The load generator (`iot-authz load`) against the real server: a fixed-rate run sends

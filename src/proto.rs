@@ -17,17 +17,19 @@ pub const IOTAUTHZ_DESCRIPTOR: &[u8] =
 pub const ENVOY_AUTH_DESCRIPTOR: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/envoy_auth_descriptor.bin"));
 
-/// Converts a protobuf timestamp to Unix nanoseconds, saturating.
-pub fn timestamp_to_instant(ts: &prost_types::Timestamp) -> i64 {
-    ts.seconds
-        .saturating_mul(1_000_000_000)
-        .saturating_add(i64::from(ts.nanos))
+use crate::policy::syntax::Instant;
+
+/// Converts a protobuf timestamp to Unix nanoseconds (exact: an [`Instant`] holds every
+/// timestamp).
+pub fn timestamp_to_instant(ts: &prost_types::Timestamp) -> Instant {
+    Instant::from(ts.seconds) * 1_000_000_000 + Instant::from(ts.nanos)
 }
 
 /// Converts Unix nanoseconds to a protobuf timestamp.
-pub fn instant_to_timestamp(at: i64) -> prost_types::Timestamp {
+pub fn instant_to_timestamp(at: Instant) -> prost_types::Timestamp {
+    let seconds = at.div_euclid(1_000_000_000);
     prost_types::Timestamp {
-        seconds: at.div_euclid(1_000_000_000),
+        seconds: i64::try_from(seconds).unwrap_or(if seconds < 0 { i64::MIN } else { i64::MAX }),
         nanos: i32::try_from(at.rem_euclid(1_000_000_000)).unwrap_or(0),
     }
 }

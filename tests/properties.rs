@@ -204,7 +204,7 @@ fn segments(scope: &str) -> usize {
 fn t0() -> Instant {
     parse_time("2026-01-01T00:00:00Z").unwrap()
 }
-const HOUR: i64 = 3_600_000_000_000;
+const HOUR: i128 = 3_600_000_000_000;
 
 /// Hour `h` after [`t0`] in one of several equivalent RFC 3339 spellings.
 fn time_text(h: u32, style: u8) -> String {
@@ -548,7 +548,7 @@ fn request() -> BoxedStrategy<Request> {
         prop::bool::weighted(0.35),
         scope_in(REQUEST_SCOPES),
         // half hours from -1 h to 5 h, give or take a nanosecond: every boundary is hit
-        (-2i64..12, -1i64..=1),
+        (-2i128..12, -1i128..=1),
     )
         .prop_map(
             |(principal, groups, action, data, scope, (half_hours, nanos))| Request {
@@ -671,7 +671,7 @@ fn request_for(docs: &Policy) -> BoxedStrategy<Request> {
                 } else {
                     prop_oneof![
                         1 => at(),
-                        1 => (select(t.times), -1i64..=1).prop_map(|(t, d)| t + d),
+                        1 => (select(t.times), -1i128..=1).prop_map(|(t, d)| t + d),
                     ]
                     .boxed()
                 };
@@ -701,7 +701,7 @@ fn request_for(docs: &Policy) -> BoxedStrategy<Request> {
 /// Half hours from -1 h to 6 h after [`t0`], give or take a nanosecond: every
 /// `notBefore`/`notAfter` boundary is hit exactly, just before and just after.
 fn at() -> BoxedStrategy<Instant> {
-    (-2i64..12, -1i64..=1)
+    (-2i128..12, -1i128..=1)
         .prop_map(|(half_hours, nanos)| t0() + half_hours * HOUR / 2 + nanos)
         .boxed()
 }
@@ -1296,7 +1296,7 @@ denyAssignments:
             action: action.into(),
             data: data == "d",
             scope: scope.into(),
-            at: t0() + half_hours.parse::<i64>().unwrap() * HOUR / 2,
+            at: t0() + half_hours.parse::<i128>().unwrap() * HOUR / 2,
         };
         let want = reference_check(&docs, &r);
         assert_eq!(

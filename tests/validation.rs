@@ -261,7 +261,7 @@ fn not_after_before_not_before_is_an_error() {
         "assignments[0]",
         "notAfter is before notBefore",
     );
-    // Beyond 2262 both times clamp to the same instant, yet the order is still checked.
+    // Far times (beyond 2262, where 64-bit nanoseconds end) are still in order.
     rejects(
         &format!(
             "{BASE}assignments:\n  - {{principal: 'user:a', role: Reader, scope: /, notBefore: '9999-12-31T00:00:00Z', notAfter: '9000-01-01T00:00:00Z'}}\n"
@@ -291,6 +291,36 @@ fn route_conflicts_are_errors() {
     // Same shape, disjoint methods: fine.
     let ok = "version: 1\nroutes:\n  - {methods: [GET], path: '/t/{a}', action: x/read, scope: '/t/{a}'}\n  - {methods: [PUT], path: '/t/{b}', action: x/write, scope: '/t/{b}'}\n";
     compile_sources(&[SourceDocument::new("p.yaml", ok.as_bytes())]).unwrap();
+}
+
+/// A document whose name holds `: ` (a directory `rc: dir`) is still named whole in route
+/// problems, and the object is the route.
+#[test]
+fn route_problems_name_documents_with_colons_whole() {
+    let docs = [
+        (
+            "rc: dir/a.yaml",
+            "version: 1\nroutes:\n  - {methods: [GET], path: /q}\n",
+        ),
+        (
+            "rc: dir/b.yaml",
+            "version: 1\nroutes:\n  - {methods: [GET], path: /t, action: x/read, scope: /}\n  - {methods: [GET], path: /T, action: x/read, scope: /}\n",
+        ),
+    ];
+    let problems = problems_of(&docs);
+    let shown = show(&problems);
+    assert!(
+        problems.iter().any(|p| p.document == "rc: dir/a.yaml"
+            && p.object == "routes[0] `/q`"
+            && p.message.contains("needs an `action`")),
+        "{shown}"
+    );
+    assert!(
+        problems.iter().any(|p| p.document == "rc: dir/b.yaml"
+            && p.object == "routes[1] `/T`"
+            && p.message.contains("conflicts")),
+        "{shown}"
+    );
 }
 
 #[test]

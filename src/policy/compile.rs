@@ -15,8 +15,7 @@ use super::snapshot::{
 };
 use super::source::{self, SourceDocument};
 use super::syntax::{
-    self, ActionPattern, PrincipalSelector, Scope, clamp_time, escape, parse_time_exact,
-    scope_prefixes,
+    self, ActionPattern, Instant, PrincipalSelector, Scope, escape, parse_time, scope_prefixes,
 };
 
 /// The deepest group nesting accepted (a group inside a group inside ...).
@@ -456,11 +455,9 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
                     None
                 }
             };
-            // Compared exactly, then clamped: two times beyond 2262 clamp to the same
-            // instant but must still be in order.
-            let mut time = |field: &str, value: &Option<String>, default: i128| match value {
+            let mut time = |field: &str, value: &Option<String>, default: Instant| match value {
                 None => Some(default),
-                Some(t) => match parse_time_exact(t) {
+                Some(t) => match parse_time(t) {
                     Ok(t) => Some(t),
                     Err(e) => {
                         problems.push(doc, object(), format!("{field}: {e}"));
@@ -468,16 +465,15 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
                     }
                 },
             };
-            // Absent is unbounded, so beyond every time written.
-            let not_before = time("notBefore", &a.not_before, i128::MIN);
-            let not_after = time("notAfter", &a.not_after, i128::MAX);
+            // Absent is unbounded: beyond every time that can be written.
+            let not_before = time("notBefore", &a.not_before, Instant::MIN);
+            let not_after = time("notAfter", &a.not_after, Instant::MAX);
             if let (Some(nb), Some(na)) = (not_before, not_after)
                 && na < nb
             {
                 problems.push(doc, object(), "notAfter is before notBefore".into());
                 ok = false;
             }
-            let (not_before, not_after) = (not_before.map(clamp_time), not_after.map(clamp_time));
             if let Some(id) = &a.id
                 && let Some(first) = assignment_ids.insert(id.as_str(), di)
             {
@@ -661,23 +657,31 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     }
 
     // Routes and identity.
-    let route_docs: Vec<(String, &RouteDoc)> = docs
+    // Each route with its document and object; the origin shown in conflict messages
+    // joins the two.
+    let placed: Vec<(&str, String, &RouteDoc)> = docs
         .iter()
         .flat_map(|(doc, d)| {
-            d.routes
-                .iter()
-                .enumerate()
-                .map(move |(i, r)| (format!("{doc}: routes[{i}] `{}`", escape(&r.path)), r))
+            d.routes.iter().enumerate().map(move |(i, r)| {
+                (
+                    doc.as_str(),
+                    format!("routes[{i}] `{}`", escape(&r.path)),
+                    r,
+                )
+            })
         })
+        .collect();
+    let route_docs: Vec<(String, &RouteDoc)> = placed
+        .iter()
+        .map(|(doc, object, r)| (format!("{doc}: {object}"), *r))
         .collect();
     let routes = match RouteTable::compile(&route_docs) {
         Ok(t) => t,
         Err(list) => {
-            for (origin, message) in list {
-                let (doc, object) = origin
-                    .split_once(": ")
-                    .unwrap_or((origin.as_str(), "routes"));
-                problems.push(doc, object, message);
+            for (input, message) in list {
+                if let Some((doc, object, _)) = placed.get(input) {
+                    problems.push(doc, object.as_str(), message);
+                }
             }
             RouteTable::default()
         }
@@ -1017,10 +1021,10 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             .map(|(i, d)| (d.scope, u32::try_from(i).unwrap_or(u32::MAX)))
             .collect(),
     );
-    let mut boundaries: Vec<i64> = windows
+    let mut boundaries: Vec<Instant> = windows
         .iter()
         .flat_map(|&(from, until)| [from, until])
-        .filter(|&t| t != i64::MIN && t != i64::MAX)
+        .filter(|&t| t != Instant::MIN && t != Instant::MAX)
         .collect();
     boundaries.sort_unstable();
     boundaries.dedup();

@@ -272,6 +272,8 @@ pub struct Route {
     pub path: String,
     /// Where the route was defined: document and index.
     pub origin: String,
+    /// Its position among the routes given to [`RouteTable::compile`].
+    input: usize,
     methods: Methods,
     segments: Box<[PathSegment]>,
     action: Option<Template>,
@@ -323,22 +325,23 @@ impl RouteTable {
             })
     }
 
-    /// Compiles routes, checking each and the table for conflicts. Problems are returned as
-    /// `(origin, message)` pairs.
-    pub fn compile(docs: &[(String, &RouteDoc)]) -> Result<Self, Vec<(String, String)>> {
+    /// Compiles routes given with their origins (shown in messages), checking each and the
+    /// table for conflicts. Problems are returned as `(position in docs, message)` pairs, so
+    /// the caller places them without parsing the origin back.
+    pub fn compile(docs: &[(String, &RouteDoc)]) -> Result<Self, Vec<(usize, String)>> {
         let mut routes = Vec::new();
         let mut problems = Vec::new();
-        for (origin, doc) in docs {
+        for (input, (origin, doc)) in docs.iter().enumerate() {
             match compile_route(origin, doc) {
-                Ok(route) => routes.push(route),
-                Err(message) => problems.push((origin.clone(), message)),
+                Ok(route) => routes.push(Route { input, ..route }),
+                Err(message) => problems.push((input, message)),
             }
         }
         for (i, a) in routes.iter().enumerate() {
             for b in &routes[i + 1..] {
                 if same_shape(a, b) && a.methods.overlaps(&b.methods) {
                     problems.push((
-                        b.origin.clone(),
+                        b.input,
                         format!(
                             "route `{}` conflicts with route `{}` ({}): same path shape and overlapping methods",
                             escape(&b.path),
@@ -642,6 +645,7 @@ fn compile_route(origin: &str, doc: &RouteDoc) -> Result<Route, String> {
     Ok(Route {
         path: doc.path.clone(),
         origin: origin.to_owned(),
+        input: 0,
         methods,
         segments: segments.into(),
         action,

@@ -74,12 +74,12 @@ pub(crate) struct Assignment {
     pub id_end: u32,
 }
 
-/// The `[notBefore, notAfter)` window of an assignment. Absent times are `i64::MIN` /
-/// `i64::MAX`.
+/// The `[notBefore, notAfter)` window of an assignment. Absent times are `Instant::MIN` /
+/// `Instant::MAX`.
 pub(crate) type Window = (Instant, Instant);
 
 /// The window of assignments without `notBefore` and `notAfter`, always at index 0.
-pub(crate) const ALWAYS: Window = (i64::MIN, i64::MAX);
+pub(crate) const ALWAYS: Window = (Instant::MIN, Instant::MAX);
 
 /// Assignment ids as one text (no allocation per id); the caller keeps the offsets.
 #[derive(Debug, Clone, Default)]
@@ -1008,11 +1008,11 @@ impl Snapshot {
     pub fn validity(&self, at: Instant) -> (Instant, Instant) {
         let i = self.boundaries.partition_point(|&b| b <= at);
         let from = if i == 0 {
-            i64::MIN
+            Instant::MIN
         } else {
             self.boundaries[i - 1]
         };
-        let until = self.boundaries.get(i).copied().unwrap_or(i64::MAX);
+        let until = self.boundaries.get(i).copied().unwrap_or(Instant::MAX);
         (from, until)
     }
 

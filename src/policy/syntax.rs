@@ -401,32 +401,23 @@ impl ActionPattern {
     }
 }
 
-/// An instant as Unix nanoseconds (covers the years 1678 to 2262).
-pub type Instant = i64;
+/// An instant as Unix nanoseconds. 128 bits, so that every time RFC 3339 can write (the
+/// years 0000 to 9999) and every protobuf timestamp is held exactly: a `notAfter` of
+/// `9999-12-31T23:59:59Z` (a common "never") and a request in the year 2400 compare as
+/// written, and an absent bound (`Instant::MIN`, `Instant::MAX`) lies beyond every time
+/// that can be written.
+pub type Instant = i128;
 
-/// Parses an RFC 3339 time. Times beyond the range of [`Instant`] are clamped to its ends:
-/// every instant that can be compared with them is on the same side, so a `notAfter` of
-/// `9999-12-31T23:59:59Z` (a common "never") means what it says.
+/// Parses an RFC 3339 time.
 pub fn parse_time(text: &str) -> Result<Instant, String> {
-    parse_time_exact(text).map(clamp_time)
-}
-
-/// [`parse_time`] without the clamping: nanoseconds since the epoch over the whole range
-/// RFC 3339 allows, so that two times beyond 2262 still compare as written.
-pub fn parse_time_exact(text: &str) -> Result<i128, String> {
     let parsed = OffsetDateTime::parse(text, &Rfc3339)
         .map_err(|e| format!("time `{}` is not RFC 3339: {e}", escape(text)))?;
     Ok(parsed.unix_timestamp_nanos())
 }
 
-/// An exact time as an [`Instant`], clamped to the range an instant holds.
-pub fn clamp_time(nanos: i128) -> Instant {
-    i64::try_from(nanos).unwrap_or(if nanos < 0 { i64::MIN } else { i64::MAX })
-}
-
 /// Formats an instant as RFC 3339 (UTC).
 pub fn format_time(at: Instant) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(at))
+    OffsetDateTime::from_unix_timestamp_nanos(at)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_else(|| at.to_string())
@@ -434,7 +425,7 @@ pub fn format_time(at: Instant) -> String {
 
 /// The current time.
 pub fn now() -> Instant {
-    i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap_or(i64::MAX)
+    OffsetDateTime::now_utc().unix_timestamp_nanos()
 }
 
 /// Renders user-supplied text safely inside a message: control characters and non-ASCII
@@ -487,9 +478,14 @@ mod tests {
     }
 
     #[test]
-    fn times_beyond_the_instant_range_are_clamped_to_its_ends() {
-        assert_eq!(parse_time("9999-12-31T23:59:59Z"), Ok(i64::MAX));
-        assert_eq!(parse_time("0001-01-01T00:00:00Z"), Ok(i64::MIN));
+    fn every_rfc3339_time_is_exact_and_inside_the_absent_bounds() {
+        let never = parse_time("9999-12-31T23:59:59Z").unwrap();
+        let later = parse_time("2400-01-01T00:00:00Z").unwrap();
+        let first = parse_time("0000-01-01T00:00:00Z").unwrap();
+        assert_eq!(never, 253_402_300_799_000_000_000);
+        assert!(first < parse_time("0001-01-01T00:00:00Z").unwrap());
+        assert!(Instant::MIN < first && later < never && never < Instant::MAX);
+        assert_eq!(format_time(later), "2400-01-01T00:00:00Z");
         assert_eq!(parse_time("1970-01-01T00:00:01Z"), Ok(1_000_000_000));
         assert!(parse_time("2026-13-01T00:00:00Z").is_err());
     }

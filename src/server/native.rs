@@ -331,9 +331,9 @@ impl pb::authorizer_server::Authorizer for Authorizer {
 }
 
 /// Unix nanoseconds of a system time (0 before the epoch).
-pub fn system_time_nanos(t: std::time::SystemTime) -> i64 {
+pub fn system_time_nanos(t: std::time::SystemTime) -> Instant {
     t.duration_since(UNIX_EPOCH)
         .ok()
-        .and_then(|d| i64::try_from(d.as_nanos()).ok())
+        .and_then(|d| Instant::try_from(d.as_nanos()).ok())
         .unwrap_or(0)
 }

@@ -699,30 +699,43 @@ fn import_azure(args: &ImportArgs) -> CliResult {
 fn permissions(args: &PermissionsArgs) -> CliResult {
     let at = parse_at(&args.at)?;
     let snapshot = load_policy(&args.policy.policy)?;
-    let perms = snapshot.permissions(&args.principal, &args.groups, &args.scope, at)?;
-    if args.policy.json {
-        let actions: Vec<_> = perms
-            .iter()
-            .map(|p| {
-                json!({
-                    "action": p.action,
-                    "dataAction": p.data_action,
-                    "assignments": p.assignments.iter().map(reason_json).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        print_json(&json!({"actions": actions, "revision": snapshot.revision}));
-    } else {
-        for p in &perms {
+    // Written one permission at a time: the answer can be far larger than the policy (a
+    // role with `*` over a large catalog, held through many assignments), so it is never
+    // held whole. Output that nobody reads (a closed pipe) ends the walk.
+    let json = args.policy.json;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut count = 0usize;
+    let mut written = Ok(());
+    snapshot.each_permission(&args.principal, &args.groups, &args.scope, at, |p| {
+        written = if json {
+            let entry = json!({
+                "action": p.action,
+                "dataAction": p.data_action,
+                "assignments": p.assignments.iter().map(reason_json).collect::<Vec<_>>(),
+            });
+            let lead = if count == 0 { "{\"actions\":[" } else { "," };
+            write!(out, "{lead}{entry}")
+        } else {
             let via: Vec<String> = p.assignments.iter().map(reason_text).collect();
-            out!(
-                "{}{}  <- {}",
-                p.action,
-                if p.data_action { " (data)" } else { "" },
-                via.join("; ")
-            );
+            let data = if p.data_action { " (data)" } else { "" };
+            writeln!(out, "{}{data}  <- {}", p.action, via.join("; "))
+        };
+        count += 1;
+        if written.is_ok() {
+            std::ops::ControlFlow::Continue(())
+        } else {
+            std::ops::ControlFlow::Break(())
         }
-        out!("{} action(s), revision {}", perms.len(), snapshot.revision);
+    })?;
+    if written.is_ok() {
+        let revision = &snapshot.revision;
+        let _ = if json {
+            let lead = if count == 0 { "{\"actions\":[" } else { "" };
+            writeln!(out, "{lead}],\"revision\":{}}}", json!(revision))
+        } else {
+            writeln!(out, "{count} action(s), revision {revision}")
+        };
+        let _ = out.flush();
     }
     Ok(EXIT_OK)
 }

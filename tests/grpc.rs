@@ -199,6 +199,45 @@ async fn check_http_maps_identifies_and_decides() {
     }
 }
 
+/// A role with `*` over a large catalog, held through many assignments, makes actions ×
+/// assignments grants from a small policy: the answer is refused once it would pass 4 MiB
+/// (RESOURCE_EXHAUSTED, with a message), never built whole, and smaller answers from the
+/// same policy still come.
+#[tokio::test]
+async fn list_permissions_refuses_an_answer_past_4_mib() {
+    use std::fmt::Write;
+    let mut text = String::from("version: 1\nactions:\n");
+    for i in 0..2000 {
+        writeln!(text, "  - name: Fleet/things{i}/read").unwrap();
+    }
+    text.push_str("roles:\n  - {name: All, actions: ['*']}\ngroups:\n  - {id: 'group:all', members: ['user:a']}\nassignments:\n  - {principal: 'user:b', role: All, scope: /sites/one}\n");
+    for i in 0..200 {
+        writeln!(
+            text,
+            "  - {{principal: 'group:all', role: All, scope: /, id: grant-number-{i}}}"
+        )
+        .unwrap();
+    }
+    let server = TestServer::start(crate::support::policy(&text)).await;
+    let mut c = client(&server).await;
+    let ask = |principal: &str| pb::ListPermissionsRequest {
+        principal: principal.into(),
+        scope: "/sites/one".into(),
+        ..Default::default()
+    };
+    let err = c.list_permissions(ask("user:a")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("narrower scope"), "{err:?}");
+    let small = c
+        .list_permissions(ask("user:b"))
+        .await
+        .unwrap()
+        .into_inner();
+    // The catalog, and the assign action every policy's universe holds.
+    assert_eq!(small.permissions.len(), 2001);
+    assert!(small.permissions.iter().all(|p| p.grants.len() == 1));
+}
+
 #[tokio::test]
 async fn list_permissions_who_can_and_check_assign() {
     let server = TestServer::start(demo()).await;

@@ -1,6 +1,8 @@
 //! Questions beyond a single check: HTTP requests (route + identity + evaluation),
 //! ListPermissions, WhoCan and the delegation check CheckAssign (SPEC §3, §6).
 
+use std::ops::ControlFlow;
+
 use serde::Serialize;
 use serde_json::Value;
 
@@ -175,6 +177,26 @@ impl Snapshot {
         scope: &str,
         at: Instant,
     ) -> Result<Vec<Permission<'_>>, RequestError> {
+        let mut out = Vec::new();
+        self.each_permission(principal, groups, scope, at, |p| {
+            out.push(p);
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Snapshot::permissions`] one permission at a time, in the same order, until `visit`
+    /// breaks: the answer can be written out, or cut at a size limit, without holding it
+    /// whole (a role with `*` over a large catalog, held through many assignments, makes
+    /// actions × assignments pairs).
+    pub fn each_permission<'s>(
+        &'s self,
+        principal: &str,
+        groups: &[String],
+        scope: &str,
+        at: Instant,
+        mut visit: impl FnMut(Permission<'s>) -> ControlFlow<()>,
+    ) -> Result<(), RequestError> {
         let principal_type = syntax::principal_type(principal).map_err(RequestError::Principal)?;
         for g in groups {
             syntax::group_id(g).map_err(RequestError::Group)?;
@@ -183,7 +205,6 @@ impl Snapshot {
         let subjects = self.subjects(principal, groups);
         let ancestors = self.ancestors_of(scope);
         let mut buf = LowerBuf::new();
-        let mut out = Vec::new();
         for (name, data) in &self.universe {
             let action = self.action(lower_into(name, &mut buf), *data);
             if !self
@@ -197,13 +218,16 @@ impl Snapshot {
                 .flat_map(|&s| self.grants_of(s, action, ancestors, at))
                 .map(|i| self.grant_reason(i))
                 .collect();
-            out.push(Permission {
+            let permission = Permission {
                 action: name,
                 data_action: *data,
                 assignments,
-            });
+            };
+            if visit(permission).is_break() {
+                break;
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// WhoCan: every principal and group the policy knows that is allowed the action at the

@@ -1,6 +1,7 @@
 //! The native `iotauthz.v1.Authorizer` service (SPEC §6). Requests are converted to engine
 //! calls here; the engine never sees generated types.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
@@ -44,6 +45,12 @@ impl Authorizer {
         Status::invalid_argument(message.to_string())
     }
 }
+
+/// The largest ListPermissions answer, encoded: within the 4 MiB that gRPC clients accept
+/// by default, with room for the revision. It also bounds the memory one query can make
+/// the server spend: a role with `*` over a large catalog, held through many assignments,
+/// makes actions × assignments pairs.
+pub const MAX_LISTED_BYTES: usize = 4 * 1024 * 1024 - 4096;
 
 fn at_or_now(at: Option<&prost_types::Timestamp>) -> Instant {
     at.map_or_else(syntax::now, timestamp_to_instant)
@@ -225,27 +232,46 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         request: Request<pb::ListPermissionsRequest>,
     ) -> Result<Response<pb::ListPermissionsResponse>, Status> {
         let policy = self.policy()?;
-        let req = request.get_ref();
-        let perms = policy
-            .snapshot
-            .permissions(
-                &req.principal,
-                &req.groups,
-                &req.scope,
-                at_or_now(req.at.as_ref()),
-            )
-            .map_err(|e| self.invalid("list_permissions", e))?;
-        Ok(Response::new(pb::ListPermissionsResponse {
-            permissions: perms
-                .iter()
-                .map(|p| pb::Permission {
-                    action: p.action.to_owned(),
-                    data_action: p.data_action,
-                    grants: p.assignments.iter().map(reason).collect(),
+        let req = request.into_inner();
+        let at = at_or_now(req.at.as_ref());
+        // Off the runtime's workers: the walk over the action universe can take a while
+        // on a large catalog.
+        let answer = tokio::task::spawn_blocking(move || {
+            use prost::Message;
+            let mut bytes = 0usize;
+            let mut permissions = Vec::new();
+            policy
+                .snapshot
+                .each_permission(&req.principal, &req.groups, &req.scope, at, |p| {
+                    let permission = pb::Permission {
+                        action: p.action.to_owned(),
+                        data_action: p.data_action,
+                        grants: p.assignments.iter().map(reason).collect(),
+                    };
+                    // The field's tag and length prefix take at most 6 bytes more.
+                    bytes += permission.encoded_len() + 6;
+                    if bytes > MAX_LISTED_BYTES {
+                        return ControlFlow::Break(());
+                    }
+                    permissions.push(permission);
+                    ControlFlow::Continue(())
                 })
-                .collect(),
-            revision: policy.snapshot.revision.clone(),
-        }))
+                .map(|()| (bytes <= MAX_LISTED_BYTES).then_some(permissions))
+                .map(|permissions| (permissions, policy.snapshot.revision.clone()))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("ListPermissions failed: {e}")))?;
+        match answer {
+            Err(e) => Err(self.invalid("list_permissions", e)),
+            Ok((None, _)) => Err(Status::resource_exhausted(format!(
+                "the answer would exceed {MAX_LISTED_BYTES} bytes; ask at a narrower \
+                 scope, or run `iot-authz permissions` on the policy"
+            ))),
+            Ok((Some(permissions), revision)) => Ok(Response::new(pb::ListPermissionsResponse {
+                permissions,
+                revision,
+            })),
+        }
     }
 
     async fn who_can(

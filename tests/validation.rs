@@ -361,6 +361,17 @@ fn violated_constraints_are_errors() {
         "{base}assignments:\n  - {{principal: 'user:a', role: App Administrator, scope: /apps/fleet/orgs/x}}\n"
     );
     rejects(&low, "constraints[0]", "found 0");
+    // An assignment that is never active (an empty window) guarantees nothing.
+    let never = format!(
+        "{base}assignments:\n  - {{principal: 'user:a', role: App Administrator, scope: /apps, notBefore: '2020-01-01T00:00:00Z', notAfter: '2020-01-01T00:00:00Z'}}\n"
+    );
+    rejects(&never, "constraints[0]", "found 0");
+    // A time-bound one counts, even once it has ended: the check must not start failing
+    // as time passes (a restart would then refuse the policy).
+    let ended = format!(
+        "{base}assignments:\n  - {{principal: 'user:a', role: App Administrator, scope: /apps, notAfter: '2020-01-01T00:00:00Z'}}\n"
+    );
+    compile_sources(&[SourceDocument::new("p.yaml", ended.as_bytes())]).unwrap();
 }
 
 #[test]

@@ -877,9 +877,14 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             .iter()
             .enumerate()
             .filter(|(n, p)| {
+                // An empty window (notAfter equal to notBefore) is never active, so it
+                // guarantees nothing. Other windows count: the constraint is checked when
+                // the policy loads, and must not start failing as time passes.
+                let (from, until) = windows[p.assignment.window as usize];
                 p.assignment.role == role
                     && anc.binary_search(&p.scope).is_ok()
                     && rejected.binary_search(n).is_err()
+                    && from < until
             })
             .count();
         if found < count as usize {

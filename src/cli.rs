@@ -569,7 +569,15 @@ fn check(args: &CheckArgs) -> CliResult {
 }
 
 fn validate(args: &ValidateArgs) -> CliResult {
-    let result = load_policy(&args.policy.all());
+    // Invalid `tests:` cases are problems too (serve and check ignore the cases).
+    let result = load_policy(&args.policy.all()).and_then(|snapshot| {
+        let problems = testing::case_problems(&snapshot, syntax::now());
+        if problems.is_empty() {
+            Ok(snapshot)
+        } else {
+            Err(PolicyError { problems })
+        }
+    });
     match result {
         Ok(snapshot) => {
             if args.policy.json {

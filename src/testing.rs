@@ -3,7 +3,7 @@
 use crate::policy::document::{Expectation, TestCaseDoc};
 use crate::policy::queries::HttpRequest;
 use crate::policy::syntax::{self, Instant};
-use crate::policy::{CheckRequest, Decision, Reason, Snapshot};
+use crate::policy::{CheckRequest, Decision, Problem, Reason, Snapshot};
 
 /// The result of one case.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,23 @@ pub fn run(snapshot: &Snapshot, now: Instant) -> Vec<CaseResult> {
         .collect()
 }
 
+/// The invalid cases of the snapshot as validation problems (a case that runs and fails
+/// is a result, not a problem): `validate` reports them, so a broken suite is caught before
+/// `test` runs it. Each names its document and `tests[i]` within it.
+pub fn case_problems(snapshot: &Snapshot, now: Instant) -> Vec<Problem> {
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut problems = Vec::new();
+    for (document, case) in &snapshot.tests {
+        let i = index.entry(document.as_str()).or_default();
+        if let Outcome::Error(message) = run_case(snapshot, case, now) {
+            let object = format!("tests[{i}] `{}`", syntax::escape(&case.name));
+            problems.push(Problem::new(document.as_str(), object, message));
+        }
+        *i += 1;
+    }
+    problems
+}
+
 fn run_case(snapshot: &Snapshot, case: &TestCaseDoc, now: Instant) -> Outcome {
     let at = match case.at.as_deref().map(syntax::parse_time).transpose() {
         Ok(at) => at.unwrap_or(now),
@@ -58,6 +75,13 @@ fn run_case(snapshot: &Snapshot, case: &TestCaseDoc, now: Instant) -> Outcome {
                     "an action case needs `principal`, `action` and `scope`".into(),
                 );
             };
+            // A field of the other form would be silently ignored: the case is invalid.
+            if case.path.is_some() || !case.headers.is_empty() {
+                return Outcome::Error(
+                    "an action case takes no `path` or `headers` (they belong to a `method` case)"
+                        .into(),
+                );
+            }
             match snapshot.check(&CheckRequest {
                 principal,
                 groups: &case.groups,
@@ -74,6 +98,11 @@ fn run_case(snapshot: &Snapshot, case: &TestCaseDoc, now: Instant) -> Outcome {
             let Some(path) = &case.path else {
                 return Outcome::Error("a method case needs `path`".into());
             };
+            if case.scope.is_some() || case.data_action {
+                return Outcome::Error(
+                    "a method case takes no `scope` or `dataAction` (its route gives them)".into(),
+                );
+            }
             let headers: Vec<(String, String)> = case
                 .headers
                 .iter()

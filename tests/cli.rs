@@ -266,6 +266,35 @@ fn validate_exit_codes_and_problems() {
     let out = run(&["validate", "--json", bad.to_str().unwrap()]);
     assert_eq!(code(&out), 2);
     assert_eq!(json(&out)["valid"], false);
+
+    // Invalid `tests:` cases are problems, each named; a failing case is not.
+    let cases = dir.path().join("cases.yaml");
+    std::fs::write(
+        &cases,
+        "version: 1\nroutes:\n  - {methods: [GET], path: '/s/{s}', action: x/read, scope: '/{s}'}\ntests:\n  - {name: fails, principal: 'user:a', action: x/read, scope: /, expect: allow}\n  - {name: bad time, principal: 'user:a', action: x/read, scope: /, at: tomorrow, expect: deny}\n  - {name: mixed, principal: 'user:a', action: x/read, scope: /s1, path: /elsewhere, expect: deny}\n  - {name: mixed too, principal: 'user:a', method: GET, path: /s/s1, scope: /other, expect: deny}\n",
+    )
+    .unwrap();
+    let out = run(&["validate", "--json", cases.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "{out:?}");
+    let problems: Vec<(String, String)> = json(&out)["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["object"].as_str().unwrap().to_owned(),
+                p["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert_eq!(problems[0].0, "tests[1] `bad time`");
+    assert!(problems[0].1.contains("RFC 3339"), "{problems:?}");
+    assert_eq!(problems[1].0, "tests[2] `mixed`");
+    assert!(problems[1].1.contains("no `path`"), "{problems:?}");
+    assert_eq!(problems[2].0, "tests[3] `mixed too`");
+    assert!(problems[2].1.contains("no `scope`"), "{problems:?}");
+    assert_eq!(code(&run(&["test", cases.to_str().unwrap()])), 2);
 }
 
 #[test]

@@ -9,9 +9,9 @@ use super::error::{PolicyError, Problem};
 use super::identity::IdentityConfig;
 use super::route::RouteTable;
 use super::snapshot::{
-    ALWAYS, Assignment, CatalogAction, Counts, DenyAssignment, FastMap, FastSet, GrantTable,
-    IdText, KeyLayout, LowerBuf, PrincipalIdx, PrincipalIndex, PrincipalRows, Role, RoleIdx, Rows,
-    ScopeIdx, Selector, Snapshot, TagIndex, Window, lower_into,
+    ALWAYS, Assignment, CatalogAction, Counts, DenyAssignment, FastMap, GrantTable, IdText,
+    ImpliedActions, ImpliedSet, KeyLayout, LowerBuf, PrincipalIdx, PrincipalIndex, PrincipalRows,
+    Role, RoleIdx, Rows, ScopeIdx, Selector, Snapshot, TagIndex, Window, lower_into,
 };
 use super::source::{self, SourceDocument};
 use super::syntax::{
@@ -269,8 +269,8 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
                 not_actions,
                 data_actions,
                 not_data_actions,
-                implied: FastSet::default(),
-                implied_data: FastSet::default(),
+                implied: ImpliedSet::default(),
+                implied_data: ImpliedSet::default(),
                 assignable_scopes,
             });
             role_origin.push((doc.clone(), object));
@@ -278,61 +278,87 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     }
 
     // Implied actions through the catalog, transitively; a role's notActions may not
-    // remove what its own grants imply.
+    // remove what its own grants imply. Every action `implies` names is numbered once, and
+    // each role keeps a bit per action (see `ImpliedSet`).
+    let mut implied_actions = ImpliedActions::default();
+    let implies_ids: Vec<Vec<u32>> = catalog
+        .iter()
+        .map(|entry| {
+            entry
+                .implies
+                .iter()
+                .map(|i| implied_actions.intern(&i.to_ascii_lowercase()))
+                .collect()
+        })
+        .collect();
+    // The catalog entry of each numbered action, if it has one.
+    let entry_of: Vec<Option<usize>> = (0..implied_actions.len())
+        .map(|i| catalog_by_key.get(implied_actions.name(i as u32)).copied())
+        .collect();
+    let implied_actions = std::sync::Arc::new(implied_actions);
+    let words = implied_actions.len().div_ceil(64);
+    let mut queue: VecDeque<(u32, bool)> = VecDeque::new();
     for (r, role) in roles.iter_mut().enumerate() {
         let (doc, object) = &role_origin[r];
-        let mut implied = FastSet::default();
-        let mut implied_data = FastSet::default();
-        for entry in &catalog {
+        let mut implied = vec![0u64; words];
+        let mut implied_data = vec![0u64; words];
+        for (c, entry) in catalog.iter().enumerate() {
+            if implies_ids[c].is_empty() {
+                continue;
+            }
             let key = entry.name.to_ascii_lowercase();
             if !role.grants_directly(&key, entry.data_action) {
                 continue;
             }
-            let mut queue: VecDeque<(Box<str>, bool)> = entry
-                .implies
-                .iter()
-                .map(|i| (i.to_ascii_lowercase().into(), entry.data_action))
-                .collect();
+            queue.clear();
+            queue.extend(implies_ids[c].iter().map(|&i| (i, entry.data_action)));
             while let Some((action, inherited)) = queue.pop_front() {
-                let next = catalog_by_key.get(&*action).map(|&c| &catalog[c]);
-                let data = next.map_or(inherited, |c| c.data_action);
+                let next = entry_of[action as usize];
+                let data = next.map_or(inherited, |n| catalog[n].data_action);
                 let set = if data {
                     &mut implied_data
                 } else {
                     &mut implied
                 };
-                if !set.insert(action.clone()) {
+                let (word, bit) = (action as usize / 64, 1u64 << (action % 64));
+                if set[word] & bit != 0 {
                     continue;
                 }
+                set[word] |= bit;
+                let name = implied_actions.name(action);
                 let remove = if data {
                     &role.not_data_actions
                 } else {
                     &role.not_actions
                 };
-                if let Some(p) = remove.iter().find(|p| p.matches_lower(&action)) {
+                if let Some(p) = remove.iter().find(|p| p.matches_lower(name)) {
                     problems.push(
                         doc,
                         object,
                         format!(
                             "action `{}` implied by `{}` is removed by {} `{}`",
-                            escape(&action),
+                            escape(name),
                             escape(&entry.name),
                             if data { "notDataActions" } else { "notActions" },
                             escape(p.as_str())
                         ),
                     );
                 }
-                if let Some(c) = next {
-                    queue.extend(
-                        c.implies
-                            .iter()
-                            .map(|i| (i.to_ascii_lowercase().into(), c.data_action)),
-                    );
+                if let Some(n) = next {
+                    queue.extend(implies_ids[n].iter().map(|&i| (i, catalog[n].data_action)));
                 }
             }
         }
-        role.implied = implied;
-        role.implied_data = implied_data;
+        // A role that implies nothing keeps no bits at all.
+        let keep = |bits: Vec<u64>| -> Box<[u64]> {
+            if bits.iter().all(|&w| w == 0) {
+                Box::new([])
+            } else {
+                bits.into()
+            }
+        };
+        role.implied = ImpliedSet::new(implied_actions.clone(), keep(implied));
+        role.implied_data = ImpliedSet::new(implied_actions.clone(), keep(implied_data));
     }
 
     // Groups.

@@ -11,7 +11,6 @@ use serde::Serialize;
 /// SipHash on the long keys scopes make, and is seeded per process; only lookups (never
 /// inserts) ever see request data, so colliding keys cannot degrade them.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use smallvec::SmallVec;
 
 use super::document::TestCaseDoc;
@@ -34,9 +33,73 @@ pub struct Role {
     pub(crate) data_actions: Box<[ActionPattern]>,
     pub(crate) not_data_actions: Box<[ActionPattern]>,
     /// Lowercase actions implied, through the catalog, by actions the role grants.
-    pub(crate) implied: FastSet<Box<str>>,
-    pub(crate) implied_data: FastSet<Box<str>>,
+    pub(crate) implied: ImpliedSet,
+    pub(crate) implied_data: ImpliedSet,
     pub(crate) assignable_scopes: Box<[ScopeIdx]>,
+}
+
+/// Every action the catalog's `implies` name (lowercase), numbered, shared by the roles of
+/// a policy.
+#[derive(Debug, Default)]
+pub(crate) struct ImpliedActions {
+    names: Vec<Box<str>>,
+    index: FastMap<Box<str>, u32>,
+}
+
+impl ImpliedActions {
+    /// The number of `name`, added when new.
+    pub fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        let i = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.names.push(name.into());
+        self.index.insert(name.into(), i);
+        i
+    }
+
+    pub fn name(&self, i: u32) -> &str {
+        self.names.get(i as usize).map_or("", |n| n)
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+}
+
+/// A set of implied actions: one bit per action of the shared [`ImpliedActions`], so that
+/// many broad roles over a large catalog cost roles × actions bits, never a set of strings
+/// per role.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ImpliedSet {
+    actions: std::sync::Arc<ImpliedActions>,
+    bits: Box<[u64]>,
+}
+
+impl ImpliedSet {
+    /// The actions numbered by the set bits of `bits` (one bit per action of `actions`).
+    pub fn new(actions: std::sync::Arc<ImpliedActions>, bits: Box<[u64]>) -> Self {
+        Self { actions, bits }
+    }
+
+    /// Whether the (lowercase) action is in the set.
+    pub fn contains(&self, lower: &str) -> bool {
+        !self.bits.is_empty()
+            && self.actions.index.get(lower).is_some_and(|&i| {
+                self.bits
+                    .get(i as usize / 64)
+                    .is_some_and(|w| w >> (i % 64) & 1 != 0)
+            })
+    }
+
+    /// The actions in the set.
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        self.bits.iter().enumerate().flat_map(move |(w, &word)| {
+            (0..64)
+                .filter(move |b| word >> b & 1 != 0)
+                .map(move |b| self.actions.name((w * 64 + b) as u32))
+        })
+    }
 }
 
 impl Role {
@@ -788,8 +851,8 @@ impl GrantTable {
                 for (a, gone) in allowed.iter_mut().zip(&removed) {
                     *a &= !*gone;
                 }
-                for action in implied {
-                    if let Some(&i) = index.get(&**action) {
+                for action in implied.iter() {
+                    if let Some(&i) = index.get(action) {
                         allowed[i] = true;
                     }
                 }
@@ -1538,8 +1601,14 @@ mod tests {
                 .map(|p| ActionPattern::parse(p).unwrap_or_else(|e| panic!("{e}")))
                 .collect()
         };
-        let implied = |list: &[&str]| -> FastSet<Box<str>> {
-            list.iter().map(|a| Box::<str>::from(*a)).collect()
+        let implied = |list: &[&str]| -> ImpliedSet {
+            let mut actions = ImpliedActions::default();
+            let mut bits = vec![0u64; 1];
+            for a in list {
+                let i = actions.intern(a);
+                bits[i as usize / 64] |= 1 << (i % 64);
+            }
+            ImpliedSet::new(std::sync::Arc::new(actions), bits.into())
         };
         let role =
             |actions: &[&str], not: &[&str], data: &[&str], not_data: &[&str], imp: &[&str]| Role {
@@ -1612,8 +1681,8 @@ mod tests {
             not_actions: Box::new([]),
             data_actions: Box::new([]),
             not_data_actions: Box::new([]),
-            implied: FastSet::default(),
-            implied_data: FastSet::default(),
+            implied: ImpliedSet::default(),
+            implied_data: ImpliedSet::default(),
             assignable_scopes: Box::new([]),
         };
         let table = GrantTable::build(std::slice::from_ref(&role), &["a/b", "c/d"]);

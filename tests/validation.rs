@@ -100,6 +100,29 @@ fn duplicate_names_and_ids_are_errors() {
     );
 }
 
+/// A key written twice in one mapping names the object that holds it (the parser cannot
+/// name the second key itself) and the key in the message.
+#[test]
+fn a_key_written_twice_names_its_object() {
+    let error = problems(
+        "p.yaml",
+        "version: 1\nroles: [{name: A, notActions: [x], notActions: []}]\n",
+    );
+    assert_eq!(error.problems[0].object, "roles[0]", "{error}");
+    assert!(
+        error.problems[0]
+            .message
+            .contains("duplicate mapping key: notActions"),
+        "{error}"
+    );
+    let error = problems("p.yaml", "version: 1\nversion: 1\n");
+    assert_eq!(error.problems[0].object, "document", "{error}");
+    assert!(
+        !error.problems[0].message.contains("DuplicateKeyPolicy"),
+        "{error}"
+    );
+}
+
 #[test]
 fn duplicates_across_documents_name_both() {
     let error = compile_sources(&[

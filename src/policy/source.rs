@@ -59,10 +59,15 @@ impl SourceDocument {
             .map_err(|e| format!("invalid YAML: {e}"))
         };
         let doc: Document = parsed.map_err(|message| {
-            let object = match path.as_str() {
+            // A segment the parser could not name (a key written twice) shows as `?`: the
+            // object is then the part before it.
+            let known = path.trim_end_matches('?').trim_end_matches('.');
+            let object = match known {
                 "" | "." => "document",
-                path => path,
+                known => known,
             };
+            // The YAML parser's advice to its own callers means nothing to a policy's author.
+            let message = message.replace(", set DuplicateKeyPolicy in Options if acceptable", "");
             Problem::new(
                 &self.name,
                 syntax::escape_controls(object).into_owned(),

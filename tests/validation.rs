@@ -424,6 +424,29 @@ fn identity_is_checked() {
     rejects("version: 1\nidentity:\n", "identity", "is null");
 }
 
+/// One object with several problems shows each of them, not only the first.
+#[test]
+fn every_problem_of_one_object_is_reported() {
+    let text = "version: 1\nactions:\n  - {name: 'bad name', implies: ['x y']}\ngroups:\n  - {id: 'user:x', members: [bad]}\nroutes:\n  - {methods: ['G T'], path: '/a/{b}', action: 'a b', scope: '/{c}'}\n";
+    let error = problems("p.yaml", text);
+    let on = |object: &str, message: &str| {
+        assert!(
+            error
+                .problems
+                .iter()
+                .any(|p| p.object.starts_with(object) && p.message.contains(message)),
+            "expected `{message}` on `{object}`:\n{error}"
+        );
+    };
+    on("actions[0]", "bad name");
+    on("actions[0]", "implies:");
+    on("groups[0]", "group");
+    on("groups[0]", "members:");
+    on("routes[0]", "method `G T`");
+    on("routes[0]", "action");
+    on("routes[0]", "uses `{c}`");
+}
+
 #[test]
 fn every_problem_is_reported() {
     let text = "version: 1\nroles:\n  - {name: R, actions: ['']}\n  - {name: r}\nassignments:\n  - {principal: bad, role: Nope, scope: x}\n";

@@ -154,14 +154,16 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     for (doc, d) in docs {
         for (i, a) in d.actions.iter().enumerate() {
             let object = named("actions", i, &a.name);
-            if let Err(e) = syntax::check_action(&a.name) {
-                problems.push(doc, &object, e);
-                continue;
-            }
+            let name_ok = syntax::check_action(&a.name)
+                .map_err(|e| problems.push(doc, &object, e))
+                .is_ok();
             for implied in &a.implies {
                 if let Err(e) = syntax::check_action(implied) {
                     problems.push(doc, &object, format!("implies: {e}"));
                 }
+            }
+            if !name_ok {
+                continue;
             }
             let key = a.name.to_ascii_lowercase();
             if let Some(first) = catalog_seen.get(&key) {
@@ -370,6 +372,12 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             let object = named("groups", i, &g.id);
             if let Err(e) = syntax::group_id(&g.id) {
                 problems.push(doc, &object, e);
+                // The members are still checked, so that every problem shows at once.
+                for m in &g.members {
+                    if let Err(e) = syntax::principal_type(m) {
+                        problems.push(doc, &object, format!("members: {e}"));
+                    }
+                }
                 continue;
             }
             let gi = principals.intern(&g.id);

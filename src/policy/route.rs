@@ -334,7 +334,7 @@ impl RouteTable {
         for (input, (origin, doc)) in docs.iter().enumerate() {
             match compile_route(origin, doc) {
                 Ok(route) => routes.push(Route { input, ..route }),
-                Err(message) => problems.push((input, message)),
+                Err(list) => problems.extend(list.into_iter().map(|message| (input, message))),
             }
         }
         for (i, a) in routes.iter().enumerate() {
@@ -543,30 +543,74 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn compile_route(origin: &str, doc: &RouteDoc) -> Result<Route, String> {
-    let methods = if doc.methods.iter().any(|m| m == "*") {
-        if doc.methods.len() > 1 {
+/// Compiles one route, with every problem it has: its methods, its path, and (when the
+/// path is sound, since they name its captures) its action and scope templates.
+fn compile_route(origin: &str, doc: &RouteDoc) -> Result<Route, Vec<String>> {
+    let mut problems = Vec::new();
+    let methods = compile_methods(&doc.methods)
+        .map_err(|e| problems.push(e))
+        .ok();
+    let segments = compile_path(&doc.path).map_err(|e| problems.push(e)).ok();
+    let mut template = |text: &Option<String>, what: &str| match (text, &segments) {
+        (Some(text), Some(segments)) => compile_template(text, segments, what)
+            .and_then(|t| check_template_literals(&t, what).map(|()| t))
+            .map_err(|e| problems.push(e))
+            .ok(),
+        _ => None,
+    };
+    let action = template(&doc.action, "action");
+    let scope = template(&doc.scope, "scope");
+    if !doc.public && (doc.action.is_none() || doc.scope.is_none()) {
+        problems.push(format!(
+            "route `{}` needs an `action` and a `scope` (or `public: true`)",
+            escape(&doc.path)
+        ));
+    }
+    match (methods, segments) {
+        (Some(methods), Some(segments)) if problems.is_empty() => Ok(Route {
+            path: doc.path.clone(),
+            origin: origin.to_owned(),
+            input: 0,
+            methods,
+            segments: segments.into(),
+            action,
+            scope,
+            data_action: doc.data_action,
+            public: doc.public,
+            shadow: doc.mode == super::document::RouteMode::Shadow,
+        }),
+        _ => Err(problems),
+    }
+}
+
+/// A route's `methods`: HTTP method tokens, or `*` alone.
+fn compile_methods(methods: &[String]) -> Result<Methods, String> {
+    if methods.iter().any(|m| m == "*") {
+        if methods.len() > 1 {
             return Err("methods: `*` must stand alone".into());
         }
-        Methods::Any
-    } else if doc.methods.is_empty() {
+        return Ok(Methods::Any);
+    }
+    if methods.is_empty() {
         return Err("methods: must list at least one method or `*`".into());
-    } else {
-        let mut list = Vec::new();
-        for m in &doc.methods {
-            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
-                return Err(format!("method `{}` is not an HTTP method", escape(m)));
-            }
-            list.push(m.to_ascii_uppercase().into_boxed_str());
+    }
+    let mut list = Vec::new();
+    for m in methods {
+        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(format!("method `{}` is not an HTTP method", escape(m)));
         }
-        Methods::List(list.into())
-    };
-    let canonical =
-        canonicalize(&doc.path).map_err(|e| format!("path `{}`: {e}", escape(&doc.path)))?;
-    if canonical.as_str() != doc.path.strip_suffix('/').unwrap_or(&doc.path) && doc.path != "/" {
+        list.push(m.to_ascii_uppercase().into_boxed_str());
+    }
+    Ok(Methods::List(list.into()))
+}
+
+/// A route's path template: canonical, with whole-segment captures named once each.
+fn compile_path(path: &str) -> Result<Vec<PathSegment>, String> {
+    let canonical = canonicalize(path).map_err(|e| format!("path `{}`: {e}", escape(path)))?;
+    if canonical.as_str() != path.strip_suffix('/').unwrap_or(path) && path != "/" {
         return Err(format!(
             "path `{}` is not canonical (write it decoded, without query or fragment)",
-            escape(&doc.path)
+            escape(path)
         ));
     }
     let raw_segments: Vec<&str> = canonical.segments().collect();
@@ -577,7 +621,7 @@ fn compile_route(origin: &str, doc: &RouteDoc) -> Result<Route, String> {
                 if i + 1 != raw_segments.len() {
                     return Err(format!(
                         "path `{}`: `{{{name}...}}` must be the last segment",
-                        escape(&doc.path)
+                        escape(path)
                     ));
                 }
                 PathSegment::Rest(name.into())
@@ -588,7 +632,7 @@ fn compile_route(origin: &str, doc: &RouteDoc) -> Result<Route, String> {
             if seg.contains(['{', '}']) {
                 return Err(format!(
                     "path `{}`: a capture must be a whole segment",
-                    escape(&doc.path)
+                    escape(path)
                 ));
             }
             PathSegment::Static(seg.to_ascii_lowercase().into())
@@ -597,13 +641,13 @@ fn compile_route(origin: &str, doc: &RouteDoc) -> Result<Route, String> {
             if name.starts_with("header:") {
                 return Err(format!(
                     "path `{}`: `{{header:...}}` may appear in action and scope only",
-                    escape(&doc.path)
+                    escape(path)
                 ));
             }
             if !valid_name(name) {
                 return Err(format!(
                     "path `{}`: capture name `{}` must be letters, digits, `_` or `-`",
-                    escape(&doc.path),
+                    escape(path),
                     escape(name)
                 ));
             }
@@ -613,47 +657,14 @@ fn compile_route(origin: &str, doc: &RouteDoc) -> Result<Route, String> {
             if duplicate {
                 return Err(format!(
                     "path `{}`: capture `{}` is used twice",
-                    escape(&doc.path),
+                    escape(path),
                     escape(name)
                 ));
             }
         }
         segments.push(parsed);
     }
-    let action = doc
-        .action
-        .as_deref()
-        .map(|a| compile_template(a, &segments, "action"))
-        .transpose()?;
-    let scope = doc
-        .scope
-        .as_deref()
-        .map(|s| compile_template(s, &segments, "scope"))
-        .transpose()?;
-    if !doc.public && (action.is_none() || scope.is_none()) {
-        return Err(format!(
-            "route `{}` needs an `action` and a `scope` (or `public: true`)",
-            escape(&doc.path)
-        ));
-    }
-    if let Some(t) = &action {
-        check_template_literals(t, "action")?;
-    }
-    if let Some(t) = &scope {
-        check_template_literals(t, "scope")?;
-    }
-    Ok(Route {
-        path: doc.path.clone(),
-        origin: origin.to_owned(),
-        input: 0,
-        methods,
-        segments: segments.into(),
-        action,
-        scope,
-        data_action: doc.data_action,
-        public: doc.public,
-        shadow: doc.mode == super::document::RouteMode::Shadow,
-    })
+    Ok(segments)
 }
 
 /// A template's literal text must already be valid, with each placeholder standing for

@@ -25,6 +25,27 @@ pub fn timestamp_to_instant(ts: &prost_types::Timestamp) -> Instant {
     Instant::from(ts.seconds) * 1_000_000_000 + Instant::from(ts.nanos)
 }
 
+/// A request's timestamp as an instant, refusing what `google.protobuf.Timestamp` does
+/// not allow: `nanos` outside 0 to 999,999,999, or a time outside the years 0001 to 9999.
+pub fn request_instant(ts: &prost_types::Timestamp) -> Result<Instant, String> {
+    /// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z in Unix seconds.
+    const FIRST: i64 = -62_135_596_800;
+    const LAST: i64 = 253_402_300_799;
+    if !(0..1_000_000_000).contains(&ts.nanos) {
+        return Err(format!(
+            "timestamp nanos {} is outside 0 to 999999999",
+            ts.nanos
+        ));
+    }
+    if !(FIRST..=LAST).contains(&ts.seconds) {
+        return Err(format!(
+            "timestamp seconds {} is outside the years 0001 to 9999",
+            ts.seconds
+        ));
+    }
+    Ok(timestamp_to_instant(ts))
+}
+
 /// Converts Unix nanoseconds to a protobuf timestamp.
 pub fn instant_to_timestamp(at: Instant) -> prost_types::Timestamp {
     let seconds = at.div_euclid(1_000_000_000);

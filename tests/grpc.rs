@@ -93,6 +93,43 @@ async fn invalid_arguments_are_rejected_with_a_message() {
         assert_eq!(e.code(), Code::InvalidArgument);
         assert!(e.message().contains(needle), "{}", e.message());
     }
+    // A timestamp `google.protobuf.Timestamp` does not allow, in a Check, inside a batch,
+    // and in the other queries.
+    let at = |seconds: i64, nanos: i32| {
+        let mut req = check("user:a", "a/b", "/");
+        req.at = Some(prost_types::Timestamp { seconds, nanos });
+        req
+    };
+    for (seconds, nanos) in [(0, -1), (0, 1_000_000_000), (i64::MAX, 0), (i64::MIN, 0)] {
+        let e = c.check(at(seconds, nanos)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{seconds} {nanos}");
+        assert!(e.message().contains("invalid at"), "{}", e.message());
+        let batch = pb::BatchCheckRequest {
+            checks: vec![check("user:a", "a/b", "/"), at(seconds, nanos)],
+        };
+        let e = c.batch_check(batch).await.unwrap_err();
+        assert!(
+            e.message().contains("checks[1]: invalid at"),
+            "{}",
+            e.message()
+        );
+    }
+    let far = prost_types::Timestamp {
+        seconds: i64::MAX,
+        nanos: 0,
+    };
+    let e = c
+        .who_can(pb::WhoCanRequest {
+            action: "a/b".into(),
+            scope: "/".into(),
+            at: Some(far),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    // The last second of the year 9999 is a time like any other.
+    assert!(c.check(at(253_402_300_799, 999_999_999)).await.is_ok());
     let mut req = check("user:a", "a/b", "/");
     req.groups = vec!["ops".into()];
     assert_eq!(

@@ -609,6 +609,8 @@ pub enum RequestError {
     Scope(String),
     #[error("unknown role: {0}")]
     Role(String),
+    #[error("invalid at: {0}")]
+    At(String),
 }
 
 /// Why a decision came out as it did.

@@ -289,7 +289,9 @@ fn describe_char(c: char) -> String {
     } else if c.is_control() {
         "a control character".into()
     } else {
-        format!("the non-ASCII character `{c}`")
+        // Escaped, never raw: a bidirectional override or a look-alike must not reach a
+        // terminal or a log through an error message.
+        format!("the non-ASCII character `{}`", c.escape_unicode())
     }
 }
 
@@ -470,6 +472,13 @@ pub fn escape_controls(message: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_non_ascii_character_is_named_escaped() {
+        let e = check_action("a\u{202e}b").unwrap_err();
+        assert!(e.is_ascii(), "{e:?}");
+        assert!(e.contains("\\u{202e}"), "{e}");
+    }
 
     #[test]
     fn escape_controls_keeps_structure_and_escapes_control_characters() {

@@ -13,7 +13,7 @@ use crate::policy::queries::HttpRequest;
 use crate::policy::syntax::{self, Instant};
 use crate::policy::{CheckRequest as EngineCheck, Reason as EngineReason, RequestError};
 use crate::proto::iotauthz::v1 as pb;
-use crate::proto::{instant_to_timestamp, timestamp_to_instant};
+use crate::proto::{instant_to_timestamp, request_instant};
 
 /// The most checks one BatchCheck may carry.
 pub const MAX_BATCH: usize = 1000;
@@ -52,8 +52,10 @@ impl Authorizer {
 /// makes actions × assignments pairs.
 pub const MAX_LISTED_BYTES: usize = 4 * 1024 * 1024 - 4096;
 
-fn at_or_now(at: Option<&prost_types::Timestamp>) -> Instant {
-    at.map_or_else(syntax::now, timestamp_to_instant)
+/// A request's `at`, or now without one; a timestamp protobuf does not allow is invalid.
+fn at_or_now(at: Option<&prost_types::Timestamp>) -> Result<Instant, RequestError> {
+    at.map_or_else(|| Ok(syntax::now()), request_instant)
+        .map_err(RequestError::At)
 }
 
 fn reason(r: &EngineReason<'_>) -> pb::Reason {
@@ -89,7 +91,7 @@ fn check_one(
     req: &pb::CheckRequest,
     ctx: &RequestContext<'_>,
 ) -> Result<pb::CheckResponse, RequestError> {
-    let engine = engine_check(req, syntax::now);
+    let engine = engine_check(req, syntax::now)?;
     let verdict = app.decide(policy, &engine)?;
     let decision = policy.snapshot.explain(verdict);
     app.conclude_check(ctx, &engine, &decision, &policy.snapshot.revision);
@@ -97,15 +99,22 @@ fn check_one(
 }
 
 /// The engine's view of a CheckRequest; `now` gives the time when the request has no `at`.
-fn engine_check(req: &pb::CheckRequest, now: impl FnOnce() -> Instant) -> EngineCheck<'_> {
-    EngineCheck {
+fn engine_check(
+    req: &pb::CheckRequest,
+    now: impl FnOnce() -> Instant,
+) -> Result<EngineCheck<'_>, RequestError> {
+    let at = match &req.at {
+        Some(at) => request_instant(at).map_err(RequestError::At)?,
+        None => now(),
+    };
+    Ok(EngineCheck {
         principal: &req.principal,
         groups: &req.groups,
         action: &req.action,
         data_action: req.data_action,
         scope: &req.scope,
-        at: req.at.as_ref().map_or_else(now, timestamp_to_instant),
-    }
+        at,
+    })
 }
 
 fn check_response(decision: &crate::policy::Decision<'_>, revision: &str) -> pb::CheckResponse {
@@ -160,18 +169,17 @@ impl pb::authorizer_server::Authorizer for Authorizer {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                self.app
-                    .decide(&policy, &engine_check(c, || now))
+                engine_check(c, || now)
+                    .and_then(|engine| Ok((self.app.decide(&policy, &engine)?, engine)))
                     .map_err(|e| self.invalid("batch_check", format!("checks[{i}]: {e}")))
             })
             .collect::<Result<Vec<_>, Status>>()?;
         let mut results = Vec::with_capacity(checks.len());
         let mut tally = super::metrics::DecisionTally::default();
-        for (c, verdict) in checks.iter().zip(verdicts) {
+        for (verdict, engine) in verdicts {
             let decision = policy.snapshot.explain(verdict);
             tally.add(decision.allowed, decision.reason.kind());
-            self.app
-                .log_check(&ctx, &engine_check(c, || now), &decision, revision);
+            self.app.log_check(&ctx, &engine, &decision, revision);
             results.push(check_response(&decision, revision));
         }
         let elapsed = ctx.started.elapsed();
@@ -191,6 +199,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         let policy = self.policy()?;
         let ctx = RequestContext::begin("check_http", |k| metadata(&request, k));
         let req = request.get_ref();
+        let at = at_or_now(req.at.as_ref()).map_err(|e| self.invalid("check_http", e))?;
         let headers: Vec<(String, &str)> = req
             .headers
             .iter()
@@ -207,7 +216,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
                     groups: &req.groups,
                     metadata: None,
                     peer_principal: None,
-                    at: at_or_now(req.at.as_ref()),
+                    at,
                 },
                 |_, r| self.app.decide(&policy, r),
             )
@@ -233,7 +242,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
     ) -> Result<Response<pb::ListPermissionsResponse>, Status> {
         let policy = self.policy()?;
         let req = request.into_inner();
-        let at = at_or_now(req.at.as_ref());
+        let at = at_or_now(req.at.as_ref()).map_err(|e| self.invalid("list_permissions", e))?;
         // Off the runtime's workers: the walk over the action universe can take a while
         // on a large catalog.
         let answer = tokio::task::spawn_blocking(move || {
@@ -280,14 +289,10 @@ impl pb::authorizer_server::Authorizer for Authorizer {
     ) -> Result<Response<pb::WhoCanResponse>, Status> {
         let policy = self.policy()?;
         let req = request.get_ref();
+        let at = at_or_now(req.at.as_ref()).map_err(|e| self.invalid("who_can", e))?;
         let who = policy
             .snapshot
-            .who_can(
-                &req.action,
-                req.data_action,
-                &req.scope,
-                at_or_now(req.at.as_ref()),
-            )
+            .who_can(&req.action, req.data_action, &req.scope, at)
             .map_err(|e| self.invalid("who_can", e))?;
         Ok(Response::new(pb::WhoCanResponse {
             principals: who.principals.iter().map(|s| (*s).to_owned()).collect(),
@@ -302,14 +307,10 @@ impl pb::authorizer_server::Authorizer for Authorizer {
     ) -> Result<Response<pb::CheckAssignResponse>, Status> {
         let policy = self.policy()?;
         let req = request.get_ref();
+        let at = at_or_now(req.at.as_ref()).map_err(|e| self.invalid("check_assign", e))?;
         let answer = policy
             .snapshot
-            .check_assign(
-                &req.actor,
-                &req.role,
-                &req.scope,
-                at_or_now(req.at.as_ref()),
-            )
+            .check_assign(&req.actor, &req.role, &req.scope, at)
             .map_err(|e| self.invalid("check_assign", e))?;
         Ok(Response::new(pb::CheckAssignResponse {
             allowed: answer.allowed,

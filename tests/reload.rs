@@ -964,6 +964,21 @@ mod cache {
         }
         assert_eq!(app.metrics.cache.hits.get(), 0);
         assert_eq!(app.metrics.cache.misses.get(), 3);
+        // Many short groups: 1.8 KB of text, but each group is an allocation of its own and
+        // a pointer, so the entry would hold about 6 KB: answered without the cache too.
+        let short: Vec<String> = (0..200).map(|i| format!("group:g{i:03}")).collect();
+        for _ in 0..2 {
+            assert!(
+                client
+                    .check(ask(short.clone()))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .allowed
+            );
+        }
+        assert_eq!(app.metrics.cache.hits.get(), 0);
+        assert_eq!(app.metrics.cache.misses.get(), 5);
         // A short request is cached as usual.
         for _ in 0..2 {
             let r = client.check(ask(Vec::new())).await.unwrap().into_inner();

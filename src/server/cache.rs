@@ -21,9 +21,17 @@ use crate::policy::snapshot::folded_hash;
 use crate::policy::syntax::{Instant, trim_scope};
 use crate::policy::{CheckRequest, RequestError, Snapshot, Verdict};
 
-/// The most request bytes (principal, action, scope and caller groups) a cache entry keeps;
-/// larger requests are evaluated without the cache.
+/// The most bytes a cache entry's request strings (principal, action, scope and caller
+/// groups) may take, counted as the entry holds them (see [`held_bytes`]); larger requests
+/// are evaluated without the cache.
 pub const MAX_ENTRY_BYTES: usize = 4096;
+
+/// What one string costs an entry: its bytes, rounded up to the allocator's 16-byte
+/// granule, and the 16-byte pointer and length that hold it. So 500 one-letter groups
+/// count 16 KB, not 500 bytes.
+fn held_bytes(s: &str) -> usize {
+    16 + s.len().next_multiple_of(16)
+}
 
 /// Size and lifetime of cache entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,10 +136,10 @@ impl DecisionCache {
         // An entry holds the request's strings, so a request whose strings are long (many
         // caller groups, say) is answered without the cache: the cache's memory stays
         // bounded by its entry count times this size, whatever callers send.
-        let bytes = req.principal.len()
-            + req.action.len()
-            + req.scope.len()
-            + req.groups.iter().map(String::len).sum::<usize>();
+        let bytes = held_bytes(req.principal)
+            + held_bytes(req.action)
+            + held_bytes(req.scope)
+            + req.groups.iter().map(|g| held_bytes(g)).sum::<usize>();
         if bytes > MAX_ENTRY_BYTES {
             self.counters.misses.inc();
             return snapshot.verdict(req);

@@ -4,11 +4,13 @@
 //! the caller's trace id.
 //!
 //! Lines go through a bounded channel to a writer thread, so a slow or full disk never
-//! blocks a request: when the channel is full the line is dropped and counted.
+//! blocks a request: when the channel is full, in lines or in bytes, the line is dropped
+//! and counted.
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
@@ -17,6 +19,11 @@ use serde::Serialize;
 
 /// Lines buffered between requests and the writer thread.
 const QUEUE: usize = 16 * 1024;
+
+/// Bytes buffered between requests and the writer thread: lines carry the request's
+/// principal, action and scope whole, so a stalled sink with long lines queued must be
+/// bounded in bytes too, not only in lines.
+pub const QUEUE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Where decision lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +85,8 @@ pub struct DecisionRecord<'a> {
 #[derive(Debug)]
 pub struct DecisionLog {
     tx: SyncSender<String>,
+    /// Bytes of the lines queued and not yet written.
+    queued: Arc<AtomicUsize>,
     /// Allows logged per 10,000.
     allow_per_10k: u64,
     seen_allows: AtomicU64,
@@ -97,11 +106,22 @@ impl DecisionLog {
                     .open(path)?,
             ),
         };
+        Self::start_writer(writer, sample, counters)
+    }
+
+    /// [`DecisionLog::start`] onto any writer.
+    fn start_writer(
+        writer: Box<dyn Write + Send>,
+        sample: f64,
+        counters: LogCounters,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel::<String>(QUEUE);
+        let queued = Arc::new(AtomicUsize::new(0));
         let thread_counters = counters.clone();
+        let thread_queued = queued.clone();
         std::thread::Builder::new()
             .name("decision-log".into())
-            .spawn(move || write_loop(rx, writer, &thread_counters))?;
+            .spawn(move || write_loop(rx, writer, &thread_counters, &thread_queued))?;
         let sample = if sample.is_finite() {
             sample.clamp(0.0, 1.0)
         } else {
@@ -109,6 +129,7 @@ impl DecisionLog {
         };
         Ok(Self {
             tx,
+            queued,
             allow_per_10k: (sample * 10_000.0).round() as u64,
             seen_allows: AtomicU64::new(0),
             counters,
@@ -127,13 +148,25 @@ impl DecisionLog {
         let Ok(line) = serde_json::to_string(record) else {
             return;
         };
+        let len = line.len();
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > QUEUE_BYTES {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            self.counters.dropped.inc();
+            return;
+        }
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(line) {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
             self.counters.dropped.inc();
         }
     }
 }
 
-fn write_loop(rx: Receiver<String>, writer: Box<dyn Write + Send>, counters: &LogCounters) {
+fn write_loop(
+    rx: Receiver<String>,
+    writer: Box<dyn Write + Send>,
+    counters: &LogCounters,
+    queued: &AtomicUsize,
+) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, writer);
     loop {
         // Block for the first line, then drain what is queued, then flush once.
@@ -154,6 +187,7 @@ fn write_loop(rx: Receiver<String>, writer: Box<dyn Write + Send>, counters: &Lo
             } else {
                 counters.write_errors.inc();
             }
+            queued.fetch_sub(line.len(), Ordering::Relaxed);
         }
         if out.flush().is_err() {
             counters.write_errors.inc();
@@ -179,6 +213,64 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sink that never takes a byte until the test ends: a stalled disk or pipe.
+    struct Stalled(std::sync::Mutex<std::sync::mpsc::Receiver<()>>);
+
+    impl Write for Stalled {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            let _ = self.0.lock().map(|rx| rx.recv());
+            Err(std::io::Error::other("closed"))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// With the sink stalled, lines are queued up to `QUEUE_BYTES` and the rest dropped
+    /// and counted: long lines cannot grow memory past the bound.
+    #[test]
+    fn a_stalled_sink_holds_at_most_the_byte_bound() {
+        let (release, stalled) = std::sync::mpsc::channel();
+        let counters = LogCounters::default();
+        let log = DecisionLog::start_writer(
+            Box::new(Stalled(std::sync::Mutex::new(stalled))),
+            1.0,
+            counters.clone(),
+        )
+        .unwrap();
+        let principal = format!("user:{}", "a".repeat(1024 * 1024));
+        let record = DecisionRecord {
+            decision_id: "d",
+            time: String::new(),
+            api: "check",
+            principal: Some(&principal),
+            action: None,
+            scope: None,
+            allowed: false,
+            reason: "noGrant",
+            role: None,
+            assignment_id: None,
+            deny_assignment: None,
+            shadow: false,
+            revision: "r",
+            latency_us: 0,
+            trace_id: None,
+        };
+        for _ in 0..64 {
+            log.record(&record);
+        }
+        // One line may be in the writer's hands (not counted as queued); every other
+        // accepted line is within the bound.
+        let accepted = 64 - counters.dropped.get();
+        assert!(
+            accepted <= (QUEUE_BYTES / principal.len()) as u64 + 1,
+            "{accepted}"
+        );
+        assert!(accepted >= 15, "{accepted}");
+        assert!(log.queued.load(Ordering::Relaxed) <= QUEUE_BYTES);
+        drop(release);
+    }
 
     #[test]
     fn traceparent_is_parsed_strictly() {

@@ -166,6 +166,55 @@ async fn slow_clients_holding_connections_do_not_block_others() {
     drop(idle);
 }
 
+/// Connections that never send their opening bytes (nothing at all, or half the HTTP/2
+/// preface; nothing, or half a request line on the HTTP port) are closed by the server
+/// once the opening timeout passes, so they cannot pile up; a connection that opened in
+/// time is kept, however long it then idles.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_that_never_open_are_closed() {
+    use iot_authz::server::{ServerOptions, state::PolicyState};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let options = ServerOptions {
+        opening_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let server = TestServer::start_with(
+        std::sync::Arc::new(PolicyState::with_snapshot(demo())),
+        options,
+    )
+    .await;
+    let mut silent = Vec::new();
+    for (addr, opening) in [
+        (server.grpc, &b""[..]),
+        (server.grpc, &b"PRI * HTTP/2.0\r\n"[..]),
+        (server.http, &b""[..]),
+        (server.http, &b"GET /he"[..]),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(opening).await.unwrap();
+        silent.push(s);
+    }
+    for mut s in silent {
+        // The server's close shows as end of stream (or a reset), well within the bound.
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0u8; 256];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a silent connection was kept open");
+    }
+    // A client that opened in time keeps its connection past the opening timeout.
+    let mut c = AuthorizerClient::connect(server.grpc_url()).await.unwrap();
+    assert!(c.check(check("Microsoft.Edge/targets/read")).await.is_ok());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(c.check(check("Microsoft.Edge/targets/read")).await.is_ok());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_of_batch_checks_at_the_size_limit() {
     let server = TestServer::start(demo()).await;

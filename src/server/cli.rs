@@ -108,6 +108,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
         max_concurrent_streams: args.max_concurrent_streams,
         shutdown_delay: Duration::from_millis(args.shutdown_delay_ms),
         shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
+        opening_timeout: ServerOptions::default().opening_timeout,
         tls: args
             .tls_cert
             .as_ref()

@@ -60,6 +60,10 @@ pub struct ServerOptions {
     /// finish; connections still open then are cut.
     pub shutdown_grace: Duration,
     pub tls: Option<TlsFiles>,
+    /// A new connection that has not sent its opening bytes (the HTTP/2 connection preface
+    /// on the gRPC port, a request line on the HTTP port) by then is closed, so silent
+    /// connections cannot pile up until the process runs out of file descriptors.
+    pub opening_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -72,6 +76,7 @@ impl Default for ServerOptions {
             shutdown_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(10),
             tls: None,
+            opening_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -496,9 +501,12 @@ pub async fn run(
     };
 
     let grpc_cut = cut_rx.clone();
+    let opening_timeout = options.opening_timeout;
     let grpc_incoming = TcpIncoming::from(grpc)
         .with_nodelay(Some(true))
-        .map(move |io| io.map(|io| Severable::new(io, &grpc_cut)));
+        .map(move |io| {
+            io.map(|io| Severable::new(io, &grpc_cut).opening(GRPC_OPENING, opening_timeout))
+        });
     let grpc_server = builder
         .layer(deadline::DeadlineLayer::new(options.request_timeout))
         .add_service(health_service)
@@ -510,6 +518,7 @@ pub async fn run(
     let http_listener = SeverableListener {
         inner: http,
         cut: cut_rx,
+        opening_timeout,
     };
     let http_server = axum::serve(http_listener, http::router(app.clone()))
         .with_graceful_shutdown(stopped(stop_rx));
@@ -532,12 +541,21 @@ async fn set_health(health: &tonic_health::server::HealthReporter, status: Servi
     }
 }
 
+/// The bytes a gRPC connection opens with: the HTTP/2 connection preface.
+const GRPC_OPENING: usize = 24;
+/// The bytes an HTTP/1 connection opens with, at the least: `GET / HTTP/1.1` and CRLF.
+const HTTP_OPENING: usize = 16;
+
 /// A connection that fails its reads and writes once `cut` turns true, so the server
-/// drops it (with whatever streams it still carries) at the end of the grace period.
+/// drops it (with whatever streams it still carries) at the end of the grace period; and,
+/// with [`Severable::opening`], one that fails its reads when its opening bytes do not
+/// arrive in time.
 struct Severable<T> {
     io: T,
     cut: Pin<Box<dyn Future<Output = ()> + Send>>,
     severed: bool,
+    /// Until the opening bytes have arrived: how many are still awaited, and by when.
+    opening: Option<(usize, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 impl<T> Severable<T> {
@@ -550,7 +568,15 @@ impl<T> Severable<T> {
                 let _ = cut.wait_for(|c| *c).await;
             }),
             severed: false,
+            opening: None,
         }
+    }
+
+    /// Fails the connection's reads unless its first `bytes` bytes arrive within
+    /// `timeout` of now.
+    fn opening(mut self, bytes: usize, timeout: Duration) -> Self {
+        self.opening = Some((bytes, Box::pin(tokio::time::sleep(timeout))));
+        self
     }
 
     /// Whether the connection is cut; registers the task to be woken when it is.
@@ -578,7 +604,24 @@ impl<T: AsyncRead + Unpin> AsyncRead for Severable<T> {
         if self.is_cut(cx) {
             return Poll::Ready(Err(severed()));
         }
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        if let Some((_, deadline)) = &mut self.opening
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the connection sent no opening bytes in time",
+            )));
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.io).poll_read(cx, buf);
+        let arrived = buf.filled().len() - before;
+        if let Some((awaited, _)) = &mut self.opening {
+            *awaited = awaited.saturating_sub(arrived);
+            if *awaited == 0 {
+                self.opening = None;
+            }
+        }
+        read
     }
 }
 
@@ -633,6 +676,7 @@ impl<T: Connected> Connected for Severable<T> {
 struct SeverableListener {
     inner: TcpListener,
     cut: tokio::sync::watch::Receiver<bool>,
+    opening_timeout: Duration,
 }
 
 impl axum::serve::Listener for SeverableListener {
@@ -641,7 +685,8 @@ impl axum::serve::Listener for SeverableListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        (Severable::new(io, &self.cut), addr)
+        let io = Severable::new(io, &self.cut).opening(HTTP_OPENING, self.opening_timeout);
+        (io, addr)
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {

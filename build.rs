@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // prost, with a look at each request's shape before it is decoded (src/proto/codec.rs).
+        .codec_path("crate::proto::codec::AdmittingCodec")
         .compile_fds(native)?;
 
     let envoy = protox::compile(

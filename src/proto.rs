@@ -1,6 +1,8 @@
 //! Generated protobuf code and the descriptor sets served by reflection. Architecture
 //! invariant: generated types stop here and in `server`; the policy engine never sees them.
 
+pub mod codec;
+
 /// The native API, `iotauthz.v1`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod iotauthz {

@@ -15,8 +15,9 @@ use crate::policy::{CheckRequest as EngineCheck, Reason as EngineReason, Request
 use crate::proto::iotauthz::v1 as pb;
 use crate::proto::{instant_to_timestamp, request_instant};
 
-/// The most checks one BatchCheck may carry.
-pub const MAX_BATCH: usize = 1000;
+/// The most checks one BatchCheck may carry (refused before decoding by the codec, and
+/// checked again here).
+pub use crate::proto::codec::MAX_BATCH;
 
 #[derive(Debug, Clone)]
 pub struct Authorizer {

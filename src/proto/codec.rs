@@ -1,0 +1,184 @@
+//! The native API's codec: prost, with a look at a request's shape before it is decoded.
+//!
+//! Decoding a message allocates for every element of its repeated fields, and an element
+//! can be two bytes on the wire: a 4 MiB BatchCheck of empty checks decodes to about two
+//! million of them, over 500 MB, before the handler could count them. [`Admit`] lets a
+//! message refuse such a shape from its raw bytes first, at no allocation.
+
+use std::marker::PhantomData;
+
+use prost::Message;
+use prost::bytes::Buf;
+use tonic::Status;
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
+use tonic_prost::ProstEncoder;
+
+use super::iotauthz::v1 as pb;
+
+/// The most checks one BatchCheck carries.
+pub const MAX_BATCH: usize = 1000;
+
+/// Batches up to this many checks are decoded and refused by the handler (which counts
+/// them in `iot_authz_request_errors_total`); larger ones are refused here, undecoded, so
+/// no request decodes more than this many checks.
+pub const MAX_DECODED_BATCH: usize = 10 * MAX_BATCH;
+
+/// What a message's raw bytes must satisfy before they are decoded.
+pub trait Admit {
+    /// `Ok` to decode; an error status refuses the message undecoded.
+    fn admit(_bytes: &[u8]) -> Result<(), Status> {
+        Ok(())
+    }
+}
+
+impl Admit for pb::CheckRequest {}
+impl Admit for pb::CheckResponse {}
+impl Admit for pb::BatchCheckResponse {}
+impl Admit for pb::CheckHttpRequest {}
+impl Admit for pb::CheckHttpResponse {}
+impl Admit for pb::ListPermissionsRequest {}
+impl Admit for pb::ListPermissionsResponse {}
+impl Admit for pb::WhoCanRequest {}
+impl Admit for pb::WhoCanResponse {}
+impl Admit for pb::CheckAssignRequest {}
+impl Admit for pb::CheckAssignResponse {}
+impl Admit for pb::GetPolicyStatusRequest {}
+impl Admit for pb::PolicyStatus {}
+
+impl Admit for pb::BatchCheckRequest {
+    fn admit(bytes: &[u8]) -> Result<(), Status> {
+        // Field 1, `checks`.
+        let n = count_field(bytes, 1);
+        if n > MAX_DECODED_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "batch has {n} checks; at most {MAX_BATCH} are allowed"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How many times field `number` occurs at the top level of an encoded message. Walks the
+/// wire format without decoding; on bytes that are not well formed it stops, and the
+/// decoder reports them.
+fn count_field(mut bytes: &[u8], number: u64) -> usize {
+    let mut count = 0;
+    while let Some(key) = varint(&mut bytes) {
+        let skip = match key & 7 {
+            0 => varint(&mut bytes).map(|_| 0),
+            1 => Some(8),
+            2 => varint(&mut bytes).and_then(|len| usize::try_from(len).ok()),
+            5 => Some(4),
+            _ => None,
+        };
+        let Some(skip) = skip.filter(|&n| n <= bytes.len()) else {
+            break;
+        };
+        bytes = &bytes[skip..];
+        if key >> 3 == number {
+            count += 1;
+        }
+    }
+    count
+}
+
+/// Reads one base-128 varint.
+fn varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = bytes.split_first()?;
+        *bytes = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// prost's codec, with [`Admit`] before every decode.
+#[derive(Debug, Clone)]
+pub struct AdmittingCodec<T, U> {
+    _pd: PhantomData<(T, U)>,
+}
+
+impl<T, U> Default for AdmittingCodec<T, U> {
+    fn default() -> Self {
+        Self { _pd: PhantomData }
+    }
+}
+
+impl<T, U> Codec for AdmittingCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Admit + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = AdmittingDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::new(BufferSettings::default())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        AdmittingDecoder { _pd: PhantomData }
+    }
+}
+
+/// The decoder of [`AdmittingCodec`].
+#[derive(Debug, Clone)]
+pub struct AdmittingDecoder<U> {
+    _pd: PhantomData<U>,
+}
+
+impl<U: Message + Default + Admit> Decoder for AdmittingDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        // A DecodeBuf holds one whole message in one contiguous buffer.
+        U::admit(buf.chunk())?;
+        U::decode(buf)
+            .map(Some)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_counted_on_the_wire() {
+        let batch = |n: usize| pb::BatchCheckRequest {
+            checks: (0..n)
+                .map(|i| pb::CheckRequest {
+                    principal: format!("user:{i}"),
+                    groups: vec!["group:g".into()],
+                    at: Some(prost_types::Timestamp {
+                        seconds: 5,
+                        nanos: 7,
+                    }),
+                    data_action: true,
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        for n in [0, 1, 1000, 1001, MAX_DECODED_BATCH, MAX_DECODED_BATCH + 1] {
+            let bytes = batch(n).encode_to_vec();
+            assert_eq!(count_field(&bytes, 1), n);
+            let admitted = pb::BatchCheckRequest::admit(&bytes).is_ok();
+            assert_eq!(admitted, n <= MAX_DECODED_BATCH, "{n}");
+        }
+        // Two million empty checks are refused from their bytes alone.
+        let empty = [0x0a, 0x00].repeat(2_000_000);
+        let e = pb::BatchCheckRequest::admit(&empty).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("batch has 2000000 checks"), "{e:?}");
+        // Bytes that are not well formed stop the count; the decoder reports them.
+        assert_eq!(count_field(&[0x0a, 0x05, 0x01], 1), 0);
+        assert_eq!(count_field(&[0xff; 11], 1), 0);
+    }
+}

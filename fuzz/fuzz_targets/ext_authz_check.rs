@@ -536,14 +536,27 @@ fn peer_of(input: &Input) -> String {
 // the peer certificate (as a device). The first source that yields a valid id wins.
 // ------------------------------------------------------------------------------------
 
+/// A header's value as the decision reads it: Envoy joins repeated lines with commas, so
+/// the comma-separated copies (without surrounding spaces and tabs) must all agree;
+/// `Err` when they do not (the request is malformed).
+fn model_header_value(value: &str) -> Result<&str, ()> {
+    let mut copies = value.split(',').map(|c| c.trim_matches([' ', '\t']));
+    let first = copies.next().unwrap_or_default();
+    if copies.all(|c| c == first) {
+        Ok(first)
+    } else {
+        Err(())
+    }
+}
+
 fn model_identity(
     headers: &HashMap<String, String>,
     metadata: &Option<HashMap<String, HashMap<String, Claim>>>,
     peer: &str,
 ) -> Option<(String, Vec<String>)> {
-    if let Some(v) = headers.get(PRINCIPAL_HEADER) {
+    if let Some(Ok(v)) = headers.get(PRINCIPAL_HEADER).map(|v| model_header_value(v)) {
         if common::is_principal(v) {
-            return Some((v.clone(), Vec::new()));
+            return Some((v.to_owned(), Vec::new()));
         }
     }
     let payload = metadata
@@ -800,6 +813,16 @@ fn run(input: &Input) {
     };
     if route.public {
         assert_eq!(code, OK, "public route denied: {}", context());
+        return;
+    }
+    // Copies of the identity header that disagree make the request malformed (400).
+    if let Some(Err(())) = headers.get(PRINCIPAL_HEADER).map(|v| model_header_value(v)) {
+        assert_eq!(
+            (code, expected.status),
+            (PERMISSION_DENIED, 400),
+            "conflicting identity header copies, yet: {}",
+            context()
+        );
         return;
     }
     match model_identity(&headers, &metadata, &peer) {

@@ -41,6 +41,16 @@ pub struct IdentityConfig {
     pub assign_action: String,
 }
 
+impl IdentityConfig {
+    /// Whether a source reads Envoy metadata namespace `namespace` (only those are turned
+    /// into JSON for the identity step; the others are never looked at).
+    pub fn reads_namespace(&self, namespace: &str) -> bool {
+        self.sources
+            .iter()
+            .any(|s| matches!(s, IdentitySource::Jwt(jwt) if jwt.namespace == namespace))
+    }
+}
+
 impl Default for IdentityConfig {
     fn default() -> Self {
         Self {
@@ -234,5 +244,33 @@ fn claim_values(value: &Value) -> Vec<String> {
             .map(str::to_owned)
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_namespaces_of_jwt_sources_are_read() {
+        let jwt = |namespace: &str| {
+            IdentitySource::Jwt(JwtSource {
+                namespace: namespace.into(),
+                key: "jwt_payload".into(),
+                claim: "sub".into(),
+                principal_type: "user".into(),
+                groups_claim: None,
+            })
+        };
+        let config = IdentityConfig {
+            sources: vec![
+                IdentitySource::Header("x-p".into()),
+                jwt("envoy.filters.http.jwt_authn"),
+            ],
+            assign_action: String::new(),
+        };
+        assert!(config.reads_namespace("envoy.filters.http.jwt_authn"));
+        assert!(!config.reads_namespace("envoy.filters.http.rbac"));
+        assert!(!IdentityConfig::default().reads_namespace("envoy.filters.http.jwt_authn"));
     }
 }

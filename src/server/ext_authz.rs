@@ -48,10 +48,13 @@ impl Authorization for ExtAuthz {
         let attributes = check.attributes.unwrap_or_default();
         let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
         let ctx = RequestContext::begin("ext_authz", |k| http.headers.get(k).map(String::as_str));
+        // Only the namespaces an identity source reads are copied into JSON: the rest of
+        // Envoy's metadata, however large, is never looked at.
         let metadata = attributes.metadata_context.map(|m| {
             Value::Object(
                 m.filter_metadata
                     .into_iter()
+                    .filter(|(namespace, _)| snapshot.identity.reads_namespace(namespace))
                     .map(|(namespace, s)| (namespace, struct_to_json(&s)))
                     .collect(),
             )

@@ -31,19 +31,28 @@ pub trait Admit {
     }
 }
 
-impl Admit for pb::CheckRequest {}
-impl Admit for pb::CheckResponse {}
-impl Admit for pb::BatchCheckResponse {}
-impl Admit for pb::CheckHttpRequest {}
-impl Admit for pb::CheckHttpResponse {}
-impl Admit for pb::ListPermissionsRequest {}
-impl Admit for pb::ListPermissionsResponse {}
-impl Admit for pb::WhoCanRequest {}
-impl Admit for pb::WhoCanResponse {}
-impl Admit for pb::CheckAssignRequest {}
-impl Admit for pb::CheckAssignResponse {}
-impl Admit for pb::GetPolicyStatusRequest {}
-impl Admit for pb::PolicyStatus {}
+/// Messages decoded as they come: their size limit bounds what they decode to.
+macro_rules! admit_every {
+    ($($message:ty),* $(,)?) => {
+        $(impl Admit for $message {})*
+    };
+}
+
+admit_every!(
+    pb::CheckRequest,
+    pb::CheckResponse,
+    pb::BatchCheckResponse,
+    pb::CheckHttpRequest,
+    pb::CheckHttpResponse,
+    pb::ListPermissionsRequest,
+    pb::ListPermissionsResponse,
+    pb::WhoCanRequest,
+    pb::WhoCanResponse,
+    pb::CheckAssignRequest,
+    pb::CheckAssignResponse,
+    pb::GetPolicyStatusRequest,
+    pb::PolicyStatus,
+);
 
 impl Admit for pb::BatchCheckRequest {
     fn admit(bytes: &[u8]) -> Result<(), Status> {

@@ -215,6 +215,67 @@ async fn connections_that_never_open_are_closed() {
     assert!(c.check(check("Microsoft.Edge/targets/read")).await.is_ok());
 }
 
+/// Past the connection limit (both listeners together) a new connection is closed at
+/// once; when a connection closes its slot is free again.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_past_the_limit_are_closed() {
+    use iot_authz::server::{ServerOptions, state::PolicyState};
+    use tokio::io::AsyncReadExt;
+    let options = ServerOptions {
+        max_connections: 3,
+        // Long, so that only the limit can close a silent connection within the test.
+        opening_timeout: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let server = TestServer::start_with(
+        std::sync::Arc::new(PolicyState::with_snapshot(demo())),
+        options,
+    )
+    .await;
+    // One gRPC client holds a slot and works.
+    let mut c = AuthorizerClient::connect(server.grpc_url()).await.unwrap();
+    assert!(c.check(check("Microsoft.Edge/targets/read")).await.is_ok());
+    // Two silent connections take the other slots (one per listener).
+    let mut held = vec![
+        tokio::net::TcpStream::connect(server.grpc).await.unwrap(),
+        tokio::net::TcpStream::connect(server.http).await.unwrap(),
+    ];
+    // A connection is accepted in order, so once a fourth one on either listener is closed
+    // by the server, the two before it hold their slots.
+    for addr in [server.grpc, server.http] {
+        let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0u8; 64];
+            matches!(extra.read(&mut buf).await, Ok(0) | Err(_))
+        })
+        .await;
+        assert_eq!(closed, Ok(true), "a connection past the limit was kept");
+    }
+    // The client that held its slot keeps working.
+    assert!(c.check(check("Microsoft.Edge/targets/read")).await.is_ok());
+    // Closing the silent connections frees their slots: a new client gets in (retried
+    // until the server has seen them close, within a bound).
+    held.clear();
+    let joined = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(mut fresh) = AuthorizerClient::connect(server.grpc_url()).await
+                && fresh
+                    .check(check("Microsoft.Edge/targets/read"))
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(
+        joined.is_ok(),
+        "a freed slot was not given to a new connection"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_of_batch_checks_at_the_size_limit() {
     let server = TestServer::start(demo()).await;

@@ -109,6 +109,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
         shutdown_delay: Duration::from_millis(args.shutdown_delay_ms),
         shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
         opening_timeout: ServerOptions::default().opening_timeout,
+        max_connections: args.max_connections,
         tls: args
             .tls_cert
             .as_ref()

@@ -64,6 +64,9 @@ pub struct ServerOptions {
     /// on the gRPC port, a request line on the HTTP port) by then is closed, so silent
     /// connections cannot pile up until the process runs out of file descriptors.
     pub opening_timeout: Duration,
+    /// Open client connections, both listeners together; one beyond it is closed at once,
+    /// so that connections cannot take every file descriptor the process has.
+    pub max_connections: usize,
 }
 
 impl Default for ServerOptions {
@@ -77,6 +80,7 @@ impl Default for ServerOptions {
             shutdown_grace: Duration::from_secs(10),
             tls: None,
             opening_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
         }
     }
 }
@@ -502,10 +506,18 @@ pub async fn run(
 
     let grpc_cut = cut_rx.clone();
     let opening_timeout = options.opening_timeout;
+    let limit = (options.max_connections).clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+    let connections = Arc::new(tokio::sync::Semaphore::new(limit));
+    let grpc_connections = connections.clone();
     let grpc_incoming = TcpIncoming::from(grpc)
         .with_nodelay(Some(true))
-        .map(move |io| {
-            io.map(|io| Severable::new(io, &grpc_cut).opening(GRPC_OPENING, opening_timeout))
+        .filter_map(move |io| match io {
+            Ok(io) => {
+                let permit = admit_connection(&grpc_connections)?;
+                let io = Severable::new(io, &grpc_cut).opening(GRPC_OPENING, opening_timeout);
+                Some(Ok(io.holding(permit)))
+            }
+            Err(e) => Some(Err(e)),
         });
     let grpc_server = builder
         .layer(deadline::DeadlineLayer::new(options.request_timeout))
@@ -519,6 +531,7 @@ pub async fn run(
         inner: http,
         cut: cut_rx,
         opening_timeout,
+        connections,
     };
     let http_server = axum::serve(http_listener, http::router(app.clone()))
         .with_graceful_shutdown(stopped(stop_rx));
@@ -541,6 +554,18 @@ async fn set_health(health: &tonic_health::server::HealthReporter, status: Servi
     }
 }
 
+/// A slot for a new connection, or `None` (logged) when every slot is taken: the caller
+/// drops, so closes, the connection.
+fn admit_connection(
+    connections: &Arc<tokio::sync::Semaphore>,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let permit = connections.clone().try_acquire_owned().ok();
+    if permit.is_none() {
+        tracing::debug!("connection limit reached: a new connection is closed");
+    }
+    permit
+}
+
 /// The bytes a gRPC connection opens with: the HTTP/2 connection preface.
 const GRPC_OPENING: usize = 24;
 /// The bytes an HTTP/1 connection opens with, at the least: `GET / HTTP/1.1` and CRLF.
@@ -556,6 +581,8 @@ struct Severable<T> {
     severed: bool,
     /// Until the opening bytes have arrived: how many are still awaited, and by when.
     opening: Option<(usize, Pin<Box<tokio::time::Sleep>>)>,
+    /// The connection's slot under the connection limit, given back when it closes.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl<T> Severable<T> {
@@ -569,7 +596,14 @@ impl<T> Severable<T> {
             }),
             severed: false,
             opening: None,
+            _slot: None,
         }
+    }
+
+    /// Holds `slot` for as long as the connection lives.
+    fn holding(mut self, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
+        self._slot = Some(slot);
+        self
     }
 
     /// Fails the connection's reads unless its first `bytes` bytes arrive within
@@ -677,6 +711,7 @@ struct SeverableListener {
     inner: TcpListener,
     cut: tokio::sync::watch::Receiver<bool>,
     opening_timeout: Duration,
+    connections: Arc<tokio::sync::Semaphore>,
 }
 
 impl axum::serve::Listener for SeverableListener {
@@ -684,9 +719,15 @@ impl axum::serve::Listener for SeverableListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        let io = Severable::new(io, &self.cut).opening(HTTP_OPENING, self.opening_timeout);
-        (io, addr)
+        loop {
+            let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+            // Over the connection limit: closed at once (dropped), and the next one waited.
+            let Some(permit) = admit_connection(&self.connections) else {
+                continue;
+            };
+            let io = Severable::new(io, &self.cut).opening(HTTP_OPENING, self.opening_timeout);
+            return (io.holding(permit), addr);
+        }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {

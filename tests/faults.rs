@@ -172,17 +172,13 @@ async fn slow_clients_holding_connections_do_not_block_others() {
 /// time is kept, however long it then idles.
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_that_never_open_are_closed() {
-    use iot_authz::server::{ServerOptions, state::PolicyState};
+    use iot_authz::server::ServerOptions;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let options = ServerOptions {
         opening_timeout: Duration::from_millis(300),
         ..Default::default()
     };
-    let server = TestServer::start_with(
-        std::sync::Arc::new(PolicyState::with_snapshot(demo())),
-        options,
-    )
-    .await;
+    let server = TestServer::start_server_options(demo(), options).await;
     let mut silent = Vec::new();
     for (addr, opening) in [
         (server.grpc, &b""[..]),
@@ -219,7 +215,7 @@ async fn connections_that_never_open_are_closed() {
 /// once; when a connection closes its slot is free again.
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_past_the_limit_are_closed() {
-    use iot_authz::server::{ServerOptions, state::PolicyState};
+    use iot_authz::server::ServerOptions;
     use tokio::io::AsyncReadExt;
     let options = ServerOptions {
         max_connections: 3,
@@ -227,11 +223,7 @@ async fn connections_past_the_limit_are_closed() {
         opening_timeout: Duration::from_secs(120),
         ..Default::default()
     };
-    let server = TestServer::start_with(
-        std::sync::Arc::new(PolicyState::with_snapshot(demo())),
-        options,
-    )
-    .await;
+    let server = TestServer::start_server_options(demo(), options).await;
     // One gRPC client holds a slot and works.
     let mut c = AuthorizerClient::connect(server.grpc_url()).await.unwrap();
     assert!(c.check(check("Microsoft.Edge/targets/read")).await.is_ok());

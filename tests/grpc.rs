@@ -432,11 +432,7 @@ async fn health_is_not_serving_without_a_policy_and_http_endpoints_answer() {
     crate::support::crypto();
     let server =
         TestServer::start_with(std::sync::Arc::new(PolicyState::new()), Default::default()).await;
-    let channel = tonic::transport::Channel::from_shared(server.grpc_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = server.channel().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let status = health
         .check(tonic_health::pb::HealthCheckRequest {
@@ -468,11 +464,7 @@ async fn every_health_service_is_not_serving_until_a_policy_loads() {
     use tonic_health::pb::health_check_response::ServingStatus;
     let state = std::sync::Arc::new(PolicyState::new());
     let server = TestServer::start_with(state.clone(), Default::default()).await;
-    let channel = tonic::transport::Channel::from_shared(server.grpc_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = server.channel().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let services = [
         "",
@@ -560,16 +552,12 @@ async fn metrics_count_decisions_by_api_and_reason() {
 
 #[tokio::test]
 async fn oversized_messages_are_refused() {
-    use iot_authz::server::{ServerOptions, state::PolicyState};
+    use iot_authz::server::ServerOptions;
     let options = ServerOptions {
         max_message_bytes: 1024,
         ..Default::default()
     };
-    let server = TestServer::start_with(
-        std::sync::Arc::new(PolicyState::with_snapshot(demo())),
-        options,
-    )
-    .await;
+    let server = TestServer::start_server_options(demo(), options).await;
     let mut c = client(&server).await;
     let e = c
         .check(check("user:a", &"a".repeat(4096), "/"))
@@ -597,21 +585,13 @@ async fn shutdown_drains_and_turns_unready() {
 
 #[tokio::test]
 async fn shutdown_cuts_a_health_watch_after_the_grace_period() {
-    use iot_authz::server::{ServerOptions, state::PolicyState};
+    use iot_authz::server::ServerOptions;
     let options = ServerOptions {
         shutdown_grace: std::time::Duration::from_millis(300),
         ..Default::default()
     };
-    let mut server = TestServer::start_with(
-        std::sync::Arc::new(PolicyState::with_snapshot(demo())),
-        options,
-    )
-    .await;
-    let channel = tonic::transport::Channel::from_shared(server.grpc_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let mut server = TestServer::start_server_options(demo(), options).await;
+    let channel = server.channel().await;
     let mut watch = tonic_health::pb::health_client::HealthClient::new(channel)
         .watch(tonic_health::pb::HealthCheckRequest {
             service: String::new(),
@@ -678,7 +658,6 @@ async fn tls_channel(
 
 #[tokio::test]
 async fn tls_and_mutual_tls_on_the_grpc_listener() {
-    use iot_authz::server::state::PolicyState;
     use iot_authz::server::{ServerOptions, TlsFiles};
     let dir = tempfile::tempdir().unwrap();
     let (ca, client_cert, client_key) = pki(dir.path());
@@ -692,11 +671,7 @@ async fn tls_and_mutual_tls_on_the_grpc_listener() {
         tls: Some(files(false)),
         ..Default::default()
     };
-    let server = TestServer::start_with(
-        std::sync::Arc::new(PolicyState::with_snapshot(demo())),
-        options,
-    )
-    .await;
+    let server = TestServer::start_server_options(demo(), options).await;
     let channel = tls_channel(server.grpc.port(), &ca, None).await.unwrap();
     let r = AuthorizerClient::new(channel)
         .check(check(
@@ -719,11 +694,7 @@ async fn tls_and_mutual_tls_on_the_grpc_listener() {
         tls: Some(files(true)),
         ..Default::default()
     };
-    let server = TestServer::start_with(
-        std::sync::Arc::new(PolicyState::with_snapshot(demo())),
-        options,
-    )
-    .await;
+    let server = TestServer::start_server_options(demo(), options).await;
     let anonymous = match tls_channel(server.grpc.port(), &ca, None).await {
         Err(_) => true,
         Ok(channel) => AuthorizerClient::new(channel)
@@ -915,20 +886,15 @@ async fn check_http_rejects_a_malformed_group_on_every_path() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_past_the_server_deadline_is_deadline_exceeded() {
     use iot_authz::server::ServerOptions;
-    use iot_authz::server::state::PolicyState;
-    let server = TestServer::start_with(
-        std::sync::Arc::new(PolicyState::with_snapshot(demo())),
+    let server = TestServer::start_server_options(
+        demo(),
         ServerOptions {
             request_timeout: std::time::Duration::from_millis(200),
             ..ServerOptions::default()
         },
     )
     .await;
-    let channel = tonic::transport::Channel::from_shared(server.grpc_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = server.channel().await;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let never = tonic::codegen::tokio_stream::pending::<pb::CheckRequest>();

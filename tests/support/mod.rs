@@ -142,6 +142,11 @@ impl TestServer {
         .await
     }
 
+    /// Serves `snapshot` with these server options (limits, timeouts, shutdown).
+    pub async fn start_server_options(snapshot: Snapshot, options: ServerOptions) -> Self {
+        Self::start_with(Arc::new(PolicyState::with_snapshot(snapshot)), options).await
+    }
+
     pub async fn start_with(state: Arc<PolicyState>, options: ServerOptions) -> Self {
         Self::start_app(Arc::new(App::new(state)), options).await
     }
@@ -172,6 +177,15 @@ impl TestServer {
 
     pub fn grpc_url(&self) -> String {
         format!("http://{}", self.grpc)
+    }
+
+    /// A connected channel to the gRPC listener.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(self.grpc_url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
     }
 
     /// The Prometheus text of `/metrics`.

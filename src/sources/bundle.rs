@@ -201,7 +201,7 @@ pub fn unpack(url: &str, body: &[u8], max_bytes: u64) -> Result<Vec<SourceDocume
         let hidden = path
             .split('/')
             .any(|part| part.starts_with('.') && part != ".");
-        if hidden || !source::is_policy_name(file_name) {
+        if hidden || !source::is_policy_name(file_name.as_bytes()) {
             continue;
         }
         let mut bytes = Vec::new();

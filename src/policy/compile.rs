@@ -370,18 +370,14 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     for (di, (doc, d)) in docs.iter().enumerate() {
         for (i, g) in d.groups.iter().enumerate() {
             let object = named("groups", i, &g.id);
-            if let Err(e) = syntax::group_id(&g.id) {
-                problems.push(doc, &object, e);
-                // The members are still checked, so that every problem shows at once.
-                for m in &g.members {
-                    if let Err(e) = syntax::principal_type(m) {
-                        problems.push(doc, &object, format!("members: {e}"));
-                    }
-                }
-                continue;
-            }
-            let gi = principals.intern(&g.id);
-            let first = group_origin.get(&gi).map(|&(first, _)| first);
+            // A bad id still has its members checked, so that every problem shows at once.
+            let gi = syntax::group_id(&g.id)
+                .map_err(|e| problems.push(doc, &object, e))
+                .ok()
+                .map(|()| principals.intern(&g.id));
+            let first = gi
+                .and_then(|gi| group_origin.get(&gi))
+                .map(|&(first, _)| first);
             if let Some(first) = first {
                 problems.push(
                     doc,
@@ -393,15 +389,17 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
                     ),
                 );
             }
+            // Only a valid group defined the first time keeps its members.
+            let keep = gi.filter(|_| first.is_none());
             let mut members = Vec::new();
             for m in &g.members {
                 match syntax::principal_type(m) {
-                    Ok(_) if first.is_none() => members.push(principals.intern(m)),
+                    Ok(_) if keep.is_some() => members.push(principals.intern(m)),
                     Ok(_) => {}
                     Err(e) => problems.push(doc, &object, format!("members: {e}")),
                 }
             }
-            if first.is_none() {
+            if let Some(gi) = keep {
                 group_origin.insert(gi, (di, i));
                 group_members.insert(gi, members);
             }

@@ -270,8 +270,6 @@ impl Methods {
 pub struct Route {
     /// The route's path as written, for messages.
     pub path: String,
-    /// Where the route was defined: document and index.
-    pub origin: String,
     /// Its position among the routes given to [`RouteTable::compile`].
     input: usize,
     methods: Methods,
@@ -331,9 +329,9 @@ impl RouteTable {
     pub fn compile(docs: &[(String, &RouteDoc)]) -> Result<Self, Vec<(usize, String)>> {
         let mut routes = Vec::new();
         let mut problems = Vec::new();
-        for (input, (origin, doc)) in docs.iter().enumerate() {
-            match compile_route(origin, doc) {
-                Ok(route) => routes.push(Route { input, ..route }),
+        for (input, (_, doc)) in docs.iter().enumerate() {
+            match compile_route(input, doc) {
+                Ok(route) => routes.push(route),
                 Err(list) => problems.extend(list.into_iter().map(|message| (input, message))),
             }
         }
@@ -346,7 +344,7 @@ impl RouteTable {
                             "route `{}` conflicts with route `{}` ({}): same path shape and overlapping methods",
                             escape(&b.path),
                             escape(&a.path),
-                            a.origin
+                            docs[a.input].0
                         ),
                     ));
                 }
@@ -545,7 +543,7 @@ fn valid_name(name: &str) -> bool {
 
 /// Compiles one route, with every problem it has: its methods, its path, and (when the
 /// path is sound, since they name its captures) its action and scope templates.
-fn compile_route(origin: &str, doc: &RouteDoc) -> Result<Route, Vec<String>> {
+fn compile_route(input: usize, doc: &RouteDoc) -> Result<Route, Vec<String>> {
     let mut problems = Vec::new();
     let methods = compile_methods(&doc.methods)
         .map_err(|e| problems.push(e))
@@ -569,8 +567,7 @@ fn compile_route(origin: &str, doc: &RouteDoc) -> Result<Route, Vec<String>> {
     match (methods, segments) {
         (Some(methods), Some(segments)) if problems.is_empty() => Ok(Route {
             path: doc.path.clone(),
-            origin: origin.to_owned(),
-            input: 0,
+            input,
             methods,
             segments: segments.into(),
             action,

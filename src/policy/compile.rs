@@ -298,6 +298,10 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         .map(|i| catalog_by_key.get(implied_actions.name(i as u32)).copied())
         .collect();
     let implied_actions = std::sync::Arc::new(implied_actions);
+    let catalog_keys: Vec<String> = catalog
+        .iter()
+        .map(|e| e.name.to_ascii_lowercase())
+        .collect();
     let words = implied_actions.len().div_ceil(64);
     let mut queue: VecDeque<(u32, bool)> = VecDeque::new();
     for (r, role) in roles.iter_mut().enumerate() {
@@ -308,8 +312,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             if implies_ids[c].is_empty() {
                 continue;
             }
-            let key = entry.name.to_ascii_lowercase();
-            if !role.grants_directly(&key, entry.data_action) {
+            if !role.grants_directly(&catalog_keys[c], entry.data_action) {
                 continue;
             }
             queue.clear();

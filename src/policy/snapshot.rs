@@ -92,13 +92,18 @@ impl ImpliedSet {
             })
     }
 
-    /// The actions in the set.
-    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
-        self.bits.iter().enumerate().flat_map(move |(w, &word)| {
-            (0..64)
+    /// The numbers of the actions in the set, in the shared [`ImpliedActions`].
+    pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.bits.iter().enumerate().flat_map(|(w, &word)| {
+            (0..64u32)
                 .filter(move |b| word >> b & 1 != 0)
-                .map(move |b| self.actions.name((w * 64 + b) as u32))
+                .map(move |b| w as u32 * 64 + b)
         })
+    }
+
+    /// The shared table the set numbers its actions in.
+    pub fn actions(&self) -> &std::sync::Arc<ImpliedActions> {
+        &self.actions
     }
 }
 
@@ -834,6 +839,9 @@ impl GrantTable {
         let mut bits = vec![0u64; actions.len() * 2 * words];
         let mut allowed = vec![false; actions.len()];
         let mut removed = vec![false; actions.len()];
+        // The column of each implied action, worked out once per shared table (every role
+        // of a compiled policy shares one), not once per role.
+        let mut columns: Option<(*const ImpliedActions, Vec<Option<usize>>)> = None;
         for (r, role) in roles.iter().enumerate() {
             for data in [false, true] {
                 let (allow, remove, implied) = if data {
@@ -853,10 +861,25 @@ impl GrantTable {
                 for (a, gone) in allowed.iter_mut().zip(&removed) {
                     *a &= !*gone;
                 }
-                for action in implied.iter() {
-                    if let Some(&i) = index.get(action) {
-                        allowed[i] = true;
-                    }
+                let table = implied.actions();
+                if columns
+                    .as_ref()
+                    .is_none_or(|(t, _)| !std::ptr::eq(*t, &**table))
+                {
+                    let column = (0..table.len() as u32)
+                        .map(|i| index.get(table.name(i)).copied())
+                        .collect();
+                    columns = Some((&**table, column));
+                }
+                let column = columns
+                    .as_ref()
+                    .map(|(_, c)| c.as_slice())
+                    .unwrap_or_default();
+                for i in implied
+                    .ids()
+                    .filter_map(|id| column.get(id as usize).copied().flatten())
+                {
+                    allowed[i] = true;
                 }
                 for (i, _) in allowed.iter().enumerate().filter(|(_, a)| **a) {
                     bits[Self::row(i, data, words) + r / 64] |= 1 << (r % 64);

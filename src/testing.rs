@@ -40,17 +40,19 @@ pub fn run(snapshot: &Snapshot, now: Instant) -> Vec<CaseResult> {
 /// is a result, not a problem): `validate` reports them, so a broken suite is caught before
 /// `test` runs it. Each names its document and `tests[i]` within it.
 pub fn case_problems(snapshot: &Snapshot, now: Instant) -> Vec<Problem> {
-    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    let mut problems = Vec::new();
-    for (document, case) in &snapshot.tests {
-        let i = index.entry(document.as_str()).or_default();
-        if let Outcome::Error(message) = run_case(snapshot, case, now) {
-            let object = format!("tests[{i}] `{}`", syntax::escape(&case.name));
-            problems.push(Problem::new(document.as_str(), object, message));
-        }
-        *i += 1;
-    }
-    problems
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    run(snapshot, now)
+        .into_iter()
+        .filter_map(|r| {
+            let i = index.entry(r.document.clone()).or_default();
+            *i += 1;
+            let Outcome::Error(message) = r.outcome else {
+                return None;
+            };
+            let object = format!("tests[{}] `{}`", *i - 1, syntax::escape(&r.name));
+            Some(Problem::new(r.document, object, message))
+        })
+        .collect()
 }
 
 fn run_case(snapshot: &Snapshot, case: &TestCaseDoc, now: Instant) -> Outcome {

@@ -862,6 +862,24 @@ async fn rejected_batches_count_as_one_request_error_each() {
         !text.contains(r#"iot_authz_check_duration_seconds_count{api="batch_check"}"#),
         "{text}"
     );
+    // Past 10,000 checks the batch is refused by the codec, from its bytes, before it is
+    // decoded: the handler never sees it, so it counts no request error.
+    let flood = vec![pb::CheckRequest::default(); 10_001];
+    let e = c
+        .batch_check(pb::BatchCheckRequest { checks: flood })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("batch has 10001 checks"),
+        "{}",
+        e.message()
+    );
+    let text = server.metrics().await;
+    assert!(
+        text.contains(r#"iot_authz_request_errors_total{api="batch_check"} 2"#),
+        "{text}"
+    );
 }
 
 /// A caller-supplied group is an argument of CheckHttp like its principal: a malformed one

@@ -11,7 +11,7 @@ use prost::Message;
 use prost::bytes::Buf;
 use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
-use tonic_prost::ProstEncoder;
+use tonic_prost::{ProstDecoder, ProstEncoder};
 
 use super::iotauthz::v1 as pb;
 
@@ -56,8 +56,9 @@ admit_every!(
 
 impl Admit for pb::BatchCheckRequest {
     fn admit(bytes: &[u8]) -> Result<(), Status> {
-        // Field 1, `checks`.
-        let n = count_field(bytes, 1);
+        // Field 1, `checks`. Bytes the walk cannot follow count as too many: prost would
+        // skip a group and decode on, so an unreadable prefix must not hide the rest.
+        let n = count_field(bytes, 1).unwrap_or(usize::MAX);
         if n > MAX_DECODED_BATCH {
             return Err(Status::invalid_argument(format!(
                 "batch has {n} checks; at most {MAX_BATCH} are allowed"
@@ -67,12 +68,13 @@ impl Admit for pb::BatchCheckRequest {
     }
 }
 
-/// How many times field `number` occurs at the top level of an encoded message. Walks the
-/// wire format without decoding; on bytes that are not well formed it stops, and the
-/// decoder reports them.
-fn count_field(mut bytes: &[u8], number: u64) -> usize {
+/// How many times field `number` occurs at the top level of an encoded message, walking
+/// the wire format without decoding. `None` for bytes the walk cannot follow: malformed, or
+/// a group (wire types 3 and 4, which proto3 senders never write).
+fn count_field(mut bytes: &[u8], number: u64) -> Option<usize> {
     let mut count = 0;
-    while let Some(key) = varint(&mut bytes) {
+    while !bytes.is_empty() {
+        let key = varint(&mut bytes)?;
         let skip = match key & 7 {
             0 => varint(&mut bytes).map(|_| 0),
             1 => Some(8),
@@ -80,15 +82,12 @@ fn count_field(mut bytes: &[u8], number: u64) -> usize {
             5 => Some(4),
             _ => None,
         };
-        let Some(skip) = skip.filter(|&n| n <= bytes.len()) else {
-            break;
-        };
-        bytes = &bytes[skip..];
+        bytes = bytes.get(skip?..)?;
         if key >> 3 == number {
             count += 1;
         }
     }
-    count
+    Some(count)
 }
 
 /// Reads one base-128 varint.
@@ -132,15 +131,13 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        AdmittingDecoder { _pd: PhantomData }
+        AdmittingDecoder(ProstDecoder::new(BufferSettings::default()))
     }
 }
 
-/// The decoder of [`AdmittingCodec`].
+/// The decoder of [`AdmittingCodec`]: [`Admit`], then prost's decoder.
 #[derive(Debug, Clone)]
-pub struct AdmittingDecoder<U> {
-    _pd: PhantomData<U>,
-}
+pub struct AdmittingDecoder<U>(ProstDecoder<U>);
 
 impl<U: Message + Default + Admit> Decoder for AdmittingDecoder<U> {
     type Item = U;
@@ -149,9 +146,11 @@ impl<U: Message + Default + Admit> Decoder for AdmittingDecoder<U> {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         // A DecodeBuf holds one whole message in one contiguous buffer.
         U::admit(buf.chunk())?;
-        U::decode(buf)
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
+        self.0.decode(buf)
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        self.0.buffer_settings()
     }
 }
 
@@ -177,7 +176,7 @@ mod tests {
         };
         for n in [0, 1, 1000, 1001, MAX_DECODED_BATCH, MAX_DECODED_BATCH + 1] {
             let bytes = batch(n).encode_to_vec();
-            assert_eq!(count_field(&bytes, 1), n);
+            assert_eq!(count_field(&bytes, 1), Some(n));
             let admitted = pb::BatchCheckRequest::admit(&bytes).is_ok();
             assert_eq!(admitted, n <= MAX_DECODED_BATCH, "{n}");
         }
@@ -186,8 +185,13 @@ mod tests {
         let e = pb::BatchCheckRequest::admit(&empty).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         assert!(e.message().contains("batch has 2000000 checks"), "{e:?}");
-        // Bytes that are not well formed stop the count; the decoder reports them.
-        assert_eq!(count_field(&[0x0a, 0x05, 0x01], 1), 0);
-        assert_eq!(count_field(&[0xff; 11], 1), 0);
+        // Bytes the walk cannot follow are refused, not counted short: an empty group
+        // (prost would skip it) in front of two million empty checks.
+        assert_eq!(count_field(&[0x0a, 0x05, 0x01], 1), None);
+        assert_eq!(count_field(&[0xff; 11], 1), None);
+        let mut grouped = vec![0x13, 0x14];
+        grouped.extend([0x0a, 0x00].repeat(2_000_000));
+        assert_eq!(count_field(&grouped, 1), None);
+        assert!(pb::BatchCheckRequest::admit(&grouped).is_err());
     }
 }

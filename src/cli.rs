@@ -189,8 +189,8 @@ pub struct ServeArgs {
     /// Concurrent HTTP/2 streams per client connection.
     #[arg(long, env = "IOT_AUTHZ_MAX_CONCURRENT_STREAMS", default_value_t = 1024)]
     pub max_concurrent_streams: u32,
-    /// Open client connections, both listeners together; a connection beyond it is closed
-    /// at once. Keep it below the process's file-descriptor limit.
+    /// Open client connections per listener (gRPC, HTTP); a connection beyond it is
+    /// closed at once. Keep twice this below the process's file-descriptor limit.
     #[arg(long, env = "IOT_AUTHZ_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
     /// On SIGTERM or SIGINT, keep serving this long with health NOT_SERVING and `/readyz`

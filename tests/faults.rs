@@ -10,7 +10,7 @@ use iot_authz::proto::iotauthz::v1::authorizer_client::AuthorizerClient;
 use iot_authz::server::AppOptions;
 use iot_authz::server::decision_log::LogTarget;
 
-use crate::support::{Envoy, TestServer, Upstream, crypto, demo};
+use crate::support::{Envoy, TestServer, Upstream, closed_by_server, crypto, demo, get_on};
 
 const LINE_1: &str =
     "/subscriptions/s1/resourceGroups/factory/providers/Microsoft.Edge/targets/line-1";
@@ -173,7 +173,7 @@ async fn slow_clients_holding_connections_do_not_block_others() {
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_that_never_open_are_closed() {
     use iot_authz::server::ServerOptions;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let options = ServerOptions {
         opening_timeout: Duration::from_millis(300),
         ..Default::default()
@@ -191,64 +191,59 @@ async fn connections_that_never_open_are_closed() {
         silent.push(s);
     }
     for mut s in silent {
-        // The server's close shows as end of stream (or a reset), well within the bound.
-        let closed = tokio::time::timeout(Duration::from_secs(10), async {
-            let mut buf = [0u8; 256];
-            loop {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await;
-        assert!(closed.is_ok(), "a silent connection was kept open");
+        assert!(
+            closed_by_server(&mut s, Duration::from_secs(10)).await,
+            "a silent connection was kept open"
+        );
     }
-    // A client that opened in time keeps its connection past the opening timeout.
-    let mut c = AuthorizerClient::connect(server.grpc_url()).await.unwrap();
-    assert!(c.check(check("Microsoft.Edge/targets/read")).await.is_ok());
+    // A connection that opened in time is kept past the opening timeout: the same socket
+    // answers again after it (a client library would reconnect and hide a close).
+    let mut opened = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    assert_eq!(get_on(&mut opened, "/healthz").await, Some(200));
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(c.check(check("Microsoft.Edge/targets/read")).await.is_ok());
+    assert_eq!(get_on(&mut opened, "/healthz").await, Some(200));
 }
 
-/// Past the connection limit (both listeners together) a new connection is closed at
-/// once; when a connection closes its slot is free again.
+/// Past the connection limit of a listener a new connection is closed at once, the older
+/// ones keep working, the other listener is not affected (health probes survive a flood of
+/// gRPC connections), and a slot frees when its connection closes.
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_past_the_limit_are_closed() {
     use iot_authz::server::ServerOptions;
-    use tokio::io::AsyncReadExt;
     let options = ServerOptions {
-        max_connections: 3,
+        max_connections: 2,
         // Long, so that only the limit can close a silent connection within the test.
         opening_timeout: Duration::from_secs(120),
         ..Default::default()
     };
     let server = TestServer::start_server_options(demo(), options).await;
-    // One gRPC client holds a slot and works.
+    let bound = Duration::from_secs(10);
+    // gRPC: a client and a silent connection take both slots; a third is closed.
     let mut c = AuthorizerClient::connect(server.grpc_url()).await.unwrap();
     assert!(c.check(check("Microsoft.Edge/targets/read")).await.is_ok());
-    // Two silent connections take the other slots (one per listener).
-    let mut held = vec![
-        tokio::net::TcpStream::connect(server.grpc).await.unwrap(),
-        tokio::net::TcpStream::connect(server.http).await.unwrap(),
-    ];
-    // A connection is accepted in order, so once a fourth one on either listener is closed
-    // by the server, the two before it hold their slots.
-    for addr in [server.grpc, server.http] {
-        let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let closed = tokio::time::timeout(Duration::from_secs(10), async {
-            let mut buf = [0u8; 64];
-            matches!(extra.read(&mut buf).await, Ok(0) | Err(_))
-        })
-        .await;
-        assert_eq!(closed, Ok(true), "a connection past the limit was kept");
-    }
-    // The client that held its slot keeps working.
+    let mut held = vec![tokio::net::TcpStream::connect(server.grpc).await.unwrap()];
+    let mut extra = tokio::net::TcpStream::connect(server.grpc).await.unwrap();
+    assert!(
+        closed_by_server(&mut extra, bound).await,
+        "past the gRPC limit, kept"
+    );
+    // The client keeps working (with the slots full, a reconnect would be refused too).
     assert!(c.check(check("Microsoft.Edge/targets/read")).await.is_ok());
+    // HTTP has its own slots: an opened keep-alive connection and a silent one; a third
+    // is closed, and the opened one still answers on the same socket.
+    let mut probe = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    assert_eq!(get_on(&mut probe, "/healthz").await, Some(200));
+    held.push(tokio::net::TcpStream::connect(server.http).await.unwrap());
+    let mut extra = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    assert!(
+        closed_by_server(&mut extra, bound).await,
+        "past the HTTP limit, kept"
+    );
+    assert_eq!(get_on(&mut probe, "/healthz").await, Some(200));
     // Closing the silent connections frees their slots: a new client gets in (retried
     // until the server has seen them close, within a bound).
     held.clear();
-    let joined = tokio::time::timeout(Duration::from_secs(10), async {
+    let joined = tokio::time::timeout(bound, async {
         loop {
             if let Ok(mut fresh) = AuthorizerClient::connect(server.grpc_url()).await
                 && fresh

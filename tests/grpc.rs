@@ -714,6 +714,36 @@ async fn tls_and_mutual_tls_on_the_grpc_listener() {
     );
 }
 
+/// On a TLS listener the opening bytes are the ClientHello's: a client that sends the
+/// start of one and stalls is dropped after the opening timeout, by the TLS handshake's
+/// own deadline.
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_dropped() {
+    use iot_authz::server::{ServerOptions, TlsFiles};
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    let options = ServerOptions {
+        tls: Some(TlsFiles {
+            cert: dir.path().join("server.crt"),
+            key: dir.path().join("server.key"),
+            client_ca: None,
+        }),
+        opening_timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    let server = TestServer::start_server_options(demo(), options).await;
+    let mut stalled = tokio::net::TcpStream::connect(server.grpc).await.unwrap();
+    // A handshake record that announces 512 bytes, and 32 of them.
+    let mut record = vec![0x16, 0x03, 0x01, 0x02, 0x00];
+    record.extend([0x01; 32]);
+    stalled.write_all(&record).await.unwrap();
+    assert!(
+        crate::support::closed_by_server(&mut stalled, std::time::Duration::from_secs(10)).await,
+        "a stalled TLS handshake was kept open"
+    );
+}
+
 /// The sources a running `serve` reports, stopping it afterwards.
 fn served_sources(args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
     let (mut child, grpc, _) = crate::support::spawn_serve(args, env);

@@ -64,8 +64,8 @@ pub struct ServerOptions {
     /// on the gRPC port, a request line on the HTTP port) by then is closed, so silent
     /// connections cannot pile up until the process runs out of file descriptors.
     pub opening_timeout: Duration,
-    /// Open client connections, both listeners together; one beyond it is closed at once,
-    /// so that connections cannot take every file descriptor the process has.
+    /// Open client connections per listener; one beyond it is closed at once, so that
+    /// connections cannot take every file descriptor the process has.
     pub max_connections: usize,
 }
 
@@ -466,7 +466,7 @@ pub async fn run(
         .tcp_nodelay(true);
     if let Some(tls) = &options.tls {
         builder = builder
-            .tls_config(tls_config(tls)?)
+            .tls_config(tls_config(tls, options.opening_timeout)?)
             .context("configuring TLS")?;
     }
 
@@ -506,9 +506,10 @@ pub async fn run(
 
     let grpc_cut = cut_rx.clone();
     let opening_timeout = options.opening_timeout;
+    // Each listener has its own limit, so a flood of gRPC connections cannot take the
+    // slots that health probes and metrics need on the HTTP port.
     let limit = (options.max_connections).clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
-    let connections = Arc::new(tokio::sync::Semaphore::new(limit));
-    let grpc_connections = connections.clone();
+    let grpc_connections = Arc::new(tokio::sync::Semaphore::new(limit));
     let grpc_incoming = TcpIncoming::from(grpc)
         .with_nodelay(Some(true))
         .filter_map(move |io| match io {
@@ -531,7 +532,7 @@ pub async fn run(
         inner: http,
         cut: cut_rx,
         opening_timeout,
-        connections,
+        connections: Arc::new(tokio::sync::Semaphore::new(limit)),
     };
     let http_server = axum::serve(http_listener, http::router(app.clone()))
         .with_graceful_shutdown(stopped(stop_rx));
@@ -735,10 +736,14 @@ impl axum::serve::Listener for SeverableListener {
     }
 }
 
-fn tls_config(tls: &TlsFiles) -> anyhow::Result<ServerTlsConfig> {
+/// The TLS settings; a handshake not done within `handshake` is dropped (the opening
+/// timeout: below TLS, the opening bytes are the ClientHello's, so without this a client
+/// could send a few and hold its connection).
+fn tls_config(tls: &TlsFiles, handshake: Duration) -> anyhow::Result<ServerTlsConfig> {
     let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    let mut config =
-        ServerTlsConfig::new().identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?));
+    let mut config = ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?))
+        .timeout(handshake);
     if let Some(ca) = &tls.client_ca {
         config = config.client_ca_root(Certificate::from_pem(read(ca)?));
     }

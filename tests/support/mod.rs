@@ -83,6 +83,52 @@ where
     (child, grpc, http)
 }
 
+/// Whether the server closes `stream` (end of stream or a reset) within `within`,
+/// whatever it sends first.
+pub async fn closed_by_server(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(within, async {
+        let mut buf = [0u8; 256];
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                return;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// Sends `GET path` on an open HTTP/1.1 keep-alive connection and returns the status
+/// code of the answer (read whole: its headers and `content-length` bytes), or `None`
+/// when the connection is closed first.
+pub async fn get_on(stream: &mut tokio::net::TcpStream, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut buf).await.ok().filter(|&n| n > 0)?;
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        if body.len() >= length {
+            return head.split(' ').nth(1)?.parse().ok();
+        }
+    }
+}
+
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }

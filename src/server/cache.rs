@@ -133,17 +133,6 @@ impl DecisionCache {
         snapshot: &Snapshot,
         req: &CheckRequest<'_>,
     ) -> Result<Verdict, RequestError> {
-        // An entry holds the request's strings, so a request whose strings are long (many
-        // caller groups, say) is answered without the cache: the cache's memory stays
-        // bounded by its entry count times this size, whatever callers send.
-        let bytes = held_bytes(req.principal)
-            + held_bytes(req.action)
-            + held_bytes(req.scope)
-            + req.groups.iter().map(|g| held_bytes(g)).sum::<usize>();
-        if bytes > MAX_ENTRY_BYTES {
-            self.counters.misses.inc();
-            return snapshot.verdict(req);
-        }
         let key = self.key(generation, req);
         if let Some(entry) = self.cache.get(&key)
             && entry.answers(generation, req)
@@ -153,6 +142,16 @@ impl DecisionCache {
         }
         self.counters.misses.inc();
         let verdict = snapshot.verdict(req)?;
+        // An entry holds the request's strings, so a request whose strings are long (many
+        // caller groups, say) is never cached (and so never found): the cache's memory
+        // stays bounded by its entry count times this size, whatever callers send.
+        let bytes = held_bytes(req.principal)
+            + held_bytes(req.action)
+            + held_bytes(req.scope)
+            + req.groups.iter().map(|g| held_bytes(g)).sum::<usize>();
+        if bytes > MAX_ENTRY_BYTES {
+            return Ok(verdict);
+        }
         let (from, until) = snapshot.validity(req.at);
         self.cache.insert(
             key,

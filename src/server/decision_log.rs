@@ -145,6 +145,11 @@ impl DecisionLog {
                 return;
             }
         }
+        // A full queue drops the line before it is written out, not after.
+        if self.queued.load(Ordering::Relaxed) >= QUEUE_BYTES {
+            self.counters.dropped.inc();
+            return;
+        }
         let Ok(line) = serde_json::to_string(record) else {
             return;
         };

@@ -237,11 +237,11 @@ async fn check_http_maps_identifies_and_decides() {
 }
 
 /// A role with `*` over a large catalog, held through many assignments, makes actions ×
-/// assignments grants from a small policy: the answer is refused once it would pass 4 MiB
-/// (RESOURCE_EXHAUSTED, with a message), never built whole, and smaller answers from the
-/// same policy still come.
+/// assignments grants from a small policy: the answer is refused once it would pass the
+/// message size (4 MiB by default; RESOURCE_EXHAUSTED, with a message), never built
+/// whole, and smaller answers from the same policy still come.
 #[tokio::test]
-async fn list_permissions_refuses_an_answer_past_4_mib() {
+async fn list_permissions_refuses_an_answer_past_the_message_size() {
     use std::fmt::Write;
     let mut text = String::from("version: 1\nactions:\n");
     for i in 0..2000 {
@@ -273,6 +273,21 @@ async fn list_permissions_refuses_an_answer_past_4_mib() {
     // The catalog, and the assign action every policy's universe holds.
     assert_eq!(small.permissions.len(), 2001);
     assert!(small.permissions.iter().all(|p| p.grants.len() == 1));
+    // With a smaller --max-message-bytes the bound follows it: that answer (over 100 KB)
+    // is refused the same way, not left to fail in the encoder.
+    let options = iot_authz::server::ServerOptions {
+        max_message_bytes: 64 * 1024,
+        ..Default::default()
+    };
+    let small_server =
+        TestServer::start_server_options(crate::support::policy(&text), options).await;
+    let err = client(&small_server)
+        .await
+        .list_permissions(ask("user:b"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("61440 bytes"), "{err:?}");
 }
 
 #[tokio::test]

@@ -419,9 +419,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let authorizer = AuthorizerServer::new(native::Authorizer::new(app.clone()))
-        .max_decoding_message_size(options.max_message_bytes)
-        .max_encoding_message_size(options.max_message_bytes);
+    let authorizer = AuthorizerServer::new(native::Authorizer::new(
+        app.clone(),
+        options.max_message_bytes,
+    ))
+    .max_decoding_message_size(options.max_message_bytes)
+    .max_encoding_message_size(options.max_message_bytes);
     let ext_authz = AuthorizationServer::new(ext_authz::ExtAuthz::new(app.clone()))
         .max_decoding_message_size(options.max_message_bytes)
         .max_encoding_message_size(options.max_message_bytes);

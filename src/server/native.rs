@@ -22,11 +22,21 @@ pub use crate::proto::codec::MAX_BATCH;
 #[derive(Debug, Clone)]
 pub struct Authorizer {
     app: Arc<App>,
+    /// The largest ListPermissions answer, encoded (see [`Authorizer::new`]).
+    max_listed_bytes: usize,
 }
 
 impl Authorizer {
-    pub fn new(app: Arc<App>) -> Self {
-        Self { app }
+    /// The native API, sending messages of at most `max_message_bytes` (the server's
+    /// `--max-message-bytes`). A ListPermissions answer is refused past that, with room
+    /// for the revision: a role with `*` over a large catalog, held through many
+    /// assignments, makes actions × assignments pairs, and the answer is never built
+    /// beyond what could be sent.
+    pub fn new(app: Arc<App>, max_message_bytes: usize) -> Self {
+        Self {
+            app,
+            max_listed_bytes: max_message_bytes.saturating_sub(4096),
+        }
     }
 
     fn policy(&self) -> Result<Arc<LoadedPolicy>, Status> {
@@ -47,16 +57,19 @@ impl Authorizer {
     }
 }
 
-/// The largest ListPermissions answer, encoded: within the 4 MiB that gRPC clients accept
-/// by default, with room for the revision. It also bounds the memory one query can make
-/// the server spend: a role with `*` over a large catalog, held through many assignments,
-/// makes actions × assignments pairs.
-pub const MAX_LISTED_BYTES: usize = 4 * 1024 * 1024 - 4096;
-
-/// A request's `at`, or now without one; a timestamp protobuf does not allow is invalid.
-fn at_or_now(at: Option<&prost_types::Timestamp>) -> Result<Instant, RequestError> {
-    at.map_or_else(|| Ok(syntax::now()), request_instant)
+/// A request's `at`, or `now()` without one; a timestamp protobuf does not allow is
+/// invalid.
+fn at_or(
+    at: Option<&prost_types::Timestamp>,
+    now: impl FnOnce() -> Instant,
+) -> Result<Instant, RequestError> {
+    at.map_or_else(|| Ok(now()), request_instant)
         .map_err(RequestError::At)
+}
+
+/// [`at_or`] the current time.
+fn at_or_now(at: Option<&prost_types::Timestamp>) -> Result<Instant, RequestError> {
+    at_or(at, syntax::now)
 }
 
 fn reason(r: &EngineReason<'_>) -> pb::Reason {
@@ -104,10 +117,7 @@ fn engine_check(
     req: &pb::CheckRequest,
     now: impl FnOnce() -> Instant,
 ) -> Result<EngineCheck<'_>, RequestError> {
-    let at = match &req.at {
-        Some(at) => request_instant(at).map_err(RequestError::At)?,
-        None => now(),
-    };
+    let at = at_or(req.at.as_ref(), now)?;
     Ok(EngineCheck {
         principal: &req.principal,
         groups: &req.groups,
@@ -246,6 +256,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         let at = at_or_now(req.at.as_ref()).map_err(|e| self.invalid("list_permissions", e))?;
         // Off the runtime's workers: the walk over the action universe can take a while
         // on a large catalog.
+        let max_listed_bytes = self.max_listed_bytes;
         let answer = tokio::task::spawn_blocking(move || {
             use prost::Message;
             let mut bytes = 0usize;
@@ -260,13 +271,13 @@ impl pb::authorizer_server::Authorizer for Authorizer {
                     };
                     // The field's tag and length prefix take at most 6 bytes more.
                     bytes += permission.encoded_len() + 6;
-                    if bytes > MAX_LISTED_BYTES {
+                    if bytes > max_listed_bytes {
                         return ControlFlow::Break(());
                     }
                     permissions.push(permission);
                     ControlFlow::Continue(())
                 })
-                .map(|()| (bytes <= MAX_LISTED_BYTES).then_some(permissions))
+                .map(|()| (bytes <= max_listed_bytes).then_some(permissions))
                 .map(|permissions| (permissions, policy.snapshot.revision.clone()))
         })
         .await
@@ -274,8 +285,9 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         match answer {
             Err(e) => Err(self.invalid("list_permissions", e)),
             Ok((None, _)) => Err(Status::resource_exhausted(format!(
-                "the answer would exceed {MAX_LISTED_BYTES} bytes; ask at a narrower \
-                 scope, or run `iot-authz permissions` on the policy"
+                "the answer would exceed {} bytes; ask at a narrower \
+                 scope, or run `iot-authz permissions` on the policy",
+                self.max_listed_bytes
             ))),
             Ok((Some(permissions), revision)) => Ok(Response::new(pb::ListPermissionsResponse {
                 permissions,

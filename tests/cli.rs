@@ -201,6 +201,12 @@ fn check_errors_exit_2() {
         let out = run(args);
         assert_eq!(code(&out), 2, "{args:?}: {out:?}");
     }
+    // Exit 2 alone is any error: a header without a name says why.
+    let out = run(&["check", "--method", "GET", "--path", "/", "--header", ":v"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`:v` is not NAME:VALUE"),
+        "{out:?}"
+    );
 }
 
 #[test]

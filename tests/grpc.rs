@@ -128,6 +128,7 @@ async fn invalid_arguments_are_rejected_with_a_message() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("invalid at"), "{}", e.message());
     // The last second of the year 9999 is a time like any other.
     assert!(c.check(at(253_402_300_799, 999_999_999)).await.is_ok());
     let mut req = check("user:a", "a/b", "/");

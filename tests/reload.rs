@@ -449,10 +449,15 @@ async fn a_file_rewritten_without_pause_does_not_hold_reloads_back() {
             }
         })
     };
+    let written = std::time::Instant::now();
     write_then_rename(&dir.path().join("p.yaml"), B);
     wait_revision(&mut live.client, B).await;
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
+    // Ten periods are 0.5 s; the bound leaves room for a busy machine, and still catches
+    // a cap ten times too loose.
+    let took = written.elapsed();
+    assert!(took < Duration::from_secs(3), "the reload waited {took:?}");
 }
 
 /// The revision hashes bytes only; a file renamed without a change of bytes is still read

@@ -118,6 +118,12 @@ fn a_key_written_twice_names_its_object() {
     let error = problems("p.yaml", "version: 1\nversion: 1\n");
     assert_eq!(error.problems[0].object, "document", "{error}");
     assert!(
+        error.problems[0]
+            .message
+            .contains("duplicate mapping key: version"),
+        "{error}"
+    );
+    assert!(
         !error.problems[0].message.contains("DuplicateKeyPolicy"),
         "{error}"
     );
@@ -440,10 +446,10 @@ fn every_problem_of_one_object_is_reported() {
     };
     on("actions[0]", "bad name");
     on("actions[0]", "implies:");
-    on("groups[0]", "group");
+    on("groups[0]", "is not a group id");
     on("groups[0]", "members:");
     on("routes[0]", "method `G T`");
-    on("routes[0]", "action");
+    on("routes[0]", "action pattern `a b`");
     on("routes[0]", "uses `{c}`");
 }
 

@@ -41,47 +41,6 @@ pub struct Cli {
     pub command: Command,
 }
 
-impl Cli {
-    /// Parses the process's arguments and environment, exiting with clap's message on an
-    /// error, as [`Parser::parse`] does.
-    pub fn parse_process() -> Self {
-        use clap::CommandFactory;
-        Self::from_matches(&Self::command().get_matches())
-    }
-
-    /// [`Cli`] from parsed matches. `IOT_AUTHZ_POLICY` is a comma-separated list, while
-    /// each `--policy` flag is one path, commas included (a file may be named
-    /// `my,policy.yaml`): clap's delimiter would split both, so the variable is split here,
-    /// and only when the paths came from it.
-    pub fn from_matches(matches: &clap::ArgMatches) -> Self {
-        use clap::FromArgMatches;
-        use clap::parser::ValueSource;
-        let mut cli = Self::from_arg_matches(matches).unwrap_or_else(|e| e.exit());
-        if let Command::Serve(args) = &mut cli.command
-            && let Some(("serve", serve)) = matches.subcommand()
-            && serve.value_source("policy") == Some(ValueSource::EnvVariable)
-        {
-            args.policy = split_policy_list(&args.policy);
-        }
-        cli
-    }
-}
-
-/// The paths of a comma-separated `IOT_AUTHZ_POLICY` (empty items are skipped).
-fn split_policy_list(values: &[PathBuf]) -> Vec<PathBuf> {
-    values
-        .iter()
-        .flat_map(|value| {
-            value
-                .to_string_lossy()
-                .split(',')
-                .filter(|item| !item.is_empty())
-                .map(PathBuf::from)
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the native gRPC API, Envoy ext_authz and the HTTP endpoints.
@@ -156,7 +115,7 @@ pub struct PolicyArgs {
 pub struct ServeArgs {
     /// Policy file or directory (repeatable; one path per flag, commas included); without
     /// it, the comma-separated list in IOT_AUTHZ_POLICY, or the embedded demo policy.
-    #[arg(long = "policy", value_name = "PATH", env = "IOT_AUTHZ_POLICY")]
+    #[arg(long = "policy", value_name = "PATH")]
     pub policy: Vec<PathBuf>,
     /// gRPC listen address (native API, ext_authz, health, reflection).
     #[arg(long, env = "IOT_AUTHZ_GRPC_ADDR", default_value = "0.0.0.0:50051")]
@@ -436,7 +395,43 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn serve(args: &ServeArgs) -> CliResult {
-    crate::server::cli::serve(args).map_err(|e| CliError(format!("{e:#}")))
+    // `IOT_AUTHZ_POLICY` is read here rather than by clap: it is a comma-separated list,
+    // while each `--policy` flag is one path, commas included (`my,policy.yaml`), and
+    // clap's delimiter would split both.
+    let mut args = args.clone();
+    if args.policy.is_empty()
+        && let Some(list) = std::env::var_os("IOT_AUTHZ_POLICY")
+    {
+        if args.policy_url.is_some() {
+            return Err(CliError(
+                "IOT_AUTHZ_POLICY and --policy-url cannot be used together".into(),
+            ));
+        }
+        args.policy = split_policy_list(&list);
+    }
+    crate::server::cli::serve(&args).map_err(|e| CliError(format!("{e:#}")))
+}
+
+/// The paths of a comma-separated `IOT_AUTHZ_POLICY` (empty items skipped), split on the
+/// bytes so that a path that is not UTF-8 stays as it is.
+fn split_policy_list(list: &std::ffi::OsStr) -> Vec<PathBuf> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        list.as_bytes()
+            .split(|&b| b == b',')
+            .filter(|item| !item.is_empty())
+            .map(|item| PathBuf::from(std::ffi::OsStr::from_bytes(item)))
+            .collect()
+    }
+    #[cfg(not(unix))]
+    {
+        list.to_string_lossy()
+            .split(',')
+            .filter(|item| !item.is_empty())
+            .map(PathBuf::from)
+            .collect()
+    }
 }
 
 fn reason_text(reason: &Reason<'_>) -> String {

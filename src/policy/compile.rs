@@ -465,7 +465,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     let mut scope_buf = LowerBuf::new();
     // Pending assignments whose scope is spelled otherwise than the scope's first mention
     // (`/Apps/Fleet` against `/apps/fleet`): their reasons show their own spelling.
-    let mut respelled: Vec<(usize, Box<str>)> = Vec::new();
+    let mut respelled: FastMap<usize, Box<str>> = FastMap::default();
     for (di, (doc, d)) in docs.iter().enumerate() {
         for (i, a) in d.assignments.iter().enumerate() {
             let object = || assignment_object(i, a);
@@ -552,7 +552,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             };
             let written = syntax::trim_scope(&a.scope);
             if scopes.scopes[scope as usize].as_str() != written {
-                respelled.push((pending.len(), written.into()));
+                respelled.insert(pending.len(), written.into());
             }
             let end = ids.push(pending.len(), a.id.as_deref());
             id_ends.push(end.unwrap_or(0));
@@ -981,8 +981,16 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     // Ids laid out in the order of the assignments, each record holding where its id ends.
     let mut assignment_ids = IdText::with_capacity(ids.len());
     let mut assignments: Vec<Assignment> = Vec::with_capacity(slots.len());
+    // The spellings of the assignments whose scope differs from the interned spelling,
+    // by their position in `assignments`.
+    let mut scope_spellings: FastMap<u32, Box<str>> = FastMap::default();
     for (i, &(_, n)) in slots.iter().enumerate() {
         let n = n as usize;
+        if !respelled.is_empty()
+            && let Some(written) = respelled.remove(&n)
+        {
+            scope_spellings.insert(u32::try_from(i).unwrap_or(u32::MAX), written);
+        }
         let start = n.checked_sub(1).map_or(0, |m| id_ends[m]);
         let mut a = pending[n].assignment;
         a.id_end = assignment_ids
@@ -1001,18 +1009,6 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         .collect();
     let assignment_order: Vec<u32> = slots.iter().map(|&(_, n)| n).collect();
     drop(slots);
-    let scope_spellings: FastMap<u32, Box<str>> = if respelled.is_empty() {
-        FastMap::default()
-    } else {
-        let mut position = vec![0u32; assignment_order.len()];
-        for (i, &n) in assignment_order.iter().enumerate() {
-            position[n as usize] = u32::try_from(i).unwrap_or(u32::MAX);
-        }
-        respelled
-            .into_iter()
-            .map(|(n, written)| (position[n], written))
-            .collect()
-    };
     let member_rows: Vec<[u32; 3]> = member_of
         .items
         .iter()

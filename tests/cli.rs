@@ -19,6 +19,21 @@ fn run(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `check` of one plain request against the policy at `policy`.
+fn check_args(policy: &str) -> [&str; 9] {
+    [
+        "check",
+        "--policy",
+        policy,
+        "--principal",
+        "user:a",
+        "--action",
+        "a/b",
+        "--scope",
+        "/",
+    ]
+}
+
 fn code(out: &Output) -> i32 {
     out.status.code().unwrap()
 }
@@ -169,17 +184,7 @@ fn check_errors_exit_2() {
             "--scope",
             "no-slash",
         ],
-        &[
-            "check",
-            "--policy",
-            "/does/not/exist.yaml",
-            "--principal",
-            "user:a",
-            "--action",
-            "a/b",
-            "--scope",
-            "/",
-        ],
+        &check_args("/does/not/exist.yaml"),
         &["check", "--principal", "user:a", "--action", "a/b"],
         &[
             "check",
@@ -686,17 +691,7 @@ fn files_that_are_not_regular_are_refused_without_reading_them() {
         vec!["validate", "/dev/zero"],
         vec!["validate", dir_path],
         vec!["test", fifo],
-        vec![
-            "check",
-            "--policy",
-            "/dev/zero",
-            "--principal",
-            "user:a",
-            "--action",
-            "a/b",
-            "--scope",
-            "/",
-        ],
+        check_args("/dev/zero").to_vec(),
         vec!["import-azure", fifo],
         vec!["import-azure", "/dev/zero"],
     ] {

@@ -104,29 +104,25 @@ fn duplicate_names_and_ids_are_errors() {
 /// name the second key itself) and the key in the message.
 #[test]
 fn a_key_written_twice_names_its_object() {
-    let error = problems(
-        "p.yaml",
-        "version: 1\nroles: [{name: A, notActions: [x], notActions: []}]\n",
-    );
-    assert_eq!(error.problems[0].object, "roles[0]", "{error}");
-    assert!(
-        error.problems[0]
-            .message
-            .contains("duplicate mapping key: notActions"),
-        "{error}"
-    );
-    let error = problems("p.yaml", "version: 1\nversion: 1\n");
-    assert_eq!(error.problems[0].object, "document", "{error}");
-    assert!(
-        error.problems[0]
-            .message
-            .contains("duplicate mapping key: version"),
-        "{error}"
-    );
-    assert!(
-        !error.problems[0].message.contains("DuplicateKeyPolicy"),
-        "{error}"
-    );
+    for (text, object, key) in [
+        (
+            "version: 1\nroles: [{name: A, notActions: [x], notActions: []}]\n",
+            "roles[0]",
+            "notActions",
+        ),
+        ("version: 1\nversion: 1\n", "document", "version"),
+    ] {
+        let error = problems("p.yaml", text);
+        let problem = &error.problems[0];
+        assert_eq!(problem.object, object, "{error}");
+        assert!(
+            problem
+                .message
+                .contains(&format!("duplicate mapping key: {key}")),
+            "{error}"
+        );
+        assert!(!problem.message.contains("DuplicateKeyPolicy"), "{error}");
+    }
 }
 
 #[test]

@@ -440,6 +440,12 @@ fn serve_json_logs_one_json_object_per_line() {
             break;
         }
     }
+    // The loop ends at `listening`, not because the server died and closed its stderr.
+    assert_eq!(
+        messages.last().map(String::as_str),
+        Some("listening"),
+        "{messages:?}"
+    );
     assert!(messages[0].contains("embedded demo policy"), "{messages:?}");
     let _ = child.kill();
     let _ = child.wait();

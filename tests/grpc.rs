@@ -383,9 +383,41 @@ async fn policy_status_reports_the_loaded_policy() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(s.revision, demo().revision);
+    let expected = demo();
+    assert_eq!(s.revision, expected.revision);
+    assert_eq!(s.sources, expected.sources);
     assert_eq!(s.sources.len(), 6);
-    assert!(s.counts.unwrap().roles >= 30);
+    let c = expected.counts;
+    let want = [
+        c.documents,
+        c.roles,
+        c.assignments,
+        c.deny_assignments,
+        c.groups,
+        c.principals,
+        c.scopes,
+        c.catalog_actions,
+        c.routes,
+    ]
+    .map(|n| n as u64);
+    // Every count differs from the others, so a count reported in another's field fails.
+    let mut distinct = want.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), want.len(), "{want:?}");
+    let got = s.counts.unwrap();
+    let got = [
+        got.documents,
+        got.roles,
+        got.assignments,
+        got.deny_assignments,
+        got.groups,
+        got.principals,
+        got.scopes,
+        got.catalog_actions,
+        got.routes,
+    ];
+    assert_eq!(got, want);
     assert!(s.loaded_at.is_some());
     assert!(s.last_error.is_empty());
 }

@@ -795,6 +795,11 @@ fn backoff_grows_with_jitter_and_is_capped() {
         first >= Duration::from_secs(10) && first < Duration::from_secs(20),
         "{first:?}"
     );
+    // The jitter varies: a constant factor would give one value every time.
+    let mut seen: Vec<Duration> = (0..64).map(|_| bundle::backoff(&options, 1)).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert!(seen.len() > 8, "{seen:?}");
     for failures in [5, 50, u32::MAX] {
         let b = bundle::backoff(&options, failures);
         assert!(

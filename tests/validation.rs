@@ -149,7 +149,25 @@ fn assignments_to_unknown_roles_are_errors() {
 #[test]
 fn roles_resolve_by_name_or_id() {
     let text = "version: 1\nroles:\n  - {name: Reader, id: 0a1b, actions: ['*/read']}\nassignments:\n  - {principal: 'user:a', role: 0A1B, scope: /}\n  - {principal: 'user:b', role: READER, scope: /}\n";
-    compile_sources(&[SourceDocument::new("p.yaml", text.as_bytes())]).unwrap();
+    let snapshot = compile_sources(&[SourceDocument::new("p.yaml", text.as_bytes())]).unwrap();
+    // Both spellings name the one role: each principal is granted through it.
+    for principal in ["user:a", "user:b"] {
+        let d = snapshot
+            .check(&iot_authz::policy::CheckRequest {
+                principal,
+                groups: &[],
+                action: "x/read",
+                data_action: false,
+                scope: "/s",
+                at: 0,
+            })
+            .unwrap();
+        assert!(d.allowed, "{principal}: {d:?}");
+        match d.reason {
+            iot_authz::policy::Reason::RoleAssignment { role, .. } => assert_eq!(role, "Reader"),
+            other => panic!("{principal}: {other:?}"),
+        }
+    }
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! blocks a request: when the channel is full, in lines or in bytes, the line is dropped
 //! and counted.
 
+use opentelemetry::trace::TraceId;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -77,8 +78,11 @@ pub struct DecisionRecord<'a> {
     pub shadow: bool,
     pub revision: &'a str,
     pub latency_us: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub trace_id: Option<&'a str>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "hex_trace_id"
+    )]
+    pub trace_id: Option<TraceId>,
 }
 
 /// The decision logger.
@@ -203,16 +207,33 @@ fn write_loop(
     }
 }
 
-/// The trace id of a W3C `traceparent` header (`00-<trace id>-<span id>-<flags>`).
-pub fn trace_id(traceparent: &str) -> Option<&str> {
-    let mut parts = traceparent.split('-');
-    let (version, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
-    let valid = version.len() == 2
-        && trace.len() == 32
-        && span.len() == 16
-        && trace.bytes().all(|b| b.is_ascii_hexdigit())
-        && trace.bytes().any(|b| b != b'0');
-    valid.then_some(trace)
+/// The trace id of a W3C `traceparent` header, read by OpenTelemetry's own propagator (the
+/// one that parents the request's span), so the log and the trace agree on what is valid.
+pub fn trace_id(traceparent: &str) -> Option<TraceId> {
+    use opentelemetry::propagation::{Extractor, TextMapPropagator};
+    use opentelemetry::trace::TraceContextExt;
+    struct Traceparent<'a>(&'a str);
+    impl Extractor for Traceparent<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            (key == "traceparent").then_some(self.0)
+        }
+        fn keys(&self) -> Vec<&str> {
+            vec!["traceparent"]
+        }
+    }
+    let context = opentelemetry_sdk::propagation::TraceContextPropagator::new()
+        .extract(&Traceparent(traceparent));
+    let span = context.span();
+    let span = span.span_context();
+    span.is_valid().then(|| span.trace_id())
+}
+
+/// A trace id as its 32 lowercase hex digits.
+fn hex_trace_id<S: serde::Serializer>(id: &Option<TraceId>, s: S) -> Result<S::Ok, S::Error> {
+    match id {
+        Some(id) => s.collect_str(id),
+        None => s.serialize_none(),
+    }
 }
 
 #[cfg(test)]
@@ -279,15 +300,22 @@ mod tests {
 
     #[test]
     fn traceparent_is_parsed_strictly() {
+        let id = |t: &str| trace_id(t).map(|id| id.to_string());
         assert_eq!(
-            trace_id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").as_deref(),
             Some("4bf92f3577b34da6a3ce929d0e0e4736")
         );
-        assert_eq!(
-            trace_id("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
-            None
-        );
-        assert_eq!(trace_id("garbage"), None);
-        assert_eq!(trace_id("00-4bf92f35<script>-00f067aa0ba902b7-01"), None);
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            // Version ff is forbidden by the W3C specification.
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "garbage",
+            "00-4bf92f35<script>-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(id(bad), None, "{bad}");
+        }
     }
 }

@@ -191,7 +191,7 @@ impl App {
     /// (ext_authz and the HTTP modes). Returns whether a would-be denial is let through.
     pub fn conclude_http(
         &self,
-        ctx: &RequestContext<'_>,
+        ctx: &RequestContext,
         outcome: &crate::policy::queries::HttpDecision<'_>,
         decision_id: &str,
         revision: &str,
@@ -212,7 +212,7 @@ impl App {
     /// Without a `decision_id` (no deny body carries one), one is made only for the log.
     pub fn record_http(
         &self,
-        ctx: &RequestContext<'_>,
+        ctx: &RequestContext,
         outcome: &crate::policy::queries::HttpDecision<'_>,
         decision_id: Option<&str>,
         revision: &str,
@@ -265,7 +265,7 @@ impl App {
     /// Counts and logs a decision of the native API.
     pub fn conclude_check(
         &self,
-        ctx: &RequestContext<'_>,
+        ctx: &RequestContext,
         req: &crate::policy::CheckRequest<'_>,
         decision: &crate::policy::Decision<'_>,
         revision: &str,
@@ -289,7 +289,7 @@ impl App {
     /// Writes the decision log line of one native-API decision (when the log is on).
     pub fn log_check(
         &self,
-        ctx: &RequestContext<'_>,
+        ctx: &RequestContext,
         req: &crate::policy::CheckRequest<'_>,
         decision: &crate::policy::Decision<'_>,
         revision: &str,
@@ -381,16 +381,16 @@ fn unix_seconds(t: std::time::SystemTime) -> f64 {
 /// What one authorization request carries besides its question: the API, when it started,
 /// the caller's trace id (from `traceparent`) and, when tracing is on, its span.
 #[derive(Debug)]
-pub struct RequestContext<'a> {
+pub struct RequestContext {
     pub api: &'static str,
     pub started: std::time::Instant,
-    pub trace_id: Option<&'a str>,
+    pub trace_id: Option<opentelemetry::trace::TraceId>,
     pub span: Option<tracing::Span>,
 }
 
-impl<'a> RequestContext<'a> {
+impl RequestContext {
     /// Starts the clock; `lookup` reads the caller's headers or gRPC metadata.
-    pub fn begin(api: &'static str, lookup: impl Fn(&str) -> Option<&'a str>) -> Self {
+    pub fn begin<'a>(api: &'static str, lookup: impl Fn(&str) -> Option<&'a str>) -> Self {
         Self {
             api,
             started: std::time::Instant::now(),

@@ -103,7 +103,7 @@ fn check_one(
     app: &App,
     policy: &LoadedPolicy,
     req: &pb::CheckRequest,
-    ctx: &RequestContext<'_>,
+    ctx: &RequestContext,
 ) -> Result<pb::CheckResponse, RequestError> {
     let engine = engine_check(req, syntax::now)?;
     let verdict = app.decide(policy, &engine)?;

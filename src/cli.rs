@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use crate::demo;
+use crate::telemetry::LogFormat;
 
 /// `println!` without the panic when stdout is closed early (`iot-authz ... | head -1`):
 /// output that nobody reads is dropped.
@@ -207,9 +208,9 @@ pub struct ServeArgs {
     /// through, marking would-be denials with `x-iotauthz-shadow-decision: deny`.
     #[arg(long, env = "IOT_AUTHZ_SHADOW")]
     pub shadow: bool,
-    /// Log format: text or json.
-    #[arg(long, env = "IOT_AUTHZ_LOG_FORMAT", default_value = "text")]
-    pub log_format: String,
+    /// Log format: text or json (anything else is an error, never a silent text).
+    #[arg(long, env = "IOT_AUTHZ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Machine-readable output: log lines as JSON, the same as `--log-format json`.
     #[arg(long)]
     pub json: bool,

@@ -42,12 +42,21 @@ impl Telemetry {
     }
 }
 
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// Installs logging, and tracing when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Must run
 /// inside a Tokio runtime (the OTLP exporter uses it).
-pub fn init(log_format: &str) -> Telemetry {
+pub fn init(log_format: LogFormat) -> Telemetry {
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let fmt: Box<dyn Layer<_> + Send + Sync> = if log_format == "json" {
+    let fmt: Box<dyn Layer<_> + Send + Sync> = if log_format == LogFormat::Json {
         Box::new(fmt.json().with_filter(filter()))
     } else {
         Box::new(fmt.with_filter(filter()))

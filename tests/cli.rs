@@ -771,3 +771,13 @@ fn iot_central_delegation_through_can_assign() {
     let (c, _) = snapshot_has("user:ioc-carol", "Org Viewer", seattle);
     assert_eq!(c, 1);
 }
+
+#[test]
+fn serve_refuses_an_unknown_log_format() {
+    // A typo used to give text logs silently; now it is a usage error before serving.
+    let out = run(&["serve", "--log-format", "jsn", "--grpc-addr", "127.0.0.1:0"]);
+    assert_eq!(code(&out), 2, "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid value 'jsn'"), "{stderr}");
+    assert!(stderr.contains("text, json"), "{stderr}");
+}

@@ -87,7 +87,11 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
         .context("starting the runtime")?;
     let telemetry = {
         let _entered = runtime.enter();
-        crate::telemetry::init(if args.json { "json" } else { &args.log_format })
+        crate::telemetry::init(if args.json {
+            crate::telemetry::LogFormat::Json
+        } else {
+            args.log_format
+        })
     };
     let mut bundle = None;
     let snapshot = match first_policy(args, &runtime, &mut bundle)? {

@@ -33,10 +33,13 @@ fuzz_dir=$root/fuzz
 cd "$fuzz_dir" || exit 2
 started=$(date +%s)
 
-# cargo-fuzz itself.
+# cargo-fuzz itself: one on PATH, or installed into the project-local root .tools/ (never
+# the user's cargo bin).
+export PATH="$root/.tools/bin:$PATH"
 if ! cargo fuzz --version >/dev/null 2>&1; then
-    echo "fuzz: installing cargo-fuzz"
-    cargo install cargo-fuzz --locked || { echo "fuzz: cannot install cargo-fuzz" >&2; echo "0 passed, 1 failed"; exit 1; }
+    echo "fuzz: installing cargo-fuzz into $root/.tools"
+    cargo install cargo-fuzz --version 0.13.2 --locked --root "$root/.tools" ||
+        { echo "fuzz: cannot install cargo-fuzz" >&2; echo "0 passed, 1 failed"; exit 1; }
 fi
 
 # The toolchain.

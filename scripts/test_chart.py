@@ -545,7 +545,11 @@ def decision_cache_and_server_flags() -> None:
     assert flag(args, "--decision-cache-size") == "5000", args
     assert flag(args, "--decision-cache-ttl-seconds") == "60", args
     assert flag(args, "--max-message-bytes") is None, args
-    assert "--decision-log" not in args and "--shadow" not in args, args
+    # The decision log is on by default, to stdout, so a deny body's decisionId can be
+    # found in the pod's log.
+    assert flag(args, "--decision-log") == "-" and "--shadow" not in args, args
+    args = args_of(render({"decisionLog": {"enabled": False}}))
+    assert "--decision-log" not in args, args
     args = args_of(render({"extraArgs": ["--no-watch"], "server": {"logFormat": "text"}}))
     assert args[-1] == "--no-watch" and flag(args, "--log-format") == "text", args
 
@@ -672,7 +676,8 @@ def istio_examples_use_real_field_names() -> None:
 @test
 def dockerfile_runs_the_binary_as_nonroot() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    for line in ("FROM rust:1-bookworm AS build",
+    for line in ("FROM rust:1.95.0-slim-bookworm AS chef",
+                 "RUN cargo chef cook --release --locked",
                  "RUN cargo build --release --locked",
                  "FROM gcr.io/distroless/cc-debian12:nonroot",
                  "USER 65532:65532", "EXPOSE 50051 8181",

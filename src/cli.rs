@@ -21,7 +21,9 @@ macro_rules! out {
 use crate::policy::queries::HttpRequest;
 use crate::policy::source::{self, DEFAULT_MAX_POLICY_BYTES};
 use crate::policy::syntax::{self, Instant};
-use crate::policy::{CheckRequest, Decision, PolicyError, Reason, Snapshot, compile_sources};
+use crate::policy::{
+    CheckRequest, Decision, Explanation, PolicyError, Reason, Snapshot, compile_sources,
+};
 use crate::testing::{self, Outcome};
 
 /// Exit code: allowed / valid / all tests passed.
@@ -98,6 +100,7 @@ pub struct LoadArgs {
     /// the same machine.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
 }
@@ -227,14 +230,19 @@ pub struct CheckArgs {
     /// when it is absent.
     #[arg(long)]
     pub principal: Option<String>,
+    /// The action asked for, e.g. `Microsoft.Edge/targets/read` (with --scope).
     #[arg(long, requires = "scope", conflicts_with_all = ["method", "path"])]
     pub action: Option<String>,
+    /// The scope the action is asked at, e.g. `/subscriptions/s1/resourceGroups/factory`.
     #[arg(long, requires = "action")]
     pub scope: Option<String>,
+    /// Ask for the action as a data action (the role's `dataActions`).
     #[arg(long, requires = "action")]
     pub data_action: bool,
+    /// The HTTP method of a request mapped through the policy's routes (with --path).
     #[arg(long, requires = "path")]
     pub method: Option<String>,
+    /// The request path, e.g. `/subscriptions/s1/...` (with --method).
     #[arg(long, requires = "method")]
     pub path: Option<String>,
     /// A request header NAME:VALUE (repeatable).
@@ -246,6 +254,10 @@ pub struct CheckArgs {
     /// Evaluate at this RFC 3339 time instead of now.
     #[arg(long)]
     pub at: Option<String>,
+    /// On a deny, also list the groups the principal is in and every assignment its
+    /// subjects hold at the scope or above, with the reason each does not grant.
+    #[arg(long)]
+    pub explain: bool,
 }
 
 /// The policy of `validate` and `test`: paths as arguments, `--policy` paths, or neither
@@ -285,7 +297,8 @@ pub struct TestArgs {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    #[arg(required = true)]
+    /// `az role definition list` and `az role assignment list` JSON files.
+    #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Print the policy as JSON instead of YAML.
     #[arg(long)]
@@ -296,12 +309,16 @@ pub struct ImportArgs {
 pub struct PermissionsArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// The principal (TYPE:VALUE).
     #[arg(long)]
     pub principal: String,
+    /// The scope to list the effective permissions at.
     #[arg(long)]
     pub scope: String,
+    /// An extra group of the caller, a full `group:` id (repeatable).
     #[arg(long = "group", value_name = "GROUP")]
     pub groups: Vec<String>,
+    /// Evaluate at this RFC 3339 time instead of now.
     #[arg(long)]
     pub at: Option<String>,
 }
@@ -310,12 +327,16 @@ pub struct PermissionsArgs {
 pub struct WhoCanArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// The action, e.g. `Microsoft.Edge/targets/write`.
     #[arg(long)]
     pub action: String,
+    /// The scope the action is asked at.
     #[arg(long)]
     pub scope: String,
+    /// Ask for the action as a data action (the roles' `dataActions`).
     #[arg(long)]
     pub data_action: bool,
+    /// Evaluate at this RFC 3339 time instead of now.
     #[arg(long)]
     pub at: Option<String>,
 }
@@ -324,12 +345,16 @@ pub struct WhoCanArgs {
 pub struct CanAssignArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// The principal who would create the assignment (TYPE:VALUE).
     #[arg(long)]
     pub actor: String,
+    /// The role to assign, by name (any case) or id.
     #[arg(long)]
     pub role: String,
+    /// The scope of the assignment.
     #[arg(long)]
     pub scope: String,
+    /// Evaluate at this RFC 3339 time instead of now.
     #[arg(long)]
     pub at: Option<String>,
 }
@@ -486,6 +511,7 @@ fn check(args: &CheckArgs) -> CliResult {
         syntax::group_id(g).map_err(|e| CliError(format!("--group: {e}")))?;
     }
     let snapshot = load_policy(&args.policy.policy)?;
+    let mut data_action = args.data_action;
     let (decision, action, scope, principal): (
         Decision<'_>,
         Option<String>,
@@ -537,6 +563,7 @@ fn check(args: &CheckArgs) -> CliResult {
                 peer_principal: None,
                 at,
             })?;
+            data_action = out.data_action;
             (out.decision, out.action, out.scope, out.principal)
         }
         _ => {
@@ -545,27 +572,111 @@ fn check(args: &CheckArgs) -> CliResult {
             ));
         }
     };
+    // The explanation of a deny that an assignment could have granted: the request as the
+    // engine saw it, asked again on the slower explaining path.
+    let explanation = match (&action, &scope, &principal) {
+        (Some(action), Some(scope), Some(principal)) if args.explain => {
+            Some(snapshot.explain_check(&CheckRequest {
+                principal,
+                groups: &args.groups,
+                action,
+                data_action,
+                scope,
+                at,
+            })?)
+        }
+        _ => None,
+    };
     if args.policy.json {
-        print_json(&json!({
+        let mut body = json!({
             "allowed": decision.allowed,
             "reason": reason_json(&decision.reason),
             "action": action,
             "scope": scope,
             "principal": principal,
             "revision": snapshot.revision,
-        }));
+        });
+        if args.explain {
+            let (groups, misses) = match &explanation {
+                Some(e) => (
+                    json!(e.groups_of_principal),
+                    json!(near_misses_json(
+                        e,
+                        action.as_deref().unwrap_or_default(),
+                        data_action
+                    )),
+                ),
+                None => (json!([]), json!([])),
+            };
+            body["groupsOfPrincipal"] = groups;
+            body["nearMisses"] = misses;
+        }
+        print_json(&body);
     } else {
         out!(
             "{}: {}",
             if decision.allowed { "allow" } else { "deny" },
             reason_text(&decision.reason)
         );
-        if let (Some(a), Some(s)) = (&action, &scope) {
-            out!("action `{a}` at `{s}`");
+        if args.explain {
+            print_explanation(
+                explanation.as_ref(),
+                principal.as_deref(),
+                action.as_deref().unwrap_or_default(),
+                data_action,
+            );
         }
-        out!("revision {}", snapshot.revision);
     }
     Ok(if decision.allowed { EXIT_OK } else { EXIT_DENY })
+}
+
+/// The near misses of an explanation as JSON objects.
+fn near_misses_json(e: &Explanation<'_>, action: &str, data: bool) -> Vec<serde_json::Value> {
+    e.near_misses
+        .iter()
+        .map(|m| {
+            json!({
+                "assignment": reason_json(&m.assignment),
+                "reason": m.reason,
+                "message": m.reason.message(action, data),
+            })
+        })
+        .collect()
+}
+
+/// `check --explain` as text: the principal's groups, then one line per near miss.
+fn print_explanation(
+    e: Option<&Explanation<'_>>,
+    principal: Option<&str>,
+    action: &str,
+    data: bool,
+) {
+    let Some(e) = e else {
+        out!("(nothing to explain: no principal, action and scope were decided)");
+        return;
+    };
+    let who = principal.map(syntax::escape).unwrap_or_default();
+    if e.groups_of_principal.is_empty() {
+        out!("groups of {who}: none");
+    } else {
+        out!("groups of {who}: {}", e.groups_of_principal.join(", "));
+    }
+    if e.decision.allowed {
+        return;
+    }
+    if e.near_misses.is_empty() {
+        out!("near misses: none (no assignment of {who} or its groups at this scope or above)");
+        return;
+    }
+    out!("near misses:");
+    for m in &e.near_misses {
+        out!(
+            "  {}: {}: {}",
+            reason_text(&m.assignment).trim_start_matches("roleAssignment: "),
+            m.reason.kind(),
+            m.reason.message(action, data)
+        );
+    }
 }
 
 fn validate(args: &ValidateArgs) -> CliResult {

@@ -145,7 +145,10 @@ async fn every_deny_kind_gets_its_status_and_json_body() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-    assert_eq!(deny_body(resp).await["reason"], "denyAssignment");
+    let body = deny_body(resp).await;
+    assert_eq!(body["reason"], "denyAssignment");
+    // The body names the deny assignment, so the caller can look it up.
+    assert_eq!(body["denyAssignment"], "no-target-deletes-by-operators");
     // No route.
     let resp = rig
         .client

@@ -5,7 +5,9 @@
 
 mod cli;
 mod decisions;
+mod demo;
 mod envoy;
+mod explain;
 mod faults;
 mod grpc;
 mod hostile;
@@ -16,4 +18,5 @@ mod reload;
 mod soak;
 mod support;
 mod tracing;
+mod tutorial;
 mod validation;

@@ -1323,7 +1323,7 @@ fn add_self(rows: Rows, n: usize) -> Rows {
 }
 
 /// The action universe for delegation and ListPermissions: the catalog plus every literal
-/// action string in the policy, each with its data flag, first spelling kept.
+/// action string in the policy, each with its data flag, first spelling kept, sorted.
 fn build_universe(
     docs: &[(String, Document)],
     catalog: &[CatalogAction],
@@ -1384,6 +1384,9 @@ fn build_universe(
     for (a, data) in routes.literal_actions() {
         add(a, data);
     }
+    // Sorted (in any case, control plane first), so every list drawn from the universe
+    // (ListPermissions, CheckAssign's missing actions) comes out sorted.
+    out.sort_by_cached_key(|(name, data)| (name.to_ascii_lowercase(), *data));
     out
 }
 

@@ -5,6 +5,7 @@
 pub mod compile;
 pub mod document;
 pub mod error;
+pub mod explain;
 pub mod identity;
 pub mod queries;
 pub mod route;
@@ -14,5 +15,6 @@ pub mod syntax;
 
 pub use compile::{compile_documents, compile_sources};
 pub use error::{PolicyError, Problem};
+pub use explain::{Explanation, MissReason, NearMiss};
 pub use snapshot::{CheckRequest, Decision, Reason, RequestError, Snapshot, Verdict};
 pub use source::SourceDocument;

@@ -329,6 +329,7 @@ impl Snapshot {
                 syntax::escape(scope)
             )
         });
+        missing.sort_by_cached_key(|a| a.to_ascii_lowercase());
         Ok(AssignCheck {
             allowed: missing.is_empty() && assignable,
             missing_actions: missing,

@@ -928,7 +928,7 @@ pub(crate) struct ActionRef<'a> {
 
 impl ActionRef<'_> {
     /// Whether role `r` grants the action.
-    fn granted_by(&self, roles: &[Role], r: RoleIdx) -> bool {
+    pub(crate) fn granted_by(&self, roles: &[Role], r: RoleIdx) -> bool {
         match self.roles {
             Some(bits) => bits
                 .get(r as usize / 64)
@@ -1349,9 +1349,20 @@ impl Snapshot {
         out
     }
 
+    /// The assignment row of principal `s`: its range in `assignments`.
+    pub(crate) fn assignment_row(&self, s: PrincipalIdx) -> [u32; 2] {
+        match (
+            self.principal_rows.get(s as usize),
+            self.principal_rows.get(s as usize + 1),
+        ) {
+            (Some(a), Some(b)) => [a.assignments, b.assignments],
+            _ => [0, 0],
+        }
+    }
+
     /// For each ancestor, the positions of the assignments of row `start..end` at that
     /// scope: a binary search in the principal's row, so independent of how many it holds.
-    fn rows_at<'a>(
+    pub(crate) fn rows_at<'a>(
         &'a self,
         [start, end]: [u32; 2],
         ancestors: &'a [ScopeIdx],

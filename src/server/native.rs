@@ -109,7 +109,45 @@ fn check_one(
     let verdict = app.decide(policy, &engine)?;
     let decision = policy.snapshot.explain(verdict);
     app.conclude_check(ctx, &engine, &decision, &policy.snapshot.revision);
-    Ok(check_response(&decision, &policy.snapshot.revision))
+    let mut out = check_response(&decision, &policy.snapshot.revision);
+    if req.explain {
+        // The slower explaining path, only when asked; the decision above is the one
+        // counted and logged.
+        let e = policy.snapshot.explain_check(&engine)?;
+        out.groups_of_principal = e.groups_of_principal;
+        out.near_misses = e
+            .near_misses
+            .iter()
+            .map(|m| near_miss(m, engine.action, engine.data_action))
+            .collect();
+    }
+    Ok(out)
+}
+
+/// One near miss of an explained deny.
+fn near_miss(m: &crate::policy::NearMiss<'_>, action: &str, data: bool) -> pb::NearMiss {
+    use crate::policy::MissReason;
+    let mut out = pb::NearMiss {
+        assignment: Some(reason(&m.assignment)),
+        kind: m.reason.kind().to_owned(),
+        message: m.reason.message(action, data),
+        ..Default::default()
+    };
+    match &m.reason {
+        MissReason::NotActions { pattern } => out.pattern = (*pattern).to_owned(),
+        MissReason::OutsideWindow {
+            not_before,
+            not_after,
+        } => {
+            out.not_before = not_before.clone().unwrap_or_default();
+            out.not_after = not_after.clone().unwrap_or_default();
+        }
+        MissReason::OverriddenByDeny { deny_assignment } => {
+            out.deny_assignment = (*deny_assignment).to_owned();
+        }
+        MissReason::ActionNotInRole | MissReason::WrongPlane { .. } => {}
+    }
+    out
 }
 
 /// The engine's view of a CheckRequest; `now` gives the time when the request has no `at`.
@@ -133,6 +171,7 @@ fn check_response(decision: &crate::policy::Decision<'_>, revision: &str) -> pb:
         allowed: decision.allowed,
         reason: Some(reason(&decision.reason)),
         revision: revision.to_owned(),
+        ..Default::default()
     }
 }
 

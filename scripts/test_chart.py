@@ -548,8 +548,10 @@ def decision_cache_and_server_flags() -> None:
     # The decision log is on by default, to stdout, so a deny body's decisionId can be
     # found in the pod's log.
     assert flag(args, "--decision-log") == "-" and "--shadow" not in args, args
-    args = args_of(render({"decisionLog": {"enabled": False}}))
-    assert "--decision-log" not in args, args
+    assert "Decision log: one JSON line per decision" in render().notes
+    r = render({"decisionLog": {"enabled": False}})
+    assert "--decision-log" not in args_of(r), args_of(r)
+    assert "Decision log" not in r.notes, r.notes
     args = args_of(render({"extraArgs": ["--no-watch"], "server": {"logFormat": "text"}}))
     assert args[-1] == "--no-watch" and flag(args, "--log-format") == "text", args
 

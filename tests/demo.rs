@@ -57,6 +57,8 @@ fn the_demo_script_gives_what_it_prints() {
         .env("DEMO_HTTP_PORT", "0")
         .env("DEMO_UPSTREAM_PORT", "0")
         .env("DEMO_ENVOY_ADMIN_PORT", "0")
+        .env("DEMO_MTLS_PORT", "0")
+        .env("DEMO_MTLS_ADMIN_PORT", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -101,7 +103,7 @@ fn the_demo_script_gives_what_it_prints() {
         .filter(|l| l.starts_with("  curl ") || l.starts_with("  .venv/bin/grpcurl "))
         .map(|l| l.trim_start().split_once("   # ").expect("a comment"))
         .collect();
-    assert_eq!(commands.len(), 10, "{printed:#?}");
+    assert_eq!(commands.len(), 12, "{printed:#?}");
     let mut deny_ids = Vec::new();
     for (command, comment) in &commands {
         assert!(
@@ -119,7 +121,8 @@ fn the_demo_script_gives_what_it_prints() {
         if command.starts_with("curl ") {
             let status = text.lines().next().unwrap_or_default();
             assert!(
-                status.starts_with("HTTP/1.1 ") && status[9..].starts_with(expected),
+                (status.starts_with("HTTP/1.1 ") || status.starts_with("HTTP/2 "))
+                    && status.split(' ').nth(1) == Some(expected),
                 "`{command}` gave `{status}`, expected {expected}:\n{text}"
             );
             if expected != "200" {
@@ -140,7 +143,7 @@ fn the_demo_script_gives_what_it_prints() {
         }
     }
     // Every deny's decisionId leads to its line in the decision log.
-    assert_eq!(deny_ids.len(), 4);
+    assert_eq!(deny_ids.len(), 5);
     let log = std::fs::read_to_string(&decision_log).unwrap();
     for id in &deny_ids {
         assert!(

@@ -12,7 +12,9 @@
 //!   SPEC §3 (`tests/reference/mod.rs`) on allow/deny and reason, names a grant or deny the
 //!   reference also finds, and holds over the whole `validity` window; each route is
 //!   driven through `check_http` and agrees with `check`; ListPermissions, WhoCan and
-//!   CheckAssign agree with `check`; the policy's own `tests:` cases run without panicking.
+//!   CheckAssign agree with `check`; an explanation (`explain_check`) carries the same
+//!   decision, and on a `noGrant` no near miss is an assignment that grants; the policy's
+//!   own `tests:` cases run without panicking.
 
 #![no_main]
 
@@ -20,7 +22,9 @@ use iot_authz::policy::document::Document;
 use iot_authz::policy::queries::HttpRequest;
 use iot_authz::policy::snapshot::{CheckRequest, Snapshot};
 use iot_authz::policy::syntax::{Instant, parse_time};
-use iot_authz::policy::{SourceDocument, compile_documents, compile_sources};
+use iot_authz::policy::{
+    MissReason, Reason, SourceDocument, compile_documents, compile_sources,
+};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "common/mod.rs"]
@@ -219,6 +223,22 @@ fn check_against_reference(
     };
     if let Err(e) = expected.admits(&decision) {
         panic!("{e}: {}", context());
+    }
+    // An explanation never changes the decision; for noGrant, nothing held grants.
+    let explained = snapshot
+        .explain_check(&req)
+        .unwrap_or_else(|e| panic!("explain refused what check accepted ({e}): {}", context()));
+    assert_eq!(explained.decision, decision, "explain changed the decision: {}", context());
+    if decision.reason == Reason::NoGrant {
+        assert!(
+            !explained
+                .near_misses
+                .iter()
+                .any(|m| matches!(m.reason, MissReason::OverriddenByDeny { .. })),
+            "a noGrant near miss that grants: {:?}: {}",
+            explained.near_misses,
+            context()
+        );
     }
     // A decision holds over its whole validity window (what the decision cache relies on).
     let verdict = snapshot.verdict(&req).ok();

@@ -8,6 +8,7 @@ mod decisions;
 mod envoy;
 mod faults;
 mod grpc;
+mod hardening;
 mod hostile;
 mod http_mode;
 mod observability;

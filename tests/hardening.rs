@@ -2,6 +2,11 @@
 //! binary behind the real Envoy and nginx, replayed through the real proxy where one is
 //! involved.
 
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{
+    AttributeContext, CheckRequest, attribute_context,
+};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -94,4 +99,124 @@ async fn a_header_capture_is_a_segment_like_a_path_capture() {
         }
     }
     assert_eq!(upstream.requests().len(), 1, "nothing else went upstream");
+}
+
+/// Asks the ext_authz service directly and returns the allow response's headers to remove.
+async fn headers_removed_on_allow(server: &TestServer, headers: &[(&str, &str)]) -> Vec<String> {
+    let mut client = AuthorizationClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let response = client
+        .check(CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(attribute_context::Request {
+                    http: Some(attribute_context::HttpRequest {
+                        method: "GET".into(),
+                        path: "/p/public".into(),
+                        headers: headers
+                            .iter()
+                            .map(|(k, v)| ((*k).into(), (*v).into()))
+                            .collect(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    match response.http_response {
+        Some(HttpResponse::OkResponse(ok)) => {
+            let mut removed = ok.headers_to_remove;
+            removed.sort();
+            removed
+        }
+        other => panic!("not allowed: {other:?}"),
+    }
+}
+
+/// Underscore twins of the decision headers (`x_iotauthz_principal`, which a WSGI or CGI
+/// upstream reads as `HTTP_X_IOTAUTHZ_PRINCIPAL`, joined with the real header, forged value
+/// first) never reach the upstream: every shipped Envoy config refuses header names with
+/// underscores, and the ext_authz and Envoy HTTP-mode answers remove any header whose name
+/// normalises to an `x-iotauthz-` name.
+#[tokio::test(flavor = "multi_thread")]
+async fn underscore_twins_of_decision_headers_never_reach_the_upstream() {
+    crypto();
+    let server = TestServer::start(policy(SECRET_POLICY)).await;
+    let upstream = Upstream::start().await;
+    let client = reqwest::Client::new();
+    let http_port = format!("port_value: {}", server.http.port());
+    for (config, extra) in [
+        ("envoy.yaml", None),
+        (
+            "envoy-http.yaml",
+            Some(("port_value: 8181", http_port.as_str())),
+        ),
+    ] {
+        let envoy = Envoy::start(config, server.grpc, upstream.addr, extra.as_slice()).await;
+        let resp = client
+            .get(envoy.url("/p/public"))
+            .header("x_iotauthz_principal", "user:mallory")
+            .header(DAVE.0, DAVE.1)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{config}");
+        let resp = client
+            .get(envoy.url("/p/public"))
+            .header(DAVE.0, DAVE.1)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{config}");
+    }
+    assert_eq!(upstream.requests().len(), 2);
+    for seen in upstream.requests() {
+        assert!(
+            seen.headers.keys().all(|k| !k.contains('_')),
+            "{:?}",
+            seen.headers
+        );
+    }
+
+    // The ext_authz answer removes every twin, in any case, whatever the proxy in front.
+    let removed = headers_removed_on_allow(
+        &server,
+        &[
+            DAVE,
+            ("x_iotauthz_principal", "user:mallory"),
+            ("X_IotAuthz-Scope", "/"),
+            ("x-iotauthz_extra", "1"),
+            ("x_other", "kept"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        removed,
+        [
+            "X_IotAuthz-Scope",
+            "x-iotauthz_extra",
+            "x_iotauthz_principal"
+        ]
+    );
+
+    // So does the Envoy HTTP-mode answer.
+    let resp = client
+        .get(format!("http://{}/v1/authz/envoy/p/public", server.http))
+        .header(DAVE.0, DAVE.1)
+        .header("x_iotauthz_principal", "user:mallory")
+        .header("X_IOTAUTHZ_SCOPE", "/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let removed = resp.headers()["x-envoy-auth-headers-to-remove"]
+        .to_str()
+        .unwrap();
+    let mut removed: Vec<&str> = removed.split(',').collect();
+    removed.sort_unstable();
+    assert_eq!(removed, ["x_iotauthz_principal", "x_iotauthz_scope"]);
 }

@@ -183,11 +183,11 @@ fn allow(
     if proxy == Proxy::Envoy {
         // Client-sent x-iotauthz-* headers that the decision does not overwrite, every one
         // of them: also those whose value is not visible ASCII (which identify no one, but
-        // would still reach the upstream).
+        // would still reach the upstream), and their underscore twins.
         let stale: Vec<&str> = request_headers
             .keys()
             .map(|k| k.as_str())
-            .filter(|k| k.starts_with(response::HEADER_PREFIX))
+            .filter(|k| response::is_decision_header(k))
             .filter(|k| !set_headers.iter().any(|(s, _)| s == k))
             .collect();
         if !stale.is_empty() {

@@ -220,3 +220,56 @@ async fn underscore_twins_of_decision_headers_never_reach_the_upstream() {
     removed.sort_unstable();
     assert_eq!(removed, ["x_iotauthz_principal", "x_iotauthz_scope"]);
 }
+
+/// Forward-auth reads the original method and URI from headers: two different copies of
+/// one (`X-Forwarded-Uri`, `X-Original-Method`, ...) are malformed, as two different
+/// identity headers are, never decided on whichever copy comes first. The same value twice
+/// is that value.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_different_copies_of_an_original_request_header_are_malformed() {
+    crypto();
+    let server = TestServer::start(policy(SECRET_POLICY)).await;
+    let client = reqwest::Client::new();
+    let cases = [
+        ("traefik", "x-forwarded-uri", "x-forwarded-method"),
+        ("nginx", "x-original-uri", "x-original-method"),
+    ];
+    for (endpoint, uri, method) in cases {
+        let url = format!("http://{}/v1/authz/{endpoint}", server.http);
+        let send = |uris: &[&str], methods: &[&str]| {
+            let mut request = client.get(&url).header(DAVE.0, DAVE.1);
+            for u in uris {
+                request = request.header(uri, *u);
+            }
+            for m in methods {
+                request = request.header(method, *m);
+            }
+            request.send()
+        };
+        let malformed = |resp: reqwest::Response| async move {
+            let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+            body["reason"] == "malformed"
+        };
+        // One copy, or the same copy twice: decided.
+        let resp = send(&["/p/public"], &["GET"]).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{endpoint}");
+        let resp = send(&["/p/public", "/p/public"], &["GET", "GET"])
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{endpoint}");
+        // Two different URIs, or two different methods: malformed, in either order.
+        for (uris, methods) in [
+            (&["/p/public", "/p/secret"][..], &["GET"][..]),
+            (&["/p/secret", "/p/public"][..], &["GET"][..]),
+            (&["/p/public"][..], &["GET", "DELETE"][..]),
+        ] {
+            let resp = send(uris, methods).await.unwrap();
+            assert_ne!(
+                resp.status(),
+                StatusCode::OK,
+                "{endpoint} {uris:?} {methods:?}"
+            );
+            assert!(malformed(resp).await, "{endpoint} {uris:?} {methods:?}");
+        }
+    }
+}

@@ -46,18 +46,22 @@ impl Proxy {
     }
 }
 
-/// The original method and path, as each proxy reports them.
+/// The original method and path, as each proxy reports them. A header given more than
+/// once with different values is ambiguous, so malformed, as a conflicting identity header
+/// is (a comma does not separate copies here: a URI may hold one).
 fn original(proxy: Proxy, req: &Request) -> Result<(String, String), String> {
     let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .map(|v| {
-                v.to_str()
-                    .map(str::to_owned)
-                    .map_err(|_| format!("`{name}` is not visible ASCII"))
-            })
-            .transpose()?
-            .ok_or_else(|| format!("`{name}` is missing"))
+        let mut copies = req.headers().get_all(name).iter();
+        let first = copies
+            .next()
+            .ok_or_else(|| format!("`{name}` is missing"))?;
+        if copies.any(|other| other != first) {
+            return Err(crate::policy::route::conflicting_header_message(name));
+        }
+        first
+            .to_str()
+            .map(str::to_owned)
+            .map_err(|_| format!("`{name}` is not visible ASCII"))
     };
     match proxy {
         Proxy::Envoy => {

@@ -273,3 +273,102 @@ async fn two_different_copies_of_an_original_request_header_are_malformed() {
         }
     }
 }
+
+/// Characters that split a record into lines in common tools or make it read differently
+/// from what it holds: C1 controls, line and paragraph separators, bidi overrides.
+const SNEAKY: [char; 6] = [
+    '\u{85}', '\u{9b}', '\u{2028}', '\u{2029}', '\u{202e}', '\u{2066}',
+];
+
+/// Principals and scopes follow one character policy, and neither the decision log nor a
+/// deny body ever carries a raw line separator, bidi override or C1 control: each record is
+/// one line in any tool.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_output_carries_raw_line_separators_or_bidi_overrides() {
+    use iot_authz::proto::iotauthz::v1 as pb;
+    use iot_authz::server::AppOptions;
+    use iot_authz::server::decision_log::LogTarget;
+
+    crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.jsonl");
+    let options = AppOptions {
+        decision_log: Some((LogTarget::File(log.clone()), 1.0)),
+        ..AppOptions::default()
+    };
+    let server = TestServer::start_options(policy(SECRET_POLICY), &options).await;
+    let mut native = pb::authorizer_client::AuthorizerClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let mut ext = AuthorizationClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let mut bodies = Vec::new();
+    for c in SNEAKY {
+        // A principal and a scope holding the character: refused as arguments.
+        for (principal, scope) in [
+            (format!("user:da{c}ve"), "/apps/x".to_owned()),
+            ("user:dave".to_owned(), format!("/apps/x{c}y")),
+        ] {
+            let answer = native
+                .check(pb::CheckRequest {
+                    principal,
+                    action: "x/read".into(),
+                    scope,
+                    ..Default::default()
+                })
+                .await;
+            let status = answer.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{c:?}");
+            assert!(!status.message().contains(c), "{c:?}: {status:?}");
+        }
+        // The same principal from the identity header of an ext_authz request.
+        let response = ext
+            .check(CheckRequest {
+                attributes: Some(AttributeContext {
+                    request: Some(attribute_context::Request {
+                        http: Some(attribute_context::HttpRequest {
+                            method: "GET".into(),
+                            path: "/p/secret".into(),
+                            headers: [(DAVE.0.to_owned(), format!("user:da{c}ve"))].into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        match response.http_response {
+            Some(HttpResponse::DeniedResponse(denied)) => bodies.push(denied.body),
+            other => panic!("{c:?}: {other:?}"),
+        }
+    }
+    // A decision that is logged, so the log is known to be written.
+    native
+        .check(pb::CheckRequest {
+            principal: "user:dave".into(),
+            action: "x/read".into(),
+            scope: "/apps/x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("/apps/x\"") {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "log: {text}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    for output in bodies.iter().chain([&text]) {
+        assert!(!output.contains(SNEAKY), "{output:?}");
+        for line in output.lines() {
+            serde_json::from_str::<Value>(line).unwrap();
+        }
+    }
+}

@@ -51,6 +51,7 @@ pub fn deny_body(outcome: &HttpDecision<'_>, decision_id: &str) -> String {
 }
 
 fn escape_markup(json: &str) -> String {
+    let json = crate::policy::syntax::escape_json_output(json);
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
         match c {

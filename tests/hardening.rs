@@ -372,3 +372,31 @@ async fn no_output_carries_raw_line_separators_or_bidi_overrides() {
         }
     }
 }
+
+/// A decision id reveals nothing: not the process's start time or pid (no shared prefix
+/// between processes or between ids of one process) and not a request counter (no id is
+/// the previous one plus one).
+#[test]
+fn decision_ids_reveal_nothing() {
+    use iot_authz::server::DecisionIds;
+    let a = DecisionIds::default();
+    let b = DecisionIds::default();
+    let ids: Vec<String> = (0..200)
+        .map(|_| a.next())
+        .chain((0..200).map(|_| b.next()))
+        .collect();
+    let pid = format!("{:x}", std::process::id());
+    for id in &ids {
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(id.bytes().all(|c| c.is_ascii_hexdigit()), "{id}");
+        assert!(!id.contains('-'), "{id}");
+    }
+    let prefixes: std::collections::HashSet<&str> = ids.iter().map(|id| &id[..8]).collect();
+    assert_eq!(prefixes.len(), ids.len(), "ids share a prefix");
+    let suffixes: std::collections::HashSet<&str> = ids.iter().map(|id| &id[24..]).collect();
+    assert_eq!(suffixes.len(), ids.len(), "ids share a suffix");
+    assert!(
+        ids.iter().filter(|id| id.contains(&pid)).count() < 3,
+        "{pid}"
+    );
+}

@@ -10,6 +10,7 @@ mod envoy;
 mod explain;
 mod faults;
 mod grpc;
+mod hardening;
 mod hostile;
 mod http_mode;
 mod observability;

@@ -4,6 +4,7 @@
 //! Architecture invariant: a route only ever sees a canonical path, and every captured value
 //! is checked to be one plain segment before it reaches an action or a scope.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use super::document::RouteDoc;
@@ -144,40 +145,8 @@ pub fn canonicalize(raw: &str) -> Result<CanonicalPath, String> {
     if !path.starts_with('/') {
         return Err("path must start with `/` (origin form)".into());
     }
-    let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        match b {
-            b'%' => {
-                let decoded = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|hex| std::str::from_utf8(hex).ok())
-                    .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-                match decoded {
-                    Some(c) if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'~') => {
-                        out.push(char::from(c));
-                        i += 3;
-                        continue;
-                    }
-                    Some(_) => {
-                        return Err(format!(
-                            "path contains the reserved escape `{}`",
-                            escape(&path[i..i + 3])
-                        ));
-                    }
-                    None => return Err("path contains an invalid percent-escape".into()),
-                }
-            }
-            b'\\' => return Err("path contains a backslash".into()),
-            b';' => return Err("path contains `;` (matrix parameters are refused)".into()),
-            0..=0x1f | 0x7f => return Err("path contains a control byte".into()),
-            0x80.. => return Err("path contains a non-ASCII byte".into()),
-            _ => out.push(char::from(b)),
-        }
-        i += 1;
-    }
+    decode_into(path, &mut out).map_err(|problem| format!("path {problem}"))?;
     // Empty segments first: `//` is one, even though dropping its trailing slash would
     // leave `/`.
     if out.contains("//") {
@@ -196,19 +165,77 @@ pub fn canonicalize(raw: &str) -> Result<CanonicalPath, String> {
     Ok(CanonicalPath { path: out })
 }
 
-/// Checks that a captured value is one plain segment.
-/// What is wrong with a captured value, if anything: it must be one plain segment.
-fn capture_problem(value: &str) -> Option<&'static str> {
-    if value.is_empty() {
-        Some("is empty")
-    } else if value == "." || value == ".." {
-        Some("is a `.` or `..` segment")
-    } else if value.contains(['/', '\\', '*']) {
-        Some("contains `/`, `\\` or `*`")
-    } else if value.bytes().any(|b| b.is_ascii_control() || !b.is_ascii()) {
-        Some("contains a control or non-ASCII byte")
+/// Decodes `raw` into `out` by the path rules of SPEC §4: escapes of unreserved
+/// characters other than `.` are decoded, every other escape, a backslash, `;`, a control
+/// or a non-ASCII byte is refused (the error says what the text contains). Both the
+/// request path and captured header values go through here, so they cannot drift apart.
+fn decode_into(raw: &str, out: &mut String) -> Result<(), String> {
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'%' => {
+                let decoded = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|hex| std::str::from_utf8(hex).ok())
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+                match decoded {
+                    Some(c) if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'~') => {
+                        out.push(char::from(c));
+                        i += 3;
+                        continue;
+                    }
+                    Some(_) => {
+                        return Err(format!(
+                            "contains the reserved escape `{}`",
+                            escape(&raw[i..i + 3])
+                        ));
+                    }
+                    None => return Err("contains an invalid percent-escape".into()),
+                }
+            }
+            b'\\' => return Err("contains a backslash".into()),
+            b';' => return Err("contains `;` (matrix parameters are refused)".into()),
+            0..=0x1f | 0x7f => return Err("contains a control byte".into()),
+            0x80.. => return Err("contains a non-ASCII byte".into()),
+            _ => out.push(char::from(b)),
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// The one segment rule for captured values, path or header (SPEC §4): the value is
+/// decoded as a path is (so `secre%74` is `secret`, and `%2F`, `;`, a control or non-ASCII
+/// byte is refused), and must then be one plain segment: not empty, not `.` or `..`, and
+/// without `/`, `\`, `*`, `?`, `#` or whitespace (none of which a canonical path segment
+/// can hold). Returns the decoded value, or what is wrong with it. A canonical path
+/// segment holds no `%`, so it comes back unchanged.
+pub fn capture_segment(raw: &str) -> Result<Cow<'_, str>, String> {
+    let value = if raw.contains('%')
+        || raw
+            .bytes()
+            .any(|b| b.is_ascii_control() || !b.is_ascii() || matches!(b, b'\\' | b';'))
+    {
+        let mut out = String::with_capacity(raw.len());
+        decode_into(raw, &mut out)?;
+        Cow::Owned(out)
     } else {
-        None
+        Cow::Borrowed(raw)
+    };
+    if value.is_empty() {
+        Err("is empty".into())
+    } else if value == "." || value == ".." {
+        Err("is a `.` or `..` segment".into())
+    } else if value.contains(['/', '\\', '*']) {
+        Err("contains `/`, `\\` or `*`".into())
+    } else if value.contains(['?', '#']) {
+        Err("contains `?` or `#`".into())
+    } else if value.contains([' ', '\t']) {
+        Err("contains whitespace".into())
+    } else {
+        Ok(value)
     }
 }
 
@@ -444,13 +471,14 @@ fn match_segments(pattern: &[PathSegment], segments: &[&str]) -> Option<Vec<(usi
 
 /// Checks every value the route captures: each request segment a `{name}` or `{name...}`
 /// spans, and each header a `{header:NAME}` of the action or scope reads. Returns the
-/// header values in the order [`render`] uses them (the action's, then the scope's).
+/// header values, decoded by [`capture_segment`], in the order [`render`] uses them (the
+/// action's, then the scope's).
 fn check_captures<'h, H: HeaderLookup + ?Sized>(
     route: &Route,
     spans: &[(usize, usize)],
     segments: &[&str],
     headers: &'h H,
-) -> Result<Vec<&'h str>, String> {
+) -> Result<Vec<Cow<'h, str>>, String> {
     for (pattern, &(start, end)) in route.segments.iter().zip(spans) {
         let (PathSegment::Capture(name) | PathSegment::Rest(name)) = pattern else {
             continue;
@@ -463,7 +491,7 @@ fn check_captures<'h, H: HeaderLookup + ?Sized>(
         if spanned.is_empty() {
             return Err(format!("{} is empty", what()));
         }
-        if let Some(problem) = spanned.iter().find_map(|s| capture_problem(s)) {
+        if let Some(problem) = spanned.iter().find_map(|s| capture_segment(s).err()) {
             return Err(format!("{} {problem}", what()));
         }
     }
@@ -480,10 +508,12 @@ fn check_captures<'h, H: HeaderLookup + ?Sized>(
                 }
                 HeaderFound::Conflicting => return Err(conflicting_header_message(name)),
             };
-            if let Some(problem) = capture_problem(value) {
-                return Err(format!("header `{name}` captured for the {what} {problem}"));
+            match capture_segment(value) {
+                Ok(value) => values.push(value),
+                Err(problem) => {
+                    return Err(format!("header `{name}` captured for the {what} {problem}"));
+                }
             }
-            values.push(value);
         }
     }
     Ok(values)
@@ -496,7 +526,7 @@ fn render<'h>(
     template: &Template,
     spans: &[(usize, usize)],
     segments: &[&str],
-    header_values: &mut impl Iterator<Item = &'h str>,
+    header_values: &mut impl Iterator<Item = Cow<'h, str>>,
 ) -> String {
     let mut out = String::new();
     for part in template.parts.iter() {
@@ -512,7 +542,7 @@ fn render<'h>(
                     out.push_str(seg);
                 }
             }
-            TemplatePart::Header(_) => out.push_str(header_values.next().unwrap_or_default()),
+            TemplatePart::Header(_) => out.push_str(&header_values.next().unwrap_or_default()),
         }
     }
     out
@@ -826,6 +856,53 @@ mod tests {
                 let e = resolve(&table, &path, &[]).unwrap_err();
                 assert!(e.contains("path capture"), "{path}: {e}");
             }
+        }
+    }
+
+    /// Path and header captures share one segment rule: escapes are decoded the same way,
+    /// and what a canonical path segment cannot hold is refused.
+    #[test]
+    fn a_captured_value_passes_the_path_segment_rules() {
+        assert_eq!(capture_segment("secre%74").unwrap(), "secret");
+        assert_eq!(capture_segment("%73ecret").unwrap(), "secret");
+        assert!(matches!(
+            capture_segment("plain"),
+            Ok(Cow::Borrowed("plain"))
+        ));
+        for bad in [
+            "secret?x",
+            "secret#x",
+            "secret;v=1",
+            "secret%00",
+            "sec ret",
+            "sec\tret",
+            "a%2Fb",
+            "%2e",
+            "%2E%2E",
+            "a%25",
+            "a%zz",
+            "a\\b",
+            "a*",
+            "caf\u{e9}",
+            "\u{85}",
+            "",
+            ".",
+        ] {
+            assert!(capture_segment(bad).is_err(), "{bad:?} should be refused");
+        }
+        let table = table(&[
+            ("/h", Some("x/read"), Some("/apps/{header:x-app}"), false),
+            ("/p/{id}", Some("x/read"), Some("/apps/{id}"), false),
+        ]);
+        match table.resolve("GET", "/h", &[("x-app", "secre%74")][..]) {
+            RouteOutcome::Matched { scope, .. } => {
+                assert_eq!(scope.as_deref(), Some("/apps/secret"))
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in ["secret;v=1", "secret%00", "sec ret", "secret?x"] {
+            let e = resolve(&table, "/h", &[("x-app", bad)]).unwrap_err();
+            assert!(e.contains("header `x-app` captured"), "{bad}: {e}");
         }
     }
 

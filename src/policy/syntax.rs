@@ -56,9 +56,9 @@ fn principal_type_slow(id: &str) -> Result<&str, String> {
     if value.is_empty() {
         return Err(format!("principal `{}` has an empty value", escape(id)));
     }
-    if value.chars().any(char::is_control) {
+    if value.chars().any(is_unsafe_char) {
         return Err(format!(
-            "principal `{}` contains a control character",
+            "principal `{}` contains a control, line-separator or bidi character",
             escape(id)
         ));
     }
@@ -171,14 +171,14 @@ pub fn normalize_scope(text: &str) -> Result<&str, String> {
 }
 
 /// Whether `/seg/.../seg` (no trailing slash) has only valid segments: no control
-/// character, DEL or backslash (one branch-free pass, which vectorizes), and no empty, `.`
+/// character, DEL, backslash or non-ASCII byte (the slow path judges non-ASCII) (one branch-free pass, which vectorizes), and no empty, `.`
 /// or `..` segment (found by `memchr` between slashes).
 fn scope_bytes_ok(bytes: &[u8]) -> bool {
     let Some((&b'/', rest)) = bytes.split_first() else {
         return false;
     };
     let bad = rest.iter().fold(0u8, |acc, &b| {
-        acc | u8::from((b < 0x20) | (b == 0x7f) | (b == b'\\'))
+        acc | u8::from(!(0x20..0x7f).contains(&b) | (b == b'\\'))
     });
     if bad != 0 {
         return false;
@@ -209,7 +209,9 @@ fn normalize_scope_slow(text: &str) -> Result<&str, String> {
         let problem = match segment {
             "" => Some("an empty segment"),
             "." | ".." => Some("a `.` or `..` segment"),
-            s if s.bytes().any(|b| b.is_ascii_control()) => Some("a control character"),
+            s if s.chars().any(is_unsafe_char) => {
+                Some("a control, line-separator or bidi character")
+            }
             s if s.contains('\\') => Some("a backslash"),
             _ => None,
         };
@@ -430,6 +432,45 @@ pub fn now() -> Instant {
     OffsetDateTime::now_utc().unix_timestamp_nanos()
 }
 
+/// The one character policy of principals, scopes and every output: characters that
+/// are refused in names and escaped wherever text leaves the process. C0 and C1 controls
+/// and DEL, the Unicode line and paragraph separators (which split a log record into lines
+/// in common tools), and the bidirectional marks, embeddings, overrides and isolates (which
+/// make a log line read differently from what it holds).
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}'
+                | '\u{2029}'
+                | '\u{061c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
+        )
+}
+
+/// JSON text (serde_json's output) with every [`is_unsafe_char`] that serde_json leaves
+/// raw written as a `\uXXXX` escape: the same value to a JSON reader, one line to every
+/// other tool. Only string contents can hold such characters, so the escape is valid JSON.
+pub fn escape_json_output(json: &str) -> std::borrow::Cow<'_, str> {
+    if json.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return json.into();
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if is_unsafe_char(c) {
+            use std::fmt::Write as _;
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
 /// Renders user-supplied text safely inside a message: control characters and non-ASCII
 /// are escaped, and long values are cut, so that error messages never carry raw input.
 pub fn escape(text: &str) -> String {
@@ -454,7 +495,7 @@ pub fn escape(text: &str) -> String {
 /// escaped, everything else, and the message's length, is kept. Use [`escape`] for a single
 /// value.
 pub fn escape_controls(message: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    let unsafe_char = |c: char| is_unsafe_char(c) && c != '\n' && c != '\t';
     if !message.chars().any(unsafe_char) {
         return message.into();
     }
@@ -478,6 +519,25 @@ mod tests {
         let e = check_action("a\u{202e}b").unwrap_err();
         assert!(e.is_ascii(), "{e:?}");
         assert!(e.contains("\\u{202e}"), "{e}");
+    }
+
+    #[test]
+    fn one_character_policy_for_principals_scopes_and_outputs() {
+        for c in [
+            '\u{85}', '\u{9b}', '\u{2028}', '\u{2029}', '\u{202e}', '\u{2066}', '\u{7f}',
+        ] {
+            assert!(is_unsafe_char(c), "{c:?}");
+            let principal = format!("user:a{c}b");
+            assert!(principal_type(&principal).is_err(), "{c:?}");
+            let scope = format!("/apps/a{c}b");
+            assert!(normalize_scope(&scope).is_err(), "{c:?}");
+            let json = serde_json::to_string(&scope).unwrap();
+            let escaped = escape_json_output(&json);
+            assert!(!escaped.contains(c), "{escaped}");
+            assert_eq!(serde_json::from_str::<String>(&escaped).unwrap(), scope);
+        }
+        assert!(normalize_scope("/caf\u{e9}").is_ok());
+        assert!(principal_type("user:caf\u{e9}").is_ok());
     }
 
     #[test]

@@ -157,6 +157,8 @@ impl DecisionLog {
         let Ok(line) = serde_json::to_string(record) else {
             return;
         };
+        // One record, one line, in every tool: no raw line separators or bidi overrides.
+        let line = crate::policy::syntax::escape_json_output(&line).into_owned();
         let len = line.len();
         if self.queued.fetch_add(len, Ordering::Relaxed) + len > QUEUE_BYTES {
             self.queued.fetch_sub(len, Ordering::Relaxed);

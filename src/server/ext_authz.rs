@@ -12,7 +12,7 @@ use envoy_types::pb::google::rpc;
 use serde_json::Value;
 use tonic::{Request, Response, Status};
 
-use super::response::{self, HEADER_PREFIX};
+use super::response;
 use super::{App, RequestContext};
 use crate::policy::queries::{HttpDecision, HttpRequest};
 use crate::policy::syntax;
@@ -125,10 +125,11 @@ fn allow_response(
         .iter()
         .map(|(k, v)| header(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
         .collect();
-    // Remove every client-sent x-iotauthz-* header we do not overwrite.
+    // Remove every client-sent x-iotauthz-* header we do not overwrite, and every name a
+    // framework could read as one (`x_iotauthz_principal`).
     let headers_to_remove = client_headers
         .keys()
-        .filter(|k| k.to_ascii_lowercase().starts_with(HEADER_PREFIX))
+        .filter(|k| response::is_decision_header(k))
         .filter(|k| !set.iter().any(|(s, _)| s.eq_ignore_ascii_case(k)))
         .cloned()
         .collect();

@@ -46,18 +46,22 @@ impl Proxy {
     }
 }
 
-/// The original method and path, as each proxy reports them.
+/// The original method and path, as each proxy reports them. A header given more than
+/// once with different values is ambiguous, so malformed, as a conflicting identity header
+/// is (a comma does not separate copies here: a URI may hold one).
 fn original(proxy: Proxy, req: &Request) -> Result<(String, String), String> {
     let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .map(|v| {
-                v.to_str()
-                    .map(str::to_owned)
-                    .map_err(|_| format!("`{name}` is not visible ASCII"))
-            })
-            .transpose()?
-            .ok_or_else(|| format!("`{name}` is missing"))
+        let mut copies = req.headers().get_all(name).iter();
+        let first = copies
+            .next()
+            .ok_or_else(|| format!("`{name}` is missing"))?;
+        if copies.any(|other| other != first) {
+            return Err(crate::policy::route::conflicting_header_message(name));
+        }
+        first
+            .to_str()
+            .map(str::to_owned)
+            .map_err(|_| format!("`{name}` is not visible ASCII"))
     };
     match proxy {
         Proxy::Envoy => {
@@ -183,11 +187,11 @@ fn allow(
     if proxy == Proxy::Envoy {
         // Client-sent x-iotauthz-* headers that the decision does not overwrite, every one
         // of them: also those whose value is not visible ASCII (which identify no one, but
-        // would still reach the upstream).
+        // would still reach the upstream), and their underscore twins.
         let stale: Vec<&str> = request_headers
             .keys()
             .map(|k| k.as_str())
-            .filter(|k| k.starts_with(response::HEADER_PREFIX))
+            .filter(|k| response::is_decision_header(k))
             .filter(|k| !set_headers.iter().any(|(s, _)| s == k))
             .collect();
         if !stale.is_empty() {

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use sha2::Digest as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tonic::codegen::tokio_stream::StreamExt;
@@ -93,21 +94,39 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
-/// Unique ids for decisions: a per-process prefix and a counter.
-#[derive(Debug)]
+/// Unique ids for decisions that reveal nothing: the first 128 bits of SHA-256 over a
+/// random per-process key and a counter, in hex. Without the key an id says nothing about
+/// the process (start time, pid) or how many requests it has seen, and ids cannot be
+/// predicted; with 128 bits, two ids of one process never collide in practice.
 pub struct DecisionIds {
-    prefix: u64,
+    key: [u8; 32],
     counter: AtomicU64,
+}
+
+impl std::fmt::Debug for DecisionIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecisionIds").finish_non_exhaustive()
+    }
 }
 
 impl Default for DecisionIds {
     fn default() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
+        use ring::rand::SecureRandom as _;
+        let mut key = [0u8; 32];
+        if ring::rand::SystemRandom::new().fill(&mut key).is_err() {
+            // No OS randomness (never seen on a supported system): a key from what the
+            // process has, hashed; ids stay unique, but are guessable, so say so.
+            tracing::warn!("no OS randomness for decision ids; they may be guessable");
+            let seed = format!(
+                "{:?} {} {:p}",
+                std::time::SystemTime::now(),
+                std::process::id(),
+                &key
+            );
+            key = sha2::Sha256::digest(seed.as_bytes()).into();
+        }
         Self {
-            prefix: nanos ^ (u64::from(std::process::id()) << 40),
+            key,
             counter: AtomicU64::new(0),
         }
     }
@@ -115,8 +134,17 @@ impl Default for DecisionIds {
 
 impl DecisionIds {
     pub fn next(&self) -> String {
+        use std::fmt::Write as _;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{:016x}-{n:x}", self.prefix)
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(self.key);
+        hasher.update(n.to_le_bytes());
+        let digest = hasher.finalize();
+        let mut id = String::with_capacity(32);
+        for b in &digest[..16] {
+            let _ = write!(id, "{b:02x}");
+        }
+        id
     }
 }
 

@@ -12,6 +12,17 @@ pub const SCOPE_HEADER: &str = "x-iotauthz-scope";
 /// Every header with this prefix that a client sends is removed before the request goes on.
 pub const HEADER_PREFIX: &str = "x-iotauthz-";
 
+/// Whether a client-sent header name is, or could be read as, one of ours: its name
+/// starts with [`HEADER_PREFIX`] in any ASCII case once `_` counts as `-` (WSGI, CGI and
+/// many frameworks read `x_iotauthz_principal` as `x-iotauthz-principal`).
+pub fn is_decision_header(name: &str) -> bool {
+    name.len() >= HEADER_PREFIX.len()
+        && name
+            .bytes()
+            .zip(HEADER_PREFIX.bytes())
+            .all(|(n, p)| n.to_ascii_lowercase() == p || (n == b'_' && p == b'-'))
+}
+
 /// The short error text for a denied status.
 pub fn error_text(status: u16) -> &'static str {
     match status {
@@ -46,6 +57,7 @@ pub fn deny_body(outcome: &HttpDecision<'_>, decision_id: &str) -> String {
 }
 
 fn escape_markup(json: &str) -> String {
+    let json = crate::policy::syntax::escape_json_output(json);
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
         match c {
@@ -88,6 +100,22 @@ pub fn allow_headers<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decision_headers_are_recognised_in_any_spelling() {
+        for name in [
+            "x-iotauthz-principal",
+            "X-IOTAUTHZ-SCOPE",
+            "x_iotauthz_principal",
+            "X_IotAuthz-x",
+            "x-iotauthz_",
+        ] {
+            assert!(is_decision_header(name), "{name}");
+        }
+        for name in ["x-iotauthz", "x_iotauth_z", "xx-iotauthz-a", "x-other", ""] {
+            assert!(!is_decision_header(name), "{name}");
+        }
+    }
 
     #[test]
     fn markup_is_escaped() {

@@ -1,0 +1,402 @@
+//! Regression tests for the second hardening round: each attack found against the release
+//! binary behind the real Envoy and nginx, replayed through the real proxy where one is
+//! involved.
+
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{
+    AttributeContext, CheckRequest, attribute_context,
+};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::support::{Envoy, TestServer, Upstream, crypto, policy};
+
+/// Dave may do anything under `/apps` except at `/apps/secret`; the scope comes from a
+/// path capture on `/p/{id}` and from the `x-app-id` header on `/h`.
+const SECRET_POLICY: &str = r"version: 1
+roles: [{name: R, actions: ['x/*']}]
+assignments:
+  - {principal: 'user:dave', role: R, scope: /apps}
+denyAssignments:
+  - {name: no-secret, principals: ['user:dave'], actions: ['x/*'], scope: /apps/secret}
+routes:
+  - {methods: [GET], path: '/h', action: x/read, scope: '/apps/{header:x-app-id}'}
+  - {methods: [GET], path: '/p/{id}', action: x/read, scope: '/apps/{id}'}
+identity:
+  sources:
+    - header: x-iotauthz-principal
+";
+
+const DAVE: (&str, &str) = ("x-iotauthz-principal", "user:dave");
+
+/// Spellings of `secret` (or of something that is not one plain segment) that a header
+/// capture once let through to the upstream, raw.
+const SECRET_SPELLINGS: [&str; 9] = [
+    "secre%74",
+    "%73ecret",
+    "secret?x",
+    "secret#x",
+    "secret;v=1",
+    "secret%00",
+    "sec ret",
+    "secret%2F",
+    "SECRET",
+];
+
+/// A captured header value passes exactly the segment rules of a path capture: through
+/// the real Envoy, no spelling of `secret` in `x-app-id` reaches the upstream, and the one
+/// that decodes to it is denied by the deny assignment, as the same text in the path is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_header_capture_is_a_segment_like_a_path_capture() {
+    crypto();
+    let server = TestServer::start(policy(SECRET_POLICY)).await;
+    let upstream = Upstream::start().await;
+    let envoy = Envoy::start("envoy.yaml", server.grpc, upstream.addr, &[]).await;
+    let client = reqwest::Client::new();
+    let resp = client
+        .get(envoy.url("/h"))
+        .header(DAVE.0, DAVE.1)
+        .header("x-app-id", "public")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(upstream.requests().len(), 1);
+    for value in SECRET_SPELLINGS {
+        let resp = client
+            .get(envoy.url("/h"))
+            .header(DAVE.0, DAVE.1)
+            .header("x-app-id", value)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        assert!(
+            status == StatusCode::FORBIDDEN || status == StatusCode::BAD_REQUEST,
+            "{value}: {status} {body}"
+        );
+        if status == StatusCode::FORBIDDEN {
+            let scope = body["scope"].as_str().unwrap();
+            assert!(
+                scope.eq_ignore_ascii_case("/apps/secret"),
+                "{value}: {body}"
+            );
+            assert_eq!(body["reason"], "denyAssignment", "{value}: {body}");
+        } else {
+            assert_eq!(body["reason"], "malformed", "{value}: {body}");
+        }
+        // The same text in a path capture gets the same answer.
+        if !value.contains(['?', '#', ' ']) {
+            let path = client
+                .get(envoy.url(&format!("/p/{value}")))
+                .header(DAVE.0, DAVE.1)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(path.status(), status, "{value} in the path");
+        }
+    }
+    assert_eq!(upstream.requests().len(), 1, "nothing else went upstream");
+}
+
+/// Asks the ext_authz service directly and returns the allow response's headers to remove.
+async fn headers_removed_on_allow(server: &TestServer, headers: &[(&str, &str)]) -> Vec<String> {
+    let mut client = AuthorizationClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let response = client
+        .check(CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(attribute_context::Request {
+                    http: Some(attribute_context::HttpRequest {
+                        method: "GET".into(),
+                        path: "/p/public".into(),
+                        headers: headers
+                            .iter()
+                            .map(|(k, v)| ((*k).into(), (*v).into()))
+                            .collect(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    match response.http_response {
+        Some(HttpResponse::OkResponse(ok)) => {
+            let mut removed = ok.headers_to_remove;
+            removed.sort();
+            removed
+        }
+        other => panic!("not allowed: {other:?}"),
+    }
+}
+
+/// Underscore twins of the decision headers (`x_iotauthz_principal`, which a WSGI or CGI
+/// upstream reads as `HTTP_X_IOTAUTHZ_PRINCIPAL`, joined with the real header, forged value
+/// first) never reach the upstream: every shipped Envoy config refuses header names with
+/// underscores, and the ext_authz and Envoy HTTP-mode answers remove any header whose name
+/// normalises to an `x-iotauthz-` name.
+#[tokio::test(flavor = "multi_thread")]
+async fn underscore_twins_of_decision_headers_never_reach_the_upstream() {
+    crypto();
+    let server = TestServer::start(policy(SECRET_POLICY)).await;
+    let upstream = Upstream::start().await;
+    let client = reqwest::Client::new();
+    let http_port = format!("port_value: {}", server.http.port());
+    for (config, extra) in [
+        ("envoy.yaml", None),
+        (
+            "envoy-http.yaml",
+            Some(("port_value: 8181", http_port.as_str())),
+        ),
+    ] {
+        let envoy = Envoy::start(config, server.grpc, upstream.addr, extra.as_slice()).await;
+        let resp = client
+            .get(envoy.url("/p/public"))
+            .header("x_iotauthz_principal", "user:mallory")
+            .header(DAVE.0, DAVE.1)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{config}");
+        let resp = client
+            .get(envoy.url("/p/public"))
+            .header(DAVE.0, DAVE.1)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{config}");
+    }
+    assert_eq!(upstream.requests().len(), 2);
+    for seen in upstream.requests() {
+        assert!(
+            seen.headers.keys().all(|k| !k.contains('_')),
+            "{:?}",
+            seen.headers
+        );
+    }
+
+    // The ext_authz answer removes every twin, in any case, whatever the proxy in front.
+    let removed = headers_removed_on_allow(
+        &server,
+        &[
+            DAVE,
+            ("x_iotauthz_principal", "user:mallory"),
+            ("X_IotAuthz-Scope", "/"),
+            ("x-iotauthz_extra", "1"),
+            ("x_other", "kept"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        removed,
+        [
+            "X_IotAuthz-Scope",
+            "x-iotauthz_extra",
+            "x_iotauthz_principal"
+        ]
+    );
+
+    // So does the Envoy HTTP-mode answer.
+    let resp = client
+        .get(format!("http://{}/v1/authz/envoy/p/public", server.http))
+        .header(DAVE.0, DAVE.1)
+        .header("x_iotauthz_principal", "user:mallory")
+        .header("X_IOTAUTHZ_SCOPE", "/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let removed = resp.headers()["x-envoy-auth-headers-to-remove"]
+        .to_str()
+        .unwrap();
+    let mut removed: Vec<&str> = removed.split(',').collect();
+    removed.sort_unstable();
+    assert_eq!(removed, ["x_iotauthz_principal", "x_iotauthz_scope"]);
+}
+
+/// Forward-auth reads the original method and URI from headers: two different copies of
+/// one (`X-Forwarded-Uri`, `X-Original-Method`, ...) are malformed, as two different
+/// identity headers are, never decided on whichever copy comes first. The same value twice
+/// is that value.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_different_copies_of_an_original_request_header_are_malformed() {
+    crypto();
+    let server = TestServer::start(policy(SECRET_POLICY)).await;
+    let client = reqwest::Client::new();
+    let cases = [
+        ("traefik", "x-forwarded-uri", "x-forwarded-method"),
+        ("nginx", "x-original-uri", "x-original-method"),
+    ];
+    for (endpoint, uri, method) in cases {
+        let url = format!("http://{}/v1/authz/{endpoint}", server.http);
+        let send = |uris: &[&str], methods: &[&str]| {
+            let mut request = client.get(&url).header(DAVE.0, DAVE.1);
+            for u in uris {
+                request = request.header(uri, *u);
+            }
+            for m in methods {
+                request = request.header(method, *m);
+            }
+            request.send()
+        };
+        let malformed = |resp: reqwest::Response| async move {
+            let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+            body["reason"] == "malformed"
+        };
+        // One copy, or the same copy twice: decided.
+        let resp = send(&["/p/public"], &["GET"]).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{endpoint}");
+        let resp = send(&["/p/public", "/p/public"], &["GET", "GET"])
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{endpoint}");
+        // Two different URIs, or two different methods: malformed, in either order.
+        for (uris, methods) in [
+            (&["/p/public", "/p/secret"][..], &["GET"][..]),
+            (&["/p/secret", "/p/public"][..], &["GET"][..]),
+            (&["/p/public"][..], &["GET", "DELETE"][..]),
+        ] {
+            let resp = send(uris, methods).await.unwrap();
+            assert_ne!(
+                resp.status(),
+                StatusCode::OK,
+                "{endpoint} {uris:?} {methods:?}"
+            );
+            assert!(malformed(resp).await, "{endpoint} {uris:?} {methods:?}");
+        }
+    }
+}
+
+/// Characters that split a record into lines in common tools or make it read differently
+/// from what it holds: C1 controls, line and paragraph separators, bidi overrides.
+const SNEAKY: [char; 6] = [
+    '\u{85}', '\u{9b}', '\u{2028}', '\u{2029}', '\u{202e}', '\u{2066}',
+];
+
+/// Principals and scopes follow one character policy, and neither the decision log nor a
+/// deny body ever carries a raw line separator, bidi override or C1 control: each record is
+/// one line in any tool.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_output_carries_raw_line_separators_or_bidi_overrides() {
+    use iot_authz::proto::iotauthz::v1 as pb;
+    use iot_authz::server::AppOptions;
+    use iot_authz::server::decision_log::LogTarget;
+
+    crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.jsonl");
+    let options = AppOptions {
+        decision_log: Some((LogTarget::File(log.clone()), 1.0)),
+        ..AppOptions::default()
+    };
+    let server = TestServer::start_options(policy(SECRET_POLICY), &options).await;
+    let mut native = pb::authorizer_client::AuthorizerClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let mut ext = AuthorizationClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let mut bodies = Vec::new();
+    for c in SNEAKY {
+        // A principal and a scope holding the character: refused as arguments.
+        for (principal, scope) in [
+            (format!("user:da{c}ve"), "/apps/x".to_owned()),
+            ("user:dave".to_owned(), format!("/apps/x{c}y")),
+        ] {
+            let answer = native
+                .check(pb::CheckRequest {
+                    principal,
+                    action: "x/read".into(),
+                    scope,
+                    ..Default::default()
+                })
+                .await;
+            let status = answer.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{c:?}");
+            assert!(!status.message().contains(c), "{c:?}: {status:?}");
+        }
+        // The same principal from the identity header of an ext_authz request.
+        let response = ext
+            .check(CheckRequest {
+                attributes: Some(AttributeContext {
+                    request: Some(attribute_context::Request {
+                        http: Some(attribute_context::HttpRequest {
+                            method: "GET".into(),
+                            path: "/p/secret".into(),
+                            headers: [(DAVE.0.to_owned(), format!("user:da{c}ve"))].into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        match response.http_response {
+            Some(HttpResponse::DeniedResponse(denied)) => bodies.push(denied.body),
+            other => panic!("{c:?}: {other:?}"),
+        }
+    }
+    // A decision that is logged, so the log is known to be written.
+    native
+        .check(pb::CheckRequest {
+            principal: "user:dave".into(),
+            action: "x/read".into(),
+            scope: "/apps/x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("/apps/x\"") {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "log: {text}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    for output in bodies.iter().chain([&text]) {
+        assert!(!output.contains(SNEAKY), "{output:?}");
+        for line in output.lines() {
+            serde_json::from_str::<Value>(line).unwrap();
+        }
+    }
+}
+
+/// A decision id reveals nothing: not the process's start time or pid (no shared prefix
+/// between processes or between ids of one process) and not a request counter (no id is
+/// the previous one plus one).
+#[test]
+fn decision_ids_reveal_nothing() {
+    use iot_authz::server::DecisionIds;
+    let a = DecisionIds::default();
+    let b = DecisionIds::default();
+    let ids: Vec<String> = (0..200)
+        .map(|_| a.next())
+        .chain((0..200).map(|_| b.next()))
+        .collect();
+    let pid = format!("{:x}", std::process::id());
+    for id in &ids {
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(id.bytes().all(|c| c.is_ascii_hexdigit()), "{id}");
+        assert!(!id.contains('-'), "{id}");
+    }
+    let prefixes: std::collections::HashSet<&str> = ids.iter().map(|id| &id[..8]).collect();
+    assert_eq!(prefixes.len(), ids.len(), "ids share a prefix");
+    let suffixes: std::collections::HashSet<&str> = ids.iter().map(|id| &id[24..]).collect();
+    assert_eq!(suffixes.len(), ids.len(), "ids share a suffix");
+    assert!(
+        ids.iter().filter(|id| id.contains(&pid)).count() < 3,
+        "{pid}"
+    );
+}

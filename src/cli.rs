@@ -534,6 +534,7 @@ fn check(args: &CheckArgs) -> CliResult {
                 groups: &args.groups,
                 metadata: None,
                 peer_principal: None,
+                verifier: None,
                 at,
             })?;
             (out.decision, out.action, out.scope, out.principal)

@@ -75,6 +75,7 @@ impl Authorization for ExtAuthz {
                 groups: &[],
                 metadata: metadata.as_ref(),
                 peer_principal: (!peer.is_empty()).then_some(peer.as_str()),
+                verifier: None,
                 at: syntax::now(),
             },
             |_, r| self.app.decide(&policy, r),

@@ -128,6 +128,7 @@ fn authorize(app: &App, proxy: Proxy, req: Request) -> Response<Body> {
                 groups: &[],
                 metadata: None,
                 peer_principal: None,
+                verifier: None,
                 at: syntax::now(),
             },
             |_, r| app.decide(&policy, r),
@@ -141,6 +142,7 @@ fn authorize(app: &App, proxy: Proxy, req: Request) -> Response<Body> {
             data_action: false,
             principal: None,
             route: None,
+            token_rejection: None,
         }),
     };
     let Ok(outcome) = outcome else {

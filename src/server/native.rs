@@ -227,6 +227,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
                     groups: &req.groups,
                     metadata: None,
                     peer_principal: None,
+                    verifier: None,
                     at,
                 },
                 |_, r| self.app.decide(&policy, r),

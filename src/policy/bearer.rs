@@ -15,6 +15,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use serde_json::Value;
+use sha2::Digest as _;
 
 use super::syntax::{self, Instant, escape};
 
@@ -195,6 +196,8 @@ struct VerifyKey {
 #[derive(Clone, Default)]
 pub struct KeySet {
     keys: Vec<VerifyKey>,
+    /// SHA-256 of the document: an unchanged document is the same key set.
+    digest: [u8; 32],
     /// Keys of the document that were skipped (unsupported type or curve, `use: enc`).
     pub skipped: usize,
 }
@@ -220,7 +223,10 @@ impl KeySet {
                 set.keys.len()
             ));
         }
-        let mut out = Self::default();
+        let mut out = Self {
+            digest: sha2::Sha256::digest(bytes).into(),
+            ..Self::default()
+        };
         for jwk in &set.keys {
             if matches!(jwk.common.public_key_use, Some(ref u) if *u != PublicKeyUse::Signature) {
                 out.skipped += 1;
@@ -264,6 +270,10 @@ impl KeySet {
     /// The key ids, for logs.
     pub fn kids(&self) -> impl Iterator<Item = &str> {
         self.keys.iter().map(|k| k.kid.as_deref().unwrap_or("-"))
+    }
+
+    pub fn digest(&self) -> [u8; 32] {
+        self.digest
     }
 
     pub fn len(&self) -> usize {
@@ -322,6 +332,19 @@ pub fn token_from_authorization(value: &str) -> Option<&str> {
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| rest.trim_matches([' ', '\t']))
+}
+
+/// The `iss` a token claims, before any check: only for choosing which source checks it.
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: Option<String>,
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return None;
+    }
+    let payload = token.split('.').nth(1)?;
+    decode_part::<Iss>(payload).ok()?.iss
 }
 
 #[derive(Deserialize)]

@@ -218,12 +218,42 @@ impl IdentityConfig {
     pub fn identify(&self, input: &IdentityInput<'_>) -> Result<Option<Identity>, IdentifyError> {
         self.sources
             .iter()
-            .find_map(|source| Self::try_source(source, input))
+            .find_map(|source| self.try_source(source, input))
+            .transpose()
+    }
+
+    /// Only the bearer sources, over one `Authorization` value: how a gRPC caller is
+    /// identified from its `authorization` metadata (header sources are never trusted
+    /// there: any client can set metadata).
+    pub fn identify_bearer(
+        &self,
+        authorization: &str,
+        verifier: &dyn TokenVerifier,
+        at: syntax::Instant,
+    ) -> Result<Option<Identity>, IdentifyError> {
+        struct Authorization<'a>(&'a str);
+        impl HeaderLookup for Authorization<'_> {
+            fn lookup(&self, lowercase_name: &str) -> HeaderFound<'_> {
+                super::route::lookup_header([("authorization", self.0)], lowercase_name)
+            }
+        }
+        let headers = Authorization(authorization);
+        let input = IdentityInput {
+            headers: Some(&headers),
+            verifier: Some(verifier),
+            at,
+            ..IdentityInput::default()
+        };
+        self.sources
+            .iter()
+            .filter(|s| matches!(s, IdentitySource::Bearer(_)))
+            .find_map(|source| self.try_source(source, &input))
             .transpose()
     }
 
     /// What one source says: nothing, an identity, or an ambiguous header.
     fn try_source(
+        &self,
         source: &IdentitySource,
         input: &IdentityInput<'_>,
     ) -> Option<Result<Identity, IdentifyError>> {
@@ -278,6 +308,16 @@ impl IdentityConfig {
                         ))));
                     }
                 };
+                // With several issuers, a token is checked by the source of the issuer it
+                // names (unverified, only to choose); a token naming none of them is checked
+                // by the first, which refuses it.
+                if self.bearer_sources().nth(1).is_some()
+                    && let Some(named) = bearer::unverified_issuer(token)
+                    && named != source.issuer
+                    && self.bearer_sources().any(|b| b.issuer == named)
+                {
+                    return None;
+                }
                 let result = match input.verifier {
                     Some(v) => v.verify(source, token, input.at),
                     None => Err(Rejection::NoKeys),

@@ -79,6 +79,9 @@ pub struct DecisionRecord<'a> {
     pub latency_us: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<&'a str>,
+    /// Why a bearer token was refused (a fixed reason, never the token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_rejection: Option<&'static str>,
 }
 
 /// The decision logger.
@@ -261,6 +264,7 @@ mod tests {
             revision: "r",
             latency_us: 0,
             trace_id: None,
+            token_rejection: None,
         };
         for _ in 0..64 {
             log.record(&record);

@@ -505,6 +505,37 @@ pub fn reason_json(reason: &Reason<'_>) -> serde_json::Value {
     out
 }
 
+/// The key sets of the bearer sources whose keys are a JWKS file, read once: `check` does
+/// no network fetches, so a source with a URL or discovery has no keys here (its tokens are
+/// refused with `no keys`).
+fn file_key_sets(snapshot: &Snapshot) -> crate::policy::bearer::StaticKeys {
+    use crate::policy::bearer::{JwksLocation, KeySet, StaticKeys};
+    let mut sets = Vec::new();
+    for source in snapshot.identity.bearer_sources() {
+        let JwksLocation::File(path) = &source.jwks else {
+            continue;
+        };
+        let parsed = source::read_limited(std::path::Path::new(path), 1024 * 1024)
+            .map_err(|e| match e {
+                source::ReadError::TooBig => "is too large".to_owned(),
+                source::ReadError::Failed(m) => m,
+            })
+            .and_then(|bytes| KeySet::parse(&bytes));
+        match parsed {
+            Ok(keys) => sets.push((source.issuer.clone(), std::sync::Arc::new(keys))),
+            Err(e) => {
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "JWKS file {} of issuer `{}`: {e}",
+                    syntax::escape(path),
+                    syntax::escape(&source.issuer)
+                );
+            }
+        }
+    }
+    StaticKeys(sets)
+}
+
 fn check(args: &CheckArgs) -> CliResult {
     let at = parse_at(&args.at)?;
     for g in &args.groups {
@@ -553,6 +584,7 @@ fn check(args: &CheckArgs) -> CliResult {
                 headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
             }
             let path = args.path.clone().unwrap_or_default();
+            let keys = file_key_sets(&snapshot);
             let out = snapshot.check_http(&HttpRequest {
                 method,
                 path: &path,
@@ -561,9 +593,17 @@ fn check(args: &CheckArgs) -> CliResult {
                 groups: &args.groups,
                 metadata: None,
                 peer_principal: None,
+                verifier: Some(&keys),
                 at,
             })?;
             data_action = out.data_action;
+            if let Some((issuer, reason)) = &out.token_rejection {
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "bearer token of issuer `{}` refused: {reason}",
+                    syntax::escape(issuer)
+                );
+            }
             (out.decision, out.action, out.scope, out.principal)
         }
         _ => {

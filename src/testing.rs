@@ -118,6 +118,7 @@ fn run_case(snapshot: &Snapshot, case: &TestCaseDoc, now: Instant) -> Outcome {
                 groups: &case.groups,
                 metadata: None,
                 peer_principal: None,
+                verifier: None,
                 at,
             }) {
                 Ok(d) => d.decision,

@@ -811,3 +811,49 @@ fn every_flag_and_argument_has_help_text() {
     }
     assert!(missing.is_empty(), "no help text: {missing:?}");
 }
+
+#[test]
+fn check_verifies_a_bearer_token_against_a_jwks_file() {
+    use crate::support::jwt::{TestKey, claims, jwks, unix_now};
+    let dir = tempfile::tempdir().unwrap();
+    let key = TestKey::ec("k1", jsonwebtoken::Algorithm::ES256);
+    let jwks_path = dir.path().join("jwks.json");
+    std::fs::write(&jwks_path, jwks(&[&key])).unwrap();
+    let policy = dir.path().join("policy.yaml");
+    let base = std::fs::read_to_string(small()).unwrap();
+    std::fs::write(
+        &policy,
+        format!(
+            "{base}identity: {{sources: [{{bearer: {{issuer: iss, audiences: [api], jwks: {{file: '{}'}}, principalType: user}}}}]}}\n",
+            jwks_path.display()
+        ),
+    )
+    .unwrap();
+    let with = |token: &str| {
+        let header = format!("authorization: Bearer {token}");
+        let out = run(&[
+            "check",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--method",
+            "GET",
+            "--path",
+            "/apps/fleet/devices/d1",
+            "--header",
+            &header,
+            "--json",
+        ]);
+        (
+            code(&out),
+            json(&out)["principal"].clone(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code_ok, principal, _) = with(&key.sign(&claims("iss", "api", "ann", unix_now())));
+    assert_eq!((code_ok, principal), (0, Value::from("user:ann")));
+    let expired = key.sign(&claims("iss", "api", "ann", unix_now() - 7200));
+    let (code_expired, _, stderr) = with(&expired);
+    assert_eq!(code_expired, 1);
+    assert!(stderr.contains("refused: expired"), "{stderr}");
+    assert!(!stderr.contains(&expired));
+}

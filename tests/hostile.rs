@@ -306,6 +306,7 @@ fn assert_upstream_saw_only_allowed(snapshot: &Snapshot, seen: &[Seen], context:
                 groups: &[],
                 metadata: None,
                 peer_principal: None,
+                verifier: None,
                 at: iot_authz::policy::syntax::now(),
             })
             .unwrap_or_else(|e| {
@@ -542,6 +543,7 @@ async fn an_unused_rest_capture_is_checked_like_any_other() {
                 groups: &[],
                 metadata: None,
                 peer_principal: None,
+                verifier: None,
                 at: iot_authz::policy::syntax::now(),
             })
             .unwrap();

@@ -49,6 +49,7 @@ fn expected(snapshot: &Snapshot, method: &str, path: &str, principal: &str) -> u
             groups: &[],
             metadata: None,
             peer_principal: None,
+            verifier: None,
             at: iot_authz::policy::syntax::now(),
         })
         .unwrap()

@@ -693,6 +693,7 @@ fn run(input: &Input) {
             groups: &[],
             metadata: metadata_json.as_ref(),
             peer_principal: (!peer.is_empty()).then_some(peer.as_str()),
+            verifier: None,
             at: now,
         })
         .expect("check_http without an explicit principal never fails");

@@ -344,6 +344,7 @@ fn exercise(snapshot: &Snapshot, docs: &[(String, Document)], reference_checks: 
                         groups: &[],
                         metadata: None,
                         peer_principal: None,
+                        verifier: None,
                         at: NOW,
                     }) else {
                         continue;

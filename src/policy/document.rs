@@ -198,6 +198,49 @@ pub struct IdentitySourceDoc {
     pub jwt: Option<JwtSourceDoc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_certificate: Option<PeerCertificateSourceDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer: Option<BearerSourceDoc>,
+}
+
+/// A JWT verified by iot-authz itself (SPEC §13).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BearerSourceDoc {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    /// Exactly one of `jwks` and `discovery: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<JwksDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
+    pub principal_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_claim: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithms: Option<Vec<String>>,
+    /// `60s`, `2m`, or a number of seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leeway: Option<DurationDoc>,
+}
+
+/// Where a bearer source's keys are: exactly one key.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JwksDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// A duration written as text (`60s`) or as a number of seconds.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum DurationDoc {
+    Seconds(u64),
+    Text(String),
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

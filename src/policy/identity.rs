@@ -3,7 +3,8 @@
 
 use serde_json::Value;
 
-use super::document::IdentityDoc;
+use super::bearer::{self, BearerSource, JwksLocation, Rejection, SigningAlgorithm, TokenVerifier};
+use super::document::{BearerSourceDoc, DurationDoc, IdentityDoc};
 use super::route::{HeaderFound, HeaderLookup, conflicting_header_message};
 use super::syntax::{self, escape};
 
@@ -23,6 +24,17 @@ pub enum IdentitySource {
     PeerCertificate {
         principal_type: String,
     },
+    /// A JWT in `Authorization: Bearer`, verified here (SPEC §13).
+    Bearer(BearerSource),
+}
+
+/// Why identification failed outright (the search stops; no later source is tried).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentifyError {
+    /// A header that identifies the caller arrived with different values: malformed.
+    Ambiguous(String),
+    /// A bearer token was present but invalid: no identity (401).
+    Rejected { issuer: String, reason: Rejection },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +61,14 @@ impl IdentityConfig {
             .iter()
             .any(|s| matches!(s, IdentitySource::Jwt(jwt) if jwt.namespace == namespace))
     }
+
+    /// The bearer sources, in order.
+    pub fn bearer_sources(&self) -> impl Iterator<Item = &BearerSource> {
+        self.sources.iter().filter_map(|s| match s {
+            IdentitySource::Bearer(b) => Some(b),
+            _ => None,
+        })
+    }
 }
 
 impl Default for IdentityConfig {
@@ -68,6 +88,11 @@ pub struct IdentityInput<'a> {
     pub metadata: Option<&'a Value>,
     /// The peer certificate's URI SAN / SPIFFE id, as Envoy reports `source.principal`.
     pub peer_principal: Option<&'a str>,
+    /// Checks bearer tokens (keys and cache live in the shell). Without one, a present
+    /// token is rejected with `no keys`: fail closed.
+    pub verifier: Option<&'a dyn TokenVerifier>,
+    /// The request's time, for `exp` and `nbf`.
+    pub at: syntax::Instant,
 }
 
 /// A caller identified by a source.
@@ -87,11 +112,13 @@ impl IdentityConfig {
             let object = format!("identity.sources[{i}]");
             let given = usize::from(source.header.is_some())
                 + usize::from(source.jwt.is_some())
-                + usize::from(source.peer_certificate.is_some());
+                + usize::from(source.peer_certificate.is_some())
+                + usize::from(source.bearer.is_some());
             if given != 1 {
                 problems.push((
                     object,
-                    "must have exactly one of `header`, `jwt`, `peerCertificate`".to_owned(),
+                    "must have exactly one of `header`, `jwt`, `peerCertificate`, `bearer`"
+                        .to_owned(),
                 ));
                 continue;
             }
@@ -126,6 +153,23 @@ impl IdentityConfig {
                         groups_claim: jwt.groups_claim.clone(),
                     })),
                     Err(e) => problems.push((object, e)),
+                }
+            } else if let Some(doc) = &source.bearer {
+                match compile_bearer(doc).and_then(|b| {
+                    if sources
+                        .iter()
+                        .any(|s| matches!(s, IdentitySource::Bearer(o) if o.issuer == b.issuer))
+                    {
+                        Err(format!(
+                            "issuer `{}` has a bearer source already (one source per issuer)",
+                            escape(&b.issuer)
+                        ))
+                    } else {
+                        Ok(b)
+                    }
+                }) {
+                    Ok(b) => sources.push(IdentitySource::Bearer(b)),
+                    Err(e) => problems.push((format!("{object}.bearer"), e)),
                 }
             } else if let Some(peer) = &source.peer_certificate {
                 match check_type(&peer.principal_type) {
@@ -169,25 +213,59 @@ impl IdentityConfig {
     /// Tries each source in order; the first that yields a valid principal wins. A header
     /// source whose header arrives with different values is ambiguous: an error (the
     /// request is malformed), never a fall-through to the next source.
-    pub fn identify(&self, input: &IdentityInput<'_>) -> Result<Option<Identity>, String> {
+    /// A bearer token that is present but invalid stops the search too
+    /// ([`IdentifyError::Rejected`]).
+    pub fn identify(&self, input: &IdentityInput<'_>) -> Result<Option<Identity>, IdentifyError> {
         self.sources
             .iter()
-            .find_map(|source| Self::try_source(source, input))
+            .find_map(|source| self.try_source(source, input))
+            .transpose()
+    }
+
+    /// Only the bearer sources, over one `Authorization` value: how a gRPC caller is
+    /// identified from its `authorization` metadata (header sources are never trusted
+    /// there: any client can set metadata).
+    pub fn identify_bearer(
+        &self,
+        authorization: &str,
+        verifier: &dyn TokenVerifier,
+        at: syntax::Instant,
+    ) -> Result<Option<Identity>, IdentifyError> {
+        struct Authorization<'a>(&'a str);
+        impl HeaderLookup for Authorization<'_> {
+            fn lookup(&self, lowercase_name: &str) -> HeaderFound<'_> {
+                super::route::lookup_header([("authorization", self.0)], lowercase_name)
+            }
+        }
+        let headers = Authorization(authorization);
+        let input = IdentityInput {
+            headers: Some(&headers),
+            verifier: Some(verifier),
+            at,
+            ..IdentityInput::default()
+        };
+        self.sources
+            .iter()
+            .filter(|s| matches!(s, IdentitySource::Bearer(_)))
+            .find_map(|source| self.try_source(source, &input))
             .transpose()
     }
 
     /// What one source says: nothing, an identity, or an ambiguous header.
     fn try_source(
+        &self,
         source: &IdentitySource,
         input: &IdentityInput<'_>,
-    ) -> Option<Result<Identity, String>> {
+    ) -> Option<Result<Identity, IdentifyError>> {
         let identity = match source {
             IdentitySource::Header(name) => {
                 let value = match input.headers?.lookup(name) {
                     HeaderFound::Value(value) => value,
                     HeaderFound::Missing => return None,
                     HeaderFound::Conflicting => {
-                        return Some(Err(conflicting_header_message(name)));
+                        return Some(Err(IdentifyError::Ambiguous(conflicting_header_message(
+                            name,
+                        ))));
                     }
                 };
                 syntax::principal_type(value).ok()?;
@@ -218,6 +296,46 @@ impl IdentityConfig {
                     source: "jwt",
                 }
             }
+            IdentitySource::Bearer(source) => {
+                let token = match input.headers?.lookup("authorization") {
+                    HeaderFound::Missing => return None,
+                    HeaderFound::Value(value) => bearer::token_from_authorization(value)?,
+                    // Two credentials (two lines, or one joined with a comma): which one
+                    // speaks for the caller is ambiguous.
+                    HeaderFound::Conflicting => {
+                        return Some(Err(IdentifyError::Ambiguous(conflicting_header_message(
+                            "authorization",
+                        ))));
+                    }
+                };
+                // With several issuers, a token is checked by the source of the issuer it
+                // names (unverified, only to choose); a token naming none of them is checked
+                // by the first, which refuses it.
+                if self.bearer_sources().nth(1).is_some()
+                    && let Some(named) = bearer::unverified_issuer(token)
+                    && named != source.issuer
+                    && self.bearer_sources().any(|b| b.issuer == named)
+                {
+                    return None;
+                }
+                let result = match input.verifier {
+                    Some(v) => v.verify(source, token, input.at),
+                    None => Err(Rejection::NoKeys),
+                };
+                match result {
+                    Ok(v) => Identity {
+                        principal: v.principal,
+                        groups: v.groups,
+                        source: "bearer",
+                    },
+                    Err(reason) => {
+                        return Some(Err(IdentifyError::Rejected {
+                            issuer: source.issuer.clone(),
+                            reason,
+                        }));
+                    }
+                }
+            }
             IdentitySource::PeerCertificate { principal_type } => {
                 let peer = input.peer_principal.filter(|p| !p.is_empty())?;
                 let principal = format!("{principal_type}:{peer}");
@@ -233,9 +351,121 @@ impl IdentityConfig {
     }
 }
 
+/// Compiles a `bearer` source; the message names the bad value.
+fn compile_bearer(doc: &BearerSourceDoc) -> Result<BearerSource, String> {
+    if doc.issuer.is_empty() {
+        return Err("`issuer` is empty".to_owned());
+    }
+    if doc.audiences.is_empty() || doc.audiences.iter().any(String::is_empty) {
+        return Err("`audiences` must list at least one non-empty audience".to_owned());
+    }
+    let jwks = match (&doc.jwks, doc.discovery) {
+        (Some(_), Some(true)) | (None, None | Some(false)) => {
+            return Err("must have exactly one of `jwks` and `discovery: true`".to_owned());
+        }
+        (None, Some(true)) => {
+            check_fetch_url(&doc.issuer).map_err(|e| format!("`issuer` for discovery: {e}"))?;
+            JwksLocation::Discovery
+        }
+        (Some(jwks), _) => match (&jwks.file, &jwks.url) {
+            (Some(file), None) if !file.is_empty() => JwksLocation::File(file.clone()),
+            (None, Some(url)) => {
+                check_fetch_url(url).map_err(|e| format!("`jwks.url`: {e}"))?;
+                JwksLocation::Url(url.clone())
+            }
+            _ => return Err("`jwks` must have exactly one of `file`, `url`".to_owned()),
+        },
+    };
+    let principal_type = syntax::principal_type(&format!("{}:x", doc.principal_type))
+        .map(|_| doc.principal_type.clone())
+        .map_err(|_| {
+            format!(
+                "`principalType: {}` is not a principal type",
+                escape(&doc.principal_type)
+            )
+        })?;
+    let names: Vec<&str> = match &doc.algorithms {
+        Some(list) => list.iter().map(String::as_str).collect(),
+        None => bearer::DEFAULT_ALGORITHMS.to_vec(),
+    };
+    if names.is_empty() {
+        return Err("`algorithms` is empty".to_owned());
+    }
+    let mut algorithms = Vec::new();
+    for name in names {
+        let upper = name.to_ascii_uppercase();
+        let Some(alg) = SigningAlgorithm::parse(name) else {
+            return Err(if upper == "NONE" {
+                "algorithm `none` is never accepted: unsigned tokens prove nothing".to_owned()
+            } else if upper.starts_with("HS") {
+                format!(
+                    "algorithm `{}` is never accepted: HMAC would let a public key serve as a shared secret",
+                    escape(name)
+                )
+            } else {
+                format!(
+                    "algorithm `{}` is not one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384",
+                    escape(name)
+                )
+            });
+        };
+        if !algorithms.contains(&alg) {
+            algorithms.push(alg);
+        }
+    }
+    let leeway_secs = match &doc.leeway {
+        None => bearer::DEFAULT_LEEWAY_SECS,
+        Some(DurationDoc::Seconds(n)) => *n,
+        Some(DurationDoc::Text(t)) => bearer::parse_duration_secs(t)
+            .ok_or_else(|| format!("`leeway: {}` is not a duration such as 60s", escape(t)))?,
+    };
+    if leeway_secs > bearer::MAX_LEEWAY_SECS {
+        return Err(format!(
+            "`leeway` of {leeway_secs}s is more than the limit of {}s",
+            bearer::MAX_LEEWAY_SECS
+        ));
+    }
+    let claim = doc.claim.clone().unwrap_or_else(|| "sub".to_owned());
+    if claim.is_empty() {
+        return Err("`claim` is empty".to_owned());
+    }
+    Ok(BearerSource {
+        issuer: doc.issuer.clone(),
+        audiences: doc.audiences.clone(),
+        jwks,
+        claim,
+        principal_type,
+        groups_claim: doc.groups_claim.clone(),
+        algorithms,
+        leeway_secs,
+    })
+}
+
+/// A URL keys may be fetched from: `https`, or `http` to a loopback address only (keys
+/// fetched in clear over a network could be replaced on the way).
+pub fn check_fetch_url(url: &str) -> Result<(), String> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| format!("`{}` is not a URL: {e}", escape(url)))?;
+    let loopback = match parsed.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => Err(format!(
+            "`{}` is plain http to a non-loopback host; use https",
+            escape(url)
+        )),
+        other => Err(format!("scheme `{}` is not https", escape(other))),
+    }
+}
+
 /// A groups claim is a list of strings, or one string of space-separated values (the
 /// OAuth `scope` convention).
-fn claim_values(value: &Value) -> Vec<String> {
+pub(super) fn claim_values(value: &Value) -> Vec<String> {
     match value {
         Value::String(s) => s.split_whitespace().map(str::to_owned).collect(),
         Value::Array(items) => items
@@ -272,5 +502,202 @@ mod tests {
         assert!(config.reads_namespace("envoy.filters.http.jwt_authn"));
         assert!(!config.reads_namespace("envoy.filters.http.rbac"));
         assert!(!IdentityConfig::default().reads_namespace("envoy.filters.http.jwt_authn"));
+    }
+}
+
+#[cfg(test)]
+mod bearer_tests {
+    use super::super::bearer::test_keys::{TestKey, claims, unix_now};
+    use super::super::bearer::{KeySet, StaticKeys};
+    use super::super::document::IdentityDoc;
+    use super::*;
+    use jsonwebtoken::Algorithm;
+    use std::sync::Arc;
+
+    const ISSUER: &str = "https://login.example.com/";
+
+    fn config(yaml: &str) -> Result<IdentityConfig, Vec<(String, String)>> {
+        let doc: IdentityDoc = serde_saphyr::from_str(yaml).unwrap();
+        IdentityConfig::compile(&doc)
+    }
+
+    fn bearer_then_header() -> IdentityConfig {
+        config(
+            "sources:\n\
+             - bearer: {issuer: 'https://login.example.com/', audiences: [iot-api], jwks: {file: k.json}, principalType: user}\n\
+             - header: x-iotauthz-principal\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_missing_token_lets_the_next_source_try_and_a_bad_one_stops_the_search() {
+        let key = TestKey::ec("k1", Algorithm::ES256);
+        let keys = StaticKeys(vec![(
+            ISSUER.into(),
+            Arc::new(
+                KeySet::parse(super::super::bearer::test_keys::jwks(&[&key]).as_bytes()).unwrap(),
+            ),
+        )]);
+        let cfg = bearer_then_header();
+        let now = unix_now();
+        let run = |headers: &[(&str, &str)]| {
+            cfg.identify(&IdentityInput {
+                headers: Some(&headers.to_vec()),
+                verifier: Some(&keys),
+                at: syntax::now(),
+                ..IdentityInput::default()
+            })
+        };
+        let good = key.sign(&claims(ISSUER, "iot-api", "alice", now));
+        let auth = format!("Bearer {good}");
+        let found = run(&[("authorization", &auth)]).unwrap().unwrap();
+        assert_eq!(
+            (found.principal.as_str(), found.source),
+            ("user:alice", "bearer")
+        );
+        // No token, or another scheme: the header source answers.
+        let found = run(&[("x-iotauthz-principal", "user:bob")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.principal, "user:bob");
+        let found = run(&[
+            ("authorization", "Basic Ym9iOg=="),
+            ("x-iotauthz-principal", "user:bob"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(found.principal, "user:bob");
+        // A present but invalid token stops the search, even with a forgeable header behind it.
+        let expired = key.sign(&claims(ISSUER, "iot-api", "alice", now - 7200));
+        let auth = format!("Bearer {expired}");
+        assert_eq!(
+            run(&[
+                ("authorization", &auth),
+                ("x-iotauthz-principal", "user:bob")
+            ]),
+            Err(IdentifyError::Rejected {
+                issuer: ISSUER.into(),
+                reason: Rejection::Expired
+            })
+        );
+        // Without a verifier a token is never trusted.
+        let auth = format!("Bearer {good}");
+        let headers: &[(&str, &str)] = &[("authorization", &auth)];
+        assert!(matches!(
+            cfg.identify(&IdentityInput {
+                headers: Some(&headers.to_vec()),
+                ..IdentityInput::default()
+            }),
+            Err(IdentifyError::Rejected {
+                reason: Rejection::NoKeys,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_token_in_a_second_authorization_header_is_ambiguous() {
+        let key = TestKey::ec("k1", Algorithm::ES256);
+        let keys = StaticKeys(vec![(
+            ISSUER.into(),
+            Arc::new(
+                KeySet::parse(super::super::bearer::test_keys::jwks(&[&key]).as_bytes()).unwrap(),
+            ),
+        )]);
+        let cfg = bearer_then_header();
+        let good = format!(
+            "Bearer {}",
+            key.sign(&claims(ISSUER, "iot-api", "alice", unix_now()))
+        );
+        let evil = format!(
+            "Bearer {}",
+            key.sign(&claims(ISSUER, "iot-api", "mallory", unix_now()))
+        );
+        for headers in [
+            vec![
+                ("authorization", good.as_str()),
+                ("Authorization", evil.as_str()),
+            ],
+            vec![
+                ("authorization", good.as_str()),
+                ("authorization", "Basic Ym9iOg=="),
+            ],
+        ] {
+            assert!(matches!(
+                cfg.identify(&IdentityInput {
+                    headers: Some(&headers),
+                    verifier: Some(&keys),
+                    at: syntax::now(),
+                    ..IdentityInput::default()
+                }),
+                Err(IdentifyError::Ambiguous(_))
+            ));
+        }
+        let joined = format!("{good}, {evil}");
+        let headers: &[(&str, &str)] = &[("authorization", &joined)];
+        assert!(matches!(
+            cfg.identify(&IdentityInput {
+                headers: Some(&headers.to_vec()),
+                verifier: Some(&keys),
+                at: syntax::now(),
+                ..IdentityInput::default()
+            }),
+            Err(IdentifyError::Ambiguous(_))
+        ));
+    }
+
+    #[test]
+    fn bearer_settings_are_validated() {
+        let base =
+            "issuer: 'https://login.example.com/', audiences: [iot-api], principalType: user";
+        let problem = |extra: &str| {
+            let errors = config(&format!("sources:\n- bearer: {{{base}{extra}}}\n")).unwrap_err();
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert_eq!(errors[0].0, "identity.sources[0].bearer");
+            errors[0].1.clone()
+        };
+        assert!(problem("").contains("exactly one of `jwks` and `discovery: true`"));
+        assert!(
+            problem(", jwks: {file: a, url: 'https://x/'}")
+                .contains("exactly one of `file`, `url`")
+        );
+        assert!(problem(", jwks: {url: 'http://keys.example.com/jwks'}").contains("use https"));
+        assert!(problem(", jwks: {url: 'ftp://x/'}").contains("not https"));
+        assert!(problem(", jwks: {file: k}, discovery: true").contains("exactly one"));
+        assert!(
+            problem(", jwks: {file: k}, algorithms: [none]").contains("`none` is never accepted")
+        );
+        assert!(problem(", jwks: {file: k}, algorithms: [HS256]").contains("HMAC"));
+        assert!(problem(", jwks: {file: k}, algorithms: [EdDSA]").contains("not one of"));
+        assert!(problem(", jwks: {file: k}, algorithms: []").contains("empty"));
+        assert!(problem(", jwks: {file: k}, leeway: 1h").contains("more than the limit"));
+        assert!(problem(", jwks: {file: k}, leeway: soon").contains("not a duration"));
+        let errors = config("sources:\n- bearer: {issuer: x, audiences: [], principalType: user, jwks: {file: k}}\n")
+        .unwrap_err();
+        assert!(errors[0].1.contains("audiences"));
+        // http is fine to a loopback address; discovery needs a fetchable issuer.
+        assert!(
+            config(&format!(
+                "sources:\n- bearer: {{{base}, jwks: {{url: 'http://127.0.0.1:8080/k'}}}}\n"
+            ))
+            .is_ok()
+        );
+        assert!(config("sources:\n- bearer: {issuer: corp, audiences: [a], principalType: user, discovery: true}\n").is_err());
+        // One source per issuer.
+        let errors = config(&format!(
+            "sources:\n- bearer: {{{base}, jwks: {{file: a}}}}\n- bearer: {{{base}, jwks: {{file: b}}}}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(errors[0].0, "identity.sources[1].bearer");
+        assert!(errors[0].1.contains("one source per issuer"));
+        let ok = config(&format!("sources:\n- bearer: {{{base}, jwks: {{file: k}}, leeway: 30s, algorithms: [PS256, ES384]}}\n")).unwrap();
+        let b = ok.bearer_sources().next().unwrap();
+        assert_eq!(b.leeway_secs, 30);
+        assert_eq!(
+            b.algorithms,
+            [SigningAlgorithm::PS256, SigningAlgorithm::ES384]
+        );
+        assert_eq!(b.claim, "sub");
     }
 }

@@ -6,7 +6,8 @@ use std::ops::ControlFlow;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::identity::IdentityInput;
+use super::bearer::{Rejection, TokenVerifier};
+use super::identity::{IdentifyError, IdentityInput};
 use super::route::{HeaderLookup, Route, RouteOutcome};
 use super::snapshot::{
     CheckRequest, Decision, LowerBuf, Reason, RequestError, Snapshot, Verdict, lower_into,
@@ -25,6 +26,8 @@ pub struct HttpRequest<'a> {
     pub groups: &'a [String],
     pub metadata: Option<&'a Value>,
     pub peer_principal: Option<&'a str>,
+    /// Checks bearer tokens; `None` rejects every token (`no keys`).
+    pub verifier: Option<&'a dyn TokenVerifier>,
     pub at: Instant,
 }
 
@@ -39,6 +42,8 @@ pub struct HttpDecision<'s> {
     pub data_action: bool,
     pub principal: Option<String>,
     pub route: Option<&'s Route>,
+    /// Set when a bearer token was present but invalid: the issuer's source and why.
+    pub token_rejection: Option<(String, Rejection)>,
 }
 
 /// One effective permission and the grants behind it.
@@ -91,6 +96,7 @@ impl Snapshot {
             data_action: false,
             principal: req.principal.map(str::to_owned),
             route: None,
+            token_rejection: None,
         };
         // Caller-supplied arguments are invalid or not whatever the path: checked first, so
         // the same bad argument is the same error on every route (or none).
@@ -131,13 +137,20 @@ impl Snapshot {
                 headers: Some(req.headers),
                 metadata: req.metadata,
                 peer_principal: req.peer_principal,
+                verifier: req.verifier,
+                at: req.at,
             }) {
                 Ok(found) => found.map(|i| (i.principal, i.groups)),
                 // Which value would identify the caller is ambiguous: fail closed.
-                Err(message) => {
+                Err(IdentifyError::Ambiguous(message)) => {
                     out.decision = Decision::deny(Reason::Malformed { message });
                     out.status = 400;
                     return Ok(out);
+                }
+                // A present but invalid token identifies no one, and no later source may.
+                Err(IdentifyError::Rejected { issuer, reason }) => {
+                    out.token_rejection = Some((issuer, reason));
+                    None
                 }
             },
         };

@@ -83,6 +83,9 @@ pub struct DecisionRecord<'a> {
         serialize_with = "hex_trace_id"
     )]
     pub trace_id: Option<TraceId>,
+    /// Why a bearer token was refused (a fixed reason, never the token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_rejection: Option<&'static str>,
 }
 
 /// The decision logger.
@@ -284,6 +287,7 @@ mod tests {
             revision: "r",
             latency_us: 0,
             trace_id: None,
+            token_rejection: None,
         };
         for _ in 0..64 {
             log.record(&record);

@@ -66,19 +66,25 @@ impl Authorization for ExtAuthz {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let decision_id = self.app.ids.next();
-        let outcome = snapshot.check_http_with(
-            &HttpRequest {
-                method: &http.method,
-                path: &http.path,
-                headers: &headers,
-                principal: None,
-                groups: &[],
-                metadata: metadata.as_ref(),
-                peer_principal: (!peer.is_empty()).then_some(peer.as_str()),
-                at: syntax::now(),
-            },
-            |_, r| self.app.decide(&policy, r),
-        );
+        let outcome = self
+            .app
+            .check_with_keys(|| {
+                snapshot.check_http_with(
+                    &HttpRequest {
+                        method: &http.method,
+                        path: &http.path,
+                        headers: &headers,
+                        principal: None,
+                        groups: &[],
+                        metadata: metadata.as_ref(),
+                        peer_principal: (!peer.is_empty()).then_some(peer.as_str()),
+                        verifier: Some(self.app.verifier()),
+                        at: syntax::now(),
+                    },
+                    |_, r| self.app.decide(&policy, r),
+                )
+            })
+            .await;
         // Only an explicit principal can make check_http fail; ext_authz never passes one.
         let outcome = outcome.map_err(|e| Status::internal(e.to_string()))?;
         let shadowed = self

@@ -99,18 +99,18 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
 }
 
 pub async fn envoy(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
-    authorize(&app, Proxy::Envoy, req)
+    authorize(&app, Proxy::Envoy, req).await
 }
 
 pub async fn nginx(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
-    authorize(&app, Proxy::Nginx, req)
+    authorize(&app, Proxy::Nginx, req).await
 }
 
 pub async fn traefik(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
-    authorize(&app, Proxy::Traefik, req)
+    authorize(&app, Proxy::Traefik, req).await
 }
 
-fn authorize(app: &App, proxy: Proxy, req: Request) -> Response<Body> {
+async fn authorize(app: &App, proxy: Proxy, req: Request) -> Response<Body> {
     let headers = header_pairs(req.headers());
     let ctx = RequestContext::begin(proxy.api(), |k| {
         headers
@@ -122,20 +122,29 @@ fn authorize(app: &App, proxy: Proxy, req: Request) -> Response<Body> {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "no policy loaded\n");
     };
     let decision_id = app.ids.next();
-    let outcome = match original(proxy, &req) {
-        Ok((method, path)) => policy.snapshot.check_http_with(
-            &HttpRequest {
-                method: &method,
-                path: &path,
-                headers: &headers,
-                principal: None,
-                groups: &[],
-                metadata: None,
-                peer_principal: None,
-                at: syntax::now(),
-            },
-            |_, r| app.decide(&policy, r),
-        ),
+    let original = original(proxy, &req);
+    // The body is not Sync and is never read: only the head is kept across the key fetch.
+    let (parts, _) = req.into_parts();
+    let outcome = match original {
+        Ok((method, path)) => {
+            app.check_with_keys(|| {
+                policy.snapshot.check_http_with(
+                    &HttpRequest {
+                        method: &method,
+                        path: &path,
+                        headers: &headers,
+                        principal: None,
+                        groups: &[],
+                        metadata: None,
+                        peer_principal: None,
+                        verifier: Some(app.verifier()),
+                        at: syntax::now(),
+                    },
+                    |_, r| app.decide(&policy, r),
+                )
+            })
+            .await
+        }
         // Without the original request there is nothing to authorize: malformed.
         Err(message) => Ok(HttpDecision {
             decision: Decision::deny(Reason::Malformed { message }),
@@ -145,6 +154,7 @@ fn authorize(app: &App, proxy: Proxy, req: Request) -> Response<Body> {
             data_action: false,
             principal: None,
             route: None,
+            token_rejection: None,
         }),
     };
     let Ok(outcome) = outcome else {
@@ -153,7 +163,7 @@ fn authorize(app: &App, proxy: Proxy, req: Request) -> Response<Body> {
     };
     let shadowed = app.conclude_http(&ctx, &outcome, &decision_id, &policy.snapshot.revision);
     if outcome.decision.allowed || shadowed {
-        allow(proxy, &outcome, shadowed, req.headers(), &decision_id)
+        allow(proxy, &outcome, shadowed, &parts.headers, &decision_id)
     } else {
         deny(proxy, &outcome, &decision_id)
     }

@@ -44,6 +44,7 @@ pub struct Metrics {
     pub policy_info: Family<RevisionLabels, Gauge>,
     pub cache: super::cache::CacheCounters,
     pub decision_log: super::decision_log::LogCounters,
+    pub keys: crate::sources::jwks::KeyCounters,
 }
 
 impl Default for Metrics {
@@ -125,7 +126,29 @@ impl Metrics {
             "Decision log write or flush failures",
             decision_log.write_errors.clone(),
         );
+        let keys = crate::sources::jwks::KeyCounters::default();
+        registry.register(
+            "token_rejections",
+            "Bearer tokens refused, by issuer and reason",
+            keys.rejections.clone(),
+        );
+        registry.register(
+            "jwks_fetches",
+            "Fetches of bearer-token key sets, by issuer and result",
+            keys.fetches.clone(),
+        );
+        registry.register(
+            "token_cache_hits",
+            "Bearer tokens answered from the verification cache",
+            keys.cache_hits.clone(),
+        );
+        registry.register(
+            "token_cache_misses",
+            "Bearer tokens verified because the cache did not have them",
+            keys.cache_misses.clone(),
+        );
         Self {
+            keys,
             decision_log,
             cache,
             registry,

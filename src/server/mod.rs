@@ -160,6 +160,8 @@ pub struct App {
     pub decision_log: Option<decision_log::DecisionLog>,
     /// `--shadow`: every route is in shadow mode.
     pub shadow: bool,
+    /// Key sets of the bearer identity sources and the verified-token cache.
+    pub keys: Arc<crate::sources::jwks::KeyStore>,
 }
 
 /// Optional parts of an [`App`].
@@ -169,6 +171,8 @@ pub struct AppOptions {
     /// Where decision lines go, and the fraction of allows logged.
     pub decision_log: Option<(decision_log::LogTarget, f64)>,
     pub shadow: bool,
+    /// How bearer-token keys are fetched and verifications remembered.
+    pub keys: crate::sources::jwks::KeyOptions,
 }
 
 impl App {
@@ -200,12 +204,17 @@ impl App {
             .cache
             .filter(|c| c.capacity > 0)
             .map(|c| cache::DecisionCache::new(c, metrics.cache.clone()));
+        let keys = Arc::new(crate::sources::jwks::KeyStore::new(
+            options.keys.clone(),
+            metrics.keys.clone(),
+        ));
         let app = Self {
             policy,
             metrics,
             cache,
             decision_log,
             shadow: options.shadow,
+            keys,
             ..Self::default()
         };
         if let Some(p) = app.policy.current() {
@@ -213,6 +222,83 @@ impl App {
                 .policy_installed(&p.snapshot.revision, unix_seconds(p.loaded_at));
         }
         app
+    }
+
+    /// The verifier handed to the identity step: the key store (keys and cache).
+    pub fn verifier(&self) -> &dyn crate::policy::bearer::TokenVerifier {
+        &*self.keys
+    }
+
+    /// Runs `check` (an HTTP check with [`App::verifier`]); when a bearer token named a
+    /// key the issuer's set lacks (or no set is loaded yet), asks for one fetch of the keys
+    /// (rate-limited per issuer) and, if it brought new keys, runs `check` once more.
+    pub async fn check_with_keys<'s, F>(
+        &self,
+        check: F,
+    ) -> Result<crate::policy::queries::HttpDecision<'s>, crate::policy::RequestError>
+    where
+        F: Fn() -> Result<crate::policy::queries::HttpDecision<'s>, crate::policy::RequestError>,
+    {
+        let outcome = check();
+        let issuer = match &outcome {
+            Ok(o) => match &o.token_rejection {
+                Some((issuer, reason)) if reason.wants_keys() => issuer.clone(),
+                _ => return outcome,
+            },
+            Err(_) => return outcome,
+        };
+        if self.keys.refresh_for(&issuer).await {
+            check()
+        } else {
+            outcome
+        }
+    }
+
+    /// The caller of a gRPC call, from its `authorization` metadata, through the policy's
+    /// bearer sources only (any client can set metadata, so header sources are never
+    /// read there). `Ok(None)`: no bearer token. A present but invalid token is
+    /// `UNAUTHENTICATED` (counted and logged like every rejection); two different
+    /// `authorization` values are `INVALID_ARGUMENT`. This is the one function every
+    /// gRPC API uses to identify its caller.
+    pub async fn identify_metadata(
+        &self,
+        snapshot: &crate::policy::Snapshot,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Option<crate::policy::identity::Identity>, tonic::Status> {
+        use crate::policy::identity::IdentifyError;
+        let values: Vec<&str> = metadata
+            .get_all("authorization")
+            .iter()
+            .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+            .collect();
+        if values.is_empty() || snapshot.identity.bearer_sources().next().is_none() {
+            return Ok(None);
+        }
+        let joined = values.join(", ");
+        let run = || {
+            snapshot.identity.identify_bearer(
+                &joined,
+                self.verifier(),
+                crate::policy::syntax::now(),
+            )
+        };
+        let mut result = run();
+        if let Err(IdentifyError::Rejected { issuer, reason }) = &result
+            && reason.wants_keys()
+            && self.keys.refresh_for(issuer).await
+        {
+            result = run();
+        }
+        match result {
+            Ok(found) => Ok(found),
+            Err(IdentifyError::Ambiguous(message)) => Err(tonic::Status::invalid_argument(message)),
+            Err(IdentifyError::Rejected { issuer, reason }) => {
+                self.keys.count_rejection(&issuer, reason);
+                Err(tonic::Status::unauthenticated(format!(
+                    "noIdentity: bearer token refused ({reason})"
+                )))
+            }
+        }
     }
 
     /// Counts, logs and (for shadow mode) softens a decision on an HTTP-facing path
@@ -248,6 +334,9 @@ impl App {
     ) {
         let allowed = outcome.decision.allowed;
         let reason = outcome.decision.reason.kind();
+        if let Some((issuer, rejection)) = &outcome.token_rejection {
+            self.keys.count_rejection(issuer, *rejection);
+        }
         let decision = match (allowed, shadowed) {
             (true, _) => "allow",
             (false, true) => "shadow_deny",
@@ -286,6 +375,7 @@ impl App {
                 revision,
                 latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
                 trace_id: ctx.trace_id,
+                token_rejection: outcome.token_rejection.as_ref().map(|(_, r)| r.as_str()),
             });
         }
     }
@@ -342,6 +432,7 @@ impl App {
                 revision,
                 latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
                 trace_id: ctx.trace_id,
+                token_rejection: None,
             });
         }
     }
@@ -446,6 +537,8 @@ pub async fn run(
     http: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // The bearer sources' key sets follow the serving policy.
+    app.keys.follow(&app.policy);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let authorizer = AuthorizerServer::new(native::Authorizer::new(
         app.clone(),

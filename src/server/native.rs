@@ -188,8 +188,24 @@ impl pb::authorizer_server::Authorizer for Authorizer {
     ) -> Result<Response<pb::CheckResponse>, Status> {
         let policy = self.policy()?;
         let ctx = RequestContext::begin("check", |k| metadata(&request, k));
-        let out = check_one(&self.app, &policy, request.get_ref(), &ctx)
-            .map_err(|e| self.invalid("check", e))?;
+        // Without a principal, the caller asks about itself: its bearer token says who it is.
+        let identified = if request.get_ref().principal.is_empty() {
+            self.app
+                .identify_metadata(&policy.snapshot, request.metadata())
+                .await?
+        } else {
+            None
+        };
+        let out = match identified {
+            Some(identity) => {
+                let mut req = request.get_ref().clone();
+                req.principal = identity.principal;
+                req.groups.extend(identity.groups);
+                check_one(&self.app, &policy, &req, &ctx)
+            }
+            None => check_one(&self.app, &policy, request.get_ref(), &ctx),
+        }
+        .map_err(|e| self.invalid("check", e))?;
         Ok(Response::new(out))
     }
 
@@ -250,26 +266,40 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         let ctx = RequestContext::begin("check_http", |k| metadata(&request, k));
         let req = request.get_ref();
         let at = at_or_now(req.at.as_ref()).map_err(|e| self.invalid("check_http", e))?;
-        let headers: Vec<(String, &str)> = req
+        let mut headers: Vec<(String, &str)> = req
             .headers
             .iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
             .collect();
-        let outcome = policy
-            .snapshot
-            .check_http_with(
-                &HttpRequest {
-                    method: &req.method,
-                    path: &req.path,
-                    headers: &headers,
-                    principal: (!req.principal.is_empty()).then_some(req.principal.as_str()),
-                    groups: &req.groups,
-                    metadata: None,
-                    peer_principal: None,
-                    at,
-                },
-                |_, r| self.app.decide(&policy, r),
-            )
+        // A bearer token: the described request's `authorization` header, else the call's
+        // own `authorization` metadata (the caller asks about itself).
+        if req.principal.is_empty() && !headers.iter().any(|(k, _)| k == "authorization") {
+            for value in request.metadata().get_all("authorization") {
+                headers.push((
+                    "authorization".to_owned(),
+                    value.to_str().unwrap_or("\u{fffd}"),
+                ));
+            }
+        }
+        let outcome = self
+            .app
+            .check_with_keys(|| {
+                policy.snapshot.check_http_with(
+                    &HttpRequest {
+                        method: &req.method,
+                        path: &req.path,
+                        headers: &headers,
+                        principal: (!req.principal.is_empty()).then_some(req.principal.as_str()),
+                        groups: &req.groups,
+                        metadata: None,
+                        peer_principal: None,
+                        verifier: Some(self.app.verifier()),
+                        at,
+                    },
+                    |_, r| self.app.decide(&policy, r),
+                )
+            })
+            .await
             .map_err(|e| self.invalid("check_http", e))?;
         // Unlike the proxy-facing paths (`App::conclude_http`), shadow mode never applies:
         // CheckHttp reports the real decision.

@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod files;
+pub mod jwks;
 
 use std::sync::Arc;
 

@@ -550,7 +550,8 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
                         next
                     })
             };
-            let written = syntax::trim_scope(&a.scope);
+            // Output keeps the policy's spelling, trailing slash included (SPEC §2).
+            let written = a.scope.as_str();
             if scopes.scopes[scope as usize].as_str() != written {
                 respelled.insert(pending.len(), written.into());
             }
@@ -828,6 +829,8 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         usize::from(has_path_parent[n])
     });
     let ancestors = add_self(ancestors, scope_count);
+    let mut linked_scopes: Vec<ScopeIdx> = links.keys().copied().collect();
+    linked_scopes.sort_unstable();
     for fault in faults {
         // Scope depth is unbounded, so every fault is a cycle.
         let Fault::Cycle { edge, path, len } = fault else {
@@ -1072,9 +1075,18 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         .collect();
     known.sort_unstable();
     known.dedup();
+    let catalog_planes: FastMap<Box<str>, bool> = catalog
+        .iter()
+        .map(|c| (c.name.to_ascii_lowercase().into_boxed_str(), c.data_action))
+        .collect();
+    let planes: Vec<Option<bool>> = known
+        .iter()
+        .map(|k| catalog_planes.get(k.as_str()).copied())
+        .collect();
     let grant_table = GrantTable::build(
         &roles,
         &known.iter().map(String::as_str).collect::<Vec<_>>(),
+        &planes,
     );
     drop(known);
     let counts = Counts {
@@ -1107,6 +1119,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         scope_index,
         scopes: scopes.scopes,
         ancestors,
+        linked_scopes,
         roles,
         role_lookup,
         assignments,
@@ -1120,6 +1133,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         denies_by_scope,
         deny_scopes,
         catalog,
+        catalog_planes,
         universe,
         grant_table,
         boundaries,
@@ -1332,21 +1346,31 @@ fn build_universe(
 ) -> Vec<(Box<str>, bool)> {
     let mut seen: HashSet<(String, bool)> = HashSet::new();
     let mut out = Vec::new();
+    let catalog_flag: HashMap<String, bool> = catalog
+        .iter()
+        .map(|c| (c.name.to_ascii_lowercase(), c.data_action))
+        .collect();
+    // A catalog action lives in its own plane only; any other literal may be asked for in
+    // either plane (a role's `*` grants it in the plane that pattern belongs to), so it is
+    // in the universe in both, the plane it was written in first.
     let mut add = |name: &str, data: bool| {
         if name.contains('*') || syntax::check_action(name).is_err() {
             return;
         }
-        if seen.insert((name.to_ascii_lowercase(), data)) {
-            out.push((Box::<str>::from(name), data));
+        let lower = name.to_ascii_lowercase();
+        let planes = match catalog_flag.get(&lower) {
+            Some(&plane) => [Some(plane), None],
+            None => [Some(data), Some(!data)],
+        };
+        for data in planes.into_iter().flatten() {
+            if seen.insert((lower.clone(), data)) {
+                out.push((Box::<str>::from(name), data));
+            }
         }
     };
     for c in catalog {
         add(&c.name, c.data_action);
     }
-    let catalog_flag: HashMap<String, bool> = catalog
-        .iter()
-        .map(|c| (c.name.to_ascii_lowercase(), c.data_action))
-        .collect();
     for c in catalog {
         for i in c.implies.iter() {
             add(

@@ -6,6 +6,7 @@ pub mod compile;
 pub mod document;
 pub mod error;
 pub mod identity;
+pub mod plan;
 pub mod queries;
 pub mod route;
 pub mod snapshot;

@@ -172,6 +172,7 @@ pub fn canonicalize(raw: &str) -> Result<CanonicalPath, String> {
             }
             b'\\' => return Err("path contains a backslash".into()),
             b';' => return Err("path contains `;` (matrix parameters are refused)".into()),
+            b' ' => return Err("path contains whitespace".into()),
             0..=0x1f | 0x7f => return Err("path contains a control byte".into()),
             0x80.. => return Err("path contains a non-ASCII byte".into()),
             _ => out.push(char::from(b)),
@@ -207,6 +208,8 @@ fn capture_problem(value: &str) -> Option<&'static str> {
         Some("contains `/`, `\\` or `*`")
     } else if value.bytes().any(|b| b.is_ascii_control() || !b.is_ascii()) {
         Some("contains a control or non-ASCII byte")
+    } else if value.contains(' ') {
+        Some("contains whitespace")
     } else {
         None
     }

@@ -11,6 +11,7 @@ mod grpc;
 mod hostile;
 mod http_mode;
 mod observability;
+mod plan;
 mod planes;
 mod properties;
 mod reload;

@@ -1,7 +1,7 @@
 //! Validation and compilation: parsed documents in, one immutable [`Snapshot`] out
 //! (SPEC §2). Every problem found is reported, each naming its document and object.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use super::document::AssignmentDoc;
 use super::document::{Document, RouteDoc};
@@ -745,6 +745,54 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         }
     }
 
+    // AuthZEN subject types: each renamed once, to a principal type; a principal type is
+    // never renamed (it keeps one meaning).
+    let mut authzen_subject_types: BTreeMap<String, String> = BTreeMap::new();
+    let mut authzen_origin: HashMap<String, String> = HashMap::new();
+    for (doc, d) in docs {
+        let Some(a) = &d.authzen else { continue };
+        for (from, to) in &a.subject_types {
+            let object = format!("authzen.subjectTypes.{}", escape(from));
+            if let Some(first) = authzen_origin.get(from) {
+                problems.push(
+                    doc,
+                    object.as_str(),
+                    format!("subject type is renamed twice (first in {first})"),
+                );
+                continue;
+            }
+            authzen_origin.insert(from.clone(), doc.clone());
+            if from.is_empty() || from.contains(':') || from.chars().any(char::is_control) {
+                problems.push(
+                    doc,
+                    object.as_str(),
+                    "a subject type must be non-empty, without `:` or control characters".into(),
+                );
+            } else if syntax::PRINCIPAL_TYPES.contains(&from.as_str()) {
+                problems.push(
+                    doc,
+                    object.as_str(),
+                    format!(
+                        "`{}` is a principal type and cannot be renamed",
+                        escape(from)
+                    ),
+                );
+            } else if !syntax::PRINCIPAL_TYPES.contains(&to.as_str()) {
+                problems.push(
+                    doc,
+                    object.as_str(),
+                    format!(
+                        "`{}` is not a principal type (one of {})",
+                        escape(to),
+                        syntax::PRINCIPAL_TYPES.join(", ")
+                    ),
+                );
+            } else {
+                authzen_subject_types.insert(from.clone(), to.clone());
+            }
+        }
+    }
+
     // Group closure: member -> every containing group; cycles are errors.
     let principal_names = principals.names;
     let principal_count = principal_names.len();
@@ -1109,6 +1157,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         sources: docs.iter().map(|(n, _)| n.clone()).collect(),
         routes,
         identity,
+        authzen_subject_types,
         tests,
         counts,
         principal_text,

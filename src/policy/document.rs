@@ -40,8 +40,20 @@ pub struct Document {
         skip_serializing_if = "Option::is_none"
     )]
     pub identity: Option<IdentityDoc>,
+    /// The AuthZEN API's settings (SPEC §12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authzen: Option<AuthzenDoc>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tests: Vec<TestCaseDoc>,
+}
+
+/// `authzen:` — how AuthZEN requests map to this policy (SPEC §12).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthzenDoc {
+    /// AuthZEN subject type → principal type (`identity: user`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub subject_types: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

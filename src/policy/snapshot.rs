@@ -533,6 +533,8 @@ pub struct Snapshot {
     pub sources: Vec<String>,
     pub routes: RouteTable,
     pub identity: IdentityConfig,
+    /// AuthZEN subject types renamed to principal types (`authzen.subjectTypes`).
+    pub authzen_subject_types: std::collections::BTreeMap<String, String>,
     /// The `tests:` cases with the document each came from.
     pub tests: Vec<(String, TestCaseDoc)>,
     pub counts: Counts,

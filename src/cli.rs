@@ -62,6 +62,8 @@ pub enum Command {
     WhoCan(WhoCanArgs),
     /// May an actor assign a role at a scope?
     CanAssign(CanAssignArgs),
+    /// Where may a principal perform an action? Scopes to include and exclude.
+    Plan(PlanArgs),
     /// Generate load against a running service and report throughput and latency.
     Load(LoadArgs),
 }
@@ -342,6 +344,25 @@ pub struct WhoCanArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[arg(long)]
+    pub principal: String,
+    #[arg(long)]
+    pub action: String,
+    #[arg(long)]
+    pub data_action: bool,
+    /// Plan only the scopes at or below this one.
+    #[arg(long, default_value = "/")]
+    pub under: String,
+    #[arg(long = "group", value_name = "GROUP")]
+    pub groups: Vec<String>,
+    #[arg(long)]
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct CanAssignArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
@@ -409,6 +430,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Permissions(args) => permissions(&args),
         Command::WhoCan(args) => who_can(&args),
         Command::CanAssign(args) => can_assign(&args),
+        Command::Plan(args) => plan(&args),
         Command::Load(args) => load(&args),
     };
     match result {
@@ -918,6 +940,41 @@ fn who_can(args: &WhoCanArgs) -> CliResult {
             "{} principal(s), {} group(s), revision {}",
             who.principals.len(),
             who.groups.len(),
+            snapshot.revision
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+fn plan(args: &PlanArgs) -> CliResult {
+    let at = parse_at(&args.at)?;
+    let snapshot = load_policy(&args.policy.policy)?;
+    let plan = snapshot.plan(&crate::policy::plan::PlanRequest {
+        principal: &args.principal,
+        groups: &args.groups,
+        action: &args.action,
+        data_action: args.data_action,
+        under: &args.under,
+        at,
+    })?;
+    if args.policy.json {
+        print_json(&json!({
+            "include": plan.include,
+            "exclude": plan.exclude,
+            "revision": snapshot.revision,
+            "token": "",
+        }));
+    } else {
+        for s in &plan.include {
+            out!("include {s}");
+        }
+        for s in &plan.exclude {
+            out!("exclude {s}");
+        }
+        out!(
+            "{} include(s), {} exclude(s), revision {}",
+            plan.include.len(),
+            plan.exclude.len(),
             snapshot.revision
         );
     }

@@ -1,5 +1,6 @@
 //! `iot-authz load`: a load generator for the service over loopback. It drives native Check,
-//! BatchCheck, Envoy ext_authz Check, or plain HTTP through a proxy, with a configurable
+//! BatchCheck, CheckHttp, Envoy ext_authz Check, AuthZEN evaluation (HTTP/1.1 keep-alive),
+//! or plain HTTP through a proxy, with a configurable
 //! number of connections and requests in flight, closed-loop or at a fixed rate, and reports
 //! throughput and latency percentiles.
 //!
@@ -34,6 +35,11 @@ pub enum Target {
     ExtAuthz,
     /// plain HTTP GET/PUT through a proxy (URL in --addr)
     Http,
+    /// iotauthz.v1.Authorizer/CheckHttp with the principal given (route + evaluation)
+    CheckHttp,
+    /// AuthZEN `POST /access/v1/evaluation` with a route resource, over HTTP/1.1 keep-alive
+    /// (base URL of the HTTP port in --addr): the same work as CheckHttp, framed as AuthZEN
+    Authzen,
 }
 
 /// A load run.
@@ -160,8 +166,10 @@ fn prebuilt_batches(batch: usize, only_allowed: bool) -> Vec<PreEncodedBatch> {
 enum Client {
     Batch(tonic::client::Grpc<Channel>, Arc<Vec<PreEncodedBatch>>),
     Native(AuthorizerClient<Channel>),
+    CheckHttp(AuthorizerClient<Channel>),
     Envoy(AuthorizationClient<Channel>),
     Http(reqwest::Client, String),
+    Authzen(reqwest::Client, String),
 }
 
 impl Client {
@@ -206,6 +214,19 @@ impl Client {
                     .map_err(|e| e.to_string())?;
                 Ok((1, u64::from(r.into_inner().allowed)))
             }
+            Client::CheckHttp(c) => {
+                let (principal, method, path) = mix(i, only_allowed);
+                let r = c
+                    .check_http(pb::CheckHttpRequest {
+                        principal: principal.into(),
+                        method: method.into(),
+                        path,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((1, u64::from(r.into_inner().allowed)))
+            }
             Client::Envoy(c) => {
                 let (principal, method, path) = mix(i, only_allowed);
                 let mut headers = HashMap::new();
@@ -228,6 +249,31 @@ impl Client {
                 let r = c.check(req).await.map_err(|e| e.to_string())?.into_inner();
                 Ok((1, u64::from(r.status.is_some_and(|s| s.code == 0))))
             }
+            Client::Authzen(c, url) => {
+                let (principal, method, path) = mix(i, only_allowed);
+                let (kind, id) = principal.split_once(':').unwrap_or(("user", principal));
+                let body = serde_json::json!({
+                    "subject": {"type": kind, "id": id},
+                    "action": {"name": method},
+                    "resource": {"type": "route", "id": path},
+                });
+                let r = c
+                    .post(url.as_str())
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !r.status().is_success() {
+                    return Err(format!("status {}", r.status()));
+                }
+                let bytes = r.bytes().await.map_err(|e| e.to_string())?;
+                let allowed = serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v["decision"].as_bool())
+                    .unwrap_or(false);
+                Ok((1, u64::from(allowed)))
+            }
             Client::Http(c, base) => {
                 let (principal, method, path) = mix(i, only_allowed);
                 let method =
@@ -248,16 +294,24 @@ impl Client {
 
 async fn connect(options: &LoadOptions) -> anyhow::Result<Vec<Client>> {
     let mut clients = Vec::new();
-    if options.target == Target::Http {
+    if matches!(options.target, Target::Http | Target::Authzen) {
         crate::install_crypto_provider();
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(options.connections)
+            .http1_only()
             .tcp_nodelay(true)
             .build()?;
-        clients.push(Client::Http(
-            client,
-            options.addr.trim_end_matches('/').to_owned(),
-        ));
+        let base = options.addr.trim_end_matches('/').to_owned();
+        clients.push(if options.target == Target::Authzen {
+            let base = if base.contains("://") {
+                base
+            } else {
+                format!("http://{base}")
+            };
+            Client::Authzen(client, format!("{base}/access/v1/evaluation"))
+        } else {
+            Client::Http(client, base)
+        });
         return Ok(clients);
     }
     let batches = Arc::new(if options.target == Target::BatchCheck {
@@ -276,6 +330,7 @@ async fn connect(options: &LoadOptions) -> anyhow::Result<Vec<Client>> {
                 tonic::client::Grpc::new(channel).max_decoding_message_size(64 << 20),
                 batches.clone(),
             ),
+            Target::CheckHttp => Client::CheckHttp(AuthorizerClient::new(channel)),
             _ => Client::Native(AuthorizerClient::new(channel).max_decoding_message_size(64 << 20)),
         });
     }
@@ -350,8 +405,10 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         let mut client = match &clients[w % clients.len()] {
             Client::Batch(c, b) => Client::Batch(c.clone(), b.clone()),
             Client::Native(c) => Client::Native(c.clone()),
+            Client::CheckHttp(c) => Client::CheckHttp(c.clone()),
             Client::Envoy(c) => Client::Envoy(c.clone()),
             Client::Http(c, b) => Client::Http(c.clone(), b.clone()),
+            Client::Authzen(c, b) => Client::Authzen(c.clone(), b.clone()),
         };
         let (next, total_checks, total_allowed, errors) = (
             next.clone(),

@@ -278,8 +278,9 @@ assignments:
         .unwrap();
     for (principal, scope, id, shown) in [
         ("user:a", "/APPS/FLEET/x", "first", "/Apps/Fleet"),
-        ("user:b", "/apps/fleet/x", "second", "/apps/fleet"),
-        ("user:c", "/m/y", "third", "/m"),
+        // the trailing slash it was written with, too
+        ("user:b", "/apps/fleet/x", "second", "/apps/fleet/"),
+        ("user:c", "/m/y", "third", "/m/"),
     ] {
         let decision = ask(&snapshot, principal, "x/read", scope).unwrap();
         assert!(decision.allowed, "{principal}");

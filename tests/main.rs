@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod authzen;
 mod bearer;
 mod cli;
 mod decisions;
@@ -15,6 +16,8 @@ mod hardening;
 mod hostile;
 mod http_mode;
 mod observability;
+mod plan;
+mod planes;
 mod properties;
 mod reload;
 mod soak;

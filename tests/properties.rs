@@ -33,7 +33,7 @@ use proptest::test_runner::TestRunner;
 
 // Shared with the fuzz targets (fuzz/fuzz_targets/), which include the same file.
 #[path = "reference/mod.rs"]
-mod reference;
+pub(crate) mod reference;
 
 // ---------------------------------------------------------------------------------------
 // Strategies: a tiny alphabet so that everything collides.
@@ -45,7 +45,7 @@ const VERBS: &[&str] = &["read", "write"];
 
 /// Scopes that policies mention: a small tree, a second branch, service groups, and two
 /// segments that differ only in a non-ASCII case (distinct under ASCII case-folding).
-const SCOPES: &[&str] = &[
+pub(crate) const SCOPES: &[&str] = &[
     "/",
     "/s",
     "/s/s1",
@@ -75,7 +75,7 @@ const LINKED: &[&str] = &[
 ];
 
 /// Scopes that requests name: the above plus unknown ones, deeper and elsewhere.
-const REQUEST_SCOPES: &[&str] = &[
+pub(crate) const REQUEST_SCOPES: &[&str] = &[
     "/",
     "/s",
     "/s/s1",
@@ -100,7 +100,7 @@ const REQUEST_SCOPES: &[&str] = &[
 ];
 
 /// Non-group principals; ids compare case-sensitively, so `user:Alice` is someone else.
-const PEOPLE: &[&str] = &[
+pub(crate) const PEOPLE: &[&str] = &[
     "user:alice",
     "user:Alice",
     "user:bob",
@@ -110,7 +110,7 @@ const PEOPLE: &[&str] = &[
     "gateway:gw1",
 ];
 /// Groups g0..g3 may be defined; `group:ext` and `group:G0` never are.
-const GROUPS: &[&str] = &[
+pub(crate) const GROUPS: &[&str] = &[
     "group:g0",
     "group:g1",
     "group:g2",
@@ -157,7 +157,7 @@ fn spelled(s: String) -> BoxedStrategy<String> {
     .boxed()
 }
 
-fn action() -> BoxedStrategy<String> {
+pub(crate) fn action() -> BoxedStrategy<String> {
     (select(PROVIDERS), select(RESOURCES), select(VERBS))
         .prop_map(|(p, r, v)| format!("{p}/{r}/{v}"))
         .prop_flat_map(spelled)
@@ -184,7 +184,7 @@ fn pattern() -> BoxedStrategy<String> {
 }
 
 /// A scope in some spelling, sometimes with a trailing slash.
-fn scope_in(list: &'static [&'static str]) -> BoxedStrategy<String> {
+pub(crate) fn scope_in(list: &'static [&'static str]) -> BoxedStrategy<String> {
     (
         select(list).prop_flat_map(|s| spelled(s.to_owned())),
         prop::bool::weighted(0.25),
@@ -201,10 +201,10 @@ fn segments(scope: &str) -> usize {
 }
 
 /// The base instant; times are whole hours after it.
-fn t0() -> Instant {
+pub(crate) fn t0() -> Instant {
     parse_time("2026-01-01T00:00:00Z").unwrap()
 }
-const HOUR: i128 = 3_600_000_000_000;
+pub(crate) const HOUR: i128 = 3_600_000_000_000;
 
 /// Hour `h` after [`t0`] in one of several equivalent RFC 3339 spellings.
 fn time_text(h: u32, style: u8) -> String {
@@ -364,7 +364,7 @@ fn raw_catalog() -> BoxedStrategy<Vec<CatalogActionDoc>> {
     .boxed()
 }
 
-type Policy = Vec<(String, Document)>;
+pub(crate) type Policy = Vec<(String, Document)>;
 
 #[allow(clippy::too_many_arguments)]
 fn build(
@@ -506,7 +506,7 @@ fn build(
     vec![("a.yaml".to_owned(), a), ("b.yaml".to_owned(), b)]
 }
 
-fn policy() -> BoxedStrategy<Policy> {
+pub(crate) fn policy() -> BoxedStrategy<Policy> {
     (
         raw_catalog(),
         prop::collection::vec(raw_role(), 1..4),
@@ -700,7 +700,7 @@ fn request_for(docs: &Policy) -> BoxedStrategy<Request> {
 
 /// Half hours from -1 h to 6 h after [`t0`], give or take a nanosecond: every
 /// `notBefore`/`notAfter` boundary is hit exactly, just before and just after.
-fn at() -> BoxedStrategy<Instant> {
+pub(crate) fn at() -> BoxedStrategy<Instant> {
     (-2i128..12, -1i128..=1)
         .prop_map(|(half_hours, nanos)| t0() + half_hours * HOUR / 2 + nanos)
         .boxed()
@@ -708,7 +708,7 @@ fn at() -> BoxedStrategy<Instant> {
 
 /// Actions instantiated from patterns, each `*` replaced by a piece of an action name;
 /// the data flag is the pattern's (or random when it has none).
-fn instantiated(patterns: Vec<(String, Option<bool>)>) -> BoxedStrategy<(String, bool)> {
+pub(crate) fn instantiated(patterns: Vec<(String, Option<bool>)>) -> BoxedStrategy<(String, bool)> {
     const FILL: &[&str] = &["", "x", "/", "read", "write", "P.A/x/", "x/y/", "Q.B/"];
     (
         select(patterns),
@@ -734,7 +734,7 @@ fn instantiated(patterns: Vec<(String, Option<bool>)>) -> BoxedStrategy<(String,
 }
 
 /// One of the scopes or a scope below it, in the spelling given.
-fn below(scopes: Vec<String>) -> BoxedStrategy<String> {
+pub(crate) fn below(scopes: Vec<String>) -> BoxedStrategy<String> {
     const SUFFIX: &[&str] = &["", "", "/", "/t", "/deep/er"];
     (select(scopes), select(SUFFIX))
         .prop_map(|(s, suffix)| {
@@ -918,7 +918,7 @@ fn agree(docs: &Policy, snapshot: &Snapshot, r: &Request) -> Result<(), String> 
 }
 
 /// `cases` cases, or `PROPERTIES_SCALE` times as many (for a long hunt in release mode).
-fn config(cases: u32) -> ProptestConfig {
+pub(crate) fn config(cases: u32) -> ProptestConfig {
     let scale = std::env::var("PROPERTIES_SCALE")
         .ok()
         .and_then(|s| s.parse::<u32>().ok())

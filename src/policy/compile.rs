@@ -1,7 +1,7 @@
 //! Validation and compilation: parsed documents in, one immutable [`Snapshot`] out
 //! (SPEC §2). Every problem found is reported, each naming its document and object.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use super::document::AssignmentDoc;
 use super::document::{Document, RouteDoc};
@@ -550,7 +550,8 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
                         next
                     })
             };
-            let written = syntax::trim_scope(&a.scope);
+            // Output keeps the policy's spelling, trailing slash included (SPEC §2).
+            let written = a.scope.as_str();
             if scopes.scopes[scope as usize].as_str() != written {
                 respelled.insert(pending.len(), written.into());
             }
@@ -744,6 +745,54 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         }
     }
 
+    // AuthZEN subject types: each renamed once, to a principal type; a principal type is
+    // never renamed (it keeps one meaning).
+    let mut authzen_subject_types: BTreeMap<String, String> = BTreeMap::new();
+    let mut authzen_origin: HashMap<String, String> = HashMap::new();
+    for (doc, d) in docs {
+        let Some(a) = &d.authzen else { continue };
+        for (from, to) in &a.subject_types {
+            let object = format!("authzen.subjectTypes.{}", escape(from));
+            if let Some(first) = authzen_origin.get(from) {
+                problems.push(
+                    doc,
+                    object.as_str(),
+                    format!("subject type is renamed twice (first in {first})"),
+                );
+                continue;
+            }
+            authzen_origin.insert(from.clone(), doc.clone());
+            if from.is_empty() || from.contains(':') || from.chars().any(char::is_control) {
+                problems.push(
+                    doc,
+                    object.as_str(),
+                    "a subject type must be non-empty, without `:` or control characters".into(),
+                );
+            } else if syntax::PRINCIPAL_TYPES.contains(&from.as_str()) {
+                problems.push(
+                    doc,
+                    object.as_str(),
+                    format!(
+                        "`{}` is a principal type and cannot be renamed",
+                        escape(from)
+                    ),
+                );
+            } else if !syntax::PRINCIPAL_TYPES.contains(&to.as_str()) {
+                problems.push(
+                    doc,
+                    object.as_str(),
+                    format!(
+                        "`{}` is not a principal type (one of {})",
+                        escape(to),
+                        syntax::PRINCIPAL_TYPES.join(", ")
+                    ),
+                );
+            } else {
+                authzen_subject_types.insert(from.clone(), to.clone());
+            }
+        }
+    }
+
     // Group closure: member -> every containing group; cycles are errors.
     let principal_names = principals.names;
     let principal_count = principal_names.len();
@@ -828,6 +877,8 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         usize::from(has_path_parent[n])
     });
     let ancestors = add_self(ancestors, scope_count);
+    let mut linked_scopes: Vec<ScopeIdx> = links.keys().copied().collect();
+    linked_scopes.sort_unstable();
     for fault in faults {
         // Scope depth is unbounded, so every fault is a cycle.
         let Fault::Cycle { edge, path, len } = fault else {
@@ -1072,9 +1123,18 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         .collect();
     known.sort_unstable();
     known.dedup();
+    let catalog_planes: FastMap<Box<str>, bool> = catalog
+        .iter()
+        .map(|c| (c.name.to_ascii_lowercase().into_boxed_str(), c.data_action))
+        .collect();
+    let planes: Vec<Option<bool>> = known
+        .iter()
+        .map(|k| catalog_planes.get(k.as_str()).copied())
+        .collect();
     let grant_table = GrantTable::build(
         &roles,
         &known.iter().map(String::as_str).collect::<Vec<_>>(),
+        &planes,
     );
     drop(known);
     let counts = Counts {
@@ -1097,6 +1157,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         sources: docs.iter().map(|(n, _)| n.clone()).collect(),
         routes,
         identity,
+        authzen_subject_types,
         tests,
         counts,
         principal_text,
@@ -1107,6 +1168,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         scope_index,
         scopes: scopes.scopes,
         ancestors,
+        linked_scopes,
         roles,
         role_lookup,
         assignments,
@@ -1120,6 +1182,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         denies_by_scope,
         deny_scopes,
         catalog,
+        catalog_planes,
         universe,
         grant_table,
         boundaries,
@@ -1332,21 +1395,31 @@ fn build_universe(
 ) -> Vec<(Box<str>, bool)> {
     let mut seen: HashSet<(String, bool)> = HashSet::new();
     let mut out = Vec::new();
+    let catalog_flag: HashMap<String, bool> = catalog
+        .iter()
+        .map(|c| (c.name.to_ascii_lowercase(), c.data_action))
+        .collect();
+    // A catalog action lives in its own plane only; any other literal may be asked for in
+    // either plane (a role's `*` grants it in the plane that pattern belongs to), so it is
+    // in the universe in both, the plane it was written in first.
     let mut add = |name: &str, data: bool| {
         if name.contains('*') || syntax::check_action(name).is_err() {
             return;
         }
-        if seen.insert((name.to_ascii_lowercase(), data)) {
-            out.push((Box::<str>::from(name), data));
+        let lower = name.to_ascii_lowercase();
+        let planes = match catalog_flag.get(&lower) {
+            Some(&plane) => [Some(plane), None],
+            None => [Some(data), Some(!data)],
+        };
+        for data in planes.into_iter().flatten() {
+            if seen.insert((lower.clone(), data)) {
+                out.push((Box::<str>::from(name), data));
+            }
         }
     };
     for c in catalog {
         add(&c.name, c.data_action);
     }
-    let catalog_flag: HashMap<String, bool> = catalog
-        .iter()
-        .map(|c| (c.name.to_ascii_lowercase(), c.data_action))
-        .collect();
     for c in catalog {
         for i in c.implies.iter() {
             add(

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Document {
-    /// Format version; must be present and equal to 1.
+    /// Format version; must be present and equal to 1 (a number: `"1"` is refused in YAML
+    /// as in JSON).
+    #[serde(default, deserialize_with = "strict::opt_u32")]
     pub version: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<CatalogActionDoc>,
@@ -38,8 +40,20 @@ pub struct Document {
         skip_serializing_if = "Option::is_none"
     )]
     pub identity: Option<IdentityDoc>,
+    /// The AuthZEN API's settings (SPEC §12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authzen: Option<AuthzenDoc>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tests: Vec<TestCaseDoc>,
+}
+
+/// `authzen:` — how AuthZEN requests map to this policy (SPEC §12).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthzenDoc {
+    /// AuthZEN subject type → principal type (`identity: user`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub subject_types: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -48,7 +62,11 @@ pub struct CatalogActionDoc {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        deserialize_with = "strict::bool",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub data_action: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub implies: Vec<String>,
@@ -134,6 +152,7 @@ pub struct ConstraintDoc {
 pub struct MinAssignmentsDoc {
     pub role: String,
     pub scope: String,
+    #[serde(deserialize_with = "strict::u32")]
     pub count: u32,
 }
 
@@ -144,11 +163,19 @@ pub struct RouteDoc {
     pub path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        deserialize_with = "strict::bool",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub data_action: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        deserialize_with = "strict::bool",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub public: bool,
     /// `enforce` (the default) or `shadow`: evaluate and log as usual, but let the request
     /// through, marking would-be denials.
@@ -274,7 +301,7 @@ pub struct TestCaseDoc {
     pub groups: Vec<String>,
     #[serde(default)]
     pub action: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::bool")]
     pub data_action: bool,
     #[serde(default)]
     pub scope: Option<String>,
@@ -330,4 +357,57 @@ where
         deserializer,
         "is null: leave the key out for the default identity (the `x-iotauthz-principal` header), or give its `sources`",
     )
+}
+
+/// Typed scalars read the same way from YAML and JSON: a number must be written as a
+/// number and a boolean as `true`/`false`; the quoted `"1"` or `"true"` is a string in both
+/// formats, so it is refused in both (JSON's rule; the YAML parser alone would convert it).
+mod strict {
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, Unexpected, Visitor};
+
+    struct U32;
+
+    impl Visitor<'_> for U32 {
+        type Value = u32;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a whole number (unquoted)")
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+        }
+    }
+
+    struct Bool;
+
+    impl Visitor<'_> for Bool {
+        type Value = bool;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("`true` or `false` (unquoted)")
+        }
+
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<bool, E> {
+            Ok(v)
+        }
+    }
+
+    pub fn u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        d.deserialize_any(U32)
+    }
+
+    pub fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        d.deserialize_any(U32).map(Some)
+    }
+
+    pub fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(Bool)
+    }
 }

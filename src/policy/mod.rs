@@ -8,6 +8,7 @@ pub mod document;
 pub mod error;
 pub mod explain;
 pub mod identity;
+pub mod plan;
 pub mod queries;
 pub mod route;
 pub mod snapshot;

@@ -321,7 +321,7 @@ impl Snapshot {
             if lower == assign_lower && !*data {
                 continue;
             }
-            if target.grants(lower, *data)
+            if self.role_grants(target, lower, *data)
                 && !self
                     .evaluate(
                         &subjects,

@@ -197,6 +197,7 @@ fn decode_into(raw: &str, out: &mut String) -> Result<(), String> {
             }
             b'\\' => return Err("contains a backslash".into()),
             b';' => return Err("contains `;` (matrix parameters are refused)".into()),
+            b' ' => return Err("contains whitespace".into()),
             0..=0x1f | 0x7f => return Err("contains a control byte".into()),
             0x80.. => return Err("contains a non-ASCII byte".into()),
             _ => out.push(char::from(b)),
@@ -216,7 +217,7 @@ pub fn capture_segment(raw: &str) -> Result<Cow<'_, str>, String> {
     let value = if raw.contains('%')
         || raw
             .bytes()
-            .any(|b| b.is_ascii_control() || !b.is_ascii() || matches!(b, b'\\' | b';'))
+            .any(|b| b.is_ascii_control() || !b.is_ascii() || matches!(b, b'\\' | b';' | b' '))
     {
         let mut out = String::with_capacity(raw.len());
         decode_into(raw, &mut out)?;

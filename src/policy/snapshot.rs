@@ -446,7 +446,7 @@ pub(crate) struct DenyAssignment {
 }
 
 impl DenyAssignment {
-    fn applies(&self, subjects: &[PrincipalIdx], principal_type: &str) -> bool {
+    pub(crate) fn applies(&self, subjects: &[PrincipalIdx], principal_type: &str) -> bool {
         self.principals
             .iter()
             .any(|s| s.matches(subjects, principal_type))
@@ -456,7 +456,7 @@ impl DenyAssignment {
                 .any(|s| s.matches(subjects, principal_type))
     }
 
-    fn covers(&self, lower: &str, data: bool) -> bool {
+    pub(crate) fn covers(&self, lower: &str, data: bool) -> bool {
         let (hit, miss) = if data {
             (&self.data_actions, &self.not_data_actions)
         } else {
@@ -533,6 +533,8 @@ pub struct Snapshot {
     pub sources: Vec<String>,
     pub routes: RouteTable,
     pub identity: IdentityConfig,
+    /// AuthZEN subject types renamed to principal types (`authzen.subjectTypes`).
+    pub authzen_subject_types: std::collections::BTreeMap<String, String>,
     /// The `tests:` cases with the document each came from.
     pub tests: Vec<(String, TestCaseDoc)>,
     pub counts: Counts,
@@ -553,6 +555,8 @@ pub struct Snapshot {
     pub(crate) scopes: Vec<Scope>,
     /// For each known scope, its ancestors among known scopes, itself included (sorted).
     pub(crate) ancestors: Rows,
+    /// The scopes that have `scopeLinks` parents of their own (sorted).
+    pub(crate) linked_scopes: Vec<ScopeIdx>,
     pub(crate) roles: Vec<Role>,
     pub(crate) role_lookup: FastMap<Box<str>, RoleIdx>,
     /// Assignments grouped by principal; within a principal sorted by scope, then by
@@ -581,6 +585,8 @@ pub struct Snapshot {
     /// check reads `denies_by_scope` only at the scopes that have some).
     pub(crate) deny_scopes: Vec<u64>,
     pub(crate) catalog: Vec<CatalogAction>,
+    /// The plane of each catalog action (lowercase name; `true` for a data action).
+    pub(crate) catalog_planes: FastMap<Box<str>, bool>,
     /// Catalog actions plus every literal action in the policy: `(spelling, data)`.
     pub(crate) universe: Vec<(Box<str>, bool)>,
     /// The roles granting each action of the universe.
@@ -813,7 +819,10 @@ impl GrantTable {
     /// Builds the table for distinct lowercase actions: per role, its patterns are applied
     /// to the actions at once (a literal through an index, a wildcard by one scan), so the
     /// cost is the roles' wildcards times the actions, not every role times every action.
-    pub fn build(roles: &[Role], actions: &[&str]) -> Self {
+    /// `plane[i]` is the catalogued plane of `actions[i]` (`Some(true)` for a data action),
+    /// `None` for an action outside the catalog: a role grants a catalog action only in its
+    /// own plane (SPEC §3 "Planes").
+    pub fn build(roles: &[Role], actions: &[&str], plane: &[Option<bool>]) -> Self {
         if actions.len().saturating_mul(roles.len()) > Self::BUDGET || roles.is_empty() {
             return Self::default();
         }
@@ -881,7 +890,11 @@ impl GrantTable {
                 {
                     allowed[i] = true;
                 }
-                for (i, _) in allowed.iter().enumerate().filter(|(_, a)| **a) {
+                for (i, _) in allowed
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, a)| *a && plane.get(i).copied().flatten() != Some(!data))
+                {
                     bits[Self::row(i, data, words) + r / 64] |= 1 << (r % 64);
                 }
             }
@@ -947,6 +960,13 @@ pub(crate) struct Subjects {
     list: SmallVec<[PrincipalIdx; 16]>,
     /// The assignment row of each subject (parallel to `list`).
     rows: SmallVec<[[u32; 2]; 16]>,
+}
+
+impl Subjects {
+    /// The assignment row (`[start, end)` in the snapshot's assignments) of each subject.
+    pub(crate) fn rows(&self) -> &[[u32; 2]] {
+        &self.rows
+    }
 }
 
 impl std::ops::Deref for Subjects {
@@ -1051,10 +1071,11 @@ impl Snapshot {
             },
             None => {
                 syntax::check_action(req.action).map_err(RequestError::Action)?;
+                let lower = lower_into(req.action, &mut action_buf);
                 ActionRef {
-                    lower: lower_into(req.action, &mut action_buf),
+                    lower,
                     data: req.data_action,
-                    roles: None,
+                    roles: self.other_plane(lower, req.data_action).then_some(&[][..]),
                 }
             }
         };
@@ -1201,8 +1222,25 @@ impl Snapshot {
             roles: self
                 .grant_table
                 .get(lower.as_bytes(), data)
-                .map(|(_, roles)| roles),
+                .map(|(_, roles)| roles)
+                .or_else(|| self.other_plane(lower, data).then_some(&[][..])),
         }
+    }
+
+    /// Whether a (lowercase) action is a catalog action of the other plane than `data`
+    /// says: no role grants it in this plane (SPEC §3 "Planes").
+    pub(crate) fn other_plane(&self, lower: &str, data: bool) -> bool {
+        !self.catalog_planes.is_empty()
+            && self
+                .catalog_planes
+                .get(lower)
+                .is_some_and(|&plane| plane != data)
+    }
+
+    /// Whether role `role` grants the (lowercase) action in the plane `data` says: by its
+    /// patterns or implied, and only in the catalogued plane of a catalog action.
+    pub(crate) fn role_grants(&self, role: &Role, lower: &str, data: bool) -> bool {
+        !self.other_plane(lower, data) && role.grants(lower, data)
     }
 
     /// Steps 3 to 5 of SPEC §3 over precomputed subjects and ancestors.
@@ -1413,7 +1451,7 @@ impl Snapshot {
 
     /// Whether the assignment at position `i` is active at `at` and its role grants the
     /// (lowercase) action.
-    fn grants(&self, i: u32, action: ActionRef<'_>, at: Instant) -> bool {
+    pub(crate) fn grants(&self, i: u32, action: ActionRef<'_>, at: Instant) -> bool {
         let a = &self.assignments[i as usize];
         self.active(a, at) && action.granted_by(&self.roles, a.role)
     }
@@ -1690,8 +1728,17 @@ mod tests {
             "p/q/read",
             "p/q/write",
         ];
-        let table = GrantTable::build(&roles, &actions);
-        for action in actions {
+        // Two catalog actions, one per plane: granted only in their own.
+        let planes: Vec<Option<bool>> = actions
+            .iter()
+            .map(|a| match *a {
+                "c/d/read" => Some(true),
+                "p/q/read" => Some(false),
+                _ => None,
+            })
+            .collect();
+        let table = GrantTable::build(&roles, &actions, &planes);
+        for (action, plane) in actions.into_iter().zip(&planes) {
             for data in [false, true] {
                 let Some((_, bits)) = table.get(action.as_bytes(), data) else {
                     panic!("{action} is not in the table");
@@ -1699,7 +1746,7 @@ mod tests {
                 for (r, role) in roles.iter().enumerate() {
                     assert_eq!(
                         bits[r / 64] >> (r % 64) & 1 != 0,
-                        role.grants(action, data),
+                        role.grants(action, data) && *plane != Some(!data),
                         "role {r}, {action}, data {data}"
                     );
                 }
@@ -1721,7 +1768,7 @@ mod tests {
             implied_data: ImpliedSet::default(),
             assignable_scopes: Box::new([]),
         };
-        let table = GrantTable::build(std::slice::from_ref(&role), &["a/b", "c/d"]);
+        let table = GrantTable::build(std::slice::from_ref(&role), &["a/b", "c/d"], &[None, None]);
         assert_eq!(
             table.get(b"A/B", false).map(|(a, r)| (a, r[0])),
             Some(("a/b", 1))
@@ -1736,10 +1783,10 @@ mod tests {
             .map(|i| format!("a/{i}"))
             .collect();
         let mut names: Vec<&str> = within.iter().map(String::as_str).collect();
-        let kept = GrantTable::build(&roles, &names);
+        let kept = GrantTable::build(&roles, &names, &[]);
         assert_eq!(kept.get(b"a/1", false).map(|(_, r)| r[0]), Some(u64::MAX));
         names.push("a/over");
-        let skipped = GrantTable::build(&roles, &names);
+        let skipped = GrantTable::build(&roles, &names, &[]);
         assert_eq!(skipped.get(b"a/1", false), None);
     }
 }

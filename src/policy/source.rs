@@ -50,7 +50,13 @@ impl SourceDocument {
                 .and_then(|doc| de.end().map(|()| doc))
                 .map_err(|e| format!("invalid JSON: {e}"))
         } else {
-            serde_saphyr::with_deserializer_from_str(text, |de| {
+            // One reading for YAML and JSON: `true`/`false` are the only booleans, and a
+            // plain scalar that reads as a number or boolean is not a string (quote it).
+            let options = serde_saphyr::options! {
+                strict_booleans: true,
+                no_schema: true,
+            };
+            serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
                 serde_path_to_error::deserialize(de).map_err(|e| {
                     path = e.path().to_string();
                     e.into_inner()

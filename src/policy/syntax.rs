@@ -171,14 +171,16 @@ pub fn normalize_scope(text: &str) -> Result<&str, String> {
 }
 
 /// Whether `/seg/.../seg` (no trailing slash) has only valid segments: no control
-/// character, DEL, backslash or non-ASCII byte (the slow path judges non-ASCII) (one branch-free pass, which vectorizes), and no empty, `.`
-/// or `..` segment (found by `memchr` between slashes).
+/// character, space, DEL, backslash or non-ASCII byte (one branch-free pass, which
+/// vectorizes; a non-ASCII scope is judged by the slow path, which knows Unicode
+/// whitespace, line separators and bidi controls), and no empty, `.` or `..` segment
+/// (found by `memchr` between slashes).
 fn scope_bytes_ok(bytes: &[u8]) -> bool {
     let Some((&b'/', rest)) = bytes.split_first() else {
         return false;
     };
     let bad = rest.iter().fold(0u8, |acc, &b| {
-        acc | u8::from(!(0x20..0x7f).contains(&b) | (b == b'\\'))
+        acc | u8::from((b <= 0x20) | (b >= 0x7f) | (b == b'\\'))
     });
     if bad != 0 {
         return false;
@@ -212,6 +214,7 @@ fn normalize_scope_slow(text: &str) -> Result<&str, String> {
             s if s.chars().any(is_unsafe_char) => {
                 Some("a control, line-separator or bidi character")
             }
+            s if s.contains(char::is_whitespace) => Some("whitespace"),
             s if s.contains('\\') => Some("a backslash"),
             _ => None,
         };

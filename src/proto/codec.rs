@@ -52,6 +52,8 @@ admit_every!(
     pb::CheckAssignResponse,
     pb::GetPolicyStatusRequest,
     pb::PolicyStatus,
+    pb::PlanRequest,
+    pb::PlanResponse,
 );
 
 impl Admit for pb::BatchCheckRequest {

@@ -9,9 +9,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 
-use super::{App, forward_auth};
+use super::{App, authzen, forward_auth};
 
 /// The HTTP routes.
 pub fn router(app: Arc<App>) -> Router {
@@ -32,6 +32,16 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route(forward_auth::NGINX_PATH, any(forward_auth::nginx))
         .route(forward_auth::TRAEFIK_PATH, any(forward_auth::traefik))
+        // The AuthZEN Authorization API (SPEC §12).
+        .route(authzen::EVALUATION_PATH, post(authzen::evaluation))
+        .route(authzen::EVALUATIONS_PATH, post(authzen::evaluations))
+        .route(authzen::SEARCH_SUBJECT_PATH, post(authzen::search_subject))
+        .route(
+            authzen::SEARCH_RESOURCE_PATH,
+            post(authzen::search_resource),
+        )
+        .route(authzen::SEARCH_ACTION_PATH, post(authzen::search_action))
+        .route(authzen::CONFIGURATION_PATH, get(authzen::configuration))
         .with_state(app)
 }
 

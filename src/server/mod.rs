@@ -4,6 +4,7 @@
 //! [`run`] takes bound listeners, a policy state and a shutdown future, so tests start
 //! the real server in-process on port 0.
 
+pub mod authzen;
 pub mod cache;
 pub mod cli;
 pub mod deadline;

@@ -169,6 +169,14 @@ pub fn implied(docs: &[(String, Document)], role: &RoleDoc) -> BTreeSet<(String,
 }
 
 fn role_grants(docs: &[(String, Document)], role: &RoleDoc, action: &str, data: bool) -> bool {
+    // A catalog action is granted only in its own plane (SPEC §3 "Planes").
+    let catalogued = docs
+        .iter()
+        .flat_map(|(_, d)| &d.actions)
+        .find(|c| c.name.eq_ignore_ascii_case(action));
+    if catalogued.is_some_and(|c| c.data_action != data) {
+        return false;
+    }
     grants_directly(role, action, data)
         || implied(docs, role).contains(&(action.to_ascii_lowercase(), data))
 }

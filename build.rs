@@ -1,6 +1,7 @@
 //! Compiles the native API proto (no system `protoc`: `protox` parses it) and writes the
 //! descriptor sets that server reflection serves, for the native API and for Envoy's
-//! `envoy.service.auth.v3.Authorization` (whose Rust types come from `envoy-types`).
+//! `envoy.service.auth.v3.Authorization` (whose Rust types come from `envoy-types`); and
+//! the client of etcd's v3 API, from the protos vendored under `proto/vendor/etcd/`.
 
 use std::path::PathBuf;
 
@@ -24,5 +25,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ["proto/vendor"],
     )?;
     std::fs::write(out.join("envoy_auth_descriptor.bin"), envoy.encode_to_vec())?;
+
+    // etcd's v3 API (KV, Watch, ...), client side only, for the store (src/store/). The
+    // `etcd-client` crate would need a system `protoc`; its protos are vendored instead.
+    let etcd = protox::compile(["etcd/api/etcdserverpb/rpc.proto"], ["proto/vendor"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(false)
+        .compile_fds(etcd)?;
     Ok(())
 }

@@ -17,6 +17,16 @@ fi
 export IOT_AUTHZ_NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 "$IOT_AUTHZ_NGINX" -v
 
+step "installing etcd (Debian packages etcd-server, etcd-client) if missing"
+if ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends etcd-server etcd-client >/dev/null
+fi
+export IOT_AUTHZ_ETCD="$(command -v etcd)"
+export IOT_AUTHZ_ETCDCTL="$(command -v etcdctl)"
+
 step "installing test tools into .venv"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

@@ -14,6 +14,7 @@ mod observability;
 mod properties;
 mod reload;
 mod soak;
+mod store;
 mod support;
 mod tracing;
 mod validation;

@@ -132,6 +132,8 @@ pub struct App {
     pub decision_log: Option<decision_log::DecisionLog>,
     /// `--shadow`: every route is in shadow mode.
     pub shadow: bool,
+    /// The store (SPEC §9), when one is configured; set once, before serving.
+    pub store: std::sync::OnceLock<Arc<crate::store::Store>>,
 }
 
 /// Optional parts of an [`App`].
@@ -321,8 +323,17 @@ impl App {
     /// Swaps in a new policy: one atomic store; requests in flight keep the old one, which
     /// is returned (see [`state::retire`]).
     pub fn install(&self, snapshot: crate::policy::Snapshot) -> Option<Arc<state::LoadedPolicy>> {
+        self.install_at(snapshot, 0)
+    }
+
+    /// [`Self::install`] for a policy read from the store at `store_revision`.
+    pub fn install_at(
+        &self,
+        snapshot: crate::policy::Snapshot,
+        store_revision: i64,
+    ) -> Option<Arc<state::LoadedPolicy>> {
         let revision = snapshot.revision.clone();
-        let previous = self.policy.install(snapshot);
+        let previous = self.policy.install_at(snapshot, store_revision);
         if let Some(cache) = &self.cache {
             cache.clear();
         }

@@ -349,7 +349,13 @@ impl pb::authorizer_server::Authorizer for Authorizer {
                 .map(|e| instant_to_timestamp(system_time_nanos(e.at))),
             ..Default::default()
         };
+        if let Some(store) = self.app.store.get() {
+            status.store_seconds_since_contact = store.seconds_since_contact().unwrap_or(-1.0);
+            status.store_reachable = store.reachable();
+        }
         if let Some(p) = current {
+            status.store_revision = p.store_revision();
+            status.token = crate::store::token_of(&p);
             let c = p.snapshot.counts;
             status.revision = p.snapshot.revision.clone();
             status.loaded_at = Some(instant_to_timestamp(system_time_nanos(p.loaded_at)));

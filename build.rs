@@ -11,7 +11,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
 
-    let native = protox::compile(["iotauthz/v1/authz.proto"], ["proto"])?;
+    let native = protox::compile(
+        ["iotauthz/v1/authz.proto", "iotauthz/v1/admin.proto"],
+        ["proto"],
+    )?;
     std::fs::write(out.join("iotauthz_descriptor.bin"), native.encode_to_vec())?;
     tonic_prost_build::configure()
         .build_client(true)

@@ -398,6 +398,7 @@ async fn grpcurl_uses_reflection_only() {
     assert!(ok, "{err}");
     for service in [
         "iotauthz.v1.Authorizer",
+        "iotauthz.v1.Admin",
         "envoy.service.auth.v3.Authorization",
         "grpc.health.v1.Health",
     ] {

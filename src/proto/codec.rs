@@ -54,6 +54,23 @@ admit_every!(
     pb::PolicyStatus,
 );
 
+// The Admin API (src/server/admin.rs).
+admit_every!(
+    pb::RoleAssignment,
+    pb::CreateRoleAssignmentRequest,
+    pb::CreateRoleAssignmentResponse,
+    pb::DeleteRoleAssignmentRequest,
+    pb::WriteResponse,
+    pb::ListRoleAssignmentsRequest,
+    pb::ListRoleAssignmentsResponse,
+    pb::RoleDefinition,
+    pb::PutRoleDefinitionRequest,
+    pb::DeleteRoleDefinitionRequest,
+    pb::Group,
+    pb::PutGroupRequest,
+    pb::DeleteGroupRequest,
+);
+
 impl Admit for pb::BatchCheckRequest {
     fn admit(bytes: &[u8]) -> Result<(), Status> {
         // Field 1, `checks`. Bytes the walk cannot follow count as too many: prost would

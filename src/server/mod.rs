@@ -4,6 +4,7 @@
 //! [`run`] takes bound listeners, a policy state and a shutdown future, so tests start
 //! the real server in-process on port 0.
 
+pub mod admin;
 pub mod cache;
 pub mod cli;
 pub mod deadline;
@@ -436,6 +437,10 @@ pub async fn run(
     ))
     .max_decoding_message_size(options.max_message_bytes)
     .max_encoding_message_size(options.max_message_bytes);
+    let admin =
+        crate::proto::iotauthz::v1::admin_server::AdminServer::new(admin::Admin::new(app.clone()))
+            .max_decoding_message_size(options.max_message_bytes)
+            .max_encoding_message_size(options.max_message_bytes);
     let ext_authz = AuthorizationServer::new(ext_authz::ExtAuthz::new(app.clone()))
         .max_decoding_message_size(options.max_message_bytes)
         .max_encoding_message_size(options.max_message_bytes);
@@ -540,6 +545,7 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(authorizer)
+        .add_service(admin)
         .add_service(ext_authz)
         .serve_with_incoming_shutdown(grpc_incoming, stopped(stop_rx.clone()));
     let http_listener = SeverableListener {

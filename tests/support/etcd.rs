@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use iot_authz::policy::SourceDocument;
 use iot_authz::server::state::PolicyState;
-use iot_authz::server::{App, ServerOptions};
+use iot_authz::server::{App, AppOptions, ServerOptions};
 use iot_authz::store::{Store, StoreOptions};
 use serde_json::Value;
 
@@ -241,6 +241,26 @@ pub async fn serve_with_store(
     configure: impl FnOnce(&mut StoreOptions),
     wait: bool,
 ) -> (TestServer, Arc<Store>) {
+    serve_with_store_options(
+        endpoints,
+        prefix,
+        files,
+        configure,
+        &AppOptions::default(),
+        wait,
+    )
+    .await
+}
+
+/// [`serve_with_store`] with these app options (decision log, cache).
+pub async fn serve_with_store_options(
+    endpoints: Vec<String>,
+    prefix: &str,
+    files: &[(&str, &str)],
+    configure: impl FnOnce(&mut StoreOptions),
+    app_options: &AppOptions,
+    wait: bool,
+) -> (TestServer, Arc<Store>) {
     let mut options = StoreOptions::new(endpoints);
     options.prefix = prefix.into();
     configure(&mut options);
@@ -251,7 +271,7 @@ pub async fn serve_with_store(
             .map(|(n, t)| SourceDocument::new(*n, t.as_bytes()))
             .collect(),
     );
-    let app = Arc::new(App::new(Arc::new(PolicyState::new())));
+    let app = Arc::new(App::with_options(Arc::new(PolicyState::new()), app_options).unwrap());
     app.store.set(store.clone()).unwrap();
     tokio::spawn(iot_authz::store::follow::follow(
         store.clone(),

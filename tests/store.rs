@@ -228,3 +228,186 @@ async fn a_store_that_cannot_be_read_at_start_up_is_not_ready_and_answers_nothin
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
 }
+
+/// An App Administrator in the store, so that the Admin API has someone to act for.
+fn seed_admin(etcd: &Etcd) {
+    etcd.put(
+        "/t/assignments/admin-1",
+        assignment("admin-1", "user:root1", "App Administrator", "/apps").as_bytes(),
+    );
+}
+
+fn as_actor<T>(actor: &str, message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut()
+        .insert("x-iotauthz-principal", actor.parse().unwrap());
+    r
+}
+
+async fn check_at(
+    grpc: std::net::SocketAddr,
+    principal: &str,
+    token: &str,
+) -> Result<pb::CheckResponse, tonic::Status> {
+    let mut c = AuthorizerClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let mut r = tonic::Request::new(pb::CheckRequest {
+        principal: principal.into(),
+        action: "Devices/read".into(),
+        scope: "/apps/fleet/d1".into(),
+        at_least: token.into(),
+        ..Default::default()
+    });
+    r.set_timeout(Duration::from_millis(1500));
+    c.check(r).await.map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_through_one_replica_is_read_through_another_with_its_token() {
+    use iot_authz::proto::iotauthz::v1::admin_client::AdminClient;
+    let etcd = Etcd::start().await;
+    seed_admin(&etcd);
+    // Replica 1 in-process; replica 2 the real binary, started with the store flags.
+    let (one, _) = serve_with_store(
+        etcd.endpoints(),
+        PREFIX,
+        &[("roles.yaml", FILES)],
+        |_| {},
+        true,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("roles.yaml");
+    std::fs::write(&file, FILES).unwrap();
+    let (mut two, two_grpc, two_http) = crate::support::serve_binary(
+        [
+            "--policy".as_ref(),
+            file.as_os_str(),
+            "--etcd-endpoints".as_ref(),
+            etcd.endpoints().join(",").as_ref(),
+            "--etcd-prefix".as_ref(),
+            PREFIX.as_ref(),
+        ],
+        &[],
+    );
+    let mut admin = AdminClient::connect(one.grpc_url()).await.unwrap();
+    for round in 0..3 {
+        let principal = format!("user:reader-{round}");
+        let created = admin
+            .create_role_assignment(as_actor(
+                "user:root1",
+                pb::CreateRoleAssignmentRequest {
+                    assignment: Some(pb::RoleAssignment {
+                        id: format!("g-{round}"),
+                        principal: principal.clone(),
+                        role: "Reader".into(),
+                        scope: "/apps/fleet".into(),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        // At once, on the other replica: the token makes it wait for the write.
+        let r = check_at(two_grpc, &principal, &created.token)
+            .await
+            .unwrap();
+        assert!(r.allowed, "round {round}");
+        let at = |t: &str| t.trim_start_matches('r').parse::<i64>().unwrap();
+        assert!(
+            at(&r.token) >= at(&created.token),
+            "{} {}",
+            r.token,
+            created.token
+        );
+        let deleted = admin
+            .delete_role_assignment(as_actor(
+                "user:root1",
+                pb::DeleteRoleAssignmentRequest {
+                    id: format!("g-{round}"),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let r = check_at(two_grpc, &principal, &deleted.token)
+            .await
+            .unwrap();
+        assert!(!r.allowed, "round {round}");
+    }
+    // The binary reports the store in its readiness detail.
+    crate::support::crypto();
+    let body = reqwest::get(format!("http://{two_http}/readyz"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.starts_with("ready\nstore revision "), "{body}");
+    let _ = two.kill();
+    let _ = two.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_behind_the_token_answers_unavailable_and_a_bad_token_is_invalid() {
+    let etcd = Etcd::start().await;
+    let (server, store) = serve_with_store(
+        etcd.endpoints(),
+        PREFIX,
+        &[("roles.yaml", FILES)],
+        |_| {},
+        true,
+    )
+    .await;
+    let ahead = format!("r{}", store.through() + 1000);
+    // Bounded by the caller's deadline (under the 2 s cap), then UNAVAILABLE.
+    let started = std::time::Instant::now();
+    let err = check_at(server.grpc, "user:alice", &ahead)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("not caught up"), "{}", err.message());
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let err = check_at(server.grpc, "user:alice", "yesterday")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    // A token this replica has reached answers at once, with the current token.
+    let now = format!("r{}", store.through());
+    let r = check_at(server.grpc, "user:alice", &now).await.unwrap();
+    assert_eq!(r.token, now);
+    // The HTTP modes read the header: 503 behind, 400 for a bad token.
+    crate::support::crypto();
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v1/authz/nginx", server.http);
+    let r = http
+        .get(&url)
+        .header("x-iotauthz-consistency", &ahead)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let r = http
+        .get(&url)
+        .header("x-iotauthz-consistency", "nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn a_server_without_a_store_refuses_tokens_and_answers_without_one() {
+    let server = TestServer::start(crate::support::demo()).await;
+    let r = check_at(server.grpc, "user:alice@contoso.com", "")
+        .await
+        .unwrap();
+    assert!(r.token.is_empty());
+    let err = check_at(server.grpc, "user:alice@contoso.com", "r5")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(err.message().contains("no store"), "{}", err.message());
+}

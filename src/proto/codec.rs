@@ -190,6 +190,7 @@ mod tests {
                     ..Default::default()
                 })
                 .collect(),
+            ..Default::default()
         };
         for n in [0, 1, 1000, 1001, MAX_DECODED_BATCH, MAX_DECODED_BATCH + 1] {
             let bytes = batch(n).encode_to_vec();

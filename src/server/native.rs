@@ -46,6 +46,21 @@ impl Authorizer {
             .ok_or_else(|| Status::unavailable("no policy loaded"))
     }
 
+    /// The policy, once it answers at least at the consistency token `at_least` (SPEC §10;
+    /// an empty token asks for nothing and never waits).
+    async fn policy_at(
+        &self,
+        at_least: &str,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Arc<LoadedPolicy>, Status> {
+        if !at_least.is_empty() {
+            crate::store::wait_for(&self.app, at_least, super::admin::call_deadline(metadata))
+                .await
+                .map_err(super::admin::token_status)?;
+        }
+        self.policy()
+    }
+
     /// Counts an invalid request and turns it into `INVALID_ARGUMENT`.
     fn invalid(&self, api: &'static str, message: impl std::fmt::Display) -> Status {
         self.app
@@ -133,6 +148,8 @@ fn check_response(decision: &crate::policy::Decision<'_>, revision: &str) -> pb:
         allowed: decision.allowed,
         reason: Some(reason(&decision.reason)),
         revision: revision.to_owned(),
+        // The batch's answer carries the token once (BatchCheckResponse.token).
+        token: String::new(),
     }
 }
 
@@ -147,10 +164,13 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         &self,
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
-        let policy = self.policy()?;
+        let policy = self
+            .policy_at(&request.get_ref().at_least, request.metadata())
+            .await?;
         let ctx = RequestContext::begin("check", |k| metadata(&request, k));
-        let out = check_one(&self.app, &policy, request.get_ref(), &ctx)
+        let mut out = check_one(&self.app, &policy, request.get_ref(), &ctx)
             .map_err(|e| self.invalid("check", e))?;
+        out.token = crate::store::token_of(&policy);
         Ok(Response::new(out))
     }
 
@@ -168,7 +188,9 @@ impl pb::authorizer_server::Authorizer for Authorizer {
                 ),
             ));
         }
-        let policy = self.policy()?;
+        let policy = self
+            .policy_at(&request.get_ref().at_least, request.metadata())
+            .await?;
         let revision = policy.snapshot.revision.as_str();
         // One clock reading, one latency observation and one counter update per decision
         // kind for the whole batch: per-item bookkeeping would cost more than the checks.
@@ -200,6 +222,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         Ok(Response::new(pb::BatchCheckResponse {
             results,
             revision: revision.to_owned(),
+            token: crate::store::token_of(&policy),
         }))
     }
 
@@ -207,7 +230,9 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         &self,
         request: Request<pb::CheckHttpRequest>,
     ) -> Result<Response<pb::CheckHttpResponse>, Status> {
-        let policy = self.policy()?;
+        let policy = self
+            .policy_at(&request.get_ref().at_least, request.metadata())
+            .await?;
         let ctx = RequestContext::begin("check_http", |k| metadata(&request, k));
         let req = request.get_ref();
         let at = at_or_now(req.at.as_ref()).map_err(|e| self.invalid("check_http", e))?;
@@ -244,6 +269,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
             reason: Some(reason(&outcome.decision.reason)),
             revision: policy.snapshot.revision.clone(),
             principal: outcome.principal.clone().unwrap_or_default(),
+            token: crate::store::token_of(&policy),
         }))
     }
 
@@ -251,7 +277,10 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         &self,
         request: Request<pb::ListPermissionsRequest>,
     ) -> Result<Response<pb::ListPermissionsResponse>, Status> {
-        let policy = self.policy()?;
+        let policy = self
+            .policy_at(&request.get_ref().at_least, request.metadata())
+            .await?;
+        let token = crate::store::token_of(&policy);
         let req = request.into_inner();
         let at = at_or_now(req.at.as_ref()).map_err(|e| self.invalid("list_permissions", e))?;
         // Off the runtime's workers: the walk over the action universe can take a while
@@ -292,6 +321,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
             Ok((Some(permissions), revision)) => Ok(Response::new(pb::ListPermissionsResponse {
                 permissions,
                 revision,
+                token,
             })),
         }
     }
@@ -300,7 +330,9 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         &self,
         request: Request<pb::WhoCanRequest>,
     ) -> Result<Response<pb::WhoCanResponse>, Status> {
-        let policy = self.policy()?;
+        let policy = self
+            .policy_at(&request.get_ref().at_least, request.metadata())
+            .await?;
         let req = request.get_ref();
         let at = at_or_now(req.at.as_ref()).map_err(|e| self.invalid("who_can", e))?;
         let who = policy
@@ -311,6 +343,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
             principals: who.principals.iter().map(|s| (*s).to_owned()).collect(),
             groups: who.groups.iter().map(|s| (*s).to_owned()).collect(),
             revision: policy.snapshot.revision.clone(),
+            token: crate::store::token_of(&policy),
         }))
     }
 

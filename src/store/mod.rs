@@ -302,6 +302,9 @@ pub fn parse_token(token: &str) -> Result<i64, String> {
         })
 }
 
+/// The request header that carries a consistency token in ext_authz and the HTTP modes.
+pub const CONSISTENCY_HEADER: &str = "x-iotauthz-consistency";
+
 /// The longest a request waits for its replica to catch up with a token.
 pub const MAX_TOKEN_WAIT: Duration = Duration::from_secs(2);
 
@@ -330,7 +333,10 @@ pub async fn wait_for(app: &App, token: &str, limit: Option<Duration>) -> Result
     if store.through() >= wanted {
         return Ok(());
     }
-    let limit = limit.unwrap_or(MAX_TOKEN_WAIT).min(MAX_TOKEN_WAIT);
+    // A tenth of the caller's deadline is left to send the refusal before it expires.
+    let limit = limit
+        .map_or(MAX_TOKEN_WAIT, |d| d - d / 10)
+        .min(MAX_TOKEN_WAIT);
     let mut rx = store.subscribe();
     store.progress.notify_one();
     let waited = tokio::time::timeout(limit, async {

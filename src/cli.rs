@@ -61,6 +61,10 @@ pub enum Command {
     CanAssign(CanAssignArgs),
     /// Generate load against a running service and report throughput and latency.
     Load(LoadArgs),
+    /// Manage role assignments, role definitions and groups through a server's Admin API.
+    Admin(crate::admin_cli::AdminArgs),
+    /// Copy policy objects between files and the etcd store.
+    Store(crate::admin_cli::StoreArgs),
 }
 
 #[derive(Debug, Args)]
@@ -409,6 +413,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::WhoCan(args) => who_can(&args),
         Command::CanAssign(args) => can_assign(&args),
         Command::Load(args) => load(&args),
+        Command::Admin(args) => Ok(crate::admin_cli::admin(&args)),
+        Command::Store(args) => Ok(crate::admin_cli::store(&args)),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -18,8 +18,10 @@
 //!   and then followed through etcd's watch, and consistency tokens (SPEC §10).
 //! - [`telemetry`]: logs, and OTLP traces parented on the caller's `traceparent`.
 //! - [`proto`]: generated protobuf code, kept at the edge.
-//! - [`cli`]: the `iot-authz` command line.
+//! - [`cli`]: the `iot-authz` command line; [`admin_cli`]: its `admin` (Admin API
+//!   client) and `store` (import/export) commands.
 
+pub mod admin_cli;
 pub mod cli;
 pub mod demo;
 pub mod import_azure;

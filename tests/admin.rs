@@ -469,3 +469,155 @@ async fn the_last_app_administrator_is_kept_even_against_concurrent_revocations(
             .is_some()
     );
 }
+
+/// `iot-authz` with `args`: exit code, stdout, stderr.
+fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_iot-authz"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_command_line_grants_lists_and_revokes() {
+    let f = fixture().await;
+    let server = f.server.grpc_url();
+    let base = ["admin", "--server", server.as_str()];
+    let run = |extra: &[&str]| {
+        let mut args: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        tokio::task::spawn_blocking(move || {
+            cli(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+    };
+    let (code, out, err) = run(&[
+        "--as",
+        "user:root1",
+        "--json",
+        "assign",
+        "--principal",
+        "user:dave",
+        "--role",
+        "Reader",
+        "--scope",
+        "/apps/fleet",
+        "--id",
+        "c-1",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["assignment"]["id"], "c-1");
+    let token = v["token"].as_str().unwrap().to_owned();
+    assert!(f.etcd.get("/t/assignments/c-1").is_some());
+    // Listed at least at the write's token.
+    let (code, out, err) = run(&[
+        "--as",
+        "user:root1",
+        "list",
+        "--scope",
+        "/apps",
+        "--principal",
+        "user:dave",
+        "--at-least",
+        &token,
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "c-1\tuser:dave\tReader\t/apps/fleet");
+    // Refused: exit 1, the reason on stderr, nothing deleted.
+    let (code, _, err) = run(&["--as", "user:dave", "unassign", "c-1"])
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("PermissionDenied"), "{err}");
+    assert!(f.etcd.get("/t/assignments/c-1").is_some());
+    let (code, out, err) = run(&["--as", "user:root1", "unassign", "c-1"])
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("unassigned c-1 (token r"), "{out}");
+    assert!(f.etcd.get("/t/assignments/c-1").is_none());
+    // Unreachable server: exit 2.
+    let (code, _, _) = tokio::task::spawn_blocking(|| {
+        cli(&[
+            "admin",
+            "--server",
+            "http://127.0.0.1:1",
+            "--as",
+            "user:root1",
+            "unassign",
+            "x",
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn store_import_and_export_move_objects_between_files_and_the_store() {
+    let etcd = Etcd::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(&file, FILES).unwrap();
+    let endpoints = etcd.endpoints().join(",");
+    let path = file.to_str().unwrap().to_owned();
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "store",
+            "--etcd-endpoints",
+            endpoints.as_str(),
+            "--etcd-prefix",
+            "/imp/",
+        ];
+        a.extend_from_slice(extra);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| {
+        tokio::task::spawn_blocking(move || cli(&a.iter().map(String::as_str).collect::<Vec<_>>()))
+    };
+    let (code, out, err) = run(args(&["import", &path])).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("imported 5 objects"), "{out}");
+    assert!(err.contains("stay in the files"), "{err}");
+    let role: serde_json::Value =
+        serde_json::from_str(&etcd.get("/imp/roles/r-reader").unwrap()).unwrap();
+    assert_eq!(role["name"], "Reader");
+    assert!(etcd.get("/imp/assignments/f-1").is_some());
+    // Again: nothing to write.
+    let (code, out, _) = run(args(&["import", &path])).await.unwrap();
+    assert_eq!(code, 0);
+    assert!(out.starts_with("imported 0 objects (5 unchanged)"), "{out}");
+    // A conflicting value is refused unless --overwrite.
+    etcd.put(
+        "/imp/assignments/f-1",
+        b"{\"principal\":\"user:x\",\"role\":\"Reader\",\"scope\":\"/\",\"id\":\"f-1\"}",
+    );
+    let (code, _, err) = run(args(&["import", &path])).await.unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("assignments/f-1"), "{err}");
+    let (code, _, _) = run(args(&["import", &path, "--overwrite"])).await.unwrap();
+    assert_eq!(code, 0);
+    // Export: one policy document that reads back as the same objects.
+    let (code, out, err) = run(args(&["export"])).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    let exported = dir.path().join("exported.json");
+    std::fs::write(&exported, &out).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["roles"].as_array().unwrap().len(), 4);
+    assert_eq!(doc["assignments"][0]["principal"], "user:helpdesk");
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || cli(&["validate", exported.to_str().unwrap()]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+}

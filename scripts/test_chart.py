@@ -203,7 +203,7 @@ def chart_metadata_is_v2_with_a_draft07_schema() -> None:
     assert schema["additionalProperties"] is False
     for key in ("image", "policy", "bundle", "service", "autoscaling", "podDisruptionBudget",
                 "serviceMonitor", "networkPolicy", "decisionCache", "decisionLog", "server",
-                "tls", "serviceAccount"):
+                "tls", "serviceAccount", "store"):
         assert schema["properties"][key]["additionalProperties"] is False, key
     assert chart().values["replicaCount"] == 2
     assert chart().values["demo"] is False
@@ -362,6 +362,31 @@ def bundle_token_secret_is_a_directory_mount() -> None:
     assert token_file == mount["mountPath"] + "/token", (token_file, mount)
     assert r.all("ConfigMap") == []
     validate_k8s(r)
+
+
+@test
+def store_renders_etcd_flags_and_a_tls_secret_directory() -> None:
+    r = render(with_values(None, **{"store.enabled": True,
+                                    "store.endpoints": ["https://a:2379", "https://b:2379"],
+                                    "store.prefix": "/p/",
+                                    "store.tls": {"secretName": "etcd-client",
+                                                  "clientCert": True}}))
+    args = args_of(r)
+    assert flag(args, "--etcd-endpoints") == "https://a:2379,https://b:2379", args
+    assert flag(args, "--etcd-prefix") == "/p/", args
+    mount = mounts(r)["etcd-tls"]
+    assert "subPath" not in mount, mount
+    assert flag(args, "--etcd-ca") == mount["mountPath"] + "/ca.crt", args
+    assert flag(args, "--etcd-cert") == mount["mountPath"] + "/tls.crt", args
+    assert flag(args, "--etcd-key") == mount["mountPath"] + "/tls.key", args
+    assert volume(r, "etcd-tls")["secret"]["secretName"] == "etcd-client"
+    # The policy files are still served, with the store.
+    assert flag(args, "--policy") == POLICY_DIR, args
+    validate_k8s(r)
+    off = args_of(render(None))
+    assert "--etcd-endpoints" not in off, off
+    render_fails(with_values(None, **{"store.enabled": True}), "store.endpoints")
+    schema_rejects(with_values(None, **{"store.endpoints": ["etcd:2379"]}))
 
 
 @test

@@ -47,7 +47,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the native gRPC API, Envoy ext_authz and the HTTP endpoints.
-    Serve(crate::cli::ServeArgs),
+    Serve(Box<crate::cli::ServeArgs>),
     /// Decide one request and explain the decision.
     Check(CheckArgs),
     /// Validate policy documents and print every problem.
@@ -66,6 +66,10 @@ pub enum Command {
     Plan(PlanArgs),
     /// Generate load against a running service and report throughput and latency.
     Load(LoadArgs),
+    /// Manage role assignments, role definitions and groups through a server's Admin API.
+    Admin(crate::admin_cli::AdminArgs),
+    /// Copy policy objects between files and the etcd store.
+    Store(crate::admin_cli::StoreArgs),
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +187,31 @@ pub struct ServeArgs {
     /// Largest policy accepted, in bytes (files in all, or one bundle).
     #[arg(long, env = "IOT_AUTHZ_MAX_POLICY_BYTES", default_value_t = crate::policy::source::DEFAULT_MAX_POLICY_BYTES)]
     pub max_policy_bytes: u64,
+    /// etcd endpoints of the store (SPEC §9), comma-separated or repeated
+    /// (`http://127.0.0.1:2379`; `https://` with the TLS options below). Without it, no
+    /// store.
+    #[arg(
+        long,
+        env = "IOT_AUTHZ_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub etcd_endpoints: Vec<String>,
+    /// Key prefix of the store's objects.
+    #[arg(long, env = "IOT_AUTHZ_ETCD_PREFIX", default_value = crate::store::DEFAULT_PREFIX)]
+    pub etcd_prefix: String,
+    /// PEM bundle of the certificate authorities that sign etcd's certificate.
+    #[arg(long, env = "IOT_AUTHZ_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+    /// PEM client certificate for etcd (with `--etcd-key`).
+    #[arg(long, env = "IOT_AUTHZ_ETCD_CERT", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// PEM private key of `--etcd-cert`.
+    #[arg(long, env = "IOT_AUTHZ_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// Largest value accepted for one store object, in bytes.
+    #[arg(long, env = "IOT_AUTHZ_ETCD_MAX_VALUE_BYTES", default_value_t = crate::store::objects::DEFAULT_MAX_VALUE_BYTES)]
+    pub etcd_max_value_bytes: usize,
     /// Re-read policy files this often even without change events (0: never).
     #[arg(long, env = "IOT_AUTHZ_POLICY_POLL_SECONDS", default_value_t = 30)]
     pub policy_poll_seconds: u64,
@@ -432,6 +461,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::CanAssign(args) => can_assign(&args),
         Command::Plan(args) => plan(&args),
         Command::Load(args) => load(&args),
+        Command::Admin(args) => Ok(crate::admin_cli::admin(&args)),
+        Command::Store(args) => Ok(crate::admin_cli::store(&args)),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -14,10 +14,14 @@
 //!   the HTTP endpoints, over a live [`server::state::PolicyState`].
 //! - [`sources`]: live policy sources: watched files and directories, and an HTTP bundle
 //!   poller, feeding validated snapshots into the server's policy state.
+//! - [`store`]: the etcd store (SPEC §9): policy objects managed at run time, read once
+//!   and then followed through etcd's watch, and consistency tokens (SPEC §10).
 //! - [`telemetry`]: logs, and OTLP traces parented on the caller's `traceparent`.
 //! - [`proto`]: generated protobuf code, kept at the edge.
-//! - [`cli`]: the `iot-authz` command line.
+//! - [`cli`]: the `iot-authz` command line; [`admin_cli`]: its `admin` (Admin API
+//!   client) and `store` (import/export) commands.
 
+pub mod admin_cli;
 pub mod cli;
 pub mod demo;
 pub mod import_azure;
@@ -26,6 +30,7 @@ pub mod policy;
 pub mod proto;
 pub mod server;
 pub mod sources;
+pub mod store;
 pub mod telemetry;
 pub mod testing;
 

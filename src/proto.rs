@@ -11,6 +11,20 @@ pub mod iotauthz {
     }
 }
 
+/// etcd's v3 API (client side), for the store (`crate::store`).
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod etcd {
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
+    pub mod mvccpb {
+        tonic::include_proto!("mvccpb");
+    }
+    pub mod authpb {
+        tonic::include_proto!("authpb");
+    }
+}
+
 /// Descriptor set of `iotauthz.v1` (for reflection).
 pub const IOTAUTHZ_DESCRIPTOR: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/iotauthz_descriptor.bin"));

@@ -285,6 +285,7 @@ async fn a_flood_of_batch_checks_at_the_size_limit() {
                 let r = c
                     .batch_check(pb::BatchCheckRequest {
                         checks: batch.clone(),
+                        ..Default::default()
                     })
                     .await
                     .unwrap()
@@ -295,7 +296,10 @@ async fn a_flood_of_batch_checks_at_the_size_limit() {
             let mut over = batch.clone();
             over.push(batch[0].clone());
             let e = c
-                .batch_check(pb::BatchCheckRequest { checks: over })
+                .batch_check(pb::BatchCheckRequest {
+                    checks: over,
+                    ..Default::default()
+                })
                 .await
                 .unwrap_err();
             assert_eq!(e.code(), tonic::Code::InvalidArgument);

@@ -106,6 +106,7 @@ async fn invalid_arguments_are_rejected_with_a_message() {
         assert!(e.message().contains("invalid at"), "{}", e.message());
         let batch = pb::BatchCheckRequest {
             checks: vec![check("user:a", "a/b", "/"), at(seconds, nanos)],
+            ..Default::default()
         };
         let e = c.batch_check(batch).await.unwrap_err();
         assert!(
@@ -156,6 +157,7 @@ async fn batch_check_answers_in_order_up_to_the_limit() {
     let r = c
         .batch_check(pb::BatchCheckRequest {
             checks: checks.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -179,14 +181,20 @@ async fn batch_check_answers_in_order_up_to_the_limit() {
     let mut too_many = checks.clone();
     too_many.push(check("user:a", "a/b", "/"));
     let e = c
-        .batch_check(pb::BatchCheckRequest { checks: too_many })
+        .batch_check(pb::BatchCheckRequest {
+            checks: too_many,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     let mut bad = checks[..3].to_vec();
     bad[2].scope = "nope".into();
     let e = c
-        .batch_check(pb::BatchCheckRequest { checks: bad })
+        .batch_check(pb::BatchCheckRequest {
+            checks: bad,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert!(e.message().contains("checks[2]"), "{}", e.message());
@@ -430,6 +438,7 @@ async fn grpcurl_uses_reflection_only() {
     assert!(ok, "{err}");
     for service in [
         "iotauthz.v1.Authorizer",
+        "iotauthz.v1.Admin",
         "envoy.service.auth.v3.Authorization",
         "grpc.health.v1.Health",
     ] {
@@ -907,7 +916,10 @@ async fn rejected_batches_count_as_one_request_error_each() {
     );
     let too_many = vec![read.clone(); 1001];
     let e = c
-        .batch_check(pb::BatchCheckRequest { checks: too_many })
+        .batch_check(pb::BatchCheckRequest {
+            checks: too_many,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
@@ -922,7 +934,10 @@ async fn rejected_batches_count_as_one_request_error_each() {
     bad[1].scope = "nope".into();
     bad[3].action = "".into();
     let e = c
-        .batch_check(pb::BatchCheckRequest { checks: bad })
+        .batch_check(pb::BatchCheckRequest {
+            checks: bad,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
@@ -944,7 +959,10 @@ async fn rejected_batches_count_as_one_request_error_each() {
     // decoded: the handler never sees it, so it counts no request error.
     let flood = vec![pb::CheckRequest::default(); 10_001];
     let e = c
-        .batch_check(pb::BatchCheckRequest { checks: flood })
+        .batch_check(pb::BatchCheckRequest {
+            checks: flood,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);

@@ -5,6 +5,7 @@
 
 mod authzen;
 mod bearer;
+mod admin;
 mod cli;
 mod decisions;
 mod demo;
@@ -21,6 +22,7 @@ mod planes;
 mod properties;
 mod reload;
 mod soak;
+mod store;
 mod support;
 mod tracing;
 mod tutorial;

@@ -365,7 +365,10 @@ async fn a_batch_with_an_invalid_check_logs_no_decision() {
         check("Microsoft.Edge/targets/read", "nope"),
     ];
     let e = c
-        .batch_check(pb::BatchCheckRequest { checks })
+        .batch_check(pb::BatchCheckRequest {
+            checks,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);

@@ -213,6 +213,9 @@ pub struct IdentityDoc {
     pub sources: Option<Vec<IdentitySourceDoc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assign_action: Option<String>,
+    /// The action the Admin API requires to delete a role assignment (SPEC §9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unassign_action: Option<String>,
 }
 
 /// One identity source; exactly one key must be present.

@@ -12,6 +12,8 @@ use super::syntax::{self, escape};
 pub const DEFAULT_PRINCIPAL_HEADER: &str = "x-iotauthz-principal";
 /// The action CheckAssign requires when the policy names none.
 pub const DEFAULT_ASSIGN_ACTION: &str = "Microsoft.Authorization/roleAssignments/write";
+/// The action the Admin API requires to delete a role assignment when the policy names none.
+pub const DEFAULT_UNASSIGN_ACTION: &str = "Microsoft.Authorization/roleAssignments/delete";
 /// Envoy's jwt_authn filter namespace, the default for `jwt.namespace`.
 pub const DEFAULT_JWT_NAMESPACE: &str = "envoy.filters.http.jwt_authn";
 
@@ -51,6 +53,7 @@ pub struct JwtSource {
 pub struct IdentityConfig {
     pub sources: Vec<IdentitySource>,
     pub assign_action: String,
+    pub unassign_action: String,
 }
 
 impl IdentityConfig {
@@ -76,6 +79,7 @@ impl Default for IdentityConfig {
         Self {
             sources: vec![IdentitySource::Header(DEFAULT_PRINCIPAL_HEADER.to_owned())],
             assign_action: DEFAULT_ASSIGN_ACTION.to_owned(),
+            unassign_action: DEFAULT_UNASSIGN_ACTION.to_owned(),
         }
     }
 }
@@ -187,6 +191,13 @@ impl IdentityConfig {
         if let Err(e) = syntax::check_action(&assign_action) {
             problems.push(("identity.assignAction".to_owned(), e));
         }
+        let unassign_action = doc
+            .unassign_action
+            .clone()
+            .unwrap_or_else(|| DEFAULT_UNASSIGN_ACTION.to_owned());
+        if let Err(e) = syntax::check_action(&unassign_action) {
+            problems.push(("identity.unassignAction".to_owned(), e));
+        }
         // Only an absent `sources` means the default header source: an empty list is no
         // source at all, never the forgeable header by surprise.
         if doc.sources.is_none() {
@@ -196,6 +207,7 @@ impl IdentityConfig {
             Ok(Self {
                 sources,
                 assign_action,
+                unassign_action,
             })
         } else {
             Err(problems)
@@ -498,6 +510,7 @@ mod tests {
                 jwt("envoy.filters.http.jwt_authn"),
             ],
             assign_action: String::new(),
+            unassign_action: String::new(),
         };
         assert!(config.reads_namespace("envoy.filters.http.jwt_authn"));
         assert!(!config.reads_namespace("envoy.filters.http.rbac"));

@@ -56,6 +56,23 @@ admit_every!(
     pb::PlanResponse,
 );
 
+// The Admin API (src/server/admin.rs).
+admit_every!(
+    pb::RoleAssignment,
+    pb::CreateRoleAssignmentRequest,
+    pb::CreateRoleAssignmentResponse,
+    pb::DeleteRoleAssignmentRequest,
+    pb::WriteResponse,
+    pb::ListRoleAssignmentsRequest,
+    pb::ListRoleAssignmentsResponse,
+    pb::RoleDefinition,
+    pb::PutRoleDefinitionRequest,
+    pb::DeleteRoleDefinitionRequest,
+    pb::Group,
+    pb::PutGroupRequest,
+    pb::DeleteGroupRequest,
+);
+
 impl Admit for pb::BatchCheckRequest {
     fn admit(bytes: &[u8]) -> Result<(), Status> {
         // Field 1, `checks`. Bytes the walk cannot follow count as too many: prost would
@@ -175,6 +192,7 @@ mod tests {
                     ..Default::default()
                 })
                 .collect(),
+            ..Default::default()
         };
         for n in [0, 1, 1000, 1001, MAX_DECODED_BATCH, MAX_DECODED_BATCH + 1] {
             let bytes = batch(n).encode_to_vec();

@@ -13,10 +13,11 @@ use super::decision_log::LogTarget;
 use super::state::PolicyState;
 use super::{App, AppOptions, ServerOptions, TlsFiles};
 use crate::cli::{EXIT_ERROR, EXIT_OK, ServeArgs, load_policy};
-use crate::policy::compile_sources;
+use crate::policy::{SourceDocument, compile_sources};
 use crate::sources::Loader;
 use crate::sources::bundle::{BundleClient, BundleOptions, Fetched};
 use crate::sources::files::{self, WatchOptions};
+use crate::store::{EtcdTls, Store, StoreOptions};
 
 /// The first policy, before the listeners open: files are read and compiled now (invalid is
 /// fatal); a bundle is fetched once (unreachable is not fatal: the server starts unready and
@@ -74,6 +75,83 @@ fn first_policy(
     Ok(first)
 }
 
+/// The store's options, when `--etcd-endpoints` is given (a TLS file that cannot be read
+/// is an error).
+fn store_options(args: &ServeArgs) -> Result<Option<StoreOptions>, String> {
+    let endpoints: Vec<String> = args
+        .etcd_endpoints
+        .iter()
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if endpoints.is_empty() {
+        return Ok(None);
+    }
+    let read = |p: &std::path::PathBuf| {
+        std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()))
+    };
+    let mut options = StoreOptions::new(endpoints);
+    options.prefix = args.etcd_prefix.clone();
+    options.max_value_bytes = args.etcd_max_value_bytes;
+    if args.etcd_ca.is_some() || args.etcd_cert.is_some() {
+        options.tls = Some(EtcdTls {
+            ca: args.etcd_ca.as_ref().map(read).transpose()?,
+            identity: match (&args.etcd_cert, &args.etcd_key) {
+                (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+                _ => None,
+            },
+        });
+    }
+    Ok(Some(options))
+}
+
+/// The file, bundle or embedded documents served with a store, read (and parsed, so that
+/// a broken file is still fatal at start-up) but not yet compiled: that needs the store.
+/// `Ok(None)`: the bundle is not reachable yet.
+fn first_sources(
+    args: &ServeArgs,
+    runtime: &tokio::runtime::Runtime,
+    bundle: &mut Option<BundleClient>,
+) -> anyhow::Result<Result<Option<Vec<SourceDocument>>, String>> {
+    let sources = if let Some(url) = &args.policy_url {
+        let mut options = BundleOptions::new(url.clone());
+        options.interval = Duration::from_secs(args.policy_url_interval_seconds.max(1));
+        options.token_file = args.policy_url_token_file.clone();
+        options.max_bytes = args.max_policy_bytes;
+        let mut client = BundleClient::new(options).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let fetched = match runtime.block_on(client.fetch()) {
+            Ok(Fetched::Bundle { documents, etag }) => {
+                client.accept(etag);
+                Some(documents)
+            }
+            Ok(Fetched::NotModified) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "policy bundle not reachable yet; not ready until it is");
+                None
+            }
+        };
+        *bundle = Some(client);
+        fetched
+    } else if args.policy.is_empty() {
+        tracing::info!(
+            "serving the embedded demo policy (built-in role packs plus demo principals and routes) with the store; pass --policy to serve your own"
+        );
+        Some(crate::demo::sources())
+    } else {
+        match crate::policy::source::read_paths(&args.policy, args.max_policy_bytes) {
+            Ok(s) => Some(s),
+            Err(e) => return Ok(Err(e.to_string())),
+        }
+    };
+    if let Some(sources) = &sources {
+        let problems: Vec<_> = sources.iter().filter_map(|s| s.parse().err()).collect();
+        if !problems.is_empty() {
+            return Ok(Err(crate::policy::PolicyError { problems }.to_string()));
+        }
+    }
+    Ok(Ok(sources))
+}
+
 /// Runs the server until SIGTERM or SIGINT. An invalid policy at start-up exits 2.
 pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
     crate::install_crypto_provider();
@@ -94,7 +172,28 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
         })
     };
     let mut bundle = None;
-    let snapshot = match first_policy(args, &runtime, &mut bundle)? {
+    let store = match store_options(args) {
+        Ok(s) => s,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(EXIT_ERROR);
+        }
+    };
+    // With a store the files are validated with its objects, once it has been read; until
+    // then the server is not ready.
+    let mut first_files = None;
+    let first = if store.is_some() {
+        match first_sources(args, &runtime, &mut bundle)? {
+            Ok(files) => {
+                first_files = files;
+                FirstPolicy::Pending
+            }
+            Err(message) => FirstPolicy::Invalid(message),
+        }
+    } else {
+        first_policy(args, &runtime, &mut bundle)?
+    };
+    let snapshot = match first {
         FirstPolicy::Ready(s) => {
             tracing::info!(revision = %s.revision, documents = s.counts.documents, assignments = s.counts.assignments, "policy loaded");
             Some(*s)
@@ -162,6 +261,12 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
                 let _ = rx.wait_for(|s| *s).await;
             }
         };
+        if let Some(options) = store {
+            let store = Arc::new(Store::new(options).map_err(|e| anyhow::anyhow!("{e}"))?);
+            store.inputs().files = first_files.take();
+            let _ = app.store.set(store.clone());
+            tokio::spawn(crate::store::follow::follow(store, app.clone(), stopped()));
+        }
         // SIGHUP forces a reload of the sources (a fetch of the bundle); the embedded demo
         // has nothing to reload.
         let (hup_tx, hup_rx) = mpsc::channel::<()>(1);

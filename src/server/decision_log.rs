@@ -152,6 +152,15 @@ impl DecisionLog {
                 return;
             }
         }
+        self.enqueue(record);
+    }
+
+    /// Logs one line that is never sampled: an Admin API write (SPEC §9's audit).
+    pub fn audit(&self, record: &impl Serialize) {
+        self.enqueue(record);
+    }
+
+    fn enqueue(&self, record: &impl Serialize) {
         // A full queue drops the line before it is written out, not after.
         if self.queued.load(Ordering::Relaxed) >= QUEUE_BYTES {
             self.counters.dropped.inc();

@@ -33,6 +33,8 @@ impl ExtAuthz {
 const OK: i32 = 0;
 const PERMISSION_DENIED: i32 = 7;
 const UNAUTHENTICATED: i32 = 16;
+const INVALID_ARGUMENT: i32 = 3;
+const UNAVAILABLE: i32 = 14;
 
 #[tonic::async_trait]
 impl Authorization for ExtAuthz {
@@ -40,13 +42,20 @@ impl Authorization for ExtAuthz {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
+        let deadline = super::admin::call_deadline(request.metadata());
+        let check = request.into_inner();
+        let attributes = check.attributes.unwrap_or_default();
+        let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
+        // A consistency token (SPEC §10): answer from a state at least that new, or 503.
+        if let Some(token) = http.headers.get(crate::store::CONSISTENCY_HEADER)
+            && let Err(e) = crate::store::wait_for(&self.app, token, deadline).await
+        {
+            return Ok(Response::new(token_refused(&e)));
+        }
         let Some(policy) = self.app.policy.current() else {
             return Err(Status::unavailable("no policy loaded"));
         };
         let snapshot = &policy.snapshot;
-        let check = request.into_inner();
-        let attributes = check.attributes.unwrap_or_default();
-        let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
         let ctx = RequestContext::begin("ext_authz", |k| http.headers.get(k).map(String::as_str));
         // Only the namespaces an identity source reads are copied into JSON: the rest of
         // Envoy's metadata, however large, is never looked at.
@@ -185,6 +194,32 @@ fn deny_response(outcome: &HttpDecision<'_>, decision_id: &str, revision: &str) 
             body: response::deny_body(outcome, decision_id),
         })),
         dynamic_metadata: Some(decision_metadata(outcome, decision_id, revision)),
+    }
+}
+
+/// A request whose consistency token could not be honoured: 503 when this replica is
+/// behind it, 400 when it is not a token.
+fn token_refused(e: &crate::store::TokenError) -> CheckResponse {
+    let (code, http, message) = match e {
+        crate::store::TokenError::Behind(m) => (UNAVAILABLE, 503, m),
+        crate::store::TokenError::Invalid(m) => (INVALID_ARGUMENT, 400, m),
+    };
+    CheckResponse {
+        status: Some(rpc::Status {
+            code,
+            message: message.clone(),
+            details: Vec::new(),
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus { code: http }),
+            headers: vec![header(
+                "content-type",
+                "application/json",
+                HeaderAppendAction::OverwriteIfExistsOrAdd,
+            )],
+            body: serde_json::json!({"error": message}).to_string(),
+        })),
+        dynamic_metadata: None,
     }
 }
 

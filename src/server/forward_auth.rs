@@ -99,15 +99,48 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
 }
 
 pub async fn envoy(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
+    if let Some(refused) = consistency(&app, token(&req)).await {
+        return refused;
+    }
     authorize(&app, Proxy::Envoy, req).await
 }
 
 pub async fn nginx(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
+    if let Some(refused) = consistency(&app, token(&req)).await {
+        return refused;
+    }
     authorize(&app, Proxy::Nginx, req).await
 }
 
 pub async fn traefik(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
+    if let Some(refused) = consistency(&app, token(&req)).await {
+        return refused;
+    }
     authorize(&app, Proxy::Traefik, req).await
+}
+
+/// The request's `x-iotauthz-consistency` header (a value that is not text is kept as one
+/// that no token matches).
+fn token(req: &Request) -> Option<String> {
+    req.headers()
+        .get(crate::store::CONSISTENCY_HEADER)
+        .map(|v| v.to_str().unwrap_or("\u{1}").to_owned())
+}
+
+/// A consistency token in `x-iotauthz-consistency` (SPEC §10): waits until this replica
+/// answers at least at it; `Some` is the refusal (503 behind, 400 not a token).
+async fn consistency(app: &App, token: Option<String>) -> Option<Response<Body>> {
+    let e = crate::store::wait_for(app, &token?, None).await.err()?;
+    let (status, message) = match &e {
+        crate::store::TokenError::Behind(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+        crate::store::TokenError::Invalid(m) => (StatusCode::BAD_REQUEST, m),
+    };
+    let mut r = Response::new(Body::from(
+        serde_json::json!({"error": message}).to_string(),
+    ));
+    *r.status_mut() = status;
+    set(&mut r, "content-type", "application/json");
+    Some(r)
 }
 
 async fn authorize(app: &App, proxy: Proxy, req: Request) -> Response<Body> {

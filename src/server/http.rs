@@ -51,15 +51,57 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     if app.draining.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_string())
+    } else if let Some(store) = app.store.get() {
+        // With a store, the detail says how current the policy is.
+        let detail = store_detail(store);
+        if app.policy.is_ready() {
+            (StatusCode::OK, format!("ready\n{detail}"))
+        } else {
+            let error = app
+                .policy
+                .last_error()
+                .map(|e| format!("{}\n", e.message))
+                .unwrap_or_default();
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("store not loaded\n{detail}{error}"),
+            )
+        }
     } else if app.policy.is_ready() {
-        (StatusCode::OK, "ready\n")
+        (StatusCode::OK, "ready\n".to_string())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no policy loaded\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no policy loaded\n".to_string(),
+        )
     }
 }
 
+fn store_detail(store: &crate::store::Store) -> String {
+    let contact = store
+        .seconds_since_contact()
+        .map_or_else(|| "never".to_string(), |s| format!("{s:.1}s ago"));
+    format!(
+        "store revision {}, etcd {}, last contact {contact}\n",
+        store.through(),
+        if store.reachable() {
+            "reachable"
+        } else {
+            "unreachable"
+        },
+    )
+}
+
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    if let Some(store) = app.store.get() {
+        app.metrics
+            .store_contact_age
+            .set(store.seconds_since_contact().unwrap_or(f64::INFINITY));
+        app.metrics
+            .store_reachable
+            .set(i64::from(store.reachable()));
+    }
     (
         [(
             header::CONTENT_TYPE,

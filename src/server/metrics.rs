@@ -45,6 +45,11 @@ pub struct Metrics {
     pub cache: super::cache::CacheCounters,
     pub decision_log: super::decision_log::LogCounters,
     pub keys: crate::sources::jwks::KeyCounters,
+    /// With a store (SPEC §9): the etcd revision the policy answers at, the seconds since
+    /// etcd last answered (set when scraped), and whether it answers now.
+    pub store_revision: Gauge,
+    pub store_contact_age: Gauge<f64, AtomicU64>,
+    pub store_reachable: Gauge,
 }
 
 impl Default for Metrics {
@@ -147,8 +152,29 @@ impl Metrics {
             "Bearer tokens verified because the cache did not have them",
             keys.cache_misses.clone(),
         );
+        let store_revision = Gauge::default();
+        registry.register(
+            "store_revision",
+            "The etcd revision the serving policy answers at (with a store)",
+            store_revision.clone(),
+        );
+        let store_contact_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "store_seconds_since_contact",
+            "Seconds since etcd last answered (with a store)",
+            store_contact_age.clone(),
+        );
+        let store_reachable = Gauge::default();
+        registry.register(
+            "store_reachable",
+            "1 while etcd answers, 0 while it does not (with a store)",
+            store_reachable.clone(),
+        );
         Self {
             keys,
+            store_revision,
+            store_contact_age,
+            store_reachable,
             decision_log,
             cache,
             registry,

@@ -5,6 +5,7 @@
 //! the real server in-process on port 0.
 
 pub mod authzen;
+pub mod admin;
 pub mod cache;
 pub mod cli;
 pub mod deadline;
@@ -163,6 +164,8 @@ pub struct App {
     pub shadow: bool,
     /// Key sets of the bearer identity sources and the verified-token cache.
     pub keys: Arc<crate::sources::jwks::KeyStore>,
+    /// The store (SPEC §9), when one is configured; set once, before serving.
+    pub store: std::sync::OnceLock<Arc<crate::store::Store>>,
 }
 
 /// Optional parts of an [`App`].
@@ -441,8 +444,17 @@ impl App {
     /// Swaps in a new policy: one atomic store; requests in flight keep the old one, which
     /// is returned (see [`state::retire`]).
     pub fn install(&self, snapshot: crate::policy::Snapshot) -> Option<Arc<state::LoadedPolicy>> {
+        self.install_at(snapshot, 0)
+    }
+
+    /// [`Self::install`] for a policy read from the store at `store_revision`.
+    pub fn install_at(
+        &self,
+        snapshot: crate::policy::Snapshot,
+        store_revision: i64,
+    ) -> Option<Arc<state::LoadedPolicy>> {
         let revision = snapshot.revision.clone();
-        let previous = self.policy.install(snapshot);
+        let previous = self.policy.install_at(snapshot, store_revision);
         if let Some(cache) = &self.cache {
             cache.clear();
         }
@@ -547,6 +559,10 @@ pub async fn run(
     ))
     .max_decoding_message_size(options.max_message_bytes)
     .max_encoding_message_size(options.max_message_bytes);
+    let admin =
+        crate::proto::iotauthz::v1::admin_server::AdminServer::new(admin::Admin::new(app.clone()))
+            .max_decoding_message_size(options.max_message_bytes)
+            .max_encoding_message_size(options.max_message_bytes);
     let ext_authz = AuthorizationServer::new(ext_authz::ExtAuthz::new(app.clone()))
         .max_decoding_message_size(options.max_message_bytes)
         .max_encoding_message_size(options.max_message_bytes);
@@ -651,6 +667,7 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(authorizer)
+        .add_service(admin)
         .add_service(ext_authz)
         .serve_with_incoming_shutdown(grpc_incoming, stopped(stop_rx.clone()));
     let http_listener = SeverableListener {

@@ -46,6 +46,21 @@ impl Authorizer {
             .ok_or_else(|| Status::unavailable("no policy loaded"))
     }
 
+    /// The policy, once it answers at least at the consistency token `at_least` (SPEC §10;
+    /// an empty token asks for nothing and never waits).
+    async fn policy_at(
+        &self,
+        at_least: &str,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Arc<LoadedPolicy>, Status> {
+        if !at_least.is_empty() {
+            crate::store::wait_for(&self.app, at_least, super::admin::call_deadline(metadata))
+                .await
+                .map_err(super::admin::token_status)?;
+        }
+        self.policy()
+    }
+
     /// Counts an invalid request and turns it into `INVALID_ARGUMENT`.
     fn invalid(&self, api: &'static str, message: impl std::fmt::Display) -> Status {
         self.app
@@ -186,7 +201,9 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         &self,
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
-        let policy = self.policy()?;
+        let policy = self
+            .policy_at(&request.get_ref().at_least, request.metadata())
+            .await?;
         let ctx = RequestContext::begin("check", |k| metadata(&request, k));
         // Without a principal, the caller asks about itself: its bearer token says who it is.
         let identified = if request.get_ref().principal.is_empty() {
@@ -196,7 +213,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         } else {
             None
         };
-        let out = match identified {
+        let mut out = match identified {
             Some(identity) => {
                 let mut req = request.get_ref().clone();
                 req.principal = identity.principal;
@@ -206,6 +223,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
             None => check_one(&self.app, &policy, request.get_ref(), &ctx),
         }
         .map_err(|e| self.invalid("check", e))?;
+        out.token = crate::store::token_of(&policy);
         Ok(Response::new(out))
     }
 
@@ -223,7 +241,9 @@ impl pb::authorizer_server::Authorizer for Authorizer {
                 ),
             ));
         }
-        let policy = self.policy()?;
+        let policy = self
+            .policy_at(&request.get_ref().at_least, request.metadata())
+            .await?;
         let revision = policy.snapshot.revision.as_str();
         // One clock reading, one latency observation and one counter update per decision
         // kind for the whole batch: per-item bookkeeping would cost more than the checks.
@@ -255,6 +275,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         Ok(Response::new(pb::BatchCheckResponse {
             results,
             revision: revision.to_owned(),
+            token: crate::store::token_of(&policy),
         }))
     }
 
@@ -262,7 +283,9 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         &self,
         request: Request<pb::CheckHttpRequest>,
     ) -> Result<Response<pb::CheckHttpResponse>, Status> {
-        let policy = self.policy()?;
+        let policy = self
+            .policy_at(&request.get_ref().at_least, request.metadata())
+            .await?;
         let ctx = RequestContext::begin("check_http", |k| metadata(&request, k));
         let req = request.get_ref();
         let at = at_or_now(req.at.as_ref()).map_err(|e| self.invalid("check_http", e))?;
@@ -313,6 +336,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
             reason: Some(reason(&outcome.decision.reason)),
             revision: policy.snapshot.revision.clone(),
             principal: outcome.principal.clone().unwrap_or_default(),
+            token: crate::store::token_of(&policy),
         }))
     }
 
@@ -320,7 +344,10 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         &self,
         request: Request<pb::ListPermissionsRequest>,
     ) -> Result<Response<pb::ListPermissionsResponse>, Status> {
-        let policy = self.policy()?;
+        let policy = self
+            .policy_at(&request.get_ref().at_least, request.metadata())
+            .await?;
+        let token = crate::store::token_of(&policy);
         let req = request.into_inner();
         let at = at_or_now(req.at.as_ref()).map_err(|e| self.invalid("list_permissions", e))?;
         // Off the runtime's workers: the walk over the action universe can take a while
@@ -361,6 +388,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
             Ok((Some(permissions), revision)) => Ok(Response::new(pb::ListPermissionsResponse {
                 permissions,
                 revision,
+                token,
             })),
         }
     }
@@ -369,7 +397,9 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         &self,
         request: Request<pb::WhoCanRequest>,
     ) -> Result<Response<pb::WhoCanResponse>, Status> {
-        let policy = self.policy()?;
+        let policy = self
+            .policy_at(&request.get_ref().at_least, request.metadata())
+            .await?;
         let req = request.get_ref();
         let at = at_or_now(req.at.as_ref()).map_err(|e| self.invalid("who_can", e))?;
         let who = policy
@@ -380,6 +410,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
             principals: who.principals.iter().map(|s| (*s).to_owned()).collect(),
             groups: who.groups.iter().map(|s| (*s).to_owned()).collect(),
             revision: policy.snapshot.revision.clone(),
+            token: crate::store::token_of(&policy),
         }))
     }
 
@@ -456,7 +487,13 @@ impl pb::authorizer_server::Authorizer for Authorizer {
                 .map(|e| instant_to_timestamp(system_time_nanos(e.at))),
             ..Default::default()
         };
+        if let Some(store) = self.app.store.get() {
+            status.store_seconds_since_contact = store.seconds_since_contact().unwrap_or(-1.0);
+            status.store_reachable = store.reachable();
+        }
         if let Some(p) = current {
+            status.store_revision = p.store_revision();
+            status.token = crate::store::token_of(&p);
             let c = p.snapshot.counts;
             status.revision = p.snapshot.revision.clone();
             status.loaded_at = Some(instant_to_timestamp(system_time_nanos(p.loaded_at)));

@@ -4,7 +4,7 @@
 //! their request ends; a reload builds a whole new snapshot off the request path and swaps
 //! it in with one store, so a request never sees half a policy.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -19,6 +19,18 @@ pub struct LoadedPolicy {
     pub snapshot: Snapshot,
     pub loaded_at: SystemTime,
     pub generation: u64,
+    /// With a store (SPEC §9): the etcd revision this policy is known to match, 0
+    /// without one. It only grows: a store that changed nothing under its prefix since
+    /// the policy was read advances it without a new snapshot (the same state, proved
+    /// current at a later revision).
+    pub store_revision: AtomicI64,
+}
+
+impl LoadedPolicy {
+    /// The store revision this policy answers at (0 without a store).
+    pub fn store_revision(&self) -> i64 {
+        self.store_revision.load(Ordering::Acquire)
+    }
 }
 
 /// The last failed load.
@@ -74,11 +86,17 @@ impl PolicyState {
     /// Swaps in a new snapshot and clears the last error. Returns the snapshot it replaced,
     /// so that the caller decides on which thread its memory is freed.
     pub fn install(&self, snapshot: Snapshot) -> Option<Arc<LoadedPolicy>> {
+        self.install_at(snapshot, 0)
+    }
+
+    /// [`Self::install`] for a policy read from the store at `store_revision`.
+    pub fn install_at(&self, snapshot: Snapshot, store_revision: i64) -> Option<Arc<LoadedPolicy>> {
         let revision = snapshot.revision.clone();
         let previous = self.current.swap(Some(Arc::new(LoadedPolicy {
             snapshot,
             loaded_at: SystemTime::now(),
             generation: self.generations.fetch_add(1, Ordering::Relaxed) + 1,
+            store_revision: AtomicI64::new(store_revision),
         })));
         self.clear_error();
         self.revision.send_replace(Some(revision));

@@ -62,8 +62,13 @@ impl Loader {
             .policy
             .current()
             .map(|p| (p.snapshot.revision.clone(), p.snapshot.sources.clone()));
+        let store = app.store.get().cloned();
         let result = tokio::task::spawn_blocking(move || -> Result<LoadOutcome, PolicyError> {
             let sources = read()?;
+            if let Some(store) = store {
+                // With a store, files are validated with its objects as one policy.
+                return store.load_files(&app, sources);
+            }
             if let Some((revision, names)) = &current
                 && *revision == source::revision(&sources)
                 && names.iter().eq(sources.iter().map(|s| &s.name))

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod jwt;
+pub mod etcd;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

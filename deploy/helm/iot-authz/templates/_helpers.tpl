@@ -62,6 +62,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "iot-authz.policyDir" -}}/etc/iot-authz/policy{{- end }}
 {{- define "iot-authz.bundleTokenDir" -}}/etc/iot-authz/bundle-token{{- end }}
 {{- define "iot-authz.tlsDir" -}}/etc/iot-authz/tls{{- end }}
+{{- define "iot-authz.storeTlsDir" -}}/etc/iot-authz/etcd-tls{{- end }}
 {{/* The container listens where the args say; the Service maps its ports onto these. */}}
 {{- define "iot-authz.grpcContainerPort" -}}50051{{- end }}
 {{- define "iot-authz.httpContainerPort" -}}8181{{- end }}
@@ -173,6 +174,29 @@ Which policy source the release uses, after checking that at most one is given:
 {{- if not (kindIs "invalid" .Values.policy.maxBytes) }}
 - --max-policy-bytes
 - {{ .Values.policy.maxBytes | int64 | quote }}
+{{- end }}
+{{- if .Values.store.enabled }}
+{{- if not .Values.store.endpoints }}
+{{- fail "store.enabled needs store.endpoints (etcd client URLs)" }}
+{{- end }}
+- --etcd-endpoints
+- {{ join "," .Values.store.endpoints | quote }}
+- --etcd-prefix
+- {{ .Values.store.prefix | quote }}
+{{- if not (kindIs "invalid" .Values.store.maxValueBytes) }}
+- --etcd-max-value-bytes
+- {{ .Values.store.maxValueBytes | int64 | quote }}
+{{- end }}
+{{- if .Values.store.tls.secretName }}
+- --etcd-ca
+- {{ printf "%s/ca.crt" (include "iot-authz.storeTlsDir" .) }}
+{{- if .Values.store.tls.clientCert }}
+- --etcd-cert
+- {{ printf "%s/tls.crt" (include "iot-authz.storeTlsDir" .) }}
+- --etcd-key
+- {{ printf "%s/tls.key" (include "iot-authz.storeTlsDir" .) }}
+{{- end }}
+{{- end }}
 {{- end }}
 - --decision-cache-size
 - {{ .Values.decisionCache.size | int64 | quote }}

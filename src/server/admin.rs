@@ -1,0 +1,797 @@
+//! The Admin API `iotauthz.v1.Admin` (SPEC §9): role assignments, role definitions and
+//! groups written to the store.
+//!
+//! Every write goes through [`Admin::write`]: identify the actor (the policy's identity
+//! sources over the call's metadata), authorize the write by the policy itself, validate
+//! the policy it would make (the current files and store objects plus the change, compiled
+//! as one policy), then commit it in an etcd transaction that holds only if nothing under
+//! the prefix changed since the revision validated against. A lost race is validated and
+//! tried again (up to [`ATTEMPTS`] times), never applied half. Every attempt, accepted or
+//! refused, is one audit line in the decision log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use super::App;
+use super::state::LoadedPolicy;
+use crate::policy::document::{AssignmentDoc, GroupDoc, RoleDoc};
+use crate::policy::identity::IdentityInput;
+use crate::policy::syntax::{self, escape};
+use crate::policy::{CheckRequest, RequestError};
+use crate::proto::iotauthz::v1 as pb;
+use crate::store::objects::{self, Kind, Object};
+use crate::store::{self as store_mod, Store, etcd};
+
+/// How many times a write is validated and tried when another write got in first.
+pub const ATTEMPTS: usize = 5;
+
+/// The action a role definition write or delete needs at each of its assignable scopes.
+pub const ROLE_WRITE: &str = "Microsoft.Authorization/roleDefinitions/write";
+pub const ROLE_DELETE: &str = "Microsoft.Authorization/roleDefinitions/delete";
+/// The action a group write or delete needs at `/`.
+pub const GROUP_WRITE: &str = "Microsoft.Authorization/groups/write";
+pub const GROUP_DELETE: &str = "Microsoft.Authorization/groups/delete";
+/// The action listing assignments needs at the listed scope.
+pub const ASSIGNMENT_READ: &str = "Microsoft.Authorization/roleAssignments/read";
+
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+/// The Admin service.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    app: Arc<App>,
+}
+
+/// One write, as planned against the current state: the key (relative to the prefix) and
+/// the value to put, or `None` to delete it.
+struct Change {
+    key: String,
+    value: Option<Object>,
+}
+
+/// One audit line.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AuditRecord<'a> {
+    time: String,
+    api: &'static str,
+    actor: Option<&'a str>,
+    operation: &'static str,
+    object: &'a str,
+    result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
+}
+
+/// Reads the call's metadata as headers for the identity sources (text values only).
+fn metadata_headers(metadata: &tonic::metadata::MetadataMap) -> Vec<(String, String)> {
+    metadata
+        .iter()
+        .filter_map(|entry| match entry {
+            tonic::metadata::KeyAndValueRef::Ascii(k, v) => v
+                .to_str()
+                .ok()
+                .map(|v| (k.as_str().to_owned(), v.to_owned())),
+            tonic::metadata::KeyAndValueRef::Binary(..) => None,
+        })
+        .collect()
+}
+
+impl Admin {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+
+    fn store(&self) -> Result<Arc<Store>, Status> {
+        self.app.store.get().cloned().ok_or_else(|| {
+            Status::failed_precondition(
+                "this server has no store (serve --etcd-endpoints): the Admin API writes to the store",
+            )
+        })
+    }
+
+    fn policy(&self) -> Result<Arc<LoadedPolicy>, Status> {
+        self.app
+            .policy
+            .current()
+            .ok_or_else(|| Status::unavailable("no policy loaded"))
+    }
+
+    /// The caller, by the policy's identity sources over the call's metadata: a bearer
+    /// source verifies the `authorization` metadata; a present but invalid token
+    /// identifies no one and stops the search, as everywhere else.
+    fn actor(
+        app: &App,
+        policy: &LoadedPolicy,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<String, Status> {
+        use crate::policy::identity::IdentifyError;
+        let headers = metadata_headers(metadata);
+        let input = IdentityInput {
+            headers: Some(&headers),
+            metadata: None,
+            peer_principal: None,
+            verifier: Some(app.verifier()),
+            at: syntax::now(),
+        };
+        match policy.snapshot.identity.identify(&input) {
+            Ok(Some(identity)) => Ok(identity.principal),
+            Ok(None) => Err(Status::unauthenticated(
+                "no identity: the call's metadata names no principal the policy's identity sources accept",
+            )),
+            Err(IdentifyError::Ambiguous(message)) => Err(Status::unauthenticated(message)),
+            Err(IdentifyError::Rejected { issuer, reason }) => {
+                app.keys.count_rejection(&issuer, reason);
+                Err(Status::unauthenticated(format!(
+                    "noIdentity: bearer token refused ({reason})"
+                )))
+            }
+        }
+    }
+
+    fn audit(
+        &self,
+        actor: Option<&str>,
+        operation: &'static str,
+        object: &str,
+        result: Result<&str, &Status>,
+    ) {
+        let Some(log) = &self.app.decision_log else {
+            return;
+        };
+        let (outcome, message, token) = match result {
+            Ok(token) => ("accepted", None, Some(token)),
+            Err(status) => (status_name(status.code()), Some(status.message()), None),
+        };
+        log.audit(&AuditRecord {
+            time: rfc3339_now(),
+            api: "admin",
+            actor,
+            operation,
+            object,
+            result: outcome,
+            message,
+            token,
+        });
+    }
+
+    /// Plans, authorizes, validates and commits one write (see the module docs). `plan`
+    /// sees the serving policy, the actor and the store's current objects, and returns the
+    /// change or refuses it.
+    async fn write<P>(
+        &self,
+        operation: &'static str,
+        object: String,
+        metadata: &tonic::metadata::MetadataMap,
+        plan: P,
+    ) -> Result<String, Status>
+    where
+        P: Fn(&LoadedPolicy, &str, &objects::Objects) -> Result<Change, Status>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let mut actor = None;
+        let result = self.write_inner(metadata, Arc::new(plan), &mut actor).await;
+        self.audit(actor.as_deref(), operation, &object, result.as_deref());
+        result
+    }
+
+    async fn write_inner<P>(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        plan: Arc<P>,
+        actor_out: &mut Option<String>,
+    ) -> Result<String, Status>
+    where
+        P: Fn(&LoadedPolicy, &str, &objects::Objects) -> Result<Change, Status>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let store = self.store()?;
+        let policy = self.policy()?;
+        let actor = Self::actor(&self.app, &policy, metadata)?;
+        *actor_out = Some(actor.clone());
+        let prefix = store.options.prefix.clone();
+        let sentinel = format!("{prefix}{}write", objects::META).into_bytes();
+        for _ in 0..ATTEMPTS {
+            let policy = self.policy()?;
+            let (s, p, a, plan) = (store.clone(), policy.clone(), actor.clone(), plan.clone());
+            let planned = tokio::task::spawn_blocking(move || validate(&s, &p, &a, &*plan))
+                .await
+                .map_err(|e| Status::internal(format!("write not validated: {e}")))??;
+            let (change, revision) = planned;
+            let key = format!("{prefix}{}", change.key).into_bytes();
+            let op = match &change.value {
+                Some(object) => etcd::put(key, object.to_json()),
+                None => etcd::delete(key),
+            };
+            let marker = serde_json::json!({"actor": actor, "key": change.key}).to_string();
+            let prefix_bytes = prefix.as_bytes();
+            let compare =
+                etcd::unchanged_since(prefix_bytes, &etcd::prefix_end(prefix_bytes), revision);
+            let (succeeded, after) = store
+                .etcd
+                .txn(
+                    vec![compare],
+                    vec![op, etcd::put(sentinel.clone(), marker.into_bytes())],
+                )
+                .await
+                .map_err(|s| {
+                    Status::unavailable(format!(
+                        "the store could not be written: {}",
+                        store_mod::follow::status_text(&s)
+                    ))
+                })?;
+            store.contact();
+            if succeeded {
+                return Ok(store_mod::token(after));
+            }
+            // Another write got in first: wait until this replica has judged it, then plan
+            // and validate again against the new state.
+            let mut judged = store.judged();
+            let _ = tokio::time::timeout(Duration::from_secs(2), judged.wait_for(|r| *r >= after))
+                .await;
+        }
+        Err(Status::aborted(
+            "the store kept changing while this write was validated; try again",
+        ))
+    }
+}
+
+/// Plans the change on the current objects, applies it to them, compiles the policy it
+/// makes, and puts them back: returns the change and the store revision validated against.
+fn validate<P>(
+    store: &Store,
+    policy: &LoadedPolicy,
+    actor: &str,
+    plan: &P,
+) -> Result<(Change, i64), Status>
+where
+    P: Fn(&LoadedPolicy, &str, &objects::Objects) -> Result<Change, Status>,
+{
+    let mut inputs = store.inputs();
+    let revision = inputs.revision;
+    let files = inputs.files.clone().unwrap_or_default();
+    let Some(objects) = inputs.objects.as_mut() else {
+        return Err(Status::unavailable("the store has not been read yet"));
+    };
+    let change = plan(policy, actor, objects)?;
+    let old = match &change.value {
+        Some(object) => objects.insert(change.key.clone(), Ok(object.clone())),
+        None => objects.remove(&change.key),
+    };
+    let compiled = store.compose(&files, objects);
+    match old {
+        Some(old) => {
+            objects.insert(change.key.clone(), old);
+        }
+        None => {
+            objects.remove(&change.key);
+        }
+    }
+    match compiled {
+        Ok(_) => Ok((change, revision)),
+        Err(e) => Err(Status::failed_precondition(format!(
+            "the write would make the policy invalid, so nothing was written: {e}"
+        ))),
+    }
+}
+
+/// Whether `actor` is allowed `action` at `scope` now.
+fn allowed(policy: &LoadedPolicy, actor: &str, action: &str, scope: &str) -> Result<bool, Status> {
+    policy
+        .snapshot
+        .check(&CheckRequest {
+            principal: actor,
+            groups: &[],
+            action,
+            data_action: false,
+            scope,
+            at: syntax::now(),
+        })
+        .map(|d| d.allowed)
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// Refuses unless `actor` is allowed `action` at every scope.
+fn require(
+    policy: &LoadedPolicy,
+    actor: &str,
+    action: &str,
+    scopes: &[String],
+) -> Result<(), Status> {
+    let mut missing = Vec::new();
+    for scope in scopes {
+        if !allowed(policy, actor, action, scope)? {
+            missing.push(format!("`{}` at `{}`", escape(action), escape(scope)));
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "`{}` is not allowed this write; missing actions: {}",
+            escape(actor),
+            missing.join(", ")
+        )))
+    }
+}
+
+fn key(kind: Kind, id: &str) -> String {
+    format!("{}/{id}", kind.as_str())
+}
+
+/// An id for an assignment created without one: 128 bits from the clock, the process and
+/// a counter, hashed, in UUID form.
+fn new_id(actor: &str) -> String {
+    use sha2::{Digest, Sha256};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = Sha256::new();
+    h.update(actor.as_bytes());
+    h.update(std::process::id().to_le_bytes());
+    h.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    h.update(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+            .to_le_bytes(),
+    );
+    let b = h.finalize();
+    let hex: String = b.iter().take(16).map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// An id given in a request: non-empty, printable, no `/` (it becomes a key's last part).
+fn check_id(what: &str, id: &str) -> Result<(), Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument(format!("{what} is required")));
+    }
+    if id.contains('/') || id.chars().any(char::is_control) || id.len() > 512 {
+        return Err(Status::invalid_argument(format!(
+            "{what} `{}` may not hold `/` or control characters, nor be over 512 bytes",
+            escape(id)
+        )));
+    }
+    Ok(())
+}
+
+fn none_if_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+fn assignment_doc(a: &pb::RoleAssignment) -> AssignmentDoc {
+    AssignmentDoc {
+        principal: a.principal.clone(),
+        role: a.role.clone(),
+        scope: a.scope.clone(),
+        id: none_if_empty(&a.id),
+        not_before: none_if_empty(&a.not_before),
+        not_after: none_if_empty(&a.not_after),
+    }
+}
+
+fn assignment_pb(a: &AssignmentDoc) -> pb::RoleAssignment {
+    pb::RoleAssignment {
+        id: a.id.clone().unwrap_or_default(),
+        principal: a.principal.clone(),
+        role: a.role.clone(),
+        scope: a.scope.clone(),
+        not_before: a.not_before.clone().unwrap_or_default(),
+        not_after: a.not_after.clone().unwrap_or_default(),
+    }
+}
+
+fn role_doc(r: &pb::RoleDefinition) -> RoleDoc {
+    RoleDoc {
+        name: r.name.clone(),
+        id: none_if_empty(&r.id),
+        description: none_if_empty(&r.description),
+        actions: r.actions.clone(),
+        not_actions: r.not_actions.clone(),
+        data_actions: r.data_actions.clone(),
+        not_data_actions: r.not_data_actions.clone(),
+        assignable_scopes: (!r.assignable_scopes.is_empty()).then(|| r.assignable_scopes.clone()),
+    }
+}
+
+fn assignable(r: &RoleDoc) -> Vec<String> {
+    r.assignable_scopes
+        .clone()
+        .unwrap_or_else(|| vec!["/".to_owned()])
+}
+
+fn stored_role(objects: &objects::Objects, id: &str) -> Option<RoleDoc> {
+    match objects.get(&key(Kind::Roles, id)) {
+        Some(Ok(Object::Role(r))) => Some(r.clone()),
+        _ => None,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for Admin {
+    async fn create_role_assignment(
+        &self,
+        request: Request<pb::CreateRoleAssignmentRequest>,
+    ) -> Result<Response<pb::CreateRoleAssignmentResponse>, Status> {
+        let (metadata, _, body) = request.into_parts();
+        let given = body
+            .assignment
+            .ok_or_else(|| Status::invalid_argument("assignment is required"))?;
+        let mut doc = assignment_doc(&given);
+        if doc.id.is_none() {
+            doc.id = Some(new_id(&doc.principal));
+        }
+        let id = doc.id.clone().unwrap_or_default();
+        check_id("assignment id", &id)?;
+        let object = key(Kind::Assignments, &id);
+        let planned = doc.clone();
+        let token = self
+            .write("createRoleAssignment", object, &metadata, move |policy, actor, objects| {
+                let k = key(Kind::Assignments, &id);
+                if objects.contains_key(&k) {
+                    return Err(Status::already_exists(format!(
+                        "role assignment `{}` already exists",
+                        escape(&id)
+                    )));
+                }
+                for (field, value) in [
+                    ("principal", &planned.principal),
+                    ("role", &planned.role),
+                    ("scope", &planned.scope),
+                ] {
+                    if value.is_empty() {
+                        return Err(Status::invalid_argument(format!("assignment.{field} is required")));
+                    }
+                }
+                syntax::principal_type(&planned.principal)
+                    .map_err(|e| Status::invalid_argument(format!("invalid principal: {e}")))?;
+                match policy
+                    .snapshot
+                    .check_assign(actor, &planned.role, &planned.scope, syntax::now())
+                {
+                    Ok(check) if !check.missing_actions.is_empty() => {
+                        Err(Status::permission_denied(format!(
+                            "`{}` may not assign role `{}` at `{}` (no escalation); missing actions: {}",
+                            escape(actor),
+                            escape(&planned.role),
+                            escape(&planned.scope),
+                            check.missing_actions.iter().map(|a| escape(a)).collect::<Vec<_>>().join(", ")
+                        )))
+                    }
+                    // Not assignable at the scope: the validation below names the rule.
+                    Ok(_) => Ok(()),
+                    Err(RequestError::Role(m)) => Err(Status::failed_precondition(format!(
+                        "unknown role: {m}, so nothing was written"
+                    ))),
+                    Err(e) => Err(Status::invalid_argument(e.to_string())),
+                }?;
+                Ok(Change {
+                    key: k,
+                    value: Some(Object::Assignment(planned.clone())),
+                })
+            })
+            .await?;
+        Ok(Response::new(pb::CreateRoleAssignmentResponse {
+            assignment: Some(assignment_pb(&doc)),
+            token,
+        }))
+    }
+
+    async fn delete_role_assignment(
+        &self,
+        request: Request<pb::DeleteRoleAssignmentRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let (metadata, _, body) = request.into_parts();
+        check_id("id", &body.id)?;
+        let id = body.id;
+        let object = key(Kind::Assignments, &id);
+        let token = self
+            .write(
+                "deleteRoleAssignment",
+                object,
+                &metadata,
+                move |policy, actor, objects| {
+                    let k = key(Kind::Assignments, &id);
+                    let Some(Ok(Object::Assignment(existing))) = objects.get(&k) else {
+                        return Err(Status::not_found(format!(
+                            "role assignment `{}` is not in the store",
+                            escape(&id)
+                        )));
+                    };
+                    require(
+                        policy,
+                        actor,
+                        &policy.snapshot.identity.unassign_action,
+                        std::slice::from_ref(&existing.scope),
+                    )?;
+                    Ok(Change {
+                        key: k,
+                        value: None,
+                    })
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::WriteResponse { token }))
+    }
+
+    async fn list_role_assignments(
+        &self,
+        request: Request<pb::ListRoleAssignmentsRequest>,
+    ) -> Result<Response<pb::ListRoleAssignmentsResponse>, Status> {
+        let (metadata, _, body) = request.into_parts();
+        let store = self.store()?;
+        let deadline = call_deadline(&metadata);
+        store_mod::wait_for(&self.app, &body.at_least, deadline)
+            .await
+            .map_err(token_status)?;
+        let policy = self.policy()?;
+        let actor = Self::actor(&self.app, &policy, &metadata)?;
+        let scope = if body.scope.is_empty() {
+            "/"
+        } else {
+            body.scope.as_str()
+        };
+        let scope_key = syntax::normalize_scope(scope)
+            .map_err(|e| Status::invalid_argument(format!("invalid scope: {e}")))?
+            .to_ascii_lowercase();
+        require(&policy, &actor, ASSIGNMENT_READ, &[scope.to_owned()])?;
+        let role = (!body.role.is_empty())
+            .then(|| policy.snapshot.role(&body.role))
+            .flatten()
+            .map(|r| (r.name.to_string(), r.id.as_deref().map(str::to_owned)));
+        if !body.role.is_empty() && role.is_none() {
+            return Err(Status::not_found(format!(
+                "role `{}` is not defined",
+                escape(&body.role)
+            )));
+        }
+        let size = match body.page_size as usize {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let start = if body.page_token.is_empty() {
+            key(Kind::Assignments, "")
+        } else {
+            body.page_token
+                .strip_prefix('k')
+                .filter(|k| k.starts_with("assignments/"))
+                .map(|k| format!("{k}\u{0}"))
+                .ok_or_else(|| {
+                    Status::invalid_argument("page_token is not one this service issued")
+                })?
+        };
+        let token = store_mod::token_of(&policy);
+        let inputs = store.inputs();
+        let mut out = Vec::new();
+        let mut next = String::new();
+        if let Some(objects) = &inputs.objects {
+            for (k, object) in objects.range(start..) {
+                if !k.starts_with("assignments/") {
+                    break;
+                }
+                let Ok(Object::Assignment(a)) = object else {
+                    continue;
+                };
+                if !body.principal.is_empty() && a.principal != body.principal {
+                    continue;
+                }
+                if let Some((name, id)) = &role
+                    && !(a.role.eq_ignore_ascii_case(name)
+                        || id.as_deref() == Some(a.role.as_str()))
+                {
+                    continue;
+                }
+                let at = syntax::normalize_scope(&a.scope)
+                    .map(str::to_ascii_lowercase)
+                    .unwrap_or_default();
+                let below = scope_key == "/"
+                    || at == scope_key
+                    || at
+                        .strip_prefix(&scope_key)
+                        .is_some_and(|r| r.starts_with('/'));
+                if !below {
+                    continue;
+                }
+                if out.len() == size {
+                    next = format!(
+                        "k{}",
+                        out.last()
+                            .map_or(k.as_str(), |(k, _): &(String, _)| k.as_str())
+                    );
+                    break;
+                }
+                out.push((k.clone(), assignment_pb(a)));
+            }
+        }
+        Ok(Response::new(pb::ListRoleAssignmentsResponse {
+            assignments: out.into_iter().map(|(_, a)| a).collect(),
+            next_page_token: next,
+            token,
+        }))
+    }
+
+    async fn put_role_definition(
+        &self,
+        request: Request<pb::PutRoleDefinitionRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let (metadata, _, body) = request.into_parts();
+        let role = role_doc(
+            &body
+                .role
+                .ok_or_else(|| Status::invalid_argument("role is required"))?,
+        );
+        if role.name.is_empty() {
+            return Err(Status::invalid_argument("role.name is required"));
+        }
+        let id = role.id.clone().unwrap_or_else(|| role.name.clone());
+        check_id("role id (or name, without an id)", &id)?;
+        let object = key(Kind::Roles, &id);
+        let token = self
+            .write(
+                "putRoleDefinition",
+                object,
+                &metadata,
+                move |policy, actor, objects| {
+                    let mut scopes = assignable(&role);
+                    if let Some(old) = stored_role(objects, &id) {
+                        scopes.extend(assignable(&old));
+                    }
+                    require(policy, actor, ROLE_WRITE, &scopes)?;
+                    Ok(Change {
+                        key: key(Kind::Roles, &id),
+                        value: Some(Object::Role(role.clone())),
+                    })
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::WriteResponse { token }))
+    }
+
+    async fn delete_role_definition(
+        &self,
+        request: Request<pb::DeleteRoleDefinitionRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let (metadata, _, body) = request.into_parts();
+        check_id("id", &body.id)?;
+        let id = body.id;
+        let object = key(Kind::Roles, &id);
+        let token = self
+            .write(
+                "deleteRoleDefinition",
+                object,
+                &metadata,
+                move |policy, actor, objects| {
+                    let Some(old) = stored_role(objects, &id) else {
+                        return Err(Status::not_found(format!(
+                            "role definition `{}` is not in the store",
+                            escape(&id)
+                        )));
+                    };
+                    require(policy, actor, ROLE_DELETE, &assignable(&old))?;
+                    Ok(Change {
+                        key: key(Kind::Roles, &id),
+                        value: None,
+                    })
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::WriteResponse { token }))
+    }
+
+    async fn put_group(
+        &self,
+        request: Request<pb::PutGroupRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let (metadata, _, body) = request.into_parts();
+        let group = body
+            .group
+            .ok_or_else(|| Status::invalid_argument("group is required"))?;
+        check_id("group.id", &group.id)?;
+        let doc = GroupDoc {
+            id: group.id.clone(),
+            members: group.members,
+        };
+        let object = key(Kind::Groups, &group.id);
+        let token = self
+            .write("putGroup", object, &metadata, move |policy, actor, _| {
+                require(policy, actor, GROUP_WRITE, &["/".to_owned()])?;
+                Ok(Change {
+                    key: key(Kind::Groups, &doc.id),
+                    value: Some(Object::Group(doc.clone())),
+                })
+            })
+            .await?;
+        Ok(Response::new(pb::WriteResponse { token }))
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let (metadata, _, body) = request.into_parts();
+        check_id("id", &body.id)?;
+        let id = body.id;
+        let object = key(Kind::Groups, &id);
+        let token = self
+            .write(
+                "deleteGroup",
+                object,
+                &metadata,
+                move |policy, actor, objects| {
+                    let k = key(Kind::Groups, &id);
+                    if !objects.contains_key(&k) {
+                        return Err(Status::not_found(format!(
+                            "group `{}` is not in the store",
+                            escape(&id)
+                        )));
+                    }
+                    require(policy, actor, GROUP_DELETE, &["/".to_owned()])?;
+                    Ok(Change {
+                        key: k,
+                        value: None,
+                    })
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::WriteResponse { token }))
+    }
+}
+
+/// The caller's deadline (`grpc-timeout`), if it sent one.
+pub fn call_deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// A token that could not be honoured, as a gRPC status.
+pub fn token_status(e: store_mod::TokenError) -> Status {
+    match e {
+        store_mod::TokenError::Invalid(m) => Status::invalid_argument(m),
+        store_mod::TokenError::Behind(m) => Status::unavailable(m),
+    }
+}
+
+fn status_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::PermissionDenied => "permissionDenied",
+        tonic::Code::FailedPrecondition => "failedPrecondition",
+        tonic::Code::Unauthenticated => "unauthenticated",
+        tonic::Code::InvalidArgument => "invalidArgument",
+        tonic::Code::NotFound => "notFound",
+        tonic::Code::AlreadyExists => "alreadyExists",
+        tonic::Code::Unavailable => "unavailable",
+        tonic::Code::Aborted => "aborted",
+        _ => "error",
+    }
+}
+
+fn rfc3339_now() -> String {
+    syntax::format_time(syntax::now())
+}

@@ -1,0 +1,236 @@
+//! A small client of etcd's v3 gRPC API (KV and Watch), generated from the vendored protos
+//! (`proto/vendor/etcd/`): ranges read page by page at one revision, transactions, and the
+//! watch stream.
+
+use std::time::Duration;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::proto::etcd::etcdserverpb::{
+    self as pb, Compare, RangeRequest, RequestOp, TxnRequest, compare, kv_client::KvClient,
+    request_op, watch_client::WatchClient,
+};
+
+/// How many keys one range request reads.
+const PAGE: i64 = 1000;
+
+/// TLS for the connection to etcd (`https://` endpoints).
+#[derive(Debug, Clone, Default)]
+pub struct EtcdTls {
+    /// PEM bundle of the certificate authorities trusted for etcd's certificate.
+    pub ca: Option<Vec<u8>>,
+    /// PEM client certificate and key, when etcd asks for one (`--client-cert-auth`).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A connection to an etcd cluster (requests are spread over every endpoint that answers).
+#[derive(Debug, Clone)]
+pub struct Etcd {
+    pub kv: KvClient<Channel>,
+    pub watch: WatchClient<Channel>,
+}
+
+/// One key and its value, with the revision it was last written at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub mod_revision: i64,
+}
+
+impl Etcd {
+    /// Connects lazily: the first request opens the connections.
+    pub fn connect(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<Self, String> {
+        if endpoints.is_empty() {
+            return Err("no etcd endpoint given".into());
+        }
+        let mut list = Vec::new();
+        for url in endpoints {
+            let mut endpoint = Endpoint::from_shared(url.clone())
+                .map_err(|e| {
+                    format!(
+                        "etcd endpoint `{}`: {e}",
+                        crate::policy::syntax::escape(url)
+                    )
+                })?
+                .connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5))
+                .keep_alive_while_idle(true);
+            if let Some(tls) = tls {
+                let mut config = ClientTlsConfig::new();
+                if let Some(ca) = &tls.ca {
+                    config = config.ca_certificate(Certificate::from_pem(ca));
+                }
+                if let Some((cert, key)) = &tls.identity {
+                    config = config.identity(Identity::from_pem(cert, key));
+                }
+                endpoint = endpoint
+                    .tls_config(config)
+                    .map_err(|e| format!("etcd TLS: {e}"))?;
+            }
+            list.push(endpoint);
+        }
+        let channel = Channel::balance_list(list.into_iter());
+        Ok(Self {
+            kv: KvClient::new(channel.clone()),
+            watch: WatchClient::new(channel),
+        })
+    }
+
+    /// Every key under `prefix`, read at one revision (the first page's), page by page.
+    /// Returns the pairs in key order and that revision.
+    pub async fn range_prefix(&self, prefix: &[u8]) -> Result<(Vec<KeyValue>, i64), tonic::Status> {
+        let end = prefix_end(prefix);
+        let mut kv = self.kv.clone();
+        let mut out = Vec::new();
+        let mut start = prefix.to_vec();
+        let mut revision = 0;
+        loop {
+            let response = kv
+                .range(RangeRequest {
+                    key: start.clone(),
+                    range_end: end.clone(),
+                    limit: PAGE,
+                    revision,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            if revision == 0 {
+                revision = response.header.as_ref().map_or(0, |h| h.revision);
+            }
+            let more = response.more;
+            let last = response.kvs.last().map(|kv| kv.key.clone());
+            out.extend(response.kvs.into_iter().map(|kv| KeyValue {
+                key: kv.key,
+                value: kv.value,
+                mod_revision: kv.mod_revision,
+            }));
+            match (more, last) {
+                (true, Some(mut last)) => {
+                    last.push(0);
+                    start = last;
+                }
+                _ => return Ok((out, revision)),
+            }
+        }
+    }
+
+    /// One key, read linearizably; also proves that a quorum answers. Returns the key (if
+    /// present) and the store's revision.
+    pub async fn get(&self, key: &[u8]) -> Result<(Option<KeyValue>, i64), tonic::Status> {
+        let response = self
+            .kv
+            .clone()
+            .range(RangeRequest {
+                key: key.to_vec(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let revision = response.header.as_ref().map_or(0, |h| h.revision);
+        Ok((
+            response.kvs.into_iter().next().map(|kv| KeyValue {
+                key: kv.key,
+                value: kv.value,
+                mod_revision: kv.mod_revision,
+            }),
+            revision,
+        ))
+    }
+
+    /// Runs `ops` if every comparison holds. Returns whether it did, and the revision of
+    /// the store after the transaction.
+    pub async fn txn(
+        &self,
+        compare: Vec<Compare>,
+        ops: Vec<RequestOp>,
+    ) -> Result<(bool, i64), tonic::Status> {
+        let response = self
+            .kv
+            .clone()
+            .txn(TxnRequest {
+                compare,
+                success: ops,
+                failure: Vec::new(),
+            })
+            .await?
+            .into_inner();
+        Ok((
+            response.succeeded,
+            response.header.as_ref().map_or(0, |h| h.revision),
+        ))
+    }
+}
+
+/// The end of the range holding every key that starts with `prefix` (etcd's convention:
+/// the prefix with its last byte below 0xff incremented; `\0` for "to the end").
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// "No key in `[key, range_end)` was written after `revision`" (nor created after it).
+pub fn unchanged_since(key: &[u8], range_end: &[u8], revision: i64) -> Compare {
+    Compare {
+        result: compare::CompareResult::Less as i32,
+        target: compare::CompareTarget::Mod as i32,
+        key: key.to_vec(),
+        range_end: range_end.to_vec(),
+        target_union: Some(compare::TargetUnion::ModRevision(revision + 1)),
+    }
+}
+
+/// "The key's last write was at `mod_revision`" (0: the key does not exist).
+pub fn mod_revision_is(key: &[u8], mod_revision: i64) -> Compare {
+    Compare {
+        result: compare::CompareResult::Equal as i32,
+        target: compare::CompareTarget::Mod as i32,
+        key: key.to_vec(),
+        range_end: Vec::new(),
+        target_union: Some(compare::TargetUnion::ModRevision(mod_revision)),
+    }
+}
+
+/// A put, as one operation of a transaction.
+pub fn put(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestPut(pb::PutRequest {
+            key,
+            value,
+            ..Default::default()
+        })),
+    }
+}
+
+/// A delete of one key, as one operation of a transaction.
+pub fn delete(key: Vec<u8>) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestDeleteRange(
+            pb::DeleteRangeRequest {
+                key,
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_increments_the_last_byte_below_0xff() {
+        assert_eq!(prefix_end(b"/iot-authz/"), b"/iot-authz0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+    }
+}

@@ -1,0 +1,239 @@
+//! Following the store: read the prefix once, then apply etcd's watch from that revision;
+//! a compacted or broken watch (or an unreachable etcd) is resumed by a fresh read, with
+//! backoff. A prober reads one key linearizably now and then, so that the status says how
+//! long ago etcd last answered even when nothing changes.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{Store, objects};
+use crate::proto::etcd::etcdserverpb::{
+    WatchCreateRequest, WatchProgressRequest, WatchRequest, watch_request::RequestUnion,
+};
+use crate::proto::etcd::mvccpb::event::EventType;
+use crate::server::App;
+
+/// The first and the longest wait between attempts to reach etcd.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// How often the prober asks etcd, and how long it waits for an answer.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a watch ended.
+enum WatchEnd {
+    /// Read everything again (compacted, canceled, or the stream failed).
+    Reload(String),
+}
+
+/// Follows the store until `stop` completes.
+pub async fn follow(store: Arc<Store>, app: Arc<App>, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    let prober = tokio::spawn(probe(store.clone()));
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let attempt = async {
+            let revision = load(&store, &app).await?;
+            Ok::<_, String>(watch(&store, &app, revision).await)
+        };
+        let outcome = tokio::select! {
+            () = &mut stop => break,
+            outcome = attempt => outcome,
+        };
+        match outcome {
+            Ok(WatchEnd::Reload(why)) => {
+                tracing::warn!(reason = %why, "store watch ended; reading the store again");
+                backoff = BACKOFF_MIN;
+            }
+            Err(e) => {
+                store.lost();
+                if app.policy.current().is_none() {
+                    app.policy
+                        .record_error(format!("the store could not be read: {e}"));
+                }
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "the store could not be read");
+            }
+        }
+        tokio::select! {
+            () = &mut stop => break,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+    prober.abort();
+}
+
+/// Reads every object under the prefix and installs the policy they make with the files.
+/// Returns the revision read at.
+async fn load(store: &Arc<Store>, app: &Arc<App>) -> Result<i64, String> {
+    let prefix = store.options.prefix.as_bytes().to_vec();
+    let (pairs, revision) = store
+        .etcd
+        .range_prefix(&prefix)
+        .await
+        .map_err(|s| status_text(&s))?;
+    store.contact();
+    let max = store.options.max_value_bytes;
+    let objects: objects::Objects = pairs
+        .into_iter()
+        .filter_map(|kv| {
+            let rel = &kv.key[prefix.len().min(kv.key.len())..];
+            let key = String::from_utf8_lossy(rel).into_owned();
+            match objects::decode(rel, &kv.value, max) {
+                Ok(Some(o)) => Some((key, Ok(o))),
+                Ok(None) => None,
+                Err(e) => Some((key, Err(e))),
+            }
+        })
+        .collect();
+    let count = objects.len();
+    {
+        let mut inputs = store.inputs();
+        inputs.objects = Some(objects);
+        inputs.revision = revision;
+        inputs.consistent = false;
+    }
+    let (s, a) = (store.clone(), app.clone());
+    let outcome = tokio::task::spawn_blocking(move || s.recompile(&a))
+        .await
+        .map_err(|e| format!("store load failed: {e}"))?;
+    tracing::info!(revision, objects = count, outcome = ?outcome, "store read");
+    Ok(revision)
+}
+
+/// Applies the watch from `revision + 1` until it ends.
+async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
+    let prefix = store.options.prefix.as_bytes().to_vec();
+    let (tx, rx) = mpsc::channel(4);
+    let create = WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: prefix.clone(),
+            range_end: super::etcd::prefix_end(&prefix),
+            start_revision: revision + 1,
+            ..Default::default()
+        })),
+    };
+    if tx.send(create).await.is_err() {
+        return WatchEnd::Reload("watch request not sent".into());
+    }
+    let mut stream = match store
+        .etcd
+        .watch
+        .clone()
+        .watch(ReceiverStream::new(rx))
+        .await
+    {
+        Ok(s) => s.into_inner(),
+        Err(s) => return WatchEnd::Reload(status_text(&s)),
+    };
+    let max = store.options.max_value_bytes;
+    loop {
+        let message = tokio::select! {
+            m = stream.message() => m,
+            () = store.progress.notified() => {
+                let progress = WatchRequest {
+                    request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})),
+                };
+                if tx.send(progress).await.is_err() {
+                    return WatchEnd::Reload("watch request not sent".into());
+                }
+                continue;
+            }
+        };
+        let response = match message {
+            Ok(Some(r)) => r,
+            Ok(None) => return WatchEnd::Reload("the watch stream ended".into()),
+            Err(s) => return WatchEnd::Reload(status_text(&s)),
+        };
+        store.contact();
+        if response.compact_revision != 0 {
+            return WatchEnd::Reload(format!(
+                "the watch was compacted at revision {}",
+                response.compact_revision
+            ));
+        }
+        if response.canceled {
+            return WatchEnd::Reload(format!(
+                "the watch was canceled: {}",
+                response.cancel_reason
+            ));
+        }
+        let header = response.header.as_ref().map_or(0, |h| h.revision);
+        if response.events.is_empty() {
+            // Created, or a progress report: nothing under the prefix changed up to here.
+            if !response.created {
+                store.advance(app, header);
+            }
+            continue;
+        }
+        let mut last = 0;
+        {
+            let mut inputs = store.inputs();
+            let Some(objects) = inputs.objects.as_mut() else {
+                return WatchEnd::Reload("no objects to apply the watch to".into());
+            };
+            for event in &response.events {
+                let Some(kv) = &event.kv else { continue };
+                last = last.max(kv.mod_revision);
+                let rel = &kv.key[prefix.len().min(kv.key.len())..];
+                let key = String::from_utf8_lossy(rel).into_owned();
+                if event.r#type == EventType::Delete as i32 {
+                    objects.remove(&key);
+                    continue;
+                }
+                match objects::decode(rel, &kv.value, max) {
+                    Ok(Some(o)) => {
+                        objects.insert(key, Ok(o));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        objects.insert(key, Err(e));
+                    }
+                }
+            }
+            inputs.revision = inputs.revision.max(last);
+        }
+        let (s, a) = (store.clone(), app.clone());
+        match tokio::task::spawn_blocking(move || s.recompile(&a)).await {
+            Ok(outcome) => {
+                tracing::debug!(revision = last, outcome = ?outcome, "store change applied")
+            }
+            Err(e) => return WatchEnd::Reload(format!("store change not applied: {e}")),
+        }
+        if header > last {
+            store.advance(app, header);
+        }
+    }
+}
+
+/// Asks etcd for one key now and then (a linearizable read, so a minority member does not
+/// count as contact), recording whether and when it answered.
+async fn probe(store: Arc<Store>) {
+    let key = format!("{}{}write", store.options.prefix, objects::META).into_bytes();
+    loop {
+        match tokio::time::timeout(PROBE_TIMEOUT, store.etcd.get(&key)).await {
+            Ok(Ok(_)) => store.contact(),
+            _ => store.lost(),
+        }
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
+}
+
+/// A gRPC status from etcd, for messages (etcd's own message, which holds no user data).
+pub fn status_text(status: &tonic::Status) -> String {
+    let message = status.message();
+    if message.is_empty() {
+        format!("etcd: {:?}", status.code())
+    } else {
+        format!(
+            "etcd: {:?}: {}",
+            status.code(),
+            crate::policy::syntax::escape_controls(message)
+        )
+    }
+}

@@ -1,0 +1,623 @@
+//! The Admin API (SPEC §9) against a real etcd: grants and revocations authorized by the
+//! policy itself, each write-time rule refused with nothing written (read back from etcd),
+//! concurrent revocations of the last administrators, and the audit lines.
+
+use iot_authz::proto::iotauthz::v1 as pb;
+use iot_authz::proto::iotauthz::v1::admin_client::AdminClient;
+use iot_authz::server::AppOptions;
+use iot_authz::server::decision_log::LogTarget;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::store::{PREFIX, allowed, assignment};
+use crate::support::TestServer;
+use crate::support::etcd::{Etcd, judged, serve_with_store_options};
+
+/// Roles in the files; two App Administrators in the store, which must keep at least one.
+const FILES: &str = r#"
+version: 1
+actions:
+  - name: Devices/read
+  - name: Devices/write
+roles:
+  - name: Reader
+    id: r-reader
+    actions: ["Devices/read"]
+  - name: Device Writer
+    id: r-writer
+    actions: ["Devices/read", "Devices/write"]
+  - name: App Administrator
+    id: r-admin
+    actions: ["*"]
+    assignableScopes: ["/apps"]
+  - name: User Administrator
+    id: r-useradmin
+    actions: ["Microsoft.Authorization/*", "Devices/read"]
+assignments:
+  - {principal: "user:helpdesk", role: User Administrator, scope: /, id: f-1}
+constraints:
+  - minAssignments: {role: App Administrator, scope: /apps/fleet, count: 1}
+"#;
+
+struct Fixture {
+    etcd: Etcd,
+    server: TestServer,
+    store: std::sync::Arc<iot_authz::store::Store>,
+    log: tempfile::NamedTempFile,
+}
+
+async fn fixture() -> Fixture {
+    let etcd = Etcd::start().await;
+    etcd.put(
+        "/t/assignments/admin-1",
+        assignment("admin-1", "user:root1", "App Administrator", "/apps").as_bytes(),
+    );
+    etcd.put(
+        "/t/assignments/admin-2",
+        assignment("admin-2", "user:root2", "App Administrator", "/apps").as_bytes(),
+    );
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let options = AppOptions {
+        decision_log: Some((LogTarget::File(log.path().to_owned()), 1.0)),
+        ..AppOptions::default()
+    };
+    let (server, store) = serve_with_store_options(
+        etcd.endpoints(),
+        PREFIX,
+        &[("roles.yaml", FILES)],
+        |_| {},
+        &options,
+        true,
+    )
+    .await;
+    Fixture {
+        etcd,
+        server,
+        store,
+        log,
+    }
+}
+
+async fn admin(server: &TestServer) -> AdminClient<Channel> {
+    AdminClient::connect(server.grpc_url()).await.unwrap()
+}
+
+fn as_actor<T>(actor: &str, message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut()
+        .insert("x-iotauthz-principal", actor.parse().unwrap());
+    r
+}
+
+fn grant(id: &str, principal: &str, role: &str, scope: &str) -> pb::CreateRoleAssignmentRequest {
+    pb::CreateRoleAssignmentRequest {
+        assignment: Some(pb::RoleAssignment {
+            id: id.into(),
+            principal: principal.into(),
+            role: role.into(),
+            scope: scope.into(),
+            ..Default::default()
+        }),
+    }
+}
+
+fn revision(token: &str) -> i64 {
+    token.strip_prefix('r').unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn grant_list_and_revoke_through_the_admin_api() {
+    let f = fixture().await;
+    let mut c = admin(&f.server).await;
+    let created = c
+        .create_role_assignment(as_actor(
+            "user:root1",
+            grant("g-1", "user:bob", "Reader", "/apps/fleet"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.assignment.unwrap().id, "g-1");
+    let stored: serde_json::Value =
+        serde_json::from_str(&f.etcd.get("/t/assignments/g-1").unwrap()).unwrap();
+    assert_eq!(stored["principal"], "user:bob");
+    assert_eq!(stored["role"], "Reader");
+    judged(&f.store, revision(&created.token)).await;
+    assert!(allowed(&f.server, "user:bob", "Devices/read", "/apps/fleet/d1").await);
+
+    // An id is generated when none is given.
+    let generated = c
+        .create_role_assignment(as_actor(
+            "user:root1",
+            grant("", "user:carol", "Reader", "/apps/fleet"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = generated.assignment.unwrap().id;
+    assert_eq!(id.len(), 36, "{id}");
+    assert!(f.etcd.get(&format!("/t/assignments/{id}")).is_some());
+    judged(&f.store, revision(&generated.token)).await;
+
+    // Listing: filters and pages.
+    let list = c
+        .list_role_assignments(as_actor(
+            "user:root1",
+            pb::ListRoleAssignmentsRequest {
+                role: "app administrator".into(),
+                scope: "/apps".into(),
+                page_size: 1,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.assignments.len(), 1);
+    assert_eq!(list.assignments[0].id, "admin-1");
+    assert!(!list.next_page_token.is_empty());
+    let next = c
+        .list_role_assignments(as_actor(
+            "user:root1",
+            pb::ListRoleAssignmentsRequest {
+                role: "r-admin".into(),
+                scope: "/apps".into(),
+                page_size: 1,
+                page_token: list.next_page_token,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next.assignments[0].id, "admin-2");
+    assert!(next.next_page_token.is_empty());
+    let under = c
+        .list_role_assignments(as_actor(
+            "user:root1",
+            pb::ListRoleAssignmentsRequest {
+                principal: "user:bob".into(),
+                scope: "/APPS".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(under.assignments.len(), 1);
+    assert_eq!(under.assignments[0].scope, "/apps/fleet");
+
+    // Revoke.
+    let deleted = c
+        .delete_role_assignment(as_actor(
+            "user:root1",
+            pb::DeleteRoleAssignmentRequest { id: "g-1".into() },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(f.etcd.get("/t/assignments/g-1").is_none());
+    judged(&f.store, revision(&deleted.token)).await;
+    assert!(!allowed(&f.server, "user:bob", "Devices/read", "/apps/fleet/d1").await);
+
+    // Every attempt is one audit line, refused ones too.
+    let err = c
+        .delete_role_assignment(as_actor(
+            "user:bob",
+            pb::DeleteRoleAssignmentRequest {
+                id: "admin-1".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("roleAssignments/delete"),
+        "{}",
+        err.message()
+    );
+    let audit = read_audit(&f.log, 4).await;
+    let lines: Vec<serde_json::Value> = audit
+        .iter()
+        .filter(|l| l["api"] == "admin")
+        .cloned()
+        .collect();
+    assert_eq!(lines.len(), 4, "{audit:?}");
+    assert_eq!(lines[0]["operation"], "createRoleAssignment");
+    assert_eq!(lines[0]["actor"], "user:root1");
+    assert_eq!(lines[0]["object"], "assignments/g-1");
+    assert_eq!(lines[0]["result"], "accepted");
+    assert_eq!(lines[0]["token"], created.token.as_str());
+    assert_eq!(lines[2]["operation"], "deleteRoleAssignment");
+    assert_eq!(lines[3]["result"], "permissionDenied");
+    assert_eq!(lines[3]["actor"], "user:bob");
+}
+
+/// Waits (bounded) until the log holds at least `n` admin lines, and returns every line.
+async fn read_audit(log: &tempfile::NamedTempFile, n: usize) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.iter().filter(|l| l["api"] == "admin").count() >= n
+            || tokio::time::Instant::now() > deadline
+        {
+            return lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn escalation_is_refused_with_the_missing_actions_and_nothing_is_written() {
+    let f = fixture().await;
+    let mut c = admin(&f.server).await;
+    // The help desk holds Microsoft.Authorization/* and Devices/read: it may grant Reader
+    // but not Device Writer, whose Devices/write it lacks.
+    let err = c
+        .create_role_assignment(as_actor(
+            "user:helpdesk",
+            grant("e-1", "user:bob", "Device Writer", "/apps/fleet"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("Devices/write"), "{}", err.message());
+    assert!(!err.message().contains("Devices/read"), "{}", err.message());
+    assert!(f.etcd.get("/t/assignments/e-1").is_none());
+    c.create_role_assignment(as_actor(
+        "user:helpdesk",
+        grant("e-2", "user:bob", "Reader", "/apps/fleet"),
+    ))
+    .await
+    .unwrap();
+    assert!(f.etcd.get("/t/assignments/e-2").is_some());
+    // No identity at all.
+    let err = c
+        .create_role_assignment(grant("e-3", "user:bob", "Reader", "/apps"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(f.etcd.get("/t/assignments/e-3").is_none());
+}
+
+#[tokio::test]
+async fn each_write_time_rule_is_refused_by_name_and_nothing_is_written() {
+    let f = fixture().await;
+    let mut c = admin(&f.server).await;
+    // Unknown role.
+    let err = c
+        .create_role_assignment(as_actor(
+            "user:root1",
+            grant("v-1", "user:bob", "No Such Role", "/apps"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("unknown role"), "{}", err.message());
+    assert!(f.etcd.get("/t/assignments/v-1").is_none());
+    // Outside the role's assignable scopes.
+    let err = c
+        .create_role_assignment(as_actor(
+            "user:helpdesk",
+            grant("v-2", "user:root3", "Reader", "/"),
+        ))
+        .await;
+    assert!(err.is_ok(), "Reader is assignable at /: {err:?}");
+    let err = c
+        .create_role_assignment(as_actor(
+            "user:root1",
+            grant("v-3", "user:bob", "App Administrator", "/other"),
+        ))
+        .await
+        .unwrap_err();
+    // root1 holds nothing at /other: refused before validation, nothing written.
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(f.etcd.get("/t/assignments/v-3").is_none());
+    let err = c
+        .create_role_assignment(as_actor(
+            "user:helpdesk",
+            grant("v-4", "user:bob", "Reader", "/apps"),
+        ))
+        .await;
+    assert!(err.is_ok());
+    // Group cycle.
+    let group = |id: &str, members: &[&str]| pb::PutGroupRequest {
+        group: Some(pb::Group {
+            id: id.into(),
+            members: members.iter().map(|m| (*m).to_owned()).collect(),
+        }),
+    };
+    c.put_group(as_actor("user:root1", group("group:a", &["group:b"])))
+        .await
+        .unwrap_err()
+        .code()
+        .eq(&Code::PermissionDenied)
+        .then_some(())
+        .expect("groups need Microsoft.Authorization/groups/write at /, which root1 lacks");
+    c.put_group(as_actor("user:helpdesk", group("group:a", &["group:b"])))
+        .await
+        .unwrap();
+    let err = c
+        .put_group(as_actor("user:helpdesk", group("group:b", &["group:a"])))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("group membership cycle"),
+        "{}",
+        err.message()
+    );
+    assert!(f.etcd.get("/t/groups/group:b").is_none());
+    assert!(f.etcd.get("/t/groups/group:a").is_some());
+    // A role whose assignable scopes exclude an existing assignment of it.
+    let err = c
+        .put_role_definition(as_actor(
+            "user:helpdesk",
+            pb::PutRoleDefinitionRequest {
+                role: Some(pb::RoleDefinition {
+                    name: "Operator".into(),
+                    id: "r-op".into(),
+                    actions: vec!["Devices/read".into()],
+                    assignable_scopes: vec!["/apps".into()],
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await;
+    assert!(err.is_ok(), "{err:?}");
+    let value = f.etcd.get("/t/roles/r-op").unwrap();
+    assert!(
+        value.contains("\"assignableScopes\":[\"/apps\"]"),
+        "{value}"
+    );
+    let token = c
+        .create_role_assignment(as_actor(
+            "user:helpdesk",
+            grant("v-5", "user:bob", "Operator", "/apps/fleet"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    judged(&f.store, revision(&token)).await;
+    let err = c
+        .put_role_definition(as_actor(
+            "user:helpdesk",
+            pb::PutRoleDefinitionRequest {
+                role: Some(pb::RoleDefinition {
+                    name: "Operator".into(),
+                    id: "r-op".into(),
+                    actions: vec!["Devices/read".into()],
+                    assignable_scopes: vec!["/elsewhere".into()],
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("assignable"), "{}", err.message());
+    assert_eq!(f.etcd.get("/t/roles/r-op").unwrap(), value);
+}
+
+#[tokio::test]
+async fn the_last_app_administrator_is_kept_even_against_concurrent_revocations() {
+    let f = fixture().await;
+    let (mut a, mut b) = (admin(&f.server).await, admin(&f.server).await);
+    // Both administrators revoke each other at once: one wins, the other is refused.
+    let (ra, rb) = tokio::join!(
+        a.delete_role_assignment(as_actor(
+            "user:root1",
+            pb::DeleteRoleAssignmentRequest {
+                id: "admin-2".into()
+            },
+        )),
+        b.delete_role_assignment(as_actor(
+            "user:root2",
+            pb::DeleteRoleAssignmentRequest {
+                id: "admin-1".into()
+            },
+        )),
+    );
+    let results = [ra, rb];
+    let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(refused.len(), 1, "{results:?}");
+    // The loser is refused by the constraint (or, if its actor lost the role first, by
+    // permission); never both applied.
+    assert!(
+        matches!(
+            refused[0].code(),
+            Code::FailedPrecondition | Code::PermissionDenied
+        ),
+        "{:?}",
+        refused[0]
+    );
+    let left = [
+        f.etcd.get("/t/assignments/admin-1"),
+        f.etcd.get("/t/assignments/admin-2"),
+    ];
+    assert_eq!(left.iter().filter(|v| v.is_some()).count(), 1);
+
+    // The survivor cannot remove themself: the constraint is named.
+    let survivor = if left[0].is_some() {
+        ("admin-1", "user:root1")
+    } else {
+        ("admin-2", "user:root2")
+    };
+    let err = a
+        .delete_role_assignment(as_actor(
+            survivor.1,
+            pb::DeleteRoleAssignmentRequest {
+                id: survivor.0.into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("minAssignments"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        f.etcd
+            .get(&format!("/t/assignments/{}", survivor.0))
+            .is_some()
+    );
+}
+
+/// `iot-authz` with `args`: exit code, stdout, stderr.
+fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_iot-authz"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_command_line_grants_lists_and_revokes() {
+    let f = fixture().await;
+    let server = f.server.grpc_url();
+    let base = ["admin", "--server", server.as_str()];
+    let run = |extra: &[&str]| {
+        let mut args: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        tokio::task::spawn_blocking(move || {
+            cli(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+    };
+    let (code, out, err) = run(&[
+        "--as",
+        "user:root1",
+        "--json",
+        "assign",
+        "--principal",
+        "user:dave",
+        "--role",
+        "Reader",
+        "--scope",
+        "/apps/fleet",
+        "--id",
+        "c-1",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["assignment"]["id"], "c-1");
+    let token = v["token"].as_str().unwrap().to_owned();
+    assert!(f.etcd.get("/t/assignments/c-1").is_some());
+    // Listed at least at the write's token.
+    let (code, out, err) = run(&[
+        "--as",
+        "user:root1",
+        "list",
+        "--scope",
+        "/apps",
+        "--principal",
+        "user:dave",
+        "--at-least",
+        &token,
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "c-1\tuser:dave\tReader\t/apps/fleet");
+    // Refused: exit 1, the reason on stderr, nothing deleted.
+    let (code, _, err) = run(&["--as", "user:dave", "unassign", "c-1"])
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("PermissionDenied"), "{err}");
+    assert!(f.etcd.get("/t/assignments/c-1").is_some());
+    let (code, out, err) = run(&["--as", "user:root1", "unassign", "c-1"])
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("unassigned c-1 (token r"), "{out}");
+    assert!(f.etcd.get("/t/assignments/c-1").is_none());
+    // Unreachable server: exit 2.
+    let (code, _, _) = tokio::task::spawn_blocking(|| {
+        cli(&[
+            "admin",
+            "--server",
+            "http://127.0.0.1:1",
+            "--as",
+            "user:root1",
+            "unassign",
+            "x",
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn store_import_and_export_move_objects_between_files_and_the_store() {
+    let etcd = Etcd::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(&file, FILES).unwrap();
+    let endpoints = etcd.endpoints().join(",");
+    let path = file.to_str().unwrap().to_owned();
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "store",
+            "--etcd-endpoints",
+            endpoints.as_str(),
+            "--etcd-prefix",
+            "/imp/",
+        ];
+        a.extend_from_slice(extra);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| {
+        tokio::task::spawn_blocking(move || cli(&a.iter().map(String::as_str).collect::<Vec<_>>()))
+    };
+    let (code, out, err) = run(args(&["import", &path])).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("imported 5 objects"), "{out}");
+    assert!(err.contains("stay in the files"), "{err}");
+    let role: serde_json::Value =
+        serde_json::from_str(&etcd.get("/imp/roles/r-reader").unwrap()).unwrap();
+    assert_eq!(role["name"], "Reader");
+    assert!(etcd.get("/imp/assignments/f-1").is_some());
+    // Again: nothing to write.
+    let (code, out, _) = run(args(&["import", &path])).await.unwrap();
+    assert_eq!(code, 0);
+    assert!(out.starts_with("imported 0 objects (5 unchanged)"), "{out}");
+    // A conflicting value is refused unless --overwrite.
+    etcd.put(
+        "/imp/assignments/f-1",
+        b"{\"principal\":\"user:x\",\"role\":\"Reader\",\"scope\":\"/\",\"id\":\"f-1\"}",
+    );
+    let (code, _, err) = run(args(&["import", &path])).await.unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("assignments/f-1"), "{err}");
+    let (code, _, _) = run(args(&["import", &path, "--overwrite"])).await.unwrap();
+    assert_eq!(code, 0);
+    // Export: one policy document that reads back as the same objects.
+    let (code, out, err) = run(args(&["export"])).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    let exported = dir.path().join("exported.json");
+    std::fs::write(&exported, &out).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["roles"].as_array().unwrap().len(), 4);
+    assert_eq!(doc["assignments"][0]["principal"], "user:helpdesk");
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || cli(&["validate", exported.to_str().unwrap()]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+}

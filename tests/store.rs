@@ -1,0 +1,413 @@
+//! The etcd store (SPEC §9) against a real etcd: objects served with the files, followed
+//! through the watch, bad values rejected with the last good policy serving, start-up with
+//! an unreadable store, and the status.
+
+use std::time::Duration;
+
+use iot_authz::proto::iotauthz::v1 as pb;
+use iot_authz::proto::iotauthz::v1::authorizer_client::AuthorizerClient;
+
+use crate::support::TestServer;
+use crate::support::etcd::{Etcd, judged, serve_with_store};
+
+/// The file part of the policy: the roles, and a constraint on the store's assignments.
+pub const FILES: &str = r#"
+version: 1
+roles:
+  - name: Reader
+    id: r-reader
+    actions: ["*/read"]
+  - name: App Administrator
+    id: r-admin
+    actions: ["*"]
+    assignableScopes: ["/apps"]
+"#;
+
+pub const PREFIX: &str = "/t/";
+
+pub fn assignment(id: &str, principal: &str, role: &str, scope: &str) -> String {
+    format!(r#"{{"principal":"{principal}","role":"{role}","scope":"{scope}","id":"{id}"}}"#)
+}
+
+async fn client(server: &TestServer) -> AuthorizerClient<tonic::transport::Channel> {
+    AuthorizerClient::connect(server.grpc_url()).await.unwrap()
+}
+
+pub async fn allowed(server: &TestServer, principal: &str, action: &str, scope: &str) -> bool {
+    client(server)
+        .await
+        .check(pb::CheckRequest {
+            principal: principal.into(),
+            action: action.into(),
+            scope: scope.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .allowed
+}
+
+async fn status(server: &TestServer) -> pb::PolicyStatus {
+    client(server)
+        .await
+        .get_policy_status(pb::GetPolicyStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test]
+async fn store_objects_are_served_with_the_files_and_followed_through_the_watch() {
+    let etcd = Etcd::start().await;
+    etcd.put(
+        "/t/assignments/a-1",
+        assignment("a-1", "user:alice", "Reader", "/apps/fleet").as_bytes(),
+    );
+    let (server, store) = serve_with_store(
+        etcd.endpoints(),
+        PREFIX,
+        &[("roles.yaml", FILES)],
+        |_| {},
+        true,
+    )
+    .await;
+    assert!(allowed(&server, "user:alice", "Devices/read", "/apps/fleet/d1").await);
+    assert!(!allowed(&server, "user:bob", "Devices/read", "/apps/fleet/d1").await);
+
+    // A grant written into etcd is followed by the watch.
+    let rev = etcd.put(
+        "/t/assignments/a-2",
+        assignment("a-2", "user:bob", "r-reader", "/apps/fleet").as_bytes(),
+    );
+    judged(&store, rev).await;
+    assert!(allowed(&server, "user:bob", "Devices/read", "/apps/fleet/d1").await);
+    let s = status(&server).await;
+    assert_eq!(s.store_revision, rev);
+    assert_eq!(s.token, format!("r{rev}"));
+    assert!(s.store_reachable);
+    assert!((0.0..5.0).contains(&s.store_seconds_since_contact));
+    assert_eq!(s.counts.unwrap().assignments, 2);
+    assert!(
+        s.sources.contains(&"etcd:/t/".to_string()),
+        "{:?}",
+        s.sources
+    );
+    assert!(
+        server
+            .metrics()
+            .await
+            .contains(&format!("iot_authz_store_revision {rev}"))
+    );
+
+    // A revocation likewise; keys outside the prefix are not policy.
+    etcd.put("/other/assignments/x", b"not json");
+    let rev = etcd.delete("/t/assignments/a-2");
+    judged(&store, rev).await;
+    assert!(!allowed(&server, "user:bob", "Devices/read", "/apps/fleet/d1").await);
+    assert!(status(&server).await.last_error.is_empty());
+}
+
+#[tokio::test]
+async fn bad_values_written_behind_the_api_are_rejected_and_the_last_good_policy_serves() {
+    let etcd = Etcd::start().await;
+    etcd.put(
+        "/t/assignments/a-1",
+        assignment("a-1", "user:alice", "Reader", "/apps/fleet").as_bytes(),
+    );
+    let (server, store) = serve_with_store(
+        etcd.endpoints(),
+        PREFIX,
+        &[("roles.yaml", FILES)],
+        |o| o.max_value_bytes = 200,
+        true,
+    )
+    .await;
+    let mut good = status(&server).await.store_revision;
+    let cases: [(&str, String, &str); 5] = [
+        (
+            "/t/assignments/a-9",
+            "{\"principal\": ".into(),
+            "invalid JSON",
+        ),
+        (
+            "/t/assignments/a-9",
+            assignment("a-8", "user:bob", "Reader", "/apps"),
+            "not the object's id",
+        ),
+        (
+            "/t/assignments/a-9",
+            format!(
+                r#"{{"principal":"user:bob","role":"Reader","scope":"/apps/{}","id":"a-9"}}"#,
+                "x".repeat(300)
+            ),
+            "over the limit of 200",
+        ),
+        (
+            "/t/assignments/a-9",
+            assignment("a-9", "user:bob", "No Such Role", "/apps"),
+            "No Such Role",
+        ),
+        (
+            "/t/roles/r-reader",
+            r#"{"name":"Reader","id":"r-reader"}"#.into(),
+            "defined twice",
+        ),
+    ];
+    for (key, value, expected) in cases {
+        let rev = etcd.put(key, value.as_bytes());
+        judged(&store, rev).await;
+        let s = status(&server).await;
+        assert!(
+            s.last_error.contains(expected) && s.last_error.contains("etcd:/t/"),
+            "{key}: {expected}: {}",
+            s.last_error
+        );
+        // The last good policy keeps serving, at the revision it was read at.
+        assert_eq!(s.store_revision, good);
+        assert!(allowed(&server, "user:alice", "Devices/read", "/apps/fleet/d1").await);
+        assert!(!allowed(&server, "user:bob", "Devices/read", "/apps/d1").await);
+        // Removing the bad key makes the store valid again: served at that revision.
+        good = etcd.delete(key);
+        judged(&store, good).await;
+        assert_eq!(status(&server).await.store_revision, good);
+    }
+    // Once the bad key is gone (and a good change made), the store serves again.
+    let rev = etcd.put(
+        "/t/assignments/a-9",
+        assignment("a-9", "user:bob", "Reader", "/apps").as_bytes(),
+    );
+    judged(&store, rev).await;
+    let s = status(&server).await;
+    assert!(s.last_error.is_empty(), "{}", s.last_error);
+    assert_eq!(s.store_revision, rev);
+    assert!(allowed(&server, "user:bob", "Devices/read", "/apps/d1").await);
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_be_read_at_start_up_is_not_ready_and_answers_nothing() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (server, store) = serve_with_store(
+        vec![format!("http://127.0.0.1:{port}")],
+        PREFIX,
+        &[("roles.yaml", FILES)],
+        |_| {},
+        false,
+    )
+    .await;
+    crate::support::crypto();
+    // Not ready: wait for the first failed read to be recorded (bounded), then look.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while server.app.policy.last_error().is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "no error recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let response = reqwest::get(format!("http://{}/readyz", server.http))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("store not loaded"), "{body}");
+    assert!(body.contains("the store could not be read"), "{body}");
+    assert!(!server.app.policy.is_ready());
+    assert!(!store.reachable());
+    let err = client(&server)
+        .await
+        .check(pb::CheckRequest {
+            principal: "user:alice".into(),
+            action: "Devices/read".into(),
+            scope: "/apps".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+}
+
+/// An App Administrator in the store, so that the Admin API has someone to act for.
+fn seed_admin(etcd: &Etcd) {
+    etcd.put(
+        "/t/assignments/admin-1",
+        assignment("admin-1", "user:root1", "App Administrator", "/apps").as_bytes(),
+    );
+}
+
+fn as_actor<T>(actor: &str, message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut()
+        .insert("x-iotauthz-principal", actor.parse().unwrap());
+    r
+}
+
+async fn check_at(
+    grpc: std::net::SocketAddr,
+    principal: &str,
+    token: &str,
+) -> Result<pb::CheckResponse, tonic::Status> {
+    let mut c = AuthorizerClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let mut r = tonic::Request::new(pb::CheckRequest {
+        principal: principal.into(),
+        action: "Devices/read".into(),
+        scope: "/apps/fleet/d1".into(),
+        at_least: token.into(),
+        ..Default::default()
+    });
+    r.set_timeout(Duration::from_millis(1500));
+    c.check(r).await.map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_through_one_replica_is_read_through_another_with_its_token() {
+    use iot_authz::proto::iotauthz::v1::admin_client::AdminClient;
+    let etcd = Etcd::start().await;
+    seed_admin(&etcd);
+    // Replica 1 in-process; replica 2 the real binary, started with the store flags.
+    let (one, _) = serve_with_store(
+        etcd.endpoints(),
+        PREFIX,
+        &[("roles.yaml", FILES)],
+        |_| {},
+        true,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("roles.yaml");
+    std::fs::write(&file, FILES).unwrap();
+    let (mut two, two_grpc, two_http) = crate::support::serve_binary(
+        [
+            "--policy".as_ref(),
+            file.as_os_str(),
+            "--etcd-endpoints".as_ref(),
+            etcd.endpoints().join(",").as_ref(),
+            "--etcd-prefix".as_ref(),
+            PREFIX.as_ref(),
+        ],
+        &[],
+    );
+    let mut admin = AdminClient::connect(one.grpc_url()).await.unwrap();
+    for round in 0..3 {
+        let principal = format!("user:reader-{round}");
+        let created = admin
+            .create_role_assignment(as_actor(
+                "user:root1",
+                pb::CreateRoleAssignmentRequest {
+                    assignment: Some(pb::RoleAssignment {
+                        id: format!("g-{round}"),
+                        principal: principal.clone(),
+                        role: "Reader".into(),
+                        scope: "/apps/fleet".into(),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        // At once, on the other replica: the token makes it wait for the write.
+        let r = check_at(two_grpc, &principal, &created.token)
+            .await
+            .unwrap();
+        assert!(r.allowed, "round {round}");
+        let at = |t: &str| t.trim_start_matches('r').parse::<i64>().unwrap();
+        assert!(
+            at(&r.token) >= at(&created.token),
+            "{} {}",
+            r.token,
+            created.token
+        );
+        let deleted = admin
+            .delete_role_assignment(as_actor(
+                "user:root1",
+                pb::DeleteRoleAssignmentRequest {
+                    id: format!("g-{round}"),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let r = check_at(two_grpc, &principal, &deleted.token)
+            .await
+            .unwrap();
+        assert!(!r.allowed, "round {round}");
+    }
+    // The binary reports the store in its readiness detail.
+    crate::support::crypto();
+    let body = reqwest::get(format!("http://{two_http}/readyz"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.starts_with("ready\nstore revision "), "{body}");
+    let _ = two.kill();
+    let _ = two.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_behind_the_token_answers_unavailable_and_a_bad_token_is_invalid() {
+    let etcd = Etcd::start().await;
+    let (server, store) = serve_with_store(
+        etcd.endpoints(),
+        PREFIX,
+        &[("roles.yaml", FILES)],
+        |_| {},
+        true,
+    )
+    .await;
+    let ahead = format!("r{}", store.through() + 1000);
+    // Bounded by the caller's deadline (under the 2 s cap), then UNAVAILABLE.
+    let started = std::time::Instant::now();
+    let err = check_at(server.grpc, "user:alice", &ahead)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("not caught up"), "{}", err.message());
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let err = check_at(server.grpc, "user:alice", "yesterday")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    // A token this replica has reached answers at once, with the current token.
+    let now = format!("r{}", store.through());
+    let r = check_at(server.grpc, "user:alice", &now).await.unwrap();
+    assert_eq!(r.token, now);
+    // The HTTP modes read the header: 503 behind, 400 for a bad token.
+    crate::support::crypto();
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v1/authz/nginx", server.http);
+    let r = http
+        .get(&url)
+        .header("x-iotauthz-consistency", &ahead)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let r = http
+        .get(&url)
+        .header("x-iotauthz-consistency", "nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn a_server_without_a_store_refuses_tokens_and_answers_without_one() {
+    let server = TestServer::start(crate::support::demo()).await;
+    let r = check_at(server.grpc, "user:alice@contoso.com", "")
+        .await
+        .unwrap();
+    assert!(r.token.is_empty());
+    let err = check_at(server.grpc, "user:alice@contoso.com", "r5")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(err.message().contains("no store"), "{}", err.message());
+}

@@ -11,6 +11,7 @@
 #   IOT_AUTHZ_SOAK_SECONDS  length of the soak test inside `cargo test` (default 10; the
 #                           long soak is e.g. 120, or `bash scripts/soak.sh MINUTES`)
 #   IOT_AUTHZ_FUZZ_SECONDS  seconds per fuzz target (default 10; a campaign is e.g. 1800)
+#   IOT_AUTHZ_TEST_TIMEOUT  seconds `cargo test` may take, build included (default 1800)
 #   CARGO_TARGET_DIR        respected: the binary is found where cargo puts it
 #   CI=true                 a missing tool fails its tests (they never skip in any case);
 #                           cold-build settings (no incremental builds, line tables only)
@@ -171,7 +172,11 @@ checked none "Envoy configurations validate" validate_envoy_configs
 checked none "cargo fmt --check" cargo fmt --all -- --check
 checked none "cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets --quiet -- -D warnings
 export IOT_AUTHZ_SOAK_SECONDS="${IOT_AUTHZ_SOAK_SECONDS:-10}"
-checked cargo "cargo test (soak: $IOT_AUTHZ_SOAK_SECONDS s)" cargo test --quiet --no-fail-fast
+# A hung test fails this step after IOT_AUTHZ_TEST_TIMEOUT seconds (the build included)
+# instead of holding the whole run: timeout signals cargo's whole process group, so the
+# test binary and the servers it started go too.
+checked cargo "cargo test (soak: $IOT_AUTHZ_SOAK_SECONDS s)" \
+  timeout --kill-after=30 "${IOT_AUTHZ_TEST_TIMEOUT:-1800}" cargo test --quiet --no-fail-fast
 checked lines "Helm chart: render, lint and validate offline" .venv/bin/python scripts/test_chart.py
 checked none "container image: docker build, or hadolint without a Docker engine" check_image
 # The binary `cargo test` built (a plain `cargo run` would rebuild the dependencies without

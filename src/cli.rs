@@ -752,7 +752,12 @@ fn print_explanation(
     if e.groups_of_principal.is_empty() {
         out!("groups of {who}: none");
     } else {
-        out!("groups of {who}: {}", e.groups_of_principal.join(", "));
+        let groups: Vec<String> = e
+            .groups_of_principal
+            .iter()
+            .map(|g| syntax::escape(g))
+            .collect();
+        out!("groups of {who}: {}", groups.join(", "));
     }
     if e.decision.allowed {
         return;

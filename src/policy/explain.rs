@@ -27,9 +27,9 @@ pub enum MissReason<'s> {
         not_before: Option<String>,
         not_after: Option<String>,
     },
-    /// The action lives in the other plane for this role: the role grants it as a data
-    /// action only when a control-plane action was asked (`data_action: true`), or the
-    /// other way round, or the catalog puts the action in the plane not asked.
+    /// The role's patterns grant the action only in one plane, and not the plane it was
+    /// asked in (or the catalog puts it in): `data_action` is the plane of the role's
+    /// patterns that match (`dataActions` when true, `actions` when false).
     #[serde(rename_all = "camelCase")]
     WrongPlane { data_action: bool },
     /// The assignment grants the action, but a deny assignment applies first.
@@ -74,11 +74,13 @@ impl MissReason<'_> {
                 not_before.as_deref().unwrap_or("none"),
                 not_after.as_deref().unwrap_or("none"),
             ),
-            Self::WrongPlane { data_action: true } => {
-                format!("`{action}` is a data action for this role: ask for it as a data action")
-            }
+            Self::WrongPlane { data_action: true } => format!(
+                "the role grants `{action}` only through its dataActions, but it was asked \
+                 (or is catalogued) as a control-plane action"
+            ),
             Self::WrongPlane { data_action: false } => format!(
-                "`{action}` is a control-plane action for this role: ask for it without the data-action flag"
+                "the role grants `{action}` only through its actions, but it was asked \
+                 (or is catalogued) as a data action"
             ),
             Self::OverriddenByDeny { deny_assignment } => format!(
                 "the assignment grants `{action}`, but deny assignment `{}` applies first",
@@ -202,10 +204,13 @@ impl Snapshot {
                 pattern: p.as_str(),
             };
         }
-        // Granted in the other plane, or matched by the role's patterns in this plane while
-        // the catalog puts the action in the other one.
-        if role.grants(lower, !data) || role.grants(lower, data) {
+        // The role's patterns grant it in the other plane; or in the plane asked, while the
+        // catalog puts the action in the other one (so the role does not grant it there).
+        if role.grants(lower, !data) {
             return MissReason::WrongPlane { data_action: !data };
+        }
+        if role.grants(lower, data) {
+            return MissReason::WrongPlane { data_action: data };
         }
         MissReason::ActionNotInRole
     }

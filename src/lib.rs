@@ -12,6 +12,8 @@
 //! - [`testing`]: runs the `tests:` cases of a policy.
 //! - [`server`]: the service: native gRPC API, Envoy ext_authz, health, reflection, and
 //!   the HTTP endpoints, over a live [`server::state::PolicyState`].
+//! - [`console`]: the web console (`serve --console`), pages under `/console/` on the
+//!   HTTP port.
 //! - [`sources`]: live policy sources: watched files and directories, and an HTTP bundle
 //!   poller, feeding validated snapshots into the server's policy state.
 //! - [`telemetry`]: logs, and OTLP traces parented on the caller's `traceparent`.
@@ -19,6 +21,7 @@
 //! - [`cli`]: the `iot-authz` command line.
 
 pub mod cli;
+pub mod console;
 pub mod demo;
 pub mod import_azure;
 pub mod loadgen;

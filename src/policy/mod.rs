@@ -2,6 +2,7 @@
 //!
 //! Nothing here does I/O except [`source`], which reads files.
 
+pub mod browse;
 pub mod compile;
 pub mod document;
 pub mod error;

@@ -1,6 +1,7 @@
 //! The HTTP listener: `/healthz` (alive), `/readyz` (a policy is loaded and the server is
 //! not draining), `/metrics` (Prometheus text format) and the HTTP authorization endpoints
-//! of [`super::forward_auth`].
+//! of [`super::forward_auth`]; with `--console`, the web console under `/console/`
+//! ([`crate::console`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,7 +16,7 @@ use super::{App, forward_auth};
 
 /// The HTTP routes.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -31,8 +32,13 @@ pub fn router(app: Arc<App>) -> Router {
             any(forward_auth::envoy),
         )
         .route(forward_auth::NGINX_PATH, any(forward_auth::nginx))
-        .route(forward_auth::TRAEFIK_PATH, any(forward_auth::traefik))
-        .with_state(app)
+        .route(forward_auth::TRAEFIK_PATH, any(forward_auth::traefik));
+    let routes = if app.console.is_some() {
+        routes.merge(crate::console::router())
+    } else {
+        routes
+    };
+    routes.with_state(app)
 }
 
 async fn healthz() -> &'static str {

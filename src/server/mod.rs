@@ -132,6 +132,8 @@ pub struct App {
     pub decision_log: Option<decision_log::DecisionLog>,
     /// `--shadow`: every route is in shadow mode.
     pub shadow: bool,
+    /// `--console`: the web console, which also receives every decision concluded.
+    pub console: Option<crate::console::Console>,
 }
 
 /// Optional parts of an [`App`].
@@ -141,12 +143,14 @@ pub struct AppOptions {
     /// Where decision lines go, and the fraction of allows logged.
     pub decision_log: Option<(decision_log::LogTarget, f64)>,
     pub shadow: bool,
+    /// Serve the web console under `/console/` on the HTTP port.
+    pub console: bool,
 }
 
 impl App {
     /// An app with no cache, no decision log and no shadow mode.
     pub fn new(policy: Arc<PolicyState>) -> Self {
-        Self::assemble(policy, &AppOptions::default(), Metrics::new(), None)
+        Self::assemble(policy, &AppOptions::default(), Metrics::new(), None, None)
     }
 
     /// An app with every optional part; fails only when the decision log cannot be opened.
@@ -159,7 +163,18 @@ impl App {
                 decision_log::DecisionLog::start(target, *sample, metrics.decision_log.clone())
             })
             .transpose()?;
-        Ok(Self::assemble(policy, options, metrics, decision_log))
+        let console = if options.console {
+            Some(crate::console::Console::new().map_err(std::io::Error::other)?)
+        } else {
+            None
+        };
+        Ok(Self::assemble(
+            policy,
+            options,
+            metrics,
+            decision_log,
+            console,
+        ))
     }
 
     fn assemble(
@@ -167,6 +182,7 @@ impl App {
         options: &AppOptions,
         metrics: Metrics,
         decision_log: Option<decision_log::DecisionLog>,
+        console: Option<crate::console::Console>,
     ) -> Self {
         let cache = options
             .cache
@@ -178,6 +194,7 @@ impl App {
             cache,
             decision_log,
             shadow: options.shadow,
+            console,
             ..Self::default()
         };
         if let Some(p) = app.policy.current() {
@@ -239,12 +256,32 @@ impl App {
         } else {
             self.metrics.observe(ctx.api, allowed, reason, elapsed);
         }
+        if self.decision_log.is_none() && self.console.is_none() {
+            return;
+        }
+        let decision_id: std::borrow::Cow<'_, str> =
+            decision_id.map_or_else(|| self.ids.next().into(), Into::into);
+        let time = crate::policy::syntax::format_time(crate::policy::syntax::now());
+        let (role, assignment_id, deny_assignment) = reason_names(&outcome.decision.reason);
+        if let Some(console) = &self.console {
+            console.feed.publish(crate::console::feed::FeedItem {
+                decision_id: decision_id.clone().into_owned(),
+                time: time.clone(),
+                api: ctx.api,
+                principal: outcome.principal.clone(),
+                action: outcome.action.clone(),
+                scope: outcome.scope.clone(),
+                data_action: outcome.data_action,
+                allowed,
+                shadow: shadowed,
+                reason,
+                detail: role.or(deny_assignment).map(str::to_owned),
+            });
+        }
         if let Some(log) = &self.decision_log {
-            let (role, assignment_id, deny_assignment) = reason_names(&outcome.decision.reason);
             log.record(&decision_log::DecisionRecord {
-                decision_id: &decision_id
-                    .map_or_else(|| std::borrow::Cow::Owned(self.ids.next()), Into::into),
-                time: crate::policy::syntax::format_time(crate::policy::syntax::now()),
+                decision_id: &decision_id,
+                time,
                 api: ctx.api,
                 principal: outcome.principal.as_deref(),
                 action: outcome.action.as_deref(),
@@ -294,13 +331,33 @@ impl App {
         decision: &crate::policy::Decision<'_>,
         revision: &str,
     ) {
+        if self.decision_log.is_none() && self.console.is_none() {
+            return;
+        }
+        let reason = decision.reason.kind();
+        let decision_id = self.ids.next();
+        let time = crate::policy::syntax::format_time(crate::policy::syntax::now());
+        let (role, assignment_id, deny_assignment) = reason_names(&decision.reason);
+        if let Some(console) = &self.console {
+            console.feed.publish(crate::console::feed::FeedItem {
+                decision_id: decision_id.clone(),
+                time: time.clone(),
+                api: ctx.api,
+                principal: Some(req.principal.to_owned()),
+                action: Some(req.action.to_owned()),
+                scope: Some(req.scope.to_owned()),
+                data_action: req.data_action,
+                allowed: decision.allowed,
+                shadow: false,
+                reason,
+                detail: role.or(deny_assignment).map(str::to_owned),
+            });
+        }
         if let Some(log) = &self.decision_log {
-            let reason = decision.reason.kind();
             let elapsed = ctx.started.elapsed();
-            let (role, assignment_id, deny_assignment) = reason_names(&decision.reason);
             log.record(&decision_log::DecisionRecord {
-                decision_id: &self.ids.next(),
-                time: crate::policy::syntax::format_time(crate::policy::syntax::now()),
+                decision_id: &decision_id,
+                time,
                 api: ctx.api,
                 principal: Some(req.principal),
                 action: Some(req.action),

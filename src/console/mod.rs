@@ -27,6 +27,8 @@ pub mod feed;
 mod pages;
 mod view;
 
+pub use view::link;
+
 use std::sync::Arc;
 
 use axum::Router;

@@ -49,6 +49,10 @@ denyAssignments:
     actions: [Microsoft.Edge/targets/delete]
     scope: /subscriptions/s1
 routes:
+  - methods: [GET]
+    path: /targets/{t}
+    action: Microsoft.Edge/targets/read
+    scope: /subscriptions/s1/resourceGroups/factory/providers/Microsoft.Edge/targets/{t}
   - methods: [DELETE]
     path: /targets/{t}
     action: Microsoft.Edge/targets/delete

@@ -5,6 +5,7 @@
 
 mod cli;
 mod console;
+mod console_browser;
 mod decisions;
 mod demo;
 mod envoy;

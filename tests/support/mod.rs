@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+pub mod webdriver;
+
 /// A native CheckHttp request; headers are sent exactly as given (names keep their case).
 pub fn check_http_request(
     principal: &str,

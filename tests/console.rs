@@ -171,6 +171,26 @@ async fn every_page_needs_an_identity_and_read_access_and_carries_the_csp() {
     assert_eq!(status, StatusCode::OK);
     let (status, _, _) = get(&server, "/console/scopes?scope=/", Some("user:scoped")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // Without a scope asked for, a page shows the first scope the caller may read.
+    let (status, _, body) = get(&server, "/console/", Some("user:scoped")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        text(&body).contains("Where you may read /subscriptions/s1 and below"),
+        "{body}"
+    );
+    let (status, _, body) = get(&server, "/console/assignments", Some("user:scoped")).await;
+    assert_eq!(status, StatusCode::OK);
+    let t = text(&body);
+    // Its own scope, what lies below and what it inherits (as Azure's IAM blade shows);
+    // nothing elsewhere.
+    assert!(t.contains("ra-staff Target Reader group:plant-staff /subscriptions/s1 here"), "{t}");
+    assert!(
+        t.contains("ra-admin Console Reader user:admin / inherited"),
+        "{t}"
+    );
+    assert!(!t.contains("ra-<u>"), "{t}");
+    let (status, _, _) = get(&server, "/console/status", Some("user:scoped")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _, body) = get(&server, "/console/scopes?scope=/a/../b", Some("user:admin")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     // Without --console there is no console.

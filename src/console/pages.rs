@@ -115,6 +115,45 @@ fn enter<'a>(
     Ok((console, policy, caller))
 }
 
+/// The scope a page shows when the caller names none: the root when the caller may read
+/// there, otherwise the first scope of the caller's own assignments where it may read.
+fn home_scope(snapshot: &Snapshot, caller: &Caller) -> String {
+    readable_scopes(snapshot, caller)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| "/".to_owned())
+}
+
+/// Where the caller may read: the root, or else the scopes of its assignments that allow it.
+fn readable_scopes(snapshot: &Snapshot, caller: &Caller) -> Vec<String> {
+    if may_read(snapshot, caller, "/") == Ok(true) {
+        return vec!["/".to_owned()];
+    }
+    snapshot
+        .held_scopes(&caller.principal, &caller.groups)
+        .into_iter()
+        .filter(|s| may_read(snapshot, caller, s) == Ok(true))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Console, policy and caller, authorized at the scope asked for, or at the caller's home
+/// scope when none is; returns that scope too.
+fn enter_at<'a>(
+    app: &'a App,
+    headers: &HeaderMap,
+    asked: &str,
+) -> Result<(&'a Console, Arc<LoadedPolicy>, Caller, String), Refusal> {
+    let (console, policy) = console(app)?;
+    let caller = caller(console, &policy.snapshot, headers)?;
+    let scope = match non_empty(asked) {
+        Some(s) => s.to_owned(),
+        None => home_scope(&policy.snapshot, &caller),
+    };
+    authorize(&policy.snapshot, &caller, &scope)?;
+    Ok((console, policy, caller, scope))
+}
+
 fn non_empty(s: &str) -> Option<&str> {
     let s = s.trim();
     (!s.is_empty()).then_some(s)
@@ -138,7 +177,8 @@ pub async fn not_found() -> Refusal {
 }
 
 pub async fn index(State(app): State<Arc<App>>, headers: HeaderMap) -> Page {
-    let (_, _, caller) = enter(&app, &headers, "/")?;
+    let (_, policy, caller, _) = enter_at(&app, &headers, "")?;
+    let readable = readable_scopes(&policy.snapshot, &caller);
     let about = [
         "A principal, action and scope (or a method and path), and why the answer is what it is.",
         "Every role assignment and deny assignment, filtered by principal, role and scope.",
@@ -159,6 +199,10 @@ pub async fn index(State(app): State<Arc<App>>, headers: HeaderMap) -> Page {
                 @for ((path, name), text) in view::PAGES.iter().zip(about) {
                     li { a href=(path) { (name) } " — " (text) }
                 }
+            }
+            h2 { "Where you may read" }
+            ul #readable {
+                @for s in &readable { li { (view::scope(s)) " and below" } }
             }
         },
     ))
@@ -260,7 +304,10 @@ pub async fn check(
             Err(e) => route_error = Some(e.to_string()),
         }
     }
-    let scope = non_empty(&q.scope).unwrap_or("/").to_owned();
+    let scope = match non_empty(&q.scope) {
+        Some(s) => s.to_owned(),
+        None => home_scope(snapshot, &caller),
+    };
     authorize(snapshot, &caller, &scope)?;
     let asked = non_empty(&q.principal).is_some()
         && non_empty(&q.action).is_some()
@@ -456,8 +503,7 @@ pub async fn assignments(
     headers: HeaderMap,
     Query(q): Query<AssignmentsQuery>,
 ) -> Page {
-    let scope = non_empty(&q.scope).unwrap_or("/").to_owned();
-    let (console, policy, caller) = enter(&app, &headers, &scope)?;
+    let (console, policy, caller, scope) = enter_at(&app, &headers, &q.scope)?;
     let snapshot = &policy.snapshot;
     let ancestors = snapshot.scope_ancestors(&scope);
     let p = q.principal.trim().to_ascii_lowercase();
@@ -642,8 +688,7 @@ pub async fn scopes(
     headers: HeaderMap,
     Query(q): Query<ScopesQuery>,
 ) -> Page {
-    let scope = non_empty(&q.scope).unwrap_or("/").to_owned();
-    let (_, policy, caller) = enter(&app, &headers, &scope)?;
+    let (_, policy, caller, scope) = enter_at(&app, &headers, &q.scope)?;
     let snapshot = &policy.snapshot;
     let tree = snapshot.scope_tree();
     let ancestors = snapshot.scope_ancestors(&scope);
@@ -741,8 +786,7 @@ pub async fn who_can(
     headers: HeaderMap,
     Query(q): Query<WhoCanQuery>,
 ) -> Page {
-    let scope = non_empty(&q.scope).unwrap_or("/").to_owned();
-    let (_, policy, caller) = enter(&app, &headers, &scope)?;
+    let (_, policy, caller, scope) = enter_at(&app, &headers, &q.scope)?;
     let snapshot = &policy.snapshot;
     let data = checked(&q.data);
     let answer =
@@ -803,8 +847,7 @@ pub async fn where_can(
     headers: HeaderMap,
     Query(q): Query<WhereCanQuery>,
 ) -> Page {
-    let under = non_empty(&q.under).unwrap_or("/").to_owned();
-    let (console, policy, caller) = enter(&app, &headers, &under)?;
+    let (console, policy, caller, under) = enter_at(&app, &headers, &q.under)?;
     let data = checked(&q.data);
     let asked = non_empty(&q.principal).zip(non_empty(&q.action));
     let answer = match (&console.planner, asked) {

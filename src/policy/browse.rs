@@ -232,6 +232,24 @@ impl Snapshot {
         None
     }
 
+    /// The scopes of the assignments held by the principal, its groups and the token
+    /// `groups`, distinct, in tree order.
+    pub fn held_scopes(&self, principal: &str, groups: &[String]) -> Vec<&str> {
+        let subjects = self.subjects(principal, groups);
+        let mut scopes: Vec<&str> = Vec::new();
+        for &s in subjects.iter() {
+            let [start, end] = self.assignment_row(s);
+            for i in start..end {
+                if let Reason::RoleAssignment { scope, .. } = self.grant_reason(i) {
+                    scopes.push(scope);
+                }
+            }
+        }
+        scopes.sort_by_key(|s| s.to_ascii_lowercase());
+        scopes.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+        scopes
+    }
+
     /// The groups of a known principal, transitively (sorted indices).
     fn closure(&self, p: u32) -> Vec<u32> {
         let slot = self.principal_slot(self.principal_name(p));
@@ -342,5 +360,7 @@ scopeLinks:
             .unwrap();
         assert_eq!(rg.linked, ["/serviceGroups/line"]);
         assert_eq!(s.assignment_views()[0].id, Some("ra-1"));
+        assert_eq!(s.held_scopes("user:bob", &[]), ["/subscriptions/s1"]);
+        assert!(s.held_scopes("user:carol", &[]).is_empty());
     }
 }

@@ -300,7 +300,27 @@ async fn check_access_explains_a_grant_a_deny_assignment_and_near_misses() {
     assert!(t.contains("reason noGrant"), "{t}");
     assert!(t.contains("No role assignment grants Microsoft.Edge/targets/write at /subscriptions/s1/resourceGroups/other"), "{t}");
     assert!(t.contains("ra-staff Target Reader /subscriptions/s1 group:plant-staff the role's actions do not include `Microsoft.Edge/targets/write`"), "{t}");
-    // A method and path, mapped by the routes (none here): said plainly.
+    // A method and path, mapped by the routes to an action and scope, then explained.
+    let (_, _, body) = get(
+        &server,
+        "/console/check?principal=user:carol&method=DELETE&path=/targets/t1",
+        Some("user:admin"),
+    )
+    .await;
+    let t = text(&body);
+    assert!(t.contains("DELETE /targets/t1 maps to action Microsoft.Edge/targets/delete at scope /subscriptions/s1/resourceGroups/factory/providers/Microsoft.Edge/targets/t1."), "{t}");
+    assert!(
+        t.contains("Denied by deny assignment no-deletes-by-leads."),
+        "{t}"
+    );
+    let (_, _, body) = get(
+        &server,
+        "/console/check?method=DELETE&path=/targets/t1",
+        Some("user:admin"),
+    )
+    .await;
+    assert!(text(&body).contains("A request needs a principal, a method and a path."));
+    // A path no route matches: said plainly.
     let (_, _, body) = get(
         &server,
         "/console/check?principal=user:carol&method=GET&path=/x",

@@ -258,6 +258,11 @@ pub async fn check(
     // A method and path are first mapped to an action and scope by the routes.
     let mut route_error: Option<String> = None;
     let mut data = checked(&q.data);
+    if non_empty(&q.method).is_some() != non_empty(&q.path).is_some()
+        || (non_empty(&q.method).is_some() && non_empty(&q.principal).is_none())
+    {
+        route_error = Some("A request needs a principal, a method and a path.".to_owned());
+    }
     if let (Some(method), Some(path), Some(principal)) = (
         non_empty(&q.method),
         non_empty(&q.path),
@@ -478,15 +483,9 @@ pub struct AssignmentsQuery {
 }
 
 /// How an assignment's scope relates to the scope filtered on.
-fn relation(
-    snapshot: &Snapshot,
-    filter: &str,
-    ancestors: &[&str],
-    scope: &str,
-) -> Option<&'static str> {
+fn relation(filter: &str, ancestors: &[&str], scope: &str) -> Option<&'static str> {
     let f = syntax::trim_scope(filter).to_ascii_lowercase();
     let s = syntax::trim_scope(scope).to_ascii_lowercase();
-    let _ = snapshot;
     if s == f {
         Some("here")
     } else if ancestors.iter().any(|a| a.eq_ignore_ascii_case(&s)) {
@@ -503,7 +502,7 @@ pub async fn assignments(
     headers: HeaderMap,
     Query(q): Query<AssignmentsQuery>,
 ) -> Page {
-    let (console, policy, caller, scope) = enter_at(&app, &headers, &q.scope)?;
+    let (_, policy, caller, scope) = enter_at(&app, &headers, &q.scope)?;
     let snapshot = &policy.snapshot;
     let ancestors = snapshot.scope_ancestors(&scope);
     let p = q.principal.trim().to_ascii_lowercase();
@@ -513,14 +512,13 @@ pub async fn assignments(
         .into_iter()
         .filter(|a| p.is_empty() || a.principal.to_ascii_lowercase().contains(&p))
         .filter(|a| r.is_empty() || a.role.to_ascii_lowercase().contains(&r))
-        .filter_map(|a| relation(snapshot, &scope, &ancestors, a.scope).map(|rel| (a, rel)))
+        .filter_map(|a| relation(&scope, &ancestors, a.scope).map(|rel| (a, rel)))
         .collect();
     let denies: Vec<_> = snapshot
         .deny_views()
         .into_iter()
-        .filter(|d| relation(snapshot, &scope, &ancestors, d.scope).is_some())
+        .filter(|d| relation(&scope, &ancestors, d.scope).is_some())
         .collect();
-    let _token = console.csrf.token(&caller.session, &caller.principal);
     let body = html! {
         form.query method="get" action="/console/assignments" {
             label { "Principal contains" input type="text" name="principal" value=(q.principal); }
@@ -695,17 +693,17 @@ pub async fn scopes(
     let all = snapshot.assignment_views();
     let here: Vec<_> = all
         .iter()
-        .filter(|a| relation(snapshot, &scope, &ancestors, a.scope) == Some("here"))
+        .filter(|a| relation(&scope, &ancestors, a.scope) == Some("here"))
         .collect();
     let inherited: Vec<_> = all
         .iter()
-        .filter(|a| relation(snapshot, &scope, &ancestors, a.scope) == Some("inherited"))
+        .filter(|a| relation(&scope, &ancestors, a.scope) == Some("inherited"))
         .collect();
     let denies = snapshot.deny_views();
     let denies: Vec<_> = denies
         .iter()
         .filter_map(|d| {
-            relation(snapshot, &scope, &ancestors, d.scope)
+            relation(&scope, &ancestors, d.scope)
                 .filter(|r| *r != "below")
                 .map(|r| (d, r))
         })

@@ -194,6 +194,10 @@ async fn every_page_needs_an_identity_and_read_access_and_carries_the_csp() {
     assert!(!t.contains("ra-<u>"), "{t}");
     let (status, _, _) = get(&server, "/console/status", Some("user:scoped")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = get(&server, "/console/decisions", Some("user:scoped")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = get(&server, "/console/roles", Some("user:scoped")).await;
+    assert_eq!(status, StatusCode::OK);
     let (status, _, body) = get(&server, "/console/scopes?scope=/a/../b", Some("user:admin")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     // Without --console there is no console.

@@ -630,7 +630,8 @@ pub async fn roles(
     headers: HeaderMap,
     Query(q): Query<RolesQuery>,
 ) -> Page {
-    let (_, policy, caller) = enter(&app, &headers, "/")?;
+    // Role definitions belong to no one scope: any reader may see them.
+    let (_, policy, caller, _) = enter_at(&app, &headers, "")?;
     let snapshot = &policy.snapshot;
     let wanted = non_empty(&q.role).map(|r| snapshot.role(r).map(|role| role.name.clone()));
     let body = html! {

@@ -162,13 +162,20 @@ async fn every_page_needs_an_identity_and_read_access_and_carries_the_csp() {
     assert_secure("404", &headers);
     // Reading is authorized at the scope shown: a reader of /subscriptions/s1 sees it and
     // what lies below, not the root.
-    let (status, _, _) = get(
+    let (status, _, body) = get(
         &server,
         "/console/scopes?scope=/subscriptions/s1/resourceGroups/factory",
         Some("user:scoped"),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+    // The tree shows the scope, its ancestors and what lies below, nothing beside it.
+    let t = text(&body);
+    assert!(
+        t.contains("/ /subscriptions/s1 /subscriptions/s1/resourceGroups/factory"),
+        "{t}"
+    );
+    assert!(!t.contains("/apps/"), "{t}");
     let (status, _, _) = get(&server, "/console/scopes?scope=/", Some("user:scoped")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     // Without a scope asked for, a page shows the first scope the caller may read.

@@ -482,6 +482,9 @@ pub struct AssignmentsQuery {
     scope: String,
 }
 
+/// The most scopes the Scopes page lists in its tree.
+const TREE_LIMIT: usize = 1000;
+
 /// How an assignment's scope relates to the scope filtered on.
 fn relation(filter: &str, ancestors: &[&str], scope: &str) -> Option<&'static str> {
     let f = syntax::trim_scope(filter).to_ascii_lowercase();
@@ -689,8 +692,13 @@ pub async fn scopes(
 ) -> Page {
     let (_, policy, caller, scope) = enter_at(&app, &headers, &q.scope)?;
     let snapshot = &policy.snapshot;
-    let tree = snapshot.scope_tree();
+    // The part of the tree the caller may read about: the scope, its ancestors and what
+    // lies below it, at most TREE_LIMIT entries.
     let ancestors = snapshot.scope_ancestors(&scope);
+    let mut tree = snapshot.scope_tree();
+    tree.retain(|n| relation(&scope, &ancestors, n.scope).is_some());
+    let cut = tree.len().saturating_sub(TREE_LIMIT);
+    tree.truncate(TREE_LIMIT);
     let all = snapshot.assignment_views();
     let here: Vec<_> = all
         .iter()
@@ -751,7 +759,7 @@ pub async fn scopes(
             }
         }
         h2 { "Scope tree" }
-        p.muted { "Every scope the policy names. Links to other parents (scope links) are listed beside a scope." }
+        p.muted { "The scopes the policy names at, above and below " code { (scope) } ". Other parents (scope links) are listed beside a scope." }
         ul.tree #tree {
             @for node in &tree {
                 li class=(format!("depth-{}", node.depth.min(8))) {
@@ -761,6 +769,9 @@ pub async fn scopes(
                     }
                 }
             }
+        }
+        @if cut > 0 {
+            p.notice { (cut) " more scopes not shown: choose a scope lower in the tree." }
         }
     };
     Ok(page(

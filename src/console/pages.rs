@@ -235,7 +235,8 @@ pub async fn check(
             Some(item) => {
                 q.principal = item.principal.clone().unwrap_or_default();
                 q.action = item.action.clone().unwrap_or_default();
-                q.scope = item.scope.clone().unwrap_or_default();
+                // A decision without a scope (no route matched) is about the whole policy.
+                q.scope = item.scope.clone().unwrap_or_else(|| "/".to_owned());
                 q.data = item.data_action.then(|| "on".to_owned());
                 notes.push(format!(
                     "Decision {} at {} ({}, {}), explained against the policy serving now.",

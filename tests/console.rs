@@ -689,3 +689,35 @@ async fn where_can_asks_the_planner_and_says_when_there_is_none() {
     assert!(t.contains(&format!("/apps/{}", MARKUP[0])), "{t}");
     assert!(!page.contains("<img"));
 }
+
+#[tokio::test]
+async fn policy_status_shows_revision_sources_and_the_last_reload_error() {
+    let server = start().await;
+    let revision = server
+        .app
+        .policy
+        .current()
+        .unwrap()
+        .snapshot
+        .revision
+        .clone();
+    let (_, _, body) = get(&server, "/console/status", Some("user:admin")).await;
+    let t = text(&body);
+    assert!(t.contains(&format!("Revision {revision}")), "{t}");
+    assert!(t.contains("Last reload error none"), "{t}");
+    assert!(t.contains("Sources test.yaml"), "{t}");
+    assert!(t.contains("Role assignments 5"), "{t}");
+    server
+        .app
+        .reject("policy.yaml: roles[0].name: <b>bad</b> & \"worse\"".to_owned());
+    let (_, _, body) = get(&server, "/console/status", Some("user:admin")).await;
+    assert!(!body.contains("<b>bad"));
+    let t = text(&body);
+    assert!(t.contains("rejected at"), "{t}");
+    assert!(
+        t.contains(
+            "policy.yaml: roles[0].name: <b>bad</b> & \"worse\" — the revision above keeps serving."
+        ),
+        "{t}"
+    );
+}

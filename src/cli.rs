@@ -242,6 +242,10 @@ pub struct ServeArgs {
     /// through, marking would-be denials with `x-iotauthz-shadow-decision: deny`.
     #[arg(long, env = "IOT_AUTHZ_SHADOW")]
     pub shadow: bool,
+    /// Serve the web console under /console/ on the HTTP port (every page is authorized
+    /// by the policy: the caller needs roleAssignments/read or roleDefinitions/read).
+    #[arg(long, env = "IOT_AUTHZ_CONSOLE")]
+    pub console: bool,
     /// Log format: text or json (anything else is an error, never a silent text).
     #[arg(long, env = "IOT_AUTHZ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -12,6 +12,8 @@
 //! - [`testing`]: runs the `tests:` cases of a policy.
 //! - [`server`]: the service: native gRPC API, Envoy ext_authz, health, reflection, and
 //!   the HTTP endpoints, over a live [`server::state::PolicyState`].
+//! - [`console`]: the web console (`serve --console`), pages under `/console/` on the
+//!   HTTP port.
 //! - [`sources`]: live policy sources: watched files and directories, and an HTTP bundle
 //!   poller, feeding validated snapshots into the server's policy state.
 //! - [`store`]: the etcd store (SPEC §9): policy objects managed at run time, read once
@@ -23,6 +25,7 @@
 
 pub mod admin_cli;
 pub mod cli;
+pub mod console;
 pub mod demo;
 pub mod import_azure;
 pub mod loadgen;

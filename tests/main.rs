@@ -3,10 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin;
 mod authzen;
 mod bearer;
-mod admin;
 mod cli;
+mod console;
+mod console_browser;
 mod decisions;
 mod demo;
 mod envoy;

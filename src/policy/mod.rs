@@ -3,6 +3,7 @@
 //! Nothing here does I/O except [`source`], which reads files.
 
 pub mod bearer;
+pub mod browse;
 pub mod compile;
 pub mod document;
 pub mod error;

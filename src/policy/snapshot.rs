@@ -1186,7 +1186,7 @@ impl Snapshot {
     }
 
     /// The index slot of a known principal.
-    fn principal_slot(&self, name: &str) -> Option<&PrincipalSlot> {
+    pub(crate) fn principal_slot(&self, name: &str) -> Option<&PrincipalSlot> {
         self.principal_index.get(name, &self.principal_text)
     }
 

@@ -246,6 +246,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
                 .map(|t| (LogTarget::parse(t), args.decision_log_sample)),
             shadow: args.shadow,
             keys: Default::default(),
+            console: args.console,
         };
         let app = Arc::new(
             App::with_options(Arc::new(state), &app_options).context("opening the decision log")?,

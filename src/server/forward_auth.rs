@@ -88,7 +88,7 @@ const UNREADABLE: &str = "\u{1}";
 /// [`UNREADABLE`]: it identifies no one and fills no capture, yet still counts as a copy, so
 /// a second, different copy of a header the decision reads makes the request malformed, as
 /// any other conflicting copy does.
-fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+pub(crate) fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
         .map(|(k, v)| {

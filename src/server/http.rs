@@ -1,6 +1,7 @@
 //! The HTTP listener: `/healthz` (alive), `/readyz` (a policy is loaded and the server is
 //! not draining), `/metrics` (Prometheus text format) and the HTTP authorization endpoints
-//! of [`super::forward_auth`].
+//! of [`super::forward_auth`]; with `--console`, the web console under `/console/`
+//! ([`crate::console`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,7 +16,7 @@ use super::{App, authzen, forward_auth};
 
 /// The HTTP routes.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -41,8 +42,13 @@ pub fn router(app: Arc<App>) -> Router {
             post(authzen::search_resource),
         )
         .route(authzen::SEARCH_ACTION_PATH, post(authzen::search_action))
-        .route(authzen::CONFIGURATION_PATH, get(authzen::configuration))
-        .with_state(app)
+        .route(authzen::CONFIGURATION_PATH, get(authzen::configuration));
+    let routes = if app.console.is_some() {
+        routes.merge(crate::console::router())
+    } else {
+        routes
+    };
+    routes.with_state(app)
 }
 
 async fn healthz() -> &'static str {

@@ -4,8 +4,8 @@
 //! [`run`] takes bound listeners, a policy state and a shutdown future, so tests start
 //! the real server in-process on port 0.
 
-pub mod authzen;
 pub mod admin;
+pub mod authzen;
 pub mod cache;
 pub mod cli;
 pub mod deadline;
@@ -166,6 +166,8 @@ pub struct App {
     pub keys: Arc<crate::sources::jwks::KeyStore>,
     /// The store (SPEC §9), when one is configured; set once, before serving.
     pub store: std::sync::OnceLock<Arc<crate::store::Store>>,
+    /// `--console`: the web console, which also receives every decision concluded.
+    pub console: Option<crate::console::Console>,
 }
 
 /// Optional parts of an [`App`].
@@ -177,12 +179,14 @@ pub struct AppOptions {
     pub shadow: bool,
     /// How bearer-token keys are fetched and verifications remembered.
     pub keys: crate::sources::jwks::KeyOptions,
+    /// Serve the web console under `/console/` on the HTTP port.
+    pub console: bool,
 }
 
 impl App {
     /// An app with no cache, no decision log and no shadow mode.
     pub fn new(policy: Arc<PolicyState>) -> Self {
-        Self::assemble(policy, &AppOptions::default(), Metrics::new(), None)
+        Self::assemble(policy, &AppOptions::default(), Metrics::new(), None, None)
     }
 
     /// An app with every optional part; fails only when the decision log cannot be opened.
@@ -195,7 +199,18 @@ impl App {
                 decision_log::DecisionLog::start(target, *sample, metrics.decision_log.clone())
             })
             .transpose()?;
-        Ok(Self::assemble(policy, options, metrics, decision_log))
+        let console = if options.console {
+            Some(crate::console::Console::new().map_err(std::io::Error::other)?)
+        } else {
+            None
+        };
+        Ok(Self::assemble(
+            policy,
+            options,
+            metrics,
+            decision_log,
+            console,
+        ))
     }
 
     fn assemble(
@@ -203,6 +218,7 @@ impl App {
         options: &AppOptions,
         metrics: Metrics,
         decision_log: Option<decision_log::DecisionLog>,
+        console: Option<crate::console::Console>,
     ) -> Self {
         let cache = options
             .cache
@@ -219,6 +235,7 @@ impl App {
             decision_log,
             shadow: options.shadow,
             keys,
+            console,
             ..Self::default()
         };
         if let Some(p) = app.policy.current() {
@@ -360,12 +377,32 @@ impl App {
         } else {
             self.metrics.observe(ctx.api, allowed, reason, elapsed);
         }
+        if self.decision_log.is_none() && self.console.is_none() {
+            return;
+        }
+        let decision_id: std::borrow::Cow<'_, str> =
+            decision_id.map_or_else(|| self.ids.next().into(), Into::into);
+        let time = crate::policy::syntax::format_time(crate::policy::syntax::now());
+        let (role, assignment_id, deny_assignment) = reason_names(&outcome.decision.reason);
+        if let Some(console) = &self.console {
+            console.feed.publish(crate::console::feed::FeedItem {
+                decision_id: decision_id.clone().into_owned(),
+                time: time.clone(),
+                api: ctx.api,
+                principal: outcome.principal.clone(),
+                action: outcome.action.clone(),
+                scope: outcome.scope.clone(),
+                data_action: outcome.data_action,
+                allowed,
+                shadow: shadowed,
+                reason,
+                detail: role.or(deny_assignment).map(str::to_owned),
+            });
+        }
         if let Some(log) = &self.decision_log {
-            let (role, assignment_id, deny_assignment) = reason_names(&outcome.decision.reason);
             log.record(&decision_log::DecisionRecord {
-                decision_id: &decision_id
-                    .map_or_else(|| std::borrow::Cow::Owned(self.ids.next()), Into::into),
-                time: crate::policy::syntax::format_time(crate::policy::syntax::now()),
+                decision_id: &decision_id,
+                time,
                 api: ctx.api,
                 principal: outcome.principal.as_deref(),
                 action: outcome.action.as_deref(),
@@ -416,13 +453,33 @@ impl App {
         decision: &crate::policy::Decision<'_>,
         revision: &str,
     ) {
+        if self.decision_log.is_none() && self.console.is_none() {
+            return;
+        }
+        let reason = decision.reason.kind();
+        let decision_id = self.ids.next();
+        let time = crate::policy::syntax::format_time(crate::policy::syntax::now());
+        let (role, assignment_id, deny_assignment) = reason_names(&decision.reason);
+        if let Some(console) = &self.console {
+            console.feed.publish(crate::console::feed::FeedItem {
+                decision_id: decision_id.clone(),
+                time: time.clone(),
+                api: ctx.api,
+                principal: Some(req.principal.to_owned()),
+                action: Some(req.action.to_owned()),
+                scope: Some(req.scope.to_owned()),
+                data_action: req.data_action,
+                allowed: decision.allowed,
+                shadow: false,
+                reason,
+                detail: role.or(deny_assignment).map(str::to_owned),
+            });
+        }
         if let Some(log) = &self.decision_log {
-            let reason = decision.reason.kind();
             let elapsed = ctx.started.elapsed();
-            let (role, assignment_id, deny_assignment) = reason_names(&decision.reason);
             log.record(&decision_log::DecisionRecord {
-                decision_id: &self.ids.next(),
-                time: crate::policy::syntax::format_time(crate::policy::syntax::now()),
+                decision_id: &decision_id,
+                time,
                 api: ctx.api,
                 principal: Some(req.principal),
                 action: Some(req.action),

@@ -3,8 +3,8 @@
 
 #![allow(dead_code)]
 
-pub mod jwt;
 pub mod etcd;
+pub mod jwt;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,6 +19,8 @@ use iot_authz::server::{self, App, AppOptions, ServerOptions};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+
+pub mod webdriver;
 
 /// A native CheckHttp request; headers are sent exactly as given (names keep their case).
 pub fn check_http_request(

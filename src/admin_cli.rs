@@ -105,12 +105,16 @@ pub struct StoreArgs {
         required = true
     )]
     pub etcd_endpoints: Vec<String>,
+    /// Key prefix of the store's objects.
     #[arg(long, env = "IOT_AUTHZ_ETCD_PREFIX", default_value = store_mod::DEFAULT_PREFIX)]
     pub etcd_prefix: String,
+    /// PEM bundle of the certificate authorities that sign etcd's certificate.
     #[arg(long, env = "IOT_AUTHZ_ETCD_CA")]
     pub etcd_ca: Option<PathBuf>,
+    /// PEM client certificate for etcd (with `--etcd-key`).
     #[arg(long, env = "IOT_AUTHZ_ETCD_CERT", requires = "etcd_key")]
     pub etcd_cert: Option<PathBuf>,
+    /// PEM private key of `--etcd-cert`.
     #[arg(long, env = "IOT_AUTHZ_ETCD_KEY", requires = "etcd_cert")]
     pub etcd_key: Option<PathBuf>,
     #[command(subcommand)]

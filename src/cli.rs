@@ -380,17 +380,23 @@ pub struct WhoCanArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// The principal asking (TYPE:VALUE).
     #[arg(long)]
     pub principal: String,
+    /// The action, a literal (no `*`).
     #[arg(long)]
     pub action: String,
+    /// Ask about the action in the data plane.
     #[arg(long)]
     pub data_action: bool,
     /// Plan only the scopes at or below this one.
     #[arg(long, default_value = "/")]
     pub under: String,
+    /// A group the principal is in besides the policy's (a token's groups), a full
+    /// `group:` id; repeatable.
     #[arg(long = "group", value_name = "GROUP")]
     pub groups: Vec<String>,
+    /// Evaluate time-bound assignments at this RFC 3339 time instead of now.
     #[arg(long)]
     pub at: Option<String>,
 }

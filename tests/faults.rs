@@ -454,3 +454,15 @@ async fn sigterm_with_a_shutdown_delay_turns_unready_while_still_serving() {
     let status = wait_for_exit(child).await;
     assert!(status.success(), "{status}");
 }
+
+/// SIGTERM sent the moment the ready line is read is a graceful stop (exit 0), never the
+/// default action: the handlers are installed before the line is printed.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_right_after_the_ready_line_is_a_graceful_stop() {
+    for _ in 0..5 {
+        let (child, _, _) = start_serving(&[]);
+        sigterm(&child);
+        let status = wait_for_exit(child).await;
+        assert_eq!(status.code(), Some(0), "{status:?}");
+    }
+}

@@ -291,6 +291,9 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
             let watcher = files::FileWatcher::start(loader, args.policy.clone(), options);
             tokio::spawn(watcher.run(hup_rx, stopped()));
         }
+        // The signal handlers are in place before the ready line, so a caller may send
+        // SIGTERM as soon as it reads it.
+        let shutdown = shutdown_signal();
         // The ready line: scripts and tests wait for it instead of sleeping.
         println!(
             "iot-authz listening grpc={} http={}",
@@ -299,7 +302,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
         );
         tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, "listening");
         super::run(app, options, grpc, http, async move {
-            shutdown_signal().await;
+            shutdown.await;
             let _ = stop_tx.send(true);
         })
         .await
@@ -336,27 +339,38 @@ fn spawn_sighup(trigger: Option<mpsc::Sender<()>>) {
     drop(trigger);
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Installs the SIGTERM and SIGINT handlers now, so a signal that arrives as soon as the
+/// ready line is out is already ours (not the default action, which ends the process at
+/// once), and returns a future that completes on either. Must run inside the runtime.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+    let (mut term, mut int) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+            }
+            tokio::select! {
+                _ = recv(&mut term) => {},
+                _ = recv(&mut int) => {},
+            }
         }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutting down: draining in-flight requests");
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-    tracing::info!("shutting down: draining in-flight requests");
 }

@@ -86,7 +86,9 @@ pub struct KeyCounters {
 struct IssuerKeys {
     location: JwksLocation,
     keys: ArcSwapOption<KeySet>,
-    wake: Notify,
+    /// Shared with the task, which holds no strong reference while it waits: dropping the
+    /// last `Arc<IssuerKeys>` (the issuer left the policy) aborts it.
+    wake: Arc<Notify>,
     /// Bumped after every fetch attempt, so a request can wait for the one it asked for.
     attempts: watch::Sender<u64>,
     /// When a request last asked for a fetch (tokio time, so tests can pause it).
@@ -194,7 +196,7 @@ impl KeyStore {
             let entry = Arc::new(IssuerKeys {
                 location: source.jwks.clone(),
                 keys: ArcSwapOption::default(),
-                wake: Notify::new(),
+                wake: Arc::new(Notify::new()),
                 attempts: watch::Sender::new(0),
                 last_forced: Mutex::new(None),
                 last_error: Mutex::new(None),
@@ -463,10 +465,12 @@ async fn keep_fresh(
             _ => wait,
         };
         entry_arc.attempts.send_modify(|n| *n += 1);
+        let wake = entry_arc.wake.clone();
         drop(store_arc);
+        drop(entry_arc);
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = entry_arc.wake.notified() => {}
+            () = wake.notified() => {}
             () = file_events.notified() => {
                 // Let an editor's write-then-rename settle.
                 tokio::time::sleep(Duration::from_millis(50)).await;

@@ -786,3 +786,30 @@ async fn nginx_auth_request_verifies_bearer_tokens() {
 async fn envoy_http_ext_authz_without_jwt_authn_verifies_bearer_tokens() {
     through_proxy(true).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_issuer_removed_from_the_policy_stops_being_fetched() {
+    let key = TestKey::ec("k1", Algorithm::ES256);
+    let keys = KeyServer::start(&[&key]).await;
+    let options = KeyOptions {
+        default_refresh: Duration::from_millis(10),
+        min_refresh: Duration::from_millis(10),
+        ..KeyOptions::default()
+    };
+    let server = start(policy_with(&url_source(ISSUER, &keys.url())), options).await;
+    wait_kids(&server, ISSUER, &["k1"]).await;
+    server.app.install(crate::support::demo());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !server.app.keys.status().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "issuer still known");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let hits = keys.jwks_hits();
+    // Twenty refresh intervals: a task still running would fetch again and again.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        keys.jwks_hits() <= hits + 1,
+        "{} > {hits} + 1",
+        keys.jwks_hits()
+    );
+}

@@ -53,6 +53,16 @@ fn unknown_keys_are_errors_everywhere() {
         "identity.sources[0].jwt.clam",
         "clam",
     );
+    rejects(
+        "version: 1\nidentity:\n  sources:\n    - bearer: {issuer: i, audience: [a], jwks: {file: k}, principalType: user}\n",
+        "identity.sources[0].bearer.audience",
+        "audience",
+    );
+    rejects(
+        "version: 1\nidentity:\n  sources:\n    - bearer: {issuer: i, audiences: [a], jwks: {path: k}, principalType: user}\n",
+        "identity.sources[0].bearer.jwks.path",
+        "path",
+    );
     let json = problems(
         "p.json",
         r#"{"version": 1, "groups": [{"id": "group:g", "members": [], "member": ["user:x"]}]}"#,
@@ -750,4 +760,40 @@ fn selector_problems_quote_the_selector_as_written() {
         assert!(p.message.contains(quoted), "{p}");
         assert!(!p.message.contains(":x`"), "{p}");
     }
+}
+
+#[test]
+fn bearer_sources_name_their_bad_values() {
+    let source = |extra: &str| {
+        format!(
+            "{BASE}identity:\n  sources:\n    - bearer: {{issuer: 'https://login.example.com/', audiences: [iot-api], principalType: user{extra}}}\n"
+        )
+    };
+    rejects(
+        &source(", jwks: {file: k}, algorithms: [RS256, none]"),
+        "identity.sources[0].bearer",
+        "algorithm `none` is never accepted",
+    );
+    rejects(
+        &source(", jwks: {file: k}, algorithms: [HS256]"),
+        "identity.sources[0].bearer",
+        "HMAC",
+    );
+    rejects(
+        &source(", jwks: {url: 'http://keys.example.com/jwks.json'}"),
+        "identity.sources[0].bearer",
+        "use https",
+    );
+    rejects(
+        &source(""),
+        "identity.sources[0].bearer",
+        "exactly one of `jwks` and `discovery: true`",
+    );
+    rejects(
+        &format!(
+            "{BASE}identity:\n  sources:\n    - bearer: {{issuer: i, audiences: [a], jwks: {{file: k}}, principalType: 'not a type'}}\n"
+        ),
+        "identity.sources[0].bearer",
+        "is not a principal type",
+    );
 }

@@ -568,6 +568,8 @@ mod tests {
             SigningAlgorithm::RS384,
             SigningAlgorithm::RS512,
             SigningAlgorithm::PS256,
+            SigningAlgorithm::PS384,
+            SigningAlgorithm::PS512,
             SigningAlgorithm::ES256,
             SigningAlgorithm::ES384,
         ];
@@ -585,6 +587,8 @@ mod tests {
             (&any_rsa, Algorithm::RS384),
             (&any_rsa, Algorithm::RS512),
             (&any_rsa, Algorithm::PS256),
+            (&any_rsa, Algorithm::PS384),
+            (&any_rsa, Algorithm::PS512),
             (&p256, Algorithm::ES256),
             (&p384, Algorithm::ES384),
         ] {

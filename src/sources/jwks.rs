@@ -86,9 +86,12 @@ pub struct KeyCounters {
 struct IssuerKeys {
     location: JwksLocation,
     keys: ArcSwapOption<KeySet>,
-    wake: Notify,
-    /// Bumped after every fetch attempt, so a request can wait for the one it asked for.
-    attempts: watch::Sender<u64>,
+    /// Shared with the task, which holds no strong reference while it waits: dropping the
+    /// last `Arc<IssuerKeys>` (the issuer left the policy) aborts it.
+    wake: Arc<Notify>,
+    /// Fetch attempts finished, and whether one is running now: a request waits for a fetch
+    /// that started after it asked (the one running then may predate a rotation).
+    attempts: watch::Sender<(u64, bool)>,
     /// When a request last asked for a fetch (tokio time, so tests can pause it).
     last_forced: Mutex<Option<tokio::time::Instant>>,
     last_error: Mutex<Option<String>>,
@@ -194,8 +197,8 @@ impl KeyStore {
             let entry = Arc::new(IssuerKeys {
                 location: source.jwks.clone(),
                 keys: ArcSwapOption::default(),
-                wake: Notify::new(),
-                attempts: watch::Sender::new(0),
+                wake: Arc::new(Notify::new()),
+                attempts: watch::Sender::new((0, false)),
                 last_forced: Mutex::new(None),
                 last_error: Mutex::new(None),
                 task: Mutex::new(None),
@@ -259,7 +262,7 @@ impl KeyStore {
         let _ = tokio::time::timeout(limit, async {
             for entry in entries {
                 let mut rx = entry.attempts.subscribe();
-                let _ = rx.wait_for(|n| *n > 0).await;
+                let _ = rx.wait_for(|(n, _)| *n > 0).await;
             }
         })
         .await;
@@ -285,11 +288,13 @@ impl KeyStore {
         }
         let before = entry.keys.load_full();
         let mut rx = entry.attempts.subscribe();
-        let seen = *rx.borrow_and_update();
+        let (seen, running) = *rx.borrow_and_update();
+        // A fetch running now may have started before the keys changed: wait for the next.
+        let target = seen + if running { 2 } else { 1 };
         entry.wake.notify_one();
         let waited = tokio::time::timeout(
-            self.options.timeout + Duration::from_secs(1),
-            rx.wait_for(|n| *n > seen),
+            (self.options.timeout + Duration::from_secs(1)) * 2,
+            rx.wait_for(|(n, _)| *n >= target),
         )
         .await;
         if waited.is_err() {
@@ -398,6 +403,9 @@ async fn keep_fresh(
         {
             _watcher = watch_file(Path::new(path), file_events.clone());
         }
+        entry_arc
+            .attempts
+            .send_modify(|(_, running)| *running = true);
         let result = fetch(&store_arc, &issuer, &entry_arc.location).await;
         let wait = match result {
             Ok(fetched) => {
@@ -462,11 +470,15 @@ async fn keep_fresh(
             JwksLocation::File(_) => wait.min(store_arc.options.file_poll),
             _ => wait,
         };
-        entry_arc.attempts.send_modify(|n| *n += 1);
+        entry_arc
+            .attempts
+            .send_modify(|(n, running)| (*n, *running) = (*n + 1, false));
+        let wake = entry_arc.wake.clone();
         drop(store_arc);
+        drop(entry_arc);
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = entry_arc.wake.notified() => {}
+            () = wake.notified() => {}
             () = file_events.notified() => {
                 // Let an editor's write-then-rename settle.
                 tokio::time::sleep(Duration::from_millis(50)).await;

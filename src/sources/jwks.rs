@@ -16,7 +16,6 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, watch};
 
 use crate::policy::bearer::{self, BearerSource, JwksLocation, KeySet, Rejection, Verified};
@@ -116,13 +115,21 @@ struct CachedToken {
     verified: Verified,
 }
 
+/// A cached token's weight: one per started KiB of the token.
+#[allow(clippy::borrowed_box)] // moka hands the key as it is stored
+fn token_weight(token: &Box<str>, _: &Arc<CachedToken>) -> u32 {
+    u32::try_from(token.len().div_ceil(1024).max(1)).unwrap_or(u32::MAX)
+}
+
 /// Key sets per issuer, and the verification cache.
 pub struct KeyStore {
     options: KeyOptions,
     issuers: ArcSwap<HashMap<String, Arc<IssuerKeys>>>,
     /// Serialises `sync` (reconciling tasks with the policy).
     sync_lock: Mutex<()>,
-    cache: Option<moka::sync::Cache<[u8; 32], Arc<CachedToken>>>,
+    /// Keyed by the token itself (a hit compares the whole token, so no hash collision can
+    /// lend one token's identity to another), hashed with a per-process random seed.
+    cache: Option<moka::sync::Cache<Box<str>, Arc<CachedToken>, foldhash::fast::RandomState>>,
     pub counters: KeyCounters,
     client: Option<reqwest::Client>,
 }
@@ -162,11 +169,14 @@ impl KeyStore {
             .ok();
         let cache = (options.cache_capacity > 0).then(|| {
             moka::sync::Cache::builder()
+                // Capacity in tokens of up to 1 KiB: a longer one counts once per started
+                // KiB, so the cache holds at most `cache_capacity` KiB of tokens.
                 .max_capacity(options.cache_capacity)
+                .weigher(token_weight)
                 // Entries also end at their token's expiry, checked on every hit; this
                 // only bounds how long a dead entry can occupy space.
                 .time_to_live(Duration::from_secs(3600))
-                .build()
+                .build_with_hasher(foldhash::fast::RandomState::default())
         });
         Self {
             options,
@@ -319,14 +329,6 @@ impl KeyStore {
             .inc();
         tracing::info!(issuer = %escape(issuer), reason = reason.as_str(), "bearer token rejected");
     }
-
-    fn cache_key(issuer: &str, token: &str) -> [u8; 32] {
-        let mut hash = Sha256::new();
-        hash.update(issuer.as_bytes());
-        hash.update([0]);
-        hash.update(token.as_bytes());
-        hash.finalize().into()
-    }
 }
 
 impl bearer::TokenVerifier for KeyStore {
@@ -345,12 +347,8 @@ impl bearer::TokenVerifier for KeyStore {
             return Err(Rejection::TooLarge);
         }
         let now_secs = i64::try_from(now.div_euclid(1_000_000_000)).unwrap_or(i64::MAX);
-        let key = self
-            .cache
-            .as_ref()
-            .map(|_| Self::cache_key(&source.issuer, token));
-        if let (Some(cache), Some(key), Some(keys)) = (&self.cache, &key, &keys) {
-            if let Some(hit) = cache.get(key) {
+        if let (Some(cache), Some(keys)) = (&self.cache, &keys) {
+            if let Some(hit) = cache.get(token) {
                 if Arc::ptr_eq(&hit.keys, keys)
                     && hit.source == *source
                     && now_secs < hit.verified.expires
@@ -358,14 +356,14 @@ impl bearer::TokenVerifier for KeyStore {
                     self.counters.cache_hits.inc();
                     return Ok(hit.verified.clone());
                 }
-                cache.invalidate(key);
+                cache.invalidate(token);
             }
             self.counters.cache_misses.inc();
         }
         let verified = bearer::verify(source, keys.as_deref(), token, now)?;
-        if let (Some(cache), Some(key), Some(keys)) = (&self.cache, key, keys) {
+        if let (Some(cache), Some(keys)) = (&self.cache, keys) {
             cache.insert(
-                key,
+                token.into(),
                 Arc::new(CachedToken {
                     keys,
                     source: source.clone(),

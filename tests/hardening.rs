@@ -400,3 +400,183 @@ fn decision_ids_reveal_nothing() {
         "{pid}"
     );
 }
+
+/// A tar.gz bundle from raw entries: `(path bytes, type, link target, content)`. Paths are
+/// written into the header as given (the tar crate's own checks would refuse `..`).
+fn raw_tar_gz(entries: &[(&[u8], tar::EntryType, &str, &str)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    for (path, kind, link, text) in entries {
+        let mut header = tar::Header::new_old();
+        header.as_old_mut().name[..path.len()].copy_from_slice(path);
+        header.set_entry_type(*kind);
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        if !link.is_empty() {
+            header.set_link_name(link).unwrap();
+        }
+        header.set_cksum();
+        builder.append(&header, text.as_bytes()).unwrap();
+    }
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
+const GRANT: &str = "version: 1\nroles: [{name: R, actions: ['x/*']}]\nassignments:\n  - {principal: 'user:dave', role: R, scope: /apps}\n";
+const DENY: &str = "version: 1\ndenyAssignments:\n  - {name: no-secret, principals: ['user:dave'], actions: ['x/*'], scope: /apps/secret}\n";
+
+/// A bundle gives the policy the same tree gives on disk, or is refused loudly: a deny
+/// file that is a symlink (read through the link on disk) is an error in a bundle, not a
+/// silently missing deny; so are hard links and entries outside the bundle root; and an
+/// entry name with control characters never reaches a message raw.
+#[test]
+fn a_bundle_is_the_tree_on_disk_or_an_error() {
+    use iot_authz::policy::compile_sources;
+    use iot_authz::policy::source::read_paths;
+    use iot_authz::sources::bundle::unpack;
+    use tar::EntryType::{Directory, Link, Regular, Symlink};
+
+    // On disk: the deny file is a symlink, and it is read.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("real")).unwrap();
+    std::fs::write(dir.path().join("grant.yaml"), GRANT).unwrap();
+    std::fs::write(dir.path().join("real/deny.yaml"), DENY).unwrap();
+    std::os::unix::fs::symlink("real/deny.yaml", dir.path().join("deny.yaml")).unwrap();
+    let on_disk = compile_sources(&read_paths(&[dir.path().to_path_buf()], 1 << 20).unwrap());
+    assert_eq!(on_disk.unwrap().counts.deny_assignments, 1);
+
+    let url = "https://bundles.example/p.tar.gz";
+    let refused = |entries: &[(&[u8], tar::EntryType, &str, &str)], expect: &str| {
+        let e = unpack(url, &raw_tar_gz(entries), 1 << 20)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(expect), "{e}");
+        assert!(!e.contains(['\u{1b}', '\n', '\r', '\u{2028}']), "{e:?}");
+    };
+    let grant: (&[u8], _, _, _) = (b"grant.yaml", Regular, "", GRANT);
+    refused(
+        &[grant, (b"deny.yaml", Symlink, "real/deny.yaml", "")],
+        "is a symlink",
+    );
+    refused(
+        &[grant, (b"deny.yaml", Link, "grant.yaml", "")],
+        "is a hard link",
+    );
+    for outside in [
+        &b"../deny.yaml"[..],
+        b"a/../../deny.yaml",
+        b"/etc/deny.yaml",
+    ] {
+        refused(
+            &[grant, (outside, Regular, "", DENY)],
+            "outside the bundle root",
+        );
+    }
+    refused(
+        &[grant, (b"x\x1b[31m\nINFO forged.yaml", Regular, "", DENY)],
+        "control, line-separator or bidi",
+    );
+    refused(
+        &[grant, ("a\u{2028}b.yaml".as_bytes(), Regular, "", DENY)],
+        "control, line-separator or bidi",
+    );
+    // Directories, `./` prefixes and links under hidden directories are fine.
+    let docs = unpack(
+        url,
+        &raw_tar_gz(&[
+            (b"./", Directory, "", ""),
+            (b"./grant.yaml", Regular, "", GRANT),
+            (b"./.git/HEAD", Symlink, "refs/heads/main", ""),
+            (b"./sub/deny.yaml", Regular, "", DENY),
+        ]),
+        1 << 20,
+    )
+    .unwrap();
+    let names: Vec<&str> = docs.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [format!("{url}#grant.yaml"), format!("{url}#sub/deny.yaml")]
+    );
+    assert_eq!(compile_sources(&docs).unwrap().counts.deny_assignments, 1);
+}
+
+/// Serves `answer` for every request on a new loopback port; counts the requests.
+async fn canned_server(
+    answer: impl Fn() -> axum::response::Response + Clone + Send + Sync + 'static,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let answer = answer.clone();
+        async move { answer() }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, hits)
+}
+
+fn redirect_to(location: String) -> impl Fn() -> axum::response::Response + Clone {
+    move || {
+        axum::response::Response::builder()
+            .status(302)
+            .header("location", location.clone())
+            .body(axum::body::Body::empty())
+            .unwrap()
+    }
+}
+
+/// A bundle fetch follows redirects only within its origin (a bundle server cannot send
+/// the poller to an internal host), and no error quotes what a server answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn bundle_fetches_stay_on_their_origin_and_never_quote_bodies() {
+    use iot_authz::sources::bundle::{BundleClient, BundleOptions, Fetched};
+    crypto();
+    let page = "<html>internal-secret-page: [1, 2\n</html>";
+    let (internal, internal_hits) =
+        canned_server(move || axum::response::Response::new(axum::body::Body::from(page))).await;
+    let (origin, _) = canned_server(redirect_to(format!("http://{internal}/policy.yaml"))).await;
+    let fetch = |url: String| async move {
+        let mut client = BundleClient::new(BundleOptions::new(url)).unwrap();
+        client.fetch().await.map(|_| ()).unwrap_err().to_string()
+    };
+    // To another origin (another port): not followed.
+    let e = fetch(format!("http://{origin}/bundle.yaml")).await;
+    assert!(e.contains("302") && e.contains("not followed"), "{e}");
+    assert_eq!(internal_hits.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // Within the origin: followed.
+    let app = axum::Router::new()
+        .route(
+            "/start",
+            axum::routing::get(|| async { axum::response::Redirect::to("/policy.yaml") }),
+        )
+        .route("/policy.yaml", axum::routing::get(|| async { GRANT }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let same = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let mut client = BundleClient::new(BundleOptions::new(format!("http://{same}/start"))).unwrap();
+    match client.fetch().await.unwrap() {
+        Fetched::Bundle { documents, .. } => assert_eq!(documents[0].bytes, GRANT.as_bytes()),
+        Fetched::NotModified => panic!("not modified"),
+    }
+    // A fetched page that is not a policy: the problem says where, never what.
+    let url = format!("http://{internal}/policy.yaml");
+    let mut client = BundleClient::new(BundleOptions::new(url)).unwrap();
+    let Fetched::Bundle { documents, .. } = client.fetch().await.unwrap() else {
+        panic!("not modified");
+    };
+    let problem = iot_authz::policy::compile_sources(&documents)
+        .unwrap_err()
+        .to_string();
+    assert!(!problem.contains("internal-secret-page"), "{problem}");
+    assert!(problem.contains("line 1 column"), "{problem}");
+}

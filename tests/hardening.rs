@@ -580,3 +580,87 @@ async fn bundle_fetches_stay_on_their_origin_and_never_quote_bodies() {
     assert!(!problem.contains("internal-secret-page"), "{problem}");
     assert!(problem.contains("line 1 column"), "{problem}");
 }
+
+/// An in-place rewrite (truncate, then write in chunks with a pause shorter than two
+/// debounce periods) never serves the torn file, although its first chunk, cut right before
+/// `denyAssignments:`, parses and would allow what the whole file denies: a read is only
+/// installed once it has held still for a debounce period.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_torn_in_place_write_is_never_served() {
+    use std::io::Write as _;
+    use std::time::Duration;
+
+    use iot_authz::policy::{SourceDocument, compile_sources, source};
+    use iot_authz::sources::Loader;
+    use iot_authz::sources::files::{FileWatcher, WatchOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    std::fs::write(&file, SECRET_POLICY).unwrap();
+    let server = TestServer::start(policy(SECRET_POLICY)).await;
+    let debounce = Duration::from_millis(200);
+    let watcher = FileWatcher::start(
+        Loader::new(server.app.clone()),
+        vec![file.clone()],
+        WatchOptions {
+            debounce,
+            poll_interval: None,
+            notify: true,
+            max_bytes: 1 << 20,
+        },
+    );
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (_trigger, trigger) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(watcher.run(trigger, async {
+        let _ = stopped.await;
+    }));
+    let mut revisions = server.app.policy.subscribe();
+    // The first pass reads at once (and installs the file under its own name): wait for it.
+    tokio::time::timeout(Duration::from_secs(10), revisions.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    let initial = revisions.borrow_and_update().clone();
+
+    let next = SECRET_POLICY.replace("no-secret", "still-no-secret");
+    let cut = next.find("denyAssignments:").unwrap();
+    let (head, tail) = next.split_at(cut);
+    assert!(
+        compile_sources(&[SourceDocument::new("policy.yaml", head)]).is_ok(),
+        "the torn file must parse for this test to mean anything"
+    );
+    let installed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = installed.clone();
+    let mut watch = revisions.clone();
+    tokio::spawn(async move {
+        while watch.changed().await.is_ok() {
+            let revision = watch.borrow_and_update().clone();
+            seen.lock().unwrap().push(revision);
+        }
+    });
+    let mut writer = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&file)
+        .unwrap();
+    writer.write_all(head.as_bytes()).unwrap();
+    writer.flush().unwrap();
+    tokio::time::sleep(debounce * 3 / 2).await;
+    writer.write_all(tail.as_bytes()).unwrap();
+    drop(writer);
+
+    let want = Some(source::revision(&[SourceDocument::new(
+        "policy.yaml",
+        next.as_str(),
+    )]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while *revisions.borrow_and_update() != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the whole file was never installed"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(100), revisions.changed()).await;
+    }
+    let installed = installed.lock().unwrap().clone();
+    assert_eq!(installed, [want], "from {initial:?}");
+}

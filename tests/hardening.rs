@@ -727,3 +727,83 @@ async fn invalid_utf8_in_a_captured_header_is_malformed_behind_envoy() {
     }
     assert_eq!(upstream.requests().len(), 1, "only the plain request");
 }
+
+/// Connection slots cannot be held forever: on the HTTP port a client trickling its
+/// headers, an idle keep-alive connection and unterminated headers are closed, so with
+/// every slot taken by such clients a new one is served again soon; on the gRPC port an
+/// HTTP/2 connection is retired at its maximum age even if it answers every PING.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_idle_and_old_connections_give_their_slots_back() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+
+    use crate::support::{closed_by_server, get_on};
+    use iot_authz::server::ServerOptions;
+
+    let options = ServerOptions {
+        max_connections: 2,
+        header_read_timeout: Duration::from_millis(400),
+        idle_timeout: Duration::from_millis(400),
+        max_connection_age: Duration::from_millis(1500),
+        max_header_bytes: 8 * 1024,
+        shutdown_grace: Duration::from_millis(200),
+        ..ServerOptions::default()
+    };
+    let server = TestServer::start_server_options(policy(SECRET_POLICY), options).await;
+    let connect = || tokio::net::TcpStream::connect(server.http);
+    let within = Duration::from_secs(5);
+
+    // Trickling headers: one header line every 100 ms, never ending.
+    let mut trickle = connect().await.unwrap();
+    trickle
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let trickler = tokio::spawn(async move {
+        for i in 0..100 {
+            if trickle
+                .write_all(format!("x-{i}: y\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    });
+    // Idle keep-alive after one answered request.
+    let mut idle = connect().await.unwrap();
+    assert_eq!(get_on(&mut idle, "/healthz").await, Some(200));
+    // Both slots are taken now; both are given back.
+    assert!(
+        closed_by_server(&mut idle, within).await,
+        "idle keep-alive kept"
+    );
+    assert!(trickler.await.unwrap(), "trickling client kept");
+    let mut fresh = connect().await.unwrap();
+    assert_eq!(get_on(&mut fresh, "/healthz").await, Some(200));
+    drop(fresh);
+
+    // Unterminated headers past the byte limit.
+    let mut big = connect().await.unwrap();
+    big.write_all(b"GET /healthz HTTP/1.1\r\nx-big: ")
+        .await
+        .unwrap();
+    let _ = big.write_all(&[b'a'; 64 * 1024]).await;
+    assert!(
+        closed_by_server(&mut big, within).await,
+        "huge headers kept"
+    );
+
+    // gRPC: an HTTP/2 connection that answers PINGs (hyper does) is retired at its age.
+    let mut h2 = tokio::net::TcpStream::connect(server.grpc).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    h2.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    assert!(
+        closed_by_server(&mut h2, within).await,
+        "HTTP/2 connection kept"
+    );
+}

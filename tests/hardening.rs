@@ -807,3 +807,85 @@ async fn slow_idle_and_old_connections_give_their_slots_back() {
         "HTTP/2 connection kept"
     );
 }
+
+/// The expensive queries run in their own pool and stop when their caller leaves: a
+/// WhoCan over many principals with a 400 KB action, whose caller gives up after 200 ms,
+/// no longer burns a thread for seconds afterwards, and Check is answered meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn expensive_queries_stop_when_their_caller_leaves() {
+    use std::fmt::Write as _;
+    use std::time::Duration;
+
+    use iot_authz::proto::iotauthz::v1 as pb;
+
+    let mut text = String::from(
+        "version: 1\nroles: [{name: R, actions: ['x/*']}, {name: S, actions: ['y/*']}]\nassignments:\n",
+    );
+    for i in 0..20_000 {
+        let _ = writeln!(
+            text,
+            "  - {{principal: 'user:u{i}', role: R, scope: /apps}}"
+        );
+    }
+    let server = TestServer::start(policy(&text)).await;
+    let mut client = pb::authorizer_client::AuthorizerClient::new(server.channel().await)
+        .max_encoding_message_size(8 << 20);
+    let action = format!("x/{}", "a".repeat(400 * 1024));
+    let mut callers = Vec::new();
+    for _ in 0..4 {
+        let mut client = client.clone();
+        let action = action.clone();
+        callers.push(tokio::spawn(async move {
+            let mut request = tonic::Request::new(pb::WhoCanRequest {
+                action,
+                scope: "/apps/a".into(),
+                ..Default::default()
+            });
+            request.set_timeout(Duration::from_millis(200));
+            client.who_can(request).await
+        }));
+    }
+    // Check is answered while the queries run (its own workers and cores).
+    let check = client
+        .check(pb::CheckRequest {
+            principal: "user:u1".into(),
+            action: "x/read".into(),
+            scope: "/apps/a".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(check.allowed);
+    for caller in callers {
+        let status = caller.await.unwrap().unwrap_err();
+        assert!(
+            matches!(
+                status.code(),
+                tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+            ),
+            "{status:?}"
+        );
+    }
+    // The queries notice their callers are gone and give their threads back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.app.queries.in_flight() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} queries still running after their callers left",
+            server.app.queries.in_flight()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And the pool serves the next query.
+    let who = client
+        .who_can(pb::WhoCanRequest {
+            action: "y/read".into(),
+            scope: "/apps".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(who.principals.is_empty());
+}

@@ -13,6 +13,7 @@ pub mod forward_auth;
 pub mod http;
 pub mod metrics;
 pub mod native;
+pub mod query_pool;
 pub mod response;
 pub mod state;
 
@@ -176,6 +177,8 @@ pub struct App {
     pub decision_log: Option<decision_log::DecisionLog>,
     /// `--shadow`: every route is in shadow mode.
     pub shadow: bool,
+    /// WhoCan, CheckAssign and ListPermissions: their own threads and concurrency limit.
+    pub queries: query_pool::QueryPool,
 }
 
 /// Optional parts of an [`App`].

@@ -889,3 +889,60 @@ async fn expensive_queries_stop_when_their_caller_leaves() {
         .into_inner();
     assert!(who.principals.is_empty());
 }
+
+/// Repeated fields are refused from the request's shape before it is decoded: a native
+/// Check with hundreds of thousands of groups, or a CheckHttp with as many headers, once
+/// decoded to well over 100 MB; now they are refused, undecoded, naming the limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_repeated_fields_are_refused_before_decoding() {
+    use iot_authz::proto::codec::{MAX_GROUPS, MAX_HEADERS};
+    use iot_authz::proto::iotauthz::v1 as pb;
+
+    let server = TestServer::start(policy(SECRET_POLICY)).await;
+    let mut client = pb::authorizer_client::AuthorizerClient::new(server.channel().await)
+        .max_encoding_message_size(8 << 20);
+    let status = client
+        .check(pb::CheckRequest {
+            principal: "user:dave".into(),
+            action: "x/read".into(),
+            scope: "/apps/a".into(),
+            groups: vec!["group:g".into(); 400_000],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains(&format!("at most {MAX_GROUPS}")),
+        "{status:?}"
+    );
+    let status = client
+        .check_http(pb::CheckHttpRequest {
+            method: "GET".into(),
+            path: "/p/a".into(),
+            headers: (0..300_000)
+                .map(|i| (format!("h{i}"), String::new()))
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains(&format!("at most {MAX_HEADERS}")),
+        "{status:?}"
+    );
+    // Within the limits, answered as before.
+    let answer = client
+        .check(pb::CheckRequest {
+            principal: "user:dave".into(),
+            action: "x/read".into(),
+            scope: "/apps/a".into(),
+            groups: vec!["group:g".into(); 100],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.allowed);
+}

@@ -946,3 +946,49 @@ async fn huge_repeated_fields_are_refused_before_decoding() {
         .into_inner();
     assert!(answer.allowed);
 }
+
+/// Reflection decodes small requests only: a 1 MiB symbol (or host) is refused before it
+/// is decoded, so it is never echoed back (it was, in an error answer of twice its size),
+/// and a normal lookup still works.
+#[tokio::test(flavor = "multi_thread")]
+async fn reflection_refuses_huge_requests_without_echoing_them() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let server = TestServer::start(policy(SECRET_POLICY)).await;
+    let mut client =
+        ServerReflectionClient::new(server.channel().await).max_encoding_message_size(8 << 20);
+    let ask = |host: String, symbol: String| {
+        tonic::codegen::tokio_stream::iter([ServerReflectionRequest {
+            host,
+            message_request: Some(MessageRequest::FileContainingSymbol(symbol)),
+        }])
+    };
+    let big = "x".repeat(1 << 20);
+    for (host, symbol) in [
+        (String::new(), big.clone()),
+        (big.clone(), "iotauthz.v1.Authorizer".into()),
+    ] {
+        // Refused undecoded: the stream ends with no answer (tonic-reflection ends it when
+        // its request stream fails) or with a short error; never an echo.
+        match client.server_reflection_info(ask(host, symbol)).await {
+            Ok(stream) => match stream.into_inner().message().await {
+                Ok(answer) => assert!(answer.is_none(), "answered: {answer:?}"),
+                Err(status) => assert!(status.message().len() < 1024),
+            },
+            Err(status) => assert!(status.message().len() < 1024),
+        }
+    }
+    let mut stream = client
+        .server_reflection_info(ask(String::new(), "iotauthz.v1.Authorizer".into()))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = stream.message().await.unwrap().unwrap();
+    assert!(matches!(
+        answer.message_response,
+        Some(MessageResponse::FileDescriptorResponse(_))
+    ));
+}

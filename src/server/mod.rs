@@ -501,12 +501,16 @@ pub async fn run(
             .register_encoded_file_descriptor_set(ENVOY_AUTH_DESCRIPTOR)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
+    // Reflection asks name symbols and files: a few KiB at most. A bounded request keeps
+    // a huge symbol from being decoded, and echoed back in the error, at all.
     let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
         .build_v1()
-        .context("building reflection v1")?;
+        .context("building reflection v1")?
+        .max_decoding_message_size(REFLECTION_REQUEST_BYTES);
     let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
         .build_v1alpha()
-        .context("building reflection v1alpha")?;
+        .context("building reflection v1alpha")?
+        .max_decoding_message_size(REFLECTION_REQUEST_BYTES);
 
     let mut builder = Server::builder()
         .concurrency_limit_per_connection(options.concurrency_per_connection)
@@ -602,6 +606,9 @@ pub async fn run(
     h.context("HTTP server")?;
     Ok(())
 }
+
+/// The largest reflection request decoded (a symbol or file name and a host).
+pub const REFLECTION_REQUEST_BYTES: usize = 16 * 1024;
 
 /// Every health service name: the server as a whole (`""`) and each service it serves.
 const HEALTH_SERVICES: [&str; 3] = [

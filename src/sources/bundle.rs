@@ -210,13 +210,21 @@ pub fn unpack(url: &str, body: &[u8], max_bytes: u64) -> Result<Vec<SourceDocume
     // Decompression is bounded too: a small bomb cannot exhaust memory.
     let decoder = flate2::read::GzDecoder::new(body).take(max_bytes + 1);
     let mut archive = tar::Archive::new(decoder);
-    let entries = archive
-        .entries()
-        .map_err(|e| problem(url, format!("not a tar.gz bundle: {e}")))?;
+    let entries = archive.entries().map_err(|e| {
+        problem(
+            url,
+            format!("not a tar.gz bundle: {}", escape(&e.to_string())),
+        )
+    })?;
     let mut documents = Vec::new();
     let mut total: u64 = 0;
     for entry in entries {
-        let mut entry = entry.map_err(|e| problem(url, format!("corrupt tar.gz bundle: {e}")))?;
+        let mut entry = entry.map_err(|e| {
+            problem(
+                url,
+                format!("corrupt tar.gz bundle: {}", escape(&e.to_string())),
+            )
+        })?;
         let raw = entry.path_bytes().into_owned();
         let Some(path) = entry_path(url, &raw)? else {
             continue; // The bundle root itself (`./`).
@@ -258,7 +266,11 @@ pub fn unpack(url: &str, body: &[u8], max_bytes: u64) -> Result<Vec<SourceDocume
         entry.read_to_end(&mut bytes).map_err(|e| {
             problem(
                 url,
-                format!("corrupt tar.gz bundle at `{}`: {e}", escape(&path)),
+                format!(
+                    "corrupt tar.gz bundle at `{}`: {}",
+                    escape(&path),
+                    escape(&e.to_string())
+                ),
             )
         })?;
         total += bytes.len() as u64;

@@ -42,13 +42,16 @@ fuzz_target!(|data: &[u8]| {
                 };
                 assert!(!path.starts_with('/'), "{path:?}");
                 assert!(
-                    path.split('/').all(|part| part != ".." && !part.starts_with('.')),
+                    path.split('/')
+                        .all(|part| part != ".." && !part.starts_with('.')),
                     "{path:?}"
                 );
                 assert!(!path.chars().any(is_unsafe_char), "{path:?}");
                 let name = path.rsplit('/').next().unwrap_or(path);
                 assert!(
-                    [".yaml", ".yml", ".json"].iter().any(|ext| name.ends_with(ext)),
+                    [".yaml", ".yml", ".json"]
+                        .iter()
+                        .any(|ext| name.ends_with(ext)),
                     "{path:?}"
                 );
                 assert!(!doc.quote, "fetched documents are never quoted");

@@ -26,7 +26,10 @@ fn table() -> RouteTable {
         scope: Some(scope.into()),
         ..RouteDoc::default()
     };
-    let docs = [doc("/h", "/apps/{header:x-app}"), doc("/p/{id}", "/apps/{id}")];
+    let docs = [
+        doc("/h", "/apps/{header:x-app}"),
+        doc("/p/{id}", "/apps/{id}"),
+    ];
     let named: Vec<(String, &RouteDoc)> = docs
         .iter()
         .enumerate()

@@ -162,6 +162,30 @@ pub struct ServeArgs {
     /// closed at once. Keep twice this below the process's file-descriptor limit.
     #[arg(long, env = "IOT_AUTHZ_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+    /// HTTP port: a request must be read and its answer begun within this long of its
+    /// first byte (milliseconds); a client trickling its headers is closed.
+    #[arg(
+        long,
+        env = "IOT_AUTHZ_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub header_read_timeout_ms: u64,
+    /// HTTP port: a keep-alive connection with no request for this long is closed
+    /// (milliseconds).
+    #[arg(long, env = "IOT_AUTHZ_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+    /// Both ports: connections older than this are retired (gRPC: GOAWAY, then the
+    /// shutdown grace; HTTP: at the next request) (seconds).
+    #[arg(
+        long,
+        env = "IOT_AUTHZ_MAX_CONNECTION_AGE_SECONDS",
+        default_value_t = 600
+    )]
+    pub max_connection_age_seconds: u64,
+    /// HTTP port: bytes of a request line and headers; gRPC port: the HTTP/2 header list
+    /// size.
+    #[arg(long, env = "IOT_AUTHZ_MAX_HEADER_BYTES", default_value_t = 65_536)]
+    pub max_header_bytes: usize,
     /// On SIGTERM or SIGINT, keep serving this long with health NOT_SERVING and `/readyz`
     /// 503 before the listeners close, so load balancers stop routing here (milliseconds).
     #[arg(long, env = "IOT_AUTHZ_SHUTDOWN_DELAY_MS", default_value_t = 0)]

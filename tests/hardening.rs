@@ -400,3 +400,595 @@ fn decision_ids_reveal_nothing() {
         "{pid}"
     );
 }
+
+/// A tar.gz bundle from raw entries: `(path bytes, type, link target, content)`. Paths are
+/// written into the header as given (the tar crate's own checks would refuse `..`).
+fn raw_tar_gz(entries: &[(&[u8], tar::EntryType, &str, &str)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    for (path, kind, link, text) in entries {
+        let mut header = tar::Header::new_old();
+        header.as_old_mut().name[..path.len()].copy_from_slice(path);
+        header.set_entry_type(*kind);
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        if !link.is_empty() {
+            header.set_link_name(link).unwrap();
+        }
+        header.set_cksum();
+        builder.append(&header, text.as_bytes()).unwrap();
+    }
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
+const GRANT: &str = "version: 1\nroles: [{name: R, actions: ['x/*']}]\nassignments:\n  - {principal: 'user:dave', role: R, scope: /apps}\n";
+const DENY: &str = "version: 1\ndenyAssignments:\n  - {name: no-secret, principals: ['user:dave'], actions: ['x/*'], scope: /apps/secret}\n";
+
+/// A bundle gives the policy the same tree gives on disk, or is refused loudly: a deny
+/// file that is a symlink (read through the link on disk) is an error in a bundle, not a
+/// silently missing deny; so are hard links and entries outside the bundle root; and an
+/// entry name with control characters never reaches a message raw.
+#[test]
+fn a_bundle_is_the_tree_on_disk_or_an_error() {
+    use iot_authz::policy::compile_sources;
+    use iot_authz::policy::source::read_paths;
+    use iot_authz::sources::bundle::unpack;
+    use tar::EntryType::{Directory, Link, Regular, Symlink};
+
+    // On disk: the deny file is a symlink, and it is read.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("real")).unwrap();
+    std::fs::write(dir.path().join("grant.yaml"), GRANT).unwrap();
+    std::fs::write(dir.path().join("real/deny.yaml"), DENY).unwrap();
+    std::os::unix::fs::symlink("real/deny.yaml", dir.path().join("deny.yaml")).unwrap();
+    let on_disk = compile_sources(&read_paths(&[dir.path().to_path_buf()], 1 << 20).unwrap());
+    assert_eq!(on_disk.unwrap().counts.deny_assignments, 1);
+
+    let url = "https://bundles.example/p.tar.gz";
+    let refused = |entries: &[(&[u8], tar::EntryType, &str, &str)], expect: &str| {
+        let e = unpack(url, &raw_tar_gz(entries), 1 << 20)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(expect), "{e}");
+        assert!(!e.contains(['\u{1b}', '\n', '\r', '\u{2028}']), "{e:?}");
+    };
+    let grant: (&[u8], _, _, _) = (b"grant.yaml", Regular, "", GRANT);
+    refused(
+        &[grant, (b"deny.yaml", Symlink, "real/deny.yaml", "")],
+        "is a symlink",
+    );
+    refused(
+        &[grant, (b"deny.yaml", Link, "grant.yaml", "")],
+        "is a hard link",
+    );
+    for outside in [
+        &b"../deny.yaml"[..],
+        b"a/../../deny.yaml",
+        b"/etc/deny.yaml",
+    ] {
+        refused(
+            &[grant, (outside, Regular, "", DENY)],
+            "outside the bundle root",
+        );
+    }
+    refused(
+        &[grant, (b"x\x1b[31m\nINFO forged.yaml", Regular, "", DENY)],
+        "control, line-separator or bidi",
+    );
+    refused(
+        &[grant, ("a\u{2028}b.yaml".as_bytes(), Regular, "", DENY)],
+        "control, line-separator or bidi",
+    );
+    // Directories, `./` prefixes and links under hidden directories are fine.
+    let docs = unpack(
+        url,
+        &raw_tar_gz(&[
+            (b"./", Directory, "", ""),
+            (b"./grant.yaml", Regular, "", GRANT),
+            (b"./.git/HEAD", Symlink, "refs/heads/main", ""),
+            (b"./sub/deny.yaml", Regular, "", DENY),
+        ]),
+        1 << 20,
+    )
+    .unwrap();
+    let names: Vec<&str> = docs.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [format!("{url}#grant.yaml"), format!("{url}#sub/deny.yaml")]
+    );
+    assert_eq!(compile_sources(&docs).unwrap().counts.deny_assignments, 1);
+}
+
+/// Serves `answer` for every request on a new loopback port; counts the requests.
+async fn canned_server(
+    answer: impl Fn() -> axum::response::Response + Clone + Send + Sync + 'static,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let answer = answer.clone();
+        async move { answer() }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, hits)
+}
+
+fn redirect_to(location: String) -> impl Fn() -> axum::response::Response + Clone {
+    move || {
+        axum::response::Response::builder()
+            .status(302)
+            .header("location", location.clone())
+            .body(axum::body::Body::empty())
+            .unwrap()
+    }
+}
+
+/// A bundle fetch follows redirects only within its origin (a bundle server cannot send
+/// the poller to an internal host), and no error quotes what a server answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn bundle_fetches_stay_on_their_origin_and_never_quote_bodies() {
+    use iot_authz::sources::bundle::{BundleClient, BundleOptions, Fetched};
+    crypto();
+    let page = "<html>internal-secret-page: [1, 2\n</html>";
+    let (internal, internal_hits) =
+        canned_server(move || axum::response::Response::new(axum::body::Body::from(page))).await;
+    let (origin, _) = canned_server(redirect_to(format!("http://{internal}/policy.yaml"))).await;
+    let fetch = |url: String| async move {
+        let mut client = BundleClient::new(BundleOptions::new(url)).unwrap();
+        client.fetch().await.map(|_| ()).unwrap_err().to_string()
+    };
+    // To another origin (another port): not followed.
+    let e = fetch(format!("http://{origin}/bundle.yaml")).await;
+    assert!(e.contains("302") && e.contains("not followed"), "{e}");
+    assert_eq!(internal_hits.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // Within the origin: followed.
+    let app = axum::Router::new()
+        .route(
+            "/start",
+            axum::routing::get(|| async { axum::response::Redirect::to("/policy.yaml") }),
+        )
+        .route("/policy.yaml", axum::routing::get(|| async { GRANT }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let same = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let mut client = BundleClient::new(BundleOptions::new(format!("http://{same}/start"))).unwrap();
+    match client.fetch().await.unwrap() {
+        Fetched::Bundle { documents, .. } => assert_eq!(documents[0].bytes, GRANT.as_bytes()),
+        Fetched::NotModified => panic!("not modified"),
+    }
+    // A fetched page that is not a policy: the problem says where, never what.
+    let url = format!("http://{internal}/policy.yaml");
+    let mut client = BundleClient::new(BundleOptions::new(url)).unwrap();
+    let Fetched::Bundle { documents, .. } = client.fetch().await.unwrap() else {
+        panic!("not modified");
+    };
+    let problem = iot_authz::policy::compile_sources(&documents)
+        .unwrap_err()
+        .to_string();
+    assert!(!problem.contains("internal-secret-page"), "{problem}");
+    assert!(problem.contains("line 1 column"), "{problem}");
+}
+
+/// An in-place rewrite (truncate, then write in chunks with a pause shorter than two
+/// debounce periods) never serves the torn file, although its first chunk, cut right before
+/// `denyAssignments:`, parses and would allow what the whole file denies: a read is only
+/// installed once it has held still for a debounce period.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_torn_in_place_write_is_never_served() {
+    use std::io::Write as _;
+    use std::time::Duration;
+
+    use iot_authz::policy::{SourceDocument, compile_sources, source};
+    use iot_authz::sources::Loader;
+    use iot_authz::sources::files::{FileWatcher, WatchOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    std::fs::write(&file, SECRET_POLICY).unwrap();
+    let server = TestServer::start(policy(SECRET_POLICY)).await;
+    let debounce = Duration::from_millis(200);
+    let watcher = FileWatcher::start(
+        Loader::new(server.app.clone()),
+        vec![file.clone()],
+        WatchOptions {
+            debounce,
+            poll_interval: None,
+            notify: true,
+            max_bytes: 1 << 20,
+        },
+    );
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (_trigger, trigger) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(watcher.run(trigger, async {
+        let _ = stopped.await;
+    }));
+    let mut revisions = server.app.policy.subscribe();
+    // The first pass reads at once (and installs the file under its own name): wait for it.
+    tokio::time::timeout(Duration::from_secs(10), revisions.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    let initial = revisions.borrow_and_update().clone();
+
+    let next = SECRET_POLICY.replace("no-secret", "still-no-secret");
+    let cut = next.find("denyAssignments:").unwrap();
+    let (head, tail) = next.split_at(cut);
+    assert!(
+        compile_sources(&[SourceDocument::new("policy.yaml", head)]).is_ok(),
+        "the torn file must parse for this test to mean anything"
+    );
+    let installed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = installed.clone();
+    let mut watch = revisions.clone();
+    tokio::spawn(async move {
+        while watch.changed().await.is_ok() {
+            let revision = watch.borrow_and_update().clone();
+            seen.lock().unwrap().push(revision);
+        }
+    });
+    let mut writer = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&file)
+        .unwrap();
+    writer.write_all(head.as_bytes()).unwrap();
+    writer.flush().unwrap();
+    tokio::time::sleep(debounce * 3 / 2).await;
+    writer.write_all(tail.as_bytes()).unwrap();
+    drop(writer);
+
+    let want = Some(source::revision(&[SourceDocument::new(
+        "policy.yaml",
+        next.as_str(),
+    )]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while *revisions.borrow_and_update() != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the whole file was never installed"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(100), revisions.changed()).await;
+    }
+    let installed = installed.lock().unwrap().clone();
+    assert_eq!(installed, [want], "from {initial:?}");
+}
+
+/// Sends raw bytes as one HTTP/1.1 request; returns the status (None: closed without one).
+fn raw_status(addr: std::net::SocketAddr, request: &[u8]) -> Option<u16> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    stream.write_all(request).ok()?;
+    let mut buf = [0u8; 512];
+    let n = stream.read(&mut buf).ok()?;
+    String::from_utf8_lossy(&buf[..n])
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Bytes that are not UTF-8 in a captured header are malformed behind Envoy too: the
+/// shipped gRPC configs send ext_authz each header's raw bytes, where Envoy's `headers` map
+/// would have rewritten them to `!` (which a capture accepts), so nothing reaches the
+/// upstream. (Envoy's HTTP ext_authz client rewrites them the same way and has no raw
+/// form: `envoy-http.yaml` is documented as not covering this; see SECURITY.md.)
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_utf8_in_a_captured_header_is_malformed_behind_envoy() {
+    crypto();
+    let server = TestServer::start(policy(SECRET_POLICY)).await;
+    let upstream = Upstream::start().await;
+    for config in ["envoy.yaml", "envoy-mtls.yaml"] {
+        if config == "envoy-mtls.yaml" {
+            // Needs certificates; its ext_authz filter is checked by text below.
+            let text =
+                std::fs::read_to_string(crate::support::root().join("deploy/envoy").join(config))
+                    .unwrap();
+            assert!(text.contains("encode_raw_headers: true"), "{config}");
+            assert!(
+                text.contains("headers_with_underscores_action: REJECT_REQUEST"),
+                "{config}"
+            );
+            continue;
+        }
+        let envoy = Envoy::start(config, server.grpc, upstream.addr, &[]).await;
+        let request = |value: &[u8]| {
+            let mut out = b"GET /h HTTP/1.1\r\nhost: x\r\nconnection: close\r\n".to_vec();
+            out.extend_from_slice(b"x-iotauthz-principal: user:dave\r\nx-app-id: ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n\r\n");
+            out
+        };
+        let addr = envoy.listener;
+        let status = tokio::task::spawn_blocking(move || {
+            (
+                raw_status(addr, &request(b"public")),
+                raw_status(addr, &request(b"secr\xffet")),
+                raw_status(addr, &request(b"secr\xc3\xa9t")),
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(status, (Some(200), Some(400), Some(400)), "{config}");
+    }
+    assert_eq!(upstream.requests().len(), 1, "only the plain request");
+}
+
+/// Connection slots cannot be held forever: on the HTTP port a client trickling its
+/// headers, an idle keep-alive connection and unterminated headers are closed, so with
+/// every slot taken by such clients a new one is served again soon; on the gRPC port an
+/// HTTP/2 connection is retired at its maximum age even if it answers every PING.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_idle_and_old_connections_give_their_slots_back() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+
+    use crate::support::{closed_by_server, get_on};
+    use iot_authz::server::ServerOptions;
+
+    let options = ServerOptions {
+        max_connections: 2,
+        header_read_timeout: Duration::from_millis(400),
+        idle_timeout: Duration::from_millis(400),
+        max_connection_age: Duration::from_millis(1500),
+        max_header_bytes: 8 * 1024,
+        shutdown_grace: Duration::from_millis(200),
+        ..ServerOptions::default()
+    };
+    let server = TestServer::start_server_options(policy(SECRET_POLICY), options).await;
+    let connect = || tokio::net::TcpStream::connect(server.http);
+    let within = Duration::from_secs(5);
+
+    // Trickling headers: one header line every 100 ms, never ending.
+    let mut trickle = connect().await.unwrap();
+    trickle
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let trickler = tokio::spawn(async move {
+        for i in 0..100 {
+            if trickle
+                .write_all(format!("x-{i}: y\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    });
+    // Idle keep-alive after one answered request.
+    let mut idle = connect().await.unwrap();
+    assert_eq!(get_on(&mut idle, "/healthz").await, Some(200));
+    // Both slots are taken now; both are given back.
+    assert!(
+        closed_by_server(&mut idle, within).await,
+        "idle keep-alive kept"
+    );
+    assert!(trickler.await.unwrap(), "trickling client kept");
+    let mut fresh = connect().await.unwrap();
+    assert_eq!(get_on(&mut fresh, "/healthz").await, Some(200));
+    drop(fresh);
+
+    // Unterminated headers past the byte limit.
+    let mut big = connect().await.unwrap();
+    big.write_all(b"GET /healthz HTTP/1.1\r\nx-big: ")
+        .await
+        .unwrap();
+    let _ = big.write_all(&[b'a'; 64 * 1024]).await;
+    assert!(
+        closed_by_server(&mut big, within).await,
+        "huge headers kept"
+    );
+
+    // gRPC: an HTTP/2 connection that answers PINGs (hyper does) is retired at its age.
+    let mut h2 = tokio::net::TcpStream::connect(server.grpc).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    h2.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    assert!(
+        closed_by_server(&mut h2, within).await,
+        "HTTP/2 connection kept"
+    );
+}
+
+/// The expensive queries run in their own pool and stop when their caller leaves: a
+/// WhoCan over many principals with a 400 KB action, whose caller gives up after 200 ms,
+/// no longer burns a thread for seconds afterwards, and Check is answered meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn expensive_queries_stop_when_their_caller_leaves() {
+    use std::fmt::Write as _;
+    use std::time::Duration;
+
+    use iot_authz::proto::iotauthz::v1 as pb;
+
+    let mut text = String::from(
+        "version: 1\nroles: [{name: R, actions: ['x/*']}, {name: S, actions: ['y/*']}]\nassignments:\n",
+    );
+    for i in 0..20_000 {
+        let _ = writeln!(
+            text,
+            "  - {{principal: 'user:u{i}', role: R, scope: /apps}}"
+        );
+    }
+    let server = TestServer::start(policy(&text)).await;
+    let mut client = pb::authorizer_client::AuthorizerClient::new(server.channel().await)
+        .max_encoding_message_size(8 << 20);
+    let action = format!("x/{}", "a".repeat(400 * 1024));
+    let mut callers = Vec::new();
+    for _ in 0..4 {
+        let mut client = client.clone();
+        let action = action.clone();
+        callers.push(tokio::spawn(async move {
+            let mut request = tonic::Request::new(pb::WhoCanRequest {
+                action,
+                scope: "/apps/a".into(),
+                ..Default::default()
+            });
+            request.set_timeout(Duration::from_millis(200));
+            client.who_can(request).await
+        }));
+    }
+    // Check is answered while the queries run (its own workers and cores).
+    let check = client
+        .check(pb::CheckRequest {
+            principal: "user:u1".into(),
+            action: "x/read".into(),
+            scope: "/apps/a".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(check.allowed);
+    for caller in callers {
+        let status = caller.await.unwrap().unwrap_err();
+        assert!(
+            matches!(
+                status.code(),
+                tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+            ),
+            "{status:?}"
+        );
+    }
+    // The queries notice their callers are gone and give their threads back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.app.queries.in_flight() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} queries still running after their callers left",
+            server.app.queries.in_flight()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And the pool serves the next query.
+    let who = client
+        .who_can(pb::WhoCanRequest {
+            action: "y/read".into(),
+            scope: "/apps".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(who.principals.is_empty());
+}
+
+/// Repeated fields are refused from the request's shape before it is decoded: a native
+/// Check with hundreds of thousands of groups, or a CheckHttp with as many headers, once
+/// decoded to well over 100 MB; now they are refused, undecoded, naming the limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_repeated_fields_are_refused_before_decoding() {
+    use iot_authz::proto::codec::{MAX_GROUPS, MAX_HEADERS};
+    use iot_authz::proto::iotauthz::v1 as pb;
+
+    let server = TestServer::start(policy(SECRET_POLICY)).await;
+    let mut client = pb::authorizer_client::AuthorizerClient::new(server.channel().await)
+        .max_encoding_message_size(8 << 20);
+    let status = client
+        .check(pb::CheckRequest {
+            principal: "user:dave".into(),
+            action: "x/read".into(),
+            scope: "/apps/a".into(),
+            groups: vec!["group:g".into(); 400_000],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains(&format!("at most {MAX_GROUPS}")),
+        "{status:?}"
+    );
+    let status = client
+        .check_http(pb::CheckHttpRequest {
+            method: "GET".into(),
+            path: "/p/a".into(),
+            headers: (0..300_000)
+                .map(|i| (format!("h{i}"), String::new()))
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains(&format!("at most {MAX_HEADERS}")),
+        "{status:?}"
+    );
+    // Within the limits, answered as before.
+    let answer = client
+        .check(pb::CheckRequest {
+            principal: "user:dave".into(),
+            action: "x/read".into(),
+            scope: "/apps/a".into(),
+            groups: vec!["group:g".into(); 100],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.allowed);
+}
+
+/// Reflection decodes small requests only: a 1 MiB symbol (or host) is refused before it
+/// is decoded, so it is never echoed back (it was, in an error answer of twice its size),
+/// and a normal lookup still works.
+#[tokio::test(flavor = "multi_thread")]
+async fn reflection_refuses_huge_requests_without_echoing_them() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let server = TestServer::start(policy(SECRET_POLICY)).await;
+    let mut client =
+        ServerReflectionClient::new(server.channel().await).max_encoding_message_size(8 << 20);
+    let ask = |host: String, symbol: String| {
+        tonic::codegen::tokio_stream::iter([ServerReflectionRequest {
+            host,
+            message_request: Some(MessageRequest::FileContainingSymbol(symbol)),
+        }])
+    };
+    let big = "x".repeat(1 << 20);
+    for (host, symbol) in [
+        (String::new(), big.clone()),
+        (big.clone(), "iotauthz.v1.Authorizer".into()),
+    ] {
+        // Refused undecoded: the stream ends with no answer (tonic-reflection ends it when
+        // its request stream fails) or with a short error; never an echo.
+        match client.server_reflection_info(ask(host, symbol)).await {
+            Ok(stream) => match stream.into_inner().message().await {
+                Ok(answer) => assert!(answer.is_none(), "answered: {answer:?}"),
+                Err(status) => assert!(status.message().len() < 1024),
+            },
+            Err(status) => assert!(status.message().len() < 1024),
+        }
+    }
+    let mut stream = client
+        .server_reflection_info(ask(String::new(), "iotauthz.v1.Authorizer".into()))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = stream.message().await.unwrap().unwrap();
+    assert!(matches!(
+        answer.message_response,
+        Some(MessageResponse::FileDescriptorResponse(_))
+    ));
+}

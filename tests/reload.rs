@@ -677,7 +677,7 @@ async fn bundles_are_fetched_conditionally_and_faults_keep_the_last_good_policy(
         (
             "invalid policy",
             b"version: 1\nroles: [{nam: R}]\n".to_vec(),
-            "nam",
+            "unknown field",
         ),
     ];
     for (i, (name, body, needle)) in faults.into_iter().enumerate() {

@@ -73,6 +73,9 @@ pub struct AssignCheck {
     pub message: Option<String>,
 }
 
+/// How often (in loop iterations) the `*_until` queries ask whether to stop.
+const STOP_EVERY: usize = 64;
+
 impl Snapshot {
     /// Authorizes an HTTP request: canonical path → route → identity → evaluation.
     pub fn check_http(&self, req: &HttpRequest<'_>) -> Result<HttpDecision<'_>, RequestError> {
@@ -208,7 +211,21 @@ impl Snapshot {
         groups: &[String],
         scope: &str,
         at: Instant,
+        visit: impl FnMut(Permission<'s>) -> ControlFlow<()>,
+    ) -> Result<(), RequestError> {
+        self.each_permission_until(principal, groups, scope, at, visit, &|| false)
+    }
+
+    /// [`Snapshot::each_permission`] that also ends once `stop` says so (asked every few
+    /// actions of the catalog, allowed or not: the caller left).
+    pub fn each_permission_until<'s>(
+        &'s self,
+        principal: &str,
+        groups: &[String],
+        scope: &str,
+        at: Instant,
         mut visit: impl FnMut(Permission<'s>) -> ControlFlow<()>,
+        stop: &dyn Fn() -> bool,
     ) -> Result<(), RequestError> {
         let principal_type = syntax::principal_type(principal).map_err(RequestError::Principal)?;
         for g in groups {
@@ -218,7 +235,12 @@ impl Snapshot {
         let subjects = self.subjects(principal, groups);
         let ancestors = self.ancestors_of(scope);
         let mut buf = LowerBuf::new();
-        for (name, data) in &self.universe {
+        for (n, (name, data)) in self.universe.iter().enumerate() {
+            // `visit` may stop the walk (the caller left): asked every few actions, not
+            // only for those allowed, since most of the cost is in the others.
+            if n % STOP_EVERY == 0 && stop() {
+                break;
+            }
             let action = self.action(lower_into(name, &mut buf), *data);
             if !self
                 .evaluate(&subjects, principal_type, action, ancestors, at)
@@ -252,10 +274,26 @@ impl Snapshot {
         scope: &str,
         at: Instant,
     ) -> Result<WhoCan<'_>, RequestError> {
+        self.who_can_until(action, data, scope, at, &|| false)
+    }
+
+    /// [`Snapshot::who_can`] that gives up, with a partial answer nobody should read, once
+    /// `stop` says so (it is asked every few principals: the caller left).
+    pub fn who_can_until(
+        &self,
+        action: &str,
+        data: bool,
+        scope: &str,
+        at: Instant,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<WhoCan<'_>, RequestError> {
         syntax::check_action(action).map_err(RequestError::Action)?;
         syntax::normalize_scope(scope).map_err(RequestError::Scope)?;
         let mut out = WhoCan::default();
         for p in 0..self.principal_count() {
+            if p % STOP_EVERY == 0 && stop() {
+                break;
+            }
             let name = self.principal_name(u32::try_from(p).unwrap_or(u32::MAX));
             let decision = self.check(&CheckRequest {
                 principal: name,
@@ -285,6 +323,19 @@ impl Snapshot {
         role: &str,
         scope: &str,
         at: Instant,
+    ) -> Result<AssignCheck, RequestError> {
+        self.check_assign_until(actor, role, scope, at, &|| false)
+    }
+
+    /// [`Snapshot::check_assign`] that gives up, with a partial answer nobody should read,
+    /// once `stop` says so (asked every few actions of the catalog).
+    pub fn check_assign_until(
+        &self,
+        actor: &str,
+        role: &str,
+        scope: &str,
+        at: Instant,
+        stop: &dyn Fn() -> bool,
     ) -> Result<AssignCheck, RequestError> {
         let actor_type = syntax::principal_type(actor).map_err(RequestError::Principal)?;
         let scope = syntax::normalize_scope(scope).map_err(RequestError::Scope)?;
@@ -316,7 +367,10 @@ impl Snapshot {
             .assignable_scopes
             .iter()
             .any(|s| ancestors.binary_search(s).is_ok());
-        for (name, data) in &self.universe {
+        for (n, (name, data)) in self.universe.iter().enumerate() {
+            if n % STOP_EVERY == 0 && stop() {
+                break;
+            }
             let lower = lower_into(name, &mut buf);
             if lower == assign_lower && !*data {
                 continue;

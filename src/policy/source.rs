@@ -11,6 +11,39 @@ use super::document::Document;
 use super::error::{PolicyError, Problem};
 use super::syntax;
 
+/// A parser's message without the text it quotes: its kind (`invalid YAML`), where
+/// (`line 2 column 9`) and what (`unknown field`), when it says, and nothing from the
+/// document itself.
+fn unquoted(message: &str) -> String {
+    let kind = message.split(':').next().unwrap_or("invalid document");
+    let first_line = message.lines().next().unwrap_or_default();
+    let mut at = String::new();
+    if let Some(start) = first_line.find("line ") {
+        let rest = &first_line[start..];
+        let mut words = rest.split([' ', ',', ':']);
+        if let (Some("line"), Some(line), Some("column"), Some(column)) =
+            (words.next(), words.next(), words.next(), words.next())
+            && line.bytes().all(|b| b.is_ascii_digit())
+            && column.bytes().all(|b| b.is_ascii_digit())
+        {
+            at = format!(" at line {line} column {column}");
+        }
+    }
+    // The parser's own words before it quotes anything (`unknown field`), from whichever
+    // part of the first line follows the kind and the location.
+    let what = first_line
+        .rsplit(": ")
+        .next()
+        .and_then(|tail| tail.split('`').next())
+        .map(str::trim)
+        .filter(|w| {
+            !w.is_empty() && w.len() <= 40 && w.bytes().all(|b| b.is_ascii_lowercase() || b == b' ')
+        })
+        .map(|w| format!(": {w}"))
+        .unwrap_or_default();
+    format!("{kind}{at}{what} (a fetched document's text is not quoted)")
+}
+
 /// The largest policy the loader accepts, summed over all documents (64 MiB).
 pub const DEFAULT_MAX_POLICY_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -19,6 +52,9 @@ pub const DEFAULT_MAX_POLICY_BYTES: u64 = 64 * 1024 * 1024;
 pub struct SourceDocument {
     pub name: String,
     pub bytes: Vec<u8>,
+    /// Whether a parse error may quote the document's text (a local file), or only say
+    /// where the error is (a fetched bundle: its bytes may be any server's page).
+    pub quote: bool,
 }
 
 impl SourceDocument {
@@ -26,6 +62,15 @@ impl SourceDocument {
         Self {
             name: name.into(),
             bytes: bytes.into(),
+            quote: true,
+        }
+    }
+
+    /// A fetched document: its parse errors name the line and column, never its text.
+    pub fn fetched(name: impl Into<String>, bytes: impl Into<Vec<u8>>) -> Self {
+        Self {
+            quote: false,
+            ..Self::new(name, bytes)
         }
     }
 
@@ -34,6 +79,7 @@ impl SourceDocument {
         let problem = |message: String| Problem::new(&self.name, "document", message);
         let text = std::str::from_utf8(&self.bytes)
             .map_err(|e| problem(format!("is not valid UTF-8: {e}")))?;
+        // (`Utf8Error` says where, never what.)
         if text.trim().is_empty() {
             return Err(problem("is empty (expected at least `version: 1`)".into()));
         }
@@ -74,6 +120,9 @@ impl SourceDocument {
             };
             // The YAML parser's advice to its own callers means nothing to a policy's author.
             let message = message.replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+            if !self.quote {
+                return Problem::new(&self.name, "document", unquoted(&message));
+            }
             Problem::new(
                 &self.name,
                 syntax::escape_controls(object).into_owned(),
@@ -259,6 +308,23 @@ pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fetched_document_is_never_quoted() {
+        let doc = SourceDocument::fetched(
+            "https://b.example/p.yaml",
+            "version: 1\nroles: [{nam: R}]\n",
+        );
+        let e = doc.parse().unwrap_err().to_string();
+        assert!(
+            e.contains("line 2 column") && e.contains("unknown field"),
+            "{e}"
+        );
+        assert!(!e.contains("nam"), "{e}");
+        let page = SourceDocument::fetched("p.yaml", "<html>secret-page: [1\n</html>");
+        let e = page.parse().unwrap_err().to_string();
+        assert!(!e.contains("secret") && !e.contains("html"), "{e}");
+    }
 
     #[test]
     fn a_directory_reads_the_three_extensions_exactly() {

@@ -39,12 +39,9 @@ macro_rules! admit_every {
 }
 
 admit_every!(
-    pb::CheckRequest,
     pb::CheckResponse,
     pb::BatchCheckResponse,
-    pb::CheckHttpRequest,
     pb::CheckHttpResponse,
-    pb::ListPermissionsRequest,
     pb::ListPermissionsResponse,
     pb::WhoCanRequest,
     pb::WhoCanResponse,
@@ -72,6 +69,42 @@ admit_every!(
     pb::PutGroupRequest,
     pb::DeleteGroupRequest,
 );
+
+/// The most groups a request may carry (a token's groups), and the most headers of a
+/// CheckHttp request, counted on the wire before decoding: an empty group or header is two
+/// bytes, so 4 MiB would otherwise decode to two million of them (140 MB).
+pub const MAX_GROUPS: usize = 10_000;
+pub const MAX_HEADERS: usize = 10_000;
+
+/// Refuses a message with more than `max` occurrences of field `number`, `what` naming it.
+fn at_most(bytes: &[u8], number: u64, max: usize, what: &str) -> Result<(), Status> {
+    match count_field(bytes, number) {
+        Some(n) if n <= max => Ok(()),
+        Some(n) => Err(Status::invalid_argument(format!(
+            "request has {n} {what}; at most {max} are allowed"
+        ))),
+        None => Err(Status::invalid_argument("request bytes cannot be walked")),
+    }
+}
+
+impl Admit for pb::CheckRequest {
+    fn admit(bytes: &[u8]) -> Result<(), Status> {
+        at_most(bytes, 5, MAX_GROUPS, "groups")
+    }
+}
+
+impl Admit for pb::CheckHttpRequest {
+    fn admit(bytes: &[u8]) -> Result<(), Status> {
+        at_most(bytes, 4, MAX_HEADERS, "headers")?;
+        at_most(bytes, 5, MAX_GROUPS, "groups")
+    }
+}
+
+impl Admit for pb::ListPermissionsRequest {
+    fn admit(bytes: &[u8]) -> Result<(), Status> {
+        at_most(bytes, 3, MAX_GROUPS, "groups")
+    }
+}
 
 impl Admit for pb::BatchCheckRequest {
     fn admit(bytes: &[u8]) -> Result<(), Status> {
@@ -176,6 +209,37 @@ impl<U: Message + Default + Admit> Decoder for AdmittingDecoder<U> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_groups_and_headers_are_refused_before_decoding() {
+        let check = |n: usize| {
+            pb::CheckRequest {
+                groups: vec![String::new(); n],
+                ..Default::default()
+            }
+            .encode_to_vec()
+        };
+        assert!(pb::CheckRequest::admit(&check(MAX_GROUPS)).is_ok());
+        assert!(pb::CheckRequest::admit(&check(MAX_GROUPS + 1)).is_err());
+        let http = |headers: usize, groups: usize| {
+            pb::CheckHttpRequest {
+                headers: (0..headers)
+                    .map(|i| (i.to_string(), String::new()))
+                    .collect(),
+                groups: vec![String::new(); groups],
+                ..Default::default()
+            }
+            .encode_to_vec()
+        };
+        assert!(pb::CheckHttpRequest::admit(&http(MAX_HEADERS, MAX_GROUPS)).is_ok());
+        assert!(pb::CheckHttpRequest::admit(&http(MAX_HEADERS + 1, 0)).is_err());
+        assert!(pb::CheckHttpRequest::admit(&http(0, MAX_GROUPS + 1)).is_err());
+        let list = pb::ListPermissionsRequest {
+            groups: vec![String::new(); MAX_GROUPS + 1],
+            ..Default::default()
+        };
+        assert!(pb::ListPermissionsRequest::admit(&list.encode_to_vec()).is_err());
+    }
 
     #[test]
     fn fields_are_counted_on_the_wire() {

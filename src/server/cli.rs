@@ -213,6 +213,10 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
         shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
         opening_timeout: ServerOptions::default().opening_timeout,
         max_connections: args.max_connections,
+        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+        max_connection_age: Duration::from_secs(args.max_connection_age_seconds),
+        max_header_bytes: args.max_header_bytes,
         tls: args
             .tls_cert
             .as_ref()

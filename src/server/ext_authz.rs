@@ -7,6 +7,7 @@ use envoy_types::ext_authz::v3::pb::{
     Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
     HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
 };
+use envoy_types::pb::envoy::service::auth::v3::attribute_context;
 use envoy_types::pb::google::protobuf::{ListValue, Struct, Value as PbValue, value::Kind};
 use envoy_types::pb::google::rpc;
 use serde_json::Value;
@@ -45,9 +46,16 @@ impl Authorization for ExtAuthz {
         let deadline = super::admin::call_deadline(request.metadata());
         let check = request.into_inner();
         let attributes = check.attributes.unwrap_or_default();
-        let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
+        let mut http = attributes.request.and_then(|r| r.http).unwrap_or_default();
+        let pairs = header_pairs(&mut http);
+        let header = |k: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.as_str())
+        };
         // A consistency token (SPEC §10): answer from a state at least that new, or 503.
-        if let Some(token) = http.headers.get(crate::store::CONSISTENCY_HEADER)
+        if let Some(token) = header(crate::store::CONSISTENCY_HEADER)
             && let Err(e) = crate::store::wait_for(&self.app, token, deadline).await
         {
             return Ok(Response::new(token_refused(&e)));
@@ -56,7 +64,7 @@ impl Authorization for ExtAuthz {
             return Err(Status::unavailable("no policy loaded"));
         };
         let snapshot = &policy.snapshot;
-        let ctx = RequestContext::begin("ext_authz", |k| http.headers.get(k).map(String::as_str));
+        let ctx = RequestContext::begin("ext_authz", header);
         // Only the namespaces an identity source reads are copied into JSON: the rest of
         // Envoy's metadata, however large, is never looked at.
         let metadata = attributes.metadata_context.map(|m| {
@@ -69,8 +77,7 @@ impl Authorization for ExtAuthz {
             )
         });
         let peer = attributes.source.map(|s| s.principal).unwrap_or_default();
-        let headers: Vec<(&str, &str)> = http
-            .headers
+        let headers: Vec<(&str, &str)> = pairs
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
@@ -100,17 +107,37 @@ impl Authorization for ExtAuthz {
             .app
             .conclude_http(&ctx, &outcome, &decision_id, &snapshot.revision);
         let response = if outcome.decision.allowed || shadowed {
-            allow_response(
-                &outcome,
-                shadowed,
-                &http.headers,
-                &decision_id,
-                &snapshot.revision,
-            )
+            allow_response(&outcome, shadowed, &pairs, &decision_id, &snapshot.revision)
         } else {
             deny_response(&outcome, &decision_id, &snapshot.revision)
         };
         Ok(Response::new(response))
+    }
+}
+
+/// A header value that is not UTF-8, as the decision sees it: a control character, which
+/// no principal, group or route capture accepts (as in the HTTP modes).
+const UNREADABLE: &str = "\u{1}";
+
+/// The request's headers as `(name, value)` pairs. With `encode_raw_headers` (every
+/// shipped Envoy config sets it) Envoy sends `header_map`, each copy with its raw bytes:
+/// a value that is not UTF-8 becomes [`UNREADABLE`] (Envoy's `headers` map would have
+/// rewritten those bytes to `!`, which a capture accepts). Otherwise the `headers` map.
+fn header_pairs(http: &mut attribute_context::HttpRequest) -> Vec<(String, String)> {
+    match http.header_map.take() {
+        Some(map) if !map.headers.is_empty() => map
+            .headers
+            .into_iter()
+            .map(|h| {
+                let value = if h.raw_value.is_empty() {
+                    h.value
+                } else {
+                    String::from_utf8(h.raw_value).unwrap_or_else(|_| UNREADABLE.to_owned())
+                };
+                (h.key, value)
+            })
+            .collect(),
+        _ => std::mem::take(&mut http.headers).into_iter().collect(),
     }
 }
 
@@ -131,7 +158,7 @@ fn header(key: &str, value: &str, action: HeaderAppendAction) -> HeaderValueOpti
 fn allow_response(
     outcome: &HttpDecision<'_>,
     shadowed: bool,
-    client_headers: &std::collections::HashMap<String, String>,
+    client_headers: &[(String, String)],
     decision_id: &str,
     revision: &str,
 ) -> CheckResponse {
@@ -142,12 +169,15 @@ fn allow_response(
         .collect();
     // Remove every client-sent x-iotauthz-* header we do not overwrite, and every name a
     // framework could read as one (`x_iotauthz_principal`).
-    let headers_to_remove = client_headers
-        .keys()
+    let mut headers_to_remove: Vec<String> = client_headers
+        .iter()
+        .map(|(k, _)| k)
         .filter(|k| response::is_decision_header(k))
         .filter(|k| !set.iter().any(|(s, _)| s.eq_ignore_ascii_case(k)))
         .cloned()
         .collect();
+    headers_to_remove.sort_unstable();
+    headers_to_remove.dedup();
     CheckResponse {
         status: Some(rpc::Status {
             code: OK,

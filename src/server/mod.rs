@@ -15,6 +15,7 @@ pub mod forward_auth;
 pub mod http;
 pub mod metrics;
 pub mod native;
+pub mod query_pool;
 pub mod response;
 pub mod state;
 
@@ -70,6 +71,18 @@ pub struct ServerOptions {
     /// Open client connections per listener; one beyond it is closed at once, so that
     /// connections cannot take every file descriptor the process has.
     pub max_connections: usize,
+    /// HTTP port: from the first byte of a request to the first byte of its answer, at
+    /// most this long (a client trickling its headers is closed).
+    pub header_read_timeout: Duration,
+    /// HTTP port: a keep-alive connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    /// Both ports: a connection older than this is closed (gRPC: a graceful `GOAWAY`,
+    /// then `max_connection_age_grace`; HTTP: at its next request boundary).
+    pub max_connection_age: Duration,
+    /// HTTP port: request bytes read before the answer starts (the request line and
+    /// headers; the HTTP port's requests carry no body). gRPC port: the HTTP/2 header
+    /// list size.
+    pub max_header_bytes: usize,
 }
 
 impl Default for ServerOptions {
@@ -84,6 +97,10 @@ impl Default for ServerOptions {
             tls: None,
             opening_timeout: Duration::from_secs(10),
             max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connection_age: Duration::from_secs(600),
+            max_header_bytes: 64 * 1024,
         }
     }
 }
@@ -168,6 +185,8 @@ pub struct App {
     pub store: std::sync::OnceLock<Arc<crate::store::Store>>,
     /// `--console`: the web console, which also receives every decision concluded.
     pub console: Option<crate::console::Console>,
+    /// WhoCan, CheckAssign and ListPermissions: their own threads and concurrency limit.
+    pub queries: query_pool::QueryPool,
 }
 
 /// Optional parts of an [`App`].
@@ -649,18 +668,27 @@ pub async fn run(
             .register_encoded_file_descriptor_set(ENVOY_AUTH_DESCRIPTOR)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
+    // Reflection asks name symbols and files: a few KiB at most. A bounded request keeps
+    // a huge symbol from being decoded, and echoed back in the error, at all.
     let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
         .build_v1()
-        .context("building reflection v1")?;
+        .context("building reflection v1")?
+        .max_decoding_message_size(REFLECTION_REQUEST_BYTES);
     let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
         .build_v1alpha()
-        .context("building reflection v1alpha")?;
+        .context("building reflection v1alpha")?
+        .max_decoding_message_size(REFLECTION_REQUEST_BYTES);
 
     let mut builder = Server::builder()
         .concurrency_limit_per_connection(options.concurrency_per_connection)
         .max_concurrent_streams(options.max_concurrent_streams)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // An HTTP/2 connection that only answers PINGs is still retired: GOAWAY at its
+        // age, closed after the grace whatever it still carries.
+        .max_connection_age(options.max_connection_age)
+        .max_connection_age_grace(options.shutdown_grace)
+        .http2_max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX))
         .tcp_nodelay(true);
     if let Some(tls) = &options.tls {
         builder = builder
@@ -731,6 +759,12 @@ pub async fn run(
         inner: http,
         cut: cut_rx,
         opening_timeout,
+        pace: Pace {
+            exchange: options.header_read_timeout,
+            idle: options.idle_timeout,
+            max_age: options.max_connection_age,
+            max_request_bytes: options.max_header_bytes,
+        },
         connections: Arc::new(tokio::sync::Semaphore::new(limit)),
     };
     let http_server = axum::serve(http_listener, http::router(app.clone()))
@@ -740,6 +774,9 @@ pub async fn run(
     h.context("HTTP server")?;
     Ok(())
 }
+
+/// The largest reflection request decoded (a symbol or file name and a host).
+pub const REFLECTION_REQUEST_BYTES: usize = 16 * 1024;
 
 /// Every health service name: the server as a whole (`""`) and each service it serves.
 const HEALTH_SERVICES: [&str; 3] = [
@@ -783,6 +820,92 @@ struct Severable<T> {
     opening: Option<(usize, Pin<Box<tokio::time::Sleep>>)>,
     /// The connection's slot under the connection limit, given back when it closes.
     _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// HTTP/1 request pacing (the HTTP port).
+    pacing: Option<Pacing>,
+}
+
+/// Time and size limits of an HTTP/1 connection on the HTTP port, where every request is
+/// a request line and headers with no body, answered before the next is read.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    /// From a request's first byte to its answer's first byte.
+    exchange: Duration,
+    /// Between an answer and the next request.
+    idle: Duration,
+    /// The connection's whole life, checked between requests.
+    max_age: Duration,
+    /// Bytes read from a request's first byte to its answer's first byte.
+    max_request_bytes: usize,
+}
+
+/// Where a connection is in its [`Pace`]. The timer is only moved when it fires (the
+/// deadline is recomputed from the times kept here), so reads and writes cost a clock read.
+struct Pacing {
+    pace: Pace,
+    born: tokio::time::Instant,
+    last_answer: tokio::time::Instant,
+    /// When the request being read began, and its bytes so far.
+    request: Option<(tokio::time::Instant, usize)>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Pacing {
+    fn new(pace: Pace) -> Self {
+        let now = tokio::time::Instant::now();
+        Self {
+            pace,
+            born: now,
+            last_answer: now,
+            request: None,
+            timer: Box::pin(tokio::time::sleep(pace.idle.min(pace.exchange))),
+        }
+    }
+
+    fn deadline(&self) -> tokio::time::Instant {
+        match self.request {
+            Some((start, _)) => start + self.pace.exchange,
+            None => (self.last_answer + self.pace.idle).min(self.born + self.pace.max_age),
+        }
+    }
+
+    /// An error once the current deadline has passed; otherwise the timer is armed for it
+    /// (and registered with `cx`).
+    fn check(&mut self, cx: &mut Context<'_>) -> Option<std::io::Error> {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let deadline = self.deadline();
+            if tokio::time::Instant::now() >= deadline {
+                let what = if self.request.is_some() {
+                    "the request was not read in time"
+                } else {
+                    "the connection was idle or too old"
+                };
+                return Some(std::io::Error::new(std::io::ErrorKind::TimedOut, what));
+            }
+            self.timer.as_mut().reset(deadline);
+        }
+        None
+    }
+
+    fn read(&mut self, bytes: usize) -> Option<std::io::Error> {
+        if bytes == 0 {
+            return None;
+        }
+        let (_, read) = self
+            .request
+            .get_or_insert_with(|| (tokio::time::Instant::now(), 0));
+        *read += bytes;
+        (*read > self.pace.max_request_bytes).then(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the request's headers are too large",
+            )
+        })
+    }
+
+    fn answered(&mut self) {
+        self.request = None;
+        self.last_answer = tokio::time::Instant::now();
+    }
 }
 
 impl<T> Severable<T> {
@@ -797,7 +920,14 @@ impl<T> Severable<T> {
             severed: false,
             opening: None,
             _slot: None,
+            pacing: None,
         }
+    }
+
+    /// Holds the connection to `pace` from now on.
+    fn paced(mut self, pace: Pace) -> Self {
+        self.pacing = Some(Pacing::new(pace));
+        self
     }
 
     /// Holds `slot` for as long as the connection lives.
@@ -846,9 +976,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for Severable<T> {
                 "the connection sent no opening bytes in time",
             )));
         }
+        if let Some(e) = self.pacing.as_mut().and_then(|p| p.check(cx)) {
+            return Poll::Ready(Err(e));
+        }
         let before = buf.filled().len();
         let read = Pin::new(&mut self.io).poll_read(cx, buf);
         let arrived = buf.filled().len() - before;
+        if let Some(e) = self.pacing.as_mut().and_then(|p| p.read(arrived)) {
+            return Poll::Ready(Err(e));
+        }
         if let Some((awaited, _)) = &mut self.opening {
             *awaited = awaited.saturating_sub(arrived);
             if *awaited == 0 {
@@ -868,7 +1004,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Severable<T> {
         if self.is_cut(cx) {
             return Poll::Ready(Err(severed()));
         }
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let written = Pin::new(&mut self.io).poll_write(cx, buf);
+        if let (Poll::Ready(Ok(1..)), Some(p)) = (&written, self.pacing.as_mut()) {
+            p.answered();
+        }
+        written
     }
 
     fn poll_write_vectored(
@@ -879,7 +1019,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Severable<T> {
         if self.is_cut(cx) {
             return Poll::Ready(Err(severed()));
         }
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if let (Poll::Ready(Ok(1..)), Some(p)) = (&written, self.pacing.as_mut()) {
+            p.answered();
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -911,6 +1055,7 @@ struct SeverableListener {
     inner: TcpListener,
     cut: tokio::sync::watch::Receiver<bool>,
     opening_timeout: Duration,
+    pace: Pace,
     connections: Arc<tokio::sync::Semaphore>,
 }
 
@@ -925,7 +1070,9 @@ impl axum::serve::Listener for SeverableListener {
             let Some(permit) = admit_connection(&self.connections) else {
                 continue;
             };
-            let io = Severable::new(io, &self.cut).opening(HTTP_OPENING, self.opening_timeout);
+            let io = Severable::new(io, &self.cut)
+                .opening(HTTP_OPENING, self.opening_timeout)
+                .paced(self.pace);
             return (io.holding(permit), addr);
         }
     }

@@ -350,34 +350,43 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         let token = crate::store::token_of(&policy);
         let req = request.into_inner();
         let at = at_or_now(req.at.as_ref()).map_err(|e| self.invalid("list_permissions", e))?;
-        // Off the runtime's workers: the walk over the action universe can take a while
-        // on a large catalog.
+        // In the query pool: the walk over the action universe can take a while on a large
+        // catalog, and stops when the caller leaves.
         let max_listed_bytes = self.max_listed_bytes;
-        let answer = tokio::task::spawn_blocking(move || {
-            use prost::Message;
-            let mut bytes = 0usize;
-            let mut permissions = Vec::new();
-            policy
-                .snapshot
-                .each_permission(&req.principal, &req.groups, &req.scope, at, |p| {
-                    let permission = pb::Permission {
-                        action: p.action.to_owned(),
-                        data_action: p.data_action,
-                        grants: p.assignments.iter().map(reason).collect(),
-                    };
-                    // The field's tag and length prefix take at most 6 bytes more.
-                    bytes += permission.encoded_len() + 6;
-                    if bytes > max_listed_bytes {
-                        return ControlFlow::Break(());
-                    }
-                    permissions.push(permission);
-                    ControlFlow::Continue(())
-                })
-                .map(|()| (bytes <= max_listed_bytes).then_some(permissions))
-                .map(|permissions| (permissions, policy.snapshot.revision.clone()))
-        })
-        .await
-        .map_err(|e| Status::internal(format!("ListPermissions failed: {e}")))?;
+        let answer = self
+            .app
+            .queries
+            .run(move |cancel| {
+                use prost::Message;
+                let mut bytes = 0usize;
+                let mut permissions = Vec::new();
+                policy
+                    .snapshot
+                    .each_permission_until(
+                        &req.principal,
+                        &req.groups,
+                        &req.scope,
+                        at,
+                        |p| {
+                            let permission = pb::Permission {
+                                action: p.action.to_owned(),
+                                data_action: p.data_action,
+                                grants: p.assignments.iter().map(reason).collect(),
+                            };
+                            // The field's tag and length prefix take at most 6 bytes more.
+                            bytes += permission.encoded_len() + 6;
+                            if bytes > max_listed_bytes {
+                                return ControlFlow::Break(());
+                            }
+                            permissions.push(permission);
+                            ControlFlow::Continue(())
+                        },
+                        &|| cancel.is_cancelled(),
+                    )
+                    .map(|()| (bytes <= max_listed_bytes).then_some(permissions))
+                    .map(|permissions| (permissions, policy.snapshot.revision.clone()))
+            })
+            .await?;
         match answer {
             Err(e) => Err(self.invalid("list_permissions", e)),
             Ok((None, _)) => Err(Status::resource_exhausted(format!(
@@ -400,18 +409,46 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         let policy = self
             .policy_at(&request.get_ref().at_least, request.metadata())
             .await?;
-        let req = request.get_ref();
+        let req = request.into_inner();
         let at = at_or_now(req.at.as_ref()).map_err(|e| self.invalid("who_can", e))?;
-        let who = policy
-            .snapshot
-            .who_can(&req.action, req.data_action, &req.scope, at)
-            .map_err(|e| self.invalid("who_can", e))?;
-        Ok(Response::new(pb::WhoCanResponse {
-            principals: who.principals.iter().map(|s| (*s).to_owned()).collect(),
-            groups: who.groups.iter().map(|s| (*s).to_owned()).collect(),
-            revision: policy.snapshot.revision.clone(),
-            token: crate::store::token_of(&policy),
-        }))
+        // In the query pool: one check per principal the policy knows.
+        let max_listed_bytes = self.max_listed_bytes;
+        let answer: Result<_, RequestError> = self
+            .app
+            .queries
+            .run(move |cancel| {
+                let who = policy.snapshot.who_can_until(
+                    &req.action,
+                    req.data_action,
+                    &req.scope,
+                    at,
+                    &|| cancel.is_cancelled(),
+                )?;
+                // The answer's size is known from the names before any is copied.
+                let bytes: usize = who
+                    .principals
+                    .iter()
+                    .chain(&who.groups)
+                    .map(|s| s.len() + 6)
+                    .sum();
+                if bytes > max_listed_bytes {
+                    return Ok(None);
+                }
+                Ok(Some(pb::WhoCanResponse {
+                    principals: who.principals.iter().map(|s| (*s).to_owned()).collect(),
+                    groups: who.groups.iter().map(|s| (*s).to_owned()).collect(),
+                    revision: policy.snapshot.revision.clone(),
+                    token: crate::store::token_of(&policy),
+                }))
+            })
+            .await?;
+        match answer {
+            Err(e) => Err(self.invalid("who_can", e)),
+            Ok(None) => Err(Status::resource_exhausted(format!(
+                "the answer would exceed {max_listed_bytes} bytes; ask at a narrower scope"
+            ))),
+            Ok(Some(answer)) => Ok(Response::new(answer)),
+        }
     }
 
     async fn check_assign(
@@ -419,18 +456,40 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         request: Request<pb::CheckAssignRequest>,
     ) -> Result<Response<pb::CheckAssignResponse>, Status> {
         let policy = self.policy()?;
-        let req = request.get_ref();
+        let req = request.into_inner();
         let at = at_or_now(req.at.as_ref()).map_err(|e| self.invalid("check_assign", e))?;
-        let answer = policy
-            .snapshot
-            .check_assign(&req.actor, &req.role, &req.scope, at)
-            .map_err(|e| self.invalid("check_assign", e))?;
-        Ok(Response::new(pb::CheckAssignResponse {
-            allowed: answer.allowed,
-            missing_actions: answer.missing_actions,
-            message: answer.message.unwrap_or_default(),
-            revision: policy.snapshot.revision.clone(),
-        }))
+        // In the query pool: one evaluation per action of the catalog the role grants.
+        let max_listed_bytes = self.max_listed_bytes;
+        let answer: Result<_, RequestError> = self
+            .app
+            .queries
+            .run(move |cancel| {
+                let answer = policy.snapshot.check_assign_until(
+                    &req.actor,
+                    &req.role,
+                    &req.scope,
+                    at,
+                    &|| cancel.is_cancelled(),
+                )?;
+                let bytes: usize = answer.missing_actions.iter().map(|s| s.len() + 6).sum();
+                if bytes > max_listed_bytes {
+                    return Ok(None);
+                }
+                Ok(Some(pb::CheckAssignResponse {
+                    allowed: answer.allowed,
+                    missing_actions: answer.missing_actions,
+                    message: answer.message.unwrap_or_default(),
+                    revision: policy.snapshot.revision.clone(),
+                }))
+            })
+            .await?;
+        match answer {
+            Err(e) => Err(self.invalid("check_assign", e)),
+            Ok(None) => Err(Status::resource_exhausted(format!(
+                "the answer would exceed {max_listed_bytes} bytes; ask at a narrower scope"
+            ))),
+            Ok(Some(answer)) => Ok(Response::new(answer)),
+        }
     }
 
     async fn plan(

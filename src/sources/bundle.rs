@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{LoadOutcome, Loader};
+use crate::policy::syntax::{self, escape};
 use crate::policy::{PolicyError, Problem, SourceDocument, source};
 
 /// How to poll a bundle.
@@ -75,6 +76,24 @@ pub fn shown_url(url: &str) -> String {
     }
 }
 
+/// Redirects are followed (at most 5) only within the bundle URL's origin: a bundle
+/// server cannot send iot-authz, with its token, to another host.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same = attempt
+            .previous()
+            .first()
+            .is_some_and(|first| first.origin() == attempt.url().origin());
+        if attempt.previous().len() > 5 {
+            attempt.error("more than 5 redirects")
+        } else if same {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
 /// A bundle poller: keeps the HTTP client and the last `ETag`.
 #[derive(Debug)]
 pub struct BundleClient {
@@ -87,6 +106,7 @@ impl BundleClient {
     pub fn new(options: BundleOptions) -> Result<Self, PolicyError> {
         crate::install_crypto_provider();
         let client = reqwest::Client::builder()
+            .redirect(same_origin_redirects())
             .timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))
             .build()
@@ -129,6 +149,16 @@ impl BundleClient {
         if status == reqwest::StatusCode::NOT_MODIFIED {
             return Ok(Fetched::NotModified);
         }
+        if status.is_redirection() {
+            return Err(problem(
+                &url,
+                format!(
+                    "server answered {status}: a redirect to another origin (scheme, host or \
+                     port) is not followed"
+                ),
+            ));
+        }
+        // The body of an error answer is never read, let alone quoted.
         if !status.is_success() {
             return Err(problem(&url, format!("server answered {status}")));
         }
@@ -175,39 +205,74 @@ pub fn unpack(url: &str, body: &[u8], max_bytes: u64) -> Result<Vec<SourceDocume
     let url = &shown_url(url);
     if !body.starts_with(&[0x1f, 0x8b]) {
         let name = url.clone();
-        return Ok(vec![SourceDocument::new(name, body.to_vec())]);
+        return Ok(vec![SourceDocument::fetched(name, body.to_vec())]);
     }
     // Decompression is bounded too: a small bomb cannot exhaust memory.
     let decoder = flate2::read::GzDecoder::new(body).take(max_bytes + 1);
     let mut archive = tar::Archive::new(decoder);
-    let entries = archive
-        .entries()
-        .map_err(|e| problem(url, format!("not a tar.gz bundle: {e}")))?;
+    let entries = archive.entries().map_err(|e| {
+        problem(
+            url,
+            format!("not a tar.gz bundle: {}", escape(&e.to_string())),
+        )
+    })?;
     let mut documents = Vec::new();
     let mut total: u64 = 0;
     for entry in entries {
-        let mut entry = entry.map_err(|e| problem(url, format!("corrupt tar.gz bundle: {e}")))?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let path = entry
-            .path()
-            .map_err(|e| problem(url, format!("bad path in bundle: {e}")))?
-            .to_string_lossy()
-            .into_owned();
+        let mut entry = entry.map_err(|e| {
+            problem(
+                url,
+                format!("corrupt tar.gz bundle: {}", escape(&e.to_string())),
+            )
+        })?;
+        let raw = entry.path_bytes().into_owned();
+        let Some(path) = entry_path(url, &raw)? else {
+            continue; // The bundle root itself (`./`).
+        };
         // As in a directory: policy names only, and nothing under a hidden directory
         // (`.git/`) either.
         let file_name = path.rsplit('/').next().unwrap_or(&path);
-        let hidden = path
-            .split('/')
-            .any(|part| part.starts_with('.') && part != ".");
+        let hidden = path.split('/').any(|part| part.starts_with('.'));
+        let kind = entry.header().entry_type();
+        if kind.is_dir() || kind.is_pax_global_extensions() || kind.is_pax_local_extensions() {
+            continue;
+        }
+        if !kind.is_file() {
+            // A link (or device, FIFO, ...) would be followed on disk and give a policy
+            // the bundle does not: refuse it loudly rather than serve less than the tree.
+            if hidden {
+                continue;
+            }
+            let what = if kind.is_symlink() {
+                "a symlink"
+            } else if kind.is_hard_link() {
+                "a hard link"
+            } else {
+                "not a regular file"
+            };
+            return Err(problem(
+                url,
+                format!(
+                    "bundle entry `{}` is {what}: a bundle holds regular files only (resolve \
+                     links when building it)",
+                    escape(&path)
+                ),
+            ));
+        }
         if hidden || !source::is_policy_name(file_name.as_bytes()) {
             continue;
         }
         let mut bytes = Vec::new();
-        entry
-            .read_to_end(&mut bytes)
-            .map_err(|e| problem(url, format!("corrupt tar.gz bundle at `{path}`: {e}")))?;
+        entry.read_to_end(&mut bytes).map_err(|e| {
+            problem(
+                url,
+                format!(
+                    "corrupt tar.gz bundle at `{}`: {}",
+                    escape(&path),
+                    escape(&e.to_string())
+                ),
+            )
+        })?;
         total += bytes.len() as u64;
         if total > max_bytes {
             return Err(problem(
@@ -215,7 +280,7 @@ pub fn unpack(url: &str, body: &[u8], max_bytes: u64) -> Result<Vec<SourceDocume
                 format!("bundle exceeds the size limit of {max_bytes} bytes"),
             ));
         }
-        documents.push(SourceDocument::new(format!("{url}#{path}"), bytes));
+        documents.push(SourceDocument::fetched(format!("{url}#{path}"), bytes));
     }
     if documents.is_empty() {
         return Err(problem(
@@ -225,6 +290,36 @@ pub fn unpack(url: &str, body: &[u8], max_bytes: u64) -> Result<Vec<SourceDocume
     }
     documents.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(documents)
+}
+
+/// An entry's path inside the bundle, `./` prefixes dropped: `None` for the root itself,
+/// an error for a path that leaves the bundle root (absolute, or with a `..` part) or that
+/// holds a character the one character policy refuses (a forged log line, an ANSI escape).
+fn entry_path(url: &str, raw: &[u8]) -> Result<Option<String>, PolicyError> {
+    let text = String::from_utf8_lossy(raw);
+    if text.chars().any(syntax::is_unsafe_char) {
+        return Err(problem(
+            url,
+            format!(
+                "bundle entry `{}` has a control, line-separator or bidi character in its name",
+                escape(&text)
+            ),
+        ));
+    }
+    if text.starts_with('/') || text.split(['/', '\\']).any(|part| part == "..") {
+        return Err(problem(
+            url,
+            format!(
+                "bundle entry `{}` lies outside the bundle root",
+                escape(&text)
+            ),
+        ));
+    }
+    let parts: Vec<&str> = text
+        .split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+        .collect();
+    Ok((!parts.is_empty()).then(|| parts.join("/")))
 }
 
 /// A pseudo-random factor in [0.5, 1.0) for backoff jitter.

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::{LoadOutcome, Loader};
 use crate::policy::source::read_paths;
+use crate::policy::{PolicyError, SourceDocument};
 
 /// How the file watcher behaves.
 #[derive(Debug, Clone)]
@@ -122,6 +123,43 @@ fn rewatch(watcher: &mut RecommendedWatcher, sources: &[PathBuf]) {
     }
 }
 
+/// How many times [`read_settled`] reads before it gives up on a pass.
+const SETTLE_READS: usize = 10;
+
+/// Reads the policy until two reads `settle` apart agree, and returns that read; `None`
+/// when the files kept changing for [`SETTLE_READS`] reads (the change that follows brings
+/// another pass). An in-place rewrite (truncate, then write in chunks) can leave a prefix
+/// that still parses, such as a file cut right after `denyAssignments:`; a read is only
+/// installed once the bytes have held still for a debounce period, so a writer pausing
+/// for less than that between chunks never has its torn file served. Writers should still
+/// write a new file and rename it over the old one.
+async fn read_settled(
+    paths: &[PathBuf],
+    max_bytes: u64,
+    settle: Duration,
+) -> Option<Result<Vec<SourceDocument>, PolicyError>> {
+    let read = || {
+        let paths = paths.to_vec();
+        tokio::task::spawn_blocking(move || read_paths(&paths, max_bytes))
+    };
+    let same = |a: &Result<Vec<SourceDocument>, PolicyError>,
+                b: &Result<Vec<SourceDocument>, PolicyError>| match (a, b) {
+        (Ok(a), Ok(b)) => a == b,
+        (Err(a), Err(b)) => a.to_string() == b.to_string(),
+        _ => false,
+    };
+    let mut previous = read().await.ok()?;
+    for _ in 1..SETTLE_READS {
+        tokio::time::sleep(settle).await;
+        let next = read().await.ok()?;
+        if same(&previous, &next) {
+            return Some(next);
+        }
+        previous = next;
+    }
+    None
+}
+
 /// A file watcher whose watches are in place: changes from now on are seen.
 pub struct FileWatcher {
     loader: Loader,
@@ -206,9 +244,13 @@ impl FileWatcher {
             if let Some(w) = self.watcher.as_mut() {
                 rewatch(w, &self.sources);
             }
-            let paths = self.paths.clone();
-            let max = self.options.max_bytes;
-            let outcome = self.loader.load(move || read_paths(&paths, max)).await;
+            let Some(read) =
+                read_settled(&self.paths, self.options.max_bytes, self.options.debounce).await
+            else {
+                tracing::debug!("policy files still changing; waiting for the next change");
+                continue;
+            };
+            let outcome = self.loader.load(move || read).await;
             if let LoadOutcome::Installed(revision) = &outcome {
                 tracing::info!(%revision, "policy reloaded from files");
             }

@@ -39,7 +39,11 @@ const PAGES: [(&str, &str, &str); 9] = [
         "/console/who-can?action=Microsoft.Edge%2Ftargets%2Fread&scope=%2Fsubscriptions%2Fs1",
         "Who can",
     ),
-    ("where-can", "/console/where-can", "Where can"),
+    (
+        "where-can",
+        "/console/where-can?principal=user%3Acarol&action=Microsoft.Edge%2Ftargets%2Fwrite",
+        "Where can",
+    ),
     ("decisions", "/console/decisions", "Recent decisions"),
     ("status", "/console/status", "Policy status"),
 ];
@@ -100,6 +104,14 @@ async fn console_pages_in_a_real_browser() {
         );
     }
     signed_in(&mut browser, Some("user:admin")).await;
+
+    // Where can: the plan of the serving policy.
+    browser.goto(&format!("{base}{}", PAGES[6].1)).await;
+    assert_eq!(
+        browser.text("#plan-include tbody").await,
+        "/subscriptions/s1/resourceGroups/factory"
+    );
+    assert_eq!(browser.text("#plan-exclude tbody").await, "");
 
     // Check access through its form, by keyboard: a grant through two groups.
     browser.goto(&format!("{base}/console/check")).await;

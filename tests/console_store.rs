@@ -11,6 +11,7 @@ use crate::store::{PREFIX, assignment};
 use crate::support::TestServer;
 use crate::support::etcd::{Etcd, serve_with_store_options};
 use iot_authz::server::AppOptions;
+use iot_authz::server::decision_log::LogTarget;
 
 /// Roles in the files; one App Administrator in the store, which must stay.
 pub const FILES: &str = r#"
@@ -40,6 +41,8 @@ constraints:
 pub struct Fixture {
     pub etcd: Etcd,
     pub server: TestServer,
+    /// The decision log, where the Admin API writes its audit lines.
+    pub log: tempfile::NamedTempFile,
 }
 
 /// etcd holding `admin-1` (user:root1, App Administrator at /apps), and a console server
@@ -51,8 +54,10 @@ pub async fn fixture() -> Fixture {
         "/t/assignments/admin-1",
         assignment("admin-1", "user:root1", "App Administrator", "/apps").as_bytes(),
     );
+    let log = tempfile::NamedTempFile::new().unwrap();
     let options = AppOptions {
         console: true,
+        decision_log: Some((LogTarget::File(log.path().to_owned()), 1.0)),
         ..AppOptions::default()
     };
     let (server, _) = serve_with_store_options(
@@ -64,7 +69,7 @@ pub async fn fixture() -> Fixture {
         true,
     )
     .await;
-    Fixture { etcd, server }
+    Fixture { etcd, server, log }
 }
 
 /// A console session of `who`: its cookie and the form token its pages carry.
@@ -258,6 +263,46 @@ async fn writes_go_through_the_admin_api_and_refusals_are_in_words() {
     let (status, t) = helpdesk.get(&format!("{check}&at_least=%3Cb%3E")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{t}");
     assert!(t.contains("is not one this service issued"), "{t}");
+
+    // Each write is the Admin API's, audit line included: refused ones too.
+    let audit: Vec<serde_json::Value> = crate::admin::read_audit(&f.log, 7)
+        .await
+        .into_iter()
+        .filter(|l| l["api"] == "admin")
+        .collect();
+    let summary: Vec<String> = audit
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {} {} {}",
+                l["operation"], l["actor"], l["object"], l["result"]
+            )
+        })
+        .collect();
+    assert_eq!(audit.len(), 7, "{summary:?}");
+    let results: Vec<&str> = audit
+        .iter()
+        .map(|l| l["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        results,
+        [
+            "permissionDenied",
+            "failedPrecondition",
+            "failedPrecondition",
+            "failedPrecondition",
+            "notFound",
+            "accepted",
+            "accepted"
+        ]
+    );
+    assert_eq!(audit[0]["operation"], "createRoleAssignment");
+    assert_eq!(audit[0]["actor"], "user:helpdesk");
+    assert_eq!(audit[3]["operation"], "deleteRoleAssignment");
+    assert_eq!(audit[3]["actor"], "user:owner");
+    assert_eq!(audit[3]["object"], "assignments/admin-1");
+    assert_eq!(audit[6]["object"], "assignments/g-bob");
+    assert_eq!(audit[6]["token"], token.as_str());
 
     // Policy status shows the store.
     let (_, t) = helpdesk.get("/console/status").await;

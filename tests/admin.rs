@@ -234,7 +234,7 @@ async fn grant_list_and_revoke_through_the_admin_api() {
 }
 
 /// Waits (bounded) until the log holds at least `n` admin lines, and returns every line.
-async fn read_audit(log: &tempfile::NamedTempFile, n: usize) -> Vec<serde_json::Value> {
+pub async fn read_audit(log: &tempfile::NamedTempFile, n: usize) -> Vec<serde_json::Value> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let text = std::fs::read_to_string(log.path()).unwrap();

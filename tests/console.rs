@@ -213,7 +213,7 @@ async fn every_page_needs_an_identity_and_read_access_and_carries_the_csp() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
-fn text(html: &str) -> String {
+pub fn text(html: &str) -> String {
     // Tags out, the few entities maud writes back, whitespace collapsed.
     let mut out = String::new();
     // Block elements and table cells are apart, as a reader sees them.
@@ -643,9 +643,91 @@ impl iot_authz::console::Planner for Echo {
     }
 }
 
+/// Grants at two scopes and a deny below one of them, for Where can.
+const PLAN_POLICY: &str = r#"
+version: 1
+roles:
+  - name: Console Reader
+    actions: ["Microsoft.Authorization/roleAssignments/read", "Microsoft.Authorization/roleDefinitions/read"]
+  - name: Target Operator
+    actions: ["Microsoft.Edge/targets/*"]
+assignments:
+  - {id: ra-admin, principal: user:admin, role: Console Reader, scope: /}
+  - {id: ra-op-s1, principal: user:op, role: Target Operator, scope: /subscriptions/s1}
+  - {id: ra-op-lab, principal: user:op, role: Target Operator, scope: /subscriptions/s2/resourceGroups/lab}
+denyAssignments:
+  - name: frozen
+    principals: [user:op]
+    actions: [Microsoft.Edge/targets/delete]
+    scope: /subscriptions/s1/resourceGroups/frozen
+"#;
+
+#[tokio::test]
+async fn where_can_shows_the_plan_of_the_policy() {
+    crypto();
+    let options = AppOptions {
+        console: true,
+        ..AppOptions::default()
+    };
+    let server = TestServer::start_options(policy(PLAN_POLICY), &options).await;
+    let (status, _, page) = get(
+        &server,
+        "/console/where-can?principal=user%3Aop&action=Microsoft.Edge%2Ftargets%2Fdelete",
+        Some("user:admin"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(!page.contains("not available"), "{page}");
+    let t = text(&page);
+    assert!(
+        t.contains(
+            "Allowed at these scopes and everything below them Scope /subscriptions/s1 \
+             /subscriptions/s2/resourceGroups/lab Except at these scopes and everything below \
+             them Scope /subscriptions/s1/resourceGroups/frozen"
+        ),
+        "{t}"
+    );
+    // Under a scope, only what lies there; read only: not a delete.
+    let (_, _, page) = get(
+        &server,
+        "/console/where-can?principal=user%3Aop&action=Microsoft.Edge%2Ftargets%2Fread&under=%2Fsubscriptions%2Fs1",
+        Some("user:admin"),
+    )
+    .await;
+    let t = text(&page);
+    assert!(
+        t.contains(
+            "Allowed at these scopes and everything below them Scope /subscriptions/s1 \
+             Except at these scopes and everything below them Scope"
+        ),
+        "{t}"
+    );
+    assert!(!t.contains("frozen"), "{t}");
+    // A bad question is answered in words.
+    let (_, _, page) = get(
+        &server,
+        "/console/where-can?principal=nobody&action=Microsoft.Edge%2Ftargets%2Fread",
+        Some("user:admin"),
+    )
+    .await;
+    assert!(page.contains("role=\"alert\""), "{page}");
+}
+
 #[tokio::test]
 async fn where_can_asks_the_planner_and_says_when_there_is_none() {
-    let server = start().await;
+    crypto();
+    let mut app = iot_authz::server::App::with_options(
+        std::sync::Arc::new(iot_authz::server::state::PolicyState::with_snapshot(
+            policy(POLICY),
+        )),
+        &AppOptions {
+            console: true,
+            ..AppOptions::default()
+        },
+    )
+    .unwrap();
+    app.console.as_mut().unwrap().planner = None;
+    let server = TestServer::start_app(std::sync::Arc::new(app), Default::default()).await;
     let (_, _, page) = get(
         &server,
         "/console/where-can?principal=user:carol&action=a%2Fb",

@@ -9,6 +9,7 @@ mod bearer;
 mod cli;
 mod console;
 mod console_browser;
+mod console_store;
 mod decisions;
 mod demo;
 mod envoy;

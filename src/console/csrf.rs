@@ -86,12 +86,14 @@ impl Csrf {
         principal: &str,
     ) -> Result<(), CsrfError> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        if let Some(site) = header("sec-fetch-site")
-            && site != "same-origin"
-        {
+        let site = header("sec-fetch-site");
+        if site.is_some_and(|site| site != "same-origin") {
             return Err(CsrfError::CrossSite);
         }
-        if let Some(origin) = header("origin") {
+        // The console's pages say `Referrer-Policy: no-referrer`, under which a browser
+        // sends `Origin: null` with their own form posts; that browser also sends
+        // `Sec-Fetch-Site`, checked above. Without it, `null` is refused like any stranger.
+        if let Some(origin) = header("origin").filter(|o| !(*o == "null" && site.is_some())) {
             let host = header("host").unwrap_or_default();
             let same = origin
                 .strip_prefix("http://")
@@ -188,5 +190,28 @@ mod tests {
             ("origin", "http://console.example:8181"),
         ]);
         assert_eq!(csrf.verify(&same, Some(&token), "user:a"), Ok(()));
+        // `Origin: null` (a no-referrer page's own post) passes only with the browser's
+        // same-origin `Sec-Fetch-Site`.
+        let null = |site: Option<&'static str>| {
+            let mut pairs = vec![
+                ("cookie", cookie.as_str()),
+                ("host", "console.example:8181"),
+                ("origin", "null"),
+            ];
+            pairs.extend(site.map(|s| ("sec-fetch-site", s)));
+            headers(&pairs)
+        };
+        assert_eq!(
+            csrf.verify(&null(Some("same-origin")), Some(&token), "user:a"),
+            Ok(())
+        );
+        assert_eq!(
+            csrf.verify(&null(Some("cross-site")), Some(&token), "user:a"),
+            Err(CsrfError::CrossSite)
+        );
+        assert_eq!(
+            csrf.verify(&null(None), Some(&token), "user:a"),
+            Err(CsrfError::CrossSite)
+        );
     }
 }

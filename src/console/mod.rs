@@ -19,7 +19,8 @@
 //!
 //! Writes (adding and removing role assignments) belong to the store's Admin API; where a
 //! server has no store, the console says so and refuses them. Where can asks a
-//! [`Planner`]; a server without one says so instead of answering.
+//! [`Planner`] ([`SnapshotPlanner`], the Plan query, unless replaced); a console without
+//! one says so instead of answering.
 
 pub mod assets;
 pub mod csrf;
@@ -80,6 +81,29 @@ pub trait Planner: Send + Sync {
     fn plan(&self, snapshot: &Snapshot, query: &PlanQuery<'_>) -> Result<PlanView, String>;
 }
 
+/// The real planner: the Plan query of the snapshot (SPEC §11, [`crate::policy::plan`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SnapshotPlanner;
+
+impl Planner for SnapshotPlanner {
+    fn plan(&self, snapshot: &Snapshot, query: &PlanQuery<'_>) -> Result<PlanView, String> {
+        snapshot
+            .plan(&crate::policy::plan::PlanRequest {
+                principal: query.principal,
+                groups: query.groups,
+                action: query.action,
+                data_action: query.data_action,
+                under: query.under,
+                at: query.at,
+            })
+            .map(|plan| PlanView {
+                include: plan.include,
+                exclude: plan.exclude,
+            })
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// The console's state in the [`App`].
 pub struct Console {
     pub feed: feed::DecisionFeed,
@@ -100,7 +124,7 @@ impl Console {
         Ok(Self {
             feed: feed::DecisionFeed::default(),
             csrf: csrf::Csrf::new()?,
-            planner: None,
+            planner: Some(Arc::new(SnapshotPlanner)),
         })
     }
 }

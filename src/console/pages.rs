@@ -233,6 +233,8 @@ pub struct CheckQuery {
     method: String,
     path: String,
     decision: String,
+    /// A consistency token: answer on a policy at least that recent.
+    at_least: String,
 }
 
 pub async fn check(
@@ -241,9 +243,36 @@ pub async fn check(
     Query(mut q): Query<CheckQuery>,
 ) -> Page {
     let (console, policy) = console(&app)?;
-    let snapshot = &policy.snapshot;
-    let caller = caller(&app, console, snapshot, &headers)?;
+    let caller = caller(&app, console, &policy.snapshot, &headers)?;
     let mut notes: Vec<String> = Vec::new();
+    // A consistency token: wait until the policy includes the write it names.
+    let policy = match non_empty(&q.at_least) {
+        Some(token) => {
+            crate::store::wait_for(&app, token, None)
+                .await
+                .map_err(|e| match e {
+                    crate::store::TokenError::Invalid(m) => refusal(
+                        StatusCode::BAD_REQUEST,
+                        "Invalid consistency token",
+                        html! { (m) },
+                    ),
+                    crate::store::TokenError::Behind(m) => refusal(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Not caught up",
+                        html! { (m) },
+                    ),
+                })?;
+            let policy = app.policy.current().unwrap_or(policy);
+            notes.push(format!(
+                "Answered at consistency token {} or later (the policy answers at {}).",
+                syntax::escape(token),
+                crate::store::token_of(&policy)
+            ));
+            policy
+        }
+        None => policy,
+    };
+    let snapshot = &policy.snapshot;
     if let Some(id) = non_empty(&q.decision) {
         match console.feed.find(id) {
             Some(item) => {
@@ -359,6 +388,7 @@ pub async fn check(
                 label { "Method" input type="text" name="method" value=(q.method) placeholder="GET"; }
                 label { "Path" input type="text" name="path" value=(q.path) placeholder="/subscriptions/s1/..."; }
             }
+            label { "Consistency token (optional: answer at least this recent)" input type="text" name="at_least" value=(q.at_least) placeholder="r42"; }
             button type="submit" { "Check access" }
         }
         @for note in &notes { p.notice { (note) } }
@@ -521,7 +551,7 @@ pub async fn assignments(
     headers: HeaderMap,
     Query(q): Query<AssignmentsQuery>,
 ) -> Page {
-    let (_, policy, caller, scope) = enter_at(&app, &headers, &q.scope)?;
+    let (console, policy, caller, scope) = enter_at(&app, &headers, &q.scope)?;
     let snapshot = &policy.snapshot;
     let ancestors = snapshot.scope_ancestors(&scope);
     let p = q.principal.trim().to_ascii_lowercase();
@@ -538,6 +568,22 @@ pub async fn assignments(
         .into_iter()
         .filter(|d| relation(&scope, &ancestors, d.scope).is_some())
         .collect();
+    // With a store, the ids of the assignments it holds (the ones the console may remove).
+    let stored: Option<std::collections::HashSet<String>> = app.store.get().map(|store| {
+        store
+            .inputs()
+            .objects
+            .as_ref()
+            .map(|objects| {
+                objects
+                    .keys()
+                    .filter_map(|k| k.strip_prefix("assignments/"))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    let token = console.csrf.token(&caller.session, &caller.principal);
     let body = html! {
         form.query method="get" action="/console/assignments" {
             label { "Principal contains" input type="text" name="principal" value=(q.principal); }
@@ -545,14 +591,35 @@ pub async fn assignments(
             label { "Scope (at, above and below)" input type="text" name="scope" value=(q.scope) placeholder="/"; }
             button type="submit" { "Filter" }
         }
-        p.notice {
-            "Role assignments here come from the policy sources; change them there. Adding and \
-             removing assignments from the console needs the role-assignment store and its \
-             Admin API, which this server does not run."
+        @if stored.is_some() {
+            form.write #add-assignment method="post" action="/console/assignments" {
+                h2 { "Add a role assignment" }
+                p.muted { "Written through the Admin API: you may only grant what you hold, at a scope the role may be assigned to, and the policy's constraints must still hold." }
+                input type="hidden" name="csrf" value=(token);
+                input type="hidden" name="op" value="add";
+                label { "Principal" input #add-principal type="text" name="principal" placeholder="user:bob@contoso.com" required; }
+                label { "Role (name or id)" input #add-role type="text" name="role" placeholder="Reader" required; }
+                label { "Scope" input #add-scope type="text" name="scope" value=(scope) required; }
+                label { "Id (optional)" input #add-id type="text" name="id"; }
+                button type="submit" { "Add assignment" }
+            }
+            p.notice {
+                "Assignments held by the role-assignment store can be removed below; the others \
+                 come from the policy sources: change them there."
+            }
+        } @else {
+            p.notice {
+                "Role assignments here come from the policy sources; change them there. Adding and \
+                 removing assignments from the console needs the role-assignment store and its \
+                 Admin API, which this server does not run."
+            }
         }
         table #assignments {
             caption { (rows.len()) " role assignments" }
-            thead { tr { th scope="col" { "Id" } th scope="col" { "Role" } th scope="col" { "Principal" } th scope="col" { "Scope" } th scope="col" { "Relation to " code { (scope) } } th scope="col" { "Active" } } }
+            thead { tr {
+                th scope="col" { "Id" } th scope="col" { "Role" } th scope="col" { "Principal" } th scope="col" { "Scope" } th scope="col" { "Relation to " code { (scope) } } th scope="col" { "Active" }
+                @if stored.is_some() { th scope="col" { "Remove" } }
+            } }
             tbody {
                 @for (a, rel) in &rows {
                     tr {
@@ -565,6 +632,21 @@ pub async fn assignments(
                             @match (&a.not_before, &a.not_after) {
                                 (None, None) => "always",
                                 (from, until) => { "from " (from.as_deref().unwrap_or("the start")) " until " (until.as_deref().unwrap_or("no end")) }
+                            }
+                        }
+                        @if let Some(stored) = &stored {
+                            td {
+                                @match a.id.filter(|id| stored.contains(*id)) {
+                                    Some(id) => {
+                                        form.remove method="post" action="/console/assignments" {
+                                            input type="hidden" name="csrf" value=(token);
+                                            input type="hidden" name="op" value="remove";
+                                            input type="hidden" name="id" value=(id);
+                                            button type="submit" aria-label=(format!("Remove assignment {id}")) { "Remove" }
+                                        }
+                                    }
+                                    None => span.muted { "from the policy sources" },
+                                }
                             }
                         }
                     }
@@ -602,15 +684,40 @@ pub async fn assignments(
 #[serde(default)]
 pub struct WriteForm {
     csrf: String,
+    /// `add` or `remove`.
+    op: String,
+    id: String,
+    principal: String,
+    role: String,
+    scope: String,
 }
 
-/// Adding or removing an assignment: the anti-forgery check, then a refusal in words, since
-/// writes need the store's Admin API.
+/// The HTTP status of a refused Admin API write.
+fn http_status(code: tonic::Code) -> StatusCode {
+    match code {
+        tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
+        tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        tonic::Code::AlreadyExists | tonic::Code::FailedPrecondition | tonic::Code::Aborted => {
+            StatusCode::CONFLICT
+        }
+        tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// Adding or removing an assignment: the anti-forgery check, then the Admin API's own
+/// write path in-process (the same identity, authorization, validation, transaction and
+/// audit line as `CreateRoleAssignment` / `DeleteRoleAssignment`), its refusal shown in
+/// words, or its consistency token with a link to Check access at that token.
 pub async fn assignments_write(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Form(form): Form<WriteForm>,
 ) -> Page {
+    use crate::proto::iotauthz::v1 as pb;
+    use pb::admin_server::Admin as _;
     let (console, policy) = console(&app)?;
     let caller = caller(&app, console, &policy.snapshot, &headers)?;
     if let Err(e) = console
@@ -623,18 +730,116 @@ pub async fn assignments_write(
             html! { (e.to_string()) },
         ));
     }
+    let back = html! { p { a href="/console/assignments" { "Back to Role assignments" } } };
+    if app.store.get().is_none() {
+        return Ok(page(
+            StatusCode::NOT_IMPLEMENTED,
+            "Role assignments",
+            "/console/assignments",
+            Some(&caller),
+            html! {
+                p.error role="alert" #write-refused {
+                    "Not changed: adding and removing role assignments needs the role-assignment \
+                     store and its Admin API, which this server does not run. Change the policy \
+                     sources instead."
+                }
+                (back)
+            },
+        ));
+    }
+    let admin = crate::server::admin::Admin::new(app.clone());
+    let metadata = tonic::metadata::MetadataMap::from_headers(headers.clone());
+    fn request<T>(metadata: &tonic::metadata::MetadataMap, body: T) -> tonic::Request<T> {
+        tonic::Request::from_parts(metadata.clone(), Default::default(), body)
+    }
+    // What was written: (done, principal, scope) for the confirmation, and the token.
+    let result = match form.op.as_str() {
+        "add" => admin
+            .create_role_assignment(request(
+                &metadata,
+                pb::CreateRoleAssignmentRequest {
+                    assignment: Some(pb::RoleAssignment {
+                        id: form.id.trim().to_owned(),
+                        principal: form.principal.trim().to_owned(),
+                        role: form.role.trim().to_owned(),
+                        scope: form.scope.trim().to_owned(),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .map(|r| {
+                let r = r.into_inner();
+                let a = r.assignment.unwrap_or_default();
+                (
+                    format!(
+                        "Added role assignment {}: {} has role {} at {}.",
+                        a.id, a.principal, a.role, a.scope
+                    ),
+                    a.principal,
+                    a.scope,
+                    r.token,
+                )
+            }),
+        "remove" => {
+            // The assignment as the serving policy has it, for the link to Check access.
+            let (principal, scope) = policy
+                .snapshot
+                .assignment_views()
+                .iter()
+                .find(|a| a.id == Some(form.id.trim()))
+                .map(|a| (a.principal.to_owned(), a.scope.to_owned()))
+                .unwrap_or_default();
+            admin
+                .delete_role_assignment(request(
+                    &metadata,
+                    pb::DeleteRoleAssignmentRequest {
+                        id: form.id.trim().to_owned(),
+                    },
+                ))
+                .await
+                .map(|r| {
+                    (
+                        format!("Removed role assignment {}.", form.id.trim()),
+                        principal,
+                        scope,
+                        r.into_inner().token,
+                    )
+                })
+        }
+        _ => Err(tonic::Status::invalid_argument(
+            "the form asks for neither adding nor removing an assignment",
+        )),
+    };
+    let (status, body) = match result {
+        Ok((done, principal, scope, token)) => (
+            StatusCode::OK,
+            html! {
+                p.success #write-result role="status" { (done) }
+                p { "Consistency token: " code #write-token { (token) } }
+                p {
+                    "A check made with this token answers on a policy that includes the change. "
+                    a #check-at-token href=(link("/console/check", &[("principal", &principal), ("scope", &scope), ("at_least", &token)])) {
+                        "Check access at this token"
+                    }
+                }
+                (back)
+            },
+        ),
+        Err(refused) => (
+            http_status(refused.code()),
+            html! {
+                p.error role="alert" #write-refused { "Not changed: " (refused.message()) }
+                (back)
+            },
+        ),
+    };
     Ok(page(
-        StatusCode::NOT_IMPLEMENTED,
+        status,
         "Role assignments",
         "/console/assignments",
         Some(&caller),
-        html! {
-            p.error role="alert" {
-                "Not changed: adding and removing role assignments needs the role-assignment \
-                 store and its Admin API, which this server does not run. Change the policy \
-                 sources instead."
-            }
-        },
+        body,
     ))
 }
 
@@ -900,8 +1105,8 @@ pub async fn where_can(
         }
         @if console.planner.is_none() {
             p.notice #plan-unavailable {
-                "Where can is not available on this server: it needs the Plan query, which this \
-                 build does not include. Who can (for one scope) and Check access answer in the meantime."
+                "Where can is not available on this server: it has no planner for the Plan query. \
+                 Who can (for one scope) and Check access answer in the meantime."
             }
         }
         @match &answer {
@@ -1056,7 +1261,32 @@ pub async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Page {
             dt { "Revision" } dd { code #revision { (s.revision) } }
             dt { "Loaded at" } dd { (time_of(policy.loaded_at)) }
             dt { "Generation" } dd { (policy.generation) " (policies installed since start)" }
-            dt { "Role-assignment store" } dd { "none: role assignments come from the policy sources only" }
+            dt { "Role-assignment store" }
+            dd #store {
+                @match app.store.get() {
+                    None => "none: role assignments come from the policy sources only",
+                    Some(store) => {
+                        @let latest = store.inputs().revision;
+                        @let answers = store.through();
+                        "etcd, prefix " code { (store.options.prefix) } "; the policy answers at store revision "
+                        code #store-revision { (answers) } " (consistency token " code { (crate::store::token(answers)) } ")"
+                        "; latest revision read " code #store-latest { (latest) } ". "
+                        span #store-staleness {
+                            @if answers >= latest { "Up to date with what was read." }
+                            @else { "Stale: " (latest - answers) " revisions behind what was read (a change was rejected; see the last reload error)." }
+                        }
+                        " "
+                        span #store-contact {
+                            @if store.reachable() { "etcd answers" } @else { span.tag.deny { "etcd does not answer" } }
+                            "; last contact "
+                            @match store.seconds_since_contact() {
+                                Some(s) => { (format!("{s:.1}")) " s ago." }
+                                None => "never.",
+                            }
+                        }
+                    }
+                }
+            }
             dt { "Last reload error" }
             dd #last-error {
                 @match &error {

@@ -144,7 +144,7 @@ fn main() {
         at,
     }];
     let mut entries = 0usize;
-    let stats = measure(&root, 200, |p| {
+    let stats = measure(&root, 1000, |p| {
         let plan = snapshot.plan(black_box(p));
         entries = plan.map_or(0, |p| p.include.len() + p.exclude.len());
     });

@@ -199,6 +199,52 @@ fn queries_agree_with_check(
             }
         }
     }
+    // CheckAssign: the missing actions are exactly the universe's actions (each in the
+    // planes it may be asked in) that the role grants and Check denies the actor.
+    let assign = "microsoft.authorization/roleassignments/write";
+    let catalogued = |a: &str| {
+        docs.iter()
+            .flat_map(|(_, d)| &d.actions)
+            .find(|c| c.name.eq_ignore_ascii_case(a))
+            .map(|c| c.data_action)
+    };
+    for scope in asked.iter().take(2) {
+        for role in docs.iter().flat_map(|(_, d)| &d.roles) {
+            for p in people.iter().take(4) {
+                let answer = snapshot
+                    .check_assign(p, &role.name, scope, at)
+                    .map_err(|e| e.to_string())?;
+                let got: BTreeSet<String> = answer
+                    .missing_actions
+                    .iter()
+                    .map(|a| a.to_ascii_lowercase())
+                    .collect();
+                let mut want = BTreeSet::new();
+                if !allowed(snapshot, p, &[], assign, false, scope, at) {
+                    want.insert(assign.to_owned());
+                }
+                for a in &literal {
+                    let planes = match catalogued(a) {
+                        Some(plane) => vec![plane],
+                        None => vec![false, true],
+                    };
+                    for data in planes {
+                        if reference::role_grants(docs, role, a, data)
+                            && !allowed(snapshot, p, &[], a, data, scope, at)
+                        {
+                            want.insert(a.clone());
+                        }
+                    }
+                }
+                if got != want {
+                    return Err(format!(
+                        "CheckAssign({p}, {}, {scope}) misses {got:?}, expected {want:?}",
+                        role.name
+                    ));
+                }
+            }
+        }
+    }
     // Plan: covers a scope exactly when Check allows, at every asked scope at or below
     // `under`; and the lists are sorted and minimal.
     for under in unders {
@@ -277,7 +323,7 @@ fn plan_is_minimal(include: &[String], exclude: &[String]) -> Result<(), String>
 proptest! {
     #![proptest_config(config(160))]
 
-    /// SPEC §3 "Planes": Check, ListPermissions, WhoCan and Plan give one answer.
+    /// SPEC §3 "Planes": Check, ListPermissions, WhoCan, CheckAssign and Plan give one answer.
     #[test]
     fn every_query_agrees_with_check((docs, asked, at, extra, unders) in case()) {
         let Ok(snapshot) = compile_documents(&docs) else {

@@ -168,7 +168,7 @@ pub fn implied(docs: &[(String, Document)], role: &RoleDoc) -> BTreeSet<(String,
     out
 }
 
-fn role_grants(docs: &[(String, Document)], role: &RoleDoc, action: &str, data: bool) -> bool {
+pub fn role_grants(docs: &[(String, Document)], role: &RoleDoc, action: &str, data: bool) -> bool {
     // A catalog action is granted only in its own plane (SPEC §3 "Planes").
     let catalogued = docs
         .iter()

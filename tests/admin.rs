@@ -621,3 +621,71 @@ async fn store_import_and_export_move_objects_between_files_and_the_store() {
             .unwrap();
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// Plan and AuthZEN read their writes too (SPEC §10): `at_least` and `context.consistency`
+/// wait for the write, and every answer carries the token of the state it used.
+#[tokio::test]
+async fn plan_and_authzen_answer_at_a_write_token() {
+    use iot_authz::proto::iotauthz::v1::authorizer_client::AuthorizerClient;
+    let f = fixture().await;
+    let mut c = admin(&f.server).await;
+    let created = c
+        .create_role_assignment(as_actor(
+            "user:root1",
+            grant("g-plan", "user:pat", "Reader", "/apps/fleet"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let token = created.token;
+    let mut authorizer = AuthorizerClient::connect(f.server.grpc_url())
+        .await
+        .unwrap();
+    let plan = authorizer
+        .plan(pb::PlanRequest {
+            principal: "user:pat".into(),
+            action: "Devices/read".into(),
+            at_least: token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(plan.include, vec!["/apps/fleet".to_owned()]);
+    assert!(revision(&plan.token) >= revision(&token), "{plan:?}");
+
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/access/v1/evaluation", f.server.http);
+    let ask = |consistency: serde_json::Value| {
+        http.post(&url).json(&serde_json::json!({
+            "subject": {"type": "user", "id": "pat"},
+            "action": {"name": "Devices/read"},
+            "resource": {"type": "scope", "id": "/apps/fleet/d1"},
+            "context": {"consistency": consistency},
+        }))
+    };
+    let r = ask(serde_json::json!(token)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["decision"], true, "{body}");
+    let answered = body["context"]["token"].as_str().unwrap();
+    assert!(revision(answered) >= revision(&token), "{body}");
+    // Not a token: 400; a token far ahead of the store: 503 after the wait.
+    assert_eq!(
+        ask(serde_json::json!("nope"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        ask(serde_json::json!(7)).send().await.unwrap().status(),
+        400
+    );
+    let ahead = format!("r{}", revision(&token) + 1_000_000);
+    assert_eq!(
+        ask(serde_json::json!(ahead)).send().await.unwrap().status(),
+        503
+    );
+}

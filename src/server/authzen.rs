@@ -141,10 +141,12 @@ async fn handle(
     let headers = parts.headers;
     let lookup = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
     let ctx = RequestContext::begin(api, lookup);
-    let result = read(app, &headers, body).and_then(|(policy, object)| {
-        let outcome = work(app, &ctx, &policy, object);
-        outcome.map(|value| value.to_string())
-    });
+    let result = read(app, &headers, body)
+        .await
+        .and_then(|(policy, object)| {
+            let outcome = work(app, &ctx, &policy, object);
+            outcome.map(|value| value.to_string())
+        });
     respond(app, api, result, &headers)
 }
 
@@ -159,7 +161,7 @@ async fn handle_blocking(
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, MAX_BODY_BYTES).await;
     let headers = parts.headers;
-    let result = match read(app, &headers, body) {
+    let result = match read(app, &headers, body).await {
         Ok((policy, object)) => tokio::task::spawn_blocking(move || work(&policy, &object))
             .await
             .unwrap_or_else(|e| {
@@ -174,7 +176,7 @@ async fn handle_blocking(
 }
 
 /// The policy and the body as a JSON object, or the request's error.
-fn read(
+async fn read(
     app: &App,
     headers: &HeaderMap,
     body: Result<Bytes, axum::Error>,
@@ -197,6 +199,21 @@ fn read(
     let Value::Object(object) = value else {
         return Err(Failure::bad("the request body must be a JSON object"));
     };
+    // `context.consistency` (SPEC §10): answer from a state at least that new, or 503.
+    match object.get("context").and_then(|c| c.get("consistency")) {
+        None | Some(Value::Null) => {}
+        Some(Value::String(token)) => {
+            crate::store::wait_for(app, token, None)
+                .await
+                .map_err(|e| match e {
+                    crate::store::TokenError::Invalid(m) => Failure::bad(m),
+                    crate::store::TokenError::Behind(m) => {
+                        Failure(StatusCode::SERVICE_UNAVAILABLE, m)
+                    }
+                })?;
+        }
+        Some(_) => return Err(Failure::bad("context.consistency must be a string")),
+    }
     let policy = app.policy.current().ok_or_else(|| {
         Failure(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -443,7 +460,7 @@ fn refused(policy: &LoadedPolicy, reason: &str, message: String) -> Value {
             "reason": reason,
             "message": message,
             "revision": policy.snapshot.revision,
-            "token": "",
+            "token": crate::store::token_of(policy),
         }
     })
 }
@@ -497,7 +514,7 @@ fn evaluate(app: &App, ctx: &RequestContext, policy: &LoadedPolicy, e: &Evaluati
     let mut context = json!({
         "reason": outcome.decision.reason.kind(),
         "revision": snapshot.revision,
-        "token": "",
+        "token": crate::store::token_of(policy),
         "decisionId": decision_id,
     });
     if shadowed {
@@ -710,7 +727,7 @@ fn page_of(page: &Page, all: Vec<Value>, context: Value) -> String {
 }
 
 fn search_context(policy: &LoadedPolicy) -> Value {
-    json!({"revision": policy.snapshot.revision, "token": ""})
+    json!({"revision": policy.snapshot.revision, "token": crate::store::token_of(policy)})
 }
 
 /// The (action, scope, data plane) a search resource stands for: a scope, or a route

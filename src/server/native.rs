@@ -496,7 +496,10 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         &self,
         request: Request<pb::PlanRequest>,
     ) -> Result<Response<pb::PlanResponse>, Status> {
-        let policy = self.policy()?;
+        let policy = self
+            .policy_at(&request.get_ref().at_least, request.metadata())
+            .await?;
+        let token = crate::store::token_of(&policy);
         let req = request.into_inner();
         let at = at_or_now(req.at.as_ref()).map_err(|e| self.invalid("plan", e))?;
         // Off the runtime's workers: the cost grows with the principal's assignments and
@@ -526,7 +529,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
             include: plan.include,
             exclude: plan.exclude,
             revision,
-            token: String::new(),
+            token,
         }))
     }
 

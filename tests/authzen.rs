@@ -643,3 +643,32 @@ fn subject_types_are_validated() {
         .to_string();
     assert!(err.contains("renamed twice"), "{err}");
 }
+
+/// A body is not header bytes: a batch of 1000 evaluations (well over the 64 KiB header
+/// limit of the HTTP port) is answered, while a request whose headers pass that limit is
+/// still refused.
+#[tokio::test]
+async fn a_large_batch_body_is_not_counted_as_headers() {
+    let server = TestServer::start(policy(FLEET)).await;
+    let one = evaluation("user", "alice", "Sites/read", "scope", "/sites/munich/a");
+    let items: Vec<Value> = (0..1000).map(|_| one.clone()).collect();
+    let body = json!({"evaluations": items});
+    assert!(body.to_string().len() > 100_000);
+    let (status, answer) = post(&server, "/access/v1/evaluations", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["evaluations"].as_array().unwrap().len(), 1000);
+    // Headers over the limit are still refused (the connection is closed, or 431).
+    crypto();
+    let big = "x".repeat(70 * 1024);
+    let refused = reqwest::Client::new()
+        .post(format!("http://{}/access/v1/evaluation", server.http))
+        .header("content-type", "application/json")
+        .header("x-filler", big)
+        .body(one.to_string())
+        .send()
+        .await;
+    assert!(
+        refused.as_ref().map_or(true, |r| r.status().as_u16() >= 400),
+        "{refused:?}"
+    );
+}

@@ -813,3 +813,72 @@ async fn an_issuer_removed_from_the_policy_stops_being_fetched() {
         keys.jwks_hits()
     );
 }
+
+/// A present token is judged by the first bearer source reached, even when another source
+/// (a forgeable header) sits between two issuers' sources, and a credential that looks
+/// like a bearer token but is not exactly `Bearer <token>` stops the search too: neither
+/// lets the header behind it speak for the caller.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_present_token_is_never_skipped_for_a_source_behind_it() {
+    let a = TestKey::ec("a", Algorithm::ES256);
+    let b = TestKey::rsa("b", Algorithm::RS256);
+    let keys_a = KeyServer::start(&[&a]).await;
+    let keys_b = KeyServer::start(&[&b]).await;
+    let issuer_b = "https://partner.example.com/";
+    let snapshot = {
+        let sources: Vec<SourceDocument> = iot_authz::demo::sources()
+            .into_iter()
+            .map(|d| {
+                let text = String::from_utf8(d.bytes.to_vec()).unwrap();
+                let text = text.replace(
+                    "\nidentity:\n  sources:\n",
+                    &format!(
+                        "\nidentity:\n  sources:\n    - bearer: {}\n    - header: x-iotauthz-principal\n    - bearer: {}\n",
+                        url_source(ISSUER, &keys_a.url()),
+                        url_source(issuer_b, &keys_b.url())
+                    ),
+                );
+                SourceDocument::new(d.name.clone(), text.into_bytes())
+            })
+            .collect();
+        compile_sources(&sources).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let server = start(snapshot, KeyOptions::default()).await;
+    wait_kids(&server, ISSUER, &["a"]).await;
+    wait_kids(&server, issuer_b, &["b"]).await;
+    let header = ("x-iotauthz-principal", "user:alice@contoso.com");
+    // The header alone identifies (the policy trusts it), and a valid token of B too.
+    assert_eq!(ext_authz(&server, &[header]).await.0, 0);
+    let tb = b.sign(&claims(issuer_b, "iot-api", ALICE, unix_now()));
+    assert_eq!(
+        ext_authz(&server, &[("authorization", &bearer(&tb)), header]).await.0,
+        0
+    );
+    // A token naming issuer B but signed with A's key, and an expired token of B: 401,
+    // whatever the header behind the first source says.
+    let forged = bearer(&a.sign(&claims(issuer_b, "iot-api", ALICE, unix_now())));
+    let expired = bearer(&b.sign(&claims(issuer_b, "iot-api", ALICE, unix_now() - 7200)));
+    for token in [&forged, &expired] {
+        assert_eq!(
+            ext_authz(&server, &[("authorization", token), header]).await.1,
+            Some(401),
+            "{token}"
+        );
+    }
+    // Bearer-looking credentials that are not `Bearer <token>`: 401 too.
+    let tab = format!("Bearer\t{tb}");
+    for value in ["Bearer", "Bearer ", tab.as_str(), "bearer:xyz"] {
+        assert_eq!(
+            ext_authz(&server, &[("authorization", value), header]).await.1,
+            Some(401),
+            "{value:?}"
+        );
+    }
+    // Another scheme is not a bearer token: the header behind decides.
+    assert_eq!(
+        ext_authz(&server, &[("authorization", "Basic YWxhZGRpbjpvcGVu"), header])
+            .await
+            .0,
+        0
+    );
+}

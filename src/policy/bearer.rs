@@ -334,6 +334,21 @@ pub fn token_from_authorization(value: &str) -> Option<&str> {
         .then(|| rest.trim_matches([' ', '\t']))
 }
 
+/// Whether an `Authorization` value is a credential of another scheme (`Basic ...`), which
+/// lets the next identity source try. Anything that is or may be a bearer credential but
+/// is not exactly `Bearer <token>` (`Bearer` alone, `Bearer<TAB>...`, a value that is not
+/// visible ASCII) is a present, malformed token: it must stop the search, never fall
+/// through to a weaker source.
+pub fn other_scheme(value: &str) -> bool {
+    let readable = !value.is_empty() && value.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
+    let scheme = value
+        .split([' ', '\t'])
+        .next()
+        .unwrap_or_default()
+        .trim();
+    readable && !scheme.to_ascii_lowercase().starts_with("bearer")
+}
+
 /// The `iss` a token claims, before any check: only for choosing which source checks it.
 pub fn unverified_issuer(token: &str) -> Option<String> {
     #[derive(Deserialize)]
@@ -352,8 +367,15 @@ struct JoseHeader {
     alg: Option<String>,
     kid: Option<String>,
     /// Critical extensions this verifier does not understand make the token invalid
-    /// (RFC 7515 §4.1.11); none are understood.
-    crit: Option<Value>,
+    /// (RFC 7515 §4.1.11); none are understood. Present in any form, `null` included.
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+}
+
+/// True for a member that is there, whatever its value (`null` too).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d)?;
+    Ok(true)
 }
 
 /// Checks a compact JWS against a source and its key set at time `now`.
@@ -381,7 +403,7 @@ pub fn verify(
     else {
         return Err(Rejection::AlgorithmNotAllowed);
     };
-    if header.crit.is_some() {
+    if header.crit {
         return Err(Rejection::Malformed);
     }
     let keys = keys.ok_or(Rejection::NoKeys)?;

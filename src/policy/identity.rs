@@ -311,7 +311,17 @@ impl IdentityConfig {
             IdentitySource::Bearer(source) => {
                 let token = match input.headers?.lookup("authorization") {
                     HeaderFound::Missing => return None,
-                    HeaderFound::Value(value) => bearer::token_from_authorization(value)?,
+                    HeaderFound::Value(value) => match bearer::token_from_authorization(value)
+                    {
+                        Some(token) if !token.is_empty() => token,
+                        _ if bearer::other_scheme(value) => return None,
+                        _ => {
+                            return Some(Err(IdentifyError::Rejected {
+                                issuer: source.issuer.clone(),
+                                reason: Rejection::Malformed,
+                            }));
+                        }
+                    },
                     // Two credentials (two lines, or one joined with a comma): which one
                     // speaks for the caller is ambiguous.
                     HeaderFound::Conflicting => {
@@ -320,16 +330,18 @@ impl IdentityConfig {
                         ))));
                     }
                 };
-                // With several issuers, a token is checked by the source of the issuer it
-                // names (unverified, only to choose); a token naming none of them is checked
-                // by the first, which refuses it.
-                if self.bearer_sources().nth(1).is_some()
-                    && let Some(named) = bearer::unverified_issuer(token)
-                    && named != source.issuer
-                    && self.bearer_sources().any(|b| b.issuer == named)
-                {
-                    return None;
-                }
+                // With several issuers, the first bearer source reached decides the token:
+                // it is checked by the source of the issuer it names (unverified, only to
+                // choose), and a token naming none of them by this one, which refuses it.
+                // So a present token is judged here and never skipped for a source (a
+                // header, say) that sits between two bearer sources.
+                let source = match bearer::unverified_issuer(token) {
+                    Some(named) if named != source.issuer => self
+                        .bearer_sources()
+                        .find(|b| b.issuer == named)
+                        .unwrap_or(source),
+                    _ => source,
+                };
                 let result = match input.verifier {
                     Some(v) => v.verify(source, token, input.at),
                     None => Err(Rejection::NoKeys),

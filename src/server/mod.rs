@@ -844,8 +844,11 @@ struct Pacing {
     pace: Pace,
     born: tokio::time::Instant,
     last_answer: tokio::time::Instant,
-    /// When the request being read began, and its bytes so far.
+    /// When the request being read began, and its header bytes so far.
     request: Option<(tokio::time::Instant, usize)>,
+    /// The last bytes of the request's head read so far (`\r\n\r\n` ends it, across
+    /// reads), or `None` once the head has ended: a body is not header bytes.
+    head_tail: Option<[u8; 3]>,
     timer: Pin<Box<tokio::time::Sleep>>,
 }
 
@@ -857,6 +860,7 @@ impl Pacing {
             born: now,
             last_answer: now,
             request: None,
+            head_tail: Some([0; 3]),
             timer: Box::pin(tokio::time::sleep(pace.idle.min(pace.exchange))),
         }
     }
@@ -886,14 +890,38 @@ impl Pacing {
         None
     }
 
-    fn read(&mut self, bytes: usize) -> Option<std::io::Error> {
-        if bytes == 0 {
+    /// Counts the bytes just read (`arrived`) against the header limit, up to the end of
+    /// the request's head; a body streams past uncounted.
+    fn read(&mut self, arrived: &[u8]) -> Option<std::io::Error> {
+        if arrived.is_empty() {
             return None;
         }
         let (_, read) = self
             .request
             .get_or_insert_with(|| (tokio::time::Instant::now(), 0));
-        *read += bytes;
+        let Some(mut window) = self.head_tail else {
+            return None;
+        };
+        // Where the head ends in these bytes, if it does: `\r\n\r\n`, perhaps begun in an
+        // earlier read.
+        let mut end = None;
+        for (i, &b) in arrived.iter().enumerate() {
+            if window == *b"\r\n\r" && b == b'\n' {
+                end = Some(i + 1);
+                break;
+            }
+            window = [window[1], window[2], b];
+        }
+        match end {
+            Some(n) => {
+                *read += n;
+                self.head_tail = None;
+            }
+            None => {
+                *read += arrived.len();
+                self.head_tail = Some(window);
+            }
+        }
         (*read > self.pace.max_request_bytes).then(|| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
@@ -904,6 +932,7 @@ impl Pacing {
 
     fn answered(&mut self) {
         self.request = None;
+        self.head_tail = Some([0; 3]);
         self.last_answer = tokio::time::Instant::now();
     }
 }
@@ -982,7 +1011,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for Severable<T> {
         let before = buf.filled().len();
         let read = Pin::new(&mut self.io).poll_read(cx, buf);
         let arrived = buf.filled().len() - before;
-        if let Some(e) = self.pacing.as_mut().and_then(|p| p.read(arrived)) {
+        let pacing = self.pacing.as_mut();
+        if let Some(e) = pacing.and_then(|p| p.read(&buf.filled()[before..])) {
             return Poll::Ready(Err(e));
         }
         if let Some((awaited, _)) = &mut self.opening {

@@ -25,6 +25,9 @@ use crate::proto::iotauthz::v1 as pb;
 use crate::store::objects::{self, Kind, Object};
 use crate::store::{self as store_mod, Store, etcd};
 
+/// How long a write waits for etcd's answer (under the server's request deadline).
+const ETCD_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How many times a write is validated and tried when another write got in first.
 pub const ATTEMPTS: usize = 5;
 
@@ -205,19 +208,26 @@ impl Admin {
             let prefix_bytes = prefix.as_bytes();
             let compare =
                 etcd::unchanged_since(prefix_bytes, &etcd::prefix_end(prefix_bytes), revision);
-            let (succeeded, after) = store
-                .etcd
-                .txn(
-                    vec![compare],
-                    vec![op, etcd::put(sentinel.clone(), marker.into_bytes())],
-                )
-                .await
-                .map_err(|s| {
-                    Status::unavailable(format!(
+            let txn = store.etcd.txn(
+                vec![compare],
+                vec![op, etcd::put(sentinel.clone(), marker.into_bytes())],
+            );
+            // Without a quorum etcd may hold a write until its own timeout: answer first.
+            let (succeeded, after) = match tokio::time::timeout(ETCD_TIMEOUT, txn).await {
+                Ok(Ok(done)) => done,
+                Ok(Err(s)) => {
+                    return Err(Status::unavailable(format!(
                         "the store could not be written: {}",
                         store_mod::follow::status_text(&s)
-                    ))
-                })?;
+                    )));
+                }
+                Err(_) => {
+                    return Err(Status::unavailable(format!(
+                        "the store could not be written: etcd did not answer within {} s (no quorum?); the write may or may not have been applied, read it back before trying again",
+                        ETCD_TIMEOUT.as_secs()
+                    )));
+                }
+            };
             store.contact();
             if succeeded {
                 return Ok(store_mod::token(after));

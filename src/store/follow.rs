@@ -59,9 +59,11 @@ pub async fn follow(store: Arc<Store>, app: Arc<App>, stop: impl Future<Output =
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "the store could not be read");
             }
         }
+        // A request waiting for a consistency token cuts the wait short.
         tokio::select! {
             () = &mut stop => break,
             () = tokio::time::sleep(backoff) => {}
+            () = store.progress.notified() => {}
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
@@ -121,15 +123,13 @@ async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
     if tx.send(create).await.is_err() {
         return WatchEnd::Reload("watch request not sent".into());
     }
-    let mut stream = match store
-        .etcd
-        .watch
-        .clone()
-        .watch(ReceiverStream::new(rx))
-        .await
-    {
+    let (member, mut client) = store.etcd.watch();
+    let mut stream = match client.watch(ReceiverStream::new(rx)).await {
         Ok(s) => s.into_inner(),
-        Err(s) => return WatchEnd::Reload(status_text(&s)),
+        Err(s) => {
+            store.etcd.failed(member);
+            return WatchEnd::Reload(status_text(&s));
+        }
     };
     let max = store.options.max_value_bytes;
     loop {
@@ -147,8 +147,14 @@ async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
         };
         let response = match message {
             Ok(Some(r)) => r,
-            Ok(None) => return WatchEnd::Reload("the watch stream ended".into()),
-            Err(s) => return WatchEnd::Reload(status_text(&s)),
+            Ok(None) => {
+                store.etcd.failed(member);
+                return WatchEnd::Reload("the watch stream ended".into());
+            }
+            Err(s) => {
+                store.etcd.failed(member);
+                return WatchEnd::Reload(status_text(&s));
+            }
         };
         store.contact();
         if response.compact_revision != 0 {
@@ -163,11 +169,19 @@ async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
                 response.cancel_reason
             ));
         }
-        let header = response.header.as_ref().map_or(0, |h| h.revision);
         if response.events.is_empty() {
+            let header = response.header.as_ref().map_or(0, |h| h.revision);
             // Created, or a progress report: nothing under the prefix changed up to here.
-            if !response.created {
-                store.advance(app, header);
+            // The report is checked against the store before it is believed (a watch that
+            // is still catching up may be sent one early), with a read of the keys written
+            // since: none, so the policy is current at `header` too.
+            let since = store.inputs().revision;
+            if !response.created && header > since {
+                match store.etcd.count_written_since(&prefix, since, header).await {
+                    Ok(0) => store.advance(app, header),
+                    Ok(_) => {}
+                    Err(s) => tracing::debug!(error = %status_text(&s), "progress not confirmed"),
+                }
             }
             continue;
         }
@@ -205,9 +219,9 @@ async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
             }
             Err(e) => return WatchEnd::Reload(format!("store change not applied: {e}")),
         }
-        if header > last {
-            store.advance(app, header);
-        }
+        // The header's revision is not a promise that every event up to it has been sent
+        // (a watch catching up gets its history in batches): the policy answers at the
+        // last event applied, and only a confirmed progress report moves it further.
     }
 }
 

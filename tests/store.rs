@@ -542,3 +542,112 @@ async fn a_three_member_cluster_survives_one_member_and_refuses_writes_without_a
     ];
     assert!(ids == expected_without || ids == expected_with, "{ids:?}");
 }
+
+/// The files plus a route, for requests through Envoy.
+const FILES_WITH_ROUTES: &str = r#"
+version: 1
+roles:
+  - name: Reader
+    id: r-reader
+    actions: ["*/read"]
+  - name: App Administrator
+    id: r-admin
+    actions: ["*"]
+    assignableScopes: ["/apps"]
+routes:
+  - methods: [GET]
+    path: /apps/{app}/devices/{device}
+    action: Devices/read
+    scope: /apps/{app}/devices/{device}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grants_and_revocations_are_seen_through_envoy_on_every_replica_with_the_token() {
+    use iot_authz::proto::iotauthz::v1::admin_client::AdminClient;
+    crate::support::crypto();
+    let etcd = Etcd::start().await;
+    seed_admin(&etcd);
+    let files = [("roles.yaml", FILES_WITH_ROUTES)];
+    let (one, _) = serve_with_store(etcd.endpoints(), PREFIX, &files, |_| {}, true).await;
+    let (two, _) = serve_with_store(etcd.endpoints(), PREFIX, &files, |_| {}, true).await;
+    let upstream = crate::support::Upstream::start().await;
+    // Envoy's gRPC ext_authz cluster round-robins over both replicas.
+    let endpoint = |port: u16| {
+        format!(
+            "              - endpoint:\n                  address:\n                    socket_address: {{address: 127.0.0.1, port_value: {port}}}"
+        )
+    };
+    let both = format!(
+        "{}\n{}",
+        endpoint(one.grpc.port()),
+        endpoint(two.grpc.port())
+    );
+    let envoy = crate::support::Envoy::start(
+        "envoy.yaml",
+        one.grpc,
+        upstream.addr,
+        &[(endpoint(one.grpc.port()).as_str(), both.as_str())],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let get = |token: String| {
+        let http = http.clone();
+        let url = envoy.url("/apps/fleet/devices/d1");
+        async move {
+            http.get(url)
+                .header("x-iotauthz-principal", "user:erin")
+                .header("x-iotauthz-consistency", token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let mut admin = AdminClient::connect(one.grpc_url()).await.unwrap();
+    for round in 0..3 {
+        let granted = admin
+            .create_role_assignment(as_actor(
+                "user:root1",
+                pb::CreateRoleAssignmentRequest {
+                    assignment: Some(pb::RoleAssignment {
+                        id: format!("e-{round}"),
+                        principal: "user:erin".into(),
+                        role: "Reader".into(),
+                        scope: "/apps/fleet".into(),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .token;
+        // Four requests at once after the write: round robin sends two to each replica.
+        for _ in 0..4 {
+            assert_eq!(get(granted.clone()).await, 200, "round {round}");
+        }
+        let revoked = admin
+            .delete_role_assignment(as_actor(
+                "user:root1",
+                pb::DeleteRoleAssignmentRequest {
+                    id: format!("e-{round}"),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .token;
+        for _ in 0..4 {
+            assert_eq!(get(revoked.clone()).await, 403, "round {round}");
+        }
+    }
+    // A token no replica has reached: 503 through Envoy, bounded by its 1 s timeout.
+    assert_eq!(get("r99999999".into()).await, 503);
+    assert!(upstream.requests().len() >= 12);
+    // Both replicas answered.
+    for server in [&one, &two] {
+        let metrics = server.metrics().await;
+        assert!(metrics.contains("api=\"ext_authz\""), "{metrics}");
+    }
+}

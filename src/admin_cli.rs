@@ -474,8 +474,8 @@ async fn store_async(args: &StoreArgs) -> Result<()> {
             overwrite,
             max_bytes,
         } => {
-            let sources = source::read_paths(paths, *max_bytes)
-                .map_err(|e| error(e.to_string()))?;
+            let sources =
+                source::read_paths(paths, *max_bytes).map_err(|e| error(e.to_string()))?;
             let mut wanted: BTreeMap<String, Vec<u8>> = BTreeMap::new();
             let mut left_in_files = false;
             for s in &sources {

@@ -437,11 +437,11 @@ impl pb::admin_server::Admin for Admin {
             doc.id = Some(new_id(&doc.principal));
         }
         let id = doc.id.clone().unwrap_or_default();
-        check_id("assignment id", &id)?;
         let object = key(Kind::Assignments, &id);
         let planned = doc.clone();
         let token = self
             .write("createRoleAssignment", object, &metadata, move |policy, actor, objects| {
+                check_id("assignment id", &id)?;
                 let k = key(Kind::Assignments, &id);
                 if objects.contains_key(&k) {
                     return Err(Status::already_exists(format!(
@@ -497,7 +497,6 @@ impl pb::admin_server::Admin for Admin {
         request: Request<pb::DeleteRoleAssignmentRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let (metadata, _, body) = request.into_parts();
-        check_id("id", &body.id)?;
         let id = body.id;
         let object = key(Kind::Assignments, &id);
         let token = self
@@ -506,6 +505,7 @@ impl pb::admin_server::Admin for Admin {
                 object,
                 &metadata,
                 move |policy, actor, objects| {
+                    check_id("id", &id)?;
                     let k = key(Kind::Assignments, &id);
                     let Some(Ok(Object::Assignment(existing))) = objects.get(&k) else {
                         return Err(Status::not_found(format!(
@@ -639,7 +639,6 @@ impl pb::admin_server::Admin for Admin {
             return Err(Status::invalid_argument("role.name is required"));
         }
         let id = role.id.clone().unwrap_or_else(|| role.name.clone());
-        check_id("role id (or name, without an id)", &id)?;
         let object = key(Kind::Roles, &id);
         let token = self
             .write(
@@ -647,6 +646,7 @@ impl pb::admin_server::Admin for Admin {
                 object,
                 &metadata,
                 move |policy, actor, objects| {
+                    check_id("role id (or name, without an id)", &id)?;
                     let mut scopes = assignable(&role);
                     if let Some(old) = stored_role(objects, &id) {
                         scopes.extend(assignable(&old));
@@ -667,7 +667,6 @@ impl pb::admin_server::Admin for Admin {
         request: Request<pb::DeleteRoleDefinitionRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let (metadata, _, body) = request.into_parts();
-        check_id("id", &body.id)?;
         let id = body.id;
         let object = key(Kind::Roles, &id);
         let token = self
@@ -676,6 +675,7 @@ impl pb::admin_server::Admin for Admin {
                 object,
                 &metadata,
                 move |policy, actor, objects| {
+                    check_id("id", &id)?;
                     let Some(old) = stored_role(objects, &id) else {
                         return Err(Status::not_found(format!(
                             "role definition `{}` is not in the store",
@@ -701,7 +701,6 @@ impl pb::admin_server::Admin for Admin {
         let group = body
             .group
             .ok_or_else(|| Status::invalid_argument("group is required"))?;
-        check_id("group.id", &group.id)?;
         let doc = GroupDoc {
             id: group.id.clone(),
             members: group.members,
@@ -709,6 +708,7 @@ impl pb::admin_server::Admin for Admin {
         let object = key(Kind::Groups, &group.id);
         let token = self
             .write("putGroup", object, &metadata, move |policy, actor, _| {
+                check_id("group.id", &doc.id)?;
                 require(policy, actor, GROUP_WRITE, &["/".to_owned()])?;
                 Ok(Change {
                     key: key(Kind::Groups, &doc.id),
@@ -724,7 +724,6 @@ impl pb::admin_server::Admin for Admin {
         request: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let (metadata, _, body) = request.into_parts();
-        check_id("id", &body.id)?;
         let id = body.id;
         let object = key(Kind::Groups, &id);
         let token = self
@@ -733,6 +732,7 @@ impl pb::admin_server::Admin for Admin {
                 object,
                 &metadata,
                 move |policy, actor, objects| {
+                    check_id("id", &id)?;
                     let k = key(Kind::Groups, &id);
                     if !objects.contains_key(&k) {
                         return Err(Status::not_found(format!(

@@ -651,3 +651,89 @@ async fn grants_and_revocations_are_seen_through_envoy_on_every_replica_with_the
         assert!(metrics.contains("api=\"ext_authz\""), "{metrics}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_random_bursts_of_writes_the_followed_policy_decides_as_a_fresh_compile() {
+    use iot_authz::policy::{CheckRequest, SourceDocument};
+    use iot_authz::store::objects;
+    let etcd = Etcd::start().await;
+    let (server, store) = serve_with_store(
+        etcd.endpoints(),
+        PREFIX,
+        &[("roles.yaml", FILES)],
+        |_| {},
+        true,
+    )
+    .await;
+    let client = iot_authz::store::Etcd::connect(&etcd.endpoints(), None).unwrap();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let mut last = 0;
+    for round in 0..6 {
+        // A burst: writes sent back to back, so that the watch delivers several at once.
+        for _ in 0..15 {
+            let k = next(12);
+            let key = format!("{PREFIX}assignments/a-{k}").into_bytes();
+            let op = if next(4) == 0 {
+                iot_authz::store::etcd::delete(key)
+            } else {
+                let role = if next(3) == 0 {
+                    "App Administrator"
+                } else {
+                    "Reader"
+                };
+                let value = assignment(
+                    &format!("a-{k}"),
+                    &format!("user:p{}", next(5)),
+                    role,
+                    &format!("/apps/s{}", next(3)),
+                );
+                iot_authz::store::etcd::put(key, value.into_bytes())
+            };
+            last = client.txn(Vec::new(), vec![op]).await.unwrap().1;
+        }
+        judged(&store, last).await;
+        // The same objects compiled from scratch.
+        let (pairs, _) = client.range_prefix(PREFIX.as_bytes()).await.unwrap();
+        let fresh_objects: objects::Objects = pairs
+            .iter()
+            .filter_map(|kv| {
+                let rel = &kv.key[PREFIX.len()..];
+                objects::decode(rel, &kv.value, 1 << 20)
+                    .unwrap()
+                    .map(|o| (String::from_utf8_lossy(rel).into_owned(), Ok(o)))
+            })
+            .collect();
+        let fresh = store
+            .compose(&[SourceDocument::new("roles.yaml", FILES)], &fresh_objects)
+            .unwrap();
+        let served = server.app.policy.current().unwrap();
+        assert_eq!(served.store_revision(), last, "round {round}");
+        for p in 0..5 {
+            for s in 0..3 {
+                for action in ["Devices/read", "Devices/write"] {
+                    let principal = format!("user:p{p}");
+                    let scope = format!("/apps/s{s}/d");
+                    let request = CheckRequest {
+                        principal: &principal,
+                        groups: &[],
+                        action,
+                        data_action: false,
+                        scope: &scope,
+                        at: 0,
+                    };
+                    assert_eq!(
+                        served.snapshot.check(&request).unwrap(),
+                        fresh.check(&request).unwrap(),
+                        "round {round}: {principal} {action} {scope}"
+                    );
+                }
+            }
+        }
+    }
+}

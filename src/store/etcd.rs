@@ -13,8 +13,12 @@ use crate::proto::etcd::etcdserverpb::{
     request_op, watch_client::WatchClient,
 };
 
-/// How many keys one range request reads.
-const PAGE: i64 = 1000;
+/// How many keys one range request reads. etcd 3.4 counts every key left in the range
+/// for each page, so a read of N keys costs about N²/(2 × PAGE): pages are large.
+const PAGE: i64 = 10_000;
+
+/// The largest response accepted from etcd (a page of large objects).
+const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
 /// How long one page may take.
 const PAGE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -102,13 +106,19 @@ impl Etcd {
     /// A KV client on the member in use.
     pub fn kv(&self) -> (usize, KvClient<Channel>) {
         let (i, c) = self.channel();
-        (i, KvClient::new(c))
+        (
+            i,
+            KvClient::new(c).max_decoding_message_size(MAX_RESPONSE_BYTES),
+        )
     }
 
     /// A Watch client on the member in use.
     pub fn watch(&self) -> (usize, WatchClient<Channel>) {
         let (i, c) = self.channel();
-        (i, WatchClient::new(c))
+        (
+            i,
+            WatchClient::new(c).max_decoding_message_size(MAX_RESPONSE_BYTES),
+        )
     }
 
     /// How many members a request may try.

@@ -280,7 +280,7 @@ async fn a_write_through_one_replica_is_read_through_another_with_its_token() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("roles.yaml");
     std::fs::write(&file, FILES).unwrap();
-    let (mut two, two_grpc, two_http) = crate::support::serve_binary(
+    let (two, two_grpc, two_http) = crate::support::serve_binary(
         [
             "--policy".as_ref(),
             file.as_os_str(),
@@ -291,6 +291,8 @@ async fn a_write_through_one_replica_is_read_through_another_with_its_token() {
         ],
         &[],
     );
+    // Stopped however the test ends.
+    let _two = KillOnDrop(two);
     let mut admin = AdminClient::connect(one.grpc_url()).await.unwrap();
     for round in 0..3 {
         let principal = format!("user:reader-{round}");
@@ -346,8 +348,16 @@ async fn a_write_through_one_replica_is_read_through_another_with_its_token() {
         .await
         .unwrap();
     assert!(body.starts_with("ready\nstore revision "), "{body}");
-    let _ = two.kill();
-    let _ = two.wait();
+}
+
+/// A child process killed (and reaped) when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

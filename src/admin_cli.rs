@@ -131,6 +131,9 @@ pub enum StoreCommand {
         paths: Vec<PathBuf>,
         #[arg(long)]
         overwrite: bool,
+        /// Largest input accepted, in bytes (all files together).
+        #[arg(long, default_value_t = source::DEFAULT_MAX_POLICY_BYTES)]
+        max_bytes: u64,
     },
     /// Print the store's objects as one policy document (JSON), to keep in files.
     Export,
@@ -470,9 +473,13 @@ async fn store_async(args: &StoreArgs) -> Result<()> {
                 objects.len()
             );
         }
-        StoreCommand::Import { paths, overwrite } => {
-            let sources = source::read_paths(paths, source::DEFAULT_MAX_POLICY_BYTES)
-                .map_err(|e| error(e.to_string()))?;
+        StoreCommand::Import {
+            paths,
+            overwrite,
+            max_bytes,
+        } => {
+            let sources =
+                source::read_paths(paths, *max_bytes).map_err(|e| error(e.to_string()))?;
             let mut wanted: BTreeMap<String, Vec<u8>> = BTreeMap::new();
             let mut left_in_files = false;
             for s in &sources {

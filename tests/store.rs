@@ -280,7 +280,7 @@ async fn a_write_through_one_replica_is_read_through_another_with_its_token() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("roles.yaml");
     std::fs::write(&file, FILES).unwrap();
-    let (mut two, two_grpc, two_http) = crate::support::serve_binary(
+    let (two, two_grpc, two_http) = crate::support::serve_binary(
         [
             "--policy".as_ref(),
             file.as_os_str(),
@@ -291,6 +291,8 @@ async fn a_write_through_one_replica_is_read_through_another_with_its_token() {
         ],
         &[],
     );
+    // Stopped however the test ends.
+    let _two = KillOnDrop(two);
     let mut admin = AdminClient::connect(one.grpc_url()).await.unwrap();
     for round in 0..3 {
         let principal = format!("user:reader-{round}");
@@ -346,8 +348,16 @@ async fn a_write_through_one_replica_is_read_through_another_with_its_token() {
         .await
         .unwrap();
     assert!(body.starts_with("ready\nstore revision "), "{body}");
-    let _ = two.kill();
-    let _ = two.wait();
+}
+
+/// A child process killed (and reaped) when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -410,4 +420,330 @@ async fn a_server_without_a_store_refuses_tokens_and_answers_without_one() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
     assert!(err.message().contains("no store"), "{}", err.message());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_three_member_cluster_survives_one_member_and_refuses_writes_without_a_majority() {
+    use iot_authz::proto::iotauthz::v1::admin_client::AdminClient;
+    let mut etcd = Etcd::start_cluster(3).await;
+    seed_admin(&etcd);
+    let (one, _) = serve_with_store(
+        etcd.endpoints(),
+        PREFIX,
+        &[("roles.yaml", FILES)],
+        |_| {},
+        true,
+    )
+    .await;
+    let (two, two_store) = serve_with_store(
+        etcd.endpoints(),
+        PREFIX,
+        &[("roles.yaml", FILES)],
+        |_| {},
+        true,
+    )
+    .await;
+    let mut admin = AdminClient::connect(one.grpc_url()).await.unwrap();
+    let grant = |id: &str| {
+        as_actor(
+            "user:root1",
+            pb::CreateRoleAssignmentRequest {
+                assignment: Some(pb::RoleAssignment {
+                    id: id.into(),
+                    principal: format!("user:{id}"),
+                    role: "Reader".into(),
+                    scope: "/apps/fleet".into(),
+                    ..Default::default()
+                }),
+            },
+        )
+    };
+
+    // One member down: writes and watches go on (once the others agree on a leader, if
+    // the stopped member led).
+    etcd.stop_member(0);
+    etcd.wait_healthy().await;
+    let mut token = String::new();
+    for i in 0..3 {
+        token = admin
+            .create_role_assignment(grant(&format!("one-down-{i}")))
+            .await
+            .unwrap()
+            .into_inner()
+            .token;
+    }
+    for i in 0..3 {
+        let r = check_at(two.grpc, &format!("user:one-down-{i}"), &token)
+            .await
+            .unwrap();
+        assert!(r.allowed, "{i}");
+    }
+
+    // A majority down: writes fail with UNAVAILABLE, both replicas keep answering from
+    // their last policy and report etcd unreachable.
+    etcd.stop_member(1);
+    let err = admin
+        .create_role_assignment(grant("no-quorum"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    for server in [&one, &two] {
+        assert!(allowed(server, "user:one-down-0", "Devices/read", "/apps/fleet/d1").await);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while two_store.reachable() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "etcd still reported reachable"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = status(&two).await;
+    assert!(!s.store_reachable);
+    assert!(s.store_seconds_since_contact >= 0.0);
+
+    // Back: the replicas catch up with no lost or duplicated change.
+    etcd.restart_member(0);
+    etcd.restart_member(1);
+    etcd.wait_healthy().await;
+    let mut last = String::new();
+    for attempt in 0.. {
+        match admin.create_role_assignment(grant("after")).await {
+            Ok(r) => {
+                last = r.into_inner().token;
+                break;
+            }
+            // The write that timed out without a quorum may have been applied: read it.
+            Err(e) if e.code() == tonic::Code::AlreadyExists => break,
+            Err(e) => {
+                assert!(attempt < 50, "{e:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    for server in [&one, &two] {
+        let r = check_at(server.grpc, "user:after", &last).await.unwrap();
+        assert!(r.allowed);
+    }
+    let listed = AdminClient::connect(two.grpc_url())
+        .await
+        .unwrap()
+        .list_role_assignments(as_actor(
+            "user:root1",
+            pb::ListRoleAssignmentsRequest {
+                scope: "/apps".into(),
+                at_least: last.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids: Vec<String> = listed.assignments.into_iter().map(|a| a.id).collect();
+    ids.sort();
+    let expected_without = ["admin-1", "after", "one-down-0", "one-down-1", "one-down-2"];
+    let expected_with = [
+        "admin-1",
+        "after",
+        "no-quorum",
+        "one-down-0",
+        "one-down-1",
+        "one-down-2",
+    ];
+    assert!(ids == expected_without || ids == expected_with, "{ids:?}");
+}
+
+/// The files plus a route, for requests through Envoy.
+const FILES_WITH_ROUTES: &str = r#"
+version: 1
+roles:
+  - name: Reader
+    id: r-reader
+    actions: ["*/read"]
+  - name: App Administrator
+    id: r-admin
+    actions: ["*"]
+    assignableScopes: ["/apps"]
+routes:
+  - methods: [GET]
+    path: /apps/{app}/devices/{device}
+    action: Devices/read
+    scope: /apps/{app}/devices/{device}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grants_and_revocations_are_seen_through_envoy_on_every_replica_with_the_token() {
+    use iot_authz::proto::iotauthz::v1::admin_client::AdminClient;
+    crate::support::crypto();
+    let etcd = Etcd::start().await;
+    seed_admin(&etcd);
+    let files = [("roles.yaml", FILES_WITH_ROUTES)];
+    let (one, _) = serve_with_store(etcd.endpoints(), PREFIX, &files, |_| {}, true).await;
+    let (two, _) = serve_with_store(etcd.endpoints(), PREFIX, &files, |_| {}, true).await;
+    let upstream = crate::support::Upstream::start().await;
+    // Envoy's gRPC ext_authz cluster round-robins over both replicas.
+    let endpoint = |port: u16| {
+        format!(
+            "              - endpoint:\n                  address:\n                    socket_address: {{address: 127.0.0.1, port_value: {port}}}"
+        )
+    };
+    let both = format!(
+        "{}\n{}",
+        endpoint(one.grpc.port()),
+        endpoint(two.grpc.port())
+    );
+    let envoy = crate::support::Envoy::start(
+        "envoy.yaml",
+        one.grpc,
+        upstream.addr,
+        &[(endpoint(one.grpc.port()).as_str(), both.as_str())],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let get = |token: String| {
+        let http = http.clone();
+        let url = envoy.url("/apps/fleet/devices/d1");
+        async move {
+            http.get(url)
+                .header("x-iotauthz-principal", "user:erin")
+                .header("x-iotauthz-consistency", token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let mut admin = AdminClient::connect(one.grpc_url()).await.unwrap();
+    for round in 0..3 {
+        let granted = admin
+            .create_role_assignment(as_actor(
+                "user:root1",
+                pb::CreateRoleAssignmentRequest {
+                    assignment: Some(pb::RoleAssignment {
+                        id: format!("e-{round}"),
+                        principal: "user:erin".into(),
+                        role: "Reader".into(),
+                        scope: "/apps/fleet".into(),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .token;
+        // Four requests at once after the write: round robin sends two to each replica.
+        for _ in 0..4 {
+            assert_eq!(get(granted.clone()).await, 200, "round {round}");
+        }
+        let revoked = admin
+            .delete_role_assignment(as_actor(
+                "user:root1",
+                pb::DeleteRoleAssignmentRequest {
+                    id: format!("e-{round}"),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .token;
+        for _ in 0..4 {
+            assert_eq!(get(revoked.clone()).await, 403, "round {round}");
+        }
+    }
+    // A token no replica has reached: 503 through Envoy, bounded by its 1 s timeout.
+    assert_eq!(get("r99999999".into()).await, 503);
+    assert!(upstream.requests().len() >= 12);
+    // Both replicas answered.
+    for server in [&one, &two] {
+        let metrics = server.metrics().await;
+        assert!(metrics.contains("api=\"ext_authz\""), "{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_random_bursts_of_writes_the_followed_policy_decides_as_a_fresh_compile() {
+    use iot_authz::policy::{CheckRequest, SourceDocument};
+    use iot_authz::store::objects;
+    let etcd = Etcd::start().await;
+    let (server, store) = serve_with_store(
+        etcd.endpoints(),
+        PREFIX,
+        &[("roles.yaml", FILES)],
+        |_| {},
+        true,
+    )
+    .await;
+    let client = iot_authz::store::Etcd::connect(&etcd.endpoints(), None).unwrap();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let mut last = 0;
+    for round in 0..6 {
+        // A burst: writes sent back to back, so that the watch delivers several at once.
+        for _ in 0..15 {
+            let k = next(12);
+            let key = format!("{PREFIX}assignments/a-{k}").into_bytes();
+            let op = if next(4) == 0 {
+                iot_authz::store::etcd::delete(key)
+            } else {
+                let role = if next(3) == 0 {
+                    "App Administrator"
+                } else {
+                    "Reader"
+                };
+                let value = assignment(
+                    &format!("a-{k}"),
+                    &format!("user:p{}", next(5)),
+                    role,
+                    &format!("/apps/s{}", next(3)),
+                );
+                iot_authz::store::etcd::put(key, value.into_bytes())
+            };
+            last = client.txn(Vec::new(), vec![op]).await.unwrap().1;
+        }
+        judged(&store, last).await;
+        // The same objects compiled from scratch.
+        let (pairs, _) = client.range_prefix(PREFIX.as_bytes()).await.unwrap();
+        let fresh_objects: objects::Objects = pairs
+            .iter()
+            .filter_map(|kv| {
+                let rel = &kv.key[PREFIX.len()..];
+                objects::decode(rel, &kv.value, 1 << 20)
+                    .unwrap()
+                    .map(|o| (String::from_utf8_lossy(rel).into_owned(), Ok(o)))
+            })
+            .collect();
+        let fresh = store
+            .compose(&[SourceDocument::new("roles.yaml", FILES)], &fresh_objects)
+            .unwrap();
+        let served = server.app.policy.current().unwrap();
+        assert_eq!(served.store_revision(), last, "round {round}");
+        for p in 0..5 {
+            for s in 0..3 {
+                for action in ["Devices/read", "Devices/write"] {
+                    let principal = format!("user:p{p}");
+                    let scope = format!("/apps/s{s}/d");
+                    let request = CheckRequest {
+                        principal: &principal,
+                        groups: &[],
+                        action,
+                        data_action: false,
+                        scope: &scope,
+                        at: 0,
+                    };
+                    assert_eq!(
+                        served.snapshot.check(&request).unwrap(),
+                        fresh.check(&request).unwrap(),
+                        "round {round}: {principal} {action} {scope}"
+                    );
+                }
+            }
+        }
+    }
 }

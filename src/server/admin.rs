@@ -25,6 +25,9 @@ use crate::proto::iotauthz::v1 as pb;
 use crate::store::objects::{self, Kind, Object};
 use crate::store::{self as store_mod, Store, etcd};
 
+/// How long a write waits for etcd's answer (under the server's request deadline).
+const ETCD_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How many times a write is validated and tried when another write got in first.
 pub const ATTEMPTS: usize = 5;
 
@@ -217,19 +220,26 @@ impl Admin {
             let prefix_bytes = prefix.as_bytes();
             let compare =
                 etcd::unchanged_since(prefix_bytes, &etcd::prefix_end(prefix_bytes), revision);
-            let (succeeded, after) = store
-                .etcd
-                .txn(
-                    vec![compare],
-                    vec![op, etcd::put(sentinel.clone(), marker.into_bytes())],
-                )
-                .await
-                .map_err(|s| {
-                    Status::unavailable(format!(
+            let txn = store.etcd.txn(
+                vec![compare],
+                vec![op, etcd::put(sentinel.clone(), marker.into_bytes())],
+            );
+            // Without a quorum etcd may hold a write until its own timeout: answer first.
+            let (succeeded, after) = match tokio::time::timeout(ETCD_TIMEOUT, txn).await {
+                Ok(Ok(done)) => done,
+                Ok(Err(s)) => {
+                    return Err(Status::unavailable(format!(
                         "the store could not be written: {}",
                         store_mod::follow::status_text(&s)
-                    ))
-                })?;
+                    )));
+                }
+                Err(_) => {
+                    return Err(Status::unavailable(format!(
+                        "the store could not be written: etcd did not answer within {} s (no quorum?); the write may or may not have been applied, read it back before trying again",
+                        ETCD_TIMEOUT.as_secs()
+                    )));
+                }
+            };
             store.contact();
             if succeeded {
                 return Ok(store_mod::token(after));
@@ -439,11 +449,11 @@ impl pb::admin_server::Admin for Admin {
             doc.id = Some(new_id(&doc.principal));
         }
         let id = doc.id.clone().unwrap_or_default();
-        check_id("assignment id", &id)?;
         let object = key(Kind::Assignments, &id);
         let planned = doc.clone();
         let token = self
             .write("createRoleAssignment", object, &metadata, move |policy, actor, objects| {
+                check_id("assignment id", &id)?;
                 let k = key(Kind::Assignments, &id);
                 if objects.contains_key(&k) {
                     return Err(Status::already_exists(format!(
@@ -499,7 +509,6 @@ impl pb::admin_server::Admin for Admin {
         request: Request<pb::DeleteRoleAssignmentRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let (metadata, _, body) = request.into_parts();
-        check_id("id", &body.id)?;
         let id = body.id;
         let object = key(Kind::Assignments, &id);
         let token = self
@@ -508,6 +517,7 @@ impl pb::admin_server::Admin for Admin {
                 object,
                 &metadata,
                 move |policy, actor, objects| {
+                    check_id("id", &id)?;
                     let k = key(Kind::Assignments, &id);
                     let Some(Ok(Object::Assignment(existing))) = objects.get(&k) else {
                         return Err(Status::not_found(format!(
@@ -641,7 +651,6 @@ impl pb::admin_server::Admin for Admin {
             return Err(Status::invalid_argument("role.name is required"));
         }
         let id = role.id.clone().unwrap_or_else(|| role.name.clone());
-        check_id("role id (or name, without an id)", &id)?;
         let object = key(Kind::Roles, &id);
         let token = self
             .write(
@@ -649,6 +658,7 @@ impl pb::admin_server::Admin for Admin {
                 object,
                 &metadata,
                 move |policy, actor, objects| {
+                    check_id("role id (or name, without an id)", &id)?;
                     let mut scopes = assignable(&role);
                     if let Some(old) = stored_role(objects, &id) {
                         scopes.extend(assignable(&old));
@@ -669,7 +679,6 @@ impl pb::admin_server::Admin for Admin {
         request: Request<pb::DeleteRoleDefinitionRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let (metadata, _, body) = request.into_parts();
-        check_id("id", &body.id)?;
         let id = body.id;
         let object = key(Kind::Roles, &id);
         let token = self
@@ -678,6 +687,7 @@ impl pb::admin_server::Admin for Admin {
                 object,
                 &metadata,
                 move |policy, actor, objects| {
+                    check_id("id", &id)?;
                     let Some(old) = stored_role(objects, &id) else {
                         return Err(Status::not_found(format!(
                             "role definition `{}` is not in the store",
@@ -703,7 +713,6 @@ impl pb::admin_server::Admin for Admin {
         let group = body
             .group
             .ok_or_else(|| Status::invalid_argument("group is required"))?;
-        check_id("group.id", &group.id)?;
         let doc = GroupDoc {
             id: group.id.clone(),
             members: group.members,
@@ -711,6 +720,7 @@ impl pb::admin_server::Admin for Admin {
         let object = key(Kind::Groups, &group.id);
         let token = self
             .write("putGroup", object, &metadata, move |policy, actor, _| {
+                check_id("group.id", &doc.id)?;
                 require(policy, actor, GROUP_WRITE, &["/".to_owned()])?;
                 Ok(Change {
                     key: key(Kind::Groups, &doc.id),
@@ -726,7 +736,6 @@ impl pb::admin_server::Admin for Admin {
         request: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let (metadata, _, body) = request.into_parts();
-        check_id("id", &body.id)?;
         let id = body.id;
         let object = key(Kind::Groups, &id);
         let token = self
@@ -735,6 +744,7 @@ impl pb::admin_server::Admin for Admin {
                 object,
                 &metadata,
                 move |policy, actor, objects| {
+                    check_id("id", &id)?;
                     let k = key(Kind::Groups, &id);
                     if !objects.contains_key(&k) {
                         return Err(Status::not_found(format!(

@@ -1,7 +1,9 @@
 //! A small client of etcd's v3 gRPC API (KV and Watch), generated from the vendored protos
 //! (`proto/vendor/etcd/`): ranges read page by page at one revision, transactions, and the
-//! watch stream.
+//! watch stream, failing over from an unreachable member to the next.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -11,8 +13,15 @@ use crate::proto::etcd::etcdserverpb::{
     request_op, watch_client::WatchClient,
 };
 
-/// How many keys one range request reads.
-const PAGE: i64 = 1000;
+/// How many keys one range request reads. etcd 3.4 counts every key left in the range
+/// for each page, so a read of N keys costs about N²/(2 × PAGE): pages are large.
+const PAGE: i64 = 10_000;
+
+/// The largest response accepted from etcd (a page of large objects).
+const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+
+/// How long one page may take.
+const PAGE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// TLS for the connection to etcd (`https://` endpoints).
 #[derive(Debug, Clone, Default)]
@@ -23,11 +32,13 @@ pub struct EtcdTls {
     pub identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
-/// A connection to an etcd cluster (requests are spread over every endpoint that answers).
+/// A connection to an etcd cluster: one lazily connected channel per endpoint, used one
+/// at a time; a request that finds its member unreachable (`UNAVAILABLE`) moves on to the
+/// next member and is tried there, so one member down costs one failed attempt.
 #[derive(Debug, Clone)]
 pub struct Etcd {
-    pub kv: KvClient<Channel>,
-    pub watch: WatchClient<Channel>,
+    channels: Vec<Channel>,
+    current: Arc<AtomicUsize>,
 }
 
 /// One key and its value, with the revision it was last written at.
@@ -44,7 +55,7 @@ impl Etcd {
         if endpoints.is_empty() {
             return Err("no etcd endpoint given".into());
         }
-        let mut list = Vec::new();
+        let mut channels = Vec::new();
         for url in endpoints {
             let mut endpoint = Endpoint::from_shared(url.clone())
                 .map_err(|e| {
@@ -70,33 +81,89 @@ impl Etcd {
                     .tls_config(config)
                     .map_err(|e| format!("etcd TLS: {e}"))?;
             }
-            list.push(endpoint);
+            channels.push(endpoint.connect_lazy());
         }
-        let channel = Channel::balance_list(list.into_iter());
         Ok(Self {
-            kv: KvClient::new(channel.clone()),
-            watch: WatchClient::new(channel),
+            channels,
+            current: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// The member in use (its index, for [`Etcd::failed`]) and its channel.
+    fn channel(&self) -> (usize, Channel) {
+        let i = self.current.load(Ordering::Relaxed) % self.channels.len().max(1);
+        (i, self.channels[i].clone())
+    }
+
+    /// Member `i` did not answer: use the next one (unless another caller moved on first).
+    pub fn failed(&self, i: usize) {
+        let next = (i + 1) % self.channels.len().max(1);
+        let _ = self
+            .current
+            .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// A KV client on the member in use.
+    pub fn kv(&self) -> (usize, KvClient<Channel>) {
+        let (i, c) = self.channel();
+        (
+            i,
+            KvClient::new(c).max_decoding_message_size(MAX_RESPONSE_BYTES),
+        )
+    }
+
+    /// A Watch client on the member in use.
+    pub fn watch(&self) -> (usize, WatchClient<Channel>) {
+        let (i, c) = self.channel();
+        (
+            i,
+            WatchClient::new(c).max_decoding_message_size(MAX_RESPONSE_BYTES),
+        )
+    }
+
+    /// How many members a request may try.
+    fn attempts(&self) -> usize {
+        self.channels.len().max(1)
     }
 
     /// Every key under `prefix`, read at one revision (the first page's), page by page.
     /// Returns the pairs in key order and that revision.
     pub async fn range_prefix(&self, prefix: &[u8]) -> Result<(Vec<KeyValue>, i64), tonic::Status> {
+        let mut last = tonic::Status::unavailable("no etcd endpoint");
+        for _ in 0..self.attempts() {
+            let (i, kv) = self.kv();
+            match Self::range_on(kv, prefix).await {
+                Err(s) if s.code() == tonic::Code::Unavailable => {
+                    self.failed(i);
+                    last = s;
+                }
+                done => return done,
+            }
+        }
+        Err(last)
+    }
+
+    async fn range_on(
+        mut kv: KvClient<Channel>,
+        prefix: &[u8],
+    ) -> Result<(Vec<KeyValue>, i64), tonic::Status> {
         let end = prefix_end(prefix);
-        let mut kv = self.kv.clone();
         let mut out = Vec::new();
         let mut start = prefix.to_vec();
         let mut revision = 0;
         loop {
-            let response = kv
-                .range(RangeRequest {
-                    key: start.clone(),
-                    range_end: end.clone(),
-                    limit: PAGE,
-                    revision,
-                    ..Default::default()
-                })
-                .await?
+            let page = kv.range(RangeRequest {
+                key: start.clone(),
+                range_end: end.clone(),
+                limit: PAGE,
+                revision,
+                ..Default::default()
+            });
+            // Without a quorum a member may hold a linearizable read until its own
+            // timeout; a page is given up on sooner, and the read tried again later.
+            let response = tokio::time::timeout(PAGE_TIMEOUT, page)
+                .await
+                .map_err(|_| tonic::Status::unavailable("etcd did not answer in time"))??
                 .into_inner();
             if revision == 0 {
                 revision = response.header.as_ref().map_or(0, |h| h.revision);
@@ -121,15 +188,29 @@ impl Etcd {
     /// One key, read linearizably; also proves that a quorum answers. Returns the key (if
     /// present) and the store's revision.
     pub async fn get(&self, key: &[u8]) -> Result<(Option<KeyValue>, i64), tonic::Status> {
-        let response = self
-            .kv
-            .clone()
-            .range(RangeRequest {
-                key: key.to_vec(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
+        let mut attempt = 0;
+        let response = loop {
+            let (i, mut kv) = self.kv();
+            match kv
+                .range(RangeRequest {
+                    key: key.to_vec(),
+                    ..Default::default()
+                })
+                .await
+            {
+                Err(s) if s.code() == tonic::Code::Unavailable && attempt + 1 < self.attempts() => {
+                    self.failed(i);
+                    attempt += 1;
+                }
+                Err(s) => {
+                    if s.code() == tonic::Code::Unavailable {
+                        self.failed(i);
+                    }
+                    return Err(s);
+                }
+                Ok(r) => break r.into_inner(),
+            }
+        };
         let revision = response.header.as_ref().map_or(0, |h| h.revision);
         Ok((
             response.kvs.into_iter().next().map(|kv| KeyValue {
@@ -141,6 +222,34 @@ impl Etcd {
         ))
     }
 
+    /// How many keys under `prefix` were written after `since`, as of `revision`.
+    pub async fn count_written_since(
+        &self,
+        prefix: &[u8],
+        since: i64,
+        revision: i64,
+    ) -> Result<i64, tonic::Status> {
+        let (i, mut kv) = self.kv();
+        let request = kv.range(RangeRequest {
+            key: prefix.to_vec(),
+            range_end: prefix_end(prefix),
+            revision,
+            min_mod_revision: since + 1,
+            count_only: true,
+            ..Default::default()
+        });
+        match tokio::time::timeout(PAGE_TIMEOUT, request).await {
+            Ok(Ok(r)) => Ok(r.into_inner().count),
+            Ok(Err(s)) => {
+                if s.code() == tonic::Code::Unavailable {
+                    self.failed(i);
+                }
+                Err(s)
+            }
+            Err(_) => Err(tonic::Status::unavailable("etcd did not answer in time")),
+        }
+    }
+
     /// Runs `ops` if every comparison holds. Returns whether it did, and the revision of
     /// the store after the transaction.
     pub async fn txn(
@@ -148,16 +257,30 @@ impl Etcd {
         compare: Vec<Compare>,
         ops: Vec<RequestOp>,
     ) -> Result<(bool, i64), tonic::Status> {
-        let response = self
-            .kv
-            .clone()
-            .txn(TxnRequest {
-                compare,
-                success: ops,
-                failure: Vec::new(),
-            })
-            .await?
-            .into_inner();
+        let request = TxnRequest {
+            compare,
+            success: ops,
+            failure: Vec::new(),
+        };
+        let mut attempt = 0;
+        let response = loop {
+            let (i, mut kv) = self.kv();
+            match kv.txn(request.clone()).await {
+                // The comparison makes a second attempt safe: a first one that was applied
+                // after all makes it fail, never apply twice.
+                Err(s) if s.code() == tonic::Code::Unavailable && attempt + 1 < self.attempts() => {
+                    self.failed(i);
+                    attempt += 1;
+                }
+                Err(s) => {
+                    if s.code() == tonic::Code::Unavailable {
+                        self.failed(i);
+                    }
+                    return Err(s);
+                }
+                Ok(r) => break r.into_inner(),
+            }
+        };
         Ok((
             response.succeeded,
             response.header.as_ref().map_or(0, |h| h.revision),

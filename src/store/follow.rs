@@ -25,6 +25,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The most watch responses applied before one compile.
+const MAX_BATCH: usize = 1000;
+
 /// Why a watch ended.
 enum WatchEnd {
     /// Read everything again (compacted, canceled, or the stream failed).
@@ -59,9 +62,11 @@ pub async fn follow(store: Arc<Store>, app: Arc<App>, stop: impl Future<Output =
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "the store could not be read");
             }
         }
+        // A request waiting for a consistency token cuts the wait short.
         tokio::select! {
             () = &mut stop => break,
             () = tokio::time::sleep(backoff) => {}
+            () = store.progress.notified() => {}
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
@@ -121,34 +126,68 @@ async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
     if tx.send(create).await.is_err() {
         return WatchEnd::Reload("watch request not sent".into());
     }
-    let mut stream = match store
-        .etcd
-        .watch
-        .clone()
-        .watch(ReceiverStream::new(rx))
-        .await
-    {
+    let (member, mut client) = store.etcd.watch();
+    let mut stream = match client.watch(ReceiverStream::new(rx)).await {
         Ok(s) => s.into_inner(),
-        Err(s) => return WatchEnd::Reload(status_text(&s)),
+        Err(s) => {
+            store.etcd.failed(member);
+            return WatchEnd::Reload(status_text(&s));
+        }
     };
     let max = store.options.max_value_bytes;
+    // Changes applied to the objects and not compiled yet: responses already waiting are
+    // applied first, so a burst of writes costs one compile, not one per write.
+    let mut pending = 0usize;
     loop {
-        let message = tokio::select! {
-            m = stream.message() => m,
-            () = store.progress.notified() => {
-                let progress = WatchRequest {
-                    request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})),
-                };
-                if tx.send(progress).await.is_err() {
-                    return WatchEnd::Reload("watch request not sent".into());
+        // A message taken while looking for more changes, to be handled after the compile.
+        let mut carried = None;
+        if pending > 0 {
+            // `timeout` polls the message first: a response already here is taken (up to
+            // a bound, so that a steady stream of writes still gets compiled).
+            if pending < MAX_BATCH {
+                match tokio::time::timeout(Duration::ZERO, stream.message()).await {
+                    Ok(Ok(Some(r)))
+                        if !r.events.is_empty() && r.compact_revision == 0 && !r.canceled =>
+                    {
+                        store.contact();
+                        apply(store, &prefix, max, &r.events);
+                        pending += 1;
+                        continue;
+                    }
+                    Ok(other) => carried = Some(other),
+                    Err(_) => {}
                 }
-                continue;
             }
+            pending = 0;
+            if let Err(end) = compile(store, app).await {
+                return end;
+            }
+        }
+        let message = match carried {
+            Some(m) => m,
+            None => tokio::select! {
+                m = stream.message() => m,
+                () = store.progress.notified() => {
+                    let progress = WatchRequest {
+                        request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})),
+                    };
+                    if tx.send(progress).await.is_err() {
+                        return WatchEnd::Reload("watch request not sent".into());
+                    }
+                    continue;
+                }
+            },
         };
         let response = match message {
             Ok(Some(r)) => r,
-            Ok(None) => return WatchEnd::Reload("the watch stream ended".into()),
-            Err(s) => return WatchEnd::Reload(status_text(&s)),
+            Ok(None) => {
+                store.etcd.failed(member);
+                return WatchEnd::Reload("the watch stream ended".into());
+            }
+            Err(s) => {
+                store.etcd.failed(member);
+                return WatchEnd::Reload(status_text(&s));
+            }
         };
         store.contact();
         if response.compact_revision != 0 {
@@ -163,51 +202,68 @@ async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
                 response.cancel_reason
             ));
         }
-        let header = response.header.as_ref().map_or(0, |h| h.revision);
         if response.events.is_empty() {
+            let header = response.header.as_ref().map_or(0, |h| h.revision);
             // Created, or a progress report: nothing under the prefix changed up to here.
-            if !response.created {
-                store.advance(app, header);
+            // The report is checked against the store before it is believed (a watch that
+            // is still catching up may be sent one early), with a read of the keys written
+            // since: none, so the policy is current at `header` too.
+            let since = store.inputs().revision;
+            if !response.created && header > since {
+                match store.etcd.count_written_since(&prefix, since, header).await {
+                    Ok(0) => store.advance(app, header),
+                    Ok(_) => {}
+                    Err(s) => tracing::debug!(error = %status_text(&s), "progress not confirmed"),
+                }
             }
             continue;
         }
-        let mut last = 0;
-        {
-            let mut inputs = store.inputs();
-            let Some(objects) = inputs.objects.as_mut() else {
-                return WatchEnd::Reload("no objects to apply the watch to".into());
-            };
-            for event in &response.events {
-                let Some(kv) = &event.kv else { continue };
-                last = last.max(kv.mod_revision);
-                let rel = &kv.key[prefix.len().min(kv.key.len())..];
-                let key = String::from_utf8_lossy(rel).into_owned();
-                if event.r#type == EventType::Delete as i32 {
-                    objects.remove(&key);
-                    continue;
-                }
-                match objects::decode(rel, &kv.value, max) {
-                    Ok(Some(o)) => {
-                        objects.insert(key, Ok(o));
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        objects.insert(key, Err(e));
-                    }
-                }
+        apply(store, &prefix, max, &response.events);
+        pending = 1;
+        // The header's revision is not a promise that every event up to it has been sent
+        // (a watch catching up gets its history in batches): the policy answers at the
+        // last event applied, and only a confirmed progress report moves it further.
+    }
+}
+
+/// Applies watch events to the store's objects (not compiled yet).
+fn apply(store: &Store, prefix: &[u8], max: usize, events: &[crate::proto::etcd::mvccpb::Event]) {
+    let mut inputs = store.inputs();
+    let mut last = inputs.revision;
+    let Some(objects) = inputs.objects.as_mut() else {
+        return;
+    };
+    for event in events {
+        let Some(kv) = &event.kv else { continue };
+        last = last.max(kv.mod_revision);
+        let rel = &kv.key[prefix.len().min(kv.key.len())..];
+        let key = String::from_utf8_lossy(rel).into_owned();
+        if event.r#type == EventType::Delete as i32 {
+            objects.remove(&key);
+            continue;
+        }
+        match objects::decode(rel, &kv.value, max) {
+            Ok(Some(o)) => {
+                objects.insert(key, Ok(o));
             }
-            inputs.revision = inputs.revision.max(last);
-        }
-        let (s, a) = (store.clone(), app.clone());
-        match tokio::task::spawn_blocking(move || s.recompile(&a)).await {
-            Ok(outcome) => {
-                tracing::debug!(revision = last, outcome = ?outcome, "store change applied")
+            Ok(None) => {}
+            Err(e) => {
+                objects.insert(key, Err(e));
             }
-            Err(e) => return WatchEnd::Reload(format!("store change not applied: {e}")),
         }
-        if header > last {
-            store.advance(app, header);
+    }
+    inputs.revision = last;
+}
+
+/// Compiles and installs (or rejects) the objects as they are now, off the runtime.
+async fn compile(store: &Arc<Store>, app: &Arc<App>) -> Result<(), WatchEnd> {
+    let (s, a) = (store.clone(), app.clone());
+    match tokio::task::spawn_blocking(move || s.recompile(&a)).await {
+        Ok(outcome) => {
+            tracing::debug!(outcome = ?outcome, "store change applied");
+            Ok(())
         }
+        Err(e) => Err(WatchEnd::Reload(format!("store change not applied: {e}"))),
     }
 }
 

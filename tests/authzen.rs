@@ -668,7 +668,9 @@ async fn a_large_batch_body_is_not_counted_as_headers() {
         .send()
         .await;
     assert!(
-        refused.as_ref().map_or(true, |r| r.status().as_u16() >= 400),
+        refused
+            .as_ref()
+            .map_or(true, |r| r.status().as_u16() >= 400),
         "{refused:?}"
     );
 }

@@ -851,7 +851,9 @@ async fn a_present_token_is_never_skipped_for_a_source_behind_it() {
     assert_eq!(ext_authz(&server, &[header]).await.0, 0);
     let tb = b.sign(&claims(issuer_b, "iot-api", ALICE, unix_now()));
     assert_eq!(
-        ext_authz(&server, &[("authorization", &bearer(&tb)), header]).await.0,
+        ext_authz(&server, &[("authorization", &bearer(&tb)), header])
+            .await
+            .0,
         0
     );
     // A token naming issuer B but signed with A's key, and an expired token of B: 401,
@@ -860,7 +862,9 @@ async fn a_present_token_is_never_skipped_for_a_source_behind_it() {
     let expired = bearer(&b.sign(&claims(issuer_b, "iot-api", ALICE, unix_now() - 7200)));
     for token in [&forged, &expired] {
         assert_eq!(
-            ext_authz(&server, &[("authorization", token), header]).await.1,
+            ext_authz(&server, &[("authorization", token), header])
+                .await
+                .1,
             Some(401),
             "{token}"
         );
@@ -869,16 +873,21 @@ async fn a_present_token_is_never_skipped_for_a_source_behind_it() {
     let tab = format!("Bearer\t{tb}");
     for value in ["Bearer", "Bearer ", tab.as_str(), "bearer:xyz"] {
         assert_eq!(
-            ext_authz(&server, &[("authorization", value), header]).await.1,
+            ext_authz(&server, &[("authorization", value), header])
+                .await
+                .1,
             Some(401),
             "{value:?}"
         );
     }
     // Another scheme is not a bearer token: the header behind decides.
     assert_eq!(
-        ext_authz(&server, &[("authorization", "Basic YWxhZGRpbjpvcGVu"), header])
-            .await
-            .0,
+        ext_authz(
+            &server,
+            &[("authorization", "Basic YWxhZGRpbjpvcGVu"), header]
+        )
+        .await
+        .0,
         0
     );
 }

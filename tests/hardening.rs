@@ -666,7 +666,10 @@ async fn a_torn_in_place_write_is_never_served() {
     // The recorder sees the same change on its own task: wait until it has it too.
     let recorded = std::time::Instant::now() + Duration::from_secs(10);
     while installed.lock().unwrap().last() != Some(&want) {
-        assert!(std::time::Instant::now() < recorded, "the recorder never saw it");
+        assert!(
+            std::time::Instant::now() < recorded,
+            "the recorder never saw it"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let installed = installed.lock().unwrap().clone();

@@ -341,11 +341,7 @@ pub fn token_from_authorization(value: &str) -> Option<&str> {
 /// through to a weaker source.
 pub fn other_scheme(value: &str) -> bool {
     let readable = !value.is_empty() && value.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
-    let scheme = value
-        .split([' ', '\t'])
-        .next()
-        .unwrap_or_default()
-        .trim();
+    let scheme = value.split([' ', '\t']).next().unwrap_or_default().trim();
     readable && !scheme.to_ascii_lowercase().starts_with("bearer")
 }
 

@@ -311,8 +311,7 @@ impl IdentityConfig {
             IdentitySource::Bearer(source) => {
                 let token = match input.headers?.lookup("authorization") {
                     HeaderFound::Missing => return None,
-                    HeaderFound::Value(value) => match bearer::token_from_authorization(value)
-                    {
+                    HeaderFound::Value(value) => match bearer::token_from_authorization(value) {
                         Some(token) if !token.is_empty() => token,
                         _ if bearer::other_scheme(value) => return None,
                         _ => {

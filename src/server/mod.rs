@@ -899,9 +899,7 @@ impl Pacing {
         let (_, read) = self
             .request
             .get_or_insert_with(|| (tokio::time::Instant::now(), 0));
-        let Some(mut window) = self.head_tail else {
-            return None;
-        };
+        let mut window = self.head_tail?;
         // Where the head ends in these bytes, if it does: `\r\n\r\n`, perhaps begun in an
         // earlier read.
         let mut end = None;

@@ -389,7 +389,7 @@ async fn bad_requests_get_400_with_a_message() {
         (
             "/access/v1/search/subject",
             json!({"subject": {"type": "user"}, "action": {"name": "a"}, "resource": {"type": "scope", "id": "/"}, "page": {"limit": -1}}),
-            "non-negative integer",
+            "must be a positive integer",
         ),
         (
             "/access/v1/search/subject",
@@ -410,6 +410,11 @@ async fn bad_requests_get_400_with_a_message() {
             "/access/v1/search/action",
             json!({"subject": {"type": "user", "id": "a"}, "resource": {"type": "scope"}}),
             "`resource.id` is required",
+        ),
+        (
+            "/access/v1/search/action",
+            json!({"subject": {"type": "user", "id": "a"}, "resource": {"type": "scope", "id": "/"}, "page": {"limit": 0}}),
+            "`page.limit` must be a positive integer",
         ),
     ];
     for (path, body, message) in cases {

@@ -227,6 +227,7 @@ impl KeySet {
             digest: sha2::Sha256::digest(bytes).into(),
             ..Self::default()
         };
+        let mut invalid: Option<String> = None;
         for jwk in &set.keys {
             if matches!(jwk.common.public_key_use, Some(ref u) if *u != PublicKeyUse::Signature) {
                 out.skipped += 1;
@@ -247,13 +248,23 @@ impl KeySet {
                     continue;
                 }
             };
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| {
-                format!(
-                    "key {} is invalid: {}",
-                    escape(jwk.common.key_id.as_deref().unwrap_or("(no kid)")),
-                    escape(&e.to_string())
-                )
-            })?;
+            // A key that does not decode is skipped like a key of another type, so one bad
+            // entry never takes the issuer's good keys down with it; a token naming it is
+            // `unknown key`.
+            let key = match DecodingKey::from_jwk(jwk) {
+                Ok(key) => key,
+                Err(e) => {
+                    invalid.get_or_insert_with(|| {
+                        format!(
+                            "key {} is invalid: {}",
+                            escape(jwk.common.key_id.as_deref().unwrap_or("(no kid)")),
+                            escape(&e.to_string())
+                        )
+                    });
+                    out.skipped += 1;
+                    continue;
+                }
+            };
             out.keys.push(VerifyKey {
                 kid: jwk.common.key_id.clone(),
                 kind,
@@ -262,7 +273,9 @@ impl KeySet {
             });
         }
         if out.keys.is_empty() {
-            return Err("no RSA or EC (P-256, P-384) signature key".to_owned());
+            return Err(
+                invalid.unwrap_or_else(|| "no RSA or EC (P-256, P-384) signature key".to_owned())
+            );
         }
         Ok(out)
     }
@@ -779,6 +792,31 @@ mod tests {
             check(&rsa().sign_with(header, &good())),
             Err(Rejection::Malformed)
         );
+    }
+
+    #[test]
+    fn a_null_critical_header_is_refused_too() {
+        // Refused before any key is looked at: not a signature failure.
+        let header = json!({"alg": "RS256", "kid": "rsa-1", "crit": null});
+        let token = raw_token(&header, &good(), b"not a signature");
+        assert_eq!(check(&token), Err(Rejection::Malformed));
+    }
+
+    #[test]
+    fn a_key_that_does_not_decode_is_skipped_not_fatal() {
+        let mut keys = serde_json::from_str::<serde_json::Value>(&jwks(&[rsa()])).unwrap();
+        keys["keys"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"kty": "RSA", "kid": "bad", "n": "!!!", "e": "AQAB"}));
+        let set = KeySet::parse(keys.to_string().as_bytes()).unwrap();
+        assert_eq!(set.len(), 1);
+        let source = source(&[SigningAlgorithm::RS256]);
+        assert!(verify(&source, Some(&set), &rsa().sign(&good()), at(NOW)).is_ok());
+        // Alone, it is the set's error, naming the key.
+        let only = json!({"keys": [{"kty": "RSA", "kid": "bad", "n": "!!!", "e": "AQAB"}]});
+        let e = KeySet::parse(only.to_string().as_bytes()).unwrap_err();
+        assert!(e.contains("key bad is invalid"), "{e}");
     }
 
     #[test]

@@ -669,14 +669,16 @@ fn parse_page(body: &Map<String, Value>) -> Result<Page, Failure> {
         }
         match page.get("limit") {
             None => {}
-            Some(Value::Number(n)) => {
-                let n = n
-                    .as_u64()
-                    .ok_or_else(|| Failure::bad("`page.limit` must be a non-negative integer"))?;
+            // A limit of 0 would page forever without moving: refused, like any value that
+            // is not a positive integer (a larger one than 1000 returns 1000).
+            Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 0) => {
+                let n = n.as_u64().unwrap_or(1);
                 limit = usize::try_from(n).unwrap_or(usize::MAX).min(MAX_PAGE);
             }
             Some(_) => {
-                return Err(Failure::bad("`page.limit` must be a non-negative integer"));
+                return Err(Failure::bad(
+                    "`page.limit` must be a positive integer (at most 1000 results are returned)",
+                ));
             }
         }
     }

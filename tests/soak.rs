@@ -204,8 +204,11 @@ async fn soak_through_envoy_with_reloads() {
     assert_eq!(failures, 0);
     assert_eq!(wrong, 0);
     assert!(reloads >= 2);
+    // A leak shows over minutes; the short default run (10 s) is dominated by the
+    // allocator settling, so it gets a looser bound than the long soak.
+    let limit = if seconds >= 60 { 10.0 } else { 25.0 };
     assert!(
-        growth < 10.0,
+        growth < limit,
         "resident memory grew {growth:.1}% after warm-up ({baseline} -> {peak_after} KiB)"
     );
 }

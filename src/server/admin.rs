@@ -204,6 +204,20 @@ impl Admin {
         *actor_out = Some(actor.clone());
         let prefix = store.options.prefix.clone();
         let sentinel = format!("{prefix}{}write", objects::META).into_bytes();
+        // Validate on a state that has seen the store's latest admin write: a write that
+        // follows another at once (a role, then an assignment of it, perhaps through
+        // another replica) must not be refused by the state before it. (A stale state can
+        // never wrongly allow: the transaction compares the revision validated against.)
+        if let Ok(Ok((Some(last), _))) =
+            tokio::time::timeout(ETCD_TIMEOUT, store.etcd.get(&sentinel)).await
+        {
+            let mut judged = store.judged();
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                judged.wait_for(|r| *r >= last.mod_revision),
+            )
+            .await;
+        }
         for _ in 0..ATTEMPTS {
             let policy = self.policy()?;
             let (s, p, a, plan) = (store.clone(), policy.clone(), actor.clone(), plan.clone());

@@ -58,7 +58,8 @@ fn model_canonicalize(raw: &str) -> Option<String> {
                 out.push(c);
                 i += 3;
             }
-            b'\\' | b';' => return None,
+            // A space is whitespace in a segment: malformed (SPEC §3, "Request values").
+            b'\\' | b';' | b' ' => return None,
             c if c < 0x20 || c >= 0x7f => return None,
             c => {
                 out.push(c);
@@ -98,7 +99,7 @@ fn check_canonical(raw: &str, c: &str) {
     }
     for b in c.bytes() {
         assert!(
-            !matches!(b, b'%' | b'\\' | b';' | b'?' | b'#')
+            !matches!(b, b'%' | b'\\' | b';' | b'?' | b'#' | b' ')
                 && !b.is_ascii_control()
                 && b.is_ascii(),
             "canonical {c:?} of {raw:?} contains byte {b:#04x}"

@@ -208,15 +208,30 @@ impl Admin {
         // follows another at once (a role, then an assignment of it, perhaps through
         // another replica) must not be refused by the state before it. (A stale state can
         // never wrongly allow: the transaction compares the revision validated against.)
-        if let Ok(Ok((Some(last), _))) =
-            tokio::time::timeout(ETCD_TIMEOUT, store.etcd.get(&sentinel)).await
-        {
-            let mut judged = store.judged();
-            let _ = tokio::time::timeout(
-                Duration::from_secs(2),
-                judged.wait_for(|r| *r >= last.mod_revision),
-            )
-            .await;
+        // The read needs a quorum, as the write does: without one, the write is refused
+        // here, within the read's timeout.
+        match tokio::time::timeout(ETCD_TIMEOUT, store.etcd.get(&sentinel)).await {
+            Ok(Ok((Some(last), _))) => {
+                let mut judged = store.judged();
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    judged.wait_for(|r| *r >= last.mod_revision),
+                )
+                .await;
+            }
+            Ok(Ok((None, _))) => {}
+            Ok(Err(s)) => {
+                return Err(Status::unavailable(format!(
+                    "the store could not be read: {}",
+                    store_mod::follow::status_text(&s)
+                )));
+            }
+            Err(_) => {
+                return Err(Status::unavailable(format!(
+                    "the store could not be read: etcd did not answer within {} s (no quorum?); nothing was written",
+                    ETCD_TIMEOUT.as_secs()
+                )));
+            }
         }
         for _ in 0..ATTEMPTS {
             let policy = self.policy()?;

@@ -95,14 +95,17 @@ pub enum AdminCommand {
     DeleteGroup { id: String },
 }
 
-#[derive(Debug, Args)]
-pub struct StoreArgs {
-    /// etcd endpoints, comma-separated or repeated.
+/// Where the etcd store is and how to reach it: the flags `serve` and `store` share.
+#[derive(Debug, Clone, Args)]
+pub struct EtcdArgs {
+    /// etcd endpoints of the store (SPEC §9), comma-separated or repeated
+    /// (`http://127.0.0.1:2379`; `https://` with the TLS options below). Without it,
+    /// `serve` has no store.
     #[arg(
         long,
         env = "IOT_AUTHZ_ETCD_ENDPOINTS",
         value_delimiter = ',',
-        required = true
+        value_name = "URL"
     )]
     pub etcd_endpoints: Vec<String>,
     /// Key prefix of the store's objects.
@@ -117,6 +120,43 @@ pub struct StoreArgs {
     /// PEM private key of `--etcd-cert`.
     #[arg(long, env = "IOT_AUTHZ_ETCD_KEY", requires = "etcd_cert")]
     pub etcd_key: Option<PathBuf>,
+}
+
+impl EtcdArgs {
+    /// The store's options (`None` without an endpoint); a TLS file that cannot be read
+    /// is an error.
+    pub fn options(&self) -> std::result::Result<Option<store_mod::StoreOptions>, String> {
+        let endpoints: Vec<String> = self
+            .etcd_endpoints
+            .iter()
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            return Ok(None);
+        }
+        let read =
+            |p: &PathBuf| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
+        let mut options = store_mod::StoreOptions::new(endpoints);
+        options.prefix = self.etcd_prefix.clone();
+        if self.etcd_ca.is_some() || self.etcd_cert.is_some() {
+            options.tls = Some(EtcdTls {
+                ca: self.etcd_ca.as_ref().map(read).transpose()?,
+                identity: match (&self.etcd_cert, &self.etcd_key) {
+                    (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+                    _ => None,
+                },
+            });
+        }
+        Ok(Some(options))
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(mut_arg("etcd_endpoints", |a| a.required(true)))]
+pub struct StoreArgs {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
     #[command(subcommand)]
     pub command: StoreCommand,
 }
@@ -416,21 +456,12 @@ fn read_role(file: &PathBuf) -> Result<RoleDoc> {
 
 impl StoreArgs {
     fn connect(&self) -> Result<Etcd> {
-        let read = |p: &PathBuf| {
-            std::fs::read(p).map_err(|e| error(format!("reading {}: {e}", p.display())))
-        };
-        let tls = if self.etcd_ca.is_some() || self.etcd_cert.is_some() {
-            Some(EtcdTls {
-                ca: self.etcd_ca.as_ref().map(read).transpose()?,
-                identity: match (&self.etcd_cert, &self.etcd_key) {
-                    (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
-                    _ => None,
-                },
-            })
-        } else {
-            None
-        };
-        Etcd::connect(&self.etcd_endpoints, tls.as_ref()).map_err(error)
+        let options = self
+            .etcd
+            .options()
+            .map_err(error)?
+            .ok_or_else(|| error("no etcd endpoint given"))?;
+        Etcd::connect(&options.endpoints, options.tls.as_ref()).map_err(error)
     }
 }
 
@@ -439,7 +470,7 @@ const TXN_OPS: usize = 100;
 
 async fn store_async(args: &StoreArgs) -> Result<()> {
     let etcd = args.connect()?;
-    let prefix = args.etcd_prefix.as_bytes();
+    let prefix = args.etcd.etcd_prefix.as_bytes();
     let unreachable = |s: tonic::Status| {
         error(format!(
             "the store could not be read: {}",

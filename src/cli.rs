@@ -211,28 +211,8 @@ pub struct ServeArgs {
     /// Largest policy accepted, in bytes (files in all, or one bundle).
     #[arg(long, env = "IOT_AUTHZ_MAX_POLICY_BYTES", default_value_t = crate::policy::source::DEFAULT_MAX_POLICY_BYTES)]
     pub max_policy_bytes: u64,
-    /// etcd endpoints of the store (SPEC §9), comma-separated or repeated
-    /// (`http://127.0.0.1:2379`; `https://` with the TLS options below). Without it, no
-    /// store.
-    #[arg(
-        long,
-        env = "IOT_AUTHZ_ETCD_ENDPOINTS",
-        value_delimiter = ',',
-        value_name = "URL"
-    )]
-    pub etcd_endpoints: Vec<String>,
-    /// Key prefix of the store's objects.
-    #[arg(long, env = "IOT_AUTHZ_ETCD_PREFIX", default_value = crate::store::DEFAULT_PREFIX)]
-    pub etcd_prefix: String,
-    /// PEM bundle of the certificate authorities that sign etcd's certificate.
-    #[arg(long, env = "IOT_AUTHZ_ETCD_CA")]
-    pub etcd_ca: Option<PathBuf>,
-    /// PEM client certificate for etcd (with `--etcd-key`).
-    #[arg(long, env = "IOT_AUTHZ_ETCD_CERT", requires = "etcd_key")]
-    pub etcd_cert: Option<PathBuf>,
-    /// PEM private key of `--etcd-cert`.
-    #[arg(long, env = "IOT_AUTHZ_ETCD_KEY", requires = "etcd_cert")]
-    pub etcd_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub etcd: crate::admin_cli::EtcdArgs,
     /// Largest value accepted for one store object, in bytes.
     #[arg(long, env = "IOT_AUTHZ_ETCD_MAX_VALUE_BYTES", default_value_t = crate::store::objects::DEFAULT_MAX_VALUE_BYTES)]
     pub etcd_max_value_bytes: usize,

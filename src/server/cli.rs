@@ -17,7 +17,7 @@ use crate::policy::{SourceDocument, compile_sources};
 use crate::sources::Loader;
 use crate::sources::bundle::{BundleClient, BundleOptions, Fetched};
 use crate::sources::files::{self, WatchOptions};
-use crate::store::{EtcdTls, Store, StoreOptions};
+use crate::store::{Store, StoreOptions};
 
 /// The first policy, before the listeners open: files are read and compiled now (invalid is
 /// fatal); a bundle is fetched once (unreachable is not fatal: the server starts unready and
@@ -78,31 +78,11 @@ fn first_policy(
 /// The store's options, when `--etcd-endpoints` is given (a TLS file that cannot be read
 /// is an error).
 fn store_options(args: &ServeArgs) -> Result<Option<StoreOptions>, String> {
-    let endpoints: Vec<String> = args
-        .etcd_endpoints
-        .iter()
-        .map(|e| e.trim().to_string())
-        .filter(|e| !e.is_empty())
-        .collect();
-    if endpoints.is_empty() {
-        return Ok(None);
+    let mut options = args.etcd.options()?;
+    if let Some(options) = &mut options {
+        options.max_value_bytes = args.etcd_max_value_bytes;
     }
-    let read = |p: &std::path::PathBuf| {
-        std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()))
-    };
-    let mut options = StoreOptions::new(endpoints);
-    options.prefix = args.etcd_prefix.clone();
-    options.max_value_bytes = args.etcd_max_value_bytes;
-    if args.etcd_ca.is_some() || args.etcd_cert.is_some() {
-        options.tls = Some(EtcdTls {
-            ca: args.etcd_ca.as_ref().map(read).transpose()?,
-            identity: match (&args.etcd_cert, &args.etcd_key) {
-                (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
-                _ => None,
-            },
-        });
-    }
-    Ok(Some(options))
+    Ok(options)
 }
 
 /// The file, bundle or embedded documents served with a store, read (and parsed, so that

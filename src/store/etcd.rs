@@ -2,6 +2,7 @@
 //! (`proto/vendor/etcd/`): ranges read page by page at one revision, transactions, and the
 //! watch stream, failing over from an unreachable member to the next.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -121,18 +122,17 @@ impl Etcd {
         )
     }
 
-    /// How many members a request may try.
-    fn attempts(&self) -> usize {
-        self.channels.len().max(1)
-    }
-
-    /// Every key under `prefix`, read at one revision (the first page's), page by page.
-    /// Returns the pairs in key order and that revision.
-    pub async fn range_prefix(&self, prefix: &[u8]) -> Result<(Vec<KeyValue>, i64), tonic::Status> {
+    /// Runs `call` on the member in use; a member found unreachable (`UNAVAILABLE`) is
+    /// left for the next one and the call tried there, each member at most once.
+    async fn on_members<T, F, Fut>(&self, mut call: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut(KvClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
         let mut last = tonic::Status::unavailable("no etcd endpoint");
-        for _ in 0..self.attempts() {
+        for _ in 0..self.channels.len().max(1) {
             let (i, kv) = self.kv();
-            match Self::range_on(kv, prefix).await {
+            match call(kv).await {
                 Err(s) if s.code() == tonic::Code::Unavailable => {
                     self.failed(i);
                     last = s;
@@ -141,6 +141,12 @@ impl Etcd {
             }
         }
         Err(last)
+    }
+
+    /// Every key under `prefix`, read at one revision (the first page's), page by page.
+    /// Returns the pairs in key order and that revision.
+    pub async fn range_prefix(&self, prefix: &[u8]) -> Result<(Vec<KeyValue>, i64), tonic::Status> {
+        self.on_members(|kv| Self::range_on(kv, prefix)).await
     }
 
     async fn range_on(
@@ -188,29 +194,15 @@ impl Etcd {
     /// One key, read linearizably; also proves that a quorum answers. Returns the key (if
     /// present) and the store's revision.
     pub async fn get(&self, key: &[u8]) -> Result<(Option<KeyValue>, i64), tonic::Status> {
-        let mut attempt = 0;
-        let response = loop {
-            let (i, mut kv) = self.kv();
-            match kv
-                .range(RangeRequest {
+        let response = self
+            .on_members(|mut kv| async move {
+                let request = RangeRequest {
                     key: key.to_vec(),
                     ..Default::default()
-                })
-                .await
-            {
-                Err(s) if s.code() == tonic::Code::Unavailable && attempt + 1 < self.attempts() => {
-                    self.failed(i);
-                    attempt += 1;
-                }
-                Err(s) => {
-                    if s.code() == tonic::Code::Unavailable {
-                        self.failed(i);
-                    }
-                    return Err(s);
-                }
-                Ok(r) => break r.into_inner(),
-            }
-        };
+                };
+                Ok(kv.range(request).await?.into_inner())
+            })
+            .await?;
         let revision = response.header.as_ref().map_or(0, |h| h.revision);
         Ok((
             response.kvs.into_iter().next().map(|kv| KeyValue {
@@ -229,25 +221,24 @@ impl Etcd {
         since: i64,
         revision: i64,
     ) -> Result<i64, tonic::Status> {
-        let (i, mut kv) = self.kv();
-        let request = kv.range(RangeRequest {
+        let request = RangeRequest {
             key: prefix.to_vec(),
             range_end: prefix_end(prefix),
             revision,
             min_mod_revision: since + 1,
             count_only: true,
             ..Default::default()
-        });
-        match tokio::time::timeout(PAGE_TIMEOUT, request).await {
-            Ok(Ok(r)) => Ok(r.into_inner().count),
-            Ok(Err(s)) => {
-                if s.code() == tonic::Code::Unavailable {
-                    self.failed(i);
+        };
+        self.on_members(|mut kv| {
+            let request = request.clone();
+            async move {
+                match tokio::time::timeout(PAGE_TIMEOUT, kv.range(request)).await {
+                    Ok(r) => Ok(r?.into_inner().count),
+                    Err(_) => Err(tonic::Status::unavailable("etcd did not answer in time")),
                 }
-                Err(s)
             }
-            Err(_) => Err(tonic::Status::unavailable("etcd did not answer in time")),
-        }
+        })
+        .await
     }
 
     /// Runs `ops` if every comparison holds. Returns whether it did, and the revision of
@@ -262,25 +253,14 @@ impl Etcd {
             success: ops,
             failure: Vec::new(),
         };
-        let mut attempt = 0;
-        let response = loop {
-            let (i, mut kv) = self.kv();
-            match kv.txn(request.clone()).await {
-                // The comparison makes a second attempt safe: a first one that was applied
-                // after all makes it fail, never apply twice.
-                Err(s) if s.code() == tonic::Code::Unavailable && attempt + 1 < self.attempts() => {
-                    self.failed(i);
-                    attempt += 1;
-                }
-                Err(s) => {
-                    if s.code() == tonic::Code::Unavailable {
-                        self.failed(i);
-                    }
-                    return Err(s);
-                }
-                Ok(r) => break r.into_inner(),
-            }
-        };
+        // The comparison makes a second attempt safe: a first one that was applied after
+        // all makes it fail, never apply twice.
+        let response = self
+            .on_members(|mut kv| {
+                let request = request.clone();
+                async move { Ok(kv.txn(request).await?.into_inner()) }
+            })
+            .await?;
         Ok((
             response.succeeded,
             response.header.as_ref().map_or(0, |h| h.revision),

@@ -28,6 +28,9 @@ use crate::store::{self as store_mod, Store, etcd};
 /// How long a write waits for etcd's answer (under the server's request deadline).
 const ETCD_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The longest a write waits for this replica to judge a change it has to see first.
+const JUDGED_PATIENCE: Duration = Duration::from_secs(2);
+
 /// How many times a write is validated and tried when another write got in first.
 pub const ATTEMPTS: usize = 5;
 
@@ -49,12 +52,9 @@ pub struct Admin {
     app: Arc<App>,
 }
 
-/// One write, as planned against the current state: the key (relative to the prefix) and
-/// the value to put, or `None` to delete it.
-struct Change {
-    key: String,
-    value: Option<Object>,
-}
+/// What a write finds under its key: the stored object, one that could not be decoded, or
+/// nothing.
+type Existing<'a> = Option<&'a Result<Object, String>>;
 
 /// One audit line.
 #[derive(Serialize)]
@@ -164,36 +164,45 @@ impl Admin {
         });
     }
 
-    /// Plans, authorizes, validates and commits one write (see the module docs). `plan`
-    /// sees the serving policy, the actor and the store's current objects, and returns the
-    /// change or refuses it.
+    /// Plans, authorizes, validates and commits one write (see the module docs) of the
+    /// object `kind`/`id` (`field` names the id in messages). `plan` sees the serving
+    /// policy, the actor and what is stored under the key, and returns the value to put
+    /// (`None`: delete the key) or refuses the write.
     async fn write<P>(
         &self,
         operation: &'static str,
-        object: String,
+        kind: Kind,
+        field: &'static str,
+        id: &str,
         metadata: &tonic::metadata::MetadataMap,
         plan: P,
     ) -> Result<String, Status>
     where
-        P: Fn(&LoadedPolicy, &str, &objects::Objects) -> Result<Change, Status>
+        P: Fn(&LoadedPolicy, &str, Existing<'_>) -> Result<Option<Object>, Status>
             + Send
             + Sync
             + 'static,
     {
+        let object = key(kind, id);
         let mut actor = None;
-        let result = self.write_inner(metadata, Arc::new(plan), &mut actor).await;
+        let result = self
+            .write_inner(field, id, &object, metadata, Arc::new(plan), &mut actor)
+            .await;
         self.audit(actor.as_deref(), operation, &object, result.as_deref());
         result
     }
 
     async fn write_inner<P>(
         &self,
+        field: &'static str,
+        id: &str,
+        object: &str,
         metadata: &tonic::metadata::MetadataMap,
         plan: Arc<P>,
         actor_out: &mut Option<String>,
     ) -> Result<String, Status>
     where
-        P: Fn(&LoadedPolicy, &str, &objects::Objects) -> Result<Change, Status>
+        P: Fn(&LoadedPolicy, &str, Existing<'_>) -> Result<Option<Object>, Status>
             + Send
             + Sync
             + 'static,
@@ -202,53 +211,38 @@ impl Admin {
         let policy = self.policy()?;
         let actor = Self::actor(&self.app, &policy, metadata)?;
         *actor_out = Some(actor.clone());
-        let prefix = store.options.prefix.clone();
-        let sentinel = format!("{prefix}{}write", objects::META).into_bytes();
+        check_id(field, id)?;
+        let prefix = store.options.prefix.as_bytes();
+        let sentinel = [prefix, objects::META.as_bytes(), b"write"].concat();
         // Validate on a state that has seen the store's latest admin write: a write that
         // follows another at once (a role, then an assignment of it, perhaps through
         // another replica) must not be refused by the state before it. (A stale state can
         // never wrongly allow: the transaction compares the revision validated against.)
         // The read needs a quorum, as the write does: without one, the write is refused
         // here, within the read's timeout.
-        match tokio::time::timeout(ETCD_TIMEOUT, store.etcd.get(&sentinel)).await {
-            Ok(Ok((Some(last), _))) => {
-                let mut judged = store.judged();
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    judged.wait_for(|r| *r >= last.mod_revision),
-                )
-                .await;
-            }
-            Ok(Ok((None, _))) => {}
-            Ok(Err(s)) => {
-                return Err(Status::unavailable(format!(
-                    "the store could not be read: {}",
-                    store_mod::follow::status_text(&s)
-                )));
-            }
-            Err(_) => {
-                return Err(Status::unavailable(format!(
-                    "the store could not be read: etcd did not answer within {} s (no quorum?); nothing was written",
-                    ETCD_TIMEOUT.as_secs()
-                )));
-            }
-        }
+        let last = last_admin_write(&store, &sentinel).await?;
+        judged(&store, last).await;
         for _ in 0..ATTEMPTS {
             let policy = self.policy()?;
-            let (s, p, a, plan) = (store.clone(), policy.clone(), actor.clone(), plan.clone());
-            let planned = tokio::task::spawn_blocking(move || validate(&s, &p, &a, &*plan))
-                .await
-                .map_err(|e| Status::internal(format!("write not validated: {e}")))??;
-            let (change, revision) = planned;
-            let key = format!("{prefix}{}", change.key).into_bytes();
-            let op = match &change.value {
+            let (s, p, a, k, plan) = (
+                store.clone(),
+                policy.clone(),
+                actor.clone(),
+                object.to_owned(),
+                plan.clone(),
+            );
+            let (revision, planned) =
+                tokio::task::spawn_blocking(move || validate(&s, &p, &a, &k, &*plan))
+                    .await
+                    .map_err(|e| Status::internal(format!("write not validated: {e}")))?;
+            let value = planned?;
+            let key = [prefix, object.as_bytes()].concat();
+            let op = match &value {
                 Some(object) => etcd::put(key, object.to_json()),
                 None => etcd::delete(key),
             };
-            let marker = serde_json::json!({"actor": actor, "key": change.key}).to_string();
-            let prefix_bytes = prefix.as_bytes();
-            let compare =
-                etcd::unchanged_since(prefix_bytes, &etcd::prefix_end(prefix_bytes), revision);
+            let marker = serde_json::json!({"actor": actor, "key": object}).to_string();
+            let compare = etcd::unchanged_since(prefix, &etcd::prefix_end(prefix), revision);
             let txn = store.etcd.txn(
                 vec![compare],
                 vec![op, etcd::put(sentinel.clone(), marker.into_bytes())],
@@ -275,9 +269,7 @@ impl Admin {
             }
             // Another write got in first: wait until this replica has judged it, then plan
             // and validate again against the new state.
-            let mut judged = store.judged();
-            let _ = tokio::time::timeout(Duration::from_secs(2), judged.wait_for(|r| *r >= after))
-                .await;
+            judged(&store, after).await;
         }
         Err(Status::aborted(
             "the store kept changing while this write was validated; try again",
@@ -285,42 +277,75 @@ impl Admin {
     }
 }
 
+/// The revision of the store's last admin write (every admin write also writes
+/// `meta/write`; 0: none yet), read with a quorum; without one, the write is refused.
+async fn last_admin_write(store: &Store, sentinel: &[u8]) -> Result<i64, Status> {
+    match tokio::time::timeout(ETCD_TIMEOUT, store.etcd.get(sentinel)).await {
+        Ok(Ok((last, _))) => Ok(last.map_or(0, |kv| kv.mod_revision)),
+        Ok(Err(s)) => Err(Status::unavailable(format!(
+            "the store could not be read: {}",
+            store_mod::follow::status_text(&s)
+        ))),
+        Err(_) => Err(Status::unavailable(format!(
+            "the store could not be read: etcd did not answer within {} s (no quorum?); nothing was written",
+            ETCD_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// Waits, bounded, until this replica has judged the store's changes up to `revision`.
+async fn judged(store: &Store, revision: i64) {
+    let mut judged = store.judged();
+    let _ = tokio::time::timeout(JUDGED_PATIENCE, judged.wait_for(|r| *r >= revision)).await;
+}
+
 /// Plans the change on the current objects, applies it to them, compiles the policy it
-/// makes, and puts them back: returns the change and the store revision validated against.
+/// makes, and puts them back. Returns the store revision validated against, and the value
+/// to write under `key` (`None`: delete it) or the refusal.
 fn validate<P>(
     store: &Store,
     policy: &LoadedPolicy,
     actor: &str,
+    key: &str,
     plan: &P,
-) -> Result<(Change, i64), Status>
+) -> (i64, Result<Option<Object>, Status>)
 where
-    P: Fn(&LoadedPolicy, &str, &objects::Objects) -> Result<Change, Status>,
+    P: Fn(&LoadedPolicy, &str, Existing<'_>) -> Result<Option<Object>, Status>,
 {
     let mut inputs = store.inputs();
     let revision = inputs.revision;
     let files = inputs.files.clone().unwrap_or_default();
     let Some(objects) = inputs.objects.as_mut() else {
-        return Err(Status::unavailable("the store has not been read yet"));
+        return (
+            revision,
+            Err(Status::unavailable("the store has not been read yet")),
+        );
     };
-    let change = plan(policy, actor, objects)?;
-    let old = match &change.value {
-        Some(object) => objects.insert(change.key.clone(), Ok(object.clone())),
-        None => objects.remove(&change.key),
+    let value = match plan(policy, actor, objects.get(key)) {
+        Ok(value) => value,
+        Err(refusal) => return (revision, Err(refusal)),
+    };
+    let old = match &value {
+        Some(object) => objects.insert(key.to_owned(), Ok(object.clone())),
+        None => objects.remove(key),
     };
     let compiled = store.compose(&files, objects);
     match old {
         Some(old) => {
-            objects.insert(change.key.clone(), old);
+            objects.insert(key.to_owned(), old);
         }
         None => {
-            objects.remove(&change.key);
+            objects.remove(key);
         }
     }
     match compiled {
-        Ok(_) => Ok((change, revision)),
-        Err(e) => Err(Status::failed_precondition(format!(
-            "the write would make the policy invalid, so nothing was written: {e}"
-        ))),
+        Ok(_) => (revision, Ok(value)),
+        Err(e) => (
+            revision,
+            Err(Status::failed_precondition(format!(
+                "the write would make the policy invalid, so nothing was written: {e}"
+            ))),
+        ),
     }
 }
 
@@ -456,9 +481,9 @@ fn assignable(r: &RoleDoc) -> Vec<String> {
         .unwrap_or_else(|| vec!["/".to_owned()])
 }
 
-fn stored_role(objects: &objects::Objects, id: &str) -> Option<RoleDoc> {
-    match objects.get(&key(Kind::Roles, id)) {
-        Some(Ok(Object::Role(r))) => Some(r.clone()),
+fn stored_role(existing: Existing<'_>) -> Option<&RoleDoc> {
+    match existing {
+        Some(Ok(Object::Role(r))) => Some(r),
         _ => None,
     }
 }
@@ -474,20 +499,17 @@ impl pb::admin_server::Admin for Admin {
             .assignment
             .ok_or_else(|| Status::invalid_argument("assignment is required"))?;
         let mut doc = assignment_doc(&given);
-        if doc.id.is_none() {
-            doc.id = Some(new_id(&doc.principal));
-        }
-        let id = doc.id.clone().unwrap_or_default();
-        let object = key(Kind::Assignments, &id);
+        let id = doc
+            .id
+            .get_or_insert_with(|| new_id(&given.principal))
+            .clone();
         let planned = doc.clone();
         let token = self
-            .write("createRoleAssignment", object, &metadata, move |policy, actor, objects| {
-                check_id("assignment id", &id)?;
-                let k = key(Kind::Assignments, &id);
-                if objects.contains_key(&k) {
+            .write("createRoleAssignment", Kind::Assignments, "assignment id", &id, &metadata, move |policy, actor, existing| {
+                if existing.is_some() {
                     return Err(Status::already_exists(format!(
                         "role assignment `{}` already exists",
-                        escape(&id)
+                        escape(planned.id.as_deref().unwrap_or_default())
                     )));
                 }
                 for (field, value) in [
@@ -521,10 +543,7 @@ impl pb::admin_server::Admin for Admin {
                     ))),
                     Err(e) => Err(Status::invalid_argument(e.to_string())),
                 }?;
-                Ok(Change {
-                    key: k,
-                    value: Some(Object::Assignment(planned.clone())),
-                })
+                Ok(Some(Object::Assignment(planned.clone())))
             })
             .await?;
         Ok(Response::new(pb::CreateRoleAssignmentResponse {
@@ -539,20 +558,17 @@ impl pb::admin_server::Admin for Admin {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let (metadata, _, body) = request.into_parts();
         let id = body.id;
-        let object = key(Kind::Assignments, &id);
+        let missing = format!("role assignment `{}` is not in the store", escape(&id));
         let token = self
             .write(
                 "deleteRoleAssignment",
-                object,
+                Kind::Assignments,
+                "id",
+                &id,
                 &metadata,
-                move |policy, actor, objects| {
-                    check_id("id", &id)?;
-                    let k = key(Kind::Assignments, &id);
-                    let Some(Ok(Object::Assignment(existing))) = objects.get(&k) else {
-                        return Err(Status::not_found(format!(
-                            "role assignment `{}` is not in the store",
-                            escape(&id)
-                        )));
+                move |policy, actor, existing| {
+                    let Some(Ok(Object::Assignment(existing))) = existing else {
+                        return Err(Status::not_found(missing.clone()));
                     };
                     require(
                         policy,
@@ -560,10 +576,7 @@ impl pb::admin_server::Admin for Admin {
                         &policy.snapshot.identity.unassign_action,
                         std::slice::from_ref(&existing.scope),
                     )?;
-                    Ok(Change {
-                        key: k,
-                        value: None,
-                    })
+                    Ok(None)
                 },
             )
             .await?;
@@ -680,23 +693,20 @@ impl pb::admin_server::Admin for Admin {
             return Err(Status::invalid_argument("role.name is required"));
         }
         let id = role.id.clone().unwrap_or_else(|| role.name.clone());
-        let object = key(Kind::Roles, &id);
         let token = self
             .write(
                 "putRoleDefinition",
-                object,
+                Kind::Roles,
+                "role id (or name, without an id)",
+                &id,
                 &metadata,
-                move |policy, actor, objects| {
-                    check_id("role id (or name, without an id)", &id)?;
+                move |policy, actor, existing| {
                     let mut scopes = assignable(&role);
-                    if let Some(old) = stored_role(objects, &id) {
-                        scopes.extend(assignable(&old));
+                    if let Some(old) = stored_role(existing) {
+                        scopes.extend(assignable(old));
                     }
                     require(policy, actor, ROLE_WRITE, &scopes)?;
-                    Ok(Change {
-                        key: key(Kind::Roles, &id),
-                        value: Some(Object::Role(role.clone())),
-                    })
+                    Ok(Some(Object::Role(role.clone())))
                 },
             )
             .await?;
@@ -709,25 +719,20 @@ impl pb::admin_server::Admin for Admin {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let (metadata, _, body) = request.into_parts();
         let id = body.id;
-        let object = key(Kind::Roles, &id);
+        let missing = format!("role definition `{}` is not in the store", escape(&id));
         let token = self
             .write(
                 "deleteRoleDefinition",
-                object,
+                Kind::Roles,
+                "id",
+                &id,
                 &metadata,
-                move |policy, actor, objects| {
-                    check_id("id", &id)?;
-                    let Some(old) = stored_role(objects, &id) else {
-                        return Err(Status::not_found(format!(
-                            "role definition `{}` is not in the store",
-                            escape(&id)
-                        )));
+                move |policy, actor, existing| {
+                    let Some(old) = stored_role(existing) else {
+                        return Err(Status::not_found(missing.clone()));
                     };
-                    require(policy, actor, ROLE_DELETE, &assignable(&old))?;
-                    Ok(Change {
-                        key: key(Kind::Roles, &id),
-                        value: None,
-                    })
+                    require(policy, actor, ROLE_DELETE, &assignable(old))?;
+                    Ok(None)
                 },
             )
             .await?;
@@ -743,19 +748,22 @@ impl pb::admin_server::Admin for Admin {
             .group
             .ok_or_else(|| Status::invalid_argument("group is required"))?;
         let doc = GroupDoc {
-            id: group.id.clone(),
+            id: group.id,
             members: group.members,
         };
-        let object = key(Kind::Groups, &group.id);
+        let id = doc.id.clone();
         let token = self
-            .write("putGroup", object, &metadata, move |policy, actor, _| {
-                check_id("group.id", &doc.id)?;
-                require(policy, actor, GROUP_WRITE, &["/".to_owned()])?;
-                Ok(Change {
-                    key: key(Kind::Groups, &doc.id),
-                    value: Some(Object::Group(doc.clone())),
-                })
-            })
+            .write(
+                "putGroup",
+                Kind::Groups,
+                "group.id",
+                &id,
+                &metadata,
+                move |policy, actor, _| {
+                    require(policy, actor, GROUP_WRITE, &["/".to_owned()])?;
+                    Ok(Some(Object::Group(doc.clone())))
+                },
+            )
             .await?;
         Ok(Response::new(pb::WriteResponse { token }))
     }
@@ -766,26 +774,20 @@ impl pb::admin_server::Admin for Admin {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let (metadata, _, body) = request.into_parts();
         let id = body.id;
-        let object = key(Kind::Groups, &id);
+        let missing = format!("group `{}` is not in the store", escape(&id));
         let token = self
             .write(
                 "deleteGroup",
-                object,
+                Kind::Groups,
+                "id",
+                &id,
                 &metadata,
-                move |policy, actor, objects| {
-                    check_id("id", &id)?;
-                    let k = key(Kind::Groups, &id);
-                    if !objects.contains_key(&k) {
-                        return Err(Status::not_found(format!(
-                            "group `{}` is not in the store",
-                            escape(&id)
-                        )));
+                move |policy, actor, existing| {
+                    if existing.is_none() {
+                        return Err(Status::not_found(missing.clone()));
                     }
                     require(policy, actor, GROUP_DELETE, &["/".to_owned()])?;
-                    Ok(Change {
-                        key: k,
-                        value: None,
-                    })
+                    Ok(None)
                 },
             )
             .await?;

@@ -689,3 +689,55 @@ async fn plan_and_authzen_answer_at_a_write_token() {
         503
     );
 }
+
+/// A write that follows another at once is planned on a state that holds the first: a role
+/// put, then an assignment of it straight away, is not refused as an unknown role while
+/// the replica is still compiling the role in (a large policy makes that take a while).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_right_after_another_is_judged_on_a_state_that_holds_it() {
+    let etcd = Etcd::start().await;
+    etcd.put(
+        "/t/assignments/admin-1",
+        assignment("admin-1", "user:root1", "App Administrator", "/apps").as_bytes(),
+    );
+    let mut bulk = String::from("version: 1\nassignments:\n");
+    for i in 0..10_000 {
+        bulk.push_str(&format!(
+            "  - {{principal: \"user:u{i}\", role: Reader, scope: /apps/fleet/d{i}}}\n"
+        ));
+    }
+    let (server, _) = serve_with_store_options(
+        etcd.endpoints(),
+        PREFIX,
+        &[("roles.yaml", FILES), ("bulk.yaml", &bulk)],
+        |_| {},
+        &AppOptions::default(),
+        true,
+    )
+    .await;
+    let mut c = admin(&server).await;
+    for i in 0..3 {
+        let role = format!("Fresh {i}");
+        c.put_role_definition(as_actor(
+            "user:helpdesk",
+            pb::PutRoleDefinitionRequest {
+                role: Some(pb::RoleDefinition {
+                    name: role.clone(),
+                    actions: vec!["Devices/read".into()],
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+        let id = format!("fresh-{i}");
+        let created = c
+            .create_role_assignment(as_actor(
+                "user:helpdesk",
+                grant(&id, "user:bob", &role, "/apps/fleet"),
+            ))
+            .await;
+        assert!(created.is_ok(), "{i}: {created:?}");
+        assert!(etcd.get(&format!("/t/assignments/{id}")).is_some());
+    }
+}

@@ -214,14 +214,7 @@ impl Admin {
         check_id(field, id)?;
         let prefix = store.options.prefix.as_bytes();
         let sentinel = [prefix, objects::META.as_bytes(), b"write"].concat();
-        // Validate on a state that has seen the store's latest admin write: a write that
-        // follows another at once (a role, then an assignment of it, perhaps through
-        // another replica) must not be refused by the state before it. (A stale state can
-        // never wrongly allow: the transaction compares the revision validated against.)
-        // The read needs a quorum, as the write does: without one, the write is refused
-        // here, within the read's timeout.
-        let last = last_admin_write(&store, &sentinel).await?;
-        judged(&store, last).await;
+        let mut fresh = false;
         for _ in 0..ATTEMPTS {
             let policy = self.policy()?;
             let (s, p, a, k, plan) = (
@@ -235,7 +228,24 @@ impl Admin {
                 tokio::task::spawn_blocking(move || validate(&s, &p, &a, &k, &*plan))
                     .await
                     .map_err(|e| Status::internal(format!("write not validated: {e}")))?;
-            let value = planned?;
+            let value = match planned {
+                Ok(value) => value,
+                // A refusal by a state that lacks an admin write already made (a role put,
+                // then an assignment of it at once, perhaps through another replica) is not
+                // final: once this replica has judged that write, the change is planned
+                // again. A state that is allowed needs no such read: it is committed only
+                // if nothing changed since (the transaction's comparison).
+                Err(refusal) if !fresh => {
+                    fresh = true;
+                    let last = last_admin_write(&store, &sentinel).await?;
+                    if last <= revision.min(policy.store_revision()) {
+                        return Err(refusal);
+                    }
+                    judged(&store, last).await;
+                    continue;
+                }
+                Err(refusal) => return Err(refusal),
+            };
             let key = [prefix, object.as_bytes()].concat();
             let op = match &value {
                 Some(object) => etcd::put(key, object.to_json()),

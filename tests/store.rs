@@ -388,6 +388,19 @@ async fn a_replica_behind_the_token_answers_unavailable_and_a_bad_token_is_inval
     let now = format!("r{}", store.through());
     let r = check_at(server.grpc, "user:alice", &now).await.unwrap();
     assert_eq!(r.token, now);
+    // A revision reached only by a write outside the prefix: a progress report proves the
+    // policy current there, and the status and the metric say so.
+    let outside = etcd.put("/elsewhere/x", b"not policy");
+    let r = check_at(server.grpc, "user:alice", &format!("r{outside}"))
+        .await
+        .unwrap();
+    assert_eq!(r.token, format!("r{outside}"));
+    assert_eq!(status(&server).await.store_revision, outside);
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains(&format!("iot_authz_store_revision {outside}\n")),
+        "{metrics}"
+    );
     // The HTTP modes read the header: 503 behind, 400 for a bad token.
     crate::support::crypto();
     let http = reqwest::Client::new();

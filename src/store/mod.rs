@@ -162,12 +162,15 @@ impl Store {
             && let Some(policy) = app.policy.current()
         {
             policy.store_revision.fetch_max(revision, Ordering::AcqRel);
-            self.through.send_if_modified(|t| {
-                let moved = revision > *t;
-                *t = (*t).max(revision);
-                moved
-            });
+            self.answers_at(app, revision);
         }
+    }
+
+    /// The serving policy answers at `revision` now: tells the requests waiting for a token
+    /// and the metric (GetPolicyStatus reads the policy's own revision).
+    fn answers_at(&self, app: &App, revision: i64) {
+        app.metrics.store_revision.set(revision);
+        self.through.send_replace(revision);
     }
 
     /// Compiles the files with the store's objects: the one place a served policy is made
@@ -273,8 +276,7 @@ impl Store {
         inputs.consistent = true;
         let revision = inputs.revision;
         let previous = app.install_at(snapshot, revision);
-        app.metrics.store_revision.set(revision);
-        self.through.send_replace(revision);
+        self.answers_at(app, revision);
         previous
     }
 }

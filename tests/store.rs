@@ -363,6 +363,10 @@ impl Drop for KillOnDrop {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replica_behind_the_token_answers_unavailable_and_a_bad_token_is_invalid() {
     let etcd = Etcd::start().await;
+    etcd.put(
+        "/t/assignments/a-1",
+        assignment("a-1", "user:alice", "Reader", "/apps/fleet").as_bytes(),
+    );
     let (server, store) = serve_with_store(
         etcd.endpoints(),
         PREFIX,

@@ -214,26 +214,29 @@ impl Etcd {
         ))
     }
 
-    /// How many keys under `prefix` were written after `since`, as of `revision`.
-    pub async fn count_written_since(
+    /// Whether a key under `prefix` was written after `since`, as of `revision`. (Not a
+    /// `count_only` range: etcd counts every key in the range for it, whatever the
+    /// revision filters; the filters apply to the keys returned, here at most one name.)
+    pub async fn written_since(
         &self,
         prefix: &[u8],
         since: i64,
         revision: i64,
-    ) -> Result<i64, tonic::Status> {
+    ) -> Result<bool, tonic::Status> {
         let request = RangeRequest {
             key: prefix.to_vec(),
             range_end: prefix_end(prefix),
             revision,
             min_mod_revision: since + 1,
-            count_only: true,
+            limit: 1,
+            keys_only: true,
             ..Default::default()
         };
         self.on_members(|mut kv| {
             let request = request.clone();
             async move {
                 match tokio::time::timeout(PAGE_TIMEOUT, kv.range(request)).await {
-                    Ok(r) => Ok(r?.into_inner().count),
+                    Ok(r) => Ok(!r?.into_inner().kvs.is_empty()),
                     Err(_) => Err(tonic::Status::unavailable("etcd did not answer in time")),
                 }
             }

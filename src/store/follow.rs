@@ -210,9 +210,9 @@ async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
             // since: none, so the policy is current at `header` too.
             let since = store.inputs().revision;
             if !response.created && header > since {
-                match store.etcd.count_written_since(&prefix, since, header).await {
-                    Ok(0) => store.advance(app, header),
-                    Ok(_) => {}
+                match store.etcd.written_since(&prefix, since, header).await {
+                    Ok(false) => store.advance(app, header),
+                    Ok(true) => {}
                     Err(s) => tracing::debug!(error = %status_text(&s), "progress not confirmed"),
                 }
             }

@@ -6,11 +6,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{
-    AttributeContext, CheckRequest, attribute_context,
-};
 use iot_authz::policy::{Snapshot, SourceDocument, compile_sources};
 use iot_authz::proto::iotauthz::v1 as pb;
 use iot_authz::proto::iotauthz::v1::authorizer_client::AuthorizerClient;
@@ -195,37 +190,11 @@ async fn wait_error(server: &TestServer, issuer: &str, needle: &str) -> String {
     }
 }
 
-/// Envoy's ext_authz Check with these headers: (gRPC code, denial's HTTP status, body).
+/// Envoy's ext_authz Check of `GET LINE_1` with these headers: (gRPC code, denial's HTTP
+/// status, body).
 async fn ext_authz(server: &TestServer, headers: &[(&str, &str)]) -> (i32, Option<i32>, String) {
-    let mut client = AuthorizationClient::connect(server.grpc_url())
-        .await
-        .unwrap();
-    let response = client
-        .check(CheckRequest {
-            attributes: Some(AttributeContext {
-                request: Some(attribute_context::Request {
-                    http: Some(attribute_context::HttpRequest {
-                        method: "GET".into(),
-                        path: LINE_1.into(),
-                        headers: headers
-                            .iter()
-                            .map(|(k, v)| ((*k).into(), (*v).into()))
-                            .collect(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let (status, body) = match response.http_response {
-        Some(HttpResponse::DeniedResponse(denied)) => (denied.status.map(|s| s.code), denied.body),
-        _ => (None, String::new()),
-    };
-    (response.status.map_or(-1, |s| s.code), status, body)
+    let answer = crate::support::ext_authz(server, "GET", LINE_1, headers).await;
+    (answer.code, answer.status, answer.body)
 }
 
 fn bearer(token: &str) -> String {
@@ -733,14 +702,7 @@ async fn through_proxy(envoy: bool) {
     wait_kids(&server, ISSUER, &["k1"]).await;
     let upstream = Upstream::start().await;
     let (base, _proxy): (String, Box<dyn std::any::Any>) = if envoy {
-        let http_port = format!("port_value: {}", server.http.port());
-        let e = Envoy::start(
-            "envoy-http.yaml",
-            server.grpc,
-            upstream.addr,
-            &[("port_value: 8181", http_port.as_str())],
-        )
-        .await;
+        let e = Envoy::start_http(&server, upstream.addr).await;
         (e.url(""), Box::new(e))
     } else {
         let n = Nginx::start(server.http, upstream.addr).await;

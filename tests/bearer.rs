@@ -9,8 +9,7 @@ use std::time::Duration;
 use iot_authz::policy::{Snapshot, SourceDocument, compile_sources};
 use iot_authz::proto::iotauthz::v1 as pb;
 use iot_authz::proto::iotauthz::v1::authorizer_client::AuthorizerClient;
-use iot_authz::server::state::PolicyState;
-use iot_authz::server::{App, AppOptions, ServerOptions};
+use iot_authz::server::AppOptions;
 use iot_authz::sources::jwks::KeyOptions;
 use jsonwebtoken::Algorithm;
 use reqwest::StatusCode;
@@ -114,14 +113,21 @@ impl KeyServer {
 /// The demo policy with `bearer` (YAML flow mapping) as the first identity source, before
 /// the demo's header and jwt sources.
 fn policy_with(bearer: &str) -> Snapshot {
-    let sources: Vec<SourceDocument> = iot_authz::demo::sources()
+    policy_with_sources(&[format!("bearer: {bearer}")])
+}
+
+/// The demo policy with these identity sources (each one YAML line, such as
+/// `bearer: {...}`) first, in this order, before the demo's header and jwt sources.
+fn policy_with_sources(sources: &[String]) -> Snapshot {
+    let first: String = sources.iter().map(|s| format!("    - {s}\n")).collect();
+    let documents: Vec<SourceDocument> = iot_authz::demo::sources()
         .into_iter()
         .map(|d| {
             let text = String::from_utf8(d.bytes.to_vec()).unwrap();
             if text.contains("\nidentity:\n  sources:\n") {
                 let text = text.replace(
                     "\nidentity:\n  sources:\n",
-                    &format!("\nidentity:\n  sources:\n    - bearer: {bearer}\n"),
+                    &format!("\nidentity:\n  sources:\n{first}"),
                 );
                 SourceDocument::new(d.name.clone(), text.into_bytes())
             } else {
@@ -129,7 +135,7 @@ fn policy_with(bearer: &str) -> Snapshot {
             }
         })
         .collect();
-    compile_sources(&sources).unwrap_or_else(|e| panic!("{e}"))
+    compile_sources(&documents).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn url_source(issuer: &str, url: &str) -> String {
@@ -142,15 +148,11 @@ const ISSUER: &str = "https://login.example.com/";
 
 async fn start(snapshot: Snapshot, keys: KeyOptions) -> TestServer {
     crypto();
-    let app = App::with_options(
-        Arc::new(PolicyState::with_snapshot(snapshot)),
-        &AppOptions {
-            keys,
-            ..AppOptions::default()
-        },
-    )
-    .unwrap();
-    TestServer::start_app(Arc::new(app), ServerOptions::default()).await
+    let options = AppOptions {
+        keys,
+        ..AppOptions::default()
+    };
+    TestServer::start_options(snapshot, &options).await
 }
 
 /// Waits until the issuer's key set holds exactly `kids` (the key task's own report).
@@ -550,24 +552,10 @@ async fn several_issuers_each_verify_their_own_tokens() {
     let keys_b = KeyServer::start(&[&b]).await;
     let issuer_b = "https://partner.example.com/";
     // The second source goes after the first one in the demo's list.
-    let snapshot = {
-        let sources: Vec<SourceDocument> = iot_authz::demo::sources()
-            .into_iter()
-            .map(|d| {
-                let text = String::from_utf8(d.bytes.to_vec()).unwrap();
-                let text = text.replace(
-                    "\nidentity:\n  sources:\n",
-                    &format!(
-                        "\nidentity:\n  sources:\n    - bearer: {}\n    - bearer: {}\n",
-                        url_source(ISSUER, &keys_a.url()),
-                        url_source(issuer_b, &keys_b.url())
-                    ),
-                );
-                SourceDocument::new(d.name.clone(), text.into_bytes())
-            })
-            .collect();
-        compile_sources(&sources).unwrap()
-    };
+    let snapshot = policy_with_sources(&[
+        format!("bearer: {}", url_source(ISSUER, &keys_a.url())),
+        format!("bearer: {}", url_source(issuer_b, &keys_b.url())),
+    ]);
     let server = start(snapshot, KeyOptions::default()).await;
     wait_kids(&server, ISSUER, &["a"]).await;
     wait_kids(&server, issuer_b, &["b"]).await;
@@ -652,21 +640,15 @@ async fn decision_log_names_the_rejection_not_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("decisions.jsonl");
     crypto();
-    let app = App::with_options(
-        Arc::new(PolicyState::with_snapshot(policy_with(&url_source(
-            ISSUER,
-            &keys.url(),
-        )))),
-        &AppOptions {
-            decision_log: Some((
-                iot_authz::server::decision_log::LogTarget::File(log.clone()),
-                1.0,
-            )),
-            ..AppOptions::default()
-        },
-    )
-    .unwrap();
-    let server = TestServer::start_app(Arc::new(app), ServerOptions::default()).await;
+    let options = AppOptions {
+        decision_log: Some((
+            iot_authz::server::decision_log::LogTarget::File(log.clone()),
+            1.0,
+        )),
+        ..AppOptions::default()
+    };
+    let server =
+        TestServer::start_options(policy_with(&url_source(ISSUER, &keys.url())), &options).await;
     wait_kids(&server, ISSUER, &["k1"]).await;
     let expired = key.sign(&claims(ISSUER, "iot-api", ALICE, unix_now() - 7200));
     assert_eq!(
@@ -787,24 +769,11 @@ async fn a_present_token_is_never_skipped_for_a_source_behind_it() {
     let keys_a = KeyServer::start(&[&a]).await;
     let keys_b = KeyServer::start(&[&b]).await;
     let issuer_b = "https://partner.example.com/";
-    let snapshot = {
-        let sources: Vec<SourceDocument> = iot_authz::demo::sources()
-            .into_iter()
-            .map(|d| {
-                let text = String::from_utf8(d.bytes.to_vec()).unwrap();
-                let text = text.replace(
-                    "\nidentity:\n  sources:\n",
-                    &format!(
-                        "\nidentity:\n  sources:\n    - bearer: {}\n    - header: x-iotauthz-principal\n    - bearer: {}\n",
-                        url_source(ISSUER, &keys_a.url()),
-                        url_source(issuer_b, &keys_b.url())
-                    ),
-                );
-                SourceDocument::new(d.name.clone(), text.into_bytes())
-            })
-            .collect();
-        compile_sources(&sources).unwrap_or_else(|e| panic!("{e}"))
-    };
+    let snapshot = policy_with_sources(&[
+        format!("bearer: {}", url_source(ISSUER, &keys_a.url())),
+        "header: x-iotauthz-principal".to_owned(),
+        format!("bearer: {}", url_source(issuer_b, &keys_b.url())),
+    ]);
     let server = start(snapshot, KeyOptions::default()).await;
     wait_kids(&server, ISSUER, &["a"]).await;
     wait_kids(&server, issuer_b, &["b"]).await;

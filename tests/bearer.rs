@@ -597,6 +597,9 @@ async fn attacks_through_ext_authz_are_refused_without_echoing_the_token() {
     future["nbf"] = json!(unix_now() + 3600);
     let mut wrong_iss = alice_claims();
     wrong_iss["iss"] = json!("https://evil.example.com/");
+    // A comma would read as two principals in the header the upstream receives.
+    let mut comma = alice_claims();
+    comma["sub"] = json!("mallory,user:alice@contoso.com");
     let oversized = format!("{good}{}", "A".repeat(20_000));
     for (name, token, reason) in [
         ("alg none", none, "algorithm not allowed"),
@@ -608,6 +611,7 @@ async fn attacks_through_ext_authz_are_refused_without_echoing_the_token() {
         ("wrong audience", key.sign(&wrong_aud), "wrong audience"),
         ("not yet valid", key.sign(&future), "not yet valid"),
         ("wrong issuer", key.sign(&wrong_iss), "wrong issuer"),
+        ("comma in the subject", key.sign(&comma), "no principal"),
         (
             "truncated",
             good[..good.len() - 20].to_owned(),

@@ -6,16 +6,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{
-    AttributeContext, CheckRequest, attribute_context,
-};
 use iot_authz::policy::{Snapshot, SourceDocument, compile_sources};
 use iot_authz::proto::iotauthz::v1 as pb;
 use iot_authz::proto::iotauthz::v1::authorizer_client::AuthorizerClient;
-use iot_authz::server::state::PolicyState;
-use iot_authz::server::{App, AppOptions, ServerOptions};
+use iot_authz::server::AppOptions;
 use iot_authz::sources::jwks::KeyOptions;
 use jsonwebtoken::Algorithm;
 use reqwest::StatusCode;
@@ -119,14 +113,21 @@ impl KeyServer {
 /// The demo policy with `bearer` (YAML flow mapping) as the first identity source, before
 /// the demo's header and jwt sources.
 fn policy_with(bearer: &str) -> Snapshot {
-    let sources: Vec<SourceDocument> = iot_authz::demo::sources()
+    policy_with_sources(&[format!("bearer: {bearer}")])
+}
+
+/// The demo policy with these identity sources (each one YAML line, such as
+/// `bearer: {...}`) first, in this order, before the demo's header and jwt sources.
+fn policy_with_sources(sources: &[String]) -> Snapshot {
+    let first: String = sources.iter().map(|s| format!("    - {s}\n")).collect();
+    let documents: Vec<SourceDocument> = iot_authz::demo::sources()
         .into_iter()
         .map(|d| {
             let text = String::from_utf8(d.bytes.to_vec()).unwrap();
             if text.contains("\nidentity:\n  sources:\n") {
                 let text = text.replace(
                     "\nidentity:\n  sources:\n",
-                    &format!("\nidentity:\n  sources:\n    - bearer: {bearer}\n"),
+                    &format!("\nidentity:\n  sources:\n{first}"),
                 );
                 SourceDocument::new(d.name.clone(), text.into_bytes())
             } else {
@@ -134,7 +135,7 @@ fn policy_with(bearer: &str) -> Snapshot {
             }
         })
         .collect();
-    compile_sources(&sources).unwrap_or_else(|e| panic!("{e}"))
+    compile_sources(&documents).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn url_source(issuer: &str, url: &str) -> String {
@@ -147,15 +148,11 @@ const ISSUER: &str = "https://login.example.com/";
 
 async fn start(snapshot: Snapshot, keys: KeyOptions) -> TestServer {
     crypto();
-    let app = App::with_options(
-        Arc::new(PolicyState::with_snapshot(snapshot)),
-        &AppOptions {
-            keys,
-            ..AppOptions::default()
-        },
-    )
-    .unwrap();
-    TestServer::start_app(Arc::new(app), ServerOptions::default()).await
+    let options = AppOptions {
+        keys,
+        ..AppOptions::default()
+    };
+    TestServer::start_options(snapshot, &options).await
 }
 
 /// Waits until the issuer's key set holds exactly `kids` (the key task's own report).
@@ -195,37 +192,11 @@ async fn wait_error(server: &TestServer, issuer: &str, needle: &str) -> String {
     }
 }
 
-/// Envoy's ext_authz Check with these headers: (gRPC code, denial's HTTP status, body).
+/// Envoy's ext_authz Check of `GET LINE_1` with these headers: (gRPC code, denial's HTTP
+/// status, body).
 async fn ext_authz(server: &TestServer, headers: &[(&str, &str)]) -> (i32, Option<i32>, String) {
-    let mut client = AuthorizationClient::connect(server.grpc_url())
-        .await
-        .unwrap();
-    let response = client
-        .check(CheckRequest {
-            attributes: Some(AttributeContext {
-                request: Some(attribute_context::Request {
-                    http: Some(attribute_context::HttpRequest {
-                        method: "GET".into(),
-                        path: LINE_1.into(),
-                        headers: headers
-                            .iter()
-                            .map(|(k, v)| ((*k).into(), (*v).into()))
-                            .collect(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let (status, body) = match response.http_response {
-        Some(HttpResponse::DeniedResponse(denied)) => (denied.status.map(|s| s.code), denied.body),
-        _ => (None, String::new()),
-    };
-    (response.status.map_or(-1, |s| s.code), status, body)
+    let answer = crate::support::ext_authz(server, "GET", LINE_1, headers).await;
+    (answer.code, answer.status, answer.body)
 }
 
 fn bearer(token: &str) -> String {
@@ -581,24 +552,10 @@ async fn several_issuers_each_verify_their_own_tokens() {
     let keys_b = KeyServer::start(&[&b]).await;
     let issuer_b = "https://partner.example.com/";
     // The second source goes after the first one in the demo's list.
-    let snapshot = {
-        let sources: Vec<SourceDocument> = iot_authz::demo::sources()
-            .into_iter()
-            .map(|d| {
-                let text = String::from_utf8(d.bytes.to_vec()).unwrap();
-                let text = text.replace(
-                    "\nidentity:\n  sources:\n",
-                    &format!(
-                        "\nidentity:\n  sources:\n    - bearer: {}\n    - bearer: {}\n",
-                        url_source(ISSUER, &keys_a.url()),
-                        url_source(issuer_b, &keys_b.url())
-                    ),
-                );
-                SourceDocument::new(d.name.clone(), text.into_bytes())
-            })
-            .collect();
-        compile_sources(&sources).unwrap()
-    };
+    let snapshot = policy_with_sources(&[
+        format!("bearer: {}", url_source(ISSUER, &keys_a.url())),
+        format!("bearer: {}", url_source(issuer_b, &keys_b.url())),
+    ]);
     let server = start(snapshot, KeyOptions::default()).await;
     wait_kids(&server, ISSUER, &["a"]).await;
     wait_kids(&server, issuer_b, &["b"]).await;
@@ -640,6 +597,9 @@ async fn attacks_through_ext_authz_are_refused_without_echoing_the_token() {
     future["nbf"] = json!(unix_now() + 3600);
     let mut wrong_iss = alice_claims();
     wrong_iss["iss"] = json!("https://evil.example.com/");
+    // A comma would read as two principals in the header the upstream receives.
+    let mut comma = alice_claims();
+    comma["sub"] = json!("mallory,user:alice@contoso.com");
     let oversized = format!("{good}{}", "A".repeat(20_000));
     for (name, token, reason) in [
         ("alg none", none, "algorithm not allowed"),
@@ -651,6 +611,7 @@ async fn attacks_through_ext_authz_are_refused_without_echoing_the_token() {
         ("wrong audience", key.sign(&wrong_aud), "wrong audience"),
         ("not yet valid", key.sign(&future), "not yet valid"),
         ("wrong issuer", key.sign(&wrong_iss), "wrong issuer"),
+        ("comma in the subject", key.sign(&comma), "no principal"),
         (
             "truncated",
             good[..good.len() - 20].to_owned(),
@@ -683,21 +644,15 @@ async fn decision_log_names_the_rejection_not_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("decisions.jsonl");
     crypto();
-    let app = App::with_options(
-        Arc::new(PolicyState::with_snapshot(policy_with(&url_source(
-            ISSUER,
-            &keys.url(),
-        )))),
-        &AppOptions {
-            decision_log: Some((
-                iot_authz::server::decision_log::LogTarget::File(log.clone()),
-                1.0,
-            )),
-            ..AppOptions::default()
-        },
-    )
-    .unwrap();
-    let server = TestServer::start_app(Arc::new(app), ServerOptions::default()).await;
+    let options = AppOptions {
+        decision_log: Some((
+            iot_authz::server::decision_log::LogTarget::File(log.clone()),
+            1.0,
+        )),
+        ..AppOptions::default()
+    };
+    let server =
+        TestServer::start_options(policy_with(&url_source(ISSUER, &keys.url())), &options).await;
     wait_kids(&server, ISSUER, &["k1"]).await;
     let expired = key.sign(&claims(ISSUER, "iot-api", ALICE, unix_now() - 7200));
     assert_eq!(
@@ -733,14 +688,7 @@ async fn through_proxy(envoy: bool) {
     wait_kids(&server, ISSUER, &["k1"]).await;
     let upstream = Upstream::start().await;
     let (base, _proxy): (String, Box<dyn std::any::Any>) = if envoy {
-        let http_port = format!("port_value: {}", server.http.port());
-        let e = Envoy::start(
-            "envoy-http.yaml",
-            server.grpc,
-            upstream.addr,
-            &[("port_value: 8181", http_port.as_str())],
-        )
-        .await;
+        let e = Envoy::start_http(&server, upstream.addr).await;
         (e.url(""), Box::new(e))
     } else {
         let n = Nginx::start(server.http, upstream.addr).await;
@@ -825,24 +773,11 @@ async fn a_present_token_is_never_skipped_for_a_source_behind_it() {
     let keys_a = KeyServer::start(&[&a]).await;
     let keys_b = KeyServer::start(&[&b]).await;
     let issuer_b = "https://partner.example.com/";
-    let snapshot = {
-        let sources: Vec<SourceDocument> = iot_authz::demo::sources()
-            .into_iter()
-            .map(|d| {
-                let text = String::from_utf8(d.bytes.to_vec()).unwrap();
-                let text = text.replace(
-                    "\nidentity:\n  sources:\n",
-                    &format!(
-                        "\nidentity:\n  sources:\n    - bearer: {}\n    - header: x-iotauthz-principal\n    - bearer: {}\n",
-                        url_source(ISSUER, &keys_a.url()),
-                        url_source(issuer_b, &keys_b.url())
-                    ),
-                );
-                SourceDocument::new(d.name.clone(), text.into_bytes())
-            })
-            .collect();
-        compile_sources(&sources).unwrap_or_else(|e| panic!("{e}"))
-    };
+    let snapshot = policy_with_sources(&[
+        format!("bearer: {}", url_source(ISSUER, &keys_a.url())),
+        "header: x-iotauthz-principal".to_owned(),
+        format!("bearer: {}", url_source(issuer_b, &keys_b.url())),
+    ]);
     let server = start(snapshot, KeyOptions::default()).await;
     wait_kids(&server, ISSUER, &["a"]).await;
     wait_kids(&server, issuer_b, &["b"]).await;

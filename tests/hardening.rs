@@ -4,9 +4,6 @@
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{
-    AttributeContext, CheckRequest, attribute_context,
-};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -103,30 +100,9 @@ async fn a_header_capture_is_a_segment_like_a_path_capture() {
 
 /// Asks the ext_authz service directly and returns the allow response's headers to remove.
 async fn headers_removed_on_allow(server: &TestServer, headers: &[(&str, &str)]) -> Vec<String> {
-    let mut client = AuthorizationClient::connect(server.grpc_url())
+    let response = crate::support::ext_authz(server, "GET", "/p/public", headers)
         .await
-        .unwrap();
-    let response = client
-        .check(CheckRequest {
-            attributes: Some(AttributeContext {
-                request: Some(attribute_context::Request {
-                    http: Some(attribute_context::HttpRequest {
-                        method: "GET".into(),
-                        path: "/p/public".into(),
-                        headers: headers
-                            .iter()
-                            .map(|(k, v)| ((*k).into(), (*v).into()))
-                            .collect(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        .response;
     match response.http_response {
         Some(HttpResponse::OkResponse(ok)) => {
             let mut removed = ok.headers_to_remove;
@@ -323,21 +299,13 @@ async fn no_output_carries_raw_line_separators_or_bidi_overrides() {
             assert!(!status.message().contains(c), "{c:?}: {status:?}");
         }
         // The same principal from the identity header of an ext_authz request.
+        let sneaky = format!("user:da{c}ve");
         let response = ext
-            .check(CheckRequest {
-                attributes: Some(AttributeContext {
-                    request: Some(attribute_context::Request {
-                        http: Some(attribute_context::HttpRequest {
-                            method: "GET".into(),
-                            path: "/p/secret".into(),
-                            headers: [(DAVE.0.to_owned(), format!("user:da{c}ve"))].into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-            })
+            .check(crate::support::ext_authz_request(
+                "GET",
+                "/p/secret",
+                &[(DAVE.0, &sneaky)],
+            ))
             .await
             .unwrap()
             .into_inner();

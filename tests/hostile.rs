@@ -8,11 +8,6 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{
-    AttributeContext, CheckRequest, attribute_context,
-};
 use iot_authz::policy::Snapshot;
 use iot_authz::policy::queries::HttpRequest;
 use iot_authz::proto::iotauthz::v1 as pb;
@@ -474,35 +469,8 @@ async fn ext_authz(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (i32, Option<i32>) {
-    let mut client = AuthorizationClient::connect(server.grpc_url())
-        .await
-        .unwrap();
-    let response = client
-        .check(CheckRequest {
-            attributes: Some(AttributeContext {
-                request: Some(attribute_context::Request {
-                    http: Some(attribute_context::HttpRequest {
-                        method: method.into(),
-                        path: path.into(),
-                        headers: headers
-                            .iter()
-                            .map(|(k, v)| ((*k).into(), (*v).into()))
-                            .collect(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let status = match response.http_response {
-        Some(HttpResponse::DeniedResponse(denied)) => denied.status.map(|s| s.code),
-        _ => None,
-    };
-    (response.status.map_or(-1, |s| s.code), status)
+    let answer = crate::support::ext_authz(server, method, path, headers).await;
+    (answer.code, answer.status)
 }
 
 /// A `{name...}` capture that neither the action nor the scope uses is still checked, segment

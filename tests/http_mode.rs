@@ -41,14 +41,7 @@ async fn envoy_http_rig_with(snapshot: iot_authz::policy::Snapshot) -> Rig {
     crypto();
     let server = TestServer::start(snapshot).await;
     let upstream = Upstream::start().await;
-    let http_port = format!("port_value: {}", server.http.port());
-    let envoy = Envoy::start(
-        "envoy-http.yaml",
-        server.grpc,
-        upstream.addr,
-        &[("port_value: 8181", http_port.as_str())],
-    )
-    .await;
+    let envoy = Envoy::start_http(&server, upstream.addr).await;
     let base = envoy.url("");
     Rig {
         server,

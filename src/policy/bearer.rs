@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::Digest as _;
 
-use super::syntax::{self, Instant, escape};
+use super::syntax::{Instant, escape};
 
 /// The longest token accepted, in bytes: anything longer is refused before it is decoded.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -139,7 +139,8 @@ pub enum Rejection {
     NotYetValid,
     /// No `exp` claim: a token that never expires is not accepted.
     NoExpiry,
-    /// The principal claim is missing or not a valid principal id.
+    /// The principal claim is missing, or does not make a principal a header can carry
+    /// (`identity::from_claims`).
     NoPrincipal,
 }
 
@@ -498,22 +499,13 @@ fn check_claims(
             return Err(Rejection::NotYetValid);
         }
     }
-    let subject = claims
-        .get(&source.claim)
-        .and_then(Value::as_str)
-        .ok_or(Rejection::NoPrincipal)?;
-    let principal = format!("{}:{subject}", source.principal_type);
-    syntax::principal_type(&principal).map_err(|_| Rejection::NoPrincipal)?;
-    let groups = source
-        .groups_claim
-        .as_ref()
-        .and_then(|claim| claims.get(claim))
-        .map(super::identity::claim_values)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|g| format!("group:{g}"))
-        .filter(|g| syntax::group_id(g).is_ok())
-        .collect();
+    let (principal, groups) = super::identity::from_claims(
+        claims,
+        &source.claim,
+        &source.principal_type,
+        source.groups_claim.as_deref(),
+    )
+    .ok_or(Rejection::NoPrincipal)?;
     Ok(Verified {
         principal,
         groups,
@@ -825,6 +817,9 @@ mod tests {
         claims["sub"] = json!("");
         assert_eq!(check(&rsa().sign(&claims)), Err(Rejection::NoPrincipal));
         claims["sub"] = json!(42);
+        assert_eq!(check(&rsa().sign(&claims)), Err(Rejection::NoPrincipal));
+        // A comma would read as two values in `x-iotauthz-principal`.
+        claims["sub"] = json!("mallory,user:alice@contoso.com");
         assert_eq!(check(&rsa().sign(&claims)), Err(Rejection::NoPrincipal));
     }
 

@@ -289,19 +289,12 @@ impl IdentityConfig {
             }
             IdentitySource::Jwt(jwt) => {
                 let payload = input.metadata?.get(&jwt.namespace)?.get(&jwt.key)?;
-                let subject = payload.get(&jwt.claim)?.as_str()?;
-                let principal = format!("{}:{subject}", jwt.principal_type);
-                syntax::principal_type(&principal).ok()?;
-                let groups = jwt
-                    .groups_claim
-                    .as_ref()
-                    .and_then(|claim| payload.get(claim))
-                    .map(claim_values)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|g| format!("group:{g}"))
-                    .filter(|g| syntax::group_id(g).is_ok())
-                    .collect();
+                let (principal, groups) = from_claims(
+                    payload,
+                    &jwt.claim,
+                    &jwt.principal_type,
+                    jwt.groups_claim.as_deref(),
+                )?;
                 Identity {
                     principal,
                     groups,
@@ -360,9 +353,7 @@ impl IdentityConfig {
                 }
             }
             IdentitySource::PeerCertificate { principal_type } => {
-                let peer = input.peer_principal.filter(|p| !p.is_empty())?;
-                let principal = format!("{principal_type}:{peer}");
-                syntax::principal_type(&principal).ok()?;
+                let principal = principal_from(principal_type, input.peer_principal?)?;
                 Identity {
                     principal,
                     groups: Vec::new(),
@@ -486,9 +477,45 @@ pub fn check_fetch_url(url: &str) -> Result<(), String> {
     }
 }
 
+/// The principal `TYPE:VALUE` made from a value from outside the policy (a claim, the peer
+/// certificate's principal). `None` when it is no valid principal id, or when it holds a
+/// comma: it is forwarded in `x-iotauthz-principal`, where a comma separates values (the
+/// header source refuses such a value as conflicting), so an upstream could take a part of
+/// it for the caller.
+fn principal_from(principal_type: &str, value: &str) -> Option<String> {
+    if value.contains(',') {
+        return None;
+    }
+    let principal = format!("{principal_type}:{value}");
+    syntax::principal_type(&principal).ok()?;
+    Some(principal)
+}
+
+/// The principal and groups a set of claims names (a `jwt` source's metadata, a verified
+/// bearer token): the string claim `claim` as a principal of `principal_type` (see
+/// [`principal_from`]), and each valid value of `groups_claim` as `group:VALUE`. `None`
+/// when the claim does not make a principal.
+pub(super) fn from_claims(
+    claims: &Value,
+    claim: &str,
+    principal_type: &str,
+    groups_claim: Option<&str>,
+) -> Option<(String, Vec<String>)> {
+    let principal = principal_from(principal_type, claims.get(claim)?.as_str()?)?;
+    let groups = groups_claim
+        .and_then(|c| claims.get(c))
+        .map(claim_values)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|g| format!("group:{g}"))
+        .filter(|g| syntax::group_id(g).is_ok())
+        .collect();
+    Some((principal, groups))
+}
+
 /// A groups claim is a list of strings, or one string of space-separated values (the
 /// OAuth `scope` convention).
-pub(super) fn claim_values(value: &Value) -> Vec<String> {
+fn claim_values(value: &Value) -> Vec<String> {
     match value {
         Value::String(s) => s.split_whitespace().map(str::to_owned).collect(),
         Value::Array(items) => items
@@ -526,6 +553,51 @@ mod tests {
         assert!(config.reads_namespace("envoy.filters.http.jwt_authn"));
         assert!(!config.reads_namespace("envoy.filters.http.rbac"));
         assert!(!IdentityConfig::default().reads_namespace("envoy.filters.http.jwt_authn"));
+    }
+
+    /// A principal made from a claim or a peer certificate is forwarded in
+    /// `x-iotauthz-principal`, where a comma separates values: one with a comma identifies
+    /// no one (the source yields nothing), whatever source made it.
+    #[test]
+    fn a_principal_from_a_claim_or_a_peer_never_holds_a_comma() {
+        let config = IdentityConfig {
+            sources: vec![
+                IdentitySource::Jwt(JwtSource {
+                    namespace: "jwt".into(),
+                    key: "payload".into(),
+                    claim: "sub".into(),
+                    principal_type: "user".into(),
+                    groups_claim: Some("groups".into()),
+                }),
+                IdentitySource::PeerCertificate {
+                    principal_type: "device".into(),
+                },
+            ],
+            assign_action: String::new(),
+            unassign_action: String::new(),
+        };
+        let run = |sub: &str, peer: &str| {
+            let metadata = serde_json::json!({"jwt": {"payload": {"sub": sub, "groups": "ops"}}});
+            config
+                .identify(&IdentityInput {
+                    metadata: Some(&metadata),
+                    peer_principal: Some(peer),
+                    ..IdentityInput::default()
+                })
+                .unwrap()
+                .map(|i| (i.principal, i.groups))
+        };
+        assert_eq!(
+            run("alice", "spiffe://f/plc"),
+            Some(("user:alice".into(), vec!["group:ops".into()]))
+        );
+        assert_eq!(
+            run("mallory,user:alice", "spiffe://f/plc"),
+            Some(("device:spiffe://f/plc".into(), vec![]))
+        );
+        assert_eq!(run("mallory,user:alice", "spiffe://f/a,device:b"), None);
+        let claims = serde_json::json!({"sub": "a, b"});
+        assert_eq!(from_claims(&claims, "sub", "user", None), None);
     }
 }
 

@@ -41,6 +41,76 @@ pub fn check_http_request(
     }
 }
 
+/// Envoy's ext_authz `CheckRequest` for `method path` with these headers (names as given).
+pub fn ext_authz_request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {
+    use envoy_types::pb::envoy::service::auth::v3::{
+        AttributeContext, CheckRequest, attribute_context,
+    };
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request {
+                http: Some(attribute_context::HttpRequest {
+                    method: method.into(),
+                    path: path.into(),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| ((*k).into(), (*v).into()))
+                        .collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// What Envoy's ext_authz Check answered.
+pub struct ExtAuthzAnswer {
+    /// The gRPC status code of the answer (0: allowed).
+    pub code: i32,
+    /// The HTTP status of a denial.
+    pub status: Option<i32>,
+    /// The body of a denial.
+    pub body: String,
+    pub response: envoy_types::pb::envoy::service::auth::v3::CheckResponse,
+}
+
+/// Envoy's ext_authz Check of `method path` with these headers, sent to the server.
+pub async fn ext_authz(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> ExtAuthzAnswer {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+    let mut client = AuthorizationClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let response = client
+        .check(ext_authz_request(method, path, headers))
+        .await
+        .unwrap()
+        .into_inner();
+    let (status, body) = match &response.http_response {
+        Some(HttpResponse::DeniedResponse(denied)) => {
+            (denied.status.map(|s| s.code), denied.body.clone())
+        }
+        _ => (None, String::new()),
+    };
+    ExtAuthzAnswer {
+        code: response.status.as_ref().map_or(-1, |s| s.code),
+        status,
+        body,
+        response,
+    }
+}
+
 /// The real binary serving, both listeners on port 0, with `args` after them and `env`
 /// set; waits for its ready line and returns the addresses the line names.
 pub fn serve_binary<I, A>(args: I, env: &[(&str, &str)]) -> (Child, SocketAddr, SocketAddr)
@@ -417,6 +487,19 @@ impl Envoy {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.listener)
+    }
+
+    /// Envoy with HTTP ext_authz (`deploy/envoy/envoy-http.yaml`) in front of `upstream`,
+    /// asking the server's HTTP listener.
+    pub async fn start_http(server: &TestServer, upstream: SocketAddr) -> Self {
+        let http_port = format!("port_value: {}", server.http.port());
+        Self::start(
+            "envoy-http.yaml",
+            server.grpc,
+            upstream,
+            &[("port_value: 8181", http_port.as_str())],
+        )
+        .await
     }
 
     /// Starts `deploy/envoy/envoy.yaml` with its demo JWKS replaced by `key`'s.

@@ -679,3 +679,97 @@ async fn a_large_batch_body_is_not_counted_as_headers() {
         "{refused:?}"
     );
 }
+
+/// The searches, like Plan and the native API's other queries, take turns in the query
+/// pool: while every turn is held, a search (and a Plan) waits; once a turn is free, it
+/// is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_and_plan_take_turns_in_the_query_pool() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use iot_authz::proto::iotauthz::v1 as pb;
+
+    let server = TestServer::start(policy(FLEET)).await;
+    let free = Arc::new(AtomicBool::new(false));
+    let mut holders = Vec::new();
+    for _ in 0..server.app.queries.limit() {
+        let (app, free) = (server.app.clone(), free.clone());
+        holders.push(tokio::spawn(async move {
+            app.queries
+                .run(move |_| {
+                    while !free.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                })
+                .await
+        }));
+    }
+    while server.app.queries.in_flight() < server.app.queries.limit() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let searches = [
+        (
+            "/access/v1/search/subject",
+            json!({"subject": {"type": "identity"}, "action": {"name": "Fleet/devices/read"},
+                   "resource": {"type": "scope", "id": "/sites/munich"}}),
+        ),
+        (
+            "/access/v1/search/resource",
+            json!({"subject": {"type": "identity", "id": "alice"},
+                   "action": {"name": "Fleet/devices/read"}, "resource": {"type": "scope"}}),
+        ),
+        (
+            "/access/v1/search/action",
+            json!({"subject": {"type": "identity", "id": "alice"},
+                   "resource": {"type": "scope", "id": "/sites/munich"}}),
+        ),
+    ];
+    crypto();
+    let client = reqwest::Client::new();
+    let search = |path: &str, body: &Value| {
+        client
+            .post(format!("http://{}{path}", server.http))
+            .json(body)
+            .timeout(Duration::from_millis(300))
+            .send()
+    };
+    for (path, body) in &searches {
+        let answer = search(path, body).await;
+        assert!(
+            answer.as_ref().is_err_and(reqwest::Error::is_timeout),
+            "{path} answered while every turn was held: {answer:?}"
+        );
+    }
+    let mut grpc = pb::authorizer_client::AuthorizerClient::new(server.channel().await);
+    let plan = || {
+        let mut request = tonic::Request::new(pb::PlanRequest {
+            principal: "user:alice".into(),
+            action: "Fleet/devices/read".into(),
+            ..Default::default()
+        });
+        request.set_timeout(Duration::from_millis(300));
+        request
+    };
+    let status = grpc.plan(plan()).await.unwrap_err();
+    assert!(
+        matches!(
+            status.code(),
+            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+        ),
+        "{status:?}"
+    );
+    free.store(true, Ordering::Relaxed);
+    for holder in holders {
+        holder.await.unwrap().unwrap();
+    }
+    for (path, body) in &searches {
+        let answer = search(path, body).await.unwrap();
+        assert_eq!(answer.status(), 200, "{path}");
+    }
+    assert_eq!(
+        grpc.plan(plan()).await.unwrap().into_inner().include,
+        ["/sites/munich"]
+    );
+}

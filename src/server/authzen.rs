@@ -150,7 +150,7 @@ async fn handle(
     respond(app, api, result, &headers)
 }
 
-/// [`handle`] with the work on a blocking thread: searches walk every principal (WhoCan),
+/// [`handle`] with the work in the server's query pool: searches walk every principal (WhoCan),
 /// the principal's assignments and the deny assignments (Plan), or the action universe.
 async fn handle_blocking(
     app: &Arc<App>,
@@ -162,12 +162,14 @@ async fn handle_blocking(
     let body = axum::body::to_bytes(body, MAX_BODY_BYTES).await;
     let headers = parts.headers;
     let result = match read(app, &headers, body).await {
-        Ok((policy, object)) => tokio::task::spawn_blocking(move || work(&policy, &object))
+        Ok((policy, object)) => app
+            .queries
+            .run(move |_| work(&policy, &object))
             .await
-            .unwrap_or_else(|e| {
+            .unwrap_or_else(|status| {
                 Err(Failure(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("search failed: {e}"),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    status.message().to_owned(),
                 ))
             }),
         Err(f) => Err(f),

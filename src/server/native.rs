@@ -502,28 +502,30 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         let token = crate::store::token_of(&policy);
         let req = request.into_inner();
         let at = at_or_now(req.at.as_ref()).map_err(|e| self.invalid("plan", e))?;
-        // Off the runtime's workers: the cost grows with the principal's assignments and
-        // the policy's deny assignments.
-        let answer = tokio::task::spawn_blocking(move || {
-            let under = if req.under.is_empty() {
-                "/"
-            } else {
-                req.under.as_str()
-            };
-            policy
-                .snapshot
-                .plan(&crate::policy::plan::PlanRequest {
-                    principal: &req.principal,
-                    groups: &req.groups,
-                    action: &req.action,
-                    data_action: req.data_action,
-                    under,
-                    at,
-                })
-                .map(|plan| (plan, policy.snapshot.revision.clone()))
-        })
-        .await
-        .map_err(|e| Status::internal(format!("Plan failed: {e}")))?;
+        // In the query pool: the cost grows with the principal's assignments and the
+        // policy's deny assignments.
+        let answer = self
+            .app
+            .queries
+            .run(move |_| {
+                let under = if req.under.is_empty() {
+                    "/"
+                } else {
+                    req.under.as_str()
+                };
+                policy
+                    .snapshot
+                    .plan(&crate::policy::plan::PlanRequest {
+                        principal: &req.principal,
+                        groups: &req.groups,
+                        action: &req.action,
+                        data_action: req.data_action,
+                        under,
+                        at,
+                    })
+                    .map(|plan| (plan, policy.snapshot.revision.clone()))
+            })
+            .await?;
         let (plan, revision) = answer.map_err(|e| self.invalid("plan", e))?;
         Ok(Response::new(pb::PlanResponse {
             include: plan.include,

@@ -1,5 +1,6 @@
-//! Where the expensive queries run: WhoCan, CheckAssign and ListPermissions cost time in
-//! proportion to the policy (principals, the action catalog), unlike Check. They run on
+//! Where the expensive queries run: WhoCan, CheckAssign, ListPermissions and Plan (and the
+//! AuthZEN searches, which are those) cost time in proportion to the policy (principals,
+//! the action catalog, a principal's assignments and the deny assignments), unlike Check. They run on
 //! blocking threads, never on the runtime's workers, at most [`QueryPool::limit`] at a
 //! time (the rest wait for a turn), so however many callers ask them, Check and ext_authz
 //! keep their workers and cores. Each query gets a [`Cancel`] token that turns when its

@@ -15,9 +15,10 @@ use serde::Deserialize;
 
 use super::feed::{FeedItem, RECENT};
 use super::view::{self, Refusal, codes, link, page, refusal};
-use super::{Caller, Console, PlanQuery, READ_ACTIONS, identify, may_read};
+use super::{Caller, Console, READ_ACTIONS, identify, may_read};
 use crate::policy::browse::ChainStart;
 use crate::policy::explain::Explanation;
+use crate::policy::plan::PlanRequest;
 use crate::policy::queries::HttpRequest;
 use crate::policy::{CheckRequest, Reason, Snapshot, syntax};
 use crate::server::App;
@@ -1078,23 +1079,20 @@ pub async fn where_can(
     headers: HeaderMap,
     Query(q): Query<WhereCanQuery>,
 ) -> Page {
-    let (console, policy, caller, under) = enter_at(&app, &headers, &q.under)?;
+    let (_, policy, caller, under) = enter_at(&app, &headers, &q.under)?;
     let data = checked(&q.data);
-    let asked = non_empty(&q.principal).zip(non_empty(&q.action));
-    let answer = match (&console.planner, asked) {
-        (Some(planner), Some((principal, action))) => Some(planner.plan(
-            &policy.snapshot,
-            &PlanQuery {
+    let answer = non_empty(&q.principal)
+        .zip(non_empty(&q.action))
+        .map(|(principal, action)| {
+            policy.snapshot.plan(&PlanRequest {
                 principal,
                 groups: &[],
                 action,
                 data_action: data,
                 under: &under,
                 at: syntax::now(),
-            },
-        )),
-        _ => None,
-    };
+            })
+        });
     let body = html! {
         form.query method="get" action="/console/where-can" {
             label { "Principal" input type="text" name="principal" value=(q.principal) required; }
@@ -1102,12 +1100,6 @@ pub async fn where_can(
             label { "Under scope" input type="text" name="under" value=(q.under) placeholder="/"; }
             label.inline { input type="checkbox" name="data" value="on" checked[data]; "Data action" }
             button type="submit" { "Where can" }
-        }
-        @if console.planner.is_none() {
-            p.notice #plan-unavailable {
-                "Where can is not available on this server: it has no planner for the Plan query. \
-                 Who can (for one scope) and Check access answer in the meantime."
-            }
         }
         @match &answer {
             Some(Ok(plan)) => {
@@ -1122,7 +1114,7 @@ pub async fn where_can(
                     tbody { @for s in &plan.exclude { tr { td { (view::scope(s)) } } } }
                 }
             }
-            Some(Err(message)) => p.error role="alert" { (message) },
+            Some(Err(e)) => p.error role="alert" { (e.to_string()) },
             None => {}
         }
     };

@@ -721,6 +721,56 @@ async fn where_can_shows_markup_in_the_plan_as_text() {
     assert!(!page.contains("<img") && !page.contains("<i>"), "{page}");
 }
 
+/// Who can and Where can cost time in proportion to the policy: they take a turn of the
+/// server's query pool, as the native API's queries do, never a runtime worker.
+#[tokio::test]
+async fn who_can_and_where_can_wait_for_a_turn_of_the_query_pool() {
+    crypto();
+    let mut app = iot_authz::server::App::with_options(
+        std::sync::Arc::new(iot_authz::server::state::PolicyState::with_snapshot(
+            policy(POLICY),
+        )),
+        &AppOptions {
+            console: true,
+            ..AppOptions::default()
+        },
+    )
+    .unwrap();
+    app.queries = iot_authz::server::query_pool::QueryPool::new(1);
+    let server = TestServer::start_app(std::sync::Arc::new(app), Default::default()).await;
+    // Another query holds the pool's only turn until `release` is sent.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (taken, turn) = tokio::sync::oneshot::channel();
+    let app = server.app.clone();
+    let holder = tokio::spawn(async move {
+        app.queries
+            .run(move |_| {
+                let _ = taken.send(());
+                let _ = held.recv();
+            })
+            .await
+    });
+    turn.await.unwrap();
+    let pages = [
+        PAGES[5],
+        "/console/where-can?principal=user%3Acarol&action=Microsoft.Edge%2Ftargets%2Fwrite",
+    ];
+    for path in pages {
+        let waiting = tokio::time::timeout(
+            Duration::from_millis(300),
+            get(&server, path, Some("user:admin")),
+        )
+        .await;
+        assert!(waiting.is_err(), "{path} answered without a turn");
+    }
+    release.send(()).unwrap();
+    holder.await.unwrap().unwrap();
+    for path in pages {
+        let (status, _, page) = get(&server, path, Some("user:admin")).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+    }
+}
+
 #[tokio::test]
 async fn policy_status_shows_revision_sources_and_the_last_reload_error() {
     let server = start().await;

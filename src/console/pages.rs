@@ -169,6 +169,22 @@ fn enter_at<'a>(
     Ok((console, policy, caller, scope))
 }
 
+/// Runs a query whose cost grows with the policy (Who can, Where can) in the server's query
+/// pool: on a blocking thread, within the pool's limit, stopped when the caller leaves;
+/// never on a runtime worker, where Check and ext_authz run.
+async fn in_pool<T: Send + 'static>(
+    app: &App,
+    query: impl FnOnce(&crate::server::query_pool::Cancel) -> T + Send + 'static,
+) -> Result<T, Refusal> {
+    app.queries.run(query).await.map_err(|status| {
+        refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not answered",
+            html! { (status.message()) },
+        )
+    })
+}
+
 fn non_empty(s: &str) -> Option<&str> {
     let s = s.trim();
     (!s.is_empty()).then_some(s)
@@ -1019,10 +1035,27 @@ pub async fn who_can(
     Query(q): Query<WhoCanQuery>,
 ) -> Page {
     let (_, policy, caller, scope) = enter_at(&app, &headers, &q.scope)?;
-    let snapshot = &policy.snapshot;
     let data = checked(&q.data);
-    let answer =
-        non_empty(&q.action).map(|action| snapshot.who_can(action, data, &scope, syntax::now()));
+    let answer = match non_empty(&q.action) {
+        Some(action) => {
+            let (action, scope) = (action.to_owned(), scope.clone());
+            Some(
+                in_pool(&app, move |cancel| {
+                    let names = |names: Vec<&str>| -> Vec<String> {
+                        names.into_iter().map(str::to_owned).collect()
+                    };
+                    policy
+                        .snapshot
+                        .who_can_until(&action, data, &scope, syntax::now(), &|| {
+                            cancel.is_cancelled()
+                        })
+                        .map(|w| (names(w.principals), names(w.groups)))
+                })
+                .await?,
+            )
+        }
+        None => None,
+    };
     let status = match &answer {
         Some(Err(_)) => StatusCode::BAD_REQUEST,
         _ => StatusCode::OK,
@@ -1036,13 +1069,13 @@ pub async fn who_can(
             button type="submit" { "Who can" }
         }
         @match &answer {
-            Some(Ok(w)) => {
+            Some(Ok((principals, groups))) => {
                 p { "Allowed " code { (action) } " at " code { (scope) } " (deny assignments applied; principals judged with their policy groups):" }
                 table #who-can {
-                    caption { (w.principals.len()) " principals and " (w.groups.len()) " groups" }
+                    caption { (principals.len()) " principals and " (groups.len()) " groups" }
                     thead { tr { th scope="col" { "Principal or group" } th scope="col" { "Kind" } th scope="col" { "Explain" } } }
                     tbody {
-                        @for p in w.principals.iter().map(|p| (p, "principal")).chain(w.groups.iter().map(|g| (g, "group"))) {
+                        @for p in principals.iter().map(|p| (p.as_str(), "principal")).chain(groups.iter().map(|g| (g.as_str(), "group"))) {
                             tr {
                                 td { code { (p.0) } }
                                 td { (p.1) }
@@ -1081,18 +1114,26 @@ pub async fn where_can(
 ) -> Page {
     let (_, policy, caller, under) = enter_at(&app, &headers, &q.under)?;
     let data = checked(&q.data);
-    let answer = non_empty(&q.principal)
-        .zip(non_empty(&q.action))
-        .map(|(principal, action)| {
-            policy.snapshot.plan(&PlanRequest {
-                principal,
-                groups: &[],
-                action,
-                data_action: data,
-                under: &under,
-                at: syntax::now(),
-            })
-        });
+    let answer = match non_empty(&q.principal).zip(non_empty(&q.action)) {
+        Some((principal, action)) => {
+            let (principal, action, under) =
+                (principal.to_owned(), action.to_owned(), under.clone());
+            Some(
+                in_pool(&app, move |_| {
+                    policy.snapshot.plan(&PlanRequest {
+                        principal: &principal,
+                        groups: &[],
+                        action: &action,
+                        data_action: data,
+                        under: &under,
+                        at: syntax::now(),
+                    })
+                })
+                .await?,
+            )
+        }
+        None => None,
+    };
     let body = html! {
         form.query method="get" action="/console/where-can" {
             label { "Principal" input type="text" name="principal" value=(q.principal) required; }

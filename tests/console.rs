@@ -771,6 +771,79 @@ async fn who_can_and_where_can_wait_for_a_turn_of_the_query_pool() {
     }
 }
 
+/// A console caller whose token names a key the server has not fetched yet (the issuer
+/// rotated): the console asks for the keys once, as the HTTP modes do, and lets it in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_with_a_new_key_fetches_the_keys_and_opens_the_console() {
+    use crate::support::jwt::{TestKey, claims, jwks, unix_now};
+    use jsonwebtoken::Algorithm;
+    use std::sync::{Arc, Mutex};
+    crypto();
+    let old = TestKey::ec("old", Algorithm::ES256);
+    let new = TestKey::ec("new", Algorithm::ES256);
+    // The issuer's JWKS over HTTP: refreshed by the server only when asked, in this test.
+    let served = Arc::new(Mutex::new(jwks(&[&old])));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    let keys = served.clone();
+    let jwks_app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let body = keys.lock().unwrap().clone();
+            async move { body }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, jwks_app).await });
+    let issuer = "https://login.example.com/";
+    let policy_text = format!(
+        "{POLICY}\nidentity:\n  sources:\n    - bearer: {{issuer: '{issuer}', audiences: [console], jwks: {{url: '{url}'}}, principalType: user}}\n"
+    );
+    let server = TestServer::start_options(
+        policy(&policy_text),
+        &AppOptions {
+            console: true,
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !server
+        .app
+        .keys
+        .status()
+        .iter()
+        .any(|s| s.issuer == issuer && s.kids == ["old"])
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the keys were never read"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let page = |token: String| {
+        let url = format!("http://{}/console/status", server.http);
+        async move {
+            let resp = reqwest::Client::new()
+                .get(url)
+                .header("authorization", format!("Bearer {token}"))
+                .send()
+                .await
+                .unwrap();
+            (resp.status(), resp.text().await.unwrap())
+        }
+    };
+    let (status, body) = page(old.sign(&claims(issuer, "console", "admin", unix_now()))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The issuer rotates to a new key; the first token signed with it opens the console.
+    *served.lock().unwrap() = jwks(&[&new]);
+    let (status, body) = page(new.sign(&claims(issuer, "console", "admin", unix_now()))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.contains("Signed in as <code>user:admin</code>"),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn policy_status_shows_revision_sources_and_the_last_reload_error() {
     let server = start().await;

@@ -36,7 +36,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use axum::routing::get;
 
-use crate::policy::identity::IdentityInput;
+use crate::policy::identity::{IdentifyError, Identity, IdentityInput};
 use crate::policy::{CheckRequest, Snapshot, syntax};
 use crate::server::App;
 
@@ -151,21 +151,24 @@ pub(crate) fn may_read(snapshot: &Snapshot, caller: &Caller, scope: &str) -> Res
     Ok(false)
 }
 
-/// Identifies the caller from the request headers with the policy's identity sources.
-/// A bearer source verifies the `Authorization` header with `verifier`; a present but
-/// invalid token identifies no one (`IdentifyError::Rejected`).
-pub(crate) fn identify(
+/// Identifies the caller from the request headers with the policy's identity sources,
+/// through [`App::identify_with_keys`]: a bearer token naming a key its issuer's set lacks
+/// has the keys fetched once, as in the HTTP modes; a present but invalid token identifies
+/// no one (`IdentifyError::Rejected`, counted).
+pub(crate) async fn identify(
+    app: &App,
     snapshot: &Snapshot,
     headers: &HeaderMap,
-    verifier: &dyn crate::policy::bearer::TokenVerifier,
-) -> Result<Option<(String, Vec<String>)>, crate::policy::identity::IdentifyError> {
+) -> Result<Option<Identity>, IdentifyError> {
     let pairs = crate::server::forward_auth::header_pairs(headers);
-    let found = snapshot.identity.identify(&IdentityInput {
-        headers: Some(&pairs),
-        metadata: None,
-        peer_principal: None,
-        verifier: Some(verifier),
-        at: crate::policy::syntax::now(),
-    })?;
-    Ok(found.map(|i| (i.principal, i.groups)))
+    app.identify_with_keys(|| {
+        snapshot.identity.identify(&IdentityInput {
+            headers: Some(&pairs),
+            metadata: None,
+            peer_principal: None,
+            verifier: Some(app.verifier()),
+            at: syntax::now(),
+        })
+    })
+    .await
 }

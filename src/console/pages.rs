@@ -1,7 +1,7 @@
 //! The console's pages. Each handler identifies the caller, works out the scope it shows,
 //! checks that the caller may read there, then renders from the current snapshot.
 
-use crate::policy::identity::IdentifyError;
+use crate::policy::identity::{IdentifyError, Identity};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -45,14 +45,16 @@ fn console(app: &App) -> Result<(&Console, Arc<LoadedPolicy>), Refusal> {
 }
 
 /// The caller (400 for ambiguous identity headers, 401 without identity).
-fn caller(
+async fn caller(
     app: &App,
     console: &Console,
     snapshot: &Snapshot,
     headers: &HeaderMap,
 ) -> Result<Caller, Refusal> {
-    match identify(snapshot, headers, app.verifier()) {
-        Ok(Some((principal, groups))) => {
+    match identify(app, snapshot, headers).await {
+        Ok(Some(Identity {
+            principal, groups, ..
+        })) => {
             let (session, new_session) = match super::csrf::Csrf::session(headers) {
                 Some(s) => (s, false),
                 None => (
@@ -86,14 +88,11 @@ fn caller(
             "Ambiguous identity",
             html! { (message) },
         )),
-        Err(IdentifyError::Rejected { issuer, reason }) => {
-            app.keys.count_rejection(&issuer, reason);
-            Err(refusal(
-                StatusCode::UNAUTHORIZED,
-                "Sign-in needed",
-                html! { "Your bearer token was refused (" (reason.to_string()) "): sign in again." },
-            ))
-        }
+        Err(IdentifyError::Rejected { reason, .. }) => Err(refusal(
+            StatusCode::UNAUTHORIZED,
+            "Sign-in needed",
+            html! { "Your bearer token was refused (" (reason.to_string()) "): sign in again." },
+        )),
     }
 }
 
@@ -119,13 +118,13 @@ fn authorize(snapshot: &Snapshot, caller: &Caller, scope: &str) -> Result<(), Re
 }
 
 /// Console, policy and caller, authorized at `scope`.
-fn enter<'a>(
+async fn enter<'a>(
     app: &'a App,
     headers: &HeaderMap,
     scope: &str,
 ) -> Result<(&'a Console, Arc<LoadedPolicy>, Caller), Refusal> {
     let (console, policy) = console(app)?;
-    let caller = caller(app, console, &policy.snapshot, headers)?;
+    let caller = caller(app, console, &policy.snapshot, headers).await?;
     authorize(&policy.snapshot, &caller, scope)?;
     Ok((console, policy, caller))
 }
@@ -154,13 +153,13 @@ fn readable_scopes(snapshot: &Snapshot, caller: &Caller) -> Vec<String> {
 
 /// Console, policy and caller, authorized at the scope asked for, or at the caller's home
 /// scope when none is; returns that scope too.
-fn enter_at<'a>(
+async fn enter_at<'a>(
     app: &'a App,
     headers: &HeaderMap,
     asked: &str,
 ) -> Result<(&'a Console, Arc<LoadedPolicy>, Caller, String), Refusal> {
     let (console, policy) = console(app)?;
-    let caller = caller(app, console, &policy.snapshot, headers)?;
+    let caller = caller(app, console, &policy.snapshot, headers).await?;
     let scope = match non_empty(asked) {
         Some(s) => s.to_owned(),
         None => home_scope(&policy.snapshot, &caller),
@@ -208,7 +207,7 @@ pub async fn not_found() -> Refusal {
 }
 
 pub async fn index(State(app): State<Arc<App>>, headers: HeaderMap) -> Page {
-    let (_, policy, caller, _) = enter_at(&app, &headers, "")?;
+    let (_, policy, caller, _) = enter_at(&app, &headers, "").await?;
     let readable = readable_scopes(&policy.snapshot, &caller);
     let about = [
         "A principal, action and scope (or a method and path), and why the answer is what it is.",
@@ -260,7 +259,7 @@ pub async fn check(
     Query(mut q): Query<CheckQuery>,
 ) -> Page {
     let (console, policy) = console(&app)?;
-    let caller = caller(&app, console, &policy.snapshot, &headers)?;
+    let caller = caller(&app, console, &policy.snapshot, &headers).await?;
     let mut notes: Vec<String> = Vec::new();
     // A consistency token: wait until the policy includes the write it names.
     let policy = match non_empty(&q.at_least) {
@@ -568,7 +567,7 @@ pub async fn assignments(
     headers: HeaderMap,
     Query(q): Query<AssignmentsQuery>,
 ) -> Page {
-    let (console, policy, caller, scope) = enter_at(&app, &headers, &q.scope)?;
+    let (console, policy, caller, scope) = enter_at(&app, &headers, &q.scope).await?;
     let snapshot = &policy.snapshot;
     let ancestors = snapshot.scope_ancestors(&scope);
     let p = q.principal.trim().to_ascii_lowercase();
@@ -736,7 +735,7 @@ pub async fn assignments_write(
     use crate::proto::iotauthz::v1 as pb;
     use pb::admin_server::Admin as _;
     let (console, policy) = console(&app)?;
-    let caller = caller(&app, console, &policy.snapshot, &headers)?;
+    let caller = caller(&app, console, &policy.snapshot, &headers).await?;
     if let Err(e) = console
         .csrf
         .verify(&headers, non_empty(&form.csrf), &caller.principal)
@@ -872,7 +871,7 @@ pub async fn roles(
     Query(q): Query<RolesQuery>,
 ) -> Page {
     // Role definitions belong to no one scope: any reader may see them.
-    let (_, policy, caller, _) = enter_at(&app, &headers, "")?;
+    let (_, policy, caller, _) = enter_at(&app, &headers, "").await?;
     let snapshot = &policy.snapshot;
     let wanted = non_empty(&q.role).map(|r| snapshot.role(r).map(|role| role.name.clone()));
     let body = html! {
@@ -928,7 +927,7 @@ pub async fn scopes(
     headers: HeaderMap,
     Query(q): Query<ScopesQuery>,
 ) -> Page {
-    let (_, policy, caller, scope) = enter_at(&app, &headers, &q.scope)?;
+    let (_, policy, caller, scope) = enter_at(&app, &headers, &q.scope).await?;
     let snapshot = &policy.snapshot;
     // The part of the tree the caller may read about: the scope, its ancestors and what
     // lies below it, at most TREE_LIMIT entries.
@@ -1034,7 +1033,7 @@ pub async fn who_can(
     headers: HeaderMap,
     Query(q): Query<WhoCanQuery>,
 ) -> Page {
-    let (_, policy, caller, scope) = enter_at(&app, &headers, &q.scope)?;
+    let (_, policy, caller, scope) = enter_at(&app, &headers, &q.scope).await?;
     let data = checked(&q.data);
     let answer = match non_empty(&q.action) {
         Some(action) => {
@@ -1112,7 +1111,7 @@ pub async fn where_can(
     headers: HeaderMap,
     Query(q): Query<WhereCanQuery>,
 ) -> Page {
-    let (_, policy, caller, under) = enter_at(&app, &headers, &q.under)?;
+    let (_, policy, caller, under) = enter_at(&app, &headers, &q.under).await?;
     let data = checked(&q.data);
     let answer = match non_empty(&q.principal).zip(non_empty(&q.action)) {
         Some((principal, action)) => {
@@ -1201,7 +1200,7 @@ fn decision_head() -> Markup {
 }
 
 pub async fn decisions(State(app): State<Arc<App>>, headers: HeaderMap) -> Page {
-    let (console, _, caller) = enter(&app, &headers, "/")?;
+    let (console, _, caller) = enter(&app, &headers, "/").await?;
     let (denies, allows) = console.feed.recent();
     let body = html! {
         div data-events="/console/decisions/events" data-limit=(RECENT) {
@@ -1232,7 +1231,7 @@ pub async fn decisions(State(app): State<Arc<App>>, headers: HeaderMap) -> Page 
 /// Server-sent events: each decision as one `decision` event with JSON data. Ends when the
 /// server starts draining; a watcher that lags skips what it missed.
 pub async fn events(State(app): State<Arc<App>>, headers: HeaderMap) -> Page {
-    let (console, _, _) = enter(&app, &headers, "/")?;
+    let (console, _, _) = enter(&app, &headers, "/").await?;
     let rx = console.feed.subscribe();
     let stream = futures_util::stream::unfold((rx, app.clone()), |(mut rx, app)| async move {
         loop {
@@ -1273,7 +1272,7 @@ fn time_of(t: SystemTime) -> String {
 }
 
 pub async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Page {
-    let (console, policy, caller) = enter(&app, &headers, "/")?;
+    let (console, policy, caller) = enter(&app, &headers, "/").await?;
     let s = &policy.snapshot;
     let c = &s.counts;
     let error = app.policy.last_error();

@@ -351,6 +351,41 @@ async fn check_access_explains_a_grant_a_deny_assignment_and_near_misses() {
 }
 
 #[tokio::test]
+async fn who_can_lists_the_principals_and_groups_allowed() {
+    let server = start().await;
+    // Reading targets in s1: plant-staff's grant, held by carol through line-leads.
+    let (status, _, body) = get(&server, PAGES[5], Some("user:admin")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let t = text(&body);
+    assert!(
+        t.contains(
+            "1 principals and 2 groups Principal or group Kind Explain user:carol principal \
+             Check access group:line-leads group Check access group:plant-staff group Check access"
+        ),
+        "{t}"
+    );
+    // A deny assignment applies: line-leads (and carol through it) may not delete there.
+    let path = iot_authz::console::link(
+        "/console/who-can",
+        &[
+            ("action", "Microsoft.Edge/targets/delete"),
+            ("scope", "/subscriptions/s1/resourceGroups/factory"),
+        ],
+    );
+    let (_, _, body) = get(&server, &path, Some("user:admin")).await;
+    let t = text(&body);
+    assert!(t.contains("0 principals and 0 groups"), "{t}");
+    // A bad question is answered in words, with 400.
+    let (status, _, body) = get(
+        &server,
+        "/console/who-can?action=Microsoft.Edge%2Ftargets%2Fread&scope=%2Fa%2F..%2Fb",
+        Some("user:admin"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[tokio::test]
 async fn markup_in_policy_values_is_shown_as_text() {
     let server = start().await;
     let pages = [

@@ -198,6 +198,12 @@ async fn every_page_needs_an_identity_and_read_access_and_carries_the_csp() {
         t.contains("ra-admin Console Reader user:admin / inherited"),
         "{t}"
     );
+    assert!(
+        t.contains(
+            "ra-carol Target Operator user:carol /subscriptions/s1/resourceGroups/factory below"
+        ),
+        "{t}"
+    );
     assert!(!t.contains("ra-<u>"), "{t}");
     let (status, _, _) = get(&server, "/console/status", Some("user:scoped")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);

@@ -18,7 +18,7 @@ use super::view::{self, Refusal, codes, link, page, refusal};
 use super::{Caller, Console, READ_ACTIONS, identify, may_read};
 use crate::policy::browse::ChainStart;
 use crate::policy::explain::Explanation;
-use crate::policy::plan::PlanRequest;
+use crate::policy::plan::{PlanRequest, is_at_or_below};
 use crate::policy::queries::HttpRequest;
 use crate::policy::{CheckRequest, Reason, Snapshot, syntax};
 use crate::server::App;
@@ -547,15 +547,15 @@ pub struct AssignmentsQuery {
 /// The most scopes the Scopes page lists in its tree.
 const TREE_LIMIT: usize = 1000;
 
-/// How an assignment's scope relates to the scope filtered on.
+/// How an assignment's scope relates to the scope filtered on (`ancestors`: its known
+/// ancestors). Compares in place, ASCII case ignored, as scopes compare.
 fn relation(filter: &str, ancestors: &[&str], scope: &str) -> Option<&'static str> {
-    let f = syntax::trim_scope(filter).to_ascii_lowercase();
-    let s = syntax::trim_scope(scope).to_ascii_lowercase();
-    if s == f {
+    let scope = syntax::trim_scope(scope);
+    if scope.eq_ignore_ascii_case(syntax::trim_scope(filter)) {
         Some("here")
-    } else if ancestors.iter().any(|a| a.eq_ignore_ascii_case(&s)) {
+    } else if ancestors.iter().any(|a| a.eq_ignore_ascii_case(scope)) {
         Some("inherited")
-    } else if f == "/" || s.starts_with(&format!("{f}/")) {
+    } else if is_at_or_below(scope, filter) {
         Some("below")
     } else {
         None

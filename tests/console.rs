@@ -762,10 +762,11 @@ async fn where_can_shows_markup_in_the_plan_as_text() {
     assert!(!page.contains("<img") && !page.contains("<i>"), "{page}");
 }
 
-/// Who can and Where can cost time in proportion to the policy: they take a turn of the
-/// server's query pool, as the native API's queries do, never a runtime worker.
+/// Who can, Where can, Role assignments and Scopes cost time in proportion to the policy:
+/// they take a turn of the server's query pool, as the native API's queries do, never a
+/// runtime worker.
 #[tokio::test]
-async fn who_can_and_where_can_wait_for_a_turn_of_the_query_pool() {
+async fn pages_that_list_the_policy_wait_for_a_turn_of_the_query_pool() {
     crypto();
     let mut app = iot_authz::server::App::with_options(
         std::sync::Arc::new(iot_authz::server::state::PolicyState::with_snapshot(
@@ -793,6 +794,8 @@ async fn who_can_and_where_can_wait_for_a_turn_of_the_query_pool() {
     });
     turn.await.unwrap();
     let pages = [
+        PAGES[2],
+        PAGES[4],
         PAGES[5],
         "/console/where-can?principal=user%3Acarol&action=Microsoft.Edge%2Ftargets%2Fwrite",
     ];

@@ -168,9 +168,10 @@ async fn enter_at<'a>(
     Ok((console, policy, caller, scope))
 }
 
-/// Runs a query whose cost grows with the policy (Who can, Where can) in the server's query
-/// pool: on a blocking thread, within the pool's limit, stopped when the caller leaves;
-/// never on a runtime worker, where Check and ext_authz run.
+/// Runs a query whose cost grows with the policy (Who can, Where can, the Role assignments
+/// and Scopes lists) in the server's query pool: on a blocking thread, within the pool's
+/// limit, stopped when the caller leaves; never on a runtime worker, where Check and
+/// ext_authz run.
 async fn in_pool<T: Send + 'static>(
     app: &App,
     query: impl FnOnce(&crate::server::query_pool::Cancel) -> T + Send + 'static,
@@ -568,22 +569,6 @@ pub async fn assignments(
     Query(q): Query<AssignmentsQuery>,
 ) -> Page {
     let (console, policy, caller, scope) = enter_at(&app, &headers, &q.scope).await?;
-    let snapshot = &policy.snapshot;
-    let ancestors = snapshot.scope_ancestors(&scope);
-    let p = q.principal.trim().to_ascii_lowercase();
-    let r = q.role.trim().to_ascii_lowercase();
-    let rows: Vec<_> = snapshot
-        .assignment_views()
-        .into_iter()
-        .filter(|a| p.is_empty() || a.principal.to_ascii_lowercase().contains(&p))
-        .filter(|a| r.is_empty() || a.role.to_ascii_lowercase().contains(&r))
-        .filter_map(|a| relation(&scope, &ancestors, a.scope).map(|rel| (a, rel)))
-        .collect();
-    let denies: Vec<_> = snapshot
-        .deny_views()
-        .into_iter()
-        .filter(|d| relation(&scope, &ancestors, d.scope).is_some())
-        .collect();
     // With a store, the ids of the assignments it holds (the ones the console may remove).
     let stored: Option<std::collections::HashSet<String>> = app.store.get().map(|store| {
         store
@@ -600,93 +585,113 @@ pub async fn assignments(
             .unwrap_or_default()
     });
     let token = console.csrf.token(&caller.session, &caller.principal);
-    let body = html! {
-        form.query method="get" action="/console/assignments" {
-            label { "Principal contains" input type="text" name="principal" value=(q.principal); }
-            label { "Role contains" input type="text" name="role" value=(q.role); }
-            label { "Scope (at, above and below)" input type="text" name="scope" value=(q.scope) placeholder="/"; }
-            button type="submit" { "Filter" }
-        }
-        @if stored.is_some() {
-            form.write #add-assignment method="post" action="/console/assignments" {
-                h2 { "Add a role assignment" }
-                p.muted { "Written through the Admin API: you may only grant what you hold, at a scope the role may be assigned to, and the policy's constraints must still hold." }
-                input type="hidden" name="csrf" value=(token);
-                input type="hidden" name="op" value="add";
-                label { "Principal" input #add-principal type="text" name="principal" placeholder="user:bob@contoso.com" required; }
-                label { "Role (name or id)" input #add-role type="text" name="role" placeholder="Reader" required; }
-                label { "Scope" input #add-scope type="text" name="scope" value=(scope) required; }
-                label { "Id (optional)" input #add-id type="text" name="id"; }
-                button type="submit" { "Add assignment" }
+    // The rows grow with the policy: filtered and written in the query pool.
+    let body = in_pool(&app, move |_| {
+        let snapshot = &policy.snapshot;
+        let ancestors = snapshot.scope_ancestors(&scope);
+        let p = q.principal.trim().to_ascii_lowercase();
+        let r = q.role.trim().to_ascii_lowercase();
+        let rows: Vec<_> = snapshot
+            .assignment_views()
+            .into_iter()
+            .filter(|a| p.is_empty() || a.principal.to_ascii_lowercase().contains(&p))
+            .filter(|a| r.is_empty() || a.role.to_ascii_lowercase().contains(&r))
+            .filter_map(|a| relation(&scope, &ancestors, a.scope).map(|rel| (a, rel)))
+            .collect();
+        let denies: Vec<_> = snapshot
+            .deny_views()
+            .into_iter()
+            .filter(|d| relation(&scope, &ancestors, d.scope).is_some())
+            .collect();
+        html! {
+            form.query method="get" action="/console/assignments" {
+                label { "Principal contains" input type="text" name="principal" value=(q.principal); }
+                label { "Role contains" input type="text" name="role" value=(q.role); }
+                label { "Scope (at, above and below)" input type="text" name="scope" value=(q.scope) placeholder="/"; }
+                button type="submit" { "Filter" }
             }
-            p.notice {
-                "Assignments held by the role-assignment store can be removed below; the others \
-                 come from the policy sources: change them there."
+            @if stored.is_some() {
+                form.write #add-assignment method="post" action="/console/assignments" {
+                    h2 { "Add a role assignment" }
+                    p.muted { "Written through the Admin API: you may only grant what you hold, at a scope the role may be assigned to, and the policy's constraints must still hold." }
+                    input type="hidden" name="csrf" value=(token);
+                    input type="hidden" name="op" value="add";
+                    label { "Principal" input #add-principal type="text" name="principal" placeholder="user:bob@contoso.com" required; }
+                    label { "Role (name or id)" input #add-role type="text" name="role" placeholder="Reader" required; }
+                    label { "Scope" input #add-scope type="text" name="scope" value=(scope) required; }
+                    label { "Id (optional)" input #add-id type="text" name="id"; }
+                    button type="submit" { "Add assignment" }
+                }
+                p.notice {
+                    "Assignments held by the role-assignment store can be removed below; the others \
+                     come from the policy sources: change them there."
+                }
+            } @else {
+                p.notice {
+                    "Role assignments here come from the policy sources; change them there. Adding and \
+                     removing assignments from the console needs the role-assignment store and its \
+                     Admin API, which this server does not run."
+                }
             }
-        } @else {
-            p.notice {
-                "Role assignments here come from the policy sources; change them there. Adding and \
-                 removing assignments from the console needs the role-assignment store and its \
-                 Admin API, which this server does not run."
-            }
-        }
-        table #assignments {
-            caption { (rows.len()) " role assignments" }
-            thead { tr {
-                th scope="col" { "Id" } th scope="col" { "Role" } th scope="col" { "Principal" } th scope="col" { "Scope" } th scope="col" { "Relation to " code { (scope) } } th scope="col" { "Active" }
-                @if stored.is_some() { th scope="col" { "Remove" } }
-            } }
-            tbody {
-                @for (a, rel) in &rows {
-                    tr {
-                        td { code { (a.id.unwrap_or("(no id)")) } }
-                        td { (view::role(a.role)) }
-                        td { (view::principal(a.principal)) }
-                        td { (view::scope(a.scope)) }
-                        td { (rel) }
-                        td {
-                            @match (&a.not_before, &a.not_after) {
-                                (None, None) => "always",
-                                (from, until) => { "from " (from.as_deref().unwrap_or("the start")) " until " (until.as_deref().unwrap_or("no end")) }
-                            }
-                        }
-                        @if let Some(stored) = &stored {
+            table #assignments {
+                caption { (rows.len()) " role assignments" }
+                thead { tr {
+                    th scope="col" { "Id" } th scope="col" { "Role" } th scope="col" { "Principal" } th scope="col" { "Scope" } th scope="col" { "Relation to " code { (scope) } } th scope="col" { "Active" }
+                    @if stored.is_some() { th scope="col" { "Remove" } }
+                } }
+                tbody {
+                    @for (a, rel) in &rows {
+                        tr {
+                            td { code { (a.id.unwrap_or("(no id)")) } }
+                            td { (view::role(a.role)) }
+                            td { (view::principal(a.principal)) }
+                            td { (view::scope(a.scope)) }
+                            td { (rel) }
                             td {
-                                @match a.id.filter(|id| stored.contains(*id)) {
-                                    Some(id) => {
-                                        form.remove method="post" action="/console/assignments" {
-                                            input type="hidden" name="csrf" value=(token);
-                                            input type="hidden" name="op" value="remove";
-                                            input type="hidden" name="id" value=(id);
-                                            button type="submit" aria-label=(format!("Remove assignment {id}")) { "Remove" }
+                                @match (&a.not_before, &a.not_after) {
+                                    (None, None) => "always",
+                                    (from, until) => { "from " (from.as_deref().unwrap_or("the start")) " until " (until.as_deref().unwrap_or("no end")) }
+                                }
+                            }
+                            @if let Some(stored) = &stored {
+                                td {
+                                    @match a.id.filter(|id| stored.contains(*id)) {
+                                        Some(id) => {
+                                            form.remove method="post" action="/console/assignments" {
+                                                input type="hidden" name="csrf" value=(token);
+                                                input type="hidden" name="op" value="remove";
+                                                input type="hidden" name="id" value=(id);
+                                                button type="submit" aria-label=(format!("Remove assignment {id}")) { "Remove" }
+                                            }
                                         }
+                                        None => span.muted { "from the policy sources" },
                                     }
-                                    None => span.muted { "from the policy sources" },
                                 }
                             }
                         }
                     }
                 }
             }
-        }
-        h2 { "Deny assignments" }
-        table #deny-assignments {
-            caption { (denies.len()) " deny assignments at, above or below " code { (scope) } }
-            thead { tr { th scope="col" { "Name" } th scope="col" { "Scope" } th scope="col" { "Applies to" } th scope="col" { "Except" } th scope="col" { "Actions" } th scope="col" { "Data actions" } } }
-            tbody {
-                @for d in &denies {
-                    tr {
-                        td { code { (d.name) } }
-                        td { (view::scope(d.scope)) }
-                        td { (codes(&d.principals.iter().map(String::as_str).collect::<Vec<_>>())) }
-                        td { (codes(&d.exclude.iter().map(String::as_str).collect::<Vec<_>>())) }
-                        td { (codes(&d.actions)) " " @if !d.not_actions.is_empty() { "except " (codes(&d.not_actions)) } }
-                        td { (codes(&d.data_actions)) " " @if !d.not_data_actions.is_empty() { "except " (codes(&d.not_data_actions)) } }
+            h2 { "Deny assignments" }
+            table #deny-assignments {
+                caption { (denies.len()) " deny assignments at, above or below " code { (scope) } }
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Scope" } th scope="col" { "Applies to" } th scope="col" { "Except" } th scope="col" { "Actions" } th scope="col" { "Data actions" } } }
+                tbody {
+                    @for d in &denies {
+                        tr {
+                            td { code { (d.name) } }
+                            td { (view::scope(d.scope)) }
+                            td { (codes(&d.principals.iter().map(String::as_str).collect::<Vec<_>>())) }
+                            td { (codes(&d.exclude.iter().map(String::as_str).collect::<Vec<_>>())) }
+                            td { (codes(&d.actions)) " " @if !d.not_actions.is_empty() { "except " (codes(&d.not_actions)) } }
+                            td { (codes(&d.data_actions)) " " @if !d.not_data_actions.is_empty() { "except " (codes(&d.not_data_actions)) } }
+                        }
                     }
                 }
             }
         }
-    };
+    })
+    .await?;
     Ok(page(
         StatusCode::OK,
         "Role assignments",
@@ -928,89 +933,93 @@ pub async fn scopes(
     Query(q): Query<ScopesQuery>,
 ) -> Page {
     let (_, policy, caller, scope) = enter_at(&app, &headers, &q.scope).await?;
-    let snapshot = &policy.snapshot;
-    // The part of the tree the caller may read about: the scope, its ancestors and what
-    // lies below it, at most TREE_LIMIT entries.
-    let ancestors = snapshot.scope_ancestors(&scope);
-    let mut tree = snapshot.scope_tree();
-    tree.retain(|n| relation(&scope, &ancestors, n.scope).is_some());
-    let cut = tree.len().saturating_sub(TREE_LIMIT);
-    tree.truncate(TREE_LIMIT);
-    let all = snapshot.assignment_views();
-    let here: Vec<_> = all
-        .iter()
-        .filter(|a| relation(&scope, &ancestors, a.scope) == Some("here"))
-        .collect();
-    let inherited: Vec<_> = all
-        .iter()
-        .filter(|a| relation(&scope, &ancestors, a.scope) == Some("inherited"))
-        .collect();
-    let denies = snapshot.deny_views();
-    let denies: Vec<_> = denies
-        .iter()
-        .filter_map(|d| {
-            relation(&scope, &ancestors, d.scope)
-                .filter(|r| *r != "below")
-                .map(|r| (d, r))
-        })
-        .collect();
-    let table = |id: &str, caption: &str, rows: &[&crate::policy::browse::AssignmentView<'_>]| {
-        html! {
-            table #(id) {
-                caption { (caption) " (" (rows.len()) ")" }
-                thead { tr { th scope="col" { "Id" } th scope="col" { "Role" } th scope="col" { "Principal" } th scope="col" { "Scope" } } }
-                tbody {
-                    @for a in rows {
-                        tr {
-                            td { code { (a.id.unwrap_or("(no id)")) } }
-                            td { (view::role(a.role)) }
-                            td { (view::principal(a.principal)) }
-                            td { (view::scope(a.scope)) }
+    // The tree and the assignment lists grow with the policy: built in the query pool.
+    let body = in_pool(&app, move |_| {
+        let snapshot = &policy.snapshot;
+        // The part of the tree the caller may read about: the scope, its ancestors and what
+        // lies below it, at most TREE_LIMIT entries.
+        let ancestors = snapshot.scope_ancestors(&scope);
+        let mut tree = snapshot.scope_tree();
+        tree.retain(|n| relation(&scope, &ancestors, n.scope).is_some());
+        let cut = tree.len().saturating_sub(TREE_LIMIT);
+        tree.truncate(TREE_LIMIT);
+        let all = snapshot.assignment_views();
+        let here: Vec<_> = all
+            .iter()
+            .filter(|a| relation(&scope, &ancestors, a.scope) == Some("here"))
+            .collect();
+        let inherited: Vec<_> = all
+            .iter()
+            .filter(|a| relation(&scope, &ancestors, a.scope) == Some("inherited"))
+            .collect();
+        let denies = snapshot.deny_views();
+        let denies: Vec<_> = denies
+            .iter()
+            .filter_map(|d| {
+                relation(&scope, &ancestors, d.scope)
+                    .filter(|r| *r != "below")
+                    .map(|r| (d, r))
+            })
+            .collect();
+        let table = |id: &str, caption: &str, rows: &[&crate::policy::browse::AssignmentView<'_>]| {
+            html! {
+                table #(id) {
+                    caption { (caption) " (" (rows.len()) ")" }
+                    thead { tr { th scope="col" { "Id" } th scope="col" { "Role" } th scope="col" { "Principal" } th scope="col" { "Scope" } } }
+                    tbody {
+                        @for a in rows {
+                            tr {
+                                td { code { (a.id.unwrap_or("(no id)")) } }
+                                td { (view::role(a.role)) }
+                                td { (view::principal(a.principal)) }
+                                td { (view::scope(a.scope)) }
+                            }
                         }
                     }
                 }
             }
-        }
-    };
-    let body = html! {
-        form.query method="get" action="/console/scopes" {
-            label { "Scope" input type="text" name="scope" value=(q.scope) placeholder="/"; }
-            button type="submit" { "Show" }
-        }
-        h2 { "At " code { (scope) } }
-        (table("assigned-here", "Assigned here", &here))
-        (table("inherited", "Inherited from above (path prefixes and scope links)", &inherited))
-        table #scope-denies {
-            caption { "Deny assignments here and above (" (denies.len()) ")" }
-            thead { tr { th scope="col" { "Name" } th scope="col" { "Scope" } th scope="col" { "Where" } th scope="col" { "Applies to" } th scope="col" { "Actions" } } }
-            tbody {
-                @for (d, rel) in &denies {
-                    tr {
-                        td { code { (d.name) } }
-                        td { (view::scope(d.scope)) }
-                        td { (rel) }
-                        td { (codes(&d.principals.iter().map(String::as_str).collect::<Vec<_>>())) }
-                        td { (codes(&d.actions)) }
+        };
+        html! {
+            form.query method="get" action="/console/scopes" {
+                label { "Scope" input type="text" name="scope" value=(q.scope) placeholder="/"; }
+                button type="submit" { "Show" }
+            }
+            h2 { "At " code { (scope) } }
+            (table("assigned-here", "Assigned here", &here))
+            (table("inherited", "Inherited from above (path prefixes and scope links)", &inherited))
+            table #scope-denies {
+                caption { "Deny assignments here and above (" (denies.len()) ")" }
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Scope" } th scope="col" { "Where" } th scope="col" { "Applies to" } th scope="col" { "Actions" } } }
+                tbody {
+                    @for (d, rel) in &denies {
+                        tr {
+                            td { code { (d.name) } }
+                            td { (view::scope(d.scope)) }
+                            td { (rel) }
+                            td { (codes(&d.principals.iter().map(String::as_str).collect::<Vec<_>>())) }
+                            td { (codes(&d.actions)) }
+                        }
                     }
                 }
             }
-        }
-        h2 { "Scope tree" }
-        p.muted { "The scopes the policy names at, above and below " code { (scope) } ". Other parents (scope links) are listed beside a scope." }
-        ul.tree #tree {
-            @for node in &tree {
-                li class=(format!("depth-{}", node.depth.min(8))) {
-                    (view::scope(node.scope))
-                    @if !node.linked.is_empty() {
-                        " — also under " (codes(&node.linked))
+            h2 { "Scope tree" }
+            p.muted { "The scopes the policy names at, above and below " code { (scope) } ". Other parents (scope links) are listed beside a scope." }
+            ul.tree #tree {
+                @for node in &tree {
+                    li class=(format!("depth-{}", node.depth.min(8))) {
+                        (view::scope(node.scope))
+                        @if !node.linked.is_empty() {
+                            " — also under " (codes(&node.linked))
+                        }
                     }
                 }
             }
+            @if cut > 0 {
+                p.notice { (cut) " more scopes not shown: choose a scope lower in the tree." }
+            }
         }
-        @if cut > 0 {
-            p.notice { (cut) " more scopes not shown: choose a scope lower in the tree." }
-        }
-    };
+    })
+    .await?;
     Ok(page(
         StatusCode::OK,
         "Scopes",

@@ -198,6 +198,12 @@ async fn every_page_needs_an_identity_and_read_access_and_carries_the_csp() {
         t.contains("ra-admin Console Reader user:admin / inherited"),
         "{t}"
     );
+    assert!(
+        t.contains(
+            "ra-carol Target Operator user:carol /subscriptions/s1/resourceGroups/factory below"
+        ),
+        "{t}"
+    );
     assert!(!t.contains("ra-<u>"), "{t}");
     let (status, _, _) = get(&server, "/console/status", Some("user:scoped")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -348,6 +354,41 @@ async fn check_access_explains_a_grant_a_deny_assignment_and_near_misses() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("role=\"alert\""));
+}
+
+#[tokio::test]
+async fn who_can_lists_the_principals_and_groups_allowed() {
+    let server = start().await;
+    // Reading targets in s1: plant-staff's grant, held by carol through line-leads.
+    let (status, _, body) = get(&server, PAGES[5], Some("user:admin")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let t = text(&body);
+    assert!(
+        t.contains(
+            "1 principals and 2 groups Principal or group Kind Explain user:carol principal \
+             Check access group:line-leads group Check access group:plant-staff group Check access"
+        ),
+        "{t}"
+    );
+    // A deny assignment applies: line-leads (and carol through it) may not delete there.
+    let path = iot_authz::console::link(
+        "/console/who-can",
+        &[
+            ("action", "Microsoft.Edge/targets/delete"),
+            ("scope", "/subscriptions/s1/resourceGroups/factory"),
+        ],
+    );
+    let (_, _, body) = get(&server, &path, Some("user:admin")).await;
+    let t = text(&body);
+    assert!(t.contains("0 principals and 0 groups"), "{t}");
+    // A bad question is answered in words, with 400.
+    let (status, _, body) = get(
+        &server,
+        "/console/who-can?action=Microsoft.Edge%2Ftargets%2Fread&scope=%2Fa%2F..%2Fb",
+        Some("user:admin"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
 
 #[tokio::test]
@@ -626,23 +667,6 @@ async fn native_api_decisions_reach_recent_decisions() {
     assert!(t.contains("reason noGrant"), "{t}");
 }
 
-/// A planner that answers with what it was asked, to show the page's wiring and escaping
-/// (the real one is the Plan query).
-struct Echo;
-
-impl iot_authz::console::Planner for Echo {
-    fn plan(
-        &self,
-        _: &iot_authz::policy::Snapshot,
-        q: &iot_authz::console::PlanQuery<'_>,
-    ) -> Result<iot_authz::console::PlanView, String> {
-        Ok(iot_authz::console::PlanView {
-            include: vec![q.under.to_owned()],
-            exclude: vec![format!("{}/{}", q.under, q.principal)],
-        })
-    }
-}
-
 /// Grants at two scopes and a deny below one of them, for Where can.
 const PLAN_POLICY: &str = r#"
 version: 1
@@ -714,62 +738,154 @@ async fn where_can_shows_the_plan_of_the_policy() {
 }
 
 #[tokio::test]
-async fn where_can_asks_the_planner_and_says_when_there_is_none() {
-    crypto();
-    let mut app = iot_authz::server::App::with_options(
-        std::sync::Arc::new(iot_authz::server::state::PolicyState::with_snapshot(
-            policy(POLICY),
-        )),
-        &AppOptions {
-            console: true,
-            ..AppOptions::default()
-        },
-    )
-    .unwrap();
-    app.console.as_mut().unwrap().planner = None;
-    let server = TestServer::start_app(std::sync::Arc::new(app), Default::default()).await;
-    let (_, _, page) = get(
-        &server,
-        "/console/where-can?principal=user:carol&action=a%2Fb",
-        Some("user:admin"),
-    )
-    .await;
-    assert!(
-        text(&page).contains("Where can is not available on this server"),
-        "{page}"
-    );
-    assert!(!page.contains("plan-include"));
-    crypto();
-    let mut app = iot_authz::server::App::with_options(
-        std::sync::Arc::new(iot_authz::server::state::PolicyState::with_snapshot(
-            policy(POLICY),
-        )),
-        &AppOptions {
-            console: true,
-            ..AppOptions::default()
-        },
-    )
-    .unwrap();
-    app.console.as_mut().unwrap().planner = Some(std::sync::Arc::new(Echo));
-    let server = TestServer::start_app(std::sync::Arc::new(app), Default::default()).await;
+async fn where_can_shows_markup_in_the_plan_as_text() {
+    let server = start().await;
+    // The markup principal holds the markup role through the markup group, at the markup
+    // scope: the plan's one entry is that scope, as written.
     let path = iot_authz::console::link(
         "/console/where-can",
         &[
             ("principal", MARKUP[0]),
-            ("action", "a/b"),
-            ("under", "/apps"),
+            ("action", "Microsoft.Edge/targets/restart"),
         ],
     );
     let (status, _, page) = get(&server, &path, Some("user:admin")).await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(!page.contains("not available"));
+    assert_eq!(status, StatusCode::OK, "{page}");
     let t = text(&page);
     assert!(
-        t.contains("Allowed at these scopes and everything below them Scope /apps"),
+        t.contains(&format!(
+            "Allowed at these scopes and everything below them Scope {} Except",
+            MARKUP[3]
+        )),
         "{t}"
     );
-    assert!(t.contains(&format!("/apps/{}", MARKUP[0])), "{t}");
-    assert!(!page.contains("<img"));
+    assert!(!page.contains("<img") && !page.contains("<i>"), "{page}");
+}
+
+/// Who can, Where can, Role assignments and Scopes cost time in proportion to the policy:
+/// they take a turn of the server's query pool, as the native API's queries do, never a
+/// runtime worker.
+#[tokio::test]
+async fn pages_that_list_the_policy_wait_for_a_turn_of_the_query_pool() {
+    crypto();
+    let mut app = iot_authz::server::App::with_options(
+        std::sync::Arc::new(iot_authz::server::state::PolicyState::with_snapshot(
+            policy(POLICY),
+        )),
+        &AppOptions {
+            console: true,
+            ..AppOptions::default()
+        },
+    )
+    .unwrap();
+    app.queries = iot_authz::server::query_pool::QueryPool::new(1);
+    let server = TestServer::start_app(std::sync::Arc::new(app), Default::default()).await;
+    // Another query holds the pool's only turn until `release` is sent.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (taken, turn) = tokio::sync::oneshot::channel();
+    let app = server.app.clone();
+    let holder = tokio::spawn(async move {
+        app.queries
+            .run(move |_| {
+                let _ = taken.send(());
+                let _ = held.recv();
+            })
+            .await
+    });
+    turn.await.unwrap();
+    let pages = [
+        PAGES[2],
+        PAGES[4],
+        PAGES[5],
+        "/console/where-can?principal=user%3Acarol&action=Microsoft.Edge%2Ftargets%2Fwrite",
+    ];
+    for path in pages {
+        let waiting = tokio::time::timeout(
+            Duration::from_millis(300),
+            get(&server, path, Some("user:admin")),
+        )
+        .await;
+        assert!(waiting.is_err(), "{path} answered without a turn");
+    }
+    release.send(()).unwrap();
+    holder.await.unwrap().unwrap();
+    for path in pages {
+        let (status, _, page) = get(&server, path, Some("user:admin")).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+    }
+}
+
+/// A console caller whose token names a key the server has not fetched yet (the issuer
+/// rotated): the console asks for the keys once, as the HTTP modes do, and lets it in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_with_a_new_key_fetches_the_keys_and_opens_the_console() {
+    use crate::support::jwt::{TestKey, claims, jwks, unix_now};
+    use jsonwebtoken::Algorithm;
+    use std::sync::{Arc, Mutex};
+    crypto();
+    let old = TestKey::ec("old", Algorithm::ES256);
+    let new = TestKey::ec("new", Algorithm::ES256);
+    // The issuer's JWKS over HTTP: refreshed by the server only when asked, in this test.
+    let served = Arc::new(Mutex::new(jwks(&[&old])));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    let keys = served.clone();
+    let jwks_app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let body = keys.lock().unwrap().clone();
+            async move { body }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, jwks_app).await });
+    let issuer = "https://login.example.com/";
+    let policy_text = format!(
+        "{POLICY}\nidentity:\n  sources:\n    - bearer: {{issuer: '{issuer}', audiences: [console], jwks: {{url: '{url}'}}, principalType: user}}\n"
+    );
+    let server = TestServer::start_options(
+        policy(&policy_text),
+        &AppOptions {
+            console: true,
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !server
+        .app
+        .keys
+        .status()
+        .iter()
+        .any(|s| s.issuer == issuer && s.kids == ["old"])
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the keys were never read"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let page = |token: String| {
+        let url = format!("http://{}/console/status", server.http);
+        async move {
+            let resp = reqwest::Client::new()
+                .get(url)
+                .header("authorization", format!("Bearer {token}"))
+                .send()
+                .await
+                .unwrap();
+            (resp.status(), resp.text().await.unwrap())
+        }
+    };
+    let (status, body) = page(old.sign(&claims(issuer, "console", "admin", unix_now()))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The issuer rotates to a new key; the first token signed with it opens the console.
+    *served.lock().unwrap() = jwks(&[&new]);
+    let (status, body) = page(new.sign(&claims(issuer, "console", "admin", unix_now()))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.contains("Signed in as <code>user:admin</code>"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

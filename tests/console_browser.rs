@@ -56,6 +56,23 @@ async fn signed_in(browser: &mut Browser, who: Option<&str>) {
     browser.set_headers(headers).await;
 }
 
+/// Types an action and a scope into Check access (the principal as it stands), submits
+/// with Enter and waits for the answer's reason to be `reason`.
+async fn ask(browser: &mut Browser, action: &str, scope: &str, reason: &str) {
+    browser.fill("input[name=action]", action).await;
+    browser.fill("input[name=scope]", scope).await;
+    browser.keys(&[ENTER]).await;
+    let shown = format!(
+        "return document.querySelector('#reason')?.innerText === {};",
+        json!(reason)
+    );
+    assert!(
+        browser.wait_for(&shown, Duration::from_secs(10)).await,
+        "{action} at {scope}: {}",
+        browser.text("main").await
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_pages_in_a_real_browser() {
     let server = start().await;
@@ -79,18 +96,12 @@ async fn console_pages_in_a_real_browser() {
     }
 
     // Each page: allowed, forbidden, anonymous.
-    let shots = std::env::var_os("IOT_AUTHZ_SCREENSHOTS").map(|d| root().join(PathBuf::from(d)));
     for (name, path, title) in PAGES {
         signed_in(&mut browser, Some("user:admin")).await;
         browser.goto(&format!("{base}{path}")).await;
         assert_eq!(browser.text("h1").await, title, "{name} as admin");
         assert!(browser.text("header .who").await.contains("user:admin"));
-        let png = browser.screenshot().await;
-        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name}: a PNG");
-        if let Some(dir) = &shots {
-            std::fs::create_dir_all(dir).unwrap();
-            std::fs::write(dir.join(format!("{name}.png")), &png).unwrap();
-        }
+        shot(&mut browser, name).await;
         signed_in(&mut browser, Some("user:nobody")).await;
         browser.goto(&format!("{base}{path}")).await;
         assert_eq!(browser.text("h1").await, "Not allowed", "{name} as nobody");
@@ -116,24 +127,13 @@ async fn console_pages_in_a_real_browser() {
     // Check access through its form, by keyboard: a grant through two groups.
     browser.goto(&format!("{base}/console/check")).await;
     browser.fill("input[name=principal]", "user:carol").await;
-    browser
-        .fill("input[name=action]", "Microsoft.Edge/targets/read")
-        .await;
-    browser
-        .fill(
-            "input[name=scope]",
-            "/subscriptions/s1/resourceGroups/other",
-        )
-        .await;
-    browser.keys(&[ENTER]).await;
-    assert!(
-        browser
-            .wait_for(
-                "return !!document.querySelector('#result');",
-                Duration::from_secs(10)
-            )
-            .await
-    );
+    ask(
+        &mut browser,
+        "Microsoft.Edge/targets/read",
+        "/subscriptions/s1/resourceGroups/other",
+        "roleAssignment",
+    )
+    .await;
     assert_eq!(browser.text(".verdict").await, "Allowed");
     assert_eq!(
         browser.text("#grant").await,
@@ -144,24 +144,13 @@ async fn console_pages_in_a_real_browser() {
         "user:carol (the principal)\nmember of group:line-leads\nmember of group:plant-staff"
     );
     // A deny assignment.
-    browser
-        .fill("input[name=action]", "Microsoft.Edge/targets/delete")
-        .await;
-    browser
-        .fill(
-            "input[name=scope]",
-            "/subscriptions/s1/resourceGroups/factory",
-        )
-        .await;
-    browser.keys(&[ENTER]).await;
-    assert!(
-        browser
-            .wait_for(
-                "return document.querySelector('#reason')?.innerText === 'denyAssignment';",
-                Duration::from_secs(10)
-            )
-            .await
-    );
+    ask(
+        &mut browser,
+        "Microsoft.Edge/targets/delete",
+        "/subscriptions/s1/resourceGroups/factory",
+        "denyAssignment",
+    )
+    .await;
     assert_eq!(browser.text(".verdict").await, "Denied");
     assert!(
         browser
@@ -170,24 +159,13 @@ async fn console_pages_in_a_real_browser() {
             .starts_with("Denied by deny assignment no-deletes-by-leads.")
     );
     // noGrant, with the near misses: the role held and the action it lacks.
-    browser
-        .fill("input[name=action]", "Microsoft.Edge/targets/write")
-        .await;
-    browser
-        .fill(
-            "input[name=scope]",
-            "/subscriptions/s1/resourceGroups/other",
-        )
-        .await;
-    browser.keys(&[ENTER]).await;
-    assert!(
-        browser
-            .wait_for(
-                "return document.querySelector('#reason')?.innerText === 'noGrant';",
-                Duration::from_secs(10)
-            )
-            .await
-    );
+    ask(
+        &mut browser,
+        "Microsoft.Edge/targets/write",
+        "/subscriptions/s1/resourceGroups/other",
+        "noGrant",
+    )
+    .await;
     let misses = browser.text("#near-misses tbody").await;
     assert_eq!(
         misses,
@@ -312,31 +290,20 @@ async fn console_pages_have_no_serious_accessibility_violations() {
     let axe = axe_source();
     let mut browser = Browser::start().await;
     signed_in(&mut browser, Some("user:admin")).await;
-    let run = "const done = arguments[arguments.length - 1];
-        axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']}})
-          .then(r => done({passes: r.passes.length, bad: r.violations
-            .filter(v => v.impact === 'serious' || v.impact === 'critical')
-            .map(v => v.id + ' (' + v.impact + '): ' + v.help + ' at ' + v.nodes.map(n => n.target.join(' ')).join(', '))}))
-          .catch(e => done({passes: 0, bad: ['axe failed: ' + e]}));";
     let mut pages: Vec<String> = PAGES.iter().map(|(_, p, _)| (*p).to_owned()).collect();
     // The refusal pages and an explained deny are pages too.
     pages.push("/console/check?principal=user%3Acarol&action=Microsoft.Edge%2Ftargets%2Fdelete&scope=%2Fsubscriptions%2Fs1%2FresourceGroups%2Ffactory".to_owned());
     for path in &pages {
         browser.goto(&format!("{base}{path}")).await;
-        // Evaluated through WebDriver, not as a page script: the console's CSP stays as is.
-        browser.js(&format!("{axe}\n;return typeof axe;")).await;
-        let result = browser.js_async(run).await;
-        assert!(
-            result["passes"].as_u64().unwrap_or(0) > 5,
-            "{path}: axe ran: {result}"
-        );
-        assert_eq!(result["bad"], json!([]), "{path}");
+        assert_eq!(axe_violations(&browser, &axe).await, json!([]), "{path}");
     }
     signed_in(&mut browser, Some("user:nobody")).await;
     browser.goto(&format!("{base}/console/roles")).await;
-    browser.js(&format!("{axe}\n;return typeof axe;")).await;
-    let result = browser.js_async(run).await;
-    assert_eq!(result["bad"], json!([]), "the refusal page");
+    assert_eq!(
+        axe_violations(&browser, &axe).await,
+        json!([]),
+        "the refusal page"
+    );
 }
 
 /// Writes [`shot`] as `name.png` under `$IOT_AUTHZ_SCREENSHOTS`, when set.
@@ -352,6 +319,7 @@ async fn shot(browser: &mut Browser, name: &str) {
 }
 
 /// Runs axe-core on the page shown and returns its serious and critical violations.
+/// Evaluated through WebDriver, not as a page script: the console's CSP stays as is.
 async fn axe_violations(browser: &Browser, axe: &str) -> serde_json::Value {
     let run = "const done = arguments[arguments.length - 1];
         axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']}})

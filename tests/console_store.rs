@@ -148,6 +148,15 @@ fn add<'a>(principal: &'a str, role: &'a str, scope: &'a str) -> [(&'a str, &'a 
     ]
 }
 
+/// The consistency token a write's page shows.
+fn token_in(page: &str) -> String {
+    let after = page.split("Consistency token: ").nth(1);
+    let token = after.and_then(|t| t.split_whitespace().next());
+    token
+        .unwrap_or_else(|| panic!("no token: {page}"))
+        .to_owned()
+}
+
 #[tokio::test]
 async fn writes_go_through_the_admin_api_and_refusals_are_in_words() {
     let f = fixture().await;
@@ -221,14 +230,7 @@ async fn writes_go_through_the_admin_api_and_refusals_are_in_words() {
         t.contains("Added role assignment g-bob: user:bob has role Reader at /apps/fleet."),
         "{t}"
     );
-    let token = t
-        .split("Consistency token: ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let token = token_in(&t);
     assert!(token.starts_with('r'), "{t}");
     assert!(f.etcd.get("/t/assignments/g-bob").is_some());
     let (status, t) = helpdesk.get(&format!("{check}&at_least={token}")).await;
@@ -247,14 +249,7 @@ async fn writes_go_through_the_admin_api_and_refusals_are_in_words() {
     let (status, t) = helpdesk.post(&[("op", "remove"), ("id", "g-bob")]).await;
     assert_eq!(status, StatusCode::OK, "{t}");
     assert!(t.contains("Removed role assignment g-bob."), "{t}");
-    let token = t
-        .split("Consistency token: ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let token = token_in(&t);
     let (_, t) = helpdesk.get(&format!("{check}&at_least={token}")).await;
     assert!(t.contains("Denied"), "{t}");
     assert!(f.etcd.get("/t/assignments/g-bob").is_none());

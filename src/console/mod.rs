@@ -18,9 +18,8 @@
 //!   concludes when the console is on.
 //!
 //! Writes (adding and removing role assignments) belong to the store's Admin API; where a
-//! server has no store, the console says so and refuses them. Where can asks a
-//! [`Planner`] ([`SnapshotPlanner`], the Plan query, unless replaced); a console without
-//! one says so instead of answering.
+//! server has no store, the console says so and refuses them. Where can is the Plan query
+//! ([`crate::policy::plan`]).
 
 pub mod assets;
 pub mod csrf;
@@ -37,7 +36,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use axum::routing::get;
 
-use crate::policy::identity::IdentityInput;
+use crate::policy::identity::{IdentifyError, Identity, IdentityInput};
 use crate::policy::{CheckRequest, Snapshot, syntax};
 use crate::server::App;
 
@@ -56,67 +55,11 @@ pub const READ_ACTIONS: [&str; 2] = [
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
      connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
-/// A "where can" question (SPEC §11).
-#[derive(Debug, Clone, Copy)]
-pub struct PlanQuery<'a> {
-    pub principal: &'a str,
-    pub groups: &'a [String],
-    pub action: &'a str,
-    pub data_action: bool,
-    pub under: &'a str,
-    pub at: syntax::Instant,
-}
-
-/// A "where can" answer: P may do A at X iff an `include` entry is X or a path prefix of it
-/// and no `exclude` entry is.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PlanView {
-    pub include: Vec<String>,
-    pub exclude: Vec<String>,
-}
-
-/// Answers Where can. The console takes one from the server; a server without Plan has
-/// none, and the page says so.
-pub trait Planner: Send + Sync {
-    fn plan(&self, snapshot: &Snapshot, query: &PlanQuery<'_>) -> Result<PlanView, String>;
-}
-
-/// The real planner: the Plan query of the snapshot (SPEC §11, [`crate::policy::plan`]).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SnapshotPlanner;
-
-impl Planner for SnapshotPlanner {
-    fn plan(&self, snapshot: &Snapshot, query: &PlanQuery<'_>) -> Result<PlanView, String> {
-        snapshot
-            .plan(&crate::policy::plan::PlanRequest {
-                principal: query.principal,
-                groups: query.groups,
-                action: query.action,
-                data_action: query.data_action,
-                under: query.under,
-                at: query.at,
-            })
-            .map(|plan| PlanView {
-                include: plan.include,
-                exclude: plan.exclude,
-            })
-            .map_err(|e| e.to_string())
-    }
-}
-
 /// The console's state in the [`App`].
+#[derive(Debug)]
 pub struct Console {
     pub feed: feed::DecisionFeed,
     pub csrf: csrf::Csrf,
-    pub planner: Option<Arc<dyn Planner>>,
-}
-
-impl std::fmt::Debug for Console {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Console")
-            .field("planner", &self.planner.is_some())
-            .finish_non_exhaustive()
-    }
 }
 
 impl Console {
@@ -124,7 +67,6 @@ impl Console {
         Ok(Self {
             feed: feed::DecisionFeed::default(),
             csrf: csrf::Csrf::new()?,
-            planner: Some(Arc::new(SnapshotPlanner)),
         })
     }
 }
@@ -209,21 +151,24 @@ pub(crate) fn may_read(snapshot: &Snapshot, caller: &Caller, scope: &str) -> Res
     Ok(false)
 }
 
-/// Identifies the caller from the request headers with the policy's identity sources.
-/// A bearer source verifies the `Authorization` header with `verifier`; a present but
-/// invalid token identifies no one (`IdentifyError::Rejected`).
-pub(crate) fn identify(
+/// Identifies the caller from the request headers with the policy's identity sources,
+/// through [`App::identify_with_keys`]: a bearer token naming a key its issuer's set lacks
+/// has the keys fetched once, as in the HTTP modes; a present but invalid token identifies
+/// no one (`IdentifyError::Rejected`, counted).
+pub(crate) async fn identify(
+    app: &App,
     snapshot: &Snapshot,
     headers: &HeaderMap,
-    verifier: &dyn crate::policy::bearer::TokenVerifier,
-) -> Result<Option<(String, Vec<String>)>, crate::policy::identity::IdentifyError> {
+) -> Result<Option<Identity>, IdentifyError> {
     let pairs = crate::server::forward_auth::header_pairs(headers);
-    let found = snapshot.identity.identify(&IdentityInput {
-        headers: Some(&pairs),
-        metadata: None,
-        peer_principal: None,
-        verifier: Some(verifier),
-        at: crate::policy::syntax::now(),
-    })?;
-    Ok(found.map(|i| (i.principal, i.groups)))
+    app.identify_with_keys(|| {
+        snapshot.identity.identify(&IdentityInput {
+            headers: Some(&pairs),
+            metadata: None,
+            peer_principal: None,
+            verifier: Some(app.verifier()),
+            at: syntax::now(),
+        })
+    })
+    .await
 }

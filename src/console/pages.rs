@@ -1,7 +1,7 @@
 //! The console's pages. Each handler identifies the caller, works out the scope it shows,
 //! checks that the caller may read there, then renders from the current snapshot.
 
-use crate::policy::identity::IdentifyError;
+use crate::policy::identity::{IdentifyError, Identity};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -15,9 +15,10 @@ use serde::Deserialize;
 
 use super::feed::{FeedItem, RECENT};
 use super::view::{self, Refusal, codes, link, page, refusal};
-use super::{Caller, Console, PlanQuery, READ_ACTIONS, identify, may_read};
+use super::{Caller, Console, READ_ACTIONS, identify, may_read};
 use crate::policy::browse::ChainStart;
 use crate::policy::explain::Explanation;
+use crate::policy::plan::{PlanRequest, is_at_or_below};
 use crate::policy::queries::HttpRequest;
 use crate::policy::{CheckRequest, Reason, Snapshot, syntax};
 use crate::server::App;
@@ -44,14 +45,16 @@ fn console(app: &App) -> Result<(&Console, Arc<LoadedPolicy>), Refusal> {
 }
 
 /// The caller (400 for ambiguous identity headers, 401 without identity).
-fn caller(
+async fn caller(
     app: &App,
     console: &Console,
     snapshot: &Snapshot,
     headers: &HeaderMap,
 ) -> Result<Caller, Refusal> {
-    match identify(snapshot, headers, app.verifier()) {
-        Ok(Some((principal, groups))) => {
+    match identify(app, snapshot, headers).await {
+        Ok(Some(Identity {
+            principal, groups, ..
+        })) => {
             let (session, new_session) = match super::csrf::Csrf::session(headers) {
                 Some(s) => (s, false),
                 None => (
@@ -85,14 +88,11 @@ fn caller(
             "Ambiguous identity",
             html! { (message) },
         )),
-        Err(IdentifyError::Rejected { issuer, reason }) => {
-            app.keys.count_rejection(&issuer, reason);
-            Err(refusal(
-                StatusCode::UNAUTHORIZED,
-                "Sign-in needed",
-                html! { "Your bearer token was refused (" (reason.to_string()) "): sign in again." },
-            ))
-        }
+        Err(IdentifyError::Rejected { reason, .. }) => Err(refusal(
+            StatusCode::UNAUTHORIZED,
+            "Sign-in needed",
+            html! { "Your bearer token was refused (" (reason.to_string()) "): sign in again." },
+        )),
     }
 }
 
@@ -118,13 +118,13 @@ fn authorize(snapshot: &Snapshot, caller: &Caller, scope: &str) -> Result<(), Re
 }
 
 /// Console, policy and caller, authorized at `scope`.
-fn enter<'a>(
+async fn enter<'a>(
     app: &'a App,
     headers: &HeaderMap,
     scope: &str,
 ) -> Result<(&'a Console, Arc<LoadedPolicy>, Caller), Refusal> {
     let (console, policy) = console(app)?;
-    let caller = caller(app, console, &policy.snapshot, headers)?;
+    let caller = caller(app, console, &policy.snapshot, headers).await?;
     authorize(&policy.snapshot, &caller, scope)?;
     Ok((console, policy, caller))
 }
@@ -153,19 +153,36 @@ fn readable_scopes(snapshot: &Snapshot, caller: &Caller) -> Vec<String> {
 
 /// Console, policy and caller, authorized at the scope asked for, or at the caller's home
 /// scope when none is; returns that scope too.
-fn enter_at<'a>(
+async fn enter_at<'a>(
     app: &'a App,
     headers: &HeaderMap,
     asked: &str,
 ) -> Result<(&'a Console, Arc<LoadedPolicy>, Caller, String), Refusal> {
     let (console, policy) = console(app)?;
-    let caller = caller(app, console, &policy.snapshot, headers)?;
+    let caller = caller(app, console, &policy.snapshot, headers).await?;
     let scope = match non_empty(asked) {
         Some(s) => s.to_owned(),
         None => home_scope(&policy.snapshot, &caller),
     };
     authorize(&policy.snapshot, &caller, &scope)?;
     Ok((console, policy, caller, scope))
+}
+
+/// Runs a query whose cost grows with the policy (Who can, Where can, the Role assignments
+/// and Scopes lists) in the server's query pool: on a blocking thread, within the pool's
+/// limit, stopped when the caller leaves; never on a runtime worker, where Check and
+/// ext_authz run.
+async fn in_pool<T: Send + 'static>(
+    app: &App,
+    query: impl FnOnce(&crate::server::query_pool::Cancel) -> T + Send + 'static,
+) -> Result<T, Refusal> {
+    app.queries.run(query).await.map_err(|status| {
+        refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not answered",
+            html! { (status.message()) },
+        )
+    })
 }
 
 fn non_empty(s: &str) -> Option<&str> {
@@ -191,7 +208,7 @@ pub async fn not_found() -> Refusal {
 }
 
 pub async fn index(State(app): State<Arc<App>>, headers: HeaderMap) -> Page {
-    let (_, policy, caller, _) = enter_at(&app, &headers, "")?;
+    let (_, policy, caller, _) = enter_at(&app, &headers, "").await?;
     let readable = readable_scopes(&policy.snapshot, &caller);
     let about = [
         "A principal, action and scope (or a method and path), and why the answer is what it is.",
@@ -243,7 +260,7 @@ pub async fn check(
     Query(mut q): Query<CheckQuery>,
 ) -> Page {
     let (console, policy) = console(&app)?;
-    let caller = caller(&app, console, &policy.snapshot, &headers)?;
+    let caller = caller(&app, console, &policy.snapshot, &headers).await?;
     let mut notes: Vec<String> = Vec::new();
     // A consistency token: wait until the policy includes the write it names.
     let policy = match non_empty(&q.at_least) {
@@ -531,15 +548,15 @@ pub struct AssignmentsQuery {
 /// The most scopes the Scopes page lists in its tree.
 const TREE_LIMIT: usize = 1000;
 
-/// How an assignment's scope relates to the scope filtered on.
+/// How an assignment's scope relates to the scope filtered on (`ancestors`: its known
+/// ancestors). Compares in place, ASCII case ignored, as scopes compare.
 fn relation(filter: &str, ancestors: &[&str], scope: &str) -> Option<&'static str> {
-    let f = syntax::trim_scope(filter).to_ascii_lowercase();
-    let s = syntax::trim_scope(scope).to_ascii_lowercase();
-    if s == f {
+    let scope = syntax::trim_scope(scope);
+    if scope.eq_ignore_ascii_case(syntax::trim_scope(filter)) {
         Some("here")
-    } else if ancestors.iter().any(|a| a.eq_ignore_ascii_case(&s)) {
+    } else if ancestors.iter().any(|a| a.eq_ignore_ascii_case(scope)) {
         Some("inherited")
-    } else if f == "/" || s.starts_with(&format!("{f}/")) {
+    } else if is_at_or_below(scope, filter) {
         Some("below")
     } else {
         None
@@ -551,23 +568,7 @@ pub async fn assignments(
     headers: HeaderMap,
     Query(q): Query<AssignmentsQuery>,
 ) -> Page {
-    let (console, policy, caller, scope) = enter_at(&app, &headers, &q.scope)?;
-    let snapshot = &policy.snapshot;
-    let ancestors = snapshot.scope_ancestors(&scope);
-    let p = q.principal.trim().to_ascii_lowercase();
-    let r = q.role.trim().to_ascii_lowercase();
-    let rows: Vec<_> = snapshot
-        .assignment_views()
-        .into_iter()
-        .filter(|a| p.is_empty() || a.principal.to_ascii_lowercase().contains(&p))
-        .filter(|a| r.is_empty() || a.role.to_ascii_lowercase().contains(&r))
-        .filter_map(|a| relation(&scope, &ancestors, a.scope).map(|rel| (a, rel)))
-        .collect();
-    let denies: Vec<_> = snapshot
-        .deny_views()
-        .into_iter()
-        .filter(|d| relation(&scope, &ancestors, d.scope).is_some())
-        .collect();
+    let (console, policy, caller, scope) = enter_at(&app, &headers, &q.scope).await?;
     // With a store, the ids of the assignments it holds (the ones the console may remove).
     let stored: Option<std::collections::HashSet<String>> = app.store.get().map(|store| {
         store
@@ -584,93 +585,113 @@ pub async fn assignments(
             .unwrap_or_default()
     });
     let token = console.csrf.token(&caller.session, &caller.principal);
-    let body = html! {
-        form.query method="get" action="/console/assignments" {
-            label { "Principal contains" input type="text" name="principal" value=(q.principal); }
-            label { "Role contains" input type="text" name="role" value=(q.role); }
-            label { "Scope (at, above and below)" input type="text" name="scope" value=(q.scope) placeholder="/"; }
-            button type="submit" { "Filter" }
-        }
-        @if stored.is_some() {
-            form.write #add-assignment method="post" action="/console/assignments" {
-                h2 { "Add a role assignment" }
-                p.muted { "Written through the Admin API: you may only grant what you hold, at a scope the role may be assigned to, and the policy's constraints must still hold." }
-                input type="hidden" name="csrf" value=(token);
-                input type="hidden" name="op" value="add";
-                label { "Principal" input #add-principal type="text" name="principal" placeholder="user:bob@contoso.com" required; }
-                label { "Role (name or id)" input #add-role type="text" name="role" placeholder="Reader" required; }
-                label { "Scope" input #add-scope type="text" name="scope" value=(scope) required; }
-                label { "Id (optional)" input #add-id type="text" name="id"; }
-                button type="submit" { "Add assignment" }
+    // The rows grow with the policy: filtered and written in the query pool.
+    let body = in_pool(&app, move |_| {
+        let snapshot = &policy.snapshot;
+        let ancestors = snapshot.scope_ancestors(&scope);
+        let p = q.principal.trim().to_ascii_lowercase();
+        let r = q.role.trim().to_ascii_lowercase();
+        let rows: Vec<_> = snapshot
+            .assignment_views()
+            .into_iter()
+            .filter(|a| p.is_empty() || a.principal.to_ascii_lowercase().contains(&p))
+            .filter(|a| r.is_empty() || a.role.to_ascii_lowercase().contains(&r))
+            .filter_map(|a| relation(&scope, &ancestors, a.scope).map(|rel| (a, rel)))
+            .collect();
+        let denies: Vec<_> = snapshot
+            .deny_views()
+            .into_iter()
+            .filter(|d| relation(&scope, &ancestors, d.scope).is_some())
+            .collect();
+        html! {
+            form.query method="get" action="/console/assignments" {
+                label { "Principal contains" input type="text" name="principal" value=(q.principal); }
+                label { "Role contains" input type="text" name="role" value=(q.role); }
+                label { "Scope (at, above and below)" input type="text" name="scope" value=(q.scope) placeholder="/"; }
+                button type="submit" { "Filter" }
             }
-            p.notice {
-                "Assignments held by the role-assignment store can be removed below; the others \
-                 come from the policy sources: change them there."
+            @if stored.is_some() {
+                form.write #add-assignment method="post" action="/console/assignments" {
+                    h2 { "Add a role assignment" }
+                    p.muted { "Written through the Admin API: you may only grant what you hold, at a scope the role may be assigned to, and the policy's constraints must still hold." }
+                    input type="hidden" name="csrf" value=(token);
+                    input type="hidden" name="op" value="add";
+                    label { "Principal" input #add-principal type="text" name="principal" placeholder="user:bob@contoso.com" required; }
+                    label { "Role (name or id)" input #add-role type="text" name="role" placeholder="Reader" required; }
+                    label { "Scope" input #add-scope type="text" name="scope" value=(scope) required; }
+                    label { "Id (optional)" input #add-id type="text" name="id"; }
+                    button type="submit" { "Add assignment" }
+                }
+                p.notice {
+                    "Assignments held by the role-assignment store can be removed below; the others \
+                     come from the policy sources: change them there."
+                }
+            } @else {
+                p.notice {
+                    "Role assignments here come from the policy sources; change them there. Adding and \
+                     removing assignments from the console needs the role-assignment store and its \
+                     Admin API, which this server does not run."
+                }
             }
-        } @else {
-            p.notice {
-                "Role assignments here come from the policy sources; change them there. Adding and \
-                 removing assignments from the console needs the role-assignment store and its \
-                 Admin API, which this server does not run."
-            }
-        }
-        table #assignments {
-            caption { (rows.len()) " role assignments" }
-            thead { tr {
-                th scope="col" { "Id" } th scope="col" { "Role" } th scope="col" { "Principal" } th scope="col" { "Scope" } th scope="col" { "Relation to " code { (scope) } } th scope="col" { "Active" }
-                @if stored.is_some() { th scope="col" { "Remove" } }
-            } }
-            tbody {
-                @for (a, rel) in &rows {
-                    tr {
-                        td { code { (a.id.unwrap_or("(no id)")) } }
-                        td { (view::role(a.role)) }
-                        td { (view::principal(a.principal)) }
-                        td { (view::scope(a.scope)) }
-                        td { (rel) }
-                        td {
-                            @match (&a.not_before, &a.not_after) {
-                                (None, None) => "always",
-                                (from, until) => { "from " (from.as_deref().unwrap_or("the start")) " until " (until.as_deref().unwrap_or("no end")) }
-                            }
-                        }
-                        @if let Some(stored) = &stored {
+            table #assignments {
+                caption { (rows.len()) " role assignments" }
+                thead { tr {
+                    th scope="col" { "Id" } th scope="col" { "Role" } th scope="col" { "Principal" } th scope="col" { "Scope" } th scope="col" { "Relation to " code { (scope) } } th scope="col" { "Active" }
+                    @if stored.is_some() { th scope="col" { "Remove" } }
+                } }
+                tbody {
+                    @for (a, rel) in &rows {
+                        tr {
+                            td { code { (a.id.unwrap_or("(no id)")) } }
+                            td { (view::role(a.role)) }
+                            td { (view::principal(a.principal)) }
+                            td { (view::scope(a.scope)) }
+                            td { (rel) }
                             td {
-                                @match a.id.filter(|id| stored.contains(*id)) {
-                                    Some(id) => {
-                                        form.remove method="post" action="/console/assignments" {
-                                            input type="hidden" name="csrf" value=(token);
-                                            input type="hidden" name="op" value="remove";
-                                            input type="hidden" name="id" value=(id);
-                                            button type="submit" aria-label=(format!("Remove assignment {id}")) { "Remove" }
+                                @match (&a.not_before, &a.not_after) {
+                                    (None, None) => "always",
+                                    (from, until) => { "from " (from.as_deref().unwrap_or("the start")) " until " (until.as_deref().unwrap_or("no end")) }
+                                }
+                            }
+                            @if let Some(stored) = &stored {
+                                td {
+                                    @match a.id.filter(|id| stored.contains(*id)) {
+                                        Some(id) => {
+                                            form.remove method="post" action="/console/assignments" {
+                                                input type="hidden" name="csrf" value=(token);
+                                                input type="hidden" name="op" value="remove";
+                                                input type="hidden" name="id" value=(id);
+                                                button type="submit" aria-label=(format!("Remove assignment {id}")) { "Remove" }
+                                            }
                                         }
+                                        None => span.muted { "from the policy sources" },
                                     }
-                                    None => span.muted { "from the policy sources" },
                                 }
                             }
                         }
                     }
                 }
             }
-        }
-        h2 { "Deny assignments" }
-        table #deny-assignments {
-            caption { (denies.len()) " deny assignments at, above or below " code { (scope) } }
-            thead { tr { th scope="col" { "Name" } th scope="col" { "Scope" } th scope="col" { "Applies to" } th scope="col" { "Except" } th scope="col" { "Actions" } th scope="col" { "Data actions" } } }
-            tbody {
-                @for d in &denies {
-                    tr {
-                        td { code { (d.name) } }
-                        td { (view::scope(d.scope)) }
-                        td { (codes(&d.principals.iter().map(String::as_str).collect::<Vec<_>>())) }
-                        td { (codes(&d.exclude.iter().map(String::as_str).collect::<Vec<_>>())) }
-                        td { (codes(&d.actions)) " " @if !d.not_actions.is_empty() { "except " (codes(&d.not_actions)) } }
-                        td { (codes(&d.data_actions)) " " @if !d.not_data_actions.is_empty() { "except " (codes(&d.not_data_actions)) } }
+            h2 { "Deny assignments" }
+            table #deny-assignments {
+                caption { (denies.len()) " deny assignments at, above or below " code { (scope) } }
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Scope" } th scope="col" { "Applies to" } th scope="col" { "Except" } th scope="col" { "Actions" } th scope="col" { "Data actions" } } }
+                tbody {
+                    @for d in &denies {
+                        tr {
+                            td { code { (d.name) } }
+                            td { (view::scope(d.scope)) }
+                            td { (codes(&d.principals.iter().map(String::as_str).collect::<Vec<_>>())) }
+                            td { (codes(&d.exclude.iter().map(String::as_str).collect::<Vec<_>>())) }
+                            td { (codes(&d.actions)) " " @if !d.not_actions.is_empty() { "except " (codes(&d.not_actions)) } }
+                            td { (codes(&d.data_actions)) " " @if !d.not_data_actions.is_empty() { "except " (codes(&d.not_data_actions)) } }
+                        }
                     }
                 }
             }
         }
-    };
+    })
+    .await?;
     Ok(page(
         StatusCode::OK,
         "Role assignments",
@@ -719,7 +740,7 @@ pub async fn assignments_write(
     use crate::proto::iotauthz::v1 as pb;
     use pb::admin_server::Admin as _;
     let (console, policy) = console(&app)?;
-    let caller = caller(&app, console, &policy.snapshot, &headers)?;
+    let caller = caller(&app, console, &policy.snapshot, &headers).await?;
     if let Err(e) = console
         .csrf
         .verify(&headers, non_empty(&form.csrf), &caller.principal)
@@ -855,7 +876,7 @@ pub async fn roles(
     Query(q): Query<RolesQuery>,
 ) -> Page {
     // Role definitions belong to no one scope: any reader may see them.
-    let (_, policy, caller, _) = enter_at(&app, &headers, "")?;
+    let (_, policy, caller, _) = enter_at(&app, &headers, "").await?;
     let snapshot = &policy.snapshot;
     let wanted = non_empty(&q.role).map(|r| snapshot.role(r).map(|role| role.name.clone()));
     let body = html! {
@@ -911,90 +932,94 @@ pub async fn scopes(
     headers: HeaderMap,
     Query(q): Query<ScopesQuery>,
 ) -> Page {
-    let (_, policy, caller, scope) = enter_at(&app, &headers, &q.scope)?;
-    let snapshot = &policy.snapshot;
-    // The part of the tree the caller may read about: the scope, its ancestors and what
-    // lies below it, at most TREE_LIMIT entries.
-    let ancestors = snapshot.scope_ancestors(&scope);
-    let mut tree = snapshot.scope_tree();
-    tree.retain(|n| relation(&scope, &ancestors, n.scope).is_some());
-    let cut = tree.len().saturating_sub(TREE_LIMIT);
-    tree.truncate(TREE_LIMIT);
-    let all = snapshot.assignment_views();
-    let here: Vec<_> = all
-        .iter()
-        .filter(|a| relation(&scope, &ancestors, a.scope) == Some("here"))
-        .collect();
-    let inherited: Vec<_> = all
-        .iter()
-        .filter(|a| relation(&scope, &ancestors, a.scope) == Some("inherited"))
-        .collect();
-    let denies = snapshot.deny_views();
-    let denies: Vec<_> = denies
-        .iter()
-        .filter_map(|d| {
-            relation(&scope, &ancestors, d.scope)
-                .filter(|r| *r != "below")
-                .map(|r| (d, r))
-        })
-        .collect();
-    let table = |id: &str, caption: &str, rows: &[&crate::policy::browse::AssignmentView<'_>]| {
-        html! {
-            table #(id) {
-                caption { (caption) " (" (rows.len()) ")" }
-                thead { tr { th scope="col" { "Id" } th scope="col" { "Role" } th scope="col" { "Principal" } th scope="col" { "Scope" } } }
-                tbody {
-                    @for a in rows {
-                        tr {
-                            td { code { (a.id.unwrap_or("(no id)")) } }
-                            td { (view::role(a.role)) }
-                            td { (view::principal(a.principal)) }
-                            td { (view::scope(a.scope)) }
+    let (_, policy, caller, scope) = enter_at(&app, &headers, &q.scope).await?;
+    // The tree and the assignment lists grow with the policy: built in the query pool.
+    let body = in_pool(&app, move |_| {
+        let snapshot = &policy.snapshot;
+        // The part of the tree the caller may read about: the scope, its ancestors and what
+        // lies below it, at most TREE_LIMIT entries.
+        let ancestors = snapshot.scope_ancestors(&scope);
+        let mut tree = snapshot.scope_tree();
+        tree.retain(|n| relation(&scope, &ancestors, n.scope).is_some());
+        let cut = tree.len().saturating_sub(TREE_LIMIT);
+        tree.truncate(TREE_LIMIT);
+        let all = snapshot.assignment_views();
+        let here: Vec<_> = all
+            .iter()
+            .filter(|a| relation(&scope, &ancestors, a.scope) == Some("here"))
+            .collect();
+        let inherited: Vec<_> = all
+            .iter()
+            .filter(|a| relation(&scope, &ancestors, a.scope) == Some("inherited"))
+            .collect();
+        let denies = snapshot.deny_views();
+        let denies: Vec<_> = denies
+            .iter()
+            .filter_map(|d| {
+                relation(&scope, &ancestors, d.scope)
+                    .filter(|r| *r != "below")
+                    .map(|r| (d, r))
+            })
+            .collect();
+        let table = |id: &str, caption: &str, rows: &[&crate::policy::browse::AssignmentView<'_>]| {
+            html! {
+                table #(id) {
+                    caption { (caption) " (" (rows.len()) ")" }
+                    thead { tr { th scope="col" { "Id" } th scope="col" { "Role" } th scope="col" { "Principal" } th scope="col" { "Scope" } } }
+                    tbody {
+                        @for a in rows {
+                            tr {
+                                td { code { (a.id.unwrap_or("(no id)")) } }
+                                td { (view::role(a.role)) }
+                                td { (view::principal(a.principal)) }
+                                td { (view::scope(a.scope)) }
+                            }
                         }
                     }
                 }
             }
-        }
-    };
-    let body = html! {
-        form.query method="get" action="/console/scopes" {
-            label { "Scope" input type="text" name="scope" value=(q.scope) placeholder="/"; }
-            button type="submit" { "Show" }
-        }
-        h2 { "At " code { (scope) } }
-        (table("assigned-here", "Assigned here", &here))
-        (table("inherited", "Inherited from above (path prefixes and scope links)", &inherited))
-        table #scope-denies {
-            caption { "Deny assignments here and above (" (denies.len()) ")" }
-            thead { tr { th scope="col" { "Name" } th scope="col" { "Scope" } th scope="col" { "Where" } th scope="col" { "Applies to" } th scope="col" { "Actions" } } }
-            tbody {
-                @for (d, rel) in &denies {
-                    tr {
-                        td { code { (d.name) } }
-                        td { (view::scope(d.scope)) }
-                        td { (rel) }
-                        td { (codes(&d.principals.iter().map(String::as_str).collect::<Vec<_>>())) }
-                        td { (codes(&d.actions)) }
+        };
+        html! {
+            form.query method="get" action="/console/scopes" {
+                label { "Scope" input type="text" name="scope" value=(q.scope) placeholder="/"; }
+                button type="submit" { "Show" }
+            }
+            h2 { "At " code { (scope) } }
+            (table("assigned-here", "Assigned here", &here))
+            (table("inherited", "Inherited from above (path prefixes and scope links)", &inherited))
+            table #scope-denies {
+                caption { "Deny assignments here and above (" (denies.len()) ")" }
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Scope" } th scope="col" { "Where" } th scope="col" { "Applies to" } th scope="col" { "Actions" } } }
+                tbody {
+                    @for (d, rel) in &denies {
+                        tr {
+                            td { code { (d.name) } }
+                            td { (view::scope(d.scope)) }
+                            td { (rel) }
+                            td { (codes(&d.principals.iter().map(String::as_str).collect::<Vec<_>>())) }
+                            td { (codes(&d.actions)) }
+                        }
                     }
                 }
             }
-        }
-        h2 { "Scope tree" }
-        p.muted { "The scopes the policy names at, above and below " code { (scope) } ". Other parents (scope links) are listed beside a scope." }
-        ul.tree #tree {
-            @for node in &tree {
-                li class=(format!("depth-{}", node.depth.min(8))) {
-                    (view::scope(node.scope))
-                    @if !node.linked.is_empty() {
-                        " — also under " (codes(&node.linked))
+            h2 { "Scope tree" }
+            p.muted { "The scopes the policy names at, above and below " code { (scope) } ". Other parents (scope links) are listed beside a scope." }
+            ul.tree #tree {
+                @for node in &tree {
+                    li class=(format!("depth-{}", node.depth.min(8))) {
+                        (view::scope(node.scope))
+                        @if !node.linked.is_empty() {
+                            " — also under " (codes(&node.linked))
+                        }
                     }
                 }
             }
+            @if cut > 0 {
+                p.notice { (cut) " more scopes not shown: choose a scope lower in the tree." }
+            }
         }
-        @if cut > 0 {
-            p.notice { (cut) " more scopes not shown: choose a scope lower in the tree." }
-        }
-    };
+    })
+    .await?;
     Ok(page(
         StatusCode::OK,
         "Scopes",
@@ -1017,11 +1042,28 @@ pub async fn who_can(
     headers: HeaderMap,
     Query(q): Query<WhoCanQuery>,
 ) -> Page {
-    let (_, policy, caller, scope) = enter_at(&app, &headers, &q.scope)?;
-    let snapshot = &policy.snapshot;
+    let (_, policy, caller, scope) = enter_at(&app, &headers, &q.scope).await?;
     let data = checked(&q.data);
-    let answer =
-        non_empty(&q.action).map(|action| snapshot.who_can(action, data, &scope, syntax::now()));
+    let answer = match non_empty(&q.action) {
+        Some(action) => {
+            let (action, scope) = (action.to_owned(), scope.clone());
+            Some(
+                in_pool(&app, move |cancel| {
+                    let names = |names: Vec<&str>| -> Vec<String> {
+                        names.into_iter().map(str::to_owned).collect()
+                    };
+                    policy
+                        .snapshot
+                        .who_can_until(&action, data, &scope, syntax::now(), &|| {
+                            cancel.is_cancelled()
+                        })
+                        .map(|w| (names(w.principals), names(w.groups)))
+                })
+                .await?,
+            )
+        }
+        None => None,
+    };
     let status = match &answer {
         Some(Err(_)) => StatusCode::BAD_REQUEST,
         _ => StatusCode::OK,
@@ -1035,13 +1077,13 @@ pub async fn who_can(
             button type="submit" { "Who can" }
         }
         @match &answer {
-            Some(Ok(w)) => {
+            Some(Ok((principals, groups))) => {
                 p { "Allowed " code { (action) } " at " code { (scope) } " (deny assignments applied; principals judged with their policy groups):" }
                 table #who-can {
-                    caption { (w.principals.len()) " principals and " (w.groups.len()) " groups" }
+                    caption { (principals.len()) " principals and " (groups.len()) " groups" }
                     thead { tr { th scope="col" { "Principal or group" } th scope="col" { "Kind" } th scope="col" { "Explain" } } }
                     tbody {
-                        @for p in w.principals.iter().map(|p| (p, "principal")).chain(w.groups.iter().map(|g| (g, "group"))) {
+                        @for p in principals.iter().map(|p| (p.as_str(), "principal")).chain(groups.iter().map(|g| (g.as_str(), "group"))) {
                             tr {
                                 td { code { (p.0) } }
                                 td { (p.1) }
@@ -1078,22 +1120,27 @@ pub async fn where_can(
     headers: HeaderMap,
     Query(q): Query<WhereCanQuery>,
 ) -> Page {
-    let (console, policy, caller, under) = enter_at(&app, &headers, &q.under)?;
+    let (_, policy, caller, under) = enter_at(&app, &headers, &q.under).await?;
     let data = checked(&q.data);
-    let asked = non_empty(&q.principal).zip(non_empty(&q.action));
-    let answer = match (&console.planner, asked) {
-        (Some(planner), Some((principal, action))) => Some(planner.plan(
-            &policy.snapshot,
-            &PlanQuery {
-                principal,
-                groups: &[],
-                action,
-                data_action: data,
-                under: &under,
-                at: syntax::now(),
-            },
-        )),
-        _ => None,
+    let answer = match non_empty(&q.principal).zip(non_empty(&q.action)) {
+        Some((principal, action)) => {
+            let (principal, action, under) =
+                (principal.to_owned(), action.to_owned(), under.clone());
+            Some(
+                in_pool(&app, move |_| {
+                    policy.snapshot.plan(&PlanRequest {
+                        principal: &principal,
+                        groups: &[],
+                        action: &action,
+                        data_action: data,
+                        under: &under,
+                        at: syntax::now(),
+                    })
+                })
+                .await?,
+            )
+        }
+        None => None,
     };
     let body = html! {
         form.query method="get" action="/console/where-can" {
@@ -1102,12 +1149,6 @@ pub async fn where_can(
             label { "Under scope" input type="text" name="under" value=(q.under) placeholder="/"; }
             label.inline { input type="checkbox" name="data" value="on" checked[data]; "Data action" }
             button type="submit" { "Where can" }
-        }
-        @if console.planner.is_none() {
-            p.notice #plan-unavailable {
-                "Where can is not available on this server: it has no planner for the Plan query. \
-                 Who can (for one scope) and Check access answer in the meantime."
-            }
         }
         @match &answer {
             Some(Ok(plan)) => {
@@ -1122,7 +1163,7 @@ pub async fn where_can(
                     tbody { @for s in &plan.exclude { tr { td { (view::scope(s)) } } } }
                 }
             }
-            Some(Err(message)) => p.error role="alert" { (message) },
+            Some(Err(e)) => p.error role="alert" { (e.to_string()) },
             None => {}
         }
     };
@@ -1168,7 +1209,7 @@ fn decision_head() -> Markup {
 }
 
 pub async fn decisions(State(app): State<Arc<App>>, headers: HeaderMap) -> Page {
-    let (console, _, caller) = enter(&app, &headers, "/")?;
+    let (console, _, caller) = enter(&app, &headers, "/").await?;
     let (denies, allows) = console.feed.recent();
     let body = html! {
         div data-events="/console/decisions/events" data-limit=(RECENT) {
@@ -1199,7 +1240,7 @@ pub async fn decisions(State(app): State<Arc<App>>, headers: HeaderMap) -> Page 
 /// Server-sent events: each decision as one `decision` event with JSON data. Ends when the
 /// server starts draining; a watcher that lags skips what it missed.
 pub async fn events(State(app): State<Arc<App>>, headers: HeaderMap) -> Page {
-    let (console, _, _) = enter(&app, &headers, "/")?;
+    let (console, _, _) = enter(&app, &headers, "/").await?;
     let rx = console.feed.subscribe();
     let stream = futures_util::stream::unfold((rx, app.clone()), |(mut rx, app)| async move {
         loop {
@@ -1240,7 +1281,7 @@ fn time_of(t: SystemTime) -> String {
 }
 
 pub async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Page {
-    let (console, policy, caller) = enter(&app, &headers, "/")?;
+    let (console, policy, caller) = enter(&app, &headers, "/").await?;
     let s = &policy.snapshot;
     let c = &s.counts;
     let error = app.policy.last_error();

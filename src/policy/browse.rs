@@ -261,18 +261,24 @@ impl Snapshot {
         scopes
     }
 
-    /// The groups of a known principal, transitively (sorted indices).
-    fn closure(&self, p: u32) -> Vec<u32> {
-        let slot = self.principal_slot(self.principal_name(p));
-        slot.map(|slot| {
-            self.member_rows
-                .get(slot.groups[0] as usize..slot.groups[1] as usize)
-                .unwrap_or_default()
-                .iter()
-                .map(|&[g, _, _]| g)
-                .collect()
-        })
-        .unwrap_or_default()
+    /// The groups of a principal, transitively: its row of `member_rows`, by index
+    /// (sorted by group).
+    fn closure(&self, p: u32) -> &[[u32; 3]] {
+        let p = p as usize;
+        match (self.principal_rows.get(p), self.principal_rows.get(p + 1)) {
+            (Some(a), Some(b)) => self
+                .member_rows
+                .get(a.groups as usize..b.groups as usize)
+                .unwrap_or_default(),
+            _ => &[],
+        }
+    }
+
+    /// Whether principal `p` is a member of group `g`, directly or not.
+    fn is_member(&self, p: u32, g: u32) -> bool {
+        self.closure(p)
+            .binary_search_by_key(&g, |&[group, _, _]| group)
+            .is_ok()
     }
 
     /// A chain of direct memberships from `from` to the group `target`. At each step the
@@ -283,23 +289,19 @@ impl Snapshot {
         let mut path = Vec::new();
         // Each step moves one membership closer; the closure bounds the walk.
         for _ in 0..=self.principal_count() {
-            let closure = self.closure(current);
-            if closure.binary_search(&target).is_err() {
+            if !self.is_member(current, target) {
                 return None;
             }
-            let candidates: Vec<(u32, Vec<u32>)> = closure
+            let leads: Vec<u32> = self
+                .closure(current)
                 .iter()
-                .map(|&g| (g, self.closure(g)))
-                .filter(|(g, c)| *g == target || c.binary_search(&target).is_ok())
+                .map(|&[g, _, _]| g)
+                .filter(|&g| g == target || self.is_member(g, target))
                 .collect();
-            let next = candidates
+            let next = leads
                 .iter()
-                .find(|(g, _)| {
-                    !candidates
-                        .iter()
-                        .any(|(o, c)| o != g && c.binary_search(g).is_ok())
-                })
-                .map(|(g, _)| *g)?;
+                .copied()
+                .find(|&g| !leads.iter().any(|&o| o != g && self.is_member(o, g)))?;
             path.push(self.principal_name(next).to_owned());
             if next == target {
                 return Some(path);

@@ -315,30 +315,51 @@ impl App {
             return Ok(None);
         }
         let joined = values.join(", ");
-        let run = || {
-            snapshot.identity.identify_bearer(
-                &joined,
-                self.verifier(),
-                crate::policy::syntax::now(),
-            )
-        };
-        let mut result = run();
+        let result = self
+            .identify_with_keys(|| {
+                snapshot.identity.identify_bearer(
+                    &joined,
+                    self.verifier(),
+                    crate::policy::syntax::now(),
+                )
+            })
+            .await;
+        match result {
+            Ok(found) => Ok(found),
+            Err(IdentifyError::Ambiguous(message)) => Err(tonic::Status::invalid_argument(message)),
+            Err(IdentifyError::Rejected { reason, .. }) => Err(tonic::Status::unauthenticated(
+                format!("noIdentity: bearer token refused ({reason})"),
+            )),
+        }
+    }
+
+    /// Runs `identify` (the identity step of one request, with [`App::verifier`]); when a
+    /// bearer token named a key its issuer's set lacks (or no set is loaded yet), asks for
+    /// one fetch of the keys (rate-limited per issuer) and, if it brought new keys, runs
+    /// `identify` once more, as [`App::check_with_keys`] does for a check. A rejection
+    /// that stands is counted.
+    pub async fn identify_with_keys<F>(
+        &self,
+        identify: F,
+    ) -> Result<Option<crate::policy::identity::Identity>, crate::policy::identity::IdentifyError>
+    where
+        F: Fn() -> Result<
+            Option<crate::policy::identity::Identity>,
+            crate::policy::identity::IdentifyError,
+        >,
+    {
+        use crate::policy::identity::IdentifyError;
+        let mut result = identify();
         if let Err(IdentifyError::Rejected { issuer, reason }) = &result
             && reason.wants_keys()
             && self.keys.refresh_for(issuer).await
         {
-            result = run();
+            result = identify();
         }
-        match result {
-            Ok(found) => Ok(found),
-            Err(IdentifyError::Ambiguous(message)) => Err(tonic::Status::invalid_argument(message)),
-            Err(IdentifyError::Rejected { issuer, reason }) => {
-                self.keys.count_rejection(&issuer, reason);
-                Err(tonic::Status::unauthenticated(format!(
-                    "noIdentity: bearer token refused ({reason})"
-                )))
-            }
+        if let Err(IdentifyError::Rejected { issuer, reason }) = &result {
+            self.keys.count_rejection(issuer, *reason);
         }
+        result
     }
 
     /// Counts, logs and (for shadow mode) softens a decision on an HTTP-facing path

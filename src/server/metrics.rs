@@ -201,13 +201,16 @@ impl Metrics {
 
     /// Counts `n` decisions of one kind.
     pub fn count_checks(&self, api: &'static str, allowed: bool, reason: &'static str, n: u64) {
-        self.checks
-            .get_or_create(&CheckLabels {
-                api,
-                decision: if allowed { "allow" } else { "deny" },
-                reason,
-            })
-            .inc_by(n);
+        self.count(api, if allowed { "allow" } else { "deny" }, reason, n);
+    }
+
+    fn count(&self, api: &'static str, decision: &'static str, reason: &'static str, n: u64) {
+        let labels = CheckLabels {
+            api,
+            decision,
+            reason,
+        };
+        self.checks.get_or_create(&labels).inc_by(n);
     }
 
     /// Observes the time one request (one call, for BatchCheck) took.
@@ -217,18 +220,10 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Counts a would-be denial that shadow mode let through.
+    /// Counts a would-be denial that shadow mode let through, and its latency.
     pub fn observe_shadow_deny(&self, api: &'static str, reason: &'static str, elapsed: Duration) {
-        self.checks
-            .get_or_create(&CheckLabels {
-                api,
-                decision: "shadow_deny",
-                reason,
-            })
-            .inc();
-        self.check_duration
-            .get_or_create(&ApiLabels { api })
-            .observe(elapsed.as_secs_f64());
+        self.count(api, "shadow_deny", reason, 1);
+        self.observe_latency(api, elapsed);
     }
 
     /// Records a newly installed policy.

@@ -153,17 +153,13 @@ impl Default for DecisionIds {
 
 impl DecisionIds {
     pub fn next(&self) -> String {
-        use std::fmt::Write as _;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let mut hasher = sha2::Sha256::new();
         hasher.update(self.key);
         hasher.update(n.to_le_bytes());
-        let digest = hasher.finalize();
-        let mut id = String::with_capacity(32);
-        for b in &digest[..16] {
-            let _ = write!(id, "{b:02x}");
-        }
-        id
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&hasher.finalize()[..16]);
+        format!("{:032x}", u128::from_be_bytes(first))
     }
 }
 
@@ -859,8 +855,8 @@ struct Pace {
     max_request_bytes: usize,
 }
 
-/// Where a connection is in its [`Pace`]. The timer is only moved when it fires (the
-/// deadline is recomputed from the times kept here), so reads and writes cost a clock read.
+/// Where a connection is in its [`Pace`]. The timer is set for the current deadline
+/// whenever that changes (a request begins, an answer starts), and checked when it fires.
 struct Pacing {
     pace: Pace,
     born: tokio::time::Instant,
@@ -882,8 +878,14 @@ impl Pacing {
             last_answer: now,
             request: None,
             head_tail: Some([0; 3]),
-            timer: Box::pin(tokio::time::sleep(pace.idle.min(pace.exchange))),
+            timer: Box::pin(tokio::time::sleep(pace.idle.min(pace.max_age))),
         }
+    }
+
+    /// Sets the timer for the deadline of the connection's new state.
+    fn rearm(&mut self) {
+        let deadline = self.deadline();
+        self.timer.as_mut().reset(deadline);
     }
 
     fn deadline(&self) -> tokio::time::Instant {
@@ -917,9 +919,11 @@ impl Pacing {
         if arrived.is_empty() {
             return None;
         }
-        let (_, read) = self
-            .request
-            .get_or_insert_with(|| (tokio::time::Instant::now(), 0));
+        if self.request.is_none() {
+            self.request = Some((tokio::time::Instant::now(), 0));
+            self.rearm();
+        }
+        let (_, read) = self.request.as_mut()?;
         let mut window = self.head_tail?;
         // Where the head ends in these bytes, if it does: `\r\n\r\n`, perhaps begun in an
         // earlier read.
@@ -953,6 +957,7 @@ impl Pacing {
         self.request = None;
         self.head_tail = Some([0; 3]);
         self.last_answer = tokio::time::Instant::now();
+        self.rearm();
     }
 }
 
@@ -1143,4 +1148,26 @@ fn tls_config(tls: &TlsFiles, handshake: Duration) -> anyhow::Result<ServerTlsCo
         config = config.client_ca_root(Certificate::from_pem(read(ca)?));
     }
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An id is the first 16 bytes of SHA-256(key, counter in little endian), in hex.
+    #[test]
+    fn a_decision_id_is_the_hex_of_the_first_half_of_its_digest() {
+        let ids = DecisionIds {
+            key: [7; 32],
+            counter: AtomicU64::new(0),
+        };
+        for n in 0u64..3 {
+            let digest = sha2::Sha256::new()
+                .chain_update([7; 32])
+                .chain_update(n.to_le_bytes())
+                .finalize();
+            let want: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(ids.next(), want);
+        }
+    }
 }

@@ -7,6 +7,7 @@ use std::time::UNIX_EPOCH;
 
 use tonic::{Request, Response, Status};
 
+use super::query_pool::Cancel;
 use super::state::LoadedPolicy;
 use super::{App, RequestContext};
 use crate::policy::queries::HttpRequest;
@@ -69,6 +70,31 @@ impl Authorizer {
             .get_or_create(&super::metrics::ApiLabels { api })
             .inc();
         Status::invalid_argument(message.to_string())
+    }
+
+    /// Runs an expensive query in the query pool. `query` gets the pool's cancel token and
+    /// the largest answer it may give, in bytes, and returns `None` when its answer would
+    /// be larger: `RESOURCE_EXHAUSTED`, with `hint` after the advice to ask at a narrower
+    /// scope. An invalid request is `INVALID_ARGUMENT`, counted under `api`.
+    async fn pooled<T: Send + 'static>(
+        &self,
+        api: &'static str,
+        hint: &str,
+        query: impl FnOnce(&Cancel, usize) -> Result<Option<T>, RequestError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let max = self.max_listed_bytes;
+        match self
+            .app
+            .queries
+            .run(move |cancel| query(cancel, max))
+            .await?
+        {
+            Ok(Some(answer)) => Ok(answer),
+            Ok(None) => Err(Status::resource_exhausted(format!(
+                "the answer would exceed {max} bytes; ask at a narrower scope{hint}"
+            ))),
+            Err(e) => Err(self.invalid(api, e)),
+        }
     }
 }
 
@@ -352,54 +378,41 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         let at = at_or_now(req.at.as_ref()).map_err(|e| self.invalid("list_permissions", e))?;
         // In the query pool: the walk over the action universe can take a while on a large
         // catalog, and stops when the caller leaves.
-        let max_listed_bytes = self.max_listed_bytes;
-        let answer = self
-            .app
-            .queries
-            .run(move |cancel| {
+        let hint = ", or run `iot-authz permissions` on the policy";
+        let permissions = self
+            .pooled("list_permissions", hint, move |cancel, max_bytes| {
                 use prost::Message;
                 let mut bytes = 0usize;
                 let mut permissions = Vec::new();
-                policy
-                    .snapshot
-                    .each_permission_until(
-                        &req.principal,
-                        &req.groups,
-                        &req.scope,
-                        at,
-                        |p| {
-                            let permission = pb::Permission {
-                                action: p.action.to_owned(),
-                                data_action: p.data_action,
-                                grants: p.assignments.iter().map(reason).collect(),
-                            };
-                            // The field's tag and length prefix take at most 6 bytes more.
-                            bytes += permission.encoded_len() + 6;
-                            if bytes > max_listed_bytes {
-                                return ControlFlow::Break(());
-                            }
-                            permissions.push(permission);
-                            ControlFlow::Continue(())
-                        },
-                        &|| cancel.is_cancelled(),
-                    )
-                    .map(|()| (bytes <= max_listed_bytes).then_some(permissions))
-                    .map(|permissions| (permissions, policy.snapshot.revision.clone()))
+                policy.snapshot.each_permission_until(
+                    &req.principal,
+                    &req.groups,
+                    &req.scope,
+                    at,
+                    |p| {
+                        let permission = pb::Permission {
+                            action: p.action.to_owned(),
+                            data_action: p.data_action,
+                            grants: p.assignments.iter().map(reason).collect(),
+                        };
+                        // The field's tag and length prefix take at most 6 bytes more.
+                        bytes += permission.encoded_len() + 6;
+                        if bytes > max_bytes {
+                            return ControlFlow::Break(());
+                        }
+                        permissions.push(permission);
+                        ControlFlow::Continue(())
+                    },
+                    &|| cancel.is_cancelled(),
+                )?;
+                Ok((bytes <= max_bytes).then(|| pb::ListPermissionsResponse {
+                    permissions,
+                    revision: policy.snapshot.revision.clone(),
+                    token,
+                }))
             })
             .await?;
-        match answer {
-            Err(e) => Err(self.invalid("list_permissions", e)),
-            Ok((None, _)) => Err(Status::resource_exhausted(format!(
-                "the answer would exceed {} bytes; ask at a narrower \
-                 scope, or run `iot-authz permissions` on the policy",
-                self.max_listed_bytes
-            ))),
-            Ok((Some(permissions), revision)) => Ok(Response::new(pb::ListPermissionsResponse {
-                permissions,
-                revision,
-                token,
-            })),
-        }
+        Ok(Response::new(permissions))
     }
 
     async fn who_can(
@@ -412,11 +425,8 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         let req = request.into_inner();
         let at = at_or_now(req.at.as_ref()).map_err(|e| self.invalid("who_can", e))?;
         // In the query pool: one check per principal the policy knows.
-        let max_listed_bytes = self.max_listed_bytes;
-        let answer: Result<_, RequestError> = self
-            .app
-            .queries
-            .run(move |cancel| {
+        let answer = self
+            .pooled("who_can", "", move |cancel, max_bytes| {
                 let who = policy.snapshot.who_can_until(
                     &req.action,
                     req.data_action,
@@ -431,10 +441,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
                     .chain(&who.groups)
                     .map(|s| s.len() + 6)
                     .sum();
-                if bytes > max_listed_bytes {
-                    return Ok(None);
-                }
-                Ok(Some(pb::WhoCanResponse {
+                Ok((bytes <= max_bytes).then(|| pb::WhoCanResponse {
                     principals: who.principals.iter().map(|s| (*s).to_owned()).collect(),
                     groups: who.groups.iter().map(|s| (*s).to_owned()).collect(),
                     revision: policy.snapshot.revision.clone(),
@@ -442,13 +449,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
                 }))
             })
             .await?;
-        match answer {
-            Err(e) => Err(self.invalid("who_can", e)),
-            Ok(None) => Err(Status::resource_exhausted(format!(
-                "the answer would exceed {max_listed_bytes} bytes; ask at a narrower scope"
-            ))),
-            Ok(Some(answer)) => Ok(Response::new(answer)),
-        }
+        Ok(Response::new(answer))
     }
 
     async fn check_assign(
@@ -459,11 +460,8 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         let req = request.into_inner();
         let at = at_or_now(req.at.as_ref()).map_err(|e| self.invalid("check_assign", e))?;
         // In the query pool: one evaluation per action of the catalog the role grants.
-        let max_listed_bytes = self.max_listed_bytes;
-        let answer: Result<_, RequestError> = self
-            .app
-            .queries
-            .run(move |cancel| {
+        let answer = self
+            .pooled("check_assign", "", move |cancel, max_bytes| {
                 let answer = policy.snapshot.check_assign_until(
                     &req.actor,
                     &req.role,
@@ -472,10 +470,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
                     &|| cancel.is_cancelled(),
                 )?;
                 let bytes: usize = answer.missing_actions.iter().map(|s| s.len() + 6).sum();
-                if bytes > max_listed_bytes {
-                    return Ok(None);
-                }
-                Ok(Some(pb::CheckAssignResponse {
+                Ok((bytes <= max_bytes).then(|| pb::CheckAssignResponse {
                     allowed: answer.allowed,
                     missing_actions: answer.missing_actions,
                     message: answer.message.unwrap_or_default(),
@@ -483,13 +478,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
                 }))
             })
             .await?;
-        match answer {
-            Err(e) => Err(self.invalid("check_assign", e)),
-            Ok(None) => Err(Status::resource_exhausted(format!(
-                "the answer would exceed {max_listed_bytes} bytes; ask at a narrower scope"
-            ))),
-            Ok(Some(answer)) => Ok(Response::new(answer)),
-        }
+        Ok(Response::new(answer))
     }
 
     async fn plan(

@@ -9,7 +9,7 @@
 //! nobody will read.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tonic::Status;
 
@@ -35,9 +35,9 @@ impl Drop for CancelOnDrop {
 /// The expensive queries' own concurrency limit and blocking threads.
 #[derive(Debug)]
 pub struct QueryPool {
+    /// One per query that may run at once; a running query holds one.
     permits: Arc<tokio::sync::Semaphore>,
     limit: usize,
-    in_flight: Arc<AtomicUsize>,
 }
 
 impl Default for QueryPool {
@@ -54,7 +54,6 @@ impl QueryPool {
         Self {
             permits: Arc::new(tokio::sync::Semaphore::new(limit)),
             limit,
-            in_flight: Arc::default(),
         }
     }
 
@@ -63,9 +62,9 @@ impl QueryPool {
     }
 
     /// Queries running now (on their threads, including ones whose caller just left and
-    /// that are stopping at their next check).
+    /// that are stopping at their next check): the turns taken.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.limit - self.permits.available_permits()
     }
 
     /// Runs `query` on a blocking thread once a turn is free. If the caller goes away
@@ -76,36 +75,20 @@ impl QueryPool {
         query: impl FnOnce(&Cancel) -> T + Send + 'static,
     ) -> Result<T, Status> {
         let cancel = Cancel::default();
-        let guard = CancelOnDrop(cancel.clone());
-        let permit = self
+        let _cancel_on_drop = CancelOnDrop(cancel.clone());
+        let turn = self
             .permits
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| Status::unavailable("the query pool is closed"))?;
-        let in_flight = self.in_flight.clone();
-        in_flight.fetch_add(1, Ordering::Relaxed);
-        let answer = tokio::task::spawn_blocking(move || {
-            /// Leaves the count and gives the turn back, however the query ends.
-            struct Leave {
-                in_flight: Arc<AtomicUsize>,
-                _turn: tokio::sync::OwnedSemaphorePermit,
-            }
-            impl Drop for Leave {
-                fn drop(&mut self) {
-                    self.in_flight.fetch_sub(1, Ordering::Relaxed);
-                }
-            }
-            let _leave = Leave {
-                in_flight,
-                _turn: permit,
-            };
+        tokio::task::spawn_blocking(move || {
+            // The turn is given back however the query ends.
+            let _turn = turn;
             query(&cancel)
         })
         .await
-        .map_err(|e| Status::internal(format!("query failed: {e}")));
-        drop(guard);
-        answer
+        .map_err(|e| Status::internal(format!("query failed: {e}")))
     }
 }
 

@@ -573,6 +573,80 @@ async fn decisions_of_the_server_stream_live_denies_first() {
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
 }
 
+/// Reads a decision stream until the server ends it (within `within`), returning what it
+/// sent; panics if the stream is still open then.
+async fn read_to_end(events: &mut reqwest::Response, within: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut seen = String::new();
+    while let Some(chunk) = tokio::time::timeout_at(deadline, events.chunk())
+        .await
+        .unwrap_or_else(|_| panic!("the stream is still open; it sent: {seen}"))
+        .unwrap()
+    {
+        seen.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    seen
+}
+
+/// A watcher of Recent decisions whose read access ends gets nothing more: the stream
+/// ends when a new policy drops its assignment (before the next decision reaches it), and
+/// when its assignment's `notAfter` passes with no policy change at all.
+#[tokio::test]
+async fn the_decision_stream_ends_when_the_callers_access_does() {
+    let server = start().await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/console/decisions/events", server.http);
+    let authz = |target: &str| {
+        client
+            .delete(format!(
+                "http://{}/v1/authz/envoy/targets/{target}",
+                server.http
+            ))
+            .header(PRINCIPAL_HEADER, "user:carol")
+            .send()
+    };
+    let watch = || {
+        client
+            .get(&url)
+            .header(PRINCIPAL_HEADER, "user:admin")
+            .send()
+    };
+    let mut events = watch().await.unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    // A new policy: user:admin reads nowhere any more.
+    let revoked = POLICY.replace(
+        "{id: ra-admin, principal: user:admin,",
+        "{id: ra-admin, principal: user:someone-else,",
+    );
+    assert_ne!(revoked, POLICY);
+    server.app.install(policy(&revoked));
+    assert_eq!(
+        authz("after-revocation").await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    let seen = read_to_end(&mut events, Duration::from_secs(10)).await;
+    assert!(!seen.contains("event: decision"), "{seen}");
+    // Opening it again is refused.
+    assert_eq!(watch().await.unwrap().status(), StatusCode::FORBIDDEN);
+
+    // Access that runs out: read access until two seconds from now, nothing else changes.
+    let until =
+        iot_authz::policy::syntax::format_time(iot_authz::policy::syntax::now() + 2_000_000_000);
+    let expiring = POLICY.replace(
+        "{id: ra-admin, principal: user:admin, role: Console Reader, scope: /}",
+        &format!(
+            "{{id: ra-admin, principal: user:admin, role: Console Reader, scope: /, notAfter: '{until}'}}"
+        ),
+    );
+    assert_ne!(expiring, POLICY);
+    server.app.install(policy(&expiring));
+    let mut events = watch().await.unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    let seen = read_to_end(&mut events, Duration::from_secs(15)).await;
+    assert!(!seen.contains("event: decision"), "{seen}");
+    assert_eq!(watch().await.unwrap().status(), StatusCode::FORBIDDEN);
+}
+
 #[tokio::test]
 async fn the_binary_serves_the_console_on_the_demo_policy_as_the_readme_says() {
     crypto();

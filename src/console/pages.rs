@@ -1238,27 +1238,42 @@ pub async fn decisions(State(app): State<Arc<App>>, headers: HeaderMap) -> Page 
 }
 
 /// Server-sent events: each decision as one `decision` event with JSON data. Ends when the
-/// server starts draining; a watcher that lags skips what it missed.
+/// server starts draining, and when the caller may no longer watch: its identity and its
+/// read access at `/` are judged again, on the policy serving then, whenever the policy
+/// changes and at least every [`REAUTHORIZE`] (a token or an assignment may expire). A
+/// watcher that lags skips what it missed.
 pub async fn events(State(app): State<Arc<App>>, headers: HeaderMap) -> Page {
-    let (console, _, _) = enter(&app, &headers, "/").await?;
-    let rx = console.feed.subscribe();
-    let stream = futures_util::stream::unfold((rx, app.clone()), |(mut rx, app)| async move {
+    let (console, policy, _) = enter(&app, &headers, "/").await?;
+    let watch = Watch {
+        rx: console.feed.subscribe(),
+        app: app.clone(),
+        headers,
+        generation: policy.generation,
+        judged: tokio::time::Instant::now(),
+    };
+    drop(policy);
+    let stream = futures_util::stream::unfold(watch, |mut w| async move {
         loop {
-            if app.draining.load(Ordering::Relaxed) {
+            if w.app.draining.load(Ordering::Relaxed) {
                 return None;
             }
-            match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
-                Err(_) => continue,
-                Ok(Ok(item)) => {
-                    let data = serde_json::to_string(&*item).unwrap_or_default();
-                    let event = Event::default()
-                        .event("decision")
-                        .id(item.decision_id.clone())
-                        .data(data);
-                    return Some((Ok::<_, std::convert::Infallible>(event), (rx, app)));
-                }
+            let item = match tokio::time::timeout(Duration::from_secs(1), w.rx.recv()).await {
+                Err(_) => None,
+                Ok(Ok(item)) => Some(item),
                 Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
                 Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return None,
+            };
+            // Nothing is sent to a caller whose access has ended.
+            if !w.still_allowed().await {
+                return None;
+            }
+            if let Some(item) = item {
+                let data = serde_json::to_string(&*item).unwrap_or_default();
+                let event = Event::default()
+                    .event("decision")
+                    .id(item.decision_id.clone())
+                    .data(data);
+                return Some((Ok::<_, std::convert::Infallible>(event), w));
             }
         }
     });
@@ -1270,6 +1285,50 @@ pub async fn events(State(app): State<Arc<App>>, headers: HeaderMap) -> Page {
         axum::http::HeaderValue::from_static("no-store"),
     );
     Ok(response)
+}
+
+/// How long a watcher's access is trusted before it is judged again (sooner when the
+/// policy changes).
+pub const REAUTHORIZE: Duration = Duration::from_secs(1);
+
+/// One watcher of the decision stream: its request headers (to identify it again), and
+/// when and on which policy it was last judged.
+struct Watch {
+    rx: tokio::sync::broadcast::Receiver<Arc<FeedItem>>,
+    app: Arc<App>,
+    headers: HeaderMap,
+    generation: u64,
+    judged: tokio::time::Instant,
+}
+
+impl Watch {
+    /// Whether the watcher may still read at `/`: judged again when the policy changed
+    /// or [`REAUTHORIZE`] has passed, with the identity sources and the policy serving now.
+    async fn still_allowed(&mut self) -> bool {
+        let Some(policy) = self.app.policy.current() else {
+            return false;
+        };
+        if policy.generation == self.generation && self.judged.elapsed() < REAUTHORIZE {
+            return true;
+        }
+        let allowed = match identify(&self.app, &policy.snapshot, &self.headers).await {
+            Ok(Some(Identity {
+                principal, groups, ..
+            })) => {
+                let caller = Caller {
+                    principal,
+                    groups,
+                    session: String::new(),
+                    new_session: false,
+                };
+                may_read(&policy.snapshot, &caller, "/") == Ok(true)
+            }
+            _ => false,
+        };
+        self.generation = policy.generation;
+        self.judged = tokio::time::Instant::now();
+        allowed
+    }
 }
 
 fn time_of(t: SystemTime) -> String {

@@ -573,6 +573,46 @@ async fn decisions_of_the_server_stream_live_denies_first() {
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
 }
 
+/// A decision is explained only to a caller who may read at its scope: to a reader of
+/// another scope its id is as unknown as a forgotten one, and the page names neither its
+/// scope nor its principal.
+#[tokio::test]
+async fn a_decision_id_explains_nothing_outside_the_callers_scope() {
+    let server = start().await;
+    // A decision at /apps/secret (AuthZEN, over HTTP): a deny.
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/access/v1/evaluation", server.http))
+        .json(&serde_json::json!({
+            "subject": {"type": "user", "id": "mallory"},
+            "action": {"name": "Microsoft.Edge/targets/read"},
+            "resource": {"type": "scope", "id": "/apps/secret-project"},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (denies, _) = server.app.console.as_ref().unwrap().feed.recent();
+    assert_eq!(denies.len(), 1);
+    let path = format!("/console/check?decision={}", denies[0].decision_id);
+    // A reader of the root sees it explained.
+    let (status, _, body) = get(&server, &path, Some("user:admin")).await;
+    assert_eq!(status, StatusCode::OK);
+    let t = text(&body);
+    assert!(
+        t.contains("/apps/secret-project") && t.contains("user:mallory"),
+        "{t}"
+    );
+    // A reader of /subscriptions/s1 learns nothing about it.
+    let (status, _, body) = get(&server, &path, Some("user:scoped")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let t = text(&body);
+    assert!(t.contains("is not one the console can show you"), "{t}");
+    assert!(
+        !t.contains("secret-project") && !t.contains("mallory"),
+        "{t}"
+    );
+}
+
 /// Reads a decision stream until the server ends it (within `within`), returning what it
 /// sent; panics if the stream is still open then.
 async fn read_to_end(events: &mut reqwest::Response, within: Duration) -> String {

@@ -291,7 +291,13 @@ pub async fn check(
     };
     let snapshot = &policy.snapshot;
     if let Some(id) = non_empty(&q.decision) {
-        match console.feed.find(id) {
+        // A decision is explained only to a caller who may read at its scope; to anyone
+        // else it is as unknown as one no longer kept (its scope, principal and time are
+        // not theirs to learn).
+        let readable = console.feed.find(id).filter(|item| {
+            may_read(snapshot, &caller, item.scope.as_deref().unwrap_or("/")) == Ok(true)
+        });
+        match readable {
             Some(item) => {
                 q.principal = item.principal.clone().unwrap_or_default();
                 q.action = item.action.clone().unwrap_or_default();
@@ -304,7 +310,8 @@ pub async fn check(
                 ));
             }
             None => notes.push(format!(
-                "Decision {} is no longer kept (the console keeps the last {RECENT} denies and allows).",
+                "Decision {} is not one the console can show you: it keeps the last {RECENT} \
+                 denies and allows, and explains those at scopes where you may read.",
                 syntax::escape(id)
             )),
         }

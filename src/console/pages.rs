@@ -627,6 +627,16 @@ pub async fn assignments(
                     label { "Role (name or id)" input #add-role type="text" name="role" placeholder="Reader" required; }
                     label { "Scope" input #add-scope type="text" name="scope" value=(scope) required; }
                     label { "Id (optional)" input #add-id type="text" name="id"; }
+                    fieldset {
+                        legend { "Active (optional: a time-bound assignment)" }
+                        p.muted #window-hint {
+                            "RFC 3339 times, such as 2027-01-01T08:00:00Z or 2027-01-01T09:00:00+01:00; \
+                             a time written without an offset (2027-01-01T08:00) is taken as UTC. \
+                             The assignment grants from Not before up to, not including, Not after."
+                        }
+                        label { "Not before" input #add-not-before type="text" name="not_before" placeholder="2027-01-01T00:00:00Z" aria-describedby="window-hint"; }
+                        label { "Not after" input #add-not-after type="text" name="not_after" placeholder="2027-12-31T00:00:00Z" aria-describedby="window-hint"; }
+                    }
                     button type="submit" { "Add assignment" }
                 }
                 p.notice {
@@ -718,6 +728,48 @@ pub struct WriteForm {
     principal: String,
     role: String,
     scope: String,
+    /// The optional time window of an added assignment (see [`form_time`]).
+    not_before: String,
+    not_after: String,
+}
+
+/// A time from the add form as the Admin API takes it (RFC 3339, in UTC): empty stays
+/// empty (no bound); an RFC 3339 time is converted to UTC; a date and time without an
+/// offset (what a `datetime-local` control sends: `2027-01-01T08:00`, seconds optional) is
+/// taken as UTC. Anything else is refused in words naming the field.
+fn form_time(field: &str, text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(String::new());
+    }
+    let local = |t: &str| {
+        let t = t.replacen(' ', "T", 1);
+        match t.len() {
+            16 => format!("{t}:00Z"),
+            _ => format!("{t}Z"),
+        }
+    };
+    syntax::parse_time(text)
+        .or_else(|e| {
+            // Only a bare date and time gets the UTC reading; a malformed offset does not.
+            let bare = text.len() <= 29
+                && text
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b"-:T .".contains(&b));
+            if bare {
+                syntax::parse_time(&local(text))
+            } else {
+                Err(e)
+            }
+        })
+        .map(syntax::format_time)
+        .map_err(|_| {
+            format!(
+                "{field} `{}` is not a time: write it in RFC 3339, such as \
+                 2027-01-01T00:00:00Z (a date and time without an offset is taken as UTC)",
+                syntax::escape(text)
+            )
+        })
 }
 
 /// The HTTP status of a refused Admin API write.
@@ -780,6 +832,28 @@ pub async fn assignments_write(
     fn request<T>(metadata: &tonic::metadata::MetadataMap, body: T) -> tonic::Request<T> {
         tonic::Request::from_parts(metadata.clone(), Default::default(), body)
     }
+    // The window of an added assignment, in the form the Admin API takes; a time that
+    // is not one is refused here, in words, before anything is asked of the store.
+    let window = match form.op.as_str() {
+        "add" => form_time("Not before", &form.not_before)
+            .and_then(|from| Ok((from, form_time("Not after", &form.not_after)?))),
+        _ => Ok(Default::default()),
+    };
+    let (not_before, not_after) = match window {
+        Ok(window) => window,
+        Err(message) => {
+            return Ok(page(
+                StatusCode::BAD_REQUEST,
+                "Role assignments",
+                "/console/assignments",
+                Some(&caller),
+                html! {
+                    p.error role="alert" #write-refused { "Not changed: " (message) }
+                    (back)
+                },
+            ));
+        }
+    };
     // What was written: (done, principal, scope) for the confirmation, and the token.
     let result = match form.op.as_str() {
         "add" => admin
@@ -791,7 +865,8 @@ pub async fn assignments_write(
                         principal: form.principal.trim().to_owned(),
                         role: form.role.trim().to_owned(),
                         scope: form.scope.trim().to_owned(),
-                        ..Default::default()
+                        not_before,
+                        not_after,
                     }),
                 },
             ))
@@ -799,9 +874,17 @@ pub async fn assignments_write(
             .map(|r| {
                 let r = r.into_inner();
                 let a = r.assignment.unwrap_or_default();
+                let window = match (a.not_before.as_str(), a.not_after.as_str()) {
+                    ("", "") => String::new(),
+                    (from, until) => format!(
+                        ", active from {} until {}",
+                        if from.is_empty() { "the start" } else { from },
+                        if until.is_empty() { "no end" } else { until }
+                    ),
+                };
                 (
                     format!(
-                        "Added role assignment {}: {} has role {} at {}.",
+                        "Added role assignment {}: {} has role {} at {}{window}.",
                         a.id, a.principal, a.role, a.scope
                     ),
                     a.principal,

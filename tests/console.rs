@@ -613,6 +613,47 @@ async fn a_decision_id_explains_nothing_outside_the_callers_scope() {
     );
 }
 
+/// The live stream is bounded: at most `MAX_WATCHERS` streams at once; one more is refused
+/// with 503 and `Retry-After` (a page in words, with the security headers) until one closes.
+#[tokio::test]
+async fn live_watchers_are_bounded() {
+    use iot_authz::console::MAX_WATCHERS;
+    let server = start().await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/console/decisions/events", server.http);
+    let watch = || {
+        client
+            .get(&url)
+            .header(PRINCIPAL_HEADER, "user:admin")
+            .send()
+    };
+    let mut open = Vec::new();
+    for _ in 0..MAX_WATCHERS {
+        let resp = watch().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        open.push(resp);
+    }
+    let resp = watch().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["retry-after"], "30");
+    assert_secure("503", resp.headers());
+    let t = text(&resp.text().await.unwrap());
+    assert!(t.contains("Too many live watchers"), "{t}");
+    // One watcher leaves: its place is given back once the server sees the connection go.
+    drop(open.pop());
+    let watchers = &server.app.console.as_ref().unwrap().watchers;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while watchers.available_permits() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let resp = watch().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
 /// Reads a decision stream until the server ends it (within `within`), returning what it
 /// sent; panics if the stream is still open then.
 async fn read_to_end(events: &mut reqwest::Response, within: Duration) -> String {

@@ -1334,7 +1334,26 @@ pub async fn decisions(State(app): State<Arc<App>>, headers: HeaderMap) -> Page 
 /// watcher that lags skips what it missed.
 pub async fn events(State(app): State<Arc<App>>, headers: HeaderMap) -> Page {
     let (console, policy, _) = enter(&app, &headers, "/").await?;
+    // Each stream holds a connection and a subscription for as long as it lasts: bounded.
+    let Ok(slot) = console.watchers.clone().try_acquire_owned() else {
+        let mut refused = refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many live watchers",
+            html! {
+                "The console already streams decisions to " (super::MAX_WATCHERS)
+                " watchers, its most. Reload Recent decisions later; it shows the kept \
+                 decisions without live updates."
+            },
+        )
+        .into_response();
+        refused.headers_mut().insert(
+            header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("30"),
+        );
+        return Ok(refused);
+    };
     let watch = Watch {
+        _slot: slot,
         rx: console.feed.subscribe(),
         app: app.clone(),
         headers,
@@ -1384,6 +1403,8 @@ pub const REAUTHORIZE: Duration = Duration::from_secs(1);
 /// One watcher of the decision stream: its request headers (to identify it again), and
 /// when and on which policy it was last judged.
 struct Watch {
+    /// Its place among the [`super::MAX_WATCHERS`], given back when the stream ends.
+    _slot: tokio::sync::OwnedSemaphorePermit,
     rx: tokio::sync::broadcast::Receiver<Arc<FeedItem>>,
     app: Arc<App>,
     headers: HeaderMap,

@@ -654,6 +654,29 @@ async fn live_watchers_are_bounded() {
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
+/// Check access at a consistency token authorizes first: a caller who may not read
+/// neither waits for the token nor learns anything about the store (403, as without one).
+#[tokio::test]
+async fn a_consistency_token_is_not_waited_for_before_the_caller_is_authorized() {
+    let server = start().await;
+    for who in ["user:nobody", "user:scoped"] {
+        let (status, _, body) = get(
+            &server,
+            "/console/check?at_least=r5&scope=%2Fapps",
+            Some(who),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{who}: {body}");
+        assert!(!body.contains("store"), "{body}");
+    }
+    let (status, _, body) = get(&server, "/console/check?at_least=r5", Some("user:nobody")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    // A reader gets the token judged: this server has no store.
+    let (status, _, body) = get(&server, "/console/check?at_least=r5", Some("user:admin")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(text(&body).contains("has no store"), "{body}");
+}
+
 /// Reads a decision stream until the server ends it (within `within`), returning what it
 /// sent; panics if the stream is still open then.
 async fn read_to_end(events: &mut reqwest::Response, within: Duration) -> String {

@@ -262,9 +262,14 @@ pub async fn check(
     let (console, policy) = console(&app)?;
     let caller = caller(&app, console, &policy.snapshot, &headers).await?;
     let mut notes: Vec<String> = Vec::new();
-    // A consistency token: wait until the policy includes the write it names.
+    // A consistency token: wait until the policy includes the write it names. Only for a
+    // caller who may read at the scope asked (or its home scope; a route's scope is
+    // authorized again below): nothing is waited for, or said about the store, before.
     let policy = match non_empty(&q.at_least) {
         Some(token) => {
+            let asked = non_empty(&q.scope)
+                .map_or_else(|| home_scope(&policy.snapshot, &caller), str::to_owned);
+            authorize(&policy.snapshot, &caller, &asked)?;
             crate::store::wait_for(&app, token, None)
                 .await
                 .map_err(|e| match e {

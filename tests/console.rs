@@ -573,6 +573,184 @@ async fn decisions_of_the_server_stream_live_denies_first() {
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
 }
 
+/// A decision is explained only to a caller who may read at its scope: to a reader of
+/// another scope its id is as unknown as a forgotten one, and the page names neither its
+/// scope nor its principal.
+#[tokio::test]
+async fn a_decision_id_explains_nothing_outside_the_callers_scope() {
+    let server = start().await;
+    // A decision at /apps/secret (AuthZEN, over HTTP): a deny.
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/access/v1/evaluation", server.http))
+        .json(&serde_json::json!({
+            "subject": {"type": "user", "id": "mallory"},
+            "action": {"name": "Microsoft.Edge/targets/read"},
+            "resource": {"type": "scope", "id": "/apps/secret-project"},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (denies, _) = server.app.console.as_ref().unwrap().feed.recent();
+    assert_eq!(denies.len(), 1);
+    let path = format!("/console/check?decision={}", denies[0].decision_id);
+    // A reader of the root sees it explained.
+    let (status, _, body) = get(&server, &path, Some("user:admin")).await;
+    assert_eq!(status, StatusCode::OK);
+    let t = text(&body);
+    assert!(
+        t.contains("/apps/secret-project") && t.contains("user:mallory"),
+        "{t}"
+    );
+    // A reader of /subscriptions/s1 learns nothing about it.
+    let (status, _, body) = get(&server, &path, Some("user:scoped")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let t = text(&body);
+    assert!(t.contains("is not one the console can show you"), "{t}");
+    assert!(
+        !t.contains("secret-project") && !t.contains("mallory"),
+        "{t}"
+    );
+}
+
+/// The live stream is bounded: at most `MAX_WATCHERS` streams at once; one more is refused
+/// with 503 and `Retry-After` (a page in words, with the security headers) until one closes.
+#[tokio::test]
+async fn live_watchers_are_bounded() {
+    use iot_authz::console::MAX_WATCHERS;
+    let server = start().await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/console/decisions/events", server.http);
+    let watch = || {
+        client
+            .get(&url)
+            .header(PRINCIPAL_HEADER, "user:admin")
+            .send()
+    };
+    let mut open = Vec::new();
+    for _ in 0..MAX_WATCHERS {
+        let resp = watch().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        open.push(resp);
+    }
+    let resp = watch().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["retry-after"], "30");
+    assert_secure("503", resp.headers());
+    let t = text(&resp.text().await.unwrap());
+    assert!(t.contains("Too many live watchers"), "{t}");
+    // One watcher leaves: its place is given back once the server sees the connection go.
+    drop(open.pop());
+    let watchers = &server.app.console.as_ref().unwrap().watchers;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while watchers.available_permits() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let resp = watch().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+/// Check access at a consistency token authorizes first: a caller who may not read
+/// neither waits for the token nor learns anything about the store (403, as without one).
+#[tokio::test]
+async fn a_consistency_token_is_not_waited_for_before_the_caller_is_authorized() {
+    let server = start().await;
+    for who in ["user:nobody", "user:scoped"] {
+        let (status, _, body) = get(
+            &server,
+            "/console/check?at_least=r5&scope=%2Fapps",
+            Some(who),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{who}: {body}");
+        assert!(!body.contains("store"), "{body}");
+    }
+    let (status, _, body) = get(&server, "/console/check?at_least=r5", Some("user:nobody")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    // A reader gets the token judged: this server has no store.
+    let (status, _, body) = get(&server, "/console/check?at_least=r5", Some("user:admin")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(text(&body).contains("has no store"), "{body}");
+}
+
+/// Reads a decision stream until the server ends it (within `within`), returning what it
+/// sent; panics if the stream is still open then.
+async fn read_to_end(events: &mut reqwest::Response, within: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut seen = String::new();
+    while let Some(chunk) = tokio::time::timeout_at(deadline, events.chunk())
+        .await
+        .unwrap_or_else(|_| panic!("the stream is still open; it sent: {seen}"))
+        .unwrap()
+    {
+        seen.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    seen
+}
+
+/// A watcher of Recent decisions whose read access ends gets nothing more: the stream
+/// ends when a new policy drops its assignment (before the next decision reaches it), and
+/// when its assignment's `notAfter` passes with no policy change at all.
+#[tokio::test]
+async fn the_decision_stream_ends_when_the_callers_access_does() {
+    let server = start().await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/console/decisions/events", server.http);
+    let authz = |target: &str| {
+        client
+            .delete(format!(
+                "http://{}/v1/authz/envoy/targets/{target}",
+                server.http
+            ))
+            .header(PRINCIPAL_HEADER, "user:carol")
+            .send()
+    };
+    let watch = || {
+        client
+            .get(&url)
+            .header(PRINCIPAL_HEADER, "user:admin")
+            .send()
+    };
+    let mut events = watch().await.unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    // A new policy: user:admin reads nowhere any more.
+    let revoked = POLICY.replace(
+        "{id: ra-admin, principal: user:admin,",
+        "{id: ra-admin, principal: user:someone-else,",
+    );
+    assert_ne!(revoked, POLICY);
+    server.app.install(policy(&revoked));
+    assert_eq!(
+        authz("after-revocation").await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    let seen = read_to_end(&mut events, Duration::from_secs(10)).await;
+    assert!(!seen.contains("event: decision"), "{seen}");
+    // Opening it again is refused.
+    assert_eq!(watch().await.unwrap().status(), StatusCode::FORBIDDEN);
+
+    // Access that runs out: read access until two seconds from now, nothing else changes.
+    let until =
+        iot_authz::policy::syntax::format_time(iot_authz::policy::syntax::now() + 2_000_000_000);
+    let expiring = POLICY.replace(
+        "{id: ra-admin, principal: user:admin, role: Console Reader, scope: /}",
+        &format!(
+            "{{id: ra-admin, principal: user:admin, role: Console Reader, scope: /, notAfter: '{until}'}}"
+        ),
+    );
+    assert_ne!(expiring, POLICY);
+    server.app.install(policy(&expiring));
+    let mut events = watch().await.unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    let seen = read_to_end(&mut events, Duration::from_secs(15)).await;
+    assert!(!seen.contains("event: decision"), "{seen}");
+    assert_eq!(watch().await.unwrap().status(), StatusCode::FORBIDDEN);
+}
+
 #[tokio::test]
 async fn the_binary_serves_the_console_on_the_demo_policy_as_the_readme_says() {
     crypto();

@@ -458,6 +458,28 @@ async fn console_writes_in_a_real_browser() {
     assert!(f.etcd.get("/t/assignments/admin-1").is_some());
     shot(&mut browser, "write-last-admin").await;
 
+    // A time-bound grant: its window typed into the form's labelled fields, taken in UTC.
+    browser.goto(&format!("{base}/console/assignments")).await;
+    browser.fill("#add-principal", "user:carol").await;
+    browser.fill("#add-role", "Reader").await;
+    browser.fill("#add-scope", "/apps/fleet").await;
+    browser.fill("#add-id", "g-carol").await;
+    browser
+        .fill("#add-not-before", "2031-01-01T09:00:00+01:00")
+        .await;
+    browser.fill("#add-not-after", "2031-02-01T08:00").await;
+    browser.keys(&[ENTER]).await;
+    assert_eq!(
+        shown(&browser, "#write-result").await,
+        "Added role assignment g-carol: user:carol has role Reader at /apps/fleet, active from \
+         2031-01-01T08:00:00Z until 2031-02-01T08:00:00Z."
+    );
+    assert_eq!(
+        axe_violations(&browser, &axe).await,
+        json!([]),
+        "a time-bound write"
+    );
+
     // Policy status with the store.
     browser.goto(&format!("{base}/console/status")).await;
     assert!(browser.text("#store").await.contains("etcd, prefix /t/"));

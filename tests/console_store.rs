@@ -305,3 +305,151 @@ async fn writes_go_through_the_admin_api_and_refusals_are_in_words() {
     assert!(t.contains("Up to date with what was read."), "{t}");
     assert!(t.contains("etcd answers; last contact"), "{t}");
 }
+
+/// The add form's optional time window: passed to the Admin API in UTC (RFC 3339 as
+/// written, or a date and time without an offset, as a `datetime-local` control sends it,
+/// taken as UTC); a window that has not begun makes Check access say the assignment is
+/// not active; a time that is not one, or a window that ends before it begins, is refused
+/// in words with nothing written.
+#[tokio::test]
+async fn the_add_form_takes_a_time_window() {
+    use iot_authz::policy::syntax;
+    let f = fixture().await;
+    let owner = Session::open(&f.server, "user:owner").await;
+    let (_, page) = owner.get("/console/assignments").await;
+    assert!(
+        page.contains("Not before") && page.contains("Not after"),
+        "{page}"
+    );
+
+    // Not before: a month from now, written with an offset; stored in UTC.
+    let day = 86_400 * 1_000_000_000_i128;
+    let from = syntax::now() + 30 * day;
+    let from_utc = syntax::format_time(from - from % 1_000_000_000);
+    let written = {
+        let t =
+            time::OffsetDateTime::parse(&from_utc, &time::format_description::well_known::Rfc3339)
+                .unwrap()
+                .to_offset(time::UtcOffset::from_hms(2, 0, 0).unwrap());
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    assert!(written.ends_with("+02:00"), "{written}");
+    let (status, t) = owner
+        .post(&[
+            ("op", "add"),
+            ("id", "later"),
+            ("principal", "user:bob"),
+            ("role", "Reader"),
+            ("scope", "/apps/fleet"),
+            ("not_before", &written),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+    assert!(
+        t.contains(&format!(
+            "Added role assignment later: user:bob has role Reader at /apps/fleet, active from {from_utc} until no end."
+        )),
+        "{t}"
+    );
+    let stored: serde_json::Value =
+        serde_json::from_str(&f.etcd.get("/t/assignments/later").unwrap()).unwrap();
+    assert_eq!(stored["notBefore"], from_utc.as_str(), "{stored}");
+    assert!(
+        stored.get("notAfter").is_none_or(|v| v.is_null()),
+        "{stored}"
+    );
+    // Check access at the write's token: denied, the assignment not active yet.
+    let token = token_in(&t);
+    let (status, t) = owner
+        .get(&format!(
+            "/console/check?principal=user%3Abob&action=Devices%2Fread&scope=%2Fapps%2Ffleet&at_least={token}"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+    assert!(t.contains("Denied"), "{t}");
+    assert!(
+        t.contains(&format!(
+            "the assignment is not active at the time asked (notBefore {from_utc}, notAfter none)"
+        )),
+        "{t}"
+    );
+    // The list shows the window.
+    let (_, t) = owner.get("/console/assignments?principal=user%3Abob").await;
+    assert!(
+        t.contains(&format!(
+            "later Reader user:bob /apps/fleet below from {from_utc} until no end"
+        )),
+        "{t}"
+    );
+
+    // A datetime-local value (no offset, no seconds) is UTC.
+    let (status, t) = owner
+        .post(&[
+            ("op", "add"),
+            ("id", "local"),
+            ("principal", "user:bob"),
+            ("role", "Reader"),
+            ("scope", "/apps/fleet"),
+            ("not_after", "2031-03-01T08:30"),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+    let stored: serde_json::Value =
+        serde_json::from_str(&f.etcd.get("/t/assignments/local").unwrap()).unwrap();
+    assert_eq!(stored["notAfter"], "2031-03-01T08:30:00Z", "{stored}");
+
+    // Not times: refused in words, naming the field; nothing written.
+    for (field, value, words) in [
+        (
+            "not_before",
+            "tomorrow",
+            "Not before `tomorrow` is not a time",
+        ),
+        (
+            "not_after",
+            "2031-02-30T00:00:00Z",
+            "Not after `2031-02-30T00:00:00Z` is not a time",
+        ),
+        (
+            "not_after",
+            "2031-01-01T00:00:00+25:00",
+            "Not after `2031-01-01T00:00:00+25:00` is not a time",
+        ),
+        (
+            "not_before",
+            "<b>1</b>",
+            "Not before `<b>1</b>` is not a time",
+        ),
+    ] {
+        let (status, t) = owner
+            .post(&[
+                ("op", "add"),
+                ("id", "bad-time"),
+                ("principal", "user:bob"),
+                ("role", "Reader"),
+                ("scope", "/apps/fleet"),
+                (field, value),
+            ])
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{value}: {t}");
+        assert!(t.contains(&format!("Not changed: {words}")), "{t}");
+        assert!(t.contains("RFC 3339"), "{t}");
+        assert!(f.etcd.get("/t/assignments/bad-time").is_none());
+    }
+    // A window that ends before it begins: the Admin API's refusal, nothing written.
+    let (status, t) = owner
+        .post(&[
+            ("op", "add"),
+            ("id", "bad-time"),
+            ("principal", "user:bob"),
+            ("role", "Reader"),
+            ("scope", "/apps/fleet"),
+            ("not_before", "2031-01-02T00:00:00Z"),
+            ("not_after", "2031-01-01T00:00:00Z"),
+        ])
+        .await;
+    assert!(status.is_client_error(), "{status}: {t}");
+    assert!(t.contains("Not changed:") && t.contains("notAfter"), "{t}");
+    assert!(f.etcd.get("/t/assignments/bad-time").is_none());
+}

@@ -55,11 +55,17 @@ pub const READ_ACTIONS: [&str; 2] = [
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
      connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
+/// The most live decision streams open at once (all callers together); one more is
+/// refused with 503 until one closes.
+pub const MAX_WATCHERS: usize = 64;
+
 /// The console's state in the [`App`].
 #[derive(Debug)]
 pub struct Console {
     pub feed: feed::DecisionFeed,
     pub csrf: csrf::Csrf,
+    /// One permit per open live decision stream ([`MAX_WATCHERS`]).
+    pub watchers: Arc<tokio::sync::Semaphore>,
 }
 
 impl Console {
@@ -67,6 +73,7 @@ impl Console {
         Ok(Self {
             feed: feed::DecisionFeed::default(),
             csrf: csrf::Csrf::new()?,
+            watchers: Arc::new(tokio::sync::Semaphore::new(MAX_WATCHERS)),
         })
     }
 }

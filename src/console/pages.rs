@@ -262,9 +262,14 @@ pub async fn check(
     let (console, policy) = console(&app)?;
     let caller = caller(&app, console, &policy.snapshot, &headers).await?;
     let mut notes: Vec<String> = Vec::new();
-    // A consistency token: wait until the policy includes the write it names.
+    // A consistency token: wait until the policy includes the write it names. Only for a
+    // caller who may read at the scope asked (or its home scope; a route's scope is
+    // authorized again below): nothing is waited for, or said about the store, before.
     let policy = match non_empty(&q.at_least) {
         Some(token) => {
+            let asked = non_empty(&q.scope)
+                .map_or_else(|| home_scope(&policy.snapshot, &caller), str::to_owned);
+            authorize(&policy.snapshot, &caller, &asked)?;
             crate::store::wait_for(&app, token, None)
                 .await
                 .map_err(|e| match e {
@@ -291,7 +296,13 @@ pub async fn check(
     };
     let snapshot = &policy.snapshot;
     if let Some(id) = non_empty(&q.decision) {
-        match console.feed.find(id) {
+        // A decision is explained only to a caller who may read at its scope; to anyone
+        // else it is as unknown as one no longer kept (its scope, principal and time are
+        // not theirs to learn).
+        let readable = console.feed.find(id).filter(|item| {
+            may_read(snapshot, &caller, item.scope.as_deref().unwrap_or("/")) == Ok(true)
+        });
+        match readable {
             Some(item) => {
                 q.principal = item.principal.clone().unwrap_or_default();
                 q.action = item.action.clone().unwrap_or_default();
@@ -304,7 +315,8 @@ pub async fn check(
                 ));
             }
             None => notes.push(format!(
-                "Decision {} is no longer kept (the console keeps the last {RECENT} denies and allows).",
+                "Decision {} is not one the console can show you: it keeps the last {RECENT} \
+                 denies and allows, and explains those at scopes where you may read.",
                 syntax::escape(id)
             )),
         }
@@ -620,6 +632,16 @@ pub async fn assignments(
                     label { "Role (name or id)" input #add-role type="text" name="role" placeholder="Reader" required; }
                     label { "Scope" input #add-scope type="text" name="scope" value=(scope) required; }
                     label { "Id (optional)" input #add-id type="text" name="id"; }
+                    fieldset {
+                        legend { "Active (optional: a time-bound assignment)" }
+                        p.muted #window-hint {
+                            "RFC 3339 times, such as 2027-01-01T08:00:00Z or 2027-01-01T09:00:00+01:00; \
+                             a time written without an offset (2027-01-01T08:00) is taken as UTC. \
+                             The assignment grants from Not before up to, not including, Not after."
+                        }
+                        label { "Not before" input #add-not-before type="text" name="not_before" placeholder="2027-01-01T00:00:00Z" aria-describedby="window-hint"; }
+                        label { "Not after" input #add-not-after type="text" name="not_after" placeholder="2027-12-31T00:00:00Z" aria-describedby="window-hint"; }
+                    }
                     button type="submit" { "Add assignment" }
                 }
                 p.notice {
@@ -711,6 +733,48 @@ pub struct WriteForm {
     principal: String,
     role: String,
     scope: String,
+    /// The optional time window of an added assignment (see [`form_time`]).
+    not_before: String,
+    not_after: String,
+}
+
+/// A time from the add form as the Admin API takes it (RFC 3339, in UTC): empty stays
+/// empty (no bound); an RFC 3339 time is converted to UTC; a date and time without an
+/// offset (what a `datetime-local` control sends: `2027-01-01T08:00`, seconds optional) is
+/// taken as UTC. Anything else is refused in words naming the field.
+fn form_time(field: &str, text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(String::new());
+    }
+    let local = |t: &str| {
+        let t = t.replacen(' ', "T", 1);
+        match t.len() {
+            16 => format!("{t}:00Z"),
+            _ => format!("{t}Z"),
+        }
+    };
+    syntax::parse_time(text)
+        .or_else(|e| {
+            // Only a bare date and time gets the UTC reading; a malformed offset does not.
+            let bare = text.len() <= 29
+                && text
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b"-:T .".contains(&b));
+            if bare {
+                syntax::parse_time(&local(text))
+            } else {
+                Err(e)
+            }
+        })
+        .map(syntax::format_time)
+        .map_err(|_| {
+            format!(
+                "{field} `{}` is not a time: write it in RFC 3339, such as \
+                 2027-01-01T00:00:00Z (a date and time without an offset is taken as UTC)",
+                syntax::escape(text)
+            )
+        })
 }
 
 /// The HTTP status of a refused Admin API write.
@@ -773,6 +837,28 @@ pub async fn assignments_write(
     fn request<T>(metadata: &tonic::metadata::MetadataMap, body: T) -> tonic::Request<T> {
         tonic::Request::from_parts(metadata.clone(), Default::default(), body)
     }
+    // The window of an added assignment, in the form the Admin API takes; a time that
+    // is not one is refused here, in words, before anything is asked of the store.
+    let window = match form.op.as_str() {
+        "add" => form_time("Not before", &form.not_before)
+            .and_then(|from| Ok((from, form_time("Not after", &form.not_after)?))),
+        _ => Ok(Default::default()),
+    };
+    let (not_before, not_after) = match window {
+        Ok(window) => window,
+        Err(message) => {
+            return Ok(page(
+                StatusCode::BAD_REQUEST,
+                "Role assignments",
+                "/console/assignments",
+                Some(&caller),
+                html! {
+                    p.error role="alert" #write-refused { "Not changed: " (message) }
+                    (back)
+                },
+            ));
+        }
+    };
     // What was written: (done, principal, scope) for the confirmation, and the token.
     let result = match form.op.as_str() {
         "add" => admin
@@ -784,7 +870,8 @@ pub async fn assignments_write(
                         principal: form.principal.trim().to_owned(),
                         role: form.role.trim().to_owned(),
                         scope: form.scope.trim().to_owned(),
-                        ..Default::default()
+                        not_before,
+                        not_after,
                     }),
                 },
             ))
@@ -792,9 +879,17 @@ pub async fn assignments_write(
             .map(|r| {
                 let r = r.into_inner();
                 let a = r.assignment.unwrap_or_default();
+                let window = match (a.not_before.as_str(), a.not_after.as_str()) {
+                    ("", "") => String::new(),
+                    (from, until) => format!(
+                        ", active from {} until {}",
+                        if from.is_empty() { "the start" } else { from },
+                        if until.is_empty() { "no end" } else { until }
+                    ),
+                };
                 (
                     format!(
-                        "Added role assignment {}: {} has role {} at {}.",
+                        "Added role assignment {}: {} has role {} at {}{window}.",
                         a.id, a.principal, a.role, a.scope
                     ),
                     a.principal,
@@ -1238,27 +1333,61 @@ pub async fn decisions(State(app): State<Arc<App>>, headers: HeaderMap) -> Page 
 }
 
 /// Server-sent events: each decision as one `decision` event with JSON data. Ends when the
-/// server starts draining; a watcher that lags skips what it missed.
+/// server starts draining, and when the caller may no longer watch: its identity and its
+/// read access at `/` are judged again, on the policy serving then, whenever the policy
+/// changes and at least every [`REAUTHORIZE`] (a token or an assignment may expire). A
+/// watcher that lags skips what it missed.
 pub async fn events(State(app): State<Arc<App>>, headers: HeaderMap) -> Page {
-    let (console, _, _) = enter(&app, &headers, "/").await?;
-    let rx = console.feed.subscribe();
-    let stream = futures_util::stream::unfold((rx, app.clone()), |(mut rx, app)| async move {
+    let (console, policy, _) = enter(&app, &headers, "/").await?;
+    // Each stream holds a connection and a subscription for as long as it lasts: bounded.
+    let Ok(slot) = console.watchers.clone().try_acquire_owned() else {
+        let mut refused = refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many live watchers",
+            html! {
+                "The console already streams decisions to " (super::MAX_WATCHERS)
+                " watchers, its most. Reload Recent decisions later; it shows the kept \
+                 decisions without live updates."
+            },
+        )
+        .into_response();
+        refused.headers_mut().insert(
+            header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("30"),
+        );
+        return Ok(refused);
+    };
+    let watch = Watch {
+        _slot: slot,
+        rx: console.feed.subscribe(),
+        app: app.clone(),
+        headers,
+        generation: policy.generation,
+        judged: tokio::time::Instant::now(),
+    };
+    drop(policy);
+    let stream = futures_util::stream::unfold(watch, |mut w| async move {
         loop {
-            if app.draining.load(Ordering::Relaxed) {
+            if w.app.draining.load(Ordering::Relaxed) {
                 return None;
             }
-            match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
-                Err(_) => continue,
-                Ok(Ok(item)) => {
-                    let data = serde_json::to_string(&*item).unwrap_or_default();
-                    let event = Event::default()
-                        .event("decision")
-                        .id(item.decision_id.clone())
-                        .data(data);
-                    return Some((Ok::<_, std::convert::Infallible>(event), (rx, app)));
-                }
+            let item = match tokio::time::timeout(Duration::from_secs(1), w.rx.recv()).await {
+                Err(_) => None,
+                Ok(Ok(item)) => Some(item),
                 Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
                 Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return None,
+            };
+            // Nothing is sent to a caller whose access has ended.
+            if !w.still_allowed().await {
+                return None;
+            }
+            if let Some(item) = item {
+                let data = serde_json::to_string(&*item).unwrap_or_default();
+                let event = Event::default()
+                    .event("decision")
+                    .id(item.decision_id.clone())
+                    .data(data);
+                return Some((Ok::<_, std::convert::Infallible>(event), w));
             }
         }
     });
@@ -1270,6 +1399,52 @@ pub async fn events(State(app): State<Arc<App>>, headers: HeaderMap) -> Page {
         axum::http::HeaderValue::from_static("no-store"),
     );
     Ok(response)
+}
+
+/// How long a watcher's access is trusted before it is judged again (sooner when the
+/// policy changes).
+pub const REAUTHORIZE: Duration = Duration::from_secs(1);
+
+/// One watcher of the decision stream: its request headers (to identify it again), and
+/// when and on which policy it was last judged.
+struct Watch {
+    /// Its place among the [`super::MAX_WATCHERS`], given back when the stream ends.
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    rx: tokio::sync::broadcast::Receiver<Arc<FeedItem>>,
+    app: Arc<App>,
+    headers: HeaderMap,
+    generation: u64,
+    judged: tokio::time::Instant,
+}
+
+impl Watch {
+    /// Whether the watcher may still read at `/`: judged again when the policy changed
+    /// or [`REAUTHORIZE`] has passed, with the identity sources and the policy serving now.
+    async fn still_allowed(&mut self) -> bool {
+        let Some(policy) = self.app.policy.current() else {
+            return false;
+        };
+        if policy.generation == self.generation && self.judged.elapsed() < REAUTHORIZE {
+            return true;
+        }
+        let allowed = match identify(&self.app, &policy.snapshot, &self.headers).await {
+            Ok(Some(Identity {
+                principal, groups, ..
+            })) => {
+                let caller = Caller {
+                    principal,
+                    groups,
+                    session: String::new(),
+                    new_session: false,
+                };
+                may_read(&policy.snapshot, &caller, "/") == Ok(true)
+            }
+            _ => false,
+        };
+        self.generation = policy.generation;
+        self.judged = tokio::time::Instant::now();
+        allowed
+    }
 }
 
 fn time_of(t: SystemTime) -> String {

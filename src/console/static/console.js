@@ -66,9 +66,13 @@
     }
   });
   source.addEventListener("error", function () {
-    if (status) {
-      status.textContent = "Live updates interrupted; reconnecting.";
+    if (!status) {
+      return;
     }
+    // CLOSED: the server refused the stream (no longer allowed, or too many watchers).
+    status.textContent = source.readyState === EventSource.CLOSED
+      ? "Live updates stopped; reload the page to try again."
+      : "Live updates interrupted; reconnecting.";
   });
   source.addEventListener("decision", function (event) {
     try {

@@ -310,10 +310,13 @@ pub struct Verified {
 
 /// Supplies key sets and, optionally, remembers verifications: the shell's part of the
 /// bearer source. [`verify`] is what an implementation calls on a miss.
+///
+/// `source` is the policy's own `Arc` (the one in `IdentitySource::Bearer`), so a cache
+/// can tell the serving settings by pointer and compare by value only after a reload.
 pub trait TokenVerifier: Send + Sync {
     fn verify(
         &self,
-        source: &BearerSource,
+        source: &Arc<BearerSource>,
         token: &str,
         now: Instant,
     ) -> Result<Verified, Rejection>;
@@ -326,7 +329,7 @@ pub struct StaticKeys(pub Vec<(String, Arc<KeySet>)>);
 impl TokenVerifier for StaticKeys {
     fn verify(
         &self,
-        source: &BearerSource,
+        source: &Arc<BearerSource>,
         token: &str,
         now: Instant,
     ) -> Result<Verified, Rejection> {

@@ -1,6 +1,8 @@
 //! Who is asking (SPEC §5): identity sources tried in order over a request's headers, the
 //! claims Envoy's `jwt_authn` filter put in metadata, and the mTLS peer principal.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::bearer::{self, BearerSource, JwksLocation, Rejection, SigningAlgorithm, TokenVerifier};
@@ -26,8 +28,9 @@ pub enum IdentitySource {
     PeerCertificate {
         principal_type: String,
     },
-    /// A JWT in `Authorization: Bearer`, verified here (SPEC §13).
-    Bearer(BearerSource),
+    /// A JWT in `Authorization: Bearer`, verified here (SPEC §13). Shared, so that the
+    /// verification cache knows the serving settings by pointer.
+    Bearer(Arc<BearerSource>),
 }
 
 /// Why identification failed outright (the search stops; no later source is tried).
@@ -66,7 +69,7 @@ impl IdentityConfig {
     }
 
     /// The bearer sources, in order.
-    pub fn bearer_sources(&self) -> impl Iterator<Item = &BearerSource> {
+    pub fn bearer_sources(&self) -> impl Iterator<Item = &Arc<BearerSource>> {
         self.sources.iter().filter_map(|s| match s {
             IdentitySource::Bearer(b) => Some(b),
             _ => None,
@@ -172,7 +175,7 @@ impl IdentityConfig {
                         Ok(b)
                     }
                 }) {
-                    Ok(b) => sources.push(IdentitySource::Bearer(b)),
+                    Ok(b) => sources.push(IdentitySource::Bearer(Arc::new(b))),
                     Err(e) => problems.push((format!("{object}.bearer"), e)),
                 }
             } else if let Some(peer) = &source.peer_certificate {
@@ -326,8 +329,10 @@ impl IdentityConfig {
                 // it is checked by the source of the issuer it names (unverified, only to
                 // choose), and a token naming none of them by this one, which refuses it.
                 // So a present token is judged here and never skipped for a source (a
-                // header, say) that sits between two bearer sources.
-                let source = match bearer::unverified_issuer(token) {
+                // header, say) that sits between two bearer sources. With one bearer
+                // source there is nothing to choose, and the token is not decoded here.
+                let several = self.bearer_sources().nth(1).is_some();
+                let source = match several.then(|| bearer::unverified_issuer(token)).flatten() {
                     Some(named) if named != source.issuer => self
                         .bearer_sources()
                         .find(|b| b.issuer == named)

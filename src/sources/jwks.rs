@@ -108,12 +108,28 @@ impl Drop for IssuerKeys {
 }
 
 /// A remembered verification: good while the key set it was checked with is the current
-/// one, for the same source settings, until the token expires.
+/// one, for the same source settings, until the token expires. `source` is the policy's
+/// own `Arc`: while that policy serves, a hit knows the settings by pointer; after a
+/// reload it compares them by value (the same settings keep the verification).
 struct CachedToken {
     keys: Arc<KeySet>,
-    source: BearerSource,
+    source: Arc<BearerSource>,
     verified: Verified,
 }
+
+impl CachedToken {
+    /// Whether this verification still answers for `token` under `source` and `keys` at
+    /// `now_secs`. The entry holds its `Arc`s, so neither allocation can be freed and
+    /// reused while it lives: equal pointers are the same key set and the same settings.
+    fn answers(&self, source: &Arc<BearerSource>, keys: &Arc<KeySet>, now_secs: i64) -> bool {
+        Arc::ptr_eq(&self.keys, keys)
+            && (Arc::ptr_eq(&self.source, source) || *self.source == **source)
+            && now_secs < self.verified.expires
+    }
+}
+
+/// The issuers' key sets, by issuer.
+type Issuers = HashMap<String, Arc<IssuerKeys>, foldhash::fast::RandomState>;
 
 /// A cached token's weight: one per started KiB of the token.
 #[allow(clippy::borrowed_box)] // moka hands the key as it is stored
@@ -124,7 +140,7 @@ fn token_weight(token: &Box<str>, _: &Arc<CachedToken>) -> u32 {
 /// Key sets per issuer, and the verification cache.
 pub struct KeyStore {
     options: KeyOptions,
-    issuers: ArcSwap<HashMap<String, Arc<IssuerKeys>>>,
+    issuers: ArcSwap<Issuers>,
     /// Serialises `sync` (reconciling tasks with the policy).
     sync_lock: Mutex<()>,
     /// Keyed by the token itself (a hit compares the whole token, so no hash collision can
@@ -196,7 +212,7 @@ impl KeyStore {
             return;
         };
         let current = self.issuers.load_full();
-        let mut next = HashMap::new();
+        let mut next = Issuers::default();
         for source in identity.bearer_sources() {
             if let Some(existing) = current.get(&source.issuer)
                 && existing.location == source.jwks
@@ -334,7 +350,7 @@ impl KeyStore {
 impl bearer::TokenVerifier for KeyStore {
     fn verify(
         &self,
-        source: &BearerSource,
+        source: &Arc<BearerSource>,
         token: &str,
         now: Instant,
     ) -> Result<Verified, Rejection> {
@@ -349,10 +365,7 @@ impl bearer::TokenVerifier for KeyStore {
         let now_secs = i64::try_from(now.div_euclid(1_000_000_000)).unwrap_or(i64::MAX);
         if let (Some(cache), Some(keys)) = (&self.cache, &keys) {
             if let Some(hit) = cache.get(token) {
-                if Arc::ptr_eq(&hit.keys, keys)
-                    && hit.source == *source
-                    && now_secs < hit.verified.expires
-                {
+                if hit.answers(source, keys, now_secs) {
                     self.counters.cache_hits.inc();
                     return Ok(hit.verified.clone());
                 }
@@ -633,6 +646,122 @@ pub fn cache_max_age(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::bearer::test_keys::{TestKey, claims, jwks};
+    use crate::policy::bearer::{SigningAlgorithm, TokenVerifier as _};
+    use crate::policy::identity::IdentitySource;
+    use jsonwebtoken::Algorithm;
+
+    const ISSUER: &str = "https://login.example.com/";
+    const NOW: i64 = 1_800_000_000;
+
+    fn at(secs: i64) -> Instant {
+        i128::from(secs) * 1_000_000_000
+    }
+
+    /// Reads the JWKS file again (a fetch that starts after this call, whether or not a
+    /// file event got there first) and checks that the set now holds `kids`.
+    async fn reload(store: &KeyStore, kids: &[&str]) {
+        store.refresh_for(ISSUER).await;
+        assert_eq!(store.status()[0].kids, kids);
+    }
+
+    /// A remembered verification answers only while the key set it was checked with serves,
+    /// for the same source settings (the policy's own `Arc`, or equal settings after a
+    /// reload), until `exp` plus the leeway; anything else is verified again.
+    #[tokio::test]
+    async fn a_remembered_verification_needs_its_keys_its_settings_and_an_unexpired_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        let a = TestKey::ec("a", Algorithm::ES256);
+        let b = TestKey::ec("b", Algorithm::ES256);
+        std::fs::write(&path, jwks(&[&a])).unwrap();
+        let source = Arc::new(BearerSource {
+            issuer: ISSUER.into(),
+            audiences: vec!["iot-api".into()],
+            jwks: JwksLocation::File(path.display().to_string()),
+            claim: "sub".into(),
+            principal_type: "user".into(),
+            groups_claim: None,
+            algorithms: vec![SigningAlgorithm::ES256],
+            leeway_secs: 60,
+        });
+        let identity = IdentityConfig {
+            sources: vec![IdentitySource::Bearer(source.clone())],
+            ..IdentityConfig::default()
+        };
+        let options = KeyOptions {
+            unknown_kid_interval: Duration::ZERO,
+            ..KeyOptions::default()
+        };
+        let store = Arc::new(KeyStore::new(options, KeyCounters::default()));
+        store.sync(&identity);
+        store.first_fetches(Duration::from_secs(10)).await;
+        let counts = || {
+            (
+                store.counters.cache_hits.get(),
+                store.counters.cache_misses.get(),
+            )
+        };
+        let token = a.sign(&claims(ISSUER, "iot-api", "alice", NOW));
+
+        let alice = store.verify(&source, &token, at(NOW)).unwrap();
+        assert_eq!(alice.principal, "user:alice");
+        assert_eq!(counts(), (0, 1));
+        assert_eq!(
+            store.verify(&source, &token, at(NOW + 1)),
+            Ok(alice.clone())
+        );
+        assert_eq!(counts(), (1, 1), "the same settings by pointer: a hit");
+        let reloaded = Arc::new((*source).clone());
+        assert_eq!(
+            store.verify(&reloaded, &token, at(NOW + 2)),
+            Ok(alice.clone())
+        );
+        assert_eq!(
+            counts(),
+            (2, 1),
+            "equal settings in another allocation: a hit"
+        );
+        let changed = Arc::new(BearerSource {
+            leeway_secs: 0,
+            ..(*source).clone()
+        });
+        let strict = store.verify(&changed, &token, at(NOW + 3)).unwrap();
+        assert_eq!(strict.expires, NOW + 3600);
+        assert_eq!(counts(), (2, 2), "other settings: verified again");
+        assert_eq!(
+            store.verify(&changed, &token, at(NOW + 3600)),
+            Err(Rejection::Expired)
+        );
+        assert_eq!(
+            counts(),
+            (2, 3),
+            "past exp plus the leeway: never from the cache"
+        );
+
+        store.verify(&source, &token, at(NOW + 4)).unwrap();
+        assert_eq!(
+            store.verify(&source, &token, at(NOW + 5)),
+            Ok(alice.clone())
+        );
+        assert_eq!(counts(), (3, 4));
+        // A new key set (a rotation) makes the token be verified again with it.
+        std::fs::write(&path, jwks(&[&a, &b])).unwrap();
+        reload(&store, &["a", "b"]).await;
+        assert_eq!(
+            store.verify(&source, &token, at(NOW + 6)),
+            Ok(alice.clone())
+        );
+        assert_eq!(counts(), (3, 5), "another key set: verified again");
+        // A key removed from the set no longer admits the tokens it signed.
+        std::fs::write(&path, jwks(&[&b])).unwrap();
+        reload(&store, &["b"]).await;
+        assert_eq!(
+            store.verify(&source, &token, at(NOW + 7)),
+            Err(Rejection::UnknownKey)
+        );
+        assert_eq!(counts(), (3, 6));
+    }
 
     #[test]
     fn cache_control() {

@@ -2,18 +2,22 @@
 # The store over loopback: a real etcd holding N assignments (default 1,000,000), two
 # iot-authz replicas following it.
 #
-#   scripts/bench-store.sh [N] [WRITES]
+#   scripts/bench-store.sh [N] [WRITES] [SUSTAIN_SECONDS]
 #
-# Reports: the import into etcd (`iot-authz store import`), each replica's initial load
-# (process start to /readyz 200: read the prefix, decode, compile with the files), and
-# write visibility: WRITES grants through replica 1 (`iot-authz admin assign`), each
-# followed at once by a Check on replica 2 at the write's token (grpcurl, `at_least`),
-# timed together (two process starts included), with how many of those checks were not
-# allowed (replica 2 not caught up within 2 s: UNAVAILABLE).
+# Reports: the import into etcd (`iot-authz store import`); each replica's initial load
+# (process start to /readyz 200: read the prefix, decode, compile with the files), with the
+# read and total times the replica logs; write visibility: WRITES grants through replica
+# 1's Admin API, one at a time, each followed at once by a Check on replica 2 at the
+# grant's token (`iot-authz load --target assign --check-addr`; the latency is from the
+# grant's answer to the allowed Check, errors count Checks that were not allowed within
+# 2 s); and, unless SUSTAIN_SECONDS is 0 (default 60), ext_authz checks at 2,000/s on
+# replica 2 alone for 20 s (the steady p99), then again for SUSTAIN_SECONDS while grants
+# run at 500/s through replica 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000000}
 writes=${2:-20}
+sustain=${3:-60}
 # shellcheck source=scripts/bench-common.sh
 source scripts/bench-common.sh
 etcd_bin=${IOT_AUTHZ_ETCD:-$(command -v etcd)}
@@ -21,7 +25,8 @@ grpcurl=${IOT_AUTHZ_GRPCURL:-.venv/bin/grpcurl}
 machine
 echo "# commit $(git rev-parse --short HEAD), N=$n assignments, $writes writes"
 
-# The files: the roles and an administrator (in the files, so the store is assignments only).
+# The files: the roles, an administrator, and the routes and a reader of the ext_authz
+# load's requests (in the files, so the store is assignments only).
 cat > "$work/roles.yaml" <<'EOF'
 version: 1
 roles:
@@ -29,6 +34,20 @@ roles:
   - {name: App Administrator, id: r-admin, actions: ["*"]}
 assignments:
   - {principal: "user:root", role: App Administrator, scope: /, id: root}
+  - {principal: "user:alice@contoso.com", role: Reader, scope: /subscriptions/s1, id: alice}
+routes:
+  - methods: [GET, HEAD]
+    path: /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Edge/targets/{target}
+    action: Microsoft.Edge/targets/read
+    scope: /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Edge/targets/{target}
+  - methods: [PUT, PATCH]
+    path: /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Edge/targets/{target}
+    action: Microsoft.Edge/targets/write
+    scope: /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Edge/targets/{target}
+  - methods: [DELETE]
+    path: /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Edge/targets/{target}
+    action: Microsoft.Edge/targets/delete
+    scope: /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Edge/targets/{target}
 EOF
 python3 - "$n" "$work/assignments.json" <<'EOF'
 import json, sys
@@ -66,25 +85,36 @@ for r in 1 2; do
   pids+=($!)
   wait_ready "${http[$r]}" 120
   end=$(date +%s.%N)
-  echo "replica $r initial load (start to ready): $(echo "$end - $start" | bc) s, RSS $(awk '/VmRSS/ {print $2/1024 " MiB"}' /proc/"${pids[-1]}"/status)"
+  read_line=$(sed 's/\x1b\[[0-9;]*m//g' "$work/serve-$r.log" | grep -m1 'store read' || true)
+  read_ms=$(sed -n 's/.*read_ms=\([0-9]*\).*/\1/p' <<<"$read_line")
+  total_ms=$(sed -n 's/.*total_ms=\([0-9]*\).*/\1/p' <<<"$read_line")
+  echo "replica $r initial load (start to ready): $(echo "$end - $start" | bc) s (etcd read and decode ${read_ms:-?} ms, with the compile ${total_ms:-?} ms), RSS $(awk '/VmRSS/ {print $2/1024 " MiB"}' /proc/"${pids[-1]}"/status)"
 done
 
-lat=()
-behind=0
-for i in $(seq "$writes"); do
-  start=$(date +%s.%N)
-  token=$("$bin" admin --server "http://127.0.0.1:${grpc[1]}" --as user:root --json \
-    assign --principal "user:w$i" --role Reader --scope /apps/bench | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-  answer=$("$grpcurl" -plaintext -max-time 5 -d "{\"principal\":\"user:w$i\",\"action\":\"Devices/read\",\"scope\":\"/apps/bench/d\",\"atLeast\":\"$token\"}" \
-    "127.0.0.1:${grpc[2]}" iotauthz.v1.Authorizer/Check 2>&1 || true)
-  case "$answer" in
-    *'"allowed": true'*) ;;
-    *) behind=$((behind + 1)) ;;
-  esac
-  end=$(date +%s.%N)
-  lat+=("$(echo "($end - $start) * 1000" | bc)")
-done
-printf '%s\n' "${lat[@]}" | sort -n | awk -v behind="$behind" '
-  { v[NR] = $1 }
-  END { printf "write then read at its token on the other replica (ms, 2 process starts included): p50 %.1f, p99 %.1f, max %.1f; %d of %d reads not caught up within 2 s\n",
-        v[int((NR + 1) / 2)], v[int(NR * 0.99 + 0.999)], v[NR], behind, NR }'
+# One JSON report of `iot-authz load` as a line of figures.
+summary() {
+  python3 -c 'import json,sys
+r = json.load(sys.stdin)
+print(f"{r[\"requests\"]} requests, {r[\"requests_per_second\"]:.0f}/s, errors {r[\"errors\"]}, latency ms p50 {r[\"p50_us\"]/1000:.2f}, p99 {r[\"p99_us\"]/1000:.2f}, max {r[\"max_us\"]/1000:.2f}")'
+}
+
+# Write visibility: one grant at a time (10 a second), each checked on replica 2 at its token.
+seconds=$(echo "scale=1; $writes / 10" | bc)
+echo "write visibility (grant through replica 1, Check at its token on replica 2): $(
+  "$bin" load --target assign --addr "127.0.0.1:${grpc[1]}" --check-addr "127.0.0.1:${grpc[2]}" \
+    --connections 1 --concurrency 1 --rate 10 --warmup 0 --duration "$seconds" --json | summary)"
+
+if [ "$sustain" != 0 ]; then
+  checks() {
+    "$bin" load --target ext-authz --addr "127.0.0.1:${grpc[2]}" --rate 2000 --connections 4 \
+      --concurrency 64 --warmup 1 --duration "$1" --json
+  }
+  echo "ext_authz at 2000/s on replica 2, no writes (20 s): $(checks 20 | summary)"
+  checks "$sustain" > "$work/under-writes.json" &
+  load_pid=$!
+  grants=$("$bin" load --target assign --addr "127.0.0.1:${grpc[1]}" --rate 500 --connections 4 \
+    --concurrency 64 --warmup 1 --duration "$sustain" --json | summary)
+  wait "$load_pid"
+  echo "ext_authz at 2000/s on replica 2 while grants run at 500/s through replica 1 (${sustain} s): $(summary < "$work/under-writes.json")"
+  echo "grants at 500/s through replica 1: $grants"
+fi

@@ -230,21 +230,21 @@ async fn a_store_that_cannot_be_read_at_start_up_is_not_ready_and_answers_nothin
 }
 
 /// An App Administrator in the store, so that the Admin API has someone to act for.
-fn seed_admin(etcd: &Etcd) {
+pub fn seed_admin(etcd: &Etcd) {
     etcd.put(
         "/t/assignments/admin-1",
         assignment("admin-1", "user:root1", "App Administrator", "/apps").as_bytes(),
     );
 }
 
-fn as_actor<T>(actor: &str, message: T) -> tonic::Request<T> {
+pub fn as_actor<T>(actor: &str, message: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
     r.metadata_mut()
         .insert("x-iotauthz-principal", actor.parse().unwrap());
     r
 }
 
-async fn check_at(
+pub async fn check_at(
     grpc: std::net::SocketAddr,
     principal: &str,
     token: &str,
@@ -351,7 +351,7 @@ async fn a_write_through_one_replica_is_read_through_another_with_its_token() {
 }
 
 /// A child process killed (and reaped) when dropped.
-struct KillOnDrop(std::process::Child);
+pub struct KillOnDrop(pub std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

@@ -44,8 +44,14 @@ fn page_size(keys: usize, bytes: usize) -> i64 {
 /// The largest response accepted from etcd (a page of large objects).
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
-/// How long one page may take.
+/// How long one request may take (the first page of a read: a linearizable read, which
+/// waits for a quorum).
 const PAGE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long each later page of a read may take. They are read at the first page's
+/// revision from the same member, serializably (no quorum round: data at a past revision
+/// does not change), so only their size and the member's load make them slow.
+const LATER_PAGE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// TLS for the connection to etcd (`https://` endpoints).
 #[derive(Debug, Clone, Default)]
@@ -416,12 +422,19 @@ impl Etcd {
                 range_end: end.clone(),
                 limit,
                 revision,
+                serializable: revision != 0,
                 ..Default::default()
             };
+            // Without a quorum a member may hold a linearizable read until its own
+            // timeout; the first page is given up on sooner, and the read tried again
+            // later.
+            let timeout = if revision == 0 {
+                PAGE_TIMEOUT
+            } else {
+                LATER_PAGE_TIMEOUT
+            };
             tokio::spawn(async move {
-                // Without a quorum a member may hold a linearizable read until its own
-                // timeout; a page is given up on sooner, and the read tried again later.
-                match tokio::time::timeout(PAGE_TIMEOUT, kv.range(request)).await {
+                match tokio::time::timeout(timeout, kv.range(request)).await {
                     Ok(response) => Ok(response?.into_inner()),
                     Err(_) => Err(tonic::Status::unavailable("etcd did not answer in time")),
                 }

@@ -90,8 +90,13 @@ async fn load(store: &Arc<Store>, app: &Arc<App>) -> Result<i64, String> {
     let read = started.elapsed();
     let (s, a) = (store.clone(), app.clone());
     let (count, outcome) = tokio::task::spawn_blocking(move || {
-        // In key order already (etcd's), which the map's bulk build finds at once.
-        let objects: objects::Objects = pages.into_iter().flatten().collect();
+        // In key order already (etcd's), which the map's bulk build finds at once; one
+        // vector of the right size, which the build reuses, instead of one that grows.
+        let mut all = Vec::with_capacity(pages.iter().map(Vec::len).sum());
+        for page in pages {
+            all.extend(page);
+        }
+        let objects: objects::Objects = all.into_iter().collect();
         let count = objects.len();
         {
             let mut inputs = s.inputs();

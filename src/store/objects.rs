@@ -177,6 +177,18 @@ pub fn document(objects: &Objects) -> Result<Document, Vec<(String, String)>> {
         version: Some(1),
         ..Document::default()
     };
+    // Sized first: a million assignments are not copied again and again as the list grows.
+    let count = |kind: Kind| {
+        let prefix = kind.as_str();
+        objects
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .count()
+    };
+    doc.assignments.reserve(count(Kind::Assignments));
     let mut bad = Vec::new();
     for (key, object) in objects {
         match object {

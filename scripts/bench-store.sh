@@ -99,9 +99,10 @@ done
 
 # One JSON report of `iot-authz load` as a line of figures.
 summary() {
-  python3 -c 'import json,sys
+  python3 -c "import json, sys
 r = json.load(sys.stdin)
-print(f"{r[\"requests\"]} requests, {r[\"requests_per_second\"]:.0f}/s, errors {r[\"errors\"]}, latency ms p50 {r[\"p50_us\"]/1000:.2f}, p99 {r[\"p99_us\"]/1000:.2f}, max {r[\"max_us\"]/1000:.2f}")'
+print('%d requests, %.0f/s, errors %d, latency ms p50 %.2f, p99 %.2f, max %.2f' % (r['requests'],
+      r['requests_per_second'], r['errors'], r['p50_us'] / 1000, r['p99_us'] / 1000, r['max_us'] / 1000))"
 }
 
 # Write visibility: one grant at a time, each checked on replica 2 at its token.

@@ -764,3 +764,67 @@ async fn after_random_bursts_of_writes_the_followed_policy_decides_as_a_fresh_co
         }
     }
 }
+
+/// `iot-authz load --target assign` against two replicas of one store: each grant goes
+/// through the first replica's Admin API and is checked on the second at its token; every
+/// grant is counted, allowed, and lands in etcd.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_load_generator_grants_and_checks_each_grant_on_another_replica() {
+    use iot_authz::loadgen::{LoadOptions, Target, WriteOptions, run};
+    let etcd = Etcd::start().await;
+    seed_admin(&etcd);
+    let files = [("roles.yaml", FILES)];
+    let (one, _) = serve_with_store(etcd.endpoints(), PREFIX, &files, |_| {}, true).await;
+    let (two, _) = serve_with_store(etcd.endpoints(), PREFIX, &files, |_| {}, true).await;
+    let report = run(LoadOptions {
+        target: Target::Assign,
+        addr: one.grpc.to_string(),
+        connections: 1,
+        concurrency: 1,
+        duration: Duration::from_millis(500),
+        rate: Some(10.0),
+        batch: 1,
+        warmup: Duration::ZERO,
+        only_allowed: false,
+        writes: WriteOptions {
+            actor: "user:root1".into(),
+            role: "Reader".into(),
+            scope: "/apps/fleet".into(),
+            action: "Devices/read".into(),
+            check_addr: Some(two.grpc.to_string()),
+        },
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (report.requests, report.allowed, report.errors),
+        (5, 5, 0),
+        "{report:?}"
+    );
+    let (granted, _) = iot_authz::store::Etcd::connect(&etcd.endpoints(), None)
+        .unwrap()
+        .range_prefix(b"/t/assignments/")
+        .await
+        .unwrap();
+    // The seeded administrator and the five grants.
+    assert_eq!(granted.len(), 6);
+    // A grant the actor may not make is an error, not a success.
+    let refused = run(LoadOptions {
+        target: Target::Assign,
+        addr: one.grpc.to_string(),
+        connections: 1,
+        concurrency: 1,
+        duration: Duration::from_millis(200),
+        rate: Some(10.0),
+        batch: 1,
+        warmup: Duration::ZERO,
+        only_allowed: false,
+        writes: WriteOptions {
+            actor: "user:nobody".into(),
+            ..WriteOptions::default()
+        },
+    })
+    .await
+    .unwrap();
+    assert_eq!((refused.requests, refused.errors), (2, 2), "{refused:?}");
+}

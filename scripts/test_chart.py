@@ -390,6 +390,37 @@ def store_renders_etcd_flags_and_a_tls_secret_directory() -> None:
 
 
 @test
+def store_auth_reads_the_password_from_a_secret_file() -> None:
+    r = render(with_values(None, **{"store.enabled": True,
+                                    "store.endpoints": ["http://etcd:2379"],
+                                    "store.auth": {"username": "iot-authz",
+                                                   "existingSecret": "etcd-password",
+                                                   "passwordKey": "pw"}}))
+    args = args_of(r)
+    assert flag(args, "--etcd-username") == "iot-authz", args
+    password_file = flag(args, "--etcd-password-file")
+    mount = mounts(r)["etcd-auth"]
+    assert "subPath" not in mount, mount
+    assert password_file == mount["mountPath"] + "/password", (password_file, mount)
+    vol = volume(r, "etcd-auth")
+    assert vol["secret"]["secretName"] == "etcd-password", vol
+    assert vol["secret"]["items"] == [{"key": "pw", "path": "password"}], vol
+    # The password itself is never an argument or an environment value.
+    assert "--etcd-password" not in args and not any(a.startswith("--etcd-password=") for a in args), args
+    env = r.container().get("env", [])
+    assert not any("PASSWORD" in e.get("name", "") for e in env), env
+    validate_k8s(r)
+    plain = args_of(render(with_values(None, **{"store.enabled": True,
+                                                "store.endpoints": ["http://etcd:2379"]})))
+    assert "--etcd-username" not in plain and "--etcd-password-file" not in plain, plain
+    render_fails(with_values(None, **{"store.enabled": True,
+                                      "store.endpoints": ["http://etcd:2379"],
+                                      "store.auth.username": "iot-authz"}),
+                 "store.auth.existingSecret")
+    schema_rejects(with_values(None, **{"store.auth": {"user": "x"}}))
+
+
+@test
 def existing_configmap_is_mounted_not_rendered() -> None:
     r = render(with_values(None, **{"policy.existingConfigMap": "my-policy"}))
     assert r.all("ConfigMap") == [], r.kinds()

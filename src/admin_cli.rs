@@ -19,7 +19,7 @@ use crate::policy::source;
 use crate::proto::iotauthz::v1 as pb;
 use crate::proto::iotauthz::v1::admin_client::AdminClient;
 use crate::store::objects::{self, Object};
-use crate::store::{self as store_mod, Etcd, EtcdTls, etcd};
+use crate::store::{self as store_mod, Etcd, EtcdAuth, EtcdTls, etcd};
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
@@ -120,7 +120,19 @@ pub struct EtcdArgs {
     /// PEM private key of `--etcd-cert`.
     #[arg(long, env = "IOT_AUTHZ_ETCD_KEY", requires = "etcd_cert")]
     pub etcd_key: Option<PathBuf>,
+    /// etcd user, for etcd's user/password authentication; the password comes from
+    /// `--etcd-password-file` or the environment variable `IOT_AUTHZ_ETCD_PASSWORD` (never
+    /// a command-line value, which `ps` would show).
+    #[arg(long, env = "IOT_AUTHZ_ETCD_USERNAME")]
+    pub etcd_username: Option<String>,
+    /// File holding the password of `--etcd-username` (read at each authentication, so a
+    /// rotated password is picked up; a trailing line break is ignored).
+    #[arg(long, env = "IOT_AUTHZ_ETCD_PASSWORD_FILE", requires = "etcd_username")]
+    pub etcd_password_file: Option<PathBuf>,
 }
+
+/// The environment variable that may hold the password of `--etcd-username`.
+pub const ETCD_PASSWORD_ENV: &str = "IOT_AUTHZ_ETCD_PASSWORD";
 
 impl EtcdArgs {
     /// The store's options (`None` without an endpoint); a TLS file that cannot be read
@@ -148,7 +160,33 @@ impl EtcdArgs {
                 },
             });
         }
+        options.auth = self.auth()?;
         Ok(Some(options))
+    }
+
+    /// The user and password source of `--etcd-username`; the password file is read once
+    /// now, so that a missing one stops the command at once.
+    fn auth(&self) -> std::result::Result<Option<EtcdAuth>, String> {
+        let Some(username) = &self.etcd_username else {
+            return Ok(None);
+        };
+        if username.trim().is_empty() {
+            return Err("--etcd-username is empty".into());
+        }
+        let password = match (&self.etcd_password_file, std::env::var(ETCD_PASSWORD_ENV)) {
+            (Some(path), _) => store_mod::Password::File(path.clone()),
+            (None, Ok(value)) => store_mod::Password::Value(value.into()),
+            (None, Err(_)) => {
+                return Err(format!(
+                    "--etcd-username needs a password: --etcd-password-file FILE or the environment variable {ETCD_PASSWORD_ENV}"
+                ));
+            }
+        };
+        password.read()?;
+        Ok(Some(EtcdAuth {
+            username: username.clone(),
+            password,
+        }))
     }
 }
 
@@ -461,7 +499,9 @@ impl StoreArgs {
             .options()
             .map_err(error)?
             .ok_or_else(|| error("no etcd endpoint given"))?;
-        Etcd::connect(&options.endpoints, options.tls.as_ref()).map_err(error)
+        Etcd::connect(&options.endpoints, options.tls.as_ref())
+            .map(|etcd| etcd.with_auth(options.auth.clone()))
+            .map_err(error)
     }
 }
 

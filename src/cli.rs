@@ -109,6 +109,22 @@ pub struct LoadArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// `--target assign`: the principal the grants are made as.
+    #[arg(long, default_value = "user:root")]
+    pub actor: String,
+    /// `--target assign`: the role granted.
+    #[arg(long, default_value = "Reader")]
+    pub role: String,
+    /// `--target assign`: the scope of the grants.
+    #[arg(long, default_value = "/apps/bench")]
+    pub scope: String,
+    /// `--target assign`: an action the role grants, checked with `--check-addr`.
+    #[arg(long, default_value = "Devices/read")]
+    pub action: String,
+    /// `--target assign`: another replica's gRPC `host:port`, asked for each grant at its
+    /// consistency token (the latency is then the grant's visibility there).
+    #[arg(long)]
+    pub check_addr: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -1073,6 +1089,13 @@ fn load(args: &LoadArgs) -> CliResult {
         batch: args.batch.clamp(1, crate::server::native::MAX_BATCH),
         warmup: std::time::Duration::from_secs_f64(args.warmup.max(0.0)),
         only_allowed: args.only_allowed,
+        writes: crate::loadgen::WriteOptions {
+            actor: args.actor.clone(),
+            role: args.role.clone(),
+            scope: args.scope.clone(),
+            action: args.action.clone(),
+            check_addr: args.check_addr.clone(),
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))

@@ -1,6 +1,7 @@
 //! `iot-authz load`: a load generator for the service over loopback. It drives native Check,
 //! BatchCheck, CheckHttp, Envoy ext_authz Check, AuthZEN evaluation (HTTP/1.1 keep-alive),
-//! or plain HTTP through a proxy, with a configurable
+//! plain HTTP through a proxy, or Admin API grants (each optionally followed by a Check at
+//! its consistency token on another replica), with a configurable
 //! number of connections and requests in flight, closed-loop or at a fixed rate, and reports
 //! throughput and latency percentiles.
 //!
@@ -40,6 +41,37 @@ pub enum Target {
     /// AuthZEN `POST /access/v1/evaluation` with a route resource, over HTTP/1.1 keep-alive
     /// (base URL of the HTTP port in --addr): the same work as CheckHttp, framed as AuthZEN
     Authzen,
+    /// iotauthz.v1.Admin/CreateRoleAssignment: each request grants the role of `--role` at
+    /// `--scope` to a new principal, as `--actor`; with `--check-addr`, each grant is
+    /// followed by a Check on that server at the grant's consistency token, and the latency
+    /// is the grant's visibility there (from the grant's answer to the allowed Check)
+    Assign,
+}
+
+/// The grants of `--target assign`.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// The principal the Admin API is called as (`x-iotauthz-principal`).
+    pub actor: String,
+    /// The role granted, and the scope.
+    pub role: String,
+    pub scope: String,
+    /// An action the role grants, checked at the scope (with `check_addr`).
+    pub action: String,
+    /// Another replica (`host:port`) that must allow each grant at its token.
+    pub check_addr: Option<String>,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        Self {
+            actor: "user:root".into(),
+            role: "Reader".into(),
+            scope: "/apps/bench".into(),
+            action: "Devices/read".into(),
+            check_addr: None,
+        }
+    }
 }
 
 /// A load run.
@@ -58,6 +90,8 @@ pub struct LoadOptions {
     /// Send only requests the demo policy allows (reads by alice), so that a proxy with and
     /// without authorization does the same work.
     pub only_allowed: bool,
+    /// The grants of [`Target::Assign`].
+    pub writes: WriteOptions,
 }
 
 /// The figures of a run. Latencies in microseconds.
@@ -170,17 +204,94 @@ enum Client {
     Envoy(AuthorizationClient<Channel>),
     Http(reqwest::Client, String),
     Authzen(reqwest::Client, String),
+    Assign(Box<Writer>),
+}
+
+/// A granting client, and the replica that must see each grant.
+#[derive(Clone)]
+struct Writer {
+    admin: crate::proto::iotauthz::v1::admin_client::AdminClient<Channel>,
+    check: Option<AuthorizerClient<Channel>>,
+    options: WriteOptions,
+    /// Tells this run's principals from an earlier run's.
+    run: u64,
+}
+
+impl Writer {
+    /// Grants the role to principal `i` of this run; with a replica to check, then asks it
+    /// at the grant's token. Returns (1, 1 if allowed) and, with a check, when the grant
+    /// was answered (the visibility is measured from there).
+    async fn send(&mut self, i: u64) -> Result<(u64, u64, Option<Instant>), String> {
+        let principal = format!("user:load-{}-{i}", self.run);
+        let mut request = tonic::Request::new(pb::CreateRoleAssignmentRequest {
+            assignment: Some(pb::RoleAssignment {
+                principal: principal.clone(),
+                role: self.options.role.clone(),
+                scope: self.options.scope.clone(),
+                ..Default::default()
+            }),
+        });
+        let actor = self
+            .options
+            .actor
+            .parse()
+            .map_err(|_| "bad --actor".to_string())?;
+        request.metadata_mut().insert("x-iotauthz-principal", actor);
+        let token = self
+            .admin
+            .create_role_assignment(request)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner()
+            .token;
+        let Some(check) = self.check.as_mut() else {
+            return Ok((1, 1, None));
+        };
+        let written = Instant::now();
+        let r = check
+            .check(pb::CheckRequest {
+                principal,
+                action: self.options.action.clone(),
+                scope: self.options.scope.clone(),
+                at_least: token,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        if !r.allowed {
+            return Err("the grant was not seen at its token".into());
+        }
+        Ok((1, 1, Some(written)))
+    }
 }
 
 impl Client {
-    /// Sends request `i`; returns (checks answered, checks allowed).
+    /// Sends request `i`; returns (checks answered, checks allowed), and the moment
+    /// latency is measured from when it is not the intended send time (a grant's answer,
+    /// for its visibility).
     async fn send(
+        &mut self,
+        batch: usize,
+        only_allowed: bool,
+        i: u64,
+    ) -> Result<(u64, u64, Option<Instant>), String> {
+        if let Client::Assign(writer) = self {
+            return writer.send(i).await;
+        }
+        self.send_check(batch, only_allowed, i)
+            .await
+            .map(|(checks, allowed)| (checks, allowed, None))
+    }
+
+    async fn send_check(
         &mut self,
         batch: usize,
         only_allowed: bool,
         i: u64,
     ) -> Result<(u64, u64), String> {
         match self {
+            Client::Assign(_) => Err("not a check".into()),
             Client::Batch(grpc, batches) => {
                 let body = batches[(i % BATCH_VARIANTS) as usize].clone();
                 grpc.ready().await.map_err(|e| e.to_string())?;
@@ -319,11 +430,32 @@ async fn connect(options: &LoadOptions) -> anyhow::Result<Vec<Client>> {
     } else {
         Vec::new()
     });
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     for _ in 0..options.connections.max(1) {
         let channel = Channel::from_shared(format!("http://{}", options.addr))?
             .tcp_nodelay(true)
             .connect()
             .await?;
+        if options.target == Target::Assign {
+            let check = match &options.writes.check_addr {
+                Some(addr) => Some(AuthorizerClient::new(
+                    Channel::from_shared(format!("http://{addr}"))?
+                        .tcp_nodelay(true)
+                        .connect()
+                        .await?,
+                )),
+                None => None,
+            };
+            clients.push(Client::Assign(Box::new(Writer {
+                admin: crate::proto::iotauthz::v1::admin_client::AdminClient::new(channel),
+                check,
+                options: options.writes.clone(),
+                run,
+            })));
+            continue;
+        }
         clients.push(match options.target {
             Target::ExtAuthz => Client::Envoy(AuthorizationClient::new(channel)),
             Target::BatchCheck => Client::Batch(
@@ -409,6 +541,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
             Client::Envoy(c) => Client::Envoy(c.clone()),
             Client::Http(c, b) => Client::Http(c.clone(), b.clone()),
             Client::Authzen(c, b) => Client::Authzen(c.clone(), b.clone()),
+            Client::Assign(w) => Client::Assign(w.clone()),
         };
         let (next, total_checks, total_allowed, errors) = (
             next.clone(),
@@ -440,12 +573,13 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
                     continue; // warm-up
                 }
                 match result {
-                    Ok((checks, allowed)) => {
+                    Ok((checks, allowed, from)) => {
                         total_checks.fetch_add(checks, Ordering::Relaxed);
                         total_allowed.fetch_add(allowed, Ordering::Relaxed);
                         if let Some(h) = hist.as_mut() {
+                            let from = from.unwrap_or(intended);
                             let nanos =
-                                u64::try_from(done.saturating_duration_since(intended).as_nanos())
+                                u64::try_from(done.saturating_duration_since(from).as_nanos())
                                     .unwrap_or(u64::MAX);
                             let _ = h.record(nanos.max(1));
                         }

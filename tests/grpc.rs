@@ -880,6 +880,7 @@ async fn the_load_generator_keeps_its_schedule_and_counts_answers() {
         batch,
         warmup: std::time::Duration::ZERO,
         only_allowed: false,
+        writes: Default::default(),
     };
     let fixed = run(options(Target::ExtAuthz, Some(400.0), 1))
         .await

@@ -26,6 +26,7 @@ mod properties;
 mod reload;
 mod soak;
 mod store;
+mod store_auth;
 mod support;
 mod tracing;
 mod tutorial;

@@ -230,21 +230,21 @@ async fn a_store_that_cannot_be_read_at_start_up_is_not_ready_and_answers_nothin
 }
 
 /// An App Administrator in the store, so that the Admin API has someone to act for.
-fn seed_admin(etcd: &Etcd) {
+pub fn seed_admin(etcd: &Etcd) {
     etcd.put(
         "/t/assignments/admin-1",
         assignment("admin-1", "user:root1", "App Administrator", "/apps").as_bytes(),
     );
 }
 
-fn as_actor<T>(actor: &str, message: T) -> tonic::Request<T> {
+pub fn as_actor<T>(actor: &str, message: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
     r.metadata_mut()
         .insert("x-iotauthz-principal", actor.parse().unwrap());
     r
 }
 
-async fn check_at(
+pub async fn check_at(
     grpc: std::net::SocketAddr,
     principal: &str,
     token: &str,
@@ -351,7 +351,7 @@ async fn a_write_through_one_replica_is_read_through_another_with_its_token() {
 }
 
 /// A child process killed (and reaped) when dropped.
-struct KillOnDrop(std::process::Child);
+pub struct KillOnDrop(pub std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -763,4 +763,68 @@ async fn after_random_bursts_of_writes_the_followed_policy_decides_as_a_fresh_co
             }
         }
     }
+}
+
+/// `iot-authz load --target assign` against two replicas of one store: each grant goes
+/// through the first replica's Admin API and is checked on the second at its token; every
+/// grant is counted, allowed, and lands in etcd.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_load_generator_grants_and_checks_each_grant_on_another_replica() {
+    use iot_authz::loadgen::{LoadOptions, Target, WriteOptions, run};
+    let etcd = Etcd::start().await;
+    seed_admin(&etcd);
+    let files = [("roles.yaml", FILES)];
+    let (one, _) = serve_with_store(etcd.endpoints(), PREFIX, &files, |_| {}, true).await;
+    let (two, _) = serve_with_store(etcd.endpoints(), PREFIX, &files, |_| {}, true).await;
+    let report = run(LoadOptions {
+        target: Target::Assign,
+        addr: one.grpc.to_string(),
+        connections: 1,
+        concurrency: 1,
+        duration: Duration::from_millis(500),
+        rate: Some(10.0),
+        batch: 1,
+        warmup: Duration::ZERO,
+        only_allowed: false,
+        writes: WriteOptions {
+            actor: "user:root1".into(),
+            role: "Reader".into(),
+            scope: "/apps/fleet".into(),
+            action: "Devices/read".into(),
+            check_addr: Some(two.grpc.to_string()),
+        },
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (report.requests, report.allowed, report.errors),
+        (5, 5, 0),
+        "{report:?}"
+    );
+    let (granted, _) = iot_authz::store::Etcd::connect(&etcd.endpoints(), None)
+        .unwrap()
+        .range_prefix(b"/t/assignments/")
+        .await
+        .unwrap();
+    // The seeded administrator and the five grants.
+    assert_eq!(granted.len(), 6);
+    // A grant the actor may not make is an error, not a success.
+    let refused = run(LoadOptions {
+        target: Target::Assign,
+        addr: one.grpc.to_string(),
+        connections: 1,
+        concurrency: 1,
+        duration: Duration::from_millis(200),
+        rate: Some(10.0),
+        batch: 1,
+        warmup: Duration::ZERO,
+        only_allowed: false,
+        writes: WriteOptions {
+            actor: "user:nobody".into(),
+            ..WriteOptions::default()
+        },
+    })
+    .await
+    .unwrap();
+    assert_eq!((refused.requests, refused.errors), (2, 2), "{refused:?}");
 }

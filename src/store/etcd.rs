@@ -1,28 +1,57 @@
-//! A small client of etcd's v3 gRPC API (KV and Watch), generated from the vendored protos
-//! (`proto/vendor/etcd/`): ranges read page by page at one revision, transactions, and the
-//! watch stream, failing over from an unreachable member to the next.
+//! A small client of etcd's v3 gRPC API (KV, Watch and Auth's Authenticate), generated from
+//! the vendored protos (`proto/vendor/etcd/`): ranges read page by page at one revision,
+//! transactions, and the watch stream, failing over from an unreachable member to the next;
+//! with a user and password, every call carries the token etcd gave for them, renewed when
+//! etcd no longer accepts it.
 
+use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use crate::policy::syntax::escape;
 use crate::proto::etcd::etcdserverpb::{
-    self as pb, Compare, RangeRequest, RequestOp, TxnRequest, compare, kv_client::KvClient,
-    request_op, watch_client::WatchClient,
+    self as pb, AuthenticateRequest, Compare, RangeRequest, RequestOp, TxnRequest,
+    auth_client::AuthClient, compare, kv_client::KvClient, request_op, watch_client::WatchClient,
 };
 
-/// How many keys one range request reads. etcd 3.4 counts every key left in the range
-/// for each page, so a read of N keys costs about N²/(2 × PAGE): pages are large.
-const PAGE: i64 = 10_000;
+/// How many keys the first range request of a read asks for.
+const FIRST_PAGE: i64 = 10_000;
+
+/// About how many bytes each later page holds: its size in keys follows from the bytes per
+/// key seen so far. etcd (3.4 and 3.5) walks every key left in the range for each page, so
+/// a read of N keys in pages of P costs about N²/(2P) key visits: pages are large (a
+/// million assignments of about 130 bytes each are read in about ten pages).
+const PAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The bounds of a page, in keys.
+const MIN_PAGE: usize = 16;
+const MAX_PAGE: usize = 1_000_000;
+
+/// The size of the next page, in keys, after `keys` keys of `bytes` bytes in all.
+fn page_size(keys: usize, bytes: usize) -> i64 {
+    let per_key = (bytes / keys.max(1)).max(1);
+    i64::try_from((PAGE_BYTES / per_key).clamp(MIN_PAGE, MAX_PAGE)).unwrap_or(FIRST_PAGE)
+}
 
 /// The largest response accepted from etcd (a page of large objects).
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
-/// How long one page may take.
+/// How long one request may take (the first page of a read: a linearizable read, which
+/// waits for a quorum).
 const PAGE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long each later page of a read may take. They are read at the first page's
+/// revision from the same member, serializably (no quorum round: data at a past revision
+/// does not change), so only their size and the member's load make them slow.
+const LATER_PAGE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// TLS for the connection to etcd (`https://` endpoints).
 #[derive(Debug, Clone, Default)]
@@ -33,6 +62,115 @@ pub struct EtcdTls {
     pub identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
+/// etcd user/password authentication (etcd's `auth enable`): the user and where its
+/// password is. Neither the password nor the token etcd gives for it is ever logged or
+/// shown (`Debug` leaves them out).
+#[derive(Debug, Clone)]
+pub struct EtcdAuth {
+    pub username: String,
+    pub password: Password,
+}
+
+/// Where the password of [`EtcdAuth`] comes from.
+#[derive(Clone)]
+pub enum Password {
+    /// A file, read at each authentication (so a rotated Secret is picked up); one
+    /// trailing line break is not part of the password.
+    File(PathBuf),
+    /// The password itself (from the environment).
+    Value(Arc<str>),
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Password::File(path) => f.debug_tuple("File").field(path).finish(),
+            Password::Value(_) => f.write_str("Value(<redacted>)"),
+        }
+    }
+}
+
+impl Password {
+    /// The password now; a file that cannot be read is an error naming the file.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            Password::Value(v) => Ok(v.to_string()),
+            Password::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    format!(
+                        "reading the etcd password file `{}`: {e}",
+                        escape(&path.display().to_string())
+                    )
+                })?;
+                let text = text
+                    .strip_suffix('\n')
+                    .map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
+                Ok(text.to_owned())
+            }
+        }
+    }
+}
+
+/// The token of an authenticated user, shared by every clone of an [`Etcd`].
+struct Session {
+    credentials: EtcdAuth,
+    token: Mutex<Option<AsciiMetadataValue>>,
+    /// One authentication at a time: callers that find the token stale wait for it.
+    renewing: tokio::sync::Mutex<()>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("username", &self.credentials.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    fn current(&self) -> Option<AsciiMetadataValue> {
+        match self.token.lock() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set(&self, token: AsciiMetadataValue) {
+        match self.token.lock() {
+            Ok(mut t) => *t = Some(token),
+            Err(poisoned) => *poisoned.into_inner() = Some(token),
+        }
+    }
+}
+
+/// Sends etcd's auth token (the `token` metadata) with every request of a client.
+#[derive(Clone)]
+pub struct WithToken(Option<AsciiMetadataValue>);
+
+impl Interceptor for WithToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request.metadata_mut().insert("token", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A KV client that sends the auth token, if any.
+pub type Kv = KvClient<InterceptedService<Channel, WithToken>>;
+/// A Watch client that sends the auth token, if any.
+pub type Watch = WatchClient<InterceptedService<Channel, WithToken>>;
+
+/// Whether etcd refused a call for its token (expired, or issued before the user's roles
+/// changed): authenticating again may cure it.
+fn stale_token(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unauthenticated
+        || status.message().contains("revision of auth store is old")
+}
+
 /// A connection to an etcd cluster: one lazily connected channel per endpoint, used one
 /// at a time; a request that finds its member unreachable (`UNAVAILABLE`) moves on to the
 /// next member and is tried there, so one member down costs one failed attempt.
@@ -40,6 +178,7 @@ pub struct EtcdTls {
 pub struct Etcd {
     channels: Vec<Channel>,
     current: Arc<AtomicUsize>,
+    session: Option<Arc<Session>>,
 }
 
 /// One key and its value, with the revision it was last written at.
@@ -87,7 +226,94 @@ impl Etcd {
         Ok(Self {
             channels,
             current: Arc::new(AtomicUsize::new(0)),
+            session: None,
         })
+    }
+
+    /// Authenticates as this user (etcd's Auth service) before the first request, and
+    /// again whenever etcd refuses the token.
+    #[must_use]
+    pub fn with_auth(mut self, auth: Option<EtcdAuth>) -> Self {
+        self.session = auth.map(|credentials| {
+            Arc::new(Session {
+                credentials,
+                token: Mutex::new(None),
+                renewing: tokio::sync::Mutex::new(()),
+            })
+        });
+        self
+    }
+
+    /// The token to send (`None` without authentication): the one held, unless there is
+    /// none yet or it is `stale` (refused by etcd), in which case the user authenticates.
+    async fn token(
+        &self,
+        stale: Option<&AsciiMetadataValue>,
+    ) -> Result<Option<AsciiMetadataValue>, tonic::Status> {
+        let Some(session) = &self.session else {
+            return Ok(None);
+        };
+        let usable = |t: &Option<AsciiMetadataValue>| t.is_some() && t.as_ref() != stale;
+        let current = session.current();
+        if usable(&current) {
+            return Ok(current);
+        }
+        let _one = session.renewing.lock().await;
+        // Another caller may have renewed it meanwhile.
+        let current = session.current();
+        if usable(&current) {
+            return Ok(current);
+        }
+        let token = self.authenticate(&session.credentials).await?;
+        session.set(token.clone());
+        Ok(Some(token))
+    }
+
+    /// etcd's Authenticate, on the member in use (an unreachable one is left for the
+    /// next). The error names the user and etcd's reason, never the password.
+    async fn authenticate(
+        &self,
+        credentials: &EtcdAuth,
+    ) -> Result<AsciiMetadataValue, tonic::Status> {
+        let password = credentials
+            .password
+            .read()
+            .map_err(tonic::Status::failed_precondition)?;
+        let request = AuthenticateRequest {
+            name: credentials.username.clone(),
+            password,
+        };
+        let mut last = tonic::Status::unavailable("no etcd endpoint");
+        for _ in 0..self.channels.len().max(1) {
+            let (i, channel) = self.channel();
+            let mut client = AuthClient::new(channel);
+            match tokio::time::timeout(PAGE_TIMEOUT, client.authenticate(request.clone())).await {
+                Err(_) => {
+                    self.failed(i);
+                    last = tonic::Status::unavailable("etcd did not answer in time");
+                }
+                Ok(Err(s)) if s.code() == tonic::Code::Unavailable => {
+                    self.failed(i);
+                    last = s;
+                }
+                Ok(Err(s)) => {
+                    return Err(tonic::Status::new(
+                        s.code(),
+                        format!(
+                            "authenticating as etcd user `{}`: {}",
+                            escape(&credentials.username),
+                            crate::policy::syntax::escape_controls(s.message())
+                        ),
+                    ));
+                }
+                Ok(Ok(response)) => {
+                    return AsciiMetadataValue::try_from(response.into_inner().token).map_err(
+                        |_| tonic::Status::internal("etcd gave an auth token that is not ASCII"),
+                    );
+                }
+            }
+        }
+        Err(last)
     }
 
     /// The member in use (its index, for [`Etcd::failed`]) and its channel.
@@ -104,38 +330,52 @@ impl Etcd {
             .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed);
     }
 
-    /// A KV client on the member in use.
-    pub fn kv(&self) -> (usize, KvClient<Channel>) {
+    /// A KV client on the member in use, sending `token`.
+    fn kv(&self, token: Option<AsciiMetadataValue>) -> (usize, Kv) {
         let (i, c) = self.channel();
         (
             i,
-            KvClient::new(c).max_decoding_message_size(MAX_RESPONSE_BYTES),
+            KvClient::with_interceptor(c, WithToken(token))
+                .max_decoding_message_size(MAX_RESPONSE_BYTES),
         )
     }
 
-    /// A Watch client on the member in use.
-    pub fn watch(&self) -> (usize, WatchClient<Channel>) {
+    /// A Watch client on the member in use, with the token held (a watch follows a read,
+    /// which authenticated; a watch refused for its token ends, and the read that resumes
+    /// it authenticates again).
+    pub fn watch(&self) -> (usize, Watch) {
         let (i, c) = self.channel();
+        let token = self.session.as_ref().and_then(|s| s.current());
         (
             i,
-            WatchClient::new(c).max_decoding_message_size(MAX_RESPONSE_BYTES),
+            WatchClient::with_interceptor(c, WithToken(token))
+                .max_decoding_message_size(MAX_RESPONSE_BYTES),
         )
     }
 
     /// Runs `call` on the member in use; a member found unreachable (`UNAVAILABLE`) is
-    /// left for the next one and the call tried there, each member at most once.
+    /// left for the next one and the call tried there, each member at most once. A call
+    /// refused for its auth token is tried once more with a new one.
     async fn on_members<T, F, Fut>(&self, mut call: F) -> Result<T, tonic::Status>
     where
-        F: FnMut(KvClient<Channel>) -> Fut,
+        F: FnMut(Kv) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
         let mut last = tonic::Status::unavailable("no etcd endpoint");
-        for _ in 0..self.channels.len().max(1) {
-            let (i, kv) = self.kv();
+        let mut renewed = false;
+        let mut tries = 0;
+        while tries < self.channels.len().max(1) {
+            let token = self.token(None).await?;
+            let (i, kv) = self.kv(token.clone());
             match call(kv).await {
                 Err(s) if s.code() == tonic::Code::Unavailable => {
                     self.failed(i);
                     last = s;
+                    tries += 1;
+                }
+                Err(s) if token.is_some() && !renewed && stale_token(&s) => {
+                    renewed = true;
+                    self.token(token.as_ref()).await?;
                 }
                 done => return done,
             }
@@ -146,49 +386,100 @@ impl Etcd {
     /// Every key under `prefix`, read at one revision (the first page's), page by page.
     /// Returns the pairs in key order and that revision.
     pub async fn range_prefix(&self, prefix: &[u8]) -> Result<(Vec<KeyValue>, i64), tonic::Status> {
-        self.on_members(|kv| Self::range_on(kv, prefix)).await
+        let (pages, revision) = self.range_prefix_map(prefix, |page| page).await?;
+        Ok((pages.into_iter().flatten().collect(), revision))
     }
 
-    async fn range_on(
-        mut kv: KvClient<Channel>,
+    /// Every key under `prefix`, read at one revision (the first page's), page by page;
+    /// each page is handed to `map` on a blocking thread as soon as it arrives, while the
+    /// next one is read. Returns what `map` made of each page, in key order, and that
+    /// revision.
+    pub async fn range_prefix_map<T, F>(
+        &self,
         prefix: &[u8],
-    ) -> Result<(Vec<KeyValue>, i64), tonic::Status> {
+        map: F,
+    ) -> Result<(Vec<T>, i64), tonic::Status>
+    where
+        T: Send + 'static,
+        F: Fn(Vec<KeyValue>) -> T + Clone + Send + 'static,
+    {
+        self.on_members(|kv| Self::range_on(kv, prefix, map.clone()))
+            .await
+    }
+
+    async fn range_on<T, F>(kv: Kv, prefix: &[u8], map: F) -> Result<(Vec<T>, i64), tonic::Status>
+    where
+        T: Send + 'static,
+        F: Fn(Vec<KeyValue>) -> T + Clone + Send + 'static,
+    {
         let end = prefix_end(prefix);
-        let mut out = Vec::new();
-        let mut start = prefix.to_vec();
-        let mut revision = 0;
-        loop {
-            let page = kv.range(RangeRequest {
-                key: start.clone(),
+        // One page, read on its own task so that it is on its way while the page before
+        // is handed over.
+        let fetch = |start: Vec<u8>, limit: i64, revision: i64| {
+            let mut kv = kv.clone();
+            let request = RangeRequest {
+                key: start,
                 range_end: end.clone(),
-                limit: PAGE,
+                limit,
                 revision,
+                serializable: revision != 0,
                 ..Default::default()
-            });
+            };
             // Without a quorum a member may hold a linearizable read until its own
-            // timeout; a page is given up on sooner, and the read tried again later.
-            let response = tokio::time::timeout(PAGE_TIMEOUT, page)
-                .await
-                .map_err(|_| tonic::Status::unavailable("etcd did not answer in time"))??
-                .into_inner();
+            // timeout; the first page is given up on sooner, and the read tried again
+            // later.
+            let timeout = if revision == 0 {
+                PAGE_TIMEOUT
+            } else {
+                LATER_PAGE_TIMEOUT
+            };
+            tokio::spawn(async move {
+                match tokio::time::timeout(timeout, kv.range(request)).await {
+                    Ok(response) => Ok(response?.into_inner()),
+                    Err(_) => Err(tonic::Status::unavailable("etcd did not answer in time")),
+                }
+            })
+        };
+        let joined = |e: tokio::task::JoinError| {
+            tonic::Status::internal(format!("reading the store failed: {e}"))
+        };
+        let mut next = Some(fetch(prefix.to_vec(), FIRST_PAGE, 0));
+        let mut revision = 0;
+        let (mut keys, mut bytes) = (0usize, 0usize);
+        let mut mapped = Vec::new();
+        while let Some(page) = next.take() {
+            let response = page.await.map_err(joined)??;
             if revision == 0 {
                 revision = response.header.as_ref().map_or(0, |h| h.revision);
             }
-            let more = response.more;
-            let last = response.kvs.last().map(|kv| kv.key.clone());
-            out.extend(response.kvs.into_iter().map(|kv| KeyValue {
-                key: kv.key,
-                value: kv.value,
-                mod_revision: kv.mod_revision,
-            }));
-            match (more, last) {
-                (true, Some(mut last)) => {
-                    last.push(0);
-                    start = last;
-                }
-                _ => return Ok((out, revision)),
+            keys += response.kvs.len();
+            bytes += response
+                .kvs
+                .iter()
+                .map(|kv| kv.key.len() + kv.value.len())
+                .sum::<usize>();
+            if let (true, Some(last)) = (response.more, response.kvs.last()) {
+                let mut start = last.key.clone();
+                start.push(0);
+                next = Some(fetch(start, page_size(keys, bytes), revision));
             }
+            let page: Vec<KeyValue> = response
+                .kvs
+                .into_iter()
+                .map(|kv| KeyValue {
+                    key: kv.key,
+                    value: kv.value,
+                    mod_revision: kv.mod_revision,
+                })
+                .collect();
+            let map = map.clone();
+            mapped.push(tokio::task::spawn_blocking(move || map(page)));
         }
+        let mut out = Vec::with_capacity(mapped.len());
+        for page in mapped {
+            out.push(page.await.map_err(joined)?);
+        }
+        Ok((out, revision))
     }
 
     /// One key, read linearizably; also proves that a quorum answers. Returns the key (if
@@ -331,7 +622,15 @@ pub fn delete(key: Vec<u8>) -> RequestOp {
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_end;
+    use super::{MAX_PAGE, MIN_PAGE, PAGE_BYTES, page_size, prefix_end};
+
+    #[test]
+    fn pages_hold_about_page_bytes_within_bounds() {
+        assert_eq!(page_size(10_000, 1_300_000), (PAGE_BYTES / 130) as i64);
+        assert_eq!(page_size(1, 1), MAX_PAGE as i64);
+        assert_eq!(page_size(2, 2 * 1024 * 1024 * 1024), MIN_PAGE as i64);
+        assert_eq!(page_size(0, 0), MAX_PAGE as i64);
+    }
 
     #[test]
     fn prefix_end_increments_the_last_byte_below_0xff() {

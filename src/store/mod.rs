@@ -23,7 +23,7 @@ use crate::server::App;
 use crate::server::state::{LoadedPolicy, retire};
 use crate::sources::LoadOutcome;
 
-pub use etcd::{Etcd, EtcdTls};
+pub use etcd::{Etcd, EtcdAuth, EtcdTls, Password};
 pub use objects::{Kind, Object, Objects};
 
 /// The default key prefix.
@@ -39,6 +39,8 @@ pub struct StoreOptions {
     pub prefix: String,
     pub max_value_bytes: usize,
     pub tls: Option<EtcdTls>,
+    /// etcd user/password authentication.
+    pub auth: Option<EtcdAuth>,
 }
 
 impl StoreOptions {
@@ -48,6 +50,7 @@ impl StoreOptions {
             prefix: DEFAULT_PREFIX.into(),
             max_value_bytes: objects::DEFAULT_MAX_VALUE_BYTES,
             tls: None,
+            auth: None,
         }
     }
 }
@@ -86,7 +89,8 @@ pub struct Store {
 
 impl Store {
     pub fn new(options: StoreOptions) -> Result<Self, String> {
-        let etcd = Etcd::connect(&options.endpoints, options.tls.as_ref())?;
+        let etcd = Etcd::connect(&options.endpoints, options.tls.as_ref())?
+            .with_auth(options.auth.clone());
         Ok(Self {
             options,
             etcd,

@@ -138,7 +138,12 @@ pub fn decode(key: &[u8], value: &[u8], max_bytes: usize) -> Result<Option<Objec
 
 /// Parses the JSON of one object of `kind` (unknown keys are errors).
 pub fn parse_object(kind: Kind, value: &[u8]) -> Result<Object, String> {
+    /// The plain parse first (a million objects are read at start-up); only a value it
+    /// refuses is parsed again to name the place of the problem.
     fn parse<T: serde::de::DeserializeOwned>(value: &[u8]) -> Result<T, String> {
+        if let Ok(parsed) = serde_json::from_slice(value) {
+            return Ok(parsed);
+        }
         let mut de = serde_json::Deserializer::from_slice(value);
         let parsed: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
@@ -172,6 +177,18 @@ pub fn document(objects: &Objects) -> Result<Document, Vec<(String, String)>> {
         version: Some(1),
         ..Document::default()
     };
+    // Sized first: a million assignments are not copied again and again as the list grows.
+    let count = |kind: Kind| {
+        let prefix = kind.as_str();
+        objects
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .count()
+    };
+    doc.assignments.reserve(count(Kind::Assignments));
     let mut bad = Vec::new();
     for (key, object) in objects {
         match object {

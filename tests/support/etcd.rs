@@ -38,6 +38,8 @@ pub struct Etcd {
     pub members: Vec<Member>,
     cluster: String,
     dir: tempfile::TempDir,
+    /// `USER:PASSWORD` for etcdctl, once etcd's authentication is on.
+    user: Option<String>,
 }
 
 impl Etcd {
@@ -66,6 +68,7 @@ impl Etcd {
             members: Vec::new(),
             cluster,
             dir,
+            user: None,
         };
         for m in &mut members {
             m.child = Some(etcd.spawn(m));
@@ -140,7 +143,13 @@ impl Etcd {
         self.members[i].child = Some(child);
     }
 
-    fn etcdctl(&self, args: &[&str], stdin: Option<&[u8]>) -> (bool, String) {
+    /// etcdctl's later calls authenticate as `USER:PASSWORD` (after `auth enable`).
+    pub fn act_as(&mut self, user_password: &str) {
+        self.user = Some(user_password.into());
+    }
+
+    /// `etcdctl ARGS` (standard input from `stdin`): whether it succeeded, and its output.
+    pub fn etcdctl(&self, args: &[&str], stdin: Option<&[u8]>) -> (bool, String) {
         use std::io::Write;
         let mut child = Command::new(tool("etcdctl"))
             .env("ETCDCTL_API", "3")
@@ -148,6 +157,7 @@ impl Etcd {
                 "--endpoints={}",
                 self.running_endpoints().join(",")
             ))
+            .args(self.user.iter().map(|u| format!("--user={u}")))
             .args(args)
             .stdin(if stdin.is_some() {
                 Stdio::piped()

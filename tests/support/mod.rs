@@ -134,15 +134,20 @@ where
     I: IntoIterator<Item = A>,
     A: AsRef<std::ffi::OsStr>,
 {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_iot-authz"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_iot-authz"));
+    command
         .arg("serve")
         .args(args)
         .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    spawn_child(command)
+}
+
+/// Runs `command` (an `iot-authz serve`, its standard output taken here); waits for its
+/// ready line and returns the gRPC and HTTP addresses it names.
+pub fn spawn_child(mut command: Command) -> (Child, SocketAddr, SocketAddr) {
+    use std::io::BufRead;
+    let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)

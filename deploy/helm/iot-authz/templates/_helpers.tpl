@@ -63,6 +63,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "iot-authz.bundleTokenDir" -}}/etc/iot-authz/bundle-token{{- end }}
 {{- define "iot-authz.tlsDir" -}}/etc/iot-authz/tls{{- end }}
 {{- define "iot-authz.storeTlsDir" -}}/etc/iot-authz/etcd-tls{{- end }}
+{{- define "iot-authz.storeAuthDir" -}}/etc/iot-authz/etcd-auth{{- end }}
 {{/* The container listens where the args say; the Service maps its ports onto these. */}}
 {{- define "iot-authz.grpcContainerPort" -}}50051{{- end }}
 {{- define "iot-authz.httpContainerPort" -}}8181{{- end }}
@@ -196,6 +197,15 @@ Which policy source the release uses, after checking that at most one is given:
 - --etcd-key
 - {{ printf "%s/tls.key" (include "iot-authz.storeTlsDir" .) }}
 {{- end }}
+{{- end }}
+{{- if .Values.store.auth.username }}
+{{- if not .Values.store.auth.existingSecret }}
+{{- fail "store.auth.username needs store.auth.existingSecret (a Secret holding the etcd password)" }}
+{{- end }}
+- --etcd-username
+- {{ .Values.store.auth.username | quote }}
+- --etcd-password-file
+- {{ printf "%s/password" (include "iot-authz.storeAuthDir" .) }}
 {{- end }}
 {{- end }}
 - --decision-cache-size

@@ -539,6 +539,28 @@ mod tests {
         refused(grouped, "cannot be walked");
     }
 
+    /// The deepest metadata admitted still decodes (prost stops at 100 nested messages; a
+    /// `Struct` level is three of them).
+    #[test]
+    fn the_deepest_admitted_metadata_decodes() {
+        let mut value = envoy::Value {
+            kind: Some(envoy::Kind::StringValue("deep".into())),
+        };
+        for _ in 1..MAX_METADATA_DEPTH {
+            value = envoy::Value {
+                kind: Some(envoy::Kind::StructValue(envoy::Struct {
+                    fields: [("a".to_owned(), value)].into(),
+                })),
+            };
+        }
+        let deepest = envoy::Struct {
+            fields: [("a".to_owned(), value)].into(),
+        };
+        let bytes = envoy_check(1, deepest);
+        assert!(admit_envoy(&bytes).is_ok());
+        assert!(envoy::CheckRequest::decode(bytes.as_slice()).is_ok());
+    }
+
     /// The blow-up that was measured: a 4 MiB request of empty values in one ListValue
     /// (two bytes each, about 2 million) is refused from its bytes.
     #[test]

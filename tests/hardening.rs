@@ -1148,3 +1148,49 @@ async fn a_huge_envoy_metadata_list_is_refused_before_decoding() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// The real Envoy, allowed to take many headers, asks ext_authz about a request with more
+/// than the 10,000 headers a CheckRequest may carry: iot-authz refuses the CheckRequest
+/// before decoding it, and Envoy (`failure_mode_allow: false`) answers 403 with no deny
+/// body; the upstream never sees it. The same request with a few headers goes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn envoy_fails_closed_when_a_check_request_is_refused_from_its_shape() {
+    use iot_authz::proto::codec::MAX_HEADERS;
+    crypto();
+    let server = TestServer::start(policy(SECRET_POLICY)).await;
+    let upstream = Upstream::start().await;
+    let envoy = Envoy::start(
+        "envoy.yaml",
+        server.grpc,
+        upstream.addr,
+        &[
+            (
+                "stat_prefix: ingress",
+                "stat_prefix: ingress\n                max_request_headers_kb: 4096",
+            ),
+            (
+                "headers_with_underscores_action: REJECT_REQUEST",
+                "headers_with_underscores_action: REJECT_REQUEST\n                  max_headers_count: 20000",
+            ),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let send = |headers: usize| {
+        let mut request = client.get(envoy.url("/p/a")).header(DAVE.0, DAVE.1);
+        for i in 0..headers {
+            request = request.header(format!("x-h{i}"), "v");
+        }
+        request.send()
+    };
+    let resp = send(20).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = send(MAX_HEADERS + 1).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "",
+        "a deny body: the policy decided"
+    );
+    assert_eq!(upstream.requests().len(), 1);
+}

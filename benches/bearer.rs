@@ -22,9 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest};
+use envoy_types::ext_authz::v3::pb::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
 use iot_authz::policy::{SourceDocument, compile_sources};
+use iot_authz::proto::envoy_auth::authorization_server::Authorization;
 use iot_authz::server::ext_authz::ExtAuthz;
 use iot_authz::server::state::PolicyState;
 use iot_authz::server::{App, AppOptions};

@@ -11,6 +11,13 @@ pub mod iotauthz {
     }
 }
 
+/// Envoy's `envoy.service.auth.v3.Authorization` server, generated with the native API's
+/// codec ([`codec::AdmittingCodec`]); its messages are `envoy-types`'.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod envoy_auth {
+    tonic::include_proto!("envoy.service.auth.v3");
+}
+
 /// etcd's v3 API (client side), for the store (`crate::store`).
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod etcd {

@@ -38,7 +38,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use arbitrary::{Arbitrary, Unstructured};
-use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse, HttpResponse};
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
 use envoy_types::pb::envoy::config::core::v3::Metadata;
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
@@ -48,6 +48,7 @@ use envoy_types::pb::google::protobuf::{ListValue, Struct, Value as PbValue, val
 use iot_authz::policy::queries::HttpRequest;
 use iot_authz::policy::syntax;
 use iot_authz::server::App;
+use iot_authz::proto::envoy_auth::authorization_server::Authorization;
 use iot_authz::server::ext_authz::ExtAuthz;
 use iot_authz::server::state::{LoadedPolicy, PolicyState};
 use libfuzzer_sys::fuzz_target;

@@ -1,4 +1,5 @@
-//! The native API's codec: prost, with a look at a request's shape before it is decoded.
+//! The codec of every gRPC service we generate (the native API and Envoy's Authorization
+//! service): prost, with a look at a request's shape before it is decoded.
 //!
 //! Decoding a message allocates for every element of its repeated fields, and an element
 //! can be two bytes on the wire: a 4 MiB BatchCheck of empty checks decodes to about two
@@ -120,6 +121,170 @@ impl Admit for pb::BatchCheckRequest {
     }
 }
 
+/// Envoy's CheckRequest, looked at before it is decoded (`envoy.service.auth.v3`).
+///
+/// Every element of a repeated field, map or `ListValue` decodes to an allocation of its
+/// own, and can be two bytes on the wire: 4 MiB of empty `ListValue` entries in the
+/// metadata decoded to over 200 MB. One walk over the bytes, following only the fields that
+/// nest or repeat, refuses a request whose metadata nests deeper than
+/// [`MAX_METADATA_DEPTH`], that carries more than [`MAX_HEADERS`] headers, or more than
+/// [`MAX_ENTRIES`] other repeated entries (metadata values and fields, map entries).
+impl Admit for envoy_types::pb::envoy::service::auth::v3::CheckRequest {
+    fn admit(bytes: &[u8]) -> Result<(), Status> {
+        let mut tally = Tally::default();
+        walk(bytes, Shape::CheckRequest, 0, &mut tally).map_err(Refusal::status)
+    }
+}
+
+/// The most `Struct` / `ListValue` levels in a CheckRequest's metadata (the namespace's own
+/// `Struct` is level 1). Envoy's filters write a handful; prost stops at 100 messages deep.
+pub const MAX_METADATA_DEPTH: usize = 32;
+
+/// The most repeated entries of a CheckRequest apart from its headers: metadata values
+/// (list elements and struct fields), metadata namespaces, context extensions and peer
+/// labels together. A JWT payload that fits Envoy's default 60 KiB of request headers has
+/// fewer than 31,000 values.
+pub const MAX_ENTRIES: usize = 50_000;
+
+/// A message of `envoy.service.auth.v3.CheckRequest`'s tree that can nest or repeat.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    CheckRequest,
+    AttributeContext,
+    Peer,
+    Request,
+    HttpRequest,
+    HeaderMap,
+    Metadata,
+    /// An entry of `Metadata.filter_metadata`: namespace and `Struct`.
+    Namespace,
+    Struct,
+    /// An entry of `Struct.fields`: name and `Value`.
+    Field,
+    Value,
+    ListValue,
+}
+
+/// What one occurrence of a length-delimited field is counted as.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Counted {
+    Not,
+    Entry,
+    Header,
+}
+
+impl Shape {
+    /// Field `number` of this message: what it counts as, and the message to walk into
+    /// (`None`: strings, bytes and messages that neither nest nor repeat).
+    fn field(self, number: u64) -> (Counted, Option<Shape>) {
+        use Counted::{Entry, Header, Not};
+        match (self, number) {
+            (Shape::CheckRequest, 1) => (Not, Some(Shape::AttributeContext)),
+            // source, destination; request; context_extensions; metadata_context,
+            // route_metadata_context.
+            (Shape::AttributeContext, 1 | 2) => (Not, Some(Shape::Peer)),
+            (Shape::AttributeContext, 4) => (Not, Some(Shape::Request)),
+            (Shape::AttributeContext, 10) => (Entry, None),
+            (Shape::AttributeContext, 11 | 13) => (Not, Some(Shape::Metadata)),
+            (Shape::Peer, 3) => (Entry, None),
+            (Shape::Request, 2) => (Not, Some(Shape::HttpRequest)),
+            (Shape::HttpRequest, 3) => (Header, None),
+            (Shape::HttpRequest, 13) => (Not, Some(Shape::HeaderMap)),
+            (Shape::HeaderMap, 1) => (Header, None),
+            // filter_metadata; typed_filter_metadata (an `Any` each, not looked into).
+            (Shape::Metadata, 1) => (Entry, Some(Shape::Namespace)),
+            (Shape::Metadata, 2) => (Entry, None),
+            (Shape::Namespace, 2) => (Not, Some(Shape::Struct)),
+            (Shape::Struct, 1) => (Entry, Some(Shape::Field)),
+            (Shape::Field, 2) => (Not, Some(Shape::Value)),
+            (Shape::Value, 5) => (Not, Some(Shape::Struct)),
+            (Shape::Value, 6) => (Not, Some(Shape::ListValue)),
+            (Shape::ListValue, 1) => (Entry, Some(Shape::Value)),
+            _ => (Not, None),
+        }
+    }
+}
+
+/// The entries counted so far in one request.
+#[derive(Debug, Default)]
+struct Tally {
+    entries: usize,
+    headers: usize,
+}
+
+/// Why a CheckRequest is refused undecoded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Refusal {
+    Unreadable,
+    TooDeep,
+    TooManyEntries,
+    TooManyHeaders,
+}
+
+impl Refusal {
+    fn status(self) -> Status {
+        Status::invalid_argument(match self {
+            Refusal::Unreadable => "request bytes cannot be walked".to_owned(),
+            Refusal::TooDeep => {
+                format!("request metadata nests deeper than {MAX_METADATA_DEPTH} levels")
+            }
+            Refusal::TooManyEntries => {
+                format!("request has more than {MAX_ENTRIES} metadata values and map entries")
+            }
+            Refusal::TooManyHeaders => format!("request has more than {MAX_HEADERS} headers"),
+        })
+    }
+}
+
+/// Walks one encoded `shape` message, `depth` metadata levels down, counting into `tally`.
+/// Recursion is bounded: it only goes deeper through a `Struct` or `ListValue`, at most
+/// [`MAX_METADATA_DEPTH`] of them.
+fn walk(mut bytes: &[u8], shape: Shape, depth: usize, tally: &mut Tally) -> Result<(), Refusal> {
+    while !bytes.is_empty() {
+        let key = varint(&mut bytes).ok_or(Refusal::Unreadable)?;
+        let skip = match key & 7 {
+            0 => varint(&mut bytes).map(|_| 0),
+            1 => Some(8),
+            2 => varint(&mut bytes).and_then(|len| usize::try_from(len).ok()),
+            5 => Some(4),
+            _ => None,
+        }
+        .ok_or(Refusal::Unreadable)?;
+        let (inner, rest) = bytes.split_at_checked(skip).ok_or(Refusal::Unreadable)?;
+        bytes = rest;
+        if key & 7 != 2 {
+            continue;
+        }
+        let (counted, child) = shape.field(key >> 3);
+        match counted {
+            Counted::Not => {}
+            Counted::Entry => {
+                tally.entries += 1;
+                if tally.entries > MAX_ENTRIES {
+                    return Err(Refusal::TooManyEntries);
+                }
+            }
+            Counted::Header => {
+                tally.headers += 1;
+                if tally.headers > MAX_HEADERS {
+                    return Err(Refusal::TooManyHeaders);
+                }
+            }
+        }
+        if let Some(child) = child {
+            let depth = match child {
+                Shape::Struct | Shape::ListValue => depth + 1,
+                _ => depth,
+            };
+            if depth > MAX_METADATA_DEPTH {
+                return Err(Refusal::TooDeep);
+            }
+            walk(inner, child, depth, tally)?;
+        }
+    }
+    Ok(())
+}
+
 /// How many times field `number` occurs at the top level of an encoded message, walking
 /// the wire format without decoding. `None` for bytes the walk cannot follow: malformed, or
 /// a group (wire types 3 and 4, which proto3 senders never write).
@@ -239,6 +404,176 @@ mod tests {
             ..Default::default()
         };
         assert!(pb::ListPermissionsRequest::admit(&list.encode_to_vec()).is_err());
+    }
+
+    mod envoy {
+        pub use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue, Metadata};
+        pub use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+            HttpRequest, Peer, Request,
+        };
+        pub use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+        pub use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
+    }
+
+    fn envoy_check(headers: usize, metadata: envoy::Struct) -> Vec<u8> {
+        let header = |i: usize| envoy::HeaderValue {
+            key: format!("x-h{i}"),
+            raw_value: b"v".to_vec(),
+            ..Default::default()
+        };
+        envoy::CheckRequest {
+            attributes: Some(envoy::AttributeContext {
+                source: Some(envoy::Peer {
+                    principal: "spiffe://example/client".into(),
+                    labels: [("app".to_owned(), "web".to_owned())].into(),
+                    ..Default::default()
+                }),
+                request: Some(envoy::Request {
+                    http: Some(envoy::HttpRequest {
+                        method: "GET".into(),
+                        path: "/p/a".into(),
+                        header_map: Some(envoy::HeaderMap {
+                            headers: (0..headers).map(header).collect(),
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                context_extensions: [("k".to_owned(), "v".to_owned())].into(),
+                metadata_context: Some(envoy::Metadata {
+                    filter_metadata: [("envoy.filters.http.jwt_authn".to_owned(), metadata)].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+        .encode_to_vec()
+    }
+
+    fn list(values: Vec<envoy::Value>) -> envoy::Value {
+        envoy::Value {
+            kind: Some(envoy::Kind::ListValue(envoy::ListValue { values })),
+        }
+    }
+
+    /// `levels` Struct / ListValue levels, the namespace's Struct the first.
+    fn nested(levels: usize) -> envoy::Struct {
+        let mut value = envoy::Value {
+            kind: Some(envoy::Kind::StringValue("deep".into())),
+        };
+        for _ in 1..levels {
+            value = list(vec![value]);
+        }
+        envoy::Struct {
+            fields: [("claims".to_owned(), value)].into(),
+        }
+    }
+
+    fn admit_envoy(bytes: &[u8]) -> Result<(), Status> {
+        envoy::CheckRequest::admit(bytes)
+    }
+
+    #[test]
+    fn envoy_check_requests_are_walked_before_decoding() {
+        // A request as Envoy sends it passes, up to every limit.
+        let payload = envoy::Struct {
+            fields: [
+                ("sub".to_owned(), list(vec![])),
+                (
+                    "groups".to_owned(),
+                    list(vec![envoy::Value::default(); 100]),
+                ),
+            ]
+            .into(),
+        };
+        assert!(admit_envoy(&envoy_check(20, payload)).is_ok());
+        assert!(admit_envoy(&envoy_check(MAX_HEADERS, nested(MAX_METADATA_DEPTH))).is_ok());
+        // One namespace, one context extension, one label, the struct field: 4 entries.
+        let wide = |n: usize| envoy::Struct {
+            fields: [("groups".to_owned(), list(vec![envoy::Value::default(); n]))].into(),
+        };
+        assert!(admit_envoy(&envoy_check(0, wide(MAX_ENTRIES - 4))).is_ok());
+
+        let refused = |bytes: Vec<u8>, why: &str| {
+            let e = admit_envoy(&bytes).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(e.message().contains(why), "{e:?}");
+        };
+        refused(envoy_check(0, wide(MAX_ENTRIES - 3)), "metadata values");
+        refused(envoy_check(MAX_HEADERS + 1, nested(1)), "headers");
+        refused(
+            envoy_check(0, nested(MAX_METADATA_DEPTH + 1)),
+            "nests deeper",
+        );
+        // The `headers` map counts as the header map does.
+        let map = envoy::CheckRequest {
+            attributes: Some(envoy::AttributeContext {
+                request: Some(envoy::Request {
+                    http: Some(envoy::HttpRequest {
+                        headers: (0..=MAX_HEADERS)
+                            .map(|i| (i.to_string(), String::new()))
+                            .collect(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+        refused(map.encode_to_vec(), "headers");
+        // The route's metadata is walked as the request's is.
+        let route = envoy::CheckRequest {
+            attributes: Some(envoy::AttributeContext {
+                route_metadata_context: Some(envoy::Metadata {
+                    filter_metadata: [("ns".to_owned(), nested(MAX_METADATA_DEPTH + 1))].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+        refused(route.encode_to_vec(), "nests deeper");
+        // Malformed bytes, and a group (which prost would skip) in front of the rest.
+        refused(vec![0x0a, 0x05, 0x01], "cannot be walked");
+        let mut grouped = vec![0x13, 0x14];
+        grouped.extend(envoy_check(1, nested(2)));
+        refused(grouped, "cannot be walked");
+    }
+
+    /// The deepest metadata admitted still decodes (prost stops at 100 nested messages; a
+    /// `Struct` level is three of them).
+    #[test]
+    fn the_deepest_admitted_metadata_decodes() {
+        let mut value = envoy::Value {
+            kind: Some(envoy::Kind::StringValue("deep".into())),
+        };
+        for _ in 1..MAX_METADATA_DEPTH {
+            value = envoy::Value {
+                kind: Some(envoy::Kind::StructValue(envoy::Struct {
+                    fields: [("a".to_owned(), value)].into(),
+                })),
+            };
+        }
+        let deepest = envoy::Struct {
+            fields: [("a".to_owned(), value)].into(),
+        };
+        let bytes = envoy_check(1, deepest);
+        assert!(admit_envoy(&bytes).is_ok());
+        assert!(envoy::CheckRequest::decode(bytes.as_slice()).is_ok());
+    }
+
+    /// The blow-up that was measured: a 4 MiB request of empty values in one ListValue
+    /// (two bytes each, about 2 million) is refused from its bytes.
+    #[test]
+    fn a_huge_list_value_is_refused_undecoded() {
+        let bytes = envoy_check(0, {
+            let mut s = envoy::Struct::default();
+            s.fields
+                .insert("x".into(), list(vec![envoy::Value::default(); 2_000_000]));
+            s
+        });
+        assert!(bytes.len() > 4_000_000);
+        let e = admit_envoy(&bytes).unwrap_err();
+        assert!(e.message().contains("more than 50000"), "{e:?}");
     }
 
     #[test]

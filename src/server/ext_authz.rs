@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::{
-    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
-    HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+    CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue,
+    HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
 };
 use envoy_types::pb::envoy::service::auth::v3::attribute_context;
 use envoy_types::pb::google::protobuf::{ListValue, Struct, Value as PbValue, value::Kind};
@@ -17,6 +17,7 @@ use super::response;
 use super::{App, RequestContext};
 use crate::policy::queries::{HttpDecision, HttpRequest};
 use crate::policy::syntax;
+use crate::proto::envoy_auth::authorization_server::Authorization;
 
 /// The ext_authz gRPC service.
 #[derive(Debug, Clone)]

@@ -16,6 +16,7 @@ pub mod http;
 pub mod metrics;
 pub mod native;
 pub mod query_pool;
+pub mod reflection;
 pub mod response;
 pub mod state;
 
@@ -28,8 +29,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::proto::envoy_auth::authorization_server::AuthorizationServer;
 use anyhow::Context as _;
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use sha2::Digest as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
@@ -685,16 +686,21 @@ pub async fn run(
             .register_encoded_file_descriptor_set(ENVOY_AUTH_DESCRIPTOR)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    // Reflection asks name symbols and files: a few KiB at most. A bounded request keeps
-    // a huge symbol from being decoded, and echoed back in the error, at all.
-    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
-        .build_v1()
-        .context("building reflection v1")?
-        .max_decoding_message_size(REFLECTION_REQUEST_BYTES);
-    let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
-        .build_v1alpha()
-        .context("building reflection v1alpha")?
-        .max_decoding_message_size(REFLECTION_REQUEST_BYTES);
+    // Reflection asks about symbols and files: a few KiB at most. A bounded request keeps
+    // a huge symbol from being decoded at all; bounded, escaped error messages keep a
+    // smaller one from being echoed back whole (src/server/reflection.rs).
+    let reflection_v1 = reflection::BoundedErrors(
+        reflection(tonic_reflection::server::Builder::configure())
+            .build_v1()
+            .context("building reflection v1")?
+            .max_decoding_message_size(reflection::REQUEST_BYTES),
+    );
+    let reflection_v1alpha = reflection::BoundedErrors(
+        reflection(tonic_reflection::server::Builder::configure())
+            .build_v1alpha()
+            .context("building reflection v1alpha")?
+            .max_decoding_message_size(reflection::REQUEST_BYTES),
+    );
 
     let mut builder = Server::builder()
         .concurrency_limit_per_connection(options.concurrency_per_connection)
@@ -791,9 +797,6 @@ pub async fn run(
     h.context("HTTP server")?;
     Ok(())
 }
-
-/// The largest reflection request decoded (a symbol or file name and a host).
-pub const REFLECTION_REQUEST_BYTES: usize = 16 * 1024;
 
 /// Every health service name: the server as a whole (`""`) and each service it serves.
 const HEALTH_SERVICES: [&str; 3] = [

@@ -47,8 +47,8 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
 use envoy_types::pb::google::protobuf::{ListValue, Struct, Value as PbValue, value::Kind};
 use iot_authz::policy::queries::HttpRequest;
 use iot_authz::policy::syntax;
-use iot_authz::server::App;
 use iot_authz::proto::envoy_auth::authorization_server::Authorization;
+use iot_authz::server::App;
 use iot_authz::server::ext_authz::ExtAuthz;
 use iot_authz::server::state::{LoadedPolicy, PolicyState};
 use libfuzzer_sys::fuzz_target;

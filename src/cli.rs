@@ -148,6 +148,11 @@ pub struct ServeArgs {
     /// Requests running longer are cancelled (milliseconds).
     #[arg(long, env = "IOT_AUTHZ_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
     pub request_timeout_ms: u64,
+    /// WhoCan, CheckAssign, ListPermissions, Plan and the AuthZEN searches that may run at
+    /// once, on their own threads (more wait for a turn), so they never take the workers
+    /// Check and ext_authz need. Default: half the CPU cores, at least 1.
+    #[arg(long, env = "IOT_AUTHZ_MAX_CONCURRENT_QUERIES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_queries: Option<u32>,
     /// Concurrent requests per client connection.
     #[arg(
         long,

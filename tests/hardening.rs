@@ -917,6 +917,162 @@ async fn expensive_queries_stop_when_their_caller_leaves() {
     assert!(who.principals.is_empty());
 }
 
+/// An action longer than every action the policy's roles could grant (no role has a pattern
+/// with `*`) is allowed to no one anywhere, so WhoCan, Plan and the AuthZEN subject and
+/// resource searches answer it at once: while every turn of the query pool is held, they
+/// still answer (empty), and an invalid one is still refused. A shorter unknown action
+/// takes its turn as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_no_role_could_grant_is_answered_without_a_turn() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use iot_authz::proto::iotauthz::v1 as pb;
+    use serde_json::json;
+
+    let server = TestServer::start(policy(
+        "version: 1\nroles: [{name: R, actions: ['x/read'], dataActions: ['x/data/read']}]\n\
+         assignments: [{principal: 'user:alice', role: R, scope: /apps}]\n",
+    ))
+    .await;
+    /// Frees the held turns however the test ends (a failed assertion too), so the
+    /// runtime, which waits for its blocking threads, can shut down.
+    struct Release(Arc<AtomicBool>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let free = Arc::new(AtomicBool::new(false));
+    let _release = Release(free.clone());
+    let mut holders = Vec::new();
+    for _ in 0..server.app.queries.limit() {
+        let (app, free) = (server.app.clone(), free.clone());
+        holders.push(tokio::spawn(async move {
+            app.queries
+                .run(move |_| {
+                    while !free.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                })
+                .await
+        }));
+    }
+    while server.app.queries.in_flight() < server.app.queries.limit() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut grpc = pb::authorizer_client::AuthorizerClient::new(server.channel().await)
+        .max_encoding_message_size(8 << 20);
+    fn timed<T>(mut request: tonic::Request<T>) -> tonic::Request<T> {
+        request.set_timeout(Duration::from_secs(2));
+        request
+    }
+    // Longer than `x/data/read` and `x/read`: in neither plane can any role grant it.
+    let long = format!("x/{}", "a".repeat(1 << 20));
+    for data_action in [false, true] {
+        let who = grpc
+            .who_can(timed(tonic::Request::new(pb::WhoCanRequest {
+                action: long.clone(),
+                scope: "/apps".into(),
+                data_action,
+                ..Default::default()
+            })))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            who.principals.is_empty() && who.groups.is_empty(),
+            "{who:?}"
+        );
+        let plan = grpc
+            .plan(timed(tonic::Request::new(pb::PlanRequest {
+                principal: "user:alice".into(),
+                action: long.clone(),
+                data_action,
+                ..Default::default()
+            })))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            plan.include.is_empty() && plan.exclude.is_empty(),
+            "{plan:?}"
+        );
+    }
+    // Still validated: an invalid long action is refused, at once too.
+    let status = grpc
+        .who_can(timed(tonic::Request::new(pb::WhoCanRequest {
+            action: format!("{long} x"),
+            scope: "/apps".into(),
+            ..Default::default()
+        })))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    crypto();
+    let client = reqwest::Client::new();
+    let searches = [
+        (
+            "/access/v1/search/subject",
+            json!({"subject": {"type": "user"}, "action": {"name": long},
+                   "resource": {"type": "scope", "id": "/apps"}}),
+        ),
+        (
+            "/access/v1/search/resource",
+            json!({"subject": {"type": "user", "id": "alice"},
+                   "action": {"name": long}, "resource": {"type": "scope"}}),
+        ),
+    ];
+    for (path, body) in &searches {
+        let answer = client
+            .post(format!("http://{}{path}", server.http))
+            .json(body)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{path}");
+        let answer: Value = answer.json().await.unwrap();
+        assert_eq!(answer["results"], json!([]), "{path}: {answer}");
+    }
+    // An unknown action no longer than `x/read` might be granted by its length, so it
+    // waits for a turn.
+    let status = grpc
+        .who_can({
+            let mut request = tonic::Request::new(pb::WhoCanRequest {
+                action: "x/rea".into(),
+                scope: "/apps".into(),
+                ..Default::default()
+            });
+            request.set_timeout(Duration::from_millis(300));
+            request
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            status.code(),
+            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+        ),
+        "{status:?}"
+    );
+    free.store(true, Ordering::Relaxed);
+    for holder in holders {
+        holder.await.unwrap().unwrap();
+    }
+    let who = grpc
+        .who_can(pb::WhoCanRequest {
+            action: "x/read".into(),
+            scope: "/apps".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(who.principals, ["user:alice"]);
+}
+
 /// Repeated fields are refused from the request's shape before it is decoded: a native
 /// Check with hundreds of thousands of groups, or a CheckHttp with as many headers, once
 /// decoded to well over 100 MB; now they are refused, undecoded, naming the limit.

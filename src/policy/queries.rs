@@ -290,6 +290,10 @@ impl Snapshot {
         syntax::check_action(action).map_err(RequestError::Action)?;
         syntax::normalize_scope(scope).map_err(RequestError::Scope)?;
         let mut out = WhoCan::default();
+        // An action no role could grant (longer than all they grant) is allowed to no one.
+        if self.grants_nothing_to(action, data) {
+            return Ok(out);
+        }
         for p in 0..self.principal_count() {
             if p % STOP_EVERY == 0 && stop() {
                 break;

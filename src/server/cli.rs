@@ -204,6 +204,9 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
             shadow: args.shadow,
             keys: Default::default(),
             console: args.console,
+            max_concurrent_queries: args
+                .max_concurrent_queries
+                .and_then(|n| usize::try_from(n).ok()),
         };
         let app = Arc::new(
             App::with_options(Arc::new(state), &app_options).context("opening the decision log")?,

@@ -181,7 +181,8 @@ pub struct App {
     pub store: std::sync::OnceLock<Arc<crate::store::Store>>,
     /// `--console`: the web console, which also receives every decision concluded.
     pub console: Option<crate::console::Console>,
-    /// WhoCan, CheckAssign and ListPermissions: their own threads and concurrency limit.
+    /// WhoCan, CheckAssign, ListPermissions, Plan and the AuthZEN searches: their own
+    /// threads and concurrency limit.
     pub queries: query_pool::QueryPool,
 }
 
@@ -196,6 +197,9 @@ pub struct AppOptions {
     pub keys: crate::sources::jwks::KeyOptions,
     /// Serve the web console under `/console/` on the HTTP port.
     pub console: bool,
+    /// The query pool's concurrency limit (`--max-concurrent-queries`); `None`: half the
+    /// cores, at least one.
+    pub max_concurrent_queries: Option<usize>,
 }
 
 impl App {
@@ -251,6 +255,9 @@ impl App {
             shadow: options.shadow,
             keys,
             console,
+            queries: options
+                .max_concurrent_queries
+                .map_or_else(query_pool::QueryPool::default, query_pool::QueryPool::new),
             ..Self::default()
         };
         if let Some(p) = app.policy.current() {
@@ -1169,5 +1176,38 @@ mod tests {
             let want: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
             assert_eq!(ids.next(), want);
         }
+    }
+
+    /// `--max-concurrent-queries` sets the query pool's limit (0 is refused); without it,
+    /// half the cores, at least one.
+    #[test]
+    fn the_query_pool_limit_comes_from_the_flag() {
+        use clap::Parser as _;
+        let parse = |extra: &[&str]| {
+            let args = ["iot-authz", "serve"].iter().chain(extra).copied();
+            match crate::cli::Cli::try_parse_from(args).map(|c| c.command) {
+                Ok(crate::cli::Command::Serve(serve)) => Ok(serve.max_concurrent_queries),
+                Ok(_) => Err("not serve".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(parse(&["--max-concurrent-queries", "3"]), Ok(Some(3)));
+        assert_eq!(parse(&[]), Ok(None));
+        assert!(parse(&["--max-concurrent-queries", "0"]).is_err());
+        let app = |limit| {
+            App::with_options(
+                Arc::new(PolicyState::new()),
+                &AppOptions {
+                    max_concurrent_queries: limit,
+                    ..AppOptions::default()
+                },
+            )
+            .unwrap()
+        };
+        assert_eq!(app(Some(3)).queries.limit(), 3);
+        assert_eq!(
+            app(None).queries.limit(),
+            query_pool::QueryPool::default().limit()
+        );
     }
 }

@@ -187,6 +187,14 @@ pub struct ServeArgs {
         default_value_t = 600
     )]
     pub max_connection_age_seconds: u64,
+    /// gRPC port: a connection with no request in flight for this long is closed, even if
+    /// it answers every PING (milliseconds).
+    #[arg(
+        long,
+        env = "IOT_AUTHZ_GRPC_IDLE_TIMEOUT_MS",
+        default_value_t = 300_000
+    )]
+    pub grpc_idle_timeout_ms: u64,
     /// HTTP port: bytes of a request line and headers; gRPC port: the HTTP/2 header list
     /// size.
     #[arg(long, env = "IOT_AUTHZ_MAX_HEADER_BYTES", default_value_t = 65_536)]

@@ -815,6 +815,81 @@ async fn slow_idle_and_old_connections_give_their_slots_back() {
     );
 }
 
+/// The gRPC port's idle timeout: an HTTP/2 connection that opens no stream is closed after
+/// `grpc_idle_timeout` even while it sends PINGs (which hyper answers, so keepalive never
+/// closes it, and before this only the 10-minute age did), while a connection carrying a
+/// long stream (health `Watch`) for several timeouts is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_grpc_connection_is_closed_even_if_it_pings() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use iot_authz::server::ServerOptions;
+
+    let options = ServerOptions {
+        grpc_idle_timeout: Duration::from_millis(500),
+        ..ServerOptions::default()
+    };
+    let server = TestServer::start_server_options(policy(SECRET_POLICY), options).await;
+
+    // A stream held open for three idle timeouts keeps its connection.
+    let channel = server.channel().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(watch.message().await.unwrap().is_some(), "first status");
+
+    // Idle but for PINGs, one every 100 ms.
+    let (mut read, mut write) = tokio::net::TcpStream::connect(server.grpc)
+        .await
+        .unwrap()
+        .into_split();
+    write
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    write.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let pinger = tokio::spawn(async move {
+        // PING: 8 bytes of payload, type 6, no flags, stream 0.
+        let ping = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        let mut pings = 0u32;
+        while write.write_all(&ping).await.is_ok() {
+            pings += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        pings
+    });
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 1024];
+        // PING ACKs come back until the server closes the connection.
+        let mut got = 0usize;
+        while let Ok(n @ 1..) = read.read(&mut buf).await {
+            got += n;
+        }
+        got
+    })
+    .await;
+    let got = closed.expect("an idle HTTP/2 connection that pings was kept");
+    let pings = pinger.await.unwrap();
+    assert!(
+        pings >= 3,
+        "closed before its idle timeout: after {pings} pings"
+    );
+    // The SETTINGS exchange and at least one PING ACK (17 bytes) were answered.
+    assert!(got > 17, "{got} bytes");
+
+    // The Watch stream outlived the idle timeout thrice: no status, no error, no end.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1000), watch.message())
+            .await
+            .is_err(),
+        "the stream's connection was closed"
+    );
+}
+
 /// A kept-alive connection's next request must be read in time too: its header timer is
 /// not the idle timer it waited under (a connection idle for a while, then trickling its
 /// headers, was only closed at the end of the idle timeout).

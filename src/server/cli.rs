@@ -170,6 +170,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         max_connection_age: Duration::from_secs(args.max_connection_age_seconds),
         max_header_bytes: args.max_header_bytes,
+        grpc_idle_timeout: Duration::from_millis(args.grpc_idle_timeout_ms),
         tls: args
             .tls_cert
             .as_ref()

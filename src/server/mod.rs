@@ -4,6 +4,7 @@
 //! [`run`] takes bound listeners, a policy state and a shutdown future, so tests start
 //! the real server in-process on port 0.
 
+pub mod activity;
 pub mod admin;
 pub mod authzen;
 pub mod cache;
@@ -79,6 +80,9 @@ pub struct ServerOptions {
     /// Both ports: a connection older than this is closed (gRPC: a graceful `GOAWAY`,
     /// then `max_connection_age_grace`; HTTP: at its next request boundary).
     pub max_connection_age: Duration,
+    /// gRPC port: a connection with no request in flight for this long is closed, however
+    /// many PINGs it answers.
+    pub grpc_idle_timeout: Duration,
     /// HTTP port: request bytes read before the answer starts (the request line and
     /// headers; the HTTP port's requests carry no body). gRPC port: the HTTP/2 header
     /// list size.
@@ -100,6 +104,7 @@ impl Default for ServerOptions {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connection_age: Duration::from_secs(600),
+            grpc_idle_timeout: Duration::from_secs(300),
             max_header_bytes: 64 * 1024,
         }
     }
@@ -756,6 +761,7 @@ pub async fn run(
 
     let grpc_cut = cut_rx.clone();
     let opening_timeout = options.opening_timeout;
+    let grpc_idle_timeout = options.grpc_idle_timeout;
     // Each listener has its own limit, so a flood of gRPC connections cannot take the
     // slots that health probes and metrics need on the HTTP port.
     let limit = (options.max_connections).clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
@@ -765,12 +771,15 @@ pub async fn run(
         .filter_map(move |io| match io {
             Ok(io) => {
                 let permit = admit_connection(&grpc_connections)?;
-                let io = Severable::new(io, &grpc_cut).opening(GRPC_OPENING, opening_timeout);
+                let io = Severable::new(io, &grpc_cut)
+                    .opening(GRPC_OPENING, opening_timeout)
+                    .idle_after(grpc_idle_timeout);
                 Some(Ok(io.holding(permit)))
             }
             Err(e) => Some(Err(e)),
         });
     let grpc_server = builder
+        .layer(activity::ActivityLayer)
         .layer(deadline::DeadlineLayer::new(options.request_timeout))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -846,6 +855,9 @@ struct Severable<T> {
     _slot: Option<tokio::sync::OwnedSemaphorePermit>,
     /// HTTP/1 request pacing (the HTTP port).
     pacing: Option<Pacing>,
+    /// The idle timeout of a gRPC connection, over the requests its [`activity::Activity`]
+    /// counts.
+    idle: Option<activity::IdleCheck>,
 }
 
 /// Time and size limits of an HTTP/1 connection on the HTTP port, where every request is
@@ -981,7 +993,17 @@ impl<T> Severable<T> {
             opening: None,
             _slot: None,
             pacing: None,
+            idle: None,
         }
+    }
+
+    /// Fails the connection's reads once it has had no request in flight for `timeout`
+    /// (the requests counted by [`activity::ActivityLayer`], which finds the connection's
+    /// activity in its connect info).
+    fn idle_after(mut self, timeout: Duration) -> Self {
+        let activity = Arc::new(activity::Activity::new());
+        self.idle = Some(activity::IdleCheck::new(activity, timeout));
+        self
     }
 
     /// Holds the connection to `pace` from now on.
@@ -1037,6 +1059,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Severable<T> {
             )));
         }
         if let Some(e) = self.pacing.as_mut().and_then(|p| p.check(cx)) {
+            return Poll::Ready(Err(e));
+        }
+        if let Some(e) = self.idle.as_mut().and_then(|i| i.check(cx)) {
             return Poll::Ready(Err(e));
         }
         let before = buf.filled().len();
@@ -1104,10 +1129,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Severable<T> {
 }
 
 impl<T: Connected> Connected for Severable<T> {
-    type ConnectInfo = T::ConnectInfo;
+    type ConnectInfo = activity::ConnInfo<T::ConnectInfo>;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
+        activity::ConnInfo {
+            inner: self.io.connect_info(),
+            activity: self.idle.as_ref().map(|i| i.activity().clone()),
+        }
     }
 }
 

@@ -890,6 +890,62 @@ async fn an_idle_grpc_connection_is_closed_even_if_it_pings() {
     );
 }
 
+/// Health probes keep a way in when squatters hold every ordinary slot of the HTTP port:
+/// with both slots taken by silent connections (which hold theirs for the 10 s opening
+/// timeout), `/healthz` and `/readyz` still answer, in a probe slot that serves one
+/// request and then closes; anything else in a probe slot is closed unanswered, and a
+/// silent connection in one is closed within the probe timeout, freeing it. Before, the
+/// probe was closed at once like any connection over the limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn health_probes_answer_while_squatters_hold_every_slot() {
+    use std::time::Duration;
+
+    use crate::support::{closed_by_server, get_on};
+    use iot_authz::server::{PROBE_SLOTS, PROBE_TIMEOUT, ServerOptions};
+
+    let options = ServerOptions {
+        max_connections: 2,
+        ..ServerOptions::default()
+    };
+    let server = TestServer::start_server_options(policy(SECRET_POLICY), options).await;
+    let connect = || tokio::net::TcpStream::connect(server.http);
+    let mut squatters = Vec::new();
+    for _ in 0..2 {
+        squatters.push(connect().await.unwrap());
+    }
+    // The squatters hold both ordinary slots: a probe still answers, once.
+    for path in ["/healthz", "/readyz", "/healthz?verbose=1"] {
+        let mut probe = connect().await.unwrap();
+        assert_eq!(get_on(&mut probe, path).await, Some(200), "{path}");
+        assert!(
+            closed_by_server(&mut probe, Duration::from_secs(2)).await,
+            "{path}: a probe slot was kept after its answer"
+        );
+    }
+    // Not a probe: closed unanswered.
+    for path in ["/metrics", "/healthzz", "/v1/authz/nginx"] {
+        let mut other = connect().await.unwrap();
+        assert_eq!(get_on(&mut other, path).await, None, "{path}");
+    }
+    // Silent connections in every probe slot are closed within the probe timeout.
+    let mut silent = Vec::new();
+    for _ in 0..PROBE_SLOTS {
+        silent.push(connect().await.unwrap());
+    }
+    for conn in &mut silent {
+        assert!(
+            closed_by_server(conn, PROBE_TIMEOUT + Duration::from_secs(3)).await,
+            "a silent connection kept its probe slot"
+        );
+    }
+    let mut probe = connect().await.unwrap();
+    assert_eq!(get_on(&mut probe, "/healthz").await, Some(200));
+    // The ordinary slots were held by the squatters all along.
+    for squatter in &mut squatters {
+        assert!(!closed_by_server(squatter, Duration::from_millis(10)).await);
+    }
+}
+
 /// A kept-alive connection's next request must be read in time too: its header timer is
 /// not the idle timer it waited under (a connection idle for a while, then trickling its
 /// headers, was only closed at the end of the idle timeout).

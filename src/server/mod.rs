@@ -799,6 +799,7 @@ pub async fn run(
             max_request_bytes: options.max_header_bytes,
         },
         connections: Arc::new(tokio::sync::Semaphore::new(limit)),
+        probes: Arc::new(tokio::sync::Semaphore::new(PROBE_SLOTS)),
     };
     let http_server = axum::serve(http_listener, http::router(app.clone()))
         .with_graceful_shutdown(stopped(stop_rx));
@@ -836,6 +837,64 @@ fn admit_connection(
     permit
 }
 
+/// HTTP port: connection slots beyond `--max-connections` kept for health probes, so that
+/// `/healthz` and `/readyz` answer while clients hold every ordinary slot. A connection in
+/// one must open with a probe's request line ([`PROBE_LINES`]) and send its whole request
+/// within [`PROBE_TIMEOUT`]; it is closed after its one answer.
+pub const PROBE_SLOTS: usize = 8;
+/// How long a connection in a probe slot has to send its request.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The request lines a connection in a probe slot may open with (a probe's `GET` of
+/// `/healthz` or `/readyz`, with or without a query).
+const PROBE_LINES: [&[u8]; 4] = [
+    b"GET /healthz ",
+    b"GET /healthz?",
+    b"GET /readyz ",
+    b"GET /readyz?",
+];
+
+/// A connection in a probe slot: the opening bytes seen so far, until they are a probe's
+/// request line, and whether its answer has been written.
+#[derive(Debug, Default)]
+struct ProbeGate {
+    seen: Vec<u8>,
+    passed: bool,
+    /// Answer bytes have been written; `answered` once they are flushed.
+    wrote: bool,
+    answered: bool,
+    /// The last reader's waker: woken once the answer is written, so a read already
+    /// waiting sees the end of the stream.
+    reader: Option<std::task::Waker>,
+}
+
+impl ProbeGate {
+    /// Checks the bytes just read; an error once they cannot open a probe's request.
+    fn read(&mut self, arrived: &[u8]) -> Option<std::io::Error> {
+        if self.passed {
+            return None;
+        }
+        let longest = PROBE_LINES.iter().map(|l| l.len()).max().unwrap_or(0);
+        let room = longest.saturating_sub(self.seen.len());
+        self.seen
+            .extend_from_slice(arrived.get(..room.min(arrived.len())).unwrap_or_default());
+        let seen = self.seen.as_slice();
+        if PROBE_LINES.iter().any(|l| seen.starts_with(l)) {
+            self.passed = true;
+            self.seen = Vec::new();
+            return None;
+        }
+        let may_still = PROBE_LINES
+            .iter()
+            .any(|l| l.starts_with(seen.get(..seen.len().min(l.len())).unwrap_or_default()));
+        (!may_still).then(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "a connection in a probe slot sent no probe",
+            )
+        })
+    }
+}
+
 /// The bytes a gRPC connection opens with: the HTTP/2 connection preface.
 const GRPC_OPENING: usize = 24;
 /// The bytes an HTTP/1 connection opens with, at the least: `GET / HTTP/1.1` and CRLF.
@@ -858,6 +917,8 @@ struct Severable<T> {
     /// The idle timeout of a gRPC connection, over the requests its [`activity::Activity`]
     /// counts.
     idle: Option<activity::IdleCheck>,
+    /// HTTP port: a connection in a probe slot (one probe request, then closed).
+    probe: Option<ProbeGate>,
 }
 
 /// Time and size limits of an HTTP/1 connection on the HTTP port, where every request is
@@ -994,7 +1055,14 @@ impl<T> Severable<T> {
             _slot: None,
             pacing: None,
             idle: None,
+            probe: None,
         }
+    }
+
+    /// Holds the connection to one probe request ([`PROBE_SLOTS`]).
+    fn probe_only(mut self) -> Self {
+        self.probe = Some(ProbeGate::default());
+        self
     }
 
     /// Fails the connection's reads once it has had no request in flight for `timeout`
@@ -1023,6 +1091,16 @@ impl<T> Severable<T> {
     fn opening(mut self, bytes: usize, timeout: Duration) -> Self {
         self.opening = Some((bytes, Box::pin(tokio::time::sleep(timeout))));
         self
+    }
+
+    /// The connection has written (part of) an answer.
+    fn answered(&mut self) {
+        if let Some(p) = self.pacing.as_mut() {
+            p.answered();
+        }
+        if let Some(p) = self.probe.as_mut() {
+            p.wrote = true;
+        }
     }
 
     /// Whether the connection is cut; registers the task to be woken when it is.
@@ -1064,11 +1142,22 @@ impl<T: AsyncRead + Unpin> AsyncRead for Severable<T> {
         if let Some(e) = self.idle.as_mut().and_then(|i| i.check(cx)) {
             return Poll::Ready(Err(e));
         }
+        if let Some(probe) = self.probe.as_mut() {
+            if probe.answered {
+                // A probe slot serves one request: then the end of the stream.
+                return Poll::Ready(Ok(()));
+            }
+            probe.reader = Some(cx.waker().clone());
+        }
         let before = buf.filled().len();
         let read = Pin::new(&mut self.io).poll_read(cx, buf);
         let arrived = buf.filled().len() - before;
         let pacing = self.pacing.as_mut();
         if let Some(e) = pacing.and_then(|p| p.read(&buf.filled()[before..])) {
+            return Poll::Ready(Err(e));
+        }
+        let probe = self.probe.as_mut();
+        if let Some(e) = probe.and_then(|p| p.read(&buf.filled()[before..])) {
             return Poll::Ready(Err(e));
         }
         if let Some((awaited, _)) = &mut self.opening {
@@ -1091,8 +1180,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Severable<T> {
             return Poll::Ready(Err(severed()));
         }
         let written = Pin::new(&mut self.io).poll_write(cx, buf);
-        if let (Poll::Ready(Ok(1..)), Some(p)) = (&written, self.pacing.as_mut()) {
-            p.answered();
+        if let Poll::Ready(Ok(1..)) = &written {
+            self.answered();
         }
         written
     }
@@ -1106,8 +1195,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Severable<T> {
             return Poll::Ready(Err(severed()));
         }
         let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        if let (Poll::Ready(Ok(1..)), Some(p)) = (&written, self.pacing.as_mut()) {
-            p.answered();
+        if let Poll::Ready(Ok(1..)) = &written {
+            self.answered();
         }
         written
     }
@@ -1120,7 +1209,16 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Severable<T> {
         if self.is_cut(cx) {
             return Poll::Ready(Err(severed()));
         }
-        Pin::new(&mut self.io).poll_flush(cx)
+        let flushed = Pin::new(&mut self.io).poll_flush(cx);
+        if let (Poll::Ready(Ok(())), Some(p)) = (&flushed, self.probe.as_mut())
+            && p.wrote
+        {
+            p.answered = true;
+            if let Some(reader) = p.reader.take() {
+                reader.wake();
+            }
+        }
+        flushed
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -1146,6 +1244,8 @@ struct SeverableListener {
     opening_timeout: Duration,
     pace: Pace,
     connections: Arc<tokio::sync::Semaphore>,
+    /// [`PROBE_SLOTS`] more, for health probes only.
+    probes: Arc<tokio::sync::Semaphore>,
 }
 
 impl axum::serve::Listener for SeverableListener {
@@ -1155,13 +1255,25 @@ impl axum::serve::Listener for SeverableListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-            // Over the connection limit: closed at once (dropped), and the next one waited.
-            let Some(permit) = admit_connection(&self.connections) else {
+            if let Some(permit) = admit_connection(&self.connections) {
+                let io = Severable::new(io, &self.cut)
+                    .opening(HTTP_OPENING, self.opening_timeout)
+                    .paced(self.pace);
+                return (io.holding(permit), addr);
+            }
+            // Every ordinary slot is taken: a probe slot, for one health probe sent at once.
+            // Over that too: closed at once (dropped), and the next one waited.
+            let Ok(permit) = self.probes.clone().try_acquire_owned() else {
                 continue;
             };
+            let pace = Pace {
+                exchange: self.pace.exchange.min(PROBE_TIMEOUT),
+                ..self.pace
+            };
             let io = Severable::new(io, &self.cut)
-                .opening(HTTP_OPENING, self.opening_timeout)
-                .paced(self.pace);
+                .opening(HTTP_OPENING, self.opening_timeout.min(PROBE_TIMEOUT))
+                .paced(pace)
+                .probe_only();
             return (io.holding(permit), addr);
         }
     }

@@ -294,27 +294,14 @@ impl Snapshot {
         if self.grants_nothing_to(action, data) {
             return Ok(out);
         }
-        for p in 0..self.principal_count() {
-            if p % STOP_EVERY == 0 && stop() {
-                break;
+        // Each principal as `check` judges it, with the action's roles worked out once.
+        self.each_allowed_principal(action, data, scope, at, stop, |name| {
+            if name.starts_with("group:") {
+                out.groups.push(name);
+            } else {
+                out.principals.push(name);
             }
-            let name = self.principal_name(u32::try_from(p).unwrap_or(u32::MAX));
-            let decision = self.check(&CheckRequest {
-                principal: name,
-                groups: &[],
-                action,
-                data_action: data,
-                scope,
-                at,
-            })?;
-            if decision.allowed {
-                if name.starts_with("group:") {
-                    out.groups.push(name);
-                } else {
-                    out.principals.push(name);
-                }
-            }
-        }
+        })?;
         out.principals.sort_unstable();
         out.groups.sort_unstable();
         Ok(out)

@@ -12,6 +12,8 @@
 # medians, how many hammer calls ended, and the server's peak RSS.
 # Usage: scripts/bench-queries.sh [SECONDS] [RATE] [ROUNDS] [EXTRA SERVE FLAGS...]
 #        (defaults 10 2000 3)
+# HAMMER_NICE=N runs the grpcurl loops at that niceness (0 by default), to tell the
+# server's share of the slowdown from the clients' own CPU on a small host.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-10}"; rate="${2:-2000}"; rounds="${3:-3}"; shift $(($# > 3 ? 3 : $#))
@@ -56,14 +58,14 @@ p99() { # prints the ext_authz p99 in microseconds
 }
 hammer() { # method: calls it back to back, one line per call ended in $work/calls
   while :; do
-    "$grpcurl" -plaintext -max-msg-sz 8388608 -d @ 127.0.0.1:"$grpc" \
+    nice -n "${HAMMER_NICE:-0}" "$grpcurl" -plaintext -max-msg-sz 8388608 -d @ 127.0.0.1:"$grpc" \
       "iotauthz.v1.Authorizer/$1" < "$work/$1.json" > /dev/null 2>&1 || true
     echo "$1" >> "$work/calls"
   done
 }
 
 machine
-echo "# seconds=$seconds rate=$rate rounds=$rounds serve flags: ${*:-none}"
+echo "# seconds=$seconds rate=$rate rounds=$rounds hammer niceness=${HAMMER_NICE:-0} serve flags: ${*:-none}"
 quiet=(); busy=()
 for round in $(seq "$rounds"); do
   read -r q qerr < <(p99)

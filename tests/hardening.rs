@@ -987,8 +987,13 @@ async fn expensive_queries_stop_when_their_caller_leaves() {
 
     use iot_authz::proto::iotauthz::v1 as pb;
 
+    // WhoCan matches the action against the roles once, but a deny assignment at an
+    // ancestor is still matched per principal: `x/*a*b/*` scans the whole action for
+    // `b/` each time, so 20,000 principals keep the query busy well past 200 ms.
     let mut text = String::from(
-        "version: 1\nroles: [{name: R, actions: ['x/*']}, {name: S, actions: ['y/*']}]\nassignments:\n",
+        "version: 1\nroles: [{name: R, actions: ['x/*']}, {name: S, actions: ['y/*']}]\n\
+         denyAssignments: [{name: slow, principals: ['user:u0'], actions: ['x/*a*b/*'], scope: /apps}]\n\
+         assignments:\n",
     );
     for i in 0..20_000 {
         let _ = writeln!(

@@ -590,7 +590,7 @@ def decision_cache_and_server_flags() -> None:
         "--policy-poll-seconds": "15", "--policy-debounce-ms": "250",
         "--max-policy-bytes": "8388608", "--max-message-bytes": "1048576",
         "--request-timeout-ms": "2000", "--concurrency-per-connection": "256",
-        "--max-concurrent-streams": "256",
+        "--max-concurrent-streams": "256", "--max-concurrent-queries": "2",
     }
     for name, value in expected.items():
         assert flag(args, name) == value, (name, args)

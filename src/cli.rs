@@ -164,6 +164,11 @@ pub struct ServeArgs {
     /// Requests running longer are cancelled (milliseconds).
     #[arg(long, env = "IOT_AUTHZ_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
     pub request_timeout_ms: u64,
+    /// WhoCan, CheckAssign, ListPermissions, Plan and the AuthZEN searches that may run at
+    /// once, on their own threads (more wait for a turn), so they never take the workers
+    /// Check and ext_authz need. Default: half the CPU cores, at least 1.
+    #[arg(long, env = "IOT_AUTHZ_MAX_CONCURRENT_QUERIES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_queries: Option<u32>,
     /// Concurrent requests per client connection.
     #[arg(
         long,
@@ -198,6 +203,14 @@ pub struct ServeArgs {
         default_value_t = 600
     )]
     pub max_connection_age_seconds: u64,
+    /// gRPC port: a connection with no request in flight for this long is closed, even if
+    /// it answers every PING (milliseconds).
+    #[arg(
+        long,
+        env = "IOT_AUTHZ_GRPC_IDLE_TIMEOUT_MS",
+        default_value_t = 300_000
+    )]
+    pub grpc_idle_timeout_ms: u64,
     /// HTTP port: bytes of a request line and headers; gRPC port: the HTTP/2 header list
     /// size.
     #[arg(long, env = "IOT_AUTHZ_MAX_HEADER_BYTES", default_value_t = 65_536)]

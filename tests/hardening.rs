@@ -664,14 +664,15 @@ fn raw_status(addr: std::net::SocketAddr, request: &[u8]) -> Option<u16> {
 /// Bytes that are not UTF-8 in a captured header are malformed behind Envoy too: the
 /// shipped gRPC configs send ext_authz each header's raw bytes, where Envoy's `headers` map
 /// would have rewritten them to `!` (which a capture accepts), so nothing reaches the
-/// upstream. (Envoy's HTTP ext_authz client rewrites them the same way and has no raw
-/// form: `envoy-http.yaml` is documented as not covering this; see SECURITY.md.)
+/// upstream. Envoy's HTTP ext_authz client rewrites them the same way and has no raw form,
+/// so `envoy-http.yaml` refuses such a header (400) before asking: without that, `secr\xffet`
+/// was asked about as `secr!et` and let through.
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_utf8_in_a_captured_header_is_malformed_behind_envoy() {
     crypto();
     let server = TestServer::start(policy(SECRET_POLICY)).await;
     let upstream = Upstream::start().await;
-    for config in ["envoy.yaml", "envoy-mtls.yaml"] {
+    for config in ["envoy.yaml", "envoy-mtls.yaml", "envoy-http.yaml"] {
         if config == "envoy-mtls.yaml" {
             // Needs certificates; its ext_authz filter is checked by text below.
             let text =
@@ -684,9 +685,15 @@ async fn invalid_utf8_in_a_captured_header_is_malformed_behind_envoy() {
             );
             continue;
         }
-        let envoy = Envoy::start(config, server.grpc, upstream.addr, &[]).await;
+        let envoy = if config == "envoy-http.yaml" {
+            Envoy::start_http(&server, upstream.addr).await
+        } else {
+            Envoy::start(config, server.grpc, upstream.addr, &[]).await
+        };
         let request = |value: &[u8]| {
             let mut out = b"GET /h HTTP/1.1\r\nhost: x\r\nconnection: close\r\n".to_vec();
+            // UTF-8 beyond ASCII in a header nobody captures is no reason to refuse.
+            out.extend_from_slice(b"x-note: caf\xc3\xa9\r\n");
             out.extend_from_slice(b"x-iotauthz-principal: user:dave\r\nx-app-id: ");
             out.extend_from_slice(value);
             out.extend_from_slice(b"\r\n\r\n");
@@ -704,7 +711,11 @@ async fn invalid_utf8_in_a_captured_header_is_malformed_behind_envoy() {
         .unwrap();
         assert_eq!(status, (Some(200), Some(400), Some(400)), "{config}");
     }
-    assert_eq!(upstream.requests().len(), 1, "only the plain request");
+    assert_eq!(
+        upstream.requests().len(),
+        2,
+        "only the plain request, once per Envoy started"
+    );
 }
 
 /// Connection slots cannot be held forever: on the HTTP port a client trickling its
@@ -804,6 +815,137 @@ async fn slow_idle_and_old_connections_give_their_slots_back() {
     );
 }
 
+/// The gRPC port's idle timeout: an HTTP/2 connection that opens no stream is closed after
+/// `grpc_idle_timeout` even while it sends PINGs (which hyper answers, so keepalive never
+/// closes it, and before this only the 10-minute age did), while a connection carrying a
+/// long stream (health `Watch`) for several timeouts is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_grpc_connection_is_closed_even_if_it_pings() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use iot_authz::server::ServerOptions;
+
+    let options = ServerOptions {
+        grpc_idle_timeout: Duration::from_millis(500),
+        ..ServerOptions::default()
+    };
+    let server = TestServer::start_server_options(policy(SECRET_POLICY), options).await;
+
+    // A stream held open for three idle timeouts keeps its connection.
+    let channel = server.channel().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(watch.message().await.unwrap().is_some(), "first status");
+
+    // Idle but for PINGs, one every 100 ms.
+    let (mut read, mut write) = tokio::net::TcpStream::connect(server.grpc)
+        .await
+        .unwrap()
+        .into_split();
+    write
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    write.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let pinger = tokio::spawn(async move {
+        // PING: 8 bytes of payload, type 6, no flags, stream 0.
+        let ping = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        let mut pings = 0u32;
+        while write.write_all(&ping).await.is_ok() {
+            pings += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        pings
+    });
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 1024];
+        // PING ACKs come back until the server closes the connection.
+        let mut got = 0usize;
+        while let Ok(n @ 1..) = read.read(&mut buf).await {
+            got += n;
+        }
+        got
+    })
+    .await;
+    let got = closed.expect("an idle HTTP/2 connection that pings was kept");
+    let pings = pinger.await.unwrap();
+    assert!(
+        pings >= 3,
+        "closed before its idle timeout: after {pings} pings"
+    );
+    // The SETTINGS exchange and at least one PING ACK (17 bytes) were answered.
+    assert!(got > 17, "{got} bytes");
+
+    // The Watch stream outlived the idle timeout thrice: no status, no error, no end.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1000), watch.message())
+            .await
+            .is_err(),
+        "the stream's connection was closed"
+    );
+}
+
+/// Health probes keep a way in when squatters hold every ordinary slot of the HTTP port:
+/// with both slots taken by silent connections (which hold theirs for the 10 s opening
+/// timeout), `/healthz` and `/readyz` still answer, in a probe slot that serves one
+/// request and then closes; anything else in a probe slot is closed unanswered, and a
+/// silent connection in one is closed within the probe timeout, freeing it. Before, the
+/// probe was closed at once like any connection over the limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn health_probes_answer_while_squatters_hold_every_slot() {
+    use std::time::Duration;
+
+    use crate::support::{closed_by_server, get_on};
+    use iot_authz::server::{PROBE_SLOTS, PROBE_TIMEOUT, ServerOptions};
+
+    let options = ServerOptions {
+        max_connections: 2,
+        ..ServerOptions::default()
+    };
+    let server = TestServer::start_server_options(policy(SECRET_POLICY), options).await;
+    let connect = || tokio::net::TcpStream::connect(server.http);
+    let mut squatters = Vec::new();
+    for _ in 0..2 {
+        squatters.push(connect().await.unwrap());
+    }
+    // The squatters hold both ordinary slots: a probe still answers, once.
+    for path in ["/healthz", "/readyz", "/healthz?verbose=1"] {
+        let mut probe = connect().await.unwrap();
+        assert_eq!(get_on(&mut probe, path).await, Some(200), "{path}");
+        assert!(
+            closed_by_server(&mut probe, Duration::from_secs(2)).await,
+            "{path}: a probe slot was kept after its answer"
+        );
+    }
+    // Not a probe: closed unanswered.
+    for path in ["/metrics", "/healthzz", "/v1/authz/nginx"] {
+        let mut other = connect().await.unwrap();
+        assert_eq!(get_on(&mut other, path).await, None, "{path}");
+    }
+    // Silent connections in every probe slot are closed within the probe timeout.
+    let mut silent = Vec::new();
+    for _ in 0..PROBE_SLOTS {
+        silent.push(connect().await.unwrap());
+    }
+    for conn in &mut silent {
+        assert!(
+            closed_by_server(conn, PROBE_TIMEOUT + Duration::from_secs(3)).await,
+            "a silent connection kept its probe slot"
+        );
+    }
+    let mut probe = connect().await.unwrap();
+    assert_eq!(get_on(&mut probe, "/healthz").await, Some(200));
+    // The ordinary slots were held by the squatters all along.
+    for squatter in &mut squatters {
+        assert!(!closed_by_server(squatter, Duration::from_millis(10)).await);
+    }
+}
+
 /// A kept-alive connection's next request must be read in time too: its header timer is
 /// not the idle timer it waited under (a connection idle for a while, then trickling its
 /// headers, was only closed at the end of the idle timeout).
@@ -845,8 +987,13 @@ async fn expensive_queries_stop_when_their_caller_leaves() {
 
     use iot_authz::proto::iotauthz::v1 as pb;
 
+    // WhoCan matches the action against the roles once, but a deny assignment at an
+    // ancestor is still matched per principal: `x/*a*b/*` scans the whole action for
+    // `b/` each time, so 20,000 principals keep the query busy well past 200 ms.
     let mut text = String::from(
-        "version: 1\nroles: [{name: R, actions: ['x/*']}, {name: S, actions: ['y/*']}]\nassignments:\n",
+        "version: 1\nroles: [{name: R, actions: ['x/*']}, {name: S, actions: ['y/*']}]\n\
+         denyAssignments: [{name: slow, principals: ['user:u0'], actions: ['x/*a*b/*'], scope: /apps}]\n\
+         assignments:\n",
     );
     for i in 0..20_000 {
         let _ = writeln!(
@@ -915,6 +1062,162 @@ async fn expensive_queries_stop_when_their_caller_leaves() {
         .unwrap()
         .into_inner();
     assert!(who.principals.is_empty());
+}
+
+/// An action longer than every action the policy's roles could grant (no role has a pattern
+/// with `*`) is allowed to no one anywhere, so WhoCan, Plan and the AuthZEN subject and
+/// resource searches answer it at once: while every turn of the query pool is held, they
+/// still answer (empty), and an invalid one is still refused. A shorter unknown action
+/// takes its turn as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_no_role_could_grant_is_answered_without_a_turn() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use iot_authz::proto::iotauthz::v1 as pb;
+    use serde_json::json;
+
+    let server = TestServer::start(policy(
+        "version: 1\nroles: [{name: R, actions: ['x/read'], dataActions: ['x/data/read']}]\n\
+         assignments: [{principal: 'user:alice', role: R, scope: /apps}]\n",
+    ))
+    .await;
+    /// Frees the held turns however the test ends (a failed assertion too), so the
+    /// runtime, which waits for its blocking threads, can shut down.
+    struct Release(Arc<AtomicBool>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let free = Arc::new(AtomicBool::new(false));
+    let _release = Release(free.clone());
+    let mut holders = Vec::new();
+    for _ in 0..server.app.queries.limit() {
+        let (app, free) = (server.app.clone(), free.clone());
+        holders.push(tokio::spawn(async move {
+            app.queries
+                .run(move |_| {
+                    while !free.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                })
+                .await
+        }));
+    }
+    while server.app.queries.in_flight() < server.app.queries.limit() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut grpc = pb::authorizer_client::AuthorizerClient::new(server.channel().await)
+        .max_encoding_message_size(8 << 20);
+    fn timed<T>(mut request: tonic::Request<T>) -> tonic::Request<T> {
+        request.set_timeout(Duration::from_secs(2));
+        request
+    }
+    // Longer than `x/data/read` and `x/read`: in neither plane can any role grant it.
+    let long = format!("x/{}", "a".repeat(1 << 20));
+    for data_action in [false, true] {
+        let who = grpc
+            .who_can(timed(tonic::Request::new(pb::WhoCanRequest {
+                action: long.clone(),
+                scope: "/apps".into(),
+                data_action,
+                ..Default::default()
+            })))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            who.principals.is_empty() && who.groups.is_empty(),
+            "{who:?}"
+        );
+        let plan = grpc
+            .plan(timed(tonic::Request::new(pb::PlanRequest {
+                principal: "user:alice".into(),
+                action: long.clone(),
+                data_action,
+                ..Default::default()
+            })))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            plan.include.is_empty() && plan.exclude.is_empty(),
+            "{plan:?}"
+        );
+    }
+    // Still validated: an invalid long action is refused, at once too.
+    let status = grpc
+        .who_can(timed(tonic::Request::new(pb::WhoCanRequest {
+            action: format!("{long} x"),
+            scope: "/apps".into(),
+            ..Default::default()
+        })))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    crypto();
+    let client = reqwest::Client::new();
+    let searches = [
+        (
+            "/access/v1/search/subject",
+            json!({"subject": {"type": "user"}, "action": {"name": long},
+                   "resource": {"type": "scope", "id": "/apps"}}),
+        ),
+        (
+            "/access/v1/search/resource",
+            json!({"subject": {"type": "user", "id": "alice"},
+                   "action": {"name": long}, "resource": {"type": "scope"}}),
+        ),
+    ];
+    for (path, body) in &searches {
+        let answer = client
+            .post(format!("http://{}{path}", server.http))
+            .json(body)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{path}");
+        let answer: Value = answer.json().await.unwrap();
+        assert_eq!(answer["results"], json!([]), "{path}: {answer}");
+    }
+    // An unknown action no longer than `x/read` might be granted by its length, so it
+    // waits for a turn.
+    let status = grpc
+        .who_can({
+            let mut request = tonic::Request::new(pb::WhoCanRequest {
+                action: "x/rea".into(),
+                scope: "/apps".into(),
+                ..Default::default()
+            });
+            request.set_timeout(Duration::from_millis(300));
+            request
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            status.code(),
+            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+        ),
+        "{status:?}"
+    );
+    free.store(true, Ordering::Relaxed);
+    for holder in holders {
+        holder.await.unwrap().unwrap();
+    }
+    let who = grpc
+        .who_can(pb::WhoCanRequest {
+            action: "x/read".into(),
+            scope: "/apps".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(who.principals, ["user:alice"]);
 }
 
 /// Repeated fields are refused from the request's shape before it is decoded: a native

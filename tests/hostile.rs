@@ -44,7 +44,9 @@ const ALICE: (&str, &str) = ("x-iotauthz-principal", "user:alice@contoso.com");
 const RG: &str = "/subscriptions/s1/resourceGroups";
 const TGT: &str = "providers/Microsoft.Edge/targets";
 
-/// One attack: name, method, raw request target, extra headers.
+/// One attack: name, method, raw request target, extra headers. Alice's identity header
+/// is sent first unless the name starts with `own identity:` (the extra headers then
+/// carry the identity).
 type Attack = (String, &'static str, Vec<u8>, Vec<(&'static str, String)>);
 
 /// The attack corpus: (name, method, raw request target, extra headers). Alice may read
@@ -284,6 +286,89 @@ fn corpus() -> Vec<Attack> {
         b(format!("{RG}/other/{TGT}/x")),
         vec![("x-forwarded-host", "factory.example".into())],
     ));
+    // Header captures decode and check exactly like path segments: escapes that spell
+    // another value, parameters, NULs and separators are that value or malformed.
+    let device = b("/iot.devices.v1.Devices/Reboot".into());
+    for value in [
+        "fleet",
+        "flee%74",
+        "fleet;v=1",
+        "fleet%00",
+        "fleet%2F..%2Fother",
+        "%2e%2e",
+        "fleet?x=1",
+        "fleet#x",
+        "fle\u{202e}et",
+    ] {
+        cases.push((
+            format!("header capture {value:?}"),
+            "POST",
+            device.clone(),
+            vec![("x-app-id", value.to_owned())],
+        ));
+    }
+    cases.push((
+        "header capture in two different copies".into(),
+        "POST",
+        device,
+        vec![("x-app-id", "fleet".into()), ("x-app-id", "other".into())],
+    ));
+    // Underscore twins of the decision and identity headers (WSGI/CGI upstreams read
+    // `x_iotauthz_scope` as `x-iotauthz-scope`): refused by Envoy.
+    for name in [
+        "x_iotauthz_principal",
+        "x_iotauthz_scope",
+        "x_iotauthz_action",
+        "X_IOTAUTHZ_PRINCIPAL",
+    ] {
+        cases.push((
+            format!("underscore twin {name}"),
+            "GET",
+            b(format!("{RG}/factory/{TGT}/line-1")),
+            vec![(name, "user:dave@contoso.com".into())],
+        ));
+    }
+    // Repeated forwarding headers (Traefik's X-Forwarded-Uri names the original request
+    // in HTTP mode; behind Envoy they are only client text).
+    cases.push((
+        "repeated x-forwarded-uri".into(),
+        "PUT",
+        b(format!("{RG}/factory/{TGT}/line-1")),
+        vec![
+            ("x-forwarded-uri", format!("{RG}/factory/{TGT}/line-1")),
+            ("x-forwarded-uri", "/healthz".into()),
+            ("x-forwarded-method", "GET".into()),
+        ],
+    ));
+    // C1 controls, bidi overrides and line separators in principals (Dave is Owner of
+    // the whole subscription, so only the malformed rule stands between these and the
+    // upstream) and in scopes.
+    for principal in [
+        "user:dave@contoso.com\u{202e}",
+        "user:da\u{2028}ve@contoso.com",
+        "user:dave@contoso.com\u{85}",
+        "user:\u{2066}dave@contoso.com",
+    ] {
+        cases.push((
+            format!("own identity: principal {principal:?}"),
+            "PUT",
+            b(format!("{RG}/factory/{TGT}/line-1")),
+            vec![("x-iotauthz-principal", principal.to_owned())],
+        ));
+    }
+    for segment in [
+        "line%E2%80%AE1",
+        "line%E2%80%A81",
+        "line%C2%851",
+        "line\u{202e}1",
+    ] {
+        cases.push((
+            format!("own identity: scope segment {segment:?}"),
+            "PUT",
+            b(format!("{RG}/factory/{TGT}/{segment}")),
+            vec![("x-iotauthz-principal", "user:dave@contoso.com".to_owned())],
+        ));
+    }
     cases
 }
 
@@ -292,11 +377,19 @@ fn corpus() -> Vec<Attack> {
 fn assert_upstream_saw_only_allowed(snapshot: &Snapshot, seen: &[Seen], context: &str) {
     for s in seen {
         let principal = s.headers.get("x-iotauthz-principal").map(|v| v.join(","));
+        // The header a route captures, as the upstream received it.
+        let headers: Vec<(String, &str)> = s
+            .headers
+            .get("x-app-id")
+            .into_iter()
+            .flatten()
+            .map(|v| ("x-app-id".to_owned(), v.as_str()))
+            .collect();
         let out = snapshot
             .check_http(&HttpRequest {
                 method: &s.method,
                 path: &s.path,
-                headers: &Vec::<(String, String)>::new(),
+                headers: &headers,
                 principal: principal.as_deref(),
                 groups: &[],
                 metadata: None,
@@ -337,7 +430,11 @@ async fn run_corpus(variant: &str, replacements: &[(&str, &str)]) {
     let envoy = Envoy::start("envoy.yaml", server.grpc, upstream.addr, replacements).await;
     let mut reached = 0;
     for (name, method, target, extra) in corpus() {
-        let mut headers: Vec<(&str, &str)> = vec![ALICE];
+        let mut headers: Vec<(&str, &str)> = if name.starts_with("own identity:") {
+            Vec::new()
+        } else {
+            vec![ALICE]
+        };
         headers.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
         let before = upstream.requests().len();
         let status = tokio::task::spawn_blocking({

@@ -1137,6 +1137,10 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         &planes,
     );
     drop(known);
+    let longest_grantable = [
+        crate::policy::snapshot::longest_grantable(&roles, false),
+        crate::policy::snapshot::longest_grantable(&roles, true),
+    ];
     let counts = Counts {
         documents: docs.len(),
         roles: roles.len(),
@@ -1186,6 +1190,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         universe,
         grant_table,
         boundaries,
+        longest_grantable,
     })
 }
 

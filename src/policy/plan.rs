@@ -75,6 +75,10 @@ impl Snapshot {
         }
         syntax::check_action(req.action).map_err(RequestError::Action)?;
         let under = syntax::normalize_scope(req.under).map_err(RequestError::Scope)?;
+        // An action no role could grant (longer than all they grant) is allowed nowhere.
+        if self.grants_nothing_to(req.action, req.data_action) {
+            return Ok(Plan::default());
+        }
         let mut buf = LowerBuf::new();
         let action = self.action(lower_into(req.action, &mut buf), req.data_action);
         let subjects = self.subjects(req.principal, req.groups);

@@ -290,27 +290,18 @@ impl Snapshot {
         syntax::check_action(action).map_err(RequestError::Action)?;
         syntax::normalize_scope(scope).map_err(RequestError::Scope)?;
         let mut out = WhoCan::default();
-        for p in 0..self.principal_count() {
-            if p % STOP_EVERY == 0 && stop() {
-                break;
-            }
-            let name = self.principal_name(u32::try_from(p).unwrap_or(u32::MAX));
-            let decision = self.check(&CheckRequest {
-                principal: name,
-                groups: &[],
-                action,
-                data_action: data,
-                scope,
-                at,
-            })?;
-            if decision.allowed {
-                if name.starts_with("group:") {
-                    out.groups.push(name);
-                } else {
-                    out.principals.push(name);
-                }
-            }
+        // An action no role could grant (longer than all they grant) is allowed to no one.
+        if self.grants_nothing_to(action, data) {
+            return Ok(out);
         }
+        // Each principal as `check` judges it, with the action's roles worked out once.
+        self.each_allowed_principal(action, data, scope, at, stop, |name| {
+            if name.starts_with("group:") {
+                out.groups.push(name);
+            } else {
+                out.principals.push(name);
+            }
+        })?;
         out.principals.sort_unstable();
         out.groups.sort_unstable();
         Ok(out)

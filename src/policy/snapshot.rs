@@ -593,6 +593,33 @@ pub struct Snapshot {
     pub(crate) grant_table: GrantTable,
     /// Every `notBefore` / `notAfter` instant, sorted.
     pub(crate) boundaries: Vec<Instant>,
+    /// The longest action (bytes) any role could grant, control plane then data plane;
+    /// `None` when a pattern with `*` grants actions of any length
+    /// ([`longest_grantable`]).
+    pub(crate) longest_grantable: [Option<usize>; 2],
+}
+
+/// The longest action, in bytes, a role of `roles` could grant in the plane `data` says:
+/// its literal patterns and every implied action (denies only take away, so they play no
+/// part). `None` when some role has a pattern with `*` there, which matches actions of any
+/// length.
+pub(crate) fn longest_grantable(roles: &[Role], data: bool) -> Option<usize> {
+    let mut longest = 0;
+    for role in roles {
+        let (patterns, implied) = if data {
+            (&role.data_actions, &role.implied_data)
+        } else {
+            (&role.actions, &role.implied)
+        };
+        for pattern in patterns.iter() {
+            longest = longest.max(pattern.literal()?.len());
+        }
+        let names = implied.actions();
+        for i in implied.ids() {
+            longest = longest.max(names.name(i).len());
+        }
+    }
+    Some(longest)
 }
 
 /// A question for [`Snapshot::check`].
@@ -1029,6 +1056,14 @@ impl KeyLayout {
 }
 
 impl Snapshot {
+    /// Whether no role of the policy could grant `action` in the plane `data` says, by its
+    /// length alone: it is longer than every action the roles grant and no pattern with `*`
+    /// grants that plane. Such an action is allowed nowhere and to no one, so the queries
+    /// that walk the policy for an action answer it at once.
+    pub fn grants_nothing_to(&self, action: &str, data: bool) -> bool {
+        self.longest_grantable[usize::from(data)].is_some_and(|longest| action.len() > longest)
+    }
+
     /// Evaluates one request (SPEC §3).
     pub fn check(&self, req: &CheckRequest<'_>) -> Result<Decision<'_>, RequestError> {
         self.decide(req).map(|(v, slot)| self.explain_with(v, slot))
@@ -1183,6 +1218,68 @@ impl Snapshot {
             subjects.rows.push([start, end]);
         }
         subjects
+    }
+
+    /// WhoCan's walk: every principal the policy knows (each with its policy groups only)
+    /// that `check` allows the action at the scope, given to `visit`, in index order; ends
+    /// early once `stop` says so (asked every 64 principals). The action and the scope are
+    /// validated, lowercased, looked up and matched against every role once, not once per
+    /// principal: a long unknown action costs its length once, then a bit test per grant.
+    pub(crate) fn each_allowed_principal<'s>(
+        &'s self,
+        action: &str,
+        data: bool,
+        scope: &str,
+        at: Instant,
+        stop: &dyn Fn() -> bool,
+        mut visit: impl FnMut(&'s str),
+    ) -> Result<(), RequestError> {
+        let mut buf = LowerBuf::new();
+        let mut bits: Vec<u64> = Vec::new();
+        let action = match self.grant_table.get(action.as_bytes(), data) {
+            Some((lower, roles)) => ActionRef {
+                lower,
+                data,
+                roles: Some(roles),
+            },
+            None => {
+                syntax::check_action(action).map_err(RequestError::Action)?;
+                let lower = lower_into(action, &mut buf);
+                // The roles whose patterns (or implied actions) grant it; none for a
+                // catalog action of the other plane, as in `check`.
+                if !self.other_plane(lower, data) {
+                    bits = vec![0; self.roles.len().div_ceil(64)];
+                    for (r, role) in self.roles.iter().enumerate() {
+                        if role.grants(lower, data)
+                            && let Some(word) = bits.get_mut(r / 64)
+                        {
+                            *word |= 1 << (r % 64);
+                        }
+                    }
+                }
+                ActionRef {
+                    lower,
+                    data,
+                    roles: Some(&bits),
+                }
+            }
+        };
+        let ancestors = self.request_ancestors(scope)?;
+        for p in 0..self.principal_count() {
+            if p % 64 == 0 && stop() {
+                break;
+            }
+            let name = self.principal_name(u32::try_from(p).unwrap_or(u32::MAX));
+            let principal_type = name.split_once(':').map_or("", |(t, _)| t);
+            let subjects = self.subjects_of(self.principal_slot(name));
+            if self
+                .evaluate(&subjects, principal_type, action, ancestors, at)
+                .allowed()
+            {
+                visit(name);
+            }
+        }
+        Ok(())
     }
 
     /// The index slot of a known principal.
@@ -1788,5 +1885,33 @@ mod tests {
         names.push("a/over");
         let skipped = GrantTable::build(&roles, &names, &[]);
         assert_eq!(skipped.get(b"a/1", false), None);
+    }
+}
+
+#[cfg(test)]
+mod grantable_tests {
+    fn snapshot(yaml: &str) -> crate::policy::Snapshot {
+        crate::policy::compile_sources(&[crate::policy::SourceDocument::new("p.yaml", yaml)])
+            .unwrap()
+    }
+
+    /// The longest action a role could grant: literal patterns and implied actions count,
+    /// a pattern with `*` makes it unbounded in its plane, and denies play no part.
+    #[test]
+    fn an_action_longer_than_any_role_grants_is_granted_by_none() {
+        let s = snapshot(
+            "version: 1\nactions:\n  - {name: a/b, implies: [a/implied/long/name]}\n\
+             roles: [{name: R, actions: [a/b], dataActions: ['d/*']}]\n\
+             denyAssignments: [{name: n, principals: ['user:x'], actions: ['*'], scope: /}]\n",
+        );
+        assert!(!s.grants_nothing_to("a/implied/long/name", false));
+        assert!(!s.grants_nothing_to("A/IMPLIED/LONG/NAM", false));
+        assert!(s.grants_nothing_to("a/implied/long/name2", false));
+        // `d/*` grants data actions of any length.
+        assert!(!s.grants_nothing_to(&"d/x".repeat(1000), true));
+        // No role has data actions: none is granted, whatever its length.
+        let s = snapshot("version: 1\nroles: [{name: R, actions: ['*']}]\n");
+        assert!(!s.grants_nothing_to(&"x".repeat(100_000), false));
+        assert!(s.grants_nothing_to("x", true));
     }
 }

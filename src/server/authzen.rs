@@ -82,15 +82,36 @@ pub async fn evaluations(State(app): State<Arc<App>>, req: Request) -> Response<
 }
 
 pub async fn search_subject(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
-    handle_blocking(&app, "authzen_search_subject", req, search_subjects).await
+    handle_blocking(
+        &app,
+        "authzen_search_subject",
+        req,
+        search_subjects,
+        grants_nothing,
+    )
+    .await
 }
 
 pub async fn search_resource(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
-    handle_blocking(&app, "authzen_search_resource", req, search_resources).await
+    handle_blocking(
+        &app,
+        "authzen_search_resource",
+        req,
+        search_resources,
+        grants_nothing,
+    )
+    .await
 }
 
 pub async fn search_action(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
-    handle_blocking(&app, "authzen_search_action", req, search_actions).await
+    handle_blocking(
+        &app,
+        "authzen_search_action",
+        req,
+        search_actions,
+        |_, _| false,
+    )
+    .await
 }
 
 /// The PDP metadata: the identifier is this server as the caller reached it (the `Host`
@@ -152,16 +173,19 @@ async fn handle(
 
 /// [`handle`] with the work in the server's query pool: searches walk every principal (WhoCan),
 /// the principal's assignments and the deny assignments (Plan), or the action universe.
+/// A request `at_once` says will not walk the policy is answered on the request's task.
 async fn handle_blocking(
     app: &Arc<App>,
     api: &'static str,
     req: Request,
     work: fn(&LoadedPolicy, &Map<String, Value>) -> Result<String, Failure>,
+    at_once: fn(&LoadedPolicy, &Map<String, Value>) -> bool,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, MAX_BODY_BYTES).await;
     let headers = parts.headers;
     let result = match read(app, &headers, body).await {
+        Ok((policy, object)) if at_once(&policy, &object) => work(&policy, &object),
         Ok((policy, object)) => app
             .queries
             .run(move |_| work(&policy, &object))
@@ -175,6 +199,24 @@ async fn handle_blocking(
         Err(f) => Err(f),
     };
     respond(app, api, result, &headers)
+}
+
+/// Whether a search's action (`action.name`, on a resource that is not a route) is one no
+/// role could grant in either plane: the search answers it without walking the policy.
+fn grants_nothing(policy: &LoadedPolicy, body: &Map<String, Value>) -> bool {
+    let on_route = body
+        .get("resource")
+        .and_then(|r| r.get("type"))
+        .is_some_and(|t| t == "route");
+    let name = body
+        .get("action")
+        .and_then(|a| a.get("name"))
+        .and_then(Value::as_str);
+    !on_route
+        && name.is_some_and(|name| {
+            policy.snapshot.grants_nothing_to(name, false)
+                && policy.snapshot.grants_nothing_to(name, true)
+        })
 }
 
 /// The policy and the body as a JSON object, or the request's error.

@@ -170,6 +170,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         max_connection_age: Duration::from_secs(args.max_connection_age_seconds),
         max_header_bytes: args.max_header_bytes,
+        grpc_idle_timeout: Duration::from_millis(args.grpc_idle_timeout_ms),
         tls: args
             .tls_cert
             .as_ref()
@@ -204,6 +205,9 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
             shadow: args.shadow,
             keys: Default::default(),
             console: args.console,
+            max_concurrent_queries: args
+                .max_concurrent_queries
+                .and_then(|n| usize::try_from(n).ok()),
         };
         let app = Arc::new(
             App::with_options(Arc::new(state), &app_options).context("opening the decision log")?,

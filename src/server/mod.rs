@@ -4,6 +4,7 @@
 //! [`run`] takes bound listeners, a policy state and a shutdown future, so tests start
 //! the real server in-process on port 0.
 
+pub mod activity;
 pub mod admin;
 pub mod authzen;
 pub mod cache;
@@ -80,6 +81,9 @@ pub struct ServerOptions {
     /// Both ports: a connection older than this is closed (gRPC: a graceful `GOAWAY`,
     /// then `max_connection_age_grace`; HTTP: at its next request boundary).
     pub max_connection_age: Duration,
+    /// gRPC port: a connection with no request in flight for this long is closed, however
+    /// many PINGs it answers.
+    pub grpc_idle_timeout: Duration,
     /// HTTP port: request bytes read before the answer starts (the request line and
     /// headers; the HTTP port's requests carry no body). gRPC port: the HTTP/2 header
     /// list size.
@@ -101,6 +105,7 @@ impl Default for ServerOptions {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connection_age: Duration::from_secs(600),
+            grpc_idle_timeout: Duration::from_secs(300),
             max_header_bytes: 64 * 1024,
         }
     }
@@ -182,7 +187,8 @@ pub struct App {
     pub store: std::sync::OnceLock<Arc<crate::store::Store>>,
     /// `--console`: the web console, which also receives every decision concluded.
     pub console: Option<crate::console::Console>,
-    /// WhoCan, CheckAssign and ListPermissions: their own threads and concurrency limit.
+    /// WhoCan, CheckAssign, ListPermissions, Plan and the AuthZEN searches: their own
+    /// threads and concurrency limit.
     pub queries: query_pool::QueryPool,
 }
 
@@ -197,6 +203,9 @@ pub struct AppOptions {
     pub keys: crate::sources::jwks::KeyOptions,
     /// Serve the web console under `/console/` on the HTTP port.
     pub console: bool,
+    /// The query pool's concurrency limit (`--max-concurrent-queries`); `None`: half the
+    /// cores, at least one.
+    pub max_concurrent_queries: Option<usize>,
 }
 
 impl App {
@@ -252,6 +261,9 @@ impl App {
             shadow: options.shadow,
             keys,
             console,
+            queries: options
+                .max_concurrent_queries
+                .map_or_else(query_pool::QueryPool::default, query_pool::QueryPool::new),
             ..Self::default()
         };
         if let Some(p) = app.policy.current() {
@@ -755,6 +767,7 @@ pub async fn run(
 
     let grpc_cut = cut_rx.clone();
     let opening_timeout = options.opening_timeout;
+    let grpc_idle_timeout = options.grpc_idle_timeout;
     // Each listener has its own limit, so a flood of gRPC connections cannot take the
     // slots that health probes and metrics need on the HTTP port.
     let limit = (options.max_connections).clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
@@ -764,12 +777,15 @@ pub async fn run(
         .filter_map(move |io| match io {
             Ok(io) => {
                 let permit = admit_connection(&grpc_connections)?;
-                let io = Severable::new(io, &grpc_cut).opening(GRPC_OPENING, opening_timeout);
+                let io = Severable::new(io, &grpc_cut)
+                    .opening(GRPC_OPENING, opening_timeout)
+                    .idle_after(grpc_idle_timeout);
                 Some(Ok(io.holding(permit)))
             }
             Err(e) => Some(Err(e)),
         });
     let grpc_server = builder
+        .layer(activity::ActivityLayer)
         .layer(deadline::DeadlineLayer::new(options.request_timeout))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -789,6 +805,7 @@ pub async fn run(
             max_request_bytes: options.max_header_bytes,
         },
         connections: Arc::new(tokio::sync::Semaphore::new(limit)),
+        probes: Arc::new(tokio::sync::Semaphore::new(PROBE_SLOTS)),
     };
     let http_server = axum::serve(http_listener, http::router(app.clone()))
         .with_graceful_shutdown(stopped(stop_rx));
@@ -823,6 +840,64 @@ fn admit_connection(
     permit
 }
 
+/// HTTP port: connection slots beyond `--max-connections` kept for health probes, so that
+/// `/healthz` and `/readyz` answer while clients hold every ordinary slot. A connection in
+/// one must open with a probe's request line ([`PROBE_LINES`]) and send its whole request
+/// within [`PROBE_TIMEOUT`]; it is closed after its one answer.
+pub const PROBE_SLOTS: usize = 8;
+/// How long a connection in a probe slot has to send its request.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The request lines a connection in a probe slot may open with (a probe's `GET` of
+/// `/healthz` or `/readyz`, with or without a query).
+const PROBE_LINES: [&[u8]; 4] = [
+    b"GET /healthz ",
+    b"GET /healthz?",
+    b"GET /readyz ",
+    b"GET /readyz?",
+];
+
+/// A connection in a probe slot: the opening bytes seen so far, until they are a probe's
+/// request line, and whether its answer has been written.
+#[derive(Debug, Default)]
+struct ProbeGate {
+    seen: Vec<u8>,
+    passed: bool,
+    /// Answer bytes have been written; `answered` once they are flushed.
+    wrote: bool,
+    answered: bool,
+    /// The last reader's waker: woken once the answer is written, so a read already
+    /// waiting sees the end of the stream.
+    reader: Option<std::task::Waker>,
+}
+
+impl ProbeGate {
+    /// Checks the bytes just read; an error once they cannot open a probe's request.
+    fn read(&mut self, arrived: &[u8]) -> Option<std::io::Error> {
+        if self.passed {
+            return None;
+        }
+        let longest = PROBE_LINES.iter().map(|l| l.len()).max().unwrap_or(0);
+        let room = longest.saturating_sub(self.seen.len());
+        self.seen
+            .extend_from_slice(arrived.get(..room.min(arrived.len())).unwrap_or_default());
+        let seen = self.seen.as_slice();
+        if PROBE_LINES.iter().any(|l| seen.starts_with(l)) {
+            self.passed = true;
+            self.seen = Vec::new();
+            return None;
+        }
+        let may_still = PROBE_LINES
+            .iter()
+            .any(|l| l.starts_with(seen.get(..seen.len().min(l.len())).unwrap_or_default()));
+        (!may_still).then(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "a connection in a probe slot sent no probe",
+            )
+        })
+    }
+}
+
 /// The bytes a gRPC connection opens with: the HTTP/2 connection preface.
 const GRPC_OPENING: usize = 24;
 /// The bytes an HTTP/1 connection opens with, at the least: `GET / HTTP/1.1` and CRLF.
@@ -842,6 +917,11 @@ struct Severable<T> {
     _slot: Option<tokio::sync::OwnedSemaphorePermit>,
     /// HTTP/1 request pacing (the HTTP port).
     pacing: Option<Pacing>,
+    /// The idle timeout of a gRPC connection, over the requests its [`activity::Activity`]
+    /// counts.
+    idle: Option<activity::IdleCheck>,
+    /// HTTP port: a connection in a probe slot (one probe request, then closed).
+    probe: Option<ProbeGate>,
 }
 
 /// Time and size limits of an HTTP/1 connection on the HTTP port, where every request is
@@ -977,7 +1057,24 @@ impl<T> Severable<T> {
             opening: None,
             _slot: None,
             pacing: None,
+            idle: None,
+            probe: None,
         }
+    }
+
+    /// Holds the connection to one probe request ([`PROBE_SLOTS`]).
+    fn probe_only(mut self) -> Self {
+        self.probe = Some(ProbeGate::default());
+        self
+    }
+
+    /// Fails the connection's reads once it has had no request in flight for `timeout`
+    /// (the requests counted by [`activity::ActivityLayer`], which finds the connection's
+    /// activity in its connect info).
+    fn idle_after(mut self, timeout: Duration) -> Self {
+        let activity = Arc::new(activity::Activity::new());
+        self.idle = Some(activity::IdleCheck::new(activity, timeout));
+        self
     }
 
     /// Holds the connection to `pace` from now on.
@@ -997,6 +1094,16 @@ impl<T> Severable<T> {
     fn opening(mut self, bytes: usize, timeout: Duration) -> Self {
         self.opening = Some((bytes, Box::pin(tokio::time::sleep(timeout))));
         self
+    }
+
+    /// The connection has written (part of) an answer.
+    fn answered(&mut self) {
+        if let Some(p) = self.pacing.as_mut() {
+            p.answered();
+        }
+        if let Some(p) = self.probe.as_mut() {
+            p.wrote = true;
+        }
     }
 
     /// Whether the connection is cut; registers the task to be woken when it is.
@@ -1035,11 +1142,25 @@ impl<T: AsyncRead + Unpin> AsyncRead for Severable<T> {
         if let Some(e) = self.pacing.as_mut().and_then(|p| p.check(cx)) {
             return Poll::Ready(Err(e));
         }
+        if let Some(e) = self.idle.as_mut().and_then(|i| i.check(cx)) {
+            return Poll::Ready(Err(e));
+        }
+        if let Some(probe) = self.probe.as_mut() {
+            if probe.answered {
+                // A probe slot serves one request: then the end of the stream.
+                return Poll::Ready(Ok(()));
+            }
+            probe.reader = Some(cx.waker().clone());
+        }
         let before = buf.filled().len();
         let read = Pin::new(&mut self.io).poll_read(cx, buf);
         let arrived = buf.filled().len() - before;
         let pacing = self.pacing.as_mut();
         if let Some(e) = pacing.and_then(|p| p.read(&buf.filled()[before..])) {
+            return Poll::Ready(Err(e));
+        }
+        let probe = self.probe.as_mut();
+        if let Some(e) = probe.and_then(|p| p.read(&buf.filled()[before..])) {
             return Poll::Ready(Err(e));
         }
         if let Some((awaited, _)) = &mut self.opening {
@@ -1062,8 +1183,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Severable<T> {
             return Poll::Ready(Err(severed()));
         }
         let written = Pin::new(&mut self.io).poll_write(cx, buf);
-        if let (Poll::Ready(Ok(1..)), Some(p)) = (&written, self.pacing.as_mut()) {
-            p.answered();
+        if let Poll::Ready(Ok(1..)) = &written {
+            self.answered();
         }
         written
     }
@@ -1077,8 +1198,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Severable<T> {
             return Poll::Ready(Err(severed()));
         }
         let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        if let (Poll::Ready(Ok(1..)), Some(p)) = (&written, self.pacing.as_mut()) {
-            p.answered();
+        if let Poll::Ready(Ok(1..)) = &written {
+            self.answered();
         }
         written
     }
@@ -1091,7 +1212,16 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Severable<T> {
         if self.is_cut(cx) {
             return Poll::Ready(Err(severed()));
         }
-        Pin::new(&mut self.io).poll_flush(cx)
+        let flushed = Pin::new(&mut self.io).poll_flush(cx);
+        if let (Poll::Ready(Ok(())), Some(p)) = (&flushed, self.probe.as_mut())
+            && p.wrote
+        {
+            p.answered = true;
+            if let Some(reader) = p.reader.take() {
+                reader.wake();
+            }
+        }
+        flushed
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -1100,10 +1230,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Severable<T> {
 }
 
 impl<T: Connected> Connected for Severable<T> {
-    type ConnectInfo = T::ConnectInfo;
+    type ConnectInfo = activity::ConnInfo<T::ConnectInfo>;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
+        activity::ConnInfo {
+            inner: self.io.connect_info(),
+            activity: self.idle.as_ref().map(|i| i.activity().clone()),
+        }
     }
 }
 
@@ -1114,6 +1247,8 @@ struct SeverableListener {
     opening_timeout: Duration,
     pace: Pace,
     connections: Arc<tokio::sync::Semaphore>,
+    /// [`PROBE_SLOTS`] more, for health probes only.
+    probes: Arc<tokio::sync::Semaphore>,
 }
 
 impl axum::serve::Listener for SeverableListener {
@@ -1123,13 +1258,25 @@ impl axum::serve::Listener for SeverableListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-            // Over the connection limit: closed at once (dropped), and the next one waited.
-            let Some(permit) = admit_connection(&self.connections) else {
+            if let Some(permit) = admit_connection(&self.connections) {
+                let io = Severable::new(io, &self.cut)
+                    .opening(HTTP_OPENING, self.opening_timeout)
+                    .paced(self.pace);
+                return (io.holding(permit), addr);
+            }
+            // Every ordinary slot is taken: a probe slot, for one health probe sent at once.
+            // Over that too: closed at once (dropped), and the next one waited.
+            let Ok(permit) = self.probes.clone().try_acquire_owned() else {
                 continue;
             };
+            let pace = Pace {
+                exchange: self.pace.exchange.min(PROBE_TIMEOUT),
+                ..self.pace
+            };
             let io = Severable::new(io, &self.cut)
-                .opening(HTTP_OPENING, self.opening_timeout)
-                .paced(self.pace);
+                .opening(HTTP_OPENING, self.opening_timeout.min(PROBE_TIMEOUT))
+                .paced(pace)
+                .probe_only();
             return (io.holding(permit), addr);
         }
     }
@@ -1172,5 +1319,38 @@ mod tests {
             let want: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
             assert_eq!(ids.next(), want);
         }
+    }
+
+    /// `--max-concurrent-queries` sets the query pool's limit (0 is refused); without it,
+    /// half the cores, at least one.
+    #[test]
+    fn the_query_pool_limit_comes_from_the_flag() {
+        use clap::Parser as _;
+        let parse = |extra: &[&str]| {
+            let args = ["iot-authz", "serve"].iter().chain(extra).copied();
+            match crate::cli::Cli::try_parse_from(args).map(|c| c.command) {
+                Ok(crate::cli::Command::Serve(serve)) => Ok(serve.max_concurrent_queries),
+                Ok(_) => Err("not serve".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(parse(&["--max-concurrent-queries", "3"]), Ok(Some(3)));
+        assert_eq!(parse(&[]), Ok(None));
+        assert!(parse(&["--max-concurrent-queries", "0"]).is_err());
+        let app = |limit| {
+            App::with_options(
+                Arc::new(PolicyState::new()),
+                &AppOptions {
+                    max_concurrent_queries: limit,
+                    ..AppOptions::default()
+                },
+            )
+            .unwrap()
+        };
+        assert_eq!(app(Some(3)).queries.limit(), 3);
+        assert_eq!(
+            app(None).queries.limit(),
+            query_pool::QueryPool::default().limit()
+        );
     }
 }

@@ -75,20 +75,26 @@ impl Authorizer {
     /// Runs an expensive query in the query pool. `query` gets the pool's cancel token and
     /// the largest answer it may give, in bytes, and returns `None` when its answer would
     /// be larger: `RESOURCE_EXHAUSTED`, with `hint` after the advice to ask at a narrower
-    /// scope. An invalid request is `INVALID_ARGUMENT`, counted under `api`.
+    /// scope. An invalid request is `INVALID_ARGUMENT`, counted under `api`. With
+    /// `at_once` (the query will not walk the policy: its action is one no role could
+    /// grant), it runs here, without waiting for a turn.
     async fn pooled<T: Send + 'static>(
         &self,
         api: &'static str,
         hint: &str,
+        at_once: bool,
         query: impl FnOnce(&Cancel, usize) -> Result<Option<T>, RequestError> + Send + 'static,
     ) -> Result<T, Status> {
         let max = self.max_listed_bytes;
-        match self
-            .app
-            .queries
-            .run(move |cancel| query(cancel, max))
-            .await?
-        {
+        let answer = if at_once {
+            query(&Cancel::default(), max)
+        } else {
+            self.app
+                .queries
+                .run(move |cancel| query(cancel, max))
+                .await?
+        };
+        match answer {
             Ok(Some(answer)) => Ok(answer),
             Ok(None) => Err(Status::resource_exhausted(format!(
                 "the answer would exceed {max} bytes; ask at a narrower scope{hint}"
@@ -380,7 +386,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         // catalog, and stops when the caller leaves.
         let hint = ", or run `iot-authz permissions` on the policy";
         let permissions = self
-            .pooled("list_permissions", hint, move |cancel, max_bytes| {
+            .pooled("list_permissions", hint, false, move |cancel, max_bytes| {
                 use prost::Message;
                 let mut bytes = 0usize;
                 let mut permissions = Vec::new();
@@ -424,9 +430,13 @@ impl pb::authorizer_server::Authorizer for Authorizer {
             .await?;
         let req = request.into_inner();
         let at = at_or_now(req.at.as_ref()).map_err(|e| self.invalid("who_can", e))?;
-        // In the query pool: one check per principal the policy knows.
+        // In the query pool: one check per principal the policy knows; an action no role
+        // could grant is answered at once.
+        let at_once = policy
+            .snapshot
+            .grants_nothing_to(&req.action, req.data_action);
         let answer = self
-            .pooled("who_can", "", move |cancel, max_bytes| {
+            .pooled("who_can", "", at_once, move |cancel, max_bytes| {
                 let who = policy.snapshot.who_can_until(
                     &req.action,
                     req.data_action,
@@ -461,7 +471,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         let at = at_or_now(req.at.as_ref()).map_err(|e| self.invalid("check_assign", e))?;
         // In the query pool: one evaluation per action of the catalog the role grants.
         let answer = self
-            .pooled("check_assign", "", move |cancel, max_bytes| {
+            .pooled("check_assign", "", false, move |cancel, max_bytes| {
                 let answer = policy.snapshot.check_assign_until(
                     &req.actor,
                     &req.role,
@@ -492,29 +502,33 @@ impl pb::authorizer_server::Authorizer for Authorizer {
         let req = request.into_inner();
         let at = at_or_now(req.at.as_ref()).map_err(|e| self.invalid("plan", e))?;
         // In the query pool: the cost grows with the principal's assignments and the
-        // policy's deny assignments.
-        let answer = self
-            .app
-            .queries
-            .run(move |_| {
-                let under = if req.under.is_empty() {
-                    "/"
-                } else {
-                    req.under.as_str()
-                };
-                policy
-                    .snapshot
-                    .plan(&crate::policy::plan::PlanRequest {
-                        principal: &req.principal,
-                        groups: &req.groups,
-                        action: &req.action,
-                        data_action: req.data_action,
-                        under,
-                        at,
-                    })
-                    .map(|plan| (plan, policy.snapshot.revision.clone()))
-            })
-            .await?;
+        // policy's deny assignments. An action no role could grant is answered at once.
+        let at_once = policy
+            .snapshot
+            .grants_nothing_to(&req.action, req.data_action);
+        let query = move |_: &Cancel| {
+            let under = if req.under.is_empty() {
+                "/"
+            } else {
+                req.under.as_str()
+            };
+            policy
+                .snapshot
+                .plan(&crate::policy::plan::PlanRequest {
+                    principal: &req.principal,
+                    groups: &req.groups,
+                    action: &req.action,
+                    data_action: req.data_action,
+                    under,
+                    at,
+                })
+                .map(|plan| (plan, policy.snapshot.revision.clone()))
+        };
+        let answer = if at_once {
+            query(&Cancel::default())
+        } else {
+            self.app.queries.run(query).await?
+        };
         let (plan, revision) = answer.map_err(|e| self.invalid("plan", e))?;
         Ok(Response::new(pb::PlanResponse {
             include: plan.include,

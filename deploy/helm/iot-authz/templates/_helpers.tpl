@@ -238,6 +238,10 @@ Which policy source the release uses, after checking that at most one is given:
 - --max-concurrent-streams
 - {{ .maxConcurrentStreams | int64 | quote }}
 {{- end }}
+{{- if not (kindIs "invalid" .maxConcurrentQueries) }}
+- --max-concurrent-queries
+- {{ .maxConcurrentQueries | int64 | quote }}
+{{- end }}
 {{- if not (kindIs "invalid" .shutdownDelayMs) }}
 - --shutdown-delay-ms
 - {{ .shutdownDelayMs | int64 | quote }}

@@ -25,7 +25,13 @@ use crate::properties::{
 };
 
 /// Principals and scopes no generated base policy names.
-const NEW_PRINCIPALS: &[&str] = &["user:new", "user:New", "group:fresh", "device:d9"];
+const NEW_PRINCIPALS: &[&str] = &[
+    "user:new",
+    "user:New",
+    "group:fresh",
+    "group:ext",
+    "device:d9",
+];
 const NEW_SCOPES: &[&str] = &[
     "/s/s1/rg/r1/t/t1/deep",
     "/s/s1/rg",
@@ -36,6 +42,11 @@ const NEW_SCOPES: &[&str] = &[
     "/zz",
     "/s/S1/RG/",
 ];
+
+/// Token groups that assignments may name but no group definition does: numbered by
+/// their first assignment, as the requesting principal is, so the order between them
+/// depends on the writes.
+const TOKEN_GROUPS: &[&str] = &["group:fresh", "group:ext", "group:G0"];
 
 /// Store ids the writes pick from (some of the base's, some new).
 const IDS: usize = 10;
@@ -59,7 +70,7 @@ fn write() -> BoxedStrategy<Write> {
             0.7,
             (
                 raw_assignment(),
-                prop::option::weighted(0.3, any::<Index>()),
+                prop::option::weighted(0.4, any::<Index>()),
                 prop::option::weighted(0.3, any::<Index>()),
             ),
         ),
@@ -69,7 +80,11 @@ fn write() -> BoxedStrategy<Write> {
 }
 
 /// The assignment document of a raw assignment over the policy's roles.
-fn assignment(docs: &Policy, id: &str, w: &(RawAssignment, Option<Index>, Option<Index>)) -> AssignmentDoc {
+fn assignment(
+    docs: &Policy,
+    id: &str,
+    w: &(RawAssignment, Option<Index>, Option<Index>),
+) -> AssignmentDoc {
     let (a, new_principal, new_scope) = w;
     let roles: Vec<_> = docs.iter().flat_map(|(_, d)| d.roles.iter()).collect();
     let r = &roles[a.role.index(roles.len())];
@@ -134,14 +149,14 @@ fn requests(docs: &Policy) -> BoxedStrategy<Vec<Request>> {
         (
             request_for(docs),
             prop::option::weighted(0.25, select(NEW_PRINCIPALS)),
-            prop::option::weighted(0.15, select(NEW_PRINCIPALS)),
+            prop::option::weighted(0.35, select(TOKEN_GROUPS)),
             prop::option::weighted(0.2, select(NEW_SCOPES)),
         )
             .prop_map(|(mut r, p, g, s)| {
                 if let Some(p) = p {
                     r.principal = p.to_owned();
                 }
-                if let Some(g) = g.filter(|g| g.starts_with("group:")) {
+                if let Some(g) = g {
                     r.groups.push(g.to_owned());
                 }
                 if let Some(s) = s {
@@ -191,7 +206,7 @@ fn compare(fresh: &Snapshot, overlay: &Snapshot, requests: &[Request]) -> Result
 }
 
 proptest! {
-    #![proptest_config(config(384))]
+    #![proptest_config(config(512))]
 
     #[test]
     fn an_overlay_decides_as_a_fresh_compile((docs, shuffle, writes, requests) in case()) {

@@ -882,7 +882,10 @@ fn case(n: usize) -> BoxedStrategy<(Policy, Vec<Request>)> {
 // Comparing the two.
 // ---------------------------------------------------------------------------------------
 
-pub(crate) fn engine_check<'s>(snapshot: &'s Snapshot, r: &'s Request) -> iot_authz::policy::Decision<'s> {
+pub(crate) fn engine_check<'s>(
+    snapshot: &'s Snapshot,
+    r: &'s Request,
+) -> iot_authz::policy::Decision<'s> {
     snapshot
         .check(&CheckRequest {
             principal: &r.principal,

@@ -138,8 +138,8 @@ impl OverlayBase {
                 *slot = u32::try_from(pos).unwrap_or(u32::MAX);
             }
         }
-        let store_first = u32::try_from(total.saturating_sub(last_document_assignments))
-            .unwrap_or(u32::MAX);
+        let store_first =
+            u32::try_from(total.saturating_sub(last_document_assignments)).unwrap_or(u32::MAX);
         let other_ids = by_order
             .get(..store_first as usize)
             .unwrap_or_default()
@@ -250,7 +250,10 @@ impl OverlayBase {
             {
                 return refuse(id, "outside the role's assignable scopes".into());
             }
-            let scope_idx = match base.scope_index.get(scope.key().as_bytes(), &base.scope_text) {
+            let scope_idx = match base
+                .scope_index
+                .get(scope.key().as_bytes(), &base.scope_text)
+            {
                 Some(s) => s,
                 None => match new_scopes.get(scope.key()) {
                     Some(&s) => s,
@@ -267,8 +270,8 @@ impl OverlayBase {
                 None => match new_principals.get(a.principal.as_str()) {
                     Some(&p) => p,
                     None => {
-                        let p = principal_count
-                            + u32::try_from(new_principal_names.len()).unwrap_or(0);
+                        let p =
+                            principal_count + u32::try_from(new_principal_names.len()).unwrap_or(0);
                         new_principals.insert(a.principal.as_str().into(), p);
                         new_principal_names.push(a.principal.as_str().into());
                         p
@@ -302,7 +305,10 @@ impl OverlayBase {
         for key in &new_scope_keys {
             let start = u32::try_from(new_scope_text.len()).unwrap_or(u32::MAX);
             new_scope_text.push_str(key);
-            spans.push((start, u32::try_from(new_scope_text.len()).unwrap_or(u32::MAX)));
+            spans.push((
+                start,
+                u32::try_from(new_scope_text.len()).unwrap_or(u32::MAX),
+            ));
         }
         let new_scope_index = TagIndex::build(&new_scope_text, spans.into_iter());
         let mut linked_prefixes = Vec::new();
@@ -527,6 +533,7 @@ impl Overlay {
 
     /// The first grant, in policy order, of subject `p` (base row `row`): its order key
     /// and verdict index (overlay assignments after the base's).
+    #[allow(clippy::too_many_arguments)]
     fn first_grant_of(
         &self,
         base: &Snapshot,
@@ -649,17 +656,13 @@ impl Snapshot {
                 // Cannot happen for a state that compiled once; the base answers.
                 None => Snapshot {
                     revision: self.revision.clone(),
-                    counts: self.core_counts(),
+                    counts: self.counts,
                     core: self.core.clone(),
                     overlay: None,
                 },
             }),
             None => self,
         }
-    }
-
-    fn core_counts(&self) -> super::snapshot::Counts {
-        self.counts
     }
 
     /// [`Snapshot::decide`] for a snapshot with an overlay: the same steps, over the

@@ -1196,7 +1196,6 @@ fn validity_in(boundaries: &[Instant], at: Instant) -> (Instant, Instant) {
 }
 
 impl Snapshot {
-
     /// Subjects(P) ∪ G, closed under group membership, sorted and deduplicated.
     pub(crate) fn subjects(&self, principal: &str, groups: &[String]) -> Subjects {
         if groups.is_empty() {

@@ -194,6 +194,29 @@ fn compare(fresh: &Snapshot, overlay: &Snapshot, requests: &[Request]) -> Result
                 "fresh compile: {a:?}\noverlay:       {b:?}\nrequest: {r:?}"
             ));
         }
+        // The queries the overlay answers itself.
+        let who = |s: &Snapshot| {
+            s.who_can(&r.action, r.data, &r.scope, r.at)
+                .map(|w| format!("{w:?}"))
+        };
+        if who(fresh) != who(overlay) {
+            return Err(format!(
+                "WhoCan differs: {:?} against {:?}\nrequest: {r:?}",
+                who(fresh),
+                who(overlay)
+            ));
+        }
+        for role in fresh.roles() {
+            let assign = |s: &Snapshot| s.check_assign(&r.principal, &role.name, &r.scope, r.at);
+            if assign(fresh) != assign(overlay) {
+                return Err(format!(
+                    "CheckAssign of {} differs: {:?} against {:?}\nrequest: {r:?}",
+                    role.name,
+                    assign(fresh),
+                    assign(overlay)
+                ));
+            }
+        }
         let (from, until) = fresh.validity(r.at);
         let (f, u) = overlay.validity(r.at);
         if f < from || u > until {
@@ -216,7 +239,7 @@ proptest! {
         };
         let prepared = OverlayBase::new(&base, store.len());
         // The base itself, through an empty overlay.
-        let empty = prepared.apply(&BTreeMap::new(), None).map_err(|e| TestCaseError::fail(e.0))?;
+        let empty = prepared.apply([], None).map_err(|e| TestCaseError::fail(e.0))?;
         compare(&base, &empty, &requests).map_err(TestCaseError::fail)?;
         let mut changes: BTreeMap<String, Option<AssignmentDoc>> = BTreeMap::new();
         let all = documents(&files, &store);
@@ -230,7 +253,7 @@ proptest! {
             };
             changes.insert(id.clone(), value);
             let fresh = compile_documents(&documents(&files, &store));
-            let incremental = prepared.apply(&changes, None);
+            let incremental = prepared.apply(changes.iter().map(|(k, v)| (k.as_str(), v.as_ref())), None);
             match (fresh, incremental) {
                 (Ok(fresh), Ok(overlay)) => {
                     prop_assert_eq!(fresh.counts.assignments, overlay.counts.assignments);

@@ -28,7 +28,6 @@
 //! answers from the full policy of the same state ([`Snapshot::full`]), compiled on first
 //! use by whoever made the overlay.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use smallvec::SmallVec;
@@ -182,13 +181,13 @@ impl OverlayBase {
     }
 
     /// The policy of the base with `changes` (every store assignment changed since the
-    /// base, by id: its value now, `None` if deleted) applied, validated by the rules
+    /// base, by id in key order: its value now, `None` if deleted) applied, validated by the rules
     /// that can fail for assignment changes (SPEC §2): principal, role, scope, times, ids,
     /// assignable scopes and `minAssignments`. `make_full` compiles the same state in
     /// full, for the other queries.
-    pub fn apply(
+    pub fn apply<'a>(
         &self,
-        changes: &BTreeMap<String, Option<AssignmentDoc>>,
+        changes: impl IntoIterator<Item = (&'a str, Option<&'a AssignmentDoc>)>,
         make_full: Option<FullPolicy>,
     ) -> Result<Snapshot, NotIncremental> {
         let base = &self.snapshot;
@@ -208,16 +207,21 @@ impl OverlayBase {
         let mut new_scope_keys: Vec<Box<str>> = Vec::new();
         let mut gap = (u32::MAX, 0u32);
         let mut buf = LowerBuf::new();
+        let mut previous: Option<&str> = None;
         for (id, value) in changes {
+            if previous.is_some_and(|p| p >= id) {
+                return Err(NotIncremental("changes out of key order".into()));
+            }
+            previous = Some(id);
             let (below, found) = self.place(id);
             if let Some(pos) = found {
                 removed.push(pos);
             }
             let Some(a) = value else { continue };
-            if a.id.as_deref() != Some(id.as_str()) {
+            if a.id.as_deref() != Some(id) {
                 return refuse(id, "the id is not its key's".into());
             }
-            if self.other_ids.contains_key(id.as_str()) {
+            if self.other_ids.contains_key(id) {
                 return refuse(id, "the id is defined twice".into());
             }
             if let Err(e) = syntax::principal_type(&a.principal) {
@@ -286,7 +290,7 @@ impl OverlayBase {
                 scope: scope_idx,
                 window: (not_before, not_after),
                 order: (u64::from(g) << 32) | u64::from(gap.1),
-                id: id.as_str().into(),
+                id: id.into(),
                 written: a.scope.as_str().into(),
             });
         }
@@ -663,6 +667,26 @@ impl Snapshot {
             }),
             None => self,
         }
+    }
+
+    /// With an overlay, the full policy of the same state when there is one to answer
+    /// from (see [`Snapshot::full`]).
+    pub(crate) fn full_other(&self) -> Option<&Snapshot> {
+        self.overlay.as_ref()?;
+        let full = self.full();
+        (!std::ptr::eq(full, self)).then_some(full)
+    }
+
+    /// Every principal the policy knows, the overlay's new ones included (those whose
+    /// last assignment the overlay removed too: they hold no grant).
+    pub(crate) fn each_principal_name(&self) -> impl Iterator<Item = &str> {
+        let base = (0..self.principal_count())
+            .map(|p| self.principal_name(u32::try_from(p).unwrap_or(u32::MAX)));
+        let new = self
+            .overlay
+            .iter()
+            .flat_map(|o| o.new_principal_names.iter().map(|n| &**n));
+        base.chain(new)
     }
 
     /// [`Snapshot::decide`] for a snapshot with an overlay: the same steps, over the

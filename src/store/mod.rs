@@ -11,13 +11,15 @@ pub mod etcd;
 pub mod follow;
 pub mod objects;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
-use crate::policy::document::Document;
+use crate::policy::document::{AssignmentDoc, Document};
+use crate::policy::overlay::{FullPolicy, OverlayBase};
 use crate::policy::{PolicyError, Problem, Snapshot, SourceDocument, compile_documents, source};
 use crate::server::App;
 use crate::server::state::{LoadedPolicy, retire};
@@ -65,7 +67,52 @@ pub struct Inputs {
     /// The serving policy is the files plus `objects` (no change under the prefix was
     /// rejected since): only then may the revision it answers at advance.
     pub consistent: bool,
+    /// Keys the watch changed in `objects` since the last compile (policy keys only).
+    pub pending: BTreeSet<String>,
+    /// The base the serving policy was built on and the assignments changed since.
+    pub(crate) incremental: Incremental,
 }
+
+/// The incremental path's state (see `policy::overlay`): the base policy, compiled in
+/// full, and every store assignment changed since (by id: the revision it was compiled at
+/// and its value, `None` when deleted). The serving policy is the base plus these, as an
+/// overlay, whenever `base` is set and the inputs are consistent.
+#[derive(Debug, Default)]
+pub(crate) struct Incremental {
+    base: Option<Arc<OverlayBase>>,
+    changes: BTreeMap<String, (i64, Option<AssignmentDoc>)>,
+    /// A compaction is running.
+    compacting: bool,
+}
+
+impl Incremental {
+    /// The changes with `extra` (an assignment id and its value now) in their place.
+    fn with<'a>(
+        &'a self,
+        extra: Option<(&'a str, Option<&'a AssignmentDoc>)>,
+    ) -> impl Iterator<Item = (&'a str, Option<&'a AssignmentDoc>)> + 'a {
+        let skip = extra.map(|(id, _)| id);
+        let mut extra = extra;
+        let mut listed = self
+            .changes
+            .iter()
+            .map(|(id, (_, v))| (id.as_str(), v.as_ref()))
+            .filter(move |(id, _)| Some(*id) != skip)
+            .peekable();
+        std::iter::from_fn(move || match (extra, listed.peek()) {
+            (Some(e), Some(l)) if e.0 < l.0 => extra.take(),
+            (Some(_), None) => extra.take(),
+            _ => listed.next(),
+        })
+    }
+}
+
+/// The key prefix of store assignments.
+const ASSIGNMENTS: &str = "assignments/";
+
+/// An overlay with more changes than this is compacted into a new base (off the request
+/// path); its changes are also dropped at every full compile.
+pub const COMPACT_AT: usize = 2_000;
 
 /// The store of one server: its connection, its inputs and its status.
 #[derive(Debug)]
@@ -173,13 +220,26 @@ impl Store {
         self.through.send_replace(revision);
     }
 
-    /// Compiles the files with the store's objects: the one place a served policy is made
-    /// when a store is configured.
+    /// Compiles the files with the store's objects: the one place a served policy is
+    /// compiled in full when a store is configured.
     pub fn compose(
         &self,
         files: &[SourceDocument],
         objects: &Objects,
     ) -> Result<Snapshot, PolicyError> {
+        let docs = self.documents(files, objects)?;
+        let mut snapshot = compile_documents(&docs)?;
+        snapshot.revision = source::revision(files);
+        Ok(snapshot)
+    }
+
+    /// The files and the store's objects as the documents of one policy (the store's
+    /// last, its objects in key order).
+    fn documents(
+        &self,
+        files: &[SourceDocument],
+        objects: &Objects,
+    ) -> Result<Vec<(String, Document)>, PolicyError> {
         let name = self.document_name();
         let mut problems = Vec::new();
         let mut docs: Vec<(String, Document)> = Vec::with_capacity(files.len() + 1);
@@ -202,9 +262,184 @@ impl Store {
         if !problems.is_empty() {
             return Err(PolicyError { problems });
         }
-        let mut snapshot = compile_documents(&docs)?;
-        snapshot.revision = source::revision(files);
-        Ok(snapshot)
+        Ok(docs)
+    }
+
+    /// A full compile of the current inputs, when they are the serving state's (made for
+    /// the queries that answer from a full policy; see [`Snapshot::full`]). The documents
+    /// are gathered under the lock, and compiled after it is let go.
+    fn full_now(&self) -> Option<Snapshot> {
+        let (docs, revision) = {
+            let inputs = self.inputs();
+            if !inputs.consistent || !inputs.pending.is_empty() {
+                return None;
+            }
+            let (Some(files), Some(objects)) = (&inputs.files, &inputs.objects) else {
+                return None;
+            };
+            (
+                self.documents(files, objects).ok()?,
+                source::revision(files),
+            )
+        };
+        let mut snapshot = compile_documents(&docs).ok()?;
+        snapshot.revision = revision;
+        Some(snapshot)
+    }
+
+    fn full_maker(self: &Arc<Self>) -> FullPolicy {
+        let store = Arc::downgrade(self);
+        Arc::new(move || store.upgrade().and_then(|s| s.full_now()))
+    }
+
+    /// Validates one assignment write (`value`: `None` deletes) on the incremental path:
+    /// `Some(true)` valid, `None` when only a full compile can tell (or say why not).
+    pub fn valid_incrementally(
+        inputs: &Inputs,
+        key: &str,
+        value: Option<&AssignmentDoc>,
+    ) -> Option<bool> {
+        let id = key.strip_prefix(ASSIGNMENTS)?;
+        let base = inputs.incremental.base.as_ref()?;
+        if !inputs.consistent || !inputs.pending.is_empty() {
+            return None;
+        }
+        base.apply(inputs.incremental.with(Some((id, value))), None)
+            .ok()
+            .map(|_| true)
+    }
+
+    /// Applies the pending keys as an overlay over the base, when they are all store
+    /// assignments and the overlay is valid. `None`: compile in full.
+    fn incrementally(
+        self: &Arc<Self>,
+        app: &Arc<App>,
+        inputs: &mut Inputs,
+        pending: &BTreeSet<String>,
+    ) -> Option<(LoadOutcome, Option<Arc<LoadedPolicy>>)> {
+        if !inputs.consistent || pending.is_empty() {
+            return None;
+        }
+        let base = inputs.incremental.base.clone()?;
+        let objects = inputs.objects.as_ref()?;
+        let mut changes = inputs.incremental.changes.clone();
+        for key in pending {
+            let id = key.strip_prefix(ASSIGNMENTS)?;
+            let value = match objects.get(key) {
+                None => None,
+                Some(Ok(Object::Assignment(a))) => Some(a.clone()),
+                Some(_) => return None,
+            };
+            changes.insert(id.to_owned(), (inputs.revision, value));
+        }
+        let snapshot = base
+            .apply(
+                changes.iter().map(|(id, (_, v))| (id.as_str(), v.as_ref())),
+                Some(self.full_maker()),
+            )
+            .map_err(|e| tracing::debug!(reason = %e.0, "store change compiled in full"))
+            .ok()?;
+        let compact = snapshot.overlay_len() > COMPACT_AT && !inputs.incremental.compacting;
+        inputs.incremental.changes = changes;
+        let revision = snapshot.revision.clone();
+        let previous = self.install(app, inputs, snapshot);
+        if compact {
+            inputs.incremental.compacting = true;
+            let (store, app) = (self.clone(), app.clone());
+            tokio::task::spawn_blocking(move || store.compact(&app));
+        }
+        Some((LoadOutcome::Installed(revision), previous))
+    }
+
+    /// Compacts the overlay into a new base: the documents gathered under the lock, the
+    /// compile done without it, and the changes made meanwhile laid over the new base.
+    /// Runs on a blocking thread; abandoned if a full compile replaced the base meanwhile.
+    pub(crate) fn compact(self: &Arc<Self>, app: &Arc<App>) {
+        let gathered = {
+            let mut inputs = self.inputs();
+            let ready = inputs.consistent && inputs.incremental.base.is_some();
+            match (&inputs.files, &inputs.objects, ready) {
+                (Some(files), Some(objects), true) => self
+                    .documents(files, objects)
+                    .ok()
+                    .map(|docs| (docs, source::revision(files), inputs.revision)),
+                _ => None,
+            }
+            .zip(inputs.incremental.base.clone())
+            .or_else(|| {
+                inputs.incremental.compacting = false;
+                None
+            })
+        };
+        let Some(((docs, revision, started_at), old_base)) = gathered else {
+            return;
+        };
+        let store_assignments = docs.last().map_or(0, |(_, d)| d.assignments.len());
+        let compiled = compile_documents(&docs);
+        drop(docs);
+        let mut inputs = self.inputs();
+        inputs.incremental.compacting = false;
+        let mut snapshot = match compiled {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "store compaction abandoned");
+                return;
+            }
+        };
+        snapshot.revision = revision;
+        let same_base = inputs
+            .incremental
+            .base
+            .as_ref()
+            .is_some_and(|b| Arc::ptr_eq(b, &old_base));
+        if !same_base || !inputs.consistent || !inputs.pending.is_empty() {
+            return;
+        }
+        let base = Arc::new(OverlayBase::new(&snapshot, store_assignments));
+        let remaining: BTreeMap<String, (i64, Option<AssignmentDoc>)> = inputs
+            .incremental
+            .changes
+            .iter()
+            .filter(|(_, (rev, _))| *rev > started_at)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let served = if remaining.is_empty() {
+            Ok(snapshot)
+        } else {
+            base.apply(
+                remaining
+                    .iter()
+                    .map(|(id, (_, v))| (id.as_str(), v.as_ref())),
+                Some(self.full_maker()),
+            )
+        };
+        let Ok(served) = served else {
+            return;
+        };
+        inputs.incremental.base = Some(base);
+        inputs.incremental.changes = remaining;
+        let previous = self.install(app, &mut inputs, served);
+        drop(inputs);
+        tracing::debug!(started_at, "store overlay compacted");
+        let _freed_here = retire(previous, RETIRE_PATIENCE);
+    }
+
+    /// Installs a policy compiled in full, and makes it the incremental path's base.
+    fn install_full(
+        &self,
+        app: &App,
+        inputs: &mut Inputs,
+        snapshot: Snapshot,
+    ) -> Option<Arc<LoadedPolicy>> {
+        let store_assignments = inputs.objects.as_ref().map_or(0, |o| {
+            o.range(ASSIGNMENTS.to_owned()..)
+                .take_while(|(k, _)| k.starts_with(ASSIGNMENTS))
+                .filter(|(_, v)| matches!(v, Ok(Object::Assignment(_))))
+                .count()
+        });
+        inputs.incremental.base = Some(Arc::new(OverlayBase::new(&snapshot, store_assignments)));
+        inputs.incremental.changes.clear();
+        self.install(app, inputs, snapshot)
     }
 
     /// New file (or bundle) documents: compiled with the store's objects and installed, or
@@ -232,17 +467,29 @@ impl Store {
         let snapshot = self.compose(&files, objects)?;
         inputs.files = Some(files);
         let revision = snapshot.revision.clone();
-        let previous = self.install(app, &mut inputs, snapshot);
+        let previous = self.install_full(app, &mut inputs, snapshot);
         drop(inputs);
         let _freed_here = retire(previous, RETIRE_PATIENCE);
         Ok(LoadOutcome::Installed(revision))
     }
 
     /// The store's objects changed (a fresh read, or watch events applied to `inputs`):
-    /// compiles and installs, or records the error. Runs on a blocking thread.
-    pub fn recompile(&self, app: &App) -> LoadOutcome {
+    /// installs the change, or records the error. A batch that only writes store
+    /// assignments, on a consistent state, is laid over the base as an overlay (no full
+    /// compile); anything else compiles in full. Runs on a blocking thread.
+    pub fn recompile(self: &Arc<Self>, app: &Arc<App>) -> LoadOutcome {
         let mut inputs = self.inputs();
         let judged = inputs.revision;
+        if inputs.files.is_none() || inputs.objects.is_none() {
+            return LoadOutcome::Unchanged;
+        }
+        let pending = std::mem::take(&mut inputs.pending);
+        if let Some((outcome, previous)) = self.incrementally(app, &mut inputs, &pending) {
+            drop(inputs);
+            self.judged.send_replace(judged);
+            let _freed_here = retire(previous, RETIRE_PATIENCE);
+            return outcome;
+        }
         let (Some(files), Some(objects)) = (&inputs.files, &inputs.objects) else {
             return LoadOutcome::Unchanged;
         };
@@ -250,7 +497,7 @@ impl Store {
         let outcome = match self.compose(files, objects) {
             Ok(snapshot) => {
                 let revision = snapshot.revision.clone();
-                previous = self.install(app, &mut inputs, snapshot);
+                previous = self.install_full(app, &mut inputs, snapshot);
                 drop(inputs);
                 LoadOutcome::Installed(revision)
             }

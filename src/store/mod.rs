@@ -41,6 +41,8 @@ pub struct StoreOptions {
     pub prefix: String,
     pub max_value_bytes: usize,
     pub tls: Option<EtcdTls>,
+    /// An overlay of more assignment changes than this is compacted into a new base.
+    pub compact_at: usize,
 }
 
 impl StoreOptions {
@@ -50,6 +52,7 @@ impl StoreOptions {
             prefix: DEFAULT_PREFIX.into(),
             max_value_bytes: objects::DEFAULT_MAX_VALUE_BYTES,
             tls: None,
+            compact_at: COMPACT_AT,
         }
     }
 }
@@ -110,8 +113,8 @@ impl Incremental {
 /// The key prefix of store assignments.
 const ASSIGNMENTS: &str = "assignments/";
 
-/// An overlay with more changes than this is compacted into a new base (off the request
-/// path); its changes are also dropped at every full compile.
+/// By default, an overlay with more changes than this is compacted into a new base (off
+/// the request path); its changes are also dropped at every full compile.
 pub const COMPACT_AT: usize = 2_000;
 
 /// The store of one server: its connection, its inputs and its status.
@@ -339,7 +342,8 @@ impl Store {
             )
             .map_err(|e| tracing::debug!(reason = %e.0, "store change compiled in full"))
             .ok()?;
-        let compact = snapshot.overlay_len() > COMPACT_AT && !inputs.incremental.compacting;
+        let compact =
+            snapshot.overlay_len() > self.options.compact_at && !inputs.incremental.compacting;
         inputs.incremental.changes = changes;
         let revision = snapshot.revision.clone();
         let previous = self.install(app, inputs, snapshot);

@@ -95,6 +95,7 @@ pub(crate) struct Overlay {
     base_principals: u32,
     base_scopes: u32,
     full: OnceLock<Snapshot>,
+    building: std::sync::Mutex<()>,
     make_full: Option<FullPolicy>,
 }
 
@@ -351,6 +352,7 @@ impl OverlayBase {
             base_principals: principal_count,
             base_scopes: scope_count,
             full: OnceLock::new(),
+            building: std::sync::Mutex::new(()),
             make_full,
         };
         // The first live assignment of every principal touched.
@@ -654,18 +656,21 @@ impl Snapshot {
         if let Some(full) = o.full.get() {
             return full;
         }
-        match &o.make_full {
-            Some(make) => o.full.get_or_init(|| match make() {
-                Some(full) => full,
-                // Cannot happen for a state that compiled once; the base answers.
-                None => Snapshot {
-                    revision: self.revision.clone(),
-                    counts: self.counts,
-                    core: self.core.clone(),
-                    overlay: None,
-                },
-            }),
-            None => self,
+        let Some(make) = &o.make_full else {
+            return self;
+        };
+        // Concurrent callers wait for the one compile; a failure is not kept (the next
+        // caller tries again) and leaves the base's data to answer.
+        let _one_at_a_time = o.building.lock();
+        if let Some(full) = o.full.get() {
+            return full;
+        }
+        match make() {
+            Some(full) if !full.has_overlay() => {
+                let _ = o.full.set(full);
+                o.full.get().unwrap_or(self)
+            }
+            _ => self,
         }
     }
 

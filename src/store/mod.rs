@@ -132,6 +132,9 @@ pub struct Store {
     judged: watch::Sender<i64>,
     /// Asks the watch for a progress report (a token names a later revision).
     pub(crate) progress: Notify,
+    /// The last policy compiled in full and the store revision of its objects: the full
+    /// policy of every overlay at or before that revision (see [`Snapshot::full`]).
+    last_full: Mutex<Option<(i64, Snapshot)>>,
 }
 
 impl Store {
@@ -146,6 +149,7 @@ impl Store {
             through: watch::Sender::new(0),
             judged: watch::Sender::new(0),
             progress: Notify::new(),
+            last_full: Mutex::new(None),
         })
     }
 
@@ -271,10 +275,21 @@ impl Store {
     /// A full compile of the current inputs, when they are the serving state's (made for
     /// the queries that answer from a full policy; see [`Snapshot::full`]). The documents
     /// are gathered under the lock, and compiled after it is let go.
-    fn full_now(&self) -> Option<Snapshot> {
-        let (docs, revision) = {
+    ///
+    /// A state at `at_least` or later answers: a full policy already made at such a
+    /// revision is reused, else the current objects are compiled (a later state than the
+    /// overlay's, which a consistency token allows: it names the oldest state that may
+    /// answer). `None` when the current objects are not a valid policy.
+    fn full_now(&self, at_least: i64) -> Option<Snapshot> {
+        if let Ok(last) = self.last_full.lock()
+            && let Some((revision, full)) = &*last
+            && *revision >= at_least
+        {
+            return Some(full.share());
+        }
+        let (docs, revision, at) = {
             let inputs = self.inputs();
-            if !inputs.consistent || !inputs.pending.is_empty() {
+            if !inputs.consistent {
                 return None;
             }
             let (Some(files), Some(objects)) = (&inputs.files, &inputs.objects) else {
@@ -283,16 +298,27 @@ impl Store {
             (
                 self.documents(files, objects).ok()?,
                 source::revision(files),
+                inputs.revision,
             )
         };
         let mut snapshot = compile_documents(&docs).ok()?;
         snapshot.revision = revision;
+        self.keep_full(at, &snapshot);
         Some(snapshot)
     }
 
-    fn full_maker(self: &Arc<Self>) -> FullPolicy {
+    /// Keeps `snapshot`, compiled in full at `revision`, for [`Store::full_now`].
+    fn keep_full(&self, revision: i64, snapshot: &Snapshot) {
+        if let Ok(mut last) = self.last_full.lock()
+            && last.as_ref().is_none_or(|(r, _)| *r <= revision)
+        {
+            *last = Some((revision, snapshot.share()));
+        }
+    }
+
+    fn full_maker(self: &Arc<Self>, at_least: i64) -> FullPolicy {
         let store = Arc::downgrade(self);
-        Arc::new(move || store.upgrade().and_then(|s| s.full_now()))
+        Arc::new(move || store.upgrade().and_then(|s| s.full_now(at_least)))
     }
 
     /// Validates one assignment write (`value`: `None` deletes) on the incremental path:
@@ -338,7 +364,7 @@ impl Store {
         let snapshot = base
             .apply(
                 changes.iter().map(|(id, (_, v))| (id.as_str(), v.as_ref())),
-                Some(self.full_maker()),
+                Some(self.full_maker(inputs.revision)),
             )
             .map_err(|e| tracing::debug!(reason = %e.0, "store change compiled in full"))
             .ok()?;
@@ -399,6 +425,7 @@ impl Store {
         if !same_base || !inputs.consistent || !inputs.pending.is_empty() {
             return;
         }
+        self.keep_full(started_at, &snapshot);
         let base = Arc::new(OverlayBase::new(&snapshot, store_assignments));
         let remaining: BTreeMap<String, (i64, Option<AssignmentDoc>)> = inputs
             .incremental
@@ -414,7 +441,7 @@ impl Store {
                 remaining
                     .iter()
                     .map(|(id, (_, v))| (id.as_str(), v.as_ref())),
-                Some(self.full_maker()),
+                Some(self.full_maker(inputs.revision)),
             )
         };
         let Ok(served) = served else {
@@ -443,6 +470,10 @@ impl Store {
         });
         inputs.incremental.base = Some(Arc::new(OverlayBase::new(&snapshot, store_assignments)));
         inputs.incremental.changes.clear();
+        // The last full policy is this one: an older one's memory is let go here.
+        if let Ok(mut last) = self.last_full.lock() {
+            *last = Some((inputs.revision, snapshot.share()));
+        }
         self.install(app, inputs, snapshot)
     }
 

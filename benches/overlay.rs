@@ -93,6 +93,12 @@ fn main() {
         exit(2);
     };
 
+    let changes = overlay.overlay_len();
+    println!(
+        "overlay of {changes} changes: {} bytes of heap, {:.0} bytes per change",
+        overlay.overlay_bytes(),
+        overlay.overlay_bytes() as f64 / changes.max(1) as f64
+    );
     let Ok(at) = parse_time(workload::AT) else {
         exit(2);
     };

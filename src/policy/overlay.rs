@@ -646,6 +646,35 @@ impl Snapshot {
             .map_or(0, |o| o.removed.len() + o.added.len())
     }
 
+    /// The heap the overlay holds (its tables and strings, hash tables at their
+    /// capacity), for the benchmark's bytes per change; 0 without one.
+    pub fn overlay_bytes(&self) -> usize {
+        let Some(o) = &self.overlay else {
+            return 0;
+        };
+        let entry = |key: usize, value: usize| key + value + 1;
+        o.removed.capacity() * 4
+            + o.added.capacity() * std::mem::size_of::<Added>()
+            + o.added
+                .iter()
+                .map(|a| a.id.len() + a.written.len())
+                .sum::<usize>()
+            + o.rows.capacity() * entry(4, 8)
+            + o.first.capacity() * entry(4, 8)
+            + o.new_principals.capacity() * entry(16, 4)
+            + o.new_principal_names
+                .iter()
+                .map(|n| 2 * n.len() + 16)
+                .sum::<usize>()
+            + o.new_scope_keys
+                .iter()
+                .map(|k| 2 * k.len() + 16)
+                .sum::<usize>()
+            + o.linked_prefixes.capacity() * 24
+            + o.boundaries.capacity() * 16
+            + std::mem::size_of::<Overlay>()
+    }
+
     /// The same state compiled in full: this snapshot when it has no overlay; otherwise
     /// compiled on first use (by the overlay's maker) and kept. The queries that do not
     /// read the overlay themselves answer from it.

@@ -77,37 +77,46 @@ pub struct Inputs {
 }
 
 /// The incremental path's state (see `policy::overlay`): the base policy, compiled in
-/// full, and every store assignment changed since (by id: the revision it was compiled at
-/// and its value, `None` when deleted). The serving policy is the base plus these, as an
-/// overlay, whenever `base` is set and the inputs are consistent.
+/// full, and every store assignment changed since, by id, with the revision it was
+/// compiled at (its value is the one in `Inputs::objects`: absent when deleted). The
+/// serving policy is the base plus these, as an overlay, whenever `base` is set and the
+/// inputs are consistent.
 #[derive(Debug, Default)]
 pub(crate) struct Incremental {
     base: Option<Arc<OverlayBase>>,
-    changes: BTreeMap<String, (i64, Option<AssignmentDoc>)>,
+    changes: BTreeMap<String, i64>,
     /// A compaction is running.
     compacting: bool,
 }
 
-impl Incremental {
-    /// The changes with `extra` (an assignment id and its value now) in their place.
-    fn with<'a>(
-        &'a self,
-        extra: Option<(&'a str, Option<&'a AssignmentDoc>)>,
-    ) -> impl Iterator<Item = (&'a str, Option<&'a AssignmentDoc>)> + 'a {
-        let skip = extra.map(|(id, _)| id);
-        let mut extra = extra;
-        let mut listed = self
-            .changes
-            .iter()
-            .map(|(id, (_, v))| (id.as_str(), v.as_ref()))
-            .filter(move |(id, _)| Some(*id) != skip)
-            .peekable();
-        std::iter::from_fn(move || match (extra, listed.peek()) {
-            (Some(e), Some(l)) if e.0 < l.0 => extra.take(),
-            (Some(_), None) => extra.take(),
-            _ => listed.next(),
-        })
+/// The changes `ids` (in key order) with their values in `objects`, and `extra` (an id and
+/// its value) in its place; `None` if one is not an assignment.
+fn change_values<'a>(
+    ids: impl Iterator<Item = &'a str>,
+    objects: &'a Objects,
+    extra: Option<(&'a str, Option<&'a AssignmentDoc>)>,
+) -> Option<Vec<(&'a str, Option<&'a AssignmentDoc>)>> {
+    let mut out = Vec::new();
+    let mut extra = extra;
+    for id in ids {
+        if let Some(e) = extra
+            && e.0 <= id
+        {
+            out.push(e);
+            extra = None;
+            if e.0 == id {
+                continue;
+            }
+        }
+        let value = match objects.get(&format!("{ASSIGNMENTS}{id}")) {
+            None => None,
+            Some(Ok(Object::Assignment(a))) => Some(a),
+            Some(_) => return None,
+        };
+        out.push((id, value));
     }
+    out.extend(extra);
+    Some(out)
 }
 
 /// The key prefix of store assignments.
@@ -333,9 +342,13 @@ impl Store {
         if !inputs.consistent || !inputs.pending.is_empty() {
             return None;
         }
-        base.apply(inputs.incremental.with(Some((id, value))), None)
-            .ok()
-            .map(|_| true)
+        let objects = inputs.objects.as_ref()?;
+        let changes = change_values(
+            inputs.incremental.changes.keys().map(String::as_str),
+            objects,
+            Some((id, value)),
+        )?;
+        base.apply(changes, None).ok().map(|_| true)
     }
 
     /// Applies the pending keys as an overlay over the base, when they are all store
@@ -354,18 +367,11 @@ impl Store {
         let mut changes = inputs.incremental.changes.clone();
         for key in pending {
             let id = key.strip_prefix(ASSIGNMENTS)?;
-            let value = match objects.get(key) {
-                None => None,
-                Some(Ok(Object::Assignment(a))) => Some(a.clone()),
-                Some(_) => return None,
-            };
-            changes.insert(id.to_owned(), (inputs.revision, value));
+            changes.insert(id.to_owned(), inputs.revision);
         }
+        let values = change_values(changes.keys().map(String::as_str), objects, None)?;
         let snapshot = base
-            .apply(
-                changes.iter().map(|(id, (_, v))| (id.as_str(), v.as_ref())),
-                Some(self.full_maker(inputs.revision)),
-            )
+            .apply(values, Some(self.full_maker(inputs.revision)))
             .map_err(|e| tracing::debug!(reason = %e.0, "store change compiled in full"))
             .ok()?;
         let compact =
@@ -427,22 +433,22 @@ impl Store {
         }
         self.keep_full(started_at, &snapshot);
         let base = Arc::new(OverlayBase::new(&snapshot, store_assignments));
-        let remaining: BTreeMap<String, (i64, Option<AssignmentDoc>)> = inputs
+        let remaining: BTreeMap<String, i64> = inputs
             .incremental
             .changes
             .iter()
-            .filter(|(_, (rev, _))| *rev > started_at)
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .filter(|(_, rev)| **rev > started_at)
+            .map(|(k, v)| (k.clone(), *v))
             .collect();
         let served = if remaining.is_empty() {
             Ok(snapshot)
         } else {
-            base.apply(
-                remaining
-                    .iter()
-                    .map(|(id, (_, v))| (id.as_str(), v.as_ref())),
-                Some(self.full_maker(inputs.revision)),
-            )
+            let Some(values) = inputs.objects.as_ref().and_then(|objects| {
+                change_values(remaining.keys().map(String::as_str), objects, None)
+            }) else {
+                return;
+            };
+            base.apply(values, Some(self.full_maker(inputs.revision)))
         };
         let Ok(served) = served else {
             return;

@@ -20,6 +20,7 @@ mod hardening;
 mod hostile;
 mod http_mode;
 mod observability;
+mod overlay;
 mod plan;
 mod planes;
 mod properties;

@@ -128,7 +128,7 @@ const TYPE_SELECTORS: &[&str] = &[
     "gateway:*",
 ];
 
-fn flip_case(s: &str, bits: u64) -> String {
+pub(crate) fn flip_case(s: &str, bits: u64) -> String {
     s.chars()
         .enumerate()
         .map(|(i, c)| {
@@ -207,7 +207,7 @@ pub(crate) fn t0() -> Instant {
 pub(crate) const HOUR: i128 = 3_600_000_000_000;
 
 /// Hour `h` after [`t0`] in one of several equivalent RFC 3339 spellings.
-fn time_text(h: u32, style: u8) -> String {
+pub(crate) fn time_text(h: u32, style: u8) -> String {
     match style % 3 {
         0 => format!("2026-01-01T{h:02}:00:00Z"),
         1 => format!("2026-01-01T{:02}:00:00+01:00", h + 1),
@@ -248,18 +248,18 @@ fn raw_role() -> BoxedStrategy<RawRole> {
 }
 
 #[derive(Debug, Clone)]
-struct RawAssignment {
-    principal: String,
-    role: Index,
-    by_id: bool,
-    role_spelling: u64,
-    scope: String,
-    id: bool,
-    not_before: Option<(u32, u8)>,
-    not_after: Option<(u32, u8)>,
+pub(crate) struct RawAssignment {
+    pub(crate) principal: String,
+    pub(crate) role: Index,
+    pub(crate) by_id: bool,
+    pub(crate) role_spelling: u64,
+    pub(crate) scope: String,
+    pub(crate) id: bool,
+    pub(crate) not_before: Option<(u32, u8)>,
+    pub(crate) not_after: Option<(u32, u8)>,
 }
 
-fn raw_assignment() -> BoxedStrategy<RawAssignment> {
+pub(crate) fn raw_assignment() -> BoxedStrategy<RawAssignment> {
     (
         prop_oneof![2 => select(PEOPLE), 1 => select(GROUPS)],
         any::<Index>(),
@@ -527,13 +527,13 @@ pub(crate) fn policy() -> BoxedStrategy<Policy> {
 }
 
 #[derive(Debug, Clone)]
-struct Request {
-    principal: String,
-    groups: Vec<String>,
-    action: String,
-    data: bool,
-    scope: String,
-    at: Instant,
+pub(crate) struct Request {
+    pub(crate) principal: String,
+    pub(crate) groups: Vec<String>,
+    pub(crate) action: String,
+    pub(crate) data: bool,
+    pub(crate) scope: String,
+    pub(crate) at: Instant,
 }
 
 fn request() -> BoxedStrategy<Request> {
@@ -565,7 +565,7 @@ fn request() -> BoxedStrategy<Request> {
 
 /// Requests aimed at the policy: most name a principal, group, scope or action that the
 /// policy mentions (actions instantiated from its patterns), the rest are drawn at random.
-fn request_for(docs: &Policy) -> BoxedStrategy<Request> {
+pub(crate) fn request_for(docs: &Policy) -> BoxedStrategy<Request> {
     let mut principals: Vec<String> = vec!["user:alice".into()];
     let mut groups: Vec<String> = vec!["group:g0".into()];
     let mut scopes: Vec<String> = vec!["/s/s1".into()];
@@ -882,7 +882,10 @@ fn case(n: usize) -> BoxedStrategy<(Policy, Vec<Request>)> {
 // Comparing the two.
 // ---------------------------------------------------------------------------------------
 
-fn engine_check<'s>(snapshot: &'s Snapshot, r: &'s Request) -> iot_authz::policy::Decision<'s> {
+pub(crate) fn engine_check<'s>(
+    snapshot: &'s Snapshot,
+    r: &'s Request,
+) -> iot_authz::policy::Decision<'s> {
     snapshot
         .check(&CheckRequest {
             principal: &r.principal,

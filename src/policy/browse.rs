@@ -78,6 +78,9 @@ fn texts(patterns: &[syntax::ActionPattern]) -> Vec<&str> {
 impl Snapshot {
     /// Every role assignment, in policy order.
     pub fn assignment_views(&self) -> Vec<AssignmentView<'_>> {
+        if let Some(full) = self.full_other() {
+            return full.assignment_views();
+        }
         let mut order: Vec<u32> = (0..self.assignments.len() as u32).collect();
         order.sort_unstable_by_key(|&i| self.assignment_order[i as usize]);
         order
@@ -171,6 +174,9 @@ impl Snapshot {
     /// Every scope the policy names, in tree order (sorted by key, so children follow
     /// their parent).
     pub fn scope_tree(&self) -> Vec<ScopeNode<'_>> {
+        if let Some(full) = self.full_other() {
+            return full.scope_tree();
+        }
         let mut order: Vec<usize> = (0..self.scopes.len()).collect();
         order.sort_by(|&a, &b| self.scopes[a].key().cmp(self.scopes[b].key()));
         order
@@ -206,6 +212,9 @@ impl Snapshot {
     /// The known scopes that are ancestors of `scope` (SPEC §3 Ancestors(S)), itself
     /// included when known, in tree order.
     pub fn scope_ancestors(&self, scope: &str) -> Vec<&str> {
+        if let Some(full) = self.full_other() {
+            return full.scope_ancestors(scope);
+        }
         let mut out: Vec<&syntax::Scope> = self
             .ancestors_of(syntax::trim_scope(&scope.to_ascii_lowercase()))
             .iter()
@@ -225,6 +234,9 @@ impl Snapshot {
         groups: &[String],
         via: &str,
     ) -> Option<(ChainStart, Vec<String>)> {
+        if let Some(full) = self.full_other() {
+            return full.membership_chain(principal, groups, via);
+        }
         if principal.eq_ignore_ascii_case(via) {
             return Some((ChainStart::Principal, Vec::new()));
         }
@@ -246,6 +258,9 @@ impl Snapshot {
     /// The scopes of the assignments held by the principal, its groups and the token
     /// `groups`, distinct, in tree order.
     pub fn held_scopes(&self, principal: &str, groups: &[String]) -> Vec<&str> {
+        if let Some(full) = self.full_other() {
+            return full.held_scopes(principal, groups);
+        }
         let subjects = self.subjects(principal, groups);
         let mut scopes: Vec<&str> = Vec::new();
         for &s in subjects.iter() {

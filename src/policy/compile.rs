@@ -9,9 +9,10 @@ use super::error::{PolicyError, Problem};
 use super::identity::IdentityConfig;
 use super::route::RouteTable;
 use super::snapshot::{
-    ALWAYS, Assignment, CatalogAction, Counts, DenyAssignment, FastMap, GrantTable, IdText,
-    ImpliedActions, ImpliedSet, KeyLayout, LowerBuf, PrincipalIdx, PrincipalIndex, PrincipalRows,
-    Role, RoleIdx, Rows, ScopeIdx, Selector, Snapshot, TagIndex, Window, lower_into,
+    ALWAYS, Assignment, CatalogAction, Constraint, Core, Counts, DenyAssignment, FastMap,
+    GrantTable, IdText, ImpliedActions, ImpliedSet, KeyLayout, LowerBuf, PrincipalIdx,
+    PrincipalIndex, PrincipalRows, Role, RoleIdx, Rows, ScopeIdx, Selector, Snapshot, TagIndex,
+    Window, lower_into,
 };
 use super::source::{self, SourceDocument};
 use super::syntax::{
@@ -408,6 +409,9 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             }
         }
     }
+
+    // Principals named by group definitions come first (see `Core::group_principals`).
+    let group_principals = u32::try_from(principals.names.len()).unwrap_or(u32::MAX);
 
     // Scope links.
     // Each linked scope's parents (sorted, distinct) and where they are defined:
@@ -954,6 +958,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     drop(assignable);
 
     // Constraints.
+    let mut kept_constraints = Vec::with_capacity(constraints.len());
     for (doc, object, role, scope, count) in constraints {
         if unsure(scope) {
             continue;
@@ -979,6 +984,15 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
                 escape(&roles[role as usize].name),
                 escape(scopes.scopes[scope as usize].as_str())
             ));
+        } else {
+            kept_constraints.push(Constraint {
+                role,
+                scope,
+                count,
+                found: u32::try_from(found).unwrap_or(u32::MAX),
+                doc: doc.into(),
+                object: object.into(),
+            });
         }
     }
 
@@ -1158,39 +1172,44 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         .collect();
     Ok(Snapshot {
         revision: String::new(),
-        sources: docs.iter().map(|(n, _)| n.clone()).collect(),
-        routes,
-        identity,
-        authzen_subject_types,
-        tests,
         counts,
-        principal_text,
-        principal_index,
-        member_rows,
-        principal_rows,
-        scope_text,
-        scope_index,
-        scopes: scopes.scopes,
-        ancestors,
-        linked_scopes,
-        roles,
-        role_lookup,
-        assignments,
-        assignment_keys,
-        key_layout,
-        assignment_order,
-        assignment_ids,
-        scope_spellings,
-        windows,
-        denies,
-        denies_by_scope,
-        deny_scopes,
-        catalog,
-        catalog_planes,
-        universe,
-        grant_table,
-        boundaries,
-        longest_grantable,
+        overlay: None,
+        core: std::sync::Arc::new(Core {
+            sources: docs.iter().map(|(n, _)| n.clone()).collect(),
+            routes,
+            identity,
+            authzen_subject_types,
+            tests,
+            principal_text,
+            principal_index,
+            member_rows,
+            principal_rows,
+            scope_text,
+            scope_index,
+            scopes: scopes.scopes,
+            ancestors,
+            linked_scopes,
+            roles,
+            role_lookup,
+            assignments,
+            assignment_keys,
+            key_layout,
+            assignment_order,
+            assignment_ids,
+            scope_spellings,
+            windows,
+            denies,
+            denies_by_scope,
+            deny_scopes,
+            catalog,
+            catalog_planes,
+            universe,
+            grant_table,
+            boundaries,
+            longest_grantable,
+            constraints: kept_constraints,
+            group_principals,
+        }),
     })
 }
 

@@ -115,6 +115,9 @@ pub struct Explanation<'s> {
 impl Snapshot {
     /// [`Snapshot::check`] with the explanation a person needs to act on a deny.
     pub fn explain_check(&self, req: &CheckRequest<'_>) -> Result<Explanation<'_>, RequestError> {
+        if let Some(full) = self.full_other() {
+            return full.explain_check(req);
+        }
         let decision = self.check(req)?;
         let subjects = self.subjects(req.principal, req.groups);
         let mut groups: Vec<String> = subjects

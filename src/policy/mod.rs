@@ -9,6 +9,7 @@ pub mod document;
 pub mod error;
 pub mod explain;
 pub mod identity;
+pub mod overlay;
 pub mod plan;
 pub mod queries;
 pub mod route;

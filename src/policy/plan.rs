@@ -68,6 +68,9 @@ impl Snapshot {
     /// Plan (SPEC §11). Costs the principal's assignments plus the deny assignments plus,
     /// per candidate scope, its ancestor row: never the size of the scope tree.
     pub fn plan(&self, req: &PlanRequest<'_>) -> Result<Plan, RequestError> {
+        if let Some(full) = self.full_other() {
+            return full.plan(req);
+        }
         let principal_type =
             syntax::principal_type(req.principal).map_err(RequestError::Principal)?;
         for g in req.groups {

@@ -227,6 +227,9 @@ impl Snapshot {
         mut visit: impl FnMut(Permission<'s>) -> ControlFlow<()>,
         stop: &dyn Fn() -> bool,
     ) -> Result<(), RequestError> {
+        if let Some(full) = self.full_other() {
+            return full.each_permission_until(principal, groups, scope, at, visit, stop);
+        }
         let principal_type = syntax::principal_type(principal).map_err(RequestError::Principal)?;
         for g in groups {
             syntax::group_id(g).map_err(RequestError::Group)?;
@@ -294,14 +297,39 @@ impl Snapshot {
         if self.grants_nothing_to(action, data) {
             return Ok(out);
         }
-        // Each principal as `check` judges it, with the action's roles worked out once.
-        self.each_allowed_principal(action, data, scope, at, stop, |name| {
-            if name.starts_with("group:") {
-                out.groups.push(name);
-            } else {
-                out.principals.push(name);
+        if self.overlay.is_some() {
+            // With an overlay, each principal (its new ones too) as `check` judges it,
+            // which reads the overlay.
+            for (p, name) in self.each_principal_name().enumerate() {
+                if p % STOP_EVERY == 0 && stop() {
+                    break;
+                }
+                let decision = self.check(&CheckRequest {
+                    principal: name,
+                    groups: &[],
+                    action,
+                    data_action: data,
+                    scope,
+                    at,
+                })?;
+                if decision.allowed {
+                    if name.starts_with("group:") {
+                        out.groups.push(name);
+                    } else {
+                        out.principals.push(name);
+                    }
+                }
             }
-        })?;
+        } else {
+            // Each principal as `check` judges it, with the action's roles worked out once.
+            self.each_allowed_principal(action, data, scope, at, stop, |name| {
+                if name.starts_with("group:") {
+                    out.groups.push(name);
+                } else {
+                    out.principals.push(name);
+                }
+            })?;
+        }
         out.principals.sort_unstable();
         out.groups.sort_unstable();
         Ok(out)
@@ -338,20 +366,35 @@ impl Snapshot {
         };
         let subjects = self.subjects(actor, &[]);
         let ancestors = self.ancestors_of(scope);
+        // Whether the actor is allowed an action: with an overlay, by `check` (which reads
+        // it); else over the subjects and ancestors found once.
+        let allowed = |lower: &str, data: bool| {
+            if self.overlay.is_some() {
+                self.check(&CheckRequest {
+                    principal: actor,
+                    groups: &[],
+                    action: lower,
+                    data_action: data,
+                    scope,
+                    at,
+                })
+                .is_ok_and(|d| d.allowed)
+            } else {
+                self.evaluate(
+                    &subjects,
+                    actor_type,
+                    self.action(lower, data),
+                    ancestors,
+                    at,
+                )
+                .allowed()
+            }
+        };
         let mut buf = LowerBuf::new();
         let mut missing = Vec::new();
         let assign = self.identity.assign_action.as_str();
         let assign_lower = lower_into(assign, &mut buf).to_owned();
-        if !self
-            .evaluate(
-                &subjects,
-                actor_type,
-                self.action(&assign_lower, false),
-                ancestors,
-                at,
-            )
-            .allowed()
-        {
+        if !allowed(&assign_lower, false) {
             missing.push(assign.to_owned());
         }
         let assignable = target
@@ -366,17 +409,7 @@ impl Snapshot {
             if lower == assign_lower && !*data {
                 continue;
             }
-            if self.role_grants(target, lower, *data)
-                && !self
-                    .evaluate(
-                        &subjects,
-                        actor_type,
-                        self.action(lower, *data),
-                        ancestors,
-                        at,
-                    )
-                    .allowed()
-            {
+            if self.role_grants(target, lower, *data) && !allowed(lower, *data) {
                 missing.push(name.to_string());
             }
         }

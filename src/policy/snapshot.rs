@@ -524,11 +524,29 @@ pub struct Counts {
     pub routes: usize,
 }
 
-/// One compiled, immutable policy.
+/// One compiled, immutable policy: its data ([`Core`], shared), and, for a policy made
+/// from a store's base policy and the assignment changes since, the [`Overlay`] of those
+/// changes (see `overlay.rs`). Field reads fall through to the core (`Deref`).
 #[derive(Debug)]
 pub struct Snapshot {
     /// Lowercase hex SHA-256 of the sources' bytes in load order.
     pub revision: String,
+    pub counts: Counts,
+    pub(crate) core: std::sync::Arc<Core>,
+    pub(crate) overlay: Option<std::sync::Arc<super::overlay::Overlay>>,
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+/// The compiled data of a policy, immutable and shared by the snapshots made from it.
+#[derive(Debug)]
+pub struct Core {
     /// Names of the documents, in load order.
     pub sources: Vec<String>,
     pub routes: RouteTable,
@@ -537,7 +555,6 @@ pub struct Snapshot {
     pub authzen_subject_types: std::collections::BTreeMap<String, String>,
     /// The `tests:` cases with the document each came from.
     pub tests: Vec<(String, TestCaseDoc)>,
-    pub counts: Counts,
     /// Principal ids by index, as one text (see [`PrincipalRows`]).
     pub(crate) principal_text: String,
     pub(crate) principal_index: PrincipalIndex,
@@ -549,6 +566,9 @@ pub struct Snapshot {
     /// For each principal and one more, where its id and rows start (adjacent, so one
     /// cache line gives all of them).
     pub(crate) principal_rows: Vec<PrincipalRows>,
+    /// Principals below this index were first named by a group definition; the others
+    /// are numbered by their first mention in assignments (then deny assignments).
+    pub(crate) group_principals: u32,
     /// Lowercase scope keys by index, as one text (spans in `scope_index`).
     pub(crate) scope_text: String,
     pub(crate) scope_index: TagIndex,
@@ -597,6 +617,22 @@ pub struct Snapshot {
     /// `None` when a pattern with `*` grants actions of any length
     /// ([`longest_grantable`]).
     pub(crate) longest_grantable: [Option<usize>; 2],
+    /// The `minAssignments` constraints, with how many assignments satisfied each.
+    pub(crate) constraints: Vec<Constraint>,
+}
+
+/// A `minAssignments` constraint as compiled: the role, the scope, the count asked for and
+/// the count found (assignments of the role at the scope or an ancestor, with a window
+/// that is not empty).
+#[derive(Debug, Clone)]
+pub(crate) struct Constraint {
+    pub role: RoleIdx,
+    pub scope: ScopeIdx,
+    pub count: u32,
+    pub found: u32,
+    /// The document and object the constraint is reported under.
+    pub doc: Box<str>,
+    pub object: Box<str>,
 }
 
 /// The longest action, in bytes, a role of `roles` could grant in the plane `data` says:
@@ -1044,7 +1080,7 @@ impl KeyLayout {
     }
 
     /// The smallest key at `scope`.
-    fn first_key(self, scope: ScopeIdx) -> u32 {
+    pub(crate) fn first_key(self, scope: ScopeIdx) -> u32 {
         scope << (self.role_bits & 31)
     }
 
@@ -1080,6 +1116,9 @@ impl Snapshot {
         &self,
         req: &CheckRequest<'_>,
     ) -> Result<(Verdict, Option<&PrincipalSlot>), RequestError> {
+        if let Some(overlay) = &self.overlay {
+            return self.decide_overlay(overlay, req).map(|v| (v, None));
+        }
         // A principal, action or scope the policy knows is valid (the policy's own were
         // checked when it was compiled), so only unknown ones are validated here: the
         // errors, and their order (principal, groups, action, scope), are the same.
@@ -1098,22 +1137,7 @@ impl Snapshot {
             syntax::group_id(group).map_err(RequestError::Group)?;
         }
         let mut action_buf = LowerBuf::new();
-        let action = match self.grant_table.get(req.action.as_bytes(), req.data_action) {
-            Some((lower, roles)) => ActionRef {
-                lower,
-                data: req.data_action,
-                roles: Some(roles),
-            },
-            None => {
-                syntax::check_action(req.action).map_err(RequestError::Action)?;
-                let lower = lower_into(req.action, &mut action_buf);
-                ActionRef {
-                    lower,
-                    data: req.data_action,
-                    roles: self.other_plane(lower, req.data_action).then_some(&[][..]),
-                }
-            }
-        };
+        let action = self.request_action(req, &mut action_buf)?;
         let ancestors = self.request_ancestors(req.scope)?;
         let subjects = if req.groups.is_empty() {
             self.subjects_of(slot)
@@ -1122,6 +1146,32 @@ impl Snapshot {
         };
         let verdict = self.evaluate(&subjects, principal_type, action, ancestors, req.at);
         Ok((verdict, slot))
+    }
+
+    /// The action of a request, validated unless the policy knows it.
+    pub(crate) fn request_action<'a>(
+        &'a self,
+        req: &CheckRequest<'_>,
+        buf: &'a mut LowerBuf,
+    ) -> Result<ActionRef<'a>, RequestError> {
+        Ok(
+            match self.grant_table.get(req.action.as_bytes(), req.data_action) {
+                Some((lower, roles)) => ActionRef {
+                    lower,
+                    data: req.data_action,
+                    roles: Some(roles),
+                },
+                None => {
+                    syntax::check_action(req.action).map_err(RequestError::Action)?;
+                    let lower = lower_into(req.action, buf);
+                    ActionRef {
+                        lower,
+                        data: req.data_action,
+                        roles: self.other_plane(lower, req.data_action).then_some(&[][..]),
+                    }
+                }
+            },
+        )
     }
 
     /// The decision a verdict stands for, with names from this snapshot.
@@ -1138,7 +1188,12 @@ impl Snapshot {
         match verdict {
             Verdict::Grant { assignment } => Decision {
                 allowed: true,
-                reason: self.grant_reason_with(assignment, slot),
+                reason: match &self.overlay {
+                    Some(o) if assignment as usize >= self.assignments.len() => {
+                        o.grant_reason(self, assignment as usize - self.assignments.len())
+                    }
+                    _ => self.grant_reason_with(assignment, slot),
+                },
             },
             Verdict::Deny { deny } => Decision::deny(Reason::DenyAssignment {
                 deny_assignment: &self.denies[deny as usize].name,
@@ -1150,16 +1205,32 @@ impl Snapshot {
     /// The window of time around `at` in which no assignment starts or ends: a decision made
     /// at `at` holds for every instant in `[from, until)`.
     pub fn validity(&self, at: Instant) -> (Instant, Instant) {
-        let i = self.boundaries.partition_point(|&b| b <= at);
+        let (from, until) = validity_in(&self.boundaries, at);
+        match &self.overlay {
+            Some(o) => {
+                let (f, u) = validity_in(o.boundaries(), at);
+                (from.max(f), until.min(u))
+            }
+            None => (from, until),
+        }
+    }
+}
+
+/// The window around `at` in which none of `boundaries` (sorted) falls.
+fn validity_in(boundaries: &[Instant], at: Instant) -> (Instant, Instant) {
+    {
+        let i = boundaries.partition_point(|&b| b <= at);
         let from = if i == 0 {
             Instant::MIN
         } else {
-            self.boundaries[i - 1]
+            boundaries[i - 1]
         };
-        let until = self.boundaries.get(i).copied().unwrap_or(Instant::MAX);
+        let until = boundaries.get(i).copied().unwrap_or(Instant::MAX);
         (from, until)
     }
+}
 
+impl Snapshot {
     /// Subjects(P) ∪ G, closed under group membership, sorted and deduplicated.
     pub(crate) fn subjects(&self, principal: &str, groups: &[String]) -> Subjects {
         if groups.is_empty() {
@@ -1197,7 +1268,7 @@ impl Snapshot {
 
     /// The subjects of one principal without token groups: it and its groups, whose rows
     /// come with them.
-    fn subjects_of(&self, slot: Option<&PrincipalSlot>) -> Subjects {
+    pub(crate) fn subjects_of(&self, slot: Option<&PrincipalSlot>) -> Subjects {
         let mut subjects = Subjects::default();
         let Some(slot) = slot else {
             return subjects;
@@ -1302,7 +1373,7 @@ impl Snapshot {
 
     /// [`Snapshot::ancestors_of`] a request's scope, which is validated unless the policy
     /// knows it (a known scope is valid: the policy's scopes were checked when compiled).
-    fn request_ancestors(&self, scope: &str) -> Result<&[ScopeIdx], RequestError> {
+    pub(crate) fn request_ancestors(&self, scope: &str) -> Result<&[ScopeIdx], RequestError> {
         let key = syntax::trim_scope(scope).as_bytes();
         if let Some(s) = self.scope_index.get(key, &self.scope_text) {
             return Ok(self.ancestors.row(s));
@@ -1349,6 +1420,23 @@ impl Snapshot {
         ancestors: &[ScopeIdx],
         at: Instant,
     ) -> Verdict {
+        if let Some(deny) = self.deny_of(subjects, principal_type, action, ancestors) {
+            return Verdict::Deny { deny };
+        }
+        match self.find_grant(subjects, action, ancestors, at) {
+            Some(assignment) => Verdict::Grant { assignment },
+            None => Verdict::NoGrant,
+        }
+    }
+
+    /// Step 3 of SPEC §3: the first deny assignment that applies, if any.
+    pub(crate) fn deny_of(
+        &self,
+        subjects: &Subjects,
+        principal_type: &str,
+        action: ActionRef<'_>,
+        ancestors: &[ScopeIdx],
+    ) -> Option<u32> {
         if !self.denies.is_empty() {
             let has_denies = |s: ScopeIdx| {
                 self.deny_scopes
@@ -1361,15 +1449,12 @@ impl Snapshot {
                     if deny.covers(action.lower, action.data)
                         && deny.applies(subjects, principal_type)
                     {
-                        return Verdict::Deny { deny: d };
+                        return Some(d);
                     }
                 }
             }
         }
-        match self.find_grant(subjects, action, ancestors, at) {
-            Some(assignment) => Verdict::Grant { assignment },
-            None => Verdict::NoGrant,
-        }
+        None
     }
 
     /// The first active assignment that grants the action at one of the ancestors: the
@@ -1406,7 +1491,7 @@ impl Snapshot {
 
     /// The grant of one subject's row: of its active assignments granting the action at
     /// one of the ancestors, the first in policy order.
-    fn first_grant_in_row(
+    pub(crate) fn first_grant_in_row(
         &self,
         row: [u32; 2],
         action: ActionRef<'_>,
@@ -1581,7 +1666,7 @@ impl Snapshot {
     }
 
     /// The scope of the assignment at position `i`, as that assignment spells it.
-    fn assignment_scope(&self, i: u32) -> &str {
+    pub(crate) fn assignment_scope(&self, i: u32) -> &str {
         if !self.scope_spellings.is_empty()
             && let Some(written) = self.scope_spellings.get(&i)
         {
@@ -1590,7 +1675,7 @@ impl Snapshot {
         self.scopes[self.key_layout.scope(self.assignment_keys[i as usize]) as usize].as_str()
     }
 
-    fn assignment_id(&self, i: u32) -> Option<&str> {
+    pub(crate) fn assignment_id(&self, i: u32) -> Option<&str> {
         let i = i as usize;
         let start = match i.checked_sub(1) {
             Some(j) => self.assignments.get(j)?.id_end,

@@ -335,6 +335,24 @@ where
         Ok(value) => value,
         Err(refusal) => return (revision, Err(refusal)),
     };
+    // An assignment write is validated over the incremental path's base when it can be;
+    // a refusal (or anything else) is judged by a full compile, which also words it.
+    let assignment = match &value {
+        Some(Object::Assignment(a)) => Some(Some(a)),
+        None => Some(None),
+        Some(_) => None,
+    };
+    if let Some(assignment) = assignment
+        && Store::valid_incrementally(&inputs, key, assignment) == Some(true)
+    {
+        return (revision, Ok(value));
+    }
+    let Some(objects) = inputs.objects.as_mut() else {
+        return (
+            revision,
+            Err(Status::unavailable("the store has not been read yet")),
+        );
+    };
     let old = match &value {
         Some(object) => objects.insert(key.to_owned(), Ok(object.clone())),
         None => objects.remove(key),

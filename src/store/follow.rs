@@ -103,6 +103,9 @@ async fn load(store: &Arc<Store>, app: &Arc<App>) -> Result<i64, String> {
             inputs.objects = Some(objects);
             inputs.revision = revision;
             inputs.consistent = false;
+            // A fresh read compiles in full (and makes a new base).
+            inputs.pending.clear();
+            inputs.incremental = Default::default();
         }
         (count, s.recompile(&a))
     })
@@ -258,6 +261,7 @@ async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
 fn apply(store: &Store, prefix: &[u8], max: usize, events: &[crate::proto::etcd::mvccpb::Event]) {
     let mut inputs = store.inputs();
     let mut last = inputs.revision;
+    let inputs = &mut *inputs;
     let Some(objects) = inputs.objects.as_mut() else {
         return;
     };
@@ -266,6 +270,9 @@ fn apply(store: &Store, prefix: &[u8], max: usize, events: &[crate::proto::etcd:
         last = last.max(kv.mod_revision);
         let rel = &kv.key[prefix.len().min(kv.key.len())..];
         let key = String::from_utf8_lossy(rel).into_owned();
+        if !key.starts_with(objects::META) {
+            inputs.pending.insert(key.clone());
+        }
         if event.r#type == EventType::Delete as i32 {
             objects.remove(&key);
             continue;

@@ -11,13 +11,15 @@ pub mod etcd;
 pub mod follow;
 pub mod objects;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
-use crate::policy::document::Document;
+use crate::policy::document::{AssignmentDoc, Document};
+use crate::policy::overlay::{FullPolicy, OverlayBase};
 use crate::policy::{PolicyError, Problem, Snapshot, SourceDocument, compile_documents, source};
 use crate::server::App;
 use crate::server::state::{LoadedPolicy, retire};
@@ -41,6 +43,8 @@ pub struct StoreOptions {
     pub tls: Option<EtcdTls>,
     /// etcd user/password authentication.
     pub auth: Option<EtcdAuth>,
+    /// An overlay of more assignment changes than this is compacted into a new base.
+    pub compact_at: usize,
 }
 
 impl StoreOptions {
@@ -51,6 +55,7 @@ impl StoreOptions {
             max_value_bytes: objects::DEFAULT_MAX_VALUE_BYTES,
             tls: None,
             auth: None,
+            compact_at: COMPACT_AT,
         }
     }
 }
@@ -68,7 +73,61 @@ pub struct Inputs {
     /// The serving policy is the files plus `objects` (no change under the prefix was
     /// rejected since): only then may the revision it answers at advance.
     pub consistent: bool,
+    /// Keys the watch changed in `objects` since the last compile (policy keys only).
+    pub pending: BTreeSet<String>,
+    /// The base the serving policy was built on and the assignments changed since.
+    pub(crate) incremental: Incremental,
 }
+
+/// The incremental path's state (see `policy::overlay`): the base policy, compiled in
+/// full, and every store assignment changed since, by id, with the revision it was
+/// compiled at (its value is the one in `Inputs::objects`: absent when deleted). The
+/// serving policy is the base plus these, as an overlay, whenever `base` is set and the
+/// inputs are consistent.
+#[derive(Debug, Default)]
+pub(crate) struct Incremental {
+    base: Option<Arc<OverlayBase>>,
+    changes: BTreeMap<String, i64>,
+    /// A compaction is running.
+    compacting: bool,
+}
+
+/// The changes `ids` (in key order) with their values in `objects`, and `extra` (an id and
+/// its value) in its place; `None` if one is not an assignment.
+fn change_values<'a>(
+    ids: impl Iterator<Item = &'a str>,
+    objects: &'a Objects,
+    extra: Option<(&'a str, Option<&'a AssignmentDoc>)>,
+) -> Option<Vec<(&'a str, Option<&'a AssignmentDoc>)>> {
+    let mut out = Vec::new();
+    let mut extra = extra;
+    for id in ids {
+        if let Some(e) = extra
+            && e.0 <= id
+        {
+            out.push(e);
+            extra = None;
+            if e.0 == id {
+                continue;
+            }
+        }
+        let value = match objects.get(&format!("{ASSIGNMENTS}{id}")) {
+            None => None,
+            Some(Ok(Object::Assignment(a))) => Some(a),
+            Some(_) => return None,
+        };
+        out.push((id, value));
+    }
+    out.extend(extra);
+    Some(out)
+}
+
+/// The key prefix of store assignments.
+const ASSIGNMENTS: &str = "assignments/";
+
+/// By default, an overlay with more changes than this is compacted into a new base (off
+/// the request path); its changes are also dropped at every full compile.
+pub const COMPACT_AT: usize = 2_000;
 
 /// The store of one server: its connection, its inputs and its status.
 #[derive(Debug)]
@@ -85,6 +144,9 @@ pub struct Store {
     judged: watch::Sender<i64>,
     /// Asks the watch for a progress report (a token names a later revision).
     pub(crate) progress: Notify,
+    /// The last policy compiled in full and the store revision of its objects: the full
+    /// policy of every overlay at or before that revision (see [`Snapshot::full`]).
+    last_full: Mutex<Option<(i64, Snapshot)>>,
 }
 
 impl Store {
@@ -100,6 +162,7 @@ impl Store {
             through: watch::Sender::new(0),
             judged: watch::Sender::new(0),
             progress: Notify::new(),
+            last_full: Mutex::new(None),
         })
     }
 
@@ -177,13 +240,26 @@ impl Store {
         self.through.send_replace(revision);
     }
 
-    /// Compiles the files with the store's objects: the one place a served policy is made
-    /// when a store is configured.
+    /// Compiles the files with the store's objects: the one place a served policy is
+    /// compiled in full when a store is configured.
     pub fn compose(
         &self,
         files: &[SourceDocument],
         objects: &Objects,
     ) -> Result<Snapshot, PolicyError> {
+        let docs = self.documents(files, objects)?;
+        let mut snapshot = compile_documents(&docs)?;
+        snapshot.revision = source::revision(files);
+        Ok(snapshot)
+    }
+
+    /// The files and the store's objects as the documents of one policy (the store's
+    /// last, its objects in key order).
+    fn documents(
+        &self,
+        files: &[SourceDocument],
+        objects: &Objects,
+    ) -> Result<Vec<(String, Document)>, PolicyError> {
         let name = self.document_name();
         let mut problems = Vec::new();
         let mut docs: Vec<(String, Document)> = Vec::with_capacity(files.len() + 1);
@@ -206,9 +282,209 @@ impl Store {
         if !problems.is_empty() {
             return Err(PolicyError { problems });
         }
-        let mut snapshot = compile_documents(&docs)?;
-        snapshot.revision = source::revision(files);
-        Ok(snapshot)
+        Ok(docs)
+    }
+
+    /// A full compile of the current inputs, when they are the serving state's (made for
+    /// the queries that answer from a full policy; see [`Snapshot::full`]). The documents
+    /// are gathered under the lock, and compiled after it is let go.
+    ///
+    /// A state at `at_least` or later answers: a full policy already made at such a
+    /// revision is reused, else the current objects are compiled (a later state than the
+    /// overlay's, which a consistency token allows: it names the oldest state that may
+    /// answer). `None` when the current objects are not a valid policy.
+    fn full_now(&self, at_least: i64) -> Option<Snapshot> {
+        if let Ok(last) = self.last_full.lock()
+            && let Some((revision, full)) = &*last
+            && *revision >= at_least
+        {
+            return Some(full.share());
+        }
+        let (docs, revision, at) = {
+            let inputs = self.inputs();
+            if !inputs.consistent {
+                return None;
+            }
+            let (Some(files), Some(objects)) = (&inputs.files, &inputs.objects) else {
+                return None;
+            };
+            (
+                self.documents(files, objects).ok()?,
+                source::revision(files),
+                inputs.revision,
+            )
+        };
+        let mut snapshot = compile_documents(&docs).ok()?;
+        snapshot.revision = revision;
+        self.keep_full(at, &snapshot);
+        Some(snapshot)
+    }
+
+    /// Keeps `snapshot`, compiled in full at `revision`, for [`Store::full_now`].
+    fn keep_full(&self, revision: i64, snapshot: &Snapshot) {
+        if let Ok(mut last) = self.last_full.lock()
+            && last.as_ref().is_none_or(|(r, _)| *r <= revision)
+        {
+            *last = Some((revision, snapshot.share()));
+        }
+    }
+
+    fn full_maker(self: &Arc<Self>, at_least: i64) -> FullPolicy {
+        let store = Arc::downgrade(self);
+        Arc::new(move || store.upgrade().and_then(|s| s.full_now(at_least)))
+    }
+
+    /// Validates one assignment write (`value`: `None` deletes) on the incremental path:
+    /// `Some(true)` valid, `None` when only a full compile can tell (or say why not).
+    pub fn valid_incrementally(
+        inputs: &Inputs,
+        key: &str,
+        value: Option<&AssignmentDoc>,
+    ) -> Option<bool> {
+        let id = key.strip_prefix(ASSIGNMENTS)?;
+        let base = inputs.incremental.base.as_ref()?;
+        if !inputs.consistent || !inputs.pending.is_empty() {
+            return None;
+        }
+        let objects = inputs.objects.as_ref()?;
+        let changes = change_values(
+            inputs.incremental.changes.keys().map(String::as_str),
+            objects,
+            Some((id, value)),
+        )?;
+        base.apply(changes, None).ok().map(|_| true)
+    }
+
+    /// Applies the pending keys as an overlay over the base, when they are all store
+    /// assignments and the overlay is valid. `None`: compile in full.
+    fn incrementally(
+        self: &Arc<Self>,
+        app: &Arc<App>,
+        inputs: &mut Inputs,
+        pending: &BTreeSet<String>,
+    ) -> Option<(LoadOutcome, Option<Arc<LoadedPolicy>>)> {
+        if !inputs.consistent || pending.is_empty() {
+            return None;
+        }
+        let base = inputs.incremental.base.clone()?;
+        let objects = inputs.objects.as_ref()?;
+        let mut changes = inputs.incremental.changes.clone();
+        for key in pending {
+            let id = key.strip_prefix(ASSIGNMENTS)?;
+            changes.insert(id.to_owned(), inputs.revision);
+        }
+        let values = change_values(changes.keys().map(String::as_str), objects, None)?;
+        let snapshot = base
+            .apply(values, Some(self.full_maker(inputs.revision)))
+            .map_err(|e| tracing::debug!(reason = %e.0, "store change compiled in full"))
+            .ok()?;
+        let compact =
+            snapshot.overlay_len() > self.options.compact_at && !inputs.incremental.compacting;
+        inputs.incremental.changes = changes;
+        let revision = snapshot.revision.clone();
+        let previous = self.install(app, inputs, snapshot);
+        if compact {
+            inputs.incremental.compacting = true;
+            let (store, app) = (self.clone(), app.clone());
+            tokio::task::spawn_blocking(move || store.compact(&app));
+        }
+        Some((LoadOutcome::Installed(revision), previous))
+    }
+
+    /// Compacts the overlay into a new base: the documents gathered under the lock, the
+    /// compile done without it, and the changes made meanwhile laid over the new base.
+    /// Runs on a blocking thread; abandoned if a full compile replaced the base meanwhile.
+    pub(crate) fn compact(self: &Arc<Self>, app: &Arc<App>) {
+        let gathered = {
+            let mut inputs = self.inputs();
+            let ready = inputs.consistent && inputs.incremental.base.is_some();
+            match (&inputs.files, &inputs.objects, ready) {
+                (Some(files), Some(objects), true) => self
+                    .documents(files, objects)
+                    .ok()
+                    .map(|docs| (docs, source::revision(files), inputs.revision)),
+                _ => None,
+            }
+            .zip(inputs.incremental.base.clone())
+            .or_else(|| {
+                inputs.incremental.compacting = false;
+                None
+            })
+        };
+        let Some(((docs, revision, started_at), old_base)) = gathered else {
+            return;
+        };
+        let store_assignments = docs.last().map_or(0, |(_, d)| d.assignments.len());
+        let compiled = compile_documents(&docs);
+        drop(docs);
+        let mut inputs = self.inputs();
+        inputs.incremental.compacting = false;
+        let mut snapshot = match compiled {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "store compaction abandoned");
+                return;
+            }
+        };
+        snapshot.revision = revision;
+        let same_base = inputs
+            .incremental
+            .base
+            .as_ref()
+            .is_some_and(|b| Arc::ptr_eq(b, &old_base));
+        if !same_base || !inputs.consistent || !inputs.pending.is_empty() {
+            return;
+        }
+        self.keep_full(started_at, &snapshot);
+        let base = Arc::new(OverlayBase::new(&snapshot, store_assignments));
+        let remaining: BTreeMap<String, i64> = inputs
+            .incremental
+            .changes
+            .iter()
+            .filter(|(_, rev)| **rev > started_at)
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let served = if remaining.is_empty() {
+            Ok(snapshot)
+        } else {
+            let Some(values) = inputs.objects.as_ref().and_then(|objects| {
+                change_values(remaining.keys().map(String::as_str), objects, None)
+            }) else {
+                return;
+            };
+            base.apply(values, Some(self.full_maker(inputs.revision)))
+        };
+        let Ok(served) = served else {
+            return;
+        };
+        inputs.incremental.base = Some(base);
+        inputs.incremental.changes = remaining;
+        let previous = self.install(app, &mut inputs, served);
+        drop(inputs);
+        tracing::debug!(started_at, "store overlay compacted");
+        let _freed_here = retire(previous, RETIRE_PATIENCE);
+    }
+
+    /// Installs a policy compiled in full, and makes it the incremental path's base.
+    fn install_full(
+        &self,
+        app: &App,
+        inputs: &mut Inputs,
+        snapshot: Snapshot,
+    ) -> Option<Arc<LoadedPolicy>> {
+        let store_assignments = inputs.objects.as_ref().map_or(0, |o| {
+            o.range(ASSIGNMENTS.to_owned()..)
+                .take_while(|(k, _)| k.starts_with(ASSIGNMENTS))
+                .filter(|(_, v)| matches!(v, Ok(Object::Assignment(_))))
+                .count()
+        });
+        inputs.incremental.base = Some(Arc::new(OverlayBase::new(&snapshot, store_assignments)));
+        inputs.incremental.changes.clear();
+        // The last full policy is this one: an older one's memory is let go here.
+        if let Ok(mut last) = self.last_full.lock() {
+            *last = Some((inputs.revision, snapshot.share()));
+        }
+        self.install(app, inputs, snapshot)
     }
 
     /// New file (or bundle) documents: compiled with the store's objects and installed, or
@@ -236,17 +512,29 @@ impl Store {
         let snapshot = self.compose(&files, objects)?;
         inputs.files = Some(files);
         let revision = snapshot.revision.clone();
-        let previous = self.install(app, &mut inputs, snapshot);
+        let previous = self.install_full(app, &mut inputs, snapshot);
         drop(inputs);
         let _freed_here = retire(previous, RETIRE_PATIENCE);
         Ok(LoadOutcome::Installed(revision))
     }
 
     /// The store's objects changed (a fresh read, or watch events applied to `inputs`):
-    /// compiles and installs, or records the error. Runs on a blocking thread.
-    pub fn recompile(&self, app: &App) -> LoadOutcome {
+    /// installs the change, or records the error. A batch that only writes store
+    /// assignments, on a consistent state, is laid over the base as an overlay (no full
+    /// compile); anything else compiles in full. Runs on a blocking thread.
+    pub fn recompile(self: &Arc<Self>, app: &Arc<App>) -> LoadOutcome {
         let mut inputs = self.inputs();
         let judged = inputs.revision;
+        if inputs.files.is_none() || inputs.objects.is_none() {
+            return LoadOutcome::Unchanged;
+        }
+        let pending = std::mem::take(&mut inputs.pending);
+        if let Some((outcome, previous)) = self.incrementally(app, &mut inputs, &pending) {
+            drop(inputs);
+            self.judged.send_replace(judged);
+            let _freed_here = retire(previous, RETIRE_PATIENCE);
+            return outcome;
+        }
         let (Some(files), Some(objects)) = (&inputs.files, &inputs.objects) else {
             return LoadOutcome::Unchanged;
         };
@@ -254,7 +542,7 @@ impl Store {
         let outcome = match self.compose(files, objects) {
             Ok(snapshot) => {
                 let revision = snapshot.revision.clone();
-                previous = self.install(app, &mut inputs, snapshot);
+                previous = self.install_full(app, &mut inputs, snapshot);
                 drop(inputs);
                 LoadOutcome::Installed(revision)
             }

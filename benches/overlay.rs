@@ -1,0 +1,161 @@
+//! The store's incremental path (criterion): applying assignment writes as an overlay
+//! over a compiled base against compiling the whole policy again, and check latency with
+//! an overlay against none, on the engine benchmark's workload (`workload/mod.rs`; by
+//! default 1,000,000 assignments).
+//!
+//! ```text
+//! cargo bench --bench overlay                                  # full size
+//! IOT_AUTHZ_BENCH_ASSIGNMENTS=10k cargo bench --bench overlay  # quick run
+//! ```
+//!
+//! The workload's assignments are the store's (the last document, in id order, as the
+//! store lists them); roles, groups, links and deny assignments are the files.
+//! Benchmarks: `apply/1` and `apply/1000` (`OverlayBase::apply` with one change, a grant
+//! to a principal the policy has never named, and with 1,000: 500 revocations and 500
+//! grants), `apply/full_recompile` (`compile_documents` of the same documents, what every
+//! write cost before), `check/base` and `check/overlay_1000` (the engine benchmark's
+//! requests, one check per iteration).
+
+mod workload;
+
+use std::hint::black_box;
+use std::process::exit;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, SamplingMode};
+use iot_authz::policy::document::{AssignmentDoc, Document};
+use iot_authz::policy::overlay::OverlayBase;
+use iot_authz::policy::syntax::parse_time;
+use iot_authz::policy::{CheckRequest, Snapshot, compile_documents};
+
+use workload::{SEED, Size, Workload};
+
+const REQUESTS: usize = 1 << 14;
+
+fn main() {
+    let size = std::env::var("IOT_AUTHZ_BENCH_ASSIGNMENTS")
+        .ok()
+        .and_then(|t| parse_count(&t))
+        .map_or(Size::ISSUE, Size::with_assignments);
+    let model = Workload::new(size, SEED);
+    let mut docs = model.documents();
+    // The assignments move to a last, store-like document, in id order.
+    let mut store: Vec<AssignmentDoc> = docs
+        .last_mut()
+        .map(|(_, d)| std::mem::take(&mut d.assignments))
+        .unwrap_or_default();
+    store.sort_by(|a, b| a.id.cmp(&b.id));
+    store.dedup_by(|a, b| a.id == b.id);
+    docs.push((
+        "etcd:/iot-authz/".to_owned(),
+        Document {
+            version: Some(1),
+            assignments: store.clone(),
+            ..Document::default()
+        },
+    ));
+    let t = Instant::now();
+    let Ok(base) = compile_documents(&docs) else {
+        eprintln!("the generated policy does not compile");
+        exit(2);
+    };
+    let first_compile = t.elapsed();
+    let t = Instant::now();
+    let prepared = OverlayBase::new(&base, store.len());
+    println!(
+        "{} assignments; compile {first_compile:.2?}; base prepared for overlays in {:.2?}",
+        base.counts.assignments,
+        t.elapsed()
+    );
+
+    // One grant to a new principal; and 500 revocations plus 500 grants.
+    let template = store.first().cloned().unwrap_or_default();
+    let grant = |n: usize| AssignmentDoc {
+        principal: format!("user:new-{n}@contoso.com"),
+        id: Some(format!("zz-new-{n:05}")),
+        ..template.clone()
+    };
+    let one: Vec<(String, Option<AssignmentDoc>)> = vec![("zz-new-00000".into(), Some(grant(0)))];
+    let step = (store.len() / 500).max(1);
+    let mut thousand: Vec<(String, Option<AssignmentDoc>)> = store
+        .iter()
+        .step_by(step)
+        .take(500)
+        .filter_map(|a| a.id.clone().map(|id| (id, None)))
+        .chain((0..500).map(|n| (format!("zz-new-{n:05}"), Some(grant(n)))))
+        .collect();
+    thousand.sort_by(|a, b| a.0.cmp(&b.0));
+    let apply = |changes: &[(String, Option<AssignmentDoc>)]| {
+        prepared.apply(changes.iter().map(|(k, v)| (k.as_str(), v.as_ref())), None)
+    };
+    let Ok(overlay) = apply(&thousand) else {
+        eprintln!("the overlay does not apply");
+        exit(2);
+    };
+
+    let changes = overlay.overlay_len();
+    println!(
+        "overlay of {changes} changes: {} bytes of heap, {:.0} bytes per change",
+        overlay.overlay_bytes(),
+        overlay.overlay_bytes() as f64 / changes.max(1) as f64
+    );
+    let Ok(at) = parse_time(workload::AT) else {
+        exit(2);
+    };
+    let requests = model.requests(REQUESTS, SEED ^ 0x5eed);
+    let checks: Vec<CheckRequest<'_>> = requests.iter().map(|r| r.check(at)).collect();
+
+    let mut criterion = Criterion::default().configure_from_args();
+    {
+        let mut group = criterion.benchmark_group("apply");
+        group.bench_function("1", |b| b.iter_with_large_drop(|| apply(black_box(&one))));
+        group.bench_function("1000", |b| {
+            b.iter_with_large_drop(|| apply(black_box(&thousand)))
+        });
+        group
+            .sample_size(10)
+            .sampling_mode(SamplingMode::Flat)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time((first_compile * 12).max(Duration::from_secs(5)));
+        group.bench_function("full_recompile", |b| {
+            b.iter_with_large_drop(|| compile_documents(black_box(&docs)))
+        });
+        group.finish();
+    }
+    {
+        let mut group = criterion.benchmark_group("check");
+        group.bench_function("base", |b| rotate(b, &base, &checks));
+        group.bench_function("overlay_1000", |b| rotate(b, &overlay, &checks));
+        group.finish();
+    }
+    criterion.final_summary();
+}
+
+/// One check per iteration, walking a request list so no request stays hot.
+fn rotate(b: &mut criterion::Bencher<'_>, snapshot: &Snapshot, requests: &[CheckRequest<'_>]) {
+    if requests.is_empty() {
+        return;
+    }
+    let len = requests.len();
+    let mut i = 0usize;
+    b.iter(|| {
+        let req = &requests[i];
+        i += 1;
+        if i == len {
+            i = 0;
+        }
+        black_box(snapshot.check(black_box(req)).map(|d| d.allowed))
+    });
+}
+
+/// `10000`, `10k`, `1M`.
+fn parse_count(text: &str) -> Option<usize> {
+    let text = text.trim().replace('_', "");
+    let (number, unit) = match text.chars().last()? {
+        'k' | 'K' => (&text[..text.len() - 1], 1_000.0),
+        'm' | 'M' => (&text[..text.len() - 1], 1_000_000.0),
+        _ => (text.as_str(), 1.0),
+    };
+    let value: f64 = number.parse().ok()?;
+    (value > 0.0).then(|| (value * unit).round() as usize)
+}

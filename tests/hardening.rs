@@ -977,6 +977,42 @@ async fn a_later_request_on_a_kept_alive_connection_is_read_in_time() {
     );
 }
 
+/// The HTTP port speaks HTTP/1.1 only: its limits (header bytes, header and idle timers)
+/// are per request and answer, which HTTP/2's streams would sidestep (one connection, many
+/// streams, frames that are not a request head). A client that opens with the HTTP/2
+/// preface (h2c with prior knowledge) is closed without an answer, and HTTP/1.1 on the same
+/// port still works.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_http_port_refuses_http2() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::support::get_on;
+
+    let server = TestServer::start(policy(SECRET_POLICY)).await;
+    for split in [24, 3] {
+        let mut conn = tokio::net::TcpStream::connect(server.http).await.unwrap();
+        // The connection preface, then an empty SETTINGS frame; the first time whole, then
+        // in two writes (the preface's first bytes alone).
+        let mut opening = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        opening.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        conn.write_all(&opening[..split]).await.unwrap();
+        conn.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = conn.write_all(&opening[split..]).await;
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut answer))
+            .await
+            .expect("the connection stayed open");
+        assert!(
+            read.is_err() || answer.is_empty(),
+            "an HTTP/2 client was answered: {answer:?}"
+        );
+    }
+    let mut conn = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    assert_eq!(get_on(&mut conn, "/healthz").await, Some(200));
+}
+
 /// The expensive queries run in their own pool and stop when their caller leaves: a
 /// WhoCan over many principals with a 400 KB action, whose caller gives up after 200 ms,
 /// no longer burns a thread for seconds afterwards, and Check is answered meanwhile.

@@ -949,8 +949,15 @@ struct Pacing {
     /// The last bytes of the request's head read so far (`\r\n\r\n` ends it, across
     /// reads), or `None` once the head has ended: a body is not header bytes.
     head_tail: Option<[u8; 3]>,
+    /// How many of the connection's first bytes match the HTTP/2 preface's request line,
+    /// until they differ (`None`): the HTTP port speaks HTTP/1.1 only, since its limits
+    /// are per request and answer, which HTTP/2's streams would sidestep.
+    preface: Option<usize>,
     timer: Pin<Box<tokio::time::Sleep>>,
 }
+
+/// The request line an HTTP/2 client opens with (prior knowledge, h2c).
+const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
 impl Pacing {
     fn new(pace: Pace) -> Self {
@@ -961,6 +968,7 @@ impl Pacing {
             last_answer: now,
             request: None,
             head_tail: Some([0; 3]),
+            preface: Some(0),
             timer: Box::pin(tokio::time::sleep(pace.idle.min(pace.max_age))),
         }
     }
@@ -1001,6 +1009,17 @@ impl Pacing {
     fn read(&mut self, arrived: &[u8]) -> Option<std::io::Error> {
         if arrived.is_empty() {
             return None;
+        }
+        if let Some(matched) = self.preface {
+            let rest = &H2_PREFACE_LINE[matched..];
+            let n = rest.len().min(arrived.len());
+            self.preface = (rest[..n] == arrived[..n]).then_some(matched + n);
+            if self.preface == Some(H2_PREFACE_LINE.len()) {
+                return Some(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "HTTP/2 is not served on the HTTP port",
+                ));
+            }
         }
         if self.request.is_none() {
             self.request = Some((tokio::time::Instant::now(), 0));

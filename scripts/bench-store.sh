@@ -13,9 +13,8 @@
 # Check; errors count grants refused or not seen within 2 s); and, unless SUSTAIN_SECONDS
 # is 0 (default 60), ext_authz checks at 2,000/s on replica 2 alone for 20 s (the steady
 # p99), then again for SUSTAIN_SECONDS while grants run through replica 1 as fast as it
-# takes them (closed loop, 16 in flight, 4 above 100,000 assignments: each write is
-# validated by a full compile until the incremental path lands, and each write in flight
-# holds a candidate policy in memory), reporting the rate reached against the 500/s aim.
+# takes them (closed loop, 16 in flight; an assignment write is validated and applied as
+# an overlay on the last full compile), reporting the rate reached against the 500/s aim.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000000}
@@ -119,9 +118,8 @@ if [ "$sustain" != 0 ]; then
   checks "$sustain" > "$work/under-writes.json" &
   load_pid=$!
   # Closed loop (as many as the replica takes, reported against the 500/s aim): a fixed
-  # rate the replica cannot follow would leave a queue that outlasts the run. 16 in flight
-  # up to 100,000 assignments, 4 above (each write in flight holds a candidate policy).
-  if [ "$n" -le 100000 ]; then inflight=16; else inflight=4; fi
+  # rate the replica cannot follow would leave a queue that outlasts the run.
+  inflight=16
   how="closed-loop, $inflight in flight"
   grants=$("$bin" load --target assign --addr "127.0.0.1:${grpc[1]}" --concurrency "$inflight" \
     --connections 4 --warmup 1 --duration "$sustain" --json | summary || true)

@@ -210,11 +210,16 @@ impl Admin {
         let store = self.store()?;
         let policy = self.policy()?;
         let actor = Self::actor(&self.app, &policy, metadata)?;
+        // Not held while this write waits: a replaced policy is freed once nobody holds it.
+        drop(policy);
         *actor_out = Some(actor.clone());
         check_id(field, id)?;
         let prefix = store.options.prefix.as_bytes();
         let sentinel = [prefix, objects::META.as_bytes(), b"write"].concat();
         let mut fresh = false;
+        // The writes through this replica take turns; only writes through other replicas
+        // (or direct etcd writes to the same key) can move the state under this one.
+        let _turn = store.admin_turn.lock().await;
         for _ in 0..ATTEMPTS {
             let policy = self.policy()?;
             let (s, p, a, k, plan) = (
@@ -248,13 +253,20 @@ impl Admin {
             };
             let key = [prefix, object.as_bytes()].concat();
             let op = match &value {
-                Some(object) => etcd::put(key, object.to_json()),
-                None => etcd::delete(key),
+                Some(object) => etcd::put(key.clone(), object.to_json()),
+                None => etcd::delete(key.clone()),
             };
             let marker = serde_json::json!({"actor": actor, "key": object}).to_string();
-            let compare = etcd::unchanged_since(prefix, &etcd::prefix_end(prefix), revision);
+            // Two single keys, not the whole prefix: etcd evaluates a range comparison on
+            // every key in the range, a second of its CPU per write at a million objects.
+            // Every admin write moves the marker, so admin writes exclude each other; the
+            // key itself catches a direct write to the same object.
+            let compare = vec![
+                etcd::unchanged_since(&sentinel, &[], revision),
+                etcd::unchanged_since(&key, &[], revision),
+            ];
             let txn = store.etcd.txn(
-                vec![compare],
+                compare,
                 vec![op, etcd::put(sentinel.clone(), marker.into_bytes())],
             );
             // Without a quorum etcd may hold a write until its own timeout: answer first.
@@ -275,6 +287,10 @@ impl Admin {
             };
             store.contact();
             if succeeded {
+                // The next write through this replica is validated on a state holding
+                // this one (bounded: past the patience it validates on an older state,
+                // and its transaction's comparison makes it wait and try again).
+                judged(&store, after).await;
                 return Ok(store_mod::token(after));
             }
             // Another write got in first: wait until this replica has judged it, then plan

@@ -22,7 +22,7 @@ use crate::policy::document::{AssignmentDoc, Document};
 use crate::policy::overlay::{FullPolicy, OverlayBase};
 use crate::policy::{PolicyError, Problem, Snapshot, SourceDocument, compile_documents, source};
 use crate::server::App;
-use crate::server::state::{LoadedPolicy, retire};
+use crate::server::state::{LoadedPolicy, retire_later};
 use crate::sources::LoadOutcome;
 
 pub use etcd::{Etcd, EtcdAuth, EtcdTls, Password};
@@ -147,6 +147,10 @@ pub struct Store {
     /// The last policy compiled in full and the store revision of its objects: the full
     /// policy of every overlay at or before that revision (see [`Snapshot::full`]).
     last_full: Mutex<Option<(i64, Snapshot)>>,
+    /// Held by an Admin API write from its validation until this replica has judged it:
+    /// the writes through one replica take turns, each validated on the state the one
+    /// before it made, instead of racing each other's transactions (see `server::admin`).
+    pub(crate) admin_turn: tokio::sync::Mutex<()>,
 }
 
 impl Store {
@@ -162,6 +166,7 @@ impl Store {
             through: watch::Sender::new(0),
             judged: watch::Sender::new(0),
             progress: Notify::new(),
+            admin_turn: tokio::sync::Mutex::new(()),
             last_full: Mutex::new(None),
         })
     }
@@ -462,7 +467,7 @@ impl Store {
         let previous = self.install(app, &mut inputs, served);
         drop(inputs);
         tracing::debug!(started_at, "store overlay compacted");
-        let _freed_here = retire(previous, RETIRE_PATIENCE);
+        retire_later(previous, RETIRE_PATIENCE);
     }
 
     /// Installs a policy compiled in full, and makes it the incremental path's base.
@@ -514,7 +519,7 @@ impl Store {
         let revision = snapshot.revision.clone();
         let previous = self.install_full(app, &mut inputs, snapshot);
         drop(inputs);
-        let _freed_here = retire(previous, RETIRE_PATIENCE);
+        retire_later(previous, RETIRE_PATIENCE);
         Ok(LoadOutcome::Installed(revision))
     }
 
@@ -532,7 +537,7 @@ impl Store {
         if let Some((outcome, previous)) = self.incrementally(app, &mut inputs, &pending) {
             drop(inputs);
             self.judged.send_replace(judged);
-            let _freed_here = retire(previous, RETIRE_PATIENCE);
+            retire_later(previous, RETIRE_PATIENCE);
             return outcome;
         }
         let (Some(files), Some(objects)) = (&inputs.files, &inputs.objects) else {
@@ -555,7 +560,7 @@ impl Store {
             }
         };
         self.judged.send_replace(judged);
-        let _freed_here = retire(previous, RETIRE_PATIENCE);
+        retire_later(previous, RETIRE_PATIENCE);
         outcome
     }
 

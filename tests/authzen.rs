@@ -685,30 +685,12 @@ async fn a_large_batch_body_is_not_counted_as_headers() {
 /// is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn searches_and_plan_take_turns_in_the_query_pool() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
     use iot_authz::proto::iotauthz::v1 as pb;
 
     let server = TestServer::start(policy(FLEET)).await;
-    let free = Arc::new(AtomicBool::new(false));
-    let mut holders = Vec::new();
-    for _ in 0..server.app.queries.limit() {
-        let (app, free) = (server.app.clone(), free.clone());
-        holders.push(tokio::spawn(async move {
-            app.queries
-                .run(move |_| {
-                    while !free.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                })
-                .await
-        }));
-    }
-    while server.app.queries.in_flight() < server.app.queries.limit() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let turns = crate::support::HeldTurns::take(&server.app).await;
     let searches = [
         (
             "/access/v1/search/subject",
@@ -760,10 +742,7 @@ async fn searches_and_plan_take_turns_in_the_query_pool() {
         ),
         "{status:?}"
     );
-    free.store(true, Ordering::Relaxed);
-    for holder in holders {
-        holder.await.unwrap().unwrap();
-    }
+    turns.release().await;
     for (path, body) in &searches {
         let answer = search(path, body).await.unwrap();
         assert_eq!(answer.status(), 200, "{path}");

@@ -1107,8 +1107,6 @@ async fn expensive_queries_stop_when_their_caller_leaves() {
 /// takes its turn as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_action_no_role_could_grant_is_answered_without_a_turn() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
     use iot_authz::proto::iotauthz::v1 as pb;
@@ -1119,32 +1117,7 @@ async fn an_action_no_role_could_grant_is_answered_without_a_turn() {
          assignments: [{principal: 'user:alice', role: R, scope: /apps}]\n",
     ))
     .await;
-    /// Frees the held turns however the test ends (a failed assertion too), so the
-    /// runtime, which waits for its blocking threads, can shut down.
-    struct Release(Arc<AtomicBool>);
-    impl Drop for Release {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Relaxed);
-        }
-    }
-    let free = Arc::new(AtomicBool::new(false));
-    let _release = Release(free.clone());
-    let mut holders = Vec::new();
-    for _ in 0..server.app.queries.limit() {
-        let (app, free) = (server.app.clone(), free.clone());
-        holders.push(tokio::spawn(async move {
-            app.queries
-                .run(move |_| {
-                    while !free.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                })
-                .await
-        }));
-    }
-    while server.app.queries.in_flight() < server.app.queries.limit() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let turns = crate::support::HeldTurns::take(&server.app).await;
     let mut grpc = pb::authorizer_client::AuthorizerClient::new(server.channel().await)
         .max_encoding_message_size(8 << 20);
     fn timed<T>(mut request: tonic::Request<T>) -> tonic::Request<T> {
@@ -1240,10 +1213,7 @@ async fn an_action_no_role_could_grant_is_answered_without_a_turn() {
         ),
         "{status:?}"
     );
-    free.store(true, Ordering::Relaxed);
-    for holder in holders {
-        holder.await.unwrap().unwrap();
-    }
+    turns.release().await;
     let who = grpc
         .who_can(pb::WhoCanRequest {
             action: "x/read".into(),

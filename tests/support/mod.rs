@@ -687,3 +687,51 @@ impl Drop for Nginx {
         let _ = self.child.wait();
     }
 }
+
+/// Every turn of a server's query pool, held by queries that wait until released, so a
+/// test can see that a request waits for a turn. Dropped (a failed assertion too), the
+/// turns are freed, so the runtime, which waits for its blocking threads, can shut down.
+pub struct HeldTurns {
+    free: Arc<std::sync::atomic::AtomicBool>,
+    holders: Vec<tokio::task::JoinHandle<Result<(), tonic::Status>>>,
+}
+
+impl HeldTurns {
+    /// Takes every turn of `app`'s query pool, and returns once all are taken.
+    pub async fn take(app: &Arc<App>) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let free = Arc::new(AtomicBool::new(false));
+        let holders = (0..app.queries.limit())
+            .map(|_| {
+                let (app, free) = (app.clone(), free.clone());
+                tokio::spawn(async move {
+                    app.queries
+                        .run(move |_| {
+                            while !free.load(Ordering::Relaxed) {
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                        })
+                        .await
+                })
+            })
+            .collect();
+        while app.queries.in_flight() < app.queries.limit() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Self { free, holders }
+    }
+
+    /// Frees the turns and waits until every holder has given its turn back.
+    pub async fn release(mut self) {
+        self.free.store(true, std::sync::atomic::Ordering::Relaxed);
+        for holder in std::mem::take(&mut self.holders) {
+            holder.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for HeldTurns {
+    fn drop(&mut self) {
+        self.free.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -569,7 +569,9 @@ fn model_identity(
         let field = |name: &str| fields.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v);
         if let Some(sub) = field("sub").and_then(Claim::as_string) {
             let principal = format!("user:{sub}");
-            if common::is_principal(&principal) {
+            // A principal made from a claim never holds a comma (it is forwarded in a
+            // header where a comma separates values).
+            if !sub.contains(',') && common::is_principal(&principal) {
                 let values: Vec<String> = match field("groups") {
                     Some(Claim::List(items)) => items.iter().filter_map(Claim::as_string).collect(),
                     Some(c) => c
@@ -588,7 +590,8 @@ fn model_identity(
         }
     }
     let principal = format!("device:{peer}");
-    (!peer.is_empty() && common::is_principal(&principal)).then_some((principal, Vec::new()))
+    (!peer.is_empty() && !peer.contains(',') && common::is_principal(&principal))
+        .then_some((principal, Vec::new()))
 }
 
 // ------------------------------------------------------------------------------------

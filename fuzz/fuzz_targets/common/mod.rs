@@ -42,9 +42,26 @@ pub fn is_principal(id: &str) -> bool {
         "gateway",
     ];
     match id.split_once(':') {
-        Some((t, v)) => TYPES.contains(&t) && !v.is_empty() && !v.chars().any(char::is_control),
+        Some((t, v)) => TYPES.contains(&t) && !v.is_empty() && !v.chars().any(is_unsafe),
         None => false,
     }
+}
+
+/// Characters no principal holds: controls (C0, C1, DEL), the Unicode line and paragraph
+/// separators, and the bidirectional marks, embeddings, overrides and isolates (and the BOM).
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}'
+                | '\u{2029}'
+                | '\u{061c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
+        )
 }
 
 /// Splits `text` at the first `\n`: `(first line, rest)`.

@@ -135,20 +135,24 @@ impl PolicyState {
 /// thread that compiled its successor) waits until it holds the only reference, up to
 /// `patience`, then lets go. Returns whether it freed the policy itself (false: there was
 /// none, or a request still held it after `patience` and will free it).
-/// [`retire`] on a blocking thread of its own, so the caller goes on at once: the store's
-/// watch must not wait for a request that still holds the replaced policy (a long query, an
-/// Admin API write waiting for its turn) before it applies the next change. Without a
-/// runtime (tests), retires here.
-pub fn retire_later(previous: Option<Arc<LoadedPolicy>>, patience: std::time::Duration) {
+/// How long the thread that replaced a policy waits for the requests still holding it.
+pub const RETIRE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// [`retire`] (with [`RETIRE_PATIENCE`]) on a blocking thread of its own, so the caller
+/// goes on at once: a loader (the store's watch, the file watcher) must not wait for a
+/// request that still holds the replaced policy (a long query, an Admin API write waiting
+/// for its turn) before it applies the next change. Without a runtime (tests), retires
+/// here.
+pub fn retire_later(previous: Option<Arc<LoadedPolicy>>) {
     if previous.is_none() {
         return;
     }
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
-            runtime.spawn_blocking(move || retire(previous, patience));
+            runtime.spawn_blocking(move || retire(previous, RETIRE_PATIENCE));
         }
         Err(_) => {
-            retire(previous, patience);
+            retire(previous, RETIRE_PATIENCE);
         }
     }
 }

@@ -10,10 +10,7 @@ use std::sync::Arc;
 
 use crate::policy::{PolicyError, SourceDocument, compile_sources, source};
 use crate::server::App;
-use crate::server::state::retire;
-
-/// How long a load waits for requests in flight to let go of the policy it replaced.
-const RETIRE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+use crate::server::state::retire_later;
 
 /// What one load attempt did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +76,7 @@ impl Loader {
             drop(sources);
             let revision = snapshot.revision.clone();
             let previous = app.install(snapshot);
-            let _freed_here = retire(previous, RETIRE_PATIENCE);
+            retire_later(previous);
             Ok(LoadOutcome::Installed(revision))
         })
         .await;

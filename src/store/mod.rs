@@ -31,9 +31,6 @@ pub use objects::{Kind, Object, Objects};
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "/iot-authz/";
 
-/// How long a load waits for requests in flight to let go of the policy it replaced.
-const RETIRE_PATIENCE: Duration = Duration::from_secs(5);
-
 /// Where the store is and how it is read.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -467,7 +464,7 @@ impl Store {
         let previous = self.install(app, &mut inputs, served);
         drop(inputs);
         tracing::debug!(started_at, "store overlay compacted");
-        retire_later(previous, RETIRE_PATIENCE);
+        retire_later(previous);
     }
 
     /// Installs a policy compiled in full, and makes it the incremental path's base.
@@ -519,7 +516,7 @@ impl Store {
         let revision = snapshot.revision.clone();
         let previous = self.install_full(app, &mut inputs, snapshot);
         drop(inputs);
-        retire_later(previous, RETIRE_PATIENCE);
+        retire_later(previous);
         Ok(LoadOutcome::Installed(revision))
     }
 
@@ -537,7 +534,7 @@ impl Store {
         if let Some((outcome, previous)) = self.incrementally(app, &mut inputs, &pending) {
             drop(inputs);
             self.judged.send_replace(judged);
-            retire_later(previous, RETIRE_PATIENCE);
+            retire_later(previous);
             return outcome;
         }
         let (Some(files), Some(objects)) = (&inputs.files, &inputs.objects) else {
@@ -560,7 +557,7 @@ impl Store {
             }
         };
         self.judged.send_replace(judged);
-        retire_later(previous, RETIRE_PATIENCE);
+        retire_later(previous);
         outcome
     }
 

@@ -5,6 +5,7 @@
 use std::sync::OnceLock;
 
 use iot_authz::policy::document::Document;
+use iot_authz::policy::syntax;
 use iot_authz::policy::{Snapshot, compile_documents};
 
 /// The embedded demo policy as raw documents (parsed once per process): for the reference
@@ -31,7 +32,9 @@ pub fn demo_snapshot() -> &'static Snapshot {
 }
 
 /// SPEC §2 principal ids, written from the spec text: `TYPE:VALUE`, TYPE one of six,
-/// VALUE non-empty (and, as every id, free of control characters).
+/// VALUE non-empty and free of the characters no id may hold (controls, line separators,
+/// bidi marks: the engine's one character policy, `syntax::is_unsafe_char`, not a copy of
+/// it that could drift).
 pub fn is_principal(id: &str) -> bool {
     const TYPES: [&str; 6] = [
         "user",
@@ -42,26 +45,11 @@ pub fn is_principal(id: &str) -> bool {
         "gateway",
     ];
     match id.split_once(':') {
-        Some((t, v)) => TYPES.contains(&t) && !v.is_empty() && !v.chars().any(is_unsafe),
+        Some((t, v)) => {
+            TYPES.contains(&t) && !v.is_empty() && !v.chars().any(syntax::is_unsafe_char)
+        }
         None => false,
     }
-}
-
-/// Characters no principal holds: controls (C0, C1, DEL), the Unicode line and paragraph
-/// separators, and the bidirectional marks, embeddings, overrides and isolates (and the BOM).
-fn is_unsafe(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{2028}'
-                | '\u{2029}'
-                | '\u{061c}'
-                | '\u{200e}'
-                | '\u{200f}'
-                | '\u{202a}'..='\u{202e}'
-                | '\u{2066}'..='\u{2069}'
-                | '\u{feff}'
-        )
 }
 
 /// Splits `text` at the first `\n`: `(first line, rest)`.

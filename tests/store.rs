@@ -244,6 +244,34 @@ pub fn as_actor<T>(actor: &str, message: T) -> tonic::Request<T> {
     r
 }
 
+/// `user:root1` grants Reader at `/apps/fleet` to `principal` (under `id`, or one the
+/// server picks when empty) through the Admin API; returns the write's consistency token.
+pub async fn grant_reader(
+    admin: &mut iot_authz::proto::iotauthz::v1::admin_client::AdminClient<
+        tonic::transport::Channel,
+    >,
+    id: &str,
+    principal: &str,
+) -> String {
+    admin
+        .create_role_assignment(as_actor(
+            "user:root1",
+            pb::CreateRoleAssignmentRequest {
+                assignment: Some(pb::RoleAssignment {
+                    id: id.into(),
+                    principal: principal.into(),
+                    role: "Reader".into(),
+                    scope: "/apps/fleet".into(),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .token
+}
+
 pub async fn check_at(
     grpc: std::net::SocketAddr,
     principal: &str,
@@ -296,34 +324,12 @@ async fn a_write_through_one_replica_is_read_through_another_with_its_token() {
     let mut admin = AdminClient::connect(one.grpc_url()).await.unwrap();
     for round in 0..3 {
         let principal = format!("user:reader-{round}");
-        let created = admin
-            .create_role_assignment(as_actor(
-                "user:root1",
-                pb::CreateRoleAssignmentRequest {
-                    assignment: Some(pb::RoleAssignment {
-                        id: format!("g-{round}"),
-                        principal: principal.clone(),
-                        role: "Reader".into(),
-                        scope: "/apps/fleet".into(),
-                        ..Default::default()
-                    }),
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner();
+        let token = grant_reader(&mut admin, &format!("g-{round}"), &principal).await;
         // At once, on the other replica: the token makes it wait for the write.
-        let r = check_at(two_grpc, &principal, &created.token)
-            .await
-            .unwrap();
+        let r = check_at(two_grpc, &principal, &token).await.unwrap();
         assert!(r.allowed, "round {round}");
         let at = |t: &str| t.trim_start_matches('r').parse::<i64>().unwrap();
-        assert!(
-            at(&r.token) >= at(&created.token),
-            "{} {}",
-            r.token,
-            created.token
-        );
+        assert!(at(&r.token) >= at(&token), "{} {}", r.token, token);
         let deleted = admin
             .delete_role_assignment(as_actor(
                 "user:root1",
@@ -633,23 +639,7 @@ async fn grants_and_revocations_are_seen_through_envoy_on_every_replica_with_the
     };
     let mut admin = AdminClient::connect(one.grpc_url()).await.unwrap();
     for round in 0..3 {
-        let granted = admin
-            .create_role_assignment(as_actor(
-                "user:root1",
-                pb::CreateRoleAssignmentRequest {
-                    assignment: Some(pb::RoleAssignment {
-                        id: format!("e-{round}"),
-                        principal: "user:erin".into(),
-                        role: "Reader".into(),
-                        scope: "/apps/fleet".into(),
-                        ..Default::default()
-                    }),
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .token;
+        let granted = grant_reader(&mut admin, &format!("e-{round}"), "user:erin").await;
         // Four requests at once after the write: round robin sends two to each replica.
         for _ in 0..4 {
             assert_eq!(get(granted.clone()).await, 200, "round {round}");
@@ -852,22 +842,7 @@ async fn a_request_holding_a_replaced_policy_does_not_hold_up_the_watch() {
     let mut admin = AdminClient::connect(server.grpc_url()).await.unwrap();
     for round in 0..3 {
         let principal = format!("user:held-{round}");
-        let token = admin
-            .create_role_assignment(as_actor(
-                "user:root1",
-                pb::CreateRoleAssignmentRequest {
-                    assignment: Some(pb::RoleAssignment {
-                        principal: principal.clone(),
-                        role: "Reader".into(),
-                        scope: "/apps/fleet".into(),
-                        ..Default::default()
-                    }),
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .token;
+        let token = grant_reader(&mut admin, "", &principal).await;
         let answer = check_at(server.grpc, &principal, &token).await;
         assert!(
             answer.as_ref().is_ok_and(|a| a.allowed),

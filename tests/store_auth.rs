@@ -8,10 +8,9 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use iot_authz::proto::iotauthz::v1 as pb;
 use iot_authz::proto::iotauthz::v1::admin_client::AdminClient;
 
-use crate::store::{FILES, KillOnDrop, PREFIX, as_actor, assignment, check_at, seed_admin};
+use crate::store::{FILES, KillOnDrop, PREFIX, assignment, check_at, grant_reader, seed_admin};
 use crate::support::etcd::Etcd;
 
 /// etcd with authentication on: `root` (etcd's administrator, for etcdctl) and `iot`, who
@@ -129,23 +128,8 @@ async fn a_replica_authenticates_as_an_etcd_user_follows_the_store_and_survives_
     let mut admin = AdminClient::connect(format!("http://{grpc}"))
         .await
         .unwrap();
-    let created = admin
-        .create_role_assignment(as_actor(
-            "user:root1",
-            pb::CreateRoleAssignmentRequest {
-                assignment: Some(pb::RoleAssignment {
-                    id: "g-1".into(),
-                    principal: "user:carol".into(),
-                    role: "Reader".into(),
-                    scope: "/apps/fleet".into(),
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let r = check_at(grpc, "user:carol", &created.token).await.unwrap();
+    let token = grant_reader(&mut admin, "g-1", "user:carol").await;
+    let r = check_at(grpc, "user:carol", &token).await.unwrap();
     assert!(r.allowed, "{r:?}");
     assert!(etcd.get("/t/assignments/g-1").is_some());
 }

@@ -297,39 +297,14 @@ impl Snapshot {
         if self.grants_nothing_to(action, data) {
             return Ok(out);
         }
-        if self.overlay.is_some() {
-            // With an overlay, each principal (its new ones too) as `check` judges it,
-            // which reads the overlay.
-            for (p, name) in self.each_principal_name().enumerate() {
-                if p % STOP_EVERY == 0 && stop() {
-                    break;
-                }
-                let decision = self.check(&CheckRequest {
-                    principal: name,
-                    groups: &[],
-                    action,
-                    data_action: data,
-                    scope,
-                    at,
-                })?;
-                if decision.allowed {
-                    if name.starts_with("group:") {
-                        out.groups.push(name);
-                    } else {
-                        out.principals.push(name);
-                    }
-                }
+        // Each principal as `check` judges it.
+        self.each_allowed_principal(action, data, scope, at, stop, |name| {
+            if name.starts_with("group:") {
+                out.groups.push(name);
+            } else {
+                out.principals.push(name);
             }
-        } else {
-            // Each principal as `check` judges it, with the action's roles worked out once.
-            self.each_allowed_principal(action, data, scope, at, stop, |name| {
-                if name.starts_with("group:") {
-                    out.groups.push(name);
-                } else {
-                    out.principals.push(name);
-                }
-            })?;
-        }
+        })?;
         out.principals.sort_unstable();
         out.groups.sort_unstable();
         Ok(out)

@@ -1296,6 +1296,7 @@ impl Snapshot {
     /// early once `stop` says so (asked every 64 principals). The action and the scope are
     /// validated, lowercased, looked up and matched against every role once, not once per
     /// principal: a long unknown action costs its length once, then a bit test per grant.
+    /// With an overlay, every principal (the overlay's new ones too) goes through `check`.
     pub(crate) fn each_allowed_principal<'s>(
         &'s self,
         action: &str,
@@ -1305,6 +1306,27 @@ impl Snapshot {
         stop: &dyn Fn() -> bool,
         mut visit: impl FnMut(&'s str),
     ) -> Result<(), RequestError> {
+        if self.overlay.is_some() {
+            // With an overlay, each principal (its new ones too) through `check`, which
+            // reads the overlay.
+            for (p, name) in self.each_principal_name().enumerate() {
+                if p % 64 == 0 && stop() {
+                    break;
+                }
+                let request = CheckRequest {
+                    principal: name,
+                    groups: &[],
+                    action,
+                    data_action: data,
+                    scope,
+                    at,
+                };
+                if self.check(&request)?.allowed {
+                    visit(name);
+                }
+            }
+            return Ok(());
+        }
         let mut buf = LowerBuf::new();
         let mut bits: Vec<u64> = Vec::new();
         let action = match self.grant_table.get(action.as_bytes(), data) {

@@ -22,6 +22,7 @@
 //! snapshot still alive and the documents and model freed, so DHAT's "At t-end" is the
 //! snapshot.
 
+mod check_loop;
 mod workload;
 
 use std::hint::black_box;
@@ -31,26 +32,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{Criterion, SamplingMode};
 use iot_authz::policy::syntax::parse_time;
-use iot_authz::policy::{CheckRequest, Snapshot, compile_documents};
+use iot_authz::policy::{CheckRequest, compile_documents};
 
-use workload::{SEED, Size, Workload};
+use check_loop::{rotate, size_from_env};
+use workload::{SEED, Workload};
 
 /// Pre-generated requests per rotation (a power of two, indexed with a mask).
 const REQUESTS: usize = 1 << 14;
 
 fn main() {
-    let size = match std::env::var("IOT_AUTHZ_BENCH_ASSIGNMENTS") {
-        Ok(text) => match parse_count(&text) {
-            Some(n) if n > 0 => Size::with_assignments(n),
-            _ => {
-                eprintln!(
-                    "IOT_AUTHZ_BENCH_ASSIGNMENTS: expected a count like 10000, 10k or 1M, got `{text}`"
-                );
-                exit(2);
-            }
-        },
-        Err(_) => Size::ISSUE,
-    };
+    let size = size_from_env();
     let seed = std::env::var("IOT_AUTHZ_BENCH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -179,35 +170,6 @@ fn main() {
             println!("  {id:<18} median {}", human(ns));
         }
     }
-}
-
-/// One check per iteration, walking a request list so no request stays hot.
-fn rotate(b: &mut criterion::Bencher<'_>, snapshot: &Snapshot, requests: &[CheckRequest<'_>]) {
-    if requests.is_empty() {
-        return;
-    }
-    let len = requests.len();
-    let mut i = 0usize;
-    b.iter(|| {
-        let req = &requests[i];
-        i += 1;
-        if i == len {
-            i = 0;
-        }
-        black_box(snapshot.check(black_box(req)).map(|d| d.allowed))
-    });
-}
-
-/// `10000`, `10_000`, `10k`, `1M`, `2.5M`.
-fn parse_count(text: &str) -> Option<usize> {
-    let text = text.trim().replace('_', "");
-    let (number, unit) = match text.chars().last()? {
-        'k' | 'K' => (&text[..text.len() - 1], 1_000.0),
-        'm' | 'M' => (&text[..text.len() - 1], 1_000_000.0),
-        _ => (text.as_str(), 1.0),
-    };
-    let value: f64 = number.parse().ok()?;
-    (value >= 0.0).then(|| (value * unit).round() as usize)
 }
 
 /// A field of /proc/self/status, in KiB (Linux only; `None` elsewhere).

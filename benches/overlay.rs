@@ -16,6 +16,7 @@
 //! write cost before), `check/base` and `check/overlay_1000` (the engine benchmark's
 //! requests, one check per iteration).
 
+mod check_loop;
 mod workload;
 
 use std::hint::black_box;
@@ -26,17 +27,15 @@ use criterion::{Criterion, SamplingMode};
 use iot_authz::policy::document::{AssignmentDoc, Document};
 use iot_authz::policy::overlay::OverlayBase;
 use iot_authz::policy::syntax::parse_time;
-use iot_authz::policy::{CheckRequest, Snapshot, compile_documents};
+use iot_authz::policy::{CheckRequest, compile_documents};
 
-use workload::{SEED, Size, Workload};
+use check_loop::{rotate, size_from_env};
+use workload::{SEED, Workload};
 
 const REQUESTS: usize = 1 << 14;
 
 fn main() {
-    let size = std::env::var("IOT_AUTHZ_BENCH_ASSIGNMENTS")
-        .ok()
-        .and_then(|t| parse_count(&t))
-        .map_or(Size::ISSUE, Size::with_assignments);
+    let size = size_from_env();
     let model = Workload::new(size, SEED);
     let mut docs = model.documents();
     // The assignments move to a last, store-like document, in id order.
@@ -129,33 +128,4 @@ fn main() {
         group.finish();
     }
     criterion.final_summary();
-}
-
-/// One check per iteration, walking a request list so no request stays hot.
-fn rotate(b: &mut criterion::Bencher<'_>, snapshot: &Snapshot, requests: &[CheckRequest<'_>]) {
-    if requests.is_empty() {
-        return;
-    }
-    let len = requests.len();
-    let mut i = 0usize;
-    b.iter(|| {
-        let req = &requests[i];
-        i += 1;
-        if i == len {
-            i = 0;
-        }
-        black_box(snapshot.check(black_box(req)).map(|d| d.allowed))
-    });
-}
-
-/// `10000`, `10k`, `1M`.
-fn parse_count(text: &str) -> Option<usize> {
-    let text = text.trim().replace('_', "");
-    let (number, unit) = match text.chars().last()? {
-        'k' | 'K' => (&text[..text.len() - 1], 1_000.0),
-        'm' | 'M' => (&text[..text.len() - 1], 1_000_000.0),
-        _ => (text.as_str(), 1.0),
-    };
-    let value: f64 = number.parse().ok()?;
-    (value > 0.0).then(|| (value * unit).round() as usize)
 }

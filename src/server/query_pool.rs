@@ -1,17 +1,24 @@
 //! Where the expensive queries run: WhoCan, CheckAssign, ListPermissions and Plan (and the
 //! AuthZEN searches, which are those) cost time in proportion to the policy (principals,
 //! the action catalog, a principal's assignments and the deny assignments), unlike Check. They run on
-//! blocking threads, never on the runtime's workers, at most [`QueryPool::limit`] at a
+//! the pool's own threads, never on the runtime's workers, at most [`QueryPool::limit`] at a
 //! time (the rest wait for a turn), so however many callers ask them, Check and ext_authz
-//! keep their workers and cores. Each query gets a [`Cancel`] token that turns when its
-//! caller is gone (the client cancelled, or the server's deadline dropped the request), and
-//! the query loops check it as they go, so no thread keeps burning CPU for an answer
-//! nobody will read.
+//! keep their workers. The pool's threads run at the lowest OS priority (niceness 19): on a
+//! host whose cores are all busy, the scheduler gives a runtime worker with a Check to do
+//! the core at once, and the queries the time left over, so a flood of expensive queries
+//! slows the queries, not the decisions in front of the proxy. Each query gets a [`Cancel`]
+//! token that turns when its caller is gone (the client cancelled, or the server's deadline
+//! dropped the request), and the query loops check it as they go, so no thread keeps
+//! burning CPU for an answer nobody will read.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use tonic::Status;
+
+/// The OS niceness of the pool's threads: the lowest priority a process may give itself.
+pub const QUERY_NICENESS: i32 = 19;
 
 /// Turns when the query's caller is gone; queries poll it in their loops.
 #[derive(Debug, Clone, Default)]
@@ -32,12 +39,20 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// The expensive queries' own concurrency limit and blocking threads.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The expensive queries' own concurrency limit and threads.
 #[derive(Debug)]
 pub struct QueryPool {
     /// One per query that may run at once; a running query holds one.
     permits: Arc<tokio::sync::Semaphore>,
     limit: usize,
+    /// Queries for the pool's threads; each thread takes the next one when it is free.
+    jobs: Mutex<mpsc::Sender<Job>>,
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    /// Threads started so far: one more each time the turns taken outnumber them, so the
+    /// pool never holds more threads than queries have ever run at once, nor than `limit`.
+    threads: AtomicUsize,
 }
 
 impl Default for QueryPool {
@@ -51,9 +66,13 @@ impl Default for QueryPool {
 impl QueryPool {
     pub fn new(limit: usize) -> Self {
         let limit = limit.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        let (jobs, queue) = mpsc::channel();
         Self {
             permits: Arc::new(tokio::sync::Semaphore::new(limit)),
             limit,
+            jobs: Mutex::new(jobs),
+            queue: Arc::new(Mutex::new(queue)),
+            threads: AtomicUsize::new(0),
         }
     }
 
@@ -67,8 +86,8 @@ impl QueryPool {
         self.limit - self.permits.available_permits()
     }
 
-    /// Runs `query` on a blocking thread once a turn is free. If the caller goes away
-    /// (this future is dropped) while it waits or runs, the query's [`Cancel`] turns; a
+    /// Runs `query` on one of the pool's threads once a turn is free. If the caller goes
+    /// away (this future is dropped) while it waits or runs, the query's [`Cancel`] turns; a
     /// query that stops for it returns what it likes, which nobody reads.
     pub async fn run<T: Send + 'static>(
         &self,
@@ -82,14 +101,76 @@ impl QueryPool {
             .acquire_owned()
             .await
             .map_err(|_| Status::unavailable("the query pool is closed"))?;
-        tokio::task::spawn_blocking(move || {
-            // The turn is given back however the query ends.
-            let _turn = turn;
-            query(&cancel)
-        })
-        .await
-        .map_err(|e| Status::internal(format!("query failed: {e}")))
+        self.enough_threads()?;
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            // A panicking query must not take its thread with it; its caller gets an error
+            // from the dropped sender.
+            let value = std::panic::catch_unwind(AssertUnwindSafe(|| query(&cancel)));
+            // The turn is given back however the query ended, before its caller hears.
+            drop(turn);
+            if let Ok(value) = value {
+                let _ = answer.send(value);
+            }
+        });
+        self.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(job)
+            .map_err(|_| Status::unavailable("the query pool is closed"))?;
+        answered.await.map_err(|_| Status::internal("query failed"))
     }
+
+    /// Starts threads until there is one per turn taken.
+    fn enough_threads(&self) -> Result<(), Status> {
+        loop {
+            let started = self.threads.load(Ordering::Acquire);
+            if started >= self.in_flight().min(self.limit) {
+                return Ok(());
+            }
+            if self
+                .threads
+                .compare_exchange(started, started + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                continue;
+            }
+            let queue = self.queue.clone();
+            if let Err(e) = std::thread::Builder::new()
+                .name("iot-authz-query".into())
+                .spawn(move || serve_queries(&queue))
+            {
+                self.threads.fetch_sub(1, Ordering::AcqRel);
+                tracing::error!(error = %e, "could not start a query thread");
+                return Err(Status::unavailable("no thread for the query"));
+            }
+        }
+    }
+}
+
+/// A pool thread: lowers its own priority, then runs queries until the pool is dropped.
+fn serve_queries(queue: &Mutex<mpsc::Receiver<Job>>) {
+    if let Err(e) = lower_priority() {
+        tracing::warn!(error = %e, "could not lower a query thread's priority");
+    }
+    loop {
+        let next = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        match next {
+            Ok(job) => job(),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Gives the calling thread the niceness [`QUERY_NICENESS`] (on Linux, a thread's
+/// niceness is its own; raising it needs no privilege).
+fn lower_priority() -> std::io::Result<()> {
+    let me = rustix::thread::gettid();
+    let now = rustix::process::getpriority_process(Some(me))?;
+    if now < QUERY_NICENESS {
+        rustix::process::setpriority_process(Some(me), QUERY_NICENESS)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -119,5 +200,27 @@ mod tests {
         stopped.await.unwrap();
         // The turn is free again: the next query runs.
         assert_eq!(pool.run(|_| 7).await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn queries_run_at_the_lowest_priority_and_survive_a_panic() {
+        let pool = QueryPool::new(2);
+        let niceness = pool
+            .run(|_| rustix::process::getpriority_process(Some(rustix::thread::gettid())))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(niceness, QUERY_NICENESS);
+        // The caller's own thread keeps its priority.
+        let mine = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        assert!(mine < QUERY_NICENESS, "the caller was lowered too: {mine}");
+        // A query that panics answers an error; its thread and turn are not lost.
+        let failed = pool.run(|_| -> u8 { panic!("a broken query") }).await;
+        assert_eq!(failed.unwrap_err().code(), tonic::Code::Internal);
+        for n in 0..4 {
+            assert_eq!(pool.run(move |_| n).await.unwrap(), n);
+        }
+        assert_eq!(pool.in_flight(), 0);
+        assert!(pool.threads.load(Ordering::Relaxed) <= 2);
     }
 }

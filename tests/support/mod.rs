@@ -690,7 +690,7 @@ impl Drop for Nginx {
 
 /// Every turn of a server's query pool, held by queries that wait until released, so a
 /// test can see that a request waits for a turn. Dropped (a failed assertion too), the
-/// turns are freed, so the runtime, which waits for its blocking threads, can shut down.
+/// turns are freed, so the holders end and the test can shut its server down.
 pub struct HeldTurns {
     free: Arc<std::sync::atomic::AtomicBool>,
     holders: Vec<tokio::task::JoinHandle<Result<(), tonic::Status>>>,

@@ -3,10 +3,12 @@
 //! the action catalog, a principal's assignments and the deny assignments), unlike Check. They run on
 //! the pool's own threads, never on the runtime's workers, at most [`QueryPool::limit`] at a
 //! time (the rest wait for a turn), so however many callers ask them, Check and ext_authz
-//! keep their workers. The pool's threads run at the lowest OS priority (niceness 19): on a
-//! host whose cores are all busy, the scheduler gives a runtime worker with a Check to do
-//! the core at once, and the queries the time left over, so a flood of expensive queries
-//! slows the queries, not the decisions in front of the proxy. Each query gets a [`Cancel`]
+//! keep their workers. The pool's threads run under the OS's idle scheduling class
+//! (`SCHED_IDLE` on Linux): a runtime worker woken with a Check to do takes the core from
+//! a query at once, and the queries get the time left over, so a flood of expensive
+//! queries slows the queries, not the decisions in front of the proxy. (A lower
+//! niceness alone was not enough: a niced thread still runs out its time slice, some
+//! milliseconds, before a woken worker gets the core.) Each query gets a [`Cancel`]
 //! token that turns when its caller is gone (the client cancelled, or the server's deadline
 //! dropped the request), and the query loops check it as they go, so no thread keeps
 //! burning CPU for an answer nobody will read.
@@ -16,9 +18,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use tonic::Status;
-
-/// The OS niceness of the pool's threads: the lowest priority a process may give itself.
-pub const QUERY_NICENESS: i32 = 19;
 
 /// Turns when the query's caller is gone; queries poll it in their loops.
 #[derive(Debug, Clone, Default)]
@@ -162,15 +161,15 @@ fn serve_queries(queue: &Mutex<mpsc::Receiver<Job>>) {
     }
 }
 
-/// Gives the calling thread the niceness [`QUERY_NICENESS`] (on Linux, a thread's
-/// niceness is its own; raising it needs no privilege).
-fn lower_priority() -> std::io::Result<()> {
-    let me = rustix::thread::gettid();
-    let now = rustix::process::getpriority_process(Some(me))?;
-    if now < QUERY_NICENESS {
-        rustix::process::setpriority_process(Some(me), QUERY_NICENESS)?;
-    }
-    Ok(())
+/// Puts the calling thread under the idle scheduling class (on Linux, a thread's class
+/// is its own; moving to `SCHED_IDLE` needs no privilege).
+fn lower_priority() -> Result<(), thread_priority::Error> {
+    use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+    thread_priority::set_thread_priority_and_policy(
+        thread_priority::thread_native_id(),
+        ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+    )
 }
 
 #[cfg(test)]
@@ -203,17 +202,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn queries_run_at_the_lowest_priority_and_survive_a_panic() {
+    async fn queries_run_in_the_idle_class_and_survive_a_panic() {
         let pool = QueryPool::new(2);
-        let niceness = pool
-            .run(|_| rustix::process::getpriority_process(Some(rustix::thread::gettid())))
+        use thread_priority::{NormalThreadSchedulePolicy, ThreadSchedulePolicy};
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        let class = pool
+            .run(|_| thread_priority::thread_schedule_policy())
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(niceness, QUERY_NICENESS);
-        // The caller's own thread keeps its priority.
-        let mine = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
-        assert!(mine < QUERY_NICENESS, "the caller was lowered too: {mine}");
+        assert_eq!(class, idle);
+        // The caller's own thread keeps its class.
+        let mine = thread_priority::thread_schedule_policy().unwrap();
+        assert_ne!(mine, idle, "the caller was lowered too");
         // A query that panics answers an error; its thread and turn are not lost.
         let failed = pool.run(|_| -> u8 { panic!("a broken query") }).await;
         assert_eq!(failed.unwrap_err().code(), tonic::Code::Internal);

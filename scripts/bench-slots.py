@@ -215,6 +215,7 @@ def grpc_idle(grpc, limit):
     started = time.monotonic()
     s.settimeout(0.1)
     pings = 0
+    last_ping = 0.0
     acked_settings = False
     while time.monotonic() - started < limit:
         try:
@@ -228,9 +229,12 @@ def grpc_idle(grpc, limit):
             pass
         except OSError:
             break
+        if time.monotonic() - last_ping < 0.1:
+            continue
         try:
             s.sendall(bytes([0, 0, 8, 6, 0, 0, 0, 0, 0]) + pings.to_bytes(8, "big"))
             pings += 1
+            last_ping = time.monotonic()
         except OSError:
             break
     closed = time.monotonic() - started

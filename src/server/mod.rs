@@ -163,9 +163,16 @@ impl DecisionIds {
         let mut hasher = sha2::Sha256::new();
         hasher.update(self.key);
         hasher.update(n.to_le_bytes());
-        let mut first = [0u8; 16];
-        first.copy_from_slice(&hasher.finalize()[..16]);
-        format!("{:032x}", u128::from_be_bytes(first))
+        let digest = hasher.finalize();
+        // 32 lowercase hex digits of the first 16 bytes (as `{:032x}` would write them,
+        // without the formatting machinery: this runs once per request).
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut id = String::with_capacity(32);
+        for &b in digest.iter().take(16) {
+            id.push(char::from(HEX[usize::from(b >> 4)]));
+            id.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        id
     }
 }
 

@@ -4,6 +4,7 @@
 //! Architecture invariant: a route only ever sees a canonical path, and every captured value
 //! is checked to be one plain segment before it reaches an action or a scope.
 
+use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::cmp::Ordering;
 
@@ -398,7 +399,9 @@ impl RouteTable {
         if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
             return RouteOutcome::Malformed("method is empty or not a token".into());
         }
-        let segments: Vec<&str> = path.segments().collect();
+        // On the stack for the paths routes are written for (at most `INLINE_SEGMENTS`
+        // segments): resolving is on every request's path.
+        let segments: Segments<'_> = path.segments().collect();
         for route in &self.routes {
             if !route.methods.matches(method) {
                 continue;
@@ -440,9 +443,21 @@ impl RouteTable {
     }
 }
 
+/// Segments (and spans) held on the stack by [`RouteTable::resolve`] before it spills to
+/// the heap: more than any route of the shipped policies has.
+const INLINE_SEGMENTS: usize = 16;
+type Segments<'a> = SmallVec<[&'a str; INLINE_SEGMENTS]>;
+type Spans = SmallVec<[(usize, usize); INLINE_SEGMENTS]>;
+
 /// For each route segment, the range of request segments it covers.
-fn match_segments(pattern: &[PathSegment], segments: &[&str]) -> Option<Vec<(usize, usize)>> {
-    let mut spans = Vec::with_capacity(pattern.len());
+fn match_segments(pattern: &[PathSegment], segments: &[&str]) -> Option<Spans> {
+    // A route without a rest capture matches only its own number of segments: most
+    // routes are ruled out here, before any segment is compared.
+    if segments.len() != pattern.len() && !pattern.iter().any(|s| matches!(s, PathSegment::Rest(_)))
+    {
+        return None;
+    }
+    let mut spans = Spans::new();
     for (i, seg) in pattern.iter().enumerate() {
         match seg {
             PathSegment::Static(text) => {
@@ -526,7 +541,15 @@ fn render<'h>(
     segments: &[&str],
     header_values: &mut impl Iterator<Item = Cow<'h, str>>,
 ) -> String {
-    let mut out = String::new();
+    let literal: usize = template
+        .parts
+        .iter()
+        .map(|p| match p {
+            TemplatePart::Literal(text) => text.len(),
+            _ => 0,
+        })
+        .sum();
+    let mut out = String::with_capacity(literal + 64);
     for part in template.parts.iter() {
         match part {
             TemplatePart::Literal(text) => out.push_str(text),

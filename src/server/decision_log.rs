@@ -21,6 +21,13 @@ use serde::Serialize;
 /// Lines buffered between requests and the writer thread.
 const QUEUE: usize = 16 * 1024;
 
+/// Lines written per batch, at most.
+const BATCH_LINES: usize = 1024;
+
+/// The writer's pause after a batch that emptied the queue: lines reach the file at most
+/// this much later, and the writer wakes at most about 500 times a second under load.
+const BATCH_PAUSE: Duration = Duration::from_millis(2);
+
 /// Bytes buffered between requests and the writer thread: lines carry the request's
 /// principal, action and scope whole, so a stalled sink with long lines queued must be
 /// bounded in bytes too, not only in lines.
@@ -170,7 +177,12 @@ impl DecisionLog {
             return;
         };
         // One record, one line, in every tool: no raw line separators or bidi overrides.
-        let line = crate::policy::syntax::escape_json_output(&line).into_owned();
+        // (Copied only when something was escaped.)
+        let escaped = match crate::policy::syntax::escape_json_output(&line) {
+            std::borrow::Cow::Owned(escaped) => Some(escaped),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
+        let line = escaped.unwrap_or(line);
         let len = line.len();
         if self.queued.fetch_add(len, Ordering::Relaxed) + len > QUEUE_BYTES {
             self.queued.fetch_sub(len, Ordering::Relaxed);
@@ -200,10 +212,11 @@ fn write_loop(
         let mut batch = vec![first];
         while let Ok(line) = rx.try_recv() {
             batch.push(line);
-            if batch.len() >= 1024 {
+            if batch.len() >= BATCH_LINES {
                 break;
             }
         }
+        let full = batch.len() >= BATCH_LINES;
         for line in &batch {
             if writeln!(out, "{line}").is_ok() {
                 counters.written.inc();
@@ -217,6 +230,12 @@ fn write_loop(
             // Drop what the failed flush held; a full disk must not grow memory.
             out = std::io::BufWriter::with_capacity(64 * 1024, out.into_parts().0);
             std::thread::sleep(Duration::from_millis(10));
+        } else if !full {
+            // Let lines gather before the next batch: a writer that went back to waiting
+            // at once would be woken by nearly every request (a futex wake and a context
+            // switch each, more than the line costs to write); sleeping, it is not
+            // waiting, so requests only queue their lines.
+            std::thread::sleep(BATCH_PAUSE);
         }
     }
 }

@@ -259,7 +259,7 @@ fn decision_metadata(outcome: &HttpDecision<'_>, decision_id: &str, revision: &s
     let string = |s: &str| PbValue {
         kind: Some(Kind::StringValue(s.to_owned())),
     };
-    let mut fields = std::collections::HashMap::new();
+    let mut fields = std::collections::HashMap::with_capacity(7);
     fields.insert(
         "allowed".to_owned(),
         PbValue {

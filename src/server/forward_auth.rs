@@ -49,9 +49,9 @@ impl Proxy {
 /// The original method and path, as each proxy reports them. A header given more than
 /// once with different values is ambiguous, so malformed, as a conflicting identity header
 /// is (a comma does not separate copies here: a URI may hold one).
-fn original(proxy: Proxy, req: &Request) -> Result<(String, String), String> {
+fn original(proxy: Proxy, req: &axum::http::request::Parts) -> Result<(String, String), String> {
     let header = |name: &str| {
-        let mut copies = req.headers().get_all(name).iter();
+        let mut copies = req.headers.get_all(name).iter();
         let first = copies
             .next()
             .ok_or_else(|| format!("`{name}` is missing"))?;
@@ -66,14 +66,14 @@ fn original(proxy: Proxy, req: &Request) -> Result<(String, String), String> {
     match proxy {
         Proxy::Envoy => {
             // The raw request target: never the decoded form.
-            let raw = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let raw = req.uri.path_and_query().map_or("/", |p| p.as_str());
             let rest = raw.strip_prefix(ENVOY_PREFIX).unwrap_or(raw);
             let path = if rest.is_empty() || rest.starts_with('?') {
                 format!("/{rest}")
             } else {
                 rest.to_owned()
             };
-            Ok((req.method().as_str().to_owned(), path))
+            Ok((req.method.as_str().to_owned(), path))
         }
         Proxy::Nginx => Ok((header("x-original-method")?, header("x-original-uri")?)),
         Proxy::Traefik => Ok((header("x-forwarded-method")?, header("x-forwarded-uri")?)),
@@ -89,12 +89,17 @@ const UNREADABLE: &str = "\u{1}";
 /// a second, different copy of a header the decision reads makes the request malformed, as
 /// any other conflicting copy does.
 pub(crate) fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    header_refs(headers)
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// [`header_pairs`] borrowed from the map: the authorization path copies no header.
+fn header_refs(headers: &HeaderMap) -> Vec<(&str, &str)> {
     headers
         .iter()
-        .map(|(k, v)| {
-            let value = v.to_str().unwrap_or(UNREADABLE).to_owned();
-            (k.as_str().to_owned(), value)
-        })
+        .map(|(k, v)| (k.as_str(), v.to_str().unwrap_or(UNREADABLE)))
         .collect()
 }
 
@@ -144,20 +149,17 @@ async fn consistency(app: &App, token: Option<String>) -> Option<Response<Body>>
 }
 
 async fn authorize(app: &App, proxy: Proxy, req: Request) -> Response<Body> {
-    let headers = header_pairs(req.headers());
+    // The body is not Sync and is never read: only the head is kept across the key fetch.
+    let (parts, _) = req.into_parts();
+    let headers = header_refs(&parts.headers);
     let ctx = RequestContext::begin(proxy.api(), |k| {
-        headers
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
+        headers.iter().find(|(n, _)| *n == k).map(|(_, v)| *v)
     });
     let Some(policy) = app.policy.current() else {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "no policy loaded\n");
     };
     let decision_id = app.ids.next();
-    let original = original(proxy, &req);
-    // The body is not Sync and is never read: only the head is kept across the key fetch.
-    let (parts, _) = req.into_parts();
+    let original = original(proxy, &parts);
     let outcome = match original {
         Ok((method, path)) => {
             app.check_with_keys(|| {

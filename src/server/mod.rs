@@ -163,9 +163,16 @@ impl DecisionIds {
         let mut hasher = sha2::Sha256::new();
         hasher.update(self.key);
         hasher.update(n.to_le_bytes());
-        let mut first = [0u8; 16];
-        first.copy_from_slice(&hasher.finalize()[..16]);
-        format!("{:032x}", u128::from_be_bytes(first))
+        let digest = hasher.finalize();
+        // 32 lowercase hex digits of the first 16 bytes (as `{:032x}` would write them,
+        // without the formatting machinery: this runs once per request).
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut id = String::with_capacity(32);
+        for &b in digest.iter().take(16) {
+            id.push(char::from(HEX[usize::from(b >> 4)]));
+            id.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        id
     }
 }
 
@@ -959,6 +966,34 @@ struct Pacing {
 /// The request line an HTTP/2 client opens with (prior knowledge, h2c).
 const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
+/// Where a request's head ends in the bytes just read (`arrived`), given the last three
+/// bytes of the head read before them (`window`): `Ok(n)`, the head's last byte is
+/// `arrived[n - 1]` (its `\r\n\r\n` perhaps begun in an earlier read), or `Err` with the
+/// last three head bytes so far. One `memmem` search, not a step per byte: this runs on
+/// every read of the HTTP port.
+fn head_end(window: [u8; 3], arrived: &[u8]) -> Result<usize, [u8; 3]> {
+    const END: &[u8] = b"\r\n\r\n";
+    // A terminator across the boundary ends within the first three bytes read.
+    let mut joined = [0u8; 6];
+    let first = arrived.len().min(3);
+    joined[..3].copy_from_slice(&window);
+    joined[3..3 + first].copy_from_slice(arrived.get(..first).unwrap_or_default());
+    if let Some(at) = memchr::memmem::find(joined.get(..3 + first).unwrap_or_default(), END) {
+        return Ok(at + END.len() - 3);
+    }
+    if let Some(at) = memchr::memmem::find(arrived, END) {
+        return Ok(at + END.len());
+    }
+    let tail = joined.get(first..first + 3).unwrap_or_default();
+    let mut next = [0u8; 3];
+    if arrived.len() >= 3 {
+        next.copy_from_slice(arrived.get(arrived.len() - 3..).unwrap_or_default());
+    } else {
+        next.copy_from_slice(tail);
+    }
+    Err(next)
+}
+
 impl Pacing {
     fn new(pace: Pace) -> Self {
         let now = tokio::time::Instant::now();
@@ -1026,23 +1061,13 @@ impl Pacing {
             self.rearm();
         }
         let (_, read) = self.request.as_mut()?;
-        let mut window = self.head_tail?;
-        // Where the head ends in these bytes, if it does: `\r\n\r\n`, perhaps begun in an
-        // earlier read.
-        let mut end = None;
-        for (i, &b) in arrived.iter().enumerate() {
-            if window == *b"\r\n\r" && b == b'\n' {
-                end = Some(i + 1);
-                break;
-            }
-            window = [window[1], window[2], b];
-        }
-        match end {
-            Some(n) => {
+        let window = self.head_tail?;
+        match head_end(window, arrived) {
+            Ok(n) => {
                 *read += n;
                 self.head_tail = None;
             }
-            None => {
+            Err(window) => {
                 *read += arrived.len();
                 self.head_tail = Some(window);
             }
@@ -1322,6 +1347,44 @@ fn tls_config(tls: &TlsFiles, handshake: Duration) -> anyhow::Result<ServerTlsCo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `head_end` finds the first `\r\n\r\n` as the byte-at-a-time scan it replaced did,
+    /// however the bytes are split into reads.
+    #[test]
+    fn the_head_end_is_found_across_any_split_of_reads() {
+        fn scan(mut window: [u8; 3], arrived: &[u8]) -> Result<usize, [u8; 3]> {
+            for (i, &b) in arrived.iter().enumerate() {
+                if window == *b"\r\n\r" && b == b'\n' {
+                    return Ok(i + 1);
+                }
+                window = [window[1], window[2], b];
+            }
+            Err(window)
+        }
+        let requests: [&[u8]; 5] = [
+            b"GET / HTTP/1.1\r\nhost: a\r\n\r\nbody\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"\r\n\r\n",
+            b"\r\r\n\r\n\n\r\n\r",
+            b"GET / HTTP/1.1\r\nx: \r\n\rx\r\n\n\r\n",
+        ];
+        for request in requests {
+            for a in 0..=request.len() {
+                for b in a..=request.len() {
+                    let (mut ours, mut theirs) = (Err([0; 3]), Err([0; 3]));
+                    for part in [&request[..a], &request[a..b], &request[b..]] {
+                        if let (Err(w1), Err(w2)) = (ours, theirs) {
+                            ours = head_end(w1, part)
+                                .map(|n| n + (part.as_ptr() as usize - request.as_ptr() as usize));
+                            theirs = scan(w2, part)
+                                .map(|n| n + (part.as_ptr() as usize - request.as_ptr() as usize));
+                        }
+                    }
+                    assert_eq!(ours, theirs, "{request:?} split at {a} and {b}");
+                }
+            }
+        }
+    }
 
     /// An id is the first 16 bytes of SHA-256(key, counter in little endian), in hex.
     #[test]

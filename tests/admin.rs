@@ -995,3 +995,46 @@ async fn a_group_commits_its_allowed_writes_and_refuses_the_others_each_with_its
     assert!(allowed(&f.server, "user:bob", "Devices/read", "/apps/fleet/d1").await);
     assert!(!allowed(&f.server, "user:root2", "Devices/read", "/apps/fleet/d1").await);
 }
+
+/// A group of grants that only the rules can tell apart (one with its window backwards):
+/// the rules judge each, the valid ones commit together and the other is refused alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_of_grants_with_one_invalid_commits_the_others() {
+    let f = fixture().await;
+    let (held, first) = plug(&f).await;
+    let c = admin(&f.server).await;
+    let mut answers = Vec::new();
+    for i in 0..3 {
+        let mut request = grant(
+            &format!("w-{i}"),
+            &format!("user:w{i}"),
+            "Reader",
+            "/apps/fleet",
+        );
+        if i == 1 {
+            let a = request.assignment.as_mut().unwrap();
+            a.not_before = "2031-01-01T00:00:00Z".into();
+            a.not_after = "2030-01-01T00:00:00Z".into();
+        }
+        let mut c = c.clone();
+        answers.push(tokio::spawn(async move {
+            c.create_role_assignment(as_actor("user:root1", request))
+                .await
+                .map(|r| r.into_inner().token)
+        }));
+        until_queue(&f.store, |q| q.0 == i + 1, "a grant did not queue").await;
+    }
+    drop(held);
+    first.await.unwrap().unwrap();
+    let mut results = Vec::new();
+    for a in answers {
+        results.push(a.await.unwrap());
+    }
+    let (zero, two) = (results[0].as_ref().unwrap(), results[2].as_ref().unwrap());
+    assert_eq!(zero, two);
+    let refused = results[1].as_ref().unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(f.etcd.get("/t/assignments/w-0").is_some());
+    assert!(f.etcd.get("/t/assignments/w-1").is_none());
+    assert!(f.etcd.get("/t/assignments/w-2").is_some());
+}

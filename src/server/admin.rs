@@ -537,6 +537,9 @@ fn validate_group(
         let unread = || Err(Status::unavailable("the store has not been read yet"));
         return (revision, writes.iter().map(|_| unread()).collect());
     }
+    if let Some(results) = validate_grants_together(&mut inputs, policy, writes) {
+        return (revision, results);
+    }
     let mut policy = policy.clone();
     let mut results = Vec::with_capacity(writes.len());
     // The keys the group's allowed writes changed, with what they held before.
@@ -607,6 +610,61 @@ fn validate_group(
         put_back(&mut inputs, &key, old);
     }
     (revision, results)
+}
+
+/// The common group, validated at the cost of one write: new assignments only, none of
+/// them to the actor of a later write nor to a group. Each write's plan then reads the same
+/// decisions on the serving policy as on the state holding the group's earlier writes
+/// (an assignment changes the decisions of its principal and of the members of a group it
+/// names, nobody else's), and each state between is valid when the last is (the rules an
+/// assignment write can break hold for each new assignment alone, and a minimum count of
+/// assignments only grows with new ones). `None`: validate the writes one by one.
+fn validate_grants_together(
+    inputs: &mut store_mod::Inputs,
+    policy: &LoadedPolicy,
+    writes: &[Arc<Write>],
+) -> Option<Vec<Result<Option<Object>, Status>>> {
+    if writes.len() < 2 {
+        return None;
+    }
+    let objects = inputs.objects.as_ref()?;
+    let mut results = Vec::with_capacity(writes.len());
+    let mut granted: Vec<String> = Vec::new();
+    let mut ids = BTreeSet::new();
+    for write in writes {
+        if granted.iter().any(|g| g.eq_ignore_ascii_case(&write.actor)) {
+            return None;
+        }
+        let existing = objects.get(&write.object);
+        let planned = (write.plan)(policy, &write.actor, existing);
+        if let Ok(value) = &planned {
+            let Some(Object::Assignment(a)) = value else {
+                return None;
+            };
+            let is_group = syntax::principal_type(&a.principal).map_or(true, |t| t == "group");
+            let id = write.object.strip_prefix(ASSIGNMENTS)?;
+            if existing.is_some() || is_group {
+                return None;
+            }
+            granted.push(a.principal.clone());
+            ids.insert(id.to_owned());
+        }
+        results.push(planned);
+    }
+    let objects = inputs.objects.as_mut()?;
+    for (write, planned) in writes.iter().zip(&results) {
+        if let Ok(Some(object)) = planned {
+            objects.insert(write.object.clone(), Ok(object.clone()));
+        }
+    }
+    let valid = Store::apply_incrementally(inputs, &ids).is_some();
+    // Put back whatever happens next: the objects are the store's, not the group's.
+    for (write, planned) in writes.iter().zip(&results) {
+        if let Ok(Some(_)) = planned {
+            put_back(inputs, &write.object, None);
+        }
+    }
+    valid.then_some(results)
 }
 
 /// Puts back what `key` held before a write was tried on the objects.

@@ -112,7 +112,7 @@ const ASSIGNMENTS: &str = "assignments/";
 
 /// By default, an overlay with more changes than this is compacted into a new base (off
 /// the request path); its changes are also dropped at every full compile.
-pub const COMPACT_AT: usize = 2_000;
+pub const COMPACT_AT: usize = 4_000;
 
 /// The store of one server: its connection, its inputs and its status.
 #[derive(Debug)]
@@ -386,7 +386,16 @@ impl Store {
         if compact {
             inputs.incremental.compacting = true;
             let (store, app) = (self.clone(), app.clone());
-            tokio::task::spawn_blocking(move || store.compact(&app));
+            let spawned = std::thread::Builder::new()
+                .name("store-compact".into())
+                .spawn(move || {
+                    lower_priority();
+                    store.compact(&app);
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "store compaction not started");
+                inputs.incremental.compacting = false;
+            }
         }
         Some((LoadOutcome::Installed(revision), previous))
     }
@@ -574,6 +583,24 @@ impl Store {
     }
 }
 
+/// How much lower than the request path's the compaction thread's priority is (its nice
+/// value, on Linux): a compaction at a million assignments is a second or more of CPU,
+/// which must not take the cores from the checks while they have work.
+const COMPACTION_NICENESS: i32 = 10;
+
+/// Lowers the calling thread's CPU priority by [`COMPACTION_NICENESS`] (Linux only: a
+/// thread's nice value is its own there; elsewhere nothing changes). Best effort.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        let now = rustix::process::getpriority_process(Some(tid)).unwrap_or(0);
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), now + COMPACTION_NICENESS) {
+            tracing::debug!(error = %e, "store compaction runs at the normal priority");
+        }
+    }
+}
+
 /// A token naming a store revision (SPEC §10). Opaque to clients.
 pub fn token(revision: i64) -> String {
     if revision <= 0 {
@@ -674,6 +701,28 @@ pub fn token_of(policy: &LoadedPolicy) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_compaction_thread_runs_at_a_lower_priority_than_the_others() {
+        let nice = || rustix::process::getpriority_process(Some(rustix::thread::gettid()));
+        let before = nice().unwrap();
+        let (lowered, after) = std::thread::spawn(move || {
+            let inherited = nice().unwrap();
+            lower_priority();
+            (nice().unwrap() - inherited, inherited)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(after, before);
+        // 19 is the lowest priority: a thread already near it goes no lower.
+        assert_eq!(lowered, COMPACTION_NICENESS.min(19 - before));
+        assert_eq!(
+            nice().unwrap(),
+            before,
+            "only the compaction thread is lowered"
+        );
+    }
 
     #[test]
     fn tokens_round_trip_and_refuse_anything_else() {

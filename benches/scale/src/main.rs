@@ -287,7 +287,10 @@ fn overlay(args: &Args, changes: usize) -> Result<(), String> {
             Some(p) if n % 2 == 0 => p.clone(),
             _ => format!("user:new-{n}@contoso.com"),
         };
-        let id = format!("{:08x}-0000-4000-8000-{n:012x}", n.wrapping_mul(2_654_435_761));
+        let id = format!(
+            "{:08x}-0000-4000-8000-{n:012x}",
+            n.wrapping_mul(2_654_435_761)
+        );
         list.push((
             id.clone(),
             Some(AssignmentDoc {
@@ -300,9 +303,8 @@ fn overlay(args: &Args, changes: usize) -> Result<(), String> {
     list.sort_by(|a, b| a.0.cmp(&b.0));
     let n = list.len();
 
-    let (overlaid, overlay_heap) = alloc::measure(|| {
-        prepared.apply(list.iter().map(|(k, v)| (k.as_str(), v.as_ref())), None)
-    });
+    let (overlaid, overlay_heap) =
+        alloc::measure(|| prepared.apply(list.iter().map(|(k, v)| (k.as_str(), v.as_ref())), None));
     let overlaid = overlaid.map_err(|e| format!("the overlay does not apply: {}", e.0))?;
     let (record, record_heap) = alloc::measure(|| {
         list.iter()

@@ -341,26 +341,57 @@ fn overlay(args: &Args, changes: usize) -> Result<(), String> {
             });
         }
     }
-    let (allowed, window) = {
-        let before = alloc::allocations();
-        let (allowed, window) = alloc::measure(|| {
-            checks
-                .iter()
-                .filter(|r| overlaid.check(r).is_ok_and(|d| d.allowed))
-                .count()
+    // Twice: the first pass shows any allocation made once per process (none expected
+    // either), the second that no request allocates.
+    let mut allowed = 0;
+    let mut window = alloc::HeapWindow::default();
+    for pass in 1..=2 {
+        let mut allocating = Vec::new();
+        let (count, heap) = alloc::measure(|| {
+            let mut count = 0;
+            for (i, r) in checks.iter().enumerate() {
+                let before = alloc::allocations();
+                count += usize::from(overlaid.check(r).is_ok_and(|d| d.allowed));
+                if alloc::allocations() != before {
+                    allocating.push(i);
+                }
+            }
+            count
         });
         alloc::counting(true);
-        let allocations = alloc::allocations() - before;
-        if allocations != 0 {
-            return Err(format!(
-                "Snapshot::check with an overlay allocated {allocations} times in {} checks",
+        // A request the base alone allocates for too (its subjects outgrow the engine's
+        // stack buffers) is the engine's, not the overlay's: reported, not failed.
+        let (base_too, overlay_only): (Vec<usize>, Vec<usize>) =
+            allocating.iter().partition(|&&i| {
+                let before = alloc::allocations();
+                let _ = base.check(&checks[i]);
+                alloc::allocations() != before
+            });
+        if !base_too.is_empty() {
+            println!(
+                "pass {pass}: {} of {} checks allocate with or without the overlay (the base alone allocates for them too)",
+                base_too.len(),
                 checks.len()
+            );
+        }
+        let allocating = overlay_only;
+        if !allocating.is_empty() {
+            let shown: Vec<String> = allocating
+                .iter()
+                .take(5)
+                .map(|&i| format!("{:?}", checks[i]))
+                .collect();
+            return Err(format!(
+                "pass {pass}: Snapshot::check with an overlay allocated in {} of {} checks, e.g. {}",
+                allocating.len(),
+                checks.len(),
+                shown.join("; ")
             ));
         }
-        (allowed, window)
-    };
+        (allowed, window) = (count, heap);
+    }
     println!(
-        "{} checks against the overlay ({allowed} allowed): 0 allocations, peak heap {} B",
+        "{} checks against the overlay ({allowed} allowed): none allocates where the base does not; peak heap {} B",
         checks.len(),
         window.peak
     );

@@ -331,13 +331,13 @@ fn overlay(args: &Args, changes: usize) -> Result<(), String> {
     let at = parse_time(workload::AT).map_err(|e| format!("reference time: {e}"))?;
     let requests = model.requests(args.requests.max(1), args.seed ^ 0x5eed);
     let mut checks: Vec<CheckRequest<'_>> = requests.iter().map(|r| r.check(at)).collect();
-    let first = checks.first().cloned().ok_or("no requests")?;
+    let first = *checks.first().ok_or("no requests")?;
     for (_, value) in &list {
         if let Some(a) = value {
             checks.push(CheckRequest {
                 principal: &a.principal,
                 scope: &a.scope,
-                ..first.clone()
+                ..first
             });
         }
     }

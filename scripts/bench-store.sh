@@ -12,9 +12,9 @@
 # load --target assign --check-addr`; the latency is from the grant's answer to the allowed
 # Check; errors count grants refused or not seen within 2 s); and, unless SUSTAIN_SECONDS
 # is 0 (default 60), ext_authz checks at 2,000/s on replica 2 alone for 20 s (the steady
-# p99), then again for SUSTAIN_SECONDS while grants run through replica 1 as fast as it
-# takes them (closed loop, 16 in flight; an assignment write is validated and applied as
-# an overlay on the last full compile), reporting the rate reached against the 500/s aim.
+# p99), then again for SUSTAIN_SECONDS while grants run through replica 1 at 500/s
+# (GRANT_RATE, GRANTS_IN_FLIGHT: see below; an assignment write is validated and applied
+# as an overlay on the last full compile), reporting the rate reached against the aim.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000000}
@@ -117,12 +117,19 @@ if [ "$sustain" != 0 ]; then
   echo "ext_authz at 2000/s on replica 2, no writes (20 s): $(checks 20 | summary)"
   checks "$sustain" > "$work/under-writes.json" &
   load_pid=$!
-  # Closed loop (as many as the replica takes, reported against the 500/s aim): a fixed
-  # rate the replica cannot follow would leave a queue that outlasts the run.
-  inflight=16
-  how="closed-loop, $inflight in flight"
+  # At GRANT_RATE grants/s (default 500, the aim; writes arriving together are committed
+  # together), at most GRANTS_IN_FLIGHT (default 64) at a time; GRANT_RATE=0 runs closed
+  # loop instead (as many as the replica takes). A rate the replica cannot follow shows as
+  # a lower rate reached and a long latency (coordinated omission is corrected).
+  inflight=${GRANTS_IN_FLIGHT:-64}
+  grant_rate=${GRANT_RATE:-500}
+  if [ "$grant_rate" = 0 ]; then
+    how="closed-loop, $inflight in flight"; rate_args=()
+  else
+    how="at $grant_rate/s, at most $inflight in flight"; rate_args=(--rate "$grant_rate")
+  fi
   grants=$("$bin" load --target assign --addr "127.0.0.1:${grpc[1]}" --concurrency "$inflight" \
-    --connections 4 --warmup 1 --duration "$sustain" --json | summary || true)
+    "${rate_args[@]}" --connections 4 --warmup 1 --duration "$sustain" --json | summary || true)
   wait "$load_pid" || true
   echo "ext_authz at 2000/s on replica 2 while grants run through replica 1 ($how, ${sustain} s): $(summary < "$work/under-writes.json")"
   echo "grants through replica 1 ($how): $grants"

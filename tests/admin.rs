@@ -741,3 +741,300 @@ async fn a_write_right_after_another_is_judged_on_a_state_that_holds_it() {
         assert!(etcd.get(&format!("/t/assignments/{id}")).is_some());
     }
 }
+
+/// Holds the store's inputs (as a long validation would) until dropped: the writes through
+/// the replica queue up behind the group being validated.
+struct HeldInputs {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn hold_inputs(store: &std::sync::Arc<iot_authz::store::Store>) -> HeldInputs {
+    let store = store.clone();
+    let (held, is_held) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let _inputs = store.inputs();
+        held.send(()).unwrap();
+        let _ = released.recv();
+    });
+    is_held.recv().unwrap();
+    HeldInputs {
+        release: Some(release),
+        thread: Some(thread),
+    }
+}
+
+impl Drop for HeldInputs {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Waits until the replica's Admin API queue is as `ready` wants it (writes waiting, writes
+/// of the group being committed).
+async fn until_queue(
+    store: &iot_authz::store::Store,
+    ready: impl Fn((usize, usize)) -> bool,
+    what: &str,
+) {
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !ready(store.admin_writes()) {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: the queue is {:?}", store.admin_writes()));
+}
+
+/// A first write, alone in its group and held in validation: the writes sent after it wait
+/// together for the next transaction.
+async fn plug(
+    f: &Fixture,
+) -> (
+    HeldInputs,
+    tokio::task::JoinHandle<Result<String, tonic::Status>>,
+) {
+    let held = hold_inputs(&f.store);
+    let mut c = admin(&f.server).await;
+    let first = tokio::spawn(async move {
+        c.create_role_assignment(as_actor(
+            "user:root1",
+            grant("plug", "user:plug", "Reader", "/apps/fleet"),
+        ))
+        .await
+        .map(|r| r.into_inner().token)
+    });
+    until_queue(
+        &f.store,
+        |q| q == (0, 1),
+        "the first write is not being validated",
+    )
+    .await;
+    (held, first)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_grants_through_one_replica_all_succeed_in_one_transaction() {
+    let f = fixture().await;
+    let (held, first) = plug(&f).await;
+    let c = admin(&f.server).await;
+    let n = 20;
+    let mut writes = Vec::new();
+    for i in 0..n {
+        let mut c = c.clone();
+        writes.push(tokio::spawn(async move {
+            c.create_role_assignment(as_actor(
+                "user:root1",
+                grant(
+                    &format!("c-{i}"),
+                    &format!("user:c{i}"),
+                    "Reader",
+                    "/apps/fleet",
+                ),
+            ))
+            .await
+            .map(|r| r.into_inner().token)
+        }));
+    }
+    until_queue(&f.store, |q| q.0 == n, "the grants did not queue").await;
+    drop(held);
+    let first = first.await.unwrap().unwrap();
+    let mut tokens = Vec::new();
+    for w in writes {
+        tokens.push(w.await.unwrap().unwrap());
+    }
+    // One transaction for the twenty, after the first's: one revision, one token.
+    assert!(tokens.iter().all(|t| *t == tokens[0]), "{tokens:?}");
+    assert!(
+        revision(&tokens[0]) > revision(&first),
+        "{first} {tokens:?}"
+    );
+    let mut authorizer =
+        iot_authz::proto::iotauthz::v1::authorizer_client::AuthorizerClient::connect(
+            f.server.grpc_url(),
+        )
+        .await
+        .unwrap();
+    for (i, token) in tokens.iter().enumerate() {
+        assert!(f.etcd.get(&format!("/t/assignments/c-{i}")).is_some());
+        let r = authorizer
+            .check(pb::CheckRequest {
+                principal: format!("user:c{i}"),
+                action: "Devices/read".into(),
+                scope: "/apps/fleet/d1".into(),
+                at_least: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.allowed, "c-{i}");
+        assert!(revision(&r.token) >= revision(token));
+    }
+}
+
+/// Writes queued in this order form one group: each is judged on the state holding the
+/// group's earlier allowed writes, and a refused one does not stop the others.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_commits_its_allowed_writes_and_refuses_the_others_each_with_its_own_answer() {
+    let f = fixture().await;
+    let (held, first) = plug(&f).await;
+    let c = admin(&f.server).await;
+    type Answer = tokio::task::JoinHandle<Result<String, tonic::Status>>;
+    let mut answers: Vec<Answer> = Vec::new();
+    macro_rules! queue {
+        ($call:ident, $actor:expr, $body:expr) => {{
+            let mut c = c.clone();
+            let (actor, body) = ($actor, $body);
+            answers.push(tokio::spawn(async move {
+                c.$call(as_actor(actor, body))
+                    .await
+                    .map(|r| r.into_inner().token)
+            }));
+            let k = answers.len();
+            until_queue(&f.store, |q| q.0 == k, "a write did not queue").await;
+        }};
+    }
+    // 0: a new role; 1: a grant of it, valid only after 0.
+    let role = pb::RoleDefinition {
+        name: "Fresh".into(),
+        actions: vec!["Devices/read".into()],
+        ..Default::default()
+    };
+    queue!(
+        put_role_definition,
+        "user:helpdesk",
+        pb::PutRoleDefinitionRequest { role: Some(role) }
+    );
+    queue!(
+        create_role_assignment,
+        "user:helpdesk",
+        grant("fresh-1", "user:bob", "Fresh", "/apps/fleet")
+    );
+    // 2: an unknown role.
+    queue!(
+        create_role_assignment,
+        "user:helpdesk",
+        grant("nope-1", "user:bob", "Nope", "/apps/fleet")
+    );
+    // 3: one of the two App Administrators revoked; 4: the other, now the last.
+    queue!(
+        delete_role_assignment,
+        "user:root1",
+        pb::DeleteRoleAssignmentRequest {
+            id: "admin-2".into()
+        }
+    );
+    queue!(
+        delete_role_assignment,
+        "user:helpdesk",
+        pb::DeleteRoleAssignmentRequest {
+            id: "admin-1".into()
+        }
+    );
+    // 5: a grant by the administrator revoked in 3.
+    queue!(
+        create_role_assignment,
+        "user:root2",
+        grant("carol-1", "user:carol", "Reader", "/apps/fleet")
+    );
+    drop(held);
+    let first = first.await.unwrap().unwrap();
+    let mut results = Vec::new();
+    for a in answers {
+        results.push(a.await.unwrap());
+    }
+    let ok: Vec<&String> = [0, 1, 3]
+        .iter()
+        .map(|&i| results[i].as_ref().unwrap_or_else(|e| panic!("{i}: {e:?}")))
+        .collect();
+    // The allowed writes: one transaction, after the first write's.
+    assert!(ok.iter().all(|t| *t == ok[0]), "{ok:?}");
+    assert!(revision(ok[0]) > revision(&first));
+    let refused = |i: usize| results[i].as_ref().unwrap_err();
+    assert_eq!(
+        refused(2).code(),
+        Code::FailedPrecondition,
+        "{:?}",
+        refused(2)
+    );
+    assert!(
+        refused(2).message().contains("unknown role"),
+        "{:?}",
+        refused(2)
+    );
+    assert_eq!(
+        refused(4).code(),
+        Code::FailedPrecondition,
+        "{:?}",
+        refused(4)
+    );
+    assert!(
+        refused(4).message().contains("minAssignments"),
+        "{:?}",
+        refused(4)
+    );
+    assert_eq!(
+        refused(5).code(),
+        Code::PermissionDenied,
+        "{:?}",
+        refused(5)
+    );
+    // Only the allowed writes are in the store.
+    assert!(f.etcd.get("/t/roles/Fresh").is_some());
+    assert!(f.etcd.get("/t/assignments/fresh-1").is_some());
+    assert!(f.etcd.get("/t/assignments/nope-1").is_none());
+    assert!(f.etcd.get("/t/assignments/admin-2").is_none());
+    assert!(f.etcd.get("/t/assignments/admin-1").is_some());
+    assert!(f.etcd.get("/t/assignments/carol-1").is_none());
+    judged(&f.store, revision(ok[0])).await;
+    assert!(allowed(&f.server, "user:bob", "Devices/read", "/apps/fleet/d1").await);
+    assert!(!allowed(&f.server, "user:root2", "Devices/read", "/apps/fleet/d1").await);
+}
+
+/// A group of grants that only the rules can tell apart (one with its window backwards):
+/// the rules judge each, the valid ones commit together and the other is refused alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_of_grants_with_one_invalid_commits_the_others() {
+    let f = fixture().await;
+    let (held, first) = plug(&f).await;
+    let c = admin(&f.server).await;
+    let mut answers = Vec::new();
+    for i in 0..3 {
+        let mut request = grant(
+            &format!("w-{i}"),
+            &format!("user:w{i}"),
+            "Reader",
+            "/apps/fleet",
+        );
+        if i == 1 {
+            let a = request.assignment.as_mut().unwrap();
+            a.not_before = "2031-01-01T00:00:00Z".into();
+            a.not_after = "2030-01-01T00:00:00Z".into();
+        }
+        let mut c = c.clone();
+        answers.push(tokio::spawn(async move {
+            c.create_role_assignment(as_actor("user:root1", request))
+                .await
+                .map(|r| r.into_inner().token)
+        }));
+        until_queue(&f.store, |q| q.0 == i + 1, "a grant did not queue").await;
+    }
+    drop(held);
+    first.await.unwrap().unwrap();
+    let mut results = Vec::new();
+    for a in answers {
+        results.push(a.await.unwrap());
+    }
+    let (zero, two) = (results[0].as_ref().unwrap(), results[2].as_ref().unwrap());
+    assert_eq!(zero, two);
+    let refused = results[1].as_ref().unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(f.etcd.get("/t/assignments/w-0").is_some());
+    assert!(f.etcd.get("/t/assignments/w-1").is_none());
+    assert!(f.etcd.get("/t/assignments/w-2").is_some());
+}

@@ -86,7 +86,7 @@ fn mask_revisions(text: &str) -> String {
     while i < bytes.len() {
         let run = bytes[i..]
             .iter()
-            .take_while(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+            .take_while(|&&b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
             .count();
         if run == 64 {
             out.push_str("<revision>");

@@ -2,13 +2,18 @@
 //! groups written to the store.
 //!
 //! Every write goes through [`Admin::write`]: identify the actor (the policy's identity
-//! sources over the call's metadata), authorize the write by the policy itself, validate
-//! the policy it would make (the current files and store objects plus the change, compiled
-//! as one policy), then commit it in an etcd transaction that holds only if nothing under
-//! the prefix changed since the revision validated against. A lost race is validated and
-//! tried again (up to [`ATTEMPTS`] times), never applied half. Every attempt, accepted or
-//! refused, is one audit line in the decision log.
+//! sources over the call's metadata), then queue the write for its replica's next
+//! transaction (group commit). One task per replica takes the queued writes as a group
+//! (in arrival order, at most [`MAX_GROUP`], one per key), plans, authorizes and
+//! validates them in order against one store revision, each on the state holding the
+//! group's earlier allowed writes (a refused write answers its own refusal and does not
+//! stop the others), and commits the allowed ones in one etcd transaction that holds only
+//! if no admin write and none of their keys changed since that revision: one revision,
+//! every write's token. A lost race validates the group again (up to [`ATTEMPTS`] times),
+//! never applies part of it. Every attempt, accepted or refused, is one audit line in the
+//! decision log.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -214,92 +219,281 @@ impl Admin {
         drop(policy);
         *actor_out = Some(actor.clone());
         check_id(field, id)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let write = Arc::new(Write {
+            actor,
+            object: object.to_owned(),
+            plan,
+        });
+        let start = {
+            let mut queue = lock(&store.admin_queue);
+            queue.writes.push_back(Queued { write, reply });
+            !std::mem::replace(&mut queue.draining, true)
+        };
+        // One task per replica commits the queue, group by group; it is not this
+        // request's, so a caller that goes away never leaves a group half answered.
+        if start {
+            let (admin, store) = (self.clone(), store.clone());
+            tokio::spawn(async move { admin.drain(&store).await });
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(Status::unavailable(
+                "the write was not answered; it may or may not have been applied, read it back before trying again",
+            ))
+        })
+    }
+
+    /// Commits the queued writes, a group at a time, until the queue is empty.
+    async fn drain(&self, store: &Arc<Store>) {
+        loop {
+            let group = {
+                let mut queue = lock(&store.admin_queue);
+                let group = queue.take_group();
+                queue.committing = group.len();
+                if group.is_empty() {
+                    queue.draining = false;
+                    return;
+                }
+                group
+            };
+            self.commit_group(store, group).await;
+        }
+    }
+
+    /// Validates a group of writes together and commits the allowed ones in one etcd
+    /// transaction (see the module docs); answers every write of the group.
+    async fn commit_group(&self, store: &Arc<Store>, mut group: Vec<Queued>) {
         let prefix = store.options.prefix.as_bytes();
         let sentinel = [prefix, objects::META.as_bytes(), b"write"].concat();
         let mut fresh = false;
-        // The writes through this replica take turns; only writes through other replicas
-        // (or direct etcd writes to the same key) can move the state under this one.
-        let _turn = store.admin_turn.lock().await;
         for _ in 0..ATTEMPTS {
-            let policy = self.policy()?;
-            let (s, p, a, k, plan) = (
-                store.clone(),
-                policy.clone(),
-                actor.clone(),
-                object.to_owned(),
-                plan.clone(),
-            );
-            let (revision, planned) =
-                tokio::task::spawn_blocking(move || validate(&s, &p, &a, &k, &*plan))
-                    .await
-                    .map_err(|e| Status::internal(format!("write not validated: {e}")))?;
-            let value = match planned {
-                Ok(value) => value,
-                // A refusal by a state that lacks an admin write already made (a role put,
-                // then an assignment of it at once, perhaps through another replica) is not
-                // final: once this replica has judged that write, the change is planned
-                // again. A state that is allowed needs no such read: it is committed only
-                // if nothing changed since (the transaction's comparison).
-                Err(refusal) if !fresh => {
-                    fresh = true;
-                    let last = last_admin_write(&store, &sentinel).await?;
-                    if last <= revision.min(policy.store_revision()) {
-                        return Err(refusal);
-                    }
-                    judged(&store, last).await;
-                    continue;
+            let policy = match self.policy() {
+                Ok(p) => p,
+                Err(status) => return answer_all(group, &Err(status)),
+            };
+            let writes: Vec<Arc<Write>> = group.iter().map(|q| q.write.clone()).collect();
+            let (s, p) = (store.clone(), policy.clone());
+            let validated =
+                tokio::task::spawn_blocking(move || validate_group(&s, &p, &writes)).await;
+            let (revision, mut planned) = match validated {
+                Ok(v) => v,
+                Err(e) => {
+                    return answer_all(
+                        group,
+                        &Err(Status::internal(format!("write not validated: {e}"))),
+                    );
                 }
-                Err(refusal) => return Err(refusal),
             };
-            let key = [prefix, object.as_bytes()].concat();
-            let op = match &value {
-                Some(object) => etcd::put(key.clone(), object.to_json()),
-                None => etcd::delete(key.clone()),
+            // A refusal by a state that lacks an admin write already made (a role put,
+            // then an assignment of it at once, perhaps through another replica) is not
+            // final: once this replica has judged that write, the group is planned again.
+            // A state that is allowed needs no such read: it is committed only if nothing
+            // changed since (the transaction's comparison).
+            if !fresh && planned.iter().any(Result::is_err) {
+                fresh = true;
+                match last_admin_write(store, &sentinel).await {
+                    Ok(last) if last > revision.min(policy.store_revision()) => {
+                        judged(store, last).await;
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(status) => {
+                        for p in planned.iter_mut().filter(|p| p.is_err()) {
+                            *p = Err(status.clone());
+                        }
+                    }
+                }
+            }
+            drop(policy);
+            // Past the transaction's size, the rest of the group waits for the next one
+            // (and is validated again, on the state this one makes).
+            let fits = fitting(&planned);
+            if fits < group.len() {
+                let rest = group.split_off(fits);
+                planned.truncate(fits);
+                lock(&store.admin_queue).put_back(rest);
+            }
+            let mut ops = Vec::new();
+            let mut compare = vec![etcd::unchanged_since(&sentinel, &[], revision)];
+            let mut marker = Vec::new();
+            for (q, p) in group.iter().zip(&planned) {
+                let Ok(value) = p else { continue };
+                let key = [prefix, q.write.object.as_bytes()].concat();
+                // The key itself catches a direct write to the same object. Two single
+                // keys per write, not the whole prefix: etcd evaluates a range comparison
+                // on every key in the range, a second of its CPU at a million objects.
+                compare.push(etcd::unchanged_since(&key, &[], revision));
+                ops.push(match value {
+                    Some(object) => etcd::put(key, object.to_json()),
+                    None => etcd::delete(key),
+                });
+                marker.push(serde_json::json!({"actor": q.write.actor, "key": q.write.object}));
+            }
+            if ops.is_empty() {
+                return answer_each(group, planned, &Ok(String::new()));
+            }
+            // Every admin write moves the marker, so admin groups exclude each other.
+            let marker = match <[_; 1]>::try_from(marker) {
+                Ok([one]) => one,
+                Err(many) => serde_json::json!({ "writes": many }),
             };
-            let marker = serde_json::json!({"actor": actor, "key": object}).to_string();
-            // Two single keys, not the whole prefix: etcd evaluates a range comparison on
-            // every key in the range, a second of its CPU per write at a million objects.
-            // Every admin write moves the marker, so admin writes exclude each other; the
-            // key itself catches a direct write to the same object.
-            let compare = vec![
-                etcd::unchanged_since(&sentinel, &[], revision),
-                etcd::unchanged_since(&key, &[], revision),
-            ];
-            let txn = store.etcd.txn(
-                compare,
-                vec![op, etcd::put(sentinel.clone(), marker.into_bytes())],
-            );
+            ops.push(etcd::put(sentinel.clone(), marker.to_string().into_bytes()));
+            let txn = store.etcd.txn(compare, ops);
             // Without a quorum etcd may hold a write until its own timeout: answer first.
             let (succeeded, after) = match tokio::time::timeout(ETCD_TIMEOUT, txn).await {
                 Ok(Ok(done)) => done,
                 Ok(Err(s)) => {
-                    return Err(Status::unavailable(format!(
+                    let status = Status::unavailable(format!(
                         "the store could not be written: {}",
                         store_mod::follow::status_text(&s)
-                    )));
+                    ));
+                    return answer_each(group, planned, &Err(status));
                 }
                 Err(_) => {
-                    return Err(Status::unavailable(format!(
+                    let status = Status::unavailable(format!(
                         "the store could not be written: etcd did not answer within {} s (no quorum?); the write may or may not have been applied, read it back before trying again",
                         ETCD_TIMEOUT.as_secs()
-                    )));
+                    ));
+                    return answer_each(group, planned, &Err(status));
                 }
             };
             store.contact();
+            // Either way this replica judges the revision before the next group is
+            // validated (bounded: past the patience a group is validated on an older
+            // state, and its transaction's comparison makes it wait and try again).
+            judged(store, after).await;
             if succeeded {
-                // The next write through this replica is validated on a state holding
-                // this one (bounded: past the patience it validates on an older state,
-                // and its transaction's comparison makes it wait and try again).
-                judged(&store, after).await;
-                return Ok(store_mod::token(after));
+                return answer_each(group, planned, &Ok(store_mod::token(after)));
             }
-            // Another write got in first: wait until this replica has judged it, then plan
-            // and validate again against the new state.
-            judged(&store, after).await;
+            // Another write got in first: plan and validate again against the new state.
         }
-        Err(Status::aborted(
-            "the store kept changing while this write was validated; try again",
-        ))
+        answer_all(
+            group,
+            &Err(Status::aborted(
+                "the store kept changing while this write was validated; try again",
+            )),
+        );
+    }
+}
+
+/// One Admin API write: its actor, its object's key under the prefix, and its plan.
+pub(crate) struct Write {
+    actor: String,
+    object: String,
+    plan: Arc<Plan>,
+}
+
+/// Plans a write (see [`Admin::write`]).
+type Plan =
+    dyn Fn(&LoadedPolicy, &str, Existing<'_>) -> Result<Option<Object>, Status> + Send + Sync;
+
+/// A write waiting for its replica's next transaction, and where its answer goes.
+pub(crate) struct Queued {
+    write: Arc<Write>,
+    reply: tokio::sync::oneshot::Sender<Result<String, Status>>,
+}
+
+/// The most writes one transaction holds (etcd refuses more than 128 operations, its
+/// `--max-txn-ops` default, in a transaction: the writes, and the marker).
+pub const MAX_GROUP: usize = 64;
+
+/// The most bytes of values one transaction carries (etcd's default request limit is
+/// 1.5 MiB); a write past it waits for the next transaction.
+const MAX_GROUP_BYTES: usize = 1024 * 1024;
+
+/// The Admin API writes waiting for their replica's next transaction (`Store::admin_queue`).
+#[derive(Default)]
+pub struct AdminQueue {
+    writes: std::collections::VecDeque<Queued>,
+    /// A task is committing the queue.
+    draining: bool,
+    /// The writes of the group being validated and committed.
+    committing: usize,
+}
+
+impl std::fmt::Debug for AdminQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminQueue")
+            .field("writes", &self.writes.len())
+            .field("draining", &self.draining)
+            .finish()
+    }
+}
+
+impl AdminQueue {
+    /// The writes waiting for a transaction, and those of the group being committed.
+    pub fn len(&self) -> (usize, usize) {
+        (self.writes.len(), self.committing)
+    }
+
+    /// The next group, in arrival order: at most [`MAX_GROUP`] writes, one per key (a
+    /// second write of a key waits for the next transaction, which a transaction's
+    /// operations cannot both touch).
+    fn take_group(&mut self) -> Vec<Queued> {
+        let mut group: Vec<Queued> = Vec::new();
+        let mut later = std::collections::VecDeque::new();
+        while group.len() < MAX_GROUP
+            && let Some(q) = self.writes.pop_front()
+        {
+            if group.iter().any(|g| g.write.object == q.write.object) {
+                later.push_back(q);
+            } else {
+                group.push(q);
+            }
+        }
+        later.append(&mut self.writes);
+        self.writes = later;
+        group
+    }
+
+    /// Writes taken in a group and not committed with it: first in line again.
+    fn put_back(&mut self, rest: Vec<Queued>) {
+        for q in rest.into_iter().rev() {
+            self.writes.push_front(q);
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// How many writes of a validated group fit one transaction (at least one).
+fn fitting(planned: &[Result<Option<Object>, Status>]) -> usize {
+    let mut bytes = 0;
+    for (i, p) in planned.iter().enumerate() {
+        if let Ok(Some(object)) = p {
+            bytes += object.to_json().len();
+            if bytes > MAX_GROUP_BYTES && i > 0 {
+                return i;
+            }
+        }
+    }
+    planned.len()
+}
+
+/// Answers every write of a group alike.
+fn answer_all(group: Vec<Queued>, answer: &Result<String, Status>) {
+    for q in group {
+        let _ = q.reply.send(answer.clone());
+    }
+}
+
+/// Answers each refused write of a group with its refusal, and each allowed one with
+/// `allowed`: the transaction's token, or why it was not committed.
+fn answer_each(
+    group: Vec<Queued>,
+    planned: Vec<Result<Option<Object>, Status>>,
+    allowed: &Result<String, Status>,
+) {
+    for (q, p) in group.into_iter().zip(planned) {
+        let _ = q.reply.send(match p {
+            Err(refusal) => Err(refusal),
+            Ok(_) => allowed.clone(),
+        });
     }
 }
 
@@ -325,55 +519,159 @@ async fn judged(store: &Store, revision: i64) {
     let _ = tokio::time::timeout(JUDGED_PATIENCE, judged.wait_for(|r| *r >= revision)).await;
 }
 
-/// Plans the change on the current objects, applies it to them, compiles the policy it
-/// makes, and puts them back. Returns the store revision validated against, and the value
-/// to write under `key` (`None`: delete it) or the refusal.
-fn validate<P>(
+/// Plans and validates a group of writes, in order, on the current objects: each write
+/// is planned (authorized) by the policy holding the group's earlier allowed writes, and
+/// judged by the rules on the objects holding them and itself; a refused write is left
+/// out and does not stop the others. The objects are put back before the lock is let go.
+/// Returns the store revision validated against, and for each write the value to write
+/// under its key (`None`: delete it) or its refusal.
+fn validate_group(
     store: &Store,
-    policy: &LoadedPolicy,
-    actor: &str,
-    key: &str,
-    plan: &P,
-) -> (i64, Result<Option<Object>, Status>)
-where
-    P: Fn(&LoadedPolicy, &str, Existing<'_>) -> Result<Option<Object>, Status>,
-{
+    policy: &Arc<LoadedPolicy>,
+    writes: &[Arc<Write>],
+) -> (i64, Vec<Result<Option<Object>, Status>>) {
     let mut inputs = store.inputs();
     let revision = inputs.revision;
     let files = inputs.files.clone().unwrap_or_default();
-    let Some(objects) = inputs.objects.as_mut() else {
-        return (
-            revision,
-            Err(Status::unavailable("the store has not been read yet")),
-        );
-    };
-    let value = match plan(policy, actor, objects.get(key)) {
-        Ok(value) => value,
-        Err(refusal) => return (revision, Err(refusal)),
-    };
-    // An assignment write is validated over the incremental path's base when it can be;
-    // a refusal (or anything else) is judged by a full compile, which also words it.
-    let assignment = match &value {
-        Some(Object::Assignment(a)) => Some(Some(a)),
-        None => Some(None),
-        Some(_) => None,
-    };
-    if let Some(assignment) = assignment
-        && Store::valid_incrementally(&inputs, key, assignment) == Some(true)
-    {
-        return (revision, Ok(value));
+    if inputs.objects.is_none() {
+        let unread = || Err(Status::unavailable("the store has not been read yet"));
+        return (revision, writes.iter().map(|_| unread()).collect());
     }
+    if let Some(results) = validate_grants_together(&mut inputs, policy, writes) {
+        return (revision, results);
+    }
+    let mut policy = policy.clone();
+    let mut results = Vec::with_capacity(writes.len());
+    // The keys the group's allowed writes changed, with what they held before.
+    let mut undo: Vec<(String, Option<Result<Object, String>>)> = Vec::new();
+    // The ids of the store assignments they changed; `None` once one changed another
+    // kind of object (the incremental path's base no longer holds the others).
+    let mut assignment_ids = Some(BTreeSet::new());
+    for write in writes {
+        let key = write.object.as_str();
+        let Some(objects) = inputs.objects.as_mut() else {
+            break;
+        };
+        let value = match (write.plan)(&policy, &write.actor, objects.get(key)) {
+            Ok(value) => value,
+            Err(refusal) => {
+                results.push(Err(refusal));
+                continue;
+            }
+        };
+        let old = match &value {
+            Some(object) => objects.insert(key.to_owned(), Ok(object.clone())),
+            None => objects.remove(key),
+        };
+        // An assignment write is validated over the incremental path's base when it can
+        // be; a refusal (or anything else) is judged by a full compile, which also words it.
+        let assignment = match &value {
+            Some(Object::Assignment(_)) | None => key.strip_prefix(ASSIGNMENTS),
+            Some(_) => None,
+        };
+        let mut ids = assignment_ids.clone();
+        let incremental = match (assignment, ids.as_mut()) {
+            (Some(id), Some(ids)) => {
+                ids.insert(id.to_owned());
+                Store::apply_incrementally(&inputs, ids)
+            }
+            _ => None,
+        };
+        let after = match incremental {
+            Some(snapshot) => Ok(snapshot),
+            None => match inputs.objects.as_ref() {
+                Some(objects) => store.compose(&files, objects).map_err(|e| {
+                    Status::failed_precondition(format!(
+                        "the write would make the policy invalid, so nothing was written: {e}"
+                    ))
+                }),
+                None => Err(Status::unavailable("the store has not been read yet")),
+            },
+        };
+        match after {
+            Ok(snapshot) => {
+                undo.push((key.to_owned(), old));
+                assignment_ids = if assignment.is_some() { ids } else { None };
+                policy = Arc::new(LoadedPolicy {
+                    snapshot,
+                    loaded_at: std::time::SystemTime::now(),
+                    generation: policy.generation,
+                    store_revision: std::sync::atomic::AtomicI64::new(revision),
+                });
+                results.push(Ok(value));
+            }
+            Err(refusal) => {
+                put_back(&mut inputs, key, old);
+                results.push(Err(refusal));
+            }
+        }
+    }
+    for (key, old) in undo.into_iter().rev() {
+        put_back(&mut inputs, &key, old);
+    }
+    (revision, results)
+}
+
+/// The common group, validated at the cost of one write: new assignments only, none of
+/// them to the actor of a later write nor to a group. Each write's plan then reads the same
+/// decisions on the serving policy as on the state holding the group's earlier writes
+/// (an assignment changes the decisions of its principal and of the members of a group it
+/// names, nobody else's), and each state between is valid when the last is (the rules an
+/// assignment write can break hold for each new assignment alone, and a minimum count of
+/// assignments only grows with new ones). `None`: validate the writes one by one.
+fn validate_grants_together(
+    inputs: &mut store_mod::Inputs,
+    policy: &LoadedPolicy,
+    writes: &[Arc<Write>],
+) -> Option<Vec<Result<Option<Object>, Status>>> {
+    if writes.len() < 2 {
+        return None;
+    }
+    let objects = inputs.objects.as_ref()?;
+    let mut results = Vec::with_capacity(writes.len());
+    let mut granted: Vec<String> = Vec::new();
+    let mut ids = BTreeSet::new();
+    for write in writes {
+        if granted.iter().any(|g| g.eq_ignore_ascii_case(&write.actor)) {
+            return None;
+        }
+        let existing = objects.get(&write.object);
+        let planned = (write.plan)(policy, &write.actor, existing);
+        if let Ok(value) = &planned {
+            let Some(Object::Assignment(a)) = value else {
+                return None;
+            };
+            let is_group = syntax::principal_type(&a.principal).map_or(true, |t| t == "group");
+            let id = write.object.strip_prefix(ASSIGNMENTS)?;
+            if existing.is_some() || is_group {
+                return None;
+            }
+            granted.push(a.principal.clone());
+            ids.insert(id.to_owned());
+        }
+        results.push(planned);
+    }
+    let objects = inputs.objects.as_mut()?;
+    for (write, planned) in writes.iter().zip(&results) {
+        if let Ok(Some(object)) = planned {
+            objects.insert(write.object.clone(), Ok(object.clone()));
+        }
+    }
+    let valid = Store::apply_incrementally(inputs, &ids).is_some();
+    // Put back whatever happens next: the objects are the store's, not the group's.
+    for (write, planned) in writes.iter().zip(&results) {
+        if let Ok(Some(_)) = planned {
+            put_back(inputs, &write.object, None);
+        }
+    }
+    valid.then_some(results)
+}
+
+/// Puts back what `key` held before a write was tried on the objects.
+fn put_back(inputs: &mut store_mod::Inputs, key: &str, old: Option<Result<Object, String>>) {
     let Some(objects) = inputs.objects.as_mut() else {
-        return (
-            revision,
-            Err(Status::unavailable("the store has not been read yet")),
-        );
+        return;
     };
-    let old = match &value {
-        Some(object) => objects.insert(key.to_owned(), Ok(object.clone())),
-        None => objects.remove(key),
-    };
-    let compiled = store.compose(&files, objects);
     match old {
         Some(old) => {
             objects.insert(key.to_owned(), old);
@@ -382,16 +680,10 @@ where
             objects.remove(key);
         }
     }
-    match compiled {
-        Ok(_) => (revision, Ok(value)),
-        Err(e) => (
-            revision,
-            Err(Status::failed_precondition(format!(
-                "the write would make the policy invalid, so nothing was written: {e}"
-            ))),
-        ),
-    }
 }
+
+/// The key prefix of store assignments.
+const ASSIGNMENTS: &str = "assignments/";
 
 /// Whether `actor` is allowed `action` at `scope` now.
 fn allowed(policy: &LoadedPolicy, actor: &str, action: &str, scope: &str) -> Result<bool, Status> {

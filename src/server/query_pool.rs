@@ -162,7 +162,9 @@ fn serve_queries(queue: &Mutex<mpsc::Receiver<Job>>) {
 }
 
 /// Puts the calling thread under the idle scheduling class (on Linux, a thread's class
-/// is its own; moving to `SCHED_IDLE` needs no privilege).
+/// is its own; moving to `SCHED_IDLE` needs no privilege). Elsewhere the threads keep
+/// the process's priority.
+#[cfg(target_os = "linux")]
 fn lower_priority() -> Result<(), thread_priority::Error> {
     use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
     thread_priority::set_thread_priority_and_policy(
@@ -170,6 +172,11 @@ fn lower_priority() -> Result<(), thread_priority::Error> {
         ThreadPriority::Min,
         ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
     )
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() -> Result<(), std::convert::Infallible> {
+    Ok(())
 }
 
 #[cfg(test)]
@@ -201,6 +208,7 @@ mod tests {
         assert_eq!(pool.run(|_| 7).await.unwrap(), 7);
     }
 
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn queries_run_in_the_idle_class_and_survive_a_panic() {
         let pool = QueryPool::new(2);

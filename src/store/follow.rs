@@ -181,7 +181,9 @@ async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
                         if !r.events.is_empty() && r.compact_revision == 0 && !r.canceled =>
                     {
                         store.contact();
-                        apply(store, &prefix, max, &r.events);
+                        if let Err(end) = apply_off_runtime(store, &prefix, max, r.events).await {
+                            return end;
+                        }
                         pending += 1;
                         continue;
                     }
@@ -239,22 +241,57 @@ async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
             // The report is checked against the store before it is believed (a watch that
             // is still catching up may be sent one early), with a read of the keys written
             // since: none, so the policy is current at `header` too.
-            let since = store.inputs().revision;
+            let since = match off_runtime(store, |s| s.inputs().revision).await {
+                Ok(since) => since,
+                Err(end) => return end,
+            };
             if !response.created && header > since {
                 match store.etcd.written_since(&prefix, since, header).await {
-                    Ok(false) => store.advance(app, header),
+                    Ok(false) => {
+                        let app = app.clone();
+                        if let Err(end) = off_runtime(store, move |s| s.advance(&app, header)).await
+                        {
+                            return end;
+                        }
+                    }
                     Ok(true) => {}
                     Err(s) => tracing::debug!(error = %status_text(&s), "progress not confirmed"),
                 }
             }
             continue;
         }
-        apply(store, &prefix, max, &response.events);
+        if let Err(end) = apply_off_runtime(store, &prefix, max, response.events).await {
+            return end;
+        }
         pending = 1;
         // The header's revision is not a promise that every event up to it has been sent
         // (a watch catching up gets its history in batches): the policy answers at the
         // last event applied, and only a confirmed progress report moves it further.
     }
+}
+
+/// Runs `f` on the store on a blocking thread: the inputs' lock may be held for a while
+/// (a compaction gathers a million objects under it), and a runtime worker waiting for it
+/// would hold up the requests queued on that worker.
+async fn off_runtime<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> T + Send + 'static,
+) -> Result<T, WatchEnd> {
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || f(&s))
+        .await
+        .map_err(|e| WatchEnd::Reload(format!("watch events not applied: {e}")))
+}
+
+/// [`apply`] on a blocking thread (see [`off_runtime`]).
+async fn apply_off_runtime(
+    store: &Arc<Store>,
+    prefix: &[u8],
+    max: usize,
+    events: Vec<crate::proto::etcd::mvccpb::Event>,
+) -> Result<(), WatchEnd> {
+    let prefix = prefix.to_vec();
+    off_runtime(store, move |s| apply(s, &prefix, max, &events)).await
 }
 
 /// Applies watch events to the store's objects (not compiled yet).

@@ -89,25 +89,14 @@ pub(crate) struct Incremental {
     compacting: bool,
 }
 
-/// The changes `ids` (in key order) with their values in `objects`, and `extra` (an id and
-/// its value) in its place; `None` if one is not an assignment.
+/// The changes `ids` (in key order) with their values in `objects`; `None` if one is not
+/// an assignment.
 fn change_values<'a>(
     ids: impl Iterator<Item = &'a str>,
     objects: &'a Objects,
-    extra: Option<(&'a str, Option<&'a AssignmentDoc>)>,
 ) -> Option<Vec<(&'a str, Option<&'a AssignmentDoc>)>> {
     let mut out = Vec::new();
-    let mut extra = extra;
     for id in ids {
-        if let Some(e) = extra
-            && e.0 <= id
-        {
-            out.push(e);
-            extra = None;
-            if e.0 == id {
-                continue;
-            }
-        }
         let value = match objects.get(&format!("{ASSIGNMENTS}{id}")) {
             None => None,
             Some(Ok(Object::Assignment(a))) => Some(a),
@@ -115,7 +104,6 @@ fn change_values<'a>(
         };
         out.push((id, value));
     }
-    out.extend(extra);
     Some(out)
 }
 
@@ -124,7 +112,7 @@ const ASSIGNMENTS: &str = "assignments/";
 
 /// By default, an overlay with more changes than this is compacted into a new base (off
 /// the request path); its changes are also dropped at every full compile.
-pub const COMPACT_AT: usize = 2_000;
+pub const COMPACT_AT: usize = 4_000;
 
 /// The store of one server: its connection, its inputs and its status.
 #[derive(Debug)]
@@ -144,10 +132,10 @@ pub struct Store {
     /// The last policy compiled in full and the store revision of its objects: the full
     /// policy of every overlay at or before that revision (see [`Snapshot::full`]).
     last_full: Mutex<Option<(i64, Snapshot)>>,
-    /// Held by an Admin API write from its validation until this replica has judged it:
-    /// the writes through one replica take turns, each validated on the state the one
-    /// before it made, instead of racing each other's transactions (see `server::admin`).
-    pub(crate) admin_turn: tokio::sync::Mutex<()>,
+    /// The Admin API writes waiting for this replica's next transaction: the writes
+    /// through one replica are committed in groups, one transaction at a time, each group
+    /// validated on the state the one before it made (see `server::admin`).
+    pub(crate) admin_queue: Mutex<crate::server::admin::AdminQueue>,
 }
 
 impl Store {
@@ -163,9 +151,18 @@ impl Store {
             through: watch::Sender::new(0),
             judged: watch::Sender::new(0),
             progress: Notify::new(),
-            admin_turn: tokio::sync::Mutex::new(()),
+            admin_queue: Mutex::new(crate::server::admin::AdminQueue::default()),
             last_full: Mutex::new(None),
         })
+    }
+
+    /// The Admin API writes through this replica waiting for a transaction, and those
+    /// of the group being validated and committed.
+    pub fn admin_writes(&self) -> (usize, usize) {
+        match self.admin_queue.lock() {
+            Ok(q) => q.len(),
+            Err(poisoned) => poisoned.into_inner().len(),
+        }
     }
 
     /// The document name store objects are reported under.
@@ -336,25 +333,26 @@ impl Store {
         Arc::new(move || store.upgrade().and_then(|s| s.full_now(at_least)))
     }
 
-    /// Validates one assignment write (`value`: `None` deletes) on the incremental path:
-    /// `Some(true)` valid, `None` when only a full compile can tell (or say why not).
-    pub fn valid_incrementally(
-        inputs: &Inputs,
-        key: &str,
-        value: Option<&AssignmentDoc>,
-    ) -> Option<bool> {
-        let id = key.strip_prefix(ASSIGNMENTS)?;
+    /// The policy of the current objects (which may hold a group of writes being
+    /// validated, not committed yet) laid over the incremental path's base, when every
+    /// store object changed since the base is an assignment: those changed by the watch
+    /// since it, and `batch` (ids of assignments the objects hold changed). `None` when
+    /// only a full compile can tell whether the state is valid (or say why not).
+    pub fn apply_incrementally(inputs: &Inputs, batch: &BTreeSet<String>) -> Option<Snapshot> {
         let base = inputs.incremental.base.as_ref()?;
         if !inputs.consistent || !inputs.pending.is_empty() {
             return None;
         }
         let objects = inputs.objects.as_ref()?;
-        let changes = change_values(
-            inputs.incremental.changes.keys().map(String::as_str),
-            objects,
-            Some((id, value)),
-        )?;
-        base.apply(changes, None).ok().map(|_| true)
+        let ids: BTreeSet<&str> = inputs
+            .incremental
+            .changes
+            .keys()
+            .chain(batch)
+            .map(String::as_str)
+            .collect();
+        let changes = change_values(ids.into_iter(), objects)?;
+        base.apply(changes, None).ok()
     }
 
     /// Applies the pending keys as an overlay over the base, when they are all store
@@ -375,7 +373,7 @@ impl Store {
             let id = key.strip_prefix(ASSIGNMENTS)?;
             changes.insert(id.to_owned(), inputs.revision);
         }
-        let values = change_values(changes.keys().map(String::as_str), objects, None)?;
+        let values = change_values(changes.keys().map(String::as_str), objects)?;
         let snapshot = base
             .apply(values, Some(self.full_maker(inputs.revision)))
             .map_err(|e| tracing::debug!(reason = %e.0, "store change compiled in full"))
@@ -388,7 +386,16 @@ impl Store {
         if compact {
             inputs.incremental.compacting = true;
             let (store, app) = (self.clone(), app.clone());
-            tokio::task::spawn_blocking(move || store.compact(&app));
+            let spawned = std::thread::Builder::new()
+                .name("store-compact".into())
+                .spawn(move || {
+                    lower_priority();
+                    store.compact(&app);
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "store compaction not started");
+                inputs.incremental.compacting = false;
+            }
         }
         Some((LoadOutcome::Installed(revision), previous))
     }
@@ -446,16 +453,17 @@ impl Store {
             .filter(|(_, rev)| **rev > started_at)
             .map(|(k, v)| (k.clone(), *v))
             .collect();
-        let served = if remaining.is_empty() {
-            Ok(snapshot)
-        } else {
-            let Some(values) = inputs.objects.as_ref().and_then(|objects| {
-                change_values(remaining.keys().map(String::as_str), objects, None)
-            }) else {
-                return;
+        let served =
+            if remaining.is_empty() {
+                Ok(snapshot)
+            } else {
+                let Some(values) = inputs.objects.as_ref().and_then(|objects| {
+                    change_values(remaining.keys().map(String::as_str), objects)
+                }) else {
+                    return;
+                };
+                base.apply(values, Some(self.full_maker(inputs.revision)))
             };
-            base.apply(values, Some(self.full_maker(inputs.revision)))
-        };
         let Ok(served) = served else {
             return;
         };
@@ -575,6 +583,24 @@ impl Store {
     }
 }
 
+/// How much lower than the request path's the compaction thread's priority is (its nice
+/// value, on Linux): a compaction at a million assignments is a second or more of CPU,
+/// which must not take the cores from the checks while they have work.
+const COMPACTION_NICENESS: i32 = 10;
+
+/// Lowers the calling thread's CPU priority by [`COMPACTION_NICENESS`] (Linux only: a
+/// thread's nice value is its own there; elsewhere nothing changes). Best effort.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        let now = rustix::process::getpriority_process(Some(tid)).unwrap_or(0);
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), now + COMPACTION_NICENESS) {
+            tracing::debug!(error = %e, "store compaction runs at the normal priority");
+        }
+    }
+}
+
 /// A token naming a store revision (SPEC §10). Opaque to clients.
 pub fn token(revision: i64) -> String {
     if revision <= 0 {
@@ -675,6 +701,28 @@ pub fn token_of(policy: &LoadedPolicy) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_compaction_thread_runs_at_a_lower_priority_than_the_others() {
+        let nice = || rustix::process::getpriority_process(Some(rustix::thread::gettid()));
+        let before = nice().unwrap();
+        let (lowered, after) = std::thread::spawn(move || {
+            let inherited = nice().unwrap();
+            lower_priority();
+            (nice().unwrap() - inherited, inherited)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(after, before);
+        // 19 is the lowest priority: a thread already near it goes no lower.
+        assert_eq!(lowered, COMPACTION_NICENESS.min(19 - before));
+        assert_eq!(
+            nice().unwrap(),
+            before,
+            "only the compaction thread is lowered"
+        );
+    }
 
     #[test]
     fn tokens_round_trip_and_refuse_anything_else() {

@@ -107,6 +107,12 @@ struct Args {
     /// `--png`).
     #[arg(long)]
     from_json: Option<PathBuf>,
+    /// Measure the store's incremental path instead, at the first of `--sizes`: the heap
+    /// an overlay of this many assignment changes holds with the store's own record of
+    /// each change (bytes per change, against 300 B), and the allocations of
+    /// `Snapshot::check` with that overlay (must be none: the tool fails otherwise).
+    #[arg(long, value_parser = parse_count_arg)]
+    overlay_changes: Option<usize>,
     /// Internal: measure one size in this process and print its result as JSON.
     #[arg(long, hide = true)]
     child: Option<usize>,
@@ -114,7 +120,9 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let outcome = if let Some(n) = args.child {
+    let outcome = if let Some(changes) = args.overlay_changes {
+        overlay(&args, changes)
+    } else if let Some(n) = args.child {
         child(&args, n)
     } else if let Some(path) = &args.from_json {
         std::fs::read(path)
@@ -217,6 +225,178 @@ fn finish(args: &Args, report: &Report) -> Result<(), String> {
     if let Some(path) = &args.png {
         plot::draw(path, report).map_err(|e| format!("{}: {e}", path.display()))?;
         eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The store's incremental path at the first of `--sizes` (see `--overlay-changes`): the
+/// workload's assignments become the store's document (in id order, as the store lists
+/// them); half the changes revoke base assignments, half grant new ones (new ids, half of
+/// them to principals the base does not know). Bytes per change = the heap the overlaid
+/// snapshot holds above the base (its tables and strings; the base is shared) plus the
+/// store's record of the changes (`store::Incremental`'s map of changed ids to the
+/// revision they were written at, the same type), over the number of changes.
+fn overlay(args: &Args, changes: usize) -> Result<(), String> {
+    use iot_authz::policy::document::{AssignmentDoc, Document};
+    use iot_authz::policy::overlay::OverlayBase;
+    use std::collections::BTreeMap;
+
+    let assignments = args.sizes.first().copied().unwrap_or(1_000_000);
+    let size = Size {
+        principals: args.principals,
+        assignments,
+        scopes: args.scopes,
+        roles: args.roles,
+    };
+    let model = Workload::new(size, args.seed);
+    let mut docs = model.documents();
+    let mut store: Vec<AssignmentDoc> = docs
+        .last_mut()
+        .map(|(_, d)| std::mem::take(&mut d.assignments))
+        .unwrap_or_default();
+    store.sort_by(|a, b| a.id.cmp(&b.id));
+    store.dedup_by(|a, b| a.id == b.id);
+    docs.push((
+        "etcd:/iot-authz/".to_owned(),
+        Document {
+            version: Some(1),
+            assignments: store.clone(),
+            ..Document::default()
+        },
+    ));
+    let base = compile_documents(&docs).map_err(|e| format!("compile: {e}"))?;
+    drop(docs);
+    let prepared = OverlayBase::new(&base, store.len());
+    let template = store.first().cloned().unwrap_or_default();
+    let known: Vec<String> = model
+        .principals
+        .iter()
+        .take(changes)
+        .map(|p| p.to_string())
+        .collect();
+    let revoked = changes / 2;
+    let step = (store.len() / revoked.max(1)).max(1);
+    let mut list: Vec<(String, Option<AssignmentDoc>)> = store
+        .iter()
+        .step_by(step)
+        .take(revoked)
+        .filter_map(|a| a.id.clone().map(|id| (id, None)))
+        .collect();
+    for n in 0..changes - list.len() {
+        let principal = match known.get(n) {
+            Some(p) if n % 2 == 0 => p.clone(),
+            _ => format!("user:new-{n}@contoso.com"),
+        };
+        let id = format!(
+            "{:08x}-0000-4000-8000-{n:012x}",
+            n.wrapping_mul(2_654_435_761)
+        );
+        list.push((
+            id.clone(),
+            Some(AssignmentDoc {
+                principal,
+                id: Some(id),
+                ..template.clone()
+            }),
+        ));
+    }
+    list.sort_by(|a, b| a.0.cmp(&b.0));
+    let n = list.len();
+
+    let (overlaid, overlay_heap) =
+        alloc::measure(|| prepared.apply(list.iter().map(|(k, v)| (k.as_str(), v.as_ref())), None));
+    let overlaid = overlaid.map_err(|e| format!("the overlay does not apply: {}", e.0))?;
+    let (record, record_heap) = alloc::measure(|| {
+        list.iter()
+            .enumerate()
+            .map(|(i, (id, _))| (id.clone(), i as i64))
+            .collect::<BTreeMap<String, i64>>()
+    });
+    alloc::counting(true);
+    let per_change = (overlay_heap.retained + record_heap.retained) as f64 / n.max(1) as f64;
+    println!(
+        "{} assignments in the base; an overlay of {n} changes ({} revocations, {} grants): overlay {} B ({:.0} B/change; its own estimate {} B), the store's record {} B ({:.0} B/change): {per_change:.0} B per change (aim: 300 B)",
+        base.counts.assignments,
+        revoked,
+        n - revoked,
+        overlay_heap.retained,
+        overlay_heap.retained as f64 / n.max(1) as f64,
+        overlaid.overlay_bytes(),
+        record_heap.retained,
+        record_heap.retained as f64 / n.max(1) as f64,
+    );
+    drop(record);
+
+    // Every request of the workload, and one per changed principal, against the overlay.
+    let at = parse_time(workload::AT).map_err(|e| format!("reference time: {e}"))?;
+    let requests = model.requests(args.requests.max(1), args.seed ^ 0x5eed);
+    let mut checks: Vec<CheckRequest<'_>> = requests.iter().map(|r| r.check(at)).collect();
+    let first = *checks.first().ok_or("no requests")?;
+    for (_, value) in &list {
+        if let Some(a) = value {
+            checks.push(CheckRequest {
+                principal: &a.principal,
+                scope: &a.scope,
+                ..first
+            });
+        }
+    }
+    // Twice: the first pass shows any allocation made once per process (none expected
+    // either), the second that no request allocates.
+    let mut allowed = 0;
+    let mut window = alloc::HeapWindow::default();
+    for pass in 1..=2 {
+        let mut allocating = Vec::new();
+        let (count, heap) = alloc::measure(|| {
+            let mut count = 0;
+            for (i, r) in checks.iter().enumerate() {
+                let before = alloc::allocations();
+                count += usize::from(overlaid.check(r).is_ok_and(|d| d.allowed));
+                if alloc::allocations() != before {
+                    allocating.push(i);
+                }
+            }
+            count
+        });
+        alloc::counting(true);
+        // A request the base alone allocates for too (its subjects outgrow the engine's
+        // stack buffers) is the engine's, not the overlay's: reported, not failed.
+        let (base_too, overlay_only): (Vec<usize>, Vec<usize>) =
+            allocating.iter().partition(|&&i| {
+                let before = alloc::allocations();
+                let _ = base.check(&checks[i]);
+                alloc::allocations() != before
+            });
+        if !base_too.is_empty() {
+            println!(
+                "pass {pass}: {} of {} checks allocate with or without the overlay (the base alone allocates for them too)",
+                base_too.len(),
+                checks.len()
+            );
+        }
+        let allocating = overlay_only;
+        if !allocating.is_empty() {
+            let shown: Vec<String> = allocating
+                .iter()
+                .take(5)
+                .map(|&i| format!("{:?}", checks[i]))
+                .collect();
+            return Err(format!(
+                "pass {pass}: Snapshot::check with an overlay allocated in {} of {} checks, e.g. {}",
+                allocating.len(),
+                checks.len(),
+                shown.join("; ")
+            ));
+        }
+        (allowed, window) = (count, heap);
+    }
+    println!(
+        "{} checks against the overlay ({allowed} allowed): none allocates where the base does not; peak heap {} B",
+        checks.len(),
+        window.peak
+    );
+    if per_change > 300.0 {
+        eprintln!("over the aim of 300 B per change");
     }
     Ok(())
 }

@@ -50,7 +50,7 @@ use iot_authz::policy::syntax;
 use iot_authz::proto::envoy_auth::authorization_server::Authorization;
 use iot_authz::server::App;
 use iot_authz::server::ext_authz::ExtAuthz;
-use iot_authz::server::state::{LoadedPolicy, PolicyState};
+use iot_authz::live::{LoadedPolicy, PolicyState};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

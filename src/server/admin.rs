@@ -16,7 +16,7 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use super::App;
-use super::state::LoadedPolicy;
+use crate::live::LoadedPolicy;
 use crate::policy::document::{AssignmentDoc, GroupDoc, RoleDoc};
 use crate::policy::identity::IdentityInput;
 use crate::policy::syntax::{self, escape};
@@ -634,7 +634,7 @@ impl pb::admin_server::Admin for Admin {
         let (metadata, _, body) = request.into_parts();
         let store = self.store()?;
         let deadline = call_deadline(&metadata);
-        store_mod::wait_for(&self.app, &body.at_least, deadline)
+        store_mod::wait_for(&*self.app, &body.at_least, deadline)
             .await
             .map_err(token_status)?;
         let policy = self.policy()?;

@@ -20,8 +20,8 @@ use axum::http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::state::LoadedPolicy;
 use super::{App, RequestContext};
+use crate::live::LoadedPolicy;
 use crate::policy::queries::{HttpDecision, HttpRequest};
 use crate::policy::syntax::{self, Instant, escape};
 use crate::policy::{CheckRequest, Decision, Reason, RequestError};

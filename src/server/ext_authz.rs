@@ -57,7 +57,7 @@ impl Authorization for ExtAuthz {
         };
         // A consistency token (SPEC §10): answer from a state at least that new, or 503.
         if let Some(token) = header(crate::store::CONSISTENCY_HEADER)
-            && let Err(e) = crate::store::wait_for(&self.app, token, deadline).await
+            && let Err(e) = crate::store::wait_for(&*self.app, token, deadline).await
         {
             return Ok(Response::new(token_refused(&e)));
         }

@@ -8,8 +8,8 @@ use std::time::UNIX_EPOCH;
 use tonic::{Request, Response, Status};
 
 use super::query_pool::Cancel;
-use super::state::LoadedPolicy;
 use super::{App, RequestContext};
+use crate::live::LoadedPolicy;
 use crate::policy::queries::HttpRequest;
 use crate::policy::syntax::{self, Instant};
 use crate::policy::{CheckRequest as EngineCheck, Reason as EngineReason, RequestError};
@@ -55,7 +55,7 @@ impl Authorizer {
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<Arc<LoadedPolicy>, Status> {
         if !at_least.is_empty() {
-            crate::store::wait_for(&self.app, at_least, super::admin::call_deadline(metadata))
+            crate::store::wait_for(&*self.app, at_least, super::admin::call_deadline(metadata))
                 .await
                 .map_err(super::admin::token_status)?;
         }

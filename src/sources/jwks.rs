@@ -244,7 +244,7 @@ impl KeyStore {
     }
 
     /// Keeps the key store in step with the serving policy until the state is dropped.
-    pub fn follow(self: &Arc<Self>, policy: &Arc<crate::server::state::PolicyState>) {
+    pub fn follow(self: &Arc<Self>, policy: &Arc<crate::live::PolicyState>) {
         if let Some(p) = policy.current() {
             self.sync(&p.snapshot.identity);
         }

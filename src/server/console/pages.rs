@@ -16,13 +16,13 @@ use serde::Deserialize;
 use super::feed::{FeedItem, RECENT};
 use super::view::{self, Refusal, codes, link, page, refusal};
 use super::{Caller, Console, READ_ACTIONS, identify, may_read};
+use crate::live::LoadedPolicy;
 use crate::policy::browse::ChainStart;
 use crate::policy::explain::Explanation;
 use crate::policy::plan::{PlanRequest, is_at_or_below};
 use crate::policy::queries::HttpRequest;
 use crate::policy::{CheckRequest, Reason, Snapshot, syntax};
 use crate::server::App;
-use crate::server::state::LoadedPolicy;
 
 type Page = Result<Response, Refusal>;
 
@@ -270,7 +270,7 @@ pub async fn check(
             let asked = non_empty(&q.scope)
                 .map_or_else(|| home_scope(&policy.snapshot, &caller), str::to_owned);
             authorize(&policy.snapshot, &caller, &asked)?;
-            crate::store::wait_for(&app, token, None)
+            crate::store::wait_for(&*app, token, None)
                 .await
                 .map_err(|e| match e {
                     crate::store::TokenError::Invalid(m) => refusal(
@@ -329,60 +329,8 @@ pub async fn check(
         .collect();
     let at = syntax::now();
     // A method and path are first mapped to an action and scope by the routes.
-    let mut route_error: Option<String> = None;
     let mut data = checked(&q.data);
-    if non_empty(&q.method).is_some() != non_empty(&q.path).is_some()
-        || (non_empty(&q.method).is_some() && non_empty(&q.principal).is_none())
-    {
-        route_error = Some("A request needs a principal, a method and a path.".to_owned());
-    }
-    if let (Some(method), Some(path), Some(principal)) = (
-        non_empty(&q.method),
-        non_empty(&q.path),
-        non_empty(&q.principal),
-    ) {
-        let no_headers: Vec<(String, String)> = Vec::new();
-        match snapshot.check_http(&HttpRequest {
-            method,
-            path,
-            headers: &no_headers,
-            principal: Some(principal),
-            groups: &groups,
-            metadata: None,
-            peer_principal: None,
-            verifier: None,
-            at,
-        }) {
-            Ok(outcome) => match (outcome.action, outcome.scope) {
-                (Some(action), Some(scope)) => {
-                    notes.push(format!(
-                        "{} {} maps to action {} at scope {}.",
-                        syntax::escape(method),
-                        syntax::escape(path),
-                        syntax::escape(&action),
-                        syntax::escape(&scope)
-                    ));
-                    q.action = action;
-                    q.scope = scope;
-                    data = outcome.data_action;
-                }
-                _ => {
-                    route_error = Some(match outcome.decision.reason {
-                        Reason::Public => "The route is public: anyone may pass.".to_owned(),
-                        Reason::Malformed { message } => {
-                            format!("The request is malformed: {message}")
-                        }
-                        _ => format!(
-                            "No route matches {} {}: such a request is denied (noRoute).",
-                            syntax::escape(method),
-                            syntax::escape(path)
-                        ),
-                    })
-                }
-            },
-            Err(e) => route_error = Some(e.to_string()),
-        }
-    }
+    let route_error = map_route(snapshot, &mut q, &groups, at, &mut data, &mut notes);
     let scope = match non_empty(&q.scope) {
         Some(s) => s.to_owned(),
         None => home_scope(snapshot, &caller),
@@ -435,6 +383,72 @@ pub async fn check(
         Some(&caller),
         body,
     ))
+}
+
+/// The check page's method and path, mapped by the policy's routes to the action and scope
+/// checked (written into `q` and `data`, with a note). Returns why they could not be.
+fn map_route(
+    snapshot: &Snapshot,
+    q: &mut CheckQuery,
+    groups: &[String],
+    at: syntax::Instant,
+    data: &mut bool,
+    notes: &mut Vec<String>,
+) -> Option<String> {
+    let mut route_error: Option<String> = None;
+    if non_empty(&q.method).is_some() != non_empty(&q.path).is_some()
+        || (non_empty(&q.method).is_some() && non_empty(&q.principal).is_none())
+    {
+        route_error = Some("A request needs a principal, a method and a path.".to_owned());
+    }
+    if let (Some(method), Some(path), Some(principal)) = (
+        non_empty(&q.method),
+        non_empty(&q.path),
+        non_empty(&q.principal),
+    ) {
+        let no_headers: Vec<(String, String)> = Vec::new();
+        match snapshot.check_http(&HttpRequest {
+            method,
+            path,
+            headers: &no_headers,
+            principal: Some(principal),
+            groups,
+            metadata: None,
+            peer_principal: None,
+            verifier: None,
+            at,
+        }) {
+            Ok(outcome) => match (outcome.action, outcome.scope) {
+                (Some(action), Some(scope)) => {
+                    notes.push(format!(
+                        "{} {} maps to action {} at scope {}.",
+                        syntax::escape(method),
+                        syntax::escape(path),
+                        syntax::escape(&action),
+                        syntax::escape(&scope)
+                    ));
+                    q.action = action;
+                    q.scope = scope;
+                    *data = outcome.data_action;
+                }
+                _ => {
+                    route_error = Some(match outcome.decision.reason {
+                        Reason::Public => "The route is public: anyone may pass.".to_owned(),
+                        Reason::Malformed { message } => {
+                            format!("The request is malformed: {message}")
+                        }
+                        _ => format!(
+                            "No route matches {} {}: such a request is denied (noRoute).",
+                            syntax::escape(method),
+                            syntax::escape(path)
+                        ),
+                    })
+                }
+            },
+            Err(e) => route_error = Some(e.to_string()),
+        }
+    }
+    route_error
 }
 
 /// A decision, as a person reads it.
@@ -792,6 +806,30 @@ fn http_status(code: tonic::Code) -> StatusCode {
     }
 }
 
+/// An assignment the Admin API added: (the confirmation, principal, scope, token).
+fn added(
+    r: crate::proto::iotauthz::v1::CreateRoleAssignmentResponse,
+) -> (String, String, String, String) {
+    let a = r.assignment.unwrap_or_default();
+    let window = match (a.not_before.as_str(), a.not_after.as_str()) {
+        ("", "") => String::new(),
+        (from, until) => format!(
+            ", active from {} until {}",
+            if from.is_empty() { "the start" } else { from },
+            if until.is_empty() { "no end" } else { until }
+        ),
+    };
+    (
+        format!(
+            "Added role assignment {}: {} has role {} at {}{window}.",
+            a.id, a.principal, a.role, a.scope
+        ),
+        a.principal,
+        a.scope,
+        r.token,
+    )
+}
+
 /// Adding or removing an assignment: the anti-forgery check, then the Admin API's own
 /// write path in-process (the same identity, authorization, validation, transaction and
 /// audit line as `CreateRoleAssignment` / `DeleteRoleAssignment`), its refusal shown in
@@ -876,27 +914,7 @@ pub async fn assignments_write(
                 },
             ))
             .await
-            .map(|r| {
-                let r = r.into_inner();
-                let a = r.assignment.unwrap_or_default();
-                let window = match (a.not_before.as_str(), a.not_after.as_str()) {
-                    ("", "") => String::new(),
-                    (from, until) => format!(
-                        ", active from {} until {}",
-                        if from.is_empty() { "the start" } else { from },
-                        if until.is_empty() { "no end" } else { until }
-                    ),
-                };
-                (
-                    format!(
-                        "Added role assignment {}: {} has role {} at {}{window}.",
-                        a.id, a.principal, a.role, a.scope
-                    ),
-                    a.principal,
-                    a.scope,
-                    r.token,
-                )
-            }),
+            .map(|r| added(r.into_inner())),
         "remove" => {
             // The assignment as the serving policy has it, for the link to Check access.
             let (principal, scope) = policy

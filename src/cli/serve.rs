@@ -1,5 +1,5 @@
 //! `iot-authz serve`: logging, the policy, the listeners and signal handling around
-//! [`super::run`].
+//! [`crate::server::run`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,12 +8,12 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use super::cache::CacheOptions;
-use super::decision_log::LogTarget;
-use super::state::PolicyState;
-use super::{App, AppOptions, ServerOptions, TlsFiles};
 use crate::cli::{EXIT_ERROR, EXIT_OK, ServeArgs};
+use crate::live::PolicyState;
 use crate::policy::{SourceDocument, compile_sources};
+use crate::server::cache::CacheOptions;
+use crate::server::decision_log::LogTarget;
+use crate::server::{App, AppOptions, ServerOptions, TlsFiles};
 use crate::sources::Loader;
 use crate::sources::bundle::{BundleClient, BundleOptions, Fetched};
 use crate::sources::files::{self, WatchOptions};
@@ -157,30 +157,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
             return Ok(EXIT_ERROR);
         }
     };
-    let options = ServerOptions {
-        max_message_bytes: args.max_message_bytes,
-        request_timeout: Duration::from_millis(args.request_timeout_ms),
-        concurrency_per_connection: args.concurrency_per_connection,
-        max_concurrent_streams: args.max_concurrent_streams,
-        shutdown_delay: Duration::from_millis(args.shutdown_delay_ms),
-        shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
-        opening_timeout: ServerOptions::default().opening_timeout,
-        max_connections: args.max_connections,
-        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
-        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
-        max_connection_age: Duration::from_secs(args.max_connection_age_seconds),
-        max_header_bytes: args.max_header_bytes,
-        grpc_idle_timeout: Duration::from_millis(args.grpc_idle_timeout_ms),
-        tls: args
-            .tls_cert
-            .as_ref()
-            .zip(args.tls_key.as_ref())
-            .map(|(cert, key)| TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                client_ca: args.tls_client_ca.clone(),
-            }),
-    };
+    let options = server_options(args);
     runtime.block_on(async {
         let grpc = TcpListener::bind(&args.grpc_addr)
             .await
@@ -192,25 +169,8 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
             Some(s) => PolicyState::with_snapshot(s),
             None => PolicyState::new(),
         };
-        let cache = CacheOptions {
-            capacity: args.decision_cache_size,
-            ttl: Duration::from_secs(args.decision_cache_ttl_seconds.max(1)),
-        };
-        let app_options = AppOptions {
-            cache: Some(cache),
-            decision_log: args
-                .decision_log
-                .as_deref()
-                .map(|t| (LogTarget::parse(t), args.decision_log_sample)),
-            shadow: args.shadow,
-            keys: Default::default(),
-            console: args.console,
-            max_concurrent_queries: args
-                .max_concurrent_queries
-                .and_then(|n| usize::try_from(n).ok()),
-        };
         let app = Arc::new(
-            App::with_options(Arc::new(state), &app_options).context("opening the decision log")?,
+            App::with_options(Arc::new(state), &app_options(args)).context("opening the decision log")?,
         );
         if args.shadow {
             tracing::warn!("shadow mode: every request is let through; would-be denials are only logged and marked");
@@ -262,7 +222,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
             http.local_addr()?
         );
         tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, "listening");
-        super::run(app, options, grpc, http, async move {
+        crate::server::run(app, options, grpc, http, async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         })
@@ -274,6 +234,55 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
     }
     tracing::info!("stopped");
     Ok(EXIT_OK)
+}
+
+/// The server's limits and timeouts from the command line.
+fn server_options(args: &ServeArgs) -> ServerOptions {
+    ServerOptions {
+        max_message_bytes: args.max_message_bytes,
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        concurrency_per_connection: args.concurrency_per_connection,
+        max_concurrent_streams: args.max_concurrent_streams,
+        shutdown_delay: Duration::from_millis(args.shutdown_delay_ms),
+        shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
+        opening_timeout: ServerOptions::default().opening_timeout,
+        max_connections: args.max_connections,
+        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+        max_connection_age: Duration::from_secs(args.max_connection_age_seconds),
+        max_header_bytes: args.max_header_bytes,
+        grpc_idle_timeout: Duration::from_millis(args.grpc_idle_timeout_ms),
+        tls: args
+            .tls_cert
+            .as_ref()
+            .zip(args.tls_key.as_ref())
+            .map(|(cert, key)| TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.tls_client_ca.clone(),
+            }),
+    }
+}
+
+/// The app's optional parts from the command line.
+fn app_options(args: &ServeArgs) -> AppOptions {
+    let cache = CacheOptions {
+        capacity: args.decision_cache_size,
+        ttl: Duration::from_secs(args.decision_cache_ttl_seconds.max(1)),
+    };
+    AppOptions {
+        cache: Some(cache),
+        decision_log: args
+            .decision_log
+            .as_deref()
+            .map(|t| (LogTarget::parse(t), args.decision_log_sample)),
+        shadow: args.shadow,
+        keys: Default::default(),
+        console: args.console,
+        max_concurrent_queries: args
+            .max_concurrent_queries
+            .and_then(|n| usize::try_from(n).ok()),
+    }
 }
 
 /// Forwards SIGHUP to the reload trigger; without one (the embedded demo), SIGHUP is

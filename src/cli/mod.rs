@@ -580,28 +580,9 @@ fn reason_text(reason: &Reason<'_>) -> String {
     }
 }
 
-/// The `check --json` reason object (SPEC §8).
+/// The `check --json` reason object (SPEC §8): the reason's one serde form.
 pub fn reason_json(reason: &Reason<'_>) -> serde_json::Value {
-    let mut out = json!({"kind": reason.kind()});
-    match reason {
-        Reason::RoleAssignment {
-            role,
-            assignment_id,
-            scope,
-            via,
-        } => {
-            out["role"] = json!(role);
-            out["assignmentId"] = json!(assignment_id);
-            out["scope"] = json!(scope);
-            out["via"] = json!(via);
-        }
-        Reason::DenyAssignment { deny_assignment } => {
-            out["denyAssignment"] = json!(deny_assignment)
-        }
-        Reason::Malformed { message } => out["message"] = json!(message),
-        _ => {}
-    }
-    out
+    serde_json::to_value(reason).unwrap_or_else(|_| json!({"kind": reason.kind()}))
 }
 
 /// The key sets of the bearer sources whose keys are a JWKS file, read once: `check` does

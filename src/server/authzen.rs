@@ -597,7 +597,6 @@ fn scope_decision<'s>(
     let verdict = app.decide(policy, &req)?;
     let decision: Decision<'s> = policy.snapshot.explain(verdict);
     Ok(HttpDecision {
-        status: if decision.allowed { 200 } else { 403 },
         decision,
         action: Some(e.action.clone()),
         scope: Some(syntax::trim_scope(&e.resource_id).to_owned()),

@@ -195,10 +195,9 @@ fn allow_response(
 }
 
 fn deny_response(outcome: &HttpDecision<'_>, decision_id: &str, revision: &str) -> CheckResponse {
-    let code = if outcome.status == 401 {
-        UNAUTHENTICATED
-    } else {
-        PERMISSION_DENIED
+    let code = match outcome.decision.reason {
+        crate::policy::Reason::NoIdentity => UNAUTHENTICATED,
+        _ => PERMISSION_DENIED,
     };
     CheckResponse {
         status: Some(rpc::Status {
@@ -208,7 +207,7 @@ fn deny_response(outcome: &HttpDecision<'_>, decision_id: &str, revision: &str) 
         }),
         http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
             status: Some(HttpStatus {
-                code: i32::from(outcome.status),
+                code: i32::from(outcome.status()),
             }),
             headers: vec![
                 header(

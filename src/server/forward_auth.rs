@@ -181,7 +181,6 @@ async fn authorize(app: &App, proxy: Proxy, req: Request) -> Response<Body> {
         // Without the original request there is nothing to authorize: malformed.
         Err(message) => Ok(HttpDecision {
             decision: Decision::deny(Reason::Malformed { message }),
-            status: 400,
             action: None,
             scope: None,
             data_action: false,
@@ -246,16 +245,16 @@ fn allow(
 
 fn deny(proxy: Proxy, outcome: &HttpDecision<'_>, decision_id: &str) -> Response<Body> {
     let body = response::deny_body(outcome, decision_id);
-    let status = match (proxy, outcome.status) {
-        (Proxy::Nginx, 400) => 403,
-        (_, s) => s,
+    let status = match (proxy, &outcome.decision.reason) {
+        (Proxy::Nginx, Reason::Malformed { .. }) => 403,
+        _ => outcome.status(),
     };
     let mut r = Response::new(Body::from(body.clone()));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
     set(&mut r, "content-type", "application/json");
     set(&mut r, "x-iotauthz-decision-id", decision_id);
     if proxy == Proxy::Nginx {
-        set(&mut r, "x-iotauthz-status", &outcome.status.to_string());
+        set(&mut r, "x-iotauthz-status", &outcome.status().to_string());
         set(&mut r, "x-iotauthz-body", &body);
     }
     r

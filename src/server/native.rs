@@ -362,7 +362,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
             .record_http(&ctx, &outcome, None, &policy.snapshot.revision, false);
         Ok(Response::new(pb::CheckHttpResponse {
             allowed: outcome.decision.allowed,
-            status: u32::from(outcome.status),
+            status: u32::from(outcome.status()),
             action: outcome.action.clone().unwrap_or_default(),
             scope: outcome.scope.clone().unwrap_or_default(),
             reason: Some(reason(&outcome.decision.reason)),

@@ -192,7 +192,12 @@ impl BundleClient {
                 ));
             }
         }
-        let documents = unpack(&url, &body, max)?;
+        // Gunzip and untar are CPU work of up to the size limit: a blocking thread's, not a
+        // runtime worker's.
+        let shown = url.clone();
+        let documents = tokio::task::spawn_blocking(move || unpack(&url, &body, max))
+            .await
+            .map_err(|e| problem(&shown, format!("unpacking the bundle failed: {e}")))??;
         Ok(Fetched::Bundle { documents, etag })
     }
 

@@ -46,22 +46,32 @@ impl Proxy {
     }
 }
 
+/// Why the original request cannot be read from the proxy's headers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum OriginalError {
+    #[error("`{0}` is missing")]
+    Missing(&'static str),
+    /// Given more than once with different values.
+    #[error("{}", crate::policy::route::conflicting_header_message(.0))]
+    Conflicting(&'static str),
+    #[error("`{0}` is not visible ASCII")]
+    NotAscii(&'static str),
+}
+
 /// The original method and path, as each proxy reports them. A header given more than
 /// once with different values is ambiguous, so malformed, as a conflicting identity header
 /// is (a comma does not separate copies here: a URI may hold one).
-fn original(proxy: Proxy, req: &Request) -> Result<(String, String), String> {
-    let header = |name: &str| {
+fn original(proxy: Proxy, req: &Request) -> Result<(String, String), OriginalError> {
+    let header = |name: &'static str| {
         let mut copies = req.headers().get_all(name).iter();
-        let first = copies
-            .next()
-            .ok_or_else(|| format!("`{name}` is missing"))?;
+        let first = copies.next().ok_or(OriginalError::Missing(name))?;
         if copies.any(|other| other != first) {
-            return Err(crate::policy::route::conflicting_header_message(name));
+            return Err(OriginalError::Conflicting(name));
         }
         first
             .to_str()
             .map(str::to_owned)
-            .map_err(|_| format!("`{name}` is not visible ASCII"))
+            .map_err(|_| OriginalError::NotAscii(name))
     };
     match proxy {
         Proxy::Envoy => {
@@ -179,8 +189,10 @@ async fn authorize(app: &App, proxy: Proxy, req: Request) -> Response<Body> {
             .await
         }
         // Without the original request there is nothing to authorize: malformed.
-        Err(message) => Ok(HttpDecision {
-            decision: Decision::deny(Reason::Malformed { message }),
+        Err(e) => Ok(HttpDecision {
+            decision: Decision::deny(Reason::Malformed {
+                message: e.to_string(),
+            }),
             action: None,
             scope: None,
             data_action: false,

@@ -93,7 +93,7 @@ struct IssuerKeys {
     attempts: watch::Sender<(u64, bool)>,
     /// When a request last asked for a fetch (tokio time, so tests can pause it).
     last_forced: Mutex<Option<tokio::time::Instant>>,
-    last_error: Mutex<Option<String>>,
+    last_error: Mutex<Option<KeyFetchError>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -169,7 +169,45 @@ impl Default for KeyStore {
 pub struct IssuerStatus {
     pub issuer: String,
     pub kids: Vec<String>,
-    pub last_error: Option<String>,
+    pub last_error: Option<KeyFetchError>,
+}
+
+/// Why a key set could not be read or fetched: an issuer's last error (its message is the
+/// one logged and shown). Text from outside (the issuer, a parser's message) is escaped;
+/// URLs are shown without their credentials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyFetchError {
+    #[error("JWKS file {path} exceeds {limit} bytes")]
+    FileTooBig { path: String, limit: u64 },
+    #[error("JWKS file {path} {message}")]
+    FileUnreadable { path: String, message: String },
+    #[error("reading the JWKS file failed: {0}")]
+    FileTask(String),
+    /// The document is not a usable JWKS (`url` empty for a file).
+    #[error("{}{message}", if url.is_empty() { String::new() } else { format!("{url}: ") })]
+    InvalidKeys { url: String, message: String },
+    #[error("{url}: not an OpenID configuration: {message}")]
+    NotDiscovery { url: String, message: String },
+    #[error("{url}: its `issuer` is not `{issuer}`")]
+    IssuerMismatch { url: String, issuer: String },
+    #[error("{url}: no `jwks_uri`")]
+    NoJwksUri { url: String },
+    /// The discovery document's `jwks_uri` is not a URL the server fetches.
+    #[error("{0}")]
+    JwksUri(String),
+    #[error("no HTTP client")]
+    NoClient,
+    #[error("{url}: request failed: {message}")]
+    Request { url: String, message: String },
+    #[error("{url}: server answered {status}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("{url}: exceeds the size limit of {limit} bytes")]
+    TooBig { url: String, limit: u64 },
+    #[error("{url}: reading the body failed: {message}")]
+    Body { url: String, message: String },
 }
 
 impl KeyStore {
@@ -524,25 +562,36 @@ struct Discovery {
     jwks_uri: Option<String>,
 }
 
-async fn fetch(store: &KeyStore, issuer: &str, location: &JwksLocation) -> Result<Fetched, String> {
+async fn fetch(
+    store: &KeyStore,
+    issuer: &str,
+    location: &JwksLocation,
+) -> Result<Fetched, KeyFetchError> {
     match location {
         JwksLocation::File(path) => {
             let path = PathBuf::from(path);
             let limit = store.options.max_bytes;
             let bytes = tokio::task::spawn_blocking(move || {
+                let shown = path.display().to_string();
                 crate::policy::source::read_limited(&path, limit).map_err(|e| match e {
                     crate::policy::source::ReadError::TooBig => {
-                        format!("JWKS file {} exceeds {limit} bytes", path.display())
+                        KeyFetchError::FileTooBig { path: shown, limit }
                     }
-                    crate::policy::source::ReadError::Failed(m) => {
-                        format!("JWKS file {} {m}", path.display())
+                    crate::policy::source::ReadError::Failed(message) => {
+                        KeyFetchError::FileUnreadable {
+                            path: shown,
+                            message,
+                        }
                     }
                 })
             })
             .await
-            .map_err(|e| format!("reading the JWKS file failed: {e}"))??;
+            .map_err(|e| KeyFetchError::FileTask(e.to_string()))??;
             Ok(Fetched {
-                keys: KeySet::parse(&bytes)?,
+                keys: KeySet::parse(&bytes).map_err(|message| KeyFetchError::InvalidKeys {
+                    url: String::new(),
+                    message,
+                })?,
                 max_age: None,
             })
         }
@@ -553,52 +602,52 @@ async fn fetch(store: &KeyStore, issuer: &str, location: &JwksLocation) -> Resul
                 issuer.trim_end_matches('/')
             );
             let (body, _) = get(store, &url).await?;
-            let doc: Discovery = serde_json::from_slice(&body).map_err(|e| {
-                format!(
-                    "{}: not an OpenID configuration: {}",
-                    super::bundle::shown_url(&url),
-                    escape(&e.to_string())
-                )
-            })?;
+            let shown = super::bundle::shown_url(&url);
+            let doc: Discovery =
+                serde_json::from_slice(&body).map_err(|e| KeyFetchError::NotDiscovery {
+                    url: shown.clone(),
+                    message: escape(&e.to_string()),
+                })?;
             if doc.issuer.as_deref() != Some(issuer) {
-                return Err(format!(
-                    "{}: its `issuer` is not `{}`",
-                    super::bundle::shown_url(&url),
-                    escape(issuer)
-                ));
+                return Err(KeyFetchError::IssuerMismatch {
+                    url: shown,
+                    issuer: escape(issuer),
+                });
             }
             let jwks_uri = doc
                 .jwks_uri
-                .ok_or_else(|| format!("{}: no `jwks_uri`", super::bundle::shown_url(&url)))?;
-            crate::policy::identity::check_fetch_url(&jwks_uri)?;
+                .ok_or(KeyFetchError::NoJwksUri { url: shown })?;
+            crate::policy::identity::check_fetch_url(&jwks_uri).map_err(KeyFetchError::JwksUri)?;
             fetch_jwks(store, &jwks_uri).await
         }
     }
 }
 
-async fn fetch_jwks(store: &KeyStore, url: &str) -> Result<Fetched, String> {
+async fn fetch_jwks(store: &KeyStore, url: &str) -> Result<Fetched, KeyFetchError> {
     let (body, max_age) = get(store, url).await?;
-    let keys =
-        KeySet::parse(&body).map_err(|e| format!("{}: {e}", super::bundle::shown_url(url)))?;
+    let keys = KeySet::parse(&body).map_err(|message| KeyFetchError::InvalidKeys {
+        url: super::bundle::shown_url(url),
+        message,
+    })?;
     Ok(Fetched { keys, max_age })
 }
 
 /// One GET with the size limit; returns the body and the `Cache-Control: max-age`.
-async fn get(store: &KeyStore, url: &str) -> Result<(Vec<u8>, Option<Duration>), String> {
+async fn get(store: &KeyStore, url: &str) -> Result<(Vec<u8>, Option<Duration>), KeyFetchError> {
     let shown = super::bundle::shown_url(url);
-    let client = store
-        .client
-        .as_ref()
-        .ok_or_else(|| "no HTTP client".to_owned())?;
+    let client = store.client.as_ref().ok_or(KeyFetchError::NoClient)?;
     let mut response = client
         .get(url)
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|e| format!("{shown}: request failed: {}", e.without_url()))?;
+        .map_err(|e| KeyFetchError::Request {
+            url: shown.clone(),
+            message: e.without_url().to_string(),
+        })?;
     let status = response.status();
     if !status.is_success() {
-        return Err(format!("{shown}: server answered {status}"));
+        return Err(KeyFetchError::Status { url: shown, status });
     }
     let max_age = response
         .headers()
@@ -606,18 +655,21 @@ async fn get(store: &KeyStore, url: &str) -> Result<(Vec<u8>, Option<Duration>),
         .and_then(|v| v.to_str().ok())
         .and_then(cache_max_age);
     let max = store.options.max_bytes;
+    let too_big = |url: &str| KeyFetchError::TooBig {
+        url: url.to_owned(),
+        limit: max,
+    };
     if response.content_length().is_some_and(|n| n > max) {
-        return Err(format!("{shown}: exceeds the size limit of {max} bytes"));
+        return Err(too_big(&shown));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| format!("{shown}: reading the body failed: {}", e.without_url()))?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(|e| KeyFetchError::Body {
+        url: shown.clone(),
+        message: e.without_url().to_string(),
+    })? {
         body.extend_from_slice(&chunk);
         if body.len() as u64 > max {
-            return Err(format!("{shown}: exceeds the size limit of {max} bytes"));
+            return Err(too_big(&shown));
         }
     }
     Ok((body, max_age))

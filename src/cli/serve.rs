@@ -45,7 +45,7 @@ fn first_policy(
 
 /// The store's options, when `--etcd-endpoints` is given (a TLS file that cannot be read
 /// is an error).
-fn store_options(args: &ServeArgs) -> Result<Option<StoreOptions>, String> {
+fn store_options(args: &ServeArgs) -> Result<Option<StoreOptions>, super::admin::EtcdArgsError> {
     let mut options = args.etcd.options()?;
     if let Some(options) = &mut options {
         options.max_value_bytes = args.etcd_max_value_bytes;

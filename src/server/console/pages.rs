@@ -109,10 +109,10 @@ fn authorize(snapshot: &Snapshot, caller: &Caller, scope: &str) -> Result<(), Re
                 code { (READ_ACTIONS[1]) } " there."
             },
         )),
-        Err(message) => Err(refusal(
+        Err(e) => Err(refusal(
             StatusCode::BAD_REQUEST,
             "Invalid scope",
-            html! { (message) },
+            html! { (e.to_string()) },
         )),
     }
 }

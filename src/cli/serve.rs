@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::cli::{EXIT_ERROR, EXIT_OK, ServeArgs};
 use crate::live::PolicyState;
-use crate::policy::{SourceDocument, compile_sources};
+use crate::policy::{PolicyError, SourceDocument, compile_sources};
 use crate::server::cache::CacheOptions;
 use crate::server::decision_log::LogTarget;
 use crate::server::{App, AppOptions, ServerOptions, TlsFiles};
@@ -25,7 +25,7 @@ use crate::store::{Store, StoreOptions};
 enum FirstPolicy {
     Ready(Box<crate::policy::Snapshot>),
     Pending,
-    Invalid(String),
+    Invalid(PolicyError),
 }
 
 fn first_policy(
@@ -36,10 +36,10 @@ fn first_policy(
     Ok(match first_sources(args, runtime, bundle)? {
         Ok(Some(sources)) => match compile_sources(&sources) {
             Ok(s) => FirstPolicy::Ready(Box::new(s)),
-            Err(e) => FirstPolicy::Invalid(e.to_string()),
+            Err(e) => FirstPolicy::Invalid(e),
         },
         Ok(None) => FirstPolicy::Pending,
-        Err(message) => FirstPolicy::Invalid(message),
+        Err(e) => FirstPolicy::Invalid(e),
     })
 }
 
@@ -59,7 +59,7 @@ fn first_sources(
     args: &ServeArgs,
     runtime: &tokio::runtime::Runtime,
     bundle: &mut Option<BundleClient>,
-) -> anyhow::Result<Result<Option<Vec<SourceDocument>>, String>> {
+) -> anyhow::Result<Result<Option<Vec<SourceDocument>>, PolicyError>> {
     let sources = if let Some(url) = &args.policy_url {
         let mut options = BundleOptions::new(url.clone());
         options.interval = Duration::from_secs(args.policy_url_interval_seconds.max(1));
@@ -87,7 +87,7 @@ fn first_sources(
     } else {
         match crate::policy::source::read_paths(&args.policy, args.max_policy_bytes) {
             Ok(s) => Some(s),
-            Err(e) => return Ok(Err(e.to_string())),
+            Err(e) => return Ok(Err(e)),
         }
     };
     Ok(Ok(sources))
@@ -95,12 +95,12 @@ fn first_sources(
 
 /// The documents' parse problems, if any: with a store they are compiled only once it has
 /// been read, and a broken file is still fatal at start-up.
-fn parse_problems(sources: &[SourceDocument]) -> Result<(), String> {
+fn parse_problems(sources: &[SourceDocument]) -> Result<(), PolicyError> {
     let problems: Vec<_> = sources.iter().filter_map(|s| s.parse().err()).collect();
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(crate::policy::PolicyError { problems }.to_string())
+        Err(PolicyError { problems })
     }
 }
 
@@ -141,7 +141,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
                 first_files = files;
                 FirstPolicy::Pending
             }
-            Err(message) => FirstPolicy::Invalid(message),
+            Err(e) => FirstPolicy::Invalid(e),
         }
     } else {
         first_policy(args, &runtime, &mut bundle)?
@@ -152,8 +152,8 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
             Some(*s)
         }
         FirstPolicy::Pending => None,
-        FirstPolicy::Invalid(message) => {
-            eprintln!("error: {message}");
+        FirstPolicy::Invalid(e) => {
+            eprintln!("error: {e}");
             return Ok(EXIT_ERROR);
         }
     };

@@ -756,7 +756,7 @@ pub struct WriteForm {
 /// empty (no bound); an RFC 3339 time is converted to UTC; a date and time without an
 /// offset (what a `datetime-local` control sends: `2027-01-01T08:00`, seconds optional) is
 /// taken as UTC. Anything else is refused in words naming the field.
-fn form_time(field: &str, text: &str) -> Result<String, String> {
+fn form_time(field: &'static str, text: &str) -> Result<String, NotATime> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(String::new());
@@ -782,13 +782,22 @@ fn form_time(field: &str, text: &str) -> Result<String, String> {
             }
         })
         .map(syntax::format_time)
-        .map_err(|_| {
-            format!(
-                "{field} `{}` is not a time: write it in RFC 3339, such as \
-                 2027-01-01T00:00:00Z (a date and time without an offset is taken as UTC)",
-                syntax::escape(text)
-            )
+        .map_err(|_| NotATime {
+            field,
+            text: text.to_owned(),
         })
+}
+
+/// A form's time field that holds no time (`text` as sent; escaped when shown).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{field} `{}` is not a time: write it in RFC 3339, such as 2027-01-01T00:00:00Z (a date \
+     and time without an offset is taken as UTC)",
+    syntax::escape(text)
+)]
+struct NotATime {
+    field: &'static str,
+    text: String,
 }
 
 /// The HTTP status of a refused Admin API write.
@@ -1546,4 +1555,30 @@ pub async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Page {
         Some(&caller),
         body,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{NotATime, form_time};
+
+    #[test]
+    fn a_form_time_is_read_as_utc_or_refused_naming_its_field() {
+        assert_eq!(form_time("Not before", " "), Ok(String::new()));
+        assert_eq!(
+            form_time("Not before", "2027-01-01T08:00"),
+            Ok("2027-01-01T08:00:00Z".to_owned())
+        );
+        let e = form_time("Not after", "<b>1</b>").unwrap_err();
+        assert_eq!(
+            e,
+            NotATime {
+                field: "Not after",
+                text: "<b>1</b>".to_owned()
+            }
+        );
+        assert!(
+            e.to_string().starts_with("Not after `<b>1</b>` is not a time: write it in RFC 3339, such as 2027-01-01T00:00:00Z (a date and time"),
+            "{e}"
+        );
+    }
 }

@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use iot_authz::policy::bearer::JwksError;
 use iot_authz::policy::{Snapshot, SourceDocument, compile_sources};
 use iot_authz::proto::iotauthz::v1 as pb;
 use iot_authz::proto::iotauthz::v1::authorizer_client::AuthorizerClient;
@@ -196,9 +197,9 @@ async fn wait_error(
     }
 }
 
-/// A key document that is not a usable JWKS, with the parser's words.
-fn invalid_keys(needle: &'static str) -> impl Fn(&KeyFetchError) -> bool {
-    move |e| matches!(e, KeyFetchError::InvalidKeys { message, .. } if message.contains(needle))
+/// A key document that is not a usable JWKS, for this reason.
+fn invalid_keys(is: fn(&JwksError) -> bool) -> impl Fn(&KeyFetchError) -> bool {
+    move |e| matches!(e, KeyFetchError::InvalidKeys { error, .. } if is(error))
 }
 
 /// Envoy's ext_authz Check of `GET LINE_1` with these headers: (gRPC code, denial's HTTP
@@ -439,11 +440,21 @@ async fn a_failing_jwks_endpoint_keeps_the_last_good_keys() {
         s.status = 200;
         s.jwks = "<html>maintenance</html>".into();
     });
-    wait_error(&server, ISSUER, invalid_keys("not a JWKS document")).await;
+    wait_error(
+        &server,
+        ISSUER,
+        invalid_keys(|e| matches!(e, JwksError::NotJwks(_))),
+    )
+    .await;
     assert_eq!(ext_authz(&server, &[("authorization", &token)]).await.0, 0);
 
     keys.set(|s| s.jwks = json!({"keys": []}).to_string());
-    wait_error(&server, ISSUER, invalid_keys("no RSA or EC")).await;
+    wait_error(
+        &server,
+        ISSUER,
+        invalid_keys(|e| *e == JwksError::NoSignatureKey),
+    )
+    .await;
 
     keys.set(|s| {
         s.jwks = jwks(&[&key]);
@@ -565,7 +576,12 @@ async fn a_watched_jwks_file_is_reloaded() {
 
     // A broken file keeps the last good keys.
     std::fs::write(&path, "{not json").unwrap();
-    wait_error(&server, ISSUER, invalid_keys("not a JWKS document")).await;
+    wait_error(
+        &server,
+        ISSUER,
+        invalid_keys(|e| matches!(e, JwksError::NotJwks(_))),
+    )
+    .await;
     assert_eq!(ext_authz(&server, &[("authorization", &token2)]).await.0, 0);
 }
 

@@ -600,7 +600,7 @@ fn file_key_sets(snapshot: &Snapshot) -> crate::policy::bearer::StaticKeys {
                 source::ReadError::TooBig => "is too large".to_owned(),
                 source::ReadError::Failed(m) => m,
             })
-            .and_then(|bytes| KeySet::parse(&bytes));
+            .and_then(|bytes| KeySet::parse(&bytes).map_err(|e| e.to_string()));
         match parsed {
             Ok(keys) => sets.push((source.issuer.clone(), std::sync::Arc::new(keys))),
             Err(e) => {

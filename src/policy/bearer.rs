@@ -191,6 +191,20 @@ struct VerifyKey {
     key: DecodingKey,
 }
 
+/// Why a document is not a usable key set (the text it quotes is escaped).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    #[error("not a JWKS document: {0}")]
+    NotJwks(String),
+    #[error("{0} keys, more than the limit of {MAX_KEYS}")]
+    TooManyKeys(usize),
+    /// No key is usable, and this one (the first) did not decode.
+    #[error("key {kid} is invalid: {message}")]
+    InvalidKey { kid: String, message: String },
+    #[error("no RSA or EC (P-256, P-384) signature key")]
+    NoSignatureKey,
+}
+
 /// A parsed JWKS: only signature keys of the kinds this module verifies (RSA, EC P-256,
 /// EC P-384). Symmetric (`oct`) keys and keys for encryption are left out, so no token can
 /// ever be checked against a secret.
@@ -215,20 +229,17 @@ impl std::fmt::Debug for KeySet {
 impl KeySet {
     /// Parses a JWKS document (`{"keys": [...]}`). Fails when it is not one, or when it
     /// holds no usable key: an empty set must never replace a good one.
-    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+    pub fn parse(bytes: &[u8]) -> Result<Self, JwksError> {
         let set: JwkSet = serde_json::from_slice(bytes)
-            .map_err(|e| format!("not a JWKS document: {}", escape(&e.to_string())))?;
+            .map_err(|e| JwksError::NotJwks(escape(&e.to_string())))?;
         if set.keys.len() > MAX_KEYS {
-            return Err(format!(
-                "{} keys, more than the limit of {MAX_KEYS}",
-                set.keys.len()
-            ));
+            return Err(JwksError::TooManyKeys(set.keys.len()));
         }
         let mut out = Self {
             digest: sha2::Sha256::digest(bytes).into(),
             ..Self::default()
         };
-        let mut invalid: Option<String> = None;
+        let mut invalid: Option<JwksError> = None;
         for jwk in &set.keys {
             if matches!(jwk.common.public_key_use, Some(ref u) if *u != PublicKeyUse::Signature) {
                 out.skipped += 1;
@@ -255,12 +266,9 @@ impl KeySet {
             let key = match DecodingKey::from_jwk(jwk) {
                 Ok(key) => key,
                 Err(e) => {
-                    invalid.get_or_insert_with(|| {
-                        format!(
-                            "key {} is invalid: {}",
-                            escape(jwk.common.key_id.as_deref().unwrap_or("(no kid)")),
-                            escape(&e.to_string())
-                        )
+                    invalid.get_or_insert_with(|| JwksError::InvalidKey {
+                        kid: escape(jwk.common.key_id.as_deref().unwrap_or("(no kid)")),
+                        message: escape(&e.to_string()),
                     });
                     out.skipped += 1;
                     continue;
@@ -274,9 +282,7 @@ impl KeySet {
             });
         }
         if out.keys.is_empty() {
-            return Err(
-                invalid.unwrap_or_else(|| "no RSA or EC (P-256, P-384) signature key".to_owned())
-            );
+            return Err(invalid.unwrap_or(JwksError::NoSignatureKey));
         }
         Ok(out)
     }

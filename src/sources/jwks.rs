@@ -184,8 +184,11 @@ pub enum KeyFetchError {
     #[error("reading the JWKS file failed: {0}")]
     FileTask(String),
     /// The document is not a usable JWKS (`url` empty for a file).
-    #[error("{}{message}", if url.is_empty() { String::new() } else { format!("{url}: ") })]
-    InvalidKeys { url: String, message: String },
+    #[error("{}{error}", if url.is_empty() { String::new() } else { format!("{url}: ") })]
+    InvalidKeys {
+        url: String,
+        error: crate::policy::bearer::JwksError,
+    },
     #[error("{url}: not an OpenID configuration: {message}")]
     NotDiscovery { url: String, message: String },
     #[error("{url}: its `issuer` is not `{issuer}`")]
@@ -588,9 +591,9 @@ async fn fetch(
             .await
             .map_err(|e| KeyFetchError::FileTask(e.to_string()))??;
             Ok(Fetched {
-                keys: KeySet::parse(&bytes).map_err(|message| KeyFetchError::InvalidKeys {
+                keys: KeySet::parse(&bytes).map_err(|error| KeyFetchError::InvalidKeys {
                     url: String::new(),
-                    message,
+                    error,
                 })?,
                 max_age: None,
             })
@@ -625,9 +628,9 @@ async fn fetch(
 
 async fn fetch_jwks(store: &KeyStore, url: &str) -> Result<Fetched, KeyFetchError> {
     let (body, max_age) = get(store, url).await?;
-    let keys = KeySet::parse(&body).map_err(|message| KeyFetchError::InvalidKeys {
+    let keys = KeySet::parse(&body).map_err(|error| KeyFetchError::InvalidKeys {
         url: super::bundle::shown_url(url),
-        message,
+        error,
     })?;
     Ok(Fetched { keys, max_age })
 }

@@ -271,7 +271,11 @@ fn a_key_that_does_not_decode_is_skipped_not_fatal() {
     // Alone, it is the set's error, naming the key.
     let only = json!({"keys": [{"kty": "RSA", "kid": "bad", "n": "!!!", "e": "AQAB"}]});
     let e = KeySet::parse(only.to_string().as_bytes()).unwrap_err();
-    assert!(e.contains("key bad is invalid"), "{e}");
+    assert!(
+        matches!(&e, JwksError::InvalidKey { kid, .. } if kid == "bad"),
+        "{e:?}"
+    );
+    assert!(e.to_string().starts_with("key bad is invalid: "), "{e}");
 }
 
 #[test]
@@ -289,7 +293,10 @@ fn a_subject_that_is_no_principal_is_refused() {
 #[test]
 fn key_sets_keep_only_signature_keys_and_refuse_garbage() {
     let oct = json!({"keys": [{"kty": "oct", "kid": "s", "k": "c2VjcmV0"}]});
-    assert!(KeySet::parse(oct.to_string().as_bytes()).is_err());
+    assert_eq!(
+        KeySet::parse(oct.to_string().as_bytes()).err(),
+        Some(JwksError::NoSignatureKey)
+    );
     let mut mixed = serde_json::from_str::<serde_json::Value>(&jwks(&[rsa()])).unwrap();
     mixed["keys"]
         .as_array_mut()
@@ -301,15 +308,24 @@ fn key_sets_keep_only_signature_keys_and_refuse_garbage() {
     mixed["keys"].as_array_mut().unwrap().push(enc);
     let parsed = KeySet::parse(mixed.to_string().as_bytes()).unwrap();
     assert_eq!((parsed.len(), parsed.skipped), (1, 2));
-    for garbage in [
-        "",
-        "<html>",
-        "{}",
-        "{\"keys\": []}",
-        "{\"keys\": [{\"kty\": \"RSA\"}]}",
-    ] {
-        assert!(KeySet::parse(garbage.as_bytes()).is_err(), "{garbage}");
+    for garbage in ["", "<html>", "{}"] {
+        assert!(
+            matches!(
+                KeySet::parse(garbage.as_bytes()),
+                Err(JwksError::NotJwks(_))
+            ),
+            "{garbage}"
+        );
     }
+    assert_eq!(
+        KeySet::parse(b"{\"keys\": []}").err(),
+        Some(JwksError::NoSignatureKey)
+    );
+    // A key without its parameters is no key: the set has none to sign with.
+    assert_eq!(
+        KeySet::parse(b"{\"keys\": [{\"kty\": \"RSA\"}]}").err(),
+        Some(JwksError::NoSignatureKey)
+    );
 }
 
 #[test]

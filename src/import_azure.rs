@@ -71,7 +71,7 @@ pub enum ImportError {
     UnknownObject {
         file: String,
         object: String,
-        problem: String,
+        problem: Unclassified,
     },
     /// A field is missing or has the wrong type.
     #[error("{file}: {object}: {message}")]
@@ -299,25 +299,34 @@ const CREATE_FORM_KEYS: &[&str] = &[
     "Permissions",
 ];
 
-fn classify(f: Fields<'_>) -> Result<Kind, String> {
+/// Why an object is not one of the two kinds imported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unclassified {
+    #[error(
+        "has both `roleName` (a role definition) and `principalId` or `roleDefinitionId` (a role assignment)"
+    )]
+    Both,
+    #[error(
+        "is neither a role definition (no `roleName`) nor a role assignment (no `principalId` or `roleDefinitionId`)"
+    )]
+    Neither,
+}
+
+fn classify(f: Fields<'_>) -> Result<Kind, Unclassified> {
     let role = f.has(ROLE_NAME);
     let assignment = f.has(PRINCIPAL_ID) || f.has(ROLE_DEFINITION_ID);
     match (role, assignment) {
         (true, false) => Ok(Kind::RoleDefinition),
         (false, true) => Ok(Kind::RoleAssignment),
-        (true, true) => Err(
-            "has both `roleName` (a role definition) and `principalId` or `roleDefinitionId` (a role assignment)"
-                .into(),
-        ),
+        (true, true) => Err(Unclassified::Both),
         (false, false) => {
             let named = f.top.get("Name").or_else(|| f.top.get("name"));
-            if named.is_some_and(Value::is_string) && CREATE_FORM_KEYS.iter().any(|k| f.top.contains_key(*k)) {
+            if named.is_some_and(Value::is_string)
+                && CREATE_FORM_KEYS.iter().any(|k| f.top.contains_key(*k))
+            {
                 Ok(Kind::RoleDefinition)
             } else {
-                Err(
-                    "is neither a role definition (no `roleName`) nor a role assignment (no `principalId` or `roleDefinitionId`)"
-                        .into(),
-                )
+                Err(Unclassified::Neither)
             }
         }
     }

@@ -48,23 +48,26 @@ pub fn timestamp_to_instant(ts: &prost_types::Timestamp) -> Instant {
     Instant::from(ts.seconds) * 1_000_000_000 + Instant::from(ts.nanos)
 }
 
+/// A timestamp `google.protobuf.Timestamp` does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TimestampError {
+    #[error("timestamp nanos {0} is outside 0 to 999999999")]
+    Nanos(i32),
+    #[error("timestamp seconds {0} is outside the years 0001 to 9999")]
+    Seconds(i64),
+}
+
 /// A request's timestamp as an instant, refusing what `google.protobuf.Timestamp` does
 /// not allow: `nanos` outside 0 to 999,999,999, or a time outside the years 0001 to 9999.
-pub fn request_instant(ts: &prost_types::Timestamp) -> Result<Instant, String> {
+pub fn request_instant(ts: &prost_types::Timestamp) -> Result<Instant, TimestampError> {
     /// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z in Unix seconds.
     const FIRST: i64 = -62_135_596_800;
     const LAST: i64 = 253_402_300_799;
     if !(0..1_000_000_000).contains(&ts.nanos) {
-        return Err(format!(
-            "timestamp nanos {} is outside 0 to 999999999",
-            ts.nanos
-        ));
+        return Err(TimestampError::Nanos(ts.nanos));
     }
     if !(FIRST..=LAST).contains(&ts.seconds) {
-        return Err(format!(
-            "timestamp seconds {} is outside the years 0001 to 9999",
-            ts.seconds
-        ));
+        return Err(TimestampError::Seconds(ts.seconds));
     }
     Ok(timestamp_to_instant(ts))
 }
@@ -75,5 +78,33 @@ pub fn instant_to_timestamp(at: Instant) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: i64::try_from(seconds).unwrap_or(if seconds < 0 { i64::MIN } else { i64::MAX }),
         nanos: i32::try_from(at.rem_euclid(1_000_000_000)).unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{TimestampError, request_instant};
+
+    #[test]
+    fn request_timestamps_outside_protobufs_range_are_refused_by_kind() {
+        let at = |seconds, nanos| request_instant(&prost_types::Timestamp { seconds, nanos });
+        assert_eq!(at(0, 5), Ok(5));
+        assert_eq!(at(0, -1), Err(TimestampError::Nanos(-1)));
+        assert_eq!(
+            at(0, 1_000_000_000),
+            Err(TimestampError::Nanos(1_000_000_000))
+        );
+        assert_eq!(
+            at(-62_135_596_801, 0),
+            Err(TimestampError::Seconds(-62_135_596_801))
+        );
+        assert_eq!(
+            at(253_402_300_800, 0),
+            Err(TimestampError::Seconds(253_402_300_800))
+        );
+        assert_eq!(
+            TimestampError::Nanos(-1).to_string(),
+            "timestamp nanos -1 is outside 0 to 999999999"
+        );
     }
 }

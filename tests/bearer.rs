@@ -6,11 +6,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use iot_authz::policy::bearer::JwksError;
 use iot_authz::policy::{Snapshot, SourceDocument, compile_sources};
 use iot_authz::proto::iotauthz::v1 as pb;
 use iot_authz::proto::iotauthz::v1::authorizer_client::AuthorizerClient;
 use iot_authz::server::AppOptions;
-use iot_authz::sources::jwks::KeyOptions;
+use iot_authz::sources::jwks::{KeyFetchError, KeyOptions};
 use jsonwebtoken::Algorithm;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -171,8 +172,12 @@ async fn wait_kids(server: &TestServer, issuer: &str, kids: &[&str]) {
     }
 }
 
-/// Waits until the issuer's last fetch failed with a message containing `needle`.
-async fn wait_error(server: &TestServer, issuer: &str, needle: &str) -> String {
+/// Waits until the issuer's last fetch failed with an error `is` accepts; returns it.
+async fn wait_error(
+    server: &TestServer,
+    issuer: &str,
+    is: impl Fn(&KeyFetchError) -> bool,
+) -> KeyFetchError {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let status = server.app.keys.status();
@@ -180,16 +185,21 @@ async fn wait_error(server: &TestServer, issuer: &str, needle: &str) -> String {
             .iter()
             .find(|s| s.issuer == issuer)
             .and_then(|s| s.last_error.clone())
-            .filter(|e| e.contains(needle))
+            .filter(|e| is(e))
         {
             return e;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no error with `{needle}`: {status:?}"
+            "no such error: {status:?}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A key document that is not a usable JWKS, for this reason.
+fn invalid_keys(is: fn(&JwksError) -> bool) -> impl Fn(&KeyFetchError) -> bool {
+    move |e| matches!(e, KeyFetchError::InvalidKeys { error, .. } if is(error))
 }
 
 /// Envoy's ext_authz Check of `GET LINE_1` with these headers: (gRPC code, denial's HTTP
@@ -417,25 +427,43 @@ async fn a_failing_jwks_endpoint_keeps_the_last_good_keys() {
     let token = bearer(&key.sign(&alice_claims()));
 
     keys.set(|s| s.status = 503);
-    let e = wait_error(&server, ISSUER, "503").await;
-    assert!(e.contains("/keys/jwks.json"), "{e}");
+    let e = wait_error(
+        &server,
+        ISSUER,
+        |e| matches!(e, KeyFetchError::Status { status, .. } if status.as_u16() == 503),
+    )
+    .await;
+    assert!(e.to_string().contains("/keys/jwks.json"), "{e}");
     assert_eq!(ext_authz(&server, &[("authorization", &token)]).await.0, 0);
 
     keys.set(|s| {
         s.status = 200;
         s.jwks = "<html>maintenance</html>".into();
     });
-    wait_error(&server, ISSUER, "not a JWKS document").await;
+    wait_error(
+        &server,
+        ISSUER,
+        invalid_keys(|e| matches!(e, JwksError::NotJwks(_))),
+    )
+    .await;
     assert_eq!(ext_authz(&server, &[("authorization", &token)]).await.0, 0);
 
     keys.set(|s| s.jwks = json!({"keys": []}).to_string());
-    wait_error(&server, ISSUER, "no RSA or EC").await;
+    wait_error(
+        &server,
+        ISSUER,
+        invalid_keys(|e| *e == JwksError::NoSignatureKey),
+    )
+    .await;
 
     keys.set(|s| {
         s.jwks = jwks(&[&key]);
         s.delay = Duration::from_secs(5);
     });
-    wait_error(&server, ISSUER, "request failed").await;
+    wait_error(&server, ISSUER, |e| {
+        matches!(e, KeyFetchError::Request { .. })
+    })
+    .await;
     assert_eq!(ext_authz(&server, &[("authorization", &token)]).await.0, 0);
     assert_eq!(server.app.keys.status()[0].kids, ["k1"]);
 
@@ -458,7 +486,12 @@ async fn a_jwks_down_at_start_identifies_no_one_until_it_answers() {
         KeyOptions::default(),
     )
     .await;
-    wait_error(&server, ISSUER, "500").await;
+    wait_error(
+        &server,
+        ISSUER,
+        |e| matches!(e, KeyFetchError::Status { status, .. } if status.as_u16() == 500),
+    )
+    .await;
     let token = bearer(&key.sign(&alice_claims()));
     let (code, status, _) = ext_authz(&server, &[("authorization", &token)]).await;
     assert_eq!((code, status), (16, Some(401)));
@@ -506,8 +539,11 @@ async fn openid_discovery_finds_the_jwks() {
         other.base
     );
     let server = start(policy_with(&source), KeyOptions::default()).await;
-    let e = wait_error(&server, &other.base, "is not").await;
-    assert!(e.contains("issuer"), "{e}");
+    let e = wait_error(&server, &other.base, |e| {
+        matches!(e, KeyFetchError::IssuerMismatch { .. })
+    })
+    .await;
+    assert!(e.to_string().contains("its `issuer` is not"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -540,7 +576,12 @@ async fn a_watched_jwks_file_is_reloaded() {
 
     // A broken file keeps the last good keys.
     std::fs::write(&path, "{not json").unwrap();
-    wait_error(&server, ISSUER, "not a JWKS document").await;
+    wait_error(
+        &server,
+        ISSUER,
+        invalid_keys(|e| matches!(e, JwksError::NotJwks(_))),
+    )
+    .await;
     assert_eq!(ext_authz(&server, &[("authorization", &token2)]).await.0, 0);
 }
 

@@ -9,8 +9,8 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 
 use crate::support::{TestServer, crypto, policy};
-use iot_authz::console::CSP;
 use iot_authz::server::AppOptions;
+use iot_authz::server::console::CSP;
 
 pub const PRINCIPAL_HEADER: &str = "x-iotauthz-principal";
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -253,7 +253,7 @@ pub fn text(html: &str) -> String {
 async fn check_access_explains_a_grant_a_deny_assignment_and_near_misses() {
     let server = start().await;
     let check = |principal: &str, action: &str, scope: &str| {
-        iot_authz::console::link(
+        iot_authz::server::console::link(
             "/console/check",
             &[
                 ("principal", principal),
@@ -371,7 +371,7 @@ async fn who_can_lists_the_principals_and_groups_allowed() {
         "{t}"
     );
     // A deny assignment applies: line-leads (and carol through it) may not delete there.
-    let path = iot_authz::console::link(
+    let path = iot_authz::server::console::link(
         "/console/who-can",
         &[
             ("action", "Microsoft.Edge/targets/delete"),
@@ -398,7 +398,7 @@ async fn markup_in_policy_values_is_shown_as_text() {
         "/console/assignments".to_owned(),
         "/console/roles".to_owned(),
         "/console/scopes?scope=/apps".to_owned(),
-        iot_authz::console::link(
+        iot_authz::server::console::link(
             "/console/check",
             &[
                 ("principal", MARKUP[0]),
@@ -406,7 +406,7 @@ async fn markup_in_policy_values_is_shown_as_text() {
                 ("scope", MARKUP[3]),
             ],
         ),
-        iot_authz::console::link(
+        iot_authz::server::console::link(
             "/console/who-can",
             &[
                 ("action", "Microsoft.Edge/targets/restart"),
@@ -617,7 +617,7 @@ async fn a_decision_id_explains_nothing_outside_the_callers_scope() {
 /// with 503 and `Retry-After` (a page in words, with the security headers) until one closes.
 #[tokio::test]
 async fn live_watchers_are_bounded() {
-    use iot_authz::console::MAX_WATCHERS;
+    use iot_authz::server::console::MAX_WATCHERS;
     let server = start().await;
     let client = reqwest::Client::new();
     let url = format!("http://{}/console/decisions/events", server.http);
@@ -920,7 +920,7 @@ async fn where_can_shows_markup_in_the_plan_as_text() {
     let server = start().await;
     // The markup principal holds the markup role through the markup group, at the markup
     // scope: the plan's one entry is that scope, as written.
-    let path = iot_authz::console::link(
+    let path = iot_authz::server::console::link(
         "/console/where-can",
         &[
             ("principal", MARKUP[0]),
@@ -947,9 +947,7 @@ async fn where_can_shows_markup_in_the_plan_as_text() {
 async fn pages_that_list_the_policy_wait_for_a_turn_of_the_query_pool() {
     crypto();
     let mut app = iot_authz::server::App::with_options(
-        std::sync::Arc::new(iot_authz::server::state::PolicyState::with_snapshot(
-            policy(POLICY),
-        )),
+        std::sync::Arc::new(iot_authz::live::PolicyState::with_snapshot(policy(POLICY))),
         &AppOptions {
             console: true,
             ..AppOptions::default()

@@ -244,8 +244,8 @@ async fn console_pages_in_a_real_browser() {
     let corpus_pages = [
         "/console/assignments".to_owned(),
         "/console/roles".to_owned(),
-        iot_authz::console::link("/console/scopes", &[("scope", MARKUP[3])]),
-        iot_authz::console::link(
+        iot_authz::server::console::link("/console/scopes", &[("scope", MARKUP[3])]),
+        iot_authz::server::console::link(
             "/console/check",
             &[
                 ("principal", MARKUP[0]),

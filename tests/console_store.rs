@@ -117,7 +117,7 @@ impl Session {
             .header("sec-fetch-site", "same-origin")
             .header("content-type", "application/x-www-form-urlencoded")
             .body(
-                iot_authz::console::link("", &form)
+                iot_authz::server::console::link("", &form)
                     .trim_start_matches('?')
                     .to_owned(),
             )

@@ -485,7 +485,7 @@ async fn grpcurl_uses_reflection_only() {
 
 #[tokio::test]
 async fn health_is_not_serving_without_a_policy_and_http_endpoints_answer() {
-    use iot_authz::server::state::PolicyState;
+    use iot_authz::live::PolicyState;
     crate::support::crypto();
     let server =
         TestServer::start_with(std::sync::Arc::new(PolicyState::new()), Default::default()).await;
@@ -517,7 +517,7 @@ async fn health_is_not_serving_without_a_policy_and_http_endpoints_answer() {
 
 #[tokio::test]
 async fn every_health_service_is_not_serving_until_a_policy_loads() {
-    use iot_authz::server::state::PolicyState;
+    use iot_authz::live::PolicyState;
     use tonic_health::pb::health_check_response::ServingStatus;
     let state = std::sync::Arc::new(PolicyState::new());
     let server = TestServer::start_with(state.clone(), Default::default()).await;

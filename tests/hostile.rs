@@ -612,7 +612,7 @@ async fn an_unused_rest_capture_is_checked_like_any_other() {
                 at: iot_authz::policy::syntax::now(),
             })
             .unwrap();
-        assert_eq!(local.status, 400, "{bad}");
+        assert_eq!(local.status(), 400, "{bad}");
     }
     // And through the real Envoy: the upstream never sees it.
     let upstream = Upstream::start().await;

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use iot_authz::live::PolicyState;
 use iot_authz::policy::source::{read_paths, revision};
 use iot_authz::policy::{SourceDocument, compile_sources};
 use iot_authz::proto::iotauthz::v1 as pb;
 use iot_authz::proto::iotauthz::v1::authorizer_client::AuthorizerClient;
-use iot_authz::server::state::PolicyState;
 use iot_authz::sources::bundle::{self, BundleClient, BundleOptions};
 use iot_authz::sources::files::{self, WatchOptions};
 use iot_authz::sources::{LoadOutcome, Loader};
@@ -1094,7 +1094,7 @@ mod cache {
 /// holds it, never while one does; without patience a straggler frees it.
 #[test]
 fn a_replaced_policy_is_freed_off_the_request_path_after_its_last_reader() {
-    use iot_authz::server::state::retire;
+    use iot_authz::live::retire;
     let state = PolicyState::with_snapshot(crate::support::policy(
         "version: 1\nroles: [{name: R, actions: ['a/*']}]\n",
     ));

@@ -53,7 +53,7 @@ fn expected(snapshot: &Snapshot, method: &str, path: &str, principal: &str) -> u
             at: iot_authz::policy::syntax::now(),
         })
         .unwrap()
-        .status
+        .status()
 }
 
 fn write_then_rename(path: &Path, text: &str) {

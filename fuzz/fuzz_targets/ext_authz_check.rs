@@ -50,7 +50,7 @@ use iot_authz::policy::syntax;
 use iot_authz::proto::envoy_auth::authorization_server::Authorization;
 use iot_authz::server::App;
 use iot_authz::server::ext_authz::ExtAuthz;
-use iot_authz::server::state::{LoadedPolicy, PolicyState};
+use iot_authz::live::{LoadedPolicy, PolicyState};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -713,7 +713,7 @@ fn run(input: &Input) {
         "status code {code}: {}",
         context()
     );
-    let expected_code = match expected.status {
+    let expected_code = match expected.status() {
         200 => OK,
         401 => UNAUTHENTICATED,
         400 | 403 => PERMISSION_DENIED,
@@ -784,7 +784,7 @@ fn run(input: &Input) {
             assert_ne!(code, OK, "a denied response with status OK: {}", context());
             assert_eq!(
                 denied.status.as_ref().map(|s| s.code),
-                Some(i32::from(expected.status)),
+                Some(i32::from(expected.status())),
                 "HTTP status of the denial: {}",
                 context()
             );
@@ -823,7 +823,7 @@ fn run(input: &Input) {
     // Copies of the identity header that disagree make the request malformed (400).
     if let Some(Err(())) = headers.get(PRINCIPAL_HEADER).map(|v| model_header_value(v)) {
         assert_eq!(
-            (code, expected.status),
+            (code, expected.status()),
             (PERMISSION_DENIED, 400),
             "conflicting identity header copies, yet: {}",
             context()

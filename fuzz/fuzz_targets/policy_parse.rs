@@ -351,9 +351,9 @@ fn exercise(snapshot: &Snapshot, docs: &[(String, Document)], reference_checks: 
                     };
                     assert_eq!(
                         out.decision.allowed,
-                        out.status == 200,
+                        out.status() == 200,
                         "status {} for {:?}",
-                        out.status,
+                        out.status(),
                         out.decision
                     );
                     if let (Some(route), Some(action), Some(scope), Some(p), 200 | 403) = (
@@ -361,7 +361,7 @@ fn exercise(snapshot: &Snapshot, docs: &[(String, Document)], reference_checks: 
                         out.action.as_deref(),
                         out.scope.as_deref(),
                         out.principal.as_deref(),
-                        out.status,
+                        out.status(),
                     ) {
                         if route.public {
                             continue;

@@ -717,8 +717,28 @@ fn malformed_input() {
         r#"[{"type": "Microsoft.Authorization/locks"}]"#,
     )]);
     assert!(
-        matches!(&e, ImportError::UnknownObject { object, .. } if object == "object [0]"),
+        matches!(&e, ImportError::UnknownObject { object, problem: Unclassified::Neither, .. } if object == "object [0]"),
         "{e:?}"
+    );
+
+    let e = import_err(&[inline(
+        "b.json",
+        r#"[{"roleName": "X", "principalId": "p"}]"#,
+    )]);
+    assert!(
+        matches!(
+            &e,
+            ImportError::UnknownObject {
+                problem: Unclassified::Both,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with("b.json: object [0]: has both `roleName`"),
+        "{e}"
     );
 
     let e = import_err(&[inline(

@@ -35,8 +35,6 @@ pub struct HttpRequest<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpDecision<'s> {
     pub decision: Decision<'s>,
-    /// 200 allow, 400 malformed, 401 no identity, 403 deny.
-    pub status: u16,
     pub action: Option<String>,
     pub scope: Option<String>,
     pub data_action: bool,
@@ -44,6 +42,29 @@ pub struct HttpDecision<'s> {
     pub route: Option<&'s Route>,
     /// Set when a bearer token was present but invalid: the issuer's source and why.
     pub token_rejection: Option<(String, Rejection)>,
+}
+
+impl HttpDecision<'_> {
+    /// The HTTP status of this decision: [`Reason::http_status`].
+    pub fn status(&self) -> u16 {
+        self.decision.reason.http_status()
+    }
+}
+
+impl Reason<'_> {
+    /// The HTTP status a decision with this reason answers (SPEC §4): 200 allowed (a
+    /// role assignment, a public route), 400 malformed, 401 no identity, 403 denied (a
+    /// deny assignment, no grant, no route). The one mapping every HTTP-facing adapter
+    /// uses; an adapter that must answer otherwise (nginx's `auth_request` turns a 400
+    /// into a 500) matches on the reason.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::RoleAssignment { .. } | Self::Public => 200,
+            Self::Malformed { .. } => 400,
+            Self::NoIdentity => 401,
+            Self::DenyAssignment { .. } | Self::NoGrant | Self::NoRoute => 403,
+        }
+    }
 }
 
 /// One effective permission and the grants behind it.
@@ -93,7 +114,6 @@ impl Snapshot {
     {
         let mut out = HttpDecision {
             decision: Decision::deny(Reason::NoRoute),
-            status: 403,
             action: None,
             scope: None,
             data_action: false,
@@ -112,7 +132,6 @@ impl Snapshot {
         let (route, action, scope) = match self.routes.resolve(req.method, req.path, req.headers) {
             RouteOutcome::Malformed(message) => {
                 out.decision = Decision::deny(Reason::Malformed { message });
-                out.status = 400;
                 return Ok(out);
             }
             RouteOutcome::NoRoute => return Ok(out),
@@ -131,7 +150,6 @@ impl Snapshot {
                 allowed: true,
                 reason: Reason::Public,
             };
-            out.status = 200;
             return Ok(out);
         }
         let identity = match req.principal {
@@ -147,7 +165,6 @@ impl Snapshot {
                 // Which value would identify the caller is ambiguous: fail closed.
                 Err(IdentifyError::Ambiguous(message)) => {
                     out.decision = Decision::deny(Reason::Malformed { message });
-                    out.status = 400;
                     return Ok(out);
                 }
                 // A present but invalid token identifies no one, and no later source may.
@@ -159,7 +176,6 @@ impl Snapshot {
         };
         let Some((principal, mut groups)) = identity else {
             out.decision = Decision::deny(Reason::NoIdentity);
-            out.status = 401;
             return Ok(out);
         };
         groups.extend(req.groups.iter().cloned());
@@ -178,7 +194,6 @@ impl Snapshot {
             },
         )?;
         let decision = self.explain(verdict);
-        out.status = if decision.allowed { 200 } else { 403 };
         out.decision = decision;
         out.principal = Some(principal);
         Ok(out)
@@ -401,5 +416,58 @@ impl Snapshot {
             missing_actions: missing,
             message,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reason;
+
+    /// Every reason has its status (SPEC §4), and the serde form is the one `check --json`
+    /// prints: `kind` plus the reason's own fields in camelCase.
+    #[test]
+    fn each_reason_has_one_status_and_one_serde_form() {
+        let role = Reason::RoleAssignment {
+            role: "Reader",
+            assignment_id: Some("a1"),
+            scope: "/s",
+            via: "user:a",
+        };
+        let cases = [
+            (role.clone(), 200),
+            (Reason::Public, 200),
+            (
+                Reason::Malformed {
+                    message: "m".into(),
+                },
+                400,
+            ),
+            (Reason::NoIdentity, 401),
+            (
+                Reason::DenyAssignment {
+                    deny_assignment: "d",
+                },
+                403,
+            ),
+            (Reason::NoGrant, 403),
+            (Reason::NoRoute, 403),
+        ];
+        for (reason, status) in &cases {
+            assert_eq!(reason.http_status(), *status, "{reason:?}");
+            let json = serde_json::to_value(reason).unwrap();
+            assert_eq!(json["kind"], reason.kind(), "{reason:?}");
+        }
+        assert_eq!(cases.len(), Reason::KINDS.len());
+        assert_eq!(
+            serde_json::to_value(&role).unwrap(),
+            serde_json::json!({"kind": "roleAssignment", "role": "Reader", "assignmentId": "a1", "scope": "/s", "via": "user:a"})
+        );
+        assert_eq!(
+            serde_json::to_value(Reason::DenyAssignment {
+                deny_assignment: "d"
+            })
+            .unwrap(),
+            serde_json::json!({"kind": "denyAssignment", "denyAssignment": "d"})
+        );
     }
 }

@@ -694,7 +694,7 @@ pub enum Reason<'s> {
     #[serde(rename_all = "camelCase")]
     RoleAssignment {
         role: &'s str,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        /// `null` when the assignment has none (docs/reference.md).
         assignment_id: Option<&'s str>,
         scope: &'s str,
         via: &'s str,

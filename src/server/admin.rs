@@ -4,7 +4,7 @@
 //! Every write goes through [`Admin::write`]: identify the actor (the policy's identity
 //! sources over the call's metadata), then queue the write for its replica's next
 //! transaction (group commit). One task per replica takes the queued writes as a group
-//! (in arrival order, at most [`MAX_GROUP`], one per key), plans, authorizes and
+//! (in arrival order, at most [`MAX_GROUP`](crate::store::admin_queue::MAX_GROUP), one per key), plans, authorizes and
 //! validates them in order against one store revision, each on the state holding the
 //! group's earlier allowed writes (a refused write answers its own refusal and does not
 //! stop the others), and commits the allowed ones in one etcd transaction that holds only
@@ -21,12 +21,13 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use super::App;
-use super::state::LoadedPolicy;
+use crate::live::LoadedPolicy;
 use crate::policy::document::{AssignmentDoc, GroupDoc, RoleDoc};
 use crate::policy::identity::IdentityInput;
 use crate::policy::syntax::{self, escape};
 use crate::policy::{CheckRequest, RequestError};
 use crate::proto::iotauthz::v1 as pb;
+use crate::store::admin_queue::{Existing, MAX_GROUP_BYTES, Queued, Write};
 use crate::store::objects::{self, Kind, Object};
 use crate::store::{self as store_mod, Store, etcd};
 
@@ -56,10 +57,6 @@ const MAX_PAGE: usize = 1000;
 pub struct Admin {
     app: Arc<App>,
 }
-
-/// What a write finds under its key: the stored object, one that could not be decoded, or
-/// nothing.
-type Existing<'a> = Option<&'a Result<Object, String>>;
 
 /// One audit line.
 #[derive(Serialize)]
@@ -373,84 +370,6 @@ impl Admin {
                 "the store kept changing while this write was validated; try again",
             )),
         );
-    }
-}
-
-/// One Admin API write: its actor, its object's key under the prefix, and its plan.
-pub(crate) struct Write {
-    actor: String,
-    object: String,
-    plan: Arc<Plan>,
-}
-
-/// Plans a write (see [`Admin::write`]).
-type Plan =
-    dyn Fn(&LoadedPolicy, &str, Existing<'_>) -> Result<Option<Object>, Status> + Send + Sync;
-
-/// A write waiting for its replica's next transaction, and where its answer goes.
-pub(crate) struct Queued {
-    write: Arc<Write>,
-    reply: tokio::sync::oneshot::Sender<Result<String, Status>>,
-}
-
-/// The most writes one transaction holds (etcd refuses more than 128 operations, its
-/// `--max-txn-ops` default, in a transaction: the writes, and the marker).
-pub const MAX_GROUP: usize = 64;
-
-/// The most bytes of values one transaction carries (etcd's default request limit is
-/// 1.5 MiB); a write past it waits for the next transaction.
-const MAX_GROUP_BYTES: usize = 1024 * 1024;
-
-/// The Admin API writes waiting for their replica's next transaction (`Store::admin_queue`).
-#[derive(Default)]
-pub struct AdminQueue {
-    writes: std::collections::VecDeque<Queued>,
-    /// A task is committing the queue.
-    draining: bool,
-    /// The writes of the group being validated and committed.
-    committing: usize,
-}
-
-impl std::fmt::Debug for AdminQueue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminQueue")
-            .field("writes", &self.writes.len())
-            .field("draining", &self.draining)
-            .finish()
-    }
-}
-
-impl AdminQueue {
-    /// The writes waiting for a transaction, and those of the group being committed.
-    pub fn len(&self) -> (usize, usize) {
-        (self.writes.len(), self.committing)
-    }
-
-    /// The next group, in arrival order: at most [`MAX_GROUP`] writes, one per key (a
-    /// second write of a key waits for the next transaction, which a transaction's
-    /// operations cannot both touch).
-    fn take_group(&mut self) -> Vec<Queued> {
-        let mut group: Vec<Queued> = Vec::new();
-        let mut later = std::collections::VecDeque::new();
-        while group.len() < MAX_GROUP
-            && let Some(q) = self.writes.pop_front()
-        {
-            if group.iter().any(|g| g.write.object == q.write.object) {
-                later.push_back(q);
-            } else {
-                group.push(q);
-            }
-        }
-        later.append(&mut self.writes);
-        self.writes = later;
-        group
-    }
-
-    /// Writes taken in a group and not committed with it: first in line again.
-    fn put_back(&mut self, rest: Vec<Queued>) {
-        for q in rest.into_iter().rev() {
-            self.writes.push_front(q);
-        }
     }
 }
 
@@ -926,7 +845,7 @@ impl pb::admin_server::Admin for Admin {
         let (metadata, _, body) = request.into_parts();
         let store = self.store()?;
         let deadline = call_deadline(&metadata);
-        store_mod::wait_for(&self.app, &body.at_least, deadline)
+        store_mod::wait_for(&*self.app, &body.at_least, deadline)
             .await
             .map_err(token_status)?;
         let policy = self.policy()?;

@@ -20,8 +20,8 @@ use axum::http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::state::LoadedPolicy;
 use super::{App, RequestContext};
+use crate::live::LoadedPolicy;
 use crate::policy::queries::{HttpDecision, HttpRequest};
 use crate::policy::syntax::{self, Instant, escape};
 use crate::policy::{CheckRequest, Decision, Reason, RequestError};
@@ -597,7 +597,6 @@ fn scope_decision<'s>(
     let verdict = app.decide(policy, &req)?;
     let decision: Decision<'s> = policy.snapshot.explain(verdict);
     Ok(HttpDecision {
-        status: if decision.allowed { 200 } else { 403 },
         decision,
         action: Some(e.action.clone()),
         scope: Some(syntax::trim_scope(&e.resource_id).to_owned()),

@@ -42,6 +42,15 @@ pub struct CacheOptions {
     pub ttl: Duration,
 }
 
+impl Default for CacheOptions {
+    fn default() -> Self {
+        Self {
+            capacity: super::defaults::DECISION_CACHE_SIZE,
+            ttl: Duration::from_secs(super::defaults::DECISION_CACHE_TTL_SECONDS),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     generation: u64,

@@ -57,7 +57,7 @@ impl Authorization for ExtAuthz {
         };
         // A consistency token (SPEC §10): answer from a state at least that new, or 503.
         if let Some(token) = header(crate::store::CONSISTENCY_HEADER)
-            && let Err(e) = crate::store::wait_for(&self.app, token, deadline).await
+            && let Err(e) = crate::store::wait_for(&*self.app, token, deadline).await
         {
             return Ok(Response::new(token_refused(&e)));
         }
@@ -195,10 +195,9 @@ fn allow_response(
 }
 
 fn deny_response(outcome: &HttpDecision<'_>, decision_id: &str, revision: &str) -> CheckResponse {
-    let code = if outcome.status == 401 {
-        UNAUTHENTICATED
-    } else {
-        PERMISSION_DENIED
+    let code = match outcome.decision.reason {
+        crate::policy::Reason::NoIdentity => UNAUTHENTICATED,
+        _ => PERMISSION_DENIED,
     };
     CheckResponse {
         status: Some(rpc::Status {
@@ -208,7 +207,7 @@ fn deny_response(outcome: &HttpDecision<'_>, decision_id: &str, revision: &str) 
         }),
         http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
             status: Some(HttpStatus {
-                code: i32::from(outcome.status),
+                code: i32::from(outcome.status()),
             }),
             headers: vec![
                 header(

@@ -46,22 +46,35 @@ impl Proxy {
     }
 }
 
+/// Why the original request cannot be read from the proxy's headers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum OriginalError {
+    #[error("`{0}` is missing")]
+    Missing(&'static str),
+    /// Given more than once with different values.
+    #[error("{}", crate::policy::route::conflicting_header_message(.0))]
+    Conflicting(&'static str),
+    #[error("`{0}` is not visible ASCII")]
+    NotAscii(&'static str),
+}
+
 /// The original method and path, as each proxy reports them. A header given more than
 /// once with different values is ambiguous, so malformed, as a conflicting identity header
 /// is (a comma does not separate copies here: a URI may hold one).
-fn original(proxy: Proxy, req: &axum::http::request::Parts) -> Result<(String, String), String> {
-    let header = |name: &str| {
+fn original(
+    proxy: Proxy,
+    req: &axum::http::request::Parts,
+) -> Result<(String, String), OriginalError> {
+    let header = |name: &'static str| {
         let mut copies = req.headers.get_all(name).iter();
-        let first = copies
-            .next()
-            .ok_or_else(|| format!("`{name}` is missing"))?;
+        let first = copies.next().ok_or(OriginalError::Missing(name))?;
         if copies.any(|other| other != first) {
-            return Err(crate::policy::route::conflicting_header_message(name));
+            return Err(OriginalError::Conflicting(name));
         }
         first
             .to_str()
             .map(str::to_owned)
-            .map_err(|_| format!("`{name}` is not visible ASCII"))
+            .map_err(|_| OriginalError::NotAscii(name))
     };
     match proxy {
         Proxy::Envoy => {
@@ -181,9 +194,10 @@ async fn authorize(app: &App, proxy: Proxy, req: Request) -> Response<Body> {
             .await
         }
         // Without the original request there is nothing to authorize: malformed.
-        Err(message) => Ok(HttpDecision {
-            decision: Decision::deny(Reason::Malformed { message }),
-            status: 400,
+        Err(e) => Ok(HttpDecision {
+            decision: Decision::deny(Reason::Malformed {
+                message: e.to_string(),
+            }),
             action: None,
             scope: None,
             data_action: false,
@@ -248,16 +262,16 @@ fn allow(
 
 fn deny(proxy: Proxy, outcome: &HttpDecision<'_>, decision_id: &str) -> Response<Body> {
     let body = response::deny_body(outcome, decision_id);
-    let status = match (proxy, outcome.status) {
-        (Proxy::Nginx, 400) => 403,
-        (_, s) => s,
+    let status = match (proxy, &outcome.decision.reason) {
+        (Proxy::Nginx, Reason::Malformed { .. }) => 403,
+        _ => outcome.status(),
     };
     let mut r = Response::new(Body::from(body.clone()));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
     set(&mut r, "content-type", "application/json");
     set(&mut r, "x-iotauthz-decision-id", decision_id);
     if proxy == Proxy::Nginx {
-        set(&mut r, "x-iotauthz-status", &outcome.status.to_string());
+        set(&mut r, "x-iotauthz-status", &outcome.status().to_string());
         set(&mut r, "x-iotauthz-body", &body);
     }
     r

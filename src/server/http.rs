@@ -1,7 +1,7 @@
 //! The HTTP listener: `/healthz` (alive), `/readyz` (a policy is loaded and the server is
 //! not draining), `/metrics` (Prometheus text format) and the HTTP authorization endpoints
 //! of [`super::forward_auth`]; with `--console`, the web console under `/console/`
-//! ([`crate::console`]).
+//! ([`crate::server::console`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -44,7 +44,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route(authzen::SEARCH_ACTION_PATH, post(authzen::search_action))
         .route(authzen::CONFIGURATION_PATH, get(authzen::configuration));
     let routes = if app.console.is_some() {
-        routes.merge(crate::console::router())
+        routes.merge(crate::server::console::router())
     } else {
         routes
     };

@@ -8,9 +8,10 @@ pub mod activity;
 pub mod admin;
 pub mod authzen;
 pub mod cache;
-pub mod cli;
+pub mod console;
 pub mod deadline;
 pub mod decision_log;
+pub mod defaults;
 pub mod ext_authz;
 pub mod forward_auth;
 pub mod http;
@@ -19,7 +20,6 @@ pub mod native;
 pub mod query_pool;
 pub mod reflection;
 pub mod response;
-pub mod state;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,10 +40,10 @@ use tonic::server::NamedService;
 use tonic::transport::server::{Connected, TcpIncoming};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
+use crate::live::PolicyState;
 use crate::proto::iotauthz::v1::authorizer_server::AuthorizerServer;
 use crate::proto::{ENVOY_AUTH_DESCRIPTOR, IOTAUTHZ_DESCRIPTOR};
 use metrics::Metrics;
-use state::PolicyState;
 use tonic_health::ServingStatus;
 
 /// Limits and TLS settings of the gRPC listener.
@@ -92,21 +92,22 @@ pub struct ServerOptions {
 
 impl Default for ServerOptions {
     fn default() -> Self {
+        use defaults as d;
         Self {
-            max_message_bytes: 4 * 1024 * 1024,
-            request_timeout: Duration::from_secs(5),
-            concurrency_per_connection: 1024,
-            max_concurrent_streams: 1024,
-            shutdown_delay: Duration::ZERO,
-            shutdown_grace: Duration::from_secs(10),
+            max_message_bytes: d::MAX_MESSAGE_BYTES,
+            request_timeout: Duration::from_millis(d::REQUEST_TIMEOUT_MS),
+            concurrency_per_connection: d::CONCURRENCY_PER_CONNECTION,
+            max_concurrent_streams: d::MAX_CONCURRENT_STREAMS,
+            shutdown_delay: Duration::from_millis(d::SHUTDOWN_DELAY_MS),
+            shutdown_grace: Duration::from_millis(d::SHUTDOWN_GRACE_MS),
             tls: None,
-            opening_timeout: Duration::from_secs(10),
-            max_connections: 10_000,
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_connection_age: Duration::from_secs(600),
-            grpc_idle_timeout: Duration::from_secs(300),
-            max_header_bytes: 64 * 1024,
+            opening_timeout: Duration::from_millis(d::OPENING_TIMEOUT_MS),
+            max_connections: d::MAX_CONNECTIONS,
+            header_read_timeout: Duration::from_millis(d::HEADER_READ_TIMEOUT_MS),
+            idle_timeout: Duration::from_millis(d::IDLE_TIMEOUT_MS),
+            max_connection_age: Duration::from_secs(d::MAX_CONNECTION_AGE_SECONDS),
+            grpc_idle_timeout: Duration::from_millis(d::GRPC_IDLE_TIMEOUT_MS),
+            max_header_bytes: d::MAX_HEADER_BYTES,
         }
     }
 }
@@ -193,7 +194,7 @@ pub struct App {
     /// The store (SPEC §9), when one is configured; set once, before serving.
     pub store: std::sync::OnceLock<Arc<crate::store::Store>>,
     /// `--console`: the web console, which also receives every decision concluded.
-    pub console: Option<crate::console::Console>,
+    pub console: Option<console::Console>,
     /// WhoCan, CheckAssign, ListPermissions, Plan and the AuthZEN searches: their own
     /// threads and concurrency limit.
     pub queries: query_pool::QueryPool,
@@ -232,7 +233,7 @@ impl App {
             })
             .transpose()?;
         let console = if options.console {
-            Some(crate::console::Console::new().map_err(std::io::Error::other)?)
+            Some(console::Console::new().map_err(std::io::Error::other)?)
         } else {
             None
         };
@@ -250,7 +251,7 @@ impl App {
         options: &AppOptions,
         metrics: Metrics,
         decision_log: Option<decision_log::DecisionLog>,
-        console: Option<crate::console::Console>,
+        console: Option<console::Console>,
     ) -> Self {
         let cache = options
             .cache
@@ -441,7 +442,7 @@ impl App {
         let time = crate::policy::syntax::format_time(crate::policy::syntax::now());
         let (role, assignment_id, deny_assignment) = reason_names(&outcome.decision.reason);
         if let Some(console) = &self.console {
-            console.feed.publish(crate::console::feed::FeedItem {
+            console.feed.publish(console::feed::FeedItem {
                 decision_id: decision_id.clone().into_owned(),
                 time: time.clone(),
                 api: ctx.api,
@@ -517,7 +518,7 @@ impl App {
         let time = crate::policy::syntax::format_time(crate::policy::syntax::now());
         let (role, assignment_id, deny_assignment) = reason_names(&decision.reason);
         if let Some(console) = &self.console {
-            console.feed.publish(crate::console::feed::FeedItem {
+            console.feed.publish(console::feed::FeedItem {
                 decision_id: decision_id.clone(),
                 time: time.clone(),
                 api: ctx.api,
@@ -555,8 +556,11 @@ impl App {
     }
 
     /// Swaps in a new policy: one atomic store; requests in flight keep the old one, which
-    /// is returned (see [`state::retire`]).
-    pub fn install(&self, snapshot: crate::policy::Snapshot) -> Option<Arc<state::LoadedPolicy>> {
+    /// is returned (see [`crate::live::retire`]).
+    pub fn install(
+        &self,
+        snapshot: crate::policy::Snapshot,
+    ) -> Option<Arc<crate::live::LoadedPolicy>> {
         self.install_at(snapshot, 0)
     }
 
@@ -565,7 +569,7 @@ impl App {
         &self,
         snapshot: crate::policy::Snapshot,
         store_revision: i64,
-    ) -> Option<Arc<state::LoadedPolicy>> {
+    ) -> Option<Arc<crate::live::LoadedPolicy>> {
         let revision = snapshot.revision.clone();
         let previous = self.policy.install_at(snapshot, store_revision);
         if let Some(cache) = &self.cache {
@@ -580,7 +584,7 @@ impl App {
     /// Evaluates one request on `policy`, through the decision cache when there is one.
     pub fn decide(
         &self,
-        policy: &state::LoadedPolicy,
+        policy: &crate::live::LoadedPolicy,
         req: &crate::policy::CheckRequest<'_>,
     ) -> Result<crate::policy::Verdict, crate::policy::RequestError> {
         match &self.cache {
@@ -597,6 +601,36 @@ impl App {
             .get_or_create(&metrics::ResultLabels { result: "failure" })
             .inc();
         self.policy.record_error(message);
+    }
+}
+
+/// The loaders (file and bundle sources, the store) install into the app through these:
+/// they never name the server.
+impl crate::live::PolicySink for App {
+    fn policy(&self) -> &PolicyState {
+        &self.policy
+    }
+
+    fn install_at(
+        &self,
+        snapshot: crate::policy::Snapshot,
+        store_revision: i64,
+    ) -> Option<Arc<crate::live::LoadedPolicy>> {
+        App::install_at(self, snapshot, store_revision)
+    }
+
+    fn reject(&self, message: String) {
+        App::reject(self, message);
+    }
+
+    fn store_revision_reached(&self, revision: i64) {
+        self.metrics.store_revision.set(revision);
+    }
+}
+
+impl crate::store::StoreHost for App {
+    fn store(&self) -> Option<&Arc<crate::store::Store>> {
+        self.store.get()
     }
 }
 
@@ -683,23 +717,7 @@ pub async fn run(
     // again once draining starts. The lock keeps a late first policy from turning a
     // draining server SERVING again.
     let health_lock = Arc::new(tokio::sync::Mutex::new(()));
-    if app.policy.is_ready() {
-        set_health(&health_reporter, ServingStatus::Serving).await;
-    } else {
-        set_health(&health_reporter, ServingStatus::NotServing).await;
-        let mut revisions = app.policy.subscribe();
-        let ready_health = health_reporter.clone();
-        let ready_app = app.clone();
-        let ready_lock = health_lock.clone();
-        tokio::spawn(async move {
-            if revisions.wait_for(Option::is_some).await.is_ok() {
-                let _guard = ready_lock.lock().await;
-                if !ready_app.draining.load(Ordering::Relaxed) {
-                    set_health(&ready_health, ServingStatus::Serving).await;
-                }
-            }
-        });
-    }
+    follow_readiness(&app, &health_reporter, &health_lock).await;
     let reflection = |b: tonic_reflection::server::Builder<'static>| {
         b.register_encoded_file_descriptor_set(IOTAUTHZ_DESCRIPTOR)
             .register_encoded_file_descriptor_set(ENVOY_AUTH_DESCRIPTOR)
@@ -742,32 +760,13 @@ pub async fn run(
     // close after the delay, and connections still open after the grace period are cut.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (cut_tx, cut_rx) = tokio::sync::watch::channel(false);
-    let drain_app = app.clone();
-    let drain_health = health_reporter.clone();
-    let (delay, grace) = (options.shutdown_delay, options.shutdown_grace);
-    tokio::spawn(async move {
-        shutdown.await;
-        {
-            let _guard = health_lock.lock().await;
-            drain_app.draining.store(true, Ordering::Relaxed);
-            set_health(&drain_health, ServingStatus::NotServing).await;
-        }
-        if !delay.is_zero() {
-            tracing::info!(
-                delay_ms = delay.as_millis(),
-                "draining: still serving until the delay ends"
-            );
-            tokio::time::sleep(delay).await;
-        }
-        let _ = stop_tx.send(true);
-        tokio::time::sleep(grace).await;
-        if cut_tx.send(true).is_ok() {
-            tracing::info!(
-                grace_ms = grace.as_millis(),
-                "grace period over: closing the connections still open"
-            );
-        }
-    });
+    tokio::spawn(drain(
+        shutdown,
+        app.clone(),
+        (health_reporter.clone(), health_lock),
+        (options.shutdown_delay, options.shutdown_grace),
+        (stop_tx, cut_tx),
+    ));
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -820,6 +819,71 @@ pub async fn run(
     g.context("gRPC server")?;
     h.context("HTTP server")?;
     Ok(())
+}
+
+/// Sets gRPC health from the policy: SERVING once a policy is loaded (at once, or when the
+/// first one arrives, unless draining started meanwhile).
+async fn follow_readiness(
+    app: &Arc<App>,
+    health_reporter: &tonic_health::server::HealthReporter,
+    health_lock: &Arc<tokio::sync::Mutex<()>>,
+) {
+    if app.policy.is_ready() {
+        set_health(health_reporter, ServingStatus::Serving).await;
+        return;
+    }
+    set_health(health_reporter, ServingStatus::NotServing).await;
+    let mut revisions = app.policy.subscribe();
+    let ready_health = health_reporter.clone();
+    let ready_app = app.clone();
+    let ready_lock = health_lock.clone();
+    tokio::spawn(async move {
+        if revisions.wait_for(Option::is_some).await.is_ok() {
+            let _guard = ready_lock.lock().await;
+            if !ready_app.draining.load(Ordering::Relaxed) {
+                set_health(&ready_health, ServingStatus::Serving).await;
+            }
+        }
+    });
+}
+
+/// The shutdown sequence, once `shutdown` resolves: draining (unready) at once, the
+/// listeners stopped after `delay` (`stop`), the connections still open cut after `grace`
+/// (`cut`).
+async fn drain(
+    shutdown: impl Future<Output = ()>,
+    app: Arc<App>,
+    (health, health_lock): (
+        tonic_health::server::HealthReporter,
+        Arc<tokio::sync::Mutex<()>>,
+    ),
+    (delay, grace): (Duration, Duration),
+    (stop_tx, cut_tx): (
+        tokio::sync::watch::Sender<bool>,
+        tokio::sync::watch::Sender<bool>,
+    ),
+) {
+    shutdown.await;
+    {
+        let _guard = health_lock.lock().await;
+        app.draining.store(true, Ordering::Relaxed);
+        set_health(&health, ServingStatus::NotServing).await;
+    }
+    if !delay.is_zero() {
+        tracing::info!(
+            delay_ms = delay.as_millis(),
+            "draining: still serving until the delay ends"
+        );
+        tokio::time::sleep(delay).await;
+    }
+    let _ = stop_tx.send(true);
+    tokio::time::sleep(grace).await;
+    if cut_tx.send(true).is_ok() {
+        tracing::info!(
+            grace_ms = grace.as_millis(),
+            "grace period over: closing the connections still open"
+        );
+    }
 }
 
 /// Every health service name: the server as a whole (`""`) and each service it serves.

@@ -8,8 +8,8 @@ use std::time::UNIX_EPOCH;
 use tonic::{Request, Response, Status};
 
 use super::query_pool::Cancel;
-use super::state::LoadedPolicy;
 use super::{App, RequestContext};
+use crate::live::LoadedPolicy;
 use crate::policy::queries::HttpRequest;
 use crate::policy::syntax::{self, Instant};
 use crate::policy::{CheckRequest as EngineCheck, Reason as EngineReason, RequestError};
@@ -55,7 +55,7 @@ impl Authorizer {
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<Arc<LoadedPolicy>, Status> {
         if !at_least.is_empty() {
-            crate::store::wait_for(&self.app, at_least, super::admin::call_deadline(metadata))
+            crate::store::wait_for(&*self.app, at_least, super::admin::call_deadline(metadata))
                 .await
                 .map_err(super::admin::token_status)?;
         }
@@ -111,7 +111,7 @@ fn at_or(
     now: impl FnOnce() -> Instant,
 ) -> Result<Instant, RequestError> {
     at.map_or_else(|| Ok(now()), request_instant)
-        .map_err(RequestError::At)
+        .map_err(|e| RequestError::At(e.to_string()))
 }
 
 /// [`at_or`] the current time.
@@ -362,7 +362,7 @@ impl pb::authorizer_server::Authorizer for Authorizer {
             .record_http(&ctx, &outcome, None, &policy.snapshot.revision, false);
         Ok(Response::new(pb::CheckHttpResponse {
             allowed: outcome.decision.allowed,
-            status: u32::from(outcome.status),
+            status: u32::from(outcome.status()),
             action: outcome.action.clone().unwrap_or_default(),
             scope: outcome.scope.clone().unwrap_or_default(),
             reason: Some(reason(&outcome.decision.reason)),

@@ -23,11 +23,11 @@ pub fn is_decision_header(name: &str) -> bool {
             .all(|(n, p)| n.to_ascii_lowercase() == p || (n == b'_' && p == b'-'))
 }
 
-/// The short error text for a denied status.
-pub fn error_text(status: u16) -> &'static str {
-    match status {
-        400 => "bad request",
-        401 => "unauthenticated",
+/// The short error text of a denial's reason.
+pub fn error_text(reason: &crate::policy::Reason<'_>) -> &'static str {
+    match reason {
+        crate::policy::Reason::Malformed { .. } => "bad request",
+        crate::policy::Reason::NoIdentity => "unauthenticated",
         _ => "forbidden",
     }
 }
@@ -38,7 +38,7 @@ pub fn error_text(status: u16) -> &'static str {
 /// text can turn into markup wherever the body is shown.
 pub fn deny_body(outcome: &HttpDecision<'_>, decision_id: &str) -> String {
     let mut body = json!({
-        "error": error_text(outcome.status),
+        "error": error_text(&outcome.decision.reason),
         "action": outcome.action,
         "scope": outcome.scope,
         "principal": outcome.principal,

@@ -26,11 +26,14 @@ pub struct BundleOptions {
     pub max_bytes: u64,
 }
 
+/// `serve --policy-url-interval-seconds`'s default.
+pub const DEFAULT_INTERVAL_SECONDS: u64 = 30;
+
 impl BundleOptions {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            interval: Duration::from_secs(30),
+            interval: Duration::from_secs(DEFAULT_INTERVAL_SECONDS),
             max_backoff: Duration::from_secs(300),
             timeout: Duration::from_secs(30),
             token_file: None,
@@ -189,7 +192,12 @@ impl BundleClient {
                 ));
             }
         }
-        let documents = unpack(&url, &body, max)?;
+        // Gunzip and untar are CPU work of up to the size limit: a blocking thread's, not a
+        // runtime worker's.
+        let shown = url.clone();
+        let documents = tokio::task::spawn_blocking(move || unpack(&url, &body, max))
+            .await
+            .map_err(|e| problem(&shown, format!("unpacking the bundle failed: {e}")))??;
         Ok(Fetched::Bundle { documents, etag })
     }
 
@@ -360,7 +368,7 @@ pub async fn poll_once(client: &mut BundleClient, loader: &Loader) -> LoadOutcom
         }
         Err(e) => {
             let message = e.to_string();
-            loader.app().reject(message.clone());
+            loader.sink().reject(message.clone());
             LoadOutcome::Rejected(message)
         }
     }

@@ -30,11 +30,16 @@ pub struct WatchOptions {
     pub max_bytes: u64,
 }
 
+/// `serve --policy-debounce-ms`'s default.
+pub const DEFAULT_DEBOUNCE_MS: u64 = 200;
+/// `serve --policy-poll-seconds`'s default.
+pub const DEFAULT_POLL_SECONDS: u64 = 30;
+
 impl Default for WatchOptions {
     fn default() -> Self {
         Self {
-            debounce: Duration::from_millis(200),
-            poll_interval: Some(Duration::from_secs(30)),
+            debounce: Duration::from_millis(DEFAULT_DEBOUNCE_MS),
+            poll_interval: Some(Duration::from_secs(DEFAULT_POLL_SECONDS)),
             notify: true,
             max_bytes: crate::policy::source::DEFAULT_MAX_POLICY_BYTES,
         }

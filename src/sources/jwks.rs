@@ -93,7 +93,7 @@ struct IssuerKeys {
     attempts: watch::Sender<(u64, bool)>,
     /// When a request last asked for a fetch (tokio time, so tests can pause it).
     last_forced: Mutex<Option<tokio::time::Instant>>,
-    last_error: Mutex<Option<String>>,
+    last_error: Mutex<Option<KeyFetchError>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -169,7 +169,48 @@ impl Default for KeyStore {
 pub struct IssuerStatus {
     pub issuer: String,
     pub kids: Vec<String>,
-    pub last_error: Option<String>,
+    pub last_error: Option<KeyFetchError>,
+}
+
+/// Why a key set could not be read or fetched: an issuer's last error (its message is the
+/// one logged and shown). Text from outside (the issuer, a parser's message) is escaped;
+/// URLs are shown without their credentials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyFetchError {
+    #[error("JWKS file {path} exceeds {limit} bytes")]
+    FileTooBig { path: String, limit: u64 },
+    #[error("JWKS file {path} {message}")]
+    FileUnreadable { path: String, message: String },
+    #[error("reading the JWKS file failed: {0}")]
+    FileTask(String),
+    /// The document is not a usable JWKS (`url` empty for a file).
+    #[error("{}{error}", if url.is_empty() { String::new() } else { format!("{url}: ") })]
+    InvalidKeys {
+        url: String,
+        error: crate::policy::bearer::JwksError,
+    },
+    #[error("{url}: not an OpenID configuration: {message}")]
+    NotDiscovery { url: String, message: String },
+    #[error("{url}: its `issuer` is not `{issuer}`")]
+    IssuerMismatch { url: String, issuer: String },
+    #[error("{url}: no `jwks_uri`")]
+    NoJwksUri { url: String },
+    /// The discovery document's `jwks_uri` is not a URL the server fetches.
+    #[error("{0}")]
+    JwksUri(String),
+    #[error("no HTTP client")]
+    NoClient,
+    #[error("{url}: request failed: {message}")]
+    Request { url: String, message: String },
+    #[error("{url}: server answered {status}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("{url}: exceeds the size limit of {limit} bytes")]
+    TooBig { url: String, limit: u64 },
+    #[error("{url}: reading the body failed: {message}")]
+    Body { url: String, message: String },
 }
 
 impl KeyStore {
@@ -244,7 +285,7 @@ impl KeyStore {
     }
 
     /// Keeps the key store in step with the serving policy until the state is dropped.
-    pub fn follow(self: &Arc<Self>, policy: &Arc<crate::server::state::PolicyState>) {
+    pub fn follow(self: &Arc<Self>, policy: &Arc<crate::live::PolicyState>) {
         if let Some(p) = policy.current() {
             self.sync(&p.snapshot.identity);
         }
@@ -524,25 +565,36 @@ struct Discovery {
     jwks_uri: Option<String>,
 }
 
-async fn fetch(store: &KeyStore, issuer: &str, location: &JwksLocation) -> Result<Fetched, String> {
+async fn fetch(
+    store: &KeyStore,
+    issuer: &str,
+    location: &JwksLocation,
+) -> Result<Fetched, KeyFetchError> {
     match location {
         JwksLocation::File(path) => {
             let path = PathBuf::from(path);
             let limit = store.options.max_bytes;
             let bytes = tokio::task::spawn_blocking(move || {
+                let shown = path.display().to_string();
                 crate::policy::source::read_limited(&path, limit).map_err(|e| match e {
                     crate::policy::source::ReadError::TooBig => {
-                        format!("JWKS file {} exceeds {limit} bytes", path.display())
+                        KeyFetchError::FileTooBig { path: shown, limit }
                     }
-                    crate::policy::source::ReadError::Failed(m) => {
-                        format!("JWKS file {} {m}", path.display())
+                    crate::policy::source::ReadError::Failed(message) => {
+                        KeyFetchError::FileUnreadable {
+                            path: shown,
+                            message,
+                        }
                     }
                 })
             })
             .await
-            .map_err(|e| format!("reading the JWKS file failed: {e}"))??;
+            .map_err(|e| KeyFetchError::FileTask(e.to_string()))??;
             Ok(Fetched {
-                keys: KeySet::parse(&bytes)?,
+                keys: KeySet::parse(&bytes).map_err(|error| KeyFetchError::InvalidKeys {
+                    url: String::new(),
+                    error,
+                })?,
                 max_age: None,
             })
         }
@@ -553,52 +605,52 @@ async fn fetch(store: &KeyStore, issuer: &str, location: &JwksLocation) -> Resul
                 issuer.trim_end_matches('/')
             );
             let (body, _) = get(store, &url).await?;
-            let doc: Discovery = serde_json::from_slice(&body).map_err(|e| {
-                format!(
-                    "{}: not an OpenID configuration: {}",
-                    super::bundle::shown_url(&url),
-                    escape(&e.to_string())
-                )
-            })?;
+            let shown = super::bundle::shown_url(&url);
+            let doc: Discovery =
+                serde_json::from_slice(&body).map_err(|e| KeyFetchError::NotDiscovery {
+                    url: shown.clone(),
+                    message: escape(&e.to_string()),
+                })?;
             if doc.issuer.as_deref() != Some(issuer) {
-                return Err(format!(
-                    "{}: its `issuer` is not `{}`",
-                    super::bundle::shown_url(&url),
-                    escape(issuer)
-                ));
+                return Err(KeyFetchError::IssuerMismatch {
+                    url: shown,
+                    issuer: escape(issuer),
+                });
             }
             let jwks_uri = doc
                 .jwks_uri
-                .ok_or_else(|| format!("{}: no `jwks_uri`", super::bundle::shown_url(&url)))?;
-            crate::policy::identity::check_fetch_url(&jwks_uri)?;
+                .ok_or(KeyFetchError::NoJwksUri { url: shown })?;
+            crate::policy::identity::check_fetch_url(&jwks_uri).map_err(KeyFetchError::JwksUri)?;
             fetch_jwks(store, &jwks_uri).await
         }
     }
 }
 
-async fn fetch_jwks(store: &KeyStore, url: &str) -> Result<Fetched, String> {
+async fn fetch_jwks(store: &KeyStore, url: &str) -> Result<Fetched, KeyFetchError> {
     let (body, max_age) = get(store, url).await?;
-    let keys =
-        KeySet::parse(&body).map_err(|e| format!("{}: {e}", super::bundle::shown_url(url)))?;
+    let keys = KeySet::parse(&body).map_err(|error| KeyFetchError::InvalidKeys {
+        url: super::bundle::shown_url(url),
+        error,
+    })?;
     Ok(Fetched { keys, max_age })
 }
 
 /// One GET with the size limit; returns the body and the `Cache-Control: max-age`.
-async fn get(store: &KeyStore, url: &str) -> Result<(Vec<u8>, Option<Duration>), String> {
+async fn get(store: &KeyStore, url: &str) -> Result<(Vec<u8>, Option<Duration>), KeyFetchError> {
     let shown = super::bundle::shown_url(url);
-    let client = store
-        .client
-        .as_ref()
-        .ok_or_else(|| "no HTTP client".to_owned())?;
+    let client = store.client.as_ref().ok_or(KeyFetchError::NoClient)?;
     let mut response = client
         .get(url)
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|e| format!("{shown}: request failed: {}", e.without_url()))?;
+        .map_err(|e| KeyFetchError::Request {
+            url: shown.clone(),
+            message: e.without_url().to_string(),
+        })?;
     let status = response.status();
     if !status.is_success() {
-        return Err(format!("{shown}: server answered {status}"));
+        return Err(KeyFetchError::Status { url: shown, status });
     }
     let max_age = response
         .headers()
@@ -606,18 +658,21 @@ async fn get(store: &KeyStore, url: &str) -> Result<(Vec<u8>, Option<Duration>),
         .and_then(|v| v.to_str().ok())
         .and_then(cache_max_age);
     let max = store.options.max_bytes;
+    let too_big = |url: &str| KeyFetchError::TooBig {
+        url: url.to_owned(),
+        limit: max,
+    };
     if response.content_length().is_some_and(|n| n > max) {
-        return Err(format!("{shown}: exceeds the size limit of {max} bytes"));
+        return Err(too_big(&shown));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| format!("{shown}: reading the body failed: {}", e.without_url()))?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(|e| KeyFetchError::Body {
+        url: shown.clone(),
+        message: e.without_url().to_string(),
+    })? {
         body.extend_from_slice(&chunk);
         if body.len() as u64 > max {
-            return Err(format!("{shown}: exceeds the size limit of {max} bytes"));
+            return Err(too_big(&shown));
         }
     }
     Ok((body, max_age))
@@ -644,137 +699,4 @@ pub fn cache_max_age(value: &str) -> Option<Duration> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::policy::bearer::test_keys::{TestKey, claims, jwks};
-    use crate::policy::bearer::{SigningAlgorithm, TokenVerifier as _};
-    use crate::policy::identity::IdentitySource;
-    use jsonwebtoken::Algorithm;
-
-    const ISSUER: &str = "https://login.example.com/";
-    const NOW: i64 = 1_800_000_000;
-
-    fn at(secs: i64) -> Instant {
-        i128::from(secs) * 1_000_000_000
-    }
-
-    /// Reads the JWKS file again (a fetch that starts after this call, whether or not a
-    /// file event got there first) and checks that the set now holds `kids`.
-    async fn reload(store: &KeyStore, kids: &[&str]) {
-        store.refresh_for(ISSUER).await;
-        assert_eq!(store.status()[0].kids, kids);
-    }
-
-    /// A remembered verification answers only while the key set it was checked with serves,
-    /// for the same source settings (the policy's own `Arc`, or equal settings after a
-    /// reload), until `exp` plus the leeway; anything else is verified again.
-    #[tokio::test]
-    async fn a_remembered_verification_needs_its_keys_its_settings_and_an_unexpired_token() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jwks.json");
-        let a = TestKey::ec("a", Algorithm::ES256);
-        let b = TestKey::ec("b", Algorithm::ES256);
-        std::fs::write(&path, jwks(&[&a])).unwrap();
-        let source = Arc::new(BearerSource {
-            issuer: ISSUER.into(),
-            audiences: vec!["iot-api".into()],
-            jwks: JwksLocation::File(path.display().to_string()),
-            claim: "sub".into(),
-            principal_type: "user".into(),
-            groups_claim: None,
-            algorithms: vec![SigningAlgorithm::ES256],
-            leeway_secs: 60,
-        });
-        let identity = IdentityConfig {
-            sources: vec![IdentitySource::Bearer(source.clone())],
-            ..IdentityConfig::default()
-        };
-        let options = KeyOptions {
-            unknown_kid_interval: Duration::ZERO,
-            ..KeyOptions::default()
-        };
-        let store = Arc::new(KeyStore::new(options, KeyCounters::default()));
-        store.sync(&identity);
-        store.first_fetches(Duration::from_secs(10)).await;
-        let counts = || {
-            (
-                store.counters.cache_hits.get(),
-                store.counters.cache_misses.get(),
-            )
-        };
-        let token = a.sign(&claims(ISSUER, "iot-api", "alice", NOW));
-
-        let alice = store.verify(&source, &token, at(NOW)).unwrap();
-        assert_eq!(alice.principal, "user:alice");
-        assert_eq!(counts(), (0, 1));
-        assert_eq!(
-            store.verify(&source, &token, at(NOW + 1)),
-            Ok(alice.clone())
-        );
-        assert_eq!(counts(), (1, 1), "the same settings by pointer: a hit");
-        let reloaded = Arc::new((*source).clone());
-        assert_eq!(
-            store.verify(&reloaded, &token, at(NOW + 2)),
-            Ok(alice.clone())
-        );
-        assert_eq!(
-            counts(),
-            (2, 1),
-            "equal settings in another allocation: a hit"
-        );
-        let changed = Arc::new(BearerSource {
-            leeway_secs: 0,
-            ..(*source).clone()
-        });
-        let strict = store.verify(&changed, &token, at(NOW + 3)).unwrap();
-        assert_eq!(strict.expires, NOW + 3600);
-        assert_eq!(counts(), (2, 2), "other settings: verified again");
-        assert_eq!(
-            store.verify(&changed, &token, at(NOW + 3600)),
-            Err(Rejection::Expired)
-        );
-        assert_eq!(
-            counts(),
-            (2, 3),
-            "past exp plus the leeway: never from the cache"
-        );
-
-        store.verify(&source, &token, at(NOW + 4)).unwrap();
-        assert_eq!(
-            store.verify(&source, &token, at(NOW + 5)),
-            Ok(alice.clone())
-        );
-        assert_eq!(counts(), (3, 4));
-        // A new key set (a rotation) makes the token be verified again with it.
-        std::fs::write(&path, jwks(&[&a, &b])).unwrap();
-        reload(&store, &["a", "b"]).await;
-        assert_eq!(
-            store.verify(&source, &token, at(NOW + 6)),
-            Ok(alice.clone())
-        );
-        assert_eq!(counts(), (3, 5), "another key set: verified again");
-        // A key removed from the set no longer admits the tokens it signed.
-        std::fs::write(&path, jwks(&[&b])).unwrap();
-        reload(&store, &["b"]).await;
-        assert_eq!(
-            store.verify(&source, &token, at(NOW + 7)),
-            Err(Rejection::UnknownKey)
-        );
-        assert_eq!(counts(), (3, 6));
-    }
-
-    #[test]
-    fn cache_control() {
-        assert_eq!(
-            cache_max_age("public, max-age=3600"),
-            Some(Duration::from_secs(3600))
-        );
-        assert_eq!(
-            cache_max_age("max-age=\"60\""),
-            Some(Duration::from_secs(60))
-        );
-        assert_eq!(cache_max_age("no-store"), Some(Duration::ZERO));
-        assert_eq!(cache_max_age("public"), None);
-        assert_eq!(cache_max_age("max-age=soon"), None);
-    }
-}
+mod tests;

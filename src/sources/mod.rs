@@ -8,41 +8,32 @@ pub mod jwks;
 
 use std::sync::Arc;
 
+pub use crate::live::LoadOutcome;
+use crate::live::retire_later;
 use crate::policy::{PolicyError, SourceDocument, compile_sources, source};
-use crate::server::App;
-use crate::server::state::retire_later;
+use crate::store::StoreHost;
 
-/// What one load attempt did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LoadOutcome {
-    /// A new policy is serving (its revision).
-    Installed(String),
-    /// The sources are the ones serving (same names, same revision): nothing to do, and
-    /// an earlier error no longer describes them (it is cleared).
-    Unchanged,
-    /// Rejected; the last good policy keeps serving.
-    Rejected(String),
-}
-
-/// Compiles and installs policies for one [`App`].
+/// Compiles and installs policies into one service's live policy (its [`StoreHost`]: with
+/// a store, file documents are validated with the store's objects).
 #[derive(Debug, Clone)]
 pub struct Loader {
-    app: Arc<App>,
+    app: Arc<dyn StoreHost>,
 }
 
 impl Loader {
-    pub fn new(app: Arc<App>) -> Self {
+    pub fn new(app: Arc<dyn StoreHost>) -> Self {
         Self { app }
     }
 
-    pub fn app(&self) -> &Arc<App> {
+    /// Where this loader installs policies.
+    pub fn sink(&self) -> &Arc<dyn StoreHost> {
         &self.app
     }
 
     /// The sources are the policy serving: nothing to load, and an earlier error no longer
     /// describes them.
     pub fn unchanged(&self) -> LoadOutcome {
-        self.app.policy.clear_error();
+        self.app.policy().clear_error();
         LoadOutcome::Unchanged
     }
 
@@ -56,15 +47,15 @@ impl Loader {
         // The revision hashes the bytes only (SPEC §3), so the names are compared too: a
         // file renamed (`p.yaml` to `p.json`) is read again and validated under its name.
         let current = app
-            .policy
+            .policy()
             .current()
             .map(|p| (p.snapshot.revision.clone(), p.snapshot.sources.clone()));
-        let store = app.store.get().cloned();
+        let store = app.store().cloned();
         let result = tokio::task::spawn_blocking(move || -> Result<LoadOutcome, PolicyError> {
             let sources = read()?;
             if let Some(store) = store {
                 // With a store, files are validated with its objects as one policy.
-                return store.load_files(&app, sources);
+                return store.load_files(&*app, sources);
             }
             if let Some((revision, names)) = &current
                 && *revision == source::revision(&sources)

@@ -10,12 +10,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{Store, objects};
+use super::{App, Store, objects};
 use crate::proto::etcd::etcdserverpb::{
     WatchCreateRequest, WatchProgressRequest, WatchRequest, watch_request::RequestUnion,
 };
 use crate::proto::etcd::mvccpb::event::EventType;
-use crate::server::App;
 
 /// The first and the longest wait between attempts to reach etcd.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -55,8 +54,8 @@ pub async fn follow(store: Arc<Store>, app: Arc<App>, stop: impl Future<Output =
             }
             Err(e) => {
                 store.lost();
-                if app.policy.current().is_none() {
-                    app.policy
+                if app.policy().current().is_none() {
+                    app.policy()
                         .record_error(format!("the store could not be read: {e}"));
                 }
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "the store could not be read");
@@ -249,7 +248,8 @@ async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
                 match store.etcd.written_since(&prefix, since, header).await {
                     Ok(false) => {
                         let app = app.clone();
-                        if let Err(end) = off_runtime(store, move |s| s.advance(&app, header)).await
+                        if let Err(end) =
+                            off_runtime(store, move |s| s.advance(&*app, header)).await
                         {
                             return end;
                         }

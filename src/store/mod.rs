@@ -7,6 +7,7 @@
 //! resumed by a fresh read. Until the first read succeeds the server is not ready: it never
 //! answers from the files alone, since the store may hold deny assignments.
 
+pub mod admin_queue;
 pub mod etcd;
 pub mod follow;
 pub mod objects;
@@ -18,12 +19,21 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
+use crate::live::{LoadOutcome, LoadedPolicy, PolicySink, retire_later};
 use crate::policy::document::{AssignmentDoc, Document};
 use crate::policy::overlay::{FullPolicy, OverlayBase};
 use crate::policy::{PolicyError, Problem, Snapshot, SourceDocument, compile_documents, source};
-use crate::server::App;
-use crate::server::state::{LoadedPolicy, retire_later};
-use crate::sources::LoadOutcome;
+
+/// What the store needs of the service it feeds: its live policy ([`PolicySink`]) and
+/// the store itself, once one is configured. The server's `App` is one; the store never
+/// names the server.
+pub trait StoreHost: PolicySink {
+    /// The store, when one is configured.
+    fn store(&self) -> Option<&Arc<Store>>;
+}
+
+/// The service a store feeds, as the store sees it.
+type App = dyn StoreHost;
 
 pub use etcd::{Etcd, EtcdAuth, EtcdTls, Password};
 pub use objects::{Kind, Object, Objects};
@@ -135,7 +145,7 @@ pub struct Store {
     /// The Admin API writes waiting for this replica's next transaction: the writes
     /// through one replica are committed in groups, one transaction at a time, each group
     /// validated on the state the one before it made (see `server::admin`).
-    pub(crate) admin_queue: Mutex<crate::server::admin::AdminQueue>,
+    pub(crate) admin_queue: Mutex<admin_queue::AdminQueue>,
 }
 
 impl Store {
@@ -151,7 +161,7 @@ impl Store {
             through: watch::Sender::new(0),
             judged: watch::Sender::new(0),
             progress: Notify::new(),
-            admin_queue: Mutex::new(crate::server::admin::AdminQueue::default()),
+            admin_queue: Mutex::new(admin_queue::AdminQueue::default()),
             last_full: Mutex::new(None),
         })
     }
@@ -225,7 +235,7 @@ impl Store {
         }
         inputs.revision = revision;
         if inputs.consistent
-            && let Some(policy) = app.policy.current()
+            && let Some(policy) = app.policy().current()
         {
             policy.store_revision.fetch_max(revision, Ordering::AcqRel);
             self.answers_at(app, revision);
@@ -235,7 +245,7 @@ impl Store {
     /// The serving policy answers at `revision` now: tells the requests waiting for a token
     /// and the metric (GetPolicyStatus reads the policy's own revision).
     fn answers_at(&self, app: &App, revision: i64) {
-        app.metrics.store_revision.set(revision);
+        app.store_revision_reached(revision);
         self.through.send_replace(revision);
     }
 
@@ -382,7 +392,7 @@ impl Store {
             snapshot.overlay_len() > self.options.compact_at && !inputs.incremental.compacting;
         inputs.incremental.changes = changes;
         let revision = snapshot.revision.clone();
-        let previous = self.install(app, inputs, snapshot);
+        let previous = self.install(&**app, inputs, snapshot);
         if compact {
             inputs.incremental.compacting = true;
             let (store, app) = (self.clone(), app.clone());
@@ -469,7 +479,7 @@ impl Store {
         };
         inputs.incremental.base = Some(base);
         inputs.incremental.changes = remaining;
-        let previous = self.install(app, &mut inputs, served);
+        let previous = self.install(&**app, &mut inputs, served);
         drop(inputs);
         tracing::debug!(started_at, "store overlay compacted");
         retire_later(previous);
@@ -552,7 +562,7 @@ impl Store {
         let outcome = match self.compose(files, objects) {
             Ok(snapshot) => {
                 let revision = snapshot.revision.clone();
-                previous = self.install_full(app, &mut inputs, snapshot);
+                previous = self.install_full(&**app, &mut inputs, snapshot);
                 drop(inputs);
                 LoadOutcome::Installed(revision)
             }
@@ -647,7 +657,7 @@ pub async fn wait_for(app: &App, token: &str, limit: Option<Duration>) -> Result
         return Ok(());
     }
     let wanted = parse_token(token).map_err(TokenError::Invalid)?;
-    let Some(store) = app.store.get() else {
+    let Some(store) = app.store() else {
         return Err(TokenError::Behind(
             "this server has no store, so it cannot answer at a consistency token".into(),
         ));

@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use iot_authz::live::PolicyState;
 use iot_authz::policy::SourceDocument;
-use iot_authz::server::state::PolicyState;
 use iot_authz::server::{App, AppOptions, ServerOptions};
 use iot_authz::store::{Store, StoreOptions};
 use serde_json::Value;

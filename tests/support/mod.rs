@@ -13,8 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use iot_authz::live::PolicyState;
 use iot_authz::policy::{Snapshot, SourceDocument, compile_sources};
-use iot_authz::server::state::PolicyState;
 use iot_authz::server::{self, App, AppOptions, ServerOptions};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;

@@ -138,19 +138,21 @@ pub struct Caller {
 }
 
 /// Whether the caller may read at `scope` (either of [`READ_ACTIONS`]).
-pub(crate) fn may_read(snapshot: &Snapshot, caller: &Caller, scope: &str) -> Result<bool, String> {
+pub(crate) fn may_read(
+    snapshot: &Snapshot,
+    caller: &Caller,
+    scope: &str,
+) -> Result<bool, crate::policy::RequestError> {
     let at = syntax::now();
     for action in READ_ACTIONS {
-        let decision = snapshot
-            .check(&CheckRequest {
-                principal: &caller.principal,
-                groups: &caller.groups,
-                action,
-                data_action: false,
-                scope,
-                at,
-            })
-            .map_err(|e| e.to_string())?;
+        let decision = snapshot.check(&CheckRequest {
+            principal: &caller.principal,
+            groups: &caller.groups,
+            action,
+            data_action: false,
+            scope,
+            at,
+        })?;
         if decision.allowed {
             return Ok(true);
         }

@@ -8,6 +8,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
+pub mod admin;
+pub mod serve;
+
 use crate::demo;
 use crate::telemetry::LogFormat;
 
@@ -67,9 +70,9 @@ pub enum Command {
     /// Generate load against a running service and report throughput and latency.
     Load(LoadArgs),
     /// Manage role assignments, role definitions and groups through a server's Admin API.
-    Admin(crate::admin_cli::AdminArgs),
+    Admin(admin::AdminArgs),
     /// Copy policy objects between files and the etcd store.
-    Store(crate::admin_cli::StoreArgs),
+    Store(admin::StoreArgs),
 }
 
 #[derive(Debug, Args)]
@@ -159,10 +162,10 @@ pub struct ServeArgs {
     #[arg(long, env = "IOT_AUTHZ_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
     /// Largest gRPC message accepted, in bytes.
-    #[arg(long, env = "IOT_AUTHZ_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, env = "IOT_AUTHZ_MAX_MESSAGE_BYTES", default_value_t = crate::server::defaults::MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
     /// Requests running longer are cancelled (milliseconds).
-    #[arg(long, env = "IOT_AUTHZ_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(long, env = "IOT_AUTHZ_REQUEST_TIMEOUT_MS", default_value_t = crate::server::defaults::REQUEST_TIMEOUT_MS)]
     pub request_timeout_ms: u64,
     /// WhoCan, CheckAssign, ListPermissions, Plan and the AuthZEN searches that may run at
     /// once, on their own threads (more wait for a turn), so they never take the workers
@@ -173,34 +176,34 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "IOT_AUTHZ_CONCURRENCY_PER_CONNECTION",
-        default_value_t = 1024
+        default_value_t = crate::server::defaults::CONCURRENCY_PER_CONNECTION
     )]
     pub concurrency_per_connection: usize,
     /// Concurrent HTTP/2 streams per client connection.
-    #[arg(long, env = "IOT_AUTHZ_MAX_CONCURRENT_STREAMS", default_value_t = 1024)]
+    #[arg(long, env = "IOT_AUTHZ_MAX_CONCURRENT_STREAMS", default_value_t = crate::server::defaults::MAX_CONCURRENT_STREAMS)]
     pub max_concurrent_streams: u32,
     /// Open client connections per listener (gRPC, HTTP); a connection beyond it is
     /// closed at once. Keep twice this below the process's file-descriptor limit.
-    #[arg(long, env = "IOT_AUTHZ_MAX_CONNECTIONS", default_value_t = 10_000)]
+    #[arg(long, env = "IOT_AUTHZ_MAX_CONNECTIONS", default_value_t = crate::server::defaults::MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// HTTP port: a request must be read and its answer begun within this long of its
     /// first byte (milliseconds); a client trickling its headers is closed.
     #[arg(
         long,
         env = "IOT_AUTHZ_HEADER_READ_TIMEOUT_MS",
-        default_value_t = 10_000
+        default_value_t = crate::server::defaults::HEADER_READ_TIMEOUT_MS
     )]
     pub header_read_timeout_ms: u64,
     /// HTTP port: a keep-alive connection with no request for this long is closed
     /// (milliseconds).
-    #[arg(long, env = "IOT_AUTHZ_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    #[arg(long, env = "IOT_AUTHZ_IDLE_TIMEOUT_MS", default_value_t = crate::server::defaults::IDLE_TIMEOUT_MS)]
     pub idle_timeout_ms: u64,
     /// Both ports: connections older than this are retired (gRPC: GOAWAY, then the
     /// shutdown grace; HTTP: at the next request) (seconds).
     #[arg(
         long,
         env = "IOT_AUTHZ_MAX_CONNECTION_AGE_SECONDS",
-        default_value_t = 600
+        default_value_t = crate::server::defaults::MAX_CONNECTION_AGE_SECONDS
     )]
     pub max_connection_age_seconds: u64,
     /// gRPC port: a connection with no request in flight for this long is closed, even if
@@ -208,20 +211,20 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "IOT_AUTHZ_GRPC_IDLE_TIMEOUT_MS",
-        default_value_t = 300_000
+        default_value_t = crate::server::defaults::GRPC_IDLE_TIMEOUT_MS
     )]
     pub grpc_idle_timeout_ms: u64,
     /// HTTP port: bytes of a request line and headers; gRPC port: the HTTP/2 header list
     /// size.
-    #[arg(long, env = "IOT_AUTHZ_MAX_HEADER_BYTES", default_value_t = 65_536)]
+    #[arg(long, env = "IOT_AUTHZ_MAX_HEADER_BYTES", default_value_t = crate::server::defaults::MAX_HEADER_BYTES)]
     pub max_header_bytes: usize,
     /// On SIGTERM or SIGINT, keep serving this long with health NOT_SERVING and `/readyz`
     /// 503 before the listeners close, so load balancers stop routing here (milliseconds).
-    #[arg(long, env = "IOT_AUTHZ_SHUTDOWN_DELAY_MS", default_value_t = 0)]
+    #[arg(long, env = "IOT_AUTHZ_SHUTDOWN_DELAY_MS", default_value_t = crate::server::defaults::SHUTDOWN_DELAY_MS)]
     pub shutdown_delay_ms: u64,
     /// Once the listeners close, the longest requests and streams in flight (such as
     /// health Watch) may take; connections still open then are closed (milliseconds).
-    #[arg(long, env = "IOT_AUTHZ_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    #[arg(long, env = "IOT_AUTHZ_SHUTDOWN_GRACE_MS", default_value_t = crate::server::defaults::SHUTDOWN_GRACE_MS)]
     pub shutdown_grace_ms: u64,
     /// Poll an HTTP(S) policy bundle (one YAML/JSON document or a .tar.gz of documents)
     /// instead of reading --policy files.
@@ -231,7 +234,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "IOT_AUTHZ_POLICY_URL_INTERVAL_SECONDS",
-        default_value_t = 30
+        default_value_t = crate::sources::bundle::DEFAULT_INTERVAL_SECONDS
     )]
     pub policy_url_interval_seconds: u64,
     /// File holding a bearer token for the bundle server (re-read on every poll).
@@ -241,28 +244,28 @@ pub struct ServeArgs {
     #[arg(long, env = "IOT_AUTHZ_MAX_POLICY_BYTES", default_value_t = crate::policy::source::DEFAULT_MAX_POLICY_BYTES)]
     pub max_policy_bytes: u64,
     #[command(flatten)]
-    pub etcd: crate::admin_cli::EtcdArgs,
+    pub etcd: admin::EtcdArgs,
     /// Largest value accepted for one store object, in bytes.
     #[arg(long, env = "IOT_AUTHZ_ETCD_MAX_VALUE_BYTES", default_value_t = crate::store::objects::DEFAULT_MAX_VALUE_BYTES)]
     pub etcd_max_value_bytes: usize,
     /// Re-read policy files this often even without change events (0: never).
-    #[arg(long, env = "IOT_AUTHZ_POLICY_POLL_SECONDS", default_value_t = 30)]
+    #[arg(long, env = "IOT_AUTHZ_POLICY_POLL_SECONDS", default_value_t = crate::sources::files::DEFAULT_POLL_SECONDS)]
     pub policy_poll_seconds: u64,
     /// Quiet time after a file change before reloading (milliseconds).
-    #[arg(long, env = "IOT_AUTHZ_POLICY_DEBOUNCE_MS", default_value_t = 200)]
+    #[arg(long, env = "IOT_AUTHZ_POLICY_DEBOUNCE_MS", default_value_t = crate::sources::files::DEFAULT_DEBOUNCE_MS)]
     pub policy_debounce_ms: u64,
     /// Do not use file-system notifications (reload on SIGHUP and polls only).
     #[arg(long, env = "IOT_AUTHZ_NO_WATCH")]
     pub no_watch: bool,
     /// Decision cache entries (0 turns the cache off).
-    #[arg(long, env = "IOT_AUTHZ_DECISION_CACHE_SIZE", default_value_t = 100_000)]
+    #[arg(long, env = "IOT_AUTHZ_DECISION_CACHE_SIZE", default_value_t = crate::server::defaults::DECISION_CACHE_SIZE)]
     pub decision_cache_size: u64,
     /// Longest a cached decision lives (seconds); policy swaps and time windows end
     /// entries earlier.
     #[arg(
         long,
         env = "IOT_AUTHZ_DECISION_CACHE_TTL_SECONDS",
-        default_value_t = 60
+        default_value_t = crate::server::defaults::DECISION_CACHE_TTL_SECONDS
     )]
     pub decision_cache_ttl_seconds: u64,
     /// Write one JSON line per decision to this file, or `-` for stdout.
@@ -504,8 +507,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::CanAssign(args) => can_assign(&args),
         Command::Plan(args) => plan(&args),
         Command::Load(args) => load(&args),
-        Command::Admin(args) => Ok(crate::admin_cli::admin(&args)),
-        Command::Store(args) => Ok(crate::admin_cli::store(&args)),
+        Command::Admin(args) => Ok(admin::admin(&args)),
+        Command::Store(args) => Ok(admin::store(&args)),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -531,7 +534,7 @@ fn serve(args: &ServeArgs) -> CliResult {
         }
         args.policy = split_policy_list(&list);
     }
-    crate::server::cli::serve(&args).map_err(|e| CliError(format!("{e:#}")))
+    serve::serve(&args).map_err(|e| CliError(format!("{e:#}")))
 }
 
 /// The paths of a comma-separated `IOT_AUTHZ_POLICY` (empty items skipped), split on the
@@ -577,28 +580,9 @@ fn reason_text(reason: &Reason<'_>) -> String {
     }
 }
 
-/// The `check --json` reason object (SPEC §8).
+/// The `check --json` reason object (SPEC §8): the reason's one serde form.
 pub fn reason_json(reason: &Reason<'_>) -> serde_json::Value {
-    let mut out = json!({"kind": reason.kind()});
-    match reason {
-        Reason::RoleAssignment {
-            role,
-            assignment_id,
-            scope,
-            via,
-        } => {
-            out["role"] = json!(role);
-            out["assignmentId"] = json!(assignment_id);
-            out["scope"] = json!(scope);
-            out["via"] = json!(via);
-        }
-        Reason::DenyAssignment { deny_assignment } => {
-            out["denyAssignment"] = json!(deny_assignment)
-        }
-        Reason::Malformed { message } => out["message"] = json!(message),
-        _ => {}
-    }
-    out
+    serde_json::to_value(reason).unwrap_or_else(|_| json!({"kind": reason.kind()}))
 }
 
 /// The key sets of the bearer sources whose keys are a JWKS file, read once: `check` does
@@ -616,7 +600,7 @@ fn file_key_sets(snapshot: &Snapshot) -> crate::policy::bearer::StaticKeys {
                 source::ReadError::TooBig => "is too large".to_owned(),
                 source::ReadError::Failed(m) => m,
             })
-            .and_then(|bytes| KeySet::parse(&bytes));
+            .and_then(|bytes| KeySet::parse(&bytes).map_err(|e| e.to_string()));
         match parsed {
             Ok(keys) => sets.push((source.issuer.clone(), std::sync::Arc::new(keys))),
             Err(e) => {

@@ -1,5 +1,5 @@
 //! `iot-authz serve`: logging, the policy, the listeners and signal handling around
-//! [`super::run`].
+//! [`crate::server::run`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,12 +8,12 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use super::cache::CacheOptions;
-use super::decision_log::LogTarget;
-use super::state::PolicyState;
-use super::{App, AppOptions, ServerOptions, TlsFiles};
 use crate::cli::{EXIT_ERROR, EXIT_OK, ServeArgs};
-use crate::policy::{SourceDocument, compile_sources};
+use crate::live::PolicyState;
+use crate::policy::{PolicyError, SourceDocument, compile_sources};
+use crate::server::cache::CacheOptions;
+use crate::server::decision_log::LogTarget;
+use crate::server::{App, AppOptions, ServerOptions, TlsFiles};
 use crate::sources::Loader;
 use crate::sources::bundle::{BundleClient, BundleOptions, Fetched};
 use crate::sources::files::{self, WatchOptions};
@@ -25,7 +25,7 @@ use crate::store::{Store, StoreOptions};
 enum FirstPolicy {
     Ready(Box<crate::policy::Snapshot>),
     Pending,
-    Invalid(String),
+    Invalid(PolicyError),
 }
 
 fn first_policy(
@@ -36,16 +36,16 @@ fn first_policy(
     Ok(match first_sources(args, runtime, bundle)? {
         Ok(Some(sources)) => match compile_sources(&sources) {
             Ok(s) => FirstPolicy::Ready(Box::new(s)),
-            Err(e) => FirstPolicy::Invalid(e.to_string()),
+            Err(e) => FirstPolicy::Invalid(e),
         },
         Ok(None) => FirstPolicy::Pending,
-        Err(message) => FirstPolicy::Invalid(message),
+        Err(e) => FirstPolicy::Invalid(e),
     })
 }
 
 /// The store's options, when `--etcd-endpoints` is given (a TLS file that cannot be read
 /// is an error).
-fn store_options(args: &ServeArgs) -> Result<Option<StoreOptions>, String> {
+fn store_options(args: &ServeArgs) -> Result<Option<StoreOptions>, super::admin::EtcdArgsError> {
     let mut options = args.etcd.options()?;
     if let Some(options) = &mut options {
         options.max_value_bytes = args.etcd_max_value_bytes;
@@ -59,7 +59,7 @@ fn first_sources(
     args: &ServeArgs,
     runtime: &tokio::runtime::Runtime,
     bundle: &mut Option<BundleClient>,
-) -> anyhow::Result<Result<Option<Vec<SourceDocument>>, String>> {
+) -> anyhow::Result<Result<Option<Vec<SourceDocument>>, PolicyError>> {
     let sources = if let Some(url) = &args.policy_url {
         let mut options = BundleOptions::new(url.clone());
         options.interval = Duration::from_secs(args.policy_url_interval_seconds.max(1));
@@ -87,7 +87,7 @@ fn first_sources(
     } else {
         match crate::policy::source::read_paths(&args.policy, args.max_policy_bytes) {
             Ok(s) => Some(s),
-            Err(e) => return Ok(Err(e.to_string())),
+            Err(e) => return Ok(Err(e)),
         }
     };
     Ok(Ok(sources))
@@ -95,12 +95,12 @@ fn first_sources(
 
 /// The documents' parse problems, if any: with a store they are compiled only once it has
 /// been read, and a broken file is still fatal at start-up.
-fn parse_problems(sources: &[SourceDocument]) -> Result<(), String> {
+fn parse_problems(sources: &[SourceDocument]) -> Result<(), PolicyError> {
     let problems: Vec<_> = sources.iter().filter_map(|s| s.parse().err()).collect();
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(crate::policy::PolicyError { problems }.to_string())
+        Err(PolicyError { problems })
     }
 }
 
@@ -141,7 +141,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
                 first_files = files;
                 FirstPolicy::Pending
             }
-            Err(message) => FirstPolicy::Invalid(message),
+            Err(e) => FirstPolicy::Invalid(e),
         }
     } else {
         first_policy(args, &runtime, &mut bundle)?
@@ -152,35 +152,12 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
             Some(*s)
         }
         FirstPolicy::Pending => None,
-        FirstPolicy::Invalid(message) => {
-            eprintln!("error: {message}");
+        FirstPolicy::Invalid(e) => {
+            eprintln!("error: {e}");
             return Ok(EXIT_ERROR);
         }
     };
-    let options = ServerOptions {
-        max_message_bytes: args.max_message_bytes,
-        request_timeout: Duration::from_millis(args.request_timeout_ms),
-        concurrency_per_connection: args.concurrency_per_connection,
-        max_concurrent_streams: args.max_concurrent_streams,
-        shutdown_delay: Duration::from_millis(args.shutdown_delay_ms),
-        shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
-        opening_timeout: ServerOptions::default().opening_timeout,
-        max_connections: args.max_connections,
-        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
-        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
-        max_connection_age: Duration::from_secs(args.max_connection_age_seconds),
-        max_header_bytes: args.max_header_bytes,
-        grpc_idle_timeout: Duration::from_millis(args.grpc_idle_timeout_ms),
-        tls: args
-            .tls_cert
-            .as_ref()
-            .zip(args.tls_key.as_ref())
-            .map(|(cert, key)| TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                client_ca: args.tls_client_ca.clone(),
-            }),
-    };
+    let options = server_options(args);
     runtime.block_on(async {
         let grpc = TcpListener::bind(&args.grpc_addr)
             .await
@@ -192,25 +169,8 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
             Some(s) => PolicyState::with_snapshot(s),
             None => PolicyState::new(),
         };
-        let cache = CacheOptions {
-            capacity: args.decision_cache_size,
-            ttl: Duration::from_secs(args.decision_cache_ttl_seconds.max(1)),
-        };
-        let app_options = AppOptions {
-            cache: Some(cache),
-            decision_log: args
-                .decision_log
-                .as_deref()
-                .map(|t| (LogTarget::parse(t), args.decision_log_sample)),
-            shadow: args.shadow,
-            keys: Default::default(),
-            console: args.console,
-            max_concurrent_queries: args
-                .max_concurrent_queries
-                .and_then(|n| usize::try_from(n).ok()),
-        };
         let app = Arc::new(
-            App::with_options(Arc::new(state), &app_options).context("opening the decision log")?,
+            App::with_options(Arc::new(state), &app_options(args)).context("opening the decision log")?,
         );
         if args.shadow {
             tracing::warn!("shadow mode: every request is let through; would-be denials are only logged and marked");
@@ -262,7 +222,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
             http.local_addr()?
         );
         tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, "listening");
-        super::run(app, options, grpc, http, async move {
+        crate::server::run(app, options, grpc, http, async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         })
@@ -274,6 +234,55 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
     }
     tracing::info!("stopped");
     Ok(EXIT_OK)
+}
+
+/// The server's limits and timeouts from the command line.
+fn server_options(args: &ServeArgs) -> ServerOptions {
+    ServerOptions {
+        max_message_bytes: args.max_message_bytes,
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        concurrency_per_connection: args.concurrency_per_connection,
+        max_concurrent_streams: args.max_concurrent_streams,
+        shutdown_delay: Duration::from_millis(args.shutdown_delay_ms),
+        shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
+        opening_timeout: ServerOptions::default().opening_timeout,
+        max_connections: args.max_connections,
+        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+        max_connection_age: Duration::from_secs(args.max_connection_age_seconds),
+        max_header_bytes: args.max_header_bytes,
+        grpc_idle_timeout: Duration::from_millis(args.grpc_idle_timeout_ms),
+        tls: args
+            .tls_cert
+            .as_ref()
+            .zip(args.tls_key.as_ref())
+            .map(|(cert, key)| TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.tls_client_ca.clone(),
+            }),
+    }
+}
+
+/// The app's optional parts from the command line.
+fn app_options(args: &ServeArgs) -> AppOptions {
+    let cache = CacheOptions {
+        capacity: args.decision_cache_size,
+        ttl: Duration::from_secs(args.decision_cache_ttl_seconds.max(1)),
+    };
+    AppOptions {
+        cache: Some(cache),
+        decision_log: args
+            .decision_log
+            .as_deref()
+            .map(|t| (LogTarget::parse(t), args.decision_log_sample)),
+        shadow: args.shadow,
+        keys: Default::default(),
+        console: args.console,
+        max_concurrent_queries: args
+            .max_concurrent_queries
+            .and_then(|n| usize::try_from(n).ok()),
+    }
 }
 
 /// Forwards SIGHUP to the reload trigger; without one (the embedded demo), SIGHUP is

@@ -16,13 +16,13 @@ use serde::Deserialize;
 use super::feed::{FeedItem, RECENT};
 use super::view::{self, Refusal, codes, link, page, refusal};
 use super::{Caller, Console, READ_ACTIONS, identify, may_read};
+use crate::live::LoadedPolicy;
 use crate::policy::browse::ChainStart;
 use crate::policy::explain::Explanation;
 use crate::policy::plan::{PlanRequest, is_at_or_below};
 use crate::policy::queries::HttpRequest;
 use crate::policy::{CheckRequest, Reason, Snapshot, syntax};
 use crate::server::App;
-use crate::server::state::LoadedPolicy;
 
 type Page = Result<Response, Refusal>;
 
@@ -109,10 +109,10 @@ fn authorize(snapshot: &Snapshot, caller: &Caller, scope: &str) -> Result<(), Re
                 code { (READ_ACTIONS[1]) } " there."
             },
         )),
-        Err(message) => Err(refusal(
+        Err(e) => Err(refusal(
             StatusCode::BAD_REQUEST,
             "Invalid scope",
-            html! { (message) },
+            html! { (e.to_string()) },
         )),
     }
 }
@@ -270,7 +270,7 @@ pub async fn check(
             let asked = non_empty(&q.scope)
                 .map_or_else(|| home_scope(&policy.snapshot, &caller), str::to_owned);
             authorize(&policy.snapshot, &caller, &asked)?;
-            crate::store::wait_for(&app, token, None)
+            crate::store::wait_for(&*app, token, None)
                 .await
                 .map_err(|e| match e {
                     crate::store::TokenError::Invalid(m) => refusal(
@@ -329,60 +329,8 @@ pub async fn check(
         .collect();
     let at = syntax::now();
     // A method and path are first mapped to an action and scope by the routes.
-    let mut route_error: Option<String> = None;
     let mut data = checked(&q.data);
-    if non_empty(&q.method).is_some() != non_empty(&q.path).is_some()
-        || (non_empty(&q.method).is_some() && non_empty(&q.principal).is_none())
-    {
-        route_error = Some("A request needs a principal, a method and a path.".to_owned());
-    }
-    if let (Some(method), Some(path), Some(principal)) = (
-        non_empty(&q.method),
-        non_empty(&q.path),
-        non_empty(&q.principal),
-    ) {
-        let no_headers: Vec<(String, String)> = Vec::new();
-        match snapshot.check_http(&HttpRequest {
-            method,
-            path,
-            headers: &no_headers,
-            principal: Some(principal),
-            groups: &groups,
-            metadata: None,
-            peer_principal: None,
-            verifier: None,
-            at,
-        }) {
-            Ok(outcome) => match (outcome.action, outcome.scope) {
-                (Some(action), Some(scope)) => {
-                    notes.push(format!(
-                        "{} {} maps to action {} at scope {}.",
-                        syntax::escape(method),
-                        syntax::escape(path),
-                        syntax::escape(&action),
-                        syntax::escape(&scope)
-                    ));
-                    q.action = action;
-                    q.scope = scope;
-                    data = outcome.data_action;
-                }
-                _ => {
-                    route_error = Some(match outcome.decision.reason {
-                        Reason::Public => "The route is public: anyone may pass.".to_owned(),
-                        Reason::Malformed { message } => {
-                            format!("The request is malformed: {message}")
-                        }
-                        _ => format!(
-                            "No route matches {} {}: such a request is denied (noRoute).",
-                            syntax::escape(method),
-                            syntax::escape(path)
-                        ),
-                    })
-                }
-            },
-            Err(e) => route_error = Some(e.to_string()),
-        }
-    }
+    let route_error = map_route(snapshot, &mut q, &groups, at, &mut data, &mut notes);
     let scope = match non_empty(&q.scope) {
         Some(s) => s.to_owned(),
         None => home_scope(snapshot, &caller),
@@ -435,6 +383,72 @@ pub async fn check(
         Some(&caller),
         body,
     ))
+}
+
+/// The check page's method and path, mapped by the policy's routes to the action and scope
+/// checked (written into `q` and `data`, with a note). Returns why they could not be.
+fn map_route(
+    snapshot: &Snapshot,
+    q: &mut CheckQuery,
+    groups: &[String],
+    at: syntax::Instant,
+    data: &mut bool,
+    notes: &mut Vec<String>,
+) -> Option<String> {
+    let mut route_error: Option<String> = None;
+    if non_empty(&q.method).is_some() != non_empty(&q.path).is_some()
+        || (non_empty(&q.method).is_some() && non_empty(&q.principal).is_none())
+    {
+        route_error = Some("A request needs a principal, a method and a path.".to_owned());
+    }
+    if let (Some(method), Some(path), Some(principal)) = (
+        non_empty(&q.method),
+        non_empty(&q.path),
+        non_empty(&q.principal),
+    ) {
+        let no_headers: Vec<(String, String)> = Vec::new();
+        match snapshot.check_http(&HttpRequest {
+            method,
+            path,
+            headers: &no_headers,
+            principal: Some(principal),
+            groups,
+            metadata: None,
+            peer_principal: None,
+            verifier: None,
+            at,
+        }) {
+            Ok(outcome) => match (outcome.action, outcome.scope) {
+                (Some(action), Some(scope)) => {
+                    notes.push(format!(
+                        "{} {} maps to action {} at scope {}.",
+                        syntax::escape(method),
+                        syntax::escape(path),
+                        syntax::escape(&action),
+                        syntax::escape(&scope)
+                    ));
+                    q.action = action;
+                    q.scope = scope;
+                    *data = outcome.data_action;
+                }
+                _ => {
+                    route_error = Some(match outcome.decision.reason {
+                        Reason::Public => "The route is public: anyone may pass.".to_owned(),
+                        Reason::Malformed { message } => {
+                            format!("The request is malformed: {message}")
+                        }
+                        _ => format!(
+                            "No route matches {} {}: such a request is denied (noRoute).",
+                            syntax::escape(method),
+                            syntax::escape(path)
+                        ),
+                    })
+                }
+            },
+            Err(e) => route_error = Some(e.to_string()),
+        }
+    }
+    route_error
 }
 
 /// A decision, as a person reads it.
@@ -742,7 +756,7 @@ pub struct WriteForm {
 /// empty (no bound); an RFC 3339 time is converted to UTC; a date and time without an
 /// offset (what a `datetime-local` control sends: `2027-01-01T08:00`, seconds optional) is
 /// taken as UTC. Anything else is refused in words naming the field.
-fn form_time(field: &str, text: &str) -> Result<String, String> {
+fn form_time(field: &'static str, text: &str) -> Result<String, NotATime> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(String::new());
@@ -768,13 +782,22 @@ fn form_time(field: &str, text: &str) -> Result<String, String> {
             }
         })
         .map(syntax::format_time)
-        .map_err(|_| {
-            format!(
-                "{field} `{}` is not a time: write it in RFC 3339, such as \
-                 2027-01-01T00:00:00Z (a date and time without an offset is taken as UTC)",
-                syntax::escape(text)
-            )
+        .map_err(|_| NotATime {
+            field,
+            text: text.to_owned(),
         })
+}
+
+/// A form's time field that holds no time (`text` as sent; escaped when shown).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{field} `{}` is not a time: write it in RFC 3339, such as 2027-01-01T00:00:00Z (a date \
+     and time without an offset is taken as UTC)",
+    syntax::escape(text)
+)]
+struct NotATime {
+    field: &'static str,
+    text: String,
 }
 
 /// The HTTP status of a refused Admin API write.
@@ -790,6 +813,30 @@ fn http_status(code: tonic::Code) -> StatusCode {
         tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+/// An assignment the Admin API added: (the confirmation, principal, scope, token).
+fn added(
+    r: crate::proto::iotauthz::v1::CreateRoleAssignmentResponse,
+) -> (String, String, String, String) {
+    let a = r.assignment.unwrap_or_default();
+    let window = match (a.not_before.as_str(), a.not_after.as_str()) {
+        ("", "") => String::new(),
+        (from, until) => format!(
+            ", active from {} until {}",
+            if from.is_empty() { "the start" } else { from },
+            if until.is_empty() { "no end" } else { until }
+        ),
+    };
+    (
+        format!(
+            "Added role assignment {}: {} has role {} at {}{window}.",
+            a.id, a.principal, a.role, a.scope
+        ),
+        a.principal,
+        a.scope,
+        r.token,
+    )
 }
 
 /// Adding or removing an assignment: the anti-forgery check, then the Admin API's own
@@ -876,27 +923,7 @@ pub async fn assignments_write(
                 },
             ))
             .await
-            .map(|r| {
-                let r = r.into_inner();
-                let a = r.assignment.unwrap_or_default();
-                let window = match (a.not_before.as_str(), a.not_after.as_str()) {
-                    ("", "") => String::new(),
-                    (from, until) => format!(
-                        ", active from {} until {}",
-                        if from.is_empty() { "the start" } else { from },
-                        if until.is_empty() { "no end" } else { until }
-                    ),
-                };
-                (
-                    format!(
-                        "Added role assignment {}: {} has role {} at {}{window}.",
-                        a.id, a.principal, a.role, a.scope
-                    ),
-                    a.principal,
-                    a.scope,
-                    r.token,
-                )
-            }),
+            .map(|r| added(r.into_inner())),
         "remove" => {
             // The assignment as the serving policy has it, for the link to Check access.
             let (principal, scope) = policy
@@ -1528,4 +1555,30 @@ pub async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Page {
         Some(&caller),
         body,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{NotATime, form_time};
+
+    #[test]
+    fn a_form_time_is_read_as_utc_or_refused_naming_its_field() {
+        assert_eq!(form_time("Not before", " "), Ok(String::new()));
+        assert_eq!(
+            form_time("Not before", "2027-01-01T08:00"),
+            Ok("2027-01-01T08:00:00Z".to_owned())
+        );
+        let e = form_time("Not after", "<b>1</b>").unwrap_err();
+        assert_eq!(
+            e,
+            NotATime {
+                field: "Not after",
+                text: "<b>1</b>".to_owned()
+            }
+        );
+        assert!(
+            e.to_string().starts_with("Not after `<b>1</b>` is not a time: write it in RFC 3339, such as 2027-01-01T00:00:00Z (a date and time"),
+            "{e}"
+        );
+    }
 }

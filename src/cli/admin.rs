@@ -131,13 +131,33 @@ pub struct EtcdArgs {
     pub etcd_password_file: Option<PathBuf>,
 }
 
+/// Why the etcd flags do not make a store configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdArgsError {
+    /// A TLS file (`--etcd-ca`, `--etcd-cert`, `--etcd-key`) cannot be read.
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--etcd-username is empty")]
+    EmptyUsername,
+    #[error(
+        "--etcd-username needs a password: --etcd-password-file FILE or the environment variable {ETCD_PASSWORD_ENV}"
+    )]
+    NoPassword,
+    /// The password file cannot be read (the store's message).
+    #[error("{0}")]
+    Password(String),
+}
+
 /// The environment variable that may hold the password of `--etcd-username`.
 pub const ETCD_PASSWORD_ENV: &str = "IOT_AUTHZ_ETCD_PASSWORD";
 
 impl EtcdArgs {
     /// The store's options (`None` without an endpoint); a TLS file that cannot be read
     /// is an error.
-    pub fn options(&self) -> std::result::Result<Option<store_mod::StoreOptions>, String> {
+    pub fn options(&self) -> std::result::Result<Option<store_mod::StoreOptions>, EtcdArgsError> {
         let endpoints: Vec<String> = self
             .etcd_endpoints
             .iter()
@@ -147,8 +167,12 @@ impl EtcdArgs {
         if endpoints.is_empty() {
             return Ok(None);
         }
-        let read =
-            |p: &PathBuf| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|source| EtcdArgsError::Read {
+                path: p.clone(),
+                source,
+            })
+        };
         let mut options = store_mod::StoreOptions::new(endpoints);
         options.prefix = self.etcd_prefix.clone();
         if self.etcd_ca.is_some() || self.etcd_cert.is_some() {
@@ -166,23 +190,19 @@ impl EtcdArgs {
 
     /// The user and password source of `--etcd-username`; the password file is read once
     /// now, so that a missing one stops the command at once.
-    fn auth(&self) -> std::result::Result<Option<EtcdAuth>, String> {
+    fn auth(&self) -> std::result::Result<Option<EtcdAuth>, EtcdArgsError> {
         let Some(username) = &self.etcd_username else {
             return Ok(None);
         };
         if username.trim().is_empty() {
-            return Err("--etcd-username is empty".into());
+            return Err(EtcdArgsError::EmptyUsername);
         }
         let password = match (&self.etcd_password_file, std::env::var(ETCD_PASSWORD_ENV)) {
             (Some(path), _) => store_mod::Password::File(path.clone()),
             (None, Ok(value)) => store_mod::Password::Value(value.into()),
-            (None, Err(_)) => {
-                return Err(format!(
-                    "--etcd-username needs a password: --etcd-password-file FILE or the environment variable {ETCD_PASSWORD_ENV}"
-                ));
-            }
+            (None, Err(_)) => return Err(EtcdArgsError::NoPassword),
         };
-        password.read()?;
+        password.read().map_err(EtcdArgsError::Password)?;
         Ok(Some(EtcdAuth {
             username: username.clone(),
             password,
@@ -497,7 +517,7 @@ impl StoreArgs {
         let options = self
             .etcd
             .options()
-            .map_err(error)?
+            .map_err(|e| error(e.to_string()))?
             .ok_or_else(|| error("no etcd endpoint given"))?;
         Etcd::connect(&options.endpoints, options.tls.as_ref())
             .map(|etcd| etcd.with_auth(options.auth.clone()))
@@ -650,4 +670,51 @@ fn document_objects(doc: Document) -> Vec<Object> {
     out.extend(doc.groups.into_iter().map(Object::Group));
     out.extend(doc.deny_assignments.into_iter().map(Object::DenyAssignment));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{EtcdArgs, EtcdArgsError};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    }
+
+    fn options(flags: &[&str]) -> Result<(), EtcdArgsError> {
+        let flags = Flags::try_parse_from(std::iter::once("t").chain(flags.iter().copied()))
+            .map_err(|e| EtcdArgsError::Password(e.to_string()))?;
+        flags.etcd.options().map(|_| ())
+    }
+
+    /// Each flag mistake is its own kind, with the message the command prints.
+    #[test]
+    fn etcd_flag_mistakes_are_refused_by_kind() {
+        const ENDPOINT: &str = "--etcd-endpoints=http://127.0.0.1:1";
+        assert!(options(&[]).is_ok());
+        let e = options(&[ENDPOINT, "--etcd-username", " "]).unwrap_err();
+        assert!(matches!(e, EtcdArgsError::EmptyUsername), "{e:?}");
+        assert_eq!(e.to_string(), "--etcd-username is empty");
+        let missing = "/nonexistent/iot-authz-test/ca.pem";
+        let e = options(&[ENDPOINT, "--etcd-ca", missing]).unwrap_err();
+        assert!(
+            matches!(&e, EtcdArgsError::Read { path, .. } if path.to_str() == Some(missing)),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().starts_with(&format!("reading {missing}: ")),
+            "{e}"
+        );
+        let e = options(&[
+            ENDPOINT,
+            "--etcd-username",
+            "u",
+            "--etcd-password-file",
+            "/nonexistent/iot-authz-test/password",
+        ])
+        .unwrap_err();
+        assert!(matches!(e, EtcdArgsError::Password(_)), "{e:?}");
+    }
 }

@@ -1,4 +1,7 @@
-//! The live policy: the current snapshot behind an atomic pointer, and its status.
+//! The live policy: the current snapshot behind an atomic pointer, and its status; and
+//! [`PolicySink`], what a policy loader (a watched file, a bundle poller, the store) needs
+//! of the service it feeds. Loaders and the server both depend on this module, never on
+//! each other: the server implements the sink.
 //!
 //! Architecture invariant: readers take an `Arc` of the current snapshot and drop it when
 //! their request ends; a reload builds a whole new snapshot off the request path and swaps
@@ -12,6 +15,42 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 
 use crate::policy::Snapshot;
+
+/// What one load attempt did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadOutcome {
+    /// A new policy is serving (its revision).
+    Installed(String),
+    /// The sources are the ones serving (same names, same revision): nothing to do, and
+    /// an earlier error no longer describes them (it is cleared).
+    Unchanged,
+    /// Rejected; the last good policy keeps serving.
+    Rejected(String),
+}
+
+/// Where a loader delivers policies: the live policy of a service, which installs a
+/// compiled snapshot (clearing whatever the service keeps about the old one) and records
+/// a rejection.
+pub trait PolicySink: std::fmt::Debug + Send + Sync {
+    /// The live policy.
+    fn policy(&self) -> &PolicyState;
+
+    /// Swaps in a new policy read from the store at `store_revision` (0: without a
+    /// store): one atomic store; requests in flight keep the old one, which is returned
+    /// for the caller to free off the request path ([`retire_later`]).
+    fn install_at(&self, snapshot: Snapshot, store_revision: i64) -> Option<Arc<LoadedPolicy>>;
+
+    /// [`Self::install_at`] without a store.
+    fn install(&self, snapshot: Snapshot) -> Option<Arc<LoadedPolicy>> {
+        self.install_at(snapshot, 0)
+    }
+
+    /// Records a rejected policy; the last good one keeps serving.
+    fn reject(&self, message: String);
+
+    /// The serving policy now answers at `revision` of the store (a metric's value).
+    fn store_revision_reached(&self, revision: i64);
+}
 
 /// A snapshot, when it was loaded, and its generation (a number unique to this install).
 #[derive(Debug)]
@@ -129,12 +168,6 @@ impl PolicyState {
     }
 }
 
-/// Frees a replaced policy off the request path. Requests in flight may still hold it; the
-/// last of them would otherwise free it on a runtime worker, and freeing a policy of a
-/// million assignments takes long enough to show in the latency tail. So the caller (the
-/// thread that compiled its successor) waits until it holds the only reference, up to
-/// `patience`, then lets go. Returns whether it freed the policy itself (false: there was
-/// none, or a request still held it after `patience` and will free it).
 /// How long the thread that replaced a policy waits for the requests still holding it.
 pub const RETIRE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -157,6 +190,12 @@ pub fn retire_later(previous: Option<Arc<LoadedPolicy>>) {
     }
 }
 
+/// Frees a replaced policy off the request path. Requests in flight may still hold it; the
+/// last of them would otherwise free it on a runtime worker, and freeing a policy of a
+/// million assignments takes long enough to show in the latency tail. So the caller (the
+/// thread that compiled its successor) waits until it holds the only reference, up to
+/// `patience`, then lets go. Returns whether it freed the policy itself (false: there was
+/// none, or a request still held it after `patience` and will free it).
 pub fn retire(previous: Option<Arc<LoadedPolicy>>, patience: std::time::Duration) -> bool {
     let Some(previous) = previous else {
         return false;

@@ -1,0 +1,93 @@
+//! The Admin API writes through one replica waiting for its next transaction
+//! (`Store::admin_queue`): the queue the Admin service (`server::admin`) fills and drains.
+//! It lives with the store, which holds one per replica, so the store never names the
+//! server.
+
+use std::sync::Arc;
+
+use tonic::Status;
+
+use super::objects::Object;
+use crate::live::LoadedPolicy;
+
+/// What a write finds under its key: the stored object, one that could not be decoded, or
+/// nothing.
+pub(crate) type Existing<'a> = Option<&'a Result<Object, String>>;
+
+/// One Admin API write: its actor, its object's key under the prefix, and its plan.
+pub(crate) struct Write {
+    pub(crate) actor: String,
+    pub(crate) object: String,
+    pub(crate) plan: Arc<Plan>,
+}
+
+/// Plans a write (see [`Admin::write`]).
+pub(crate) type Plan =
+    dyn Fn(&LoadedPolicy, &str, Existing<'_>) -> Result<Option<Object>, Status> + Send + Sync;
+
+/// A write waiting for its replica's next transaction, and where its answer goes.
+pub(crate) struct Queued {
+    pub(crate) write: Arc<Write>,
+    pub(crate) reply: tokio::sync::oneshot::Sender<Result<String, Status>>,
+}
+
+/// The most writes one transaction holds (etcd refuses more than 128 operations, its
+/// `--max-txn-ops` default, in a transaction: the writes, and the marker).
+pub const MAX_GROUP: usize = 64;
+
+/// The most bytes of values one transaction carries (etcd's default request limit is
+/// 1.5 MiB); a write past it waits for the next transaction.
+pub(crate) const MAX_GROUP_BYTES: usize = 1024 * 1024;
+
+/// The Admin API writes waiting for their replica's next transaction (`Store::admin_queue`).
+#[derive(Default)]
+pub struct AdminQueue {
+    pub(crate) writes: std::collections::VecDeque<Queued>,
+    /// A task is committing the queue.
+    pub(crate) draining: bool,
+    /// The writes of the group being validated and committed.
+    pub(crate) committing: usize,
+}
+
+impl std::fmt::Debug for AdminQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminQueue")
+            .field("writes", &self.writes.len())
+            .field("draining", &self.draining)
+            .finish()
+    }
+}
+
+impl AdminQueue {
+    /// The writes waiting for a transaction, and those of the group being committed.
+    pub fn len(&self) -> (usize, usize) {
+        (self.writes.len(), self.committing)
+    }
+
+    /// The next group, in arrival order: at most [`MAX_GROUP`] writes, one per key (a
+    /// second write of a key waits for the next transaction, which a transaction's
+    /// operations cannot both touch).
+    pub(crate) fn take_group(&mut self) -> Vec<Queued> {
+        let mut group: Vec<Queued> = Vec::new();
+        let mut later = std::collections::VecDeque::new();
+        while group.len() < MAX_GROUP
+            && let Some(q) = self.writes.pop_front()
+        {
+            if group.iter().any(|g| g.write.object == q.write.object) {
+                later.push_back(q);
+            } else {
+                group.push(q);
+            }
+        }
+        later.append(&mut self.writes);
+        self.writes = later;
+        group
+    }
+
+    /// Writes taken in a group and not committed with it: first in line again.
+    pub(crate) fn put_back(&mut self, rest: Vec<Queued>) {
+        for q in rest.into_iter().rev() {
+            self.writes.push_front(q);
+        }
+    }
+}

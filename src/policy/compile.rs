@@ -3,21 +3,26 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
+use super::assignments::{AssignmentTable, PendingAssignment};
 use super::document::AssignmentDoc;
 use super::document::{Document, RouteDoc};
 use super::error::{PolicyError, Problem};
 use super::identity::IdentityConfig;
+use super::index::{MAX_ITEMS, check_sizes};
 use super::route::RouteTable;
 use super::snapshot::{
     ALWAYS, Assignment, CatalogAction, Constraint, Core, Counts, DenyAssignment, FastMap,
-    GrantTable, IdText, ImpliedActions, ImpliedSet, KeyLayout, LowerBuf, PrincipalIdx,
-    PrincipalIndex, PrincipalRows, Role, RoleIdx, Rows, ScopeIdx, Selector, Snapshot, TagIndex,
-    Window, lower_into,
+    GrantTable, IdText, ImpliedActions, ImpliedSet, LowerBuf, PrincipalIdx, PrincipalIndex,
+    PrincipalRows, Role, RoleIdx, Rows, ScopeIdx, Selector, Snapshot, TagIndex, Window, lower_into,
+    pos,
 };
 use super::source::{self, SourceDocument};
 use super::syntax::{
     self, ActionPattern, Instant, PrincipalSelector, Scope, escape, parse_time, scope_prefixes,
 };
+
+/// The most bytes of principal ids, or of scope keys, a policy may hold (offsets are `u32`).
+const MAX_TEXT: usize = u32::MAX as usize;
 
 /// The deepest group nesting accepted (a group inside a group inside ...).
 pub const MAX_GROUP_DEPTH: usize = 64;
@@ -52,7 +57,7 @@ impl Principals {
         if let Some(&i) = self.index.get(name) {
             return i;
         }
-        let i = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        let i = PrincipalIdx::at(self.names.len());
         let name: Box<str> = name.into();
         self.names.push(name.clone());
         self.index.insert(name, i);
@@ -84,7 +89,7 @@ impl ScopeTable {
         if let Some(&i) = self.index.get(scope.key()) {
             return i;
         }
-        let i = u32::try_from(self.scopes.len()).unwrap_or(u32::MAX);
+        let i = ScopeIdx::at(self.scopes.len());
         self.scopes.push(scope.clone());
         self.index.insert(scope.key().into(), i);
         i
@@ -142,6 +147,12 @@ fn parse_scope(
 
 /// Validates and compiles parsed documents (`(name, document)` in load order).
 pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, PolicyError> {
+    compile_within(docs, MAX_ITEMS)
+}
+
+/// [`compile_documents`] with at most `limit` items of each kind (see [`check_sizes`]).
+fn compile_within(docs: &[(String, Document)], limit: usize) -> Result<Snapshot, PolicyError> {
+    check_sizes(docs, limit)?;
     let mut problems = Problems::default();
     let mut scopes = ScopeTable {
         index: FastMap::default(),
@@ -202,7 +213,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             let object = named("roles", i, &r.name);
             // A role with a problem is still checked in full and keeps the keys no other
             // role holds, so that a later role clashing with it is reported in the same run.
-            let index = u32::try_from(roles.len()).unwrap_or(u32::MAX);
+            let index = RoleIdx::at(roles.len());
             let mut keys = Vec::with_capacity(2);
             if r.name.trim().is_empty() {
                 problems.push(doc, &object, "role `name` must not be empty".into());
@@ -221,7 +232,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
                     // Its name and id may be spelt alike.
                     Some(&other) if other == index => {}
                     Some(&other) => {
-                        let (odoc, oobj) = &role_origin[other as usize];
+                        let (odoc, oobj) = &role_origin[other.index()];
                         problems.push(
                             doc,
                             &object,
@@ -411,7 +422,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     }
 
     // Principals named by group definitions come first (see `Core::group_principals`).
-    let group_principals = u32::try_from(principals.names.len()).unwrap_or(u32::MAX);
+    let group_principals = pos(principals.names.len());
 
     // Scope links.
     // Each linked scope's parents (sorted, distinct) and where they are defined:
@@ -449,10 +460,14 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     // per assignment unless it has a problem: names are looked up before they are copied
     // and object names are built only to report a problem.
     struct Pending {
-        assignment: Assignment,
-        scope: ScopeIdx,
+        placed: PendingAssignment,
         doc: u32,
         item: u32,
+    }
+    impl AsRef<PendingAssignment> for Pending {
+        fn as_ref(&self) -> &PendingAssignment {
+            &self.placed
+        }
     }
     let total: usize = docs.iter().map(|(_, d)| d.assignments.len()).sum();
     let mut pending: Vec<Pending> = Vec::with_capacity(total);
@@ -546,7 +561,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             let window = if (not_before, not_after) == ALWAYS {
                 0
             } else {
-                let next = u32::try_from(windows.len()).unwrap_or(u32::MAX);
+                let next = pos(windows.len());
                 *window_index
                     .entry((not_before, not_after))
                     .or_insert_with(|| {
@@ -556,7 +571,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             };
             // Output keeps the policy's spelling, trailing slash included (SPEC §2).
             let written = a.scope.as_str();
-            if scopes.scopes[scope as usize].as_str() != written {
+            if scopes.scopes[scope.index()].as_str() != written {
                 respelled.insert(pending.len(), written.into());
             }
             let end = ids.push(pending.len(), a.id.as_deref());
@@ -566,15 +581,17 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
                 problems.push(doc, object(), "assignment ids exceed 4 GiB in total".into());
             }
             pending.push(Pending {
-                assignment: Assignment {
-                    role,
-                    window,
-                    principal: principals.intern(&a.principal),
-                    id_end: 0,
+                placed: PendingAssignment {
+                    assignment: Assignment {
+                        role,
+                        window,
+                        principal: principals.intern(&a.principal),
+                        id_end: 0,
+                    },
+                    scope,
                 },
-                scope,
-                doc: u32::try_from(di).unwrap_or(u32::MAX),
-                item: u32::try_from(i).unwrap_or(u32::MAX),
+                doc: pos(di),
+                item: pos(i),
             });
         }
     }
@@ -800,13 +817,13 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     // Group closure: member -> every containing group; cycles are errors.
     let principal_names = principals.names;
     let principal_count = principal_names.len();
-    let mut direct_parents: Vec<Vec<PrincipalIdx>> = vec![Vec::new(); principal_count];
+    let mut direct_parents: Vec<Vec<u32>> = vec![Vec::new(); principal_count];
     // In a fixed order, so that the same policy reports the same cycles.
     let mut defined: Vec<(&PrincipalIdx, &Vec<PrincipalIdx>)> = group_members.iter().collect();
     defined.sort_unstable_by_key(|&(&g, _)| g);
     for (&g, members) in defined {
         for &m in members {
-            direct_parents[m as usize].push(g);
+            direct_parents[m.index()].push(g.get());
         }
     }
     let Closed {
@@ -817,7 +834,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     // A problem names a group definition: the group itself, or the group holding a member.
     let group_object = |g: u32| -> (&str, String) {
         let name = &principal_names[g as usize];
-        match group_origin.get(&g) {
+        match group_origin.get(&PrincipalIdx::new(g)) {
             Some(&(di, i)) => (docs[di].0.as_str(), named("groups", i, name)),
             None => (
                 docs.first().map_or("", |(n, _)| n.as_str()),
@@ -840,7 +857,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
                 );
             }
             Fault::TooDeep { node, parent } => {
-                let at = if group_origin.contains_key(&node) {
+                let at = if group_origin.contains_key(&PrincipalIdx::new(node)) {
                     node
                 } else {
                     parent
@@ -861,17 +878,28 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     // Scope closure: each known scope's parents are its longest known proper prefix and
     // its linked parents (known scopes too).
     let scope_count = scopes.scopes.len();
-    let mut scope_parents: Vec<Vec<ScopeIdx>> = scopes
+    let mut scope_parents: Vec<Vec<u32>> = scopes
         .scopes
         .iter()
-        .map(|s| scopes.longest_known(s.key(), false).into_iter().collect())
+        .map(|s| {
+            scopes
+                .longest_known(s.key(), false)
+                .map(ScopeIdx::get)
+                .into_iter()
+                .collect()
+        })
         .collect();
     // A scope's path parent comes first in its row; the edges after it are links.
     let has_path_parent: Vec<bool> = scope_parents.iter().map(|r| !r.is_empty()).collect();
     for (&child, (parents, _)) in &links {
-        let row = &mut scope_parents[child as usize];
+        let row = &mut scope_parents[child.index()];
         let path_parent = row.first().copied();
-        row.extend(parents.iter().filter(|&&p| Some(p) != path_parent));
+        row.extend(
+            parents
+                .iter()
+                .map(|p| p.get())
+                .filter(|&p| Some(p) != path_parent),
+        );
     }
     let Closed {
         rows: ancestors,
@@ -880,7 +908,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     } = close_over(&scope_parents, usize::MAX, |n| {
         usize::from(has_path_parent[n])
     });
-    let ancestors = add_self(ancestors, scope_count);
+    let ancestors = add_self(ancestors, scope_count).map(ScopeIdx::new);
     let mut linked_scopes: Vec<ScopeIdx> = links.keys().copied().collect();
     linked_scopes.sort_unstable();
     for fault in faults {
@@ -889,7 +917,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             continue;
         };
         let name = scopes.scopes[edge.0 as usize].as_str();
-        let (doc, object) = match links.get(&edge.0) {
+        let (doc, object) = match links.get(&ScopeIdx::new(edge.0)) {
             Some((_, (di, i))) => {
                 let (doc, d) = &docs[*di];
                 let text = d.scope_links.get(*i).map_or(name, |l| l.scope.as_str());
@@ -912,19 +940,19 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     }
     // Scopes at or below a cycle have no true ancestor set: checks that need one are
     // skipped for them rather than reported on a guess.
-    let unsure = |s: ScopeIdx| cyclic.get(s as usize).copied().unwrap_or(false);
+    let unsure = |s: ScopeIdx| cyclic.get(s.index()).copied().unwrap_or(false);
 
     // Assignable scopes, checked once per distinct (role, scope).
     let mut rejected: Vec<usize> = Vec::new();
     let mut assignable: FastMap<(RoleIdx, ScopeIdx), bool> = FastMap::default();
     for (n, p) in pending.iter().enumerate() {
-        let a = &p.assignment;
-        let role = &roles[a.role as usize];
-        let ok = *assignable.entry((a.role, p.scope)).or_insert_with(|| {
-            if unsure(p.scope) {
+        let (a, scope) = (&p.placed.assignment, p.placed.scope);
+        let role = &roles[a.role.index()];
+        let ok = *assignable.entry((a.role, scope)).or_insert_with(|| {
+            if unsure(scope) {
                 return true;
             }
-            let anc = ancestors.row(p.scope);
+            let anc = ancestors.row(scope);
             role.assignable_scopes
                 .iter()
                 .any(|s| anc.binary_search(s).is_ok())
@@ -944,11 +972,11 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             object,
             format!(
                 "scope `{}` is outside the assignable scopes of role `{}` ({})",
-                escape(scopes.scopes[p.scope as usize].as_str()),
+                escape(scopes.scopes[scope.index()].as_str()),
                 escape(&role.name),
                 role.assignable_scopes
                     .iter()
-                    .map(|&s| format!("`{}`", escape(scopes.scopes[s as usize].as_str())))
+                    .map(|&s| format!("`{}`", escape(scopes.scopes[s.index()].as_str())))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -971,9 +999,9 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
                 // An empty window (notAfter equal to notBefore) is never active, so it
                 // guarantees nothing. Other windows count: the constraint is checked when
                 // the policy loads, and must not start failing as time passes.
-                let (from, until) = windows[p.assignment.window as usize];
-                p.assignment.role == role
-                    && anc.binary_search(&p.scope).is_ok()
+                let (from, until) = windows[p.placed.assignment.window as usize];
+                p.placed.assignment.role == role
+                    && anc.binary_search(&p.placed.scope).is_ok()
                     && rejected.binary_search(n).is_err()
                     && from < until
             })
@@ -981,35 +1009,25 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         if found < count as usize {
             problems.push(&doc, object, format!(
                 "needs at least {count} assignment(s) of role `{}` at `{}` or above, found {found}",
-                escape(&roles[role as usize].name),
-                escape(scopes.scopes[scope as usize].as_str())
+                escape(&roles[role.index()].name),
+                escape(scopes.scopes[scope.index()].as_str())
             ));
         } else {
             kept_constraints.push(Constraint {
                 role,
                 scope,
                 count,
-                found: u32::try_from(found).unwrap_or(u32::MAX),
+                found: pos(found),
                 doc: doc.into(),
                 object: object.into(),
             });
         }
     }
 
-    // Principal ids and scope keys as one text each, with `u32` offsets.
-    let mut principal_text = String::new();
-    let mut name_starts: Vec<u32> = Vec::with_capacity(principal_count + 1);
-    for name in principal_names.iter().map(|n| &**n).chain([""]) {
-        name_starts.push(u32::try_from(principal_text.len()).unwrap_or(u32::MAX));
-        principal_text.push_str(name);
-    }
-    let mut scope_text = String::new();
-    let mut key_starts: Vec<u32> = Vec::with_capacity(scope_count + 1);
-    for key in scopes.scopes.iter().map(Scope::key).chain([""]) {
-        key_starts.push(u32::try_from(scope_text.len()).unwrap_or(u32::MAX));
-        scope_text.push_str(key);
-    }
-    if u32::try_from(principal_text.len()).is_err() || u32::try_from(scope_text.len()).is_err() {
+    // Principal ids and scope keys are held as one text each, with `u32` offsets.
+    let principal_bytes: usize = principal_names.iter().map(|n| n.len()).sum();
+    let scope_bytes: usize = scopes.scopes.iter().map(|s| s.key().len()).sum();
+    if principal_bytes > MAX_TEXT || scope_bytes > MAX_TEXT {
         problems.push(
             docs.first().map_or("", |(n, _)| n.as_str()),
             "policy",
@@ -1023,57 +1041,29 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         });
     }
 
-    // Assignments grouped by principal (a counting sort, which keeps policy order), then
-    // each principal's row sorted by scope, ties in policy order.
-    let mut assignment_rows = vec![0u32; principal_count + 1];
-    for p in &pending {
-        assignment_rows[p.assignment.principal as usize + 1] += 1;
+    let mut principal_text = String::with_capacity(principal_bytes);
+    let mut name_starts: Vec<u32> = Vec::with_capacity(principal_count + 1);
+    for name in principal_names.iter().map(|n| &**n).chain([""]) {
+        name_starts.push(pos(principal_text.len()));
+        principal_text.push_str(name);
     }
-    for i in 1..assignment_rows.len() {
-        assignment_rows[i] += assignment_rows[i - 1];
+    let mut scope_text = String::with_capacity(scope_bytes);
+    let mut key_starts: Vec<u32> = Vec::with_capacity(scope_count + 1);
+    for key in scopes.scopes.iter().map(Scope::key).chain([""]) {
+        key_starts.push(pos(scope_text.len()));
+        scope_text.push_str(key);
     }
-    let mut cursor = assignment_rows.clone();
-    let mut slots: Vec<(ScopeIdx, u32)> = vec![(0, 0); pending.len()];
-    for (n, p) in pending.iter().enumerate() {
-        let c = &mut cursor[p.assignment.principal as usize];
-        slots[*c as usize] = (p.scope, u32::try_from(n).unwrap_or(u32::MAX));
-        *c += 1;
-    }
-    drop(cursor);
-    for w in assignment_rows.windows(2) {
-        slots[w[0] as usize..w[1] as usize].sort_unstable();
-    }
-    // Ids laid out in the order of the assignments, each record holding where its id ends.
-    let mut assignment_ids = IdText::with_capacity(ids.len());
-    let mut assignments: Vec<Assignment> = Vec::with_capacity(slots.len());
-    // The spellings of the assignments whose scope differs from the interned spelling,
-    // by their position in `assignments`.
-    let mut scope_spellings: FastMap<u32, Box<str>> = FastMap::default();
-    for (i, &(_, n)) in slots.iter().enumerate() {
-        let n = n as usize;
-        if !respelled.is_empty()
-            && let Some(written) = respelled.remove(&n)
-        {
-            scope_spellings.insert(u32::try_from(i).unwrap_or(u32::MAX), written);
-        }
-        let start = n.checked_sub(1).map_or(0, |m| id_ends[m]);
-        let mut a = pending[n].assignment;
-        a.id_end = assignment_ids
-            .push(i, ids.get(n, start, id_ends[n]))
-            .unwrap_or(0);
-        assignments.push(a);
-    }
+
+    let (assignments, assignment_rows) = AssignmentTable::build(
+        &pending,
+        &ids,
+        &id_ends,
+        respelled,
+        [principal_count, scope_count, roles.len()],
+    );
     drop(pending);
     drop(ids);
     drop(id_ends);
-    let key_layout = KeyLayout::new(scope_count, roles.len());
-    let assignment_keys: Vec<u32> = slots
-        .iter()
-        .zip(&assignments)
-        .map(|(&(s, _), a)| key_layout.key(s, a))
-        .collect();
-    let assignment_order: Vec<u32> = slots.iter().map(|&(_, n)| n).collect();
-    drop(slots);
     let member_rows: Vec<[u32; 3]> = member_of
         .items
         .iter()
@@ -1110,8 +1100,8 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
     drop(scopes.index);
     let mut deny_scopes = vec![0u64; scope_count.div_ceil(64)];
     for d in &denies {
-        if let Some(word) = deny_scopes.get_mut(d.scope as usize / 64) {
-            *word |= 1 << (d.scope % 64);
+        if let Some(word) = deny_scopes.get_mut(d.scope.index() / 64) {
+            *word |= 1 << (d.scope.get() % 64);
         }
     }
     let denies_by_scope = Rows::build(
@@ -1119,7 +1109,7 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
         denies
             .iter()
             .enumerate()
-            .map(|(i, d)| (d.scope, u32::try_from(i).unwrap_or(u32::MAX)))
+            .map(|(i, d)| (d.scope.get(), pos(i)))
             .collect(),
     );
     let mut boundaries: Vec<Instant> = windows
@@ -1192,11 +1182,6 @@ pub fn compile_documents(docs: &[(String, Document)]) -> Result<Snapshot, Policy
             roles,
             role_lookup,
             assignments,
-            assignment_keys,
-            key_layout,
-            assignment_order,
-            assignment_ids,
-            scope_spellings,
             windows,
             denies,
             denies_by_scope,
@@ -1282,7 +1267,6 @@ fn close_over(
         next: usize,
         blame: Option<usize>,
     }
-    let id = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     let n = parents.len();
     let mut state = vec![State::New; n];
     let mut closure: Vec<Vec<u32>> = vec![Vec::new(); n];
@@ -1332,7 +1316,7 @@ fn close_over(
                         } else {
                             blame.filter(|&k| k >= from).unwrap_or(top)
                         };
-                        let nth = |o: usize| id(stack[from + (at - from + o) % len].node);
+                        let nth = |o: usize| pos(stack[from + (at - from + o) % len].node);
                         faults.push(Fault::Cycle {
                             edge: (nth(0), nth(1)),
                             path: (0..len.min(CYCLE_SHOWN)).map(nth).collect(),
@@ -1369,8 +1353,8 @@ fn close_over(
                 // below, so a long chain costs no more than a short one.
                 if d - 1 == max_depth {
                     faults.push(Fault::TooDeep {
-                        node: id(node),
-                        parent: deepest.unwrap_or(id(node)),
+                        node: pos(node),
+                        parent: deepest.unwrap_or(pos(node)),
                     });
                 }
                 all = Vec::new();
@@ -1388,7 +1372,7 @@ fn close_over(
         .into_iter()
         .enumerate()
         .flat_map(|(i, row)| {
-            let i = id(i);
+            let i = pos(i);
             row.into_iter().map(move |p| (i, p))
         })
         .collect();
@@ -1402,7 +1386,7 @@ fn close_over(
 fn add_self(rows: Rows, n: usize) -> Rows {
     let mut pairs = Vec::with_capacity(rows.items.len() + n);
     for i in 0..n {
-        let i = u32::try_from(i).unwrap_or(u32::MAX);
+        let i = pos(i);
         pairs.push((i, i));
         pairs.extend(rows.row(i).iter().map(|&p| (i, p)));
     }
@@ -1496,5 +1480,44 @@ fn assignment_object(i: usize, a: &AssignmentDoc) -> String {
             escape(&a.principal),
             escape(&a.role)
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn docs(yaml: &str) -> Vec<(String, Document)> {
+        let doc = SourceDocument::new("p.yaml", yaml).parse().unwrap();
+        vec![("p.yaml".into(), doc)]
+    }
+
+    const POLICY: &str = r#"
+version: 1
+roles:
+  - name: Reader
+    actions: [a/b/read]
+assignments:
+  - { principal: "user:ana", role: Reader, scope: /x }
+  - { principal: "user:bo", role: Reader, scope: /y }
+  - { principal: "user:cy", role: Reader, scope: /z }
+"#;
+
+    #[test]
+    fn a_count_over_the_limit_is_a_problem_naming_it_and_the_limit() {
+        let docs = docs(POLICY);
+        assert!(compile_within(&docs, 4).is_ok());
+        let err = compile_within(&docs, 2).unwrap_err();
+        let messages: Vec<&str> = err.problems.iter().map(|p| p.message.as_str()).collect();
+        // Three assignments, and four scope mentions (the role's default `/` and three).
+        assert_eq!(
+            messages,
+            [
+                "3 assignments exceed the limit of 2 per policy",
+                "3 principal mentions exceed the limit of 2 per policy",
+                "4 scope mentions exceed the limit of 2 per policy",
+            ]
+        );
+        assert_eq!(err.problems[0].object, "policy");
     }
 }

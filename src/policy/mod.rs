@@ -11,6 +11,7 @@ pub mod error;
 pub mod explain;
 pub mod identity;
 pub mod index;
+mod layout;
 pub mod overlay;
 pub mod plan;
 pub mod queries;

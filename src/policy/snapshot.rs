@@ -11,6 +11,7 @@ use serde::Serialize;
 /// SipHash on the long keys scopes make, and is seeded per process; only lookups (never
 /// inserts) ever see request data, so colliding keys cannot degrade them.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+use fixedbitset::FixedBitSet;
 use smallvec::SmallVec;
 
 use super::assignments::AssignmentTable;
@@ -73,32 +74,35 @@ impl ImpliedActions {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ImpliedSet {
     actions: std::sync::Arc<ImpliedActions>,
-    bits: Box<[u64]>,
+    /// Empty (no allocation) for a role that implies nothing.
+    bits: FixedBitSet,
 }
 
 impl ImpliedSet {
     /// The actions numbered by the set bits of `bits` (one bit per action of `actions`).
-    pub fn new(actions: std::sync::Arc<ImpliedActions>, bits: Box<[u64]>) -> Self {
+    pub fn new(actions: std::sync::Arc<ImpliedActions>, bits: FixedBitSet) -> Self {
+        // A role that implies nothing keeps no bits at all.
+        let bits = if bits.is_clear() {
+            FixedBitSet::new()
+        } else {
+            bits
+        };
         Self { actions, bits }
     }
 
     /// Whether the (lowercase) action is in the set.
     pub fn contains(&self, lower: &str) -> bool {
         !self.bits.is_empty()
-            && self.actions.index.get(lower).is_some_and(|&i| {
-                self.bits
-                    .get(i as usize / 64)
-                    .is_some_and(|w| w >> (i % 64) & 1 != 0)
-            })
+            && self
+                .actions
+                .index
+                .get(lower)
+                .is_some_and(|&i| self.bits.contains(i as usize))
     }
 
     /// The numbers of the actions in the set, in the shared [`ImpliedActions`].
     pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.bits.iter().enumerate().flat_map(|(w, &word)| {
-            (0..64u32)
-                .filter(move |b| word >> b & 1 != 0)
-                .map(move |b| w as u32 * 64 + b)
-        })
+        self.bits.ones().map(pos)
     }
 
     /// The shared table the set numbers its actions in.
@@ -154,14 +158,14 @@ pub(crate) const ALWAYS: Window = (Instant::MIN, Instant::MAX);
 pub(crate) struct IdText {
     text: String,
     /// Bit `i` set: assignment `i` has no id.
-    missing: Vec<u64>,
+    missing: FixedBitSet,
 }
 
 impl IdText {
     pub fn with_capacity(bytes: usize) -> Self {
         Self {
             text: String::with_capacity(bytes),
-            missing: Vec::new(),
+            missing: FixedBitSet::new(),
         }
     }
 
@@ -171,22 +175,14 @@ impl IdText {
         if let Some(id) = id {
             self.text.push_str(id);
         } else {
-            let word = i / 64;
-            if self.missing.len() <= word {
-                self.missing.resize(word + 1, 0);
-            }
-            self.missing[word] |= 1 << (i % 64);
+            self.missing.grow_and_insert(i);
         }
         u32::try_from(self.text.len()).ok()
     }
 
     /// The id of assignment `i`, which spans `start..end` of the text.
     pub fn get(&self, i: usize, start: u32, end: u32) -> Option<&str> {
-        if self
-            .missing
-            .get(i / 64)
-            .is_some_and(|w| w & (1 << (i % 64)) != 0)
-        {
+        if self.missing.contains(i) {
             return None;
         }
         self.text.get(start as usize..end as usize)
@@ -1870,12 +1866,11 @@ mod tests {
         };
         let implied = |list: &[&str]| -> ImpliedSet {
             let mut actions = ImpliedActions::default();
-            let mut bits = vec![0u64; 1];
+            let mut bits = FixedBitSet::new();
             for a in list {
-                let i = actions.intern(a);
-                bits[i as usize / 64] |= 1 << (i % 64);
+                bits.grow_and_insert(actions.intern(a) as usize);
             }
-            ImpliedSet::new(std::sync::Arc::new(actions), bits.into())
+            ImpliedSet::new(std::sync::Arc::new(actions), bits)
         };
         let role =
             |actions: &[&str], not: &[&str], data: &[&str], not_data: &[&str], imp: &[&str]| Role {

@@ -1458,133 +1458,185 @@ fn close_over(
     max_depth: usize,
     blame_from: impl Fn(usize) -> usize,
 ) -> Closed {
-    #[derive(Clone, Copy, PartialEq)]
-    enum State {
-        New,
-        Open,
-        Done,
+    let mut walk = Walk::new(parents, max_depth);
+    for start in 0..parents.len() {
+        walk.search(start, &blame_from);
     }
-    /// A node on the search path, the next of its parents to visit, and the stack
-    /// position of the nearest edge below it that a cycle may be blamed on.
-    #[derive(Clone, Copy)]
-    struct Frame {
-        node: usize,
-        next: usize,
-        blame: Option<usize>,
-    }
-    let n = parents.len();
-    let mut state = vec![State::New; n];
-    let mut closure: Vec<Vec<u32>> = vec![Vec::new(); n];
-    let mut depth = vec![0usize; n];
-    let mut cyclic = vec![false; n];
-    // Where each open node is on the stack.
-    let mut position = vec![0usize; n];
-    let mut faults = Vec::new();
-    let mut closing: HashSet<(usize, usize)> = HashSet::new();
-    let mut stack: Vec<Frame> = Vec::new();
-    for start in 0..n {
-        if state[start] != State::New {
-            continue;
+    walk.into_closed()
+}
+
+/// Where a node of [`close_over`]'s search is.
+#[derive(Clone, Copy, PartialEq)]
+enum State {
+    New,
+    Open,
+    Done,
+}
+
+/// A node on the search path, the next of its parents to visit, and the stack position
+/// of the nearest edge below it that a cycle may be blamed on.
+#[derive(Clone, Copy)]
+struct Frame {
+    node: usize,
+    next: usize,
+    blame: Option<usize>,
+}
+
+/// The depth-first search of [`close_over`], iterative: its state between steps.
+struct Walk<'p> {
+    parents: &'p [Vec<u32>],
+    max_depth: usize,
+    state: Vec<State>,
+    /// Each done node's ancestors (sorted), empty on or below a cycle or too deep.
+    closure: Vec<Vec<u32>>,
+    depth: Vec<usize>,
+    cyclic: Vec<bool>,
+    /// Where each open node is on the stack.
+    position: Vec<usize>,
+    faults: Vec<Fault>,
+    /// The edges that closed a cycle (a parent listed twice closes it once).
+    closing: HashSet<(usize, usize)>,
+    stack: Vec<Frame>,
+}
+
+impl<'p> Walk<'p> {
+    fn new(parents: &'p [Vec<u32>], max_depth: usize) -> Self {
+        let n = parents.len();
+        Self {
+            parents,
+            max_depth,
+            state: vec![State::New; n],
+            closure: vec![Vec::new(); n],
+            depth: vec![0; n],
+            cyclic: vec![false; n],
+            position: vec![0; n],
+            faults: Vec::new(),
+            closing: HashSet::new(),
+            stack: Vec::new(),
         }
-        state[start] = State::Open;
-        position[start] = 0;
-        stack.push(Frame {
-            node: start,
+    }
+
+    /// Searches from `start`, unless an earlier search reached it, until its path is
+    /// empty.
+    fn search(&mut self, start: usize, blame_from: &impl Fn(usize) -> usize) {
+        if self.state[start] != State::New {
+            return;
+        }
+        self.open(start, None);
+        while let Some(top) = self.stack.len().checked_sub(1) {
+            let Frame { node, next, blame } = self.stack[top];
+            match self.parents[node].get(next) {
+                Some(&p) => {
+                    self.stack[top].next += 1;
+                    let blameable = next >= blame_from(node);
+                    self.follow(top, node, p as usize, blameable, blame);
+                }
+                None => {
+                    self.finish(node);
+                    self.stack.pop();
+                }
+            }
+        }
+    }
+
+    /// Puts `node` on the search path.
+    fn open(&mut self, node: usize, blame: Option<usize>) {
+        self.state[node] = State::Open;
+        self.position[node] = self.stack.len();
+        self.stack.push(Frame {
+            node,
             next: 0,
-            blame: None,
+            blame,
         });
-        while let Some(top) = stack.len().checked_sub(1) {
-            let Frame { node, next, blame } = stack[top];
-            if let Some(&p) = parents[node].get(next) {
-                stack[top].next += 1;
-                let p = p as usize;
-                let blameable = next >= blame_from(node);
-                match state[p] {
-                    State::New => {
-                        state[p] = State::Open;
-                        position[p] = top + 1;
-                        stack.push(Frame {
-                            node: p,
-                            next: 0,
-                            blame: if blameable { Some(top) } else { blame },
-                        });
-                    }
-                    // A parent listed twice closes the same cycle again.
-                    State::Open if !closing.insert((node, p)) => {}
-                    State::Open => {
-                        cyclic[node] = true;
-                        // The cycle is the stack from p up to node, then back to p.
-                        let from = position[p];
-                        let len = top - from + 1;
-                        let at = if blameable {
-                            top
-                        } else {
-                            blame.filter(|&k| k >= from).unwrap_or(top)
-                        };
-                        let nth = |o: usize| pos(stack[from + (at - from + o) % len].node);
-                        faults.push(Fault::Cycle {
-                            edge: (nth(0), nth(1)),
-                            path: (0..len.min(CYCLE_SHOWN)).map(nth).collect(),
-                            len,
-                        });
-                    }
-                    State::Done => {}
-                }
-                continue;
-            }
-            // A parent still open closed a cycle, marked above; a parent below a cycle
-            // was marked when it was done.
-            if parents[node].iter().any(|&p| cyclic[p as usize]) {
-                cyclic[node] = true;
-            }
-            if cyclic[node] {
-                state[node] = State::Done;
-                stack.pop();
-                continue;
-            }
-            let mut all: Vec<u32> = Vec::new();
-            let mut d = 0;
-            let mut deepest = None;
-            for &p in &parents[node] {
-                all.push(p);
-                all.extend_from_slice(&closure[p as usize]);
-                if depth[p as usize] + 1 > d {
-                    d = depth[p as usize] + 1;
-                    deepest = Some(p);
-                }
-            }
-            if d > max_depth {
-                // Reported once where the bound is first passed; nothing is collected
-                // below, so a long chain costs no more than a short one.
-                if d - 1 == max_depth {
-                    faults.push(Fault::TooDeep {
-                        node: pos(node),
-                        parent: deepest.unwrap_or(pos(node)),
-                    });
-                }
-                all = Vec::new();
-            } else {
-                all.sort_unstable();
-                all.dedup();
-            }
-            closure[node] = all;
-            depth[node] = d;
-            state[node] = State::Done;
-            stack.pop();
+    }
+
+    /// The edge from `node` (at stack position `top`) to its parent `p`.
+    fn follow(&mut self, top: usize, node: usize, p: usize, blameable: bool, blame: Option<usize>) {
+        match self.state[p] {
+            State::New => self.open(p, if blameable { Some(top) } else { blame }),
+            // A parent listed twice closes the same cycle again.
+            State::Open if !self.closing.insert((node, p)) => {}
+            State::Open => self.cycle(top, node, p, blameable, blame),
+            State::Done => {}
         }
     }
-    let pairs = closure
-        .into_iter()
-        .enumerate()
-        .flat_map(|(i, row)| {
-            let i = pos(i);
-            row.into_iter().map(move |p| (i, p))
-        })
-        .collect();
-    Closed {
-        rows: Rows::build(n, pairs),
-        faults,
-        cyclic,
+
+    /// The edge from `node` (at `top`) to the open `p` closes a cycle: the stack from p
+    /// up to node, then back to p. Reported at the edge blame allows.
+    fn cycle(&mut self, top: usize, node: usize, p: usize, blameable: bool, blame: Option<usize>) {
+        self.cyclic[node] = true;
+        let from = self.position[p];
+        let len = top - from + 1;
+        let at = if blameable {
+            top
+        } else {
+            blame.filter(|&k| k >= from).unwrap_or(top)
+        };
+        let stack = &self.stack;
+        let nth = |o: usize| pos(stack[from + (at - from + o) % len].node);
+        self.faults.push(Fault::Cycle {
+            edge: (nth(0), nth(1)),
+            path: (0..len.min(CYCLE_SHOWN)).map(nth).collect(),
+            len,
+        });
+    }
+
+    /// Every parent of `node` is done: its row and depth, or its mark below a cycle.
+    fn finish(&mut self, node: usize) {
+        self.state[node] = State::Done;
+        // A parent still open closed a cycle, marked then; a parent below a cycle was
+        // marked when it was done.
+        if self.parents[node].iter().any(|&p| self.cyclic[p as usize]) {
+            self.cyclic[node] = true;
+        }
+        if self.cyclic[node] {
+            return;
+        }
+        let mut all: Vec<u32> = Vec::new();
+        let mut d = 0;
+        let mut deepest = None;
+        for &p in &self.parents[node] {
+            all.push(p);
+            all.extend_from_slice(&self.closure[p as usize]);
+            if self.depth[p as usize] + 1 > d {
+                d = self.depth[p as usize] + 1;
+                deepest = Some(p);
+            }
+        }
+        if d > self.max_depth {
+            // Reported once where the bound is first passed; nothing is collected below,
+            // so a long chain costs no more than a short one.
+            if d - 1 == self.max_depth {
+                self.faults.push(Fault::TooDeep {
+                    node: pos(node),
+                    parent: deepest.unwrap_or(pos(node)),
+                });
+            }
+            all = Vec::new();
+        } else {
+            all.sort_unstable();
+            all.dedup();
+        }
+        self.closure[node] = all;
+        self.depth[node] = d;
+    }
+
+    fn into_closed(self) -> Closed {
+        let n = self.closure.len();
+        let pairs = self
+            .closure
+            .into_iter()
+            .enumerate()
+            .flat_map(|(i, row)| {
+                let i = pos(i);
+                row.into_iter().map(move |p| (i, p))
+            })
+            .collect();
+        Closed {
+            rows: Rows::build(n, pairs),
+            faults: self.faults,
+            cyclic: self.cyclic,
+        }
     }
 }
 
@@ -1872,4 +1924,33 @@ constraints:
         assert_eq!(ids, ["r2", "r1", "r3"]);
         assert_eq!(snapshot.assignment_scope(1), "/apps/fleet");
     }
+
+    #[test]
+    fn close_over_gives_ancestors_cycles_and_depth() {
+        // 0 -> 1 -> 2; 3 -> 4 -> 3 (a cycle); 5 -> 3 (below it).
+        let parents = vec![vec![1], vec![2], vec![], vec![4], vec![3], vec![3]];
+        let closed = close_over(&parents, usize::MAX, |_| 0);
+        assert_eq!(closed.rows.row(0u32), [1, 2]);
+        assert_eq!(closed.rows.row(1u32), [2]);
+        assert!(closed.rows.row(2u32).is_empty());
+        assert_eq!(closed.cyclic, [false, false, false, true, true, true]);
+        let cycles: Vec<(u32, u32, usize)> = closed
+            .faults
+            .iter()
+            .filter_map(|f| match f {
+                Fault::Cycle { edge, len, .. } => Some((edge.0, edge.1, *len)),
+                Fault::TooDeep { .. } => None,
+            })
+            .collect();
+        assert_eq!(cycles, [(4, 3, 2)]);
+        // Depth 2 allowed, so node 0 (depth 2) is fine, and with 1, it is too deep once.
+        assert!(close_over(&parents[..3], 2, |_| 0).faults.is_empty());
+        let deep = close_over(&parents[..3], 1, |_| 0);
+        assert!(matches!(
+            deep.faults.as_slice(),
+            [Fault::TooDeep { node: 0, parent: 1 }]
+        ));
+        assert!(deep.rows.row(0u32).is_empty());
+    }
+
 }

@@ -5,7 +5,7 @@
 //! Like [`super::explain`], this is a separate path that allocates freely and runs only when
 //! asked (the web console); [`Snapshot::check`] is untouched by it.
 
-use super::snapshot::{Reason, Role, Selector, Snapshot};
+use super::snapshot::{PrincipalIdx, Reason, Role, Selector, Snapshot, pos};
 use super::syntax::{self, Instant, scope_key_prefixes};
 
 /// One role assignment as the policy states it.
@@ -81,12 +81,12 @@ impl Snapshot {
         if let Some(full) = self.full_other() {
             return full.assignment_views();
         }
-        let mut order: Vec<u32> = (0..self.assignments.len() as u32).collect();
-        order.sort_unstable_by_key(|&i| self.assignment_order[i as usize]);
+        let mut order: Vec<u32> = (0..pos(self.assignments.len())).collect();
+        order.sort_unstable_by_key(|&i| self.assignments.order(i));
         order
             .into_iter()
             .filter_map(|i| {
-                let a = &self.assignments[i as usize];
+                let a = self.assignments.record(i);
                 let Reason::RoleAssignment {
                     role,
                     assignment_id,
@@ -125,7 +125,7 @@ impl Snapshot {
             .iter()
             .map(|d| DenyView {
                 name: &d.name,
-                scope: self.scopes[d.scope as usize].as_str(),
+                scope: self.scopes[d.scope.index()].as_str(),
                 principals: words(&d.principals),
                 exclude: words(&d.exclude),
                 actions: texts(&d.actions),
@@ -164,7 +164,7 @@ impl Snapshot {
             assignable_scopes: role
                 .assignable_scopes
                 .iter()
-                .map(|&s| self.scopes[s as usize].as_str())
+                .map(|&s| self.scopes[s.index()].as_str())
                 .collect(),
             implied: implied(&role.implied),
             implied_data: implied(&role.implied_data),
@@ -193,7 +193,7 @@ impl Snapshot {
                     .ancestors
                     .row(s as u32)
                     .iter()
-                    .map(|&a| &self.scopes[a as usize])
+                    .map(|&a| &self.scopes[a.index()])
                     .filter(|a| {
                         a.key().as_bytes() != key && !prefixes.contains(&a.key().as_bytes())
                     })
@@ -218,7 +218,7 @@ impl Snapshot {
         let mut out: Vec<&syntax::Scope> = self
             .ancestors_of(syntax::trim_scope(&scope.to_ascii_lowercase()))
             .iter()
-            .map(|&a| &self.scopes[a as usize])
+            .map(|&a| &self.scopes[a.index()])
             .collect();
         out.sort_by(|a, b| a.key().cmp(b.key()));
         out.into_iter().map(syntax::Scope::as_str).collect()
@@ -278,8 +278,8 @@ impl Snapshot {
 
     /// The groups of a principal, transitively: its row of `member_rows`, by index
     /// (sorted by group).
-    fn closure(&self, p: u32) -> &[[u32; 3]] {
-        let p = p as usize;
+    fn closure(&self, p: PrincipalIdx) -> &[[u32; 3]] {
+        let p = p.index();
         match (self.principal_rows.get(p), self.principal_rows.get(p + 1)) {
             (Some(a), Some(b)) => self
                 .member_rows
@@ -290,16 +290,16 @@ impl Snapshot {
     }
 
     /// Whether principal `p` is a member of group `g`, directly or not.
-    fn is_member(&self, p: u32, g: u32) -> bool {
+    fn is_member(&self, p: PrincipalIdx, g: PrincipalIdx) -> bool {
         self.closure(p)
-            .binary_search_by_key(&g, |&[group, _, _]| group)
+            .binary_search_by_key(&g.get(), |&[group, _, _]| group)
             .is_ok()
     }
 
     /// A chain of direct memberships from `from` to the group `target`. At each step the
     /// next group is one that leads to `target` and lies in no other such group's closure,
     /// which makes it a direct group of the current member.
-    fn chain_from(&self, from: &str, target: u32) -> Option<Vec<String>> {
+    fn chain_from(&self, from: &str, target: PrincipalIdx) -> Option<Vec<String>> {
         let mut current = self.principal_slot(from)?.principal();
         let mut path = Vec::new();
         // Each step moves one membership closer; the closure bounds the walk.
@@ -307,10 +307,10 @@ impl Snapshot {
             if !self.is_member(current, target) {
                 return None;
             }
-            let leads: Vec<u32> = self
+            let leads: Vec<PrincipalIdx> = self
                 .closure(current)
                 .iter()
-                .map(|&[g, _, _]| g)
+                .map(|&[g, _, _]| PrincipalIdx::new(g))
                 .filter(|&g| g == target || self.is_member(g, target))
                 .collect();
             let next = leads

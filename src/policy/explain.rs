@@ -153,7 +153,7 @@ impl Snapshot {
                 let row = self.assignment_row(s);
                 held.extend(self.rows_at(row, ancestors).flatten());
             }
-            held.sort_unstable_by_key(|&i| self.assignment_order[i as usize]);
+            held.sort_unstable_by_key(|&i| self.assignments.order(i));
             held.dedup();
             for i in held {
                 let reason = self.miss_reason(i, &action, req.at, deny);
@@ -178,8 +178,8 @@ impl Snapshot {
         at: Instant,
         deny: Option<&'s str>,
     ) -> MissReason<'s> {
-        let a = &self.assignments[i as usize];
-        let role = &self.roles[a.role as usize];
+        let a = self.assignments.record(i);
+        let role = &self.roles[a.role.index()];
         let (lower, data) = (action.lower, action.data);
         if action.granted_by(&self.roles, a.role) {
             if !self.active(a, at) {

@@ -2,6 +2,7 @@
 //!
 //! Nothing here does I/O except [`source`], which reads files.
 
+pub(crate) mod assignments;
 pub mod bearer;
 pub mod browse;
 pub mod compile;
@@ -9,6 +10,8 @@ pub mod document;
 pub mod error;
 pub mod explain;
 pub mod identity;
+pub mod index;
+mod layout;
 pub mod overlay;
 pub mod plan;
 pub mod queries;

@@ -33,9 +33,10 @@ use std::sync::{Arc, OnceLock};
 use smallvec::SmallVec;
 
 use super::document::AssignmentDoc;
+use super::index::MAX_ITEMS;
 use super::snapshot::{
     ActionRef, CheckRequest, FastMap, LowerBuf, PrincipalIdx, Reason, RequestError, RoleIdx,
-    ScopeIdx, Snapshot, Subjects, TagIndex, Verdict, lower_into,
+    ScopeIdx, Snapshot, Subjects, TagIndex, Verdict, lower_into, pos,
 };
 use super::syntax::{self, Instant, Scope, parse_time, scope_key_prefixes};
 
@@ -133,13 +134,12 @@ impl OverlayBase {
     pub fn new(snapshot: &Snapshot, last_document_assignments: usize) -> Self {
         let total = snapshot.assignments.len();
         let mut by_order = vec![0u32; total];
-        for (pos, &order) in snapshot.assignment_order.iter().enumerate() {
+        for (at, &order) in snapshot.assignments.all_orders().iter().enumerate() {
             if let Some(slot) = by_order.get_mut(order as usize) {
-                *slot = u32::try_from(pos).unwrap_or(u32::MAX);
+                *slot = pos(at);
             }
         }
-        let store_first =
-            u32::try_from(total.saturating_sub(last_document_assignments)).unwrap_or(u32::MAX);
+        let store_first = pos(total.saturating_sub(last_document_assignments));
         let other_ids = by_order
             .get(..store_first as usize)
             .unwrap_or_default()
@@ -178,7 +178,7 @@ impl OverlayBase {
         let id_at = |pos: u32| self.snapshot.assignment_id(pos).unwrap_or_default();
         let below = store.partition_point(|&pos| id_at(pos) < id);
         let found = store.get(below).copied().filter(|&pos| id_at(pos) == id);
-        (u32::try_from(below).unwrap_or(u32::MAX), found)
+        (pos(below), found)
     }
 
     /// The policy of the base with `changes` (every store assignment changed since the
@@ -192,8 +192,8 @@ impl OverlayBase {
         make_full: Option<FullPolicy>,
     ) -> Result<Snapshot, NotIncremental> {
         let base = &self.snapshot;
-        let principal_count = u32::try_from(base.principal_count()).unwrap_or(u32::MAX);
-        let scope_count = u32::try_from(base.scopes.len()).unwrap_or(u32::MAX);
+        let principal_count = pos(base.principal_count());
+        let scope_count = pos(base.scopes.len());
         let refuse = |id: &str, why: String| {
             Err(NotIncremental(format!(
                 "assignment `{}`: {why}",
@@ -246,7 +246,7 @@ impl OverlayBase {
                 (Ok(nb), Ok(na)) if na >= nb => (nb, na),
                 _ => return refuse(id, "bad times".into()),
             };
-            let role_def = &base.roles[role as usize];
+            let role_def = &base.roles[role.index()];
             let ancestors = base.ancestors_of(scope.key());
             if !role_def
                 .assignable_scopes
@@ -259,11 +259,14 @@ impl OverlayBase {
                 .scope_index
                 .get(scope.key().as_bytes(), &base.scope_text)
             {
-                Some(s) => s,
+                Some(s) => ScopeIdx::new(s),
                 None => match new_scopes.get(scope.key()) {
                     Some(&s) => s,
                     None => {
-                        let s = scope_count + u32::try_from(new_scope_keys.len()).unwrap_or(0);
+                        if scope_count as usize + new_scope_keys.len() >= MAX_ITEMS {
+                            return refuse(id, format!("more than {MAX_ITEMS} scopes"));
+                        }
+                        let s = ScopeIdx::at(scope_count as usize + new_scope_keys.len());
                         new_scopes.insert(scope.key().into(), s);
                         new_scope_keys.push(scope.key().into());
                         s
@@ -275,8 +278,11 @@ impl OverlayBase {
                 None => match new_principals.get(a.principal.as_str()) {
                     Some(&p) => p,
                     None => {
+                        if principal_count as usize + new_principal_names.len() >= MAX_ITEMS {
+                            return refuse(id, format!("more than {MAX_ITEMS} principals"));
+                        }
                         let p =
-                            principal_count + u32::try_from(new_principal_names.len()).unwrap_or(0);
+                            PrincipalIdx::at(principal_count as usize + new_principal_names.len());
                         new_principals.insert(a.principal.as_str().into(), p);
                         new_principal_names.push(a.principal.as_str().into());
                         p
@@ -298,8 +304,11 @@ impl OverlayBase {
         removed.sort_unstable();
         added.sort_by_key(|a| (a.principal, a.order));
         let mut rows: FastMap<PrincipalIdx, [u32; 2]> = FastMap::default();
+        if base.assignments.len() + added.len() > MAX_ITEMS {
+            return Err(NotIncremental(format!("more than {MAX_ITEMS} assignments")));
+        }
         for (i, a) in added.iter().enumerate() {
-            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            let i = pos(i);
             rows.entry(a.principal)
                 .and_modify(|r| r[1] = i + 1)
                 .or_insert([i, i + 1]);
@@ -308,12 +317,12 @@ impl OverlayBase {
         let mut new_scope_text = String::new();
         let mut spans = Vec::with_capacity(new_scope_keys.len());
         for key in &new_scope_keys {
-            let start = u32::try_from(new_scope_text.len()).unwrap_or(u32::MAX);
+            let start = new_scope_text.len();
             new_scope_text.push_str(key);
-            spans.push((
-                start,
-                u32::try_from(new_scope_text.len()).unwrap_or(u32::MAX),
-            ));
+            if base.scope_text.len() + new_scope_text.len() > u32::MAX as usize {
+                return Err(NotIncremental("scopes exceed 4 GiB in total".into()));
+            }
+            spans.push((pos(start), pos(new_scope_text.len())));
         }
         let new_scope_index = TagIndex::build(&new_scope_text, spans.into_iter());
         let mut linked_prefixes = Vec::new();
@@ -322,11 +331,10 @@ impl OverlayBase {
                 .linked_reach
                 .iter()
                 .copied()
-                .filter(|&b| is_path_prefix(key, base.scopes[b as usize].key()))
+                .filter(|&b| is_path_prefix(key, base.scopes[b.index()].key()))
                 .collect();
             if !below.is_empty() {
-                let n = scope_count + u32::try_from(n).unwrap_or(0);
-                linked_prefixes.push((n, below));
+                linked_prefixes.push((ScopeIdx::at(scope_count as usize + n), below));
             }
         }
         let mut boundaries: Vec<Instant> = added
@@ -348,7 +356,7 @@ impl OverlayBase {
             new_scope_index,
             linked_prefixes,
             boundaries,
-            base_assignments: u32::try_from(base.assignments.len()).unwrap_or(u32::MAX),
+            base_assignments: pos(base.assignments.len()),
             base_principals: principal_count,
             base_scopes: scope_count,
             full: OnceLock::new(),
@@ -359,17 +367,17 @@ impl OverlayBase {
         let mut touched: Vec<PrincipalIdx> = overlay
             .removed
             .iter()
-            .map(|&pos| base.assignments[pos as usize].principal)
+            .map(|&at| base.assignments.principal(at))
             .chain(overlay.added.iter().map(|a| a.principal))
             .collect();
         touched.sort_unstable();
         touched.dedup();
         for p in touched {
-            let in_base = if p < principal_count {
+            let in_base = if p.get() < principal_count {
                 let [start, end] = base.assignment_row(p);
                 (start..end)
                     .filter(|i| overlay.removed.binary_search(i).is_err())
-                    .map(|i| base_key(base.assignment_order[i as usize]))
+                    .map(|i| base_key(base.assignments.order(i)))
                     .min()
             } else {
                 None
@@ -393,15 +401,15 @@ impl OverlayBase {
                 role == c.role
                     && window.0 < window.1
                     && (row.binary_search(&scope).is_ok()
-                        || (scope >= scope_count
+                        || (scope.get() >= scope_count
                             && overlay.new_scope_in(base, scope, c.scope, row)))
             };
             let gone = overlay
                 .removed
                 .iter()
                 .filter(|&&pos| {
-                    let a = &base.assignments[pos as usize];
-                    let scope = base.key_layout.scope(base.assignment_keys[pos as usize]);
+                    let a = base.assignments.record(pos);
+                    let scope = base.assignments.scope(pos);
                     counts(a.role, scope, base.windows[a.window as usize])
                 })
                 .count();
@@ -449,7 +457,7 @@ impl Overlay {
         let Some(key) = self.new_scope_key(n) else {
             return false;
         };
-        is_path_prefix(key, base.scopes[t as usize].key())
+        is_path_prefix(key, base.scopes[t.index()].key())
             || self
                 .linked_prefixes
                 .iter()
@@ -459,7 +467,7 @@ impl Overlay {
 
     /// The lowercase key of new scope `n`.
     fn new_scope_key(&self, n: ScopeIdx) -> Option<&str> {
-        let n = n.checked_sub(self.base_scopes)?;
+        let n = n.get().checked_sub(self.base_scopes)?;
         self.new_scope_keys.get(n as usize).map(|k| &**k)
     }
 
@@ -473,7 +481,7 @@ impl Overlay {
         }
         for prefix in scope_key_prefixes(key) {
             if let Some(n) = self.new_scope_index.get(prefix, &self.new_scope_text) {
-                out.push(self.base_scopes + n);
+                out.push(ScopeIdx::new(self.base_scopes + n));
             }
         }
         for (n, below) in &self.linked_prefixes {
@@ -493,7 +501,7 @@ impl Overlay {
     }
 
     fn principal_name<'s>(&'s self, base: &'s Snapshot, p: PrincipalIdx) -> &'s str {
-        match p.checked_sub(self.base_principals) {
+        match p.get().checked_sub(self.base_principals) {
             Some(n) => self.new_principal_names.get(n as usize).map_or("", |n| n),
             None => base.principal_name(p),
         }
@@ -505,7 +513,7 @@ impl Overlay {
             return Reason::NoGrant;
         };
         Reason::RoleAssignment {
-            role: base.roles.get(a.role as usize).map_or("", |r| &r.name),
+            role: base.roles.get(a.role.index()).map_or("", |r| &r.name),
             assignment_id: Some(&a.id),
             scope: &a.written,
             via: self.principal_name(base, a.principal),
@@ -520,17 +528,16 @@ impl Overlay {
     /// Where a fresh compile would number subject `p` (which holds a grant): group
     /// definitions first, then by first assignment in policy order.
     fn rank(&self, base: &Snapshot, p: PrincipalIdx) -> (u8, OrderKey) {
-        if p < base.group_principals {
-            return (0, u64::from(p));
+        if p.get() < base.group_principals {
+            return (0, u64::from(p.get()));
         }
         if let Some(&first) = self.first.get(&p) {
             return (1, first);
         }
         let [start, end] = base.assignment_row(p);
         let first = base
-            .assignment_order
-            .get(start as usize..end as usize)
-            .unwrap_or_default()
+            .assignments
+            .orders([start, end])
             .iter()
             .min()
             .map_or(u64::MAX, |&o| base_key(o));
@@ -557,7 +564,7 @@ impl Overlay {
                 if let Some(i) = group.into_iter().find(|&i| {
                     self.removed.binary_search(&i).is_err() && base.grants(i, action, at)
                 }) {
-                    let key = base_key(base.assignment_order[i as usize]);
+                    let key = base_key(base.assignments.order(i));
                     if best.is_none_or(|(b, _)| key < b) {
                         best = Some((key, i));
                     }
@@ -567,7 +574,7 @@ impl Overlay {
         if let Some(&[start, end]) = self.rows.get(&p) {
             let found = (start..end).find(|&i| {
                 let a = &self.added[i as usize];
-                let here = if a.scope < self.base_scopes {
+                let here = if a.scope.get() < self.base_scopes {
                     ancestors.binary_search(&a.scope).is_ok()
                 } else {
                     extra.contains(&a.scope)
@@ -714,8 +721,7 @@ impl Snapshot {
     /// Every principal the policy knows, the overlay's new ones included (those whose
     /// last assignment the overlay removed too: they hold no grant).
     pub(crate) fn each_principal_name(&self) -> impl Iterator<Item = &str> {
-        let base = (0..self.principal_count())
-            .map(|p| self.principal_name(u32::try_from(p).unwrap_or(u32::MAX)));
+        let base = (0..self.principal_count()).map(|p| self.principal_name(PrincipalIdx::at(p)));
         let new = self
             .overlay
             .iter()

@@ -91,7 +91,7 @@ impl Snapshot {
         for &[start, end] in subjects.rows() {
             for i in start..end {
                 if self.grants(i, action, req.at) {
-                    grants.push(self.key_layout.scope(self.assignment_keys[i as usize]));
+                    grants.push(self.assignments.scope(i));
                 }
             }
         }
@@ -121,7 +121,7 @@ impl Snapshot {
             return Ok(plan);
         }
         let strictly_below = |s: ScopeIdx| {
-            let key = self.scopes[s as usize].key();
+            let key = self.scopes[s.index()].key();
             key.len() > under_key.len() && is_at_or_below(key, &under_key)
         };
         let touches = |row: &[ScopeIdx]| {
@@ -146,10 +146,10 @@ impl Snapshot {
         candidates.dedup();
         let answers: super::snapshot::FastMap<&str, bool> = candidates
             .iter()
-            .map(|&s| (self.scopes[s as usize].key(), answer(self.ancestors.row(s))))
+            .map(|&s| (self.scopes[s.index()].key(), answer(self.ancestors.row(s))))
             .collect();
         for &s in &candidates {
-            let scope = &self.scopes[s as usize];
+            let scope = &self.scopes[s.index()];
             let Some(&here) = answers.get(scope.key()) else {
                 continue;
             };

@@ -11,16 +11,16 @@ use serde::Serialize;
 /// SipHash on the long keys scopes make, and is seeded per process; only lookups (never
 /// inserts) ever see request data, so colliding keys cannot degrade them.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+use fixedbitset::FixedBitSet;
 use smallvec::SmallVec;
 
+use super::assignments::AssignmentTable;
 use super::document::TestCaseDoc;
 use super::identity::IdentityConfig;
 use super::route::RouteTable;
 use super::syntax::{self, ActionPattern, Instant, Scope, escape, scope_key_prefixes};
 
-pub(crate) type PrincipalIdx = u32;
-pub(crate) type ScopeIdx = u32;
-pub(crate) type RoleIdx = u32;
+pub(crate) use super::index::{Position, PrincipalIdx, RoleIdx, ScopeIdx, pos};
 
 /// A compiled role definition.
 #[derive(Debug, Clone)]
@@ -47,12 +47,13 @@ pub(crate) struct ImpliedActions {
 }
 
 impl ImpliedActions {
-    /// The number of `name`, added when new.
+    /// The number of `name`, added when new. There are no more names than the catalog's
+    /// `implies` entries, which compilation bounds by [`super::index::MAX_ITEMS`].
     pub fn intern(&mut self, name: &str) -> u32 {
         if let Some(&i) = self.index.get(name) {
             return i;
         }
-        let i = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        let i = pos(self.names.len());
         self.names.push(name.into());
         self.index.insert(name.into(), i);
         i
@@ -73,32 +74,35 @@ impl ImpliedActions {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ImpliedSet {
     actions: std::sync::Arc<ImpliedActions>,
-    bits: Box<[u64]>,
+    /// Empty (no allocation) for a role that implies nothing.
+    bits: FixedBitSet,
 }
 
 impl ImpliedSet {
     /// The actions numbered by the set bits of `bits` (one bit per action of `actions`).
-    pub fn new(actions: std::sync::Arc<ImpliedActions>, bits: Box<[u64]>) -> Self {
+    pub fn new(actions: std::sync::Arc<ImpliedActions>, bits: FixedBitSet) -> Self {
+        // A role that implies nothing keeps no bits at all.
+        let bits = if bits.is_clear() {
+            FixedBitSet::new()
+        } else {
+            bits
+        };
         Self { actions, bits }
     }
 
     /// Whether the (lowercase) action is in the set.
     pub fn contains(&self, lower: &str) -> bool {
         !self.bits.is_empty()
-            && self.actions.index.get(lower).is_some_and(|&i| {
-                self.bits
-                    .get(i as usize / 64)
-                    .is_some_and(|w| w >> (i % 64) & 1 != 0)
-            })
+            && self
+                .actions
+                .index
+                .get(lower)
+                .is_some_and(|&i| self.bits.contains(i as usize))
     }
 
     /// The numbers of the actions in the set, in the shared [`ImpliedActions`].
     pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.bits.iter().enumerate().flat_map(|(w, &word)| {
-            (0..64u32)
-                .filter(move |b| word >> b & 1 != 0)
-                .map(move |b| w as u32 * 64 + b)
-        })
+        self.bits.ones().map(pos)
     }
 
     /// The shared table the set numbers its actions in.
@@ -130,8 +134,8 @@ impl Role {
     }
 }
 
-/// A compiled role assignment (16 bytes). Its scope is in [`Snapshot::assignment_keys`],
-/// its time window in [`Snapshot::windows`] and its id in [`Snapshot::assignment_ids`].
+/// A compiled role assignment (16 bytes), one row of the [`AssignmentTable`]: its scope
+/// is in the table's key, its time window in [`Core::windows`] and its id in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Assignment {
     pub role: RoleIdx,
@@ -154,14 +158,14 @@ pub(crate) const ALWAYS: Window = (Instant::MIN, Instant::MAX);
 pub(crate) struct IdText {
     text: String,
     /// Bit `i` set: assignment `i` has no id.
-    missing: Vec<u64>,
+    missing: FixedBitSet,
 }
 
 impl IdText {
     pub fn with_capacity(bytes: usize) -> Self {
         Self {
             text: String::with_capacity(bytes),
-            missing: Vec::new(),
+            missing: FixedBitSet::new(),
         }
     }
 
@@ -171,22 +175,14 @@ impl IdText {
         if let Some(id) = id {
             self.text.push_str(id);
         } else {
-            let word = i / 64;
-            if self.missing.len() <= word {
-                self.missing.resize(word + 1, 0);
-            }
-            self.missing[word] |= 1 << (i % 64);
+            self.missing.grow_and_insert(i);
         }
         u32::try_from(self.text.len()).ok()
     }
 
     /// The id of assignment `i`, which spans `start..end` of the text.
     pub fn get(&self, i: usize, start: u32, end: u32) -> Option<&str> {
-        if self
-            .missing
-            .get(i / 64)
-            .is_some_and(|w| w & (1 << (i % 64)) != 0)
-        {
+        if self.missing.contains(i) {
             return None;
         }
         self.text.get(start as usize..end as usize)
@@ -249,7 +245,7 @@ impl TagIndex {
             while index.slots[i][1] != 0 {
                 i = (i + 1) & mask;
             }
-            let value = u32::try_from(value + 1).unwrap_or(u32::MAX);
+            let value = pos(value + 1);
             index.slots[i] = [tag, value, start, end];
             index.longest = index.longest.max(key.len());
         }
@@ -319,7 +315,7 @@ pub(crate) struct PrincipalSlot {
 
 impl PrincipalSlot {
     pub fn principal(&self) -> PrincipalIdx {
-        self.value.wrapping_sub(1)
+        PrincipalIdx::new(self.value.wrapping_sub(1))
     }
 
     /// The principal's id (`text` is the principal text).
@@ -374,10 +370,10 @@ impl PrincipalIndex {
             }
             let mut slot = PrincipalSlot {
                 tag,
-                value: u32::try_from(p + 1).unwrap_or(u32::MAX),
+                value: pos(p + 1),
                 groups: [a.groups, b.groups],
                 assignments: [a.assignments, b.assignments],
-                key_len: u32::try_from(key.len()).unwrap_or(u32::MAX),
+                key_len: pos(key.len()),
                 key_start: a.name,
                 inline: [0; INLINE_KEY],
             };
@@ -476,32 +472,49 @@ pub struct CatalogAction {
 }
 
 /// Compressed rows: `items[offsets[i]..offsets[i + 1]]` belongs to row `i`.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Rows {
+#[derive(Debug, Clone)]
+pub(crate) struct Rows<T = u32> {
     pub offsets: Vec<u32>,
-    pub items: Vec<u32>,
+    pub items: Vec<T>,
 }
 
-impl Rows {
-    /// Builds rows from `(row, item)` pairs.
-    pub fn build(rows: usize, mut pairs: Vec<(u32, u32)>) -> Self {
+impl<T> Default for Rows<T> {
+    fn default() -> Self {
+        Self {
+            offsets: Vec::new(),
+            items: Vec::new(),
+        }
+    }
+}
+
+impl<T: Copy + Ord> Rows<T> {
+    /// Builds rows from `(row, item)` pairs (at most [`super::index::MAX_ITEMS`]).
+    pub fn build(rows: usize, mut pairs: Vec<(u32, T)>) -> Self {
         pairs.sort_unstable();
         let mut offsets = Vec::with_capacity(rows + 1);
         let mut items = Vec::with_capacity(pairs.len());
         let mut next = 0;
         for row in 0..rows {
-            offsets.push(u32::try_from(items.len()).unwrap_or(u32::MAX));
+            offsets.push(pos(items.len()));
             while next < pairs.len() && pairs[next].0 as usize == row {
                 items.push(pairs[next].1);
                 next += 1;
             }
         }
-        offsets.push(u32::try_from(items.len()).unwrap_or(u32::MAX));
+        offsets.push(pos(items.len()));
         Self { offsets, items }
     }
 
-    pub fn row(&self, row: u32) -> &[u32] {
-        let row = row as usize;
+    /// The same rows with each item mapped (in place: `U` is as large as `T`).
+    pub fn map<U>(self, f: impl Fn(T) -> U) -> Rows<U> {
+        Rows {
+            offsets: self.offsets,
+            items: self.items.into_iter().map(f).collect(),
+        }
+    }
+
+    pub fn row(&self, row: impl Position) -> &[T] {
+        let row = row.position();
         match (self.offsets.get(row), self.offsets.get(row + 1)) {
             (Some(&a), Some(&b)) => &self.items[a as usize..b as usize],
             _ => &[],
@@ -574,29 +587,13 @@ pub struct Core {
     pub(crate) scope_index: TagIndex,
     pub(crate) scopes: Vec<Scope>,
     /// For each known scope, its ancestors among known scopes, itself included (sorted).
-    pub(crate) ancestors: Rows,
+    pub(crate) ancestors: Rows<ScopeIdx>,
     /// The scopes that have `scopeLinks` parents of their own (sorted).
     pub(crate) linked_scopes: Vec<ScopeIdx>,
     pub(crate) roles: Vec<Role>,
     pub(crate) role_lookup: FastMap<Box<str>, RoleIdx>,
-    /// Assignments grouped by principal; within a principal sorted by scope, then by
-    /// policy order; `principal_rows` gives the range of each principal. The
-    /// `assignment_*` vectors are parallel to it.
-    pub(crate) assignments: Vec<Assignment>,
-    /// The scope of each assignment (high bits) and, when it is always active and the
-    /// role fits, its role (the low bits of the [`KeyLayout`]; all ones when the record
-    /// must be read), in 4 bytes: a principal's row is contiguous and sorted by scope, so a
-    /// probe for one scope reads a cache line or two, and a candidate whose role does not
-    /// grant the action is rejected without its record.
-    pub(crate) assignment_keys: Vec<u32>,
-    pub(crate) key_layout: KeyLayout,
-    /// The policy (load) order of each assignment: among the grants of a subject, the
-    /// first in this order is reported.
-    pub(crate) assignment_order: Vec<u32>,
-    pub(crate) assignment_ids: IdText,
-    /// The scope of each assignment that spells it otherwise than the scope's first mention
-    /// in the policy (usually none), so that a reason shows the assignment's own spelling.
-    pub(crate) scope_spellings: FastMap<u32, Box<str>>,
+    /// Every assignment, grouped by principal (`principal_rows` gives the range of each).
+    pub(crate) assignments: AssignmentTable,
     /// Distinct time windows of assignments; `windows[0]` is [`ALWAYS`].
     pub(crate) windows: Vec<Window>,
     pub(crate) denies: Vec<DenyAssignment>,
@@ -962,12 +959,17 @@ impl GrantTable {
                 }
             }
         }
-        let mut text = String::with_capacity(actions.iter().map(|a| a.len()).sum());
+        let bytes: usize = actions.iter().map(|a| a.len()).sum();
+        if u32::try_from(bytes).is_err() {
+            // Spans are `u32`: beyond 4 GiB of action names, no table (as over budget).
+            return Self::default();
+        }
+        let mut text = String::with_capacity(bytes);
         let mut spans = Vec::with_capacity(actions.len());
         for action in actions {
-            let start = u32::try_from(text.len()).unwrap_or(u32::MAX);
+            let start = pos(text.len());
             text.push_str(action);
-            spans.push((start, u32::try_from(text.len()).unwrap_or(u32::MAX)));
+            spans.push((start, pos(text.len())));
         }
         let index = TagIndex::build(&text, spans.into_iter());
         Self {
@@ -1007,10 +1009,10 @@ impl ActionRef<'_> {
     pub(crate) fn granted_by(&self, roles: &[Role], r: RoleIdx) -> bool {
         match self.roles {
             Some(bits) => bits
-                .get(r as usize / 64)
-                .is_some_and(|w| w >> (r % 64) & 1 != 0),
+                .get(r.index() / 64)
+                .is_some_and(|w| w >> (r.get() % 64) & 1 != 0),
             None => roles
-                .get(r as usize)
+                .get(r.index())
                 .is_some_and(|role| role.grants(self.lower, self.data)),
         }
     }
@@ -1040,7 +1042,7 @@ impl std::ops::Deref for Subjects {
     }
 }
 
-/// How [`Snapshot::assignment_keys`] split their 32 bits: the scope above, as few bits
+/// How the keys of an [`AssignmentTable`] split their 32 bits: the scope above, as few bits
 /// as the policy's scopes need, and the role below, in the bits left.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct KeyLayout {
@@ -1067,7 +1069,7 @@ impl KeyLayout {
     /// The key of an assignment at `scope`.
     pub fn key(self, scope: ScopeIdx, a: &Assignment) -> u32 {
         let role = if a.window == 0 && self.roles_fit {
-            a.role
+            a.role.get()
         } else {
             self.role_mask()
         };
@@ -1076,18 +1078,18 @@ impl KeyLayout {
 
     /// The scope of a key.
     pub fn scope(self, key: u32) -> ScopeIdx {
-        key >> (self.role_bits & 31)
+        ScopeIdx::new(key >> (self.role_bits & 31))
     }
 
     /// The smallest key at `scope`.
     pub(crate) fn first_key(self, scope: ScopeIdx) -> u32 {
-        scope << (self.role_bits & 31)
+        scope.get() << (self.role_bits & 31)
     }
 
     /// The role of a key, when the key holds it (always active, and the role fits).
     fn role(self, key: u32) -> Option<RoleIdx> {
         let role = key & self.role_mask();
-        (role != self.role_mask()).then_some(role)
+        (role != self.role_mask()).then_some(RoleIdx::new(role))
     }
 }
 
@@ -1245,7 +1247,7 @@ impl Snapshot {
                         .get(slot.groups[0] as usize..slot.groups[1] as usize)
                         .unwrap_or_default()
                         .iter()
-                        .map(|&[g, _, _]| g),
+                        .map(|&[g, _, _]| PrincipalIdx::new(g)),
                 );
             }
         }
@@ -1255,7 +1257,7 @@ impl Snapshot {
             .list
             .iter()
             .map(|&s| {
-                let s = s as usize;
+                let s = s.index();
                 match (self.principal_rows.get(s), self.principal_rows.get(s + 1)) {
                     (Some(a), Some(b)) => [a.assignments, b.assignments],
                     _ => [0, 0],
@@ -1277,15 +1279,15 @@ impl Snapshot {
         let span = slot.groups[0] as usize..slot.groups[1] as usize;
         let groups = self.member_rows.get(span).unwrap_or_default();
         // The closure of one principal is already sorted and never holds the principal.
-        let at = groups.partition_point(|&[g, _, _]| g < p);
+        let at = groups.partition_point(|&[g, _, _]| g < p.get());
         for &[g, start, end] in &groups[..at] {
-            subjects.list.push(g);
+            subjects.list.push(PrincipalIdx::new(g));
             subjects.rows.push([start, end]);
         }
         subjects.list.push(p);
         subjects.rows.push(slot.assignments);
         for &[g, start, end] in &groups[at..] {
-            subjects.list.push(g);
+            subjects.list.push(PrincipalIdx::new(g));
             subjects.rows.push([start, end]);
         }
         subjects
@@ -1362,7 +1364,7 @@ impl Snapshot {
             if p % 64 == 0 && stop() {
                 break;
             }
-            let name = self.principal_name(u32::try_from(p).unwrap_or(u32::MAX));
+            let name = self.principal_name(PrincipalIdx::at(p));
             let principal_type = name.split_once(':').map_or("", |(t, _)| t);
             let subjects = self.subjects_of(self.principal_slot(name));
             if self
@@ -1462,8 +1464,8 @@ impl Snapshot {
         if !self.denies.is_empty() {
             let has_denies = |s: ScopeIdx| {
                 self.deny_scopes
-                    .get(s as usize / 64)
-                    .is_some_and(|w| w >> (s % 64) & 1 != 0)
+                    .get(s.index() / 64)
+                    .is_some_and(|w| w >> (s.get() % 64) & 1 != 0)
             };
             for &scope in ancestors.iter().filter(|&&s| has_denies(s)) {
                 for &d in self.denies_by_scope.row(scope) {
@@ -1496,13 +1498,11 @@ impl Snapshot {
         // rows' ends, so their cache misses overlap.
         let mut live: SmallVec<[[u32; 2]; 16]> = SmallVec::new();
         for &[start, end] in &subjects.rows {
-            let row = self
-                .assignment_keys
-                .get(start as usize..end as usize)
-                .unwrap_or_default();
+            let row = self.assignments.keys([start, end]);
+            let layout = self.assignments.layout();
             if let (Some(&first), Some(&last)) = (row.first(), row.last())
-                && self.key_layout.scope(first) <= high
-                && self.key_layout.scope(last) >= low
+                && layout.scope(first) <= high
+                && layout.scope(last) >= low
             {
                 live.push([start, end]);
             }
@@ -1521,15 +1521,11 @@ impl Snapshot {
         at: Instant,
     ) -> Option<u32> {
         let earliest = |best: Option<u32>, i: u32| match best {
-            Some(b) if self.assignment_order[b as usize] < self.assignment_order[i as usize] => {
-                Some(b)
-            }
+            Some(b) if self.assignments.order(b) < self.assignments.order(i) => Some(b),
             _ => Some(i),
         };
-        let keys = self
-            .assignment_keys
-            .get(row[0] as usize..row[1] as usize)
-            .unwrap_or_default();
+        let keys = self.assignments.keys(row);
+        let layout = self.assignments.layout();
         let mut best: Option<u32> = None;
         if keys.len() > 64 {
             // A long row: a binary search per ancestor.
@@ -1549,7 +1545,7 @@ impl Snapshot {
         let mut next = ancestors.iter().copied().peekable();
         let mut granted_scope = None;
         for (i, &key) in (row[0]..).zip(keys) {
-            let scope = self.key_layout.scope(key);
+            let scope = layout.scope(key);
             while next.next_if(|&a| a < scope).is_some() {}
             match next.peek() {
                 None => break,
@@ -1576,8 +1572,8 @@ impl Snapshot {
         at: Instant,
     ) -> SmallVec<[u32; 8]> {
         let row = match (
-            self.principal_rows.get(s as usize),
-            self.principal_rows.get(s as usize + 1),
+            self.principal_rows.get(s.index()),
+            self.principal_rows.get(s.index() + 1),
         ) {
             (Some(a), Some(b)) => [a.assignments, b.assignments],
             _ => [0, 0],
@@ -1587,15 +1583,15 @@ impl Snapshot {
             .flatten()
             .filter(|&i| self.grants(i, action, at))
             .collect();
-        out.sort_unstable_by_key(|&i| self.assignment_order[i as usize]);
+        out.sort_unstable_by_key(|&i| self.assignments.order(i));
         out
     }
 
     /// The assignment row of principal `s`: its range in `assignments`.
     pub(crate) fn assignment_row(&self, s: PrincipalIdx) -> [u32; 2] {
         match (
-            self.principal_rows.get(s as usize),
-            self.principal_rows.get(s as usize + 1),
+            self.principal_rows.get(s.index()),
+            self.principal_rows.get(s.index() + 1),
         ) {
             (Some(a), Some(b)) => [a.assignments, b.assignments],
             _ => [0, 0],
@@ -1609,12 +1605,9 @@ impl Snapshot {
         [start, end]: [u32; 2],
         ancestors: &'a [ScopeIdx],
     ) -> impl Iterator<Item = std::ops::Range<u32>> + 'a {
-        let mut rest = self
-            .assignment_keys
-            .get(start as usize..end as usize)
-            .unwrap_or_default();
+        let mut rest = self.assignments.keys([start, end]);
         let mut base = start;
-        let layout = self.key_layout;
+        let layout = self.assignments.layout();
         ancestors.iter().map_while(move |&scope| {
             if rest.is_empty() {
                 return None;
@@ -1644,9 +1637,9 @@ impl Snapshot {
     /// [`Snapshot::grants`], reading the record only for assignments with a time window.
     fn grants_keyed(&self, i: u32, action: ActionRef<'_>, at: Instant) -> bool {
         match self
-            .assignment_keys
-            .get(i as usize)
-            .and_then(|&key| self.key_layout.role(key))
+            .assignments
+            .key(i)
+            .and_then(|key| self.assignments.layout().role(key))
         {
             Some(role) => action.granted_by(&self.roles, role),
             None => self.grants(i, action, at),
@@ -1656,7 +1649,7 @@ impl Snapshot {
     /// Whether the assignment at position `i` is active at `at` and its role grants the
     /// (lowercase) action.
     pub(crate) fn grants(&self, i: u32, action: ActionRef<'_>, at: Instant) -> bool {
-        let a = &self.assignments[i as usize];
+        let a = self.assignments.record(i);
         self.active(a, at) && action.granted_by(&self.roles, a.role)
     }
 
@@ -1674,13 +1667,13 @@ impl Snapshot {
 
     /// [`Snapshot::grant_reason`], taking the holder's id from `slot` when it is theirs.
     fn grant_reason_with<'s>(&'s self, i: u32, slot: Option<&'s PrincipalSlot>) -> Reason<'s> {
-        let a = &self.assignments[i as usize];
+        let a = self.assignments.record(i);
         let via = match slot {
             Some(slot) if slot.principal() == a.principal => slot.name(&self.principal_text),
             _ => self.principal_name(a.principal),
         };
         Reason::RoleAssignment {
-            role: &self.roles[a.role as usize].name,
+            role: &self.roles[a.role.index()].name,
             assignment_id: self.assignment_id(i),
             scope: self.assignment_scope(i),
             via,
@@ -1689,22 +1682,14 @@ impl Snapshot {
 
     /// The scope of the assignment at position `i`, as that assignment spells it.
     pub(crate) fn assignment_scope(&self, i: u32) -> &str {
-        if !self.scope_spellings.is_empty()
-            && let Some(written) = self.scope_spellings.get(&i)
-        {
+        if let Some(written) = self.assignments.spelling(i) {
             return written;
         }
-        self.scopes[self.key_layout.scope(self.assignment_keys[i as usize]) as usize].as_str()
+        self.scopes[self.assignments.scope(i).index()].as_str()
     }
 
     pub(crate) fn assignment_id(&self, i: u32) -> Option<&str> {
-        let i = i as usize;
-        let start = match i.checked_sub(1) {
-            Some(j) => self.assignments.get(j)?.id_end,
-            None => 0,
-        };
-        let end = self.assignments.get(i)?.id_end;
-        self.assignment_ids.get(i, start, end)
+        self.assignments.id(i)
     }
 
     /// Finds a role by name (case-insensitive) or id.
@@ -1712,7 +1697,7 @@ impl Snapshot {
         let key = name_or_id.to_ascii_lowercase();
         self.role_lookup
             .get(key.as_str())
-            .map(|&r| &self.roles[r as usize])
+            .map(|&r| &self.roles[r.index()])
     }
 
     pub fn roles(&self) -> &[Role] {
@@ -1725,7 +1710,7 @@ impl Snapshot {
 
     /// The spelling of a known principal.
     pub(crate) fn principal_name(&self, p: PrincipalIdx) -> &str {
-        let p = p as usize;
+        let p = p.index();
         match (self.principal_rows.get(p), self.principal_rows.get(p + 1)) {
             (Some(a), Some(b)) => self
                 .principal_text
@@ -1838,9 +1823,9 @@ mod tests {
     #[test]
     fn assignment_keys_hold_the_scope_and_the_role_when_it_fits() {
         let record = |role: u32, window: u32| Assignment {
-            role,
+            role: RoleIdx::new(role),
             window,
-            principal: 0,
+            principal: PrincipalIdx::new(0),
             id_end: 0,
         };
         for (scopes, roles) in [
@@ -1853,21 +1838,21 @@ mod tests {
             (usize::MAX >> 1, 1),
         ] {
             let layout = KeyLayout::new(scopes, roles);
-            let last_scope = u32::try_from(scopes.saturating_sub(1)).unwrap_or(u32::MAX);
+            let last_scope = scopes.saturating_sub(1).min(u32::MAX as usize) as u32;
             let fits = (roles as u64) < (1u64 << layout.role_bits) - 1;
-            for scope in [0, last_scope / 2, last_scope] {
+            for scope in [0, last_scope / 2, last_scope].map(ScopeIdx::new) {
                 for role in [0, roles.saturating_sub(1) as u32] {
                     let key = layout.key(scope, &record(role, 0));
                     assert_eq!(layout.scope(key), scope, "{scopes} scopes, {roles} roles");
-                    assert_eq!(layout.role(key), fits.then_some(role));
+                    assert_eq!(layout.role(key), fits.then_some(RoleIdx::new(role)));
                     assert!(layout.first_key(scope) <= key);
                     // A timed assignment's role is always read from its record.
                     assert_eq!(layout.role(layout.key(scope, &record(role, 1))), None);
                 }
             }
             if last_scope > 0 {
-                let below = layout.key(last_scope - 1, &record(0, 1));
-                assert!(below < layout.first_key(last_scope));
+                let below = layout.key(ScopeIdx::new(last_scope - 1), &record(0, 1));
+                assert!(below < layout.first_key(ScopeIdx::new(last_scope)));
             }
         }
     }
@@ -1881,12 +1866,11 @@ mod tests {
         };
         let implied = |list: &[&str]| -> ImpliedSet {
             let mut actions = ImpliedActions::default();
-            let mut bits = vec![0u64; 1];
+            let mut bits = FixedBitSet::new();
             for a in list {
-                let i = actions.intern(a);
-                bits[i as usize / 64] |= 1 << (i % 64);
+                bits.grow_and_insert(actions.intern(a) as usize);
             }
-            ImpliedSet::new(std::sync::Arc::new(actions), bits.into())
+            ImpliedSet::new(std::sync::Arc::new(actions), bits)
         };
         let role =
             |actions: &[&str], not: &[&str], data: &[&str], not_data: &[&str], imp: &[&str]| Role {

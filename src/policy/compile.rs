@@ -1952,5 +1952,4 @@ constraints:
         ));
         assert!(deep.rows.row(0u32).is_empty());
     }
-
 }

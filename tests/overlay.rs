@@ -281,6 +281,47 @@ proptest! {
     }
 }
 
+/// Found by the property above: with two deny assignments that apply, at `/p/sg` and at
+/// `/P/SG/G1/`, the one named depended on how the scopes were numbered, so an unrelated
+/// grant at a new scope (`/p/sg/g1`) changed it in a fresh compile but not in the overlay.
+/// The first in policy order is named, whatever the scopes.
+#[test]
+fn the_deny_named_is_the_first_in_policy_order_whatever_the_scopes() {
+    use iot_authz::policy::{CheckRequest, Reason};
+
+    let denies = r#"version: 1
+roles:
+  - {name: R, actions: ["*"]}
+denyAssignments:
+  - {name: deny0, principals: ["device:d1"], actions: ["*/x/*"], scope: /P/SG}
+  - {name: deny1, principals: ["device:d1"], actions: ["*/write"], scope: /P/SG/G1/}
+"#;
+    let with_grant = format!(
+        "{denies}assignments:\n  - {{principal: 'user:alice', role: R, scope: /p/sg/g1}}\n"
+    );
+    for text in [denies.to_owned(), with_grant] {
+        let snapshot = crate::support::policy(&text);
+        for scope in ["/P/SG/G1/deep/er", "/p/sg/g1", "/p/sg/g1/"] {
+            let decision = snapshot
+                .check(&CheckRequest {
+                    principal: "device:d1",
+                    groups: &[],
+                    action: "P.A/x//write",
+                    data_action: false,
+                    scope,
+                    at: iot_authz::policy::syntax::now(),
+                })
+                .unwrap();
+            assert!(!decision.allowed);
+            assert!(
+                matches!(decision.reason, Reason::DenyAssignment { deny_assignment } if deny_assignment == "deny0"),
+                "{scope}: {:?}\n{text}",
+                decision.reason
+            );
+        }
+    }
+}
+
 mod store {
     //! The incremental path end to end: a real etcd, the watch, the admin validation and
     //! compaction.

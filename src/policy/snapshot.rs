@@ -1453,7 +1453,8 @@ impl Snapshot {
         }
     }
 
-    /// Step 3 of SPEC §3: the first deny assignment that applies, if any.
+    /// Step 3 of SPEC §3: the deny assignment that applies, if any; of several, the first
+    /// in policy order.
     pub(crate) fn deny_of(
         &self,
         subjects: &Subjects,
@@ -1467,16 +1468,24 @@ impl Snapshot {
                     .get(s.index() / 64)
                     .is_some_and(|w| w >> (s.get() % 64) & 1 != 0)
             };
+            // Of the deny assignments that apply, the first in policy order: the answer
+            // must not depend on how the scopes happen to be numbered (which a write of an
+            // unrelated assignment at a new scope changes).
+            let mut first: Option<u32> = None;
             for &scope in ancestors.iter().filter(|&&s| has_denies(s)) {
                 for &d in self.denies_by_scope.row(scope) {
+                    if first.is_some_and(|f| f <= d) {
+                        continue;
+                    }
                     let deny = &self.denies[d as usize];
                     if deny.covers(action.lower, action.data)
                         && deny.applies(subjects, principal_type)
                     {
-                        return Some(d);
+                        first = Some(d);
                     }
                 }
             }
+            return first;
         }
         None
     }

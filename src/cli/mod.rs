@@ -172,6 +172,12 @@ pub struct ServeArgs {
     /// Check and ext_authz need. Default: half the CPU cores, at least 1.
     #[arg(long, env = "IOT_AUTHZ_MAX_CONCURRENT_QUERIES", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_queries: Option<u32>,
+    /// How the query pool's threads are scheduled against Check and ext_authz: `idle`
+    /// (SCHED_IDLE: a decision always takes the core first; on a host kept busy by other
+    /// work, queries wait up to their deadline), `low` (niceness 19: a small share, never
+    /// none) or `normal`.
+    #[arg(long, env = "IOT_AUTHZ_QUERY_PRIORITY", value_enum, default_value_t = crate::server::query_pool::QueryPriority::default())]
+    pub query_priority: crate::server::query_pool::QueryPriority,
     /// Concurrent requests per client connection.
     #[arg(
         long,

@@ -282,6 +282,7 @@ fn app_options(args: &ServeArgs) -> AppOptions {
         max_concurrent_queries: args
             .max_concurrent_queries
             .and_then(|n| usize::try_from(n).ok()),
+        query_priority: args.query_priority,
     }
 }
 

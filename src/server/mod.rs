@@ -214,6 +214,8 @@ pub struct AppOptions {
     /// The query pool's concurrency limit (`--max-concurrent-queries`); `None`: half the
     /// cores, at least one.
     pub max_concurrent_queries: Option<usize>,
+    /// How the query pool's threads are scheduled (`--query-priority`).
+    pub query_priority: query_pool::QueryPriority,
 }
 
 impl App {
@@ -269,9 +271,12 @@ impl App {
             shadow: options.shadow,
             keys,
             console,
-            queries: options
-                .max_concurrent_queries
-                .map_or_else(query_pool::QueryPool::default, query_pool::QueryPool::new),
+            queries: query_pool::QueryPool::with_priority(
+                options
+                    .max_concurrent_queries
+                    .unwrap_or_else(query_pool::default_limit),
+                options.query_priority,
+            ),
             ..Self::default()
         };
         if let Some(p) = app.policy.current() {

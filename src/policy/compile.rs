@@ -1933,7 +1933,7 @@ constraints:
             "  - { id: r4, principal: \"user:cy\", role: Nobody, scope: /apps }\n",
             "",
         );
-        let (mut c, declared, closures, constraints) = phases(&fixed);
+        let (c, declared, closures, constraints) = phases(&fixed);
         let resolved = c.finish(declared, closures, constraints).unwrap();
         let names = resolved.principal_names.clone();
         let scopes = resolved.scopes.len();

@@ -24,7 +24,7 @@ use std::process::exit;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode};
-use iot_authz::policy::document::{AssignmentDoc, Document};
+use iot_authz::policy::document::AssignmentDoc;
 use iot_authz::policy::overlay::OverlayBase;
 use iot_authz::policy::syntax::parse_time;
 use iot_authz::policy::{CheckRequest, compile_documents};
@@ -37,22 +37,8 @@ const REQUESTS: usize = 1 << 14;
 fn main() {
     let size = size_from_env();
     let model = Workload::new(size, SEED);
-    let mut docs = model.documents();
-    // The assignments move to a last, store-like document, in id order.
-    let mut store: Vec<AssignmentDoc> = docs
-        .last_mut()
-        .map(|(_, d)| std::mem::take(&mut d.assignments))
-        .unwrap_or_default();
-    store.sort_by(|a, b| a.id.cmp(&b.id));
-    store.dedup_by(|a, b| a.id == b.id);
-    docs.push((
-        "etcd:/iot-authz/".to_owned(),
-        Document {
-            version: Some(1),
-            assignments: store.clone(),
-            ..Document::default()
-        },
-    ));
+    // The assignments in a last, store-like document, as the store lists them.
+    let (docs, store) = model.store_documents();
     let t = Instant::now();
     let Ok(base) = compile_documents(&docs) else {
         eprintln!("the generated policy does not compile");

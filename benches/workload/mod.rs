@@ -1017,6 +1017,28 @@ impl Workload {
         ]
     }
 
+    /// The documents with the last one's assignments moved to a last, store-like document
+    /// (`etcd:/iot-authz/`), in id order and one per id, as the etcd store lists them; and
+    /// those assignments.
+    pub fn store_documents(&self) -> (Vec<(String, Document)>, Vec<AssignmentDoc>) {
+        let mut docs = self.documents();
+        let mut store: Vec<AssignmentDoc> = docs
+            .last_mut()
+            .map(|(_, d)| std::mem::take(&mut d.assignments))
+            .unwrap_or_default();
+        store.sort_by(|a, b| a.id.cmp(&b.id));
+        store.dedup_by(|a, b| a.id == b.id);
+        docs.push((
+            "etcd:/iot-authz/".to_owned(),
+            Document {
+                version: Some(1),
+                assignments: store.clone(),
+                ..Document::default()
+            },
+        ));
+        (docs, store)
+    }
+
     /// Every group that contains a principal, transitively.
     pub fn groups_of(&self, principal: u32) -> Vec<u32> {
         let mut out: Vec<u32> = Vec::new();

@@ -237,7 +237,7 @@ fn finish(args: &Args, report: &Report) -> Result<(), String> {
 /// store's record of the changes (`store::Incremental`'s map of changed ids to the
 /// revision they were written at, the same type), over the number of changes.
 fn overlay(args: &Args, changes: usize) -> Result<(), String> {
-    use iot_authz::policy::document::{AssignmentDoc, Document};
+    use iot_authz::policy::document::AssignmentDoc;
     use iot_authz::policy::overlay::OverlayBase;
     use std::collections::BTreeMap;
 
@@ -249,21 +249,8 @@ fn overlay(args: &Args, changes: usize) -> Result<(), String> {
         roles: args.roles,
     };
     let model = Workload::new(size, args.seed);
-    let mut docs = model.documents();
-    let mut store: Vec<AssignmentDoc> = docs
-        .last_mut()
-        .map(|(_, d)| std::mem::take(&mut d.assignments))
-        .unwrap_or_default();
-    store.sort_by(|a, b| a.id.cmp(&b.id));
-    store.dedup_by(|a, b| a.id == b.id);
-    docs.push((
-        "etcd:/iot-authz/".to_owned(),
-        Document {
-            version: Some(1),
-            assignments: store.clone(),
-            ..Document::default()
-        },
-    ));
+    // The assignments in a last, store-like document, as the store lists them.
+    let (docs, store) = model.store_documents();
     let base = compile_documents(&docs).map_err(|e| format!("compile: {e}"))?;
     drop(docs);
     let prepared = OverlayBase::new(&base, store.len());

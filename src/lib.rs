@@ -34,6 +34,7 @@ pub mod import_azure;
 pub mod live;
 pub mod loadgen;
 pub mod policy;
+pub mod priority;
 pub mod proto;
 pub mod server;
 pub mod sources;

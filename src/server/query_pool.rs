@@ -62,7 +62,7 @@ pub struct QueryPool {
     permits: Arc<tokio::sync::Semaphore>,
     limit: usize,
     /// Queries for the pool's threads; each thread takes the next one when it is free.
-    jobs: Mutex<mpsc::Sender<Job>>,
+    jobs: mpsc::Sender<Job>,
     queue: Arc<Mutex<mpsc::Receiver<Job>>>,
     /// Threads started so far: one more each time the turns taken outnumber them, so the
     /// pool never holds more threads than queries have ever run at once, nor than `limit`.
@@ -93,7 +93,7 @@ impl QueryPool {
         Self {
             permits: Arc::new(tokio::sync::Semaphore::new(limit)),
             limit,
-            jobs: Mutex::new(jobs),
+            jobs,
             queue: Arc::new(Mutex::new(queue)),
             threads: AtomicUsize::new(0),
             priority,
@@ -138,8 +138,6 @@ impl QueryPool {
             }
         });
         self.jobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
             .send(job)
             .map_err(|_| Status::unavailable("the query pool is closed"))?;
         answered.await.map_err(|_| Status::internal("query failed"))
@@ -149,7 +147,7 @@ impl QueryPool {
     fn enough_threads(&self) -> Result<(), Status> {
         loop {
             let started = self.threads.load(Ordering::Acquire);
-            if started >= self.in_flight().min(self.limit) {
+            if started >= self.in_flight() {
                 return Ok(());
             }
             if self
@@ -186,30 +184,13 @@ fn serve_queries(queue: &Mutex<mpsc::Receiver<Job>>, priority: QueryPriority) {
     }
 }
 
-/// Gives the calling thread the pool's priority (on Linux, a thread's scheduling class
-/// and niceness are its own; lowering either needs no privilege). Elsewhere the threads
-/// keep the process's priority.
-#[cfg(target_os = "linux")]
+/// Gives the calling thread the pool's priority (see [`crate::priority`]).
 fn lower_priority(priority: QueryPriority) -> Result<(), String> {
-    use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
     match priority {
-        QueryPriority::Idle => thread_priority::set_thread_priority_and_policy(
-            thread_priority::thread_native_id(),
-            ThreadPriority::Min,
-            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
-        )
-        .map_err(|e| e.to_string()),
-        QueryPriority::Low => {
-            rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19)
-                .map_err(|e| e.to_string())
-        }
+        QueryPriority::Idle => crate::priority::enter_idle_class(),
+        QueryPriority::Low => crate::priority::lower_niceness_by(19),
         QueryPriority::Normal => Ok(()),
     }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_priority(_: QueryPriority) -> Result<(), String> {
-    Ok(())
 }
 
 #[cfg(test)]

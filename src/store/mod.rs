@@ -399,7 +399,9 @@ impl Store {
             let spawned = std::thread::Builder::new()
                 .name("store-compact".into())
                 .spawn(move || {
-                    lower_priority();
+                    if let Err(e) = crate::priority::lower_niceness_by(COMPACTION_NICENESS) {
+                        tracing::debug!(error = %e, "store compaction runs at the normal priority");
+                    }
                     store.compact(&app);
                 });
             if let Err(e) = spawned {
@@ -598,19 +600,6 @@ impl Store {
 /// which must not take the cores from the checks while they have work.
 const COMPACTION_NICENESS: i32 = 10;
 
-/// Lowers the calling thread's CPU priority by [`COMPACTION_NICENESS`] (Linux only: a
-/// thread's nice value is its own there; elsewhere nothing changes). Best effort.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        let tid = rustix::thread::gettid();
-        let now = rustix::process::getpriority_process(Some(tid)).unwrap_or(0);
-        if let Err(e) = rustix::process::setpriority_process(Some(tid), now + COMPACTION_NICENESS) {
-            tracing::debug!(error = %e, "store compaction runs at the normal priority");
-        }
-    }
-}
-
 /// A token naming a store revision (SPEC §10). Opaque to clients.
 pub fn token(revision: i64) -> String {
     if revision <= 0 {
@@ -719,7 +708,7 @@ mod tests {
         let before = nice().unwrap();
         let (lowered, after) = std::thread::spawn(move || {
             let inherited = nice().unwrap();
-            lower_priority();
+            crate::priority::lower_niceness_by(COMPACTION_NICENESS).unwrap();
             (nice().unwrap() - inherited, inherited)
         })
         .join()

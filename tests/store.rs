@@ -64,14 +64,7 @@ async fn store_objects_are_served_with_the_files_and_followed_through_the_watch(
         "/t/assignments/a-1",
         assignment("a-1", "user:alice", "Reader", "/apps/fleet").as_bytes(),
     );
-    let (server, store) = serve_with_store(
-        etcd.endpoints(),
-        PREFIX,
-        &[("roles.yaml", FILES)],
-        |_| {},
-        true,
-    )
-    .await;
+    let (server, store) = replica(&etcd).await;
     assert!(allowed(&server, "user:alice", "Devices/read", "/apps/fleet/d1").await);
     assert!(!allowed(&server, "user:bob", "Devices/read", "/apps/fleet/d1").await);
 
@@ -237,6 +230,18 @@ pub fn seed_admin(etcd: &Etcd) {
     );
 }
 
+/// A replica in-process on the store under [`PREFIX`] with the roles of [`FILES`], ready.
+async fn replica(etcd: &Etcd) -> (TestServer, std::sync::Arc<iot_authz::store::Store>) {
+    serve_with_store(
+        etcd.endpoints(),
+        PREFIX,
+        &[("roles.yaml", FILES)],
+        |_| {},
+        true,
+    )
+    .await
+}
+
 pub fn as_actor<T>(actor: &str, message: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
     r.metadata_mut()
@@ -297,14 +302,7 @@ async fn a_write_through_one_replica_is_read_through_another_with_its_token() {
     let etcd = Etcd::start().await;
     seed_admin(&etcd);
     // Replica 1 in-process; replica 2 the real binary, started with the store flags.
-    let (one, _) = serve_with_store(
-        etcd.endpoints(),
-        PREFIX,
-        &[("roles.yaml", FILES)],
-        |_| {},
-        true,
-    )
-    .await;
+    let (one, _) = replica(&etcd).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("roles.yaml");
     std::fs::write(&file, FILES).unwrap();
@@ -373,14 +371,7 @@ async fn a_replica_behind_the_token_answers_unavailable_and_a_bad_token_is_inval
         "/t/assignments/a-1",
         assignment("a-1", "user:alice", "Reader", "/apps/fleet").as_bytes(),
     );
-    let (server, store) = serve_with_store(
-        etcd.endpoints(),
-        PREFIX,
-        &[("roles.yaml", FILES)],
-        |_| {},
-        true,
-    )
-    .await;
+    let (server, store) = replica(&etcd).await;
     let ahead = format!("r{}", store.through() + 1000);
     // Bounded by the caller's deadline (under the 2 s cap), then UNAVAILABLE.
     let started = std::time::Instant::now();
@@ -450,22 +441,8 @@ async fn a_three_member_cluster_survives_one_member_and_refuses_writes_without_a
     use iot_authz::proto::iotauthz::v1::admin_client::AdminClient;
     let mut etcd = Etcd::start_cluster(3).await;
     seed_admin(&etcd);
-    let (one, _) = serve_with_store(
-        etcd.endpoints(),
-        PREFIX,
-        &[("roles.yaml", FILES)],
-        |_| {},
-        true,
-    )
-    .await;
-    let (two, two_store) = serve_with_store(
-        etcd.endpoints(),
-        PREFIX,
-        &[("roles.yaml", FILES)],
-        |_| {},
-        true,
-    )
-    .await;
+    let (one, _) = replica(&etcd).await;
+    let (two, two_store) = replica(&etcd).await;
     let mut admin = AdminClient::connect(one.grpc_url()).await.unwrap();
     let grant = |id: &str| {
         as_actor(
@@ -674,14 +651,7 @@ async fn after_random_bursts_of_writes_the_followed_policy_decides_as_a_fresh_co
     use iot_authz::policy::{CheckRequest, SourceDocument};
     use iot_authz::store::objects;
     let etcd = Etcd::start().await;
-    let (server, store) = serve_with_store(
-        etcd.endpoints(),
-        PREFIX,
-        &[("roles.yaml", FILES)],
-        |_| {},
-        true,
-    )
-    .await;
+    let (server, store) = replica(&etcd).await;
     let client = iot_authz::store::Etcd::connect(&etcd.endpoints(), None).unwrap();
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move |n: u64| {
@@ -829,14 +799,7 @@ async fn a_request_holding_a_replaced_policy_does_not_hold_up_the_watch() {
     use iot_authz::proto::iotauthz::v1::admin_client::AdminClient;
     let etcd = Etcd::start().await;
     seed_admin(&etcd);
-    let (server, _) = serve_with_store(
-        etcd.endpoints(),
-        PREFIX,
-        &[("roles.yaml", FILES)],
-        |_| {},
-        true,
-    )
-    .await;
+    let (server, _) = replica(&etcd).await;
     // Held until the end of the test, as a slow request would.
     let held = server.app.policy.current().unwrap();
     let mut admin = AdminClient::connect(server.grpc_url()).await.unwrap();

@@ -47,6 +47,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             format!("::envoy_types::pb::{package}"),
         );
     }
+    // The server's answer is `CheckResponse` on the wire, encoded by hand from the
+    // decision (src/server/ext_authz.rs).
+    config = config.extern_path(
+        ".envoy.service.auth.v3.CheckResponse",
+        "crate::server::ext_authz::CheckAnswer",
+    );
     config.compile_fds(auth)?;
 
     // etcd's v3 API (KV, Watch, ...), client side only, for the store (src/store/). The

@@ -4,12 +4,16 @@
 use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::{
-    CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue,
-    HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+    CheckRequest, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
+    HttpResponse, HttpStatus, OkHttpResponse,
 };
 use envoy_types::pb::envoy::service::auth::v3::attribute_context;
 use envoy_types::pb::google::protobuf::{ListValue, Struct, Value as PbValue, value::Kind};
 use envoy_types::pb::google::rpc;
+use prost::bytes::{Buf, BufMut};
+use prost::encoding::{
+    DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint, key_len,
+};
 use serde_json::Value;
 use tonic::{Request, Response, Status};
 
@@ -40,12 +44,8 @@ const UNAVAILABLE: i32 = 14;
 
 #[tonic::async_trait]
 impl Authorization for ExtAuthz {
-    async fn check(
-        &self,
-        request: Request<CheckRequest>,
-    ) -> Result<Response<CheckResponse>, Status> {
-        let deadline = super::admin::call_deadline(request.metadata());
-        let check = request.into_inner();
+    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckAnswer>, Status> {
+        let (grpc_metadata, _, check) = request.into_parts();
         let attributes = check.attributes.unwrap_or_default();
         let mut http = attributes.request.and_then(|r| r.http).unwrap_or_default();
         let pairs = header_pairs(&mut http);
@@ -57,7 +57,12 @@ impl Authorization for ExtAuthz {
         };
         // A consistency token (SPEC §10): answer from a state at least that new, or 503.
         if let Some(token) = header(crate::store::CONSISTENCY_HEADER)
-            && let Err(e) = crate::store::wait_for(&*self.app, token, deadline).await
+            && let Err(e) = crate::store::wait_for(
+                &*self.app,
+                token,
+                super::admin::call_deadline(&grpc_metadata),
+            )
+            .await
         {
             return Ok(Response::new(token_refused(&e)));
         }
@@ -108,11 +113,18 @@ impl Authorization for ExtAuthz {
             .app
             .conclude_http(&ctx, &outcome, &decision_id, &snapshot.revision);
         let response = if outcome.decision.allowed || shadowed {
-            allow_response(&outcome, shadowed, &pairs, &decision_id, &snapshot.revision)
+            allow_response(&outcome, shadowed, &pairs)
         } else {
-            deny_response(&outcome, &decision_id, &snapshot.revision)
+            deny_response(&outcome, &decision_id)
         };
-        Ok(Response::new(response))
+        Ok(Response::new(CheckAnswer {
+            dynamic_metadata: Some(DecisionMetadata::new(
+                outcome,
+                decision_id,
+                &snapshot.revision,
+            )),
+            ..response
+        }))
     }
 }
 
@@ -156,13 +168,12 @@ fn header(key: &str, value: &str, action: HeaderAppendAction) -> HeaderValueOpti
     }
 }
 
+/// The answer to an allowed request, without its dynamic metadata.
 fn allow_response(
     outcome: &HttpDecision<'_>,
     shadowed: bool,
     client_headers: &[(String, String)],
-    decision_id: &str,
-    revision: &str,
-) -> CheckResponse {
+) -> CheckAnswer {
     let set = response::allow_headers(outcome, shadowed);
     let headers = set
         .iter()
@@ -179,7 +190,7 @@ fn allow_response(
         .collect();
     headers_to_remove.sort_unstable();
     headers_to_remove.dedup();
-    CheckResponse {
+    CheckAnswer {
         status: Some(rpc::Status {
             code: OK,
             message: String::new(),
@@ -190,16 +201,17 @@ fn allow_response(
             headers_to_remove,
             ..Default::default()
         })),
-        dynamic_metadata: Some(decision_metadata(outcome, decision_id, revision)),
+        dynamic_metadata: None,
     }
 }
 
-fn deny_response(outcome: &HttpDecision<'_>, decision_id: &str, revision: &str) -> CheckResponse {
+/// The answer to a denied request, without its dynamic metadata.
+fn deny_response(outcome: &HttpDecision<'_>, decision_id: &str) -> CheckAnswer {
     let code = match outcome.decision.reason {
         crate::policy::Reason::NoIdentity => UNAUTHENTICATED,
         _ => PERMISSION_DENIED,
     };
-    CheckResponse {
+    CheckAnswer {
         status: Some(rpc::Status {
             code,
             message: outcome.decision.reason.kind().to_owned(),
@@ -223,18 +235,18 @@ fn deny_response(outcome: &HttpDecision<'_>, decision_id: &str, revision: &str) 
             ],
             body: response::deny_body(outcome, decision_id),
         })),
-        dynamic_metadata: Some(decision_metadata(outcome, decision_id, revision)),
+        dynamic_metadata: None,
     }
 }
 
 /// A request whose consistency token could not be honoured: 503 when this replica is
 /// behind it, 400 when it is not a token.
-fn token_refused(e: &crate::store::TokenError) -> CheckResponse {
+fn token_refused(e: &crate::store::TokenError) -> CheckAnswer {
     let (code, http, message) = match e {
         crate::store::TokenError::Behind(m) => (UNAVAILABLE, 503, m),
         crate::store::TokenError::Invalid(m) => (INVALID_ARGUMENT, 400, m),
     };
-    CheckResponse {
+    CheckAnswer {
         status: Some(rpc::Status {
             code,
             message: message.clone(),
@@ -253,31 +265,180 @@ fn token_refused(e: &crate::store::TokenError) -> CheckResponse {
     }
 }
 
-/// The decision as Envoy dynamic metadata (for access logs and later filters).
-fn decision_metadata(outcome: &HttpDecision<'_>, decision_id: &str, revision: &str) -> Struct {
-    let string = |s: &str| PbValue {
-        kind: Some(Kind::StringValue(s.to_owned())),
-    };
-    let mut fields = std::collections::HashMap::with_capacity(7);
-    fields.insert(
-        "allowed".to_owned(),
-        PbValue {
-            kind: Some(Kind::BoolValue(outcome.decision.allowed)),
-        },
-    );
-    fields.insert("reason".to_owned(), string(outcome.decision.reason.kind()));
-    fields.insert("decisionId".to_owned(), string(decision_id));
-    fields.insert("revision".to_owned(), string(revision));
-    for (key, value) in [
-        ("principal", &outcome.principal),
-        ("action", &outcome.action),
-        ("scope", &outcome.scope),
-    ] {
-        if let Some(v) = value {
-            fields.insert(key.to_owned(), string(v));
+/// The answer to one Check: Envoy's `CheckResponse` on the wire (field for field, so
+/// Envoy and every client decode it as one), with the decision's dynamic metadata written
+/// straight from the decision. As a `google.protobuf.Struct` it would be a hash map of
+/// seven owned keys and values, built, hashed, encoded and dropped on every request: more
+/// than the rest of the answer together.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CheckAnswer {
+    /// `CheckResponse.status`.
+    pub status: Option<rpc::Status>,
+    /// `CheckResponse.http_response` (`denied_response`, `ok_response`, `error_response`).
+    pub http_response: Option<HttpResponse>,
+    /// `CheckResponse.dynamic_metadata`.
+    pub dynamic_metadata: Option<DecisionMetadata>,
+}
+
+/// The decision as Envoy dynamic metadata (for access logs and later filters): the
+/// `Struct` `{allowed, reason, decisionId, revision, principal?, action?, scope?}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecisionMetadata {
+    pub allowed: bool,
+    pub reason: &'static str,
+    pub decision_id: String,
+    pub revision: String,
+    pub principal: Option<String>,
+    pub action: Option<String>,
+    pub scope: Option<String>,
+}
+
+/// One value of [`DecisionMetadata`]: `google.protobuf.Value`'s `bool_value` (field 4) or
+/// `string_value` (field 3).
+#[derive(Clone, Copy)]
+enum MetadataValue<'a> {
+    Bool(bool),
+    Text(&'a str),
+}
+
+impl MetadataValue<'_> {
+    /// The encoded `Value` message, without its key and length.
+    fn len(self) -> usize {
+        match self {
+            Self::Bool(_) => key_len(4) + 1,
+            Self::Text(s) => text_len(3, s),
         }
     }
-    Struct { fields }
+
+    fn encode(self, buf: &mut impl BufMut) {
+        match self {
+            Self::Bool(b) => {
+                encode_key(4, WireType::Varint, buf);
+                encode_varint(u64::from(b), buf);
+            }
+            Self::Text(s) => put_text(3, s, buf),
+        }
+    }
+}
+
+/// A length-delimited field of `s`: its key, length and bytes.
+fn text_len(tag: u32, s: &str) -> usize {
+    key_len(tag) + encoded_len_varint(s.len() as u64) + s.len()
+}
+
+fn put_text(tag: u32, s: &str, buf: &mut impl BufMut) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(s.len() as u64, buf);
+    buf.put_slice(s.as_bytes());
+}
+
+impl DecisionMetadata {
+    fn new(outcome: HttpDecision<'_>, decision_id: String, revision: &str) -> Self {
+        Self {
+            allowed: outcome.decision.allowed,
+            reason: outcome.decision.reason.kind(),
+            decision_id,
+            revision: revision.to_owned(),
+            principal: outcome.principal,
+            action: outcome.action,
+            scope: outcome.scope,
+        }
+    }
+
+    /// The entries of the `Struct`'s `fields` map, in a fixed order.
+    fn entries(&self) -> impl Iterator<Item = (&'static str, MetadataValue<'_>)> {
+        fn text(v: &Option<String>) -> Option<MetadataValue<'_>> {
+            v.as_deref().map(MetadataValue::Text)
+        }
+        [
+            ("allowed", Some(MetadataValue::Bool(self.allowed))),
+            ("reason", Some(MetadataValue::Text(self.reason))),
+            ("decisionId", Some(MetadataValue::Text(&self.decision_id))),
+            ("revision", Some(MetadataValue::Text(&self.revision))),
+            ("principal", text(&self.principal)),
+            ("action", text(&self.action)),
+            ("scope", text(&self.scope)),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+    }
+
+    /// One map entry message (`key` = 1, `value` = 2), without its key and length.
+    fn entry_len(key: &str, value: MetadataValue<'_>) -> usize {
+        let value = value.len();
+        text_len(1, key) + key_len(2) + encoded_len_varint(value as u64) + value
+    }
+
+    /// The `Struct` message, without its key and length: every entry as field 1.
+    fn len(&self) -> usize {
+        self.entries()
+            .map(|(k, v)| {
+                let entry = Self::entry_len(k, v);
+                key_len(1) + encoded_len_varint(entry as u64) + entry
+            })
+            .sum()
+    }
+
+    fn encode(&self, buf: &mut impl BufMut) {
+        for (key, value) in self.entries() {
+            encode_key(1, WireType::LengthDelimited, buf);
+            encode_varint(Self::entry_len(key, value) as u64, buf);
+            put_text(1, key, buf);
+            encode_key(2, WireType::LengthDelimited, buf);
+            encode_varint(value.len() as u64, buf);
+            value.encode(buf);
+        }
+    }
+}
+
+/// `CheckResponse`'s field numbers.
+const STATUS_FIELD: u32 = 1;
+const DYNAMIC_METADATA_FIELD: u32 = 4;
+
+impl prost::Message for CheckAnswer {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        if let Some(status) = &self.status {
+            prost::encoding::message::encode(STATUS_FIELD, status, buf);
+        }
+        if let Some(metadata) = &self.dynamic_metadata {
+            encode_key(DYNAMIC_METADATA_FIELD, WireType::LengthDelimited, buf);
+            encode_varint(metadata.len() as u64, buf);
+            metadata.encode(buf);
+        }
+        if let Some(http) = &self.http_response {
+            http.encode(buf);
+        }
+    }
+
+    /// The server only sends answers: one read back (never done) keeps no field.
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        let status = self.status.as_ref().map_or(0, |s| {
+            prost::encoding::message::encoded_len(STATUS_FIELD, s)
+        });
+        let metadata = self.dynamic_metadata.as_ref().map_or(0, |m| {
+            let len = m.len();
+            key_len(DYNAMIC_METADATA_FIELD) + encoded_len_varint(len as u64) + len
+        });
+        let http = self
+            .http_response
+            .as_ref()
+            .map_or(0, HttpResponse::encoded_len);
+        status + metadata + http
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
 }
 
 /// Converts Envoy metadata (a protobuf `Struct`) to JSON for the identity sources.
@@ -302,5 +463,125 @@ fn value_to_json(v: &PbValue) -> Value {
         Some(Kind::ListValue(ListValue { values })) => {
             Value::Array(values.iter().map(value_to_json).collect())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::ext_authz::v3::pb::CheckResponse;
+    use prost::Message;
+
+    fn text(s: &str) -> PbValue {
+        PbValue {
+            kind: Some(Kind::StringValue(s.to_owned())),
+        }
+    }
+
+    /// The hand-written answer decodes as the `CheckResponse` prost would have encoded
+    /// from the same fields, the metadata as the `Struct` it stands for.
+    #[test]
+    fn an_answer_decodes_as_the_check_response_it_stands_for() {
+        let ok = HttpResponse::OkResponse(OkHttpResponse {
+            headers: vec![header(
+                "x-iotauthz-principal",
+                "user:alice@contoso.com",
+                HeaderAppendAction::OverwriteIfExistsOrAdd,
+            )],
+            headers_to_remove: vec!["x-iotauthz-stale".to_owned()],
+            ..Default::default()
+        });
+        let status = rpc::Status {
+            code: OK,
+            message: String::new(),
+            details: Vec::new(),
+        };
+        // A long value, so lengths take two bytes.
+        let scope = format!("/subscriptions/s1/{}", "x".repeat(300));
+        let full = DecisionMetadata {
+            allowed: true,
+            reason: "roleAssignment",
+            decision_id: "0123456789abcdef0123456789abcdef".to_owned(),
+            revision: "rev-1".to_owned(),
+            principal: Some("user:alice@contoso.com".to_owned()),
+            action: Some("Microsoft.Edge/targets/read".to_owned()),
+            scope: Some(scope.clone()),
+        };
+        let answer = CheckAnswer {
+            status: Some(status.clone()),
+            http_response: Some(ok.clone()),
+            dynamic_metadata: Some(full),
+        };
+        let bytes = answer.encode_to_vec();
+        assert_eq!(bytes.len(), answer.encoded_len());
+        let decoded = CheckResponse::decode(bytes.as_slice()).unwrap();
+        let fields = [
+            (
+                "allowed",
+                PbValue {
+                    kind: Some(Kind::BoolValue(true)),
+                },
+            ),
+            ("reason", text("roleAssignment")),
+            ("decisionId", text("0123456789abcdef0123456789abcdef")),
+            ("revision", text("rev-1")),
+            ("principal", text("user:alice@contoso.com")),
+            ("action", text("Microsoft.Edge/targets/read")),
+            ("scope", text(&scope)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        assert_eq!(
+            decoded,
+            CheckResponse {
+                status: Some(status.clone()),
+                http_response: Some(ok),
+                dynamic_metadata: Some(Struct { fields }),
+            }
+        );
+
+        // A denial with no principal, action or scope: those keys are absent, and
+        // `allowed` is there as `false`.
+        let denied = CheckAnswer {
+            status: Some(rpc::Status {
+                code: PERMISSION_DENIED,
+                message: "noRoute".to_owned(),
+                details: Vec::new(),
+            }),
+            http_response: None,
+            dynamic_metadata: Some(DecisionMetadata {
+                allowed: false,
+                reason: "noRoute",
+                decision_id: "ff".to_owned(),
+                revision: String::new(),
+                ..Default::default()
+            }),
+        };
+        let bytes = denied.encode_to_vec();
+        assert_eq!(bytes.len(), denied.encoded_len());
+        let decoded = CheckResponse::decode(bytes.as_slice()).unwrap();
+        let fields = decoded.dynamic_metadata.unwrap().fields;
+        let mut keys: Vec<&str> = fields.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["allowed", "decisionId", "reason", "revision"]);
+        assert_eq!(
+            fields["allowed"].kind,
+            Some(Kind::BoolValue(false)),
+            "a false `allowed` is sent, not left out"
+        );
+        assert_eq!(
+            fields["revision"].kind,
+            Some(Kind::StringValue(String::new()))
+        );
+        assert_eq!(decoded.status.unwrap().code, PERMISSION_DENIED);
+
+        // No metadata (a refused consistency token): no field 4 at all.
+        let bare = CheckAnswer {
+            status: Some(status),
+            ..Default::default()
+        };
+        let decoded = CheckResponse::decode(bare.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(decoded.dynamic_metadata, None);
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Response, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
 use super::response;
 use super::{App, RequestContext};
@@ -226,8 +226,31 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
 
 fn set(r: &mut Response<Body>, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
-        r.headers_mut().insert(name, v);
+        r.headers_mut().insert(header_name(name), v);
     }
+}
+
+/// The names the HTTP modes answer with, parsed once: a name given as text is parsed (and
+/// checked against the standard names) on every insert, several times per request.
+static NAMES: [HeaderName; 10] = [
+    HeaderName::from_static(response::PRINCIPAL_HEADER),
+    HeaderName::from_static(response::ACTION_HEADER),
+    HeaderName::from_static(response::SCOPE_HEADER),
+    HeaderName::from_static(response::SHADOW_DECISION_HEADER),
+    HeaderName::from_static(response::SHADOW_REASON_HEADER),
+    HeaderName::from_static("x-iotauthz-decision-id"),
+    HeaderName::from_static("x-envoy-auth-headers-to-remove"),
+    HeaderName::from_static("content-type"),
+    HeaderName::from_static("x-iotauthz-status"),
+    HeaderName::from_static("x-iotauthz-body"),
+];
+
+fn header_name(name: &'static str) -> HeaderName {
+    NAMES
+        .iter()
+        .find(|n| n.as_str() == name)
+        .cloned()
+        .unwrap_or_else(|| HeaderName::from_static(name))
 }
 
 fn allow(

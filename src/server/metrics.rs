@@ -35,6 +35,8 @@ pub struct RevisionLabels {
 /// Every metric the server exports.
 #[derive(Debug)]
 pub struct Metrics {
+    /// Tells this set of metrics apart in the per-thread [`HOT`] handles.
+    id: u64,
     registry: Registry,
     pub checks: Family<CheckLabels, Counter>,
     pub check_duration: Family<ApiLabels, Histogram>,
@@ -170,7 +172,9 @@ impl Metrics {
             "1 while etcd answers, 0 while it does not (with a store)",
             store_reachable.clone(),
         );
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Self {
+            id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             keys,
             store_revision,
             store_contact_age,
@@ -195,8 +199,68 @@ impl Metrics {
         reason: &'static str,
         elapsed: Duration,
     ) {
-        self.count_checks(api, allowed, reason, 1);
-        self.observe_latency(api, elapsed);
+        self.observe_decision(api, if allowed { "allow" } else { "deny" }, reason, elapsed);
+    }
+
+    /// Counts one decision and observes its latency, through this thread's [`HOT`]
+    /// handles: the family lookups (hashing the labels, the family's lock) happen once per
+    /// thread and label set, not on every request.
+    fn observe_decision(
+        &self,
+        api: &'static str,
+        decision: &'static str,
+        reason: &'static str,
+        elapsed: Duration,
+    ) {
+        let seconds = elapsed.as_secs_f64();
+        let done = HOT.with(|hot| {
+            let Ok(mut hot) = hot.try_borrow_mut() else {
+                return false;
+            };
+            let found = hot.iter().find(|h| {
+                h.metrics == self.id
+                    && std::ptr::eq(h.api, api)
+                    && std::ptr::eq(h.decision, decision)
+                    && std::ptr::eq(h.reason, reason)
+            });
+            let handles = match found {
+                Some(h) => h,
+                None => {
+                    if hot.len() >= HOT_HANDLES {
+                        hot.clear();
+                    }
+                    hot.push(Hot {
+                        metrics: self.id,
+                        api,
+                        decision,
+                        reason,
+                        checks: self
+                            .checks
+                            .get_or_create(&CheckLabels {
+                                api,
+                                decision,
+                                reason,
+                            })
+                            .clone(),
+                        duration: self
+                            .check_duration
+                            .get_or_create(&ApiLabels { api })
+                            .clone(),
+                    });
+                    match hot.last() {
+                        Some(h) => h,
+                        None => return false,
+                    }
+                }
+            };
+            handles.checks.inc();
+            handles.duration.observe(seconds);
+            true
+        });
+        if !done {
+            self.count(api, decision, reason, 1);
+            self.observe_latency(api, elapsed);
+        }
     }
 
     /// Counts `n` decisions of one kind.
@@ -222,8 +286,7 @@ impl Metrics {
 
     /// Counts a would-be denial that shadow mode let through, and its latency.
     pub fn observe_shadow_deny(&self, api: &'static str, reason: &'static str, elapsed: Duration) {
-        self.count(api, "shadow_deny", reason, 1);
-        self.observe_latency(api, elapsed);
+        self.observe_decision(api, "shadow_deny", reason, elapsed);
     }
 
     /// Records a newly installed policy.
@@ -248,6 +311,27 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The handles one thread last used to count a decision and observe its latency, by
+/// [`Metrics`] and label values. The values are `&'static str`s compared by address: the
+/// same text at another address only takes a second entry, and each entry's handles were
+/// looked up by value, so a count always lands on its labels.
+struct Hot {
+    metrics: u64,
+    api: &'static str,
+    decision: &'static str,
+    reason: &'static str,
+    checks: Counter,
+    duration: Histogram,
+}
+
+/// At most this many [`Hot`] entries per thread (APIs × decisions × reasons seen); beyond
+/// it they are dropped and looked up again.
+const HOT_HANDLES: usize = 64;
+
+thread_local! {
+    static HOT: std::cell::RefCell<Vec<Hot>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Decisions counted locally and added to the metrics once, for requests that carry many

@@ -16,6 +16,9 @@
 # to the null server.
 # Usage: scripts/bench-null.sh [ROUNDS] [SECONDS] [CONNECTIONS]   (defaults 3 5 16)
 # LOG=0 leaves out the decision-log sides. CPUS=LIST (a taskset CPU list) pins every process.
+# BASELINE=BIN adds the sides grpc/base and http/base (and base+log): the same as authz,
+# served by another iot-authz binary (say, a copy of the release binary built from an
+# earlier commit), so a change is measured before and after in one run.
 # PERF=DIR: after the rounds, profiles iot-authz under the same load
 # and the null servers, once per filter (`perf record -g --call-graph dwarf` for SECONDS),
 # and writes DIR/{grpc,http}-{authz,null}.data and .txt (top frames by self and inclusive
@@ -57,18 +60,27 @@ PY
 # The authorization processes.
 start_authz() { # NAME [serve flags...]: starts iot-authz on the demo policy
   local name=$1; shift
-  local g h
+  local g h server_bin=$bin
+  case $name in base*) server_bin=$BASELINE ;; esac
   g=$(free_port); h=$(free_port)
-  "${place[@]}" "$bin" serve --grpc-addr 127.0.0.1:"$g" --http-addr 127.0.0.1:"$h" "$@" > "$work/$name.out" 2>&1 & pids+=($!)
+  "${place[@]}" "$server_bin" serve --grpc-addr 127.0.0.1:"$g" --http-addr 127.0.0.1:"$h" "$@" > "$work/$name.out" 2>&1 & pids+=($!)
   proc[$name]=$!; grpc_port[$name]=$g; http_port[$name]=$h
   wait_ready "$h" 20
 }
 declare -A proc grpc_port http_port
 start_authz authz
 servers=(authz)
+if [ -n "${BASELINE:-}" ]; then
+  start_authz base
+  servers+=(base)
+fi
 if [ "${LOG:-1}" != 0 ]; then
   start_authz authz+log --decision-log /dev/null
   servers+=(authz+log)
+  if [ -n "${BASELINE:-}" ]; then
+    start_authz base+log --decision-log /dev/null
+    servers+=(base+log)
+  fi
 fi
 for mode in grpc http; do
   p=$(free_port)
@@ -144,8 +156,9 @@ for mode in ("grpc", "http"):
             line += (f"   vs null: throughput {med(side, 'rps') / med(null, 'rps'):.3f} (target >= 0.95),"
                      f" cpu {med(side, 'cpu_us_per_request') / med(null, 'cpu_us_per_request'):.3f}x (target <= 1.15)")
         print(line)
-    if f"{mode}/authz+log" in rows:
-        print(f"  {mode}: decision log adds {med(mode + '/authz+log', 'cpu_us_per_request') - med(mode + '/authz', 'cpu_us_per_request'):.2f} us of CPU per request")
+    for name in ("authz", "base"):
+        if f"{mode}/{name}+log" in rows:
+            print(f"  {mode}/{name}: decision log adds {med(f'{mode}/{name}+log', 'cpu_us_per_request') - med(f'{mode}/{name}', 'cpu_us_per_request'):.2f} us of CPU per request")
 PY
 if [ -n "${PERF:-}" ]; then
   command -v perf >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null; }

@@ -185,7 +185,6 @@ fn decode_into(raw: &str, out: &mut String) -> Result<(), String> {
                     Some(c) if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'~') => {
                         out.push(char::from(c));
                         i += 3;
-                        continue;
                     }
                     Some(_) => {
                         return Err(format!(
@@ -201,9 +200,21 @@ fn decode_into(raw: &str, out: &mut String) -> Result<(), String> {
             b' ' => return Err("contains whitespace".into()),
             0..=0x1f | 0x7f => return Err("contains a control byte".into()),
             0x80.. => return Err("contains a non-ASCII byte".into()),
-            _ => out.push(char::from(b)),
+            _ => {
+                // The plain bytes up to the next one looked at, copied at once.
+                let end = bytes
+                    .iter()
+                    .skip(i)
+                    .position(|&c| {
+                        c.is_ascii_control()
+                            || !c.is_ascii()
+                            || matches!(c, b'%' | b'\\' | b';' | b' ')
+                    })
+                    .map_or(bytes.len(), |n| i + n);
+                out.push_str(raw.get(i..end).unwrap_or_default());
+                i = end;
+            }
         }
-        i += 1;
     }
     Ok(())
 }

@@ -27,10 +27,6 @@ pub fn router(app: Arc<App>) -> Router {
             &format!("{}/", forward_auth::ENVOY_PREFIX),
             any(forward_auth::envoy),
         )
-        .route(
-            &format!("{}/{{*rest}}", forward_auth::ENVOY_PREFIX),
-            any(forward_auth::envoy),
-        )
         .route(forward_auth::NGINX_PATH, any(forward_auth::nginx))
         .route(forward_auth::TRAEFIK_PATH, any(forward_auth::traefik))
         // The AuthZEN Authorization API (SPEC §12).
@@ -48,7 +44,28 @@ pub fn router(app: Arc<App>) -> Router {
     } else {
         routes
     };
-    routes.with_state(app)
+    routes.fallback(unrouted).with_state(app)
+}
+
+/// Every path under the Envoy prefix (`<prefix>/<one or more characters>`) is Envoy's HTTP
+/// ext_authz; any other unknown path is 404 with no body, as the router answers it. Not a
+/// `{*rest}` route: the router would build a map of the path's captures for every request,
+/// which nothing reads (the handler reads the raw request target).
+async fn unrouted(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    let envoy = req
+        .uri()
+        .path()
+        .strip_prefix(forward_auth::ENVOY_PREFIX)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|rest| !rest.is_empty());
+    if envoy {
+        forward_auth::envoy(State(app), req).await
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
 }
 
 async fn healthz() -> &'static str {

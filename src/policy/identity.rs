@@ -192,14 +192,14 @@ impl IdentityConfig {
             .clone()
             .unwrap_or_else(|| DEFAULT_ASSIGN_ACTION.to_owned());
         if let Err(e) = syntax::check_action(&assign_action) {
-            problems.push(("identity.assignAction".to_owned(), e));
+            problems.push(("identity.assignAction".to_owned(), e.to_string()));
         }
         let unassign_action = doc
             .unassign_action
             .clone()
             .unwrap_or_else(|| DEFAULT_UNASSIGN_ACTION.to_owned());
         if let Err(e) = syntax::check_action(&unassign_action) {
-            problems.push(("identity.unassignAction".to_owned(), e));
+            problems.push(("identity.unassignAction".to_owned(), e.to_string()));
         }
         // Only an absent `sources` means the default header source: an empty list is no
         // source at all, never the forgeable header by surprise.

@@ -9,7 +9,13 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use super::document::RouteDoc;
-use super::syntax::{self, escape};
+use super::syntax::{self, SyntaxError, escape};
+
+mod errors;
+
+pub use errors::{
+    Capture, DecodeError, MalformedRequest, PathError, RouteError, SegmentError, Target,
+};
 
 /// The longest path (after cutting query and fragment) that is accepted.
 pub const MAX_PATH_BYTES: usize = 4096;
@@ -137,21 +143,21 @@ impl CanonicalPath {
 }
 
 /// Checks and canonicalises a request path (SPEC §4), or says why it is malformed.
-pub fn canonicalize(raw: &str) -> Result<CanonicalPath, String> {
+pub fn canonicalize(raw: &str) -> Result<CanonicalPath, PathError> {
     let end = raw.find(['?', '#']).unwrap_or(raw.len());
     let path = &raw[..end];
     if path.len() > MAX_PATH_BYTES {
-        return Err(format!("path is longer than {MAX_PATH_BYTES} bytes"));
+        return Err(PathError::too_long(path.len()));
     }
     if !path.starts_with('/') {
-        return Err("path must start with `/` (origin form)".into());
+        return Err(PathError::NotOriginForm);
     }
     let mut out = String::with_capacity(path.len());
-    decode_into(path, &mut out).map_err(|problem| format!("path {problem}"))?;
+    decode_into(path, &mut out).map_err(PathError::Decode)?;
     // Empty segments first: `//` is one, even though dropping its trailing slash would
     // leave `/`.
     if out.contains("//") {
-        return Err("path contains an empty segment (`//`)".into());
+        return Err(PathError::EmptySegment);
     }
     if out.len() > 1 && out.ends_with('/') {
         out.pop();
@@ -161,7 +167,7 @@ pub fn canonicalize(raw: &str) -> Result<CanonicalPath, String> {
             .split('/')
             .any(|segment| matches!(segment, "." | ".."))
     {
-        return Err("path contains a `.` or `..` segment".into());
+        return Err(PathError::DotSegment);
     }
     Ok(CanonicalPath { path: out })
 }
@@ -170,7 +176,7 @@ pub fn canonicalize(raw: &str) -> Result<CanonicalPath, String> {
 /// characters other than `.` are decoded, every other escape, a backslash, `;`, a control
 /// or a non-ASCII byte is refused (the error says what the text contains). Both the
 /// request path and captured header values go through here, so they cannot drift apart.
-fn decode_into(raw: &str, out: &mut String) -> Result<(), String> {
+fn decode_into(raw: &str, out: &mut String) -> Result<(), DecodeError> {
     let bytes = raw.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -188,19 +194,18 @@ fn decode_into(raw: &str, out: &mut String) -> Result<(), String> {
                         continue;
                     }
                     Some(_) => {
-                        return Err(format!(
-                            "contains the reserved escape `{}`",
-                            escape(&raw[i..i + 3])
-                        ));
+                        return Err(DecodeError::ReservedEscape {
+                            text: raw[i..i + 3].into(),
+                        });
                     }
-                    None => return Err("contains an invalid percent-escape".into()),
+                    None => return Err(DecodeError::InvalidEscape),
                 }
             }
-            b'\\' => return Err("contains a backslash".into()),
-            b';' => return Err("contains `;` (matrix parameters are refused)".into()),
-            b' ' => return Err("contains whitespace".into()),
-            0..=0x1f | 0x7f => return Err("contains a control byte".into()),
-            0x80.. => return Err("contains a non-ASCII byte".into()),
+            b'\\' => return Err(DecodeError::Backslash),
+            b';' => return Err(DecodeError::Semicolon),
+            b' ' => return Err(DecodeError::Whitespace),
+            0..=0x1f | 0x7f => return Err(DecodeError::ControlByte),
+            0x80.. => return Err(DecodeError::NonAscii),
             _ => out.push(char::from(b)),
         }
         i += 1;
@@ -215,7 +220,7 @@ fn decode_into(raw: &str, out: &mut String) -> Result<(), String> {
 /// segment can hold). Returns the decoded value, or what is wrong with it. A value with
 /// no byte that [`decode_into`] treats specially (a canonical path segment) comes back
 /// unchanged, without a copy.
-pub fn capture_segment(raw: &str) -> Result<Cow<'_, str>, String> {
+pub fn capture_segment(raw: &str) -> Result<Cow<'_, str>, SegmentError> {
     let value = if raw
         .bytes()
         .any(|b| b.is_ascii_control() || !b.is_ascii() || matches!(b, b'%' | b'\\' | b';' | b' '))
@@ -227,13 +232,13 @@ pub fn capture_segment(raw: &str) -> Result<Cow<'_, str>, String> {
         Cow::Borrowed(raw)
     };
     if value.is_empty() {
-        Err("is empty".into())
+        Err(SegmentError::Empty)
     } else if value == "." || value == ".." {
-        Err("is a `.` or `..` segment".into())
+        Err(SegmentError::DotSegment)
     } else if value.contains(['/', '\\', '*']) {
-        Err("contains `/`, `\\` or `*`".into())
+        Err(SegmentError::Separator)
     } else if value.contains(['?', '#']) {
-        Err("contains `?` or `#`".into())
+        Err(SegmentError::QueryOrFragment)
     } else {
         Ok(value)
     }
@@ -324,7 +329,7 @@ pub enum RouteOutcome<'r> {
     /// No route matches: deny, reason `noRoute`.
     NoRoute,
     /// The request is malformed: deny with status 400.
-    Malformed(String),
+    Malformed(MalformedRequest),
 }
 
 /// The compiled route table, ordered by precedence.
@@ -355,7 +360,7 @@ impl RouteTable {
     /// Compiles routes given with their origins (shown in messages), checking each and the
     /// table for conflicts. Problems are returned as `(position in docs, message)` pairs, so
     /// the caller places them without parsing the origin back.
-    pub fn compile(docs: &[(String, &RouteDoc)]) -> Result<Self, Vec<(usize, String)>> {
+    pub fn compile(docs: &[(String, &RouteDoc)]) -> Result<Self, Vec<(usize, RouteError)>> {
         let mut routes = Vec::new();
         let mut problems = Vec::new();
         for (input, (_, doc)) in docs.iter().enumerate() {
@@ -368,12 +373,11 @@ impl RouteTable {
             let (a, b) = (&routes[a], &routes[b]);
             problems.push((
                 b.input,
-                format!(
-                    "route `{}` conflicts with route `{}` ({}): same path shape and overlapping methods",
-                    escape(&b.path),
-                    escape(&a.path),
-                    docs[a.input].0
-                ),
+                RouteError::Conflict {
+                    path: b.path.clone(),
+                    earlier: a.path.clone(),
+                    origin: docs[a.input].0.clone(),
+                },
             ));
         }
         if !problems.is_empty() {
@@ -394,10 +398,10 @@ impl RouteTable {
     ) -> RouteOutcome<'_> {
         let path = match canonicalize(raw_path) {
             Ok(p) => p,
-            Err(e) => return RouteOutcome::Malformed(e),
+            Err(e) => return RouteOutcome::Malformed(e.into()),
         };
         if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
-            return RouteOutcome::Malformed("method is empty or not a token".into());
+            return RouteOutcome::Malformed(MalformedRequest::Method);
         }
         // On the stack for the paths routes are written for (at most `INLINE_SEGMENTS`
         // segments): resolving is on every request's path.
@@ -426,12 +430,12 @@ impl RouteTable {
             if let Some(action) = &action
                 && let Err(e) = syntax::check_action(action)
             {
-                return RouteOutcome::Malformed(e);
+                return RouteOutcome::Malformed(e.into());
             }
             if let Some(scope) = &scope
                 && let Err(e) = syntax::normalize_scope(scope)
             {
-                return RouteOutcome::Malformed(e);
+                return RouteOutcome::Malformed(e.into());
             }
             return RouteOutcome::Matched {
                 route,
@@ -491,25 +495,32 @@ fn check_captures<'h, H: HeaderLookup + ?Sized>(
     spans: &[(usize, usize)],
     segments: &[&str],
     headers: &'h H,
-) -> Result<Vec<Cow<'h, str>>, String> {
+) -> Result<Vec<Cow<'h, str>>, MalformedRequest> {
     for (pattern, &(start, end)) in route.segments.iter().zip(spans) {
         let (PathSegment::Capture(name) | PathSegment::Rest(name)) = pattern else {
             continue;
         };
-        let what = || match pattern {
-            PathSegment::Rest(_) => format!("path capture `{{{name}...}}`"),
-            _ => format!("path capture `{{{name}}}`"),
-        };
         let spanned = segments.get(start..end).unwrap_or_default();
-        if spanned.is_empty() {
-            return Err(format!("{} is empty", what()));
-        }
-        if let Some(problem) = spanned.iter().find_map(|s| capture_segment(s).err()) {
-            return Err(format!("{} {problem}", what()));
+        let problem = if spanned.is_empty() {
+            Some(SegmentError::Empty)
+        } else {
+            spanned.iter().find_map(|s| capture_segment(s).err())
+        };
+        if let Some(problem) = problem {
+            return Err(MalformedRequest::PathCapture {
+                capture: Capture {
+                    name: name.to_string(),
+                    rest: matches!(pattern, PathSegment::Rest(_)),
+                },
+                problem,
+            });
         }
     }
     let mut values = Vec::new();
-    for (what, template) in [("action", &route.action), ("scope", &route.scope)] {
+    for (target, template) in [
+        (Target::Action, &route.action),
+        (Target::Scope, &route.scope),
+    ] {
         for part in template.iter().flat_map(|t| t.parts.iter()) {
             let TemplatePart::Header(name) = part else {
                 continue;
@@ -517,14 +528,25 @@ fn check_captures<'h, H: HeaderLookup + ?Sized>(
             let value = match headers.lookup(name) {
                 HeaderFound::Value(v) => v,
                 HeaderFound::Missing => {
-                    return Err(format!("header `{name}` needed for the {what} is missing"));
+                    return Err(MalformedRequest::HeaderMissing {
+                        name: name.to_string(),
+                        target,
+                    });
                 }
-                HeaderFound::Conflicting => return Err(conflicting_header_message(name)),
+                HeaderFound::Conflicting => {
+                    return Err(MalformedRequest::HeaderConflict {
+                        name: name.to_string(),
+                    });
+                }
             };
             match capture_segment(value) {
                 Ok(value) => values.push(value),
                 Err(problem) => {
-                    return Err(format!("header `{name}` captured for the {what} {problem}"));
+                    return Err(MalformedRequest::HeaderCapture {
+                        name: name.to_string(),
+                        target,
+                        problem,
+                    });
                 }
             }
         }
@@ -642,26 +664,25 @@ fn valid_name(name: &str) -> bool {
 
 /// Compiles one route, with every problem it has: its methods, its path, and (when the
 /// path is sound, since they name its captures) its action and scope templates.
-fn compile_route(input: usize, doc: &RouteDoc) -> Result<Route, Vec<String>> {
+fn compile_route(input: usize, doc: &RouteDoc) -> Result<Route, Vec<RouteError>> {
     let mut problems = Vec::new();
     let methods = compile_methods(&doc.methods)
         .map_err(|e| problems.push(e))
         .ok();
     let segments = compile_path(&doc.path).map_err(|e| problems.push(e)).ok();
-    let mut template = |text: &Option<String>, what: &str| match (text, &segments) {
-        (Some(text), Some(segments)) => compile_template(text, segments, what)
-            .and_then(|t| check_template_literals(&t, what).map(|()| t))
+    let mut template = |text: &Option<String>, target: Target| match (text, &segments) {
+        (Some(text), Some(segments)) => compile_template(text, segments, target)
+            .and_then(|t| check_template_literals(&t, target).map(|()| t))
             .map_err(|e| problems.push(e))
             .ok(),
         _ => None,
     };
-    let action = template(&doc.action, "action");
-    let scope = template(&doc.scope, "scope");
+    let action = template(&doc.action, Target::Action);
+    let scope = template(&doc.scope, Target::Scope);
     if !doc.public && (doc.action.is_none() || doc.scope.is_none()) {
-        problems.push(format!(
-            "route `{}` needs an `action` and a `scope` (or `public: true`)",
-            escape(&doc.path)
-        ));
+        problems.push(RouteError::NeedsActionAndScope {
+            path: doc.path.clone(),
+        });
     }
     match (methods, segments) {
         (Some(methods), Some(segments)) if problems.is_empty() => Ok(Route {
@@ -680,20 +701,20 @@ fn compile_route(input: usize, doc: &RouteDoc) -> Result<Route, Vec<String>> {
 }
 
 /// A route's `methods`: HTTP method tokens, or `*` alone.
-fn compile_methods(methods: &[String]) -> Result<Methods, String> {
+fn compile_methods(methods: &[String]) -> Result<Methods, RouteError> {
     if methods.iter().any(|m| m == "*") {
         if methods.len() > 1 {
-            return Err("methods: `*` must stand alone".into());
+            return Err(RouteError::StarNotAlone);
         }
         return Ok(Methods::Any);
     }
     if methods.is_empty() {
-        return Err("methods: must list at least one method or `*`".into());
+        return Err(RouteError::NoMethods);
     }
     let mut list = Vec::new();
     for m in methods {
         if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
-            return Err(format!("method `{}` is not an HTTP method", escape(m)));
+            return Err(RouteError::BadMethod { method: m.clone() });
         }
         list.push(m.to_ascii_uppercase().into_boxed_str());
     }
@@ -701,13 +722,13 @@ fn compile_methods(methods: &[String]) -> Result<Methods, String> {
 }
 
 /// A route's path template: canonical, with whole-segment captures named once each.
-fn compile_path(path: &str) -> Result<Vec<PathSegment>, String> {
-    let canonical = canonicalize(path).map_err(|e| format!("path `{}`: {e}", escape(path)))?;
+fn compile_path(path: &str) -> Result<Vec<PathSegment>, RouteError> {
+    let canonical = canonicalize(path).map_err(|problem| RouteError::BadPath {
+        path: path.into(),
+        problem,
+    })?;
     if canonical.as_str() != path.strip_suffix('/').unwrap_or(path) && path != "/" {
-        return Err(format!(
-            "path `{}` is not canonical (write it decoded, without query or fragment)",
-            escape(path)
-        ));
+        return Err(RouteError::NotCanonical { path: path.into() });
     }
     let raw_segments: Vec<&str> = canonical.segments().collect();
     let mut segments = Vec::new();
@@ -715,10 +736,10 @@ fn compile_path(path: &str) -> Result<Vec<PathSegment>, String> {
         let parsed = if let Some(inner) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
             if let Some(name) = inner.strip_suffix("...") {
                 if i + 1 != raw_segments.len() {
-                    return Err(format!(
-                        "path `{}`: `{{{name}...}}` must be the last segment",
-                        escape(path)
-                    ));
+                    return Err(RouteError::RestNotLast {
+                        path: path.into(),
+                        name: name.into(),
+                    });
                 }
                 PathSegment::Rest(name.into())
             } else {
@@ -726,36 +747,28 @@ fn compile_path(path: &str) -> Result<Vec<PathSegment>, String> {
             }
         } else {
             if seg.contains(['{', '}']) {
-                return Err(format!(
-                    "path `{}`: a capture must be a whole segment",
-                    escape(path)
-                ));
+                return Err(RouteError::PartialCapture { path: path.into() });
             }
             PathSegment::Static(seg.to_ascii_lowercase().into())
         };
         if let PathSegment::Capture(name) | PathSegment::Rest(name) = &parsed {
             if name.starts_with("header:") {
-                return Err(format!(
-                    "path `{}`: `{{header:...}}` may appear in action and scope only",
-                    escape(path)
-                ));
+                return Err(RouteError::HeaderInPath { path: path.into() });
             }
             if !valid_name(name) {
-                return Err(format!(
-                    "path `{}`: capture name `{}` must be letters, digits, `_` or `-`",
-                    escape(path),
-                    escape(name)
-                ));
+                return Err(RouteError::BadCaptureName {
+                    path: path.into(),
+                    name: name.to_string(),
+                });
             }
             let duplicate = segments
                 .iter()
                 .any(|s| matches!(s, PathSegment::Capture(n) | PathSegment::Rest(n) if n == name));
             if duplicate {
-                return Err(format!(
-                    "path `{}`: capture `{}` is used twice",
-                    escape(path),
-                    escape(name)
-                ));
+                return Err(RouteError::DuplicateCapture {
+                    path: path.into(),
+                    name: name.to_string(),
+                });
             }
         }
         segments.push(parsed);
@@ -765,7 +778,7 @@ fn compile_path(path: &str) -> Result<Vec<PathSegment>, String> {
 
 /// A template's literal text must already be valid, with each placeholder standing for
 /// one plain segment: check it by rendering with a harmless value.
-fn check_template_literals(template: &Template, what: &str) -> Result<(), String> {
+fn check_template_literals(template: &Template, target: Target) -> Result<(), RouteError> {
     let sample: String = template
         .parts
         .iter()
@@ -774,30 +787,37 @@ fn check_template_literals(template: &Template, what: &str) -> Result<(), String
             _ => "x".to_owned(),
         })
         .collect();
-    match what {
-        "action" => syntax::check_action(&sample),
-        _ => syntax::normalize_scope(&sample).map(|_| ()),
-    }
-    .map_err(|e| format!("{what} template: {e}"))
+    let checked = match target {
+        Target::Action => syntax::check_action(&sample).map_err(SyntaxError::from),
+        Target::Scope => syntax::normalize_scope(&sample)
+            .map(|_| ())
+            .map_err(SyntaxError::from),
+    };
+    checked.map_err(|problem| RouteError::BadTemplate { target, problem })
 }
 
-fn compile_template(text: &str, segments: &[PathSegment], what: &str) -> Result<Template, String> {
+fn compile_template(
+    text: &str,
+    segments: &[PathSegment],
+    target: Target,
+) -> Result<Template, RouteError> {
     let mut parts = Vec::new();
     let mut rest = text;
     while !rest.is_empty() {
         match rest.find('{') {
             Some(0) => {
-                let close = rest
-                    .find('}')
-                    .ok_or_else(|| format!("{what} `{}` has an unclosed `{{`", escape(text)))?;
+                let close = rest.find('}').ok_or_else(|| RouteError::Unclosed {
+                    target,
+                    text: text.into(),
+                })?;
                 let name = &rest[1..close];
                 if let Some(header) = name.strip_prefix("header:") {
                     if !valid_name(header) {
-                        return Err(format!(
-                            "{what} `{}`: bad header name `{}`",
-                            escape(text),
-                            escape(header)
-                        ));
+                        return Err(RouteError::BadHeaderName {
+                            target,
+                            text: text.into(),
+                            header: header.into(),
+                        });
                     }
                     parts.push(TemplatePart::Header(header.to_ascii_lowercase().into()));
                 } else {
@@ -805,12 +825,10 @@ fn compile_template(text: &str, segments: &[PathSegment], what: &str) -> Result<
                     let index = segments
                         .iter()
                         .position(|s| matches!(s, PathSegment::Capture(n) | PathSegment::Rest(n) if **n == *name))
-                        .ok_or_else(|| {
-                            format!(
-                                "{what} `{}` uses `{{{}}}`, which the path does not capture",
-                                escape(text),
-                                escape(name)
-                            )
+                        .ok_or_else(|| RouteError::UnknownCapture {
+                            target,
+                            text: text.into(),
+                            name: name.into(),
                         })?;
                     parts.push(TemplatePart::Capture(index));
                 }
@@ -822,7 +840,10 @@ fn compile_template(text: &str, segments: &[PathSegment], what: &str) -> Result<
             }
             None => {
                 if rest.contains('}') {
-                    return Err(format!("{what} `{}` has a stray `}}`", escape(text)));
+                    return Err(RouteError::StrayBrace {
+                        target,
+                        text: text.into(),
+                    });
                 }
                 parts.push(TemplatePart::Literal(rest.into()));
                 rest = "";
@@ -833,7 +854,10 @@ fn compile_template(text: &str, segments: &[PathSegment], what: &str) -> Result<
         .iter()
         .any(|p| matches!(p, TemplatePart::Literal(t) if t.contains('}')))
     {
-        return Err(format!("{what} `{}` has a stray `}}`", escape(text)));
+        return Err(RouteError::StrayBrace {
+            target,
+            text: text.into(),
+        });
     }
     Ok(Template {
         parts: parts.into(),
@@ -898,11 +922,16 @@ mod tests {
         RouteTable::compile(&named).unwrap()
     }
 
-    fn resolve(table: &RouteTable, path: &str, headers: &[(&str, &str)]) -> Result<(), String> {
+    /// `Err(None)` is no route; `Err(Some(problem))` a malformed request.
+    fn resolve(
+        table: &RouteTable,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(), Option<MalformedRequest>> {
         match table.resolve("GET", path, headers) {
             RouteOutcome::Matched { .. } => Ok(()),
-            RouteOutcome::NoRoute => Err("noRoute".into()),
-            RouteOutcome::Malformed(e) => Err(e),
+            RouteOutcome::NoRoute => Err(None),
+            RouteOutcome::Malformed(e) => Err(Some(e)),
         }
     }
 
@@ -923,7 +952,10 @@ mod tests {
             for bad in ["*/b", "a/*", "a/b/*/d", "a/b/x*y", "a*/b"] {
                 let path = format!("{prefix}/{bad}");
                 let e = resolve(&table, &path, &[]).unwrap_err();
-                assert!(e.contains("path capture"), "{path}: {e}");
+                assert!(
+                    matches!(e, Some(MalformedRequest::PathCapture { .. })),
+                    "{path}: {e:?}"
+                );
             }
         }
     }
@@ -971,7 +1003,14 @@ mod tests {
         }
         for bad in ["secret;v=1", "secret%00", "sec ret", "secret?x"] {
             let e = resolve(&table, "/h", &[("x-app", bad)]).unwrap_err();
-            assert!(e.contains("header `x-app` captured"), "{bad}: {e}");
+            assert!(
+                matches!(
+                    &e,
+                    Some(MalformedRequest::HeaderCapture { name, target: Target::Scope, .. })
+                        if name == "x-app"
+                ),
+                "{bad}: {e:?}"
+            );
         }
     }
 
@@ -1067,7 +1106,12 @@ mod tests {
 
         let table = table(&[("/h", Some("x/read"), Some("/apps/{header:x-app}"), false)]);
         let e = resolve(&table, "/h", &[("x-app", "a"), ("X-App", "b")]).unwrap_err();
-        assert!(e.contains("more than once"), "{e}");
+        assert_eq!(
+            e,
+            Some(MalformedRequest::HeaderConflict {
+                name: "x-app".into()
+            })
+        );
         assert_eq!(
             resolve(&table, "/h", &[("x-app", "a"), ("X-App", "a")]),
             Ok(())
@@ -1091,6 +1135,11 @@ mod tests {
 
         let table = table(&[("/h", Some("x/read"), Some("/apps/{header:x-app}"), false)]);
         let e = resolve(&table, "/h", &[("x-app", "a2,a1")]).unwrap_err();
-        assert!(e.contains("more than once"), "{e}");
+        assert_eq!(
+            e,
+            Some(MalformedRequest::HeaderConflict {
+                name: "x-app".into()
+            })
+        );
     }
 }

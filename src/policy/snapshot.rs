@@ -667,21 +667,24 @@ pub struct CheckRequest<'a> {
     pub at: Instant,
 }
 
-/// A request the engine cannot evaluate: the caller's mistake, never a decision.
+/// A request the engine cannot evaluate: the caller's mistake, never a decision. Each
+/// variant carries the typed problem of the field it names; the message (which quotes
+/// request text only escaped) is rendered here, once, for every adapter.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
     #[error("invalid principal: {0}")]
-    Principal(String),
+    Principal(syntax::PrincipalError),
     #[error("invalid group: {0}")]
-    Group(String),
+    Group(syntax::PrincipalError),
     #[error("invalid action: {0}")]
-    Action(String),
+    Action(syntax::ActionError),
     #[error("invalid scope: {0}")]
-    Scope(String),
-    #[error("unknown role: {0}")]
-    Role(String),
+    Scope(syntax::ScopeError),
+    /// A role name or id the policy does not define (as given).
+    #[error("unknown role: role `{}` is not defined", syntax::escape(.role))]
+    Role { role: String },
     #[error("invalid at: {0}")]
-    At(String),
+    At(syntax::TimestampError),
 }
 
 /// Why a decision came out as it did.

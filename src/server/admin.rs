@@ -793,9 +793,9 @@ impl pb::admin_server::Admin for Admin {
                     }
                     // Not assignable at the scope: the validation below names the rule.
                     Ok(_) => Ok(()),
-                    Err(RequestError::Role(m)) => Err(Status::failed_precondition(format!(
-                        "unknown role: {m}, so nothing was written"
-                    ))),
+                    Err(e @ RequestError::Role { .. }) => Err(Status::failed_precondition(
+                        format!("{e}, so nothing was written"),
+                    )),
                     Err(e) => Err(Status::invalid_argument(e.to_string())),
                 }?;
                 Ok(Some(Object::Assignment(planned.clone())))

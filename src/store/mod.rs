@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
-use crate::live::{LoadOutcome, LoadedPolicy, PolicySink, retire_later};
+use crate::live::{LoadOutcome, LoadedPolicy, PolicySink};
 use crate::policy::document::{AssignmentDoc, Document};
 use crate::policy::overlay::{FullPolicy, OverlayBase};
 use crate::policy::{PolicyError, Problem, Snapshot, SourceDocument, compile_documents, source};
@@ -484,7 +484,7 @@ impl Store {
         let previous = self.install(&**app, &mut inputs, served);
         drop(inputs);
         tracing::debug!(started_at, "store overlay compacted");
-        retire_later(previous);
+        drop(previous);
     }
 
     /// Installs a policy compiled in full, and makes it the incremental path's base.
@@ -536,7 +536,7 @@ impl Store {
         let revision = snapshot.revision.clone();
         let previous = self.install_full(app, &mut inputs, snapshot);
         drop(inputs);
-        retire_later(previous);
+        drop(previous);
         Ok(LoadOutcome::Installed(revision))
     }
 
@@ -554,7 +554,7 @@ impl Store {
         if let Some((outcome, previous)) = self.incrementally(app, &mut inputs, &pending) {
             drop(inputs);
             self.judged.send_replace(judged);
-            retire_later(previous);
+            drop(previous);
             return outcome;
         }
         let (Some(files), Some(objects)) = (&inputs.files, &inputs.objects) else {
@@ -577,7 +577,7 @@ impl Store {
             }
         };
         self.judged.send_replace(judged);
-        retire_later(previous);
+        drop(previous);
         outcome
     }
 

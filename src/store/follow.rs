@@ -127,7 +127,7 @@ fn decode_page(
     page: Vec<super::etcd::KeyValue>,
     skip: usize,
     max: usize,
-) -> Vec<(String, Result<objects::Object, String>)> {
+) -> Vec<(String, Result<objects::Object, objects::ObjectError>)> {
     page.into_iter()
         .filter_map(|kv| {
             let rel = &kv.key[skip.min(kv.key.len())..];

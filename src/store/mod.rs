@@ -280,11 +280,11 @@ impl Store {
         }
         match objects::document(objects) {
             Ok(doc) => docs.push((name.clone(), doc)),
-            Err(bad) => problems.extend(bad.into_iter().map(|(key, message)| {
+            Err(bad) => problems.extend(bad.into_iter().map(|(key, problem)| {
                 Problem::new(
                     &name,
                     format!("`{}`", crate::policy::syntax::escape(&key)),
-                    message,
+                    problem.to_string(),
                 )
             })),
         }

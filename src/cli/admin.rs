@@ -146,9 +146,9 @@ pub enum EtcdArgsError {
         "--etcd-username needs a password: --etcd-password-file FILE or the environment variable {ETCD_PASSWORD_ENV}"
     )]
     NoPassword,
-    /// The password file cannot be read (the store's message).
-    #[error("{0}")]
-    Password(String),
+    /// The password file cannot be read.
+    #[error(transparent)]
+    Password(#[from] store_mod::PasswordError),
 }
 
 /// The environment variable that may hold the password of `--etcd-username`.
@@ -521,7 +521,7 @@ impl StoreArgs {
             .ok_or_else(|| error("no etcd endpoint given"))?;
         Etcd::connect(&options.endpoints, options.tls.as_ref())
             .map(|etcd| etcd.with_auth(options.auth.clone()))
-            .map_err(error)
+            .map_err(|e| error(e.to_string()))
     }
 }
 
@@ -685,7 +685,7 @@ mod tests {
 
     fn options(flags: &[&str]) -> Result<(), EtcdArgsError> {
         let flags = Flags::try_parse_from(std::iter::once("t").chain(flags.iter().copied()))
-            .map_err(|e| EtcdArgsError::Password(e.to_string()))?;
+            .unwrap_or_else(|e| panic!("{e}"));
         flags.etcd.options().map(|_| ())
     }
 
@@ -715,6 +715,17 @@ mod tests {
             "/nonexistent/iot-authz-test/password",
         ])
         .unwrap_err();
-        assert!(matches!(e, EtcdArgsError::Password(_)), "{e:?}");
+        assert!(
+            matches!(&e, EtcdArgsError::Password(p)
+                if p.path == std::path::Path::new("/nonexistent/iot-authz-test/password")
+                    && p.source.kind() == std::io::ErrorKind::NotFound),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().starts_with(
+                "reading the etcd password file `/nonexistent/iot-authz-test/password`: "
+            ),
+            "{e}"
+        );
     }
 }

@@ -35,8 +35,8 @@ pub trait StoreHost: PolicySink {
 /// The service a store feeds, as the store sees it.
 type App = dyn StoreHost;
 
-pub use etcd::{Etcd, EtcdAuth, EtcdTls, Password};
-pub use objects::{Kind, Object, Objects};
+pub use etcd::{ConnectError, Etcd, EtcdAuth, EtcdTls, Password, PasswordError};
+pub use objects::{Kind, Object, ObjectError, Objects};
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "/iot-authz/";
@@ -149,7 +149,7 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(options: StoreOptions) -> Result<Self, String> {
+    pub fn new(options: StoreOptions) -> Result<Self, etcd::ConnectError> {
         let etcd = Etcd::connect(&options.endpoints, options.tls.as_ref())?
             .with_auth(options.auth.clone());
         Ok(Self {
@@ -609,17 +609,24 @@ pub fn token(revision: i64) -> String {
     }
 }
 
+/// A consistency token this service did not issue (as given).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "consistency token `{}` is not one this service issued",
+    crate::policy::syntax::escape(.token)
+)]
+pub struct InvalidToken {
+    pub token: String,
+}
+
 /// The revision a token names; `Err` for anything that is not a token of ours.
-pub fn parse_token(token: &str) -> Result<i64, String> {
+pub fn parse_token(token: &str) -> Result<i64, InvalidToken> {
     token
         .strip_prefix('r')
         .and_then(|n| n.parse::<i64>().ok())
         .filter(|n| *n > 0)
-        .ok_or_else(|| {
-            format!(
-                "consistency token `{}` is not one this service issued",
-                crate::policy::syntax::escape(token)
-            )
+        .ok_or_else(|| InvalidToken {
+            token: token.into(),
         })
 }
 
@@ -645,7 +652,7 @@ pub async fn wait_for(app: &App, token: &str, limit: Option<Duration>) -> Result
     if token.is_empty() {
         return Ok(());
     }
-    let wanted = parse_token(token).map_err(TokenError::Invalid)?;
+    let wanted = parse_token(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
     let Some(store) = app.store() else {
         return Err(TokenError::Behind(
             "this server has no store, so it cannot answer at a consistency token".into(),
@@ -726,7 +733,7 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_refuse_anything_else() {
         assert_eq!(parse_token(&token(42)), Ok(42));
-        assert!(parse_token("42").is_err());
+        assert_eq!(parse_token("42"), Err(InvalidToken { token: "42".into() }));
         assert!(parse_token("r-1").is_err());
         assert!(parse_token("r0").is_err());
         assert_eq!(token(0), "");

@@ -317,10 +317,7 @@ mod tests {
             "{err}"
         );
         let err = decode(b"groups/g", b"{not json", 1024).unwrap_err();
-        assert!(
-            matches!(err, ObjectError::InvalidJson { .. }),
-            "{err:?}"
-        );
+        assert!(matches!(err, ObjectError::InvalidJson { .. }), "{err:?}");
     }
 
     #[test]

@@ -495,19 +495,28 @@ fn assignment_json(a: &pb::RoleAssignment) -> serde_json::Value {
     v
 }
 
+/// Why a role file is not one role definition: the parser's reason.
+#[derive(Debug, thiserror::Error)]
+enum RoleFileError {
+    #[error("{0}")]
+    Json(serde_json::Error),
+    #[error("{0}")]
+    Yaml(serde_saphyr::Error),
+}
+
 /// One role definition from a JSON or YAML file (by its extension; YAML otherwise).
 fn read_role(file: &PathBuf) -> Result<RoleDoc> {
     let bytes =
         std::fs::read(file).map_err(|e| error(format!("reading {}: {e}", file.display())))?;
     let text =
         String::from_utf8(bytes).map_err(|_| error(format!("{} is not UTF-8", file.display())))?;
-    let parsed: std::result::Result<RoleDoc, String> = if file
+    let parsed: std::result::Result<RoleDoc, RoleFileError> = if file
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"))
     {
-        serde_json::from_str(&text).map_err(|e| e.to_string())
+        serde_json::from_str(&text).map_err(RoleFileError::Json)
     } else {
-        serde_saphyr::from_str(&text).map_err(|e| e.to_string())
+        serde_saphyr::from_str(&text).map_err(RoleFileError::Yaml)
     };
     parsed.map_err(|e| error(format!("{}: not one role definition: {e}", file.display())))
 }

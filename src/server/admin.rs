@@ -777,7 +777,7 @@ impl pb::admin_server::Admin for Admin {
                     }
                 }
                 syntax::principal_type(&planned.principal)
-                    .map_err(|e| Status::invalid_argument(format!("invalid principal: {e}")))?;
+                    .map_err(|e| Status::invalid_argument(RequestError::Principal(e).to_string()))?;
                 match policy
                     .snapshot
                     .check_assign(actor, &planned.role, &planned.scope, syntax::now())
@@ -856,7 +856,7 @@ impl pb::admin_server::Admin for Admin {
             body.scope.as_str()
         };
         let scope_key = syntax::normalize_scope(scope)
-            .map_err(|e| Status::invalid_argument(format!("invalid scope: {e}")))?
+            .map_err(|e| Status::invalid_argument(RequestError::Scope(e).to_string()))?
             .to_ascii_lowercase();
         require(&policy, &actor, ASSIGNMENT_READ, &[scope.to_owned()])?;
         let role = (!body.role.is_empty())

@@ -1080,8 +1080,10 @@ mod tests {
             .collect();
         let (found, work) = find_conflicts(&many);
         assert!(found.is_empty(), "{found:?}");
+        // Each route's one method is looked up and remembered once: the work is counted,
+        // and stays linear.
         assert!(
-            work <= 2 * many.len(),
+            many.len() <= work && work <= 2 * many.len(),
             "{work} method lookups for {} routes",
             many.len()
         );
@@ -1141,5 +1143,249 @@ mod tests {
                 name: "x-app".into()
             })
         );
+    }
+
+    fn doc(methods: &[&str], path: &str, action: Option<&str>, scope: Option<&str>) -> RouteDoc {
+        RouteDoc {
+            methods: methods.iter().map(|m| (*m).into()).collect(),
+            path: path.into(),
+            action: action.map(Into::into),
+            scope: scope.map(Into::into),
+            ..RouteDoc::default()
+        }
+    }
+
+    /// Compiles route documents; on failure, the positions of the documents with problems.
+    fn compile_docs(docs: &[RouteDoc]) -> Result<RouteTable, Vec<usize>> {
+        let named: Vec<(String, &RouteDoc)> = docs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (format!("routes[{i}]"), d))
+            .collect();
+        RouteTable::compile(&named).map_err(|problems| problems.iter().map(|p| p.0).collect())
+    }
+
+    /// The action, scope and shadow flag a request resolves to, or why it does not.
+    fn outcome(table: &RouteTable, method: &str, path: &str) -> Result<Matched, String> {
+        match table.resolve(method, path, &[("x-app", "a1")][..]) {
+            RouteOutcome::Matched {
+                route,
+                action,
+                scope,
+            } => Ok((action, scope, route.shadow)),
+            RouteOutcome::NoRoute => Err("noRoute".into()),
+            RouteOutcome::Malformed(e) => Err(format!("malformed: {e}")),
+        }
+    }
+
+    type Matched = (Option<String>, Option<String>, bool);
+
+    fn matched(action: &str, scope: &str) -> Result<Matched, String> {
+        Ok((Some(action.into()), Some(scope.into()), false))
+    }
+
+    #[test]
+    fn a_header_has_a_value_only_when_it_is_given_once() {
+        assert_eq!(HeaderFound::Value("a").value(), Some("a"));
+        assert_eq!(HeaderFound::Missing.value(), None);
+        assert_eq!(HeaderFound::Conflicting.value(), None);
+        let pairs = vec![("X-App", "a1"), ("x-app", "a1"), ("x-other", "z")];
+        assert_eq!(pairs.header("x-app"), Some("a1"));
+        assert_eq!(pairs.header("x-other"), Some("z"));
+        assert_eq!(pairs.header("x-none"), None);
+    }
+
+    #[test]
+    fn a_path_of_the_longest_length_is_accepted_and_one_byte_more_is_not() {
+        let longest = format!("/{}", "a".repeat(MAX_PATH_BYTES - 1));
+        assert_eq!(canonicalize(&longest).unwrap().as_str(), longest);
+        // The query does not count.
+        let with_query = format!("{longest}?{}", "q".repeat(100));
+        assert_eq!(canonicalize(&with_query).unwrap().as_str(), longest);
+        assert!(canonicalize(&format!("{longest}a")).is_err());
+        let segments: Vec<String> = canonicalize("/a/B/c/")
+            .unwrap()
+            .segments()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(segments, ["a", "B", "c"]);
+        assert_eq!(canonicalize("/").unwrap().segments().count(), 0);
+        // Only unreserved escapes other than `.` are decoded.
+        assert_eq!(
+            canonicalize("/%41%7a%30-%5F%7e").unwrap().as_str(),
+            "/Az0-_~"
+        );
+        assert!(canonicalize("/a b").is_err());
+    }
+
+    /// Static segments before captures before rest captures, whatever the order in the file;
+    /// static segments in any case.
+    #[test]
+    fn precedence_is_static_then_capture_then_rest() {
+        let table = compile_docs(&[
+            doc(&["GET"], "/a/{rest...}", Some("x/rest"), Some("/r/{rest}")),
+            doc(&["GET"], "/a/{x}", Some("x/capture"), Some("/c/{x}")),
+            doc(&["GET"], "/a/b", Some("x/static"), Some("/s")),
+        ])
+        .unwrap();
+        assert_eq!(outcome(&table, "GET", "/a/b"), matched("x/static", "/s"));
+        assert_eq!(outcome(&table, "GET", "/A/B/"), matched("x/static", "/s"));
+        assert_eq!(outcome(&table, "GET", "/a/c"), matched("x/capture", "/c/c"));
+        assert_eq!(
+            outcome(&table, "GET", "/a/c/d/e"),
+            matched("x/rest", "/r/c/d/e")
+        );
+        // A rest capture spans at least one segment.
+        assert_eq!(outcome(&table, "GET", "/a"), Err("noRoute".into()));
+        assert_eq!(outcome(&table, "GET", "/b/c"), Err("noRoute".into()));
+    }
+
+    #[test]
+    fn methods_select_routes_and_must_be_tokens() {
+        let table = compile_docs(&[
+            doc(&["GET"], "/g", Some("x/get"), Some("/")),
+            doc(&["*"], "/any", Some("x/any"), Some("/")),
+            doc(&["get", "Post"], "/two", Some("x/two"), Some("/")),
+        ])
+        .unwrap();
+        assert_eq!(outcome(&table, "GET", "/g"), matched("x/get", "/"));
+        assert_eq!(outcome(&table, "get", "/g"), matched("x/get", "/"));
+        assert_eq!(outcome(&table, "POST", "/g"), Err("noRoute".into()));
+        assert_eq!(outcome(&table, "DELETE", "/any"), matched("x/any", "/"));
+        assert_eq!(outcome(&table, "POST", "/two"), matched("x/two", "/"));
+        assert_eq!(outcome(&table, "PUT", "/two"), Err("noRoute".into()));
+        for method in ["", "GE T", "GET1", "G-T"] {
+            let e = outcome(&table, method, "/any").unwrap_err();
+            assert!(e.starts_with("malformed"), "{method:?}: {e}");
+        }
+        for methods in [&["*", "GET"][..], &[], &["GE-T"], &[""], &["GET", "P T"]] {
+            let docs = [doc(methods, "/m", Some("x/read"), Some("/"))];
+            assert_eq!(compile_docs(&docs).unwrap_err(), [0], "{methods:?}");
+        }
+    }
+
+    #[test]
+    fn a_route_table_tells_its_size_and_its_literal_actions() {
+        assert!(RouteTable::default().is_empty());
+        assert_eq!(RouteTable::default().len(), 0);
+        let mut data = doc(&["PUT"], "/d", Some("d/write"), Some("/"));
+        data.data_action = true;
+        let public = RouteDoc {
+            public: true,
+            ..doc(&["GET"], "/p", None, None)
+        };
+        let table = compile_docs(&[
+            doc(&["GET"], "/a", Some("x/read"), Some("/")),
+            doc(&["GET"], "/b/{id}", Some("x/{id}/read"), Some("/")),
+            data,
+            public,
+        ])
+        .unwrap();
+        assert_eq!(table.len(), 4);
+        assert!(!table.is_empty());
+        let literal: std::collections::BTreeSet<(&str, bool)> = table.literal_actions().collect();
+        assert_eq!(
+            literal,
+            [("d/write", true), ("x/read", false)].into_iter().collect()
+        );
+        assert_eq!(outcome(&table, "GET", "/p"), Ok((None, None, false)));
+    }
+
+    /// A rest capture renders the segments it spans joined by `/`; a problem with a capture
+    /// names the capture as the path writes it.
+    #[test]
+    fn captures_render_and_are_named_in_problems() {
+        let table = compile_docs(&[
+            doc(
+                &["GET"],
+                "/files/{path...}",
+                Some("x/read"),
+                Some("/f/{path}"),
+            ),
+            doc(&["GET"], "/one/{id}", Some("x/{id}/read"), Some("/o/{id}")),
+        ])
+        .unwrap();
+        assert_eq!(
+            outcome(&table, "GET", "/files/a/b/c"),
+            matched("x/read", "/f/a/b/c")
+        );
+        assert_eq!(
+            outcome(&table, "GET", "/files/a"),
+            matched("x/read", "/f/a")
+        );
+        assert_eq!(
+            outcome(&table, "GET", "/one/7"),
+            matched("x/7/read", "/o/7")
+        );
+        let e = outcome(&table, "GET", "/files/a/b*").unwrap_err();
+        assert!(e.contains("path capture `{path...}`"), "{e}");
+        let e = outcome(&table, "GET", "/one/b*").unwrap_err();
+        assert!(e.contains("path capture `{id}`"), "{e}");
+    }
+
+    #[test]
+    fn route_documents_are_checked() {
+        let ok = |d: RouteDoc| compile_docs(&[d]).is_ok();
+        // An enforced route needs both an action and a scope; a public one neither.
+        assert!(!ok(doc(&["GET"], "/a", Some("x/read"), None)));
+        assert!(!ok(doc(&["GET"], "/a", None, Some("/"))));
+        assert!(ok(RouteDoc {
+            public: true,
+            ..doc(&["GET"], "/a", None, None)
+        }));
+        // Templates name captures of the path and are valid once filled in.
+        assert!(!ok(doc(
+            &["GET"],
+            "/a/{id}",
+            Some("x/{nope}/read"),
+            Some("/")
+        )));
+        assert!(!ok(doc(
+            &["GET"],
+            "/a/{id}",
+            Some("x/read"),
+            Some("apps/{id}")
+        )));
+        assert!(!ok(doc(&["GET"], "/a/{id}", Some("x y/{id}"), Some("/"))));
+        assert!(!ok(doc(&["GET"], "/a/{id}", Some("x/{id"), Some("/"))));
+        assert!(!ok(doc(&["GET"], "/a/{id}", Some("x/id}"), Some("/"))));
+        assert!(!ok(doc(&["GET"], "/a", Some("x/{header:x.y}"), Some("/"))));
+        assert!(ok(doc(
+            &["GET"],
+            "/a/{app_id}/{dev-id}",
+            Some("x/{app_id}/{header:x-app}"),
+            Some("/{dev-id}")
+        )));
+        // Capture names, their place and their number.
+        assert!(!ok(doc(&["GET"], "/a/{b.c}", Some("x/read"), Some("/"))));
+        assert!(!ok(doc(&["GET"], "/a/{}", Some("x/read"), Some("/"))));
+        assert!(!ok(doc(
+            &["GET"],
+            "/a/{rest...}/b",
+            Some("x/read"),
+            Some("/")
+        )));
+        assert!(!ok(doc(&["GET"], "/a/{x}/{x}", Some("x/read"), Some("/"))));
+        assert!(!ok(doc(&["GET"], "/a/x{y}", Some("x/read"), Some("/"))));
+        // The path is written canonical; a trailing slash is allowed.
+        assert!(!ok(doc(&["GET"], "/a/%62", Some("x/read"), Some("/"))));
+        assert!(!ok(doc(&["GET"], "/a/b?x=1", Some("x/read"), Some("/"))));
+        assert!(!ok(doc(&["GET"], "/a/./b", Some("x/read"), Some("/"))));
+        assert!(ok(doc(&["GET"], "/a/b/", Some("x/read"), Some("/"))));
+        let root = compile_docs(&[doc(&["GET"], "/", Some("x/root"), Some("/"))]).unwrap();
+        assert_eq!(outcome(&root, "GET", "/"), matched("x/root", "/"));
+        assert_eq!(outcome(&root, "GET", "/a"), Err("noRoute".into()));
+        // Shadow mode is kept on the route.
+        let shadow = RouteDoc {
+            mode: super::super::document::RouteMode::Shadow,
+            ..doc(&["GET"], "/s", Some("x/read"), Some("/"))
+        };
+        let table =
+            compile_docs(&[shadow, doc(&["GET"], "/e", Some("x/read"), Some("/"))]).unwrap();
+        assert_eq!(
+            outcome(&table, "GET", "/s"),
+            Ok((Some("x/read".into()), Some("/".into()), true))
+        );
+        assert_eq!(outcome(&table, "GET", "/e"), matched("x/read", "/"));
     }
 }

@@ -456,8 +456,9 @@ pub fn escape_json_output(json: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
-/// Renders user-supplied text safely inside a message: control characters and non-ASCII
-/// are escaped, and long values are cut, so that error messages never carry raw input.
+/// Renders user-supplied text safely inside a message: control characters, non-ASCII and
+/// backticks (the quotes messages put around values) are escaped, and long values are cut,
+/// so that error messages never carry raw input.
 pub fn escape(text: &str) -> String {
     const LIMIT: usize = 200;
     let mut out = String::with_capacity(text.len().min(LIMIT + 8));
@@ -468,6 +469,9 @@ pub fn escape(text: &str) -> String {
         }
         if c.is_ascii() && !c.is_ascii_control() && c != '`' {
             out.push(c);
+        } else if c == '`' {
+            // `escape_default` keeps a backtick, which would end the quote around the value.
+            out.push_str("\\u{60}");
         } else {
             out.extend(c.escape_default());
         }
@@ -685,5 +689,175 @@ mod tests {
             PrincipalSelector::parse("gateway:g-1").unwrap(),
             PrincipalSelector::Id("gateway:g-1".into())
         );
+    }
+
+    #[test]
+    fn group_ids_are_group_principals() {
+        assert!(group_id("group:g1").is_ok());
+        assert!(group_id("user:g1").is_err());
+        assert!(group_id("g1").is_err());
+        assert!(group_id("group:").is_err());
+    }
+
+    #[test]
+    fn a_scope_displays_as_written_without_its_trailing_slash() {
+        assert_eq!(Scope::parse("/A/b/").unwrap().to_string(), "/A/b");
+        assert_eq!(Scope::root().to_string(), "/");
+        assert_eq!(Scope::root().key(), "/");
+        // `//` is an empty segment, never the root.
+        assert_eq!(trim_scope("//"), "//");
+        assert_eq!(trim_scope("/"), "/");
+        assert_eq!(trim_scope("/a/"), "/a");
+        assert_eq!(trim_scope("/a"), "/a");
+    }
+
+    /// What the slow path refuses, `normalize_scope` refuses: whitespace of any kind, a
+    /// backslash, an empty or dot segment.
+    #[test]
+    fn scopes_refuse_whitespace_backslashes_and_empty_or_dot_segments() {
+        for bad in [
+            "/a b",
+            "/a\u{a0}b",
+            "/a\u{2003}b",
+            "/a\\b",
+            "/a\\b\\c",
+            "/a b\tc",
+            "/a//b",
+            "/a/./b",
+            "/a/../b",
+            "/..",
+            "/.",
+            "//",
+            "a",
+            "",
+        ] {
+            assert!(normalize_scope(bad).is_err(), "{bad:?}");
+            assert!(normalize_scope_slow(bad).is_err(), "{bad:?}");
+        }
+        for good in ["/", "/a", "/a/b/", "/...", "/.a", "/a./b", "/caf\u{e9}"] {
+            assert_eq!(normalize_scope(good), Ok(trim_scope(good)), "{good:?}");
+        }
+    }
+
+    /// The byte pass answers exactly what the full check answers for ASCII scopes without a
+    /// trailing slash (a non-ASCII scope is left to the full check).
+    #[test]
+    fn the_scope_byte_pass_accepts_exactly_the_valid_ascii_scopes() {
+        let samples = [
+            "/",
+            "/a",
+            "/a/b",
+            "/A/b-c_d.e~f",
+            "/a b",
+            "/a\tb",
+            "/a\\b",
+            "/a\\b\\c",
+            "/a\u{7f}",
+            "/a//b",
+            "/a/./b",
+            "/a/../b",
+            "/.",
+            "/..",
+            "/...",
+            "/.a",
+            "/a.",
+            "a/b",
+            "",
+        ];
+        for text in samples {
+            let valid = text != "/" && normalize_scope_slow(text).is_ok();
+            assert_eq!(scope_bytes_ok(text.as_bytes()), valid, "{text:?}");
+        }
+        assert!(!scope_bytes_ok("/caf\u{e9}".as_bytes()));
+    }
+
+    #[test]
+    fn action_patterns_refuse_blanks_and_other_characters() {
+        for bad in ["", "a b", "a\tb", "a\u{a0}b", "a\u{7f}", "caf\u{e9}/read"] {
+            assert!(check_pattern(bad).is_err(), "{bad:?}");
+            assert!(check_pattern_slow(bad).is_err(), "{bad:?}");
+            assert!(check_action(bad).is_err(), "{bad:?}");
+            assert!(ActionPattern::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_pattern("a*").is_ok());
+        assert!(check_action("a*").is_err());
+        assert!(check_action("*").is_err());
+        assert!(check_action("a/b").is_ok());
+        let e = check_pattern("a b").unwrap_err().to_string();
+        assert!(e.contains("whitespace"), "{e}");
+        let e = check_pattern("a\u{7f}").unwrap_err().to_string();
+        assert!(e.contains("control"), "{e}");
+    }
+
+    #[test]
+    fn a_pattern_keeps_its_spelling_and_matches_literally_without_a_star() {
+        let p = ActionPattern::parse("Microsoft.Edge/Targets/Read").unwrap();
+        assert_eq!(p.as_str(), "Microsoft.Edge/Targets/Read");
+        assert!(p.is_literal());
+        assert_eq!(p.literal(), Some("microsoft.edge/targets/read"));
+        assert!(p.matches("MICROSOFT.EDGE/TARGETS/READ"));
+        assert!(p.matches_lower("microsoft.edge/targets/read"));
+        assert!(!p.matches("microsoft.edge/targets/write"));
+        assert!(!p.matches("microsoft.edge/targets/rea"));
+        let p = ActionPattern::parse("Microsoft.Edge/*").unwrap();
+        assert_eq!(p.as_str(), "Microsoft.Edge/*");
+        assert!(!p.is_literal());
+        assert_eq!(p.literal(), None);
+        for any in ["*", "**"] {
+            let p = ActionPattern::parse(any).unwrap();
+            assert!(!p.is_literal() && p.literal().is_none());
+            assert!(p.matches("") && p.matches("a/b/c"));
+        }
+    }
+
+    /// Each literal part of a pattern is matched in order, without overlapping another.
+    #[test]
+    fn glob_parts_match_in_order_without_overlap() {
+        let cases = [
+            ("a*b", "ab", true),
+            ("a*b", "axyb", true),
+            ("a*b", "ba", false),
+            ("a*a", "a", false),
+            ("a*a", "aa", true),
+            ("a*b*a", "a", false),
+            ("a*b*b", "ab", false),
+            ("a*b*b", "abb", true),
+            ("a*b*c", "axc", false),
+            ("a*b*c", "abc", true),
+            ("*b*b*", "xb", false),
+            ("*b*b*", "xbb", true),
+            ("*ab*ab*", "xabab", true),
+            ("*ab*ab*", "xaba", false),
+            ("x/*", "y/x/z", false),
+            ("*/read", "x/write", false),
+        ];
+        for (pattern, action, expected) in cases {
+            let p = ActionPattern::parse(pattern).unwrap();
+            assert_eq!(p.matches(action), expected, "{pattern} on {action}");
+        }
+    }
+
+    #[test]
+    fn now_is_the_current_time() {
+        let before = parse_time("2026-01-01T00:00:00Z").unwrap();
+        let after = parse_time("9999-01-01T00:00:00Z").unwrap();
+        let t = now();
+        assert!(before < t && t < after, "{t}");
+    }
+
+    /// `escape` keeps printable ASCII other than a backtick as it is, escapes the rest and
+    /// cuts long text.
+    #[test]
+    fn escape_keeps_printable_ascii_and_escapes_the_rest() {
+        let plain = "C:\\dir \"x\" 'y' {z} ~!";
+        assert_eq!(escape(plain), plain);
+        assert_eq!(escape("a\u{1b}[31mb"), "a\\u{1b}[31mb");
+        assert_eq!(escape("a\nb"), "a\\nb");
+        assert_eq!(escape("a`b"), "a\\u{60}b");
+        assert_eq!(escape("caf\u{e9}"), "caf\\u{e9}");
+        assert_eq!(escape(""), "");
+        let long = "a".repeat(300);
+        assert_eq!(escape(&long), format!("{}...", "a".repeat(200)));
+        assert_eq!(escape(&"a".repeat(200)), "a".repeat(200));
     }
 }

@@ -167,8 +167,10 @@ impl PolicyState {
     /// [`Self::install`] for a policy read from the store at `store_revision`.
     pub fn install_at(&self, snapshot: Snapshot, store_revision: i64) -> Option<Arc<LoadedPolicy>> {
         let revision = snapshot.revision.clone();
-        // The empty core is made here, off the request path, before any policy drops.
+        // The empty core and the reaper's thread are made here, off the request path,
+        // before any policy drops.
         let _ = empty_core();
+        reaper::start();
         let previous = self.current.swap(Some(Arc::new(LoadedPolicy {
             snapshot,
             loaded_at: SystemTime::now(),

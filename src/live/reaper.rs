@@ -5,6 +5,11 @@
 //! The channel is FIFO and the thread drops each value as it arrives, so [`flush`]
 //! returns once everything sent before it is freed. Started on first use; if the thread
 //! cannot be started, values are dropped where they are (as without a reaper).
+//!
+//! The queue is bounded ([`QUEUE`] values): when the reaper falls behind (a burst of
+//! replaced policies on a busy host), the sender frees its value itself, so memory waiting
+//! to be freed never grows without bound and a writer faster than the reaper is slowed
+//! down by its own frees. A value whose drop panics is logged and the reaper goes on.
 
 use std::sync::OnceLock;
 use std::sync::mpsc;
@@ -14,22 +19,34 @@ use std::sync::mpsc;
 /// an idle-class thread holding one could be starved by a busy core.
 const REAPER_NICENESS: i32 = 19;
 
-type Sender = mpsc::Sender<Box<dyn Send>>;
+/// How many values may wait for the reaper; a sender beyond it frees its value itself.
+pub const QUEUE: usize = 8;
 
+type Sender = mpsc::SyncSender<Box<dyn Send>>;
+
+/// The reaper's queue, starting its thread on first use. Called once at start-up
+/// ([`start`]) so that a request never pays for the thread's creation.
 fn reaper() -> Option<&'static Sender> {
     static REAPER: OnceLock<Option<Sender>> = OnceLock::new();
     REAPER
         .get_or_init(|| {
-            let (sender, receiver) = mpsc::channel::<Box<dyn Send>>();
+            let (sender, receiver) = mpsc::sync_channel::<Box<dyn Send>>(QUEUE);
             std::thread::Builder::new()
                 .name("reaper".into())
                 .spawn(move || {
                     if let Err(e) = crate::priority::lower_niceness_by(REAPER_NICENESS) {
                         tracing::debug!(error = %e, "the reaper keeps its priority");
                     }
-                    // Each value is dropped as the loop moves to the next one.
                     for value in receiver {
-                        drop(value);
+                        // A panicking destructor must not end the reaper: later values
+                        // would all be freed by their senders.
+                        let dropped =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                                drop(value)
+                            }));
+                        if dropped.is_err() {
+                            tracing::error!("a value sent to the reaper panicked while dropped");
+                        }
                     }
                 })
                 .map_err(|e| tracing::warn!(error = %e, "no reaper thread: values drop in place"))
@@ -39,11 +56,17 @@ fn reaper() -> Option<&'static Sender> {
         .as_ref()
 }
 
-/// Drops `value` on the reaper thread; returns at once (one channel send).
+/// Starts the reaper thread now rather than at the first value sent to it.
+pub fn start() {
+    let _ = reaper();
+}
+
+/// Drops `value` on the reaper thread and returns at once (one channel send); when the
+/// reaper's queue is full (or there is no reaper), drops it here.
 pub fn drop_later<T: Send + 'static>(value: T) {
     if let Some(sender) = reaper() {
-        // A send fails only if the reaper is gone; the value then drops here.
-        let _ = sender.send(Box::new(value));
+        // A full queue or a gone reaper hands the value back, and it drops here.
+        let _ = sender.try_send(Box::new(value));
     }
 }
 
@@ -59,7 +82,10 @@ impl Drop for Marker {
 /// Blocks until everything sent to the reaper before this call has been dropped.
 pub fn flush() {
     let (done, wait) = mpsc::sync_channel(1);
-    drop_later(Marker(done));
+    // Waits for a place in the queue: the marker must go through it, behind the rest.
+    if let Some(sender) = reaper() {
+        let _ = sender.send(Box::new(Marker(done)));
+    }
     // An error means the marker was dropped without signalling (no reaper): done too.
     let _ = wait.recv();
 }
@@ -89,6 +115,62 @@ mod tests {
         let (sender, again) = mpsc::channel();
         drop_later(Probe(sender));
         assert_eq!(again.recv().unwrap(), reaper);
+    }
+
+    /// Panics when dropped.
+    struct Bomb;
+
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("a destructor that panics");
+        }
+    }
+
+    #[test]
+    fn a_panicking_drop_does_not_stop_the_reaper() {
+        drop_later(Bomb);
+        let (sender, dropped_on) = mpsc::channel();
+        drop_later(Probe(sender));
+        // Still freed on the reaper, not here: the thread outlived the panic.
+        assert_ne!(dropped_on.recv().unwrap(), std::thread::current().id());
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_value_in_place() {
+        // Hold the reaper inside a drop, then fill its queue.
+        let (entered, wait_entered) = mpsc::channel();
+        let (release, held) = mpsc::channel::<()>();
+        struct Hold(mpsc::Sender<()>, mpsc::Receiver<()>);
+        impl Drop for Hold {
+            fn drop(&mut self) {
+                let _ = self.0.send(());
+                let _ = self.1.recv();
+            }
+        }
+        drop_later(Hold(entered, held));
+        wait_entered.recv().unwrap();
+        // Other tests may send too, so fill until a value comes back to this thread.
+        let me = std::thread::current().id();
+        let mut in_place = false;
+        let mut probes = Vec::new();
+        for _ in 0..=QUEUE {
+            let (sender, dropped_on) = mpsc::channel();
+            drop_later(Probe(sender));
+            if dropped_on.try_recv() == Ok(me) {
+                in_place = true;
+                break;
+            }
+            probes.push(dropped_on);
+        }
+        release.send(()).unwrap();
+        assert!(
+            in_place,
+            "a value beyond the queue's {QUEUE} places drops in place"
+        );
+        // The queued ones are then freed on the reaper.
+        for dropped_on in probes {
+            assert_ne!(dropped_on.recv().unwrap(), me);
+        }
     }
 
     #[test]

@@ -468,7 +468,9 @@ fn match_segments(pattern: &[PathSegment], segments: &[&str]) -> Option<Spans> {
                 if !segments.get(i)?.eq_ignore_ascii_case(text) {
                     return None;
                 }
-                spans.push((i, i + 1));
+                // Never read (only captures are), but kept so that `spans` is indexed
+                // like the pattern.
+                spans.push((i, i));
             }
             PathSegment::Capture(_) => {
                 segments.get(i)?;
@@ -554,6 +556,9 @@ fn check_captures<'h, H: HeaderLookup + ?Sized>(
     Ok(values)
 }
 
+/// The capacity [`render`] starts its string with.
+const RENDER_CAPACITY: usize = 128;
+
 /// A template with the route's captures in place: path segments from `spans`, header
 /// values from `header_values` in template order. Every value was checked by
 /// [`check_captures`].
@@ -563,15 +568,9 @@ fn render<'h>(
     segments: &[&str],
     header_values: &mut impl Iterator<Item = Cow<'h, str>>,
 ) -> String {
-    let literal: usize = template
-        .parts
-        .iter()
-        .map(|p| match p {
-            TemplatePart::Literal(text) => text.len(),
-            _ => 0,
-        })
-        .sum();
-    let mut out = String::with_capacity(literal + 64);
+    // Room for a typical scope or action (an ARM resource id is about 100 bytes), so that
+    // most requests allocate once.
+    let mut out = String::with_capacity(RENDER_CAPACITY);
     for part in template.parts.iter() {
         match part {
             TemplatePart::Literal(text) => out.push_str(text),
@@ -1080,11 +1079,12 @@ mod tests {
             .collect();
         let (found, work) = find_conflicts(&many);
         assert!(found.is_empty(), "{found:?}");
-        // Each route's one method is looked up and remembered once: the work is counted,
-        // and stays linear.
-        assert!(
-            many.len() <= work && work <= 2 * many.len(),
-            "{work} method lookups for {} routes",
+        // Each route's one method is looked up once and remembered once: the work is
+        // counted exactly, and stays linear.
+        assert_eq!(
+            work,
+            2 * many.len(),
+            "method lookups and insertions for {} routes",
             many.len()
         );
     }
@@ -1143,6 +1143,15 @@ mod tests {
                 name: "x-app".into()
             })
         );
+        // The message names the header, escaped, as every caller renders it.
+        assert_eq!(
+            e.unwrap().to_string(),
+            "header `x-app` is given more than once with different values"
+        );
+        assert_eq!(
+            conflicting_header_message("x-`a\n"),
+            "header `x-\\u{60}a\\n` is given more than once with different values"
+        );
     }
 
     fn doc(methods: &[&str], path: &str, action: Option<&str>, scope: Option<&str>) -> RouteDoc {
@@ -1193,6 +1202,10 @@ mod tests {
         assert_eq!(pairs.header("x-app"), Some("a1"));
         assert_eq!(pairs.header("x-other"), Some("z"));
         assert_eq!(pairs.header("x-none"), None);
+        // Given twice with different values, it has none.
+        let conflicting = vec![("x-app", "a1"), ("X-App", "a2")];
+        assert_eq!(conflicting.header("x-app"), None);
+        assert_eq!(conflicting[..].lookup("x-app"), HeaderFound::Conflicting);
     }
 
     #[test]
@@ -1258,9 +1271,20 @@ mod tests {
             let e = outcome(&table, method, "/any").unwrap_err();
             assert!(e.starts_with("malformed"), "{method:?}: {e}");
         }
-        for methods in [&["*", "GET"][..], &[], &["GE-T"], &[""], &["GET", "P T"]] {
-            let docs = [doc(methods, "/m", Some("x/read"), Some("/"))];
-            assert_eq!(compile_docs(&docs).unwrap_err(), [0], "{methods:?}");
+        let bad = |method: &str| RouteError::BadMethod {
+            method: method.into(),
+        };
+        for (methods, problem) in [
+            (&["*", "GET"][..], RouteError::StarNotAlone),
+            (&[], RouteError::NoMethods),
+            (&["GE-T"], bad("GE-T")),
+            (&[""], bad("")),
+            (&["GET", "P T"], bad("P T")),
+        ] {
+            let doc = doc(methods, "/m", Some("x/read"), Some("/"));
+            let named = [("routes[0]".to_owned(), &doc)];
+            let problems = RouteTable::compile(&named).unwrap_err();
+            assert_eq!(problems, [(0, problem)], "{methods:?}");
         }
     }
 
@@ -1326,30 +1350,44 @@ mod tests {
     #[test]
     fn route_documents_are_checked() {
         let ok = |d: RouteDoc| compile_docs(&[d]).is_ok();
+        // The one problem of a refused document.
+        let refused = |d: RouteDoc| {
+            let named = [("routes[0]".to_owned(), &d)];
+            let mut problems = RouteTable::compile(&named).unwrap_err();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            problems.remove(0).1
+        };
+        use RouteError as E;
         // An enforced route needs both an action and a scope; a public one neither.
-        assert!(!ok(doc(&["GET"], "/a", Some("x/read"), None)));
-        assert!(!ok(doc(&["GET"], "/a", None, Some("/"))));
+        for d in [
+            doc(&["GET"], "/a", Some("x/read"), None),
+            doc(&["GET"], "/a", None, Some("/")),
+        ] {
+            assert_eq!(refused(d), E::NeedsActionAndScope { path: "/a".into() });
+        }
         assert!(ok(RouteDoc {
             public: true,
             ..doc(&["GET"], "/a", None, None)
         }));
         // Templates name captures of the path and are valid once filled in.
-        assert!(!ok(doc(
-            &["GET"],
-            "/a/{id}",
-            Some("x/{nope}/read"),
-            Some("/")
-        )));
-        assert!(!ok(doc(
-            &["GET"],
-            "/a/{id}",
-            Some("x/read"),
-            Some("apps/{id}")
-        )));
-        assert!(!ok(doc(&["GET"], "/a/{id}", Some("x y/{id}"), Some("/"))));
-        assert!(!ok(doc(&["GET"], "/a/{id}", Some("x/{id"), Some("/"))));
-        assert!(!ok(doc(&["GET"], "/a/{id}", Some("x/id}"), Some("/"))));
-        assert!(!ok(doc(&["GET"], "/a", Some("x/{header:x.y}"), Some("/"))));
+        let e = refused(doc(&["GET"], "/a/{id}", Some("x/{nope}/read"), Some("/")));
+        assert!(
+            matches!(&e, E::UnknownCapture { name, .. } if name == "nope"),
+            "{e:?}"
+        );
+        let e = refused(doc(&["GET"], "/a/{id}", Some("x/read"), Some("apps/{id}")));
+        assert!(matches!(e, E::BadTemplate { .. }), "{e:?}");
+        let e = refused(doc(&["GET"], "/a/{id}", Some("x y/{id}"), Some("/")));
+        assert!(matches!(e, E::BadTemplate { .. }), "{e:?}");
+        let e = refused(doc(&["GET"], "/a/{id}", Some("x/{id"), Some("/")));
+        assert!(matches!(e, E::Unclosed { .. }), "{e:?}");
+        let e = refused(doc(&["GET"], "/a/{id}", Some("x/id}"), Some("/")));
+        assert!(matches!(e, E::StrayBrace { .. }), "{e:?}");
+        let e = refused(doc(&["GET"], "/a", Some("x/{header:x.y}"), Some("/")));
+        assert!(
+            matches!(&e, E::BadHeaderName { header, .. } if header == "x.y"),
+            "{e:?}"
+        );
         assert!(ok(doc(
             &["GET"],
             "/a/{app_id}/{dev-id}",
@@ -1357,20 +1395,33 @@ mod tests {
             Some("/{dev-id}")
         )));
         // Capture names, their place and their number.
-        assert!(!ok(doc(&["GET"], "/a/{b.c}", Some("x/read"), Some("/"))));
-        assert!(!ok(doc(&["GET"], "/a/{}", Some("x/read"), Some("/"))));
-        assert!(!ok(doc(
-            &["GET"],
-            "/a/{rest...}/b",
-            Some("x/read"),
-            Some("/")
-        )));
-        assert!(!ok(doc(&["GET"], "/a/{x}/{x}", Some("x/read"), Some("/"))));
-        assert!(!ok(doc(&["GET"], "/a/x{y}", Some("x/read"), Some("/"))));
+        let e = refused(doc(&["GET"], "/a/{b.c}", Some("x/read"), Some("/")));
+        assert!(
+            matches!(&e, E::BadCaptureName { name, .. } if name == "b.c"),
+            "{e:?}"
+        );
+        let e = refused(doc(&["GET"], "/a/{}", Some("x/read"), Some("/")));
+        assert!(matches!(e, E::BadCaptureName { .. }), "{e:?}");
+        let e = refused(doc(&["GET"], "/a/{rest...}/b", Some("x/read"), Some("/")));
+        assert!(
+            matches!(&e, E::RestNotLast { name, .. } if name == "rest"),
+            "{e:?}"
+        );
+        let e = refused(doc(&["GET"], "/a/{x}/{x}", Some("x/read"), Some("/")));
+        assert!(
+            matches!(&e, E::DuplicateCapture { name, .. } if name == "x"),
+            "{e:?}"
+        );
+        let e = refused(doc(&["GET"], "/a/x{y}", Some("x/read"), Some("/")));
+        assert!(matches!(e, E::PartialCapture { .. }), "{e:?}");
         // The path is written canonical; a trailing slash is allowed.
-        assert!(!ok(doc(&["GET"], "/a/%62", Some("x/read"), Some("/"))));
-        assert!(!ok(doc(&["GET"], "/a/b?x=1", Some("x/read"), Some("/"))));
-        assert!(!ok(doc(&["GET"], "/a/./b", Some("x/read"), Some("/"))));
+        for path in ["/a/%62", "/a/b?x=1", "/a/./b"] {
+            let e = refused(doc(&["GET"], path, Some("x/read"), Some("/")));
+            assert!(
+                matches!(e, E::NotCanonical { .. } | E::BadPath { .. }),
+                "{path}: {e:?}"
+            );
+        }
         assert!(ok(doc(&["GET"], "/a/b/", Some("x/read"), Some("/"))));
         let root = compile_docs(&[doc(&["GET"], "/", Some("x/root"), Some("/"))]).unwrap();
         assert_eq!(outcome(&root, "GET", "/"), matched("x/root", "/"));

@@ -2349,6 +2349,22 @@ assignments:
         );
         assert_eq!(err("user:new", "a/b/read", "/a"), Ok("noGrant".into()));
         assert_eq!(err("user:ana", "a/b/write", "/a"), Ok("noGrant".into()));
+        // The token's groups come after the principal and before the action and scope.
+        let bad_group = ["user:bob".to_owned()];
+        let with =
+            |principal, action, scope| ask(&s, principal, &bad_group, action, false, scope, at());
+        assert!(matches!(
+            with("ana", "a b", "x"),
+            Err(RequestError::Principal(..))
+        ));
+        assert!(matches!(
+            with("user:ana", "a b", "x"),
+            Err(RequestError::Group(..))
+        ));
+        assert!(matches!(
+            with("user:ana", "a/b/read", "/a"),
+            Err(RequestError::Group(..))
+        ));
     }
 
     const PLANES: &str = r#"

@@ -331,11 +331,16 @@ impl Store {
 
     /// Keeps `snapshot`, compiled in full at `revision`, for [`Store::full_now`].
     fn keep_full(&self, revision: i64, snapshot: &Snapshot) {
-        if let Ok(mut last) = self.last_full.lock()
+        let replaced = if let Ok(mut last) = self.last_full.lock()
             && last.as_ref().is_none_or(|(r, _)| *r <= revision)
         {
-            *last = Some((revision, snapshot.share()));
-        }
+            last.replace((revision, snapshot.share()))
+        } else {
+            None
+        };
+        // Its memory (maybe the last reference to a full policy) goes on the reaper, not
+        // on this query thread while it holds the lock the loader also takes.
+        crate::live::reaper::drop_later(replaced);
     }
 
     fn full_maker(self: &Arc<Self>, at_least: i64) -> FullPolicy {
@@ -503,9 +508,12 @@ impl Store {
         inputs.incremental.base = Some(Arc::new(OverlayBase::new(&snapshot, store_assignments)));
         inputs.incremental.changes.clear();
         // The last full policy is this one: an older one's memory is let go here.
-        if let Ok(mut last) = self.last_full.lock() {
-            *last = Some((inputs.revision, snapshot.share()));
-        }
+        let replaced = self
+            .last_full
+            .lock()
+            .ok()
+            .and_then(|mut last| last.replace((inputs.revision, snapshot.share())));
+        crate::live::reaper::drop_later(replaced);
         self.install(app, inputs, snapshot)
     }
 

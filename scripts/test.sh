@@ -146,6 +146,71 @@ install_cargo_fuzz() {
   cargo fuzz --version
 }
 
+# cargo-mutants goes into the same project-local root; an existing one on PATH is used as
+# it is. Installed by the mutation step itself, whose time budget includes it.
+install_cargo_mutants() {
+  if ! cargo mutants --version >/dev/null 2>&1; then
+    # A command-line driver, like cargo-fuzz: without optimisation it installs sooner.
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=0 \
+      cargo install cargo-mutants --version 27.1.0 --locked --quiet --root "$root/.tools"
+  fi
+  cargo mutants --version
+}
+
+# Mutation testing of the policy core (docs/mutants.md) on what the last commit changed
+# under src/policy/, and any change not yet committed there: cargo-mutants mutates those
+# lines in place, and the library's policy unit tests must catch every mutant (settings in
+# .cargo/mutants.toml). A diff without such a change still runs the tool, which reports 0
+# mutants. To keep the step within about three minutes, install included, at most
+# IOT_AUTHZ_MUTANTS_MAX mutants (default 10) are tested: of a larger diff, one shard of
+# about that size, chosen by the commit, and the step says so; `cargo mutants --in-place
+# --in-diff FILE --file 'src/policy/**'` tests them all. Interrupt it with Ctrl-C (which
+# restores the mutated file), never with SIGKILL.
+mutants_of_last_commit() {
+  local max=${IOT_AUTHZ_MUTANTS_MAX:-10} out=$logs/mutants base count status
+  local args=(--in-place --in-diff "$out.diff" --file 'src/policy/**' --output "$out"
+    --build-timeout 300)
+  install_cargo_mutants || return 1
+  mkdir -p "$out"
+  if ! base=$(git rev-parse -q --verify 'HEAD~1^{commit}'); then
+    # A shallow clone of one commit: no change to test, and testing all of src/policy/
+    # (hours) is not this step's job. Said, not hidden.
+    echo "no parent commit to compare with (a shallow clone?): no mutant tested"
+    return 0
+  fi
+  # Plain a/ b/ prefixes whatever the user's git settings, which --in-diff expects.
+  git diff --no-ext-diff --no-color --src-prefix=a/ --dst-prefix=b/ "$base" -- src/policy/ >"$out.diff"
+  count=$(cargo mutants --list "${args[@]}" 2>/dev/null | grep -c '^src/' || true)
+  echo "$count mutants in the diff of src/policy/ against ${base:0:12}"
+  if [ "$count" -gt "$max" ]; then
+    local shards=$(((count + max - 1) / max))
+    local shard=$((0x$(git rev-parse --short=8 HEAD) % shards))
+    echo "testing shard $shard/$shards of them (IOT_AUTHZ_MUTANTS_MAX=$max)"
+    args+=(--shard "$shard/$shards")
+  fi
+  # Incremental builds: each mutant rebuilds one crate, which CI's cold settings would
+  # compile from scratch every time. Bounded: SIGINT first (cargo-mutants then puts the
+  # mutated file back), SIGKILL two minutes later.
+  CARGO_INCREMENTAL=1 timeout -s INT --kill-after=120 "${IOT_AUTHZ_MUTANTS_TIMEOUT:-900}" \
+    cargo mutants "${args[@]}" && status=0 || status=$?
+  python3 - "$out/mutants.out/outcomes.json" "$status" <<'PY'
+import json, os, sys
+
+path, status = sys.argv[1], int(sys.argv[2])
+counts = {"caught": 0, "missed": 0, "timeout": 0, "unviable": 0}
+if os.path.exists(path):
+    with open(path) as f:
+        outcomes = json.load(f)
+    counts = {k: outcomes.get(k, 0) for k in counts}
+print("mutants: {caught} caught, {missed} missed, {timeout} timed out, {unviable} unviable".format(**counts))
+# 0: every mutant caught; 2: some missed; 3: some timed out (the tests did not pass, so
+# they count as caught). Anything else (a failing baseline, a usage error) fails the step.
+failed = counts["missed"] + (0 if status in (0, 2, 3) else 1)
+print(f"{counts['caught'] + counts['timeout']} passed, {failed} failed")
+sys.exit(1 if failed else 0)
+PY
+}
+
 validate_envoy_configs() {
   local config
   for config in deploy/envoy/envoy.yaml deploy/envoy/envoy-http.yaml; do
@@ -200,6 +265,8 @@ export IOT_AUTHZ_SOAK_SECONDS="${IOT_AUTHZ_SOAK_SECONDS:-10}"
 # test binary and the servers it started go too.
 checked cargo "cargo test (soak: $IOT_AUTHZ_SOAK_SECONDS s)" \
   timeout --kill-after=30 "${IOT_AUTHZ_TEST_TIMEOUT:-1800}" cargo test --quiet --no-fail-fast
+checked lines "mutation testing of src/policy/ on the last commit's diff (cargo-mutants; see docs/mutants.md)" \
+  mutants_of_last_commit
 checked lines "Helm chart: render, lint and validate offline" .venv/bin/python scripts/test_chart.py
 checked none "container image: docker build, or hadolint without a Docker engine" check_image
 # The binary `cargo test` built (a plain `cargo run` would rebuild the dependencies without

@@ -74,11 +74,11 @@ pub enum ImportError {
         problem: Unclassified,
     },
     /// A field is missing or has the wrong type.
-    #[error("{file}: {object}: {message}")]
+    #[error("{file}: {object}: {problem}")]
     Invalid {
         file: String,
         object: String,
-        message: String,
+        problem: FieldError,
     },
     /// An ABAC condition (on an assignment or a role permission), which the policy cannot express.
     #[error(
@@ -332,14 +332,76 @@ fn classify(f: Fields<'_>) -> Result<Kind, Unclassified> {
     }
 }
 
+/// What is wrong with an object's fields (`key`: the spelling found in the input).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    /// Two spellings of one field in one object.
+    #[error("has both `{first}` and `{second}`")]
+    Both {
+        first: &'static str,
+        second: &'static str,
+    },
+    #[error("`{key}` must be a string, found {found}")]
+    NotString {
+        key: &'static str,
+        found: &'static str,
+    },
+    #[error("`{key}` is missing")]
+    Missing { key: &'static str },
+    #[error("`{key}` is empty")]
+    Empty { key: &'static str },
+    #[error("`{key}` must be an array, found {found}")]
+    NotArray {
+        key: &'static str,
+        found: &'static str,
+    },
+    #[error("`{key}` must be an array of strings, found {found}")]
+    NotStringArray {
+        key: &'static str,
+        found: &'static str,
+    },
+    #[error("`{key}[{index}]` must be a string, found {found}")]
+    ItemNotString {
+        key: &'static str,
+        index: usize,
+        found: &'static str,
+    },
+    #[error("`{key}[{index}]` must be an object, found {found}")]
+    ItemNotObject {
+        key: &'static str,
+        index: usize,
+        found: &'static str,
+    },
+    /// A problem inside one entry of a list of objects (`permissions[i]`).
+    #[error("in `{key}[{index}]`: {problem}")]
+    InEntry {
+        key: &'static str,
+        index: usize,
+        problem: Box<FieldError>,
+    },
+    #[error("the role name (`roleName`) is empty")]
+    EmptyRoleName,
+    #[error("names no role: `roleDefinitionId` and `roleDefinitionName` are both missing")]
+    NoRole,
+    /// An element of the file's list that is not an object.
+    #[error("expected a JSON object, found {found}")]
+    NotObject { found: &'static str },
+    /// One page of an ARM list with a `nextLink` (its JSON text, shown escaped).
+    #[error(
+        "this is one page of a longer list (`nextLink` {}): import every page (the Azure CLI's list commands print them all)",
+        escape(.next_link)
+    )]
+    OnePage { next_link: String },
+}
+
 /// Reads one role definition; returns it with the label naming it in messages.
 fn role_definition(item: &Item<'_>) -> Result<(RoleDoc, String), ImportError> {
     let f = item.fields;
     let top = Fields::flat(f.top);
-    let invalid = |name: Option<&str>, message: String| ImportError::Invalid {
+    let invalid = |name: Option<&str>, problem: FieldError| ImportError::Invalid {
         file: item.file.to_string(),
         object: label("role definition", &item.at, name),
-        message,
+        problem,
     };
 
     let (name, id) = match f.str(ROLE_NAME).map_err(|m| invalid(None, m))? {
@@ -370,32 +432,39 @@ fn role_definition(item: &Item<'_>) -> Result<(RoleDoc, String), ImportError> {
         }
     };
     if name.trim().is_empty() {
-        return Err(invalid(None, "the role name (`roleName`) is empty".into()));
+        return Err(invalid(None, FieldError::EmptyRoleName));
     }
     let object = label("role definition", &item.at, Some(name));
-    let invalid = |message: String| ImportError::Invalid {
+    let invalid = |problem: FieldError| ImportError::Invalid {
         file: item.file.to_string(),
         object: object.clone(),
-        message,
+        problem,
     };
 
     let mut lists: [Vec<String>; 4] = Default::default();
     if let Some((key, permissions)) = f.get(PERMISSIONS).map_err(invalid)? {
         let Value::Array(entries) = permissions else {
-            return Err(invalid(format!(
-                "`{key}` must be an array, found {}",
-                kind(permissions)
-            )));
+            return Err(invalid(FieldError::NotArray {
+                key,
+                found: kind(permissions),
+            }));
         };
         for (i, entry) in entries.iter().enumerate() {
             let Value::Object(entry) = entry else {
-                return Err(invalid(format!(
-                    "`{key}[{i}]` must be an object, found {}",
-                    kind(entry)
-                )));
+                return Err(invalid(FieldError::ItemNotObject {
+                    key,
+                    index: i,
+                    found: kind(entry),
+                }));
             };
             let entry = Fields::flat(entry);
-            let in_entry = |m: String| invalid(format!("in `{key}[{i}]`: {m}"));
+            let in_entry = |problem: FieldError| {
+                invalid(FieldError::InEntry {
+                    key,
+                    index: i,
+                    problem: Box::new(problem),
+                })
+            };
             if let Some(condition) = condition(entry).map_err(in_entry)? {
                 return Err(ImportError::Condition {
                     file: item.file.to_string(),
@@ -445,10 +514,10 @@ fn role_assignment(item: &Item<'_>, roles: &Roles) -> Result<(AssignmentDoc, Str
     let f = item.fields;
     let top = Fields::flat(f.top);
     let file = || item.file.to_string();
-    let unnamed = |message: String| ImportError::Invalid {
+    let unnamed = |problem: FieldError| ImportError::Invalid {
         file: file(),
         object: label("role assignment", &item.at, None),
-        message,
+        problem,
     };
 
     let guid = top
@@ -460,10 +529,10 @@ fn role_assignment(item: &Item<'_>, roles: &Roles) -> Result<(AssignmentDoc, Str
         None => top.str(&["id"]).map_err(unnamed)?.and_then(last_segment),
     };
     let object = label("role assignment", &item.at, id);
-    let invalid = |message: String| ImportError::Invalid {
+    let invalid = |problem: FieldError| ImportError::Invalid {
         file: file(),
         object: object.clone(),
-        message,
+        problem,
     };
 
     if let Some(condition) = condition(f).map_err(invalid)? {
@@ -533,10 +602,7 @@ fn role_assignment(item: &Item<'_>, roles: &Roles) -> Result<(AssignmentDoc, Str
                 });
             }
             (None, None) => {
-                return Err(invalid(
-                    "names no role: `roleDefinitionId` and `roleDefinitionName` are both missing"
-                        .into(),
-                ));
+                return Err(invalid(FieldError::NoRole));
             }
         },
     };
@@ -640,13 +706,13 @@ impl<'a> Fields<'a> {
 
     /// The non-null value of one field, `keys` being its accepted spellings, with the spelling
     /// found. Two spellings of the same field in one object are an error.
-    fn get(&self, keys: &[&'static str]) -> Result<Option<(&'static str, &'a Value)>, String> {
+    fn get(&self, keys: &[&'static str]) -> Result<Option<(&'static str, &'a Value)>, FieldError> {
         for map in self.props.into_iter().chain(std::iter::once(self.top)) {
             let mut found: Option<(&'static str, &'a Value)> = None;
             for &key in keys {
                 if let Some(value) = map.get(key).filter(|v| !v.is_null()) {
                     if let Some((first, _)) = found {
-                        return Err(format!("has both `{first}` and `{key}`"));
+                        return Err(FieldError::Both { first, second: key });
                     }
                     found = Some((key, value));
                 }
@@ -663,42 +729,46 @@ impl<'a> Fields<'a> {
         self.get(keys).map_or(true, |found| found.is_some())
     }
 
-    fn str(&self, keys: &[&'static str]) -> Result<Option<&'a str>, String> {
+    fn str(&self, keys: &[&'static str]) -> Result<Option<&'a str>, FieldError> {
         match self.get(keys)? {
             None => Ok(None),
             Some((_, Value::String(s))) => Ok(Some(s)),
-            Some((key, other)) => Err(format!("`{key}` must be a string, found {}", kind(other))),
+            Some((key, other)) => Err(FieldError::NotString {
+                key,
+                found: kind(other),
+            }),
         }
     }
 
-    fn required_str(&self, keys: &[&'static str]) -> Result<&'a str, String> {
-        let first = keys.first().copied().unwrap_or_default();
+    fn required_str(&self, keys: &[&'static str]) -> Result<&'a str, FieldError> {
+        let key = keys.first().copied().unwrap_or_default();
         match self.str(keys)? {
-            None => Err(format!("`{first}` is missing")),
-            Some(s) if s.trim().is_empty() => Err(format!("`{first}` is empty")),
+            None => Err(FieldError::Missing { key }),
+            Some(s) if s.trim().is_empty() => Err(FieldError::Empty { key }),
             Some(s) => Ok(s),
         }
     }
 
-    fn list(&self, keys: &[&'static str]) -> Result<Option<Vec<&'a str>>, String> {
+    fn list(&self, keys: &[&'static str]) -> Result<Option<Vec<&'a str>>, FieldError> {
         let Some((key, value)) = self.get(keys)? else {
             return Ok(None);
         };
         let Value::Array(items) = value else {
-            return Err(format!(
-                "`{key}` must be an array of strings, found {}",
-                kind(value)
-            ));
+            return Err(FieldError::NotStringArray {
+                key,
+                found: kind(value),
+            });
         };
         items
             .iter()
             .enumerate()
             .map(|(i, item)| match item {
                 Value::String(s) => Ok(s.as_str()),
-                other => Err(format!(
-                    "`{key}[{i}]` must be a string, found {}",
-                    kind(other)
-                )),
+                other => Err(FieldError::ItemNotString {
+                    key,
+                    index: i,
+                    found: kind(other),
+                }),
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
@@ -706,7 +776,7 @@ impl<'a> Fields<'a> {
 }
 
 /// A non-empty `condition`, rendered as text.
-fn condition(f: Fields<'_>) -> Result<Option<String>, String> {
+fn condition(f: Fields<'_>) -> Result<Option<String>, FieldError> {
     Ok(match f.get(CONDITION)? {
         None => None,
         Some((_, Value::String(s))) if s.trim().is_empty() => None,
@@ -722,7 +792,7 @@ fn objects<'a>(file: &str, value: &'a Value) -> Result<Vec<(String, &'a Object)>
         other => Err(ImportError::Invalid {
             file: file.to_string(),
             object: object_label(&at),
-            message: format!("expected a JSON object, found {}", kind(other)),
+            problem: FieldError::NotObject { found: kind(other) },
         }),
     };
     match value {
@@ -740,11 +810,9 @@ fn objects<'a>(file: &str, value: &'a Value) -> Result<Vec<(String, &'a Object)>
                     return Err(ImportError::Invalid {
                         file: file.to_string(),
                         object: "nextLink".into(),
-                        message: format!(
-                            "this is one page of a longer list (`nextLink` {}): import every \
-                             page (the Azure CLI's list commands print them all)",
-                            escape(&next.to_string())
-                        ),
+                        problem: FieldError::OnePage {
+                            next_link: next.to_string(),
+                        },
                     });
                 }
                 items

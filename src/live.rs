@@ -5,16 +5,21 @@
 //!
 //! Architecture invariant: readers take an `Arc` of the current snapshot and drop it when
 //! their request ends; a reload builds a whole new snapshot off the request path and swaps
-//! it in with one store, so a request never sees half a policy.
+//! it in with one store, so a request never sees half a policy. Whoever lets go of a
+//! replaced policy last (a request, the loader), its compiled data is freed on the
+//! [`reaper`] thread, never where the last reference was dropped.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 
 use crate::policy::Snapshot;
+use crate::policy::snapshot::Core;
+
+pub mod reaper;
 
 /// What one load attempt did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,8 +41,8 @@ pub trait PolicySink: std::fmt::Debug + Send + Sync {
     fn policy(&self) -> &PolicyState;
 
     /// Swaps in a new policy read from the store at `store_revision` (0: without a
-    /// store): one atomic store; requests in flight keep the old one, which is returned
-    /// for the caller to free off the request path ([`retire_later`]).
+    /// store): one atomic store; requests in flight keep the old one, which is returned.
+    /// The caller may drop it anywhere: its data is freed on the [`reaper`] thread.
     fn install_at(&self, snapshot: Snapshot, store_revision: i64) -> Option<Arc<LoadedPolicy>>;
 
     /// [`Self::install_at`] without a store.
@@ -70,6 +75,36 @@ impl LoadedPolicy {
     pub fn store_revision(&self) -> i64 {
         self.store_revision.load(Ordering::Acquire)
     }
+}
+
+/// The last reference to a policy goes wherever it goes (a request on a runtime worker, a
+/// loader): freeing the compiled data of a million assignments there would show in the
+/// latency tail. So the data (its core and overlay) is swapped for an empty core and
+/// sent to the [`reaper`], which frees it on its own low-priority thread. One channel
+/// send here, no waiting and no polling.
+impl Drop for LoadedPolicy {
+    fn drop(&mut self) {
+        let Some(empty) = empty_core() else {
+            return;
+        };
+        let core = std::mem::replace(&mut self.snapshot.core, empty);
+        let overlay = self.snapshot.overlay.take();
+        reaper::drop_later((core, overlay));
+    }
+}
+
+/// The core of a policy of no documents, compiled once: what a dropped [`LoadedPolicy`]
+/// holds instead of its data for the instant before its memory goes. `None` only if the
+/// empty policy did not compile (then data is freed in place).
+fn empty_core() -> Option<Arc<Core>> {
+    static EMPTY: OnceLock<Option<Arc<Core>>> = OnceLock::new();
+    EMPTY
+        .get_or_init(|| {
+            crate::policy::compile_documents(&[])
+                .ok()
+                .map(|s| s.core.clone())
+        })
+        .clone()
 }
 
 /// The last failed load.
@@ -122,8 +157,9 @@ impl PolicyState {
         self.current.load_full()
     }
 
-    /// Swaps in a new snapshot and clears the last error. Returns the snapshot it replaced,
-    /// so that the caller decides on which thread its memory is freed.
+    /// Swaps in a new snapshot and clears the last error. Returns the snapshot it replaced
+    /// (requests in flight may still hold it; its data is freed on the [`reaper`] thread
+    /// whoever drops it last).
     pub fn install(&self, snapshot: Snapshot) -> Option<Arc<LoadedPolicy>> {
         self.install_at(snapshot, 0)
     }
@@ -131,6 +167,10 @@ impl PolicyState {
     /// [`Self::install`] for a policy read from the store at `store_revision`.
     pub fn install_at(&self, snapshot: Snapshot, store_revision: i64) -> Option<Arc<LoadedPolicy>> {
         let revision = snapshot.revision.clone();
+        // The empty core and the reaper's thread are made here, off the request path,
+        // before any policy drops.
+        let _ = empty_core();
+        reaper::start();
         let previous = self.current.swap(Some(Arc::new(LoadedPolicy {
             snapshot,
             loaded_at: SystemTime::now(),
@@ -168,43 +208,47 @@ impl PolicyState {
     }
 }
 
-/// How long the thread that replaced a policy waits for the requests still holding it.
-pub const RETIRE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
 
-/// [`retire`] (with [`RETIRE_PATIENCE`]) on a blocking thread of its own, so the caller
-/// goes on at once: a loader (the store's watch, the file watcher) must not wait for a
-/// request that still holds the replaced policy (a long query, an Admin API write waiting
-/// for its turn) before it applies the next change. Without a runtime (tests), retires
-/// here.
-pub fn retire_later(previous: Option<Arc<LoadedPolicy>>) {
-    if previous.is_none() {
-        return;
+    fn policy(text: &str) -> Snapshot {
+        let source = crate::policy::SourceDocument::new("p.yaml", text.as_bytes());
+        crate::policy::compile_sources(&[source]).unwrap()
     }
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            runtime.spawn_blocking(move || retire(previous, RETIRE_PATIENCE));
-        }
-        Err(_) => {
-            retire(previous, RETIRE_PATIENCE);
+
+    /// Blocks the reaper until told to go on, so that what it holds can be looked at.
+    struct Gate(mpsc::Receiver<()>);
+
+    impl Drop for Gate {
+        fn drop(&mut self) {
+            let _ = self.0.recv();
         }
     }
-}
 
-/// Frees a replaced policy off the request path. Requests in flight may still hold it; the
-/// last of them would otherwise free it on a runtime worker, and freeing a policy of a
-/// million assignments takes long enough to show in the latency tail. So the caller (the
-/// thread that compiled its successor) waits until it holds the only reference, up to
-/// `patience`, then lets go. Returns whether it freed the policy itself (false: there was
-/// none, or a request still held it after `patience` and will free it).
-pub fn retire(previous: Option<Arc<LoadedPolicy>>, patience: std::time::Duration) -> bool {
-    let Some(previous) = previous else {
-        return false;
-    };
-    let deadline = std::time::Instant::now() + patience;
-    while Arc::strong_count(&previous) > 1 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(5));
+    /// The request that holds a replaced policy last lets go of it on its own thread, and
+    /// the policy's data is freed on the reaper's, not there; nothing is left behind.
+    #[test]
+    fn the_last_drop_of_a_replaced_policy_frees_its_data_on_the_reaper() {
+        let state = PolicyState::with_snapshot(policy(
+            "version: 1\nroles: [{name: R, actions: ['a/*']}]\n",
+        ));
+        let in_flight = state.current().unwrap();
+        let core = Arc::downgrade(&in_flight.snapshot.core);
+        let previous = state.install(policy("version: 1\nroles: [{name: S, actions: ['a/*']}]\n"));
+        // The loader lets go at once; the request still holds the policy.
+        drop(previous);
+        assert!(core.upgrade().is_some());
+        let (open, gate) = mpsc::channel();
+        reaper::drop_later(Gate(gate));
+        // The request ends: the last reference goes here, the data does not.
+        drop(in_flight);
+        assert!(core.upgrade().is_some(), "freed on the request's thread");
+        open.send(()).unwrap();
+        reaper::flush();
+        assert!(core.upgrade().is_none(), "the reaper freed the data");
+        // The serving policy is untouched.
+        assert!(state.current().unwrap().snapshot.role("S").is_some());
     }
-    // `into_inner` yields the policy only to the last owner, so this is exact even if a
-    // request lets go between the check above and here.
-    Arc::into_inner(previous).is_some()
 }

@@ -217,11 +217,34 @@ struct Writer {
     run: u64,
 }
 
+/// Why one request of the load failed (counted as an error; the run goes on).
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("{0}")]
+    Grpc(#[from] tonic::Status),
+    #[error("{0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Http(#[from] reqwest::Error),
+    #[error("status {0}")]
+    Status(reqwest::StatusCode),
+    #[error("bad --actor")]
+    BadActor,
+    #[error("bad HTTP method")]
+    Method,
+    #[error("the grant was not seen at its token")]
+    NotSeen,
+    #[error("{got} results for {sent} checks")]
+    ResultCount { got: usize, sent: usize },
+    #[error("not a check")]
+    NotACheck,
+}
+
 impl Writer {
     /// Grants the role to principal `i` of this run; with a replica to check, then asks it
     /// at the grant's token. Returns (1, 1 if allowed) and, with a check, when the grant
     /// was answered (the visibility is measured from there).
-    async fn send(&mut self, i: u64) -> Result<(u64, u64, Option<Instant>), String> {
+    async fn send(&mut self, i: u64) -> Result<(u64, u64, Option<Instant>), SendError> {
         let principal = format!("user:load-{}-{i}", self.run);
         let mut request = tonic::Request::new(pb::CreateRoleAssignmentRequest {
             assignment: Some(pb::RoleAssignment {
@@ -235,13 +258,12 @@ impl Writer {
             .options
             .actor
             .parse()
-            .map_err(|_| "bad --actor".to_string())?;
+            .map_err(|_| SendError::BadActor)?;
         request.metadata_mut().insert("x-iotauthz-principal", actor);
         let token = self
             .admin
             .create_role_assignment(request)
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .into_inner()
             .token;
         let Some(check) = self.check.as_mut() else {
@@ -256,11 +278,10 @@ impl Writer {
                 at_least: token,
                 ..Default::default()
             })
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .into_inner();
         if !r.allowed {
-            return Err("the grant was not seen at its token".into());
+            return Err(SendError::NotSeen);
         }
         Ok((1, 1, Some(written)))
     }
@@ -275,7 +296,7 @@ impl Client {
         batch: usize,
         only_allowed: bool,
         i: u64,
-    ) -> Result<(u64, u64, Option<Instant>), String> {
+    ) -> Result<(u64, u64, Option<Instant>), SendError> {
         if let Client::Assign(writer) = self {
             return writer.send(i).await;
         }
@@ -289,23 +310,23 @@ impl Client {
         batch: usize,
         only_allowed: bool,
         i: u64,
-    ) -> Result<(u64, u64), String> {
+    ) -> Result<(u64, u64), SendError> {
         match self {
-            Client::Assign(_) => Err("not a check".into()),
+            Client::Assign(_) => Err(SendError::NotACheck),
             Client::Batch(grpc, batches) => {
                 let body = batches[(i % BATCH_VARIANTS) as usize].clone();
-                grpc.ready().await.map_err(|e| e.to_string())?;
+                grpc.ready().await?;
                 let path = tonic::codegen::http::uri::PathAndQuery::from_static(
                     "/iotauthz.v1.Authorizer/BatchCheck",
                 );
                 let codec = tonic_prost::ProstCodec::<PreEncodedBatch, AllowedOnly>::default();
-                let r = grpc
-                    .unary(tonic::Request::new(body), path, codec)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let r = grpc.unary(tonic::Request::new(body), path, codec).await?;
                 let results = r.into_inner().results;
                 if results.len() != batch {
-                    return Err(format!("{} results for {batch} checks", results.len()));
+                    return Err(SendError::ResultCount {
+                        got: results.len(),
+                        sent: batch,
+                    });
                 }
                 Ok((
                     results.len() as u64,
@@ -321,8 +342,7 @@ impl Client {
                         scope,
                         ..Default::default()
                     })
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 Ok((1, u64::from(r.into_inner().allowed)))
             }
             Client::CheckHttp(c) => {
@@ -334,8 +354,7 @@ impl Client {
                         path,
                         ..Default::default()
                     })
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 Ok((1, u64::from(r.into_inner().allowed)))
             }
             Client::Envoy(c) => {
@@ -357,7 +376,7 @@ impl Client {
                         ..Default::default()
                     }),
                 };
-                let r = c.check(req).await.map_err(|e| e.to_string())?.into_inner();
+                let r = c.check(req).await?.into_inner();
                 Ok((1, u64::from(r.status.is_some_and(|s| s.code == 0))))
             }
             Client::Authzen(c, url) => {
@@ -373,12 +392,11 @@ impl Client {
                     .header("content-type", "application/json")
                     .body(body.to_string())
                     .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 if !r.status().is_success() {
-                    return Err(format!("status {}", r.status()));
+                    return Err(SendError::Status(r.status()));
                 }
-                let bytes = r.bytes().await.map_err(|e| e.to_string())?;
+                let bytes = r.bytes().await?;
                 let allowed = serde_json::from_slice::<serde_json::Value>(&bytes)
                     .ok()
                     .and_then(|v| v["decision"].as_bool())
@@ -387,16 +405,15 @@ impl Client {
             }
             Client::Http(c, base) => {
                 let (principal, method, path) = mix(i, only_allowed);
-                let method =
-                    reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+                let method = reqwest::Method::from_bytes(method.as_bytes())
+                    .map_err(|_| SendError::Method)?;
                 let r = c
                     .request(method, format!("{base}{path}"))
                     .header("x-iotauthz-principal", principal)
                     .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 let ok = r.status().is_success();
-                let _ = r.bytes().await.map_err(|e| e.to_string())?;
+                let _ = r.bytes().await?;
                 Ok((1, u64::from(ok)))
             }
         }

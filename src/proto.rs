@@ -48,14 +48,9 @@ pub fn timestamp_to_instant(ts: &prost_types::Timestamp) -> Instant {
     Instant::from(ts.seconds) * 1_000_000_000 + Instant::from(ts.nanos)
 }
 
-/// A timestamp `google.protobuf.Timestamp` does not allow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum TimestampError {
-    #[error("timestamp nanos {0} is outside 0 to 999999999")]
-    Nanos(i32),
-    #[error("timestamp seconds {0} is outside the years 0001 to 9999")]
-    Seconds(i64),
-}
+/// A timestamp `google.protobuf.Timestamp` does not allow (defined with the policy
+/// language's other value problems, so that a request error can carry it).
+pub use crate::policy::syntax::TimestampError;
 
 /// A request's timestamp as an instant, refusing what `google.protobuf.Timestamp` does
 /// not allow: `nanos` outside 0 to 999,999,999, or a time outside the years 0001 to 9999.

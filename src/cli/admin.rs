@@ -146,9 +146,9 @@ pub enum EtcdArgsError {
         "--etcd-username needs a password: --etcd-password-file FILE or the environment variable {ETCD_PASSWORD_ENV}"
     )]
     NoPassword,
-    /// The password file cannot be read (the store's message).
-    #[error("{0}")]
-    Password(String),
+    /// The password file cannot be read.
+    #[error(transparent)]
+    Password(#[from] store_mod::PasswordError),
 }
 
 /// The environment variable that may hold the password of `--etcd-username`.
@@ -495,19 +495,28 @@ fn assignment_json(a: &pb::RoleAssignment) -> serde_json::Value {
     v
 }
 
+/// Why a role file is not one role definition: the parser's reason.
+#[derive(Debug, thiserror::Error)]
+enum RoleFileError {
+    #[error("{0}")]
+    Json(serde_json::Error),
+    #[error("{0}")]
+    Yaml(serde_saphyr::Error),
+}
+
 /// One role definition from a JSON or YAML file (by its extension; YAML otherwise).
 fn read_role(file: &PathBuf) -> Result<RoleDoc> {
     let bytes =
         std::fs::read(file).map_err(|e| error(format!("reading {}: {e}", file.display())))?;
     let text =
         String::from_utf8(bytes).map_err(|_| error(format!("{} is not UTF-8", file.display())))?;
-    let parsed: std::result::Result<RoleDoc, String> = if file
+    let parsed: std::result::Result<RoleDoc, RoleFileError> = if file
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"))
     {
-        serde_json::from_str(&text).map_err(|e| e.to_string())
+        serde_json::from_str(&text).map_err(RoleFileError::Json)
     } else {
-        serde_saphyr::from_str(&text).map_err(|e| e.to_string())
+        serde_saphyr::from_str(&text).map_err(RoleFileError::Yaml)
     };
     parsed.map_err(|e| error(format!("{}: not one role definition: {e}", file.display())))
 }
@@ -521,7 +530,7 @@ impl StoreArgs {
             .ok_or_else(|| error("no etcd endpoint given"))?;
         Etcd::connect(&options.endpoints, options.tls.as_ref())
             .map(|etcd| etcd.with_auth(options.auth.clone()))
-            .map_err(error)
+            .map_err(|e| error(e.to_string()))
     }
 }
 
@@ -685,7 +694,7 @@ mod tests {
 
     fn options(flags: &[&str]) -> Result<(), EtcdArgsError> {
         let flags = Flags::try_parse_from(std::iter::once("t").chain(flags.iter().copied()))
-            .map_err(|e| EtcdArgsError::Password(e.to_string()))?;
+            .unwrap_or_else(|e| panic!("{e}"));
         flags.etcd.options().map(|_| ())
     }
 
@@ -715,6 +724,17 @@ mod tests {
             "/nonexistent/iot-authz-test/password",
         ])
         .unwrap_err();
-        assert!(matches!(e, EtcdArgsError::Password(_)), "{e:?}");
+        assert!(
+            matches!(&e, EtcdArgsError::Password(p)
+                if p.path == std::path::Path::new("/nonexistent/iot-authz-test/password")
+                    && p.source.kind() == std::io::ErrorKind::NotFound),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().starts_with(
+                "reading the etcd password file `/nonexistent/iot-authz-test/password`: "
+            ),
+            "{e}"
+        );
     }
 }

@@ -815,3 +815,66 @@ fn yaml_round_trip() {
             && back.tests.is_empty()
     );
 }
+
+/// Each field problem is its own kind, carrying the key as spelled in the input.
+#[test]
+fn field_problems_are_typed_with_the_key() {
+    let problem = |json: &str| match import_err(&[inline("a.json", json)]) {
+        ImportError::Invalid { problem, .. } => problem,
+        other => panic!("{other}"),
+    };
+    let assignment = |fields: &str| {
+        problem(&format!(
+            r#"[{{"properties": {{"roleDefinitionId": "/r/roleDefinitions/r1", {fields}}}}}]"#
+        ))
+    };
+    assert_eq!(
+        assignment(r#""principalType": "User", "scope": "/s""#),
+        FieldError::Missing { key: "principalId" }
+    );
+    assert_eq!(
+        assignment(r#""principalType": "User", "principalId": " ", "scope": "/s""#),
+        FieldError::Empty { key: "principalId" }
+    );
+    assert_eq!(
+        assignment(r#""principalType": 1, "principalId": "p", "scope": "/s""#),
+        FieldError::NotString {
+            key: "principalType",
+            found: "a number"
+        }
+    );
+    assert_eq!(
+        problem(r#"[{"roleName": "R", "permissions": [{"actions": ["a", 2]}]}]"#),
+        FieldError::InEntry {
+            key: "permissions",
+            index: 0,
+            problem: Box::new(FieldError::ItemNotString {
+                key: "actions",
+                index: 1,
+                found: "a number"
+            })
+        }
+    );
+    assert_eq!(
+        problem(r#"[{"roleName": "R", "permissions": {}}]"#),
+        FieldError::NotArray {
+            key: "permissions",
+            found: "an object"
+        }
+    );
+    assert_eq!(
+        problem(r#"[{"roleName": "R", "actions": "a"}]"#),
+        FieldError::NotStringArray {
+            key: "actions",
+            found: "a string"
+        }
+    );
+    assert_eq!(
+        problem(r#"[{"roleName": "R", "actions": ["a"], "Actions": ["b"]}]"#),
+        FieldError::Both {
+            first: "actions",
+            second: "Actions"
+        }
+    );
+    assert_eq!(problem("[1]"), FieldError::NotObject { found: "a number" });
+}

@@ -98,7 +98,11 @@ impl ScopeTable {
 
     /// Looks a scope up by its text without allocating; `Err` describes a bad scope and
     /// `Ok(None)` is a valid scope not interned yet.
-    fn lookup(&self, text: &str, buf: &mut LowerBuf) -> Result<Option<ScopeIdx>, String> {
+    fn lookup(
+        &self,
+        text: &str,
+        buf: &mut LowerBuf,
+    ) -> Result<Option<ScopeIdx>, syntax::ScopeError> {
         let trimmed = syntax::normalize_scope(text)?;
         Ok(self.index.get(lower_into(trimmed, buf)).copied())
     }
@@ -337,7 +341,7 @@ impl<'d> Compiler<'d> {
             for (i, a) in d.actions.iter().enumerate() {
                 let object = named("actions", i, &a.name);
                 let name_ok = syntax::check_action(&a.name)
-                    .map_err(|e| problems.push(doc, &object, e))
+                    .map_err(|e| problems.push(doc, &object, e.to_string()))
                     .is_ok();
                 for implied in &a.implies {
                     if let Err(e) = syntax::check_action(implied) {
@@ -578,7 +582,7 @@ impl<'d> Compiler<'d> {
                 let object = named("groups", i, &g.id);
                 // A bad id still has its members checked, so that every problem shows at once.
                 let gi = syntax::group_id(&g.id)
-                    .map_err(|e| problems.push(doc, &object, e))
+                    .map_err(|e| problems.push(doc, &object, e.to_string()))
                     .ok()
                     .map(|()| principals.intern(&g.id));
                 let first = gi
@@ -964,9 +968,9 @@ impl<'d> Compiler<'d> {
         match RouteTable::compile(&route_docs) {
             Ok(t) => t,
             Err(list) => {
-                for (input, message) in list {
+                for (input, problem) in list {
                     if let Some((doc, object, _)) = placed.get(input) {
-                        problems.push(doc, object.as_str(), message);
+                        problems.push(doc, object.as_str(), problem.to_string());
                     }
                 }
                 RouteTable::default()

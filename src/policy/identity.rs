@@ -167,16 +167,13 @@ impl IdentityConfig {
                         .iter()
                         .any(|s| matches!(s, IdentitySource::Bearer(o) if o.issuer == b.issuer))
                     {
-                        Err(format!(
-                            "issuer `{}` has a bearer source already (one source per issuer)",
-                            escape(&b.issuer)
-                        ))
+                        Err(BearerError::DuplicateIssuer { issuer: b.issuer })
                     } else {
                         Ok(b)
                     }
                 }) {
                     Ok(b) => sources.push(IdentitySource::Bearer(Arc::new(b))),
-                    Err(e) => problems.push((format!("{object}.bearer"), e)),
+                    Err(e) => problems.push((format!("{object}.bearer"), e.to_string())),
                 }
             } else if let Some(peer) = &source.peer_certificate {
                 match check_type(&peer.principal_type) {
@@ -192,14 +189,14 @@ impl IdentityConfig {
             .clone()
             .unwrap_or_else(|| DEFAULT_ASSIGN_ACTION.to_owned());
         if let Err(e) = syntax::check_action(&assign_action) {
-            problems.push(("identity.assignAction".to_owned(), e));
+            problems.push(("identity.assignAction".to_owned(), e.to_string()));
         }
         let unassign_action = doc
             .unassign_action
             .clone()
             .unwrap_or_else(|| DEFAULT_UNASSIGN_ACTION.to_owned());
         if let Err(e) = syntax::check_action(&unassign_action) {
-            problems.push(("identity.unassignAction".to_owned(), e));
+            problems.push(("identity.unassignAction".to_owned(), e.to_string()));
         }
         // Only an absent `sources` means the default header source: an empty list is no
         // source at all, never the forgeable header by surprise.
@@ -370,62 +367,111 @@ impl IdentityConfig {
     }
 }
 
-/// Compiles a `bearer` source; the message names the bad value.
-fn compile_bearer(doc: &BearerSourceDoc) -> Result<BearerSource, String> {
+/// A `bearer` source the compiler refuses, with the bad value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BearerError {
+    #[error("`issuer` is empty")]
+    EmptyIssuer,
+    #[error("`audiences` must list at least one non-empty audience")]
+    NoAudience,
+    #[error("must have exactly one of `jwks` and `discovery: true`")]
+    JwksOrDiscovery,
+    #[error("`issuer` for discovery: {0}")]
+    DiscoveryUrl(FetchUrlError),
+    #[error("`jwks.url`: {0}")]
+    JwksUrl(FetchUrlError),
+    #[error("`jwks` must have exactly one of `file`, `url`")]
+    JwksFileOrUrl,
+    #[error("`principalType: {}` is not a principal type", escape(.principal_type))]
+    PrincipalType { principal_type: String },
+    #[error("`algorithms` is empty")]
+    NoAlgorithms,
+    #[error("algorithm `none` is never accepted: unsigned tokens prove nothing")]
+    AlgorithmNone,
+    #[error(
+        "algorithm `{}` is never accepted: HMAC would let a public key serve as a shared secret",
+        escape(.name)
+    )]
+    AlgorithmHmac { name: String },
+    #[error(
+        "algorithm `{}` is not one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384",
+        escape(.name)
+    )]
+    UnknownAlgorithm { name: String },
+    #[error("`leeway: {}` is not a duration such as 60s", escape(.text))]
+    BadLeeway { text: String },
+    #[error("`leeway` of {secs}s is more than the limit of {limit}s")]
+    LeewayOverLimit { secs: u64, limit: u64 },
+    #[error("`claim` is empty")]
+    EmptyClaim,
+    #[error(
+        "issuer `{}` has a bearer source already (one source per issuer)",
+        escape(.issuer)
+    )]
+    DuplicateIssuer { issuer: String },
+}
+
+/// A URL keys may not be fetched from (`url` as given).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchUrlError {
+    #[error("`{}` is not a URL: {reason}", escape(.url))]
+    NotUrl {
+        url: String,
+        reason: url::ParseError,
+    },
+    #[error("`{}` is plain http to a non-loopback host; use https", escape(.url))]
+    PlainHttp { url: String },
+    #[error("scheme `{}` is not https", escape(.scheme))]
+    Scheme { scheme: String },
+}
+
+/// Compiles a `bearer` source; the error names the bad value.
+fn compile_bearer(doc: &BearerSourceDoc) -> Result<BearerSource, BearerError> {
     if doc.issuer.is_empty() {
-        return Err("`issuer` is empty".to_owned());
+        return Err(BearerError::EmptyIssuer);
     }
     if doc.audiences.is_empty() || doc.audiences.iter().any(String::is_empty) {
-        return Err("`audiences` must list at least one non-empty audience".to_owned());
+        return Err(BearerError::NoAudience);
     }
     let jwks = match (&doc.jwks, doc.discovery) {
         (Some(_), Some(true)) | (None, None | Some(false)) => {
-            return Err("must have exactly one of `jwks` and `discovery: true`".to_owned());
+            return Err(BearerError::JwksOrDiscovery);
         }
         (None, Some(true)) => {
-            check_fetch_url(&doc.issuer).map_err(|e| format!("`issuer` for discovery: {e}"))?;
+            check_fetch_url(&doc.issuer).map_err(BearerError::DiscoveryUrl)?;
             JwksLocation::Discovery
         }
         (Some(jwks), _) => match (&jwks.file, &jwks.url) {
             (Some(file), None) if !file.is_empty() => JwksLocation::File(file.clone()),
             (None, Some(url)) => {
-                check_fetch_url(url).map_err(|e| format!("`jwks.url`: {e}"))?;
+                check_fetch_url(url).map_err(BearerError::JwksUrl)?;
                 JwksLocation::Url(url.clone())
             }
-            _ => return Err("`jwks` must have exactly one of `file`, `url`".to_owned()),
+            _ => return Err(BearerError::JwksFileOrUrl),
         },
     };
     let principal_type = syntax::principal_type(&format!("{}:x", doc.principal_type))
         .map(|_| doc.principal_type.clone())
-        .map_err(|_| {
-            format!(
-                "`principalType: {}` is not a principal type",
-                escape(&doc.principal_type)
-            )
+        .map_err(|_| BearerError::PrincipalType {
+            principal_type: doc.principal_type.clone(),
         })?;
     let names: Vec<&str> = match &doc.algorithms {
         Some(list) => list.iter().map(String::as_str).collect(),
         None => bearer::DEFAULT_ALGORITHMS.to_vec(),
     };
     if names.is_empty() {
-        return Err("`algorithms` is empty".to_owned());
+        return Err(BearerError::NoAlgorithms);
     }
     let mut algorithms = Vec::new();
     for name in names {
         let upper = name.to_ascii_uppercase();
         let Some(alg) = SigningAlgorithm::parse(name) else {
             return Err(if upper == "NONE" {
-                "algorithm `none` is never accepted: unsigned tokens prove nothing".to_owned()
+                BearerError::AlgorithmNone
             } else if upper.starts_with("HS") {
-                format!(
-                    "algorithm `{}` is never accepted: HMAC would let a public key serve as a shared secret",
-                    escape(name)
-                )
+                BearerError::AlgorithmHmac { name: name.into() }
             } else {
-                format!(
-                    "algorithm `{}` is not one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384",
-                    escape(name)
-                )
+                BearerError::UnknownAlgorithm { name: name.into() }
             });
         };
         if !algorithms.contains(&alg) {
@@ -436,17 +482,17 @@ fn compile_bearer(doc: &BearerSourceDoc) -> Result<BearerSource, String> {
         None => bearer::DEFAULT_LEEWAY_SECS,
         Some(DurationDoc::Seconds(n)) => *n,
         Some(DurationDoc::Text(t)) => bearer::parse_duration_secs(t)
-            .ok_or_else(|| format!("`leeway: {}` is not a duration such as 60s", escape(t)))?,
+            .ok_or_else(|| BearerError::BadLeeway { text: t.clone() })?,
     };
     if leeway_secs > bearer::MAX_LEEWAY_SECS {
-        return Err(format!(
-            "`leeway` of {leeway_secs}s is more than the limit of {}s",
-            bearer::MAX_LEEWAY_SECS
-        ));
+        return Err(BearerError::LeewayOverLimit {
+            secs: leeway_secs,
+            limit: bearer::MAX_LEEWAY_SECS,
+        });
     }
     let claim = doc.claim.clone().unwrap_or_else(|| "sub".to_owned());
     if claim.is_empty() {
-        return Err("`claim` is empty".to_owned());
+        return Err(BearerError::EmptyClaim);
     }
     Ok(BearerSource {
         issuer: doc.issuer.clone(),
@@ -462,9 +508,11 @@ fn compile_bearer(doc: &BearerSourceDoc) -> Result<BearerSource, String> {
 
 /// A URL keys may be fetched from: `https`, or `http` to a loopback address only (keys
 /// fetched in clear over a network could be replaced on the way).
-pub fn check_fetch_url(url: &str) -> Result<(), String> {
-    let parsed =
-        reqwest::Url::parse(url).map_err(|e| format!("`{}` is not a URL: {e}", escape(url)))?;
+pub fn check_fetch_url(url: &str) -> Result<(), FetchUrlError> {
+    let parsed = reqwest::Url::parse(url).map_err(|reason| FetchUrlError::NotUrl {
+        url: url.into(),
+        reason,
+    })?;
     let loopback = match parsed.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -474,11 +522,10 @@ pub fn check_fetch_url(url: &str) -> Result<(), String> {
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if loopback => Ok(()),
-        "http" => Err(format!(
-            "`{}` is plain http to a non-loopback host; use https",
-            escape(url)
-        )),
-        other => Err(format!("scheme `{}` is not https", escape(other))),
+        "http" => Err(FetchUrlError::PlainHttp { url: url.into() }),
+        other => Err(FetchUrlError::Scheme {
+            scheme: other.into(),
+        }),
     }
 }
 
@@ -800,5 +847,115 @@ mod bearer_tests {
             [SigningAlgorithm::PS256, SigningAlgorithm::ES384]
         );
         assert_eq!(b.claim, "sub");
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    fn bearer(yaml: &str) -> Result<BearerSource, BearerError> {
+        let doc: BearerSourceDoc = serde_saphyr::from_str(yaml).unwrap();
+        compile_bearer(&doc)
+    }
+
+    const BASE: &str =
+        "{issuer: 'https://i.example/', audiences: [a], principalType: user, discovery: true";
+
+    #[test]
+    fn bearer_errors_carry_the_bad_value() {
+        let with = |rest: &str| bearer(&format!("{BASE}, {rest}}}"));
+        assert!(with("claim: sub").is_ok());
+        assert_eq!(
+            with("algorithms: [none]").unwrap_err(),
+            BearerError::AlgorithmNone
+        );
+        assert_eq!(
+            with("algorithms: [HS256]").unwrap_err(),
+            BearerError::AlgorithmHmac {
+                name: "HS256".into()
+            }
+        );
+        assert_eq!(
+            with("algorithms: [XX1]").unwrap_err(),
+            BearerError::UnknownAlgorithm { name: "XX1".into() }
+        );
+        assert_eq!(
+            with("algorithms: []").unwrap_err(),
+            BearerError::NoAlgorithms
+        );
+        assert_eq!(
+            with("leeway: soon").unwrap_err(),
+            BearerError::BadLeeway {
+                text: "soon".into()
+            }
+        );
+        assert_eq!(
+            with("leeway: 100000").unwrap_err(),
+            BearerError::LeewayOverLimit {
+                secs: 100_000,
+                limit: bearer::MAX_LEEWAY_SECS
+            }
+        );
+        assert_eq!(with("claim: ''").unwrap_err(), BearerError::EmptyClaim);
+        assert_eq!(
+            with("jwks: {file: k.json}").unwrap_err(),
+            BearerError::JwksOrDiscovery
+        );
+        assert_eq!(
+            bearer("{issuer: '', audiences: [a], principalType: user, discovery: true}")
+                .unwrap_err(),
+            BearerError::EmptyIssuer
+        );
+        assert_eq!(
+            bearer("{issuer: i, audiences: [], principalType: user, discovery: true}").unwrap_err(),
+            BearerError::NoAudience
+        );
+        assert_eq!(
+            bearer("{issuer: i, audiences: [a], principalType: robot, jwks: {file: k}}")
+                .unwrap_err(),
+            BearerError::PrincipalType {
+                principal_type: "robot".into()
+            }
+        );
+        assert_eq!(
+            bearer("{issuer: i, audiences: [a], principalType: user, jwks: {}}").unwrap_err(),
+            BearerError::JwksFileOrUrl
+        );
+        assert_eq!(
+            bearer("{issuer: 'http://i.example/', audiences: [a], principalType: user, discovery: true}")
+                .unwrap_err(),
+            BearerError::DiscoveryUrl(FetchUrlError::PlainHttp {
+                url: "http://i.example/".into()
+            })
+        );
+        let e = bearer("{issuer: i, audiences: [a], principalType: user, jwks: {url: 'ftp://k'}}")
+            .unwrap_err();
+        assert_eq!(
+            e,
+            BearerError::JwksUrl(FetchUrlError::Scheme {
+                scheme: "ftp".into()
+            })
+        );
+        assert_eq!(e.to_string(), "`jwks.url`: scheme `ftp` is not https");
+    }
+
+    #[test]
+    fn fetch_url_errors_carry_the_url_and_the_reason() {
+        assert_eq!(check_fetch_url("https://k.example/keys"), Ok(()));
+        assert_eq!(check_fetch_url("http://127.0.0.1:8080/keys"), Ok(()));
+        assert_eq!(
+            check_fetch_url("not a url"),
+            Err(FetchUrlError::NotUrl {
+                url: "not a url".into(),
+                reason: url::ParseError::RelativeUrlWithoutBase
+            })
+        );
+        assert_eq!(
+            check_fetch_url("http://k.example/keys"),
+            Err(FetchUrlError::PlainHttp {
+                url: "http://k.example/keys".into()
+            })
+        );
     }
 }

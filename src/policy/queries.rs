@@ -130,8 +130,10 @@ impl Snapshot {
             syntax::group_id(group).map_err(RequestError::Group)?;
         }
         let (route, action, scope) = match self.routes.resolve(req.method, req.path, req.headers) {
-            RouteOutcome::Malformed(message) => {
-                out.decision = Decision::deny(Reason::Malformed { message });
+            RouteOutcome::Malformed(problem) => {
+                out.decision = Decision::deny(Reason::Malformed {
+                    message: problem.to_string(),
+                });
                 return Ok(out);
             }
             RouteOutcome::NoRoute => return Ok(out),
@@ -349,10 +351,7 @@ impl Snapshot {
         let actor_type = syntax::principal_type(actor).map_err(RequestError::Principal)?;
         let scope = syntax::normalize_scope(scope).map_err(RequestError::Scope)?;
         let Some(target) = self.role(role) else {
-            return Err(RequestError::Role(format!(
-                "role `{}` is not defined",
-                syntax::escape(role)
-            )));
+            return Err(RequestError::Role { role: role.into() });
         };
         let subjects = self.subjects(actor, &[]);
         let ancestors = self.ancestors_of(scope);

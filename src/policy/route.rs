@@ -9,7 +9,13 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use super::document::RouteDoc;
-use super::syntax::{self, escape};
+use super::syntax::{self, SyntaxError, escape};
+
+mod errors;
+
+pub use errors::{
+    Capture, DecodeError, MalformedRequest, PathError, RouteError, SegmentError, Target,
+};
 
 /// The longest path (after cutting query and fragment) that is accepted.
 pub const MAX_PATH_BYTES: usize = 4096;
@@ -137,21 +143,21 @@ impl CanonicalPath {
 }
 
 /// Checks and canonicalises a request path (SPEC §4), or says why it is malformed.
-pub fn canonicalize(raw: &str) -> Result<CanonicalPath, String> {
+pub fn canonicalize(raw: &str) -> Result<CanonicalPath, PathError> {
     let end = raw.find(['?', '#']).unwrap_or(raw.len());
     let path = &raw[..end];
     if path.len() > MAX_PATH_BYTES {
-        return Err(format!("path is longer than {MAX_PATH_BYTES} bytes"));
+        return Err(PathError::too_long(path.len()));
     }
     if !path.starts_with('/') {
-        return Err("path must start with `/` (origin form)".into());
+        return Err(PathError::NotOriginForm);
     }
     let mut out = String::with_capacity(path.len());
-    decode_into(path, &mut out).map_err(|problem| format!("path {problem}"))?;
+    decode_into(path, &mut out).map_err(PathError::Decode)?;
     // Empty segments first: `//` is one, even though dropping its trailing slash would
     // leave `/`.
     if out.contains("//") {
-        return Err("path contains an empty segment (`//`)".into());
+        return Err(PathError::EmptySegment);
     }
     if out.len() > 1 && out.ends_with('/') {
         out.pop();
@@ -161,7 +167,7 @@ pub fn canonicalize(raw: &str) -> Result<CanonicalPath, String> {
             .split('/')
             .any(|segment| matches!(segment, "." | ".."))
     {
-        return Err("path contains a `.` or `..` segment".into());
+        return Err(PathError::DotSegment);
     }
     Ok(CanonicalPath { path: out })
 }
@@ -170,7 +176,7 @@ pub fn canonicalize(raw: &str) -> Result<CanonicalPath, String> {
 /// characters other than `.` are decoded, every other escape, a backslash, `;`, a control
 /// or a non-ASCII byte is refused (the error says what the text contains). Both the
 /// request path and captured header values go through here, so they cannot drift apart.
-fn decode_into(raw: &str, out: &mut String) -> Result<(), String> {
+fn decode_into(raw: &str, out: &mut String) -> Result<(), DecodeError> {
     let bytes = raw.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -187,19 +193,18 @@ fn decode_into(raw: &str, out: &mut String) -> Result<(), String> {
                         i += 3;
                     }
                     Some(_) => {
-                        return Err(format!(
-                            "contains the reserved escape `{}`",
-                            escape(&raw[i..i + 3])
-                        ));
+                        return Err(DecodeError::ReservedEscape {
+                            text: raw[i..i + 3].into(),
+                        });
                     }
-                    None => return Err("contains an invalid percent-escape".into()),
+                    None => return Err(DecodeError::InvalidEscape),
                 }
             }
-            b'\\' => return Err("contains a backslash".into()),
-            b';' => return Err("contains `;` (matrix parameters are refused)".into()),
-            b' ' => return Err("contains whitespace".into()),
-            0..=0x1f | 0x7f => return Err("contains a control byte".into()),
-            0x80.. => return Err("contains a non-ASCII byte".into()),
+            b'\\' => return Err(DecodeError::Backslash),
+            b';' => return Err(DecodeError::Semicolon),
+            b' ' => return Err(DecodeError::Whitespace),
+            0..=0x1f | 0x7f => return Err(DecodeError::ControlByte),
+            0x80.. => return Err(DecodeError::NonAscii),
             _ => {
                 // The plain bytes up to the next one looked at, copied at once.
                 let end = bytes
@@ -226,7 +231,7 @@ fn decode_into(raw: &str, out: &mut String) -> Result<(), String> {
 /// segment can hold). Returns the decoded value, or what is wrong with it. A value with
 /// no byte that [`decode_into`] treats specially (a canonical path segment) comes back
 /// unchanged, without a copy.
-pub fn capture_segment(raw: &str) -> Result<Cow<'_, str>, String> {
+pub fn capture_segment(raw: &str) -> Result<Cow<'_, str>, SegmentError> {
     let value = if raw
         .bytes()
         .any(|b| b.is_ascii_control() || !b.is_ascii() || matches!(b, b'%' | b'\\' | b';' | b' '))
@@ -238,13 +243,13 @@ pub fn capture_segment(raw: &str) -> Result<Cow<'_, str>, String> {
         Cow::Borrowed(raw)
     };
     if value.is_empty() {
-        Err("is empty".into())
+        Err(SegmentError::Empty)
     } else if value == "." || value == ".." {
-        Err("is a `.` or `..` segment".into())
+        Err(SegmentError::DotSegment)
     } else if value.contains(['/', '\\', '*']) {
-        Err("contains `/`, `\\` or `*`".into())
+        Err(SegmentError::Separator)
     } else if value.contains(['?', '#']) {
-        Err("contains `?` or `#`".into())
+        Err(SegmentError::QueryOrFragment)
     } else {
         Ok(value)
     }
@@ -335,7 +340,7 @@ pub enum RouteOutcome<'r> {
     /// No route matches: deny, reason `noRoute`.
     NoRoute,
     /// The request is malformed: deny with status 400.
-    Malformed(String),
+    Malformed(MalformedRequest),
 }
 
 /// The compiled route table, ordered by precedence.
@@ -366,7 +371,7 @@ impl RouteTable {
     /// Compiles routes given with their origins (shown in messages), checking each and the
     /// table for conflicts. Problems are returned as `(position in docs, message)` pairs, so
     /// the caller places them without parsing the origin back.
-    pub fn compile(docs: &[(String, &RouteDoc)]) -> Result<Self, Vec<(usize, String)>> {
+    pub fn compile(docs: &[(String, &RouteDoc)]) -> Result<Self, Vec<(usize, RouteError)>> {
         let mut routes = Vec::new();
         let mut problems = Vec::new();
         for (input, (_, doc)) in docs.iter().enumerate() {
@@ -379,12 +384,11 @@ impl RouteTable {
             let (a, b) = (&routes[a], &routes[b]);
             problems.push((
                 b.input,
-                format!(
-                    "route `{}` conflicts with route `{}` ({}): same path shape and overlapping methods",
-                    escape(&b.path),
-                    escape(&a.path),
-                    docs[a.input].0
-                ),
+                RouteError::Conflict {
+                    path: b.path.clone(),
+                    earlier: a.path.clone(),
+                    origin: docs[a.input].0.clone(),
+                },
             ));
         }
         if !problems.is_empty() {
@@ -405,10 +409,10 @@ impl RouteTable {
     ) -> RouteOutcome<'_> {
         let path = match canonicalize(raw_path) {
             Ok(p) => p,
-            Err(e) => return RouteOutcome::Malformed(e),
+            Err(e) => return RouteOutcome::Malformed(e.into()),
         };
         if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
-            return RouteOutcome::Malformed("method is empty or not a token".into());
+            return RouteOutcome::Malformed(MalformedRequest::Method);
         }
         // On the stack for the paths routes are written for (at most `INLINE_SEGMENTS`
         // segments): resolving is on every request's path.
@@ -437,12 +441,12 @@ impl RouteTable {
             if let Some(action) = &action
                 && let Err(e) = syntax::check_action(action)
             {
-                return RouteOutcome::Malformed(e);
+                return RouteOutcome::Malformed(e.into());
             }
             if let Some(scope) = &scope
                 && let Err(e) = syntax::normalize_scope(scope)
             {
-                return RouteOutcome::Malformed(e);
+                return RouteOutcome::Malformed(e.into());
             }
             return RouteOutcome::Matched {
                 route,
@@ -475,7 +479,9 @@ fn match_segments(pattern: &[PathSegment], segments: &[&str]) -> Option<Spans> {
                 if !segments.get(i)?.eq_ignore_ascii_case(text) {
                     return None;
                 }
-                spans.push((i, i + 1));
+                // Never read (only captures are), but kept so that `spans` is indexed
+                // like the pattern.
+                spans.push((i, i));
             }
             PathSegment::Capture(_) => {
                 segments.get(i)?;
@@ -502,25 +508,32 @@ fn check_captures<'h, H: HeaderLookup + ?Sized>(
     spans: &[(usize, usize)],
     segments: &[&str],
     headers: &'h H,
-) -> Result<Vec<Cow<'h, str>>, String> {
+) -> Result<Vec<Cow<'h, str>>, MalformedRequest> {
     for (pattern, &(start, end)) in route.segments.iter().zip(spans) {
         let (PathSegment::Capture(name) | PathSegment::Rest(name)) = pattern else {
             continue;
         };
-        let what = || match pattern {
-            PathSegment::Rest(_) => format!("path capture `{{{name}...}}`"),
-            _ => format!("path capture `{{{name}}}`"),
-        };
         let spanned = segments.get(start..end).unwrap_or_default();
-        if spanned.is_empty() {
-            return Err(format!("{} is empty", what()));
-        }
-        if let Some(problem) = spanned.iter().find_map(|s| capture_segment(s).err()) {
-            return Err(format!("{} {problem}", what()));
+        let problem = if spanned.is_empty() {
+            Some(SegmentError::Empty)
+        } else {
+            spanned.iter().find_map(|s| capture_segment(s).err())
+        };
+        if let Some(problem) = problem {
+            return Err(MalformedRequest::PathCapture {
+                capture: Capture {
+                    name: name.to_string(),
+                    rest: matches!(pattern, PathSegment::Rest(_)),
+                },
+                problem,
+            });
         }
     }
     let mut values = Vec::new();
-    for (what, template) in [("action", &route.action), ("scope", &route.scope)] {
+    for (target, template) in [
+        (Target::Action, &route.action),
+        (Target::Scope, &route.scope),
+    ] {
         for part in template.iter().flat_map(|t| t.parts.iter()) {
             let TemplatePart::Header(name) = part else {
                 continue;
@@ -528,20 +541,34 @@ fn check_captures<'h, H: HeaderLookup + ?Sized>(
             let value = match headers.lookup(name) {
                 HeaderFound::Value(v) => v,
                 HeaderFound::Missing => {
-                    return Err(format!("header `{name}` needed for the {what} is missing"));
+                    return Err(MalformedRequest::HeaderMissing {
+                        name: name.to_string(),
+                        target,
+                    });
                 }
-                HeaderFound::Conflicting => return Err(conflicting_header_message(name)),
+                HeaderFound::Conflicting => {
+                    return Err(MalformedRequest::HeaderConflict {
+                        name: name.to_string(),
+                    });
+                }
             };
             match capture_segment(value) {
                 Ok(value) => values.push(value),
                 Err(problem) => {
-                    return Err(format!("header `{name}` captured for the {what} {problem}"));
+                    return Err(MalformedRequest::HeaderCapture {
+                        name: name.to_string(),
+                        target,
+                        problem,
+                    });
                 }
             }
         }
     }
     Ok(values)
 }
+
+/// The capacity [`render`] starts its string with.
+const RENDER_CAPACITY: usize = 128;
 
 /// A template with the route's captures in place: path segments from `spans`, header
 /// values from `header_values` in template order. Every value was checked by
@@ -552,15 +579,9 @@ fn render<'h>(
     segments: &[&str],
     header_values: &mut impl Iterator<Item = Cow<'h, str>>,
 ) -> String {
-    let literal: usize = template
-        .parts
-        .iter()
-        .map(|p| match p {
-            TemplatePart::Literal(text) => text.len(),
-            _ => 0,
-        })
-        .sum();
-    let mut out = String::with_capacity(literal + 64);
+    // Room for a typical scope or action (an ARM resource id is about 100 bytes), so that
+    // most requests allocate once.
+    let mut out = String::with_capacity(RENDER_CAPACITY);
     for part in template.parts.iter() {
         match part {
             TemplatePart::Literal(text) => out.push_str(text),
@@ -653,26 +674,25 @@ fn valid_name(name: &str) -> bool {
 
 /// Compiles one route, with every problem it has: its methods, its path, and (when the
 /// path is sound, since they name its captures) its action and scope templates.
-fn compile_route(input: usize, doc: &RouteDoc) -> Result<Route, Vec<String>> {
+fn compile_route(input: usize, doc: &RouteDoc) -> Result<Route, Vec<RouteError>> {
     let mut problems = Vec::new();
     let methods = compile_methods(&doc.methods)
         .map_err(|e| problems.push(e))
         .ok();
     let segments = compile_path(&doc.path).map_err(|e| problems.push(e)).ok();
-    let mut template = |text: &Option<String>, what: &str| match (text, &segments) {
-        (Some(text), Some(segments)) => compile_template(text, segments, what)
-            .and_then(|t| check_template_literals(&t, what).map(|()| t))
+    let mut template = |text: &Option<String>, target: Target| match (text, &segments) {
+        (Some(text), Some(segments)) => compile_template(text, segments, target)
+            .and_then(|t| check_template_literals(&t, target).map(|()| t))
             .map_err(|e| problems.push(e))
             .ok(),
         _ => None,
     };
-    let action = template(&doc.action, "action");
-    let scope = template(&doc.scope, "scope");
+    let action = template(&doc.action, Target::Action);
+    let scope = template(&doc.scope, Target::Scope);
     if !doc.public && (doc.action.is_none() || doc.scope.is_none()) {
-        problems.push(format!(
-            "route `{}` needs an `action` and a `scope` (or `public: true`)",
-            escape(&doc.path)
-        ));
+        problems.push(RouteError::NeedsActionAndScope {
+            path: doc.path.clone(),
+        });
     }
     match (methods, segments) {
         (Some(methods), Some(segments)) if problems.is_empty() => Ok(Route {
@@ -691,20 +711,20 @@ fn compile_route(input: usize, doc: &RouteDoc) -> Result<Route, Vec<String>> {
 }
 
 /// A route's `methods`: HTTP method tokens, or `*` alone.
-fn compile_methods(methods: &[String]) -> Result<Methods, String> {
+fn compile_methods(methods: &[String]) -> Result<Methods, RouteError> {
     if methods.iter().any(|m| m == "*") {
         if methods.len() > 1 {
-            return Err("methods: `*` must stand alone".into());
+            return Err(RouteError::StarNotAlone);
         }
         return Ok(Methods::Any);
     }
     if methods.is_empty() {
-        return Err("methods: must list at least one method or `*`".into());
+        return Err(RouteError::NoMethods);
     }
     let mut list = Vec::new();
     for m in methods {
         if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
-            return Err(format!("method `{}` is not an HTTP method", escape(m)));
+            return Err(RouteError::BadMethod { method: m.clone() });
         }
         list.push(m.to_ascii_uppercase().into_boxed_str());
     }
@@ -712,13 +732,13 @@ fn compile_methods(methods: &[String]) -> Result<Methods, String> {
 }
 
 /// A route's path template: canonical, with whole-segment captures named once each.
-fn compile_path(path: &str) -> Result<Vec<PathSegment>, String> {
-    let canonical = canonicalize(path).map_err(|e| format!("path `{}`: {e}", escape(path)))?;
+fn compile_path(path: &str) -> Result<Vec<PathSegment>, RouteError> {
+    let canonical = canonicalize(path).map_err(|problem| RouteError::BadPath {
+        path: path.into(),
+        problem,
+    })?;
     if canonical.as_str() != path.strip_suffix('/').unwrap_or(path) && path != "/" {
-        return Err(format!(
-            "path `{}` is not canonical (write it decoded, without query or fragment)",
-            escape(path)
-        ));
+        return Err(RouteError::NotCanonical { path: path.into() });
     }
     let raw_segments: Vec<&str> = canonical.segments().collect();
     let mut segments = Vec::new();
@@ -726,10 +746,10 @@ fn compile_path(path: &str) -> Result<Vec<PathSegment>, String> {
         let parsed = if let Some(inner) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
             if let Some(name) = inner.strip_suffix("...") {
                 if i + 1 != raw_segments.len() {
-                    return Err(format!(
-                        "path `{}`: `{{{name}...}}` must be the last segment",
-                        escape(path)
-                    ));
+                    return Err(RouteError::RestNotLast {
+                        path: path.into(),
+                        name: name.into(),
+                    });
                 }
                 PathSegment::Rest(name.into())
             } else {
@@ -737,36 +757,28 @@ fn compile_path(path: &str) -> Result<Vec<PathSegment>, String> {
             }
         } else {
             if seg.contains(['{', '}']) {
-                return Err(format!(
-                    "path `{}`: a capture must be a whole segment",
-                    escape(path)
-                ));
+                return Err(RouteError::PartialCapture { path: path.into() });
             }
             PathSegment::Static(seg.to_ascii_lowercase().into())
         };
         if let PathSegment::Capture(name) | PathSegment::Rest(name) = &parsed {
             if name.starts_with("header:") {
-                return Err(format!(
-                    "path `{}`: `{{header:...}}` may appear in action and scope only",
-                    escape(path)
-                ));
+                return Err(RouteError::HeaderInPath { path: path.into() });
             }
             if !valid_name(name) {
-                return Err(format!(
-                    "path `{}`: capture name `{}` must be letters, digits, `_` or `-`",
-                    escape(path),
-                    escape(name)
-                ));
+                return Err(RouteError::BadCaptureName {
+                    path: path.into(),
+                    name: name.to_string(),
+                });
             }
             let duplicate = segments
                 .iter()
                 .any(|s| matches!(s, PathSegment::Capture(n) | PathSegment::Rest(n) if n == name));
             if duplicate {
-                return Err(format!(
-                    "path `{}`: capture `{}` is used twice",
-                    escape(path),
-                    escape(name)
-                ));
+                return Err(RouteError::DuplicateCapture {
+                    path: path.into(),
+                    name: name.to_string(),
+                });
             }
         }
         segments.push(parsed);
@@ -776,7 +788,7 @@ fn compile_path(path: &str) -> Result<Vec<PathSegment>, String> {
 
 /// A template's literal text must already be valid, with each placeholder standing for
 /// one plain segment: check it by rendering with a harmless value.
-fn check_template_literals(template: &Template, what: &str) -> Result<(), String> {
+fn check_template_literals(template: &Template, target: Target) -> Result<(), RouteError> {
     let sample: String = template
         .parts
         .iter()
@@ -785,30 +797,37 @@ fn check_template_literals(template: &Template, what: &str) -> Result<(), String
             _ => "x".to_owned(),
         })
         .collect();
-    match what {
-        "action" => syntax::check_action(&sample),
-        _ => syntax::normalize_scope(&sample).map(|_| ()),
-    }
-    .map_err(|e| format!("{what} template: {e}"))
+    let checked = match target {
+        Target::Action => syntax::check_action(&sample).map_err(SyntaxError::from),
+        Target::Scope => syntax::normalize_scope(&sample)
+            .map(|_| ())
+            .map_err(SyntaxError::from),
+    };
+    checked.map_err(|problem| RouteError::BadTemplate { target, problem })
 }
 
-fn compile_template(text: &str, segments: &[PathSegment], what: &str) -> Result<Template, String> {
+fn compile_template(
+    text: &str,
+    segments: &[PathSegment],
+    target: Target,
+) -> Result<Template, RouteError> {
     let mut parts = Vec::new();
     let mut rest = text;
     while !rest.is_empty() {
         match rest.find('{') {
             Some(0) => {
-                let close = rest
-                    .find('}')
-                    .ok_or_else(|| format!("{what} `{}` has an unclosed `{{`", escape(text)))?;
+                let close = rest.find('}').ok_or_else(|| RouteError::Unclosed {
+                    target,
+                    text: text.into(),
+                })?;
                 let name = &rest[1..close];
                 if let Some(header) = name.strip_prefix("header:") {
                     if !valid_name(header) {
-                        return Err(format!(
-                            "{what} `{}`: bad header name `{}`",
-                            escape(text),
-                            escape(header)
-                        ));
+                        return Err(RouteError::BadHeaderName {
+                            target,
+                            text: text.into(),
+                            header: header.into(),
+                        });
                     }
                     parts.push(TemplatePart::Header(header.to_ascii_lowercase().into()));
                 } else {
@@ -816,12 +835,10 @@ fn compile_template(text: &str, segments: &[PathSegment], what: &str) -> Result<
                     let index = segments
                         .iter()
                         .position(|s| matches!(s, PathSegment::Capture(n) | PathSegment::Rest(n) if **n == *name))
-                        .ok_or_else(|| {
-                            format!(
-                                "{what} `{}` uses `{{{}}}`, which the path does not capture",
-                                escape(text),
-                                escape(name)
-                            )
+                        .ok_or_else(|| RouteError::UnknownCapture {
+                            target,
+                            text: text.into(),
+                            name: name.into(),
                         })?;
                     parts.push(TemplatePart::Capture(index));
                 }
@@ -833,7 +850,10 @@ fn compile_template(text: &str, segments: &[PathSegment], what: &str) -> Result<
             }
             None => {
                 if rest.contains('}') {
-                    return Err(format!("{what} `{}` has a stray `}}`", escape(text)));
+                    return Err(RouteError::StrayBrace {
+                        target,
+                        text: text.into(),
+                    });
                 }
                 parts.push(TemplatePart::Literal(rest.into()));
                 rest = "";
@@ -844,7 +864,10 @@ fn compile_template(text: &str, segments: &[PathSegment], what: &str) -> Result<
         .iter()
         .any(|p| matches!(p, TemplatePart::Literal(t) if t.contains('}')))
     {
-        return Err(format!("{what} `{}` has a stray `}}`", escape(text)));
+        return Err(RouteError::StrayBrace {
+            target,
+            text: text.into(),
+        });
     }
     Ok(Template {
         parts: parts.into(),
@@ -909,11 +932,16 @@ mod tests {
         RouteTable::compile(&named).unwrap()
     }
 
-    fn resolve(table: &RouteTable, path: &str, headers: &[(&str, &str)]) -> Result<(), String> {
+    /// `Err(None)` is no route; `Err(Some(problem))` a malformed request.
+    fn resolve(
+        table: &RouteTable,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(), Option<MalformedRequest>> {
         match table.resolve("GET", path, headers) {
             RouteOutcome::Matched { .. } => Ok(()),
-            RouteOutcome::NoRoute => Err("noRoute".into()),
-            RouteOutcome::Malformed(e) => Err(e),
+            RouteOutcome::NoRoute => Err(None),
+            RouteOutcome::Malformed(e) => Err(Some(e)),
         }
     }
 
@@ -934,7 +962,10 @@ mod tests {
             for bad in ["*/b", "a/*", "a/b/*/d", "a/b/x*y", "a*/b"] {
                 let path = format!("{prefix}/{bad}");
                 let e = resolve(&table, &path, &[]).unwrap_err();
-                assert!(e.contains("path capture"), "{path}: {e}");
+                assert!(
+                    matches!(e, Some(MalformedRequest::PathCapture { .. })),
+                    "{path}: {e:?}"
+                );
             }
         }
     }
@@ -982,7 +1013,14 @@ mod tests {
         }
         for bad in ["secret;v=1", "secret%00", "sec ret", "secret?x"] {
             let e = resolve(&table, "/h", &[("x-app", bad)]).unwrap_err();
-            assert!(e.contains("header `x-app` captured"), "{bad}: {e}");
+            assert!(
+                matches!(
+                    &e,
+                    Some(MalformedRequest::HeaderCapture { name, target: Target::Scope, .. })
+                        if name == "x-app"
+                ),
+                "{bad}: {e:?}"
+            );
         }
     }
 
@@ -1052,9 +1090,12 @@ mod tests {
             .collect();
         let (found, work) = find_conflicts(&many);
         assert!(found.is_empty(), "{found:?}");
-        assert!(
-            work <= 2 * many.len(),
-            "{work} method lookups for {} routes",
+        // Each route's one method is looked up once and remembered once: the work is
+        // counted exactly, and stays linear.
+        assert_eq!(
+            work,
+            2 * many.len(),
+            "method lookups and insertions for {} routes",
             many.len()
         );
     }
@@ -1078,7 +1119,12 @@ mod tests {
 
         let table = table(&[("/h", Some("x/read"), Some("/apps/{header:x-app}"), false)]);
         let e = resolve(&table, "/h", &[("x-app", "a"), ("X-App", "b")]).unwrap_err();
-        assert!(e.contains("more than once"), "{e}");
+        assert_eq!(
+            e,
+            Some(MalformedRequest::HeaderConflict {
+                name: "x-app".into()
+            })
+        );
         assert_eq!(
             resolve(&table, "/h", &[("x-app", "a"), ("X-App", "a")]),
             Ok(())
@@ -1102,6 +1148,306 @@ mod tests {
 
         let table = table(&[("/h", Some("x/read"), Some("/apps/{header:x-app}"), false)]);
         let e = resolve(&table, "/h", &[("x-app", "a2,a1")]).unwrap_err();
-        assert!(e.contains("more than once"), "{e}");
+        assert_eq!(
+            e,
+            Some(MalformedRequest::HeaderConflict {
+                name: "x-app".into()
+            })
+        );
+        // The message names the header, escaped, as every caller renders it.
+        assert_eq!(
+            e.unwrap().to_string(),
+            "header `x-app` is given more than once with different values"
+        );
+        assert_eq!(
+            conflicting_header_message("x-`a\n"),
+            "header `x-\\u{60}a\\n` is given more than once with different values"
+        );
+    }
+
+    fn doc(methods: &[&str], path: &str, action: Option<&str>, scope: Option<&str>) -> RouteDoc {
+        RouteDoc {
+            methods: methods.iter().map(|m| (*m).into()).collect(),
+            path: path.into(),
+            action: action.map(Into::into),
+            scope: scope.map(Into::into),
+            ..RouteDoc::default()
+        }
+    }
+
+    /// Compiles route documents; on failure, the positions of the documents with problems.
+    fn compile_docs(docs: &[RouteDoc]) -> Result<RouteTable, Vec<usize>> {
+        let named: Vec<(String, &RouteDoc)> = docs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (format!("routes[{i}]"), d))
+            .collect();
+        RouteTable::compile(&named).map_err(|problems| problems.iter().map(|p| p.0).collect())
+    }
+
+    /// The action, scope and shadow flag a request resolves to, or why it does not.
+    fn outcome(table: &RouteTable, method: &str, path: &str) -> Result<Matched, String> {
+        match table.resolve(method, path, &[("x-app", "a1")][..]) {
+            RouteOutcome::Matched {
+                route,
+                action,
+                scope,
+            } => Ok((action, scope, route.shadow)),
+            RouteOutcome::NoRoute => Err("noRoute".into()),
+            RouteOutcome::Malformed(e) => Err(format!("malformed: {e}")),
+        }
+    }
+
+    type Matched = (Option<String>, Option<String>, bool);
+
+    fn matched(action: &str, scope: &str) -> Result<Matched, String> {
+        Ok((Some(action.into()), Some(scope.into()), false))
+    }
+
+    #[test]
+    fn a_header_has_a_value_only_when_it_is_given_once() {
+        assert_eq!(HeaderFound::Value("a").value(), Some("a"));
+        assert_eq!(HeaderFound::Missing.value(), None);
+        assert_eq!(HeaderFound::Conflicting.value(), None);
+        let pairs = vec![("X-App", "a1"), ("x-app", "a1"), ("x-other", "z")];
+        assert_eq!(pairs.header("x-app"), Some("a1"));
+        assert_eq!(pairs.header("x-other"), Some("z"));
+        assert_eq!(pairs.header("x-none"), None);
+        // Given twice with different values, it has none.
+        let conflicting = vec![("x-app", "a1"), ("X-App", "a2")];
+        assert_eq!(conflicting.header("x-app"), None);
+        assert_eq!(conflicting[..].lookup("x-app"), HeaderFound::Conflicting);
+    }
+
+    #[test]
+    fn a_path_of_the_longest_length_is_accepted_and_one_byte_more_is_not() {
+        let longest = format!("/{}", "a".repeat(MAX_PATH_BYTES - 1));
+        assert_eq!(canonicalize(&longest).unwrap().as_str(), longest);
+        // The query does not count.
+        let with_query = format!("{longest}?{}", "q".repeat(100));
+        assert_eq!(canonicalize(&with_query).unwrap().as_str(), longest);
+        assert!(canonicalize(&format!("{longest}a")).is_err());
+        let segments: Vec<String> = canonicalize("/a/B/c/")
+            .unwrap()
+            .segments()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(segments, ["a", "B", "c"]);
+        assert_eq!(canonicalize("/").unwrap().segments().count(), 0);
+        // Only unreserved escapes other than `.` are decoded.
+        assert_eq!(
+            canonicalize("/%41%7a%30-%5F%7e").unwrap().as_str(),
+            "/Az0-_~"
+        );
+        assert!(canonicalize("/a b").is_err());
+    }
+
+    /// Static segments before captures before rest captures, whatever the order in the file;
+    /// static segments in any case.
+    #[test]
+    fn precedence_is_static_then_capture_then_rest() {
+        let table = compile_docs(&[
+            doc(&["GET"], "/a/{rest...}", Some("x/rest"), Some("/r/{rest}")),
+            doc(&["GET"], "/a/{x}", Some("x/capture"), Some("/c/{x}")),
+            doc(&["GET"], "/a/b", Some("x/static"), Some("/s")),
+        ])
+        .unwrap();
+        assert_eq!(outcome(&table, "GET", "/a/b"), matched("x/static", "/s"));
+        assert_eq!(outcome(&table, "GET", "/A/B/"), matched("x/static", "/s"));
+        assert_eq!(outcome(&table, "GET", "/a/c"), matched("x/capture", "/c/c"));
+        assert_eq!(
+            outcome(&table, "GET", "/a/c/d/e"),
+            matched("x/rest", "/r/c/d/e")
+        );
+        // A rest capture spans at least one segment.
+        assert_eq!(outcome(&table, "GET", "/a"), Err("noRoute".into()));
+        assert_eq!(outcome(&table, "GET", "/b/c"), Err("noRoute".into()));
+    }
+
+    #[test]
+    fn methods_select_routes_and_must_be_tokens() {
+        let table = compile_docs(&[
+            doc(&["GET"], "/g", Some("x/get"), Some("/")),
+            doc(&["*"], "/any", Some("x/any"), Some("/")),
+            doc(&["get", "Post"], "/two", Some("x/two"), Some("/")),
+        ])
+        .unwrap();
+        assert_eq!(outcome(&table, "GET", "/g"), matched("x/get", "/"));
+        assert_eq!(outcome(&table, "get", "/g"), matched("x/get", "/"));
+        assert_eq!(outcome(&table, "POST", "/g"), Err("noRoute".into()));
+        assert_eq!(outcome(&table, "DELETE", "/any"), matched("x/any", "/"));
+        assert_eq!(outcome(&table, "POST", "/two"), matched("x/two", "/"));
+        assert_eq!(outcome(&table, "PUT", "/two"), Err("noRoute".into()));
+        for method in ["", "GE T", "GET1", "G-T"] {
+            let e = outcome(&table, method, "/any").unwrap_err();
+            assert!(e.starts_with("malformed"), "{method:?}: {e}");
+        }
+        let bad = |method: &str| RouteError::BadMethod {
+            method: method.into(),
+        };
+        for (methods, problem) in [
+            (&["*", "GET"][..], RouteError::StarNotAlone),
+            (&[], RouteError::NoMethods),
+            (&["GE-T"], bad("GE-T")),
+            (&[""], bad("")),
+            (&["GET", "P T"], bad("P T")),
+        ] {
+            let doc = doc(methods, "/m", Some("x/read"), Some("/"));
+            let named = [("routes[0]".to_owned(), &doc)];
+            let problems = RouteTable::compile(&named).unwrap_err();
+            assert_eq!(problems, [(0, problem)], "{methods:?}");
+        }
+    }
+
+    #[test]
+    fn a_route_table_tells_its_size_and_its_literal_actions() {
+        assert!(RouteTable::default().is_empty());
+        assert_eq!(RouteTable::default().len(), 0);
+        let mut data = doc(&["PUT"], "/d", Some("d/write"), Some("/"));
+        data.data_action = true;
+        let public = RouteDoc {
+            public: true,
+            ..doc(&["GET"], "/p", None, None)
+        };
+        let table = compile_docs(&[
+            doc(&["GET"], "/a", Some("x/read"), Some("/")),
+            doc(&["GET"], "/b/{id}", Some("x/{id}/read"), Some("/")),
+            data,
+            public,
+        ])
+        .unwrap();
+        assert_eq!(table.len(), 4);
+        assert!(!table.is_empty());
+        let literal: std::collections::BTreeSet<(&str, bool)> = table.literal_actions().collect();
+        assert_eq!(
+            literal,
+            [("d/write", true), ("x/read", false)].into_iter().collect()
+        );
+        assert_eq!(outcome(&table, "GET", "/p"), Ok((None, None, false)));
+    }
+
+    /// A rest capture renders the segments it spans joined by `/`; a problem with a capture
+    /// names the capture as the path writes it.
+    #[test]
+    fn captures_render_and_are_named_in_problems() {
+        let table = compile_docs(&[
+            doc(
+                &["GET"],
+                "/files/{path...}",
+                Some("x/read"),
+                Some("/f/{path}"),
+            ),
+            doc(&["GET"], "/one/{id}", Some("x/{id}/read"), Some("/o/{id}")),
+        ])
+        .unwrap();
+        assert_eq!(
+            outcome(&table, "GET", "/files/a/b/c"),
+            matched("x/read", "/f/a/b/c")
+        );
+        assert_eq!(
+            outcome(&table, "GET", "/files/a"),
+            matched("x/read", "/f/a")
+        );
+        assert_eq!(
+            outcome(&table, "GET", "/one/7"),
+            matched("x/7/read", "/o/7")
+        );
+        let e = outcome(&table, "GET", "/files/a/b*").unwrap_err();
+        assert!(e.contains("path capture `{path...}`"), "{e}");
+        let e = outcome(&table, "GET", "/one/b*").unwrap_err();
+        assert!(e.contains("path capture `{id}`"), "{e}");
+    }
+
+    #[test]
+    fn route_documents_are_checked() {
+        let ok = |d: RouteDoc| compile_docs(&[d]).is_ok();
+        // The one problem of a refused document.
+        let refused = |d: RouteDoc| {
+            let named = [("routes[0]".to_owned(), &d)];
+            let mut problems = RouteTable::compile(&named).unwrap_err();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            problems.remove(0).1
+        };
+        use RouteError as E;
+        // An enforced route needs both an action and a scope; a public one neither.
+        for d in [
+            doc(&["GET"], "/a", Some("x/read"), None),
+            doc(&["GET"], "/a", None, Some("/")),
+        ] {
+            assert_eq!(refused(d), E::NeedsActionAndScope { path: "/a".into() });
+        }
+        assert!(ok(RouteDoc {
+            public: true,
+            ..doc(&["GET"], "/a", None, None)
+        }));
+        // Templates name captures of the path and are valid once filled in.
+        let e = refused(doc(&["GET"], "/a/{id}", Some("x/{nope}/read"), Some("/")));
+        assert!(
+            matches!(&e, E::UnknownCapture { name, .. } if name == "nope"),
+            "{e:?}"
+        );
+        let e = refused(doc(&["GET"], "/a/{id}", Some("x/read"), Some("apps/{id}")));
+        assert!(matches!(e, E::BadTemplate { .. }), "{e:?}");
+        let e = refused(doc(&["GET"], "/a/{id}", Some("x y/{id}"), Some("/")));
+        assert!(matches!(e, E::BadTemplate { .. }), "{e:?}");
+        let e = refused(doc(&["GET"], "/a/{id}", Some("x/{id"), Some("/")));
+        assert!(matches!(e, E::Unclosed { .. }), "{e:?}");
+        let e = refused(doc(&["GET"], "/a/{id}", Some("x/id}"), Some("/")));
+        assert!(matches!(e, E::StrayBrace { .. }), "{e:?}");
+        let e = refused(doc(&["GET"], "/a", Some("x/{header:x.y}"), Some("/")));
+        assert!(
+            matches!(&e, E::BadHeaderName { header, .. } if header == "x.y"),
+            "{e:?}"
+        );
+        assert!(ok(doc(
+            &["GET"],
+            "/a/{app_id}/{dev-id}",
+            Some("x/{app_id}/{header:x-app}"),
+            Some("/{dev-id}")
+        )));
+        // Capture names, their place and their number.
+        let e = refused(doc(&["GET"], "/a/{b.c}", Some("x/read"), Some("/")));
+        assert!(
+            matches!(&e, E::BadCaptureName { name, .. } if name == "b.c"),
+            "{e:?}"
+        );
+        let e = refused(doc(&["GET"], "/a/{}", Some("x/read"), Some("/")));
+        assert!(matches!(e, E::BadCaptureName { .. }), "{e:?}");
+        let e = refused(doc(&["GET"], "/a/{rest...}/b", Some("x/read"), Some("/")));
+        assert!(
+            matches!(&e, E::RestNotLast { name, .. } if name == "rest"),
+            "{e:?}"
+        );
+        let e = refused(doc(&["GET"], "/a/{x}/{x}", Some("x/read"), Some("/")));
+        assert!(
+            matches!(&e, E::DuplicateCapture { name, .. } if name == "x"),
+            "{e:?}"
+        );
+        let e = refused(doc(&["GET"], "/a/x{y}", Some("x/read"), Some("/")));
+        assert!(matches!(e, E::PartialCapture { .. }), "{e:?}");
+        // The path is written canonical; a trailing slash is allowed.
+        for path in ["/a/%62", "/a/b?x=1", "/a/./b"] {
+            let e = refused(doc(&["GET"], path, Some("x/read"), Some("/")));
+            assert!(
+                matches!(e, E::NotCanonical { .. } | E::BadPath { .. }),
+                "{path}: {e:?}"
+            );
+        }
+        assert!(ok(doc(&["GET"], "/a/b/", Some("x/read"), Some("/"))));
+        let root = compile_docs(&[doc(&["GET"], "/", Some("x/root"), Some("/"))]).unwrap();
+        assert_eq!(outcome(&root, "GET", "/"), matched("x/root", "/"));
+        assert_eq!(outcome(&root, "GET", "/a"), Err("noRoute".into()));
+        // Shadow mode is kept on the route.
+        let shadow = RouteDoc {
+            mode: super::super::document::RouteMode::Shadow,
+            ..doc(&["GET"], "/s", Some("x/read"), Some("/"))
+        };
+        let table =
+            compile_docs(&[shadow, doc(&["GET"], "/e", Some("x/read"), Some("/"))]).unwrap();
+        assert_eq!(
+            outcome(&table, "GET", "/s"),
+            Ok((Some("x/read".into()), Some("/".into()), true))
+        );
+        assert_eq!(outcome(&table, "GET", "/e"), matched("x/read", "/"));
     }
 }

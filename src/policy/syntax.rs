@@ -1,8 +1,15 @@
 //! Checked value types of the policy language: principal ids, scopes, action patterns and
-//! instants. Each has one parser that returns a lowercase problem description on bad input;
-//! the compiler adds the document and object to it.
+//! instants. Each has one parser that returns a typed problem (in [`errors`]) on bad input,
+//! whose message is lowercase; the compiler adds the document and object to it.
 
 use std::fmt;
+
+mod errors;
+
+pub use errors::{
+    ActionError, BadChar, PrincipalError, ScopeError, ScopeProblem, SyntaxError, TimeError,
+    TimestampError,
+};
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -18,7 +25,7 @@ pub const PRINCIPAL_TYPES: [&str; 6] = [
 ];
 
 /// Checks a `TYPE:VALUE` principal id and returns its type.
-pub fn principal_type(id: &str) -> Result<&str, String> {
+pub fn principal_type(id: &str) -> Result<&str, PrincipalError> {
     // Fast path on bytes: a known type, a non-empty printable ASCII value.
     let bytes = id.as_bytes();
     if let Some(colon) = bytes.iter().position(|&b| b == b':') {
@@ -38,38 +45,30 @@ fn known_type(kind: &str) -> Option<&'static str> {
     PRINCIPAL_TYPES.iter().copied().find(|&t| t == kind)
 }
 
-fn principal_type_slow(id: &str) -> Result<&str, String> {
+fn principal_type_slow(id: &str) -> Result<&str, PrincipalError> {
     let Some((kind, value)) = id.split_once(':') else {
-        return Err(format!(
-            "principal `{}` is not of the form TYPE:VALUE",
-            escape(id)
-        ));
+        return Err(PrincipalError::NotTypeValue { id: id.into() });
     };
     if !PRINCIPAL_TYPES.contains(&kind) {
-        return Err(format!(
-            "principal `{}` has unknown type `{}` (expected one of {})",
-            escape(id),
-            escape(kind),
-            PRINCIPAL_TYPES.join(", ")
-        ));
+        return Err(PrincipalError::UnknownType {
+            id: id.into(),
+            kind: kind.into(),
+        });
     }
     if value.is_empty() {
-        return Err(format!("principal `{}` has an empty value", escape(id)));
+        return Err(PrincipalError::EmptyValue { id: id.into() });
     }
     if value.chars().any(is_unsafe_char) {
-        return Err(format!(
-            "principal `{}` contains a control, line-separator or bidi character",
-            escape(id)
-        ));
+        return Err(PrincipalError::UnsafeChar { id: id.into() });
     }
     Ok(kind)
 }
 
 /// Checks that `id` is a full `group:` principal id.
-pub fn group_id(id: &str) -> Result<(), String> {
+pub fn group_id(id: &str) -> Result<(), PrincipalError> {
     match principal_type(id)? {
         "group" => Ok(()),
-        _ => Err(format!("`{}` is not a group id (group:NAME)", escape(id))),
+        _ => Err(PrincipalError::NotGroup { id: id.into() }),
     }
 }
 
@@ -82,7 +81,7 @@ pub enum PrincipalSelector {
 }
 
 impl PrincipalSelector {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, PrincipalError> {
         if text == "*" {
             return Ok(Self::Everyone);
         }
@@ -90,15 +89,11 @@ impl PrincipalSelector {
             // Problems quote the selector as written, not a made-up id.
             return match known_type(kind) {
                 Some(kind) => Ok(Self::Type(kind.to_owned())),
-                None if kind.is_empty() => {
-                    Err(format!("principal `{}` has an empty type", escape(text)))
-                }
-                None => Err(format!(
-                    "principal `{}` has unknown type `{}` (expected one of {})",
-                    escape(text),
-                    escape(kind),
-                    PRINCIPAL_TYPES.join(", ")
-                )),
+                None if kind.is_empty() => Err(PrincipalError::EmptyType { id: text.into() }),
+                None => Err(PrincipalError::UnknownType {
+                    id: text.into(),
+                    kind: kind.into(),
+                }),
             };
         }
         principal_type(text)?;
@@ -117,7 +112,7 @@ pub struct Scope {
 }
 
 impl Scope {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ScopeError> {
         let trimmed = normalize_scope(text)?;
         Ok(Self {
             display: trimmed.into(),
@@ -158,7 +153,7 @@ pub fn trim_scope(text: &str) -> &str {
 }
 
 /// Checks a scope and returns it without its one optional trailing slash.
-pub fn normalize_scope(text: &str) -> Result<&str, String> {
+pub fn normalize_scope(text: &str) -> Result<&str, ScopeError> {
     // Fast path: one pass over the bytes; any problem is described by the slow path.
     if text == "/" {
         return Ok(text);
@@ -196,12 +191,13 @@ fn scope_bytes_ok(bytes: &[u8]) -> bool {
     true
 }
 
-fn normalize_scope_slow(text: &str) -> Result<&str, String> {
+fn normalize_scope_slow(text: &str) -> Result<&str, ScopeError> {
+    let error = |problem| ScopeError {
+        text: text.into(),
+        problem,
+    };
     if !text.starts_with('/') {
-        return Err(format!(
-            "scope `{}` must be an absolute path starting with `/`",
-            escape(text)
-        ));
+        return Err(error(ScopeProblem::NotAbsolute));
     }
     if text == "/" {
         return Ok(text);
@@ -209,17 +205,15 @@ fn normalize_scope_slow(text: &str) -> Result<&str, String> {
     let trimmed = trim_scope(text);
     for segment in trimmed[1..].split('/') {
         let problem = match segment {
-            "" => Some("an empty segment"),
-            "." | ".." => Some("a `.` or `..` segment"),
-            s if s.chars().any(is_unsafe_char) => {
-                Some("a control, line-separator or bidi character")
-            }
-            s if s.contains(char::is_whitespace) => Some("whitespace"),
-            s if s.contains('\\') => Some("a backslash"),
+            "" => Some(ScopeProblem::EmptySegment),
+            "." | ".." => Some(ScopeProblem::DotSegment),
+            s if s.chars().any(is_unsafe_char) => Some(ScopeProblem::UnsafeChar),
+            s if s.contains(char::is_whitespace) => Some(ScopeProblem::Whitespace),
+            s if s.contains('\\') => Some(ScopeProblem::Backslash),
             _ => None,
         };
         if let Some(problem) = problem {
-            return Err(format!("scope `{}` contains {problem}", escape(text)));
+            return Err(error(problem));
         }
     }
     Ok(trimmed)
@@ -248,7 +242,7 @@ pub fn scope_key_prefixes(key: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// Checks the text of an action pattern (`*` is the only metacharacter).
-pub fn check_pattern(text: &str) -> Result<(), String> {
+pub fn check_pattern(text: &str) -> Result<(), ActionError> {
     // Fast path: printable ASCII other than space is always valid.
     if !text.is_empty() && text.bytes().all(|b| (0x21..0x7f).contains(&b)) {
         return Ok(());
@@ -256,48 +250,34 @@ pub fn check_pattern(text: &str) -> Result<(), String> {
     check_pattern_slow(text)
 }
 
-fn check_pattern_slow(text: &str) -> Result<(), String> {
+fn check_pattern_slow(text: &str) -> Result<(), ActionError> {
     if text.is_empty() {
-        return Err("action pattern is empty".into());
+        return Err(ActionError::Empty);
     }
     if let Some(c) = text
         .chars()
         .find(|c| c.is_whitespace() || c.is_control() || !c.is_ascii())
     {
-        return Err(format!(
-            "action pattern `{}` contains {}",
-            escape(text),
-            describe_char(c)
-        ));
+        return Err(ActionError::BadChar {
+            pattern: text.into(),
+            found: BadChar::of(c),
+        });
     }
     Ok(())
 }
 
 /// Checks a literal action name (a pattern without `*`).
-pub fn check_action(text: &str) -> Result<(), String> {
+pub fn check_action(text: &str) -> Result<(), ActionError> {
     if !text.is_empty() && text.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'*') {
         return Ok(());
     }
     check_pattern(text)?;
     if text.contains('*') {
-        return Err(format!(
-            "action `{}` must not contain `*` here",
-            escape(text)
-        ));
+        return Err(ActionError::Wildcard {
+            action: text.into(),
+        });
     }
     Ok(())
-}
-
-fn describe_char(c: char) -> String {
-    if c.is_whitespace() {
-        "whitespace".into()
-    } else if c.is_control() {
-        "a control character".into()
-    } else {
-        // Escaped, never raw: a bidirectional override or a look-alike must not reach a
-        // terminal or a log through an error message.
-        format!("the non-ASCII character `{}`", c.escape_unicode())
-    }
 }
 
 /// A compiled action pattern: ASCII-lowercase literal parts between `*`s.
@@ -322,7 +302,7 @@ enum PatternKind {
 }
 
 impl ActionPattern {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ActionError> {
         check_pattern(text)?;
         let lower = text.to_ascii_lowercase();
         let kind = if !lower.contains('*') {
@@ -416,9 +396,11 @@ impl ActionPattern {
 pub type Instant = i128;
 
 /// Parses an RFC 3339 time.
-pub fn parse_time(text: &str) -> Result<Instant, String> {
-    let parsed = OffsetDateTime::parse(text, &Rfc3339)
-        .map_err(|e| format!("time `{}` is not RFC 3339: {e}", escape(text)))?;
+pub fn parse_time(text: &str) -> Result<Instant, TimeError> {
+    let parsed = OffsetDateTime::parse(text, &Rfc3339).map_err(|reason| TimeError {
+        text: text.into(),
+        reason,
+    })?;
     Ok(parsed.unix_timestamp_nanos())
 }
 
@@ -474,8 +456,9 @@ pub fn escape_json_output(json: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
-/// Renders user-supplied text safely inside a message: control characters and non-ASCII
-/// are escaped, and long values are cut, so that error messages never carry raw input.
+/// Renders user-supplied text safely inside a message: control characters, non-ASCII and
+/// backticks (the quotes messages put around values) are escaped, and long values are cut,
+/// so that error messages never carry raw input.
 pub fn escape(text: &str) -> String {
     const LIMIT: usize = 200;
     let mut out = String::with_capacity(text.len().min(LIMIT + 8));
@@ -486,6 +469,9 @@ pub fn escape(text: &str) -> String {
         }
         if c.is_ascii() && !c.is_ascii_control() && c != '`' {
             out.push(c);
+        } else if c == '`' {
+            // `escape_default` keeps a backtick, which would end the quote around the value.
+            out.push_str("\\u{60}");
         } else {
             out.extend(c.escape_default());
         }
@@ -519,7 +505,7 @@ mod tests {
 
     #[test]
     fn a_non_ascii_character_is_named_escaped() {
-        let e = check_action("a\u{202e}b").unwrap_err();
+        let e = check_action("a\u{202e}b").unwrap_err().to_string();
         assert!(e.is_ascii(), "{e:?}");
         assert!(e.contains("\\u{202e}"), "{e}");
     }
@@ -658,10 +644,9 @@ mod tests {
             assert_eq!(check_pattern(text), check_pattern_slow(text), "{text:?}");
             let full = check_pattern_slow(text).and_then(|()| {
                 if text.contains('*') {
-                    Err(format!(
-                        "action `{}` must not contain `*` here",
-                        escape(text)
-                    ))
+                    Err(ActionError::Wildcard {
+                        action: text.into(),
+                    })
                 } else {
                     Ok(())
                 }
@@ -684,15 +669,17 @@ mod tests {
 
     #[test]
     fn selector_problems_quote_the_selector_as_written() {
-        for (text, quoted) in [
-            ("robot:*", "`robot:*` has unknown type `robot`"),
-            (":*", "`:*` has an empty type"),
-            ("User:*", "`User:*` has unknown type `User`"),
-            ("user:a:*", "`user:a:*` has unknown type `user:a`"),
+        let unknown = |id: &str, kind: &str| PrincipalError::UnknownType {
+            id: id.into(),
+            kind: kind.into(),
+        };
+        for (text, expected) in [
+            ("robot:*", unknown("robot:*", "robot")),
+            (":*", PrincipalError::EmptyType { id: ":*".into() }),
+            ("User:*", unknown("User:*", "User")),
+            ("user:a:*", unknown("user:a:*", "user:a")),
         ] {
-            let e = PrincipalSelector::parse(text).unwrap_err();
-            assert!(e.contains(quoted), "{text}: {e}");
-            assert!(!e.contains(":x`"), "{text}: {e}");
+            assert_eq!(PrincipalSelector::parse(text), Err(expected), "{text}");
         }
         assert_eq!(
             PrincipalSelector::parse("*").unwrap(),
@@ -702,5 +689,187 @@ mod tests {
             PrincipalSelector::parse("gateway:g-1").unwrap(),
             PrincipalSelector::Id("gateway:g-1".into())
         );
+    }
+
+    #[test]
+    fn group_ids_are_group_principals() {
+        assert!(group_id("group:g1").is_ok());
+        assert!(group_id("user:g1").is_err());
+        assert!(group_id("g1").is_err());
+        assert!(group_id("group:").is_err());
+    }
+
+    #[test]
+    fn a_scope_displays_as_written_without_its_trailing_slash() {
+        assert_eq!(Scope::parse("/A/b/").unwrap().to_string(), "/A/b");
+        assert_eq!(Scope::root().to_string(), "/");
+        assert_eq!(Scope::root().key(), "/");
+        // `//` is an empty segment, never the root.
+        assert_eq!(trim_scope("//"), "//");
+        assert_eq!(trim_scope("/"), "/");
+        assert_eq!(trim_scope("/a/"), "/a");
+        assert_eq!(trim_scope("/a"), "/a");
+    }
+
+    /// What the slow path refuses, `normalize_scope` refuses: whitespace of any kind, a
+    /// backslash, an empty or dot segment.
+    #[test]
+    fn scopes_refuse_whitespace_backslashes_and_empty_or_dot_segments() {
+        use ScopeProblem as P;
+        for (bad, problem) in [
+            ("/a b", P::Whitespace),
+            ("/a\u{a0}b", P::Whitespace),
+            ("/a\u{2003}b", P::Whitespace),
+            ("/a\\b", P::Backslash),
+            ("/a\\b\\c", P::Backslash),
+            ("/a b\tc", P::UnsafeChar),
+            ("/a//b", P::EmptySegment),
+            ("/a/./b", P::DotSegment),
+            ("/a/../b", P::DotSegment),
+            ("/..", P::DotSegment),
+            ("/.", P::DotSegment),
+            ("//", P::EmptySegment),
+            ("a", P::NotAbsolute),
+            ("", P::NotAbsolute),
+        ] {
+            let expected = ScopeError {
+                text: bad.into(),
+                problem,
+            };
+            assert_eq!(normalize_scope(bad).unwrap_err(), expected, "{bad:?}");
+            assert_eq!(normalize_scope_slow(bad).unwrap_err(), expected, "{bad:?}");
+        }
+        for good in ["/", "/a", "/a/b/", "/...", "/.a", "/a./b", "/caf\u{e9}"] {
+            assert_eq!(normalize_scope(good), Ok(trim_scope(good)), "{good:?}");
+        }
+    }
+
+    /// The byte pass answers exactly what the full check answers for ASCII scopes without a
+    /// trailing slash (a non-ASCII scope is left to the full check).
+    #[test]
+    fn the_scope_byte_pass_accepts_exactly_the_valid_ascii_scopes() {
+        let samples = [
+            "/",
+            "/a",
+            "/a/b",
+            "/A/b-c_d.e~f",
+            "/a b",
+            "/a\tb",
+            "/a\\b",
+            "/a\\b\\c",
+            "/a\u{7f}",
+            "/a//b",
+            "/a/./b",
+            "/a/../b",
+            "/.",
+            "/..",
+            "/...",
+            "/.a",
+            "/a.",
+            "a/b",
+            "",
+        ];
+        for text in samples {
+            let valid = text != "/" && normalize_scope_slow(text).is_ok();
+            assert_eq!(scope_bytes_ok(text.as_bytes()), valid, "{text:?}");
+        }
+        assert!(!scope_bytes_ok("/caf\u{e9}".as_bytes()));
+    }
+
+    #[test]
+    fn action_patterns_refuse_blanks_and_other_characters() {
+        for bad in ["", "a b", "a\tb", "a\u{a0}b", "a\u{7f}", "caf\u{e9}/read"] {
+            assert!(check_pattern(bad).is_err(), "{bad:?}");
+            assert!(check_pattern_slow(bad).is_err(), "{bad:?}");
+            assert!(check_action(bad).is_err(), "{bad:?}");
+            assert!(ActionPattern::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_pattern("a*").is_ok());
+        assert!(check_action("a*").is_err());
+        assert!(check_action("*").is_err());
+        assert!(check_action("a/b").is_ok());
+        let e = check_pattern("a b").unwrap_err().to_string();
+        assert!(e.contains("whitespace"), "{e}");
+        let e = check_pattern("a\u{7f}").unwrap_err().to_string();
+        assert!(e.contains("control"), "{e}");
+    }
+
+    #[test]
+    fn a_pattern_keeps_its_spelling_and_matches_literally_without_a_star() {
+        let p = ActionPattern::parse("Microsoft.Edge/Targets/Read").unwrap();
+        assert_eq!(p.as_str(), "Microsoft.Edge/Targets/Read");
+        assert!(p.is_literal());
+        assert_eq!(p.literal(), Some("microsoft.edge/targets/read"));
+        assert!(p.matches("MICROSOFT.EDGE/TARGETS/READ"));
+        assert!(p.matches_lower("microsoft.edge/targets/read"));
+        assert!(!p.matches("microsoft.edge/targets/write"));
+        assert!(!p.matches("microsoft.edge/targets/rea"));
+        let p = ActionPattern::parse("Microsoft.Edge/*").unwrap();
+        assert_eq!(p.as_str(), "Microsoft.Edge/*");
+        assert!(!p.is_literal());
+        assert_eq!(p.literal(), None);
+        for any in ["*", "**"] {
+            let p = ActionPattern::parse(any).unwrap();
+            assert!(!p.is_literal() && p.literal().is_none());
+            assert!(p.matches("") && p.matches("a/b/c"));
+        }
+    }
+
+    /// Each literal part of a pattern is matched in order, without overlapping another.
+    #[test]
+    fn glob_parts_match_in_order_without_overlap() {
+        let cases = [
+            ("a*b", "ab", true),
+            ("a*b", "axyb", true),
+            ("a*b", "ba", false),
+            ("a*a", "a", false),
+            ("a*a", "aa", true),
+            ("a*b*a", "a", false),
+            ("a*b*b", "ab", false),
+            ("a*b*b", "abb", true),
+            ("a*b*c", "axc", false),
+            ("a*b*c", "abc", true),
+            ("*b*b*", "xb", false),
+            ("*b*b*", "xbb", true),
+            ("*ab*ab*", "xabab", true),
+            ("*ab*ab*", "xaba", false),
+            ("x/*", "y/x/z", false),
+            ("*/read", "x/write", false),
+        ];
+        for (pattern, action, expected) in cases {
+            let p = ActionPattern::parse(pattern).unwrap();
+            assert_eq!(p.matches(action), expected, "{pattern} on {action}");
+        }
+    }
+
+    #[test]
+    fn now_is_the_current_time() {
+        let clock = || {
+            let since = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            i128::try_from(since.as_nanos()).unwrap()
+        };
+        let before = clock();
+        let t = now();
+        let after = clock();
+        // Nanoseconds since the epoch, read between two readings of the system clock.
+        assert!(before <= t && t <= after, "{before} <= {t} <= {after}");
+    }
+
+    /// `escape` keeps printable ASCII other than a backtick as it is, escapes the rest and
+    /// cuts long text.
+    #[test]
+    fn escape_keeps_printable_ascii_and_escapes_the_rest() {
+        let plain = "C:\\dir \"x\" 'y' {z} ~!";
+        assert_eq!(escape(plain), plain);
+        assert_eq!(escape("a\u{1b}[31mb"), "a\\u{1b}[31mb");
+        assert_eq!(escape("a\nb"), "a\\nb");
+        assert_eq!(escape("a`b"), "a\\u{60}b");
+        assert_eq!(escape("caf\u{e9}"), "caf\\u{e9}");
+        assert_eq!(escape(""), "");
+        let long = "a".repeat(300);
+        assert_eq!(escape(&long), format!("{}...", "a".repeat(200)));
+        assert_eq!(escape(&"a".repeat(200)), "a".repeat(200));
     }
 }

@@ -28,7 +28,7 @@ use crate::policy::syntax::{self, escape};
 use crate::policy::{CheckRequest, RequestError};
 use crate::proto::iotauthz::v1 as pb;
 use crate::store::admin_queue::{Existing, MAX_GROUP_BYTES, Queued, Write};
-use crate::store::objects::{self, Kind, Object};
+use crate::store::objects::{self, Kind, Object, ObjectError};
 use crate::store::{self as store_mod, Store, etcd};
 
 /// How long a write waits for etcd's answer (under the server's request deadline).
@@ -462,7 +462,7 @@ fn validate_group(
     let mut policy = policy.clone();
     let mut results = Vec::with_capacity(writes.len());
     // The keys the group's allowed writes changed, with what they held before.
-    let mut undo: Vec<(String, Option<Result<Object, String>>)> = Vec::new();
+    let mut undo: Vec<(String, Option<Result<Object, ObjectError>>)> = Vec::new();
     // The ids of the store assignments they changed; `None` once one changed another
     // kind of object (the incremental path's base no longer holds the others).
     let mut assignment_ids = Some(BTreeSet::new());
@@ -587,7 +587,7 @@ fn validate_grants_together(
 }
 
 /// Puts back what `key` held before a write was tried on the objects.
-fn put_back(inputs: &mut store_mod::Inputs, key: &str, old: Option<Result<Object, String>>) {
+fn put_back(inputs: &mut store_mod::Inputs, key: &str, old: Option<Result<Object, ObjectError>>) {
     let Some(objects) = inputs.objects.as_mut() else {
         return;
     };
@@ -777,7 +777,7 @@ impl pb::admin_server::Admin for Admin {
                     }
                 }
                 syntax::principal_type(&planned.principal)
-                    .map_err(|e| Status::invalid_argument(format!("invalid principal: {e}")))?;
+                    .map_err(|e| Status::invalid_argument(RequestError::Principal(e).to_string()))?;
                 match policy
                     .snapshot
                     .check_assign(actor, &planned.role, &planned.scope, syntax::now())
@@ -793,9 +793,9 @@ impl pb::admin_server::Admin for Admin {
                     }
                     // Not assignable at the scope: the validation below names the rule.
                     Ok(_) => Ok(()),
-                    Err(RequestError::Role(m)) => Err(Status::failed_precondition(format!(
-                        "unknown role: {m}, so nothing was written"
-                    ))),
+                    Err(e @ RequestError::Role { .. }) => Err(Status::failed_precondition(
+                        format!("{e}, so nothing was written"),
+                    )),
                     Err(e) => Err(Status::invalid_argument(e.to_string())),
                 }?;
                 Ok(Some(Object::Assignment(planned.clone())))
@@ -856,7 +856,7 @@ impl pb::admin_server::Admin for Admin {
             body.scope.as_str()
         };
         let scope_key = syntax::normalize_scope(scope)
-            .map_err(|e| Status::invalid_argument(format!("invalid scope: {e}")))?
+            .map_err(|e| Status::invalid_argument(RequestError::Scope(e).to_string()))?
             .to_ascii_lowercase();
         require(&policy, &actor, ASSIGNMENT_READ, &[scope.to_owned()])?;
         let role = (!body.role.is_empty())

@@ -527,7 +527,7 @@ fn evaluate(app: &App, ctx: &RequestContext, policy: &LoadedPolicy, e: &Evaluati
     let at = match &e.time {
         Some(t) => match syntax::parse_time(t) {
             Ok(at) => at,
-            Err(message) => return Ok(refused(policy, "invalidArgument", message)),
+            Err(e) => return Ok(refused(policy, "invalidArgument", e.to_string())),
         },
         None => syntax::now(),
     };

@@ -561,7 +561,8 @@ impl App {
     }
 
     /// Swaps in a new policy: one atomic store; requests in flight keep the old one, which
-    /// is returned (see [`crate::live::retire`]).
+    /// is returned (its data is freed on [`crate::live::reaper`]'s thread, whoever drops it
+    /// last).
     pub fn install(
         &self,
         snapshot: crate::policy::Snapshot,

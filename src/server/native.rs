@@ -111,7 +111,7 @@ fn at_or(
     now: impl FnOnce() -> Instant,
 ) -> Result<Instant, RequestError> {
     at.map_or_else(|| Ok(now()), request_instant)
-        .map_err(|e| RequestError::At(e.to_string()))
+        .map_err(RequestError::At)
 }
 
 /// [`at_or`] the current time.

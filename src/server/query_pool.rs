@@ -185,7 +185,7 @@ fn serve_queries(queue: &Mutex<mpsc::Receiver<Job>>, priority: QueryPriority) {
 }
 
 /// Gives the calling thread the pool's priority (see [`crate::priority`]).
-fn lower_priority(priority: QueryPriority) -> Result<(), String> {
+fn lower_priority(priority: QueryPriority) -> Result<(), crate::priority::PriorityError> {
     match priority {
         QueryPriority::Idle => crate::priority::enter_idle_class(),
         QueryPriority::Low => crate::priority::lower_niceness_by(19),

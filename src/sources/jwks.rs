@@ -197,7 +197,7 @@ pub enum KeyFetchError {
     NoJwksUri { url: String },
     /// The discovery document's `jwks_uri` is not a URL the server fetches.
     #[error("{0}")]
-    JwksUri(String),
+    JwksUri(crate::policy::identity::FetchUrlError),
     #[error("no HTTP client")]
     NoClient,
     #[error("{url}: request failed: {message}")]

@@ -9,7 +9,6 @@ pub mod jwks;
 use std::sync::Arc;
 
 pub use crate::live::LoadOutcome;
-use crate::live::retire_later;
 use crate::policy::{PolicyError, SourceDocument, compile_sources, source};
 use crate::store::StoreHost;
 
@@ -67,7 +66,7 @@ impl Loader {
             drop(sources);
             let revision = snapshot.revision.clone();
             let previous = app.install(snapshot);
-            retire_later(previous);
+            drop(previous);
             Ok(LoadOutcome::Installed(revision))
         })
         .await;

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use tonic::Status;
 
-use super::objects::Object;
+use super::objects::{Object, ObjectError};
 use crate::live::LoadedPolicy;
 
 /// What a write finds under its key: the stored object, one that could not be decoded, or
 /// nothing.
-pub(crate) type Existing<'a> = Option<&'a Result<Object, String>>;
+pub(crate) type Existing<'a> = Option<&'a Result<Object, ObjectError>>;
 
 /// One Admin API write: its actor, its object's key under the prefix, and its plan.
 pub(crate) struct Write {

@@ -90,17 +90,38 @@ impl fmt::Debug for Password {
     }
 }
 
+/// The etcd password file cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the etcd password file `{}`: {source}", escape(&.path.display().to_string()))]
+pub struct PasswordError {
+    pub path: std::path::PathBuf,
+    pub source: std::io::Error,
+}
+
+/// The etcd client cannot be set up (before any connection is made).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("no etcd endpoint given")]
+    NoEndpoint,
+    /// An endpoint that is not a URI (as given).
+    #[error("etcd endpoint `{}`: {source}", escape(.url))]
+    Endpoint {
+        url: String,
+        source: tonic::transport::Error,
+    },
+    #[error("etcd TLS: {0}")]
+    Tls(tonic::transport::Error),
+}
+
 impl Password {
     /// The password now; a file that cannot be read is an error naming the file.
-    pub fn read(&self) -> Result<String, String> {
+    pub fn read(&self) -> Result<String, PasswordError> {
         match self {
             Password::Value(v) => Ok(v.to_string()),
             Password::File(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    format!(
-                        "reading the etcd password file `{}`: {e}",
-                        escape(&path.display().to_string())
-                    )
+                let text = std::fs::read_to_string(path).map_err(|source| PasswordError {
+                    path: path.clone(),
+                    source,
                 })?;
                 let text = text
                     .strip_suffix('\n')
@@ -191,18 +212,16 @@ pub struct KeyValue {
 
 impl Etcd {
     /// Connects lazily: the first request opens the connections.
-    pub fn connect(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<Self, String> {
+    pub fn connect(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<Self, ConnectError> {
         if endpoints.is_empty() {
-            return Err("no etcd endpoint given".into());
+            return Err(ConnectError::NoEndpoint);
         }
         let mut channels = Vec::new();
         for url in endpoints {
             let mut endpoint = Endpoint::from_shared(url.clone())
-                .map_err(|e| {
-                    format!(
-                        "etcd endpoint `{}`: {e}",
-                        crate::policy::syntax::escape(url)
-                    )
+                .map_err(|source| ConnectError::Endpoint {
+                    url: url.clone(),
+                    source,
                 })?
                 .connect_timeout(Duration::from_secs(2))
                 .tcp_nodelay(true)
@@ -217,9 +236,7 @@ impl Etcd {
                 if let Some((cert, key)) = &tls.identity {
                     config = config.identity(Identity::from_pem(cert, key));
                 }
-                endpoint = endpoint
-                    .tls_config(config)
-                    .map_err(|e| format!("etcd TLS: {e}"))?;
+                endpoint = endpoint.tls_config(config).map_err(ConnectError::Tls)?;
             }
             channels.push(endpoint.connect_lazy());
         }
@@ -278,7 +295,7 @@ impl Etcd {
         let password = credentials
             .password
             .read()
-            .map_err(tonic::Status::failed_precondition)?;
+            .map_err(|e| tonic::Status::failed_precondition(e.to_string()))?;
         let request = AuthenticateRequest {
             name: credentials.username.clone(),
             password,
@@ -637,5 +654,29 @@ mod tests {
         assert_eq!(prefix_end(b"/iot-authz/"), b"/iot-authz0".to_vec());
         assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
         assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    #[test]
+    fn connect_errors_carry_the_endpoint() {
+        assert!(matches!(
+            Etcd::connect(&[], None),
+            Err(ConnectError::NoEndpoint)
+        ));
+        let Err(e) = Etcd::connect(&["http://a b".into()], None) else {
+            panic!("a URI with a space was taken");
+        };
+        assert!(
+            matches!(&e, ConnectError::Endpoint { url, .. } if url == "http://a b"),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().starts_with("etcd endpoint `http://a b`: "),
+            "{e}"
+        );
     }
 }

@@ -33,6 +33,17 @@ enum WatchEnd {
     Reload(String),
 }
 
+/// Why the store could not be read.
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    /// etcd refused or failed the read (its status, shown by [`status_text`]).
+    #[error("{}", status_text(.0))]
+    Etcd(tonic::Status),
+    /// The blocking task that compiles what was read did not finish.
+    #[error("store load failed: {0}")]
+    Compile(tokio::task::JoinError),
+}
+
 /// Follows the store until `stop` completes.
 pub async fn follow(store: Arc<Store>, app: Arc<App>, stop: impl Future<Output = ()>) {
     tokio::pin!(stop);
@@ -41,7 +52,7 @@ pub async fn follow(store: Arc<Store>, app: Arc<App>, stop: impl Future<Output =
     loop {
         let attempt = async {
             let revision = load(&store, &app).await?;
-            Ok::<_, String>(watch(&store, &app, revision).await)
+            Ok::<_, LoadError>(watch(&store, &app, revision).await)
         };
         let outcome = tokio::select! {
             () = &mut stop => break,
@@ -74,7 +85,7 @@ pub async fn follow(store: Arc<Store>, app: Arc<App>, stop: impl Future<Output =
 
 /// Reads every object under the prefix and installs the policy they make with the files.
 /// Returns the revision read at.
-async fn load(store: &Arc<Store>, app: &Arc<App>) -> Result<i64, String> {
+async fn load(store: &Arc<Store>, app: &Arc<App>) -> Result<i64, LoadError> {
     let started = std::time::Instant::now();
     let prefix = store.options.prefix.as_bytes().to_vec();
     let max = store.options.max_value_bytes;
@@ -84,7 +95,7 @@ async fn load(store: &Arc<Store>, app: &Arc<App>) -> Result<i64, String> {
         .etcd
         .range_prefix_map(&prefix, move |page| decode_page(page, skip, max))
         .await
-        .map_err(|s| status_text(&s))?;
+        .map_err(LoadError::Etcd)?;
     store.contact();
     let read = started.elapsed();
     let (s, a) = (store.clone(), app.clone());
@@ -109,7 +120,7 @@ async fn load(store: &Arc<Store>, app: &Arc<App>) -> Result<i64, String> {
         (count, s.recompile(&a))
     })
     .await
-    .map_err(|e| format!("store load failed: {e}"))?;
+    .map_err(LoadError::Compile)?;
     tracing::info!(
         revision,
         objects = count,
@@ -127,7 +138,7 @@ fn decode_page(
     page: Vec<super::etcd::KeyValue>,
     skip: usize,
     max: usize,
-) -> Vec<(String, Result<objects::Object, String>)> {
+) -> Vec<(String, Result<objects::Object, objects::ObjectError>)> {
     page.into_iter()
         .filter_map(|kv| {
             let rel = &kv.key[skip.min(kv.key.len())..];

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
-use crate::live::{LoadOutcome, LoadedPolicy, PolicySink, retire_later};
+use crate::live::{LoadOutcome, LoadedPolicy, PolicySink};
 use crate::policy::document::{AssignmentDoc, Document};
 use crate::policy::overlay::{FullPolicy, OverlayBase};
 use crate::policy::{PolicyError, Problem, Snapshot, SourceDocument, compile_documents, source};
@@ -35,8 +35,8 @@ pub trait StoreHost: PolicySink {
 /// The service a store feeds, as the store sees it.
 type App = dyn StoreHost;
 
-pub use etcd::{Etcd, EtcdAuth, EtcdTls, Password};
-pub use objects::{Kind, Object, Objects};
+pub use etcd::{ConnectError, Etcd, EtcdAuth, EtcdTls, Password, PasswordError};
+pub use objects::{Kind, Object, ObjectError, Objects};
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "/iot-authz/";
@@ -149,7 +149,7 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(options: StoreOptions) -> Result<Self, String> {
+    pub fn new(options: StoreOptions) -> Result<Self, etcd::ConnectError> {
         let etcd = Etcd::connect(&options.endpoints, options.tls.as_ref())?
             .with_auth(options.auth.clone());
         Ok(Self {
@@ -280,11 +280,11 @@ impl Store {
         }
         match objects::document(objects) {
             Ok(doc) => docs.push((name.clone(), doc)),
-            Err(bad) => problems.extend(bad.into_iter().map(|(key, message)| {
+            Err(bad) => problems.extend(bad.into_iter().map(|(key, problem)| {
                 Problem::new(
                     &name,
                     format!("`{}`", crate::policy::syntax::escape(&key)),
-                    message,
+                    problem.to_string(),
                 )
             })),
         }
@@ -331,11 +331,16 @@ impl Store {
 
     /// Keeps `snapshot`, compiled in full at `revision`, for [`Store::full_now`].
     fn keep_full(&self, revision: i64, snapshot: &Snapshot) {
-        if let Ok(mut last) = self.last_full.lock()
+        let replaced = if let Ok(mut last) = self.last_full.lock()
             && last.as_ref().is_none_or(|(r, _)| *r <= revision)
         {
-            *last = Some((revision, snapshot.share()));
-        }
+            last.replace((revision, snapshot.share()))
+        } else {
+            None
+        };
+        // Its memory (maybe the last reference to a full policy) goes on the reaper, not
+        // on this query thread while it holds the lock the loader also takes.
+        crate::live::reaper::drop_later(replaced);
     }
 
     fn full_maker(self: &Arc<Self>, at_least: i64) -> FullPolicy {
@@ -484,7 +489,7 @@ impl Store {
         let previous = self.install(&**app, &mut inputs, served);
         drop(inputs);
         tracing::debug!(started_at, "store overlay compacted");
-        retire_later(previous);
+        drop(previous);
     }
 
     /// Installs a policy compiled in full, and makes it the incremental path's base.
@@ -503,9 +508,12 @@ impl Store {
         inputs.incremental.base = Some(Arc::new(OverlayBase::new(&snapshot, store_assignments)));
         inputs.incremental.changes.clear();
         // The last full policy is this one: an older one's memory is let go here.
-        if let Ok(mut last) = self.last_full.lock() {
-            *last = Some((inputs.revision, snapshot.share()));
-        }
+        let replaced = self
+            .last_full
+            .lock()
+            .ok()
+            .and_then(|mut last| last.replace((inputs.revision, snapshot.share())));
+        crate::live::reaper::drop_later(replaced);
         self.install(app, inputs, snapshot)
     }
 
@@ -536,7 +544,7 @@ impl Store {
         let revision = snapshot.revision.clone();
         let previous = self.install_full(app, &mut inputs, snapshot);
         drop(inputs);
-        retire_later(previous);
+        drop(previous);
         Ok(LoadOutcome::Installed(revision))
     }
 
@@ -554,7 +562,7 @@ impl Store {
         if let Some((outcome, previous)) = self.incrementally(app, &mut inputs, &pending) {
             drop(inputs);
             self.judged.send_replace(judged);
-            retire_later(previous);
+            drop(previous);
             return outcome;
         }
         let (Some(files), Some(objects)) = (&inputs.files, &inputs.objects) else {
@@ -577,7 +585,7 @@ impl Store {
             }
         };
         self.judged.send_replace(judged);
-        retire_later(previous);
+        drop(previous);
         outcome
     }
 
@@ -609,17 +617,24 @@ pub fn token(revision: i64) -> String {
     }
 }
 
+/// A consistency token this service did not issue (as given).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "consistency token `{}` is not one this service issued",
+    crate::policy::syntax::escape(.token)
+)]
+pub struct InvalidToken {
+    pub token: String,
+}
+
 /// The revision a token names; `Err` for anything that is not a token of ours.
-pub fn parse_token(token: &str) -> Result<i64, String> {
+pub fn parse_token(token: &str) -> Result<i64, InvalidToken> {
     token
         .strip_prefix('r')
         .and_then(|n| n.parse::<i64>().ok())
         .filter(|n| *n > 0)
-        .ok_or_else(|| {
-            format!(
-                "consistency token `{}` is not one this service issued",
-                crate::policy::syntax::escape(token)
-            )
+        .ok_or_else(|| InvalidToken {
+            token: token.into(),
         })
 }
 
@@ -645,7 +660,7 @@ pub async fn wait_for(app: &App, token: &str, limit: Option<Duration>) -> Result
     if token.is_empty() {
         return Ok(());
     }
-    let wanted = parse_token(token).map_err(TokenError::Invalid)?;
+    let wanted = parse_token(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
     let Some(store) = app.store() else {
         return Err(TokenError::Behind(
             "this server has no store, so it cannot answer at a consistency token".into(),
@@ -726,7 +741,7 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_refuse_anything_else() {
         assert_eq!(parse_token(&token(42)), Ok(42));
-        assert!(parse_token("42").is_err());
+        assert_eq!(parse_token("42"), Err(InvalidToken { token: "42".into() }));
         assert!(parse_token("r-1").is_err());
         assert!(parse_token("r0").is_err());
         assert_eq!(token(0), "");

@@ -89,32 +89,72 @@ impl Object {
     }
 }
 
+/// A key or value under the prefix that is not a policy object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ObjectError {
+    #[error("the key is not UTF-8")]
+    KeyNotUtf8,
+    #[error("the key is not KIND/ID (KIND: assignments, roles, groups, denyAssignments)")]
+    KeyShape,
+    #[error(
+        "unknown kind `{}` (expected assignments, roles, groups or denyAssignments)",
+        escape(.kind)
+    )]
+    UnknownKind { kind: String },
+    #[error("the key's ID is empty")]
+    EmptyId,
+    #[error("the value is {size} bytes, over the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    /// The value is not the JSON of the kind: where (`None`: at the top, or after the
+    /// value) and the parser's reason, shown with control characters escaped.
+    #[error("{}", json_message(.path.as_deref(), .reason))]
+    InvalidJson {
+        path: Option<String>,
+        reason: String,
+    },
+    /// The key's ID names another object than the value (`field`: which field of the
+    /// object the ID is).
+    #[error(
+        "the key's ID `{}` is not the object's {field} (`{}`)",
+        escape(.id),
+        escape(.object_id)
+    )]
+    IdMismatch {
+        id: String,
+        field: &'static str,
+        object_id: String,
+    },
+}
+
+fn json_message(path: Option<&str>, reason: &str) -> String {
+    let message = match path {
+        None => format!("invalid JSON: {reason}"),
+        Some(path) => format!("invalid JSON at `{path}`: {reason}"),
+    };
+    crate::policy::syntax::escape_controls(&message).into_owned()
+}
+
 /// Decodes one key (relative to the prefix) and its value. `Ok(None)`: a key of the store's
 /// own (`meta/...`), not policy.
-pub fn decode(key: &[u8], value: &[u8], max_bytes: usize) -> Result<Option<Object>, String> {
-    let key = std::str::from_utf8(key).map_err(|_| "the key is not UTF-8".to_string())?;
+pub fn decode(key: &[u8], value: &[u8], max_bytes: usize) -> Result<Option<Object>, ObjectError> {
+    let key = std::str::from_utf8(key).map_err(|_| ObjectError::KeyNotUtf8)?;
     if key.starts_with(META) {
         return Ok(None);
     }
     let Some((kind, id)) = key.split_once('/') else {
-        return Err(
-            "the key is not KIND/ID (KIND: assignments, roles, groups, denyAssignments)".into(),
-        );
+        return Err(ObjectError::KeyShape);
     };
     let Some(kind) = Kind::parse(kind) else {
-        return Err(format!(
-            "unknown kind `{}` (expected assignments, roles, groups or denyAssignments)",
-            escape(kind)
-        ));
+        return Err(ObjectError::UnknownKind { kind: kind.into() });
     };
     if id.is_empty() {
-        return Err("the key's ID is empty".into());
+        return Err(ObjectError::EmptyId);
     }
     if value.len() > max_bytes {
-        return Err(format!(
-            "the value is {} bytes, over the limit of {max_bytes}",
-            value.len()
-        ));
+        return Err(ObjectError::TooLarge {
+            size: value.len(),
+            limit: max_bytes,
+        });
     }
     let object = parse_object(kind, value)?;
     let matches = match &object {
@@ -122,41 +162,40 @@ pub fn decode(key: &[u8], value: &[u8], max_bytes: usize) -> Result<Option<Objec
         other => other.id() == Some(id),
     };
     if !matches {
-        return Err(format!(
-            "the key's ID `{}` is not the object's {} (`{}`)",
-            escape(id),
-            match kind {
+        return Err(ObjectError::IdMismatch {
+            id: id.into(),
+            field: match kind {
                 Kind::Roles => "id (or, without one, name)",
                 Kind::DenyAssignments => "name",
                 _ => "id",
             },
-            escape(object.id().unwrap_or(""))
-        ));
+            object_id: object.id().unwrap_or("").into(),
+        });
     }
     Ok(Some(object))
 }
 
 /// Parses the JSON of one object of `kind` (unknown keys are errors).
-pub fn parse_object(kind: Kind, value: &[u8]) -> Result<Object, String> {
+pub fn parse_object(kind: Kind, value: &[u8]) -> Result<Object, ObjectError> {
     /// The plain parse first (a million objects are read at start-up); only a value it
     /// refuses is parsed again to name the place of the problem.
-    fn parse<T: serde::de::DeserializeOwned>(value: &[u8]) -> Result<T, String> {
+    fn parse<T: serde::de::DeserializeOwned>(value: &[u8]) -> Result<T, ObjectError> {
         if let Ok(parsed) = serde_json::from_slice(value) {
             return Ok(parsed);
         }
         let mut de = serde_json::Deserializer::from_slice(value);
         let parsed: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
-            let inner = e.into_inner();
-            crate::policy::syntax::escape_controls(&if path == "." {
-                format!("invalid JSON: {inner}")
-            } else {
-                format!("invalid JSON at `{path}`: {inner}")
-            })
-            .into_owned()
+            ObjectError::InvalidJson {
+                path: (path != ".").then_some(path),
+                reason: e.into_inner().to_string(),
+            }
         })?;
         de.end()
-            .map_err(|e| format!("invalid JSON: {e}"))
+            .map_err(|e| ObjectError::InvalidJson {
+                path: None,
+                reason: e.to_string(),
+            })
             .map(|()| parsed)
     }
     Ok(match kind {
@@ -168,11 +207,11 @@ pub fn parse_object(kind: Kind, value: &[u8]) -> Result<Object, String> {
 }
 
 /// What the store holds: every key under the prefix (relative), decoded or not.
-pub type Objects = BTreeMap<String, Result<Object, String>>;
+pub type Objects = BTreeMap<String, Result<Object, ObjectError>>;
 
 /// The store's objects as one policy document (in key order), or the keys that could not
 /// be decoded.
-pub fn document(objects: &Objects) -> Result<Document, Vec<(String, String)>> {
+pub fn document(objects: &Objects) -> Result<Document, Vec<(String, ObjectError)>> {
     let mut doc = Document {
         version: Some(1),
         ..Document::default()
@@ -206,6 +245,10 @@ pub fn document(objects: &Objects) -> Result<Document, Vec<(String, String)>> {
 mod tests {
     use super::*;
 
+    fn err(key: &[u8], value: &[u8], max: usize) -> Option<ObjectError> {
+        decode(key, value, max).err()
+    }
+
     #[test]
     fn decodes_an_assignment_whose_key_is_its_id() {
         let value = br#"{"principal":"user:a","role":"Reader","scope":"/s","id":"a-1"}"#;
@@ -213,20 +256,39 @@ mod tests {
             panic!("not decoded");
         };
         assert_eq!(a.principal, "user:a");
-        assert!(
-            decode(b"assignments/a-2", value, 1024)
-                .unwrap_err()
-                .contains("not the object's id")
+        assert_eq!(
+            err(b"assignments/a-2", value, 1024),
+            Some(ObjectError::IdMismatch {
+                id: "a-2".into(),
+                field: "id",
+                object_id: "a-1".into()
+            })
         );
-        assert!(
-            decode(b"assignments/a-1", value, 10)
-                .unwrap_err()
-                .contains("over the limit")
+        assert_eq!(
+            err(b"assignments/a-1", value, 10),
+            Some(ObjectError::TooLarge {
+                size: value.len(),
+                limit: 10
+            })
         );
-        assert!(
-            decode(b"widgets/a-1", value, 1024)
-                .unwrap_err()
-                .contains("unknown kind")
+        assert_eq!(
+            err(b"widgets/a-1", value, 1024),
+            Some(ObjectError::UnknownKind {
+                kind: "widgets".into()
+            })
+        );
+        assert_eq!(err(b"\xff/a", value, 1024), Some(ObjectError::KeyNotUtf8));
+        assert_eq!(
+            err(b"assignments", value, 1024),
+            Some(ObjectError::KeyShape)
+        );
+        assert_eq!(
+            err(b"assignments/", value, 1024),
+            Some(ObjectError::EmptyId)
+        );
+        assert_eq!(
+            err(b"assignments/a-2", value, 1024).unwrap().to_string(),
+            "the key's ID `a-2` is not the object's id (`a-1`)"
         );
         assert!(decode(b"meta/write", b"x", 1024).unwrap().is_none());
     }
@@ -239,12 +301,23 @@ mod tests {
             1024,
         )
         .unwrap_err();
-        assert!(err.contains("notActions"), "{err}");
+        let ObjectError::InvalidJson { path, reason } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(path.as_deref(), Some("notActions"));
+        assert!(reason.contains("unknown field"), "{err}");
+        let err = decode(b"groups/g", br#"{"id":"g","members":[1]}"#, 1024).unwrap_err();
         assert!(
-            decode(b"groups/g", b"{not json", 1024)
-                .unwrap_err()
-                .contains("invalid JSON")
+            matches!(&err, ObjectError::InvalidJson { path: Some(p), .. } if p == "members[0]"),
+            "{err:?}"
         );
+        assert!(
+            err.to_string()
+                .starts_with("invalid JSON at `members[0]`: "),
+            "{err}"
+        );
+        let err = decode(b"groups/g", b"{not json", 1024).unwrap_err();
+        assert!(matches!(err, ObjectError::InvalidJson { .. }), "{err:?}");
     }
 
     #[test]

@@ -22,38 +22,56 @@ const REAPER_NICENESS: i32 = 19;
 /// How many values may wait for the reaper; a sender beyond it frees its value itself.
 pub const QUEUE: usize = 8;
 
-type Sender = mpsc::SyncSender<Box<dyn Send>>;
+/// A reaper: the sending end of its queue (its thread ends when this is dropped).
+struct Reaper(mpsc::SyncSender<Box<dyn Send>>);
 
-/// The reaper's queue, starting its thread on first use. Called once at start-up
-/// ([`start`]) so that a request never pays for the thread's creation.
-fn reaper() -> Option<&'static Sender> {
-    static REAPER: OnceLock<Option<Sender>> = OnceLock::new();
-    REAPER
-        .get_or_init(|| {
-            let (sender, receiver) = mpsc::sync_channel::<Box<dyn Send>>(QUEUE);
-            std::thread::Builder::new()
-                .name("reaper".into())
-                .spawn(move || {
-                    if let Err(e) = crate::priority::lower_niceness_by(REAPER_NICENESS) {
-                        tracing::debug!(error = %e, "the reaper keeps its priority");
+impl Reaper {
+    /// Starts a reaper thread with a queue of `queue` values; `None` if the thread cannot
+    /// be started.
+    fn spawn(queue: usize) -> Option<Self> {
+        let (sender, receiver) = mpsc::sync_channel::<Box<dyn Send>>(queue);
+        std::thread::Builder::new()
+            .name("reaper".into())
+            .spawn(move || {
+                if let Err(e) = crate::priority::lower_niceness_by(REAPER_NICENESS) {
+                    tracing::debug!(error = %e, "the reaper keeps its priority");
+                }
+                for value in receiver {
+                    // A panicking destructor must not end the reaper: later values would
+                    // all be freed by their senders.
+                    let dropped =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(value)));
+                    if dropped.is_err() {
+                        tracing::error!("a value sent to the reaper panicked while dropped");
                     }
-                    for value in receiver {
-                        // A panicking destructor must not end the reaper: later values
-                        // would all be freed by their senders.
-                        let dropped =
-                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-                                drop(value)
-                            }));
-                        if dropped.is_err() {
-                            tracing::error!("a value sent to the reaper panicked while dropped");
-                        }
-                    }
-                })
-                .map_err(|e| tracing::warn!(error = %e, "no reaper thread: values drop in place"))
-                .ok()
-                .map(|_| sender)
-        })
-        .as_ref()
+                }
+            })
+            .map_err(|e| tracing::warn!(error = %e, "no reaper thread: values drop in place"))
+            .ok()
+            .map(|_| Self(sender))
+    }
+
+    /// Sends `value` to the thread, or drops it here when the queue is full.
+    fn drop_later<T: Send + 'static>(&self, value: T) {
+        // A full queue or a gone thread hands the value back, and it drops here.
+        let _ = self.0.try_send(Box::new(value));
+    }
+
+    /// Blocks until everything sent before this call has been dropped.
+    fn flush(&self) {
+        let (done, wait) = mpsc::sync_channel(1);
+        // Waits for a place in the queue: the marker must go through it, behind the rest.
+        let _ = self.0.send(Box::new(Marker(done)));
+        // An error means the marker was dropped without signalling: done too.
+        let _ = wait.recv();
+    }
+}
+
+/// The process's reaper, started on first use. Called once at start-up ([`start`]) so
+/// that a request never pays for the thread's creation.
+fn reaper() -> Option<&'static Reaper> {
+    static REAPER: OnceLock<Option<Reaper>> = OnceLock::new();
+    REAPER.get_or_init(|| Reaper::spawn(QUEUE)).as_ref()
 }
 
 /// Starts the reaper thread now rather than at the first value sent to it.
@@ -64,9 +82,8 @@ pub fn start() {
 /// Drops `value` on the reaper thread and returns at once (one channel send); when the
 /// reaper's queue is full (or there is no reaper), drops it here.
 pub fn drop_later<T: Send + 'static>(value: T) {
-    if let Some(sender) = reaper() {
-        // A full queue or a gone reaper hands the value back, and it drops here.
-        let _ = sender.try_send(Box::new(value));
+    if let Some(reaper) = reaper() {
+        reaper.drop_later(value);
     }
 }
 
@@ -81,13 +98,9 @@ impl Drop for Marker {
 
 /// Blocks until everything sent to the reaper before this call has been dropped.
 pub fn flush() {
-    let (done, wait) = mpsc::sync_channel(1);
-    // Waits for a place in the queue: the marker must go through it, behind the rest.
-    if let Some(sender) = reaper() {
-        let _ = sender.send(Box::new(Marker(done)));
+    if let Some(reaper) = reaper() {
+        reaper.flush();
     }
-    // An error means the marker was dropped without signalling (no reaper): done too.
-    let _ = wait.recv();
 }
 
 #[cfg(test)]
@@ -128,16 +141,18 @@ mod tests {
 
     #[test]
     fn a_panicking_drop_does_not_stop_the_reaper() {
-        drop_later(Bomb);
+        let reaper = Reaper::spawn(QUEUE).unwrap();
+        reaper.drop_later(Bomb);
         let (sender, dropped_on) = mpsc::channel();
-        drop_later(Probe(sender));
+        reaper.drop_later(Probe(sender));
         // Still freed on the reaper, not here: the thread outlived the panic.
         assert_ne!(dropped_on.recv().unwrap(), std::thread::current().id());
     }
 
     #[test]
     fn a_full_queue_drops_the_value_in_place() {
-        // Hold the reaper inside a drop, then fill its queue.
+        // A reaper of its own, held inside a drop, its queue then filled.
+        let reaper = Reaper::spawn(QUEUE).unwrap();
         let (entered, wait_entered) = mpsc::channel();
         let (release, held) = mpsc::channel::<()>();
         struct Hold(mpsc::Sender<()>, mpsc::Receiver<()>);
@@ -147,28 +162,23 @@ mod tests {
                 let _ = self.1.recv();
             }
         }
-        drop_later(Hold(entered, held));
+        reaper.drop_later(Hold(entered, held));
         wait_entered.recv().unwrap();
-        // Other tests may send too, so fill until a value comes back to this thread.
         let me = std::thread::current().id();
-        let mut in_place = false;
-        let mut probes = Vec::new();
-        for _ in 0..=QUEUE {
+        let mut queued = Vec::new();
+        for _ in 0..QUEUE {
             let (sender, dropped_on) = mpsc::channel();
-            drop_later(Probe(sender));
-            if dropped_on.try_recv() == Ok(me) {
-                in_place = true;
-                break;
-            }
-            probes.push(dropped_on);
+            reaper.drop_later(Probe(sender));
+            assert!(dropped_on.try_recv().is_err(), "queued, not dropped yet");
+            queued.push(dropped_on);
         }
+        // One more than the queue holds: dropped here, at once.
+        let (sender, dropped_on) = mpsc::channel();
+        reaper.drop_later(Probe(sender));
+        assert_eq!(dropped_on.try_recv(), Ok(me));
+        // Released, the reaper frees the queued ones on its own thread.
         release.send(()).unwrap();
-        assert!(
-            in_place,
-            "a value beyond the queue's {QUEUE} places drops in place"
-        );
-        // The queued ones are then freed on the reaper.
-        for dropped_on in probes {
+        for dropped_on in queued {
             assert_ne!(dropped_on.recv().unwrap(), me);
         }
     }

@@ -247,5 +247,8 @@ mod tests {
         assert_eq!(table.orders([2, 5]), [2, 0, 3]);
         assert_eq!(table.keys([0, 2]).len(), 2);
         assert_eq!(table.record(1).role, RoleIdx::new(1));
+        // The ids' text is allocated once, to its size: no slack kept in the snapshot.
+        assert_eq!(table.ids.len(), "abde".len());
+        assert_eq!(table.ids.capacity(), table.ids.len());
     }
 }

@@ -1786,7 +1786,7 @@ assignments:
 version: 1
 actions:
   - name: a/b/read
-    implies: [a/b/list]
+    implies: [a/b/list, a/b/peek]
   - name: a/b/list
 roles:
   - name: Reader
@@ -1841,9 +1841,12 @@ constraints:
         let pending = &declared.assignments.pending;
         assert_eq!(pending.len(), 3);
         assert!(c.problems.0.iter().any(|p| p.message.contains("`Nobody`")));
-        // Reader grants a/b/read, which implies a/b/list.
+        // Reader grants a/b/read, which implies a/b/list and a/b/peek (outside the
+        // catalog): both of its implied actions, and nothing else.
         let reader = &declared.roles.roles[declared.roles.lookup["reader"].index()];
         assert!(reader.grants("a/b/list", false));
+        assert!(reader.grants("a/b/peek", false));
+        assert!(!reader.grants("a/b/poke", false));
         assert!(!declared.roles.roles[1].grants("a/b/read", false));
     }
 

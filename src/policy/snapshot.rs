@@ -191,6 +191,12 @@ impl IdText {
     pub fn len(&self) -> usize {
         self.text.len()
     }
+
+    /// The bytes the text has room for (a test holds the table's ids to no slack).
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.text.capacity()
+    }
 }
 
 /// Where a principal's id and rows start: in [`Snapshot::principal_text`], in
@@ -1829,6 +1835,24 @@ mod tests {
             "/subscriptions/s2",
         ] {
             assert_eq!(index.get(miss.as_bytes(), &text), None, "{miss}");
+        }
+    }
+
+    /// The index is at most half full, so a miss ends at an empty slot within a probe or
+    /// two.
+    #[test]
+    fn a_tag_index_is_at_most_half_full() {
+        for n in [1usize, 5, 100, 1000] {
+            let text: String = (0..n).map(|i| format!("/k{i:04}")).collect();
+            let spans = (0..n).map(|i| (6 * i as u32, 6 * i as u32 + 6));
+            let index = TagIndex::build(&text, spans.collect::<Vec<_>>().into_iter());
+            assert!(
+                index.slots.len() >= 2 * n,
+                "{n} keys in {} slots",
+                index.slots.len()
+            );
+            assert!(index.slots.len().is_power_of_two());
+            assert_eq!(index.get(b"/k0000", &text), Some(0));
         }
     }
 

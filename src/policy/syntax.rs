@@ -175,7 +175,7 @@ fn scope_bytes_ok(bytes: &[u8]) -> bool {
         return false;
     };
     let bad = rest.iter().fold(0u8, |acc, &b| {
-        acc | u8::from((b <= 0x20) | (b >= 0x7f) | (b == b'\\'))
+        acc | u8::from(matches!(b, 0..=0x20 | 0x7f..=0xff | b'\\'))
     });
     if bad != 0 {
         return false;

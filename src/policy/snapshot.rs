@@ -1752,6 +1752,7 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     /// Every byte value at every position of words, tails and overlapping tails.
     fn samples() -> Vec<Vec<u8>> {
@@ -1854,6 +1855,33 @@ mod tests {
             assert!(index.slots.len().is_power_of_two());
             assert_eq!(index.get(b"/k0000", &text), Some(0));
         }
+    }
+
+    /// Keys spread over the slots and their tags, and a tag that matches is only a
+    /// candidate: the key's text decides.
+    #[test]
+    fn a_tag_index_spreads_its_keys_and_confirms_every_candidate() {
+        let n = 1000;
+        let text: String = (0..n).map(|i| format!("/k{i:04}")).collect();
+        let spans: Vec<(u32, u32)> = (0..n).map(|i| (6 * i, 6 * i + 6)).collect();
+        let mut index = TagIndex::build(&text, spans.iter().copied());
+        let mask = index.slots.len() - 1;
+        let keys = || {
+            spans
+                .iter()
+                .map(|&(a, b)| &text.as_bytes()[a as usize..b as usize])
+        };
+        let homes: HashSet<usize> = keys().map(|k| index.hash(k, mask).1).collect();
+        let tags: HashSet<u32> = keys().map(|k| index.hash(k, mask).0).collect();
+        assert!(homes.len() > n as usize / 2, "{} home slots", homes.len());
+        assert!(tags.len() > n as usize * 9 / 10, "{} tags", tags.len());
+        // Every slot made to carry the tag of a key the index does not hold.
+        let missing = b"/nope";
+        let (tag, _) = index.hash(missing, mask);
+        for slot in index.slots.iter_mut().filter(|s| s[1] != 0) {
+            slot[0] = tag;
+        }
+        assert_eq!(index.get(missing, &text), None);
     }
 
     #[test]

@@ -1884,6 +1884,65 @@ mod tests {
         assert_eq!(index.get(missing, &text), None);
     }
 
+    /// Short ids (held in the slot) and long ones (read from the text) are found with
+    /// their rows and names; the index is at most half full and spreads its keys; and a
+    /// slot whose tag and length match is only a candidate: the id decides.
+    #[test]
+    fn a_principal_index_finds_short_and_long_ids_and_confirms_every_candidate() {
+        let long = |i: usize| format!("user:{}-{i:04}", "x".repeat(INLINE_KEY));
+        let ids: Vec<String> = (0..200)
+            .map(|i| {
+                if i % 2 == 0 {
+                    format!("user:u{i:04}")
+                } else {
+                    long(i)
+                }
+            })
+            .collect();
+        let text: String = ids.concat();
+        let mut rows = Vec::new();
+        let mut at = 0;
+        for (i, id) in ids.iter().enumerate() {
+            rows.push(PrincipalRows {
+                name: at,
+                groups: 3 * i as u32,
+                assignments: 5 * i as u32,
+            });
+            at += id.len() as u32;
+        }
+        rows.push(PrincipalRows {
+            name: at,
+            groups: 3 * ids.len() as u32,
+            assignments: 5 * ids.len() as u32,
+        });
+        let mut index = PrincipalIndex::build(&text, &rows);
+        assert!(
+            index.slots.len() >= 2 * ids.len(),
+            "{} slots",
+            index.slots.len()
+        );
+        for (i, id) in ids.iter().enumerate() {
+            let slot = index.get(id, &text).unwrap_or_else(|| panic!("{id}"));
+            assert_eq!(slot.principal(), PrincipalIdx::at(i));
+            assert_eq!(slot.name(&text), id);
+            let i = i as u32;
+            assert_eq!(slot.groups, [3 * i, 3 * i + 3]);
+            assert_eq!(slot.assignments, [5 * i, 5 * i + 5]);
+        }
+        let mask = index.slots.len() - 1;
+        let homes: HashSet<usize> = ids.iter().map(|id| index.hash(id, mask).1).collect();
+        assert!(homes.len() > ids.len() / 2, "{} home slots", homes.len());
+        // Ids the index does not hold, one short and one long, each of the same length as
+        // held ones: every slot made to carry their tag still does not answer for them.
+        for missing in ["user:u9999".to_owned(), long(9999)] {
+            let (tag, _) = index.hash(&missing, mask);
+            for slot in index.slots.iter_mut().filter(|s| s.value != 0) {
+                slot.tag = tag;
+            }
+            assert!(index.get(&missing, &text).is_none(), "{missing}");
+        }
+    }
+
     #[test]
     fn assignment_keys_hold_the_scope_and_the_role_when_it_fits() {
         let record = |role: u32, window: u32| Assignment {

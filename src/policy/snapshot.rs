@@ -1931,7 +1931,9 @@ mod tests {
         }
         let mask = index.slots.len() - 1;
         let homes: HashSet<usize> = ids.iter().map(|id| index.hash(id, mask).1).collect();
+        let tags: HashSet<u32> = ids.iter().map(|id| index.hash(id, mask).0).collect();
         assert!(homes.len() > ids.len() / 2, "{} home slots", homes.len());
+        assert!(tags.len() > ids.len() * 9 / 10, "{} tags", tags.len());
         // Ids the index does not hold, one short and one long, each of the same length as
         // held ones: every slot made to carry their tag still does not answer for them.
         for missing in ["user:u9999".to_owned(), long(9999)] {

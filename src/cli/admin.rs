@@ -135,10 +135,10 @@ pub struct EtcdArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdArgsError {
     /// A TLS file (`--etcd-ca`, `--etcd-cert`, `--etcd-key`) cannot be read.
-    #[error("reading {}: {source}", path.display())]
+    #[error("reading {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("--etcd-username is empty")]
     EmptyUsername,
@@ -168,9 +168,9 @@ impl EtcdArgs {
             return Ok(None);
         }
         let read = |p: &PathBuf| {
-            std::fs::read(p).map_err(|source| EtcdArgsError::Read {
+            std::fs::read(p).map_err(|error| EtcdArgsError::Read {
                 path: p.clone(),
-                source,
+                error,
             })
         };
         let mut options = store_mod::StoreOptions::new(endpoints);
@@ -727,7 +727,7 @@ mod tests {
         assert!(
             matches!(&e, EtcdArgsError::Password(p)
                 if p.path == std::path::Path::new("/nonexistent/iot-authz-test/password")
-                    && p.source.kind() == std::io::ErrorKind::NotFound),
+                    && p.error.kind() == std::io::ErrorKind::NotFound),
             "{e:?}"
         );
         assert!(

@@ -92,10 +92,10 @@ impl fmt::Debug for Password {
 
 /// The etcd password file cannot be read.
 #[derive(Debug, thiserror::Error)]
-#[error("reading the etcd password file `{}`: {source}", escape(&.path.display().to_string()))]
+#[error("reading the etcd password file `{}`: {error}", escape(&.path.display().to_string()))]
 pub struct PasswordError {
     pub path: std::path::PathBuf,
-    pub source: std::io::Error,
+    pub error: std::io::Error,
 }
 
 /// The etcd client cannot be set up (before any connection is made).
@@ -104,10 +104,10 @@ pub enum ConnectError {
     #[error("no etcd endpoint given")]
     NoEndpoint,
     /// An endpoint that is not a URI (as given).
-    #[error("etcd endpoint `{}`: {source}", escape(.url))]
+    #[error("etcd endpoint `{}`: {error}", escape(.url))]
     Endpoint {
         url: String,
-        source: tonic::transport::Error,
+        error: tonic::transport::Error,
     },
     #[error("etcd TLS: {0}")]
     Tls(tonic::transport::Error),
@@ -119,9 +119,9 @@ impl Password {
         match self {
             Password::Value(v) => Ok(v.to_string()),
             Password::File(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| PasswordError {
+                let text = std::fs::read_to_string(path).map_err(|error| PasswordError {
                     path: path.clone(),
-                    source,
+                    error,
                 })?;
                 let text = text
                     .strip_suffix('\n')
@@ -219,9 +219,9 @@ impl Etcd {
         let mut channels = Vec::new();
         for url in endpoints {
             let mut endpoint = Endpoint::from_shared(url.clone())
-                .map_err(|source| ConnectError::Endpoint {
+                .map_err(|error| ConnectError::Endpoint {
                     url: url.clone(),
-                    source,
+                    error,
                 })?
                 .connect_timeout(Duration::from_secs(2))
                 .tcp_nodelay(true)

@@ -1807,6 +1807,33 @@ mod tests {
         }
     }
 
+    /// The hash reads every byte of a key, of every length: changing any one byte (to
+    /// another that is not its other case) changes the hash, and so does the length or
+    /// the seed.
+    #[test]
+    fn the_folded_hash_reads_every_byte_of_every_length() {
+        for seed in [0u64, 7, 0x243f_6a88_85a3_08d3] {
+            let mut seen = HashSet::new();
+            for len in 0..=40usize {
+                let key: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+                let base = folded_hash(seed, &key);
+                assert!(seen.insert(base), "length {len} hashes as a shorter key");
+                for at in 0..len {
+                    for byte in [b'0', b'/', b'~', 0xc3] {
+                        let mut other = key.clone();
+                        other[at] = byte;
+                        assert_ne!(
+                            folded_hash(seed, &other),
+                            base,
+                            "seed {seed}, length {len}: byte {at} set to {byte:#x}"
+                        );
+                    }
+                }
+            }
+            assert_ne!(folded_hash(seed, b"/a"), folded_hash(seed ^ 1, b"/a"));
+        }
+    }
+
     #[test]
     fn tag_index_finds_keys_in_any_case_and_nothing_else() {
         let keys = [

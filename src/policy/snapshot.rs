@@ -2164,7 +2164,7 @@ mod grantable_tests {
 /// are in the integration binary).
 #[cfg(test)]
 mod check_tests {
-    use super::{CheckRequest, Decision, Reason, RequestError, Snapshot, Verdict};
+    use super::{CheckRequest, Decision, PrincipalIdx, Reason, RequestError, Snapshot, Verdict};
     use crate::policy::syntax::{Instant, parse_time};
 
     fn snapshot(yaml: &str) -> Snapshot {
@@ -2409,6 +2409,30 @@ assignments:
   - { id: t, principal: "group:token", role: R, scope: /t }
   - { id: self, principal: "user:ana", role: R, scope: /a }
 "#;
+
+    /// A subject's row spans exactly its own assignments, with or without token groups.
+    #[test]
+    fn subjects_come_with_their_assignment_rows() {
+        let s = snapshot(GROUPS);
+        let own = |subject: PrincipalIdx| -> Vec<u32> {
+            (0..s.assignments.len() as u32)
+                .filter(|&i| s.assignments.principal(i) == subject)
+                .collect()
+        };
+        for groups in [vec![], vec!["group:token".to_owned()]] {
+            let subjects = s.subjects("user:ana", &groups);
+            // ana, inner, outer, and the token's group when given.
+            assert_eq!(subjects.len(), 3 + groups.len(), "{groups:?}");
+            assert_eq!(subjects.rows().len(), subjects.len());
+            for (&subject, &[start, end]) in subjects.iter().zip(subjects.rows()) {
+                let held: Vec<u32> = (start..end).collect();
+                assert_eq!(held, own(subject), "{subject:?} with {groups:?}");
+            }
+            // Every subject but inner holds one assignment.
+            let held: usize = subjects.rows().iter().map(|r| (r[1] - r[0]) as usize).sum();
+            assert_eq!(held, 2 + groups.len(), "{groups:?}");
+        }
+    }
 
     /// Groups from the policy nest; groups from a token add their own grants and the
     /// groups that contain them.

@@ -2410,6 +2410,177 @@ assignments:
   - { id: self, principal: "user:ana", role: R, scope: /a }
 "#;
 
+    /// A policy of 71 roles (two words of role bits) and 141 users: role `R{r}` grants
+    /// `x/r{r}/*`, the even ones the catalog's `x/cat/read`, every third the data action
+    /// `x/dat/read`; user `u{r}` holds `R{r}` at `/s` (in the file), `v{r}` at `/o` (in
+    /// the second document, a store's, ids in key order); `star` holds `Star` (`x/*`, the
+    /// control plane only) at `/`.
+    fn walk_policy() -> [String; 2] {
+        use std::fmt::Write;
+        let mut file = String::from(
+            "version: 1\nactions:\n  - {name: x/cat/read}\n  - {name: x/dat/read, dataAction: true}\nroles:\n",
+        );
+        let mut store = String::from("version: 1\nassignments:\n");
+        for r in 0..70 {
+            let cat = if r % 2 == 0 { ", x/cat/read" } else { "" };
+            let data = if r % 3 == 0 { "x/dat/*" } else { "" };
+            writeln!(
+                file,
+                "  - {{name: R{r}, actions: ['x/r{r}/*'{cat}], dataActions: [{data}]}}"
+            )
+            .unwrap();
+            writeln!(
+                store,
+                "  - {{id: s{r:02}, principal: 'user:v{r}', role: R{r}, scope: /o}}"
+            )
+            .unwrap();
+        }
+        // Star grants every control-plane `x/` action, never the catalog's data action.
+        file.push_str("  - {name: Star, actions: ['x/*']}\nassignments:\n");
+        file.push_str("  - {principal: 'user:star', role: Star, scope: /}\n");
+        for r in 0..70 {
+            writeln!(
+                file,
+                "  - {{principal: 'user:u{r}', role: R{r}, scope: /s}}"
+            )
+            .unwrap();
+        }
+        [file, store]
+    }
+
+    fn compile_pair([file, store]: &[String; 2]) -> Snapshot {
+        crate::policy::compile_sources(&[
+            crate::policy::SourceDocument::new("p.yaml", file.as_str()),
+            crate::policy::SourceDocument::new("store.yaml", store.as_str()),
+        ])
+        .unwrap()
+    }
+
+    /// Whom the walk allows, sorted.
+    fn walked(s: &Snapshot, action: &str, data: bool, scope: &str) -> Vec<String> {
+        let mut got = Vec::new();
+        s.each_allowed_principal(action, data, scope, at(), &|| false, |n| {
+            got.push(n.to_owned())
+        })
+        .unwrap();
+        got.sort();
+        got
+    }
+
+    /// Whom `check` allows among `names`, sorted.
+    fn checked<'a>(
+        s: &Snapshot,
+        names: impl Iterator<Item = &'a str>,
+        action: &str,
+        data: bool,
+        scope: &str,
+    ) -> Vec<String> {
+        let mut want: Vec<String> = names
+            .filter(|n| ask(s, n, &[], action, data, scope, at()).unwrap().allowed)
+            .map(str::to_owned)
+            .collect();
+        want.sort();
+        want
+    }
+
+    const WALKS: [(&str, bool, &str); 8] = [
+        ("x/r67/read", false, "/s"),
+        ("x/r3/write", false, "/s/t"),
+        ("x/cat/read", false, "/s"),
+        ("x/cat/read", true, "/s"),
+        ("x/dat/read", true, "/o"),
+        ("x/dat/read", false, "/o"),
+        ("x/none/read", false, "/s"),
+        ("x/r5/read", false, "/elsewhere"),
+    ];
+
+    /// WhoCan's walk allows exactly the principals `check` allows: catalog actions in
+    /// their plane and the other, pattern-only actions of roles past the 64th, unknown
+    /// actions and scopes; with an overlay too, against a fresh compile of its objects.
+    #[test]
+    fn the_walk_allows_whom_check_allows() {
+        let docs = walk_policy();
+        let s = compile_pair(&docs);
+        let names: Vec<String> = (0..s.principal_count())
+            .map(|p| s.principal_name(PrincipalIdx::at(p)).to_owned())
+            .collect();
+        for (action, data, scope) in WALKS {
+            let want = checked(&s, names.iter().map(String::as_str), action, data, scope);
+            assert_eq!(
+                walked(&s, action, data, scope),
+                want,
+                "{action} {data} {scope}"
+            );
+        }
+        assert_eq!(
+            walked(&s, "x/r67/read", false, "/s"),
+            ["user:star", "user:u67"]
+        );
+        assert_eq!(walked(&s, "x/dat/read", true, "/o").len(), 24);
+        assert_eq!(walked(&s, "x/dat/read", false, "/o"), ["user:star"][..0]);
+        assert_eq!(walked(&s, "x/none/read", false, "/o"), ["user:star"]);
+        assert!(walked(&s, "x/cat/read", false, "/s").contains(&"user:star".to_owned()));
+
+        // An overlay: v67 revoked, w1 (a new principal) granted R67 at /s.
+        let base = crate::policy::overlay::OverlayBase::new(&s, 70);
+        let grant: crate::policy::document::AssignmentDoc =
+            serde_json::from_str(r#"{"id":"s99","principal":"user:w1","role":"R67","scope":"/s"}"#)
+                .unwrap();
+        let overlay = base
+            .apply([("s67", None), ("s99", Some(&grant))], None)
+            .unwrap();
+        let [file, store] = &docs;
+        let store = store.replace(
+            "  - {id: s67, principal: 'user:v67', role: R67, scope: /o}\n",
+            "",
+        ) + "  - {id: s99, principal: 'user:w1', role: R67, scope: /s}\n";
+        let fresh = compile_pair(&[file.clone(), store]);
+        for (action, data, scope) in WALKS.into_iter().chain([("x/r67/read", false, "/o")]) {
+            assert_eq!(
+                walked(&overlay, action, data, scope),
+                walked(&fresh, action, data, scope),
+                "{action} {data} {scope}"
+            );
+        }
+        assert_eq!(
+            walked(&overlay, "x/r67/read", false, "/s"),
+            ["user:star", "user:u67", "user:w1"]
+        );
+    }
+
+    /// The walk asks `stop` once every 64 principals, from the first, and ends when it
+    /// says so: what it gave until then is the first 64 principals' answer.
+    #[test]
+    fn the_walk_asks_to_stop_every_64_principals() {
+        let docs = walk_policy();
+        let plain = compile_pair(&docs);
+        let base = crate::policy::overlay::OverlayBase::new(&plain, 70);
+        let overlay = base.apply([], None).unwrap();
+        for s in [&plain, &overlay] {
+            let names: Vec<&str> = s.each_principal_name().collect();
+            assert!(names.len() > 128);
+            let want = checked(s, names[..64].iter().copied(), "x/cat/read", false, "/s");
+            assert!(!want.is_empty());
+            let calls = std::cell::Cell::new(0);
+            let mut got = Vec::new();
+            s.each_allowed_principal(
+                "x/cat/read",
+                false,
+                "/s",
+                at(),
+                &|| {
+                    calls.set(calls.get() + 1);
+                    calls.get() == 2
+                },
+                |n| got.push(n.to_owned()),
+            )
+            .unwrap();
+            got.sort();
+            assert_eq!(got, want, "overlay: {}", s.has_overlay());
+            assert_eq!(calls.get(), 2);
+        }
+    }
+
     /// A subject's row spans exactly its own assignments, with or without token groups.
     #[test]
     fn subjects_come_with_their_assignment_rows() {

@@ -2581,6 +2581,37 @@ assignments:
         }
     }
 
+    /// Deny assignments are found at scopes past the first 64 (the second word of the
+    /// bit set of scopes with denies) and at scopes other than the first.
+    #[test]
+    fn deny_assignments_apply_at_every_scope_number() {
+        use std::fmt::Write;
+        let mut text = String::from(
+            "version: 1\nroles: [{name: R, actions: ['a/*']}]\nassignments:\n  - {principal: 'user:ana', role: R, scope: /}\n",
+        );
+        for i in 0..100 {
+            writeln!(text, "  - {{principal: 'user:bo', role: R, scope: /s{i}}}").unwrap();
+        }
+        text.push_str("denyAssignments:\n");
+        for i in [5, 70] {
+            writeln!(
+                text,
+                "  - {{name: no-{i}, principals: ['user:ana'], actions: ['a/*'], scope: /s{i}}}"
+            )
+            .unwrap();
+        }
+        let s = snapshot(&text);
+        for i in 0..100 {
+            let reason = why(&check(&s, "user:ana", "a/b", &format!("/s{i}/x")));
+            let want = if i == 5 || i == 70 {
+                format!("deny no-{i}")
+            } else {
+                "R - / user:ana".to_owned()
+            };
+            assert_eq!(reason, want, "/s{i}/x");
+        }
+    }
+
     /// A subject's row spans exactly its own assignments, with or without token groups.
     #[test]
     fn subjects_come_with_their_assignment_rows() {

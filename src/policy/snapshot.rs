@@ -2612,6 +2612,28 @@ assignments:
         }
     }
 
+    /// Of two grants at different ancestors, the first in policy order wins even when its
+    /// scope is numbered after the other's (numbers follow first mention), in a short row
+    /// and in a long one.
+    #[test]
+    fn the_first_grant_in_policy_order_wins_whatever_the_scope_numbers() {
+        use std::fmt::Write;
+        for extra in [0, 70] {
+            let mut text = String::from(
+                "version: 1\nroles: [{name: R, actions: ['a/*']}]\nassignments:\n  - {principal: 'user:bo', role: R, scope: /x/y}\n  - {id: first, principal: 'user:ana', role: R, scope: /x}\n  - {id: second, principal: 'user:ana', role: R, scope: /x/y}\n",
+            );
+            for i in 0..extra {
+                writeln!(text, "  - {{principal: 'user:ana', role: R, scope: /o{i}}}").unwrap();
+            }
+            let s = snapshot(&text);
+            assert_eq!(
+                why(&check(&s, "user:ana", "a/b", "/x/y/z")),
+                "R first /x user:ana",
+                "{extra} more"
+            );
+        }
+    }
+
     /// A subject's row spans exactly its own assignments, with or without token groups.
     #[test]
     fn subjects_come_with_their_assignment_rows() {

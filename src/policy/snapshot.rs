@@ -1538,9 +1538,10 @@ impl Snapshot {
         ancestors: &[ScopeIdx],
         at: Instant,
     ) -> Option<u32> {
-        let earliest = |best: Option<u32>, i: u32| match best {
-            Some(b) if self.assignments.order(b) < self.assignments.order(i) => Some(b),
-            _ => Some(i),
+        let earliest = |best: Option<u32>, i: u32| {
+            Some(best.map_or(i, |b| {
+                std::cmp::min_by_key(b, i, |&x| self.assignments.order(x))
+            }))
         };
         let keys = self.assignments.keys(row);
         let layout = self.assignments.layout();
@@ -2632,6 +2633,57 @@ assignments:
                 "{extra} more"
             );
         }
+    }
+
+    /// ListPermissions names, for each allowed action, every grant of every subject at
+    /// every ancestor and no other: subject by subject (groups, then the principal, in
+    /// index order), each subject's in policy order.
+    #[test]
+    fn each_permission_lists_every_grant_in_policy_order() {
+        let s = snapshot(
+            r#"
+version: 1
+roles:
+  - {name: R, actions: ['a/*']}
+  - {name: W, actions: ['a/write']}
+groups:
+  - {id: "group:g", members: ["user:ana"]}
+assignments:
+  - {principal: 'user:bo', role: R, scope: /x/y}
+  - {id: one, principal: 'user:ana', role: R, scope: /x}
+  - {id: two, principal: 'group:g', role: W, scope: /x/y}
+  - {id: three, principal: 'user:ana', role: R, scope: /x/y}
+  - {id: other, principal: 'user:ana', role: R, scope: /z}
+  - {id: four, principal: 'group:g', role: R, scope: /}
+"#,
+        );
+        let mut got = Vec::new();
+        s.each_permission("user:ana", &[], "/x/y/z", at(), |p| {
+            let ids: Vec<String> = p
+                .assignments
+                .iter()
+                .map(|r| match r {
+                    Reason::RoleAssignment { assignment_id, .. } => {
+                        assignment_id.unwrap_or("-").to_owned()
+                    }
+                    other => other.kind().to_owned(),
+                })
+                .collect();
+            got.push((p.action.to_owned(), ids));
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+        let write = got.iter().find(|(a, _)| a == "a/write").map(|(_, ids)| ids);
+        assert_eq!(
+            write,
+            Some(&vec![
+                "two".into(),
+                "four".into(),
+                "one".into(),
+                "three".into()
+            ]),
+            "{got:?}"
+        );
     }
 
     /// A subject's row spans exactly its own assignments, with or without token groups.

@@ -2547,6 +2547,10 @@ assignments:
             walked(&overlay, "x/r67/read", false, "/s"),
             ["user:star", "user:u67", "user:w1"]
         );
+        // Reasons name the overlay's grant and the base's alike.
+        let reason = |who| why(&check(&overlay, who, "x/r67/read", "/s"));
+        assert_eq!(reason("user:w1"), "R67 s99 /s user:w1");
+        assert_eq!(reason("user:u67"), "R67 - /s user:u67");
     }
 
     /// The walk asks `stop` once every 64 principals, from the first, and ends when it
@@ -2855,6 +2859,12 @@ assignments:
         assert!(!direct.grants_directly("c/things/list", false));
         assert!(s.role_grants(direct, "c/things/read", false));
         assert!(!s.role_grants(direct, "c/things/read", true));
+        // In its plane, an action the role does not grant stays refused.
+        assert!(!s.role_grants(direct, "z/unrelated/read", false));
+        // A catalog data action is of the other plane for a control-plane question.
+        assert!(s.other_plane("d/telemetry/read", false));
+        assert!(!s.other_plane("d/telemetry/read", true));
+        assert!(!s.other_plane("z/unrelated/read", false));
     }
 
     #[test]

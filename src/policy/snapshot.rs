@@ -18,7 +18,7 @@ use super::assignments::AssignmentTable;
 use super::document::TestCaseDoc;
 use super::identity::IdentityConfig;
 use super::route::RouteTable;
-use super::syntax::{self, ActionPattern, Instant, Scope, escape, scope_key_prefixes};
+use super::syntax::{self, ActionPattern, Instant, Scope, scope_key_prefixes};
 
 pub(crate) use super::index::{Position, PrincipalIdx, RoleIdx, ScopeIdx, pos};
 
@@ -1742,11 +1742,6 @@ impl Snapshot {
     /// How many principals the policy knows.
     pub(crate) fn principal_count(&self) -> usize {
         self.principal_rows.len().saturating_sub(1)
-    }
-
-    /// Describes a scope for messages.
-    pub fn describe_scope(scope: &str) -> String {
-        escape(scope)
     }
 }
 

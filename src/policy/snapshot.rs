@@ -1898,13 +1898,17 @@ mod tests {
         let tags: HashSet<u32> = keys().map(|k| index.hash(k, mask).0).collect();
         assert!(homes.len() > n as usize / 2, "{} home slots", homes.len());
         assert!(tags.len() > n as usize * 9 / 10, "{} tags", tags.len());
-        // Every slot made to carry the tag of a key the index does not hold.
-        let missing = b"/nope";
-        let (tag, _) = index.hash(missing, mask);
+        // A key the index does not hold, whose first slot is taken (so the lookup reads
+        // a candidate), and every slot made to carry its tag.
+        let missing = (0..n)
+            .map(|i| format!("/m{i:04}"))
+            .find(|k| index.slots[index.hash(k.as_bytes(), mask).1][1] != 0)
+            .unwrap();
+        let (tag, _) = index.hash(missing.as_bytes(), mask);
         for slot in index.slots.iter_mut().filter(|s| s[1] != 0) {
             slot[0] = tag;
         }
-        assert_eq!(index.get(missing, &text), None);
+        assert_eq!(index.get(missing.as_bytes(), &text), None);
     }
 
     /// Short ids (held in the slot) and long ones (read from the text) are found with
@@ -1959,7 +1963,15 @@ mod tests {
         assert!(tags.len() > ids.len() * 9 / 10, "{} tags", tags.len());
         // Ids the index does not hold, one short and one long, each of the same length as
         // held ones: every slot made to carry their tag still does not answer for them.
-        for missing in ["user:u9999".to_owned(), long(9999)] {
+        // (Each with its first slot taken, so the lookup reads a candidate.)
+        let taken =
+            |index: &PrincipalIndex, id: &str| index.slots[index.hash(id, mask).1].value != 0;
+        let short = (9000..)
+            .map(|i| format!("user:u{i:04}"))
+            .find(|id| taken(&index, id))
+            .unwrap();
+        let long = (9000..).map(long).find(|id| taken(&index, id)).unwrap();
+        for missing in [short, long] {
             let (tag, _) = index.hash(&missing, mask);
             for slot in index.slots.iter_mut().filter(|s| s.value != 0) {
                 slot.tag = tag;

@@ -794,11 +794,7 @@ pub(crate) fn lower_into<'b>(text: &str, buf: &'b mut LowerBuf) -> &'b str {
 /// hashing every byte with that bit set is case-insensitive without lowercasing (other
 /// bytes that differ only in that bit collide, and the comparison tells them apart).
 pub(crate) fn folded_hash(seed: u64, key: &[u8]) -> u64 {
-    const CASE: u64 = 0x2020_2020_2020_2020;
-    // Every byte has bit 5 clear, so `word | CASE` xor this is never zero.
-    const K: u64 = 0x1f0f_9f8f_5b47_1d03;
-    let mix = |h: u64, a: u64, b: u64| folded_multiply((a | CASE) ^ h, (b | CASE) ^ K);
-    let mut h = seed ^ (key.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut h = seed.wrapping_add((key.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut pairs = key.chunks_exact(16);
     for pair in &mut pairs {
         h = mix(h, word_of(&pair[..8]), word_of(&pair[8..]));
@@ -813,6 +809,16 @@ pub(crate) fn folded_hash(seed: u64, key: &[u8]) -> u64 {
         h = mix(h, a, b);
     }
     folded_multiply(h, seed | 1)
+}
+
+/// One step of [`folded_hash`]: the state `h` with two words of the key, each with bit 5
+/// set in every byte (so ASCII case does not count).
+#[inline]
+fn mix(h: u64, a: u64, b: u64) -> u64 {
+    const CASE: u64 = 0x2020_2020_2020_2020;
+    // Every byte has bit 5 clear, so `word | CASE` xor this is never zero.
+    const K: u64 = 0x1f0f_9f8f_5b47_1d03;
+    folded_multiply((a | CASE) ^ h, (b | CASE) ^ K)
 }
 
 /// Whether `key`, lowercased, equals `lower`: a word that is already equal (a lowercase

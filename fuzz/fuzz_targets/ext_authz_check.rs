@@ -52,6 +52,7 @@ use iot_authz::server::App;
 use iot_authz::server::ext_authz::ExtAuthz;
 use iot_authz::live::{LoadedPolicy, PolicyState};
 use libfuzzer_sys::fuzz_target;
+use prost::Message;
 use serde_json::Value;
 
 #[path = "common/mod.rs"]
@@ -677,11 +678,17 @@ fn run(input: &Input) {
             )
         });
 
-    let response: CheckResponse = h
+    // The handler's answer is encoded by hand (see `CheckAnswer`): read it back as Envoy
+    // would, so the wire form is checked too.
+    let answer = h
         .runtime
         .block_on(h.service.check(tonic::Request::new(request)))
         .unwrap_or_else(|status| panic!("the handler failed: {status:?}"))
         .into_inner();
+    let bytes = answer.encode_to_vec();
+    assert_eq!(bytes.len(), answer.encoded_len(), "encoded_len disagrees");
+    let response = CheckResponse::decode(bytes.as_slice())
+        .unwrap_or_else(|e| panic!("the answer does not decode as a CheckResponse: {e}"));
     let now = syntax::now();
 
     let header_list: Vec<(&str, &str)> = headers

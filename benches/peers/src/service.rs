@@ -147,7 +147,7 @@ fn request_for(action: &str, scope: &str) -> Option<(&'static str, String)> {
     let target = scope.contains("/providers/Microsoft.Edge/targets/");
     if target && *provider == "Microsoft.Edge" && ty == ["targets"] {
         return Some(match op {
-            Some(op) if op == "deploy" => (method, format!("{scope}/deploy")),
+            Some("deploy") => (method, format!("{scope}/deploy")),
             Some(_) => return None,
             None => (method, scope.to_owned()),
         });

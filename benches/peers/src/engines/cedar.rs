@@ -153,7 +153,9 @@ impl Cedar {
 
     /// One check from the three strings, as [`super::Engine::check`] but without `&mut`
     /// (the service shares one engine between its threads) and with an error instead of
-    /// a panic.
+    /// a panic. Only the service binary calls it (this module is shared with the
+    /// in-process benchmark).
+    #[allow(dead_code)]
     pub fn try_check(&self, principal: &str, action: &str, scope: &str) -> Result<bool, String> {
         Ok(self.decide(&self.try_request(principal, action, scope)?))
     }

@@ -128,6 +128,16 @@ pub fn load(w: &Workload) -> Result<Cedar, String> {
 
 impl Cedar {
     pub fn request(&self, principal: &str, action: &str, scope: &str) -> Request {
+        self.try_request(principal, action, scope)
+            .unwrap_or_else(|e| panic!("a request without schema cannot fail: {e}"))
+    }
+
+    pub fn try_request(
+        &self,
+        principal: &str,
+        action: &str,
+        scope: &str,
+    ) -> Result<Request, String> {
         let uid = |ty: &EntityTypeName, id: &str| {
             EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
         };
@@ -138,7 +148,16 @@ impl Cedar {
             Context::empty(),
             None,
         )
-        .unwrap_or_else(|e| panic!("a request without schema cannot fail: {e}"))
+        .map_err(|e| e.to_string())
+    }
+
+    /// One check from the three strings, as [`super::Engine::check`] but without `&mut`
+    /// (the service shares one engine between its threads) and with an error instead of
+    /// a panic. Only the service binary calls it (this module is shared with the
+    /// in-process benchmark).
+    #[allow(dead_code)]
+    pub fn try_check(&self, principal: &str, action: &str, scope: &str) -> Result<bool, String> {
+        Ok(self.decide(&self.try_request(principal, action, scope)?))
     }
 
     #[inline]

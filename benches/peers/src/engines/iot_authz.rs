@@ -67,7 +67,7 @@ pub fn load(w: &Workload, catalog: bool) -> Result<IotAuthz, String> {
     let snapshot = compile_documents(&docs).map_err(|e| e.to_string())?;
     Ok(IotAuthz {
         snapshot,
-        at: parse_time("2026-06-01T00:00:00Z")?,
+        at: parse_time("2026-06-01T00:00:00Z").map_err(|e| e.to_string())?,
     })
 }
 

@@ -41,6 +41,7 @@ removed(role, action) if {
 }
 "#;
 
+#[derive(Clone)]
 pub struct Rego {
     engine: Engine,
 }
@@ -84,8 +85,14 @@ pub fn load(w: &Workload) -> Result<Rego, String> {
     Ok(Rego { engine })
 }
 
-impl super::Engine for Rego {
-    fn check(&mut self, principal: &str, action: &str, scope: &str) -> bool {
+impl Rego {
+    /// One check; an evaluation error is returned, not a panic (the service denies on it).
+    pub fn try_check(
+        &mut self,
+        principal: &str,
+        action: &str,
+        scope: &str,
+    ) -> Result<bool, String> {
         let mut input = Value::new_object();
         if let Ok(o) = input.as_object_mut() {
             o.insert(Value::from("principal"), Value::from(principal));
@@ -93,9 +100,16 @@ impl super::Engine for Rego {
             o.insert(Value::from("scope"), Value::from(scope));
         }
         self.engine.set_input(input);
-        match self.engine.eval_rule("data.azure.allow".to_owned()) {
-            Ok(v) => v == Value::from(true),
-            Err(e) => panic!("regorus failed to evaluate: {e}"),
-        }
+        self.engine
+            .eval_rule("data.azure.allow".to_owned())
+            .map(|v| v == Value::from(true))
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl super::Engine for Rego {
+    fn check(&mut self, principal: &str, action: &str, scope: &str) -> bool {
+        self.try_check(principal, action, scope)
+            .unwrap_or_else(|e| panic!("regorus failed to evaluate: {e}"))
     }
 }

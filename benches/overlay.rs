@@ -78,6 +78,35 @@ fn main() {
         exit(2);
     };
 
+    // 10,000 revocations and 10,000 grants pending compaction, then one more grant: laid
+    // over the last overlay (what a write costs the store now) or gathered again from
+    // every change (what it cost before `apply_over`).
+    let step = (store.len() / 10_000).max(1);
+    let mut pending: Vec<(String, Option<AssignmentDoc>)> = store
+        .iter()
+        .step_by(step)
+        .take(10_000)
+        .filter_map(|a| a.id.clone().map(|id| (id, None)))
+        .chain((0..10_000).map(|n| (format!("zz-new-{n:05}"), Some(grant(n)))))
+        .collect();
+    pending.sort_by(|a, b| a.0.cmp(&b.0));
+    let Ok(last) = apply(&pending) else {
+        eprintln!("the overlay of 20,000 changes does not apply");
+        exit(2);
+    };
+    let written = "zz-new-10000";
+    pending.push((written.into(), Some(grant(10_000))));
+    let over_last = || {
+        prepared.apply_over(
+            Some(&last),
+            |id| id == written,
+            pending
+                .iter()
+                .map(|(k, v)| (k.as_str(), move || Ok(v.as_ref()))),
+            None,
+        )
+    };
+
     let changes = overlay.overlay_len();
     println!(
         "overlay of {changes} changes: {} bytes of heap, {:.0} bytes per change",
@@ -96,6 +125,12 @@ fn main() {
         group.bench_function("1", |b| b.iter_with_large_drop(|| apply(black_box(&one))));
         group.bench_function("1000", |b| {
             b.iter_with_large_drop(|| apply(black_box(&thousand)))
+        });
+        group.bench_function("20000_plus_1_gathered_again", |b| {
+            b.iter_with_large_drop(|| apply(black_box(&pending)))
+        });
+        group.bench_function("20000_plus_1_over_the_last", |b| {
+            b.iter_with_large_drop(over_last)
         });
         group
             .sample_size(10)

@@ -242,6 +242,9 @@ proptest! {
         let empty = prepared.apply([], None).map_err(|e| TestCaseError::fail(e.0))?;
         compare(&base, &empty, &requests).map_err(TestCaseError::fail)?;
         let mut changes: BTreeMap<String, Option<AssignmentDoc>> = BTreeMap::new();
+        // The last overlay accepted: each write is also laid over it, as the store does,
+        // reusing what it found for every change but the one written.
+        let mut last: Option<Snapshot> = None;
         let all = documents(&files, &store);
         for w in &writes {
             let id = store_id(w.id);
@@ -254,12 +257,26 @@ proptest! {
             changes.insert(id.clone(), value);
             let fresh = compile_documents(&documents(&files, &store));
             let incremental = prepared.apply(changes.iter().map(|(k, v)| (k.as_str(), v.as_ref())), None);
+            let stacked = prepared.apply_over(
+                last.as_ref(),
+                |written| written == id,
+                changes.iter().map(|(k, v)| (k.as_str(), move || Ok(v.as_ref()))),
+                None,
+            );
             match (fresh, incremental) {
                 (Ok(fresh), Ok(overlay)) => {
                     prop_assert_eq!(fresh.counts.assignments, overlay.counts.assignments);
                     compare(&fresh, &overlay, &requests).map_err(TestCaseError::fail)?;
+                    let stacked = stacked.map_err(|e| {
+                        TestCaseError::fail(format!("laid over the last overlay, the write is refused: {}", e.0))
+                    })?;
+                    prop_assert_eq!(overlay.counts, stacked.counts);
+                    compare(&fresh, &stacked, &requests)
+                        .map_err(|e| TestCaseError::fail(format!("laid over the last overlay: {e}")))?;
+                    last = Some(stacked);
                 }
                 (Err(_), Err(_)) => {
+                    prop_assert!(stacked.is_err(), "laid over the last overlay, an invalid write is accepted");
                     // Refused, as the store refuses it: the write is undone.
                     match before.0 {
                         Some(a) => store.insert(id.clone(), a),

@@ -168,6 +168,27 @@ impl OverlayBase {
         &self.snapshot
     }
 
+    /// What `previous`, if it is an overlay over this base, found for each change it held.
+    fn reuse_of<'p>(&self, previous: Option<&'p Snapshot>) -> Option<Reuse<'p>> {
+        let previous = previous?;
+        let overlay = previous.overlay.as_deref()?;
+        if !Arc::ptr_eq(&previous.core, &self.snapshot.core) {
+            return None;
+        }
+        let mut by_id: FastMap<&'p str, Known<'p>> = FastMap::default();
+        by_id.reserve(overlay.removed.len() + overlay.added.len());
+        for &at in &overlay.removed {
+            // The base's assignment (the same base: `previous` reads through to it).
+            if let Some(id) = previous.assignment_id(at) {
+                by_id.entry(id).or_default().removed = Some(at);
+            }
+        }
+        for a in &overlay.added {
+            by_id.entry(&a.id).or_default().added = Some(a);
+        }
+        Some(Reuse { overlay, by_id })
+    }
+
     /// Where the store assignment `id` falls among the base's store assignments: how many
     /// have a smaller id, and its position when the base has it.
     fn place(&self, id: &str) -> (u32, Option<u32>) {
@@ -191,6 +212,30 @@ impl OverlayBase {
         changes: impl IntoIterator<Item = (&'a str, Option<&'a AssignmentDoc>)>,
         make_full: Option<FullPolicy>,
     ) -> Result<Snapshot, NotIncremental> {
+        let changes = changes
+            .into_iter()
+            .map(|(id, value)| (id, move || Ok(value)));
+        self.apply_over(None, |_| true, changes, make_full)
+    }
+
+    /// [`Self::apply`], reusing what `previous` (an overlay over this same base, made from
+    /// the same changes but those `fresh` says changed since) found for each change it
+    /// held: its base position, role, scope, principal and times, so that only the fresh
+    /// changes are looked up in the base again. A write then costs the changes it makes,
+    /// plus copying the overlay's tables, rather than every change since the base looked
+    /// up again; the result is the same snapshot `apply` makes. A `previous` that is not an
+    /// overlay over this base is ignored. Each change comes with a way to read its value
+    /// (an error refuses the batch), called only for the changes looked up again.
+    pub fn apply_over<'a, V>(
+        &self,
+        previous: Option<&Snapshot>,
+        fresh: impl Fn(&str) -> bool,
+        changes: impl IntoIterator<Item = (&'a str, V)>,
+        make_full: Option<FullPolicy>,
+    ) -> Result<Snapshot, NotIncremental>
+    where
+        V: FnOnce() -> Result<Option<&'a AssignmentDoc>, NotIncremental>,
+    {
         let base = &self.snapshot;
         let principal_count = pos(base.principal_count());
         let scope_count = pos(base.scopes.len());
@@ -200,7 +245,7 @@ impl OverlayBase {
             new_principals,
             new_principal_names,
             new_scope_keys,
-        } = self.gather(changes)?;
+        } = self.gather(self.reuse_of(previous), fresh, changes)?;
         removed.sort_unstable();
         added.sort_by_key(|a| (a.principal, a.order));
         let mut rows: FastMap<PrincipalIdx, [u32; 2]> = FastMap::default();
@@ -257,27 +302,26 @@ impl OverlayBase {
 
     /// The changes read and checked one by one against the base (see [`Self::apply`]):
     /// the base positions removed, the assignments added, and the principals and scopes
-    /// the base does not know.
-    fn gather<'a>(
+    /// the base does not know. A change `reuse` knows (and `fresh` does not name) is taken
+    /// from it, numbered again; the others are looked up in the base.
+    fn gather<'a, V>(
         &self,
-        changes: impl IntoIterator<Item = (&'a str, Option<&'a AssignmentDoc>)>,
-    ) -> Result<Gathered, NotIncremental> {
+        reuse: Option<Reuse<'_>>,
+        fresh: impl Fn(&str) -> bool,
+        changes: impl IntoIterator<Item = (&'a str, V)>,
+    ) -> Result<Gathered, NotIncremental>
+    where
+        V: FnOnce() -> Result<Option<&'a AssignmentDoc>, NotIncremental>,
+    {
         let base = &self.snapshot;
-        let principal_count = pos(base.principal_count());
-        let scope_count = pos(base.scopes.len());
-        let refuse = |id: &str, why: String| {
-            Err(NotIncremental(format!(
-                "assignment `{}`: {why}",
-                syntax::escape(id)
-            )))
+        let mut counted = Newcomers {
+            principal_base: pos(base.principal_count()),
+            scope_base: pos(base.scopes.len()),
+            ..Newcomers::default()
         };
         let mut removed = Vec::new();
         let mut added: Vec<Added> = Vec::new();
-        let mut new_principals: FastMap<Box<str>, PrincipalIdx> = FastMap::default();
-        let mut new_principal_names: Vec<Box<str>> = Vec::new();
-        let mut new_scopes: FastMap<Box<str>, ScopeIdx> = FastMap::default();
-        let mut new_scope_keys: Vec<Box<str>> = Vec::new();
-        let mut gap = (u32::MAX, 0u32);
+        let mut gap = Gap::default();
         let mut buf = LowerBuf::new();
         let mut previous: Option<&str> = None;
         for (id, value) in changes {
@@ -285,99 +329,106 @@ impl OverlayBase {
                 return Err(NotIncremental("changes out of key order".into()));
             }
             previous = Some(id);
+            let refuse =
+                |why: String| NotIncremental(format!("assignment `{}`: {why}", syntax::escape(id)));
+            let known = reuse
+                .as_ref()
+                .filter(|_| !fresh(id))
+                .and_then(|r| r.by_id.get(id).map(|k| (r, k)));
+            if let Some((r, known)) = known {
+                removed.extend(known.removed);
+                if let Some(prev) = known.added {
+                    added.push(r.renumber(prev, &mut counted, &mut gap).map_err(refuse)?);
+                }
+                continue;
+            }
+            let value = value()?;
             let (below, found) = self.place(id);
             if let Some(pos) = found {
                 removed.push(pos);
             }
-            let Some(a) = value else { continue };
-            if a.id.as_deref() != Some(id) {
-                return refuse(id, "the id is not its key's".into());
+            if let Some(a) = value {
+                let g = self.store_first.saturating_add(below);
+                let new = self
+                    .prepare(id, a, &mut counted, &mut buf)
+                    .map_err(refuse)?;
+                added.push(Added {
+                    order: gap.next(g),
+                    ..new
+                });
             }
-            if self.other_ids.contains_key(id) {
-                return refuse(id, "the id is defined twice".into());
-            }
-            if let Err(e) = syntax::principal_type(&a.principal) {
-                return refuse(id, format!("principal: {e}"));
-            }
-            let Some(&role) = base.role_lookup.get(lower_into(&a.role, &mut buf)) else {
-                return refuse(id, "unknown role".into());
-            };
-            let scope = match Scope::parse(&a.scope) {
-                Ok(s) => s,
-                Err(e) => return refuse(id, format!("scope: {e}")),
-            };
-            let time = |value: &Option<String>, default: Instant| match value {
-                None => Ok(default),
-                Some(t) => parse_time(t),
-            };
-            let (not_before, not_after) = match (
-                time(&a.not_before, Instant::MIN),
-                time(&a.not_after, Instant::MAX),
-            ) {
-                (Ok(nb), Ok(na)) if na >= nb => (nb, na),
-                _ => return refuse(id, "bad times".into()),
-            };
-            let role_def = &base.roles[role.index()];
-            let ancestors = base.ancestors_of(scope.key());
-            if !role_def
-                .assignable_scopes
-                .iter()
-                .any(|s| ancestors.binary_search(s).is_ok())
-            {
-                return refuse(id, "outside the role's assignable scopes".into());
-            }
-            let scope_idx = match base
-                .scope_index
-                .get(scope.key().as_bytes(), &base.scope_text)
-            {
-                Some(s) => ScopeIdx::new(s),
-                None => match new_scopes.get(scope.key()) {
-                    Some(&s) => s,
-                    None => {
-                        if scope_count as usize + new_scope_keys.len() >= MAX_ITEMS {
-                            return refuse(id, format!("more than {MAX_ITEMS} scopes"));
-                        }
-                        let s = ScopeIdx::at(scope_count as usize + new_scope_keys.len());
-                        new_scopes.insert(scope.key().into(), s);
-                        new_scope_keys.push(scope.key().into());
-                        s
-                    }
-                },
-            };
-            let principal = match base.principal_slot(&a.principal) {
-                Some(slot) => slot.principal(),
-                None => match new_principals.get(a.principal.as_str()) {
-                    Some(&p) => p,
-                    None => {
-                        if principal_count as usize + new_principal_names.len() >= MAX_ITEMS {
-                            return refuse(id, format!("more than {MAX_ITEMS} principals"));
-                        }
-                        let p =
-                            PrincipalIdx::at(principal_count as usize + new_principal_names.len());
-                        new_principals.insert(a.principal.as_str().into(), p);
-                        new_principal_names.push(a.principal.as_str().into());
-                        p
-                    }
-                },
-            };
-            let g = self.store_first.saturating_add(below);
-            gap = if gap.0 == g { (g, gap.1 + 1) } else { (g, 1) };
-            added.push(Added {
-                principal,
-                role,
-                scope: scope_idx,
-                window: (not_before, not_after),
-                order: (u64::from(g) << 32) | u64::from(gap.1),
-                id: id.into(),
-                written: a.scope.as_str().into(),
-            });
         }
         Ok(Gathered {
             removed,
             added,
-            new_principals,
-            new_principal_names,
-            new_scope_keys,
+            new_principals: counted.principals,
+            new_principal_names: counted.principal_names,
+            new_scope_keys: counted.scope_keys,
+        })
+    }
+
+    /// One written assignment checked against the base and numbered (its order is left
+    /// for the caller): the rules that can fail for an assignment change (SPEC §2).
+    fn prepare(
+        &self,
+        id: &str,
+        a: &AssignmentDoc,
+        counted: &mut Newcomers,
+        buf: &mut LowerBuf,
+    ) -> Result<Added, String> {
+        let base = &self.snapshot;
+        if a.id.as_deref() != Some(id) {
+            return Err("the id is not its key's".into());
+        }
+        if self.other_ids.contains_key(id) {
+            return Err("the id is defined twice".into());
+        }
+        if let Err(e) = syntax::principal_type(&a.principal) {
+            return Err(format!("principal: {e}"));
+        }
+        let Some(&role) = base.role_lookup.get(lower_into(&a.role, buf)) else {
+            return Err("unknown role".into());
+        };
+        let scope = Scope::parse(&a.scope).map_err(|e| format!("scope: {e}"))?;
+        let time = |value: &Option<String>, default: Instant| match value {
+            None => Ok(default),
+            Some(t) => parse_time(t),
+        };
+        let (not_before, not_after) = match (
+            time(&a.not_before, Instant::MIN),
+            time(&a.not_after, Instant::MAX),
+        ) {
+            (Ok(nb), Ok(na)) if na >= nb => (nb, na),
+            _ => return Err("bad times".into()),
+        };
+        let role_def = &base.roles[role.index()];
+        let ancestors = base.ancestors_of(scope.key());
+        if !role_def
+            .assignable_scopes
+            .iter()
+            .any(|s| ancestors.binary_search(s).is_ok())
+        {
+            return Err("outside the role's assignable scopes".into());
+        }
+        let scope_idx = match base
+            .scope_index
+            .get(scope.key().as_bytes(), &base.scope_text)
+        {
+            Some(s) => ScopeIdx::new(s),
+            None => counted.scope(scope.key())?,
+        };
+        let principal = match base.principal_slot(&a.principal) {
+            Some(slot) => slot.principal(),
+            None => counted.principal(&a.principal)?,
+        };
+        Ok(Added {
+            principal,
+            role,
+            scope: scope_idx,
+            window: (not_before, not_after),
+            order: 0,
+            id: id.into(),
+            written: a.scope.as_str().into(),
         })
     }
 
@@ -493,6 +544,123 @@ impl Overlay {
             }
         }
         Ok(())
+    }
+}
+
+/// What an earlier overlay over the same base found for the changes it held, by id.
+struct Reuse<'p> {
+    overlay: &'p Overlay,
+    by_id: FastMap<&'p str, Known<'p>>,
+}
+
+/// What an earlier overlay found for one change: the base assignment it removed, and the
+/// assignment it added.
+#[derive(Default, Clone, Copy)]
+struct Known<'p> {
+    removed: Option<u32>,
+    added: Option<&'p Added>,
+}
+
+impl Reuse<'_> {
+    /// `prev`, added by the earlier overlay, numbered for this one: its new principal or
+    /// scope (if the base does not know it) numbered again, and its rank in its gap
+    /// between base orders counted again, as other changes may have joined the gap.
+    fn renumber(
+        &self,
+        prev: &Added,
+        counted: &mut Newcomers,
+        gap: &mut Gap,
+    ) -> Result<Added, String> {
+        let overlay = self.overlay;
+        let scope = match prev.scope.get().checked_sub(overlay.base_scopes) {
+            None => prev.scope,
+            Some(n) => counted.scope(overlay.new_scope_keys.get(n as usize).map_or("", |k| k))?,
+        };
+        let principal = match prev.principal.get().checked_sub(overlay.base_principals) {
+            None => prev.principal,
+            Some(n) => counted.principal(
+                overlay
+                    .new_principal_names
+                    .get(n as usize)
+                    .map_or("", |k| k),
+            )?,
+        };
+        Ok(Added {
+            principal,
+            scope,
+            order: gap.next((prev.order >> 32) as u32),
+            ..prev.clone()
+        })
+    }
+}
+
+/// The principals and scopes a batch of changes names that the base does not know,
+/// numbered from the base's counts in the order first met.
+#[derive(Default)]
+struct Newcomers {
+    principal_base: u32,
+    scope_base: u32,
+    principals: FastMap<Box<str>, PrincipalIdx>,
+    principal_names: Vec<Box<str>>,
+    scopes: FastMap<Box<str>, ScopeIdx>,
+    scope_keys: Vec<Box<str>>,
+}
+
+impl Newcomers {
+    fn scope(&mut self, key: &str) -> Result<ScopeIdx, String> {
+        if let Some(&s) = self.scopes.get(key) {
+            return Ok(s);
+        }
+        let n = self.scope_base as usize + self.scope_keys.len();
+        if n >= MAX_ITEMS {
+            return Err(format!("more than {MAX_ITEMS} scopes"));
+        }
+        let s = ScopeIdx::at(n);
+        self.scopes.insert(key.into(), s);
+        self.scope_keys.push(key.into());
+        Ok(s)
+    }
+
+    fn principal(&mut self, name: &str) -> Result<PrincipalIdx, String> {
+        if let Some(&p) = self.principals.get(name) {
+            return Ok(p);
+        }
+        let n = self.principal_base as usize + self.principal_names.len();
+        if n >= MAX_ITEMS {
+            return Err(format!("more than {MAX_ITEMS} principals"));
+        }
+        let p = PrincipalIdx::at(n);
+        self.principals.insert(name.into(), p);
+        self.principal_names.push(name.into());
+        Ok(p)
+    }
+}
+
+/// The gap between base orders the last added assignment fell in, and how many added
+/// ones it holds so far (the changes come in key order, so a gap's are consecutive).
+struct Gap {
+    at: u32,
+    rank: u32,
+}
+
+impl Default for Gap {
+    fn default() -> Self {
+        Self {
+            at: u32::MAX,
+            rank: 0,
+        }
+    }
+}
+
+impl Gap {
+    /// The order key of the next added assignment, in gap `g`.
+    fn next(&mut self, g: u32) -> OrderKey {
+        if self.at == g {
+            self.rank += 1;
+        } else {
+            (self.at, self.rank) = (g, 1);
+        }
+        (u64::from(g) << 32) | u64::from(self.rank)
     }
 }
 

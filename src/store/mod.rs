@@ -21,7 +21,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::live::{LoadOutcome, LoadedPolicy, PolicySink};
 use crate::policy::document::{AssignmentDoc, Document};
-use crate::policy::overlay::{FullPolicy, OverlayBase};
+use crate::policy::overlay::{FullPolicy, NotIncremental, OverlayBase};
 use crate::policy::{PolicyError, Problem, Snapshot, SourceDocument, compile_documents, source};
 
 /// What the store needs of the service it feeds: its live policy ([`PolicySink`]) and
@@ -95,26 +95,44 @@ pub struct Inputs {
 pub(crate) struct Incremental {
     base: Option<Arc<OverlayBase>>,
     changes: BTreeMap<String, i64>,
+    /// The last overlay made over `base` from `changes` (their values then): the next one
+    /// reuses what it found for the changes not written since
+    /// ([`OverlayBase::apply_over`]).
+    last: Option<Snapshot>,
     /// A compaction is running.
     compacting: bool,
 }
 
-/// The changes `ids` (in key order) with their values in `objects`; `None` if one is not
-/// an assignment.
-fn change_values<'a>(
-    ids: impl Iterator<Item = &'a str>,
+/// The value of store assignment `id` in `objects` (`None`: deleted); refused if the key
+/// holds anything else (a value that did not decode).
+fn value_of<'a>(
     objects: &'a Objects,
-) -> Option<Vec<(&'a str, Option<&'a AssignmentDoc>)>> {
-    let mut out = Vec::new();
-    for id in ids {
-        let value = match objects.get(&format!("{ASSIGNMENTS}{id}")) {
-            None => None,
-            Some(Ok(Object::Assignment(a))) => Some(a),
-            Some(_) => return None,
-        };
-        out.push((id, value));
+    id: &str,
+) -> Result<Option<&'a AssignmentDoc>, NotIncremental> {
+    match objects.get(&format!("{ASSIGNMENTS}{id}")) {
+        None => Ok(None),
+        Some(Ok(Object::Assignment(a))) => Ok(Some(a)),
+        Some(_) => Err(NotIncremental(format!(
+            "`{ASSIGNMENTS}{id}` is not an assignment"
+        ))),
     }
-    Some(out)
+}
+
+/// The union of two sets of ids, each in key order, in key order.
+fn merged<'a>(
+    a: impl Iterator<Item = &'a str>,
+    b: impl Iterator<Item = &'a str>,
+) -> impl Iterator<Item = &'a str> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if x == y => {
+            b.next();
+            a.next()
+        }
+        (Some(x), Some(y)) if x < y => a.next(),
+        (Some(_), Some(_)) | (None, _) => b.next(),
+        (_, None) => a.next(),
+    })
 }
 
 /// The key prefix of store assignments.
@@ -122,7 +140,7 @@ const ASSIGNMENTS: &str = "assignments/";
 
 /// By default, an overlay with more changes than this is compacted into a new base (off
 /// the request path); its changes are also dropped at every full compile.
-pub const COMPACT_AT: usize = 4_000;
+pub const COMPACT_AT: usize = 10_000;
 
 /// The store of one server: its connection, its inputs and its status.
 #[derive(Debug)]
@@ -359,15 +377,14 @@ impl Store {
             return None;
         }
         let objects = inputs.objects.as_ref()?;
-        let ids: BTreeSet<&str> = inputs
-            .incremental
-            .changes
-            .keys()
-            .chain(batch)
-            .map(String::as_str)
-            .collect();
-        let changes = change_values(ids.into_iter(), objects)?;
-        base.apply(changes, None).ok()
+        let ids = merged(
+            inputs.incremental.changes.keys().map(String::as_str),
+            batch.iter().map(String::as_str),
+        );
+        let changes = ids.map(|id| (id, move || value_of(objects, id)));
+        let written = |id: &str| batch.contains(id);
+        base.apply_over(inputs.incremental.last.as_ref(), written, changes, None)
+            .ok()
     }
 
     /// Applies the pending keys as an overlay over the base, when they are all store
@@ -383,19 +400,33 @@ impl Store {
         }
         let base = inputs.incremental.base.clone()?;
         let objects = inputs.objects.as_ref()?;
-        let mut changes = inputs.incremental.changes.clone();
-        for key in pending {
-            let id = key.strip_prefix(ASSIGNMENTS)?;
-            changes.insert(id.to_owned(), inputs.revision);
-        }
-        let values = change_values(changes.keys().map(String::as_str), objects)?;
+        // Every pending key is a store assignment's (in key order, as the ids are).
+        let fresh: Vec<&str> = pending
+            .iter()
+            .map(|key| key.strip_prefix(ASSIGNMENTS))
+            .collect::<Option<_>>()?;
+        let ids = merged(
+            inputs.incremental.changes.keys().map(String::as_str),
+            fresh.iter().copied(),
+        );
+        let changes = ids.map(|id| (id, move || value_of(objects, id)));
+        let written = |id: &str| fresh.binary_search(&id).is_ok();
         let snapshot = base
-            .apply(values, Some(self.full_maker(inputs.revision)))
+            .apply_over(
+                inputs.incremental.last.as_ref(),
+                written,
+                changes,
+                Some(self.full_maker(inputs.revision)),
+            )
             .map_err(|e| tracing::debug!(reason = %e.0, "store change compiled in full"))
             .ok()?;
         let compact =
             snapshot.overlay_len() > self.options.compact_at && !inputs.incremental.compacting;
-        inputs.incremental.changes = changes;
+        let fresh: Vec<String> = fresh.into_iter().map(str::to_owned).collect();
+        for id in fresh {
+            inputs.incremental.changes.insert(id, inputs.revision);
+        }
+        inputs.incremental.last = Some(snapshot.share());
         let revision = snapshot.revision.clone();
         let previous = self.install(&**app, inputs, snapshot);
         if compact {
@@ -470,22 +501,28 @@ impl Store {
             .filter(|(_, rev)| **rev > started_at)
             .map(|(k, v)| (k.clone(), *v))
             .collect();
-        let served =
-            if remaining.is_empty() {
-                Ok(snapshot)
-            } else {
-                let Some(values) = inputs.objects.as_ref().and_then(|objects| {
-                    change_values(remaining.keys().map(String::as_str), objects)
-                }) else {
-                    return;
-                };
-                base.apply(values, Some(self.full_maker(inputs.revision)))
+        let served = if remaining.is_empty() {
+            Ok(snapshot)
+        } else {
+            let Some(objects) = inputs.objects.as_ref() else {
+                return;
             };
+            let changes = remaining
+                .keys()
+                .map(|id| (id.as_str(), move || value_of(objects, id)));
+            base.apply_over(
+                None,
+                |_| true,
+                changes,
+                Some(self.full_maker(inputs.revision)),
+            )
+        };
         let Ok(served) = served else {
             return;
         };
         inputs.incremental.base = Some(base);
         inputs.incremental.changes = remaining;
+        inputs.incremental.last = Some(served.share());
         let previous = self.install(&**app, &mut inputs, served);
         drop(inputs);
         tracing::debug!(started_at, "store overlay compacted");
@@ -507,6 +544,7 @@ impl Store {
         });
         inputs.incremental.base = Some(Arc::new(OverlayBase::new(&snapshot, store_assignments)));
         inputs.incremental.changes.clear();
+        inputs.incremental.last = None;
         // The last full policy is this one: an older one's memory is let go here.
         let replaced = self
             .last_full
@@ -715,6 +753,37 @@ pub fn token_of(policy: &LoadedPolicy) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merged_ids_are_the_union_in_key_order() {
+        let union = |a: &[&'static str], b: &[&'static str]| {
+            merged(a.iter().copied(), b.iter().copied()).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            union(&["a", "c", "e"], &["b", "c", "f", "g"]),
+            ["a", "b", "c", "e", "f", "g"]
+        );
+        assert_eq!(union(&[], &["x"]), ["x"]);
+        assert_eq!(union(&["x", "y"], &[]), ["x", "y"]);
+        assert_eq!(union(&["b"], &["a"]), ["a", "b"]);
+        assert!(union(&[], &[]).is_empty());
+    }
+
+    #[test]
+    fn a_value_is_read_only_from_an_assignment_key() {
+        let mut objects = Objects::new();
+        let a: AssignmentDoc =
+            serde_json::from_str(r#"{"principal":"user:a","role":"R","scope":"/s","id":"a-1"}"#)
+                .unwrap();
+        objects.insert("assignments/a-1".into(), Ok(Object::Assignment(a)));
+        objects.insert("assignments/a-2".into(), Err(ObjectError::EmptyId));
+        assert_eq!(
+            value_of(&objects, "a-1").unwrap().unwrap().principal,
+            "user:a"
+        );
+        assert!(value_of(&objects, "a-3").unwrap().is_none());
+        assert!(value_of(&objects, "a-2").is_err());
+    }
 
     #[cfg(target_os = "linux")]
     #[test]

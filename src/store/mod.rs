@@ -422,9 +422,11 @@ impl Store {
             .ok()?;
         let compact =
             snapshot.overlay_len() > self.options.compact_at && !inputs.incremental.compacting;
-        let fresh: Vec<String> = fresh.into_iter().map(str::to_owned).collect();
         for id in fresh {
-            inputs.incremental.changes.insert(id, inputs.revision);
+            inputs
+                .incremental
+                .changes
+                .insert(id.to_owned(), inputs.revision);
         }
         inputs.incremental.last = Some(snapshot.share());
         let revision = snapshot.revision.clone();

@@ -159,8 +159,8 @@ install_cargo_mutants() {
 
 # Mutation testing of the policy core (docs/mutants.md) on what the last commit changed
 # under src/policy/, and any change not yet committed there: cargo-mutants mutates those
-# lines in place, and the library's policy unit tests must catch every mutant (settings in
-# .cargo/mutants.toml). A diff without such a change still runs the tool, which reports 0
+# lines in place, and the library's policy unit tests and property tests must catch every
+# mutant (settings in .cargo/mutants.toml). A diff without such a change still runs the tool, which reports 0
 # mutants. To keep the step within about three minutes, install included, at most
 # IOT_AUTHZ_MUTANTS_MAX mutants (default 10) are tested: of a larger diff, one shard of
 # about that size, chosen by the commit, and the step says so; `cargo mutants --in-place
@@ -190,8 +190,9 @@ mutants_of_last_commit() {
   fi
   # Incremental builds: each mutant rebuilds one crate, which CI's cold settings would
   # compile from scratch every time. Bounded: SIGINT first (cargo-mutants then puts the
-  # mutated file back), SIGKILL two minutes later.
-  CARGO_INCREMENTAL=1 timeout -s INT --kill-after=120 "${IOT_AUTHZ_MUTANTS_TIMEOUT:-900}" \
+  # mutated file back), SIGKILL two minutes later. A property that fails is shrunk for a
+  # readable counterexample, which a mutant does not need: at most 64 steps of it.
+  CARGO_INCREMENTAL=1 PROPTEST_MAX_SHRINK_ITERS=64 timeout -s INT --kill-after=120 "${IOT_AUTHZ_MUTANTS_TIMEOUT:-900}" \
     cargo mutants "${args[@]}" && status=0 || status=$?
   python3 - "$out/mutants.out/outcomes.json" "$status" <<'PY'
 import json, os, sys

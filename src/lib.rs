@@ -42,6 +42,24 @@ pub mod store;
 pub mod telemetry;
 pub mod testing;
 
+// The property tests against the reference model of SPEC §3 (`tests/properties.rs`,
+// `tests/reference/`), of the store's incremental path (`tests/overlay.rs`) and of the
+// planes (`tests/planes.rs`) are built into the library's unit tests rather than the
+// integration binary, so that they judge every mutant of the policy core at the cost of
+// one rebuild of this crate's test binary (docs/mutants.md). They name the crate as
+// `iot_authz`, as any outside user does.
+#[cfg(test)]
+extern crate self as iot_authz;
+#[cfg(test)]
+#[path = "../tests/overlay.rs"]
+mod overlay_properties;
+#[cfg(test)]
+#[path = "../tests/planes.rs"]
+mod plane_properties;
+#[cfg(test)]
+#[path = "../tests/properties.rs"]
+mod properties;
+
 /// Installs rustls' `ring` provider as the process default (idempotent). HTTPS clients
 /// need it: the build carries no other provider.
 pub fn install_crypto_provider() {

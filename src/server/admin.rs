@@ -270,8 +270,10 @@ impl Admin {
             };
             let writes: Vec<Arc<Write>> = group.iter().map(|q| q.write.clone()).collect();
             let (s, p) = (store.clone(), policy.clone());
-            let validated =
-                tokio::task::spawn_blocking(move || validate_group(&s, &p, &writes)).await;
+            let validated = store
+                .worker
+                .run(move || validate_group(&s, &p, &writes))
+                .await;
             let (revision, mut planned) = match validated {
                 Ok(v) => v,
                 Err(e) => {

@@ -281,20 +281,22 @@ async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
     }
 }
 
-/// Runs `f` on the store on a blocking thread: the inputs' lock may be held for a while
-/// (a compaction gathers a million objects under it), and a runtime worker waiting for it
-/// would hold up the requests queued on that worker.
+/// Runs `f` on the store's own thread ([`super::worker`]): the inputs' lock may be held
+/// for a while (a compaction gathers a million objects under it), and a runtime worker
+/// waiting for it would hold up the requests queued on that worker.
 async fn off_runtime<T: Send + 'static>(
     store: &Arc<Store>,
     f: impl FnOnce(&Store) -> T + Send + 'static,
 ) -> Result<T, WatchEnd> {
     let s = store.clone();
-    tokio::task::spawn_blocking(move || f(&s))
+    store
+        .worker
+        .run(move || f(&s))
         .await
         .map_err(|e| WatchEnd::Reload(format!("watch events not applied: {e}")))
 }
 
-/// [`apply`] on a blocking thread (see [`off_runtime`]).
+/// [`apply`] on the store's thread (see [`off_runtime`]).
 async fn apply_off_runtime(
     store: &Arc<Store>,
     prefix: &[u8],
@@ -338,10 +340,10 @@ fn apply(store: &Store, prefix: &[u8], max: usize, events: &[crate::proto::etcd:
     inputs.revision = last;
 }
 
-/// Compiles and installs (or rejects) the objects as they are now, off the runtime.
+/// Compiles and installs (or rejects) the objects as they are now, on the store's thread.
 async fn compile(store: &Arc<Store>, app: &Arc<App>) -> Result<(), WatchEnd> {
     let (s, a) = (store.clone(), app.clone());
-    match tokio::task::spawn_blocking(move || s.recompile(&a)).await {
+    match store.worker.run(move || s.recompile(&a)).await {
         Ok(outcome) => {
             tracing::debug!(outcome = ?outcome, "store change applied");
             Ok(())

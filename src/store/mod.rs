@@ -11,6 +11,7 @@ pub mod admin_queue;
 pub mod etcd;
 pub mod follow;
 pub mod objects;
+pub mod worker;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -164,6 +165,8 @@ pub struct Store {
     /// through one replica are committed in groups, one transaction at a time, each group
     /// validated on the state the one before it made (see `server::admin`).
     pub(crate) admin_queue: Mutex<admin_queue::AdminQueue>,
+    /// The thread every compile of the objects runs on, below the request path's priority.
+    pub(crate) worker: worker::StoreWorker,
 }
 
 impl Store {
@@ -181,6 +184,7 @@ impl Store {
             progress: Notify::new(),
             admin_queue: Mutex::new(admin_queue::AdminQueue::default()),
             last_full: Mutex::new(None),
+            worker: worker::StoreWorker::default(),
         })
     }
 
@@ -591,7 +595,7 @@ impl Store {
     /// The store's objects changed (a fresh read, or watch events applied to `inputs`):
     /// installs the change, or records the error. A batch that only writes store
     /// assignments, on a consistent state, is laid over the base as an overlay (no full
-    /// compile); anything else compiles in full. Runs on a blocking thread.
+    /// compile); anything else compiles in full. Runs on the store's thread ([`worker`]).
     pub fn recompile(self: &Arc<Self>, app: &Arc<App>) -> LoadOutcome {
         let mut inputs = self.inputs();
         let judged = inputs.revision;

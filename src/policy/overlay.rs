@@ -63,9 +63,9 @@ struct Added {
     scope: ScopeIdx,
     window: (Instant, Instant),
     order: OrderKey,
-    id: Box<str>,
+    id: Arc<str>,
     /// The scope as the assignment spells it.
-    written: Box<str>,
+    written: Arc<str>,
 }
 
 /// The assignment changes over a base snapshot.
@@ -80,11 +80,11 @@ pub(crate) struct Overlay {
     /// assignment (`u64::MAX`: none left).
     first: FastMap<PrincipalIdx, OrderKey>,
     /// Principals the base does not know, by id (numbered from the base's count).
-    new_principals: FastMap<Box<str>, PrincipalIdx>,
-    new_principal_names: Vec<Box<str>>,
+    new_principals: FastMap<Arc<str>, PrincipalIdx>,
+    new_principal_names: Vec<Arc<str>>,
     /// Scopes the base does not know: lowercase keys, indexed (numbered from the base's
     /// count).
-    new_scope_keys: Vec<Box<str>>,
+    new_scope_keys: Vec<Arc<str>>,
     new_scope_text: String,
     new_scope_index: TagIndex,
     /// New scopes that are path prefixes of base scopes reached through `scopeLinks`,
@@ -415,11 +415,11 @@ impl OverlayBase {
             .get(scope.key().as_bytes(), &base.scope_text)
         {
             Some(s) => ScopeIdx::new(s),
-            None => counted.scope(scope.key())?,
+            None => counted.scope(scope.key(), || Arc::from(scope.key()))?,
         };
         let principal = match base.principal_slot(&a.principal) {
             Some(slot) => slot.principal(),
-            None => counted.principal(&a.principal)?,
+            None => counted.principal(&a.principal, || Arc::from(a.principal.as_str()))?,
         };
         Ok(Added {
             principal,
@@ -437,7 +437,7 @@ impl OverlayBase {
     #[allow(clippy::type_complexity)]
     fn lay_out_new_scopes(
         &self,
-        new_scope_keys: &[Box<str>],
+        new_scope_keys: &[Arc<str>],
     ) -> Result<(String, TagIndex, Vec<(ScopeIdx, Box<[ScopeIdx]>)>), NotIncremental> {
         let base = &self.snapshot;
         let scope_count = pos(base.scopes.len());
@@ -574,16 +574,19 @@ impl Reuse<'_> {
         let overlay = self.overlay;
         let scope = match prev.scope.get().checked_sub(overlay.base_scopes) {
             None => prev.scope,
-            Some(n) => counted.scope(overlay.new_scope_keys.get(n as usize).map_or("", |k| k))?,
+            Some(n) => {
+                let key = overlay.new_scope_keys.get(n as usize).cloned();
+                let key = key.unwrap_or_else(|| Arc::from(""));
+                counted.scope(&key, || key.clone())?
+            }
         };
         let principal = match prev.principal.get().checked_sub(overlay.base_principals) {
             None => prev.principal,
-            Some(n) => counted.principal(
-                overlay
-                    .new_principal_names
-                    .get(n as usize)
-                    .map_or("", |k| k),
-            )?,
+            Some(n) => {
+                let name = overlay.new_principal_names.get(n as usize).cloned();
+                let name = name.unwrap_or_else(|| Arc::from(""));
+                counted.principal(&name, || name.clone())?
+            }
         };
         Ok(Added {
             principal,
@@ -600,14 +603,16 @@ impl Reuse<'_> {
 struct Newcomers {
     principal_base: u32,
     scope_base: u32,
-    principals: FastMap<Box<str>, PrincipalIdx>,
-    principal_names: Vec<Box<str>>,
-    scopes: FastMap<Box<str>, ScopeIdx>,
-    scope_keys: Vec<Box<str>>,
+    principals: FastMap<Arc<str>, PrincipalIdx>,
+    principal_names: Vec<Arc<str>>,
+    scopes: FastMap<Arc<str>, ScopeIdx>,
+    scope_keys: Vec<Arc<str>>,
 }
 
 impl Newcomers {
-    fn scope(&mut self, key: &str) -> Result<ScopeIdx, String> {
+    /// The number of the new scope `key` (numbered now if not yet met); `shared` makes
+    /// the text kept for it (an earlier overlay's, shared rather than copied).
+    fn scope(&mut self, key: &str, shared: impl FnOnce() -> Arc<str>) -> Result<ScopeIdx, String> {
         if let Some(&s) = self.scopes.get(key) {
             return Ok(s);
         }
@@ -616,12 +621,18 @@ impl Newcomers {
             return Err(format!("more than {MAX_ITEMS} scopes"));
         }
         let s = ScopeIdx::at(n);
-        self.scopes.insert(key.into(), s);
-        self.scope_keys.push(key.into());
+        let key = shared();
+        self.scopes.insert(key.clone(), s);
+        self.scope_keys.push(key);
         Ok(s)
     }
 
-    fn principal(&mut self, name: &str) -> Result<PrincipalIdx, String> {
+    /// The number of the new principal `name`, as [`Self::scope`].
+    fn principal(
+        &mut self,
+        name: &str,
+        shared: impl FnOnce() -> Arc<str>,
+    ) -> Result<PrincipalIdx, String> {
         if let Some(&p) = self.principals.get(name) {
             return Ok(p);
         }
@@ -630,8 +641,9 @@ impl Newcomers {
             return Err(format!("more than {MAX_ITEMS} principals"));
         }
         let p = PrincipalIdx::at(n);
-        self.principals.insert(name.into(), p);
-        self.principal_names.push(name.into());
+        let name = shared();
+        self.principals.insert(name.clone(), p);
+        self.principal_names.push(name);
         Ok(p)
     }
 }
@@ -668,9 +680,9 @@ impl Gap {
 struct Gathered {
     removed: Vec<u32>,
     added: Vec<Added>,
-    new_principals: FastMap<Box<str>, PrincipalIdx>,
-    new_principal_names: Vec<Box<str>>,
-    new_scope_keys: Vec<Box<str>>,
+    new_principals: FastMap<Arc<str>, PrincipalIdx>,
+    new_principal_names: Vec<Arc<str>>,
+    new_scope_keys: Vec<Arc<str>>,
 }
 
 /// Whether `prefix` is `key` or a path prefix of it (both lowercase keys).
@@ -1045,8 +1057,8 @@ mod tests {
         s: &Snapshot,
     ) -> (
         Vec<u32>,
-        Vec<(PrincipalIdx, RoleIdx, ScopeIdx, OrderKey, Box<str>)>,
-        Vec<Box<str>>,
+        Vec<(PrincipalIdx, RoleIdx, ScopeIdx, OrderKey, Arc<str>)>,
+        Vec<Arc<str>>,
     ) {
         let o = s.overlay.as_deref().unwrap();
         let added = o

@@ -63,9 +63,22 @@ struct Added {
     scope: ScopeIdx,
     window: (Instant, Instant),
     order: OrderKey,
-    id: Arc<str>,
+    /// The assignment's id followed by its scope as the assignment spells it: one
+    /// allocation, shared (not copied) by the overlays laid over this one.
+    text: Arc<str>,
+    /// Where the id ends in `text`.
+    id_len: u32,
+}
+
+impl Added {
+    fn id(&self) -> &str {
+        self.text.get(..self.id_len as usize).unwrap_or_default()
+    }
+
     /// The scope as the assignment spells it.
-    written: Arc<str>,
+    fn written(&self) -> &str {
+        self.text.get(self.id_len as usize..).unwrap_or_default()
+    }
 }
 
 /// The assignment changes over a base snapshot.
@@ -184,7 +197,7 @@ impl OverlayBase {
             }
         }
         for a in &overlay.added {
-            by_id.entry(&a.id).or_default().added = Some(a);
+            by_id.entry(a.id()).or_default().added = Some(a);
         }
         Some(Reuse { overlay, by_id })
     }
@@ -427,8 +440,8 @@ impl OverlayBase {
             scope: scope_idx,
             window: (not_before, not_after),
             order: 0,
-            id: id.into(),
-            written: a.scope.as_str().into(),
+            text: [id, a.scope.as_str()].concat().into(),
+            id_len: pos(id.len()),
         })
     }
 
@@ -760,8 +773,8 @@ impl Overlay {
         };
         Reason::RoleAssignment {
             role: base.roles.get(a.role.index()).map_or("", |r| &r.name),
-            assignment_id: Some(&a.id),
-            scope: &a.written,
+            assignment_id: Some(a.id()),
+            scope: a.written(),
             via: self.principal_name(base, a.principal),
         }
     }
@@ -910,18 +923,20 @@ impl Snapshot {
             + o.added.capacity() * std::mem::size_of::<Added>()
             + o.added
                 .iter()
-                .map(|a| a.id.len() + a.written.len())
+                .map(|a| a.text.len() + 16)
                 .sum::<usize>()
             + o.rows.capacity() * entry(4, 8)
             + o.first.capacity() * entry(4, 8)
             + o.new_principals.capacity() * entry(16, 4)
+            // Each name's text is shared by the map and the list: its bytes and the
+            // `Arc`'s two counts once, a pointer in the list.
             + o.new_principal_names
                 .iter()
-                .map(|n| 2 * n.len() + 16)
+                .map(|n| n.len() + 16 + 16)
                 .sum::<usize>()
             + o.new_scope_keys
                 .iter()
-                .map(|k| 2 * k.len() + 16)
+                .map(|k| k.len() + 16 + 16)
                 .sum::<usize>()
             + o.linked_prefixes.capacity() * 24
             + o.boundaries.capacity() * 16
@@ -1064,7 +1079,7 @@ mod tests {
         let added = o
             .added
             .iter()
-            .map(|a| (a.principal, a.role, a.scope, a.order, a.id.clone()))
+            .map(|a| (a.principal, a.role, a.scope, a.order, a.id().into()))
             .collect();
         (o.removed.clone(), added, o.new_principal_names.clone())
     }

@@ -498,9 +498,20 @@ impl Overlay {
         touched.dedup();
         for p in touched {
             let in_base = if p.get() < principal_count {
+                // The row's removed positions, in order: found once, then walked along.
                 let [start, end] = base.assignment_row(p);
+                let from = overlay.removed.partition_point(|&r| r < start);
+                let mut gone = overlay
+                    .removed
+                    .get(from..)
+                    .unwrap_or_default()
+                    .iter()
+                    .peekable();
                 (start..end)
-                    .filter(|i| overlay.removed.binary_search(i).is_err())
+                    .filter(|&i| {
+                        let removed = gone.next_if_eq(&&i).is_some();
+                        !removed
+                    })
                     .map(|i| base_key(base.assignments.order(i)))
                     .min()
             } else {

@@ -82,6 +82,20 @@ impl LoadedPolicy {
 /// latency tail. So the data (its core and overlay) is swapped for an empty core and
 /// sent to the [`reaper`], which frees it on its own low-priority thread. One channel
 /// send here, no waiting and no polling.
+impl LoadedPolicy {
+    /// Its snapshot, taken out whole (the policy left to drop holds the empty policy's
+    /// core instead). `None` only if the empty policy did not compile.
+    pub fn into_snapshot(mut self) -> Option<Snapshot> {
+        let empty = empty_core()?;
+        Some(Snapshot {
+            revision: std::mem::take(&mut self.snapshot.revision),
+            counts: self.snapshot.counts,
+            core: std::mem::replace(&mut self.snapshot.core, empty),
+            overlay: self.snapshot.overlay.take(),
+        })
+    }
+}
+
 impl Drop for LoadedPolicy {
     fn drop(&mut self) {
         let Some(empty) = empty_core() else {

@@ -105,6 +105,82 @@ fn revision(token: &str) -> i64 {
     token.strip_prefix('r').unwrap().parse().unwrap()
 }
 
+/// The replica that validates a write installs the overlay it validated the write on
+/// when the watch brings that write, instead of making it again; a change by anyone
+/// else is made as usual. Either way the policy is the one the writes make.
+#[tokio::test]
+async fn the_overlay_a_write_was_validated_on_is_the_one_installed() {
+    let f = fixture().await;
+    let mut c = admin(&f.server).await;
+    let installed = || f.store.validated_overlays_installed();
+    let before = installed();
+    let created = c
+        .create_role_assignment(as_actor(
+            "user:root1",
+            grant("v-1", "user:val", "Reader", "/apps/fleet"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    judged(&f.store, revision(&created.token)).await;
+    assert_eq!(installed(), before + 1);
+    assert!(allowed(&f.server, "user:val", "Devices/read", "/apps/fleet/d1").await);
+    assert!(!allowed(&f.server, "user:val", "Devices/write", "/apps/fleet/d1").await);
+    // A grant written straight into etcd: made by the watch, nothing validated.
+    let at = f.etcd.put(
+        "/t/assignments/d-1",
+        assignment("d-1", "user:direct", "Device Writer", "/apps").as_bytes(),
+    );
+    judged(&f.store, at).await;
+    assert_eq!(installed(), before + 1);
+    assert!(allowed(&f.server, "user:direct", "Devices/write", "/apps/x").await);
+    // A revocation, validated and installed likewise, over the overlay of the two.
+    let deleted = c
+        .delete_role_assignment(as_actor(
+            "user:root1",
+            pb::DeleteRoleAssignmentRequest { id: "v-1".into() },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    judged(&f.store, revision(&deleted.token)).await;
+    assert_eq!(installed(), before + 2);
+    assert!(!allowed(&f.server, "user:val", "Devices/read", "/apps/fleet/d1").await);
+    assert!(allowed(&f.server, "user:direct", "Devices/write", "/apps/x").await);
+    // The served policy is the one a full compile of the same objects makes.
+    let served = f.server.app.policy.current().unwrap();
+    assert!(served.snapshot.has_overlay());
+    let full = served.snapshot.full();
+    assert!(
+        !full.has_overlay(),
+        "the installed overlay cannot compile its full policy"
+    );
+    for (principal, action, scope) in [
+        ("user:val", "Devices/read", "/apps/fleet/d1"),
+        ("user:direct", "Devices/write", "/apps/x"),
+        ("user:root1", "Devices/write", "/apps/fleet"),
+        ("user:helpdesk", "Devices/read", "/apps"),
+    ] {
+        let request = iot_authz::policy::CheckRequest {
+            principal,
+            groups: &[],
+            action,
+            data_action: false,
+            scope,
+            at: 0,
+        };
+        let (a, b) = (
+            served.snapshot.check(&request).unwrap(),
+            full.check(&request).unwrap(),
+        );
+        assert_eq!(
+            (a.allowed, format!("{:?}", a.reason)),
+            (b.allowed, format!("{:?}", b.reason)),
+            "{principal}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn grant_list_and_revoke_through_the_admin_api() {
     let f = fixture().await;

@@ -108,7 +108,7 @@ pub struct ScopeLinkDoc {
     pub parents: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AssignmentDoc {
     pub principal: String,

@@ -954,6 +954,19 @@ impl Snapshot {
             + std::mem::size_of::<Overlay>()
     }
 
+    /// Gives an overlay made without a way to compile its full policy (the Admin API's
+    /// validation makes one) that way, once it is to serve. `false` (nothing changed)
+    /// without an overlay, or when the overlay is shared already.
+    pub fn set_full_maker(&mut self, make_full: FullPolicy) -> bool {
+        match self.overlay.as_mut().and_then(Arc::get_mut) {
+            Some(o) => {
+                o.make_full = Some(make_full);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The same state compiled in full: this snapshot when it has no overlay; otherwise
     /// compiled on first use (by the overlay's maker) and kept. The queries that do not
     /// read the overlay themselves answer from it.

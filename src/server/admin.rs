@@ -468,6 +468,9 @@ fn validate_group(
     // The ids of the store assignments they changed; `None` once one changed another
     // kind of object (the incremental path's base no longer holds the others).
     let mut assignment_ids = Some(BTreeSet::new());
+    // Whether the last write allowed was validated on an overlay (which then holds every
+    // allowed assignment write of the group).
+    let mut overlaid = false;
     for write in writes {
         let key = write.object.as_str();
         let Some(objects) = inputs.objects.as_mut() else {
@@ -498,6 +501,7 @@ fn validate_group(
             }
             _ => None,
         };
+        let on_overlay = incremental.is_some();
         let after = match incremental {
             Some(snapshot) => Ok(snapshot),
             None => match inputs.objects.as_ref() {
@@ -511,6 +515,7 @@ fn validate_group(
         };
         match after {
             Ok(snapshot) => {
+                overlaid = on_overlay;
                 undo.push((key.to_owned(), old));
                 assignment_ids = if assignment.is_some() { ids } else { None };
                 policy = Arc::new(LoadedPolicy {
@@ -530,7 +535,37 @@ fn validate_group(
     for (key, old) in undo.into_iter().rev() {
         put_back(&mut inputs, &key, old);
     }
+    if overlaid && assignment_ids.is_some() {
+        keep_overlay(&mut inputs, policy, writes, &results);
+    }
     (revision, results)
+}
+
+/// Keeps the overlay a group was validated on, holding its allowed assignment writes,
+/// for the watch to install when it brings them ([`Store::keep_validated`]).
+fn keep_overlay(
+    inputs: &mut store_mod::Inputs,
+    policy: Arc<LoadedPolicy>,
+    writes: &[Arc<Write>],
+    results: &[Result<Option<Object>, Status>],
+) {
+    let mut values = Vec::new();
+    for (write, result) in writes.iter().zip(results) {
+        let Ok(value) = result else { continue };
+        let Some(id) = write.object.strip_prefix(ASSIGNMENTS) else {
+            return;
+        };
+        let value = match value {
+            Some(Object::Assignment(a)) => Some(a.clone()),
+            None => None,
+            Some(_) => return,
+        };
+        values.push((id.to_owned(), value));
+    }
+    values.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    if let Some(snapshot) = Arc::try_unwrap(policy).ok().and_then(|p| p.into_snapshot()) {
+        Store::keep_validated(inputs, values, snapshot);
+    }
 }
 
 /// The common group, validated at the cost of one write: new assignments only, none of
@@ -578,14 +613,21 @@ fn validate_grants_together(
             objects.insert(write.object.clone(), Ok(object.clone()));
         }
     }
-    let valid = Store::apply_incrementally(inputs, &ids).is_some();
+    let validated = Store::apply_incrementally(inputs, &ids);
     // Put back whatever happens next: the objects are the store's, not the group's.
+    let mut values = Vec::with_capacity(ids.len());
     for (write, planned) in writes.iter().zip(&results) {
-        if let Ok(Some(_)) = planned {
+        if let Ok(Some(Object::Assignment(a))) = planned {
             put_back(inputs, &write.object, None);
+            if let Some(id) = write.object.strip_prefix(ASSIGNMENTS) {
+                values.push((id.to_owned(), Some(a.clone())));
+            }
         }
     }
-    valid.then_some(results)
+    let snapshot = validated?;
+    values.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Store::keep_validated(inputs, values, snapshot);
+    Some(results)
 }
 
 /// Puts back what `key` held before a write was tried on the objects.

@@ -102,6 +102,33 @@ pub(crate) struct Incremental {
     last: Option<Snapshot>,
     /// A compaction is running.
     compacting: bool,
+    /// Counts every change of `base`, `changes` and `last`: an overlay made at one count
+    /// is the one the path would make again at the same count from the same writes.
+    generation: u64,
+    /// The overlay the Admin API's validation last made for a group of assignment writes
+    /// ([`Store::keep_validated`]).
+    validated: Option<Validated>,
+}
+
+impl Incremental {
+    /// `base`, `changes` or `last` changed: an overlay validated before is stale.
+    fn moved(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        self.validated = None;
+    }
+}
+
+/// An overlay the Admin API's validation made for a group of assignment writes, kept so
+/// that the watch, bringing exactly that group's transaction, installs it instead of
+/// making the same overlay a second time on the replica that validated it.
+#[derive(Debug)]
+pub(crate) struct Validated {
+    /// [`Incremental::generation`] when it was made.
+    generation: u64,
+    /// The group's assignment ids, in key order, with the values validated (`None`:
+    /// deleted).
+    values: Vec<(String, Option<AssignmentDoc>)>,
+    snapshot: Snapshot,
 }
 
 /// The value of store assignment `id` in `objects` (`None`: deleted); refused if the key
@@ -167,6 +194,8 @@ pub struct Store {
     pub(crate) admin_queue: Mutex<admin_queue::AdminQueue>,
     /// The thread every compile of the objects runs on, below the request path's priority.
     pub(crate) worker: worker::StoreWorker,
+    /// Overlays installed as the Admin API validated them ([`Self::keep_validated`]).
+    validated_installed: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -185,7 +214,14 @@ impl Store {
             admin_queue: Mutex::new(admin_queue::AdminQueue::default()),
             last_full: Mutex::new(None),
             worker: worker::StoreWorker::default(),
+            validated_installed: Default::default(),
         })
+    }
+
+    /// How many batches of the watch were installed as the overlay this replica's Admin
+    /// API validated them on, rather than made again.
+    pub fn validated_overlays_installed(&self) -> u64 {
+        self.validated_installed.load(Ordering::Relaxed)
     }
 
     /// The Admin API writes through this replica waiting for a transaction, and those
@@ -391,6 +427,42 @@ impl Store {
             .ok()
     }
 
+    /// Keeps the overlay `snapshot` that [`Self::apply_incrementally`] made on `inputs` as
+    /// they are now (before the group's writes were put back) for a group of assignment
+    /// writes (`values`: each id with the value validated, in key order), until the watch
+    /// brings them or anything else changes.
+    pub(crate) fn keep_validated(
+        inputs: &mut Inputs,
+        values: Vec<(String, Option<AssignmentDoc>)>,
+        snapshot: Snapshot,
+    ) {
+        if snapshot.has_overlay() && !values.is_empty() {
+            inputs.incremental.validated = Some(Validated {
+                generation: inputs.incremental.generation,
+                values,
+                snapshot,
+            });
+        }
+    }
+
+    /// The overlay the Admin API validated for exactly these pending assignment ids, when
+    /// nothing changed since but them, to the values it validated: the overlay
+    /// `apply_over` would make now.
+    fn take_validated(inputs: &mut Inputs, fresh: &[&str]) -> Option<Snapshot> {
+        let validated = inputs.incremental.validated.take()?;
+        let objects = inputs.objects.as_ref()?;
+        let same = validated.generation == inputs.incremental.generation
+            && validated.values.len() == fresh.len()
+            && validated
+                .values
+                .iter()
+                .zip(fresh)
+                .all(|((id, value), fresh)| {
+                    id == fresh && value_of(objects, id).is_ok_and(|now| now == value.as_ref())
+                });
+        same.then_some(validated.snapshot)
+    }
+
     /// Applies the pending keys as an overlay over the base, when they are all store
     /// assignments and the overlay is valid. `None`: compile in full.
     fn incrementally(
@@ -403,27 +475,40 @@ impl Store {
             return None;
         }
         let base = inputs.incremental.base.clone()?;
-        let objects = inputs.objects.as_ref()?;
         // Every pending key is a store assignment's (in key order, as the ids are).
         let fresh: Vec<&str> = pending
             .iter()
             .map(|key| key.strip_prefix(ASSIGNMENTS))
             .collect::<Option<_>>()?;
-        let ids = merged(
-            inputs.incremental.changes.keys().map(String::as_str),
-            fresh.iter().copied(),
-        );
-        let changes = ids.map(|id| (id, move || value_of(objects, id)));
-        let written = |id: &str| fresh.binary_search(&id).is_ok();
-        let snapshot = base
-            .apply_over(
-                inputs.incremental.last.as_ref(),
-                written,
-                changes,
-                Some(self.full_maker(inputs.revision)),
-            )
-            .map_err(|e| tracing::debug!(reason = %e.0, "store change compiled in full"))
-            .ok()?;
+        let full_maker = self.full_maker(inputs.revision);
+        let validated = Self::take_validated(inputs, &fresh).and_then(|mut snapshot| {
+            snapshot
+                .set_full_maker(full_maker.clone())
+                .then_some(snapshot)
+        });
+        let snapshot = match validated {
+            Some(snapshot) => {
+                self.validated_installed.fetch_add(1, Ordering::Relaxed);
+                snapshot
+            }
+            None => {
+                let objects = inputs.objects.as_ref()?;
+                let ids = merged(
+                    inputs.incremental.changes.keys().map(String::as_str),
+                    fresh.iter().copied(),
+                );
+                let changes = ids.map(|id| (id, move || value_of(objects, id)));
+                let written = |id: &str| fresh.binary_search(&id).is_ok();
+                base.apply_over(
+                    inputs.incremental.last.as_ref(),
+                    written,
+                    changes,
+                    Some(full_maker),
+                )
+                .map_err(|e| tracing::debug!(reason = %e.0, "store change compiled in full"))
+                .ok()?
+            }
+        };
         let compact =
             snapshot.overlay_len() > self.options.compact_at && !inputs.incremental.compacting;
         for id in fresh {
@@ -433,6 +518,7 @@ impl Store {
                 .insert(id.to_owned(), inputs.revision);
         }
         inputs.incremental.last = Some(snapshot.share());
+        inputs.incremental.moved();
         let revision = snapshot.revision.clone();
         let previous = self.install(&**app, inputs, snapshot);
         if compact {
@@ -529,6 +615,7 @@ impl Store {
         inputs.incremental.base = Some(base);
         inputs.incremental.changes = remaining;
         inputs.incremental.last = Some(served.share());
+        inputs.incremental.moved();
         let previous = self.install(&**app, &mut inputs, served);
         drop(inputs);
         tracing::debug!(started_at, "store overlay compacted");
@@ -551,6 +638,7 @@ impl Store {
         inputs.incremental.base = Some(Arc::new(OverlayBase::new(&snapshot, store_assignments)));
         inputs.incremental.changes.clear();
         inputs.incremental.last = None;
+        inputs.incremental.moved();
         // The last full policy is this one: an older one's memory is let go here.
         let replaced = self
             .last_full

@@ -9,6 +9,7 @@ use iot_authz::server::decision_log::LogTarget;
 use tonic::Code;
 use tonic::transport::Channel;
 
+use crate::decisions::ask;
 use crate::store::{PREFIX, allowed, assignment};
 use crate::support::TestServer;
 use crate::support::etcd::{Etcd, judged, serve_with_store_options};
@@ -161,17 +162,9 @@ async fn the_overlay_a_write_was_validated_on_is_the_one_installed() {
         ("user:root1", "Devices/write", "/apps/fleet"),
         ("user:helpdesk", "Devices/read", "/apps"),
     ] {
-        let request = iot_authz::policy::CheckRequest {
-            principal,
-            groups: &[],
-            action,
-            data_action: false,
-            scope,
-            at: 0,
-        };
         let (a, b) = (
-            served.snapshot.check(&request).unwrap(),
-            full.check(&request).unwrap(),
+            ask(&served.snapshot, principal, action, scope).unwrap(),
+            ask(full, principal, action, scope).unwrap(),
         );
         assert_eq!(
             (a.allowed, format!("{:?}", a.reason)),

@@ -66,7 +66,7 @@ fn embedded_demo_passes_its_tests_and_matches_the_files() {
 }
 
 /// One control-plane check without token groups, at time 0.
-fn ask<'s>(
+pub(crate) fn ask<'s>(
     snapshot: &'s Snapshot,
     principal: &str,
     action: &str,

@@ -75,14 +75,7 @@ impl LoadedPolicy {
     pub fn store_revision(&self) -> i64 {
         self.store_revision.load(Ordering::Acquire)
     }
-}
 
-/// The last reference to a policy goes wherever it goes (a request on a runtime worker, a
-/// loader): freeing the compiled data of a million assignments there would show in the
-/// latency tail. So the data (its core and overlay) is swapped for an empty core and
-/// sent to the [`reaper`], which frees it on its own low-priority thread. One channel
-/// send here, no waiting and no polling.
-impl LoadedPolicy {
     /// Its snapshot, taken out whole (the policy left to drop holds the empty policy's
     /// core instead). `None` only if the empty policy did not compile.
     pub fn into_snapshot(mut self) -> Option<Snapshot> {
@@ -96,6 +89,11 @@ impl LoadedPolicy {
     }
 }
 
+/// The last reference to a policy goes wherever it goes (a request on a runtime worker, a
+/// loader): freeing the compiled data of a million assignments there would show in the
+/// latency tail. So the data (its core and overlay) is swapped for an empty core and
+/// sent to the [`reaper`], which frees it on its own low-priority thread. One channel
+/// send here, no waiting and no polling.
 impl Drop for LoadedPolicy {
     fn drop(&mut self) {
         let Some(empty) = empty_core() else {

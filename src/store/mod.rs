@@ -114,7 +114,8 @@ impl Incremental {
     /// `base`, `changes` or `last` changed: an overlay validated before is stale.
     fn moved(&mut self) {
         self.generation = self.generation.wrapping_add(1);
-        self.validated = None;
+        // Freed off this thread (which holds the inputs' lock): an overlay can be large.
+        crate::live::reaper::drop_later(self.validated.take());
     }
 }
 
@@ -460,7 +461,13 @@ impl Store {
                 .all(|((id, value), fresh)| {
                     id == fresh && value_of(objects, id).is_ok_and(|now| now == value.as_ref())
                 });
-        same.then_some(validated.snapshot)
+        if same {
+            return Some(validated.snapshot);
+        }
+        // Not this batch's (a group split over two transactions, a transaction that lost
+        // its race, another writer): freed off this thread.
+        crate::live::reaper::drop_later(validated);
+        None
     }
 
     /// Applies the pending keys as an overlay over the base, when they are all store
@@ -847,6 +854,66 @@ pub fn token_of(policy: &LoadedPolicy) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The overlay the Admin API validated is installed only for a batch of exactly its
+    /// ids with exactly its values, at the generation it was made at, and only once.
+    #[test]
+    fn a_validated_overlay_is_taken_only_for_exactly_its_writes() {
+        let roles = "version: 1\nroles:\n  - {name: Reader, actions: [\"*/read\"]}\n";
+        let files =
+            crate::policy::compile_sources(&[SourceDocument::new("r.yaml", roles)]).unwrap();
+        let base = OverlayBase::new(&files, 0);
+        let grant = |id: &str, principal: &str| AssignmentDoc {
+            principal: principal.into(),
+            role: "Reader".into(),
+            scope: "/apps".into(),
+            id: Some(id.into()),
+            ..Default::default()
+        };
+        let a1 = grant("a-1", "user:one");
+        let set = |inputs: &mut Inputs, value: Option<AssignmentDoc>| {
+            let objects = inputs.objects.get_or_insert_with(Default::default);
+            match value {
+                Some(a) => objects.insert("assignments/a-1".into(), Ok(Object::Assignment(a))),
+                None => objects.remove("assignments/a-1"),
+            };
+        };
+        let keep = |inputs: &mut Inputs| {
+            let made = base.apply([("a-1", Some(&a1))], None).unwrap();
+            Store::keep_validated(inputs, vec![("a-1".into(), Some(a1.clone()))], made);
+        };
+        let mut inputs = Inputs::default();
+        set(&mut inputs, Some(a1.clone()));
+
+        keep(&mut inputs);
+        let taken = Store::take_validated(&mut inputs, &["a-1"]).unwrap();
+        assert_eq!(taken.overlay_len(), 1);
+        // Once only.
+        assert!(Store::take_validated(&mut inputs, &["a-1"]).is_none());
+        // Not after the base, the changes or the last overlay moved.
+        keep(&mut inputs);
+        inputs.incremental.generation += 1;
+        assert!(Store::take_validated(&mut inputs, &["a-1"]).is_none());
+        keep(&mut inputs);
+        inputs.incremental.moved();
+        assert!(inputs.incremental.validated.is_none());
+        // Not for another value of the same key (rewritten, or revoked), nor for a batch
+        // holding another key too, nor for a batch without it.
+        keep(&mut inputs);
+        set(&mut inputs, Some(grant("a-1", "user:two")));
+        assert!(Store::take_validated(&mut inputs, &["a-1"]).is_none());
+        keep(&mut inputs);
+        set(&mut inputs, None);
+        assert!(Store::take_validated(&mut inputs, &["a-1"]).is_none());
+        set(&mut inputs, Some(a1.clone()));
+        keep(&mut inputs);
+        assert!(Store::take_validated(&mut inputs, &["a-1", "a-2"]).is_none());
+        keep(&mut inputs);
+        assert!(Store::take_validated(&mut inputs, &["a-0"]).is_none());
+        // And again for exactly its writes.
+        keep(&mut inputs);
+        assert!(Store::take_validated(&mut inputs, &["a-1"]).is_some());
+    }
 
     #[test]
     fn merged_ids_are_the_union_in_key_order() {

@@ -1,5 +1,7 @@
 //! The integration tests, in one binary: decision fixtures, validation rules, the command
-//! line, and property tests against a reference model.
+//! line, the services end to end. The property tests against the reference model
+//! (`properties.rs`, `overlay.rs`, `planes.rs`) are built into the library's unit tests
+//! instead (`src/lib.rs`), so that they judge mutants.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -328,9 +328,8 @@ impl OverlayBase {
     {
         let base = &self.snapshot;
         let mut counted = Newcomers {
-            principal_base: pos(base.principal_count()),
-            scope_base: pos(base.scopes.len()),
-            ..Newcomers::default()
+            principals: Numbering::new(base.principal_count(), PrincipalIdx::at, "principals"),
+            scopes: Numbering::new(base.scopes.len(), ScopeIdx::at, "scopes"),
         };
         let mut removed = Vec::new();
         let mut added: Vec<Added> = Vec::new();
@@ -374,9 +373,9 @@ impl OverlayBase {
         Ok(Gathered {
             removed,
             added,
-            new_principals: counted.principals,
-            new_principal_names: counted.principal_names,
-            new_scope_keys: counted.scope_keys,
+            new_principals: counted.principals.by_name,
+            new_principal_names: counted.principals.names,
+            new_scope_keys: counted.scopes.names,
         })
     }
 
@@ -428,11 +427,15 @@ impl OverlayBase {
             .get(scope.key().as_bytes(), &base.scope_text)
         {
             Some(s) => ScopeIdx::new(s),
-            None => counted.scope(scope.key(), || Arc::from(scope.key()))?,
+            None => counted
+                .scopes
+                .number(scope.key(), || Arc::from(scope.key()))?,
         };
         let principal = match base.principal_slot(&a.principal) {
             Some(slot) => slot.principal(),
-            None => counted.principal(&a.principal, || Arc::from(a.principal.as_str()))?,
+            None => counted
+                .principals
+                .number(&a.principal, || Arc::from(a.principal.as_str()))?,
         };
         Ok(Added {
             principal,
@@ -508,10 +511,7 @@ impl Overlay {
                     .iter()
                     .peekable();
                 (start..end)
-                    .filter(|&i| {
-                        let removed = gone.next_if_eq(&&i).is_some();
-                        !removed
-                    })
+                    .filter(|&i| gone.next_if_eq(&&i).is_none())
                     .map(|i| base_key(base.assignments.order(i)))
                     .min()
             } else {
@@ -598,19 +598,11 @@ impl Reuse<'_> {
         let overlay = self.overlay;
         let scope = match prev.scope.get().checked_sub(overlay.base_scopes) {
             None => prev.scope,
-            Some(n) => {
-                let key = overlay.new_scope_keys.get(n as usize).cloned();
-                let key = key.unwrap_or_else(|| Arc::from(""));
-                counted.scope(&key, || key.clone())?
-            }
+            Some(n) => counted.scopes.again(&overlay.new_scope_keys, n)?,
         };
         let principal = match prev.principal.get().checked_sub(overlay.base_principals) {
             None => prev.principal,
-            Some(n) => {
-                let name = overlay.new_principal_names.get(n as usize).cloned();
-                let name = name.unwrap_or_else(|| Arc::from(""));
-                counted.principal(&name, || name.clone())?
-            }
+            Some(n) => counted.principals.again(&overlay.new_principal_names, n)?,
         };
         Ok(Added {
             principal,
@@ -621,54 +613,60 @@ impl Reuse<'_> {
     }
 }
 
-/// The principals and scopes a batch of changes names that the base does not know,
-/// numbered from the base's counts in the order first met.
-#[derive(Default)]
+/// The principals and scopes a batch of changes names that the base does not know.
 struct Newcomers {
-    principal_base: u32,
-    scope_base: u32,
-    principals: FastMap<Arc<str>, PrincipalIdx>,
-    principal_names: Vec<Arc<str>>,
-    scopes: FastMap<Arc<str>, ScopeIdx>,
-    scope_keys: Vec<Arc<str>>,
+    principals: Numbering<PrincipalIdx>,
+    scopes: Numbering<ScopeIdx>,
 }
 
-impl Newcomers {
-    /// The number of the new scope `key` (numbered now if not yet met); `shared` makes
-    /// the text kept for it (an earlier overlay's, shared rather than copied).
-    fn scope(&mut self, key: &str, shared: impl FnOnce() -> Arc<str>) -> Result<ScopeIdx, String> {
-        if let Some(&s) = self.scopes.get(key) {
-            return Ok(s);
+/// Names the base does not know (principals, or scope keys), numbered from the base's
+/// count in the order first met.
+struct Numbering<I> {
+    /// The base's count: the first new name's number.
+    base: usize,
+    /// Makes an index of a number.
+    index: fn(usize) -> I,
+    /// What is numbered, for the error past the limit.
+    what: &'static str,
+    by_name: FastMap<Arc<str>, I>,
+    names: Vec<Arc<str>>,
+}
+
+impl<I: Copy> Numbering<I> {
+    fn new(base: usize, index: fn(usize) -> I, what: &'static str) -> Self {
+        Self {
+            base,
+            index,
+            what,
+            by_name: FastMap::default(),
+            names: Vec::new(),
         }
-        let n = self.scope_base as usize + self.scope_keys.len();
-        if n >= MAX_ITEMS {
-            return Err(format!("more than {MAX_ITEMS} scopes"));
-        }
-        let s = ScopeIdx::at(n);
-        let key = shared();
-        self.scopes.insert(key.clone(), s);
-        self.scope_keys.push(key);
-        Ok(s)
     }
 
-    /// The number of the new principal `name`, as [`Self::scope`].
-    fn principal(
-        &mut self,
-        name: &str,
-        shared: impl FnOnce() -> Arc<str>,
-    ) -> Result<PrincipalIdx, String> {
-        if let Some(&p) = self.principals.get(name) {
-            return Ok(p);
+    /// The number of `name`, numbered now if not met yet; `shared` makes the text kept
+    /// for it (an earlier overlay's, shared rather than copied, when it has one).
+    fn number(&mut self, name: &str, shared: impl FnOnce() -> Arc<str>) -> Result<I, String> {
+        if let Some(&i) = self.by_name.get(name) {
+            return Ok(i);
         }
-        let n = self.principal_base as usize + self.principal_names.len();
+        let n = self.base + self.names.len();
         if n >= MAX_ITEMS {
-            return Err(format!("more than {MAX_ITEMS} principals"));
+            return Err(format!("more than {MAX_ITEMS} {}", self.what));
         }
-        let p = PrincipalIdx::at(n);
+        let i = (self.index)(n);
         let name = shared();
-        self.principals.insert(name.clone(), p);
-        self.principal_names.push(name);
-        Ok(p)
+        self.by_name.insert(name.clone(), i);
+        self.names.push(name);
+        Ok(i)
+    }
+
+    /// The name an earlier overlay numbered `n` (counted from its base's count), numbered
+    /// for this one.
+    fn again(&mut self, earlier: &[Arc<str>], n: u32) -> Result<I, String> {
+        let name = earlier
+            .get(n as usize)
+            .ok_or_else(|| format!("an earlier overlay has no new {} {n}", self.what))?;
+        self.number(name, || name.clone())
     }
 }
 

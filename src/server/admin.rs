@@ -25,7 +25,7 @@ use crate::live::LoadedPolicy;
 use crate::policy::document::{AssignmentDoc, GroupDoc, RoleDoc};
 use crate::policy::identity::IdentityInput;
 use crate::policy::syntax::{self, escape};
-use crate::policy::{CheckRequest, RequestError};
+use crate::policy::{CheckRequest, RequestError, Snapshot};
 use crate::proto::iotauthz::v1 as pb;
 use crate::store::admin_queue::{Existing, MAX_GROUP_BYTES, Queued, Write};
 use crate::store::objects::{self, Kind, Object, ObjectError};
@@ -536,7 +536,10 @@ fn validate_group(
         put_back(&mut inputs, &key, old);
     }
     if overlaid && assignment_ids.is_some() {
-        keep_overlay(&mut inputs, policy, writes, &results);
+        // The last state validated: the group's own overlay.
+        if let Some(snapshot) = Arc::try_unwrap(policy).ok().and_then(|p| p.into_snapshot()) {
+            keep_overlay(&mut inputs, snapshot, writes, &results);
+        }
     }
     (revision, results)
 }
@@ -545,7 +548,7 @@ fn validate_group(
 /// for the watch to install when it brings them ([`Store::keep_validated`]).
 fn keep_overlay(
     inputs: &mut store_mod::Inputs,
-    policy: Arc<LoadedPolicy>,
+    snapshot: Snapshot,
     writes: &[Arc<Write>],
     results: &[Result<Option<Object>, Status>],
 ) {
@@ -562,10 +565,7 @@ fn keep_overlay(
         };
         values.push((id.to_owned(), value));
     }
-    values.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    if let Some(snapshot) = Arc::try_unwrap(policy).ok().and_then(|p| p.into_snapshot()) {
-        Store::keep_validated(inputs, values, snapshot);
-    }
+    Store::keep_validated(inputs, values, snapshot);
 }
 
 /// The common group, validated at the cost of one write: new assignments only, none of
@@ -615,18 +615,12 @@ fn validate_grants_together(
     }
     let validated = Store::apply_incrementally(inputs, &ids);
     // Put back whatever happens next: the objects are the store's, not the group's.
-    let mut values = Vec::with_capacity(ids.len());
     for (write, planned) in writes.iter().zip(&results) {
-        if let Ok(Some(Object::Assignment(a))) = planned {
+        if let Ok(Some(_)) = planned {
             put_back(inputs, &write.object, None);
-            if let Some(id) = write.object.strip_prefix(ASSIGNMENTS) {
-                values.push((id.to_owned(), Some(a.clone())));
-            }
         }
     }
-    let snapshot = validated?;
-    values.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    Store::keep_validated(inputs, values, snapshot);
+    keep_overlay(inputs, validated?, writes, &results);
     Some(results)
 }
 

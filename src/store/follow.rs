@@ -286,14 +286,14 @@ async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
 /// waiting for it would hold up the requests queued on that worker.
 async fn off_runtime<T: Send + 'static>(
     store: &Arc<Store>,
-    f: impl FnOnce(&Store) -> T + Send + 'static,
+    f: impl FnOnce(&Arc<Store>) -> T + Send + 'static,
 ) -> Result<T, WatchEnd> {
     let s = store.clone();
     store
         .worker
         .run(move || f(&s))
         .await
-        .map_err(|e| WatchEnd::Reload(format!("watch events not applied: {e}")))
+        .map_err(|e| WatchEnd::Reload(format!("store change not applied: {e}")))
 }
 
 /// [`apply`] on the store's thread (see [`off_runtime`]).
@@ -342,14 +342,10 @@ fn apply(store: &Store, prefix: &[u8], max: usize, events: &[crate::proto::etcd:
 
 /// Compiles and installs (or rejects) the objects as they are now, on the store's thread.
 async fn compile(store: &Arc<Store>, app: &Arc<App>) -> Result<(), WatchEnd> {
-    let (s, a) = (store.clone(), app.clone());
-    match store.worker.run(move || s.recompile(&a)).await {
-        Ok(outcome) => {
-            tracing::debug!(outcome = ?outcome, "store change applied");
-            Ok(())
-        }
-        Err(e) => Err(WatchEnd::Reload(format!("store change not applied: {e}"))),
-    }
+    let app = app.clone();
+    let outcome = off_runtime(store, move |s| s.recompile(&app)).await?;
+    tracing::debug!(outcome = ?outcome, "store change applied");
+    Ok(())
 }
 
 /// Asks etcd for one key now and then (a linearizable read, so a minority member does not

@@ -115,7 +115,9 @@ impl Incremental {
     fn moved(&mut self) {
         self.generation = self.generation.wrapping_add(1);
         // Freed off this thread (which holds the inputs' lock): an overlay can be large.
-        crate::live::reaper::drop_later(self.validated.take());
+        if let Some(stale) = self.validated.take() {
+            crate::live::reaper::drop_later(stale);
+        }
     }
 }
 
@@ -430,13 +432,15 @@ impl Store {
 
     /// Keeps the overlay `snapshot` that [`Self::apply_incrementally`] made on `inputs` as
     /// they are now (before the group's writes were put back) for a group of assignment
-    /// writes (`values`: each id with the value validated, in key order), until the watch
-    /// brings them or anything else changes.
+    /// writes (`values`: each id with the value validated), until the watch brings them
+    /// or anything else changes.
     pub(crate) fn keep_validated(
         inputs: &mut Inputs,
-        values: Vec<(String, Option<AssignmentDoc>)>,
+        mut values: Vec<(String, Option<AssignmentDoc>)>,
         snapshot: Snapshot,
     ) {
+        // In key order, as the watch's pending keys are.
+        values.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         if snapshot.has_overlay() && !values.is_empty() {
             inputs.incremental.validated = Some(Validated {
                 generation: inputs.incremental.generation,

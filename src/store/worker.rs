@@ -11,8 +11,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Mutex, PoisonError, mpsc};
 
 /// How much lower than the request path's the store thread's priority is (its nice
-/// value, on Linux). Compaction, a full compile at a million assignments, runs lower
-/// still (`COMPACTION_NICENESS`).
+/// value, on Linux). Compaction, a full compile at a million assignments, runs on a
+/// thread of its own at the same niceness (`COMPACTION_NICENESS`), so that the watch
+/// never waits for it.
 pub const STORE_NICENESS: i32 = 10;
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -88,12 +89,20 @@ mod tests {
     async fn jobs_run_in_order_on_one_lowered_thread_and_a_panic_spares_it() {
         let worker = StoreWorker::default();
         let first = worker.run(|| std::thread::current().id()).await.unwrap();
-        let (a, b) = tokio::join!(
-            worker.run(|| (std::thread::current().id(), 1)),
-            worker.run(|| (std::thread::current().id(), 2))
-        );
-        assert_eq!(a.unwrap(), (first, 1));
-        assert_eq!(b.unwrap(), (first, 2));
+        // Three jobs asked at once, each quicker than the one before: run side by side
+        // they would end in reverse; one at a time, in order.
+        let ran = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let job = |n: u64| {
+            let ran = ran.clone();
+            move || {
+                std::thread::sleep(std::time::Duration::from_millis(30 - 10 * n));
+                ran.lock().unwrap().push(n);
+                std::thread::current().id()
+            }
+        };
+        let (a, b, c) = tokio::join!(worker.run(job(0)), worker.run(job(1)), worker.run(job(2)));
+        assert_eq!([a.unwrap(), b.unwrap(), c.unwrap()], [first; 3]);
+        assert_eq!(*ran.lock().unwrap(), [0, 1, 2]);
         let panicked = worker.run(|| -> u8 { panic!("a job that fails") }).await;
         assert!(
             matches!(panicked, Err(WorkerError::NoAnswer)),

@@ -814,3 +814,56 @@ async fn a_request_holding_a_replaced_policy_does_not_hold_up_the_watch() {
     }
     drop(held);
 }
+
+/// The successful policy installs a server has counted.
+async fn installs(server: &TestServer) -> u64 {
+    let metrics = server.metrics().await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"iot_authz_policy_reloads_total{result="success"} "#))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_gathers_changes_made_elsewhere_until_a_token_asks_for_them() {
+    let etcd = Etcd::start().await;
+    // A window far longer than the test: only a request can end it.
+    let (server, store) = serve_with_store(
+        etcd.endpoints(),
+        PREFIX,
+        &[("roles.yaml", FILES)],
+        |o| o.apply_window = Duration::from_secs(3600),
+        true,
+    )
+    .await;
+    let before = installs(&server).await;
+    let first = etcd.put(
+        "/t/assignments/a-1",
+        assignment("a-1", "user:alice", "Reader", "/apps/fleet").as_bytes(),
+    );
+    let second = etcd.put(
+        "/t/assignments/a-2",
+        assignment("a-2", "user:bob", "Reader", "/apps/fleet").as_bytes(),
+    );
+    // The watch takes both writes into the store's objects (two responses)...
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while store.inputs().revision < second {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the watch did not bring the writes");
+    // ...and compiles neither while its window is open.
+    assert!(store.through() < first, "compiled before the window closed");
+    assert!(!allowed(&server, "user:alice", "Devices/read", "/apps/fleet/d1").await);
+    assert_eq!(installs(&server).await, before);
+    // A check at the second write's token ends the window at once: both writes are
+    // compiled together, in one install.
+    let r = check_at(server.grpc, "user:bob", &format!("r{second}"))
+        .await
+        .unwrap();
+    assert!(r.allowed);
+    assert!(allowed(&server, "user:alice", "Devices/read", "/apps/fleet/d1").await);
+    assert_eq!(store.through(), second);
+    assert_eq!(installs(&server).await, before + 1);
+}

@@ -49,6 +49,7 @@ fn store_options(args: &ServeArgs) -> Result<Option<StoreOptions>, super::admin:
     let mut options = args.etcd.options()?;
     if let Some(options) = &mut options {
         options.max_value_bytes = args.etcd_max_value_bytes;
+        options.apply_window = std::time::Duration::from_millis(args.etcd_apply_window_ms);
     }
     Ok(options)
 }

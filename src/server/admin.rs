@@ -436,6 +436,7 @@ async fn last_admin_write(store: &Store, sentinel: &[u8]) -> Result<i64, Status>
 
 /// Waits, bounded, until this replica has judged the store's changes up to `revision`.
 async fn judged(store: &Store, revision: i64) {
+    let _waiting = store.waiting_for_changes();
     let mut judged = store.judged();
     let _ = tokio::time::timeout(JUDGED_PATIENCE, judged.wait_for(|r| *r >= revision)).await;
 }

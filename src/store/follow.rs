@@ -139,17 +139,17 @@ fn decode_page(
     skip: usize,
     max: usize,
 ) -> Vec<(String, Result<objects::Object, objects::ObjectError>)> {
-    page.into_iter()
-        .filter_map(|kv| {
-            let rel = &kv.key[skip.min(kv.key.len())..];
-            let decoded = match objects::decode(rel, &kv.value, max) {
-                Ok(Some(o)) => Ok(o),
-                Ok(None) => return None,
-                Err(e) => Err(e),
-            };
-            Some((String::from_utf8_lossy(rel).into_owned(), decoded))
-        })
-        .collect()
+    let mut decoded = Vec::with_capacity(page.len());
+    decoded.extend(page.into_iter().filter_map(|kv| {
+        let rel = &kv.key[skip.min(kv.key.len())..];
+        let decoded = match objects::decode(rel, &kv.value, max) {
+            Ok(Some(o)) => Ok(o),
+            Ok(None) => return None,
+            Err(e) => Err(e),
+        };
+        Some((String::from_utf8_lossy(rel).into_owned(), decoded))
+    }));
+    decoded
 }
 
 /// Applies the watch from `revision + 1` until it ends.
@@ -179,15 +179,30 @@ async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
     // Changes applied to the objects and not compiled yet: responses already waiting are
     // applied first, so a burst of writes costs one compile, not one per write.
     let mut pending = 0usize;
+    // Until when the changes applied are gathered before they are compiled.
+    let mut gather_until = tokio::time::Instant::now();
     loop {
         // A message taken while looking for more changes, to be handled after the compile.
         let mut carried = None;
         if pending > 0 {
-            // `timeout` polls the message first: a response already here is taken (up to
-            // a bound, so that a steady stream of writes still gets compiled).
+            // `timeout` polls the message first: a response already here is taken at once,
+            // and, on a replica that did not make the change itself, others are awaited
+            // until the gathering window closes (up to a bound, so that a steady stream of
+            // writes still gets compiled). A request waiting for a consistency token ends
+            // the window at once.
             if pending < MAX_BATCH {
-                match tokio::time::timeout(Duration::ZERO, stream.message()).await {
-                    Ok(Ok(Some(r)))
+                let until = if store.in_a_hurry() {
+                    tokio::time::Instant::now()
+                } else {
+                    gather_until
+                };
+                let next = tokio::select! {
+                    biased;
+                    m = tokio::time::timeout_at(until, stream.message()) => m.ok(),
+                    () = store.hurry.notified() => None,
+                };
+                match next {
+                    Some(Ok(Some(r)))
                         if !r.events.is_empty() && r.compact_revision == 0 && !r.canceled =>
                     {
                         store.contact();
@@ -197,8 +212,8 @@ async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
                         pending += 1;
                         continue;
                     }
-                    Ok(other) => carried = Some(other),
-                    Err(_) => {}
+                    Some(other) => carried = Some(other),
+                    None => {}
                 }
             }
             pending = 0;
@@ -275,6 +290,7 @@ async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
             return end;
         }
         pending = 1;
+        gather_until = tokio::time::Instant::now() + store.options.apply_window;
         // The header's revision is not a promise that every event up to it has been sent
         // (a watch catching up gets its history in batches): the policy answers at the
         // last event applied, and only a confirmed progress report moves it further.

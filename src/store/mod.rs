@@ -14,7 +14,7 @@ pub mod objects;
 pub mod worker;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,10 @@ pub struct StoreOptions {
     pub auth: Option<EtcdAuth>,
     /// An overlay of more assignment changes than this is compacted into a new base.
     pub compact_at: usize,
+    /// How long a replica that did not make a change itself gathers the watch's further
+    /// changes before it compiles them, unless a request waits for a consistency token
+    /// (see `follow::watch`).
+    pub apply_window: Duration,
 }
 
 impl StoreOptions {
@@ -64,6 +68,7 @@ impl StoreOptions {
             tls: None,
             auth: None,
             compact_at: COMPACT_AT,
+            apply_window: Duration::from_millis(DEFAULT_APPLY_WINDOW_MS),
         }
     }
 }
@@ -173,6 +178,10 @@ const ASSIGNMENTS: &str = "assignments/";
 /// the request path); its changes are also dropped at every full compile.
 pub const COMPACT_AT: usize = 10_000;
 
+/// By default, how long a replica gathers the watch's changes before it compiles them
+/// ([`StoreOptions::apply_window`]).
+pub const DEFAULT_APPLY_WINDOW_MS: u64 = 20;
+
 /// The store of one server: its connection, its inputs and its status.
 #[derive(Debug)]
 pub struct Store {
@@ -188,6 +197,12 @@ pub struct Store {
     judged: watch::Sender<i64>,
     /// Asks the watch for a progress report (a token names a later revision).
     pub(crate) progress: Notify,
+    /// Requests waiting for this replica to catch up now (a consistency token, an Admin
+    /// API write judged): while there are any, the watch compiles each change as soon as
+    /// it is applied ([`Self::waiting_for_changes`]).
+    waiting: AtomicUsize,
+    /// Tells the watch that a request started waiting (ends a gathering window).
+    pub(crate) hurry: Notify,
     /// The last policy compiled in full and the store revision of its objects: the full
     /// policy of every overlay at or before that revision (see [`Snapshot::full`]).
     last_full: Mutex<Option<(i64, Snapshot)>>,
@@ -214,6 +229,8 @@ impl Store {
             through: watch::Sender::new(0),
             judged: watch::Sender::new(0),
             progress: Notify::new(),
+            waiting: AtomicUsize::new(0),
+            hurry: Notify::new(),
             admin_queue: Mutex::new(admin_queue::AdminQueue::default()),
             last_full: Mutex::new(None),
             worker: worker::StoreWorker::default(),
@@ -239,6 +256,26 @@ impl Store {
     /// The document name store objects are reported under.
     pub fn document_name(&self) -> String {
         format!("etcd:{}", self.options.prefix)
+    }
+
+    /// Counts a request waiting for this replica to catch up, until the guard is dropped,
+    /// and ends the watch's gathering window now.
+    pub(crate) fn waiting_for_changes(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        self.hurry.notify_one();
+        Waiting(&self.waiting)
+    }
+
+    /// Whether the watch's changes should be compiled as soon as they are applied: a
+    /// request waits for this replica to catch up, or the Admin API kept an overlay it
+    /// validated, which the watch's next change may install as it is (not known while a
+    /// compaction gathers the inputs: then no).
+    pub(crate) fn in_a_hurry(&self) -> bool {
+        self.waiting.load(Ordering::Acquire) > 0
+            || self
+                .inputs
+                .try_lock()
+                .is_ok_and(|inputs| inputs.incremental.validated.is_some())
     }
 
     pub fn inputs(&self) -> MutexGuard<'_, Inputs> {
@@ -817,6 +854,7 @@ pub async fn wait_for(app: &App, token: &str, limit: Option<Duration>) -> Result
         .map_or(MAX_TOKEN_WAIT, |d| d - d / 10)
         .min(MAX_TOKEN_WAIT);
     let mut rx = store.subscribe();
+    let _waiting = store.waiting_for_changes();
     store.progress.notify_one();
     let waited = tokio::time::timeout(limit, async {
         // A report may prove the revision current without any event: ask again now and then.
@@ -835,6 +873,16 @@ pub async fn wait_for(app: &App, token: &str, limit: Option<Duration>) -> Result
             token_or_none(store.through()),
             escape_token(token)
         ))),
+    }
+}
+
+/// One request counted as waiting for the store's changes while it lives
+/// ([`Store::waiting_for_changes`]).
+pub(crate) struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

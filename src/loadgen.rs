@@ -487,12 +487,15 @@ async fn connect(options: &LoadOptions) -> anyhow::Result<Vec<Client>> {
 }
 
 /// Sleeps the calling OS thread until `due` with microsecond precision: the kernel sleep
-/// for all but the last stretch (its wake-up is late by tens of microseconds), then yields
-/// until the deadline. Tokio's timer cannot pace a fixed rate: it rounds every deadline up
-/// to the next millisecond, which would add up to 1 ms to every latency measured from the
-/// intended send time.
+/// for all but the last stretch, then a spin until the deadline. Tokio's timer cannot
+/// pace a fixed rate: it rounds every deadline up to the next millisecond, which would
+/// add up to 1 ms to every latency measured from the intended send time. The spin does
+/// not yield: a yielding thread hands its core to any other runnable thread for that
+/// thread's whole time slice (milliseconds, even to a thread of the idle class), and the
+/// request it was about to send would be counted that late, the pacer's own lateness
+/// measured as the server's.
 fn sleep_until_precise(due: Instant) {
-    const SPIN: Duration = Duration::from_micros(150);
+    const SPIN: Duration = Duration::from_micros(60);
     loop {
         let now = Instant::now();
         if now >= due {
@@ -502,8 +505,17 @@ fn sleep_until_precise(due: Instant) {
         if left > SPIN {
             std::thread::sleep(left - SPIN);
         } else {
-            std::thread::yield_now();
+            std::hint::spin_loop();
         }
+    }
+}
+
+/// Asks the kernel to wake the calling thread's sleeps on time: by default a sleep may
+/// end up to 50 µs late, so that wake-ups can be grouped (Linux's timer slack).
+fn precise_timers() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1)) {
+        tracing::debug!(error = %e, "the load generator's pacing keeps the default timer slack");
     }
 }
 
@@ -532,6 +544,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
             std::thread::Builder::new()
                 .name("load-pacer".into())
                 .spawn(move || {
+                    precise_timers();
                     for i in 0u64.. {
                         let due = due_time(origin, i, rate);
                         if due >= end {
@@ -639,4 +652,32 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         p999_us: us(0.999),
         max_us: hist.max() as f64 / 1000.0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_pacer_asks_for_timers_without_slack_on_its_own_thread_only() {
+        let before = rustix::thread::current_timer_slack().unwrap();
+        let paced = std::thread::spawn(|| {
+            precise_timers();
+            rustix::thread::current_timer_slack().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(paced, 1);
+        assert_eq!(rustix::thread::current_timer_slack().unwrap(), before);
+    }
+
+    #[test]
+    fn a_precise_sleep_ends_at_its_deadline_not_before() {
+        for micros in [0, 30, 200, 2_000] {
+            let due = Instant::now() + Duration::from_micros(micros);
+            sleep_until_precise(due);
+            assert!(Instant::now() >= due, "woke before the deadline ({micros} µs)");
+        }
+    }
 }

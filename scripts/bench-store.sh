@@ -15,9 +15,19 @@
 # p99), then again for SUSTAIN_SECONDS while grants run through replica 1 at 500/s
 # (GRANT_RATE, GRANTS_IN_FLIGHT: see below; an assignment write is validated and applied
 # as an overlay on the last full compile), reporting the rate reached against the aim.
+#
+# PIN=1 gives replica 2 and its check load one CPU (the second) and everything else (etcd,
+# replica 1, the grant load) the other, as when the replica answering the checks runs on
+# a node of its own; without it all share every CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000000}
+# `on R`: the CPU pinning prefix for a process of role R (writer or reader), under PIN=1.
+on() {
+  if [ "${PIN:-0}" = 1 ]; then
+    case $1 in writer) echo "taskset -c 0" ;; reader) echo "taskset -c 1" ;; esac
+  fi
+}
 visibility=${2:-20}
 sustain=${3:-60}
 # shellcheck source=scripts/bench-common.sh
@@ -25,7 +35,7 @@ source scripts/bench-common.sh
 etcd_bin=${IOT_AUTHZ_ETCD:-$(command -v etcd)}
 grpcurl=${IOT_AUTHZ_GRPCURL:-.venv/bin/grpcurl}
 machine
-echo "# commit $(git rev-parse --short HEAD), N=$n assignments"
+echo "# commit $(git rev-parse --short HEAD), N=$n assignments${PIN:+, PIN=$PIN}"
 
 # The files: the roles, an administrator, and the routes and a reader of the ext_authz
 # load's requests (in the files, so the store is assignments only).
@@ -65,7 +75,7 @@ with open(path, "w") as f:
 EOF
 
 client=$(free_port); peer=$(free_port)
-"$etcd_bin" --name b0 --data-dir "$work/etcd" --quota-backend-bytes 8589934592 \
+$(on writer) "$etcd_bin" --name b0 --data-dir "$work/etcd" --quota-backend-bytes 8589934592 \
   --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
   --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
   --initial-cluster "b0=http://127.0.0.1:$peer" --log-level error >/dev/null 2>&1 &
@@ -83,7 +93,8 @@ for r in 1 2; do
   grpc[$r]=$(free_port); http[$r]=$(free_port)
   etcd_cpu=$(cpu_ticks "${pids[0]}")
   start=$(date +%s.%N)
-  "$bin" serve --policy "$work/roles.yaml" --etcd-endpoints "$endpoints" \
+  role=writer; [ "$r" = 2 ] && role=reader
+  $(on $role) "$bin" serve --policy "$work/roles.yaml" --etcd-endpoints "$endpoints" \
     --grpc-addr "127.0.0.1:${grpc[$r]}" --http-addr "127.0.0.1:${http[$r]}" >/dev/null 2>"$work/serve-$r.log" &
   pids+=($!)
   wait_ready "${http[$r]}" 120
@@ -111,7 +122,7 @@ echo "write visibility (grant through replica 1, Check at its token on replica 2
 
 if [ "$sustain" != 0 ]; then
   checks() {
-    "$bin" load --target ext-authz --addr "127.0.0.1:${grpc[2]}" --rate 2000 --connections 4 \
+    $(on reader) "$bin" load --target ext-authz --addr "127.0.0.1:${grpc[2]}" --rate 2000 --connections 4 \
       --concurrency 64 --warmup 1 --duration "$1" --json
   }
   echo "ext_authz at 2000/s on replica 2, no writes (20 s): $(checks 20 | summary)"
@@ -128,7 +139,7 @@ if [ "$sustain" != 0 ]; then
   else
     how="at $grant_rate/s, at most $inflight in flight"; rate_args=(--rate "$grant_rate")
   fi
-  grants=$("$bin" load --target assign --addr "127.0.0.1:${grpc[1]}" --concurrency "$inflight" \
+  grants=$($(on writer) "$bin" load --target assign --addr "127.0.0.1:${grpc[1]}" --concurrency "$inflight" \
     "${rate_args[@]}" --connections 4 --warmup 1 --duration "$sustain" --json | summary || true)
   wait "$load_pid" || true
   echo "ext_authz at 2000/s on replica 2 while grants run through replica 1 ($how, ${sustain} s): $(summary < "$work/under-writes.json")"

@@ -677,7 +677,10 @@ mod tests {
         for micros in [0, 30, 200, 2_000] {
             let due = Instant::now() + Duration::from_micros(micros);
             sleep_until_precise(due);
-            assert!(Instant::now() >= due, "woke before the deadline ({micros} µs)");
+            assert!(
+                Instant::now() >= due,
+                "woke before the deadline ({micros} µs)"
+            );
         }
     }
 }

@@ -254,10 +254,10 @@ pub struct ServeArgs {
     /// Largest value accepted for one store object, in bytes.
     #[arg(long, env = "IOT_AUTHZ_ETCD_MAX_VALUE_BYTES", default_value_t = crate::store::objects::DEFAULT_MAX_VALUE_BYTES)]
     pub etcd_max_value_bytes: usize,
-    /// How long a replica gathers the store's changes written through other replicas
-    /// before it compiles them, in milliseconds (0: each at once). A request waiting for
-    /// a consistency token, and a change written through this replica, are compiled at
-    /// once.
+    /// The least time between two compiles of the store's changes written through other
+    /// replicas, in milliseconds (0: each at once); changes arriving sooner are gathered.
+    /// A request waiting for a consistency token, and a change written through this
+    /// replica, are compiled at once.
     #[arg(long, env = "IOT_AUTHZ_ETCD_APPLY_WINDOW_MS", default_value_t = crate::store::DEFAULT_APPLY_WINDOW_MS)]
     pub etcd_apply_window_ms: u64,
     /// Re-read policy files this often even without change events (0: never).

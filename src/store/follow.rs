@@ -179,8 +179,12 @@ async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
     // Changes applied to the objects and not compiled yet: responses already waiting are
     // applied first, so a burst of writes costs one compile, not one per write.
     let mut pending = 0usize;
-    // Until when the changes applied are gathered before they are compiled.
-    let mut gather_until = tokio::time::Instant::now();
+    // When the last compile ended (the load's, at first), and until when the changes
+    // applied are gathered before they are compiled: a window after the last compile, so
+    // a change after a quiet spell is compiled at once and a stream of changes is
+    // compiled once a window.
+    let mut compiled_at = tokio::time::Instant::now();
+    let mut gather_until = compiled_at;
     loop {
         // A message taken while looking for more changes, to be handled after the compile.
         let mut carried = None;
@@ -188,8 +192,8 @@ async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
             // `timeout` polls the message first: a response already here is taken at once,
             // and, on a replica that did not make the change itself, others are awaited
             // until the gathering window closes (up to a bound, so that a steady stream of
-            // writes still gets compiled). A request waiting for a consistency token ends
-            // the window at once.
+            // writes still gets compiled). A request waiting for this replica to catch up
+            // ends the window at once.
             if pending < MAX_BATCH {
                 let until = if store.in_a_hurry() {
                     tokio::time::Instant::now()
@@ -220,6 +224,7 @@ async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
             if let Err(end) = compile(store, app).await {
                 return end;
             }
+            compiled_at = tokio::time::Instant::now();
         }
         let message = match carried {
             Some(m) => m,
@@ -290,7 +295,7 @@ async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
             return end;
         }
         pending = 1;
-        gather_until = tokio::time::Instant::now() + store.options.apply_window;
+        gather_until = compiled_at + store.options.apply_window;
         // The header's revision is not a promise that every event up to it has been sent
         // (a watch catching up gets its history in batches): the policy answers at the
         // last event applied, and only a confirmed progress report moves it further.

@@ -53,9 +53,9 @@ pub struct StoreOptions {
     pub auth: Option<EtcdAuth>,
     /// An overlay of more assignment changes than this is compacted into a new base.
     pub compact_at: usize,
-    /// How long a replica that did not make a change itself gathers the watch's further
-    /// changes before it compiles them, unless a request waits for a consistency token
-    /// (see `follow::watch`).
+    /// The least time between two compiles of the watch's changes on a replica that did
+    /// not make them itself (the changes arriving sooner are gathered), unless a request
+    /// waits for this replica to catch up (see `follow::watch`).
     pub apply_window: Duration,
 }
 

@@ -126,6 +126,7 @@ if [ "$sustain" != 0 ]; then
       --concurrency 64 --warmup 1 --duration "$1" --json
   }
   echo "ext_authz at 2000/s on replica 2, no writes (20 s): $(checks 20 | summary)"
+  replicas_cpu=$(cpu_ticks "${pids[1]}" "${pids[2]}")
   checks "$sustain" > "$work/under-writes.json" &
   load_pid=$!
   # At GRANT_RATE grants/s (default 500, the aim; writes arriving together are committed
@@ -142,6 +143,9 @@ if [ "$sustain" != 0 ]; then
   grants=$($(on writer) "$bin" load --target assign --addr "127.0.0.1:${grpc[1]}" --concurrency "$inflight" \
     "${rate_args[@]}" --connections 4 --warmup 1 --duration "$sustain" --json | summary || true)
   wait "$load_pid" || true
+  read -r w0 r0 <<<"$replicas_cpu"; read -r w1 r1 <<<"$(cpu_ticks "${pids[1]}" "${pids[2]}")"
+  hz=$(getconf CLK_TCK)
+  echo "CPU of the replicas under writes: replica 1 (grants) $(echo "scale=2; ($w1 - $w0) / $hz" | bc) s, replica 2 (checks) $(echo "scale=2; ($r1 - $r0) / $hz" | bc) s"
   echo "ext_authz at 2000/s on replica 2 while grants run through replica 1 ($how, ${sustain} s): $(summary < "$work/under-writes.json")"
   echo "grants through replica 1 ($how): $grants"
 fi

@@ -867,3 +867,67 @@ async fn a_replica_gathers_changes_made_elsewhere_until_a_token_asks_for_them() 
     assert_eq!(store.through(), second);
     assert_eq!(installs(&server).await, before + 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_gathering_changes_judges_a_write_on_them_not_on_its_served_policy() {
+    use iot_authz::proto::iotauthz::v1::admin_client::AdminClient;
+    let etcd = Etcd::start().await;
+    seed_admin(&etcd);
+    etcd.put(
+        "/t/assignments/ops-admin",
+        assignment("ops-admin", "user:ops", "App Administrator", "/apps").as_bytes(),
+    );
+    // Replica A gathers the changes made elsewhere for longer than the test; B is as usual.
+    let (a, a_store) = serve_with_store(
+        etcd.endpoints(),
+        PREFIX,
+        &[("roles.yaml", FILES)],
+        |o| o.apply_window = Duration::from_secs(3600),
+        true,
+    )
+    .await;
+    let (b, _) = replica(&etcd).await;
+    // Through B, root revokes ops's role.
+    let mut admin_b = AdminClient::connect(b.grpc_url()).await.unwrap();
+    let revoked = admin_b
+        .delete_role_assignment(as_actor(
+            "user:root1",
+            pb::DeleteRoleAssignmentRequest {
+                id: "ops-admin".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let revoked: i64 = revoked.trim_start_matches('r').parse().unwrap();
+    // A has taken the revocation from its watch, and still serves the policy before it.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while a_store.inputs().revision < revoked {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the watch did not bring the revocation");
+    assert!(a_store.through() < revoked);
+    // ops's grant through A is judged on the revocation: refused, nothing written.
+    let mut admin_a = AdminClient::connect(a.grpc_url()).await.unwrap();
+    let refused = admin_a
+        .create_role_assignment(as_actor(
+            "user:ops",
+            pb::CreateRoleAssignmentRequest {
+                assignment: Some(pb::RoleAssignment {
+                    id: "late".into(),
+                    principal: "user:mallory".into(),
+                    role: "Reader".into(),
+                    scope: "/apps/fleet".into(),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .expect_err("a revoked administrator's grant was allowed");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert_eq!(etcd.get("/t/assignments/late"), None);
+    assert!(a_store.through() >= revoked);
+}

@@ -258,7 +258,8 @@ pub struct ServeArgs {
     /// replicas, in milliseconds (0: each at once); changes arriving sooner are gathered.
     /// A request waiting for a consistency token, and a change written through this
     /// replica, are compiled at once.
-    #[arg(long, env = "IOT_AUTHZ_ETCD_APPLY_WINDOW_MS", default_value_t = crate::store::DEFAULT_APPLY_WINDOW_MS)]
+    #[arg(long, env = "IOT_AUTHZ_ETCD_APPLY_WINDOW_MS", default_value_t = crate::store::DEFAULT_APPLY_WINDOW_MS,
+          value_parser = clap::value_parser!(u64).range(0..=crate::store::MAX_APPLY_WINDOW_MS))]
     pub etcd_apply_window_ms: u64,
     /// Re-read policy files this often even without change events (0: never).
     #[arg(long, env = "IOT_AUTHZ_POLICY_POLL_SECONDS", default_value_t = crate::sources::files::DEFAULT_POLL_SECONDS)]

@@ -264,6 +264,13 @@ impl Admin {
         let sentinel = [prefix, objects::META.as_bytes(), b"write"].concat();
         let mut fresh = false;
         for _ in 0..ATTEMPTS {
+            // What this replica has taken from the watch is compiled first (the watch may
+            // be gathering changes written elsewhere): a group is validated on a state it
+            // has judged, and over the incremental path's base when it can be.
+            let s = store.clone();
+            if let Ok(applied) = store.worker.run(move || s.applied()).await {
+                judged(store, applied).await;
+            }
             let policy = match self.policy() {
                 Ok(p) => p,
                 Err(status) => return answer_all(group, &Err(status)),
@@ -453,7 +460,12 @@ fn validate_group(
     writes: &[Arc<Write>],
 ) -> (i64, Vec<Result<Option<Object>, Status>>) {
     let mut inputs = store.inputs();
-    let revision = inputs.revision;
+    // The writes are authorized by `policy`, so the transaction compares against the
+    // revision `policy` answers at when the objects hold changes it was not compiled
+    // from yet: a change that moved the write marker since (a revocation of the actor's
+    // role through another replica) fails the comparison, and the group is planned again
+    // once this replica has judged it.
+    let revision = inputs.revision.min(policy.store_revision());
     let files = inputs.files.clone().unwrap_or_default();
     if inputs.objects.is_none() {
         let unread = || Err(Status::unavailable("the store has not been read yet"));

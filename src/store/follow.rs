@@ -295,7 +295,9 @@ async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
             return end;
         }
         pending = 1;
-        gather_until = compiled_at + store.options.apply_window;
+        gather_until = compiled_at
+            .checked_add(store.options.apply_window)
+            .unwrap_or(compiled_at);
         // The header's revision is not a promise that every event up to it has been sent
         // (a watch catching up gets its history in batches): the policy answers at the
         // last event applied, and only a confirmed progress report moves it further.

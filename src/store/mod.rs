@@ -182,6 +182,10 @@ pub const COMPACT_AT: usize = 10_000;
 /// ([`StoreOptions::apply_window`]).
 pub const DEFAULT_APPLY_WINDOW_MS: u64 = 20;
 
+/// The longest apply window `serve` accepts (a change elsewhere served without a token
+/// at most this late).
+pub const MAX_APPLY_WINDOW_MS: u64 = 10_000;
+
 /// The store of one server: its connection, its inputs and its status.
 #[derive(Debug)]
 pub struct Store {
@@ -338,6 +342,18 @@ impl Store {
             policy.store_revision.fetch_max(revision, Ordering::AcqRel);
             self.answers_at(app, revision);
         }
+        // Nothing to judge up to `revision` (the watch compiles what it applied before it
+        // believes a report): a write waiting for it need not wait on.
+        self.judged.send_if_modified(|judged| {
+            let moved = *judged < revision;
+            *judged = (*judged).max(revision);
+            moved
+        });
+    }
+
+    /// The store revision whose objects this replica has applied (compiled or not).
+    pub(crate) fn applied(&self) -> i64 {
+        self.inputs().revision
     }
 
     /// The serving policy answers at `revision` now: tells the requests waiting for a token

@@ -37,6 +37,9 @@ const ETCD_TIMEOUT: Duration = Duration::from_secs(3);
 /// The longest a write waits for this replica to judge a change it has to see first.
 const JUDGED_PATIENCE: Duration = Duration::from_secs(2);
 
+/// How long that write waits for the watch before it asks etcd for a progress report.
+const ASK_PROGRESS_AFTER: Duration = Duration::from_millis(50);
+
 /// How many times a write is validated and tried when another write got in first.
 pub const ATTEMPTS: usize = 5;
 
@@ -443,9 +446,20 @@ async fn last_admin_write(store: &Store, sentinel: &[u8]) -> Result<i64, Status>
 
 /// Waits, bounded, until this replica has judged the store's changes up to `revision`.
 async fn judged(store: &Store, revision: i64) {
-    let _waiting = store.waiting_for_changes();
     let mut judged = store.judged();
-    let _ = tokio::time::timeout(JUDGED_PATIENCE, judged.wait_for(|r| *r >= revision)).await;
+    if *judged.borrow_and_update() >= revision {
+        return;
+    }
+    let _waiting = store.waiting_for_changes();
+    let first = tokio::time::timeout(ASK_PROGRESS_AFTER, judged.wait_for(|r| *r >= revision));
+    if first.await.is_ok() {
+        return;
+    }
+    // `revision` may be a write outside the prefix (a lost transaction's answer names
+    // etcd's latest revision), which no change brings: a progress report proves it.
+    store.progress.notify_one();
+    let rest = JUDGED_PATIENCE - ASK_PROGRESS_AFTER;
+    let _ = tokio::time::timeout(rest, judged.wait_for(|r| *r >= revision)).await;
 }
 
 /// Plans and validates a group of writes, in order, on the current objects: each write

@@ -815,6 +815,31 @@ async fn a_request_holding_a_replaced_policy_does_not_hold_up_the_watch() {
     drop(held);
 }
 
+/// A replica on the store under [`PREFIX`] that gathers the changes made elsewhere for an
+/// hour: only a request waiting for it ends its window within a test.
+async fn gathering_replica(etcd: &Etcd) -> (TestServer, std::sync::Arc<iot_authz::store::Store>) {
+    serve_with_store(
+        etcd.endpoints(),
+        PREFIX,
+        &[("roles.yaml", FILES)],
+        |o| o.apply_window = Duration::from_secs(3600),
+        true,
+    )
+    .await
+}
+
+/// Waits until `store`'s watch has taken the changes up to `revision` into its objects
+/// (compiled or not).
+async fn taken_from_watch(store: &iot_authz::store::Store, revision: i64) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while store.inputs().revision < revision {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the watch did not bring the change");
+}
+
 /// The successful policy installs a server has counted.
 async fn installs(server: &TestServer) -> u64 {
     let metrics = server.metrics().await;
@@ -827,15 +852,7 @@ async fn installs(server: &TestServer) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replica_gathers_changes_made_elsewhere_until_a_token_asks_for_them() {
     let etcd = Etcd::start().await;
-    // A window far longer than the test: only a request can end it.
-    let (server, store) = serve_with_store(
-        etcd.endpoints(),
-        PREFIX,
-        &[("roles.yaml", FILES)],
-        |o| o.apply_window = Duration::from_secs(3600),
-        true,
-    )
-    .await;
+    let (server, store) = gathering_replica(&etcd).await;
     let before = installs(&server).await;
     let first = etcd.put(
         "/t/assignments/a-1",
@@ -846,13 +863,7 @@ async fn a_replica_gathers_changes_made_elsewhere_until_a_token_asks_for_them() 
         assignment("a-2", "user:bob", "Reader", "/apps/fleet").as_bytes(),
     );
     // The watch takes both writes into the store's objects (two responses)...
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while store.inputs().revision < second {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the watch did not bring the writes");
+    taken_from_watch(&store, second).await;
     // ...and compiles neither while its window is open.
     assert!(store.through() < first, "compiled before the window closed");
     assert!(!allowed(&server, "user:alice", "Devices/read", "/apps/fleet/d1").await);
@@ -878,14 +889,7 @@ async fn a_replica_gathering_changes_judges_a_write_on_them_not_on_its_served_po
         assignment("ops-admin", "user:ops", "App Administrator", "/apps").as_bytes(),
     );
     // Replica A gathers the changes made elsewhere for longer than the test; B is as usual.
-    let (a, a_store) = serve_with_store(
-        etcd.endpoints(),
-        PREFIX,
-        &[("roles.yaml", FILES)],
-        |o| o.apply_window = Duration::from_secs(3600),
-        true,
-    )
-    .await;
+    let (a, a_store) = gathering_replica(&etcd).await;
     let (b, _) = replica(&etcd).await;
     // Through B, root revokes ops's role.
     let mut admin_b = AdminClient::connect(b.grpc_url()).await.unwrap();
@@ -902,13 +906,7 @@ async fn a_replica_gathering_changes_judges_a_write_on_them_not_on_its_served_po
         .token;
     let revoked: i64 = revoked.trim_start_matches('r').parse().unwrap();
     // A has taken the revocation from its watch, and still serves the policy before it.
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while a_store.inputs().revision < revoked {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the watch did not bring the revocation");
+    taken_from_watch(&a_store, revoked).await;
     assert!(a_store.through() < revoked);
     // ops's grant through A is judged on the revocation: refused, nothing written.
     let mut admin_a = AdminClient::connect(a.grpc_url()).await.unwrap();

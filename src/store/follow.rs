@@ -139,8 +139,9 @@ fn decode_page(
     skip: usize,
     max: usize,
 ) -> Vec<(String, Result<objects::Object, objects::ObjectError>)> {
-    let mut decoded = Vec::with_capacity(page.len());
-    decoded.extend(page.into_iter().filter_map(|kv| {
+    // Sized for the page at once (collecting a `filter_map` grows from empty).
+    let mut objects = Vec::with_capacity(page.len());
+    objects.extend(page.into_iter().filter_map(|kv| {
         let rel = &kv.key[skip.min(kv.key.len())..];
         let decoded = match objects::decode(rel, &kv.value, max) {
             Ok(Some(o)) => Ok(o),
@@ -149,7 +150,7 @@ fn decode_page(
         };
         Some((String::from_utf8_lossy(rel).into_owned(), decoded))
     }));
-    decoded
+    objects
 }
 
 /// Applies the watch from `revision + 1` until it ends.

@@ -614,7 +614,8 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
                             let _ = h.record(nanos.max(1));
                         }
                     }
-                    Err(_) => {
+                    Err(e) => {
+                        tracing::debug!(error = %e, "a request of the load failed");
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }

@@ -136,3 +136,210 @@ async fn assignment_writes_are_overlaid_other_writes_compile_in_full_and_overlay
     }
     assert!(!allowed(&app, "user:one", "/apps/s1/d"));
 }
+
+/// A hook for [`StoreOptions::between_pieces`](iot_authz::store::StoreOptions): runs
+/// `act` once, at the first call after `armed` is set whose `done` is `at_done`, with the
+/// replica's store.
+struct Between {
+    armed: std::sync::atomic::AtomicBool,
+    store: std::sync::OnceLock<std::sync::Arc<iot_authz::store::Store>>,
+}
+
+fn between(
+    at_done: bool,
+    act: impl Fn(&iot_authz::store::Store) + Send + Sync + 'static,
+) -> (std::sync::Arc<Between>, iot_authz::store::PieceHook) {
+    use std::sync::atomic::Ordering;
+    let state = std::sync::Arc::new(Between {
+        armed: false.into(),
+        store: std::sync::OnceLock::new(),
+    });
+    let s = state.clone();
+    let hook = iot_authz::store::PieceHook(std::sync::Arc::new(move |done| {
+        if done == at_done && s.armed.swap(false, Ordering::AcqRel) {
+            act(s
+                .store
+                .get()
+                .expect("the store is set before the hook is armed"));
+        }
+    }));
+    (state, hook)
+}
+
+/// Waits (on a plain thread) until `f` holds, for at most 20 s.
+fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "{what}: not in time");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until `store` has made `n` compactions.
+async fn compacted(store: &iot_authz::store::Store, n: u64) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while store.compactions() < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the overlay was not compacted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_changes_while_a_compaction_copies_the_store_is_laid_over_the_new_base() {
+    const P: &str = "/ovc/";
+    let etcd = std::sync::Arc::new(Etcd::start().await);
+    let e = etcd.clone();
+    // After the first piece (one object: `assignments/a-1`, copied as it was), a-1 is
+    // revoked, a-2 moves to another principal and scope, and a-9 is new; each is judged
+    // by the replica (the lock is free between pieces) before the copy goes on.
+    let (hook, between_pieces) = between(false, move |store| {
+        e.delete(&format!("{P}assignments/a-1"));
+        e.put(
+            &format!("{P}assignments/a-2"),
+            assignment("a-2", "user:moved", "Reader", "/apps/moved").as_bytes(),
+        );
+        let r = e.put(
+            &format!("{P}assignments/a-9"),
+            assignment("a-9", "user:nine", "Reader", "/apps/nine").as_bytes(),
+        );
+        wait_until("the changes judged", || *store.judged().borrow() >= r);
+    });
+    let (server, store) = serve_with_store(
+        etcd.endpoints(),
+        P,
+        &[("roles.yaml", FILES)],
+        |o| {
+            o.compact_at = 3;
+            o.gather_piece = 1;
+            o.between_pieces = Some(between_pieces);
+        },
+        true,
+    )
+    .await;
+    let _ = hook.store.set(store.clone());
+    let app = server.app.clone();
+    let mut r = 0;
+    for n in 1..=3 {
+        let id = format!("a-{n}");
+        r = etcd.put(
+            &format!("{P}assignments/{id}"),
+            assignment(&id, &format!("user:u{n}"), "Reader", "/apps/s").as_bytes(),
+        );
+    }
+    judged(&store, r).await;
+    assert_eq!(store.compactions(), 0);
+    // The fourth change takes the overlay past `compact_at`: a compaction starts.
+    hook.armed.store(true, std::sync::atomic::Ordering::Release);
+    let r = etcd.put(
+        &format!("{P}assignments/a-4"),
+        assignment("a-4", "user:u4", "Reader", "/apps/s").as_bytes(),
+    );
+    judged(&store, r).await;
+    compacted(&store, 1).await;
+    assert!(
+        !hook.armed.load(std::sync::atomic::Ordering::Acquire),
+        "the compaction did not stop between pieces"
+    );
+    // The new base holds a-1 as the first piece copied it; the changes made during the
+    // copy are laid over it.
+    assert!(
+        overlay_len(&app).is_some(),
+        "the changes during the copy are not an overlay"
+    );
+    assert!(
+        !allowed(&app, "user:u1", "/apps/s/d"),
+        "a revocation during the copy was lost"
+    );
+    assert!(!allowed(&app, "user:u2", "/apps/s/d"));
+    assert!(allowed(&app, "user:moved", "/apps/moved/d"));
+    assert!(allowed(&app, "user:nine", "/apps/nine/d"));
+    for u in ["user:u3", "user:u4"] {
+        assert!(allowed(&app, u, "/apps/s/d"), "{u}");
+    }
+    // The queries that read a full policy see the same state.
+    let policy = app.policy.current().unwrap();
+    let who = policy
+        .snapshot
+        .who_can("Devices/read", false, "/apps/s/d", 0)
+        .unwrap();
+    assert_eq!(who.principals, ["user:u3", "user:u4"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compaction_ending_while_the_watch_gathers_changes_serves_them_at_the_next_compile() {
+    const P: &str = "/ovg/";
+    let etcd = std::sync::Arc::new(Etcd::start().await);
+    let e = etcd.clone();
+    // Once the copy is complete, a-9 is written and taken from the watch, not compiled:
+    // this replica gathers changes for an hour unless a request waits for them.
+    let (hook, between_pieces) = between(true, move |store| {
+        let r = e.put(
+            &format!("{P}assignments/a-9"),
+            assignment("a-9", "user:nine", "Reader", "/apps/s").as_bytes(),
+        );
+        wait_until("a-9 taken from the watch", || store.inputs().revision >= r);
+    });
+    let (server, store) = serve_with_store(
+        etcd.endpoints(),
+        P,
+        &[("roles.yaml", FILES)],
+        |o| {
+            o.compact_at = 3;
+            o.apply_window = Duration::from_secs(3600);
+            o.between_pieces = Some(between_pieces);
+        },
+        true,
+    )
+    .await;
+    let _ = hook.store.set(store.clone());
+    let app = server.app.clone();
+    let mut r = 0;
+    for n in 1..=3 {
+        let id = format!("a-{n}");
+        r = etcd.put(
+            &format!("{P}assignments/{id}"),
+            assignment(&id, &format!("user:u{n}"), "Reader", "/apps/s").as_bytes(),
+        );
+    }
+    hurried_judged(&server, r).await;
+    assert_eq!(store.compactions(), 0);
+    hook.armed.store(true, std::sync::atomic::Ordering::Release);
+    let r = etcd.put(
+        "/ovg/assignments/a-4",
+        assignment("a-4", "user:u4", "Reader", "/apps/s").as_bytes(),
+    );
+    hurried_judged(&server, r).await;
+    compacted(&store, 1).await;
+    // a-9 is in the objects, not compiled: the compaction made the new base and served
+    // nothing from those objects.
+    assert!(
+        !allowed(&app, "user:nine", "/apps/s/d"),
+        "served before it was compiled"
+    );
+    assert!(allowed(&app, "user:u4", "/apps/s/d"));
+    // A request at a-9's token: the next compile lays it over the new base alone.
+    let r9 = store.inputs().revision;
+    hurried_judged(&server, r9).await;
+    assert!(allowed(&app, "user:nine", "/apps/s/d"));
+    assert_eq!(
+        overlay_len(&app),
+        Some(1),
+        "not laid over the compacted base"
+    );
+    for n in 1..=4 {
+        assert!(
+            allowed(&app, &format!("user:u{n}"), "/apps/s/d"),
+            "user:u{n}"
+        );
+    }
+}
+
+/// A Check at `revision`'s token (which ends the replica's gathering window), then until
+/// the replica has judged it.
+async fn hurried_judged(server: &crate::support::TestServer, revision: i64) {
+    let answer = crate::store::check_at(server.grpc, "user:u1", &format!("r{revision}")).await;
+    assert!(answer.is_ok(), "{answer:?}");
+    judged(server.app.store.get().unwrap(), revision).await;
+}

@@ -40,6 +40,12 @@ const JUDGED_PATIENCE: Duration = Duration::from_secs(2);
 /// How long that write waits for the watch before it asks etcd for a progress report.
 const ASK_PROGRESS_AFTER: Duration = Duration::from_millis(50);
 
+/// The longest writes arriving together are gathered into one group
+/// (`--etcd-apply-window-ms`, at most this; see [`AdminQueue::gather_until`]).
+///
+/// [`AdminQueue::gather_until`]: crate::store::admin_queue::AdminQueue::gather_until
+const MAX_GATHER: Duration = Duration::from_millis(50);
+
 /// How many times a write is validated and tried when another write got in first.
 pub const ATTEMPTS: usize = 5;
 
@@ -245,7 +251,12 @@ impl Admin {
 
     /// Commits the queued writes, a group at a time, until the queue is empty.
     async fn drain(&self, store: &Arc<Store>) {
+        let window = store.options.apply_window.min(MAX_GATHER);
         loop {
+            let gather = lock(&store.admin_queue).gather_until(window);
+            if let Some(until) = gather {
+                tokio::time::sleep_until(until).await;
+            }
             let group = {
                 let mut queue = lock(&store.admin_queue);
                 let group = queue.take_group();
@@ -254,6 +265,7 @@ impl Admin {
                     queue.draining = false;
                     return;
                 }
+                queue.last_group = Some((tokio::time::Instant::now(), group.len()));
                 group
             };
             self.commit_group(store, group).await;

@@ -196,15 +196,21 @@ async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
             // writes still gets compiled). A request waiting for this replica to catch up
             // ends the window at once.
             if pending < MAX_BATCH {
-                let until = if store.in_a_hurry() {
-                    tokio::time::Instant::now()
-                } else {
-                    gather_until
-                };
-                let next = tokio::select! {
-                    biased;
-                    m = tokio::time::timeout_at(until, stream.message()) => m.ok(),
-                    () = store.hurry.notified() => None,
+                let next = loop {
+                    let until = if store.in_a_hurry() {
+                        tokio::time::Instant::now()
+                    } else {
+                        gather_until
+                    };
+                    tokio::select! {
+                        biased;
+                        m = tokio::time::timeout_at(until, stream.message()) => break m.ok(),
+                        // A wake-up left from a request that no longer waits (`Notify`
+                        // keeps one for the next waiter) does not end the window.
+                        () = store.hurry.notified() => if store.in_a_hurry() {
+                            break None;
+                        },
+                    }
                 };
                 match next {
                     Some(Ok(Some(r)))

@@ -57,6 +57,22 @@ pub struct StoreOptions {
     /// not make them itself (the changes arriving sooner are gathered), unless a request
     /// waits for this replica to catch up (see `follow::watch`).
     pub apply_window: Duration,
+    /// How many store objects a compaction copies per hold of the inputs' lock.
+    pub gather_piece: usize,
+    /// Called by a compaction each time it lets the inputs' lock go while it copies the
+    /// objects (`true` the last time, the copy complete): a seam for tests, which change
+    /// the store there to show that what changes during a compaction is not lost.
+    pub between_pieces: Option<PieceHook>,
+}
+
+/// See [`StoreOptions::between_pieces`].
+#[derive(Clone)]
+pub struct PieceHook(pub Arc<dyn Fn(bool) + Send + Sync>);
+
+impl std::fmt::Debug for PieceHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PieceHook")
+    }
 }
 
 impl StoreOptions {
@@ -69,6 +85,8 @@ impl StoreOptions {
             auth: None,
             compact_at: COMPACT_AT,
             apply_window: Duration::from_millis(DEFAULT_APPLY_WINDOW_MS),
+            gather_piece: GATHER_PIECE,
+            between_pieces: None,
         }
     }
 }
@@ -218,6 +236,8 @@ pub struct Store {
     pub(crate) worker: worker::StoreWorker,
     /// Overlays installed as the Admin API validated them ([`Self::keep_validated`]).
     validated_installed: std::sync::atomic::AtomicU64,
+    /// Compactions that made a new base ([`Self::compactions`]).
+    compactions: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -239,6 +259,7 @@ impl Store {
             last_full: Mutex::new(None),
             worker: worker::StoreWorker::default(),
             validated_installed: Default::default(),
+            compactions: Default::default(),
         })
     }
 
@@ -590,12 +611,7 @@ impl Store {
             let (store, app) = (self.clone(), app.clone());
             let spawned = std::thread::Builder::new()
                 .name("store-compact".into())
-                .spawn(move || {
-                    if let Err(e) = crate::priority::lower_niceness_by(COMPACTION_NICENESS) {
-                        tracing::debug!(error = %e, "store compaction runs at the normal priority");
-                    }
-                    store.compact(&app);
-                });
+                .spawn(move || store.compact(&app));
             if let Err(e) = spawned {
                 tracing::warn!(error = %e, "store compaction not started");
                 inputs.incremental.compacting = false;
@@ -604,52 +620,55 @@ impl Store {
         Some((LoadOutcome::Installed(revision), previous))
     }
 
-    /// Compacts the overlay into a new base: the documents gathered under the lock, the
-    /// compile done without it, and the changes made meanwhile laid over the new base.
-    /// Runs on a blocking thread; abandoned if a full compile replaced the base meanwhile.
+    /// Compacts the overlay into a new base: the documents gathered under the lock, a
+    /// piece at a time, the compile done without it (at a lower priority), and the changes
+    /// made since the gather began laid over the new base. Runs on a thread of its own;
+    /// abandoned if a full compile replaced the base meanwhile.
     pub(crate) fn compact(self: &Arc<Self>, app: &Arc<App>) {
-        let gathered = {
-            let mut inputs = self.inputs();
-            let ready = inputs.consistent && inputs.incremental.base.is_some();
-            match (&inputs.files, &inputs.objects, ready) {
-                (Some(files), Some(objects), true) => self
-                    .documents(files, objects)
-                    .ok()
-                    .map(|docs| (docs, source::revision(files), inputs.revision)),
-                _ => None,
-            }
-            .zip(inputs.incremental.base.clone())
-            .or_else(|| {
-                inputs.incremental.compacting = false;
-                None
-            })
-        };
-        let Some(((docs, revision, started_at), old_base)) = gathered else {
+        let gathered = self.gather_for_compaction();
+        if let Err(e) = crate::priority::lower_niceness_by(COMPACTION_NICENESS) {
+            tracing::debug!(error = %e, "store compaction runs at the normal priority");
+        }
+        let Some(Gathered {
+            docs,
+            revision,
+            started_at,
+            whole,
+            base: old_base,
+        }) = gathered
+        else {
+            self.inputs().incremental.compacting = false;
             return;
         };
         let store_assignments = docs.last().map_or(0, |(_, d)| d.assignments.len());
         let compiled = compile_documents(&docs);
         drop(docs);
+        let compiled = compiled.map(|mut snapshot| {
+            snapshot.revision = revision;
+            let base = Arc::new(OverlayBase::new(&snapshot, store_assignments));
+            (snapshot, base)
+        });
         let mut inputs = self.inputs();
         inputs.incremental.compacting = false;
-        let mut snapshot = match compiled {
-            Ok(s) => s,
+        let (snapshot, base) = match compiled {
+            Ok(compiled) => compiled,
             Err(e) => {
                 tracing::debug!(error = %e, "store compaction abandoned");
                 return;
             }
         };
-        snapshot.revision = revision;
         let same_base = inputs
             .incremental
             .base
             .as_ref()
             .is_some_and(|b| Arc::ptr_eq(b, &old_base));
-        if !same_base || !inputs.consistent || !inputs.pending.is_empty() {
+        if !same_base || !inputs.consistent {
             return;
         }
-        self.keep_full(started_at, &snapshot);
-        let base = Arc::new(OverlayBase::new(&snapshot, store_assignments));
+        if whole {
+            // Gathered at one revision: the full policy of that state.
+            self.keep_full(started_at, &snapshot);
+        }
         let remaining: BTreeMap<String, i64> = inputs
             .incremental
             .changes
@@ -657,6 +676,24 @@ impl Store {
             .filter(|(_, rev)| **rev > started_at)
             .map(|(k, v)| (k.clone(), *v))
             .collect();
+        if !inputs.pending.is_empty() {
+            // The objects hold changes the watch brought and the store thread has not
+            // compiled yet (it will, within its window): nothing is served from them here.
+            // The new base takes over, and that compile lays them and the changes made
+            // during this compaction over it.
+            inputs.incremental.base = Some(base);
+            inputs.incremental.changes = remaining;
+            inputs.incremental.last = None;
+            inputs.incremental.moved();
+            self.compactions.fetch_add(1, Ordering::AcqRel);
+            drop(inputs);
+            tracing::debug!(
+                started_at,
+                "store overlay compacted; served at the next compile"
+            );
+            crate::live::reaper::drop_later(Some(snapshot));
+            return;
+        }
         let served = if remaining.is_empty() {
             Ok(snapshot)
         } else {
@@ -681,9 +718,85 @@ impl Store {
         inputs.incremental.last = Some(served.share());
         inputs.incremental.moved();
         let previous = self.install(&**app, &mut inputs, served);
+        self.compactions.fetch_add(1, Ordering::AcqRel);
         drop(inputs);
         tracing::debug!(started_at, "store overlay compacted");
         drop(previous);
+    }
+
+    /// How many compactions have made a new base for the incremental path.
+    pub fn compactions(&self) -> u64 {
+        self.compactions.load(Ordering::Acquire)
+    }
+
+    /// The documents a compaction compiles: the files, and the store's objects copied
+    /// [`GATHER_PIECE`] at a time, each piece under the inputs' lock, so that the
+    /// validation of writes and the watch's changes go on between pieces. The objects
+    /// may change between pieces, so the copy need not be the objects of any one
+    /// revision; it need not be: every object changed after the gather began is one of the
+    /// changes laid over the new base (by id, with its value then), whatever the base holds
+    /// under its id. `None` when the base was replaced meanwhile (or is not the current
+    /// state's), or when something cannot be read.
+    fn gather_for_compaction(&self) -> Option<Gathered> {
+        let mut inputs = self.inputs();
+        let base = inputs
+            .incremental
+            .base
+            .clone()
+            .filter(|_| inputs.consistent)?;
+        let files = inputs.files.clone()?;
+        let started_at = inputs.revision;
+        let mut docs = Vec::with_capacity(files.len() + 1);
+        for file in files.iter() {
+            docs.push((file.name.clone(), file.parse().ok()?));
+        }
+        let mut store = Document {
+            version: Some(1),
+            ..Document::default()
+        };
+        store
+            .assignments
+            .reserve(base.snapshot().counts.assignments);
+        let mut bad = Vec::new();
+        let mut after: Option<String> = None;
+        let piece = self.options.gather_piece.max(1);
+        let between = |done| {
+            if let Some(PieceHook(hook)) = &self.options.between_pieces {
+                hook(done);
+            }
+        };
+        loop {
+            let objects = inputs.objects.as_ref()?;
+            after = objects::copy_into(&mut store, &mut bad, objects, after.as_deref(), piece);
+            if !bad.is_empty() {
+                return None;
+            }
+            if after.is_none() {
+                break;
+            }
+            drop(inputs);
+            between(false);
+            inputs = self.inputs();
+            let same = inputs
+                .incremental
+                .base
+                .as_ref()
+                .is_some_and(|b| Arc::ptr_eq(b, &base));
+            if !same || !inputs.consistent {
+                return None;
+            }
+        }
+        let whole = inputs.revision == started_at;
+        drop(inputs);
+        between(true);
+        docs.push((self.document_name(), store));
+        Some(Gathered {
+            docs,
+            revision: source::revision(&files),
+            started_at,
+            whole,
+            base,
+        })
     }
 
     /// Installs a policy compiled in full, and makes it the incremental path's base.
@@ -798,6 +911,24 @@ impl Store {
         previous
     }
 }
+
+/// What a compaction compiles ([`Store::gather_for_compaction`]).
+struct Gathered {
+    docs: Vec<(String, Document)>,
+    /// The files' revision.
+    revision: String,
+    /// The store revision when the gather began: every object changed since is laid
+    /// over the new base.
+    started_at: i64,
+    /// Nothing changed during the gather: the documents are the state at `started_at`.
+    whole: bool,
+    /// The base the overlay was laid over when the gather began.
+    base: Arc<OverlayBase>,
+}
+
+/// How many store objects a compaction copies per hold of the inputs' lock (a few
+/// milliseconds each).
+const GATHER_PIECE: usize = 16_384;
 
 /// How much lower than the request path's the compaction thread's priority is (its nice
 /// value, on Linux): a compaction at a million assignments is a second or more of CPU,

@@ -229,7 +229,25 @@ pub fn document(objects: &Objects) -> Result<Document, Vec<(String, ObjectError)
     };
     doc.assignments.reserve(count(Kind::Assignments));
     let mut bad = Vec::new();
-    for (key, object) in objects {
+    copy_into(&mut doc, &mut bad, objects, None, usize::MAX);
+    if bad.is_empty() { Ok(doc) } else { Err(bad) }
+}
+
+/// Copies into `doc` at most `limit` objects, in key order, from the first key past
+/// `after` (from the first key when `None`); those that could not be decoded go to `bad`.
+/// Returns the last key copied when more objects follow it, so that a caller can copy a
+/// large store a piece at a time.
+pub fn copy_into(
+    doc: &mut Document,
+    bad: &mut Vec<(String, ObjectError)>,
+    objects: &Objects,
+    after: Option<&str>,
+    limit: usize,
+) -> Option<String> {
+    let from = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+    let mut range = objects.range::<str, _>((from, std::ops::Bound::Unbounded));
+    let mut last = None;
+    for (key, object) in range.by_ref().take(limit) {
         match object {
             Ok(Object::Assignment(a)) => doc.assignments.push(a.clone()),
             Ok(Object::Role(r)) => doc.roles.push(r.clone()),
@@ -237,8 +255,13 @@ pub fn document(objects: &Objects) -> Result<Document, Vec<(String, ObjectError)
             Ok(Object::DenyAssignment(d)) => doc.deny_assignments.push(d.clone()),
             Err(e) => bad.push((key.clone(), e.clone())),
         }
+        last = Some(key);
     }
-    if bad.is_empty() { Ok(doc) } else { Err(bad) }
+    if range.next().is_some() {
+        last.cloned()
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -106,6 +106,9 @@ pub struct LoadReport {
     /// Checks answered (requests × batch size for BatchCheck).
     pub checks: u64,
     pub errors: u64,
+    /// Why requests failed: each distinct reason (the first [`ERROR_KINDS`]) with how
+    /// many failed for it.
+    pub error_kinds: std::collections::BTreeMap<String, u64>,
     pub requests_per_second: f64,
     pub checks_per_second: f64,
     pub allowed: u64,
@@ -114,6 +117,24 @@ pub struct LoadReport {
     pub p99_us: f64,
     pub p999_us: f64,
     pub max_us: f64,
+}
+
+/// How many distinct reasons for failed requests a report names (the others are counted
+/// under "other reasons").
+pub const ERROR_KINDS: usize = 8;
+
+/// Counts one failed request under its reason.
+fn count_error(kinds: &std::sync::Mutex<std::collections::BTreeMap<String, u64>>, why: String) {
+    let mut kinds = match kinds.lock() {
+        Ok(k) => k,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let key = if kinds.len() < ERROR_KINDS || kinds.contains_key(&why) {
+        why
+    } else {
+        "other reasons".to_owned()
+    };
+    *kinds.entry(key).or_default() += 1;
 }
 
 const PRINCIPALS: [&str; 4] = [
@@ -530,6 +551,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let total_checks = Arc::new(AtomicU64::new(0));
     let total_allowed = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let error_kinds = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
     let origin = Instant::now();
     let start = origin + options.warmup;
     let end = start + options.duration;
@@ -573,11 +595,12 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
             Client::Authzen(c, b) => Client::Authzen(c.clone(), b.clone()),
             Client::Assign(w) => Client::Assign(w.clone()),
         };
-        let (next, total_checks, total_allowed, errors) = (
+        let (next, total_checks, total_allowed, errors, error_kinds) = (
             next.clone(),
             total_checks.clone(),
             total_allowed.clone(),
             errors.clone(),
+            error_kinds.clone(),
         );
         let paced = paced.clone();
         let options = options.clone();
@@ -615,7 +638,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
                         }
                     }
                     Err(e) => {
-                        tracing::debug!(error = %e, "a request of the load failed");
+                        count_error(&error_kinds, e.to_string());
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -644,6 +667,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         requests,
         checks,
         errors: errors.load(Ordering::Relaxed),
+        error_kinds: std::mem::take(&mut *error_kinds.lock().unwrap_or_else(|p| p.into_inner())),
         requests_per_second: hist.len() as f64 / seconds,
         checks_per_second: checks as f64 / seconds,
         allowed: total_allowed.load(Ordering::Relaxed),
@@ -671,6 +695,22 @@ mod tests {
         .unwrap();
         assert_eq!(paced, 1);
         assert_eq!(rustix::thread::current_timer_slack().unwrap(), before);
+    }
+
+    #[test]
+    fn failed_requests_are_counted_by_reason_and_the_reasons_are_bounded() {
+        let kinds = std::sync::Mutex::new(std::collections::BTreeMap::new());
+        count_error(&kinds, "status Unavailable".into());
+        count_error(&kinds, "status Unavailable".into());
+        for n in 0..ERROR_KINDS + 3 {
+            count_error(&kinds, format!("reason {n}"));
+        }
+        count_error(&kinds, "status Unavailable".into());
+        let kinds = kinds.into_inner().unwrap();
+        assert_eq!(kinds.len(), ERROR_KINDS + 1);
+        assert_eq!(kinds["status Unavailable"], 3);
+        assert_eq!(kinds["other reasons"], 4);
+        assert_eq!(kinds.values().sum::<u64>(), ERROR_KINDS as u64 + 6);
     }
 
     #[test]

@@ -137,11 +137,12 @@ async fn assignment_writes_are_overlaid_other_writes_compile_in_full_and_overlay
     assert!(!allowed(&app, "user:one", "/apps/s1/d"));
 }
 
-/// A hook for [`StoreOptions::between_pieces`](iot_authz::store::StoreOptions): runs
-/// `act` once, at the first call after `armed` is set whose `done` is `at_done`, with the
-/// replica's store.
+/// A hook for [`StoreOptions::between_pieces`](iot_authz::store::StoreOptions): at the
+/// first call whose `done` is `at_done`, waits until `armed` is set, then runs `act` (once)
+/// with the replica's store.
 struct Between {
     armed: std::sync::atomic::AtomicBool,
+    acted: std::sync::atomic::AtomicBool,
     store: std::sync::OnceLock<std::sync::Arc<iot_authz::store::Store>>,
 }
 
@@ -152,15 +153,18 @@ fn between(
     use std::sync::atomic::Ordering;
     let state = std::sync::Arc::new(Between {
         armed: false.into(),
+        acted: false.into(),
         store: std::sync::OnceLock::new(),
     });
     let s = state.clone();
     let hook = iot_authz::store::PieceHook(std::sync::Arc::new(move |done| {
-        if done == at_done && s.armed.swap(false, Ordering::AcqRel) {
+        if done == at_done && !s.acted.load(Ordering::Acquire) {
+            wait_until("the hook armed", || s.armed.load(Ordering::Acquire));
             act(s
                 .store
                 .get()
                 .expect("the store is set before the hook is armed"));
+            s.acted.store(true, Ordering::Release);
         }
     }));
     (state, hook)
@@ -239,7 +243,7 @@ async fn what_changes_while_a_compaction_copies_the_store_is_laid_over_the_new_b
     judged(&store, r).await;
     compacted(&store, 1).await;
     assert!(
-        !hook.armed.load(std::sync::atomic::Ordering::Acquire),
+        hook.acted.load(std::sync::atomic::Ordering::Acquire),
         "the compaction did not stop between pieces"
     );
     // The new base holds a-1 as the first piece copied it; the changes made during the
@@ -305,12 +309,14 @@ async fn a_compaction_ending_while_the_watch_gathers_changes_serves_them_at_the_
     }
     hurried_judged(&server, r).await;
     assert_eq!(store.compactions(), 0);
-    hook.armed.store(true, std::sync::atomic::Ordering::Release);
     let r = etcd.put(
         "/ovg/assignments/a-4",
         assignment("a-4", "user:u4", "Reader", "/apps/s").as_bytes(),
     );
     hurried_judged(&server, r).await;
+    // Armed once the Check at a-4's token has its answer (no request waits any more);
+    // the compaction a-4 started waits for it with its copy complete.
+    hook.armed.store(true, std::sync::atomic::Ordering::Release);
     compacted(&store, 1).await;
     // a-9 is in the objects, not compiled: the compaction made the new base and served
     // nothing from those objects.
@@ -342,4 +348,61 @@ async fn hurried_judged(server: &crate::support::TestServer, revision: i64) {
     let answer = crate::store::check_at(server.grpc, "user:u1", &format!("r{revision}")).await;
     assert!(answer.is_ok(), "{answer:?}");
     judged(server.app.store.get().unwrap(), revision).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_piecewise_copy_that_breaks_a_rule_no_state_breaks_is_copied_again_whole() {
+    const P: &str = "/ovm/";
+    // At least one Reader at /apps/s, in every state below.
+    const FILES_MIN: &str = r#"
+version: 1
+roles:
+  - {name: Reader, id: r-reader, actions: ["*/read"]}
+constraints:
+  - minAssignments: {role: Reader, scope: /apps/s, count: 1}
+"#;
+    let etcd = std::sync::Arc::new(Etcd::start().await);
+    etcd.put(
+        &format!("{P}assignments/m-5"),
+        assignment("m-5", "user:owner", "Reader", "/apps/s").as_bytes(),
+    );
+    let e = etcd.clone();
+    // Once the copy has passed a-1: a-0 (behind it) made the owner, then m-5 (ahead of it)
+    // revoked. The copy holds neither: no Reader at /apps/s.
+    let (hook, between_pieces) = between(false, move |store| {
+        e.put(
+            &format!("{P}assignments/a-0"),
+            assignment("a-0", "user:owner2", "Reader", "/apps/s").as_bytes(),
+        );
+        let r = e.delete(&format!("{P}assignments/m-5"));
+        wait_until("the hand-over judged", || *store.judged().borrow() >= r);
+    });
+    let (server, store) = serve_with_store(
+        etcd.endpoints(),
+        P,
+        &[("roles.yaml", FILES_MIN)],
+        |o| {
+            o.compact_at = 3;
+            o.gather_piece = 1;
+            o.between_pieces = Some(between_pieces);
+        },
+        true,
+    )
+    .await;
+    let _ = hook.store.set(store.clone());
+    let app = server.app.clone();
+    hook.armed.store(true, std::sync::atomic::Ordering::Release);
+    let mut r = 0;
+    for n in 1..=4 {
+        let id = format!("a-{n}");
+        r = etcd.put(
+            &format!("{P}assignments/{id}"),
+            assignment(&id, &format!("user:u{n}"), "Reader", "/apps/t").as_bytes(),
+        );
+    }
+    judged(&store, r).await;
+    compacted(&store, 1).await;
+    assert!(hook.acted.load(std::sync::atomic::Ordering::Acquire));
+    assert!(allowed(&app, "user:owner2", "/apps/s/d"));
+    assert!(!allowed(&app, "user:owner", "/apps/s/d"));
 }

@@ -1141,6 +1141,9 @@ fn load(args: &LoadArgs) -> CliResult {
             report.p999_us,
             report.max_us
         );
+        for (why, n) in &report.error_kinds {
+            out!("errors: {n} × {why}");
+        }
     }
     Ok(if report.errors == 0 {
         EXIT_OK

@@ -88,15 +88,18 @@ impl AdminQueue {
     }
 
     /// When the next group is to be taken, given at most `window` between two groups:
-    /// `None` (at once) after a quiet spell, or when a single write came alone after a
-    /// single write (one client writing one at a time never waits); otherwise the writes
+    /// `None` (at once) after a quiet spell, when a single write came alone after a
+    /// single write (one client writing one at a time never waits), or when a full group
+    /// waits already (or nothing does); otherwise the writes
     /// arriving until the window's end join the group. Under concurrent writes a group is
     /// validated and committed at most once per window: each validation costs what the
     /// changes pending since the last compaction cost, so fewer, larger groups take the
     /// store thread far less CPU for the same writes.
     pub(crate) fn gather_until(&self, window: Duration) -> Option<tokio::time::Instant> {
         let (at, size) = self.last_group?;
-        if size <= 1 && self.writes.len() <= 1 {
+        let waiting = self.writes.len();
+        // Nothing to gather for, a full group waiting already, or one writer at a time.
+        if waiting == 0 || waiting >= MAX_GROUP || (size <= 1 && waiting <= 1) {
             return None;
         }
         let until = at.checked_add(window)?;
@@ -152,6 +155,14 @@ mod tests {
         queue.last_group = Some((taken, group.len()));
         queue.writes.push_back(queued("assignments/a-4"));
         assert_eq!(queue.gather_until(window), Some(taken + window));
+        // A full group waiting, or none: at once.
+        for _ in 0..MAX_GROUP {
+            queue.writes.push_back(queued("assignments/a-5"));
+        }
+        assert_eq!(queue.gather_until(window), None);
+        queue.writes.clear();
+        assert_eq!(queue.gather_until(window), None);
+        queue.writes.push_back(queued("assignments/a-4"));
         // Once the window is over (or with none): at once.
         queue.last_group = Some((taken - 2 * window, 2));
         assert_eq!(queue.gather_until(window), None);

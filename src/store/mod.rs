@@ -625,29 +625,44 @@ impl Store {
     /// made since the gather began laid over the new base. Runs on a thread of its own;
     /// abandoned if a full compile replaced the base meanwhile.
     pub(crate) fn compact(self: &Arc<Self>, app: &Arc<App>) {
-        let gathered = self.gather_for_compaction();
-        if let Err(e) = crate::priority::lower_niceness_by(COMPACTION_NICENESS) {
-            tracing::debug!(error = %e, "store compaction runs at the normal priority");
-        }
-        let Some(Gathered {
-            docs,
-            revision,
-            started_at,
-            whole,
-            base: old_base,
-        }) = gathered
-        else {
-            self.inputs().incremental.compacting = false;
-            return;
+        let mut piece = self.options.gather_piece.max(1);
+        let mut lowered = false;
+        let (started_at, whole, old_base, compiled) = loop {
+            let Some(Gathered {
+                docs,
+                revision,
+                started_at,
+                whole,
+                base,
+            }) = self.gather_for_compaction(piece)
+            else {
+                self.inputs().incremental.compacting = false;
+                return;
+            };
+            if !std::mem::replace(&mut lowered, true)
+                && let Err(e) = crate::priority::lower_niceness_by(COMPACTION_NICENESS)
+            {
+                tracing::debug!(error = %e, "store compaction runs at the normal priority");
+            }
+            let store_assignments = docs.last().map_or(0, |(_, d)| d.assignments.len());
+            let compiled = compile_documents(&docs);
+            drop(docs);
+            match compiled {
+                // A copy made a piece at a time mixes states, and may break a rule of the
+                // whole policy that no state breaks (a `minAssignments` met, in every
+                // state, by an assignment the copy passed before it was written or one
+                // deleted before the copy reached it): copied again, in one piece.
+                Err(_) if !whole && piece != usize::MAX => piece = usize::MAX,
+                compiled => {
+                    let compiled = compiled.map(|mut snapshot| {
+                        snapshot.revision = revision;
+                        let base = Arc::new(OverlayBase::new(&snapshot, store_assignments));
+                        (snapshot, base)
+                    });
+                    break (started_at, whole, base, compiled);
+                }
+            }
         };
-        let store_assignments = docs.last().map_or(0, |(_, d)| d.assignments.len());
-        let compiled = compile_documents(&docs);
-        drop(docs);
-        let compiled = compiled.map(|mut snapshot| {
-            snapshot.revision = revision;
-            let base = Arc::new(OverlayBase::new(&snapshot, store_assignments));
-            (snapshot, base)
-        });
         let mut inputs = self.inputs();
         inputs.incremental.compacting = false;
         let (snapshot, base) = match compiled {
@@ -730,14 +745,14 @@ impl Store {
     }
 
     /// The documents a compaction compiles: the files, and the store's objects copied
-    /// [`GATHER_PIECE`] at a time, each piece under the inputs' lock, so that the
+    /// `piece` at a time ([`StoreOptions::gather_piece`]), each piece under the inputs' lock, so that the
     /// validation of writes and the watch's changes go on between pieces. The objects
     /// may change between pieces, so the copy need not be the objects of any one
     /// revision; it need not be: every object changed after the gather began is one of the
     /// changes laid over the new base (by id, with its value then), whatever the base holds
     /// under its id. `None` when the base was replaced meanwhile (or is not the current
     /// state's), or when something cannot be read.
-    fn gather_for_compaction(&self) -> Option<Gathered> {
+    fn gather_for_compaction(&self, piece: usize) -> Option<Gathered> {
         let mut inputs = self.inputs();
         let base = inputs
             .incremental
@@ -746,10 +761,6 @@ impl Store {
             .filter(|_| inputs.consistent)?;
         let files = inputs.files.clone()?;
         let started_at = inputs.revision;
-        let mut docs = Vec::with_capacity(files.len() + 1);
-        for file in files.iter() {
-            docs.push((file.name.clone(), file.parse().ok()?));
-        }
         let mut store = Document {
             version: Some(1),
             ..Document::default()
@@ -759,7 +770,6 @@ impl Store {
             .reserve(base.snapshot().counts.assignments);
         let mut bad = Vec::new();
         let mut after: Option<String> = None;
-        let piece = self.options.gather_piece.max(1);
         let between = |done| {
             if let Some(PieceHook(hook)) = &self.options.between_pieces {
                 hook(done);
@@ -789,6 +799,12 @@ impl Store {
         let whole = inputs.revision == started_at;
         drop(inputs);
         between(true);
+        // The files are parsed without the lock: a change of them compiles in full, which
+        // replaces the base, and the compaction is then abandoned.
+        let mut docs = Vec::with_capacity(files.len() + 1);
+        for file in &files {
+            docs.push((file.name.clone(), file.parse().ok()?));
+        }
         docs.push((self.document_name(), store));
         Some(Gathered {
             docs,

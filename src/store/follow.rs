@@ -12,7 +12,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::{App, Store, objects};
 use crate::proto::etcd::etcdserverpb::{
-    WatchCreateRequest, WatchProgressRequest, WatchRequest, watch_request::RequestUnion,
+    WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
+    watch_request::RequestUnion,
 };
 use crate::proto::etcd::mvccpb::event::EventType;
 
@@ -153,6 +154,31 @@ fn decode_page(
     objects
 }
 
+/// The watch's next message if it comes before `until` and no request waits for this
+/// replica to catch up (`None` otherwise: the gathering window is over).
+async fn next_in_window(
+    store: &Store,
+    stream: &mut tonic::Streaming<WatchResponse>,
+    until: tokio::time::Instant,
+) -> Option<Result<Option<WatchResponse>, tonic::Status>> {
+    loop {
+        let until = if store.in_a_hurry() {
+            tokio::time::Instant::now()
+        } else {
+            until
+        };
+        tokio::select! {
+            biased;
+            m = tokio::time::timeout_at(until, stream.message()) => return m.ok(),
+            // A wake-up left from a request that no longer waits (`Notify` keeps one for
+            // the next waiter) does not end the window.
+            () = store.hurry.notified() => if store.in_a_hurry() {
+                return None;
+            },
+        }
+    }
+}
+
 /// Applies the watch from `revision + 1` until it ends.
 async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
     let prefix = store.options.prefix.as_bytes().to_vec();
@@ -196,23 +222,7 @@ async fn watch(store: &Arc<Store>, app: &Arc<App>, revision: i64) -> WatchEnd {
             // writes still gets compiled). A request waiting for this replica to catch up
             // ends the window at once.
             if pending < MAX_BATCH {
-                let next = loop {
-                    let until = if store.in_a_hurry() {
-                        tokio::time::Instant::now()
-                    } else {
-                        gather_until
-                    };
-                    tokio::select! {
-                        biased;
-                        m = tokio::time::timeout_at(until, stream.message()) => break m.ok(),
-                        // A wake-up left from a request that no longer waits (`Notify`
-                        // keeps one for the next waiter) does not end the window.
-                        () = store.hurry.notified() => if store.in_a_hurry() {
-                            break None;
-                        },
-                    }
-                };
-                match next {
+                match next_in_window(store, &mut stream, gather_until).await {
                     Some(Ok(Some(r)))
                         if !r.events.is_empty() && r.compact_revision == 0 && !r.canceled =>
                     {

@@ -170,6 +170,50 @@ fn between(
     (state, hook)
 }
 
+/// Grants Reader at `scope` to `user:uN` as `a-N` for each N of `ns`, straight into
+/// etcd under `prefix`; returns the revision of the last.
+fn grant_users(etcd: &Etcd, prefix: &str, ns: std::ops::RangeInclusive<u32>, scope: &str) -> i64 {
+    let mut r = 0;
+    for n in ns {
+        let id = format!("a-{n}");
+        r = etcd.put(
+            &format!("{prefix}assignments/{id}"),
+            assignment(&id, &format!("user:u{n}"), "Reader", scope).as_bytes(),
+        );
+    }
+    r
+}
+
+/// A replica following `prefix` with `files`, compacting past 3 changes, with `hook`
+/// between the pieces of its copies (`configure` sets the rest).
+async fn compacting_replica(
+    etcd: &Etcd,
+    prefix: &str,
+    files: &str,
+    hook: (std::sync::Arc<Between>, iot_authz::store::PieceHook),
+    configure: impl FnOnce(&mut iot_authz::store::StoreOptions),
+) -> (
+    std::sync::Arc<Between>,
+    crate::support::TestServer,
+    std::sync::Arc<iot_authz::store::Store>,
+) {
+    let (state, between_pieces) = hook;
+    let (server, store) = serve_with_store(
+        etcd.endpoints(),
+        prefix,
+        &[("roles.yaml", files)],
+        |o| {
+            o.compact_at = 3;
+            o.between_pieces = Some(between_pieces);
+            configure(o);
+        },
+        true,
+    )
+    .await;
+    let _ = state.store.set(store.clone());
+    (state, server, store)
+}
+
 /// Waits (on a plain thread) until `f` holds, for at most 20 s.
 fn wait_until(what: &str, f: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -198,7 +242,7 @@ async fn what_changes_while_a_compaction_copies_the_store_is_laid_over_the_new_b
     // After the first piece (one object: `assignments/a-1`, copied as it was), a-1 is
     // revoked, a-2 moves to another principal and scope, and a-9 is new; each is judged
     // by the replica (the lock is free between pieces) before the copy goes on.
-    let (hook, between_pieces) = between(false, move |store| {
+    let hook = between(false, move |store| {
         e.delete(&format!("{P}assignments/a-1"));
         e.put(
             &format!("{P}assignments/a-2"),
@@ -210,29 +254,10 @@ async fn what_changes_while_a_compaction_copies_the_store_is_laid_over_the_new_b
         );
         wait_until("the changes judged", || *store.judged().borrow() >= r);
     });
-    let (server, store) = serve_with_store(
-        etcd.endpoints(),
-        P,
-        &[("roles.yaml", FILES)],
-        |o| {
-            o.compact_at = 3;
-            o.gather_piece = 1;
-            o.between_pieces = Some(between_pieces);
-        },
-        true,
-    )
-    .await;
-    let _ = hook.store.set(store.clone());
+    let (hook, server, store) =
+        compacting_replica(&etcd, P, FILES, hook, |o| o.gather_piece = 1).await;
     let app = server.app.clone();
-    let mut r = 0;
-    for n in 1..=3 {
-        let id = format!("a-{n}");
-        r = etcd.put(
-            &format!("{P}assignments/{id}"),
-            assignment(&id, &format!("user:u{n}"), "Reader", "/apps/s").as_bytes(),
-        );
-    }
-    judged(&store, r).await;
+    judged(&store, grant_users(&etcd, P, 1..=3, "/apps/s")).await;
     assert_eq!(store.compactions(), 0);
     // The fourth change takes the overlay past `compact_at`: a compaction starts.
     hook.armed.store(true, std::sync::atomic::Ordering::Release);
@@ -278,36 +303,19 @@ async fn a_compaction_ending_while_the_watch_gathers_changes_serves_them_at_the_
     let e = etcd.clone();
     // Once the copy is complete, a-9 is written and taken from the watch, not compiled:
     // this replica gathers changes for an hour unless a request waits for them.
-    let (hook, between_pieces) = between(true, move |store| {
+    let hook = between(true, move |store| {
         let r = e.put(
             &format!("{P}assignments/a-9"),
             assignment("a-9", "user:nine", "Reader", "/apps/s").as_bytes(),
         );
         wait_until("a-9 taken from the watch", || store.inputs().revision >= r);
     });
-    let (server, store) = serve_with_store(
-        etcd.endpoints(),
-        P,
-        &[("roles.yaml", FILES)],
-        |o| {
-            o.compact_at = 3;
-            o.apply_window = Duration::from_secs(3600);
-            o.between_pieces = Some(between_pieces);
-        },
-        true,
-    )
+    let (hook, server, store) = compacting_replica(&etcd, P, FILES, hook, |o| {
+        o.apply_window = Duration::from_secs(3600);
+    })
     .await;
-    let _ = hook.store.set(store.clone());
     let app = server.app.clone();
-    let mut r = 0;
-    for n in 1..=3 {
-        let id = format!("a-{n}");
-        r = etcd.put(
-            &format!("{P}assignments/{id}"),
-            assignment(&id, &format!("user:u{n}"), "Reader", "/apps/s").as_bytes(),
-        );
-    }
-    hurried_judged(&server, r).await;
+    hurried_judged(&server, grant_users(&etcd, P, 1..=3, "/apps/s")).await;
     assert_eq!(store.compactions(), 0);
     let r = etcd.put(
         "/ovg/assignments/a-4",
@@ -369,7 +377,7 @@ constraints:
     let e = etcd.clone();
     // Once the copy has passed a-1: a-0 (behind it) made the owner, then m-5 (ahead of it)
     // revoked. The copy holds neither: no Reader at /apps/s.
-    let (hook, between_pieces) = between(false, move |store| {
+    let hook = between(false, move |store| {
         e.put(
             &format!("{P}assignments/a-0"),
             assignment("a-0", "user:owner2", "Reader", "/apps/s").as_bytes(),
@@ -377,30 +385,11 @@ constraints:
         let r = e.delete(&format!("{P}assignments/m-5"));
         wait_until("the hand-over judged", || *store.judged().borrow() >= r);
     });
-    let (server, store) = serve_with_store(
-        etcd.endpoints(),
-        P,
-        &[("roles.yaml", FILES_MIN)],
-        |o| {
-            o.compact_at = 3;
-            o.gather_piece = 1;
-            o.between_pieces = Some(between_pieces);
-        },
-        true,
-    )
-    .await;
-    let _ = hook.store.set(store.clone());
+    let (hook, server, store) =
+        compacting_replica(&etcd, P, FILES_MIN, hook, |o| o.gather_piece = 1).await;
     let app = server.app.clone();
     hook.armed.store(true, std::sync::atomic::Ordering::Release);
-    let mut r = 0;
-    for n in 1..=4 {
-        let id = format!("a-{n}");
-        r = etcd.put(
-            &format!("{P}assignments/{id}"),
-            assignment(&id, &format!("user:u{n}"), "Reader", "/apps/t").as_bytes(),
-        );
-    }
-    judged(&store, r).await;
+    judged(&store, grant_users(&etcd, P, 1..=4, "/apps/t")).await;
     compacted(&store, 1).await;
     assert!(hook.acted.load(std::sync::atomic::Ordering::Acquire));
     assert!(allowed(&app, "user:owner2", "/apps/s/d"));

@@ -110,6 +110,19 @@ pub struct Inputs {
     pub(crate) incremental: Incremental,
 }
 
+impl Inputs {
+    /// Whether the inputs are consistent and the incremental path is still on `base`
+    /// (no full compile or fresh read replaced it).
+    fn still_on(&self, base: &Arc<OverlayBase>) -> bool {
+        self.consistent
+            && self
+                .incremental
+                .base
+                .as_ref()
+                .is_some_and(|b| Arc::ptr_eq(b, base))
+    }
+}
+
 /// The incremental path's state (see `policy::overlay`): the base policy, compiled in
 /// full, and every store assignment changed since, by id, with the revision it was
 /// compiled at (its value is the one in `Inputs::objects`: absent when deleted). The
@@ -672,12 +685,7 @@ impl Store {
                 return;
             }
         };
-        let same_base = inputs
-            .incremental
-            .base
-            .as_ref()
-            .is_some_and(|b| Arc::ptr_eq(b, &old_base));
-        if !same_base || !inputs.consistent {
+        if !inputs.still_on(&old_base) {
             return;
         }
         if whole {
@@ -787,12 +795,7 @@ impl Store {
             drop(inputs);
             between(false);
             inputs = self.inputs();
-            let same = inputs
-                .incremental
-                .base
-                .as_ref()
-                .is_some_and(|b| Arc::ptr_eq(b, &base));
-            if !same || !inputs.consistent {
+            if !inputs.still_on(&base) {
                 return None;
             }
         }

@@ -261,6 +261,12 @@ pub struct ServeArgs {
     #[arg(long, env = "IOT_AUTHZ_ETCD_APPLY_WINDOW_MS", default_value_t = crate::store::DEFAULT_APPLY_WINDOW_MS,
           value_parser = clap::value_parser!(u64).range(0..=crate::store::MAX_APPLY_WINDOW_MS))]
     pub etcd_apply_window_ms: u64,
+    /// An overlay of more assignment changes than this (made since the last full compile)
+    /// is compacted into a new base: a full compile off the request path. Lower: less CPU
+    /// per write and more compactions; higher: the reverse.
+    #[arg(long, env = "IOT_AUTHZ_ETCD_COMPACT_AT", default_value_t = crate::store::COMPACT_AT,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=crate::store::MAX_COMPACT_AT as u64))]
+    pub etcd_compact_at: usize,
     /// Re-read policy files this often even without change events (0: never).
     #[arg(long, env = "IOT_AUTHZ_POLICY_POLL_SECONDS", default_value_t = crate::sources::files::DEFAULT_POLL_SECONDS)]
     pub policy_poll_seconds: u64,

@@ -50,6 +50,7 @@ fn store_options(args: &ServeArgs) -> Result<Option<StoreOptions>, super::admin:
     if let Some(options) = &mut options {
         options.max_value_bytes = args.etcd_max_value_bytes;
         options.apply_window = std::time::Duration::from_millis(args.etcd_apply_window_ms);
+        options.compact_at = args.etcd_compact_at;
     }
     Ok(options)
 }
@@ -344,5 +345,44 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             let _ = tokio::signal::ctrl_c().await;
         }
         tracing::info!("shutting down: draining in-flight requests");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::store_options;
+    use crate::cli::{Cli, Command};
+
+    fn parsed(extra: &[&str]) -> Result<Box<crate::cli::ServeArgs>, clap::Error> {
+        let args = [
+            "iot-authz",
+            "serve",
+            "--etcd-endpoints",
+            "http://127.0.0.1:2379",
+        ];
+        let cli = Cli::try_parse_from(args.iter().chain(extra))?;
+        match cli.command {
+            Command::Serve(args) => Ok(args),
+            _ => panic!("not serve"),
+        }
+    }
+
+    #[test]
+    fn the_store_flags_reach_the_store_options_within_their_bounds() {
+        let args = parsed(&["--etcd-compact-at", "5", "--etcd-apply-window-ms", "7"]).unwrap();
+        let options = store_options(&args).unwrap().unwrap();
+        assert_eq!(options.compact_at, 5);
+        assert_eq!(options.apply_window, std::time::Duration::from_millis(7));
+        let defaults = store_options(&parsed(&[]).unwrap()).unwrap().unwrap();
+        assert_eq!(defaults.compact_at, crate::store::COMPACT_AT);
+        for bad in [
+            ["--etcd-compact-at", "0"],
+            ["--etcd-compact-at", "1000001"],
+            ["--etcd-apply-window-ms", "10001"],
+        ] {
+            assert!(parsed(&bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

@@ -209,6 +209,9 @@ const ASSIGNMENTS: &str = "assignments/";
 /// the request path); its changes are also dropped at every full compile.
 pub const COMPACT_AT: usize = 10_000;
 
+/// The most `--etcd-compact-at` accepts.
+pub const MAX_COMPACT_AT: usize = 1_000_000;
+
 /// By default, how long a replica gathers the watch's changes before it compiles them
 /// ([`StoreOptions::apply_window`]).
 pub const DEFAULT_APPLY_WINDOW_MS: u64 = 20;

@@ -707,17 +707,12 @@ impl Store {
             // compiled yet (it will, within its window): nothing is served from them here.
             // The new base takes over, and that compile lays them and the changes made
             // during this compaction over it.
-            inputs.incremental.base = Some(base);
-            inputs.incremental.changes = remaining;
-            inputs.incremental.last = None;
-            inputs.incremental.moved();
-            self.compactions.fetch_add(1, Ordering::AcqRel);
+            self.take_base(&mut inputs, base, remaining, None);
             drop(inputs);
             tracing::debug!(
                 started_at,
                 "store overlay compacted; served at the next compile"
             );
-            crate::live::reaper::drop_later(Some(snapshot));
             return;
         }
         let served = if remaining.is_empty() {
@@ -739,15 +734,28 @@ impl Store {
         let Ok(served) = served else {
             return;
         };
-        inputs.incremental.base = Some(base);
-        inputs.incremental.changes = remaining;
-        inputs.incremental.last = Some(served.share());
-        inputs.incremental.moved();
+        self.take_base(&mut inputs, base, remaining, Some(served.share()));
         let previous = self.install(&**app, &mut inputs, served);
-        self.compactions.fetch_add(1, Ordering::AcqRel);
         drop(inputs);
         tracing::debug!(started_at, "store overlay compacted");
         drop(previous);
+    }
+
+    /// A compaction's new base becomes the incremental path's, with the changes made since
+    /// its copy began and the overlay made of them over it (`None`: made by the next
+    /// compile).
+    fn take_base(
+        &self,
+        inputs: &mut Inputs,
+        base: Arc<OverlayBase>,
+        changes: BTreeMap<String, i64>,
+        last: Option<Snapshot>,
+    ) {
+        inputs.incremental.base = Some(base);
+        inputs.incremental.changes = changes;
+        inputs.incremental.last = last;
+        inputs.incremental.moved();
+        self.compactions.fetch_add(1, Ordering::AcqRel);
     }
 
     /// How many compactions have made a new base for the incremental path.
